@@ -1,0 +1,8 @@
+//! Steward's one integration-test binary: end-to-end over loopback.
+//! Each module states its goal in its first comment line.
+
+mod common;
+mod admin;
+mod lifecycle;
+mod sandbox_contract;
+mod sandbox_support;
