@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ErrorCode};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
+use steward_actors::store::{Lane, NewEntry, RecordKind};
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
 
@@ -20,6 +21,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/tenants/{id}/pause", web::post().to(pause_tenant))
         .route("/tenants/{id}/resume", web::post().to(resume_tenant))
         .route("/tenants/{id}/_test/kill/{actor}", web::post().to(kill_actor))
+        .route("/tenants/{id}/_test/enqueue", web::post().to(enqueue_synthetic))
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));
@@ -121,4 +123,58 @@ async fn kill_actor(
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))?;
     handle.kill_child(kind, mode);
     Ok(HttpResponse::Accepted().json(serde_json::json!({"tenant": id, "actor": actor, "mode": query.mode})))
+}
+
+#[derive(Deserialize)]
+struct EnqueueQuery {
+    #[serde(default = "default_enqueue_count")]
+    count: usize,
+}
+
+fn default_enqueue_count() -> usize {
+    1
+}
+
+/// Test-only hook (`runtime.test_hooks = true`): queues `count` synthetic gifts through the
+/// tenant's capture actor (durable before the 202), until real ingress exists.
+async fn enqueue_synthetic(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<EnqueueQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.runtime.test_hooks {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such admin route"));
+    }
+    let id = tenant_id(&path)?;
+    if query.count == 0 || query.count > 10_000 {
+        return Err(ApiError::new(ErrorCode::InvalidField, "count must be 1 to 10000"));
+    }
+    let handle = state
+        .runtime
+        .tenant(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))?;
+    let now_ms = tenants::now_ms();
+    let entries = (0..query.count)
+        .map(|_| {
+            let source_id = format!("synthetic_{}", rand::random::<u64>());
+            let body = serde_json::json!({"transactionSource": "Synthetic", "transactionId": source_id,
+                "amount": "1.00", "giftDate": "2026-01-01", "giftType": "Other", "contact": {"email": "test@example.org"}});
+            NewEntry {
+                kind: RecordKind::Gift,
+                source: "synthetic".into(),
+                source_id: source_id.clone(),
+                idempotency_key: format!("synthetic:{source_id}"),
+                lane: Lane::Live,
+                transaction_source: "Synthetic".into(),
+                body_json: body.to_string(),
+                aliases: Vec::new(),
+                now_ms,
+            }
+        })
+        .collect();
+    let outcomes = handle
+        .enqueue(entries)
+        .await
+        .map_err(|err| ApiError::new(ErrorCode::Unavailable, format!("enqueue failed: {err}")))?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"queued": outcomes.len()})))
 }
