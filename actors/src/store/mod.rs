@@ -259,7 +259,10 @@ impl MasterKey {
     /// From `STEWARD_MASTER_KEY` (32 bytes, Base64) when given, else from
     /// `{data_dir}/master.key`, created with mode 0600 on first start.
     /// Returns the key and whether it was generated now.
-    pub fn load_or_create(data_dir: &Path, env_value: Option<&str>) -> Result<(MasterKey, bool), StoreError> {
+    pub fn load_or_create(
+        data_dir: &Path,
+        env_value: Option<&str>,
+    ) -> Result<(MasterKey, bool), StoreError> {
         let _ = (data_dir, env_value);
         todo!()
     }

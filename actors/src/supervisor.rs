@@ -1,0 +1,517 @@
+//! TenantSupervisor: starts, watches and restarts a tenant's five children.
+//!
+//! - A child that dies (panic or error) reports from its `stopped()` ([`ChildStopped`]) and
+//!   is re-created after a backoff that doubles from `restart_backoff_initial_ms` up to
+//!   `restart_backoff_max_ms` (reset once a child has lived that long).
+//! - Every `heartbeat_ms / 2` the supervisor compares each running child's latest progress
+//!   mark with the clock; a child silent for longer than `heartbeat_ms` is replaced: its
+//!   generation stops being current (so it refuses to act if it ever wakes), it is told to
+//!   stop, and a new generation starts after the backoff.
+//! - The supervisor and its children share one arbiter; everything observable lives in
+//!   [`TenantShared`], readable without messaging anybody.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::budget::RateLimitHeaders;
+use crate::capture::CaptureActor;
+use crate::child::Child;
+use crate::inbound::InboundActor;
+use crate::messages::{
+    ChildCommand, ChildControl, ChildExit, ChildStopped, KillChild, SettingsChanged, StopTenant,
+    WorkHint,
+};
+use crate::observe::{ActorCell, ActorKind, ActorState, SUPERVISOR_NAME};
+use crate::ports::{Clock, TenantData};
+use crate::queue::QueueActor;
+use crate::reconciler::ReconcilerActor;
+use crate::runtime::TenantSettings;
+use crate::submitter::SubmitterActor;
+
+/// How long a stopping supervisor waits for its children before stopping anyway (a child
+/// blocking its arbiter thread would never answer).
+const STOP_TIMEOUT_MS: u64 = 5_000;
+
+/// What a tenant's actors and its handle share. Read without messaging any actor.
+pub struct TenantShared {
+    pub tenant_id: String,
+    pub data: Arc<dyn TenantData>,
+    pub clock: Arc<dyn Clock>,
+    settings: RwLock<TenantSettings>,
+    pub paused: AtomicBool,
+    pub needs_operator: AtomicBool,
+    cells: [Arc<ActorCell>; 5],
+    pub supervisor_cell: Arc<ActorCell>,
+    addresses: Mutex<ChildAddresses>,
+    rate_limit_headers: Mutex<RateLimitHeaders>,
+}
+
+/// Typed addresses of the current children (`None` while one restarts).
+#[derive(Default, Clone)]
+pub struct ChildAddresses {
+    pub capture: Option<Addr<CaptureActor>>,
+    pub queue: Option<Addr<QueueActor>>,
+    pub submitter: Option<Addr<SubmitterActor>>,
+    pub inbound: Option<Addr<InboundActor>>,
+    pub reconciler: Option<Addr<ReconcilerActor>>,
+}
+
+impl ChildAddresses {
+    fn clear(&mut self, kind: ActorKind) {
+        match kind {
+            ActorKind::Capture => self.capture = None,
+            ActorKind::Queue => self.queue = None,
+            ActorKind::Submitter => self.submitter = None,
+            ActorKind::Inbound => self.inbound = None,
+            ActorKind::Reconciler => self.reconciler = None,
+        }
+    }
+}
+
+impl TenantShared {
+    pub fn new(
+        tenant_id: String,
+        data: Arc<dyn TenantData>,
+        clock: Arc<dyn Clock>,
+        settings: TenantSettings,
+    ) -> TenantShared {
+        let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
+        let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
+        TenantShared {
+            paused: AtomicBool::new(settings.paused),
+            needs_operator: AtomicBool::new(false),
+            settings: RwLock::new(settings),
+            tenant_id,
+            data,
+            clock,
+            cells,
+            supervisor_cell,
+            addresses: Mutex::new(ChildAddresses::default()),
+            rate_limit_headers: Mutex::new(RateLimitHeaders::default()),
+        }
+    }
+
+    pub fn settings(&self) -> TenantSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+    pub fn replace_settings(&self, settings: TenantSettings) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+    }
+    pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
+        &self.cells[kind.index()]
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+    // Never panics on poison: used from `stopped()`, which may run while unwinding.
+    fn addresses_lock(&self) -> MutexGuard<'_, ChildAddresses> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    /// A copy of the current children's addresses.
+    pub fn addresses(&self) -> ChildAddresses {
+        self.addresses_lock().clone()
+    }
+    pub fn rate_limit_headers(&self) -> RateLimitHeaders {
+        *self
+            .rate_limit_headers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    /// Seam for header sync (budget pacing issue): the submitter stores what it saw.
+    pub fn record_rate_limit_headers(&self, headers: RateLimitHeaders) {
+        *self
+            .rate_limit_headers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = headers;
+    }
+
+    /// Hints Queue and Submitter that entries were added. Lossy on purpose: a full mailbox
+    /// drops the hint (they find the work in the store anyway). Returns the hints dropped.
+    pub fn hint_new_work(&self, entries_added: u64) -> u64 {
+        let addresses = self.addresses();
+        let capacity = self.settings().mailbox_capacity as u64;
+        let mut dropped = 0;
+        let queue_cell = self.cell(ActorKind::Queue);
+        let submitter_cell = self.cell(ActorKind::Submitter);
+        // `try_send` does not enforce capacity in actix 0.13; the guard count does.
+        match &addresses.queue {
+            Some(queue) if queue_cell.mailbox.depth() < capacity => {
+                let hint = WorkHint {
+                    entries_added,
+                    guard: queue_cell.mailbox.guard(),
+                };
+                dropped += u64::from(queue.try_send(hint).is_err());
+            }
+            _ => dropped += 1,
+        }
+        match &addresses.submitter {
+            Some(submitter) if submitter_cell.mailbox.depth() < capacity => {
+                let hint = WorkHint {
+                    entries_added,
+                    guard: submitter_cell.mailbox.guard(),
+                };
+                dropped += u64::from(submitter.try_send(hint).is_err());
+            }
+            _ => dropped += 1,
+        }
+        dropped
+    }
+}
+
+/// One child slot of the supervisor.
+struct ChildSlot {
+    kind: ActorKind,
+    /// Control channel of the live child, with its generation.
+    live: Option<(Recipient<ChildControl>, u64)>,
+    /// Delay before the next re-creation.
+    next_backoff_ms: u64,
+    started_at_ms: u64,
+    /// A replacement already advanced the cell's generation for the next child.
+    generation_advanced: bool,
+}
+
+/// The supervisor's own observable state.
+#[derive(Debug, Default, Serialize)]
+struct SupervisorObserved {
+    progress_checks: u64,
+    restarts_total: u64,
+    stall_replacements_total: u64,
+    arbiter_thread: String,
+}
+
+pub struct TenantSupervisor {
+    shared: Arc<TenantShared>,
+    slots: [ChildSlot; 5],
+    stopping: bool,
+    stop_waiters: Vec<oneshot::Sender<()>>,
+    observed: SupervisorObserved,
+}
+
+impl TenantSupervisor {
+    pub fn new(shared: Arc<TenantShared>) -> TenantSupervisor {
+        let initial_backoff_ms = shared.settings().restart_backoff_initial_ms;
+        let slots = ActorKind::ALL.map(|kind| ChildSlot {
+            kind,
+            live: None,
+            next_backoff_ms: initial_backoff_ms,
+            started_at_ms: 0,
+            generation_advanced: false,
+        });
+        TenantSupervisor {
+            shared,
+            slots,
+            stopping: false,
+            stop_waiters: Vec::new(),
+            observed: Default::default(),
+        }
+    }
+
+    fn spawn_child(&mut self, kind: ActorKind, ctx: &mut Context<Self>) {
+        let shared = Arc::clone(&self.shared);
+        let cell = Arc::clone(shared.cell(kind));
+        let slot = &mut self.slots[kind.index()];
+        let generation = if slot.generation_advanced {
+            cell.generation()
+        } else {
+            cell.generation() + 1
+        };
+        slot.generation_advanced = false;
+        cell.set_generation(generation);
+        cell.set_state(ActorState::Starting);
+        let supervisor = ctx.address();
+        let control: Recipient<ChildControl> = {
+            let mut addresses = shared.addresses_lock();
+            match kind {
+                ActorKind::Capture => {
+                    let address =
+                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
+                    addresses.capture = Some(address.clone());
+                    address.recipient()
+                }
+                ActorKind::Queue => {
+                    let address =
+                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
+                    addresses.queue = Some(address.clone());
+                    address.recipient()
+                }
+                ActorKind::Submitter => {
+                    let address =
+                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
+                    addresses.submitter = Some(address.clone());
+                    address.recipient()
+                }
+                ActorKind::Inbound => {
+                    let address =
+                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
+                    addresses.inbound = Some(address.clone());
+                    address.recipient()
+                }
+                ActorKind::Reconciler => {
+                    let address =
+                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
+                    addresses.reconciler = Some(address.clone());
+                    address.recipient()
+                }
+            }
+        };
+        let slot = &mut self.slots[kind.index()];
+        slot.live = Some((control, generation));
+        slot.started_at_ms = shared.clock.now_ms();
+    }
+
+    /// Schedules the next generation of `kind` after its backoff.
+    fn schedule_restart(
+        &mut self,
+        kind: ActorKind,
+        reason: String,
+        after_stall: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let settings = self.shared.settings();
+        let now_ms = self.shared.clock.now_ms();
+        let slot = &mut self.slots[kind.index()];
+        // A child that lived as long as the longest backoff had recovered: start over.
+        if now_ms.saturating_sub(slot.started_at_ms) >= settings.restart_backoff_max_ms {
+            slot.next_backoff_ms = settings.restart_backoff_initial_ms;
+        }
+        let backoff_ms = slot
+            .next_backoff_ms
+            .clamp(1, settings.restart_backoff_max_ms.max(1));
+        slot.next_backoff_ms = backoff_ms
+            .saturating_mul(2)
+            .min(settings.restart_backoff_max_ms);
+        self.shared
+            .cell(kind)
+            .record_restart(reason.clone(), backoff_ms, after_stall);
+        self.observed.restarts_total += 1;
+        self.observed.stall_replacements_total += u64::from(after_stall);
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL, crate::metrics::LABEL_ACTOR => kind.name()).increment(1);
+        tracing::warn!(
+            tenant_id = %self.shared.tenant_id,
+            actor = kind.name(),
+            reason = %reason,
+            backoff_ms,
+            restarts = self.shared.cell(kind).restarts(),
+            "child will be re-created"
+        );
+        ctx.run_later(Duration::from_millis(backoff_ms), move |supervisor, ctx| {
+            if !supervisor.stopping {
+                supervisor.spawn_child(kind, ctx);
+            }
+        });
+    }
+
+    fn schedule_progress_check(&mut self, ctx: &mut Context<Self>) {
+        let interval_ms = (self.shared.settings().heartbeat_ms / 2).max(1);
+        ctx.run_later(Duration::from_millis(interval_ms), |supervisor, ctx| {
+            supervisor.check_progress(ctx);
+            supervisor.schedule_progress_check(ctx);
+        });
+    }
+
+    /// Replaces every running child whose latest progress is older than one heartbeat.
+    fn check_progress(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let heartbeat_ms = self.shared.settings().heartbeat_ms;
+        let now_ms = self.shared.clock.now_ms();
+        for kind in ActorKind::ALL {
+            let cell = self.shared.cell(kind);
+            let is_running =
+                self.slots[kind.index()].live.is_some() && cell.state() == ActorState::Running;
+            let silent_ms = now_ms.saturating_sub(cell.progress_ms());
+            if is_running && silent_ms > heartbeat_ms {
+                let reason =
+                    format!("no progress for {silent_ms} ms (heartbeat {heartbeat_ms} ms)");
+                self.replace_stalled_child(kind, reason, ctx);
+            }
+        }
+        self.observed.progress_checks += 1;
+        self.publish();
+    }
+
+    fn replace_stalled_child(&mut self, kind: ActorKind, reason: String, ctx: &mut Context<Self>) {
+        let cell = Arc::clone(self.shared.cell(kind));
+        let slot = &mut self.slots[kind.index()];
+        let Some((control, _generation)) = slot.live.take() else {
+            return;
+        };
+        // The old generation stops being current first: if it ever wakes, it refuses to act.
+        cell.set_generation(cell.generation() + 1);
+        slot.generation_advanced = true;
+        self.shared.addresses_lock().clear(kind);
+        // do_send: a control message must get through even to a full mailbox.
+        control.do_send(ChildControl {
+            command: ChildCommand::Stop,
+            guard: cell.mailbox.guard(),
+        });
+        self.schedule_restart(kind, reason, true, ctx);
+    }
+
+    fn publish(&mut self) {
+        let observed = serde_json::to_value(&self.observed).unwrap_or(serde_json::Value::Null);
+        self.shared
+            .supervisor_cell
+            .record_progress(self.shared.clock.now_ms(), observed);
+    }
+
+    fn all_children_gone(&self) -> bool {
+        self.slots.iter().all(|slot| slot.live.is_none())
+    }
+}
+
+impl Actor for TenantSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.observed.arbiter_thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        self.shared
+            .supervisor_cell
+            .mark_started(self.shared.clock.now_ms());
+        for kind in ActorKind::ALL {
+            self.spawn_child(kind, ctx);
+        }
+        self.publish();
+        self.schedule_progress_check(ctx);
+    }
+
+    /// Also runs if the supervisor itself panicked: then its children are told to stop (a
+    /// tenant without a supervisor must not keep running unsupervised). Must not panic.
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for slot in &mut self.slots {
+            let cell = self.shared.cell(slot.kind);
+            if let Some((control, _generation)) = slot.live.take() {
+                control.do_send(ChildControl {
+                    command: ChildCommand::Stop,
+                    guard: cell.mailbox.guard(),
+                });
+            }
+            cell.set_state(ActorState::Stopped);
+        }
+        *self.shared.addresses_lock() = ChildAddresses::default();
+        self.shared.supervisor_cell.set_state(ActorState::Stopped);
+        for waiter in self.stop_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        tracing::info!(tenant_id = %self.shared.tenant_id, "tenant supervisor stopped");
+    }
+}
+
+impl Handler<ChildStopped> for TenantSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, mut message: ChildStopped, ctx: &mut Context<Self>) {
+        message.guard.mark_handling();
+        let kind = message.kind;
+        let slot = &mut self.slots[kind.index()];
+        // Reports from a replaced generation are expected and change nothing.
+        if slot.live.as_ref().map(|(_, generation)| *generation) != Some(message.generation) {
+            return;
+        }
+        slot.live = None;
+        self.shared.addresses_lock().clear(kind);
+        if self.stopping {
+            self.shared.cell(kind).set_state(ActorState::Stopped);
+            if self.all_children_gone() {
+                ctx.stop();
+            }
+            return;
+        }
+        let reason = match message.exit {
+            ChildExit::Panicked => "panicked in a handler".to_string(),
+            ChildExit::Failed(error) => error,
+            ChildExit::Requested => "stopped without being asked to".to_string(),
+        };
+        self.schedule_restart(kind, reason, false, ctx);
+    }
+}
+
+impl Handler<KillChild> for TenantSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, mut message: KillChild, _ctx: &mut Context<Self>) {
+        message.guard.mark_handling();
+        let cell = self.shared.cell(message.kind);
+        if let Some((control, _generation)) = &self.slots[message.kind.index()].live {
+            control.do_send(ChildControl {
+                command: ChildCommand::Kill(message.mode),
+                guard: cell.mailbox.guard(),
+            });
+        }
+    }
+}
+
+impl Handler<SettingsChanged> for TenantSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, mut message: SettingsChanged, _ctx: &mut Context<Self>) {
+        message.guard.mark_handling();
+        // New backoff bounds apply from the next death; ticks pick up a new heartbeat as
+        // they re-schedule; a new mailbox capacity applies to the next generation.
+        let initial_backoff_ms = self.shared.settings().restart_backoff_initial_ms;
+        for slot in &mut self.slots {
+            slot.next_backoff_ms = initial_backoff_ms;
+        }
+    }
+}
+
+impl Handler<StopTenant> for TenantSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, mut message: StopTenant, ctx: &mut Context<Self>) {
+        message.guard.mark_handling();
+        self.stop_waiters.push(message.done);
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.shared.supervisor_cell.set_state(ActorState::Stopping);
+        for slot in &self.slots {
+            let cell = self.shared.cell(slot.kind);
+            if let Some((control, _generation)) = &slot.live {
+                cell.set_state(ActorState::Stopping);
+                control.do_send(ChildControl {
+                    command: ChildCommand::Stop,
+                    guard: cell.mailbox.guard(),
+                });
+            }
+            // Wakes a stalled child so it can take its Stop; nothing restarts from here on.
+            cell.set_generation(cell.generation() + 1);
+        }
+        if self.all_children_gone() {
+            ctx.stop();
+            return;
+        }
+        ctx.run_later(Duration::from_millis(STOP_TIMEOUT_MS), |supervisor, ctx| {
+            let still_running: Vec<&str> = supervisor
+                .slots
+                .iter()
+                .filter(|slot| slot.live.is_some())
+                .map(|slot| slot.kind.name())
+                .collect();
+            tracing::warn!(
+                tenant_id = %supervisor.shared.tenant_id,
+                children = ?still_running,
+                "children did not stop in time; stopping the supervisor anyway"
+            );
+            ctx.stop();
+        });
+    }
+}
