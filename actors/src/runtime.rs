@@ -355,3 +355,7 @@ fn request_stop(handle: &TenantHandle) -> oneshot::Receiver<()> {
     handle.supervisor.do_send(StopTenant { done, guard });
     stopped
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;

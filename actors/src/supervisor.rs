@@ -298,6 +298,7 @@ impl TenantSupervisor {
             .record_restart(reason.clone(), backoff_ms, after_stall);
         self.observed.restarts_total += 1;
         self.observed.stall_replacements_total += u64::from(after_stall);
+        self.publish();
         metrics::counter!(crate::metrics::ACTOR_RESTARTS_TOTAL, crate::metrics::LABEL_ACTOR => kind.name()).increment(1);
         tracing::warn!(
             tenant_id = %self.shared.tenant_id,
