@@ -59,6 +59,18 @@ pub enum KillMode {
     Stall,
 }
 
+impl KillMode {
+    /// `panic`, `error` or `stall`.
+    pub fn parse(name: &str) -> Option<KillMode> {
+        match name {
+            "panic" => Some(KillMode::Panic),
+            "error" => Some(KillMode::Error),
+            "stall" => Some(KillMode::Stall),
+            _ => None,
+        }
+    }
+}
+
 /// From the supervisor to one child.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -16,7 +16,7 @@ pub const LABEL_TENANT: &str = "tenant";
 pub const LABEL_ACTOR: &str = "actor";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
-pub fn describe_runtime_metrics() {
+pub fn describe() {
     metrics::describe_gauge!(
         ACTOR_MAILBOX_DEPTH,
         metrics::Unit::Count,

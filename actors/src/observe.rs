@@ -44,6 +44,11 @@ impl ActorKind {
         }
     }
 
+    /// The kind named `name` (as [`ActorKind::name`] spells it).
+    pub fn parse(name: &str) -> Option<ActorKind> {
+        ActorKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     pub(crate) fn index(self) -> usize {
         self as usize
     }
@@ -218,5 +223,25 @@ impl ActorCell {
             stale_refusals: self.stale_refusals.load(Ordering::Acquire),
             observed: snapshot.observed.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::KillMode;
+
+    #[test]
+    fn kinds_and_kill_modes_parse_their_own_names_only() {
+        // Goal: the names the admin API accepts round-trip; anything else is refused.
+        for kind in ActorKind::ALL {
+            assert_eq!(ActorKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(ActorKind::parse("supervisor"), None);
+        assert_eq!(ActorKind::parse("Capture"), None);
+        assert_eq!(KillMode::parse("stall"), Some(KillMode::Stall));
+        assert_eq!(KillMode::parse("panic"), Some(KillMode::Panic));
+        assert_eq!(KillMode::parse("error"), Some(KillMode::Error));
+        assert_eq!(KillMode::parse("abort"), None);
     }
 }

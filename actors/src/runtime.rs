@@ -13,11 +13,10 @@ use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::budget::{BudgetSettings, BudgetStatus};
-use crate::messages::{
-    Enqueue, EnqueueError, KillChild, KillMode, SetPaused, SettingsChanged, StopTenant,
-};
-use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
+pub use crate::budget::{BudgetSettings, BudgetStatus};
+use crate::messages::{Enqueue, KillChild, SetPaused, SettingsChanged, StopTenant};
+pub use crate::messages::{EnqueueError, KillMode};
+pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
 use crate::ports::{Clock, SledTenantData, SystemClock, TenantData};
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::{TenantShared, TenantSupervisor};
@@ -64,7 +63,7 @@ pub struct TenantSpec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TenantRuntimeStatus {
     /// `running`, `paused` or `needs_operator`.
-    pub state: &'static str,
+    pub state: String,
     /// The five children by kind name, plus `supervisor`.
     pub actors: BTreeMap<&'static str, ActorStatus>,
     /// Every child has started at least once (readiness).
@@ -117,7 +116,7 @@ impl TenantHandle {
                 }
             });
         TenantRuntimeStatus {
-            state,
+            state: state.to_string(),
             actors,
             children_started: self.children_started(),
             budget,
