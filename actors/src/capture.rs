@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::child::{Child, ChildBehavior};
 use crate::messages::{Enqueue, EnqueueError};
 use crate::observe::ActorKind;
+use crate::observe::TenantShared;
 use crate::store::{Counts, EnqueueOutcome};
-use crate::supervisor::TenantShared;
 
 pub type CaptureActor = Child<Capture>;
 

@@ -13,8 +13,9 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::messages::{ChildCommand, ChildControl, ChildExit, ChildStopped, KillMode};
+use crate::observe::TenantShared;
 use crate::observe::{ActorCell, ActorKind};
-use crate::supervisor::{TenantShared, TenantSupervisor};
+use crate::supervisor::TenantSupervisor;
 
 /// The part of a child that differs from one kind to another.
 pub trait ChildBehavior: Sized + Unpin + 'static {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
 use crate::observe::ActorKind;
-use crate::supervisor::TenantShared;
+use crate::observe::TenantShared;
 
 pub type InboundActor = Child<Inbound>;
 

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::child::{Child, ChildBehavior};
 use crate::messages::WorkHint;
 use crate::observe::ActorKind;
+use crate::observe::TenantShared;
 use crate::store::LaneStat;
-use crate::supervisor::TenantShared;
 
 pub type QueueActor = Child<Queue>;
 

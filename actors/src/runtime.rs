@@ -16,10 +16,11 @@ use tokio::sync::oneshot;
 pub use crate::budget::{BudgetSettings, BudgetStatus};
 use crate::messages::{Enqueue, KillChild, SetPaused, SettingsChanged, StopTenant};
 pub use crate::messages::{EnqueueError, KillMode};
+use crate::observe::TenantShared;
 pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
 use crate::ports::{Clock, SledTenantData, SystemClock, TenantData};
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
-use crate::supervisor::{TenantShared, TenantSupervisor};
+use crate::supervisor::TenantSupervisor;
 
 /// Runtime settings of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

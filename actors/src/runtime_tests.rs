@@ -378,7 +378,7 @@ async fn stop_tenant_stops_all_six_actors_even_with_a_stalled_child() {
     })
     .await;
     let addresses = handle.shared().addresses();
-    let connected = |addresses: &crate::supervisor::ChildAddresses| {
+    let connected = |addresses: &crate::observe::ChildAddresses| {
         [
             addresses.capture.as_ref().map(|a| a.connected()),
             addresses.queue.as_ref().map(|a| a.connected()),

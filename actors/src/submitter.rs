@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::child::{Child, ChildBehavior};
 use crate::messages::{SetPaused, WorkHint};
 use crate::observe::ActorKind;
-use crate::supervisor::TenantShared;
+use crate::observe::TenantShared;
 
 pub type SubmitterActor = Child<Submitter>;
 

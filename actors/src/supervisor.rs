@@ -8,168 +8,24 @@
 //!   generation stops being current (so it refuses to act if it ever wakes), it is told to
 //!   stop, and a new generation starts after the backoff.
 //! - The supervisor and its children share one arbiter; everything observable lives in
-//!   [`TenantShared`], readable without messaging anybody.
+//!   [`TenantShared`](crate::observe::TenantShared), readable without messaging anybody.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Recipient};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::budget::RateLimitHeaders;
-use crate::capture::CaptureActor;
 use crate::child::Child;
-use crate::inbound::InboundActor;
 use crate::messages::{
     ChildCommand, ChildControl, ChildExit, ChildStopped, KillChild, SettingsChanged, StopTenant,
-    WorkHint,
 };
-use crate::observe::{ActorCell, ActorKind, ActorState, SUPERVISOR_NAME};
-use crate::ports::{Clock, TenantData};
-use crate::queue::QueueActor;
-use crate::reconciler::ReconcilerActor;
-use crate::runtime::TenantSettings;
-use crate::submitter::SubmitterActor;
+use crate::observe::{ActorKind, ActorState, ChildAddresses, TenantShared};
 
 /// How long a stopping supervisor waits for its children before stopping anyway (a child
 /// blocking its arbiter thread would never answer).
 const STOP_TIMEOUT_MS: u64 = 5_000;
-
-/// What a tenant's actors and its handle share. Read without messaging any actor.
-pub struct TenantShared {
-    pub tenant_id: String,
-    pub data: Arc<dyn TenantData>,
-    pub clock: Arc<dyn Clock>,
-    settings: RwLock<TenantSettings>,
-    pub paused: AtomicBool,
-    pub needs_operator: AtomicBool,
-    cells: [Arc<ActorCell>; 5],
-    pub supervisor_cell: Arc<ActorCell>,
-    addresses: Mutex<ChildAddresses>,
-    rate_limit_headers: Mutex<RateLimitHeaders>,
-}
-
-/// Typed addresses of the current children (`None` while one restarts).
-#[derive(Default, Clone)]
-pub struct ChildAddresses {
-    pub capture: Option<Addr<CaptureActor>>,
-    pub queue: Option<Addr<QueueActor>>,
-    pub submitter: Option<Addr<SubmitterActor>>,
-    pub inbound: Option<Addr<InboundActor>>,
-    pub reconciler: Option<Addr<ReconcilerActor>>,
-}
-
-impl ChildAddresses {
-    fn clear(&mut self, kind: ActorKind) {
-        match kind {
-            ActorKind::Capture => self.capture = None,
-            ActorKind::Queue => self.queue = None,
-            ActorKind::Submitter => self.submitter = None,
-            ActorKind::Inbound => self.inbound = None,
-            ActorKind::Reconciler => self.reconciler = None,
-        }
-    }
-}
-
-impl TenantShared {
-    pub fn new(
-        tenant_id: String,
-        data: Arc<dyn TenantData>,
-        clock: Arc<dyn Clock>,
-        settings: TenantSettings,
-    ) -> TenantShared {
-        let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
-        let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
-        TenantShared {
-            paused: AtomicBool::new(settings.paused),
-            needs_operator: AtomicBool::new(false),
-            settings: RwLock::new(settings),
-            tenant_id,
-            data,
-            clock,
-            cells,
-            supervisor_cell,
-            addresses: Mutex::new(ChildAddresses::default()),
-            rate_limit_headers: Mutex::new(RateLimitHeaders::default()),
-        }
-    }
-
-    pub fn settings(&self) -> TenantSettings {
-        self.settings
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-    pub fn replace_settings(&self, settings: TenantSettings) {
-        *self
-            .settings
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
-    }
-    pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
-        &self.cells[kind.index()]
-    }
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Acquire)
-    }
-    // Never panics on poison: used from `stopped()`, which may run while unwinding.
-    fn addresses_lock(&self) -> MutexGuard<'_, ChildAddresses> {
-        self.addresses
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-    /// A copy of the current children's addresses.
-    pub fn addresses(&self) -> ChildAddresses {
-        self.addresses_lock().clone()
-    }
-    pub fn rate_limit_headers(&self) -> RateLimitHeaders {
-        *self
-            .rate_limit_headers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-    /// Seam for header sync (budget pacing issue): the submitter stores what it saw.
-    pub fn record_rate_limit_headers(&self, headers: RateLimitHeaders) {
-        *self
-            .rate_limit_headers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = headers;
-    }
-
-    /// Hints Queue and Submitter that entries were added. Lossy on purpose: a full mailbox
-    /// drops the hint (they find the work in the store anyway). Returns the hints dropped.
-    pub fn hint_new_work(&self, entries_added: u64) -> u64 {
-        let addresses = self.addresses();
-        let capacity = self.settings().mailbox_capacity as u64;
-        let mut dropped = 0;
-        let queue_cell = self.cell(ActorKind::Queue);
-        let submitter_cell = self.cell(ActorKind::Submitter);
-        // `try_send` does not enforce capacity in actix 0.13; the guard count does.
-        match &addresses.queue {
-            Some(queue) if queue_cell.mailbox.depth() < capacity => {
-                let hint = WorkHint {
-                    entries_added,
-                    guard: queue_cell.mailbox.guard(),
-                };
-                dropped += u64::from(queue.try_send(hint).is_err());
-            }
-            _ => dropped += 1,
-        }
-        match &addresses.submitter {
-            Some(submitter) if submitter_cell.mailbox.depth() < capacity => {
-                let hint = WorkHint {
-                    entries_added,
-                    guard: submitter_cell.mailbox.guard(),
-                };
-                dropped += u64::from(submitter.try_send(hint).is_err());
-            }
-            _ => dropped += 1,
-        }
-        dropped
-    }
-}
 
 /// One child slot of the supervisor.
 struct ChildSlot {
