@@ -11,9 +11,14 @@ pub const ACTOR_MAILBOX_WAIT_SECONDS: &str = "steward_actor_mailbox_wait_seconds
 /// the tenant status).
 pub const ACTOR_RESTARTS_TOTAL: &str = "steward_actor_restarts_total";
 
+/// Gauge `{arbiter}`: how late the arbiter ran its latest probe timer (a blocked arbiter
+/// thread stalls every tenant on it; this is how it shows).
+pub const ARBITER_LAG_SECONDS: &str = "steward_arbiter_lag_seconds";
+
 /// Label names.
 pub const LABEL_TENANT: &str = "tenant";
 pub const LABEL_ACTOR: &str = "actor";
+pub const LABEL_ARBITER: &str = "arbiter";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
 pub fn describe() {
@@ -31,5 +36,10 @@ pub fn describe() {
         ACTOR_RESTARTS_TOTAL,
         metrics::Unit::Count,
         "Child actors re-created by their tenant supervisor after a death or a stall, per actor kind"
+    );
+    metrics::describe_gauge!(
+        ARBITER_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "How late an arbiter thread ran its probe timer; large values mean a blocked thread"
     );
 }

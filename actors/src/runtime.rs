@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, ArbiterHandle};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle, AsyncContext};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -226,6 +227,8 @@ struct RuntimeInner {
     next_arbiter: AtomicUsize,
     tenants: Mutex<BTreeMap<String, TenantHandle>>,
     clock: Arc<dyn Clock>,
+    /// One lag probe per arbiter, in arbiter order.
+    probes: Vec<Arc<ProbeCell>>,
 }
 
 impl Drop for RuntimeInner {
@@ -245,7 +248,19 @@ impl Runtime {
     /// As [`Runtime::new`], with the clock the actors compare progress and budgets against.
     pub fn with_clock(arbiter_count: usize, clock: Arc<dyn Clock>) -> Runtime {
         let arbiters: Vec<Arbiter> = (0..arbiter_count.max(1)).map(|_| Arbiter::new()).collect();
-        let arbiter_handles = arbiters.iter().map(Arbiter::handle).collect();
+        let arbiter_handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+        let probes = arbiter_handles
+            .iter()
+            .enumerate()
+            .map(|(index, arbiter)| {
+                let cell = Arc::new(ProbeCell::new(index));
+                let probe_cell = Arc::clone(&cell);
+                ArbiterProbe::start_in_arbiter(arbiter, move |_ctx| ArbiterProbe {
+                    cell: probe_cell,
+                });
+                cell
+            })
+            .collect();
         Runtime {
             inner: Arc::new(RuntimeInner {
                 arbiters,
@@ -253,6 +268,7 @@ impl Runtime {
                 next_arbiter: AtomicUsize::new(0),
                 tenants: Mutex::new(BTreeMap::new()),
                 clock,
+                probes,
             }),
         }
     }
@@ -318,6 +334,18 @@ impl Runtime {
         self.tenants().values().all(TenantHandle::children_started)
     }
 
+    /// How late each arbiter is running timers, in ms (index = arbiter). A thread blocked by
+    /// a handler shows here even while it cannot run its probe; the gauge
+    /// `steward_arbiter_lag_seconds` is refreshed by this call (call it before rendering
+    /// `/metrics`), since a blocked thread cannot refresh it itself.
+    pub fn arbiter_lag_ms(&self) -> Vec<u64> {
+        self.inner
+            .probes
+            .iter()
+            .map(|probe| probe.refresh_lag().as_millis() as u64)
+            .collect()
+    }
+
     /// Stops the tenant's children and supervisor; resolves once the supervisor stopped.
     /// Resolves to false when the tenant was not running.
     pub fn stop_tenant(&self, tenant_id: &str) -> impl Future<Output = bool> + 'static {
@@ -354,6 +382,76 @@ fn request_stop(handle: &TenantHandle) -> oneshot::Receiver<()> {
     // do_send: a stop must get through even to a full mailbox.
     handle.supervisor.do_send(StopTenant { done, guard });
     stopped
+}
+
+/// How often each arbiter's probe timer fires.
+const ARBITER_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What an arbiter's probe shares with the runtime.
+struct ProbeCell {
+    base: Instant,
+    /// Microseconds after `base` of the latest beat.
+    last_beat_us: AtomicU64,
+    /// How late the latest beat ran, in microseconds.
+    lag_us: AtomicU64,
+    gauge: metrics::Gauge,
+}
+
+impl ProbeCell {
+    fn new(index: usize) -> ProbeCell {
+        let gauge = metrics::gauge!(
+            crate::metrics::ARBITER_LAG_SECONDS,
+            crate::metrics::LABEL_ARBITER => index.to_string()
+        );
+        ProbeCell {
+            base: Instant::now(),
+            last_beat_us: AtomicU64::new(0),
+            lag_us: AtomicU64::new(0),
+            gauge,
+        }
+    }
+
+    /// The larger of the latest beat's lateness and how overdue the next beat is now.
+    fn refresh_lag(&self) -> Duration {
+        let since_beat = self.base.elapsed().saturating_sub(Duration::from_micros(
+            self.last_beat_us.load(Ordering::Acquire),
+        ));
+        let overdue = since_beat.saturating_sub(ARBITER_PROBE_INTERVAL);
+        let lag = overdue.max(Duration::from_micros(self.lag_us.load(Ordering::Acquire)));
+        self.gauge.set(lag.as_secs_f64());
+        lag
+    }
+}
+
+/// A timer on each arbiter that records how late it runs.
+struct ArbiterProbe {
+    cell: Arc<ProbeCell>,
+}
+
+impl ArbiterProbe {
+    fn beat(&mut self, ctx: &mut actix::Context<Self>, due_at: Instant) {
+        let now = Instant::now();
+        let lag = now.saturating_duration_since(due_at);
+        self.cell
+            .lag_us
+            .store(lag.as_micros() as u64, Ordering::Release);
+        let since_base = now.saturating_duration_since(self.cell.base);
+        self.cell
+            .last_beat_us
+            .store(since_base.as_micros() as u64, Ordering::Release);
+        self.cell.gauge.set(lag.as_secs_f64());
+        ctx.run_later(ARBITER_PROBE_INTERVAL, move |probe, ctx| {
+            probe.beat(ctx, now + ARBITER_PROBE_INTERVAL)
+        });
+    }
+}
+
+impl Actor for ArbiterProbe {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut actix::Context<Self>) {
+        self.beat(ctx, Instant::now());
+    }
 }
 
 #[cfg(test)]

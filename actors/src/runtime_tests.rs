@@ -594,3 +594,52 @@ async fn mailbox_depth_gauge_counts_queued_messages_and_returns_to_zero() {
         "the handled message recorded its mailbox wait"
     );
 }
+
+#[actix_rt::test]
+async fn blocked_arbiter_shows_as_lag_and_costs_no_spurious_restarts() {
+    // Goal: a thread blocked longer than a heartbeat is visible in arbiter_lag_ms, and its tenants' children are not all replaced afterwards.
+    let runtime = Runtime::new(1);
+    let handle = start_memory_tenant(
+        &runtime,
+        "blocked",
+        TenantSettings {
+            heartbeat_ms: 150,
+            ..fast_settings()
+        },
+    );
+    eventually("children started", 5_000, || handle.children_started()).await;
+    let checks_before = handle.status().actors[SUPERVISOR_NAME].observed["progress_checks"]
+        .as_u64()
+        .unwrap();
+    // What a blocking handler would do: hold the arbiter thread for 3 heartbeats.
+    assert!(runtime.inner.arbiters[0].spawn_fn(|| std::thread::sleep(Duration::from_millis(450))));
+    eventually("lag to show while blocked", 2_000, || {
+        runtime.arbiter_lag_ms()[0] >= 250
+    })
+    .await;
+    // After the block: several more checks run, and none replaced a child.
+    eventually("progress checks to resume", 5_000, || {
+        handle.status().actors[SUPERVISOR_NAME].observed["progress_checks"]
+            .as_u64()
+            .unwrap()
+            >= checks_before + 6
+    })
+    .await;
+    let status = handle.status();
+    assert!(
+        status.actors.values().all(|actor| actor.restarts == 0),
+        "{:?}",
+        status.actors
+    );
+    assert!(
+        status.actors[SUPERVISOR_NAME].observed["grace_rounds_after_blocked_arbiter"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    eventually("lag back to normal", 2_000, || {
+        runtime.arbiter_lag_ms()[0] < 100
+    })
+    .await;
+    runtime.shutdown().await;
+}

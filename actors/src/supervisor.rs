@@ -11,7 +11,7 @@
 //!   [`TenantShared`](crate::observe::TenantShared), readable without messaging anybody.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Recipient};
 use serde::Serialize;
@@ -45,6 +45,8 @@ struct SupervisorObserved {
     progress_checks: u64,
     restarts_total: u64,
     stall_replacements_total: u64,
+    /// Progress checks skipped because they ran late (the arbiter thread was blocked).
+    grace_rounds_after_blocked_arbiter: u64,
     arbiter_thread: String,
 }
 
@@ -172,9 +174,23 @@ impl TenantSupervisor {
     }
 
     fn schedule_progress_check(&mut self, ctx: &mut Context<Self>) {
-        let interval_ms = (self.shared.settings().heartbeat_ms / 2).max(1);
-        ctx.run_later(Duration::from_millis(interval_ms), |supervisor, ctx| {
-            supervisor.check_progress(ctx);
+        let interval = Duration::from_millis((self.shared.settings().heartbeat_ms / 2).max(1));
+        let due_at = Instant::now() + interval;
+        ctx.run_later(interval, move |supervisor, ctx| {
+            let late_by = Instant::now().saturating_duration_since(due_at);
+            if late_by > interval {
+                // The arbiter thread itself was blocked (a handler blocking, a long pause):
+                // the children could not tick either. Give them one round to catch up
+                // rather than replacing every child of the thread at once.
+                supervisor.observed.grace_rounds_after_blocked_arbiter += 1;
+                tracing::warn!(
+                    tenant_id = %supervisor.shared.tenant_id,
+                    late_by_ms = late_by.as_millis() as u64,
+                    "progress check ran late; arbiter was blocked; skipping one round"
+                );
+            } else {
+                supervisor.check_progress(ctx);
+            }
             supervisor.schedule_progress_check(ctx);
         });
     }
