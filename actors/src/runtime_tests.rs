@@ -643,3 +643,67 @@ async fn blocked_arbiter_shows_as_lag_and_costs_no_spurious_restarts() {
     .await;
     runtime.shutdown().await;
 }
+
+/// Process CPU time (user + system) from /proc, in ms; and resident memory in KiB.
+fn process_cpu_ms_and_rss_kib() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
+    let after_name: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        after_name
+            .get(index)
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let cpu_ms = (ticks(11) + ticks(12)) * 10; // USER_HZ = 100 on Linux
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu_ms, rss_kib)
+}
+
+#[actix_rt::test]
+#[ignore = "measurement: cargo test -p steward-actors --release -- --ignored idle_cost --nocapture"]
+async fn idle_cost_of_10000_tenants() {
+    // Goal: measure start time, idle CPU and memory of 10,000 tenants with default settings on 2 arbiters.
+    let (_, rss_before_kib) = process_cpu_ms_and_rss_kib();
+    let runtime = Runtime::new(2);
+    let started = Instant::now();
+    let handles: Vec<TenantHandle> = (0..10_000)
+        .map(|index| {
+            start_memory_tenant(&runtime, &format!("t{index:05}"), TenantSettings::default())
+        })
+        .collect();
+    eventually("every tenant's children started", 120_000, || {
+        runtime.all_children_started()
+    })
+    .await;
+    let start_elapsed = started.elapsed();
+    let (cpu_start_ms, rss_kib) = process_cpu_ms_and_rss_kib();
+    let idle_window = Duration::from_secs(30);
+    actix_rt::time::sleep(idle_window).await;
+    let (cpu_end_ms, _) = process_cpu_ms_and_rss_kib();
+    let idle_cpu_pct = (cpu_end_ms - cpu_start_ms) as f64 / idle_window.as_millis() as f64 * 100.0;
+    let status_started = Instant::now();
+    let ticking = handles
+        .iter()
+        .filter(|handle| observed_u64(handle, ActorKind::Queue, "ticks") >= 2)
+        .count();
+    let status_elapsed = status_started.elapsed();
+    assert_eq!(ticking, 10_000, "every queue ticked during the idle window");
+    let lag_ms = runtime.arbiter_lag_ms();
+    let stop_started = Instant::now();
+    runtime.shutdown().await;
+    println!(
+        "10000 tenants / 2 arbiters: all children started in {start_elapsed:?}; idle CPU {idle_cpu_pct:.1}% of one core over {idle_window:?}; \
+         RSS +{} MiB; 10000 status() calls {status_elapsed:?}; arbiter lag {lag_ms:?} ms; shutdown {:?}",
+        rss_kib.saturating_sub(rss_before_kib) / 1024,
+        stop_started.elapsed()
+    );
+}
