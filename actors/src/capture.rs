@@ -1,0 +1,92 @@
+//! Capture: writes captured commands to the store and answers once they are durable.
+//!
+//! The write happens inside the handler (a sled batch, no waiting); the group-commit flush
+//! is awaited in a spawned actor future, so the actor keeps taking messages while earlier
+//! batches wait for their flush — many callers share one flush (DESIGN.md §3, invariant 1).
+//! After the flush it hints Queue and Submitter. Pollers join this actor later.
+
+use actix::{fut, ActorFutureExt, Context, Handler, ResponseActFuture, WrapFuture};
+use serde::Serialize;
+
+use crate::child::{Child, ChildBehavior};
+use crate::messages::{Enqueue, EnqueueError};
+use crate::observe::ActorKind;
+use crate::observe::TenantShared;
+use crate::store::{Counts, EnqueueOutcome};
+
+pub type CaptureActor = Child<Capture>;
+
+/// Capture's state; all of it is rebuilt from the store or counted since this generation.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Capture {
+    /// The store's counters when this generation started.
+    counts_at_start: Counts,
+    enqueue_requests: u64,
+    entries_queued: u64,
+    duplicates: u64,
+    enqueue_errors: u64,
+    /// Answered only after their flush.
+    batches_made_durable: u64,
+    /// Wake-up hints dropped because a sibling was restarting or its mailbox was full.
+    hints_dropped: u64,
+}
+
+impl ChildBehavior for Capture {
+    const KIND: ActorKind = ActorKind::Capture;
+    type Observed = Capture;
+
+    fn rebuild(shared: &TenantShared) -> Capture {
+        Capture {
+            counts_at_start: shared.data.counts(),
+            ..Capture::default()
+        }
+    }
+    fn on_tick(&mut self, _shared: &TenantShared) -> Result<(), String> {
+        Ok(())
+    }
+    fn observed(&self) -> Capture {
+        *self
+    }
+}
+
+impl Handler<Enqueue> for CaptureActor {
+    type Result = ResponseActFuture<Self, Result<Vec<EnqueueOutcome>, EnqueueError>>;
+
+    fn handle(&mut self, message: Enqueue, ctx: &mut Context<Self>) -> Self::Result {
+        let Enqueue { entries, mut guard } = message;
+        guard.mark_handling();
+        if !self.may_act(ctx) {
+            return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
+        }
+        self.behavior.enqueue_requests += 1;
+        let outcomes = match self.core.shared.data.enqueue(entries) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                self.behavior.enqueue_errors += 1;
+                self.publish();
+                return Box::pin(fut::ready(Err(EnqueueError::Store(error))));
+            }
+        };
+        let queued = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
+            .count() as u64;
+        self.behavior.entries_queued += queued;
+        self.behavior.duplicates += outcomes.len() as u64 - queued;
+        self.publish();
+        // The guard leaves with this function: the message is handled, its flush is shared.
+        drop(guard);
+        let durable = self.core.shared.data.durable();
+        Box::pin(durable.into_actor(self).map(move |flushed, capture, _ctx| {
+            if let Err(error) = flushed {
+                capture.behavior.enqueue_errors += 1;
+                return Err(EnqueueError::Store(error));
+            }
+            capture.behavior.batches_made_durable += 1;
+            if queued > 0 {
+                capture.behavior.hints_dropped += capture.core.shared.hint_new_work(queued);
+            }
+            Ok(outcomes)
+        }))
+    }
+}

@@ -1,0 +1,45 @@
+//! Every metric the runtime exports, defined in one place (Vector's habit).
+//!
+//! Cardinality rule (DESIGN.md §6): histograms are labelled by actor kind only; gauges may
+//! carry the tenant (a handful of series per tenant); anything finer lives in the admin API.
+
+/// Gauge `{tenant, actor}`: messages sent to the actor and not yet handled to the end.
+pub const ACTOR_MAILBOX_DEPTH: &str = "steward_actor_mailbox_depth";
+/// Histogram `{actor}`: seconds between sending a message and its handler starting.
+pub const ACTOR_MAILBOX_WAIT_SECONDS: &str = "steward_actor_mailbox_wait_seconds";
+/// Counter `{actor}`: children re-created after a death or a stall (per-tenant counts are in
+/// the tenant status).
+pub const ACTOR_RESTARTS_TOTAL: &str = "steward_actor_restarts_total";
+
+/// Gauge `{arbiter}`: how late the arbiter ran its latest probe timer (a blocked arbiter
+/// thread stalls every tenant on it; this is how it shows).
+pub const ARBITER_LAG_SECONDS: &str = "steward_arbiter_lag_seconds";
+
+/// Label names.
+pub const LABEL_TENANT: &str = "tenant";
+pub const LABEL_ACTOR: &str = "actor";
+pub const LABEL_ARBITER: &str = "arbiter";
+
+/// Registers descriptions with the installed recorder. Call once after installing it.
+pub fn describe() {
+    metrics::describe_gauge!(
+        ACTOR_MAILBOX_DEPTH,
+        metrics::Unit::Count,
+        "Messages queued for (or being handled by) an actor, per tenant and actor"
+    );
+    metrics::describe_histogram!(
+        ACTOR_MAILBOX_WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time a message waited in an actor's mailbox before its handler started, per actor kind"
+    );
+    metrics::describe_counter!(
+        ACTOR_RESTARTS_TOTAL,
+        metrics::Unit::Count,
+        "Child actors re-created by their tenant supervisor after a death or a stall, per actor kind"
+    );
+    metrics::describe_gauge!(
+        ARBITER_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "How late an arbiter thread ran its probe timer; large values mean a blocked thread"
+    );
+}

@@ -1,0 +1,391 @@
+//! Observable state, shared outside the actors (Quickwit's habit).
+//!
+//! Status must answer even when a child is stuck, so nobody messages a child to ask how it
+//! is: each actor has an [`ActorCell`] — atomics plus a snapshot of its serialisable state —
+//! which the actor and its supervisor update and [`crate::runtime::TenantHandle::status`]
+//! reads. The cell also carries the child's current generation, which a replaced child
+//! checks before acting.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use actix::Addr;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::budget::RateLimitHeaders;
+use crate::capture::CaptureActor;
+use crate::inbound::InboundActor;
+use crate::mailbox::MailboxCounter;
+use crate::messages::WorkHint;
+use crate::ports::{Clock, TenantData};
+use crate::queue::QueueActor;
+use crate::reconciler::ReconcilerActor;
+use crate::runtime::TenantSettings;
+use crate::submitter::SubmitterActor;
+
+/// The five children of a tenant supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    Capture,
+    Queue,
+    Submitter,
+    Inbound,
+    Reconciler,
+}
+
+impl ActorKind {
+    pub const ALL: [ActorKind; 5] = [
+        ActorKind::Capture,
+        ActorKind::Queue,
+        ActorKind::Submitter,
+        ActorKind::Inbound,
+        ActorKind::Reconciler,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorKind::Capture => "capture",
+            ActorKind::Queue => "queue",
+            ActorKind::Submitter => "submitter",
+            ActorKind::Inbound => "inbound",
+            ActorKind::Reconciler => "reconciler",
+        }
+    }
+
+    /// The kind named `name` (as [`ActorKind::name`] spells it).
+    pub fn parse(name: &str) -> Option<ActorKind> {
+        ActorKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Label of the supervisor in metrics and in the status map.
+pub const SUPERVISOR_NAME: &str = "supervisor";
+
+/// Life stage of one actor slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ActorState {
+    /// Created, `started()` not run yet.
+    Starting = 0,
+    Running = 1,
+    /// Dead or replaced; the next generation starts after the backoff.
+    Restarting = 2,
+    Stopping = 3,
+    Stopped = 4,
+}
+
+impl ActorState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorState::Starting => "starting",
+            ActorState::Running => "running",
+            ActorState::Restarting => "restarting",
+            ActorState::Stopping => "stopping",
+            ActorState::Stopped => "stopped",
+        }
+    }
+    fn from_u8(value: u8) -> ActorState {
+        match value {
+            0 => ActorState::Starting,
+            1 => ActorState::Running,
+            2 => ActorState::Restarting,
+            3 => ActorState::Stopping,
+            _ => ActorState::Stopped,
+        }
+    }
+}
+
+/// One actor's status as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActorStatus {
+    pub state: &'static str,
+    pub mailbox_depth: u64,
+    /// Re-creations after a death or a stall.
+    pub restarts: u64,
+    /// Of `restarts`, those caused by no progress for longer than a heartbeat.
+    pub stall_replacements: u64,
+    pub last_error: Option<String>,
+    /// The generation allowed to act now (bumped on every re-creation).
+    pub generation: u64,
+    /// Backoff applied before the latest re-creation.
+    pub last_backoff_ms: u64,
+    /// Age of the latest progress mark (`None` before the first start).
+    pub progress_age_ms: Option<u64>,
+    /// Acts refused by a replaced generation that woke up.
+    pub stale_refusals: u64,
+    pub observed: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    last_error: Option<String>,
+    observed: serde_json::Value,
+}
+
+/// Shared, lock-light record of one actor slot (all generations of one child).
+pub struct ActorCell {
+    pub name: &'static str,
+    pub mailbox: Arc<MailboxCounter>,
+    /// The generation allowed to act; replaced children watch it to learn they are stale.
+    generation: watch::Sender<u64>,
+    state: AtomicU8,
+    started_once: AtomicBool,
+    restarts: AtomicU64,
+    stall_replacements: AtomicU64,
+    stale_refusals: AtomicU64,
+    last_backoff_ms: AtomicU64,
+    /// 0 = never.
+    progress_ms: AtomicU64,
+    snapshot: Mutex<Snapshot>,
+}
+
+impl ActorCell {
+    pub fn new(tenant_id: &str, name: &'static str) -> Arc<ActorCell> {
+        Arc::new(ActorCell {
+            name,
+            mailbox: MailboxCounter::new(tenant_id, name),
+            generation: watch::Sender::new(0),
+            state: AtomicU8::new(ActorState::Starting as u8),
+            started_once: AtomicBool::new(false),
+            restarts: AtomicU64::new(0),
+            stall_replacements: AtomicU64::new(0),
+            stale_refusals: AtomicU64::new(0),
+            last_backoff_ms: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
+            snapshot: Mutex::new(Snapshot::default()),
+        })
+    }
+
+    // Never panics on a poisoned lock: `stopped()` may run during unwinding, where a second
+    // panic would abort the process.
+    fn snapshot(&self) -> MutexGuard<'_, Snapshot> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+    /// Makes `generation` the only one allowed to act; older ones wake up and stop.
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.send_replace(generation);
+    }
+    pub fn watch_generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn state(&self) -> ActorState {
+        ActorState::from_u8(self.state.load(Ordering::Acquire))
+    }
+    pub fn set_state(&self, state: ActorState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+    pub fn mark_started(&self, now_ms: u64) {
+        self.progress_ms.store(now_ms, Ordering::Release);
+        self.set_state(ActorState::Running);
+        self.started_once.store(true, Ordering::Release);
+    }
+    pub fn has_started_once(&self) -> bool {
+        self.started_once.load(Ordering::Acquire)
+    }
+    pub fn progress_ms(&self) -> u64 {
+        self.progress_ms.load(Ordering::Acquire)
+    }
+    pub fn record_progress(&self, now_ms: u64, observed: serde_json::Value) {
+        self.progress_ms.store(now_ms, Ordering::Release);
+        self.snapshot().observed = observed;
+    }
+    pub fn record_restart(&self, reason: String, backoff_ms: u64, after_stall: bool) {
+        self.restarts.fetch_add(1, Ordering::AcqRel);
+        if after_stall {
+            self.stall_replacements.fetch_add(1, Ordering::AcqRel);
+        }
+        self.last_backoff_ms.store(backoff_ms, Ordering::Release);
+        self.snapshot().last_error = Some(reason);
+        self.set_state(ActorState::Restarting);
+    }
+    pub fn record_stale_refusal(&self) {
+        self.stale_refusals.fetch_add(1, Ordering::AcqRel);
+    }
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Acquire)
+    }
+
+    pub fn status(&self, now_ms: u64) -> ActorStatus {
+        let progress_ms = self.progress_ms();
+        let snapshot = self.snapshot();
+        ActorStatus {
+            state: self.state().name(),
+            mailbox_depth: self.mailbox.depth(),
+            restarts: self.restarts(),
+            stall_replacements: self.stall_replacements.load(Ordering::Acquire),
+            last_error: snapshot.last_error.clone(),
+            generation: self.generation(),
+            last_backoff_ms: self.last_backoff_ms.load(Ordering::Acquire),
+            progress_age_ms: (progress_ms != 0).then(|| now_ms.saturating_sub(progress_ms)),
+            stale_refusals: self.stale_refusals.load(Ordering::Acquire),
+            observed: snapshot.observed.clone(),
+        }
+    }
+}
+
+/// What a tenant's actors and its handle share. Read without messaging any actor.
+pub struct TenantShared {
+    pub tenant_id: String,
+    pub data: Arc<dyn TenantData>,
+    pub clock: Arc<dyn Clock>,
+    settings: RwLock<TenantSettings>,
+    pub paused: AtomicBool,
+    pub needs_operator: AtomicBool,
+    cells: [Arc<ActorCell>; 5],
+    pub supervisor_cell: Arc<ActorCell>,
+    addresses: Mutex<ChildAddresses>,
+    rate_limit_headers: Mutex<RateLimitHeaders>,
+}
+
+/// Typed addresses of the current children (`None` while one restarts).
+#[derive(Default, Clone)]
+pub struct ChildAddresses {
+    pub capture: Option<Addr<CaptureActor>>,
+    pub queue: Option<Addr<QueueActor>>,
+    pub submitter: Option<Addr<SubmitterActor>>,
+    pub inbound: Option<Addr<InboundActor>>,
+    pub reconciler: Option<Addr<ReconcilerActor>>,
+}
+
+impl ChildAddresses {
+    pub(crate) fn clear(&mut self, kind: ActorKind) {
+        match kind {
+            ActorKind::Capture => self.capture = None,
+            ActorKind::Queue => self.queue = None,
+            ActorKind::Submitter => self.submitter = None,
+            ActorKind::Inbound => self.inbound = None,
+            ActorKind::Reconciler => self.reconciler = None,
+        }
+    }
+}
+
+impl TenantShared {
+    pub fn new(
+        tenant_id: String,
+        data: Arc<dyn TenantData>,
+        clock: Arc<dyn Clock>,
+        settings: TenantSettings,
+    ) -> TenantShared {
+        let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
+        let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
+        TenantShared {
+            paused: AtomicBool::new(settings.paused),
+            needs_operator: AtomicBool::new(false),
+            settings: RwLock::new(settings),
+            tenant_id,
+            data,
+            clock,
+            cells,
+            supervisor_cell,
+            addresses: Mutex::new(ChildAddresses::default()),
+            rate_limit_headers: Mutex::new(RateLimitHeaders::default()),
+        }
+    }
+
+    pub fn settings(&self) -> TenantSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+    pub fn replace_settings(&self, settings: TenantSettings) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+    }
+    pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
+        &self.cells[kind.index()]
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+    // Never panics on poison: used from `stopped()`, which may run while unwinding.
+    pub(crate) fn addresses_lock(&self) -> MutexGuard<'_, ChildAddresses> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    /// A copy of the current children's addresses.
+    pub fn addresses(&self) -> ChildAddresses {
+        self.addresses_lock().clone()
+    }
+    pub fn rate_limit_headers(&self) -> RateLimitHeaders {
+        *self
+            .rate_limit_headers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    /// Seam for header sync (budget pacing issue): the submitter stores what it saw.
+    pub fn record_rate_limit_headers(&self, headers: RateLimitHeaders) {
+        *self
+            .rate_limit_headers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = headers;
+    }
+
+    /// Hints Queue and Submitter that entries were added. Lossy on purpose: a full mailbox
+    /// drops the hint (they find the work in the store anyway). Returns the hints dropped.
+    pub fn hint_new_work(&self, entries_added: u64) -> u64 {
+        let addresses = self.addresses();
+        let capacity = self.settings().mailbox_capacity as u64;
+        let mut dropped = 0;
+        let queue_cell = self.cell(ActorKind::Queue);
+        let submitter_cell = self.cell(ActorKind::Submitter);
+        // `try_send` does not enforce capacity in actix 0.13; the guard count does.
+        match &addresses.queue {
+            Some(queue) if queue_cell.mailbox.depth() < capacity => {
+                let hint = WorkHint {
+                    entries_added,
+                    guard: queue_cell.mailbox.guard(),
+                };
+                dropped += u64::from(queue.try_send(hint).is_err());
+            }
+            _ => dropped += 1,
+        }
+        match &addresses.submitter {
+            Some(submitter) if submitter_cell.mailbox.depth() < capacity => {
+                let hint = WorkHint {
+                    entries_added,
+                    guard: submitter_cell.mailbox.guard(),
+                };
+                dropped += u64::from(submitter.try_send(hint).is_err());
+            }
+            _ => dropped += 1,
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::KillMode;
+
+    #[test]
+    fn kinds_and_kill_modes_parse_their_own_names_only() {
+        // Goal: the names the admin API accepts round-trip; anything else is refused.
+        for kind in ActorKind::ALL {
+            assert_eq!(ActorKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(ActorKind::parse("supervisor"), None);
+        assert_eq!(ActorKind::parse("Capture"), None);
+        assert_eq!(KillMode::parse("stall"), Some(KillMode::Stall));
+        assert_eq!(KillMode::parse("panic"), Some(KillMode::Panic));
+        assert_eq!(KillMode::parse("error"), Some(KillMode::Error));
+        assert_eq!(KillMode::parse("abort"), None);
+    }
+}

@@ -1,0 +1,68 @@
+//! Queue: the tenant's durable lanes. For now it observes lane depths from the store on
+//! every tick and on every work hint; leasing, completion and dead letters come with the
+//! submitter issue.
+
+use std::collections::BTreeMap;
+
+use actix::{Context, Handler};
+use serde::Serialize;
+
+use crate::child::{Child, ChildBehavior};
+use crate::messages::WorkHint;
+use crate::observe::ActorKind;
+use crate::observe::TenantShared;
+use crate::store::LaneStat;
+
+pub type QueueActor = Child<Queue>;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Queue {
+    /// Lane name → depth and oldest entry, as last read from the store.
+    lanes: BTreeMap<&'static str, LaneStat>,
+    queued_total: u64,
+    work_hints: u64,
+}
+
+impl Queue {
+    fn refresh_from_store(&mut self, shared: &TenantShared) {
+        self.lanes = shared
+            .data
+            .lane_stats()
+            .into_iter()
+            .map(|(lane, stat)| (lane.name(), stat))
+            .collect();
+        self.queued_total = self.lanes.values().map(|stat| stat.depth).sum();
+    }
+}
+
+impl ChildBehavior for Queue {
+    const KIND: ActorKind = ActorKind::Queue;
+    type Observed = Queue;
+
+    fn rebuild(shared: &TenantShared) -> Queue {
+        let mut queue = Queue::default();
+        queue.refresh_from_store(shared);
+        queue
+    }
+    fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
+        self.refresh_from_store(shared);
+        Ok(())
+    }
+    fn observed(&self) -> Queue {
+        self.clone()
+    }
+}
+
+impl Handler<WorkHint> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, mut hint: WorkHint, ctx: &mut Context<Self>) {
+        hint.guard.mark_handling();
+        if !self.may_act(ctx) {
+            return;
+        }
+        self.behavior.work_hints += 1;
+        self.behavior.refresh_from_store(&self.core.shared);
+        self.publish();
+    }
+}

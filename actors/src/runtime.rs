@@ -1,0 +1,459 @@
+//! The runtime: one actix arbiter per core, a [`TenantSupervisor`] per tenant spread over
+//! them, and the [`TenantHandle`] the HTTP layer talks to.
+//!
+//! Create the [`Runtime`] inside a running actix `System` (e.g. in `main` under
+//! `#[actix_web::main]`), never inside an `HttpServer::new` factory.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter, ArbiterHandle, AsyncContext};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+pub use crate::budget::{BudgetSettings, BudgetStatus};
+use crate::messages::{Enqueue, KillChild, SetPaused, SettingsChanged, StopTenant};
+pub use crate::messages::{EnqueueError, KillMode};
+use crate::observe::TenantShared;
+pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
+use crate::ports::{Clock, SledTenantData, SystemClock, TenantData};
+use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
+use crate::supervisor::TenantSupervisor;
+
+/// Runtime settings of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Start with submission paused.
+    pub paused: bool,
+    /// A child silent for longer than this is replaced; children tick every third of it.
+    pub heartbeat_ms: u64,
+    pub restart_backoff_initial_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// Bound of each child's mailbox; a full Capture mailbox answers `MailboxFull`.
+    pub mailbox_capacity: usize,
+    pub budget: BudgetSettings,
+}
+
+impl Default for TenantSettings {
+    fn default() -> TenantSettings {
+        TenantSettings {
+            paused: false,
+            heartbeat_ms: 30_000,
+            restart_backoff_initial_ms: 1_000,
+            restart_backoff_max_ms: 60_000,
+            mailbox_capacity: 1_024,
+            budget: BudgetSettings::default(),
+        }
+    }
+}
+
+/// Everything needed to start a tenant's actors.
+pub struct TenantSpec {
+    pub tenant_id: String,
+    /// The process-wide store (group commit).
+    pub store: Store,
+    /// The tenant's scoped store (`store.tenant(&tenant_id)`).
+    pub tenant_store: TenantStore,
+    pub settings: TenantSettings,
+}
+
+/// A tenant's runtime status, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantRuntimeStatus {
+    /// `running`, `paused` or `needs_operator`.
+    pub state: String,
+    /// The five children by kind name, plus `supervisor`.
+    pub actors: BTreeMap<&'static str, ActorStatus>,
+    /// Every child has started at least once (readiness).
+    pub children_started: bool,
+    pub budget: BudgetStatus,
+}
+
+/// The HTTP layer's handle on one tenant. Cheap to clone.
+#[derive(Clone)]
+pub struct TenantHandle {
+    shared: Arc<TenantShared>,
+    supervisor: Addr<TenantSupervisor>,
+}
+
+impl TenantHandle {
+    pub fn tenant_id(&self) -> &str {
+        &self.shared.tenant_id
+    }
+
+    /// Answers from shared cells, without messaging any actor: works while a child is stuck.
+    pub fn status(&self) -> TenantRuntimeStatus {
+        let shared = &self.shared;
+        let now_ms = shared.clock.now_ms();
+        let state = if shared.needs_operator.load(Ordering::Acquire) {
+            "needs_operator"
+        } else if shared.is_paused() {
+            "paused"
+        } else {
+            "running"
+        };
+        let mut actors: BTreeMap<&'static str, ActorStatus> = ActorKind::ALL
+            .iter()
+            .map(|kind| (kind.name(), shared.cell(*kind).status(now_ms)))
+            .collect();
+        actors.insert(SUPERVISOR_NAME, shared.supervisor_cell.status(now_ms));
+        let settings = shared.settings();
+        let headers = shared.rate_limit_headers();
+        let budget = BudgetStatus::compute(&settings.budget, headers, shared.data.as_ref(), shared.clock.as_ref())
+            .unwrap_or_else(|error| {
+                tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "budget call log unreadable; status shows 0 spent");
+                BudgetStatus {
+                    allowance_per_hour: crate::budget::allowance_per_hour(
+                        settings.budget.hourly_limit,
+                        headers.limit,
+                        settings.budget.reserve_pct,
+                    ),
+                    spent_last_hour: 0,
+                    header_limit: headers.limit,
+                    header_remaining: headers.remaining,
+                }
+            });
+        TenantRuntimeStatus {
+            state: state.to_string(),
+            actors,
+            children_started: self.children_started(),
+            budget,
+        }
+    }
+
+    /// Every child has started at least once.
+    pub fn children_started(&self) -> bool {
+        ActorKind::ALL
+            .iter()
+            .all(|kind| self.shared.cell(*kind).has_started_once())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.shared.is_paused()
+    }
+    /// Stops submission; captures keep being accepted. (Persisting the state in the
+    /// registry is the caller's job.)
+    pub fn pause(&self) {
+        self.set_paused(true);
+    }
+    pub fn resume(&self) {
+        self.set_paused(false);
+    }
+    fn set_paused(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::Release);
+        let mut settings = self.shared.settings();
+        settings.paused = paused;
+        self.shared.replace_settings(settings);
+        // A hint: a restarting submitter reads the shared flag when it starts.
+        if let Some(submitter) = self.shared.addresses().submitter {
+            let guard = self.shared.cell(ActorKind::Submitter).mailbox.guard();
+            let _ = submitter.try_send(SetPaused { paused, guard });
+        }
+    }
+
+    /// Marks the tenant as waiting for an operator (e.g. credentials rejected).
+    pub fn set_needs_operator(&self, needs_operator: bool) {
+        self.shared
+            .needs_operator
+            .store(needs_operator, Ordering::Release);
+    }
+
+    /// New settings apply without restarting the tenant (see `SettingsChanged`).
+    pub fn update_settings(&self, settings: TenantSettings) {
+        let paused = settings.paused;
+        self.shared.replace_settings(settings);
+        if paused != self.shared.is_paused() {
+            self.set_paused(paused);
+        }
+        let guard = self.shared.supervisor_cell.mailbox.guard();
+        self.supervisor.do_send(SettingsChanged { guard });
+    }
+
+    /// Test-only hook (the HTTP layer exposes it behind a test flag): kills the current
+    /// child of `kind` the way `mode` says.
+    pub fn kill_child(&self, kind: ActorKind, mode: KillMode) {
+        let guard = self.shared.supervisor_cell.mailbox.guard();
+        self.supervisor.do_send(KillChild { kind, mode, guard });
+    }
+
+    /// Writes the entries through Capture and resolves once they are durable. A full Capture
+    /// mailbox answers [`EnqueueError::MailboxFull`] at once (back-pressure, HTTP 503).
+    pub fn enqueue(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, EnqueueError>> + 'static {
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let capture = shared
+                .addresses()
+                .capture
+                .ok_or(EnqueueError::Unavailable)?;
+            let capacity = shared.settings().mailbox_capacity;
+            let mailbox = &shared.cell(ActorKind::Capture).mailbox;
+            if mailbox.depth() >= capacity as u64 {
+                return Err(EnqueueError::MailboxFull { capacity });
+            }
+            let guard = mailbox.guard();
+            capture
+                .send(Enqueue { entries, guard })
+                .await
+                .map_err(|_mailbox_closed| EnqueueError::Unavailable)?
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<TenantShared> {
+        &self.shared
+    }
+    #[cfg(test)]
+    pub(crate) fn supervisor(&self) -> &Addr<TenantSupervisor> {
+        &self.supervisor
+    }
+}
+
+/// The tenant actor runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    arbiters: Vec<Arbiter>,
+    arbiter_handles: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+    tenants: Mutex<BTreeMap<String, TenantHandle>>,
+    clock: Arc<dyn Clock>,
+    /// One lag probe per arbiter, in arbiter order.
+    probes: Vec<Arc<ProbeCell>>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl Runtime {
+    /// Starts `arbiter_count` arbiters (one per core; at least one). Needs a running System.
+    pub fn new(arbiter_count: usize) -> Runtime {
+        Runtime::with_clock(arbiter_count, Arc::new(SystemClock))
+    }
+
+    /// As [`Runtime::new`], with the clock the actors compare progress and budgets against.
+    pub fn with_clock(arbiter_count: usize, clock: Arc<dyn Clock>) -> Runtime {
+        let arbiters: Vec<Arbiter> = (0..arbiter_count.max(1)).map(|_| Arbiter::new()).collect();
+        let arbiter_handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+        let probes = arbiter_handles
+            .iter()
+            .enumerate()
+            .map(|(index, arbiter)| {
+                let cell = Arc::new(ProbeCell::new(index));
+                let probe_cell = Arc::clone(&cell);
+                ArbiterProbe::start_in_arbiter(arbiter, move |_ctx| ArbiterProbe {
+                    cell: probe_cell,
+                });
+                cell
+            })
+            .collect();
+        Runtime {
+            inner: Arc::new(RuntimeInner {
+                arbiters,
+                arbiter_handles,
+                next_arbiter: AtomicUsize::new(0),
+                tenants: Mutex::new(BTreeMap::new()),
+                clock,
+                probes,
+            }),
+        }
+    }
+
+    fn tenants(&self) -> MutexGuard<'_, BTreeMap<String, TenantHandle>> {
+        self.inner
+            .tenants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the tenant's supervisor (which starts its five children) on the next arbiter,
+    /// round robin. If the tenant already runs, returns its handle and changes nothing.
+    pub fn start_tenant(&self, spec: TenantSpec) -> TenantHandle {
+        let data = Arc::new(SledTenantData {
+            store: spec.store,
+            tenant_store: spec.tenant_store,
+        });
+        self.start_tenant_with_data(spec.tenant_id, data, spec.settings)
+    }
+
+    /// As [`Runtime::start_tenant`] over any [`TenantData`] (in-memory fakes in tests).
+    pub fn start_tenant_with_data(
+        &self,
+        tenant_id: String,
+        data: Arc<dyn TenantData>,
+        settings: TenantSettings,
+    ) -> TenantHandle {
+        let mut tenants = self.tenants();
+        if let Some(existing) = tenants.get(&tenant_id) {
+            tracing::warn!(tenant_id = %tenant_id, "tenant already running; start ignored");
+            return existing.clone();
+        }
+        let shared = Arc::new(TenantShared::new(
+            tenant_id.clone(),
+            data,
+            Arc::clone(&self.inner.clock),
+            settings,
+        ));
+        let arbiter_index = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed)
+            % self.inner.arbiter_handles.len();
+        let supervisor_shared = Arc::clone(&shared);
+        let supervisor = TenantSupervisor::start_in_arbiter(
+            &self.inner.arbiter_handles[arbiter_index],
+            move |_ctx| TenantSupervisor::new(supervisor_shared),
+        );
+        let handle = TenantHandle { shared, supervisor };
+        tenants.insert(tenant_id, handle.clone());
+        handle
+    }
+
+    pub fn tenant(&self, tenant_id: &str) -> Option<TenantHandle> {
+        self.tenants().get(tenant_id).cloned()
+    }
+
+    /// Running tenants, ordered by id.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        self.tenants().keys().cloned().collect()
+    }
+
+    /// Readiness: every tenant's five children have started.
+    pub fn all_children_started(&self) -> bool {
+        self.tenants().values().all(TenantHandle::children_started)
+    }
+
+    /// How late each arbiter is running timers, in ms (index = arbiter). A thread blocked by
+    /// a handler shows here even while it cannot run its probe; the gauge
+    /// `steward_arbiter_lag_seconds` is refreshed by this call (call it before rendering
+    /// `/metrics`), since a blocked thread cannot refresh it itself.
+    pub fn arbiter_lag_ms(&self) -> Vec<u64> {
+        self.inner
+            .probes
+            .iter()
+            .map(|probe| probe.refresh_lag().as_millis() as u64)
+            .collect()
+    }
+
+    /// Stops the tenant's children and supervisor; resolves once the supervisor stopped.
+    /// Resolves to false when the tenant was not running.
+    pub fn stop_tenant(&self, tenant_id: &str) -> impl Future<Output = bool> + 'static {
+        let removed = self.tenants().remove(tenant_id);
+        let stopped = removed.map(|handle| request_stop(&handle));
+        async move {
+            match stopped {
+                Some(stopped) => {
+                    // Err: the supervisor was already gone, which is stopped too.
+                    let _ = stopped.await;
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    /// Stops every tenant (all at once); resolves when all supervisors stopped.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + 'static {
+        let handles: Vec<TenantHandle> =
+            std::mem::take(&mut *self.tenants()).into_values().collect();
+        let all_stopped: Vec<oneshot::Receiver<()>> = handles.iter().map(request_stop).collect();
+        async move {
+            for stopped in all_stopped {
+                let _ = stopped.await;
+            }
+        }
+    }
+}
+
+fn request_stop(handle: &TenantHandle) -> oneshot::Receiver<()> {
+    let (done, stopped) = oneshot::channel();
+    let guard = handle.shared.supervisor_cell.mailbox.guard();
+    // do_send: a stop must get through even to a full mailbox.
+    handle.supervisor.do_send(StopTenant { done, guard });
+    stopped
+}
+
+/// How often each arbiter's probe timer fires.
+const ARBITER_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What an arbiter's probe shares with the runtime.
+struct ProbeCell {
+    base: Instant,
+    /// Microseconds after `base` of the latest beat.
+    last_beat_us: AtomicU64,
+    /// How late the latest beat ran, in microseconds.
+    lag_us: AtomicU64,
+    gauge: metrics::Gauge,
+}
+
+impl ProbeCell {
+    fn new(index: usize) -> ProbeCell {
+        let gauge = metrics::gauge!(
+            crate::metrics::ARBITER_LAG_SECONDS,
+            crate::metrics::LABEL_ARBITER => index.to_string()
+        );
+        ProbeCell {
+            base: Instant::now(),
+            last_beat_us: AtomicU64::new(0),
+            lag_us: AtomicU64::new(0),
+            gauge,
+        }
+    }
+
+    /// The larger of the latest beat's lateness and how overdue the next beat is now.
+    fn refresh_lag(&self) -> Duration {
+        let since_beat = self.base.elapsed().saturating_sub(Duration::from_micros(
+            self.last_beat_us.load(Ordering::Acquire),
+        ));
+        let overdue = since_beat.saturating_sub(ARBITER_PROBE_INTERVAL);
+        let lag = overdue.max(Duration::from_micros(self.lag_us.load(Ordering::Acquire)));
+        self.gauge.set(lag.as_secs_f64());
+        lag
+    }
+}
+
+/// A timer on each arbiter that records how late it runs.
+struct ArbiterProbe {
+    cell: Arc<ProbeCell>,
+}
+
+impl ArbiterProbe {
+    fn beat(&mut self, ctx: &mut actix::Context<Self>, due_at: Instant) {
+        let now = Instant::now();
+        let lag = now.saturating_duration_since(due_at);
+        self.cell
+            .lag_us
+            .store(lag.as_micros() as u64, Ordering::Release);
+        let since_base = now.saturating_duration_since(self.cell.base);
+        self.cell
+            .last_beat_us
+            .store(since_base.as_micros() as u64, Ordering::Release);
+        self.cell.gauge.set(lag.as_secs_f64());
+        ctx.run_later(ARBITER_PROBE_INTERVAL, move |probe, ctx| {
+            probe.beat(ctx, now + ARBITER_PROBE_INTERVAL)
+        });
+    }
+}
+
+impl Actor for ArbiterProbe {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut actix::Context<Self>) {
+        self.beat(ctx, Instant::now());
+    }
+}
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;

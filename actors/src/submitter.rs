@@ -1,0 +1,72 @@
+//! Submitter: will drain the queue into Virtuous under the tenant's budget (next issue).
+//!
+//! For now it idles: it keeps its generation (a lease taken by a replaced generation will be
+//! refused on completion) and the paused flag, and counts the work hints it receives. Its
+//! state comes from the shared tenant state and the store, never from before a restart.
+
+use actix::{Context, Handler};
+use serde::Serialize;
+
+use crate::child::{Child, ChildBehavior};
+use crate::messages::{SetPaused, WorkHint};
+use crate::observe::ActorKind;
+use crate::observe::TenantShared;
+
+pub type SubmitterActor = Child<Submitter>;
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Submitter {
+    paused: bool,
+    work_hints: u64,
+    /// Entries waiting in the store, as last read.
+    queued_total: u64,
+}
+
+impl ChildBehavior for Submitter {
+    const KIND: ActorKind = ActorKind::Submitter;
+    type Observed = Submitter;
+
+    fn rebuild(shared: &TenantShared) -> Submitter {
+        Submitter {
+            paused: shared.is_paused(),
+            work_hints: 0,
+            queued_total: shared.data.queued_total(),
+        }
+    }
+    fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
+        // The shared flag is the truth; SetPaused only makes the change visible sooner.
+        self.paused = shared.is_paused();
+        self.queued_total = shared.data.queued_total();
+        Ok(())
+    }
+    fn observed(&self) -> Submitter {
+        *self
+    }
+}
+
+impl Handler<WorkHint> for SubmitterActor {
+    type Result = ();
+
+    fn handle(&mut self, mut hint: WorkHint, ctx: &mut Context<Self>) {
+        hint.guard.mark_handling();
+        if !self.may_act(ctx) {
+            return;
+        }
+        self.behavior.work_hints += 1;
+        self.behavior.queued_total = self.core.shared.data.queued_total();
+        self.publish();
+    }
+}
+
+impl Handler<SetPaused> for SubmitterActor {
+    type Result = ();
+
+    fn handle(&mut self, mut message: SetPaused, ctx: &mut Context<Self>) {
+        message.guard.mark_handling();
+        if !self.may_act(ctx) {
+            return;
+        }
+        self.behavior.paused = message.paused;
+        self.publish();
+    }
+}
