@@ -6,3 +6,8 @@ mod admin;
 mod lifecycle;
 mod sandbox_contract;
 mod sandbox_support;
+mod sandbox_faults;
+mod sandbox_import;
+mod sandbox_queries;
+mod sandbox_webhooks;
+mod sandbox_writes;
