@@ -160,11 +160,8 @@ async fn processing_immediate_and_delayed() {
     sb.handle.stop().await;
 }
 
-#[actix_rt::test]
-async fn matching_order_references_then_email_then_name_and_postal() {
-    // Goal: the import matches contacts by reference first, then email, then first + last name
-    // + postal code, then by known id; otherwise it creates a contact.
-    let sb = start_sandbox().await;
+/// A fresh org holding Ann Lee (ref stripe/cus_A, ann@, 11111) and Bob Ray (bob@, 22222).
+async fn two_contacts(sb: &Sandbox) -> (Org, i64, i64) {
     let org = sb.org(json!({})).await;
     let a = json!({"referenceSource": "stripe", "referenceId": "cus_A", "firstName": "Ann",
                    "lastName": "Lee", "email": "ann@example.org", "postal": "11111"});
@@ -173,7 +170,7 @@ async fn matching_order_references_then_email_then_name_and_postal() {
     for c in [&a, &b] {
         assert_eq!(org.post("/api/Contact/Transaction", c).await.status, 200);
     }
-    org.process().await;
+    assert_eq!(org.process().await["imported"], 2);
     let a_id = org.get("/api/Contact/stripe/cus_A").await.json()["id"]
         .as_i64()
         .unwrap();
@@ -181,76 +178,90 @@ async fn matching_order_references_then_email_then_name_and_postal() {
         .as_i64()
         .unwrap();
     assert_ne!(a_id, b_id);
+    (org, a_id, b_id)
+}
 
-    let gift = |id: &str, contact: serde_json::Value| {
-        let mut tx = gift_tx("stripe", id);
-        tx["contact"] = contact;
-        tx
-    };
-    // Reference beats a conflicting email.
-    org.send_gift(&gift(
-        "m1",
+/// Imports one stripe gift with `contact`; returns (its contactId, contacts now in the org).
+async fn import_with(org: &Org, contact: serde_json::Value) -> (i64, i64) {
+    let mut tx = gift_tx("stripe", "m");
+    tx["contact"] = contact;
+    org.send_gift(&tx).await;
+    assert_eq!(org.process().await["imported"], 1);
+    let g = org.get("/api/Gift/stripe/m").await.json();
+    let contacts = org.stats().await["contacts"].as_i64().unwrap();
+    (g["contactId"].as_i64().unwrap(), contacts)
+}
+
+#[actix_rt::test]
+async fn matching_order_references_then_email_then_name_and_postal() {
+    // Goal: the import matches contacts by reference first, then email, then first + last name
+    // + postal code (and by a known id); otherwise it creates a contact findable by reference.
+    // Each case runs in its own org so one case's contact updates cannot steer another.
+    let sb = start_sandbox().await;
+
+    let (org, a, _) = two_contacts(&sb).await;
+    let got = import_with(
+        &org,
         json!({"referenceId": "cus_A", "email": "bob@example.org"}),
-    ))
+    )
     .await;
-    // Email beats a conflicting name + postal.
-    org.send_gift(&gift(
-        "m2",
+    assert_eq!(got, (a, 2), "reference must win over email");
+
+    let (org, _, b) = two_contacts(&sb).await;
+    let got = import_with(
+        &org,
         json!({"email": "bob@example.org", "firstName": "Ann",
         "lastName": "Lee", "address": {"postal": "11111"}}),
-    ))
+    )
     .await;
-    // Unknown reference and email fall through to name + postal.
-    org.send_gift(&gift(
-        "m3",
+    assert_eq!(got, (b, 2), "email must win over name + postal");
+
+    let (org, _, b) = two_contacts(&sb).await;
+    let got = import_with(
+        &org,
         json!({"referenceId": "cus_new", "email": "new@example.org",
         "firstName": "Bob", "lastName": "Ray", "address": {"postal": "22222"}}),
-    ))
+    )
     .await;
-    // Same name, other postal: a new contact.
-    org.send_gift(&gift(
-        "m4",
+    assert_eq!(
+        got,
+        (b, 2),
+        "unknown reference and email fall through to name + postal"
+    );
+
+    let (org, a, b) = two_contacts(&sb).await;
+    let (c, n) = import_with(
+        &org,
         json!({"firstName": "Bob", "lastName": "Ray",
         "email": "other@example.org", "address": {"postal": "99999"}}),
-    ))
+    )
     .await;
-    // Known Virtuous id.
-    org.send_gift(&gift("m5", json!({"id": b_id}))).await;
-    assert_eq!(org.process().await["imported"], 5);
-
-    let contact_of = |id: &'static str| {
-        let org = org.clone();
-        async move {
-            org.get(&format!("/api/Gift/stripe/{id}")).await.json()["contactId"]
-                .as_i64()
-                .unwrap()
-        }
-    };
-    assert_eq!(
-        contact_of("m1").await,
-        a_id,
-        "reference must win over email"
-    );
-    assert_eq!(
-        contact_of("m2").await,
-        b_id,
-        "email must win over name + postal"
-    );
-    assert_eq!(contact_of("m3").await, b_id, "name + postal must match");
-    let m4 = contact_of("m4").await;
     assert!(
-        m4 != a_id && m4 != b_id,
-        "different postal must create a contact"
+        c != a && c != b && n == 3,
+        "same name, other postal must create a contact"
     );
-    assert_eq!(contact_of("m5").await, b_id, "known id must match");
-    assert_eq!(org.stats().await["contacts"], 3);
-    // A contact created from a gift is findable by the gift's source + contact referenceId.
-    let mut tx = gift_tx("stripe", "m6");
-    tx["contact"] = json!({"referenceId": "cus_Z", "firstName": "Zed", "lastName": "Zo"});
-    org.send_gift(&tx).await;
-    org.process().await;
-    let z = org.get("/api/Contact/stripe/cus_Z").await;
-    assert_eq!(z.status, 200, "{}", z.text());
-    assert_eq!(z.json()["id"], contact_of("m6").await);
+
+    let (org, _, b) = two_contacts(&sb).await;
+    assert_eq!(
+        import_with(&org, json!({"id": b})).await,
+        (b, 2),
+        "known id must match"
+    );
+
+    let (org, a, b) = two_contacts(&sb).await;
+    let (z, n) = import_with(
+        &org,
+        json!({"referenceId": "cus_Z", "firstName": "Zed", "lastName": "Zo"}),
+    )
+    .await;
+    assert!(z != a && z != b && n == 3);
+    let found = org.get("/api/Contact/stripe/cus_Z").await;
+    assert_eq!(
+        found.status,
+        200,
+        "new contact not findable by source + reference: {}",
+        found.text()
+    );
+    assert_eq!(found.json()["id"], z);
     sb.handle.stop().await;
 }

@@ -38,6 +38,15 @@ async fn gift_query(org: &Org, path: &str, body: Value) -> (i64, Vec<String>) {
     (total, ids)
 }
 
+/// Parses an ISO 8601 UTC timestamp field.
+fn utc(v: &Value) -> jiff::Timestamp {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp is not a string: {v}"));
+    s.parse()
+        .unwrap_or_else(|e| panic!("not ISO 8601 UTC {s:?}: {e}"))
+}
+
 fn one_group(conditions: Vec<Value>) -> Value {
     json!({"groups": [{"conditions": conditions}]})
 }
@@ -102,7 +111,12 @@ async fn gift_query_conditions_groups_and_operators() {
         assert_eq!(gift_query(&org, path, contains).await.0, 3);
     }
     let g3 = org.get("/api/Gift/paypal/q3").await.json();
-    let by_contact = one_group(vec![cond("Contact Id", "Is", g3["contactId"].clone())]);
+    // Condition values are strings in the real API.
+    let by_contact = one_group(vec![cond(
+        "Contact Id",
+        "Is",
+        json!(g3["contactId"].to_string()),
+    )]);
     assert_eq!(
         gift_query(&org, "/api/Gift/Query", by_contact).await,
         (1, vec!["q3".into()])
@@ -300,7 +314,12 @@ async fn contact_query_filters_by_email_id_and_dates() {
         )]))
         .await;
         assert_eq!(total(contains), 2);
-        let by_id = q(one_group(vec![cond("Contact Id", "Is", bob_id.clone())])).await;
+        let by_id = q(one_group(vec![cond(
+            "Contact Id",
+            "Is",
+            json!(bob_id.to_string()),
+        )]))
+        .await;
         assert_eq!(total(by_id), 1);
         let created = q(one_group(vec![cond(
             "Create Date",
@@ -359,7 +378,8 @@ async fn put_gift_is_a_counted_full_replacement_firing_gift_update() {
     let replacement = json!({"transactionSource": "stripe", "transactionId": "put-1",
         "contactId": before["contactId"], "giftType": "Check", "giftDate": "2026-11-22",
         "amount": 40.0, "currencyCode": "USD"});
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await; // a distinct modified time
+    // Over a second apart, so even second-precision timestamps must move.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = org.put(&format!("/api/Gift/{id}"), &replacement).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let remaining = r.header_i64("x-ratelimit-remaining");
@@ -373,7 +393,7 @@ async fn put_gift_is_a_counted_full_replacement_firing_gift_update() {
         "full replacement must clear batch: {after}"
     );
     assert!(
-        after["modifiedDateTimeUtc"].as_str() > before["modifiedDateTimeUtc"].as_str(),
+        utc(&after["modifiedDateTimeUtc"]) > utc(&before["modifiedDateTimeUtc"]),
         "{after}"
     );
     let hits = recv.wait_events("GiftUpdate", 1).await;
