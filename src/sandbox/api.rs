@@ -360,12 +360,49 @@ pub(crate) async fn authenticated(
     }
 }
 
-/// A path parameter, percent-decoded by the router ("" when absent).
-pub(crate) fn path_param<'a>(request: &'a HttpRequest, name: &str) -> &'a str {
-    request.match_info().get(name).unwrap_or("")
+/// A path parameter, fully percent-decoded ("" when absent). The router decodes most
+/// escapes but keeps `%2F`, `%25` and `%2B` encoded so segments stay unambiguous; ids such
+/// as `ch 1/a` arrive as `ch%201%2Fa` and must round-trip.
+pub(crate) fn path_param(request: &HttpRequest, name: &str) -> String {
+    percent_decode(request.match_info().get(name).unwrap_or(""))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| text.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// A numeric id path parameter; `None` (→ 404) when it is not a number.
 pub(crate) fn id_param(request: &HttpRequest) -> Option<u64> {
     path_param(request, "id").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding_restores_protected_characters() {
+        // Goal: the escapes the router keeps (%2F, %25, %2B) are decoded; bad escapes stay.
+        assert_eq!(super::percent_decode("ch%201%2Fa"), "ch 1/a");
+        assert_eq!(super::percent_decode("100%25%2Bx"), "100%+x");
+        assert_eq!(super::percent_decode("50%"), "50%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
 }

@@ -59,8 +59,8 @@ fn found(record: Option<&Record>, form: fn(&Record) -> Value) -> Handled {
 }
 
 async fn gift_by_transaction(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    let source = path_param(&request, "transactionSource").to_owned();
-    let transaction_id = path_param(&request, "transactionId").to_owned();
+    let source = path_param(&request, "transactionSource");
+    let transaction_id = path_param(&request, "transactionId");
     let endpoint = "GET /api/Gift/{transactionSource}/{transactionId}";
     authenticated(
         &request,
@@ -116,8 +116,8 @@ fn contact_with_reference<'a>(state: &'a OrgState, source: &str, id: &str) -> Op
 }
 
 async fn contact_by_reference(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    let source = path_param(&request, "referenceSource").to_owned();
-    let reference_id = path_param(&request, "referenceId").to_owned();
+    let source = path_param(&request, "referenceSource");
+    let reference_id = path_param(&request, "referenceId");
     let endpoint = "GET /api/Contact/{referenceSource}/{referenceId}";
     authenticated(&request, &registry, endpoint, "", |_, state, _| {
         found(
@@ -307,7 +307,7 @@ async fn organization_current(request: HttpRequest, registry: web::Data<Registry
 }
 
 async fn project_by_code(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    let code = path_param(&request, "code").to_owned();
+    let code = path_param(&request, "code");
     authenticated(
         &request,
         &registry,
