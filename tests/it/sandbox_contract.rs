@@ -53,7 +53,8 @@ async fn control_org_create_answers_201_409_400_and_404_for_unknown_org() {
 
 #[actix_rt::test]
 async fn embedded_create_org_is_idempotent_for_the_same_key() {
-    // Goal: SandboxHandle::create_org creates a usable org and repeating it with the same key is a no-op.
+    // Goal: SandboxHandle::create_org creates a usable org; the same key again is a no-op,
+    // another key for the same id is refused.
     let sb = start_sandbox().await;
     let spec: steward::sandbox::OrgSpec =
         serde_json::from_value(json!({"id": "emb", "api_key": "emb-key"})).unwrap();
@@ -61,6 +62,12 @@ async fn embedded_create_org_is_idempotent_for_the_same_key() {
     sb.handle
         .create_org(spec)
         .expect("same key again is a no-op");
+    let other_key: steward::sandbox::OrgSpec =
+        serde_json::from_value(json!({"id": "emb", "api_key": "another-key"})).unwrap();
+    assert!(
+        sb.handle.create_org(other_key).is_err(),
+        "an existing id with another key must be refused"
+    );
     let r = sb
         .client
         .get(format!("{}/api/Organization/Current", sb.base))
