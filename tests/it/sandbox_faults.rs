@@ -254,6 +254,33 @@ async fn random_faults_reproduce_by_seed_regardless_of_arrival_order() {
     let a2 = outcomes(&orgs[0], &some).await;
     let b2 = outcomes(&orgs[1], &some_rev).await;
     assert_eq!(a2, b2, "second attempts differ between same-seed orgs");
+
+    // A batch draws with its first item's transactionId: the other items do not matter.
+    let client = fresh_client(Duration::from_secs(10));
+    let mut batch_outcomes = [Vec::new(), Vec::new()];
+    for (n, org) in orgs[..2].iter().enumerate() {
+        for id in &ids[..15] {
+            let tail = format!("tail-{n}-{id}");
+            let body = json!({"transactionSource": "stripe",
+                "transactions": [gift_tx("stripe", id), gift_tx("stripe", &tail)]});
+            let r = client
+                .post(format!("{}/api/v2/Gift/Transactions", org.base))
+                .bearer_auth(&org.key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            batch_outcomes[n].push(r.status().as_u16());
+        }
+    }
+    assert_eq!(
+        batch_outcomes[0], batch_outcomes[1],
+        "batch draws depend on later items"
+    );
+    assert!(
+        batch_outcomes[0].iter().any(|s| *s != 200),
+        "no batch drew a fault"
+    );
     sb.handle.stop().await;
 }
 

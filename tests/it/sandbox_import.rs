@@ -265,3 +265,36 @@ async fn matching_order_references_then_email_then_name_and_postal() {
     assert_eq!(found.json()["id"], z);
     sb.handle.stop().await;
 }
+
+#[actix_rt::test]
+async fn import_updating_a_matched_contact_fires_contact_update() {
+    // Goal: when the import matches an existing contact by email and the transaction brings a new
+    // reference, the contact gains that reference (findable by it) and ContactUpdate fires for it
+    // (not ContactCreate), along with GiftCreate for the gift.
+    let sb = start_sandbox().await;
+    let recv = Receiver::start().await;
+    let (org, a, _) = two_contacts(&sb).await;
+    org.subscribe(
+        &recv.url,
+        "upd",
+        &["contactCreate", "contactUpdate", "giftCreate"],
+    )
+    .await;
+    let mut tx = gift_tx("stripe", "upd-1");
+    tx["contact"] = json!({"email": "ann@example.org", "referenceId": "cus_ann2"});
+    org.send_gift(&tx).await;
+    org.process().await;
+    let gift = recv.wait_events("GiftCreate", 1).await[0].json();
+    assert_eq!(gift["gift"]["contactId"], a);
+    let upd = recv.wait_events("ContactUpdate", 1).await;
+    assert_eq!(upd[0].json()["contact"]["id"], a, "{:?}", recv.summary());
+    assert!(
+        recv.events("ContactCreate").is_empty(),
+        "{:?}",
+        recv.summary()
+    );
+    let found = org.get("/api/Contact/stripe/cus_ann2").await;
+    assert_eq!(found.status, 200, "matched contact lacks the new reference");
+    assert_eq!(found.json()["id"], a);
+    sb.handle.stop().await;
+}

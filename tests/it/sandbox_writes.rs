@@ -329,6 +329,27 @@ async fn contact_transaction_and_batch_import_and_validate() {
 }
 
 #[actix_rt::test]
+async fn contact_batch_accept_others_keeps_the_good_contacts() {
+    // Goal: under accept_others a Contact Batch names the bad item (`contacts[0].lastName`) and
+    // still receives and imports the other contacts.
+    let sb = start_sandbox().await;
+    let org = sb.org(json!({"batch_item_error": "accept_others"})).await;
+    let mut bad = contact_tx("crm", "k0", "No", "Last", "k0@example.org");
+    bad.as_object_mut().unwrap().remove("lastName");
+    let good = contact_tx("crm", "k1", "Has", "Last", "k1@example.org");
+    let body = json!({"referenceSource": "crm", "contacts": [bad, good]});
+    assert_invalid(
+        &org.post("/api/Contact/Batch", &body).await,
+        "contacts[0].lastName",
+    );
+    assert_eq!(org.stats().await["transactions_received"], 1);
+    assert_eq!(org.process().await["imported"], 1);
+    assert_eq!(org.get("/api/Contact/crm/k1").await.status, 200);
+    assert_eq!(org.get("/api/Contact/crm/k0").await.status, 404);
+    sb.handle.stop().await;
+}
+
+#[actix_rt::test]
 async fn reversing_transaction_refunds_an_imported_gift() {
     // Goal: ReversingTransaction {reversedGiftId, giftDate, notes} on an imported gift answers 200
     // and yields a gift of type ReversingTransaction; an unknown reversedGiftId is refused.
