@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use steward_actors::runtime::{BudgetSettings, TenantSettings, TenantSpec};
-use steward_actors::store::{Lane, TenantRecord};
+use steward_actors::store::TenantRecord;
 
 use crate::app::AppState;
 use crate::http::error::{ApiError, ErrorCode};

@@ -154,9 +154,6 @@ impl TestApp {
         .await;
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
 
     /// SIGKILL, and reap the process.
     pub fn kill9(&mut self) {
