@@ -24,6 +24,8 @@ pub struct FlushStats {
     pub flushes_completed: u64,
     /// Waiters answered (with success or error) so far.
     pub waiters_answered: u64,
+    /// Time spent inside completed flushes.
+    pub flush_micros_total: u64,
 }
 
 struct Waiter {
@@ -150,6 +152,7 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
         let answered: Vec<Waiter> = {
             let mut state = shared.lock();
             state.stats.flushes_completed = flush_number;
+            state.stats.flush_micros_total += (flush_seconds * 1e6) as u64;
             let mut answered = Vec::new();
             while state
                 .waiters
