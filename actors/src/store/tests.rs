@@ -540,3 +540,30 @@ fn a_damaged_store_is_reported_corrupt_and_left_alone() {
         size_before
     );
 }
+
+#[test]
+fn pruned_idempotency_keys_are_accepted_again() {
+    // Goal: prune_dedup_before forgets only keys first seen before the cutoff.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let tenant = store.tenant("t").unwrap();
+    tenant
+        .enqueue(vec![
+            new_entry("old", Lane::Live, 100),
+            new_entry("new", Lane::Live, 500),
+        ])
+        .unwrap();
+    assert_eq!(tenant.prune_dedup_before(300).unwrap(), 1);
+    assert!(matches!(
+        tenant
+            .enqueue(vec![new_entry("old", Lane::Live, 600)])
+            .unwrap()[0],
+        EnqueueOutcome::Queued { .. }
+    ));
+    assert_eq!(
+        tenant
+            .enqueue(vec![new_entry("new", Lane::Live, 600)])
+            .unwrap(),
+        [EnqueueOutcome::Duplicate]
+    );
+}
