@@ -225,6 +225,27 @@ fn open_error(path: &Path, err: sled::Error) -> StoreError {
     }
 }
 
+/// sled 0.34's `Db::flush` writes its log with `sync_file_range` only: the data reaches the
+/// device, but neither the device's volatile cache nor the file's size (the log grows) is
+/// forced to stable storage, so a power loss could drop acknowledged writes. Group commit
+/// therefore follows every sled flush with an `fdatasync` of sled's log file (any descriptor
+/// of the file will do).
+fn open_log_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    let log_path = path.join("db");
+    std::fs::File::open(&log_path).map_err(|err| {
+        StoreError::Io(format!(
+            "cannot open {} for fdatasync: {err}",
+            log_path.display()
+        ))
+    })
+}
+
+fn sync_log_file(log_file: &std::fs::File) -> Result<(), StoreError> {
+    log_file
+        .sync_data()
+        .map_err(|err| StoreError::Io(format!("fdatasync of the store log failed: {err}")))
+}
+
 impl Store {
     /// Opens (or creates) the store in `path`. A corrupt store → [`StoreError::Corrupt`].
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
@@ -258,8 +279,10 @@ impl Store {
         let registry =
             TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);
         let flush_db = db.clone();
+        let log_file = open_log_file(path)?;
         let group_commit = group_commit::GroupCommit::start(Box::new(move || {
-            flush_db.flush().map(|_| ()).map_err(io_error)
+            flush_db.flush().map_err(io_error)?;
+            sync_log_file(&log_file)
         }))?;
         tracing::info!(path = %path.display(), layout = ?layout, "store opened");
         Ok(Store {
@@ -309,9 +332,10 @@ impl Store {
         self.inner.group_commit.wait().await
     }
 
-    /// Flushes synchronously (shutdown).
+    /// Flushes synchronously (shutdown), with the same `fdatasync` as group commit.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.inner.db.flush().map(|_| ()).map_err(io_error)
+        self.inner.db.flush().map_err(io_error)?;
+        sync_log_file(&open_log_file(&self.inner.path)?)
     }
 
     /// Disk space used, for reports.
