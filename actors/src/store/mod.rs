@@ -315,11 +315,14 @@ impl Store {
     pub fn drop_tenant_data(&self, tenant_id: &str) -> Result<(), StoreError> {
         let tenant = self.tenant(tenant_id)?;
         let _write_guard = tenant.mark_dropped()?;
-        self.inner.tenants.remove(tenant_id);
         let inner = tenant.inner();
         self.inner
             .layout
-            .drop_tenant(&self.inner.db, &inner.tree, &inner.keys, tenant_id)
+            .drop_tenant(&self.inner.db, &inner.tree, &inner.keys, tenant_id)?;
+        // Forget the handle only now: until the data is gone, `tenant()` keeps returning the
+        // dropped handle (writes refused) rather than rebuilding gauges from half-deleted keys.
+        self.inner.tenants.remove(tenant_id);
+        Ok(())
     }
 
     pub fn registry(&self) -> TenantRegistry {
@@ -327,7 +330,8 @@ impl Store {
     }
 
     /// Group commit: resolves once a flush that started after this call completed.
-    /// Everything written before the call is then durable.
+    /// Everything written before the call is then durable. (The waiter registers when the
+    /// future is first polled: await it directly after the writes it must cover.)
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.inner.group_commit.wait().await
     }
