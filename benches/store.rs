@@ -13,7 +13,8 @@
 //! `STEWARD_BENCH_LAYOUT=tree|shared` picks the layout of part 1 (default: the store's).
 //! `STEWARD_BENCH_TENANTS` (default 10000) sizes part 2; `STEWARD_BENCH_PART=1|2` runs one.
 //! Diagnostics: `STEWARD_BENCH_WRITERS=1,16` picks the levels; `STEWARD_BENCH_NO_DURABLE=1`
-//! skips `durable()` (raw write cost; then nothing is checked for durability).
+//! skips `durable()` (raw write cost; then nothing is checked for durability);
+//! `STEWARD_BENCH_BATCH=16` enqueues that many entries per call (a polled page).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -83,6 +84,8 @@ fn entry(key: String, body_json: String, now_ms: u64) -> NewEntry {
 
 struct LevelResult {
     latency_us: Histogram<u64>,
+    /// Time spent inside `enqueue` calls (the sled write path, tenant lock included).
+    enqueue_micros_total: u64,
     /// (tenant index, seq) of every answered entry.
     answered: Vec<(usize, u64)>,
 }
@@ -98,39 +101,84 @@ async fn writer(
     let mut latency_us =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut answered = Vec::new();
+    let mut enqueue_micros_total = 0;
     let mut n = 0usize;
+    let entries_per_call = env_number("STEWARD_BENCH_BATCH", 1).max(1) as usize;
     while Instant::now() < deadline {
-        let key = format!("l{level}-w{writer_id}-{n}");
         let tenant_index = (writer_id * 7919 + n) % tenants.len();
-        let body = body_1kib(&key);
+        let entries: Vec<NewEntry> = (0..entries_per_call)
+            .map(|offset| {
+                let key = format!("l{level}-w{writer_id}-{}", n + offset);
+                let body = body_1kib(&key);
+                entry(key, body, 1_700_000_000_000)
+            })
+            .collect();
         let started = Instant::now();
-        let outcome = tenants[tenant_index]
-            .enqueue(vec![entry(key, body, 1_700_000_000_000)])
-            .expect("enqueue");
+        let outcomes = tenants[tenant_index].enqueue(entries).expect("enqueue");
+        enqueue_micros_total += started.elapsed().as_micros() as u64;
         if skip_durable {
             tokio::task::yield_now().await;
         } else {
             store.durable().await.expect("durable");
         }
-        latency_us
-            .record(started.elapsed().as_micros().max(1) as u64)
-            .expect("in histogram range");
-        match outcome[0] {
-            EnqueueOutcome::Queued { seq } => answered.push((tenant_index, seq)),
-            EnqueueOutcome::Duplicate => panic!("keys are unique"),
+        let latency = started.elapsed().as_micros().max(1) as u64;
+        for outcome in outcomes {
+            latency_us.record(latency).expect("in histogram range");
+            match outcome {
+                EnqueueOutcome::Queued { seq } => answered.push((tenant_index, seq)),
+                EnqueueOutcome::Duplicate => panic!("keys are unique"),
+            }
         }
-        n += 1;
+        n += entries_per_call;
     }
     LevelResult {
         latency_us,
+        enqueue_micros_total,
         answered,
     }
+}
+
+/// The machine's load average (other builds share these cores: numbers depend on it).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Cost of the codec alone for one 1 KiB queue entry (encode + decode), in microseconds.
+fn codec_micros_per_entry() -> f64 {
+    use steward_actors::store::codec::{decode, encode};
+    use steward_actors::store::QueueEntry;
+    let entry = QueueEntry {
+        kind: RecordKind::Gift,
+        source: "stripe".into(),
+        source_id: "pi_1".into(),
+        idempotency_key: "key".into(),
+        lane: Lane::Live,
+        transaction_source: "Stripe".into(),
+        body_json: body_1kib("key"),
+        attempts: 0,
+        enqueued_at_ms: 1,
+        not_before_ms: 1,
+    };
+    let rounds = 100_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let bytes = encode(std::hint::black_box(&entry)).expect("encode");
+        let decoded: QueueEntry = decode(&bytes).expect("decode");
+        std::hint::black_box(decoded);
+    }
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
 }
 
 fn part1(layout: Option<Layout>, seconds: u64) -> bool {
     let dir = tempfile::tempdir().expect("temp dir");
     let store =
         Store::open_with_layout(dir.path(), StoreOptions::default(), layout).expect("open store");
+    println!("load average at start: {}", load_average());
     println!(
         "part 1: durable enqueue, layout {:?}, {seconds} s per level, 2 tokio workers, closed loop",
         store.layout()
@@ -155,8 +203,16 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         Err(_) => WRITER_LEVELS.to_vec(),
     };
     println!(
-        "{:>8} {:>11} {:>9} {:>9} {:>9} {:>10} {:>11}",
-        "writers", "entries/s", "p50 ms", "p99 ms", "max ms", "flushes/s", "avg batch"
+        "{:>8} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>14}",
+        "writers",
+        "entries/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "flushes/s",
+        "avg batch",
+        "avg flush ms",
+        "avg enqueue us"
     );
     for level in levels {
         let stats_before = store.flush_stats();
@@ -186,7 +242,9 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         let mut latency_us =
             Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
         let mut answered = 0;
+        let mut enqueue_micros_total = 0;
         for result in results {
+            enqueue_micros_total += result.enqueue_micros_total;
             latency_us.add(&result.latency_us).expect("same bounds");
             answered += result.answered.len();
             all_answered.extend(result.answered);
@@ -196,16 +254,23 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         let entries_per_s = answered as f64 / elapsed_s;
         let p99_ms = latency_us.value_at_quantile(0.99) as f64 / 1000.0;
         println!(
-            "{level:>8} {entries_per_s:>11.0} {:>9.2} {p99_ms:>9.2} {:>9.2} {:>10.0} {:>11.1}",
+            "{level:>8} {entries_per_s:>11.0} {:>9.2} {p99_ms:>9.2} {:>9.2} {:>10.0} {:>10.1} {:>13.3} {:>14.1}",
             latency_us.value_at_quantile(0.50) as f64 / 1000.0,
             latency_us.max() as f64 / 1000.0,
             flushes as f64 / elapsed_s,
             waiters as f64 / flushes.max(1) as f64,
+            (stats_after.flush_micros_total - stats_before.flush_micros_total) as f64 / 1000.0 / flushes.max(1) as f64,
+            enqueue_micros_total as f64 / answered.max(1) as f64,
         );
         if level == 256 && (entries_per_s < 50_000.0 || p99_ms > 10.0) {
             target_met = false;
         }
     }
+    println!(
+        "codec alone: {:.2} us per 1 KiB entry (encode + decode); load average at end: {}",
+        codec_micros_per_entry(),
+        load_average()
+    );
     let size_on_disk = store.size_on_disk().expect("size");
     drop(tenants);
     drop(store);

@@ -24,6 +24,8 @@ pub struct FlushStats {
     pub flushes_completed: u64,
     /// Waiters answered (with success or error) so far.
     pub waiters_answered: u64,
+    /// Time spent inside completed flushes.
+    pub flush_micros_total: u64,
 }
 
 struct Waiter {
@@ -139,7 +141,10 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
         };
 
         let started_at = Instant::now();
-        let result = flush();
+        // A panicking flush must not strand the waiters (they would wait forever): report it
+        // as an error to them and keep the thread alive.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut flush))
+            .unwrap_or_else(|_| Err(StoreError::Io("the store flush panicked".into())));
         let flush_seconds = started_at.elapsed().as_secs_f64();
         metrics::histogram!("steward_store_flush_seconds").record(flush_seconds);
         metrics::histogram!("steward_store_flush_batch_size").record(batch_size as f64);
@@ -150,6 +155,7 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
         let answered: Vec<Waiter> = {
             let mut state = shared.lock();
             state.stats.flushes_completed = flush_number;
+            state.stats.flush_micros_total += (flush_seconds * 1e6) as u64;
             let mut answered = Vec::new();
             while state
                 .waiters
@@ -270,6 +276,26 @@ mod tests {
             wait_answer(answer).unwrap();
         }
         assert_eq!(group.stats().flushes_completed, 3);
+    }
+
+    #[test]
+    fn a_panicking_flush_answers_its_waiters_with_an_error() {
+        // Goal: a flush that panics reports an error to its waiters, and the next flush still runs.
+        let mut calls = 0;
+        let group = GroupCommit::start(Box::new(move || {
+            calls += 1;
+            if calls == 1 {
+                panic!("simulated flush panic");
+            }
+            Ok(())
+        }))
+        .unwrap();
+        let mut first = group.register().unwrap();
+        assert!(
+            matches!(wait_answer(&mut first), Err(StoreError::Io(m)) if m.contains("panicked"))
+        );
+        let mut second = group.register().unwrap();
+        wait_answer(&mut second).unwrap();
     }
 
     #[test]

@@ -225,6 +225,27 @@ fn open_error(path: &Path, err: sled::Error) -> StoreError {
     }
 }
 
+/// sled 0.34's `Db::flush` writes its log with `sync_file_range` only: the data reaches the
+/// device, but neither the device's volatile cache nor the file's size (the log grows) is
+/// forced to stable storage, so a power loss could drop acknowledged writes. Group commit
+/// therefore follows every sled flush with an `fdatasync` of sled's log file (any descriptor
+/// of the file will do).
+fn open_log_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    let log_path = path.join("db");
+    std::fs::File::open(&log_path).map_err(|err| {
+        StoreError::Io(format!(
+            "cannot open {} for fdatasync: {err}",
+            log_path.display()
+        ))
+    })
+}
+
+fn sync_log_file(log_file: &std::fs::File) -> Result<(), StoreError> {
+    log_file
+        .sync_data()
+        .map_err(|err| StoreError::Io(format!("fdatasync of the store log failed: {err}")))
+}
+
 impl Store {
     /// Opens (or creates) the store in `path`. A corrupt store → [`StoreError::Corrupt`].
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
@@ -258,8 +279,10 @@ impl Store {
         let registry =
             TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);
         let flush_db = db.clone();
+        let log_file = open_log_file(path)?;
         let group_commit = group_commit::GroupCommit::start(Box::new(move || {
-            flush_db.flush().map(|_| ()).map_err(io_error)
+            flush_db.flush().map_err(io_error)?;
+            sync_log_file(&log_file)
         }))?;
         tracing::info!(path = %path.display(), layout = ?layout, "store opened");
         Ok(Store {
@@ -292,11 +315,14 @@ impl Store {
     pub fn drop_tenant_data(&self, tenant_id: &str) -> Result<(), StoreError> {
         let tenant = self.tenant(tenant_id)?;
         let _write_guard = tenant.mark_dropped()?;
-        self.inner.tenants.remove(tenant_id);
         let inner = tenant.inner();
         self.inner
             .layout
-            .drop_tenant(&self.inner.db, &inner.tree, &inner.keys, tenant_id)
+            .drop_tenant(&self.inner.db, &inner.tree, &inner.keys, tenant_id)?;
+        // Forget the handle only now: until the data is gone, `tenant()` keeps returning the
+        // dropped handle (writes refused) rather than rebuilding gauges from half-deleted keys.
+        self.inner.tenants.remove(tenant_id);
+        Ok(())
     }
 
     pub fn registry(&self) -> TenantRegistry {
@@ -304,14 +330,16 @@ impl Store {
     }
 
     /// Group commit: resolves once a flush that started after this call completed.
-    /// Everything written before the call is then durable.
+    /// Everything written before the call is then durable. (The waiter registers when the
+    /// future is first polled: await it directly after the writes it must cover.)
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.inner.group_commit.wait().await
     }
 
-    /// Flushes synchronously (shutdown).
+    /// Flushes synchronously (shutdown), with the same `fdatasync` as group commit.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.inner.db.flush().map(|_| ()).map_err(io_error)
+        self.inner.db.flush().map_err(io_error)?;
+        sync_log_file(&open_log_file(&self.inner.path)?)
     }
 
     /// Disk space used, for reports.

@@ -294,7 +294,7 @@ impl TenantStore {
             if removed > 0 {
                 let gauge = &inner.lanes[lane as usize];
                 gauge.depth.fetch_sub(removed, Ordering::Relaxed);
-                let (_, oldest) = inner.scan_lane_gauge_oldest_only(lane)?;
+                let oldest = inner.oldest_near_lane_head(lane)?;
                 gauge.oldest_enqueued_at_ms.store(oldest, Ordering::Relaxed);
             }
         }
@@ -356,10 +356,9 @@ impl TenantInner {
     /// The oldest enqueue time among the first entries of a lane. Entries are appended in
     /// seq order with the caller's clock, so the head of the lane is (nearly always) the
     /// oldest; a bounded look-ahead covers entries re-queued with their original time.
-    fn scan_lane_gauge_oldest_only(&self, lane: Lane) -> Result<(u64, u64), StoreError> {
+    fn oldest_near_lane_head(&self, lane: Lane) -> Result<u64, StoreError> {
         const LOOK_AHEAD: usize = 64;
         let mut oldest = NO_ENTRY;
-        let mut seen = 0;
         for item in self
             .tree
             .scan_prefix(self.keys.lane_prefix(lane))
@@ -368,9 +367,8 @@ impl TenantInner {
             let (_, bytes) = item.map_err(io_error)?;
             let entry: QueueEntry = decode(&bytes)?;
             oldest = oldest.min(entry.enqueued_at_ms);
-            seen += 1;
         }
-        Ok((seen, oldest))
+        Ok(oldest)
     }
 
     /// Counts the keys of one section (for tests and rebuild checks; a full section scan).

@@ -540,3 +540,104 @@ fn a_damaged_store_is_reported_corrupt_and_left_alone() {
         size_before
     );
 }
+
+#[test]
+fn pruned_idempotency_keys_are_accepted_again() {
+    // Goal: prune_dedup_before forgets only keys first seen before the cutoff.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let tenant = store.tenant("t").unwrap();
+    tenant
+        .enqueue(vec![
+            new_entry("old", Lane::Live, 100),
+            new_entry("new", Lane::Live, 500),
+        ])
+        .unwrap();
+    assert_eq!(tenant.prune_dedup_before(300).unwrap(), 1);
+    assert!(matches!(
+        tenant
+            .enqueue(vec![new_entry("old", Lane::Live, 600)])
+            .unwrap()[0],
+        EnqueueOutcome::Queued { .. }
+    ));
+    assert_eq!(
+        tenant
+            .enqueue(vec![new_entry("new", Lane::Live, 600)])
+            .unwrap(),
+        [EnqueueOutcome::Duplicate]
+    );
+}
+
+/// Set in the child process of `acknowledged_entries_survive_a_crash`: the data dir to use.
+const CRASH_CHILD_DIR_ENV: &str = "STEWARD_STORE_CRASH_CHILD_DIR";
+const CRASH_ACKED_ENTRIES: usize = 200;
+
+#[test]
+fn acknowledged_entries_survive_a_crash() {
+    // Goal: every entry acknowledged by durable() is on disk even if the process aborts right after.
+    if let Ok(dir) = std::env::var(CRASH_CHILD_DIR_ENV) {
+        crash_child(Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::acknowledged_entries_survive_a_crash",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD_DIR_ENV, dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "the child aborts instead of exiting cleanly"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The harness prints the test name without a newline, so "ACKED" may start mid-line.
+    let acked: Vec<u64> = stdout
+        .lines()
+        .filter_map(|line| line.split("ACKED ").nth(1)?.trim().parse().ok())
+        .collect();
+    assert_eq!(acked.len(), CRASH_ACKED_ENTRIES, "child output: {stdout}");
+
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let tenant = store.tenant("crash").unwrap();
+    let missing: Vec<&u64> = acked
+        .iter()
+        .filter(|seq| tenant.get_queue_entry(Lane::Live, **seq).unwrap().is_none())
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert!(tenant.queued_total() >= CRASH_ACKED_ENTRIES as u64);
+}
+
+/// The child: acknowledge entries one by one, then write more without waiting and abort
+/// (no destructor runs, so sled gets no chance to flush on drop).
+fn crash_child(dir: &Path) -> ! {
+    use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Store::open(dir, StoreOptions::default()).unwrap();
+    let tenant = store.tenant("crash").unwrap();
+    runtime.block_on(async {
+        for n in 0..CRASH_ACKED_ENTRIES {
+            let outcome = tenant
+                .enqueue(vec![new_entry(&format!("acked-{n}"), Lane::Live, 1)])
+                .unwrap();
+            let EnqueueOutcome::Queued { seq } = outcome[0] else {
+                panic!("fresh key")
+            };
+            store.durable().await.unwrap();
+            println!("ACKED {seq}");
+        }
+    });
+    for n in 0..50 {
+        tenant
+            .enqueue(vec![new_entry(&format!("unacked-{n}"), Lane::Live, 1)])
+            .unwrap();
+    }
+    std::io::stdout().flush().unwrap();
+    std::process::abort();
+}
