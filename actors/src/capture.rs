@@ -17,7 +17,7 @@ use crate::store::{Counts, EnqueueOutcome};
 pub type CaptureActor = Child<Capture>;
 
 /// Capture's state; all of it is rebuilt from the store or counted since this generation.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct Capture {
     /// The store's counters when this generation started.
     counts_at_start: Counts,

@@ -21,7 +21,7 @@ use crate::supervisor::TenantSupervisor;
 pub trait ChildBehavior: Sized + Unpin + 'static {
     const KIND: ActorKind;
     /// What the admin API shows of this child (besides generation and ticks).
-    type Observed: Serialize;
+    type Observed: Serialize + PartialEq + Unpin;
     /// Rebuilds the child's state from the store: nothing survives in memory across a
     /// restart (DESIGN.md invariant 2).
     fn rebuild(shared: &TenantShared) -> Self;
@@ -34,6 +34,8 @@ pub trait ChildBehavior: Sized + Unpin + 'static {
 pub struct Child<B: ChildBehavior> {
     pub behavior: B,
     pub core: ChildCore,
+    /// What the cell shows now; re-serialised only when the behaviour's state differs.
+    published: Option<B::Observed>,
 }
 
 /// The bookkeeping common to every child.
@@ -45,17 +47,14 @@ pub struct ChildCore {
     supervisor: actix::Addr<TenantSupervisor>,
     /// Why the child is stopping, read by `stopped()` (absent = unexpected stop).
     exit: Option<ChildExit>,
-    ticks: u64,
-    last_tick_ms: u64,
     stalled_by_test_hook: bool,
 }
 
-/// The observed state of a child: common fields plus its kind's own.
+/// The observed state of a child: common fields plus its kind's own (`ticks` and
+/// `last_tick_ms` are added from the cell's atomics when status is read).
 #[derive(Serialize)]
 struct ObservedView<'a, T: Serialize> {
     generation: u64,
-    ticks: u64,
-    last_tick_ms: u64,
     stalled_by_test_hook: bool,
     // serde_json only (never bincode), so flatten is fine here.
     #[serde(flatten)]
@@ -78,25 +77,33 @@ impl<B: ChildBehavior> Child<B> {
             generation,
             supervisor,
             exit: None,
-            ticks: 0,
-            last_tick_ms: 0,
             stalled_by_test_hook: false,
         };
-        Child { behavior, core }.start()
+        Child {
+            behavior,
+            core,
+            published: None,
+        }
+        .start()
     }
 
-    /// Marks progress and publishes the observed state to the cell.
+    /// Marks progress and publishes the observed state to the cell if it changed.
     pub fn publish(&mut self) {
-        let now_ms = self.core.shared.clock.now_ms();
+        self.core
+            .cell
+            .mark_progress(self.core.shared.clock.now_ms());
+        let observed = self.behavior.observed();
+        if self.published.as_ref() == Some(&observed) {
+            return;
+        }
         let view = ObservedView {
             generation: self.core.generation,
-            ticks: self.core.ticks,
-            last_tick_ms: self.core.last_tick_ms,
             stalled_by_test_hook: self.core.stalled_by_test_hook,
-            state: &self.behavior.observed(),
+            state: &observed,
         };
-        let observed = serde_json::to_value(&view).unwrap_or(serde_json::Value::Null);
-        self.core.cell.record_progress(now_ms, observed);
+        let value = serde_json::to_value(&view).unwrap_or(serde_json::Value::Null);
+        self.core.cell.publish_observed(value);
+        self.published = Some(observed);
     }
 
     /// True when this generation may act. A replaced child that woke up refuses, counts the
@@ -146,8 +153,7 @@ impl<B: ChildBehavior> Child<B> {
             self.fail(error, ctx);
             return;
         }
-        self.core.ticks += 1;
-        self.core.last_tick_ms = self.core.shared.clock.now_ms();
+        self.core.cell.record_tick(self.core.shared.clock.now_ms());
         self.publish();
         self.schedule_tick(ctx, false);
     }
@@ -157,6 +163,7 @@ impl<B: ChildBehavior> Child<B> {
     /// queued — and refuses it, being stale.
     fn stall(&mut self, ctx: &mut Context<Self>) {
         self.core.stalled_by_test_hook = true;
+        self.published = None; // force: the flag is not part of the behaviour's state
         self.publish();
         let my_generation = self.core.generation;
         let mut current_generation = self.core.cell.watch_generation();

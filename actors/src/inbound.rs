@@ -10,7 +10,7 @@ use crate::observe::TenantShared;
 
 pub type InboundActor = Child<Inbound>;
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct Inbound {}
 
 impl ChildBehavior for Inbound {

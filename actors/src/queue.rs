@@ -15,7 +15,7 @@ use crate::store::LaneStat;
 
 pub type QueueActor = Child<Queue>;
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct Queue {
     /// Lane name → depth and oldest entry, as last read from the store.
     lanes: BTreeMap<&'static str, LaneStat>,

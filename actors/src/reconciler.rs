@@ -10,7 +10,7 @@ use crate::observe::TenantShared;
 
 pub type ReconcilerActor = Child<Reconciler>;
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct Reconciler {}
 
 impl ChildBehavior for Reconciler {

@@ -608,7 +608,7 @@ async fn blocked_arbiter_shows_as_lag_and_costs_no_spurious_restarts() {
         },
     );
     eventually("children started", 5_000, || handle.children_started()).await;
-    let checks_before = handle.status().actors[SUPERVISOR_NAME].observed["progress_checks"]
+    let checks_before = handle.status().actors[SUPERVISOR_NAME].observed["ticks"]
         .as_u64()
         .unwrap();
     // What a blocking handler would do: hold the arbiter thread for 3 heartbeats.
@@ -619,7 +619,7 @@ async fn blocked_arbiter_shows_as_lag_and_costs_no_spurious_restarts() {
     .await;
     // After the block: several more checks run, and none replaced a child.
     eventually("progress checks to resume", 5_000, || {
-        handle.status().actors[SUPERVISOR_NAME].observed["progress_checks"]
+        handle.status().actors[SUPERVISOR_NAME].observed["ticks"]
             .as_u64()
             .unwrap()
             >= checks_before + 6

@@ -14,7 +14,7 @@ use crate::observe::TenantShared;
 
 pub type SubmitterActor = Child<Submitter>;
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct Submitter {
     paused: bool,
     work_hints: u64,

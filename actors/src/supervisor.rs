@@ -42,7 +42,6 @@ struct ChildSlot {
 /// The supervisor's own observable state.
 #[derive(Debug, Default, Serialize)]
 struct SupervisorObserved {
-    progress_checks: u64,
     restarts_total: u64,
     stall_replacements_total: u64,
     /// Progress checks skipped because they ran late (the arbiter thread was blocked).
@@ -183,6 +182,7 @@ impl TenantSupervisor {
                 // the children could not tick either. Give them one round to catch up
                 // rather than replacing every child of the thread at once.
                 supervisor.observed.grace_rounds_after_blocked_arbiter += 1;
+                supervisor.publish();
                 tracing::warn!(
                     tenant_id = %supervisor.shared.tenant_id,
                     late_by_ms = late_by.as_millis() as u64,
@@ -213,8 +213,8 @@ impl TenantSupervisor {
                 self.replace_stalled_child(kind, reason, ctx);
             }
         }
-        self.observed.progress_checks += 1;
-        self.publish();
+        // One tick per progress check (atomics only; the observed state has not changed).
+        self.shared.supervisor_cell.record_tick(now_ms);
     }
 
     fn replace_stalled_child(&mut self, kind: ActorKind, reason: String, ctx: &mut Context<Self>) {
@@ -235,11 +235,10 @@ impl TenantSupervisor {
         self.schedule_restart(kind, reason, true, ctx);
     }
 
+    /// Call after changing `observed` (it serialises).
     fn publish(&mut self) {
         let observed = serde_json::to_value(&self.observed).unwrap_or(serde_json::Value::Null);
-        self.shared
-            .supervisor_cell
-            .record_progress(self.shared.clock.now_ms(), observed);
+        self.shared.supervisor_cell.publish_observed(observed);
     }
 
     fn all_children_gone(&self) -> bool {
