@@ -6,8 +6,16 @@
 //! # Layout
 //! - [`config`]: the configuration file and `STEWARD_…` overrides, validated at start.
 //! - [`tenant`]: the tenant document of the admin API (JSON, defaults, secrets).
+//! - [`tenants`]: tenant operations behind the admin API, and boot.
 //! - [`http`]: actix-web — admin API, metrics, health.
-//! - [`app`]: wiring: store, tenant supervisors, servers, lifecycle.
+//! - [`app`]: wiring: store, runtime, servers, lifecycle.
+//! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sandbox`]: a Virtuous CRM+ simulator shipped in the binary.
 
+pub mod app;
+pub mod config;
+pub mod http;
 pub mod sandbox;
+pub mod telemetry;
+pub mod tenant;
+pub mod tenants;

@@ -2,8 +2,45 @@
 //!
 //! CONTRACT: `start`, `SandboxConfig`, `SandboxHandle` and `OrgSpec` are what `main`,
 //! the engine's embedded mode, tests and benchmarks use. Keep these names and signatures.
+//!
+//! # Layout
+//! - `models`: amounts, dates, timestamps, case-insensitive field reads.
+//! - `org`: the registry and one organization's state (one mutex per org).
+//! - `ratelimit`: the sliding hour and the `X-RateLimit-*` numbers.
+//! - `faults`: random faults by stable hash, scripted steps.
+//! - `validate`: transaction bodies → `modelState`.
+//! - `import`: matching, dedup, review, gift and contact creation.
+//! - `records`, `query`: stored records, their JSON forms, query groups and conditions.
+//! - `webhooks`: payload forms, signatures, the delivery task with retries.
+//! - `api`: the request gate (auth → rate limit → script → random faults → handler).
+//! - `routes_transactions`, `routes_reads`, `routes_records`, `routes_control`: the HTTP handlers.
+//! - `stats`: the counters behind `/_sandbox/orgs/{id}/stats`.
+
+mod api;
+mod faults;
+mod import;
+mod models;
+mod org;
+mod query;
+mod ratelimit;
+mod records;
+mod routes_control;
+mod routes_reads;
+mod routes_records;
+mod routes_transactions;
+mod stats;
+mod validate;
+mod webhooks;
+
+#[cfg(test)]
+mod smoke_tests;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use faults::{RandomFaults, ScriptStep, StepMatch, StepRespond};
 
 /// How to run a sandbox.
 #[derive(Debug, Clone)]
@@ -14,44 +51,209 @@ pub struct SandboxConfig {
     pub workers: usize,
 }
 
+/// When accepted transactions are imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "ProcessingWire", into = "ProcessingWire")]
+pub enum Processing {
+    /// Only on `POST /_sandbox/orgs/{id}/process`.
+    #[default]
+    Manual,
+    /// Right after each accepted transaction, before the 200 is sent.
+    Immediate,
+    /// In the background, `delay_ms` after acceptance.
+    Delayed { delay_ms: u64 },
+}
+
+/// The JSON forms of [`Processing`]: `"manual"`, `"immediate"` or `{"delay_ms": N}`.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ProcessingWire {
+    Name(String),
+    Delay { delay_ms: u64 },
+}
+
+impl TryFrom<ProcessingWire> for Processing {
+    type Error = String;
+    fn try_from(wire: ProcessingWire) -> Result<Self, String> {
+        match wire {
+            ProcessingWire::Name(name) if name == "manual" => Ok(Processing::Manual),
+            ProcessingWire::Name(name) if name == "immediate" => Ok(Processing::Immediate),
+            ProcessingWire::Name(other) => Err(format!(
+                "processing must be \"manual\", \"immediate\" or {{\"delay_ms\": N}}, not {other:?}"
+            )),
+            ProcessingWire::Delay { delay_ms } => Ok(Processing::Delayed { delay_ms }),
+        }
+    }
+}
+
+impl From<Processing> for ProcessingWire {
+    fn from(processing: Processing) -> Self {
+        match processing {
+            Processing::Manual => ProcessingWire::Name("manual".into()),
+            Processing::Immediate => ProcessingWire::Name("immediate".into()),
+            Processing::Delayed { delay_ms } => ProcessingWire::Delay { delay_ms },
+        }
+    }
+}
+
+/// What happens to the valid items of a batch that also has invalid ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchItemError {
+    /// 400 naming the bad items; nothing is accepted.
+    #[default]
+    RejectAll,
+    /// 400 naming the bad items; the others are accepted.
+    AcceptOthers,
+}
+
+/// How webhook events reach subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookDelivery {
+    /// One POST per record: `{"event", "gift"}`.
+    #[default]
+    Single,
+    /// One POST per import run and event kind: `{"event", "models": [{"gift"}]}`.
+    Bulk,
+    /// Alternates single and bulk per group of events.
+    Mixed,
+}
+
+/// How `X-Virtuous-Signature` encodes the HMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    #[default]
+    Base64,
+    Hex,
+}
+
+fn default_hourly_limit() -> u64 {
+    5_000
+}
+fn yes() -> bool {
+    true
+}
+
 /// An organization to create (the same fields as `POST /_sandbox/orgs`; JSON-deserialisable
 /// with the defaults listed in the issue: hourly_limit 5000, review_share 0.0, processing
 /// "manual", dedup_transactions true, batch_item_error reject_all, validate_designation_sum
 /// true, webhook_delivery single, webhook_includes_transaction_ids true).
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrgSpec {
     pub id: String,
     pub api_key: String,
+    /// Calls per sliding hour.
+    #[serde(default = "default_hourly_limit")]
+    pub hourly_limit: u64,
+    /// Fraction (0–1) of imported transactions that wait in staff review.
+    #[serde(default)]
+    pub review_share: f64,
+    #[serde(default)]
+    pub processing: Processing,
+    /// Seeds the fault and review draws.
+    #[serde(default)]
+    pub seed: u64,
+    /// Reject at import a gift whose transactionSource + transactionId exists (unconfirmed
+    /// in the real API, hence switchable).
+    #[serde(default = "yes")]
+    pub dedup_transactions: bool,
+    #[serde(default)]
+    pub batch_item_error: BatchItemError,
+    #[serde(default = "yes")]
+    pub validate_designation_sum: bool,
+    #[serde(default)]
+    pub webhook_delivery: WebhookDelivery,
+    #[serde(default = "yes")]
+    pub webhook_includes_transaction_ids: bool,
+    #[serde(default)]
+    pub webhook_signature_encoding: SignatureEncoding,
+}
+
+impl OrgSpec {
+    /// An org with every switch at its default.
+    pub fn new(id: impl Into<String>, api_key: impl Into<String>) -> OrgSpec {
+        OrgSpec {
+            id: id.into(),
+            api_key: api_key.into(),
+            hourly_limit: default_hourly_limit(),
+            review_share: 0.0,
+            processing: Processing::Manual,
+            seed: 0,
+            dedup_transactions: true,
+            batch_item_error: BatchItemError::RejectAll,
+            validate_designation_sum: true,
+            webhook_delivery: WebhookDelivery::Single,
+            webhook_includes_transaction_ids: true,
+            webhook_signature_encoding: SignatureEncoding::Base64,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() || self.id.contains('/') {
+            return Err("id must be non-empty and contain no '/'".into());
+        }
+        if self.api_key.trim().is_empty() {
+            return Err("api_key must be non-empty".into());
+        }
+        if self.hourly_limit == 0 {
+            return Err("hourly_limit must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.review_share) {
+            return Err("review_share must be between 0 and 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// A running sandbox.
 pub struct SandboxHandle {
-    _private: (),
+    addr: SocketAddr,
+    registry: Arc<org::Registry>,
+    server: actix_web::dev::ServerHandle,
+    dispatcher: tokio::task::JoinHandle<()>,
 }
 
 impl SandboxHandle {
     pub fn addr(&self) -> SocketAddr {
-        todo!()
+        self.addr
     }
     /// `http://127.0.0.1:PORT`
     pub fn base_url(&self) -> String {
-        todo!()
+        format!("http://{}", self.addr)
     }
     /// Creates an organization in-process (the embedded mode); same rules as the control API.
     /// Creating an org that exists with the same api key is a no-op.
     pub fn create_org(&self, spec: OrgSpec) -> Result<(), String> {
-        let _ = spec;
-        todo!()
+        self.registry
+            .create(spec, true)
+            .map_err(|error| error.to_string())
     }
     /// Stops the server gracefully.
     pub async fn stop(self) {
-        todo!()
+        self.server.stop(true).await;
+        self.dispatcher.abort();
     }
 }
 
 /// Starts a sandbox inside the current actix/tokio runtime (call from `#[actix_web::main]`
 /// or `#[actix_rt::test]`). Logs loudly that the target is a simulator.
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
-    let _ = config;
-    todo!()
+    let (webhook_sender, dispatcher) = webhooks::spawn_dispatcher();
+    let registry = Arc::new(org::Registry::new(webhook_sender));
+    let (server, addr) = api::bind(config, Arc::clone(&registry))?;
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    tracing::warn!(
+        listen = %addr,
+        "SANDBOX: this is a Virtuous CRM+ SIMULATOR, not Virtuous; nothing sent here reaches a real CRM"
+    );
+    Ok(SandboxHandle {
+        addr,
+        registry,
+        server: handle,
+        dispatcher,
+    })
 }

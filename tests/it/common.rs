@@ -1,1 +1,258 @@
-//! (to be written)
+//! Shared helpers: the real `steward` binary on loopback with a fresh data dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// How to start a `steward serve` process.
+#[derive(Clone)]
+pub struct SpawnOptions {
+    /// Extra `STEWARD_…` variables (configuration overrides).
+    pub env: Vec<(String, String)>,
+    /// Pass the admin token through the environment (else the generated file is used).
+    pub admin_token_from_env: bool,
+    /// Optional configuration file contents.
+    pub config_file: Option<String>,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        SpawnOptions { env: Vec::new(), admin_token_from_env: true, config_file: None }
+    }
+}
+
+/// A running `steward serve` process with its own temp dir (data dir + log file).
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub options: SpawnOptions,
+    pub child: Option<Child>,
+    pub main_url: String,
+    pub admin_url: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("steward.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts steward and waits until `/readyz` answers 200.
+    pub async fn spawn(options: SpawnOptions) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut app = TestApp {
+            dir,
+            options,
+            child: None,
+            main_url: String::new(),
+            admin_url: String::new(),
+            admin_token: ADMIN_TOKEN.to_string(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+        };
+        app.start().await;
+        app
+    }
+
+    /// Starts (or restarts) the process on the same data dir.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let data_dir = self.data_dir();
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let addr_file = data_dir.join("listen-addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
+        command.arg("serve");
+        if let Some(text) = &self.options.config_file {
+            let path = self.dir.path().join("steward.toml");
+            std::fs::write(&path, text).unwrap();
+            command.arg("--config").arg(path);
+        }
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STEWARD_LOG", "info")
+            .env("STEWARD_DATA_DIR", &data_dir)
+            .env("STEWARD_LISTEN", "127.0.0.1:0")
+            .env("STEWARD_SANDBOX__EMBEDDED", "true")
+            .env("STEWARD_RUNTIME__TEST_HOOKS", "true")
+            .env("STEWARD_RUNTIME__ARBITERS", "2")
+            .env("STEWARD_SHUTDOWN_DEADLINE_S", "5");
+        if self.options.admin_token_from_env {
+            command.env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN);
+        }
+        for (key, value) in &self.options.env {
+            command.env(key, value);
+        }
+        command.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        self.child = Some(command.spawn().expect("spawn steward"));
+
+        let log_path = self.log_path();
+        let addresses: Value = wait_until(Duration::from_secs(30), "steward to write listen-addr", || {
+            let addr_file = addr_file.clone();
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            let log_path = log_path.clone();
+            async move {
+                if let Some(status) = exited {
+                    panic!("steward exited early ({status}); log:\n{}", std::fs::read_to_string(log_path).unwrap_or_default());
+                }
+                let text = std::fs::read_to_string(&addr_file).ok()?;
+                serde_json::from_str(&text).ok()
+            }
+        })
+        .await;
+        self.main_url = format!("http://{}", addresses["main"].as_str().unwrap());
+        self.admin_url = match addresses["admin"].as_str() {
+            Some(admin) => format!("http://{admin}"),
+            None => self.main_url.clone(),
+        };
+        if !self.options.admin_token_from_env {
+            self.admin_token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap().trim().to_string();
+        }
+        self.wait_ready().await;
+    }
+
+    pub async fn wait_ready(&self) {
+        let client = self.client.clone();
+        let url = format!("{}/readyz", self.main_url);
+        wait_until(Duration::from_secs(30), "/readyz to answer 200", || {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let response = client.get(&url).send().await.ok()?;
+                (response.status() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
+
+    /// SIGKILL, and reap the process.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM; waits for the exit and returns its status and how long it took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(Instant::now() < deadline, "steward did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{}", self.admin_url, path)).bearer_auth(&self.admin_token)
+    }
+
+    pub async fn create_tenant(&self, body: &Value) -> Value {
+        let response = self.admin(reqwest::Method::POST, "/v1/tenants").json(body).send().await.unwrap();
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "create tenant: {json}");
+        json
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        let response = self.admin(reqwest::Method::GET, &format!("/v1/tenants/{id}")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A tenant document with every kind of secret, against the embedded sandbox.
+pub fn tenant_body(id: &str) -> Value {
+    json!({
+        "id": id,
+        "name": format!("Tenant {id}"),
+        "time_zone": "America/Chicago",
+        "virtuous": {"base_url": "embedded", "api_key": format!("vk-secret-{id}-apikey"),
+                     "webhook_secret": format!("vw-secret-{id}-webhook")},
+        "sources": {
+            "stripe": {"signing_secret": format!("whsec_secret{id}signing"), "accept_test_events": true},
+            "platforms": {"auction-co": {"secret": format!("plat-secret-{id}-hmac"), "transaction_source": "AuctionCo"}}
+        },
+        "budget": {"hourly_limit": 3600, "reserve_pct": 10}
+    })
+}
+
+/// The plaintext secrets of [`tenant_body`].
+pub fn tenant_secrets(id: &str) -> Vec<String> {
+    vec![
+        format!("vk-secret-{id}-apikey"),
+        format!("vw-secret-{id}-webhook"),
+        format!("whsec_secret{id}signing"),
+        format!("plat-secret-{id}-hmac"),
+    ]
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Whether `needle` occurs in any file below `dir`.
+pub fn found_in_dir(dir: &Path, needle: &str) -> Option<PathBuf> {
+    files_below(dir).into_iter().find(|path| {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        bytes.windows(needle.len()).any(|window| window == needle.as_bytes())
+    })
+}

@@ -1,16 +1,44 @@
 //! Durable state: one sled `Db` per process (DESIGN.md §8).
 //!
 //! CONTRACT FILE: the signatures below are what the rest of Steward codes against. The
-//! implementation may move code into submodules (codec, keys, group_commit, secrets,
-//! registry, tenant) but keeps these names and signatures.
+//! implementation lives in submodules and keeps these names and signatures.
+//!
+//! # Layout
+//! - [`codec`]: the versioned envelope `[schema version][bincode 1.3.3]` of every value.
+//! - [`keys`]: big-endian, section-prefixed keys inside a tenant's key space.
+//! - [`layout`]: tree per tenant, or tenant-prefixed keys in shared trees (DESIGN.md §8).
+//! - [`group_commit`]: one flush answers many writers, on a dedicated thread.
+//! - `tenant`, `tenant_data`: [`TenantStore`], enqueue and the typed accessors.
+//! - `registry`, `secrets`: [`TenantRegistry`] and [`MasterKey`].
+//! - [`types`]: the stored value types.
 
-use std::path::Path;
-use std::time::Duration;
+pub mod codec;
+pub mod group_commit;
+pub mod keys;
+pub mod layout;
+mod registry;
+mod secrets;
+mod tenant;
+mod tenant_data;
+pub mod types;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+pub use group_commit::FlushStats;
+pub use layout::{Layout, DEFAULT_LAYOUT};
+pub use secrets::MASTER_KEY_FILE;
+pub use types::{
+    CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SyncState,
+    Transition,
+};
+
 /// Errors of the store layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// sled reported corruption when opening: refuse to start, never repair by dropping data.
     #[error("the store at {path} is corrupt ({detail}); Steward refuses to start. Keep a copy of the data dir and restore from a backup")]
@@ -23,6 +51,17 @@ pub enum StoreError {
     Seal(String),
     #[error("the store is closed")]
     Closed,
+    /// The master key (env value or key file) is missing, malformed or unsafe.
+    #[error("master key: {0}")]
+    MasterKey(String),
+}
+
+/// Maps a sled error met after open (corruption found later is still reported as such).
+pub(crate) fn io_error(err: sled::Error) -> StoreError {
+    match err {
+        sled::Error::Io(io) => StoreError::Io(io.to_string()),
+        other => StoreError::Io(other.to_string()),
+    }
 }
 
 /// Options for [`Store::open`].
@@ -30,6 +69,14 @@ pub enum StoreError {
 pub struct StoreOptions {
     /// sled page cache; `store.cache_capacity_bytes` (default 256 MiB).
     pub cache_capacity_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// Queue lanes, highest priority first (DESIGN.md §5). The discriminant is part of keys.
@@ -134,70 +181,181 @@ pub struct TenantRecord {
 /// The process-wide store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    _private: (),
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    // Declared first so it is dropped first: its thread answers the last waiters with a
+    // final flush before the `Db` handles go away.
+    group_commit: group_commit::GroupCommit,
+    db: sled::Db,
+    path: PathBuf,
+    layout: Layout,
+    registry: TenantRegistry,
+    /// Open tenants: one handle (one write lock, one set of gauges) per tenant.
+    tenants: DashMap<String, TenantStore>,
+}
+
+/// Maps an error of `sled::Config::open`: corruption means refuse to start, never repair.
+fn open_error(path: &Path, err: sled::Error) -> StoreError {
+    let shown = path.display().to_string();
+    match err {
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            path: shown,
+            detail: format!("sled reports corruption at {at:?}"),
+        },
+        sled::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Corrupt {
+                path: shown,
+                detail: io.to_string(),
+            }
+        }
+        // sled reports some damaged files as internal bugs; refusing to start is right either way.
+        sled::Error::ReportableBug(detail) => StoreError::Corrupt {
+            path: shown,
+            detail,
+        },
+        sled::Error::Io(io) => StoreError::Io(format!("cannot open the store at {shown}: {io}")),
+        other => StoreError::Io(format!("cannot open the store at {shown}: {other}")),
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store in `path`. A corrupt store → [`StoreError::Corrupt`].
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        let _ = (path, options);
-        todo!()
+        Store::open_with_layout(path, options, None)
     }
+
+    /// Like [`Store::open`], choosing the layout of a new store (`None`: the default). An
+    /// existing store keeps the layout it was created with; asking for another is an error.
+    pub fn open_with_layout(
+        path: &Path,
+        options: StoreOptions,
+        layout: Option<Layout>,
+    ) -> Result<Store, StoreError> {
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes);
+        // sled 0.34 may panic on some damaged files instead of returning an error.
+        let opened = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .unwrap_or_else(|| "sled panicked while opening".to_owned());
+            StoreError::Corrupt {
+                path: path.display().to_string(),
+                detail,
+            }
+        })?;
+        let db = opened.map_err(|err| open_error(path, err))?;
+        let layout = layout::resolve(&db, layout)?;
+        let registry =
+            TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);
+        let flush_db = db.clone();
+        let group_commit = group_commit::GroupCommit::start(Box::new(move || {
+            flush_db.flush().map(|_| ()).map_err(io_error)
+        }))?;
+        tracing::info!(path = %path.display(), layout = ?layout, "store opened");
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                group_commit,
+                db,
+                path: path.to_owned(),
+                layout,
+                registry,
+                tenants: DashMap::new(),
+            }),
+        })
+    }
+
     /// The tenant's scoped store (creates its tree on first use).
     pub fn tenant(&self, tenant_id: &str) -> Result<TenantStore, StoreError> {
-        let _ = tenant_id;
-        todo!()
+        if let Some(open) = self.inner.tenants.get(tenant_id) {
+            return Ok(open.value().clone());
+        }
+        let entry = self.inner.tenants.entry(tenant_id.to_owned());
+        let tenant = entry.or_try_insert_with(|| {
+            let (tree, keys) = self.inner.layout.locate(&self.inner.db, tenant_id)?;
+            TenantStore::open(self.inner.db.clone(), tree, keys, tenant_id)
+        })?;
+        Ok(tenant.value().clone())
     }
-    /// Deletes all of a tenant's data (not its registry record).
+
+    /// Deletes all of a tenant's data (not its registry record). Handles obtained before
+    /// refuse further writes with [`StoreError::Closed`].
     pub fn drop_tenant_data(&self, tenant_id: &str) -> Result<(), StoreError> {
-        let _ = tenant_id;
-        todo!()
+        let tenant = self.tenant(tenant_id)?;
+        let _write_guard = tenant.mark_dropped()?;
+        self.inner.tenants.remove(tenant_id);
+        let inner = tenant.inner();
+        self.inner
+            .layout
+            .drop_tenant(&self.inner.db, &inner.tree, &inner.keys, tenant_id)
     }
+
     pub fn registry(&self) -> TenantRegistry {
-        todo!()
+        self.inner.registry.clone()
     }
+
     /// Group commit: resolves once a flush that started after this call completed.
     /// Everything written before the call is then durable.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        todo!()
+        self.inner.group_commit.wait().await
     }
+
     /// Flushes synchronously (shutdown).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        todo!()
+        self.inner.db.flush().map(|_| ()).map_err(io_error)
     }
+
     /// Disk space used, for reports.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        todo!()
+        self.inner.db.size_on_disk().map_err(io_error)
+    }
+
+    /// Counters of the group-commit flusher.
+    pub fn flush_stats(&self) -> FlushStats {
+        self.inner.group_commit.stats()
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 }
 
 /// The tenant registry (its own tree). All writes must be followed by `Store::durable`.
 #[derive(Clone)]
 pub struct TenantRegistry {
-    _private: (),
+    tree: sled::Tree,
 }
 
 impl TenantRegistry {
     /// Inserts a new tenant; `Ok(false)` when the id exists (nothing changed).
     pub fn insert_new(&self, record: &TenantRecord) -> Result<bool, StoreError> {
-        let _ = record;
-        todo!()
+        self.insert_new_impl(record)
     }
     pub fn put(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        let _ = record;
-        todo!()
+        self.put_impl(record)
     }
     pub fn get(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
-        let _ = tenant_id;
-        todo!()
+        self.get_impl(tenant_id)
     }
     /// Every tenant, ordered by id.
     pub fn list(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        todo!()
+        self.list_impl()
     }
     pub fn remove(&self, tenant_id: &str) -> Result<bool, StoreError> {
-        let _ = tenant_id;
-        todo!()
+        self.remove_impl(tenant_id)
     }
 }
 
@@ -205,54 +363,60 @@ impl TenantRegistry {
 /// alerts and counters, under key prefixes of one tree. Cheap to clone.
 #[derive(Clone)]
 pub struct TenantStore {
-    _private: (),
+    inner: Arc<tenant::TenantInner>,
 }
 
 impl TenantStore {
     pub fn tenant_id(&self) -> &str {
-        todo!()
+        self.tenant_id_impl()
     }
     /// Atomically (one batch) writes each new entry, its dedup key, its record state and
     /// counters; duplicates are reported and write nothing. Not durable until
     /// `Store::durable` resolves.
     pub fn enqueue(&self, entries: Vec<NewEntry>) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        let _ = entries;
-        todo!()
+        self.enqueue_impl(entries, None)
+    }
+    /// [`TenantStore::enqueue`] plus a checkpoint advance in the same atomic batch (polling:
+    /// the high-water mark moves only together with the entries it covers).
+    pub fn enqueue_with_checkpoint(
+        &self,
+        entries: Vec<NewEntry>,
+        checkpoint_name: &str,
+        checkpoint: &[u8],
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.enqueue_impl(entries, Some((checkpoint_name, checkpoint)))
     }
     pub fn lane_stats(&self) -> [(Lane, LaneStat); 4] {
-        todo!()
+        self.lane_stats_impl()
     }
     /// Entries in all lanes.
     pub fn queued_total(&self) -> u64 {
-        todo!()
+        self.queued_total_impl()
     }
     pub fn counts(&self) -> Counts {
-        todo!()
+        self.counts_impl()
     }
     /// Raises (or bumps) an alert; returns true the first time the code is raised.
     pub fn raise_alert(&self, code: &str, message: &str, now_ms: u64) -> Result<bool, StoreError> {
-        let _ = (code, message, now_ms);
-        todo!()
+        self.raise_alert_impl(code, message, now_ms)
     }
     pub fn alerts(&self) -> Result<Vec<Alert>, StoreError> {
-        todo!()
+        self.alerts_impl()
     }
     /// Budget call log: record one Virtuous call at `at_ms`.
     pub fn record_call(&self, at_ms: u64) -> Result<(), StoreError> {
-        let _ = at_ms;
-        todo!()
+        self.record_call_impl(at_ms)
     }
     /// Calls recorded at or after `since_ms`.
     pub fn calls_since(&self, since_ms: u64) -> Result<u64, StoreError> {
-        let _ = since_ms;
-        todo!()
+        self.calls_since_impl(since_ms)
     }
 }
 
 /// The master key that seals tenant secrets (XChaCha20-Poly1305, associated data =
 /// tenant id + field path).
 pub struct MasterKey {
-    _private: (),
+    cipher: chacha20poly1305::XChaCha20Poly1305,
 }
 
 impl MasterKey {
@@ -263,18 +427,15 @@ impl MasterKey {
         data_dir: &Path,
         env_value: Option<&str>,
     ) -> Result<(MasterKey, bool), StoreError> {
-        let _ = (data_dir, env_value);
-        todo!()
+        MasterKey::load_or_create_impl(data_dir, env_value)
     }
     pub fn seal(&self, tenant_id: &str, field: &str, plaintext: &[u8]) -> Vec<u8> {
-        let _ = (tenant_id, field, plaintext);
-        todo!()
+        self.seal_impl(tenant_id, field, plaintext)
     }
     pub fn open(&self, tenant_id: &str, field: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let _ = (tenant_id, field, sealed);
-        todo!()
+        self.open_impl(tenant_id, field, sealed)
     }
 }
 
-#[allow(dead_code)]
-const _UNUSED: Option<Duration> = None;
+#[cfg(test)]
+mod tests;

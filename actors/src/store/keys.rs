@@ -1,0 +1,238 @@
+//! Key layout inside a tenant's key space.
+//!
+//! Every key is `{tenant prefix}{section byte}{…}`. The tenant prefix is empty when the tenant
+//! has its own tree, and `u16 BE length + tenant id` in the shared-tree layout (the length
+//! makes prefixes unambiguous: tenant `a` never sees keys of tenant `ab`). Integers are
+//! big-endian so that byte order equals numeric order for ordered scans.
+
+use super::{Lane, RecordKind};
+
+/// The section bytes. Part of the on-disk format: never renumber.
+pub mod section {
+    pub const QUEUE: u8 = 0x10;
+    pub const RECORD: u8 = 0x20;
+    pub const ALIAS: u8 = 0x21;
+    pub const DEDUP: u8 = 0x30;
+    pub const DEAD_LETTER: u8 = 0x40;
+    pub const CHECKPOINT: u8 = 0x50;
+    pub const CALL_LOG: u8 = 0x60;
+    pub const ALERT: u8 = 0x70;
+    pub const COUNTS: u8 = 0x80;
+}
+
+/// Builds the keys of one tenant's key space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpace {
+    prefix: Vec<u8>,
+}
+
+impl KeySpace {
+    /// A key space that owns its whole tree (tree-per-tenant layout).
+    pub fn whole_tree() -> KeySpace {
+        KeySpace { prefix: Vec::new() }
+    }
+
+    /// A tenant's key space inside a shared tree.
+    pub fn tenant_prefixed(tenant_id: &str) -> KeySpace {
+        let id = tenant_id.as_bytes();
+        let len = u16::try_from(id.len()).expect("tenant ids are validated far below 64 KiB");
+        let mut prefix = Vec::with_capacity(2 + id.len());
+        prefix.extend_from_slice(&len.to_be_bytes());
+        prefix.extend_from_slice(id);
+        KeySpace { prefix }
+    }
+
+    /// The prefix of everything the tenant owns (empty = the whole tree).
+    pub fn tenant_prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    fn key(&self, section: u8, capacity: usize) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + 1 + capacity);
+        key.extend_from_slice(&self.prefix);
+        key.push(section);
+        key
+    }
+
+    pub fn section_prefix(&self, section: u8) -> Vec<u8> {
+        self.key(section, 0)
+    }
+
+    /// Lane entries sort by lane (priority) then by seq.
+    pub fn queue_entry(&self, lane: Lane, seq: u64) -> Vec<u8> {
+        let mut key = self.lane_prefix(lane);
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    }
+
+    pub fn lane_prefix(&self, lane: Lane) -> Vec<u8> {
+        let mut key = self.key(section::QUEUE, 9);
+        key.push(lane as u8);
+        key
+    }
+
+    /// `kind u8, source length u16 BE, source, source id`: unambiguous for any strings.
+    pub fn record(&self, kind: RecordKind, source: &str, source_id: &str) -> Vec<u8> {
+        let mut key = self.key(section::RECORD, 3 + source.len() + source_id.len());
+        key.push(record_kind_byte(kind));
+        let source_len = u16::try_from(source.len()).unwrap_or(u16::MAX);
+        key.extend_from_slice(&source_len.to_be_bytes());
+        key.extend_from_slice(&source.as_bytes()[..usize::from(source_len)]);
+        key.extend_from_slice(source_id.as_bytes());
+        key
+    }
+
+    pub fn alias(&self, alias: &str) -> Vec<u8> {
+        self.string_key(section::ALIAS, alias)
+    }
+
+    pub fn dedup(&self, idempotency_key: &str) -> Vec<u8> {
+        self.string_key(section::DEDUP, idempotency_key)
+    }
+
+    pub fn dead_letter(&self, id: u64) -> Vec<u8> {
+        let mut key = self.key(section::DEAD_LETTER, 8);
+        key.extend_from_slice(&id.to_be_bytes());
+        key
+    }
+
+    pub fn checkpoint(&self, name: &str) -> Vec<u8> {
+        self.string_key(section::CHECKPOINT, name)
+    }
+
+    /// Call-log keys sort by time; `unique` separates calls recorded in the same millisecond.
+    pub fn call(&self, at_ms: u64, unique: u64) -> Vec<u8> {
+        let mut key = self.key(section::CALL_LOG, 16);
+        key.extend_from_slice(&at_ms.to_be_bytes());
+        key.extend_from_slice(&unique.to_be_bytes());
+        key
+    }
+
+    pub fn alert(&self, code: &str) -> Vec<u8> {
+        self.string_key(section::ALERT, code)
+    }
+
+    pub fn counts(&self) -> Vec<u8> {
+        self.key(section::COUNTS, 0)
+    }
+
+    fn string_key(&self, section: u8, text: &str) -> Vec<u8> {
+        let mut key = self.key(section, text.len());
+        key.extend_from_slice(text.as_bytes());
+        key
+    }
+
+    /// Reads the seq back from a queue key.
+    pub fn seq_of_queue_key(&self, key: &[u8]) -> Option<u64> {
+        let tail = key.get(self.prefix.len() + 2..)?;
+        Some(u64::from_be_bytes(tail.try_into().ok()?))
+    }
+
+    /// Reads the time back from a call-log key.
+    pub fn time_of_call_key(&self, key: &[u8]) -> Option<u64> {
+        let start = self.prefix.len() + 1;
+        let bytes = key.get(start..start + 8)?;
+        Some(u64::from_be_bytes(bytes.try_into().ok()?))
+    }
+}
+
+/// On-disk byte of a record kind (independent of the enum's declaration order).
+pub fn record_kind_byte(kind: RecordKind) -> u8 {
+    match kind {
+        RecordKind::Gift => 1,
+        RecordKind::Contact => 2,
+        RecordKind::Refund => 3,
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no upper bound).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_lane() -> impl Strategy<Value = Lane> {
+        prop::sample::select(Lane::ALL.to_vec())
+    }
+
+    #[test]
+    fn lanes_sort_by_priority_and_sections_do_not_overlap() {
+        // Goal: live < retry < reconcile < backfill in key order, and a lane prefix holds only its lane.
+        let keys = KeySpace::tenant_prefixed("t1");
+        let mut all: Vec<Vec<u8>> = Lane::ALL
+            .iter()
+            .rev()
+            .map(|&lane| keys.queue_entry(lane, 0))
+            .collect();
+        all.sort();
+        let expected: Vec<Vec<u8>> = Lane::ALL
+            .iter()
+            .map(|&lane| keys.queue_entry(lane, 0))
+            .collect();
+        assert_eq!(all, expected);
+        assert!(!keys
+            .queue_entry(Lane::Retry, 5)
+            .starts_with(&keys.lane_prefix(Lane::Live)));
+        assert_eq!(
+            keys.seq_of_queue_key(&keys.queue_entry(Lane::Backfill, 77)),
+            Some(77)
+        );
+        assert_eq!(keys.time_of_call_key(&keys.call(1234, 9)), Some(1234));
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        // Goal: prefix_end is the tight exclusive upper bound, and None for all-0xff prefixes.
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn queue_keys_sort_like_lane_then_seq(a_lane in any_lane(), a: u64, b_lane in any_lane(), b: u64) {
+            // Goal: byte order of queue keys equals (lane, seq) order.
+            let keys = KeySpace::tenant_prefixed("tenant");
+            let ka = keys.queue_entry(a_lane, a);
+            let kb = keys.queue_entry(b_lane, b);
+            prop_assert_eq!(ka.cmp(&kb), (a_lane, a).cmp(&(b_lane, b)));
+        }
+
+        #[test]
+        fn call_keys_sort_like_time_then_unique(a: u64, ua: u64, b: u64, ub: u64) {
+            // Goal: big-endian call keys sort like the integers they encode.
+            let keys = KeySpace::whole_tree();
+            prop_assert_eq!(keys.call(a, ua).cmp(&keys.call(b, ub)), (a, ua).cmp(&(b, ub)));
+        }
+
+        #[test]
+        fn tenant_prefixes_never_contain_each_other(a in "[a-z0-9-]{1,12}", b in "[a-z0-9-]{1,12}") {
+            // Goal: in the shared layout no tenant's key space is inside another's.
+            prop_assume!(a != b);
+            let ka = KeySpace::tenant_prefixed(&a);
+            let kb = KeySpace::tenant_prefixed(&b);
+            prop_assert!(!ka.counts().starts_with(kb.tenant_prefix()));
+            prop_assert!(!kb.dedup("x").starts_with(ka.tenant_prefix()));
+        }
+
+        #[test]
+        fn record_keys_are_unambiguous(s1 in ".{0,6}", i1 in ".{0,6}", s2 in ".{0,6}", i2 in ".{0,6}") {
+            // Goal: distinct (source, source id) pairs never share a record key.
+            prop_assume!((&s1, &i1) != (&s2, &i2));
+            let keys = KeySpace::whole_tree();
+            prop_assert_ne!(keys.record(RecordKind::Gift, &s1, &i1), keys.record(RecordKind::Gift, &s2, &i2));
+        }
+    }
+}

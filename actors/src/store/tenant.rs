@@ -1,0 +1,390 @@
+//! One tenant's key space: enqueue (dedup + record state + counters in one atomic batch) and
+//! the in-memory gauges (lane depths, oldest ages, counters) rebuilt at open.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::codec::{decode, encode};
+use super::keys::KeySpace;
+use super::types::{DedupMark, QueueEntry, RecordRef, RecordState, SyncState};
+use super::{io_error, Counts, EnqueueOutcome, Lane, LaneStat, NewEntry, StoreError, TenantStore};
+
+/// "No entry" in an oldest-age gauge.
+const NO_ENTRY: u64 = u64::MAX;
+
+#[derive(Default)]
+pub(crate) struct LaneGauge {
+    depth: AtomicU64,
+    oldest_enqueued_at_ms: AtomicU64,
+}
+
+/// Counters readable without the write lock; written only while holding it.
+#[derive(Default)]
+pub(crate) struct CountCells {
+    captured: AtomicU64,
+    duplicates: AtomicU64,
+    submitted: AtomicU64,
+    confirmed: AtomicU64,
+    dead: AtomicU64,
+    needs_review: AtomicU64,
+}
+
+impl CountCells {
+    fn load(&self) -> Counts {
+        Counts {
+            captured: self.captured.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            submitted: self.submitted.load(Ordering::Relaxed),
+            confirmed: self.confirmed.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            needs_review: self.needs_review.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store(&self, counts: Counts) {
+        self.captured.store(counts.captured, Ordering::Relaxed);
+        self.duplicates.store(counts.duplicates, Ordering::Relaxed);
+        self.submitted.store(counts.submitted, Ordering::Relaxed);
+        self.confirmed.store(counts.confirmed, Ordering::Relaxed);
+        self.dead.store(counts.dead, Ordering::Relaxed);
+        self.needs_review
+            .store(counts.needs_review, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct TenantInner {
+    pub(crate) tenant_id: String,
+    /// For `generate_id` (monotonic seqs across the whole `Db`).
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
+    pub(crate) keys: KeySpace,
+    /// Serialises read-check-write sequences (dedup, record history, counters, alerts).
+    write_lock: Mutex<()>,
+    lanes: [LaneGauge; 4],
+    counts: CountCells,
+    /// Set by `Store::drop_tenant_data`: writes through old handles are refused.
+    dropped: AtomicBool,
+}
+
+impl TenantStore {
+    /// Opens a tenant's key space and rebuilds its gauges: counters from their key, lane
+    /// depths and oldest ages from a prefix scan of the queue section (never `Tree::len`).
+    pub(crate) fn open(
+        db: sled::Db,
+        tree: sled::Tree,
+        keys: KeySpace,
+        tenant_id: &str,
+    ) -> Result<TenantStore, StoreError> {
+        let inner = TenantInner {
+            tenant_id: tenant_id.to_owned(),
+            db,
+            tree,
+            keys,
+            write_lock: Mutex::new(()),
+            lanes: Default::default(),
+            counts: CountCells::default(),
+            dropped: AtomicBool::new(false),
+        };
+        for lane in Lane::ALL {
+            let (depth, oldest) = inner.scan_lane_gauge(lane)?;
+            inner.lanes[lane as usize]
+                .depth
+                .store(depth, Ordering::Relaxed);
+            inner.lanes[lane as usize]
+                .oldest_enqueued_at_ms
+                .store(oldest, Ordering::Relaxed);
+        }
+        if let Some(bytes) = inner.tree.get(inner.keys.counts()).map_err(io_error)? {
+            inner.counts.store(decode(&bytes)?);
+        }
+        Ok(TenantStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &TenantInner {
+        &self.inner
+    }
+
+    pub(crate) fn tenant_id_impl(&self) -> &str {
+        &self.inner.tenant_id
+    }
+
+    pub(crate) fn enqueue_impl(
+        &self,
+        entries: Vec<NewEntry>,
+        checkpoint: Option<(&str, &[u8])>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let inner = &*self.inner;
+        let keys = &inner.keys;
+        let _guard = inner.lock_for_write()?;
+
+        let mut batch = sled::Batch::default();
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut counts = inner.counts.load();
+        let mut keys_in_this_call: HashSet<&str> = HashSet::new();
+        // Records touched by this call: (record key → state), so two entries for one record
+        // in one call both land in its history.
+        let mut records: HashMap<Vec<u8>, RecordState> = HashMap::new();
+        let mut lane_additions = [(0u64, NO_ENTRY); 4];
+
+        for entry in &entries {
+            let dedup_key = keys.dedup(&entry.idempotency_key);
+            let seen_in_this_call = !keys_in_this_call.insert(entry.idempotency_key.as_str());
+            if seen_in_this_call || inner.tree.contains_key(&dedup_key).map_err(io_error)? {
+                counts.duplicates += 1;
+                outcomes.push(EnqueueOutcome::Duplicate);
+                continue;
+            }
+            let seq = inner.db.generate_id().map_err(io_error)?;
+            let queue_entry = QueueEntry {
+                kind: entry.kind,
+                source: entry.source.clone(),
+                source_id: entry.source_id.clone(),
+                idempotency_key: entry.idempotency_key.clone(),
+                lane: entry.lane,
+                transaction_source: entry.transaction_source.clone(),
+                body_json: entry.body_json.clone(),
+                attempts: 0,
+                enqueued_at_ms: entry.now_ms,
+                not_before_ms: entry.now_ms,
+            };
+            batch.insert(keys.queue_entry(entry.lane, seq), encode(&queue_entry)?);
+            batch.insert(
+                dedup_key,
+                encode(&DedupMark {
+                    seq,
+                    first_seen_at_ms: entry.now_ms,
+                })?,
+            );
+
+            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
+            let record = match records.remove(&record_key) {
+                Some(record) => Some(record),
+                None => inner.read::<RecordState>(&record_key)?,
+            };
+            let is_new = record.is_none();
+            let mut record = record.unwrap_or_else(|| {
+                RecordState::new(
+                    entry.kind,
+                    &entry.source,
+                    &entry.source_id,
+                    &entry.idempotency_key,
+                )
+            });
+            record.idempotency_key.clone_from(&entry.idempotency_key);
+            record.last_seq = Some(seq);
+            record.transition(SyncState::Pending, "enqueued", entry.now_ms, is_new);
+            records.insert(record_key, record);
+
+            if !entry.aliases.is_empty() {
+                let reference = encode(&RecordRef {
+                    kind: entry.kind,
+                    source: entry.source.clone(),
+                    source_id: entry.source_id.clone(),
+                })?;
+                for alias in &entry.aliases {
+                    batch.insert(keys.alias(alias), reference.clone());
+                }
+            }
+            counts.captured += 1;
+            let addition = &mut lane_additions[entry.lane as usize];
+            addition.0 += 1;
+            addition.1 = addition.1.min(entry.now_ms);
+            outcomes.push(EnqueueOutcome::Queued { seq });
+        }
+
+        for (record_key, record) in &records {
+            batch.insert(record_key.as_slice(), encode(record)?);
+        }
+        if let Some((name, bytes)) = checkpoint {
+            batch.insert(
+                keys.checkpoint(name),
+                encode(&super::types::Checkpoint {
+                    bytes: bytes.to_vec(),
+                })?,
+            );
+        }
+        batch.insert(keys.counts(), encode(&counts)?);
+        inner.tree.apply_batch(batch).map_err(io_error)?;
+
+        // Gauges change only after the batch is applied: they never show unwritten entries.
+        inner.counts.store(counts);
+        for lane in Lane::ALL {
+            let (added, oldest) = lane_additions[lane as usize];
+            if added > 0 {
+                let gauge = &inner.lanes[lane as usize];
+                gauge.depth.fetch_add(added, Ordering::Relaxed);
+                gauge
+                    .oldest_enqueued_at_ms
+                    .fetch_min(oldest, Ordering::Relaxed);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    pub(crate) fn lane_stats_impl(&self) -> [(Lane, LaneStat); 4] {
+        Lane::ALL.map(|lane| {
+            let gauge = &self.inner.lanes[lane as usize];
+            let depth = gauge.depth.load(Ordering::Relaxed);
+            let oldest = gauge.oldest_enqueued_at_ms.load(Ordering::Relaxed);
+            let oldest_enqueued_at_ms = (depth > 0 && oldest != NO_ENTRY).then_some(oldest);
+            (
+                lane,
+                LaneStat {
+                    depth,
+                    oldest_enqueued_at_ms,
+                },
+            )
+        })
+    }
+
+    pub(crate) fn queued_total_impl(&self) -> u64 {
+        self.inner
+            .lanes
+            .iter()
+            .map(|gauge| gauge.depth.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn counts_impl(&self) -> Counts {
+        self.inner.counts.load()
+    }
+
+    /// Adds `delta` to the counters and persists them (submitted, confirmed, dead… are
+    /// counted by the engine as records move).
+    pub fn add_counts(&self, delta: Counts) -> Result<Counts, StoreError> {
+        let inner = &*self.inner;
+        let _guard = inner.lock_for_write()?;
+        let mut counts = inner.counts.load();
+        counts.captured += delta.captured;
+        counts.duplicates += delta.duplicates;
+        counts.submitted += delta.submitted;
+        counts.confirmed += delta.confirmed;
+        counts.dead += delta.dead;
+        counts.needs_review += delta.needs_review;
+        inner
+            .tree
+            .insert(inner.keys.counts(), encode(&counts)?)
+            .map_err(io_error)?;
+        inner.counts.store(counts);
+        Ok(counts)
+    }
+
+    /// Removes queue entries (completed or dead-lettered) and updates the lane gauges. Every
+    /// queue removal must go through here so the in-memory depths stay exact.
+    pub fn remove_queue_entries(&self, entries: &[(Lane, u64)]) -> Result<usize, StoreError> {
+        let inner = &*self.inner;
+        let _guard = inner.lock_for_write()?;
+        let mut removed_per_lane = [0u64; 4];
+        let mut batch = sled::Batch::default();
+        let mut unique = HashSet::new();
+        for &(lane, seq) in entries {
+            let key = inner.keys.queue_entry(lane, seq);
+            // Only count keys that exist, once: removing twice must not drive the depth below truth.
+            if unique.insert((lane, seq)) && inner.tree.contains_key(&key).map_err(io_error)? {
+                removed_per_lane[lane as usize] += 1;
+                batch.remove(key);
+            }
+        }
+        inner.tree.apply_batch(batch).map_err(io_error)?;
+        for lane in Lane::ALL {
+            let removed = removed_per_lane[lane as usize];
+            if removed > 0 {
+                let gauge = &inner.lanes[lane as usize];
+                gauge.depth.fetch_sub(removed, Ordering::Relaxed);
+                let (_, oldest) = inner.scan_lane_gauge_oldest_only(lane)?;
+                gauge.oldest_enqueued_at_ms.store(oldest, Ordering::Relaxed);
+            }
+        }
+        Ok(removed_per_lane.iter().sum::<u64>() as usize)
+    }
+
+    /// Marks the handle dropped and resets its gauges (called by `Store::drop_tenant_data`
+    /// while holding the write lock via the returned guard).
+    pub(crate) fn mark_dropped(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+        let guard = self.inner.lock_for_write()?;
+        self.inner.dropped.store(true, Ordering::SeqCst);
+        for gauge in &self.inner.lanes {
+            gauge.depth.store(0, Ordering::Relaxed);
+            gauge
+                .oldest_enqueued_at_ms
+                .store(NO_ENTRY, Ordering::Relaxed);
+        }
+        self.inner.counts.store(Counts::default());
+        Ok(guard)
+    }
+}
+
+impl TenantInner {
+    /// Takes the write lock; a dropped tenant refuses writes.
+    pub(crate) fn lock_for_write(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+        let guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.dropped.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        Ok(guard)
+    }
+
+    pub(crate) fn read<T: super::codec::Versioned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.tree.get(key).map_err(io_error)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// (depth, oldest enqueue time) of a lane by scanning its keys.
+    fn scan_lane_gauge(&self, lane: Lane) -> Result<(u64, u64), StoreError> {
+        let mut depth = 0;
+        let mut oldest = NO_ENTRY;
+        for item in self.tree.scan_prefix(self.keys.lane_prefix(lane)) {
+            let (_, bytes) = item.map_err(io_error)?;
+            let entry: QueueEntry = decode(&bytes)?;
+            depth += 1;
+            oldest = oldest.min(entry.enqueued_at_ms);
+        }
+        Ok((depth, oldest))
+    }
+
+    /// The oldest enqueue time among the first entries of a lane. Entries are appended in
+    /// seq order with the caller's clock, so the head of the lane is (nearly always) the
+    /// oldest; a bounded look-ahead covers entries re-queued with their original time.
+    fn scan_lane_gauge_oldest_only(&self, lane: Lane) -> Result<(u64, u64), StoreError> {
+        const LOOK_AHEAD: usize = 64;
+        let mut oldest = NO_ENTRY;
+        let mut seen = 0;
+        for item in self
+            .tree
+            .scan_prefix(self.keys.lane_prefix(lane))
+            .take(LOOK_AHEAD)
+        {
+            let (_, bytes) = item.map_err(io_error)?;
+            let entry: QueueEntry = decode(&bytes)?;
+            oldest = oldest.min(entry.enqueued_at_ms);
+            seen += 1;
+        }
+        Ok((seen, oldest))
+    }
+
+    /// Counts the keys of one section (for tests and rebuild checks; a full section scan).
+    #[cfg(test)]
+    pub(crate) fn count_section(&self, section_byte: u8) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for item in self
+            .tree
+            .scan_prefix(self.keys.section_prefix(section_byte))
+            .keys()
+        {
+            item.map_err(io_error)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,237 @@
+//! Typed accessors over a tenant's sections: records and aliases, lanes, dead letters,
+//! checkpoints, the budget call log and alerts.
+
+use std::ops::Bound;
+
+use super::codec::{decode, encode};
+use super::keys::{prefix_end, section};
+use super::types::{
+    CallMark, Checkpoint, DeadLetter, QueueEntry, RecordRef, RecordState, SyncState,
+};
+use super::{io_error, Alert, Lane, RecordKind, StoreError, TenantStore};
+
+impl TenantStore {
+    /// A record's sync state and history, by its own key.
+    pub fn get_record(
+        &self,
+        kind: RecordKind,
+        source: &str,
+        source_id: &str,
+    ) -> Result<Option<RecordState>, StoreError> {
+        let inner = self.inner();
+        inner.read(&inner.keys.record(kind, source, source_id))
+    }
+
+    /// The record an alias (event id, charge id…) points to.
+    pub fn find_record_by_alias(&self, alias: &str) -> Result<Option<RecordState>, StoreError> {
+        let inner = self.inner();
+        let Some(reference) = inner.read::<RecordRef>(&inner.keys.alias(alias))? else {
+            return Ok(None);
+        };
+        self.get_record(reference.kind, &reference.source, &reference.source_id)
+    }
+
+    /// Moves a record to `to` with a history entry; `None` when the record does not exist.
+    pub fn transition_record(
+        &self,
+        kind: RecordKind,
+        source: &str,
+        source_id: &str,
+        to: SyncState,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Option<RecordState>, StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        let key = inner.keys.record(kind, source, source_id);
+        let Some(mut record) = inner.read::<RecordState>(&key)? else {
+            return Ok(None);
+        };
+        record.transition(to, reason, now_ms, false);
+        inner.tree.insert(key, encode(&record)?).map_err(io_error)?;
+        Ok(Some(record))
+    }
+
+    /// Up to `limit` entries of a lane, oldest seq first.
+    pub fn scan_lane(
+        &self,
+        lane: Lane,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
+        let inner = self.inner();
+        let mut entries = Vec::new();
+        for item in inner
+            .tree
+            .scan_prefix(inner.keys.lane_prefix(lane))
+            .take(limit)
+        {
+            let (key, bytes) = item.map_err(io_error)?;
+            let seq = inner
+                .keys
+                .seq_of_queue_key(&key)
+                .ok_or_else(|| StoreError::Codec(format!("malformed queue key {key:?}")))?;
+            entries.push((seq, decode(&bytes)?));
+        }
+        Ok(entries)
+    }
+
+    /// One queue entry, if still queued.
+    pub fn get_queue_entry(&self, lane: Lane, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
+        let inner = self.inner();
+        inner.read(&inner.keys.queue_entry(lane, seq))
+    }
+
+    pub fn put_dead_letter(&self, dead_letter: &DeadLetter) -> Result<(), StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        inner
+            .tree
+            .insert(inner.keys.dead_letter(dead_letter.id), encode(dead_letter)?)
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    /// Dead letters ordered by id (oldest first).
+    pub fn list_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let inner = self.inner();
+        inner
+            .tree
+            .scan_prefix(inner.keys.section_prefix(section::DEAD_LETTER))
+            .values()
+            .map(|bytes| decode(&bytes.map_err(io_error)?))
+            .collect()
+    }
+
+    pub fn get_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let inner = self.inner();
+        inner.read(&inner.keys.dead_letter(id))
+    }
+
+    /// Removes a dead letter; false when there was none.
+    pub fn remove_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        Ok(inner
+            .tree
+            .remove(inner.keys.dead_letter(id))
+            .map_err(io_error)?
+            .is_some())
+    }
+
+    pub fn get_checkpoint(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let inner = self.inner();
+        Ok(inner
+            .read::<Checkpoint>(&inner.keys.checkpoint(name))?
+            .map(|checkpoint| checkpoint.bytes))
+    }
+
+    /// Stores a checkpoint on its own. A checkpoint that must advance together with the
+    /// entries it covers goes through [`TenantStore::enqueue_with_checkpoint`].
+    pub fn put_checkpoint(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        let value = encode(&Checkpoint {
+            bytes: bytes.to_vec(),
+        })?;
+        inner
+            .tree
+            .insert(inner.keys.checkpoint(name), value)
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    pub(crate) fn record_call_impl(&self, at_ms: u64) -> Result<(), StoreError> {
+        let inner = self.inner();
+        // A unique suffix, so two calls in one millisecond are two keys; no lock needed.
+        let unique = inner.db.generate_id().map_err(io_error)?;
+        inner
+            .tree
+            .insert(inner.keys.call(at_ms, unique), encode(&CallMark)?)
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    pub(crate) fn calls_since_impl(&self, since_ms: u64) -> Result<u64, StoreError> {
+        let inner = self.inner();
+        let start = inner.keys.call(since_ms, 0);
+        let end = prefix_end(&inner.keys.section_prefix(section::CALL_LOG));
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut count = 0;
+        for item in inner
+            .tree
+            .range::<Vec<u8>, _>((Bound::Included(start), upper))
+            .keys()
+        {
+            item.map_err(io_error)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Removes call-log keys older than `before_ms`; returns how many were removed.
+    pub fn prune_calls_before(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let inner = self.inner();
+        let start = inner.keys.section_prefix(section::CALL_LOG);
+        let end = inner.keys.call(before_ms, 0);
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for item in inner.tree.range(start..end).keys() {
+            batch.remove(item.map_err(io_error)?);
+            removed += 1;
+        }
+        inner.tree.apply_batch(batch).map_err(io_error)?;
+        Ok(removed)
+    }
+
+    pub(crate) fn raise_alert_impl(
+        &self,
+        code: &str,
+        message: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        let key = inner.keys.alert(code);
+        let (alert, is_first) = match inner.read::<Alert>(&key)? {
+            Some(mut alert) => {
+                alert.count += 1;
+                alert.last_at_ms = now_ms;
+                alert.message = message.to_owned();
+                (alert, false)
+            }
+            None => {
+                let alert = Alert {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                    first_at_ms: now_ms,
+                    last_at_ms: now_ms,
+                    count: 1,
+                };
+                (alert, true)
+            }
+        };
+        inner.tree.insert(key, encode(&alert)?).map_err(io_error)?;
+        Ok(is_first)
+    }
+
+    pub(crate) fn alerts_impl(&self) -> Result<Vec<Alert>, StoreError> {
+        let inner = self.inner();
+        inner
+            .tree
+            .scan_prefix(inner.keys.section_prefix(section::ALERT))
+            .values()
+            .map(|bytes| decode(&bytes.map_err(io_error)?))
+            .collect()
+    }
+
+    /// Clears an alert (the operator fixed the cause); false when it was not raised.
+    pub fn clear_alert(&self, code: &str) -> Result<bool, StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        Ok(inner
+            .tree
+            .remove(inner.keys.alert(code))
+            .map_err(io_error)?
+            .is_some())
+    }
+}

@@ -1,0 +1,275 @@
+//! Wiring and lifecycle: open the store, load secrets, start the runtime and every
+//! registered tenant, serve HTTP, and shut down gracefully on SIGTERM / SIGINT.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use steward_actors::runtime::Runtime;
+use steward_actors::store::{MasterKey, Store, StoreOptions};
+
+use crate::config::Config;
+use crate::http::auth::{require_admin_token, AdminToken};
+use crate::http::{admin, ops};
+use crate::sandbox::{self, SandboxConfig, SandboxHandle};
+use crate::telemetry;
+
+/// Everything request handlers share. One per process.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub master_key: MasterKey,
+    pub runtime: Runtime,
+    pub metrics: PrometheusHandle,
+    /// The embedded Virtuous simulator, when `[sandbox] embedded = true`.
+    pub sandbox: Option<SandboxHandle>,
+    /// Base of the ingress URLs shown in tenant status (`public_url`, else the listener).
+    pub ingress_base_url: String,
+    /// Serialises admin mutations (create, patch, delete, pause) — they are rare, and one
+    /// lock keeps "check then write" on the registry simple.
+    pub admin_lock: tokio::sync::Mutex<()>,
+    /// Set once every registered tenant was started at boot.
+    pub booted: AtomicBool,
+}
+
+pub struct Readiness {
+    pub ready: bool,
+    pub store_open: bool,
+    pub tenants: usize,
+    pub tenants_started: bool,
+}
+
+impl AppState {
+    pub fn readiness(&self) -> Readiness {
+        // A point read proves the store answers (sled has no cheaper health probe).
+        let store_open = self.store.registry().get("-readiness-probe-").is_ok();
+        let tenants = self.runtime.tenant_ids().len();
+        let tenants_started = self.booted.load(Ordering::Acquire) && self.runtime.all_children_started();
+        Readiness { ready: store_open && tenants_started, store_open, tenants, tenants_started }
+    }
+}
+
+/// The addresses a running Steward bound, written to `{data_dir}/listen-addr` so that
+/// scripts and tests started with port 0 can find them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BoundAddresses {
+    pub main: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub sandbox: Option<String>,
+}
+
+pub const LISTEN_ADDR_FILE: &str = "listen-addr";
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// `steward serve`: runs until SIGTERM / SIGINT, then shuts down within the deadline.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = config.listeners().map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let addr_file = config.data_dir.join(LISTEN_ADDR_FILE);
+    let _ = std::fs::remove_file(&addr_file);
+
+    let metrics_handle = telemetry::install_metrics();
+    telemetry::spawn_metrics_upkeep(metrics_handle.clone());
+
+    let store_path = config.data_dir.join("store");
+    let store = Store::open(&store_path, StoreOptions { cache_capacity_bytes: config.store.cache_capacity_bytes })?;
+    let master_key_env = std::env::var("STEWARD_MASTER_KEY").ok();
+    let (master_key, master_key_generated) = MasterKey::load_or_create(&config.data_dir, master_key_env.as_deref())?;
+    if master_key_generated {
+        tracing::warn!(
+            path = %config.data_dir.join("master.key").display(),
+            "generated a new master key for tenant secrets; back it up — without it sealed credentials cannot be read"
+        );
+    }
+    let admin_token = load_or_create_admin_token(&config.data_dir)?;
+
+    let sandbox = if config.sandbox.embedded {
+        let handle = sandbox::start(SandboxConfig { listen: listeners.sandbox, workers: 1 }).await?;
+        tracing::warn!(
+            sandbox = %handle.base_url(),
+            "EMBEDDED SANDBOX: tenants with virtuous.base_url = \"embedded\" talk to a Virtuous SIMULATOR, not to Virtuous"
+        );
+        Some(handle)
+    } else {
+        None
+    };
+
+    let main_listener = TcpListener::bind(listeners.main).with_context(|| format!("cannot listen on {}", listeners.main))?;
+    let main_addr = main_listener.local_addr()?;
+    let admin_listener = match listeners.admin {
+        Some(addr) => Some(TcpListener::bind(addr).with_context(|| format!("cannot listen on admin_listen {addr}"))?),
+        None => None,
+    };
+    let admin_addr = match &admin_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let ingress_base_url = if config.public_url.is_empty() {
+        format!("http://{main_addr}")
+    } else {
+        config.public_url.trim_end_matches('/').to_string()
+    };
+
+    let runtime = Runtime::new(config.arbiter_count());
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        store,
+        master_key,
+        runtime,
+        metrics: metrics_handle,
+        sandbox,
+        ingress_base_url,
+        admin_lock: tokio::sync::Mutex::new(()),
+        booted: AtomicBool::new(false),
+    });
+
+    let deadline = Duration::from_secs(config.shutdown_deadline_s);
+    let admin_token = web::Data::new(AdminToken::new(&admin_token));
+    let admin_on_main = admin_listener.is_none();
+    let main_server = {
+        let state = state.clone();
+        let admin_token = admin_token.clone();
+        HttpServer::new(move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .app_data(admin_token.clone())
+                .wrap(middleware::NormalizePath::trim())
+                .route("/healthz", web::get().to(ops::healthz))
+                .route("/readyz", web::get().to(ops::readyz));
+            if admin_on_main {
+                app.configure(admin_routes)
+            } else {
+                app
+            }
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_deadline_s)
+        .listen(main_listener)?
+        .run()
+    };
+    let admin_server = match admin_listener {
+        Some(listener) => {
+            let state = state.clone();
+            let admin_token = admin_token.clone();
+            Some(
+                HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .app_data(admin_token.clone())
+                        .wrap(middleware::NormalizePath::trim())
+                        .configure(admin_routes)
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(config.shutdown_deadline_s)
+                .listen(listener)?
+                .run(),
+            )
+        }
+        None => None,
+    };
+    let bound = BoundAddresses {
+        main: main_addr,
+        admin: admin_addr,
+        sandbox: state.sandbox.as_ref().map(SandboxHandle::base_url),
+    };
+
+    let started_tenants = crate::tenants::start_registered_tenants(&state).await?;
+    state.booted.store(true, Ordering::Release);
+    write_atomically(&addr_file, serde_json::to_string(&bound)?.as_bytes())?;
+    tracing::info!(listen = %main_addr, admin = ?bound.admin, tenants = started_tenants, "steward is serving");
+
+    let main_handle = main_server.handle();
+    let admin_handle = admin_server.as_ref().map(|server| server.handle());
+    actix_rt::spawn(main_server);
+    if let Some(server) = admin_server {
+        actix_rt::spawn(server);
+    }
+
+    let signal_name = wait_for_shutdown_signal().await;
+    tracing::info!(signal = signal_name, deadline_s = config.shutdown_deadline_s, "shutting down");
+    let graceful = async {
+        // Stop accepting; in-flight requests finish (their store writes and flushes included).
+        let admin_stop = async {
+            if let Some(handle) = &admin_handle {
+                handle.stop(true).await;
+            }
+        };
+        tokio::join!(main_handle.stop(true), admin_stop);
+        state.runtime.shutdown().await;
+    };
+    // Leave a moment of the deadline for the final flush.
+    let graceful_budget = deadline.saturating_sub(Duration::from_millis(500)).max(Duration::from_millis(100));
+    if tokio::time::timeout(graceful_budget, graceful).await.is_err() {
+        tracing::warn!("graceful shutdown exceeded its deadline; flushing and exiting");
+    }
+    state.store.flush_blocking()?;
+    let _ = std::fs::remove_file(&addr_file);
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+/// `/v1` (bearer token) and `/metrics`.
+fn admin_routes(config: &mut web::ServiceConfig) {
+    config.route("/metrics", web::get().to(ops::metrics)).service(
+        web::scope("/v1").wrap(middleware::from_fn(require_admin_token)).configure(admin::routes),
+    );
+}
+
+async fn wait_for_shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+/// `STEWARD_ADMIN_TOKEN`, else `{data_dir}/admin-token` (generated with mode 0600 on first
+/// start). The log names the file, never the token.
+fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("STEWARD_ADMIN_TOKEN") {
+        anyhow::ensure!(token.len() >= 16, "STEWARD_ADMIN_TOKEN must be at least 16 characters");
+        return Ok(token);
+    }
+    let path: PathBuf = data_dir.join(ADMIN_TOKEN_FILE);
+    if path.exists() {
+        let token = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let token = token.trim().to_string();
+        anyhow::ensure!(token.len() >= 16, "{} holds no usable token (at least 16 characters)", path.display());
+        tracing::info!(path = %path.display(), "admin token read from file");
+        return Ok(token);
+    }
+    use base64::Engine;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    write_private_file(&path, token.as_bytes())?;
+    tracing::warn!(path = %path.display(), "no STEWARD_ADMIN_TOKEN set: generated an admin token into this file (mode 0600)");
+    Ok(token)
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}

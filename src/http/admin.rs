@@ -1,0 +1,180 @@
+//! The admin API under `/v1` (DESIGN.md §6). Handlers are thin: parse, call
+//! [`crate::tenants`], answer. The bearer-token check wraps the whole scope.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorCode};
+use super::{parse_json, read_body_limited};
+use crate::app::AppState;
+use steward_actors::store::{Lane, NewEntry, RecordKind};
+use crate::tenant::validate_tenant_id;
+use crate::tenants;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/tenants", web::post().to(create_tenant))
+        .route("/tenants", web::get().to(list_tenants))
+        .route("/tenants/{id}", web::get().to(get_tenant))
+        .route("/tenants/{id}", web::patch().to(patch_tenant))
+        .route("/tenants/{id}", web::delete().to(delete_tenant))
+        .route("/tenants/{id}/pause", web::post().to(pause_tenant))
+        .route("/tenants/{id}/resume", web::post().to(resume_tenant))
+        .route("/tenants/{id}/_test/kill/{actor}", web::post().to(kill_actor))
+        .route("/tenants/{id}/_test/enqueue", web::post().to(enqueue_synthetic))
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
+        }));
+}
+
+/// A tenant id from the path: malformed ids are answered 400 before any lookup.
+fn tenant_id(path: &web::Path<String>) -> Result<String, ApiError> {
+    let id = path.as_str();
+    validate_tenant_id(id)?;
+    Ok(id.to_string())
+}
+
+async fn create_tenant(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body_limited(&request, payload, state.config.body_limit_bytes).await?;
+    let document = parse_json(&body)?;
+    let created = tenants::create(&state, document).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn list_tenants(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(tenants::list(&state)?))
+}
+
+async fn get_tenant(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = tenant_id(&path)?;
+    Ok(HttpResponse::Ok().json(tenants::status(&state, &id)?))
+}
+
+async fn patch_tenant(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = tenant_id(&path)?;
+    let body = read_body_limited(&request, payload, state.config.body_limit_bytes).await?;
+    let merge_patch = parse_json(&body)?;
+    Ok(HttpResponse::Ok().json(tenants::patch(&state, &id, merge_patch).await?))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_tenant(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = tenant_id(&path)?;
+    tenants::delete(&state, &id, query.force).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn pause_tenant(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = tenant_id(&path)?;
+    Ok(HttpResponse::Ok().json(tenants::set_paused(&state, &id, true).await?))
+}
+
+async fn resume_tenant(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = tenant_id(&path)?;
+    Ok(HttpResponse::Ok().json(tenants::set_paused(&state, &id, false).await?))
+}
+
+#[derive(Deserialize)]
+struct KillQuery {
+    #[serde(default = "default_kill_mode")]
+    mode: String,
+}
+
+fn default_kill_mode() -> String {
+    "panic".into()
+}
+
+/// Test-only hook (`runtime.test_hooks = true`): kills one child actor of a tenant.
+async fn kill_actor(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<KillQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.runtime.test_hooks {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such admin route"));
+    }
+    let (id, actor) = path.into_inner();
+    validate_tenant_id(&id)?;
+    let kind = steward_actors::runtime::ActorKind::parse(&actor)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, format!("unknown actor `{actor}`")))?;
+    let mode = steward_actors::runtime::KillMode::parse(&query.mode)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, "mode must be panic, error or stall"))?;
+    let handle = state
+        .runtime
+        .tenant(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))?;
+    handle.kill_child(kind, mode);
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"tenant": id, "actor": actor, "mode": query.mode})))
+}
+
+#[derive(Deserialize)]
+struct EnqueueQuery {
+    #[serde(default = "default_enqueue_count")]
+    count: usize,
+}
+
+fn default_enqueue_count() -> usize {
+    1
+}
+
+/// Test-only hook (`runtime.test_hooks = true`): queues `count` synthetic gifts through the
+/// tenant's capture actor (durable before the 202), until real ingress exists.
+async fn enqueue_synthetic(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<EnqueueQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.runtime.test_hooks {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such admin route"));
+    }
+    let id = tenant_id(&path)?;
+    if query.count == 0 || query.count > 10_000 {
+        return Err(ApiError::new(ErrorCode::InvalidField, "count must be 1 to 10000"));
+    }
+    let handle = state
+        .runtime
+        .tenant(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))?;
+    let now_ms = tenants::now_ms();
+    let entries = (0..query.count)
+        .map(|_| {
+            let source_id = format!("synthetic_{}", rand::random::<u64>());
+            let body = serde_json::json!({"transactionSource": "Synthetic", "transactionId": source_id,
+                "amount": "1.00", "giftDate": "2026-01-01", "giftType": "Other", "contact": {"email": "test@example.org"}});
+            NewEntry {
+                kind: RecordKind::Gift,
+                source: "synthetic".into(),
+                source_id: source_id.clone(),
+                idempotency_key: format!("synthetic:{source_id}"),
+                lane: Lane::Live,
+                transaction_source: "Synthetic".into(),
+                body_json: body.to_string(),
+                aliases: Vec::new(),
+                now_ms,
+            }
+        })
+        .collect();
+    let outcomes = handle
+        .enqueue(entries)
+        .await
+        .map_err(|err| ApiError::new(ErrorCode::Unavailable, format!("enqueue failed: {err}")))?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"queued": outcomes.len()})))
+}

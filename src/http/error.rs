@@ -1,0 +1,106 @@
+//! The HTTP edge's one error type and its JSON shape:
+//! `{"error": {"code": "bad_signature", "message": "…"}}` (DESIGN.md §6).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use steward_actors::store::StoreError;
+
+use crate::tenant::TenantDocError;
+
+/// The machine-readable error codes of the external contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthorized,
+    NotFound,
+    UnknownTenant,
+    InvalidTenantId,
+    InvalidField,
+    Conflict,
+    TenantHasWork,
+    BadSignature,
+    StaleTimestamp,
+    MalformedBody,
+    PayloadTooLarge,
+    IdempotencyFieldsChanged,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::UnknownTenant => "unknown_tenant",
+            ErrorCode::InvalidTenantId => "invalid_tenant_id",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::TenantHasWork => "tenant_has_work",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::StaleTimestamp => "stale_timestamp",
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::IdempotencyFieldsChanged => "idempotency_fields_changed",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthorized | ErrorCode::BadSignature | ErrorCode::StaleTimestamp => StatusCode::UNAUTHORIZED,
+            ErrorCode::NotFound | ErrorCode::UnknownTenant => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidTenantId
+            | ErrorCode::InvalidField
+            | ErrorCode::MalformedBody
+            | ErrorCode::IdempotencyFieldsChanged => StatusCode::BAD_REQUEST,
+            ErrorCode::Conflict | ErrorCode::TenantHasWork => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        tracing::error!(error = %err, "store error while answering a request");
+        ApiError::new(ErrorCode::Internal, "the store failed; see the server log")
+    }
+}
+
+impl From<TenantDocError> for ApiError {
+    fn from(err: TenantDocError) -> ApiError {
+        let code = match err {
+            TenantDocError::InvalidTenantId(_) => ErrorCode::InvalidTenantId,
+            TenantDocError::InvalidField { .. } => ErrorCode::InvalidField,
+        };
+        ApiError::new(code, err.to_string())
+    }
+}

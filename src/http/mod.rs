@@ -1,0 +1,44 @@
+//! actix-web: the admin API (`/v1`), operations (`/metrics`, `/healthz`, `/readyz`) and,
+//! later, webhook ingress (`/hooks`).
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod ops;
+
+use actix_web::web;
+use futures_util::StreamExt;
+
+use error::{ApiError, ErrorCode};
+
+/// Reads a request body of at most `limit_bytes`; larger → 413 `payload_too_large`.
+/// The declared `Content-Length` is checked first so an oversized upload is refused early.
+pub async fn read_body_limited(
+    request: &actix_web::HttpRequest,
+    mut payload: web::Payload,
+    limit_bytes: usize,
+) -> Result<web::Bytes, ApiError> {
+    let too_large = || ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit_bytes} bytes"));
+    let declared_length = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared_length.is_some_and(|length| length > limit_bytes) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared_length.unwrap_or(0).min(limit_bytes));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|err| ApiError::new(ErrorCode::MalformedBody, format!("reading the body failed: {err}")))?;
+        if body.len() + chunk.len() > limit_bytes {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a JSON body; anything else → 400 `malformed_body`.
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|err| ApiError::new(ErrorCode::MalformedBody, format!("the body is not valid JSON: {err}")))
+}

@@ -1,0 +1,408 @@
+//! The HTTP server and the gate every `/api` request passes, in this order:
+//! auth → rate limit → script → random faults → handler. The whole gate runs under the
+//! org's lock once, so the hot path takes one lock and never awaits while holding it.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+use super::faults::{FaultDecision, RequestKey};
+use super::import::{import_and_notify, Selection};
+use super::models::now_ms;
+use super::org::{Org, OrgState, Registry};
+use super::ratelimit::{Admission, RateHeaders};
+use super::stats::CLOSED_WITHOUT_ANSWER;
+use super::validate::{ModelState, INVALID_MESSAGE};
+use super::webhooks::WebhookJob;
+use super::{
+    routes_control, routes_reads, routes_records, routes_transactions, Processing, SandboxConfig,
+};
+
+/// Bulk webhook deliveries and 100-item batches are large; real Virtuous limits are unknown.
+const BODY_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+
+/// The raw socket of a connection, stashed at accept so a handler can close it unanswered.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionFd(RawFd);
+
+pub(crate) fn bind(
+    config: SandboxConfig,
+    registry: Arc<Registry>,
+) -> std::io::Result<(Server, std::net::SocketAddr)> {
+    let data = web::Data::from(registry);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(BODY_LIMIT_BYTES))
+            .configure(routes_control::configure)
+            .configure(routes_transactions::configure)
+            .configure(routes_reads::configure)
+            .configure(routes_records::configure)
+            .default_service(web::to(HttpResponse::NotFound))
+    })
+    .on_connect(|connection, extensions| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            extensions.insert(ConnectionFd(tcp.as_raw_fd()));
+        }
+    })
+    // The host process (steward serve, a test) owns signals, not the embedded sandbox.
+    .disable_signals()
+    .backlog(1024);
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.bind(config.listen)?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("the sandbox bound no address"))?;
+    Ok((server.run(), addr))
+}
+
+/// Closes the request's connection without writing a byte of response.
+fn close_connection(request: &HttpRequest) {
+    if let Some(ConnectionFd(fd)) = request.conn_data::<ConnectionFd>() {
+        // SAFETY: the fd belongs to this live connection (the request holds it open), and
+        // shutdown only ends the stream; actix still owns and later closes the descriptor.
+        unsafe {
+            libc::shutdown(*fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// A response body before headers are added.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    body: Option<Value>,
+    text: Option<&'static str>,
+    retry_after_s: Option<u64>,
+}
+
+impl Reply {
+    pub(crate) fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            body: None,
+            text: None,
+            retry_after_s: None,
+        }
+    }
+    pub(crate) fn json(status: u16, body: Value) -> Reply {
+        Reply {
+            body: Some(body),
+            ..Reply::empty(status)
+        }
+    }
+    pub(crate) fn message(status: u16, message: &str) -> Reply {
+        Reply::json(status, json!({ "message": message }))
+    }
+    pub(crate) fn model_state(state: &ModelState) -> Reply {
+        Reply::json(
+            400,
+            json!({"message": INVALID_MESSAGE, "modelState": state}),
+        )
+    }
+    pub(crate) fn into_response(self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut builder = HttpResponse::build(status);
+        if let Some(retry_after_s) = self.retry_after_s {
+            builder.insert_header((RETRY_AFTER, HeaderValue::from(retry_after_s)));
+        }
+        match (self.body, self.text) {
+            (Some(body), _) => builder
+                .insert_header((CONTENT_TYPE, "application/json; charset=utf-8"))
+                .body(body.to_string()),
+            (None, Some(text)) => builder
+                .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
+                .body(text),
+            (None, None) => builder.finish(),
+        }
+    }
+}
+
+/// What a handler produced under the lock.
+pub(crate) struct Handled {
+    pub(crate) reply: Reply,
+    pub(crate) jobs: Vec<WebhookJob>,
+    /// Transactions were accepted: the org's processing mode applies.
+    pub(crate) accepted: bool,
+}
+
+impl From<Reply> for Handled {
+    fn from(reply: Reply) -> Self {
+        Handled {
+            reply,
+            jobs: Vec::new(),
+            accepted: false,
+        }
+    }
+}
+
+/// The org of the request's Bearer key, or the 401 (plain text, never counted).
+pub(crate) fn authenticate(
+    request: &HttpRequest,
+    registry: &Registry,
+) -> Result<Arc<Org>, HttpResponse> {
+    let api_key = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match api_key.and_then(|key| registry.by_api_key(key)) {
+        Some(org) => Ok(org),
+        None => Err(HttpResponse::Unauthorized()
+            .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
+            .body("Authorization has been denied for this request.")),
+    }
+}
+
+enum Plan {
+    Answer {
+        rate: RateHeaders,
+        reply: Reply,
+        close_unanswered: bool,
+        latency_ms: u64,
+        jobs: Vec<WebhookJob>,
+        accepted: bool,
+    },
+    Hang {
+        timeout_ms: u64,
+    },
+}
+
+fn decide(
+    org: &Org,
+    state: &mut OrgState,
+    request: &RequestKey<'_>,
+    endpoint: &'static str,
+    now: u64,
+    handler: impl FnOnce(&Org, &mut OrgState, u64) -> Handled,
+) -> Plan {
+    let rate = match state.window.try_admit(now) {
+        Admission::Admitted(rate) => rate,
+        Admission::Throttled {
+            headers,
+            retry_after_s,
+        } => {
+            state.stats.record(endpoint, 429);
+            let mut reply = Reply::message(429, "API rate limit exceeded.");
+            reply.retry_after_s = Some(retry_after_s);
+            return Plan::Answer {
+                rate: headers,
+                reply,
+                close_unanswered: false,
+                latency_ms: 0,
+                jobs: Vec::new(),
+                accepted: false,
+            };
+        }
+    };
+    let attempt = state.next_attempt(request.path, request.transaction_id);
+    let latency_ms = state.faults.random.latency_ms;
+    let decision = state.faults.decide(org.spec.seed, request, attempt);
+    let (handled, close_unanswered) = match decision {
+        FaultDecision::Hang { timeout_ms } => {
+            state.stats.record(endpoint, CLOSED_WITHOUT_ANSWER);
+            return Plan::Hang { timeout_ms };
+        }
+        FaultDecision::Answer {
+            status,
+            retry_after_s,
+            model_state,
+            body,
+        } => {
+            let mut reply = match (model_state, body) {
+                (Some(model_state), _) => Reply::json(
+                    status,
+                    json!({"message": INVALID_MESSAGE, "modelState": model_state}),
+                ),
+                (None, Some(body)) => Reply::json(status, body),
+                (None, None) if status == 429 => Reply::message(status, "API rate limit exceeded."),
+                (None, None) if status >= 500 => {
+                    Reply::message(status, "An error has occurred (simulated fault).")
+                }
+                (None, None) => Reply::empty(status),
+            };
+            reply.retry_after_s = match (status, retry_after_s) {
+                (_, Some(seconds)) => Some(seconds),
+                (429, None) => Some(1),
+                _ => None,
+            };
+            (Handled::from(reply), false)
+        }
+        FaultDecision::ApplyThenClose => (handler(org, state, now), true),
+        FaultDecision::Pass => (handler(org, state, now), false),
+    };
+    let recorded_status = if close_unanswered {
+        CLOSED_WITHOUT_ANSWER
+    } else {
+        handled.reply.status
+    };
+    state.stats.record(endpoint, recorded_status);
+    Plan::Answer {
+        rate,
+        reply: handled.reply,
+        close_unanswered,
+        latency_ms,
+        jobs: handled.jobs,
+        accepted: handled.accepted,
+    }
+}
+
+/// Runs one authenticated API call through the gate. `endpoint` is the stats key
+/// ("METHOD /route/template"); `transaction_id` feeds the fault draw ("" when none).
+pub(crate) async fn run(
+    request: &HttpRequest,
+    registry: &web::Data<Registry>,
+    org: Arc<Org>,
+    endpoint: &'static str,
+    transaction_id: &str,
+    handler: impl FnOnce(&Org, &mut OrgState, u64) -> Handled,
+) -> HttpResponse {
+    let now = now_ms();
+    let (method, route) = endpoint.split_once(' ').unwrap_or(("", endpoint));
+    let key = RequestKey {
+        method,
+        path: request.path(),
+        route,
+        transaction_id,
+    };
+    let plan = {
+        let mut state = org.lock();
+        decide(&org, &mut state, &key, endpoint, now, handler)
+    };
+    match plan {
+        Plan::Hang { timeout_ms } => {
+            actix_web::rt::time::sleep(Duration::from_millis(timeout_ms)).await;
+            close_connection(request);
+            HttpResponse::InternalServerError().finish()
+        }
+        Plan::Answer {
+            rate,
+            reply,
+            close_unanswered,
+            latency_ms,
+            jobs,
+            accepted,
+        } => {
+            registry.send_webhooks(jobs);
+            if accepted {
+                follow_processing_mode(&org, registry);
+            }
+            if latency_ms > 0 {
+                actix_web::rt::time::sleep(Duration::from_millis(latency_ms)).await;
+            }
+            if close_unanswered {
+                close_connection(request);
+                return HttpResponse::InternalServerError().finish();
+            }
+            let mut response = reply.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderValue::from(rate.limit),
+            );
+            headers.insert(
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderValue::from(rate.remaining),
+            );
+            headers.insert(
+                HeaderName::from_static("x-ratelimit-reset"),
+                HeaderValue::from(rate.reset_unix_s),
+            );
+            response
+        }
+    }
+}
+
+fn follow_processing_mode(org: &Arc<Org>, registry: &web::Data<Registry>) {
+    match org.processing() {
+        Processing::Manual => {}
+        Processing::Immediate => {
+            import_and_notify(org, registry, Selection::All);
+        }
+        Processing::Delayed { delay_ms } => {
+            let org = Arc::clone(org);
+            let registry = registry.clone();
+            actix_web::rt::spawn(async move {
+                actix_web::rt::time::sleep(Duration::from_millis(delay_ms)).await;
+                let due_by = now_ms().saturating_sub(delay_ms);
+                import_and_notify(&org, &registry, Selection::ReceivedBy(due_by));
+            });
+        }
+    }
+}
+
+/// Authenticates, then runs the gate: the common shape of every API handler.
+pub(crate) async fn authenticated(
+    request: &HttpRequest,
+    registry: &web::Data<Registry>,
+    endpoint: &'static str,
+    transaction_id: &str,
+    handler: impl FnOnce(&Org, &mut OrgState, u64) -> Handled,
+) -> HttpResponse {
+    match authenticate(request, registry) {
+        Ok(org) => run(request, registry, org, endpoint, transaction_id, handler).await,
+        Err(response) => response,
+    }
+}
+
+/// A path parameter, fully percent-decoded ("" when absent). The router decodes most
+/// escapes but keeps `%2F`, `%25` and `%2B` encoded so segments stay unambiguous; ids such
+/// as `ch 1/a` arrive as `ch%201%2Fa` and must round-trip.
+pub(crate) fn path_param(request: &HttpRequest, name: &str) -> String {
+    percent_decode(request.match_info().get(name).unwrap_or(""))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| text.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// A numeric id path parameter; `None` (→ 404) when it is not a number.
+pub(crate) fn id_param(request: &HttpRequest) -> Option<u64> {
+    path_param(request, "id").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding_restores_protected_characters() {
+        // Goal: the escapes the router keeps (%2F, %25, %2B) are decoded; bad escapes stay.
+        assert_eq!(super::percent_decode("ch%201%2Fa"), "ch 1/a");
+        assert_eq!(super::percent_decode("100%25%2Bx"), "100%+x");
+        assert_eq!(super::percent_decode("50%"), "50%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
+}

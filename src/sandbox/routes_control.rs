@@ -1,0 +1,300 @@
+//! The control API under `/_sandbox` (no auth, never rate limited, never counted):
+//! organizations, the import step, review approval, staff edits, faults, stats, listings.
+
+use std::sync::Arc;
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::faults::{RandomFaults, ScriptBody};
+use super::import::{approve_and_notify, import_and_notify, Selection};
+use super::models::now_ms;
+use super::org::{CreateOrgError, Org, Registry};
+use super::records::{contact_full, gift_full, gift_webhook, Record};
+use super::routes_records::{edit_contact, edit_gift};
+use super::webhooks::{Event, EventKind};
+use super::OrgSpec;
+
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/_sandbox/orgs", web::post().to(create_org))
+        .route("/_sandbox/orgs/{org}/process", web::post().to(process))
+        .route(
+            "/_sandbox/orgs/{org}/review/approve",
+            web::post().to(approve),
+        )
+        .route(
+            "/_sandbox/orgs/{org}/staff-edit",
+            web::post().to(staff_edit),
+        )
+        .route("/_sandbox/orgs/{org}/faults", web::put().to(put_faults))
+        .route(
+            "/_sandbox/orgs/{org}/faults",
+            web::delete().to(delete_faults),
+        )
+        .route("/_sandbox/orgs/{org}/script", web::post().to(put_script))
+        .route("/_sandbox/orgs/{org}/stats", web::get().to(stats))
+        .route("/_sandbox/orgs/{org}/gifts", web::get().to(list_gifts))
+        .route(
+            "/_sandbox/orgs/{org}/contacts",
+            web::get().to(list_contacts),
+        )
+        .route(
+            "/_sandbox/orgs/{org}/projects",
+            web::post().to(create_project),
+        );
+}
+
+fn message(status: u16, text: &str) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(json!({ "message": text }))
+}
+
+fn org_of(request: &HttpRequest, registry: &Registry) -> Result<Arc<Org>, HttpResponse> {
+    let id = request.match_info().get("org").unwrap_or("");
+    registry
+        .by_id(id)
+        .ok_or_else(|| message(404, &format!("unknown organization {id:?}")))
+}
+
+/// Parses a JSON body, answering 400 `{"message"}` with serde's reason on failure.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
+    serde_json::from_slice(body).map_err(|error| message(400, &format!("invalid body: {error}")))
+}
+
+async fn create_org(body: Bytes, registry: web::Data<Registry>) -> HttpResponse {
+    let spec: OrgSpec = match json_body(&body) {
+        Ok(spec) => spec,
+        Err(response) => return response,
+    };
+    let id = spec.id.clone();
+    match registry.create(spec, false) {
+        Ok(()) => HttpResponse::Created().json(json!({ "id": id })),
+        Err(error @ (CreateOrgError::IdTaken(_) | CreateOrgError::KeyTaken)) => {
+            message(409, &error.to_string())
+        }
+        Err(error @ CreateOrgError::Invalid(_)) => message(400, &error.to_string()),
+    }
+}
+
+async fn process(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    match org_of(&request, &registry) {
+        Ok(org) => HttpResponse::Ok().json(import_and_notify(&org, &registry, Selection::All)),
+        Err(response) => response,
+    }
+}
+
+async fn approve(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    match org_of(&request, &registry) {
+        Ok(org) => {
+            let report = approve_and_notify(&org, &registry);
+            HttpResponse::Ok().json(json!({ "imported": report.imported }))
+        }
+        Err(response) => response,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaffEdit {
+    kind: StaffEditKind,
+    id: u64,
+    #[serde(default)]
+    changes: Map<String, Value>,
+    /// Extension: a staff member deletes the gift (fires GiftDelete).
+    #[serde(default)]
+    delete: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum StaffEditKind {
+    Contact,
+    Gift,
+}
+
+/// A staff member's edit in the Virtuous UI: fires the update webhook, spends no budget.
+async fn staff_edit(
+    request: HttpRequest,
+    body: Bytes,
+    registry: web::Data<Registry>,
+) -> HttpResponse {
+    let org = match org_of(&request, &registry) {
+        Ok(org) => org,
+        Err(response) => return response,
+    };
+    let edit: StaffEdit = match json_body(&body) {
+        Ok(edit) => edit,
+        Err(response) => return response,
+    };
+    let now = now_ms();
+    let handled = {
+        let mut state = org.lock();
+        match (edit.kind, edit.delete) {
+            (StaffEditKind::Contact, true) => {
+                return message(400, "only gifts can be deleted by a staff edit");
+            }
+            (StaffEditKind::Contact, false) => edit_contact(&org, &mut state, edit.id, |contact| {
+                contact.merge(&edit.changes, now)
+            }),
+            (StaffEditKind::Gift, false) => edit_gift(&org, &mut state, edit.id, |gift| {
+                gift.merge(&edit.changes, now)
+            }),
+            (StaffEditKind::Gift, true) => state.gifts.remove(edit.id).map(|gift| {
+                let model = gift_webhook(&gift, org.spec.webhook_includes_transaction_ids);
+                let jobs = org.webhook_jobs(
+                    &mut state,
+                    vec![Event {
+                        kind: EventKind::GiftDelete,
+                        model,
+                    }],
+                );
+                super::api::Handled {
+                    reply: super::api::Reply::json(200, gift_full(&gift)),
+                    jobs,
+                    accepted: false,
+                }
+            }),
+        }
+    };
+    match handled {
+        Some(handled) => {
+            registry.send_webhooks(handled.jobs);
+            handled.reply.into_response()
+        }
+        None => message(404, &format!("no {:?} with id {}", edit.kind, edit.id)),
+    }
+}
+
+async fn put_faults(
+    request: HttpRequest,
+    body: Bytes,
+    registry: web::Data<Registry>,
+) -> HttpResponse {
+    let org = match org_of(&request, &registry) {
+        Ok(org) => org,
+        Err(response) => return response,
+    };
+    let faults: RandomFaults = match json_body(&body) {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+    if let Err(reason) = faults.validate() {
+        return message(400, &reason);
+    }
+    org.lock().faults.random = faults.clone();
+    HttpResponse::Ok().json(faults)
+}
+
+async fn delete_faults(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    match org_of(&request, &registry) {
+        Ok(org) => {
+            let mut state = org.lock();
+            state.faults.random = RandomFaults::default();
+            state.faults.script.clear();
+            HttpResponse::Ok().json(RandomFaults::default())
+        }
+        Err(response) => response,
+    }
+}
+
+async fn put_script(
+    request: HttpRequest,
+    body: Bytes,
+    registry: web::Data<Registry>,
+) -> HttpResponse {
+    let org = match org_of(&request, &registry) {
+        Ok(org) => org,
+        Err(response) => return response,
+    };
+    let script: ScriptBody = match json_body(&body) {
+        Ok(script) => script,
+        Err(response) => return response,
+    };
+    if let Err(reason) = script.validate() {
+        return message(400, &reason);
+    }
+    let steps = script.steps.len();
+    org.lock().faults.script = script
+        .steps
+        .into_iter()
+        .filter(|step| step.times > 0)
+        .collect();
+    HttpResponse::Ok().json(json!({ "steps": steps }))
+}
+
+async fn stats(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    match org_of(&request, &registry) {
+        Ok(org) => HttpResponse::Ok().json(org.stats()),
+        Err(response) => response,
+    }
+}
+
+fn list(request: &HttpRequest, registry: &Registry, gifts: bool) -> HttpResponse {
+    match org_of(request, registry) {
+        Ok(org) => {
+            let state = org.lock();
+            let records: Vec<Value> = if gifts {
+                state.gifts.records.values().map(gift_full).collect()
+            } else {
+                state.contacts.records.values().map(contact_full).collect()
+            };
+            HttpResponse::Ok().json(records)
+        }
+        Err(response) => response,
+    }
+}
+
+async fn list_gifts(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    list(&request, &registry, true)
+}
+
+async fn list_contacts(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    list(&request, &registry, false)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProject {
+    code: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Extension: a project staff created (Project by code finds it; designations use it).
+async fn create_project(
+    request: HttpRequest,
+    body: Bytes,
+    registry: web::Data<Registry>,
+) -> HttpResponse {
+    let org = match org_of(&request, &registry) {
+        Ok(org) => org,
+        Err(response) => return response,
+    };
+    let project: NewProject = match json_body(&body) {
+        Ok(project) => project,
+        Err(response) => return response,
+    };
+    let mut state = org.lock();
+    let exists = state
+        .projects
+        .records
+        .values()
+        .any(|known| known.text("projectCode").as_deref() == Some(project.code.as_str()));
+    if exists {
+        return message(409, &format!("project {:?} exists", project.code));
+    }
+    let id = state.projects.next_id();
+    let name = project.name.unwrap_or_else(|| project.code.clone());
+    let doc = json!({"projectCode": project.code, "name": name, "isActive": true});
+    let Value::Object(doc) = doc else {
+        unreachable!("json! of an object literal is an object")
+    };
+    let record = Record::new(id, now_ms(), doc);
+    let body = Value::Object(record.doc.clone());
+    state.projects.insert(record);
+    HttpResponse::Created().json(body)
+}

@@ -1,0 +1,325 @@
+//! Outgoing webhooks: payloads in the single (`{"event", "gift"}`) or bulk
+//! (`{"event", "models": [{"gift"}]}`) form, signed with HMAC-SHA256 of the raw body, delivered
+//! off the request path by one dispatcher task that owns the reqwest client, with retries.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+use super::records::Table;
+use super::stats::WebhookCounters;
+use super::{SignatureEncoding, WebhookDelivery};
+
+/// Pauses before the 2nd, 3rd and 4th attempt of a delivery.
+const RETRY_BACKOFF_MS: [u64; 3] = [100, 500, 2_000];
+/// Virtuous gives slow receivers little time; so does the sandbox.
+const DELIVERY_TIMEOUT_MS: u64 = 5_000;
+pub(crate) const SIGNATURE_HEADER: &str = "X-Virtuous-Signature";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    GiftCreate,
+    GiftUpdate,
+    GiftDelete,
+    ContactCreate,
+    ContactUpdate,
+}
+
+impl EventKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            EventKind::GiftCreate => "GiftCreate",
+            EventKind::GiftUpdate => "GiftUpdate",
+            EventKind::GiftDelete => "GiftDelete",
+            EventKind::ContactCreate => "ContactCreate",
+            EventKind::ContactUpdate => "ContactUpdate",
+        }
+    }
+
+    /// The subscription flag that switches this event on.
+    fn subscription_flag(self) -> &'static str {
+        match self {
+            EventKind::GiftCreate => "giftCreate",
+            EventKind::GiftUpdate => "giftUpdate",
+            EventKind::GiftDelete => "giftDelete",
+            EventKind::ContactCreate => "contactCreate",
+            EventKind::ContactUpdate => "contactUpdate",
+        }
+    }
+
+    fn model_key(self) -> &'static str {
+        match self {
+            EventKind::ContactCreate | EventKind::ContactUpdate => "contact",
+            _ => "gift",
+        }
+    }
+}
+
+/// One record change to announce; `model` is already in webhook form.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub(crate) kind: EventKind,
+    pub(crate) model: Value,
+}
+
+/// One POST to one subscriber.
+#[derive(Debug)]
+pub(crate) struct WebhookJob {
+    pub(crate) url: String,
+    pub(crate) signature: String,
+    pub(crate) body: Bytes,
+    pub(crate) counters: Arc<WebhookCounters>,
+}
+
+pub(crate) fn sign(secret: &str, body: &[u8], encoding: SignatureEncoding) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA256 takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    match encoding {
+        SignatureEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(digest),
+        SignatureEncoding::Hex => hex::encode(digest),
+    }
+}
+
+/// How one batch of events of one kind is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Single,
+    Bulk,
+}
+
+/// The state a `mixed` delivery alternates with.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryForms {
+    next_mixed_is_bulk: bool,
+}
+
+impl DeliveryForms {
+    fn next_form(&mut self, delivery: WebhookDelivery) -> Form {
+        match delivery {
+            WebhookDelivery::Single => Form::Single,
+            WebhookDelivery::Bulk => Form::Bulk,
+            WebhookDelivery::Mixed => {
+                let form = if self.next_mixed_is_bulk {
+                    Form::Bulk
+                } else {
+                    Form::Single
+                };
+                self.next_mixed_is_bulk = !self.next_mixed_is_bulk;
+                form
+            }
+        }
+    }
+}
+
+/// Where and how an org's webhooks go.
+pub(crate) struct DeliveryPlan<'a> {
+    pub(crate) subscriptions: &'a Table,
+    pub(crate) delivery: WebhookDelivery,
+    pub(crate) encoding: SignatureEncoding,
+    pub(crate) counters: &'a Arc<WebhookCounters>,
+}
+
+/// Turns one run's events into signed jobs: events are grouped by kind (in order of first
+/// appearance); each group is one bulk POST or one POST per event.
+pub(crate) fn build_jobs(
+    events: Vec<Event>,
+    plan: &DeliveryPlan<'_>,
+    forms: &mut DeliveryForms,
+) -> Vec<WebhookJob> {
+    let mut groups: Vec<(EventKind, Vec<Value>)> = Vec::new();
+    for event in events {
+        match groups.iter_mut().find(|(kind, _)| *kind == event.kind) {
+            Some((_, models)) => models.push(event.model),
+            None => groups.push((event.kind, vec![event.model])),
+        }
+    }
+    let mut jobs = Vec::new();
+    for (kind, models) in groups {
+        let subscribers: Vec<(&str, &str)> = plan
+            .subscriptions
+            .records
+            .values()
+            .filter(|sub| sub.doc.get("active").and_then(Value::as_bool) == Some(true))
+            .filter(|sub| {
+                sub.doc
+                    .get(kind.subscription_flag())
+                    .and_then(Value::as_bool)
+                    == Some(true)
+            })
+            .filter_map(|sub| {
+                let url = sub.doc.get("payloadUrl").and_then(Value::as_str)?;
+                let secret = sub.doc.get("secret").and_then(Value::as_str).unwrap_or("");
+                Some((url, secret))
+            })
+            .collect();
+        if subscribers.is_empty() {
+            continue;
+        }
+        let bodies: Vec<Bytes> = match forms.next_form(plan.delivery) {
+            Form::Single => models
+                .into_iter()
+                .map(|model| json!({"event": kind.name(), kind.model_key(): model}))
+                .map(|payload| Bytes::from(payload.to_string()))
+                .collect(),
+            Form::Bulk => {
+                let wrapped: Vec<Value> = models
+                    .into_iter()
+                    .map(|model| json!({kind.model_key(): model}))
+                    .collect();
+                vec![Bytes::from(
+                    json!({"event": kind.name(), "models": wrapped}).to_string(),
+                )]
+            }
+        };
+        for body in &bodies {
+            for (url, secret) in &subscribers {
+                jobs.push(WebhookJob {
+                    url: (*url).to_owned(),
+                    signature: sign(secret, body, plan.encoding),
+                    body: body.clone(),
+                    counters: Arc::clone(plan.counters),
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// Starts the dispatcher on the current runtime; it owns the one reqwest client (pooled
+/// connections belong to the runtime that made them) and delivers each job in its own task.
+pub(crate) fn spawn_dispatcher() -> (
+    mpsc::UnboundedSender<WebhookJob>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<WebhookJob>();
+    let task = tokio::task::spawn_local(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS))
+            .build()
+        {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(error = %error, "sandbox webhook client failed to build; webhooks disabled");
+                return;
+            }
+        };
+        while let Some(job) = receiver.recv().await {
+            tokio::task::spawn_local(deliver(client.clone(), job));
+        }
+    });
+    (sender, task)
+}
+
+async fn deliver(client: reqwest::Client, job: WebhookJob) {
+    for attempt in 0..=RETRY_BACKOFF_MS.len() {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS[attempt - 1])).await;
+        }
+        let outcome = client
+            .post(&job.url)
+            .header("Content-Type", "application/json")
+            .header(SIGNATURE_HEADER, &job.signature)
+            .body(job.body.clone())
+            .send()
+            .await;
+        match outcome {
+            Ok(response) if response.status().is_success() => {
+                job.counters.sent.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(response) => tracing::debug!(
+                url = %job.url, attempt = attempt + 1, status = response.status().as_u16(),
+                "sandbox webhook refused"
+            ),
+            Err(error) => tracing::debug!(
+                url = %job.url, attempt = attempt + 1, error = %error, "sandbox webhook failed"
+            ),
+        }
+    }
+    tracing::warn!(url = %job.url, "sandbox webhook given up after retries");
+    job.counters.failed.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::Record;
+    use super::*;
+
+    #[test]
+    fn signatures_match_an_independent_hmac() {
+        // Goal: Base64 and hex encodings of HMAC-SHA256(secret, body), RFC 4231 test case 2.
+        let body = b"what do ya want for nothing?";
+        let expected_hex = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        assert_eq!(sign("Jefe", body, SignatureEncoding::Hex), expected_hex);
+        let expected_base64 =
+            base64::engine::general_purpose::STANDARD.encode(hex::decode(expected_hex).unwrap());
+        assert_eq!(
+            sign("Jefe", body, SignatureEncoding::Base64),
+            expected_base64
+        );
+    }
+
+    fn subscriptions() -> Table {
+        let mut table = Table::default();
+        for (active, gift_create) in [(true, true), (false, true), (true, false)] {
+            let id = table.next_id();
+            let doc = json!({"payloadUrl": format!("http://127.0.0.1:9/{id}"), "secret": "s",
+                "active": active, "giftCreate": gift_create});
+            table.insert(Record::new(id, 0, doc.as_object().unwrap().clone()));
+        }
+        table
+    }
+
+    fn gift_events(n: u64) -> Vec<Event> {
+        (1..=n)
+            .map(|id| Event {
+                kind: EventKind::GiftCreate,
+                model: json!({"id": id}),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn single_bulk_and_mixed_forms() {
+        // Goal: only active subscribers with the flag get jobs; forms follow the switch.
+        let table = subscriptions();
+        let counters = Arc::new(WebhookCounters::default());
+        let plan = |delivery| DeliveryPlan {
+            subscriptions: &table,
+            delivery,
+            encoding: SignatureEncoding::Base64,
+            counters: &counters,
+        };
+        let mut forms = DeliveryForms::default();
+        let single = build_jobs(gift_events(2), &plan(WebhookDelivery::Single), &mut forms);
+        assert_eq!(single.len(), 2);
+        assert!(single.iter().all(|job| job.url.ends_with("/1")));
+        let first: Value = serde_json::from_slice(&single[0].body).unwrap();
+        assert_eq!(first, json!({"event": "GiftCreate", "gift": {"id": 1}}));
+
+        let bulk = build_jobs(gift_events(3), &plan(WebhookDelivery::Bulk), &mut forms);
+        assert_eq!(bulk.len(), 1);
+        let payload: Value = serde_json::from_slice(&bulk[0].body).unwrap();
+        assert_eq!(payload["models"].as_array().unwrap().len(), 3);
+        assert_eq!(payload["models"][2], json!({"gift": {"id": 3}}));
+        assert_eq!(
+            bulk[0].signature,
+            sign("s", &bulk[0].body, SignatureEncoding::Base64)
+        );
+
+        let mut forms = DeliveryForms::default();
+        let mixed = plan(WebhookDelivery::Mixed);
+        assert_eq!(build_jobs(gift_events(2), &mixed, &mut forms).len(), 2);
+        assert_eq!(build_jobs(gift_events(2), &mixed, &mut forms).len(), 1);
+        assert_eq!(build_jobs(gift_events(2), &mixed, &mut forms).len(), 2);
+    }
+}

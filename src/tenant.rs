@@ -1,0 +1,461 @@
+//! The tenant document of the admin API (DESIGN.md §6): JSON shape, defaults, validation,
+//! and the write-only secrets inside it.
+//!
+//! A document travels as `serde_json::Value` so that PATCH can be an RFC 7396 merge patch;
+//! [`TenantDoc`] gives it its defaults and validates every field. Secrets are cut out of the
+//! document before it is stored ([`split_secrets`]) and sealed by the store's master key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a set secret looks like in every response.
+pub const REDACTED: &str = "[redacted]";
+/// Tenant ids: lowercase letters, digits and `-`, at most this long.
+pub const TENANT_ID_MAX_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantDocError {
+    #[error("tenant id `{0}` is invalid: use 1 to 64 lowercase letters, digits and '-'")]
+    InvalidTenantId(String),
+    #[error("field `{field}` is invalid: {reason}")]
+    InvalidField { field: String, reason: String },
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> TenantDocError {
+    TenantDocError::InvalidField { field: field.to_string(), reason: reason.into() }
+}
+
+/// Checks a tenant id (used in paths and keys).
+pub fn validate_tenant_id(id: &str) -> Result<(), TenantDocError> {
+    let id_is_valid = !id.is_empty()
+        && id.len() <= TENANT_ID_MAX_LEN
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if id_is_valid {
+        Ok(())
+    } else {
+        Err(TenantDocError::InvalidTenantId(id.chars().take(80).collect()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDoc {
+    pub id: String,
+    pub name: String,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    pub virtuous: VirtuousSettings,
+    #[serde(default)]
+    pub sources: Sources,
+    #[serde(default)]
+    pub budget: Option<BudgetSettings>,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtuousSettings {
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    #[serde(default = "default_virtuous_signature_header")]
+    pub signature_header: String,
+    #[serde(default = "default_base64")]
+    pub signature_encoding: String,
+}
+
+fn default_base_url() -> String {
+    "https://api.virtuoussoftware.com".into()
+}
+fn default_virtuous_signature_header() -> String {
+    "X-Virtuous-Signature".into()
+}
+fn default_base64() -> String {
+    "base64".into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    #[serde(default)]
+    pub stripe: Option<StripeSettings>,
+    #[serde(default)]
+    pub mailchimp: Option<MailchimpSettings>,
+    #[serde(default)]
+    pub platforms: BTreeMap<String, PlatformSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSettings {
+    pub signing_secret: Option<String>,
+    #[serde(default)]
+    pub previous_signing_secret: Option<String>,
+    #[serde(default = "default_tolerance_s")]
+    pub tolerance_s: u64,
+    #[serde(default = "default_stripe_source")]
+    pub transaction_source: String,
+    #[serde(default)]
+    pub accept_test_events: bool,
+    #[serde(default)]
+    pub default_project_code: Option<String>,
+    #[serde(default)]
+    pub default_segment_code: Option<String>,
+    #[serde(default)]
+    pub metadata_keys: MetadataKeys,
+}
+
+fn default_tolerance_s() -> u64 {
+    300
+}
+fn default_stripe_source() -> String {
+    "Stripe".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataKeys {
+    #[serde(default = "default_project_key")]
+    pub project_code: String,
+    #[serde(default = "default_segment_key")]
+    pub segment_code: String,
+}
+
+impl Default for MetadataKeys {
+    fn default() -> Self {
+        MetadataKeys { project_code: default_project_key(), segment_code: default_segment_key() }
+    }
+}
+
+fn default_project_key() -> String {
+    "designation".into()
+}
+fn default_segment_key() -> String {
+    "segment".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailchimpSettings {
+    pub url_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSettings {
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    #[serde(default = "default_platform_signature_header")]
+    pub signature_header: String,
+    #[serde(default = "default_hex")]
+    pub encoding: String,
+    #[serde(default)]
+    pub signature_prefix: String,
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    #[serde(default = "default_tolerance_s")]
+    pub tolerance_s: u64,
+    #[serde(default = "default_signed_payload")]
+    pub signed_payload: String,
+    #[serde(default = "default_event_id_pointer")]
+    pub event_id: String,
+    #[serde(default = "default_event_type_pointer")]
+    pub event_type: String,
+    pub transaction_source: String,
+    #[serde(default = "default_amount_unit")]
+    pub amount_unit: String,
+    #[serde(default)]
+    pub events: BTreeMap<String, PlatformEventMapping>,
+}
+
+fn default_platform_signature_header() -> String {
+    "X-Signature".into()
+}
+fn default_hex() -> String {
+    "hex".into()
+}
+fn default_signed_payload() -> String {
+    "body".into()
+}
+fn default_event_id_pointer() -> String {
+    "/id".into()
+}
+fn default_event_type_pointer() -> String {
+    "/type".into()
+}
+fn default_amount_unit() -> String {
+    "minor".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformEventMapping {
+    pub kind: String,
+    /// Virtuous field → JSON Pointer into the event.
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    pub hourly_limit: Option<u64>,
+    pub reserve_pct: Option<u8>,
+    pub burst_calls: Option<u32>,
+}
+
+impl TenantDoc {
+    /// Parses a full document (defaults applied) and validates every field.
+    pub fn from_value(value: &Value) -> Result<TenantDoc, TenantDocError> {
+        let id = value.get("id").and_then(Value::as_str).ok_or_else(|| invalid("id", "is required (a string)"))?;
+        validate_tenant_id(id)?;
+        let doc: TenantDoc = serde_json::from_value(value.clone()).map_err(|err| {
+            // serde names the offending field in its message ("missing field `name`").
+            invalid(&field_named_in(&err.to_string()), err.to_string())
+        })?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    fn validate(&self) -> Result<(), TenantDocError> {
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return Err(invalid("name", "must be 1 to 200 characters"));
+        }
+        if jiff::tz::TimeZone::get(&self.time_zone).is_err() {
+            return Err(invalid("time_zone", format!("`{}` is not an IANA time zone", self.time_zone)));
+        }
+        let base_url = &self.virtuous.base_url;
+        let base_url_is_valid =
+            base_url == "embedded" || base_url.starts_with("https://") || base_url.starts_with("http://");
+        if !base_url_is_valid {
+            return Err(invalid("virtuous.base_url", "must be an http(s) URL or \"embedded\""));
+        }
+        require_secret("virtuous.api_key", &self.virtuous.api_key)?;
+        one_of("virtuous.signature_encoding", &self.virtuous.signature_encoding, &["base64", "hex"])?;
+        non_empty("virtuous.signature_header", &self.virtuous.signature_header)?;
+        if let Some(stripe) = &self.sources.stripe {
+            require_secret("sources.stripe.signing_secret", &stripe.signing_secret)?;
+            within("sources.stripe.tolerance_s", stripe.tolerance_s, 1, 86_400)?;
+            non_empty("sources.stripe.transaction_source", &stripe.transaction_source)?;
+        }
+        if let Some(mailchimp) = &self.sources.mailchimp {
+            require_secret("sources.mailchimp.url_key", &mailchimp.url_key)?;
+        }
+        for (name, platform) in &self.sources.platforms {
+            let field = |key: &str| format!("sources.platforms.{name}.{key}");
+            validate_tenant_id(name).map_err(|_| {
+                invalid(&format!("sources.platforms.{name}"), "platform names use lowercase letters, digits and '-'")
+            })?;
+            require_secret(&field("secret"), &platform.secret)?;
+            non_empty(&field("signature_header"), &platform.signature_header)?;
+            one_of(&field("encoding"), &platform.encoding, &["hex", "base64"])?;
+            one_of(&field("signed_payload"), &platform.signed_payload, &["body", "{timestamp}.{body}"])?;
+            if platform.signed_payload != "body" && platform.timestamp_header.is_none() {
+                return Err(invalid(&field("timestamp_header"), "is required when signed_payload includes {timestamp}"));
+            }
+            within(&field("tolerance_s"), platform.tolerance_s, 1, 86_400)?;
+            json_pointer(&field("event_id"), &platform.event_id)?;
+            json_pointer(&field("event_type"), &platform.event_type)?;
+            non_empty(&field("transaction_source"), &platform.transaction_source)?;
+            one_of(&field("amount_unit"), &platform.amount_unit, &["minor", "major"])?;
+            for (event_type, mapping) in &platform.events {
+                let event_field = |key: &str| format!("sources.platforms.{name}.events.{event_type}.{key}");
+                one_of(&event_field("kind"), &mapping.kind, &["gift", "contact"])?;
+                for (target, pointer) in &mapping.fields {
+                    json_pointer(&event_field(&format!("fields.{target}")), pointer)?;
+                }
+            }
+        }
+        if let Some(budget) = &self.budget {
+            if let Some(limit) = budget.hourly_limit {
+                within("budget.hourly_limit", limit, 1, 1_000_000)?;
+            }
+            if let Some(reserve_pct) = budget.reserve_pct {
+                within("budget.reserve_pct", u64::from(reserve_pct), 0, 90)?;
+            }
+            if let Some(burst) = budget.burst_calls {
+                within("budget.burst_calls", u64::from(burst), 1, 100)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn field_named_in(message: &str) -> String {
+    message.split('`').nth(1).unwrap_or("body").to_string()
+}
+
+fn require_secret(field: &str, value: &Option<String>) -> Result<(), TenantDocError> {
+    match value {
+        Some(secret) if !secret.is_empty() && secret != REDACTED => Ok(()),
+        Some(secret) if secret == REDACTED => Err(invalid(field, "send the secret itself, not the redaction marker")),
+        _ => Err(invalid(field, "is required")),
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), TenantDocError> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), TenantDocError> {
+    if !allowed.contains(&value) {
+        return Err(invalid(field, format!("must be one of {allowed:?}")));
+    }
+    Ok(())
+}
+
+fn within(field: &str, value: u64, min: u64, max: u64) -> Result<(), TenantDocError> {
+    if value < min || value > max {
+        return Err(invalid(field, format!("must be between {min} and {max}")));
+    }
+    Ok(())
+}
+
+fn json_pointer(field: &str, pointer: &str) -> Result<(), TenantDocError> {
+    if !pointer.starts_with('/') {
+        return Err(invalid(field, "must be a JSON Pointer starting with '/'"));
+    }
+    Ok(())
+}
+
+/// Every secret of a document, as JSON Pointers (platform secrets depend on the platforms).
+pub fn secret_pointers(doc: &Value) -> Vec<String> {
+    let mut pointers = vec![
+        "/virtuous/api_key".to_string(),
+        "/virtuous/webhook_secret".to_string(),
+        "/sources/stripe/signing_secret".to_string(),
+        "/sources/stripe/previous_signing_secret".to_string(),
+        "/sources/mailchimp/url_key".to_string(),
+    ];
+    if let Some(platforms) = doc.pointer("/sources/platforms").and_then(Value::as_object) {
+        for name in platforms.keys() {
+            let escaped = name.replace('~', "~0").replace('/', "~1");
+            pointers.push(format!("/sources/platforms/{escaped}/secret"));
+            pointers.push(format!("/sources/platforms/{escaped}/previous_secret"));
+        }
+    }
+    pointers
+}
+
+/// Cuts every set secret out of `doc` (leaving `null`) and returns them by pointer.
+pub fn split_secrets(doc: &mut Value) -> Vec<(String, String)> {
+    let mut secrets = Vec::new();
+    for pointer in secret_pointers(doc) {
+        if let Some(slot) = doc.pointer_mut(&pointer) {
+            if let Value::String(secret) = slot.take() {
+                secrets.push((pointer, secret));
+            }
+        }
+    }
+    secrets
+}
+
+/// Puts secrets back into a stored document (before a merge patch is applied).
+pub fn join_secrets(doc: &mut Value, secrets: &[(String, String)]) {
+    for (pointer, secret) in secrets {
+        if let Some(slot) = doc.pointer_mut(pointer) {
+            *slot = Value::String(secret.clone());
+        }
+    }
+}
+
+/// The document as every response shows it: each set secret replaced by [`REDACTED`].
+pub fn redacted(doc: &Value, set_secret_pointers: &[String]) -> Value {
+    let mut shown = doc.clone();
+    for pointer in set_secret_pointers {
+        if let Some(slot) = shown.pointer_mut(pointer) {
+            *slot = Value::String(REDACTED.into());
+        }
+    }
+    shown
+}
+
+/// Validates a body and returns the full document with its defaults applied.
+pub fn normalise(body: &Value) -> Result<(TenantDoc, Value), TenantDocError> {
+    if !body.is_object() {
+        return Err(invalid("body", "must be a JSON object"));
+    }
+    let doc = TenantDoc::from_value(body)?;
+    let full = serde_json::to_value(&doc).map_err(|err| invalid("body", err.to_string()))?;
+    Ok((doc, full))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({"id": "hope-shelter", "name": "Hope Shelter", "virtuous": {"api_key": "vk_live_123"}})
+    }
+
+    #[test]
+    fn minimal_document_gets_design_defaults() {
+        // Goal: only id, name and virtuous.api_key are required; the rest defaults as DESIGN.md §6.
+        let (_doc, full) = normalise(&minimal()).unwrap();
+        assert_eq!(full["time_zone"], "UTC");
+        assert_eq!(full["virtuous"]["base_url"], "https://api.virtuoussoftware.com");
+        assert_eq!(full["virtuous"]["signature_header"], "X-Virtuous-Signature");
+        assert_eq!(full["virtuous"]["signature_encoding"], "base64");
+    }
+
+    #[test]
+    fn tenant_ids_are_validated() {
+        // Goal: lowercase letters, digits and '-', at most 64 characters.
+        assert!(validate_tenant_id("hope-shelter-2").is_ok());
+        for bad in ["", "Hope", "a_b", "a b", "é", &"a".repeat(65), "../x"] {
+            assert!(validate_tenant_id(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(validate_tenant_id(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        // Goal: each bad field is reported by its path.
+        let cases = [
+            (json!({"id": "a", "virtuous": {"api_key": "k"}}), "name"),
+            (json!({"id": "a", "name": "A", "virtuous": {}}), "virtuous.api_key"),
+            (json!({"id": "a", "name": "A", "time_zone": "Mars/Base", "virtuous": {"api_key": "k"}}), "time_zone"),
+            (json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "colour": "red"}), "colour"),
+            (json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "signature_encoding": "rot13"}}), "virtuous.signature_encoding"),
+            (json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "budget": {"reserve_pct": 95}}), "budget.reserve_pct"),
+        ];
+        for (body, field) in cases {
+            match normalise(&body) {
+                Err(TenantDocError::InvalidField { field: got, .. }) => assert_eq!(got, field, "{body}"),
+                other => panic!("{body}: expected invalid {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_split_join_and_redact() {
+        // Goal: every secret leaves the stored document and shows only as a redaction marker.
+        let body = json!({"id": "a", "name": "A", "virtuous": {"api_key": "vk", "webhook_secret": "wh"},
+            "sources": {"stripe": {"signing_secret": "whsec_1"},
+                        "platforms": {"auction-co": {"secret": "ps", "transaction_source": "AuctionCo"}}}});
+        let (_doc, mut full) = normalise(&body).unwrap();
+        let secrets = split_secrets(&mut full);
+        let text = full.to_string();
+        for secret in ["vk", "wh", "whsec_1", "ps"] {
+            assert!(!text.contains(&format!("\"{secret}\"")), "{secret} left in {text}");
+        }
+        assert_eq!(secrets.len(), 4);
+        let pointers: Vec<String> = secrets.iter().map(|(p, _)| p.clone()).collect();
+        let shown = redacted(&full, &pointers);
+        assert_eq!(shown["virtuous"]["api_key"], REDACTED);
+        assert_eq!(shown["sources"]["stripe"]["previous_signing_secret"], Value::Null);
+        join_secrets(&mut full, &secrets);
+        assert_eq!(full["sources"]["platforms"]["auction-co"]["secret"], "ps");
+    }
+}
