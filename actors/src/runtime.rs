@@ -457,3 +457,7 @@ impl Actor for ArbiterProbe {
 #[cfg(test)]
 #[path = "runtime_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "runtime_sled_tests.rs"]
+mod sled_tests;
