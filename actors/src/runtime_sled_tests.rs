@@ -1,32 +1,12 @@
 //! Tests of the tenant actor tree over the real sled store in a temp dir.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::tests::{eventually, fast_settings};
 use super::*;
 use crate::ports::{ManualClock, SystemClock};
 use crate::store::{Lane, RecordKind, StoreOptions};
-
-fn fast_settings() -> TenantSettings {
-    TenantSettings {
-        heartbeat_ms: 200,
-        restart_backoff_initial_ms: 20,
-        restart_backoff_max_ms: 10_000,
-        mailbox_capacity: 64,
-        ..TenantSettings::default()
-    }
-}
-
-async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < Duration::from_millis(deadline_ms),
-            "timed out after {deadline_ms} ms waiting for {what}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn gift(key: &str, lane: Lane) -> NewEntry {
     NewEntry {

@@ -12,7 +12,7 @@ use crate::ports::fake::MemoryTenantData;
 use crate::ports::ManualClock;
 use crate::store::{Lane, RecordKind};
 
-fn fast_settings() -> TenantSettings {
+pub(super) fn fast_settings() -> TenantSettings {
     TenantSettings {
         heartbeat_ms: 200,
         restart_backoff_initial_ms: 20,
@@ -35,7 +35,7 @@ fn start_memory_tenant(
 }
 
 /// Polls `condition` every 5 ms until it holds; panics after `deadline_ms`.
-async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
         assert!(
