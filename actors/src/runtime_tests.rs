@@ -404,6 +404,7 @@ async fn stop_tenant_stops_all_six_actors_even_with_a_stalled_child() {
         status.actors
     );
     assert!(status.actors.values().all(|actor| actor.restarts == 0));
+    assert!(!handle.children_started(), "a stopped tenant is not ready");
     assert!(runtime.tenant_ids().is_empty());
     assert!(runtime.tenant("stops").is_none());
     assert!(!runtime.stop_tenant("stops").await);
