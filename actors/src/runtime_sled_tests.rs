@@ -150,3 +150,54 @@ async fn many_tenants_over_one_sled_store_start_and_stop() {
         stop_started.elapsed()
     );
 }
+
+#[actix_rt::test]
+async fn concurrent_enqueues_over_sled_are_bounded_and_every_answered_entry_is_stored() {
+    // Goal: 400 concurrent single-entry enqueues against a 32-message mailbox: each is answered (queued or MailboxFull), every queued one is in sled, depth returns to 0.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let runtime = Runtime::new(1);
+    let handle = runtime.start_tenant(spec(
+        &store,
+        "sled-busy",
+        TenantSettings {
+            mailbox_capacity: 32,
+            ..fast_settings()
+        },
+    ));
+    eventually("children started", 5_000, || handle.children_started()).await;
+    let callers: Vec<_> = (0..400)
+        .map(|index| {
+            let handle = handle.clone();
+            // Spawned on this thread's runtime, so the sends race each other like HTTP workers would.
+            actix_rt::spawn(async move {
+                handle
+                    .enqueue(vec![gift(&format!("busy{index}"), Lane::Live)])
+                    .await
+            })
+        })
+        .collect();
+    let (mut queued, mut refused_full) = (0u64, 0u64);
+    for caller in callers {
+        match caller.await.expect("joined") {
+            Ok(outcomes) => {
+                assert!(matches!(outcomes[..], [EnqueueOutcome::Queued { .. }]));
+                queued += 1;
+            }
+            Err(EnqueueError::MailboxFull { capacity: 32 }) => refused_full += 1,
+            Err(other) => panic!("unexpected enqueue error: {other}"),
+        }
+    }
+    println!("400 concurrent enqueues, capacity 32: {queued} queued, {refused_full} refused (mailbox full)");
+    assert_eq!(queued + refused_full, 400);
+    assert!(
+        queued >= 32,
+        "at least one mailbox-full of callers got through"
+    );
+    assert_eq!(store.tenant("sled-busy").unwrap().queued_total(), queued);
+    eventually("capture mailbox drained", 2_000, || {
+        handle.status().actors["capture"].mailbox_depth == 0
+    })
+    .await;
+    runtime.shutdown().await;
+}
