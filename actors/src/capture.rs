@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
 use crate::messages::{Enqueue, EnqueueError};
-use crate::observe::ActorKind;
-use crate::observe::TenantShared;
+use crate::observe::{ActorKind, TenantShared};
 use crate::store::{Counts, EnqueueOutcome};
 
 pub type CaptureActor = Child<Capture>;

@@ -13,8 +13,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::messages::{ChildCommand, ChildControl, ChildExit, ChildStopped, KillMode};
-use crate::observe::TenantShared;
-use crate::observe::{ActorCell, ActorKind};
+use crate::observe::{ActorCell, ActorKind, ActorState, TenantShared};
 use crate::supervisor::TenantSupervisor;
 
 /// The part of a child that differs from one kind to another.
@@ -112,6 +111,12 @@ impl<B: ChildBehavior> Child<B> {
         if self.core.cell.generation() == self.core.generation {
             return true;
         }
+        self.core.exit = Some(ChildExit::Requested);
+        ctx.stop();
+        if self.core.cell.state() == ActorState::Stopping {
+            // The tenant is stopping (which also retires generations): not a stale wake-up.
+            return false;
+        }
         self.core.cell.record_stale_refusal();
         tracing::warn!(
             tenant_id = %self.core.shared.tenant_id,
@@ -120,8 +125,6 @@ impl<B: ChildBehavior> Child<B> {
             current_generation = self.core.cell.generation(),
             "replaced child woke up; refusing to act and stopping"
         );
-        self.core.exit = Some(ChildExit::Requested);
-        ctx.stop();
         false
     }
 

@@ -5,8 +5,7 @@
 use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
-use crate::observe::ActorKind;
-use crate::observe::TenantShared;
+use crate::observe::{ActorKind, TenantShared};
 
 pub type InboundActor = Child<Inbound>;
 

@@ -9,8 +9,7 @@ use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
 use crate::messages::{SetPaused, WorkHint};
-use crate::observe::ActorKind;
-use crate::observe::TenantShared;
+use crate::observe::{ActorKind, TenantShared};
 
 pub type SubmitterActor = Child<Submitter>;
 
