@@ -463,3 +463,7 @@ mod tests;
 #[cfg(test)]
 #[path = "runtime_sled_tests.rs"]
 mod sled_tests;
+
+#[cfg(test)]
+#[path = "runtime_metrics_tests.rs"]
+mod metrics_tests;
