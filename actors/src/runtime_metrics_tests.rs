@@ -274,12 +274,27 @@ fn process_cpu_ms_and_rss_kib() -> (u64, u64) {
 #[ignore = "measurement: cargo test -p steward-actors --release -- --ignored idle_cost --nocapture"]
 async fn idle_cost_of_10000_tenants() {
     // Goal: measure start time, idle CPU and memory of 10,000 tenants with default settings on 2 arbiters.
+    // STEWARD_IDLE_OVER_SLED=1: over the real store in a temp dir (its tree creation included).
+    let over_sled = std::env::var_os("STEWARD_IDLE_OVER_SLED").is_some();
+    let dir = tempfile::tempdir().unwrap();
+    let store = over_sled.then(|| {
+        crate::store::Store::open(dir.path(), crate::store::StoreOptions::default()).unwrap()
+    });
     let (_, rss_before_kib) = process_cpu_ms_and_rss_kib();
     let runtime = Runtime::new(2);
     let started = Instant::now();
     let handles: Vec<TenantHandle> = (0..10_000)
         .map(|index| {
-            start_memory_tenant(&runtime, &format!("t{index:05}"), TenantSettings::default())
+            let tenant_id = format!("t{index:05}");
+            match &store {
+                Some(store) => runtime.start_tenant(TenantSpec {
+                    tenant_store: store.tenant(&tenant_id).unwrap(),
+                    tenant_id,
+                    store: store.clone(),
+                    settings: TenantSettings::default(),
+                }),
+                None => start_memory_tenant(&runtime, &tenant_id, TenantSettings::default()),
+            }
         })
         .collect();
     eventually("every tenant's children started", 120_000, || {
@@ -303,7 +318,7 @@ async fn idle_cost_of_10000_tenants() {
     let stop_started = Instant::now();
     runtime.shutdown().await;
     println!(
-        "10000 tenants / 2 arbiters: all children started in {start_elapsed:?}; idle CPU {idle_cpu_pct:.1}% of one core over {idle_window:?}; \
+        "10000 tenants / 2 arbiters (over sled: {over_sled}): all children started in {start_elapsed:?}; idle CPU {idle_cpu_pct:.1}% of one core over {idle_window:?}; \
          RSS +{} MiB; 10000 status() calls {status_elapsed:?}; arbiter lag {lag_ms:?} ms; shutdown {:?}",
         rss_kib.saturating_sub(rss_before_kib) / 1024,
         stop_started.elapsed()
