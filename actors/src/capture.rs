@@ -10,14 +10,13 @@ use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
 use crate::messages::{Enqueue, EnqueueError};
-use crate::observe::ActorKind;
-use crate::observe::TenantShared;
+use crate::observe::{ActorKind, TenantShared};
 use crate::store::{Counts, EnqueueOutcome};
 
 pub type CaptureActor = Child<Capture>;
 
 /// Capture's state; all of it is rebuilt from the store or counted since this generation.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct Capture {
     /// The store's counters when this generation started.
     counts_at_start: Counts,

@@ -13,15 +13,14 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::messages::{ChildCommand, ChildControl, ChildExit, ChildStopped, KillMode};
-use crate::observe::TenantShared;
-use crate::observe::{ActorCell, ActorKind};
+use crate::observe::{ActorCell, ActorKind, ActorState, TenantShared};
 use crate::supervisor::TenantSupervisor;
 
 /// The part of a child that differs from one kind to another.
 pub trait ChildBehavior: Sized + Unpin + 'static {
     const KIND: ActorKind;
     /// What the admin API shows of this child (besides generation and ticks).
-    type Observed: Serialize;
+    type Observed: Serialize + PartialEq + Unpin;
     /// Rebuilds the child's state from the store: nothing survives in memory across a
     /// restart (DESIGN.md invariant 2).
     fn rebuild(shared: &TenantShared) -> Self;
@@ -34,6 +33,8 @@ pub trait ChildBehavior: Sized + Unpin + 'static {
 pub struct Child<B: ChildBehavior> {
     pub behavior: B,
     pub core: ChildCore,
+    /// What the cell shows now; re-serialised only when the behaviour's state differs.
+    published: Option<B::Observed>,
 }
 
 /// The bookkeeping common to every child.
@@ -45,17 +46,14 @@ pub struct ChildCore {
     supervisor: actix::Addr<TenantSupervisor>,
     /// Why the child is stopping, read by `stopped()` (absent = unexpected stop).
     exit: Option<ChildExit>,
-    ticks: u64,
-    last_tick_ms: u64,
     stalled_by_test_hook: bool,
 }
 
-/// The observed state of a child: common fields plus its kind's own.
+/// The observed state of a child: common fields plus its kind's own (`ticks` and
+/// `last_tick_ms` are added from the cell's atomics when status is read).
 #[derive(Serialize)]
 struct ObservedView<'a, T: Serialize> {
     generation: u64,
-    ticks: u64,
-    last_tick_ms: u64,
     stalled_by_test_hook: bool,
     // serde_json only (never bincode), so flatten is fine here.
     #[serde(flatten)]
@@ -78,25 +76,33 @@ impl<B: ChildBehavior> Child<B> {
             generation,
             supervisor,
             exit: None,
-            ticks: 0,
-            last_tick_ms: 0,
             stalled_by_test_hook: false,
         };
-        Child { behavior, core }.start()
+        Child {
+            behavior,
+            core,
+            published: None,
+        }
+        .start()
     }
 
-    /// Marks progress and publishes the observed state to the cell.
+    /// Marks progress and publishes the observed state to the cell if it changed.
     pub fn publish(&mut self) {
-        let now_ms = self.core.shared.clock.now_ms();
+        self.core
+            .cell
+            .mark_progress(self.core.shared.clock.now_ms());
+        let observed = self.behavior.observed();
+        if self.published.as_ref() == Some(&observed) {
+            return;
+        }
         let view = ObservedView {
             generation: self.core.generation,
-            ticks: self.core.ticks,
-            last_tick_ms: self.core.last_tick_ms,
             stalled_by_test_hook: self.core.stalled_by_test_hook,
-            state: &self.behavior.observed(),
+            state: &observed,
         };
-        let observed = serde_json::to_value(&view).unwrap_or(serde_json::Value::Null);
-        self.core.cell.record_progress(now_ms, observed);
+        let value = serde_json::to_value(&view).unwrap_or(serde_json::Value::Null);
+        self.core.cell.publish_observed(value);
+        self.published = Some(observed);
     }
 
     /// True when this generation may act. A replaced child that woke up refuses, counts the
@@ -104,6 +110,12 @@ impl<B: ChildBehavior> Child<B> {
     pub fn may_act(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.core.cell.generation() == self.core.generation {
             return true;
+        }
+        self.core.exit = Some(ChildExit::Requested);
+        ctx.stop();
+        if self.core.cell.state() == ActorState::Stopping {
+            // The tenant is stopping (which also retires generations): not a stale wake-up.
+            return false;
         }
         self.core.cell.record_stale_refusal();
         tracing::warn!(
@@ -113,8 +125,6 @@ impl<B: ChildBehavior> Child<B> {
             current_generation = self.core.cell.generation(),
             "replaced child woke up; refusing to act and stopping"
         );
-        self.core.exit = Some(ChildExit::Requested);
-        ctx.stop();
         false
     }
 
@@ -146,8 +156,7 @@ impl<B: ChildBehavior> Child<B> {
             self.fail(error, ctx);
             return;
         }
-        self.core.ticks += 1;
-        self.core.last_tick_ms = self.core.shared.clock.now_ms();
+        self.core.cell.record_tick(self.core.shared.clock.now_ms());
         self.publish();
         self.schedule_tick(ctx, false);
     }
@@ -157,6 +166,7 @@ impl<B: ChildBehavior> Child<B> {
     /// queued — and refuses it, being stale.
     fn stall(&mut self, ctx: &mut Context<Self>) {
         self.core.stalled_by_test_hook = true;
+        self.published = None; // force: the flag is not part of the behaviour's state
         self.publish();
         let my_generation = self.core.generation;
         let mut current_generation = self.core.cell.watch_generation();

@@ -5,12 +5,11 @@
 use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
-use crate::observe::ActorKind;
-use crate::observe::TenantShared;
+use crate::observe::{ActorKind, TenantShared};
 
 pub type InboundActor = Child<Inbound>;
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct Inbound {}
 
 impl ChildBehavior for Inbound {

@@ -142,6 +142,10 @@ pub struct ActorCell {
     last_backoff_ms: AtomicU64,
     /// 0 = never.
     progress_ms: AtomicU64,
+    /// Ticks of the current generation and the latest one's time: atomics, so a tick costs
+    /// no serialisation (they join `observed` when status is read).
+    ticks: AtomicU64,
+    last_tick_ms: AtomicU64,
     snapshot: Mutex<Snapshot>,
 }
 
@@ -158,6 +162,8 @@ impl ActorCell {
             stale_refusals: AtomicU64::new(0),
             last_backoff_ms: AtomicU64::new(0),
             progress_ms: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            last_tick_ms: AtomicU64::new(0),
             snapshot: Mutex::new(Snapshot::default()),
         })
     }
@@ -189,6 +195,8 @@ impl ActorCell {
     }
     pub fn mark_started(&self, now_ms: u64) {
         self.progress_ms.store(now_ms, Ordering::Release);
+        self.ticks.store(0, Ordering::Release);
+        self.last_tick_ms.store(0, Ordering::Release);
         self.set_state(ActorState::Running);
         self.started_once.store(true, Ordering::Release);
     }
@@ -198,8 +206,17 @@ impl ActorCell {
     pub fn progress_ms(&self) -> u64 {
         self.progress_ms.load(Ordering::Acquire)
     }
-    pub fn record_progress(&self, now_ms: u64, observed: serde_json::Value) {
+    /// Progress without a tick (a message handled).
+    pub fn mark_progress(&self, now_ms: u64) {
         self.progress_ms.store(now_ms, Ordering::Release);
+    }
+    pub fn record_tick(&self, now_ms: u64) {
+        self.ticks.fetch_add(1, Ordering::AcqRel);
+        self.last_tick_ms.store(now_ms, Ordering::Release);
+        self.progress_ms.store(now_ms, Ordering::Release);
+    }
+    /// Replaces the observed-state snapshot (call only when it changed: it serialises).
+    pub fn publish_observed(&self, observed: serde_json::Value) {
         self.snapshot().observed = observed;
     }
     pub fn record_restart(&self, reason: String, backoff_ms: u64, after_stall: bool) {
@@ -221,6 +238,14 @@ impl ActorCell {
     pub fn status(&self, now_ms: u64) -> ActorStatus {
         let progress_ms = self.progress_ms();
         let snapshot = self.snapshot();
+        let mut observed = snapshot.observed.clone();
+        if let serde_json::Value::Object(fields) = &mut observed {
+            fields.insert("ticks".into(), self.ticks.load(Ordering::Acquire).into());
+            fields.insert(
+                "last_tick_ms".into(),
+                self.last_tick_ms.load(Ordering::Acquire).into(),
+            );
+        }
         ActorStatus {
             state: self.state().name(),
             mailbox_depth: self.mailbox.depth(),
@@ -231,7 +256,7 @@ impl ActorCell {
             last_backoff_ms: self.last_backoff_ms.load(Ordering::Acquire),
             progress_age_ms: (progress_ms != 0).then(|| now_ms.saturating_sub(progress_ms)),
             stale_refusals: self.stale_refusals.load(Ordering::Acquire),
-            observed: snapshot.observed.clone(),
+            observed,
         }
     }
 }

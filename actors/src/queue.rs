@@ -9,13 +9,12 @@ use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
 use crate::messages::WorkHint;
-use crate::observe::ActorKind;
-use crate::observe::TenantShared;
+use crate::observe::{ActorKind, TenantShared};
 use crate::store::LaneStat;
 
 pub type QueueActor = Child<Queue>;
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct Queue {
     /// Lane name → depth and oldest entry, as last read from the store.
     lanes: BTreeMap<&'static str, LaneStat>,

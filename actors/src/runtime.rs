@@ -125,11 +125,13 @@ impl TenantHandle {
         }
     }
 
-    /// Every child has started at least once.
+    /// The supervisor is alive and every child has started at least once (a child that is
+    /// restarting now does not make the tenant unready; a dead supervisor does).
     pub fn children_started(&self) -> bool {
-        ActorKind::ALL
-            .iter()
-            .all(|kind| self.shared.cell(*kind).has_started_once())
+        self.supervisor.connected()
+            && ActorKind::ALL
+                .iter()
+                .all(|kind| self.shared.cell(*kind).has_started_once())
     }
 
     pub fn is_paused(&self) -> bool {
@@ -457,3 +459,11 @@ impl Actor for ArbiterProbe {
 #[cfg(test)]
 #[path = "runtime_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "runtime_sled_tests.rs"]
+mod sled_tests;
+
+#[cfg(test)]
+#[path = "runtime_metrics_tests.rs"]
+mod metrics_tests;

@@ -9,12 +9,11 @@ use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
 use crate::messages::{SetPaused, WorkHint};
-use crate::observe::ActorKind;
-use crate::observe::TenantShared;
+use crate::observe::{ActorKind, TenantShared};
 
 pub type SubmitterActor = Child<Submitter>;
 
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct Submitter {
     paused: bool,
     work_hints: u64,

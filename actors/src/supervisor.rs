@@ -13,15 +13,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Recipient};
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::child::Child;
+use crate::capture::Capture;
+use crate::child::{Child, ChildBehavior};
+use crate::inbound::Inbound;
 use crate::messages::{
     ChildCommand, ChildControl, ChildExit, ChildStopped, KillChild, SettingsChanged, StopTenant,
 };
 use crate::observe::{ActorKind, ActorState, ChildAddresses, TenantShared};
+use crate::queue::Queue;
+use crate::reconciler::Reconciler;
+use crate::submitter::Submitter;
 
 /// How long a stopping supervisor waits for its children before stopping anyway (a child
 /// blocking its arbiter thread would never answer).
@@ -42,7 +47,6 @@ struct ChildSlot {
 /// The supervisor's own observable state.
 #[derive(Debug, Default, Serialize)]
 struct SupervisorObserved {
-    progress_checks: u64,
     restarts_total: u64,
     stall_replacements_total: u64,
     /// Progress checks skipped because they ran late (the arbiter thread was blocked).
@@ -90,39 +94,21 @@ impl TenantSupervisor {
         cell.set_generation(generation);
         cell.set_state(ActorState::Starting);
         let supervisor = ctx.address();
-        let control: Recipient<ChildControl> = {
-            let mut addresses = shared.addresses_lock();
-            match kind {
-                ActorKind::Capture => {
-                    let address =
-                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
-                    addresses.capture = Some(address.clone());
-                    address.recipient()
-                }
-                ActorKind::Queue => {
-                    let address =
-                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
-                    addresses.queue = Some(address.clone());
-                    address.recipient()
-                }
-                ActorKind::Submitter => {
-                    let address =
-                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
-                    addresses.submitter = Some(address.clone());
-                    address.recipient()
-                }
-                ActorKind::Inbound => {
-                    let address =
-                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
-                    addresses.inbound = Some(address.clone());
-                    address.recipient()
-                }
-                ActorKind::Reconciler => {
-                    let address =
-                        Child::start_generation(Arc::clone(&shared), generation, supervisor);
-                    addresses.reconciler = Some(address.clone());
-                    address.recipient()
-                }
+        let control = match kind {
+            ActorKind::Capture => {
+                start_child::<Capture>(&shared, generation, supervisor, |a| &mut a.capture)
+            }
+            ActorKind::Queue => {
+                start_child::<Queue>(&shared, generation, supervisor, |a| &mut a.queue)
+            }
+            ActorKind::Submitter => {
+                start_child::<Submitter>(&shared, generation, supervisor, |a| &mut a.submitter)
+            }
+            ActorKind::Inbound => {
+                start_child::<Inbound>(&shared, generation, supervisor, |a| &mut a.inbound)
+            }
+            ActorKind::Reconciler => {
+                start_child::<Reconciler>(&shared, generation, supervisor, |a| &mut a.reconciler)
             }
         };
         let slot = &mut self.slots[kind.index()];
@@ -183,6 +169,7 @@ impl TenantSupervisor {
                 // the children could not tick either. Give them one round to catch up
                 // rather than replacing every child of the thread at once.
                 supervisor.observed.grace_rounds_after_blocked_arbiter += 1;
+                supervisor.publish();
                 tracing::warn!(
                     tenant_id = %supervisor.shared.tenant_id,
                     late_by_ms = late_by.as_millis() as u64,
@@ -213,8 +200,8 @@ impl TenantSupervisor {
                 self.replace_stalled_child(kind, reason, ctx);
             }
         }
-        self.observed.progress_checks += 1;
-        self.publish();
+        // One tick per progress check (atomics only; the observed state has not changed).
+        self.shared.supervisor_cell.record_tick(now_ms);
     }
 
     fn replace_stalled_child(&mut self, kind: ActorKind, reason: String, ctx: &mut Context<Self>) {
@@ -235,16 +222,27 @@ impl TenantSupervisor {
         self.schedule_restart(kind, reason, true, ctx);
     }
 
+    /// Call after changing `observed` (it serialises).
     fn publish(&mut self) {
         let observed = serde_json::to_value(&self.observed).unwrap_or(serde_json::Value::Null);
-        self.shared
-            .supervisor_cell
-            .record_progress(self.shared.clock.now_ms(), observed);
+        self.shared.supervisor_cell.publish_observed(observed);
     }
 
     fn all_children_gone(&self) -> bool {
         self.slots.iter().all(|slot| slot.live.is_none())
     }
+}
+
+/// Starts generation `generation` of a child and records its typed address.
+fn start_child<B: ChildBehavior>(
+    shared: &Arc<TenantShared>,
+    generation: u64,
+    supervisor: Addr<TenantSupervisor>,
+    address_slot: fn(&mut ChildAddresses) -> &mut Option<Addr<Child<B>>>,
+) -> Recipient<ChildControl> {
+    let address = Child::<B>::start_generation(Arc::clone(shared), generation, supervisor);
+    *address_slot(&mut shared.addresses_lock()) = Some(address.clone());
+    address.recipient()
 }
 
 impl Actor for TenantSupervisor {
