@@ -16,12 +16,19 @@ use std::time::{Duration, Instant};
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn spawn_steward(data_dir: &Path, log: &Path) -> Child {
     let _ = std::fs::remove_file(data_dir.join("listen-addr"));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_steward"))
         .arg("serve")
         .env("STEWARD_DATA_DIR", data_dir)
@@ -45,7 +52,10 @@ async fn wait_for_address(data_dir: &Path, child: &mut Child) -> String {
             let addresses: serde_json::Value = serde_json::from_str(&text).unwrap();
             return format!("http://{}", addresses["main"].as_str().unwrap());
         }
-        assert!(Instant::now() < deadline, "steward did not start within 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "steward did not start within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -84,7 +94,11 @@ fn dir_size(path: &Path) -> u64 {
     for entry in std::fs::read_dir(path).unwrap() {
         let entry = entry.unwrap();
         let metadata = entry.metadata().unwrap();
-        total += if metadata.is_dir() { dir_size(&entry.path()) } else { metadata.len() };
+        total += if metadata.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            metadata.len()
+        };
     }
     total
 }
@@ -94,14 +108,25 @@ async fn measure_idle(pid: u32, idle_seconds: u64) -> (f64, f64) {
     let (_, ticks_before) = process_usage(pid);
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
     let (rss, ticks_after) = process_usage(pid);
-    let cpu_pct = (ticks_after - ticks_before) as f64 / ticks_per_second / idle_seconds as f64 * 100.0;
+    let cpu_pct =
+        (ticks_after - ticks_before) as f64 / ticks_per_second / idle_seconds as f64 * 100.0;
     (rss as f64 / (1024.0 * 1024.0), cpu_pct)
 }
 
 async fn scrape_metrics(client: &reqwest::Client, base: &str) -> (Duration, usize, usize) {
     let started = Instant::now();
-    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let series = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
     (started.elapsed(), text.len(), series)
 }
 
@@ -118,7 +143,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let log = dir.path().join("steward.log");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(32).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(32)
+        .build()
+        .unwrap();
     println!("benches/tenants: {tenant_count} tenants, idle window {idle_seconds} s, release steward on loopback");
 
     let mut child = spawn_steward(&data_dir, &log);
@@ -150,38 +178,68 @@ async fn main() {
         worker.await.unwrap();
     }
     let create_seconds = created_started.elapsed().as_secs_f64();
-    println!("created {tenant_count} tenants in {create_seconds:.1} s ({:.0}/s)", tenant_count as f64 / create_seconds);
+    println!(
+        "created {tenant_count} tenants in {create_seconds:.1} s ({:.0}/s)",
+        tenant_count as f64 / create_seconds
+    );
     wait_ready(&client, &base).await;
 
     let (rss_mib, cpu_pct) = measure_idle(child.id(), idle_seconds).await;
     println!("idle after create: RSS {rss_mib:.0} MiB, CPU {cpu_pct:.2} % of one core over {idle_seconds} s");
     let (render, bytes, series) = scrape_metrics(&client, &base).await;
-    println!("/metrics: {:.0} ms, {} KiB, {series} series", render.as_secs_f64() * 1000.0, bytes / 1024);
+    println!(
+        "/metrics: {:.0} ms, {} KiB, {series} series",
+        render.as_secs_f64() * 1000.0,
+        bytes / 1024
+    );
 
     terminate(&mut child);
     let disk = dir_size(&data_dir);
-    println!("disk after clean shutdown: {:.1} MiB ({:.1} KiB per tenant)", disk as f64 / 1048576.0, disk as f64 / 1024.0 / tenant_count as f64);
+    println!(
+        "disk after clean shutdown: {:.1} MiB ({:.1} KiB per tenant)",
+        disk as f64 / 1048576.0,
+        disk as f64 / 1024.0 / tenant_count as f64
+    );
 
     let restart_started = Instant::now();
     let mut child = spawn_steward(&data_dir, &log);
     let base = wait_for_address(&data_dir, &mut child).await;
     wait_ready(&client, &base).await;
     let restart = restart_started.elapsed();
-    println!("restart: exec → /readyz 200 with {tenant_count} tenants started: {:.2} s", restart.as_secs_f64());
-    let list: serde_json::Value =
-        client.get(format!("{base}/v1/tenants")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    println!(
+        "restart: exec → /readyz 200 with {tenant_count} tenants started: {:.2} s",
+        restart.as_secs_f64()
+    );
+    let list: serde_json::Value = client
+        .get(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (rss_mib_restarted, cpu_pct_restarted) = measure_idle(child.id(), idle_seconds).await;
     println!("idle after restart: RSS {rss_mib_restarted:.0} MiB, CPU {cpu_pct_restarted:.2} % of one core");
     let (render, _, _) = scrape_metrics(&client, &base).await;
-    println!("/metrics after restart: {:.0} ms", render.as_secs_f64() * 1000.0);
+    println!(
+        "/metrics after restart: {:.0} ms",
+        render.as_secs_f64() * 1000.0
+    );
     terminate(&mut child);
 
     let tenants_back = list["total"].as_u64().unwrap_or(0) as usize;
-    assert_eq!(tenants_back, tenant_count, "every tenant is back after the restart");
+    assert_eq!(
+        tenants_back, tenant_count,
+        "every tenant is back after the restart"
+    );
     let targets = [
         ("restart ≤ 10 s", restart <= Duration::from_secs(10)),
         ("idle RSS ≤ 1 GiB", rss_mib.max(rss_mib_restarted) <= 1024.0),
-        ("idle CPU ≤ 5 % of one core", cpu_pct.max(cpu_pct_restarted) <= 5.0),
+        (
+            "idle CPU ≤ 5 % of one core",
+            cpu_pct.max(cpu_pct_restarted) <= 5.0,
+        ),
         ("/metrics < 1 s", render < Duration::from_secs(1)),
     ];
     for (target, met) in targets {

@@ -48,8 +48,14 @@ impl AppState {
         // A point read proves the store answers (sled has no cheaper health probe).
         let store_open = self.store.registry().get("-readiness-probe-").is_ok();
         let tenants = self.runtime.tenant_ids().len();
-        let tenants_started = self.booted.load(Ordering::Acquire) && self.runtime.all_children_started();
-        Readiness { ready: store_open && tenants_started, store_open, tenants, tenants_started }
+        let tenants_started =
+            self.booted.load(Ordering::Acquire) && self.runtime.all_children_started();
+        Readiness {
+            ready: store_open && tenants_started,
+            store_open,
+            tenants,
+            tenants_started,
+        }
     }
 }
 
@@ -67,7 +73,9 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// `steward serve`: runs until SIGTERM / SIGINT, then shuts down within the deadline.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listeners = config.listeners().map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
+    let listeners = config
+        .listeners()
+        .map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let addr_file = config.data_dir.join(LISTEN_ADDR_FILE);
@@ -77,9 +85,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::spawn_metrics_upkeep(metrics_handle.clone());
 
     let store_path = config.data_dir.join("store");
-    let store = Store::open(&store_path, StoreOptions { cache_capacity_bytes: config.store.cache_capacity_bytes })?;
+    let store = Store::open(
+        &store_path,
+        StoreOptions {
+            cache_capacity_bytes: config.store.cache_capacity_bytes,
+        },
+    )?;
     let master_key_env = std::env::var("STEWARD_MASTER_KEY").ok();
-    let (master_key, master_key_generated) = MasterKey::load_or_create(&config.data_dir, master_key_env.as_deref())?;
+    let (master_key, master_key_generated) =
+        MasterKey::load_or_create(&config.data_dir, master_key_env.as_deref())?;
     if master_key_generated {
         tracing::warn!(
             path = %config.data_dir.join("master.key").display(),
@@ -89,7 +103,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let admin_token = load_or_create_admin_token(&config.data_dir)?;
 
     let sandbox = if config.sandbox.embedded {
-        let handle = sandbox::start(SandboxConfig { listen: listeners.sandbox, workers: 1 }).await?;
+        let handle = sandbox::start(SandboxConfig {
+            listen: listeners.sandbox,
+            workers: 1,
+        })
+        .await?;
         tracing::warn!(
             sandbox = %handle.base_url(),
             "EMBEDDED SANDBOX: tenants with virtuous.base_url = \"embedded\" talk to a Virtuous SIMULATOR, not to Virtuous"
@@ -99,10 +117,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
 
-    let main_listener = TcpListener::bind(listeners.main).with_context(|| format!("cannot listen on {}", listeners.main))?;
+    let main_listener = TcpListener::bind(listeners.main)
+        .with_context(|| format!("cannot listen on {}", listeners.main))?;
     let main_addr = main_listener.local_addr()?;
     let admin_listener = match listeners.admin {
-        Some(addr) => Some(TcpListener::bind(addr).with_context(|| format!("cannot listen on admin_listen {addr}"))?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on admin_listen {addr}"))?,
+        ),
         None => None,
     };
     let admin_addr = match &admin_listener {
@@ -192,7 +214,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let signal_name = wait_for_shutdown_signal().await;
-    tracing::info!(signal = signal_name, deadline_s = config.shutdown_deadline_s, "shutting down");
+    tracing::info!(
+        signal = signal_name,
+        deadline_s = config.shutdown_deadline_s,
+        "shutting down"
+    );
     let graceful = async {
         // Stop accepting; in-flight requests finish (their store writes and flushes included).
         let admin_stop = async {
@@ -204,8 +230,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.runtime.shutdown().await;
     };
     // Leave a moment of the deadline for the final flush.
-    let graceful_budget = deadline.saturating_sub(Duration::from_millis(500)).max(Duration::from_millis(100));
-    if tokio::time::timeout(graceful_budget, graceful).await.is_err() {
+    let graceful_budget = deadline
+        .saturating_sub(Duration::from_millis(500))
+        .max(Duration::from_millis(100));
+    if tokio::time::timeout(graceful_budget, graceful)
+        .await
+        .is_err()
+    {
         tracing::warn!("graceful shutdown exceeded its deadline; flushing and exiting");
     }
     state.store.flush_blocking()?;
@@ -216,9 +247,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// `/v1` (bearer token) and `/metrics`.
 fn admin_routes(config: &mut web::ServiceConfig) {
-    config.route("/metrics", web::get().to(ops::metrics)).service(
-        web::scope("/v1").wrap(middleware::from_fn(require_admin_token)).configure(admin::routes),
-    );
+    config
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(
+            web::scope("/v1")
+                .wrap(middleware::from_fn(require_admin_token))
+                .configure(admin::routes),
+        );
 }
 
 async fn wait_for_shutdown_signal() -> &'static str {
@@ -235,14 +270,22 @@ async fn wait_for_shutdown_signal() -> &'static str {
 /// start). The log names the file, never the token.
 fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
     if let Ok(token) = std::env::var("STEWARD_ADMIN_TOKEN") {
-        anyhow::ensure!(token.len() >= 16, "STEWARD_ADMIN_TOKEN must be at least 16 characters");
+        anyhow::ensure!(
+            token.len() >= 16,
+            "STEWARD_ADMIN_TOKEN must be at least 16 characters"
+        );
         return Ok(token);
     }
     let path: PathBuf = data_dir.join(ADMIN_TOKEN_FILE);
     if path.exists() {
-        let token = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let token = token.trim().to_string();
-        anyhow::ensure!(token.len() >= 16, "{} holds no usable token (at least 16 characters)", path.display());
+        anyhow::ensure!(
+            token.len() >= 16,
+            "{} holds no usable token (at least 16 characters)",
+            path.display()
+        );
         tracing::info!(path = %path.display(), "admin token read from file");
         return Ok(token);
     }

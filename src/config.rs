@@ -22,7 +22,11 @@ pub enum ConfigError {
     #[error("configuration error in {origin}: {reason}")]
     Parse { origin: String, reason: String },
     #[error("configuration key `{key}` (from {origin}) is invalid: {reason}")]
-    Invalid { key: String, origin: String, reason: String },
+    Invalid {
+        key: String,
+        origin: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -112,7 +116,9 @@ impl Default for Config {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { cache_capacity_bytes: 256 * 1024 * 1024 }
+        StoreSection {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -131,19 +137,28 @@ impl Default for RuntimeSection {
 
 impl Default for VirtuousSection {
     fn default() -> Self {
-        VirtuousSection { request_timeout_s: 30 }
+        VirtuousSection {
+            request_timeout_s: 30,
+        }
     }
 }
 
 impl Default for BudgetSection {
     fn default() -> Self {
-        BudgetSection { hourly_limit: 5_000, reserve_pct: 10, burst_calls: 1 }
+        BudgetSection {
+            hourly_limit: 5_000,
+            reserve_pct: 10,
+            burst_calls: 1,
+        }
     }
 }
 
 impl Default for SandboxSection {
     fn default() -> Self {
-        SandboxSection { embedded: false, listen: "127.0.0.1:0".into() }
+        SandboxSection {
+            embedded: false,
+            listen: "127.0.0.1:0".into(),
+        }
     }
 }
 
@@ -167,19 +182,26 @@ impl Config {
                     file: path.display().to_string(),
                     reason: err.to_string(),
                 })?;
-                let table: toml::Table = toml::from_str(&text).map_err(|err| ConfigError::Parse {
-                    origin: path.display().to_string(),
-                    reason: err.to_string(),
-                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|err| ConfigError::Parse {
+                        origin: path.display().to_string(),
+                        reason: err.to_string(),
+                    })?;
                 (table, path.display().to_string())
             }
             None => (toml::Table::new(), "the built-in defaults".to_string()),
         };
         let mut env_keys = Vec::new();
         for (name, raw_value) in env {
-            let Some(key_path) = env_var_key_path(&name) else { continue };
+            let Some(key_path) = env_var_key_path(&name) else {
+                continue;
+            };
             set_path(&mut table, &key_path, parse_env_value(&raw_value)).map_err(|reason| {
-                ConfigError::Invalid { key: key_path.join("."), origin: format!("environment variable {name}"), reason }
+                ConfigError::Invalid {
+                    key: key_path.join("."),
+                    origin: format!("environment variable {name}"),
+                    reason,
+                }
             })?;
             env_keys.push((key_path.join("."), name));
         }
@@ -196,7 +218,10 @@ impl Config {
             } else {
                 format!("{file_origin} with environment overrides")
             };
-            ConfigError::Parse { origin, reason: err.to_string().trim().to_string() }
+            ConfigError::Parse {
+                origin,
+                reason: err.to_string().trim().to_string(),
+            }
         })?;
         config.validate(&origin_of)?;
         Ok(config)
@@ -211,20 +236,36 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty".into()));
         }
-        self.listeners().map_err(|(key, reason)| invalid(key, reason))?;
+        self.listeners()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         if !self.public_url.is_empty()
             && !(self.public_url.starts_with("https://") || self.public_url.starts_with("http://"))
         {
-            return Err(invalid("public_url", "must start with https:// or http://".into()));
+            return Err(invalid(
+                "public_url",
+                "must start with https:// or http://".into(),
+            ));
         }
         let positive: [(&str, u64); 9] = [
             ("shutdown_deadline_s", self.shutdown_deadline_s),
             ("body_limit_bytes", self.body_limit_bytes as u64),
-            ("virtuous_body_limit_bytes", self.virtuous_body_limit_bytes as u64),
+            (
+                "virtuous_body_limit_bytes",
+                self.virtuous_body_limit_bytes as u64,
+            ),
             ("runtime.heartbeat_ms", self.runtime.heartbeat_ms),
-            ("runtime.restart_backoff_initial_ms", self.runtime.restart_backoff_initial_ms),
-            ("runtime.mailbox_capacity", self.runtime.mailbox_capacity as u64),
-            ("virtuous.request_timeout_s", self.virtuous.request_timeout_s),
+            (
+                "runtime.restart_backoff_initial_ms",
+                self.runtime.restart_backoff_initial_ms,
+            ),
+            (
+                "runtime.mailbox_capacity",
+                self.runtime.mailbox_capacity as u64,
+            ),
+            (
+                "virtuous.request_timeout_s",
+                self.virtuous.request_timeout_s,
+            ),
             ("budget.hourly_limit", self.budget.hourly_limit),
             ("budget.burst_calls", u64::from(self.budget.burst_calls)),
         ];
@@ -232,7 +273,10 @@ impl Config {
             return Err(invalid(key, "must be greater than 0".into()));
         }
         if self.store.cache_capacity_bytes < 1024 * 1024 {
-            return Err(invalid("store.cache_capacity_bytes", "must be at least 1 MiB (1048576)".into()));
+            return Err(invalid(
+                "store.cache_capacity_bytes",
+                "must be at least 1 MiB (1048576)".into(),
+            ));
         }
         if self.runtime.restart_backoff_max_ms < self.runtime.restart_backoff_initial_ms {
             return Err(invalid(
@@ -241,7 +285,10 @@ impl Config {
             ));
         }
         if self.runtime.arbiters > 1024 {
-            return Err(invalid("runtime.arbiters", "must be 0 (one per core) to 1024".into()));
+            return Err(invalid(
+                "runtime.arbiters",
+                "must be 0 (one per core) to 1024".into(),
+            ));
         }
         if self.budget.reserve_pct > 90 {
             return Err(invalid("budget.reserve_pct", "must be 0 to 90".into()));
@@ -251,20 +298,36 @@ impl Config {
 
     /// Parses the listen addresses; `Err((key, reason))` names the bad key.
     pub fn listeners(&self) -> Result<Listeners, (&'static str, String)> {
-        let parse = |key: &'static str, value: &str| -> Result<SocketAddr, (&'static str, String)> {
-            value.parse().map_err(|_| (key, format!("`{value}` is not an address like 127.0.0.1:8080")))
-        };
+        let parse =
+            |key: &'static str, value: &str| -> Result<SocketAddr, (&'static str, String)> {
+                value.parse().map_err(|_| {
+                    (
+                        key,
+                        format!("`{value}` is not an address like 127.0.0.1:8080"),
+                    )
+                })
+            };
         let main = parse("listen", &self.listen)?;
-        let admin = if self.admin_listen.is_empty() { None } else { Some(parse("admin_listen", &self.admin_listen)?) };
+        let admin = if self.admin_listen.is_empty() {
+            None
+        } else {
+            Some(parse("admin_listen", &self.admin_listen)?)
+        };
         let sandbox = parse("sandbox.listen", &self.sandbox.listen)?;
-        Ok(Listeners { main, admin, sandbox })
+        Ok(Listeners {
+            main,
+            admin,
+            sandbox,
+        })
     }
 
     pub fn arbiter_count(&self) -> usize {
         if self.runtime.arbiters > 0 {
             return self.runtime.arbiters;
         }
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
@@ -272,10 +335,16 @@ impl Config {
 /// not configuration keys.
 fn env_var_key_path(name: &str) -> Option<Vec<String>> {
     let rest = name.strip_prefix("STEWARD_")?;
-    if NON_CONFIG_ENV_VARS.contains(&name) || NON_CONFIG_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+    if NON_CONFIG_ENV_VARS.contains(&name)
+        || NON_CONFIG_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
         return None;
     }
-    Some(rest.split("__").map(|part| part.to_ascii_lowercase()).collect())
+    Some(
+        rest.split("__")
+            .map(|part| part.to_ascii_lowercase())
+            .collect(),
+    )
 }
 
 /// Environment values are TOML literals when they parse as one (`5`, `true`, `["10s"]`),
@@ -283,7 +352,9 @@ fn env_var_key_path(name: &str) -> Option<Vec<String>> {
 fn parse_env_value(raw: &str) -> toml::Value {
     let literal = format!("value = {raw}");
     match toml::from_str::<toml::Table>(&literal) {
-        Ok(mut table) => table.remove("value").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut table) => table
+            .remove("value")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -292,8 +363,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().ok_or_else(|| "empty key".to_string())?;
     let mut current = table;
     for part in parents {
-        let entry = current.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| format!("`{part}` is not a section"))?;
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a section"))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -304,7 +379,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write_config(text: &str) -> tempfile::NamedTempFile {
@@ -320,7 +398,10 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let config = Config::load(Some(&path), Vec::new()).expect("example config loads");
         let defaults = Config::default();
-        assert!(config.sandbox.embedded, "the example runs against the embedded sandbox");
+        assert!(
+            config.sandbox.embedded,
+            "the example runs against the embedded sandbox"
+        );
         assert_eq!(config.shutdown_deadline_s, defaults.shutdown_deadline_s);
         assert_eq!(config.store.cache_capacity_bytes, 256 * 1024 * 1024);
         assert_eq!(config.runtime.heartbeat_ms, 30_000);
@@ -332,14 +413,22 @@ mod tests {
         let example: toml::Table = toml::from_str(&text).unwrap();
         let mut missing = Vec::new();
         collect_missing_keys(&default_as_table(), &example, "", &mut missing);
-        assert!(missing.is_empty(), "keys missing from config.example.toml: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys missing from config.example.toml: {missing:?}"
+        );
     }
 
     fn default_as_table() -> toml::Table {
         toml::Table::try_from(Config::default()).expect("the defaults serialise as TOML")
     }
 
-    fn collect_missing_keys(expected: &toml::Table, actual: &toml::Table, prefix: &str, missing: &mut Vec<String>) {
+    fn collect_missing_keys(
+        expected: &toml::Table,
+        actual: &toml::Table,
+        prefix: &str,
+        missing: &mut Vec<String>,
+    ) {
         for (key, value) in expected {
             let full = format!("{prefix}{key}");
             match (value, actual.get(key)) {
@@ -356,7 +445,9 @@ mod tests {
     fn unknown_key_is_rejected_with_file_and_key() {
         // Goal: a typo in the file fails start-up, naming the key and the file.
         let file = write_config("[budget]\nreserve_pcts = 5\n");
-        let err = Config::load(Some(file.path()), Vec::new()).unwrap_err().to_string();
+        let err = Config::load(Some(file.path()), Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("reserve_pcts"), "{err}");
         assert!(err.contains(&file.path().display().to_string()), "{err}");
     }
@@ -385,7 +476,9 @@ mod tests {
     #[test]
     fn unknown_environment_key_is_rejected() {
         // Goal: STEWARD_BUDGET__RESERVE is not silently ignored.
-        let err = Config::load(None, env(&[("STEWARD_BUDGET__RESERVE", "5")])).unwrap_err().to_string();
+        let err = Config::load(None, env(&[("STEWARD_BUDGET__RESERVE", "5")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("reserve"), "{err}");
     }
 
@@ -393,13 +486,27 @@ mod tests {
     fn invalid_values_name_the_key_and_origin() {
         // Goal: each validation error names the key and where the value came from.
         let file = write_config("listen = \"not an address\"\n");
-        let err = Config::load(Some(file.path()), Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("`listen`") && err.contains(&file.path().display().to_string()), "{err}");
-        let err = Config::load(None, env(&[("STEWARD_BUDGET__RESERVE_PCT", "95")])).unwrap_err().to_string();
-        assert!(err.contains("budget.reserve_pct") && err.contains("STEWARD_BUDGET__RESERVE_PCT"), "{err}");
-        let err = Config::load(None, env(&[("STEWARD_RUNTIME__HEARTBEAT_MS", "0")])).unwrap_err().to_string();
+        let err = Config::load(Some(file.path()), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`listen`") && err.contains(&file.path().display().to_string()),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("STEWARD_BUDGET__RESERVE_PCT", "95")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("budget.reserve_pct") && err.contains("STEWARD_BUDGET__RESERVE_PCT"),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("STEWARD_RUNTIME__HEARTBEAT_MS", "0")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("runtime.heartbeat_ms"), "{err}");
-        let err = Config::load(None, env(&[("STEWARD_BUDGET__HOURLY_LIMIT", "\"lots\"")])).unwrap_err().to_string();
+        let err = Config::load(None, env(&[("STEWARD_BUDGET__HOURLY_LIMIT", "\"lots\"")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hourly_limit"), "{err}");
     }
 

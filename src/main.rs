@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "steward", version, about = "Multi-tenant sync engine between nonprofits' source platforms and Virtuous CRM+")]
+#[command(
+    name = "steward",
+    version,
+    about = "Multi-tenant sync engine between nonprofits' source platforms and Virtuous CRM+"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -12,8 +12,10 @@ pub const HTTP_REQUESTS_TOTAL: &str = "steward_http_requests_total";
 pub const TENANTS: &str = "steward_tenants";
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 50 µs to 60 s.
-const SECONDS_BUCKETS: [f64; 16] =
-    [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0];
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 5.0, 60.0,
+];
 /// Size buckets for batch-size histograms.
 const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
@@ -35,15 +37,24 @@ pub fn install_metrics() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
-                .and_then(|builder| builder.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZE_BUCKETS))
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZE_BUCKETS)
+                })
                 .expect("bucket lists are non-empty")
                 .build_recorder();
             let handle = recorder.handle();
             // A second recorder in one process (tests) keeps the first; its handle is shared.
             let _ = metrics::set_global_recorder(recorder);
             steward_actors::metrics::describe();
-            metrics::describe_histogram!(METRICS_RENDER_SECONDS, metrics::Unit::Seconds, "Time to render /metrics");
-            metrics::describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests answered, by route group and status class");
+            metrics::describe_histogram!(
+                METRICS_RENDER_SECONDS,
+                metrics::Unit::Seconds,
+                "Time to render /metrics"
+            );
+            metrics::describe_counter!(
+                HTTP_REQUESTS_TOTAL,
+                "HTTP requests answered, by route group and status class"
+            );
             metrics::describe_gauge!(TENANTS, "Tenants registered on this node");
             handle
         })

@@ -24,18 +24,25 @@ pub enum TenantDocError {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> TenantDocError {
-    TenantDocError::InvalidField { field: field.to_string(), reason: reason.into() }
+    TenantDocError::InvalidField {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Checks a tenant id (used in paths and keys).
 pub fn validate_tenant_id(id: &str) -> Result<(), TenantDocError> {
     let id_is_valid = !id.is_empty()
         && id.len() <= TENANT_ID_MAX_LEN
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if id_is_valid {
         Ok(())
     } else {
-        Err(TenantDocError::InvalidTenantId(id.chars().take(80).collect()))
+        Err(TenantDocError::InvalidTenantId(
+            id.chars().take(80).collect(),
+        ))
     }
 }
 
@@ -130,7 +137,10 @@ pub struct MetadataKeys {
 
 impl Default for MetadataKeys {
     fn default() -> Self {
-        MetadataKeys { project_code: default_project_key(), segment_code: default_segment_key() }
+        MetadataKeys {
+            project_code: default_project_key(),
+            segment_code: default_segment_key(),
+        }
     }
 }
 
@@ -214,7 +224,10 @@ pub struct BudgetSettings {
 impl TenantDoc {
     /// Parses a full document (defaults applied) and validates every field.
     pub fn from_value(value: &Value) -> Result<TenantDoc, TenantDocError> {
-        let id = value.get("id").and_then(Value::as_str).ok_or_else(|| invalid("id", "is required (a string)"))?;
+        let id = value
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("id", "is required (a string)"))?;
         validate_tenant_id(id)?;
         let doc: TenantDoc = serde_json::from_value(value.clone()).map_err(|err| {
             // serde names the offending field in its message ("missing field `name`").
@@ -229,21 +242,35 @@ impl TenantDoc {
             return Err(invalid("name", "must be 1 to 200 characters"));
         }
         if jiff::tz::TimeZone::get(&self.time_zone).is_err() {
-            return Err(invalid("time_zone", format!("`{}` is not an IANA time zone", self.time_zone)));
+            return Err(invalid(
+                "time_zone",
+                format!("`{}` is not an IANA time zone", self.time_zone),
+            ));
         }
         let base_url = &self.virtuous.base_url;
-        let base_url_is_valid =
-            base_url == "embedded" || base_url.starts_with("https://") || base_url.starts_with("http://");
+        let base_url_is_valid = base_url == "embedded"
+            || base_url.starts_with("https://")
+            || base_url.starts_with("http://");
         if !base_url_is_valid {
-            return Err(invalid("virtuous.base_url", "must be an http(s) URL or \"embedded\""));
+            return Err(invalid(
+                "virtuous.base_url",
+                "must be an http(s) URL or \"embedded\"",
+            ));
         }
         require_secret("virtuous.api_key", &self.virtuous.api_key)?;
-        one_of("virtuous.signature_encoding", &self.virtuous.signature_encoding, &["base64", "hex"])?;
+        one_of(
+            "virtuous.signature_encoding",
+            &self.virtuous.signature_encoding,
+            &["base64", "hex"],
+        )?;
         non_empty("virtuous.signature_header", &self.virtuous.signature_header)?;
         if let Some(stripe) = &self.sources.stripe {
             require_secret("sources.stripe.signing_secret", &stripe.signing_secret)?;
             within("sources.stripe.tolerance_s", stripe.tolerance_s, 1, 86_400)?;
-            non_empty("sources.stripe.transaction_source", &stripe.transaction_source)?;
+            non_empty(
+                "sources.stripe.transaction_source",
+                &stripe.transaction_source,
+            )?;
         }
         if let Some(mailchimp) = &self.sources.mailchimp {
             require_secret("sources.mailchimp.url_key", &mailchimp.url_key)?;
@@ -251,22 +278,37 @@ impl TenantDoc {
         for (name, platform) in &self.sources.platforms {
             let field = |key: &str| format!("sources.platforms.{name}.{key}");
             validate_tenant_id(name).map_err(|_| {
-                invalid(&format!("sources.platforms.{name}"), "platform names use lowercase letters, digits and '-'")
+                invalid(
+                    &format!("sources.platforms.{name}"),
+                    "platform names use lowercase letters, digits and '-'",
+                )
             })?;
             require_secret(&field("secret"), &platform.secret)?;
             non_empty(&field("signature_header"), &platform.signature_header)?;
             one_of(&field("encoding"), &platform.encoding, &["hex", "base64"])?;
-            one_of(&field("signed_payload"), &platform.signed_payload, &["body", "{timestamp}.{body}"])?;
+            one_of(
+                &field("signed_payload"),
+                &platform.signed_payload,
+                &["body", "{timestamp}.{body}"],
+            )?;
             if platform.signed_payload != "body" && platform.timestamp_header.is_none() {
-                return Err(invalid(&field("timestamp_header"), "is required when signed_payload includes {timestamp}"));
+                return Err(invalid(
+                    &field("timestamp_header"),
+                    "is required when signed_payload includes {timestamp}",
+                ));
             }
             within(&field("tolerance_s"), platform.tolerance_s, 1, 86_400)?;
             json_pointer(&field("event_id"), &platform.event_id)?;
             json_pointer(&field("event_type"), &platform.event_type)?;
             non_empty(&field("transaction_source"), &platform.transaction_source)?;
-            one_of(&field("amount_unit"), &platform.amount_unit, &["minor", "major"])?;
+            one_of(
+                &field("amount_unit"),
+                &platform.amount_unit,
+                &["minor", "major"],
+            )?;
             for (event_type, mapping) in &platform.events {
-                let event_field = |key: &str| format!("sources.platforms.{name}.events.{event_type}.{key}");
+                let event_field =
+                    |key: &str| format!("sources.platforms.{name}.events.{event_type}.{key}");
                 one_of(&event_field("kind"), &mapping.kind, &["gift", "contact"])?;
                 for (target, pointer) in &mapping.fields {
                     json_pointer(&event_field(&format!("fields.{target}")), pointer)?;
@@ -295,7 +337,10 @@ fn field_named_in(message: &str) -> String {
 fn require_secret(field: &str, value: &Option<String>) -> Result<(), TenantDocError> {
     match value {
         Some(secret) if !secret.is_empty() && secret != REDACTED => Ok(()),
-        Some(secret) if secret == REDACTED => Err(invalid(field, "send the secret itself, not the redaction marker")),
+        Some(secret) if secret == REDACTED => Err(invalid(
+            field,
+            "send the secret itself, not the redaction marker",
+        )),
         _ => Err(invalid(field, "is required")),
     }
 }
@@ -404,7 +449,10 @@ mod tests {
         // Goal: only id, name and virtuous.api_key are required; the rest defaults as DESIGN.md §6.
         let (_doc, full) = normalise(&minimal()).unwrap();
         assert_eq!(full["time_zone"], "UTC");
-        assert_eq!(full["virtuous"]["base_url"], "https://api.virtuoussoftware.com");
+        assert_eq!(
+            full["virtuous"]["base_url"],
+            "https://api.virtuoussoftware.com"
+        );
         assert_eq!(full["virtuous"]["signature_header"], "X-Virtuous-Signature");
         assert_eq!(full["virtuous"]["signature_encoding"], "base64");
     }
@@ -414,7 +462,10 @@ mod tests {
         // Goal: lowercase letters, digits and '-', at most 64 characters.
         assert!(validate_tenant_id("hope-shelter-2").is_ok());
         for bad in ["", "Hope", "a_b", "a b", "é", &"a".repeat(65), "../x"] {
-            assert!(validate_tenant_id(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                validate_tenant_id(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         assert!(validate_tenant_id(&"a".repeat(64)).is_ok());
     }
@@ -424,15 +475,32 @@ mod tests {
         // Goal: each bad field is reported by its path.
         let cases = [
             (json!({"id": "a", "virtuous": {"api_key": "k"}}), "name"),
-            (json!({"id": "a", "name": "A", "virtuous": {}}), "virtuous.api_key"),
-            (json!({"id": "a", "name": "A", "time_zone": "Mars/Base", "virtuous": {"api_key": "k"}}), "time_zone"),
-            (json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "colour": "red"}), "colour"),
-            (json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "signature_encoding": "rot13"}}), "virtuous.signature_encoding"),
-            (json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "budget": {"reserve_pct": 95}}), "budget.reserve_pct"),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {}}),
+                "virtuous.api_key",
+            ),
+            (
+                json!({"id": "a", "name": "A", "time_zone": "Mars/Base", "virtuous": {"api_key": "k"}}),
+                "time_zone",
+            ),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "colour": "red"}),
+                "colour",
+            ),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "signature_encoding": "rot13"}}),
+                "virtuous.signature_encoding",
+            ),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "budget": {"reserve_pct": 95}}),
+                "budget.reserve_pct",
+            ),
         ];
         for (body, field) in cases {
             match normalise(&body) {
-                Err(TenantDocError::InvalidField { field: got, .. }) => assert_eq!(got, field, "{body}"),
+                Err(TenantDocError::InvalidField { field: got, .. }) => {
+                    assert_eq!(got, field, "{body}")
+                }
                 other => panic!("{body}: expected invalid {field}, got {other:?}"),
             }
         }
@@ -448,13 +516,19 @@ mod tests {
         let secrets = split_secrets(&mut full);
         let text = full.to_string();
         for secret in ["vk", "wh", "whsec_1", "ps"] {
-            assert!(!text.contains(&format!("\"{secret}\"")), "{secret} left in {text}");
+            assert!(
+                !text.contains(&format!("\"{secret}\"")),
+                "{secret} left in {text}"
+            );
         }
         assert_eq!(secrets.len(), 4);
         let pointers: Vec<String> = secrets.iter().map(|(p, _)| p.clone()).collect();
         let shown = redacted(&full, &pointers);
         assert_eq!(shown["virtuous"]["api_key"], REDACTED);
-        assert_eq!(shown["sources"]["stripe"]["previous_signing_secret"], Value::Null);
+        assert_eq!(
+            shown["sources"]["stripe"]["previous_signing_secret"],
+            Value::Null
+        );
         join_secrets(&mut full, &secrets);
         assert_eq!(full["sources"]["platforms"]["auction-co"]["secret"], "ps");
     }

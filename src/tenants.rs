@@ -20,7 +20,10 @@ pub const STATE_RUNNING: &str = "running";
 pub const STATE_PAUSED: &str = "paused";
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn unknown_tenant(id: &str) -> ApiError {
@@ -38,19 +41,36 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc, paused: bool) -> TenantSet
         restart_backoff_max_ms: state.config.runtime.restart_backoff_max_ms,
         mailbox_capacity: state.config.runtime.mailbox_capacity,
         budget: BudgetSettings {
-            hourly_limit: own.and_then(|b| b.hourly_limit).unwrap_or(defaults.hourly_limit),
-            reserve_pct: own.and_then(|b| b.reserve_pct).unwrap_or(defaults.reserve_pct),
-            burst_calls: own.and_then(|b| b.burst_calls).unwrap_or(defaults.burst_calls),
+            hourly_limit: own
+                .and_then(|b| b.hourly_limit)
+                .unwrap_or(defaults.hourly_limit),
+            reserve_pct: own
+                .and_then(|b| b.reserve_pct)
+                .unwrap_or(defaults.reserve_pct),
+            burst_calls: own
+                .and_then(|b| b.burst_calls)
+                .unwrap_or(defaults.burst_calls),
         },
     }
 }
 
 /// Seals the secrets of a full document into a registry record.
-fn seal_record(state: &AppState, id: &str, mut full: Value, record_state: &str, created_at_ms: u64) -> TenantRecord {
+fn seal_record(
+    state: &AppState,
+    id: &str,
+    mut full: Value,
+    record_state: &str,
+    created_at_ms: u64,
+) -> TenantRecord {
     let secrets = tenant::split_secrets(&mut full);
     let sealed_secrets = secrets
         .iter()
-        .map(|(pointer, secret)| (pointer.clone(), state.master_key.seal(id, pointer, secret.as_bytes())))
+        .map(|(pointer, secret)| {
+            (
+                pointer.clone(),
+                state.master_key.seal(id, pointer, secret.as_bytes()),
+            )
+        })
         .collect();
     TenantRecord {
         id: id.to_string(),
@@ -62,7 +82,10 @@ fn seal_record(state: &AppState, id: &str, mut full: Value, record_state: &str, 
     }
 }
 
-fn open_secrets(state: &AppState, record: &TenantRecord) -> Result<Vec<(String, String)>, ApiError> {
+fn open_secrets(
+    state: &AppState,
+    record: &TenantRecord,
+) -> Result<Vec<(String, String)>, ApiError> {
     record
         .sealed_secrets
         .iter()
@@ -76,13 +99,21 @@ fn open_secrets(state: &AppState, record: &TenantRecord) -> Result<Vec<(String, 
 }
 
 fn stored_doc(record: &TenantRecord) -> Result<Value, ApiError> {
-    serde_json::from_str(&record.config_json)
-        .map_err(|err| ApiError::new(ErrorCode::Internal, format!("stored tenant document is unreadable: {err}")))
+    serde_json::from_str(&record.config_json).map_err(|err| {
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("stored tenant document is unreadable: {err}"),
+        )
+    })
 }
 
 /// The tenant document as responses show it.
 fn shown_doc(record: &TenantRecord) -> Result<Value, ApiError> {
-    let pointers: Vec<String> = record.sealed_secrets.iter().map(|(pointer, _)| pointer.clone()).collect();
+    let pointers: Vec<String> = record
+        .sealed_secrets
+        .iter()
+        .map(|(pointer, _)| pointer.clone())
+        .collect();
     Ok(tenant::redacted(&stored_doc(record)?, &pointers))
 }
 
@@ -97,7 +128,12 @@ fn start_tenant(state: &AppState, record: &TenantRecord) -> Result<(), ApiError>
             let api_key = doc.virtuous.api_key.clone().unwrap_or_default();
             sandbox
                 .create_org(OrgSpec::new(&record.id, &api_key))
-                .map_err(|err| ApiError::new(ErrorCode::Internal, format!("embedded sandbox refused the org: {err}")))?;
+                .map_err(|err| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("embedded sandbox refused the org: {err}"),
+                    )
+                })?;
         }
     }
     let spec = TenantSpec {
@@ -117,7 +153,9 @@ pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize>
     for record in &records {
         match start_tenant(state, record) {
             Ok(()) => started += 1,
-            Err(err) => tracing::error!(tenant_id = %record.id, error = %err, "tenant could not be started"),
+            Err(err) => {
+                tracing::error!(tenant_id = %record.id, error = %err, "tenant could not be started")
+            }
         }
     }
     metrics::gauge!(crate::telemetry::TENANTS).set(records.len() as f64);
@@ -135,7 +173,10 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
     let _guard = state.admin_lock.lock().await;
     let record = seal_record(state, &doc.id, full, STATE_RUNNING, now_ms());
     if !state.store.registry().insert_new(&record)? {
-        return Err(ApiError::new(ErrorCode::Conflict, format!("tenant `{}` exists", doc.id)));
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("tenant `{}` exists", doc.id),
+        ));
     }
     state.store.durable().await?;
     start_tenant(state, &record)?;
@@ -146,19 +187,32 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
 
 pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Value, ApiError> {
     if !merge_patch.is_object() {
-        return Err(ApiError::new(ErrorCode::MalformedBody, "a merge patch must be a JSON object"));
+        return Err(ApiError::new(
+            ErrorCode::MalformedBody,
+            "a merge patch must be a JSON object",
+        ));
     }
     if merge_patch.get("id").is_some_and(|patched| patched != id) {
-        return Err(ApiError::new(ErrorCode::InvalidField, "field `id` is immutable"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "field `id` is immutable",
+        ));
     }
     let _guard = state.admin_lock.lock().await;
-    let record = state.store.registry().get(id)?.ok_or_else(|| unknown_tenant(id))?;
+    let record = state
+        .store
+        .registry()
+        .get(id)?
+        .ok_or_else(|| unknown_tenant(id))?;
     let mut full = stored_doc(&record)?;
     tenant::join_secrets(&mut full, &open_secrets(state, &record)?);
     json_patch::merge(&mut full, &merge_patch);
     let (doc, full) = tenant::normalise(&full)?;
     if doc.virtuous.base_url == "embedded" && state.sandbox.is_none() {
-        return Err(ApiError::new(ErrorCode::InvalidField, "field `virtuous.base_url` is invalid: no embedded sandbox"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "field `virtuous.base_url` is invalid: no embedded sandbox",
+        ));
     }
     let updated = seal_record(state, id, full, &record.state, record.created_at_ms);
     state.store.registry().put(&updated)?;
@@ -172,12 +226,16 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
 
 pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiError> {
     let _guard = state.admin_lock.lock().await;
-    let Some(_record) = state.store.registry().get(id)? else { return Err(unknown_tenant(id)) };
+    let Some(_record) = state.store.registry().get(id)? else {
+        return Err(unknown_tenant(id));
+    };
     let queued = state.store.tenant(id)?.queued_total();
     if queued > 0 && !force {
         return Err(ApiError::new(
             ErrorCode::TenantHasWork,
-            format!("tenant `{id}` has {queued} queued entries; drain them or DELETE with ?force=true"),
+            format!(
+                "tenant `{id}` has {queued} queued entries; drain them or DELETE with ?force=true"
+            ),
         ));
     }
     state.runtime.stop_tenant(id).await;
@@ -192,7 +250,11 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
 pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Value, ApiError> {
     {
         let _guard = state.admin_lock.lock().await;
-        let mut record = state.store.registry().get(id)?.ok_or_else(|| unknown_tenant(id))?;
+        let mut record = state
+            .store
+            .registry()
+            .get(id)?
+            .ok_or_else(|| unknown_tenant(id))?;
         record.state = if paused { STATE_PAUSED } else { STATE_RUNNING }.to_string();
         record.updated_at_ms = now_ms();
         state.store.registry().put(&record)?;
@@ -209,12 +271,18 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Valu
 }
 
 fn format_ms(ms: u64) -> String {
-    jiff::Timestamp::from_millisecond(ms as i64).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// `GET /v1/tenants/{id}`: the status shape of DESIGN.md §6.
 pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
-    let record = state.store.registry().get(id)?.ok_or_else(|| unknown_tenant(id))?;
+    let record = state
+        .store
+        .registry()
+        .get(id)?
+        .ok_or_else(|| unknown_tenant(id))?;
     let handle = state.runtime.tenant(id).ok_or_else(|| unknown_tenant(id))?;
     let runtime_status = handle.status();
     let tenant_store = state.store.tenant(id)?;
@@ -222,14 +290,20 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let now = now_ms();
     let mut lanes = serde_json::Map::new();
     for (lane, stat) in tenant_store.lane_stats() {
-        let oldest_age_s = stat.oldest_enqueued_at_ms.map(|at| now.saturating_sub(at) / 1000).unwrap_or(0);
+        let oldest_age_s = stat
+            .oldest_enqueued_at_ms
+            .map(|at| now.saturating_sub(at) / 1000)
+            .unwrap_or(0);
         // At the current allowance, how long the lane takes to drain (one item per call at worst).
         let eta_s = if allowance_per_hour == 0 {
             Value::Null
         } else {
             json!((stat.depth as f64 * 3600.0 / allowance_per_hour as f64).ceil() as u64)
         };
-        lanes.insert(lane.name().into(), json!({"depth": stat.depth, "oldest_age_s": oldest_age_s, "eta_s": eta_s}));
+        lanes.insert(
+            lane.name().into(),
+            json!({"depth": stat.depth, "oldest_age_s": oldest_age_s, "eta_s": eta_s}),
+        );
     }
     let alerts: Vec<Value> = tenant_store
         .alerts()?
@@ -240,7 +314,11 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         })
         .collect();
     let doc = shown_doc(&record)?;
-    let state_name = if record.state == STATE_RUNNING { runtime_status.state.clone() } else { record.state.clone() };
+    let state_name = if record.state == STATE_RUNNING {
+        runtime_status.state.clone()
+    } else {
+        record.state.clone()
+    };
     Ok(json!({
         "id": record.id,
         "name": doc["name"],
@@ -257,7 +335,6 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
     }))
 }
 
-
 fn ingress_urls(base: &str, id: &str, doc: &Value) -> Value {
     let mut urls = serde_json::Map::new();
     let sources = &doc["sources"];
@@ -265,11 +342,20 @@ fn ingress_urls(base: &str, id: &str, doc: &Value) -> Value {
         urls.insert("stripe".into(), json!(format!("{base}/hooks/{id}/stripe")));
     }
     if !sources["mailchimp"].is_null() {
-        urls.insert("mailchimp".into(), json!(format!("{base}/hooks/{id}/mailchimp?key={}", tenant::REDACTED)));
+        urls.insert(
+            "mailchimp".into(),
+            json!(format!(
+                "{base}/hooks/{id}/mailchimp?key={}",
+                tenant::REDACTED
+            )),
+        );
     }
     if let Some(platforms) = sources["platforms"].as_object() {
         for name in platforms.keys() {
-            urls.insert(format!("platform/{name}"), json!(format!("{base}/hooks/{id}/platform/{name}")));
+            urls.insert(
+                format!("platform/{name}"),
+                json!(format!("{base}/hooks/{id}/platform/{name}")),
+            );
         }
     }
     Value::Object(urls)

@@ -15,10 +15,18 @@ pub const ACTOR_RESTARTS_TOTAL: &str = "steward_actor_restarts_total";
 /// thread stalls every tenant on it; this is how it shows).
 pub const ARBITER_LAG_SECONDS: &str = "steward_arbiter_lag_seconds";
 
+/// Gauge `{tenant, lane}`: entries waiting in a lane.
+pub const LANE_DEPTH: &str = "steward_lane_depth";
+/// Gauge `{tenant}`: the tenant's allowance of Virtuous calls per hour.
+pub const BUDGET_ALLOWANCE_PER_HOUR: &str = "steward_budget_allowance_per_hour";
+/// Gauge `{tenant}`: Virtuous calls in the last hour (the persisted call log).
+pub const BUDGET_SPENT_LAST_HOUR: &str = "steward_budget_spent_last_hour";
+
 /// Label names.
 pub const LABEL_TENANT: &str = "tenant";
 pub const LABEL_ACTOR: &str = "actor";
 pub const LABEL_ARBITER: &str = "arbiter";
+pub const LABEL_LANE: &str = "lane";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
 pub fn describe() {
@@ -36,6 +44,21 @@ pub fn describe() {
         ACTOR_RESTARTS_TOTAL,
         metrics::Unit::Count,
         "Child actors re-created by their tenant supervisor after a death or a stall, per actor kind"
+    );
+    metrics::describe_gauge!(
+        LANE_DEPTH,
+        metrics::Unit::Count,
+        "Entries waiting in a lane, per tenant and lane"
+    );
+    metrics::describe_gauge!(
+        BUDGET_ALLOWANCE_PER_HOUR,
+        metrics::Unit::Count,
+        "Virtuous calls a tenant may make per hour (limit less the reserve)"
+    );
+    metrics::describe_gauge!(
+        BUDGET_SPENT_LAST_HOUR,
+        metrics::Unit::Count,
+        "Virtuous calls a tenant made in the last hour"
     );
     metrics::describe_gauge!(
         ARBITER_LAG_SECONDS,

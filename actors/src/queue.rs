@@ -31,6 +31,14 @@ impl Queue {
             .map(|(lane, stat)| (lane.name(), stat))
             .collect();
         self.queued_total = self.lanes.values().map(|stat| stat.depth).sum();
+        for (lane, stat) in &self.lanes {
+            metrics::gauge!(
+                crate::metrics::LANE_DEPTH,
+                crate::metrics::LABEL_TENANT => shared.tenant_id.clone(),
+                crate::metrics::LABEL_LANE => *lane
+            )
+            .set(stat.depth as f64);
+        }
     }
 }
 

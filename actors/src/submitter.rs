@@ -7,6 +7,7 @@
 use actix::{Context, Handler};
 use serde::Serialize;
 
+use crate::budget::BudgetStatus;
 use crate::child::{Child, ChildBehavior};
 use crate::messages::{SetPaused, WorkHint};
 use crate::observe::{ActorKind, TenantShared};
@@ -26,6 +27,7 @@ impl ChildBehavior for Submitter {
     type Observed = Submitter;
 
     fn rebuild(shared: &TenantShared) -> Submitter {
+        publish_budget_gauges(shared);
         Submitter {
             paused: shared.is_paused(),
             work_hints: 0,
@@ -36,11 +38,29 @@ impl ChildBehavior for Submitter {
         // The shared flag is the truth; SetPaused only makes the change visible sooner.
         self.paused = shared.is_paused();
         self.queued_total = shared.data.queued_total();
+        publish_budget_gauges(shared);
         Ok(())
     }
     fn observed(&self) -> Submitter {
         *self
     }
+}
+
+/// The submitter owns the budget: it exports the tenant's allowance and spending.
+fn publish_budget_gauges(shared: &TenantShared) {
+    let settings = shared.settings().budget;
+    let status = BudgetStatus::compute(
+        &settings,
+        shared.rate_limit_headers(),
+        shared.data.as_ref(),
+        shared.clock.as_ref(),
+    );
+    let Ok(status) = status else { return };
+    let tenant = shared.tenant_id.clone();
+    metrics::gauge!(crate::metrics::BUDGET_ALLOWANCE_PER_HOUR, crate::metrics::LABEL_TENANT => tenant.clone())
+        .set(status.allowance_per_hour as f64);
+    metrics::gauge!(crate::metrics::BUDGET_SPENT_LAST_HOUR, crate::metrics::LABEL_TENANT => tenant)
+        .set(status.spent_last_hour as f64);
 }
 
 impl Handler<WorkHint> for SubmitterActor {

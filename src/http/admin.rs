@@ -7,9 +7,9 @@ use serde::Deserialize;
 use super::error::{ApiError, ErrorCode};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
-use steward_actors::store::{Lane, NewEntry, RecordKind};
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
+use steward_actors::store::{Lane, NewEntry, RecordKind};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -20,8 +20,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/tenants/{id}", web::delete().to(delete_tenant))
         .route("/tenants/{id}/pause", web::post().to(pause_tenant))
         .route("/tenants/{id}/resume", web::post().to(resume_tenant))
-        .route("/tenants/{id}/_test/kill/{actor}", web::post().to(kill_actor))
-        .route("/tenants/{id}/_test/enqueue", web::post().to(enqueue_synthetic))
+        .route(
+            "/tenants/{id}/_test/kill/{actor}",
+            web::post().to(kill_actor),
+        )
+        .route(
+            "/tenants/{id}/_test/enqueue",
+            web::post().to(enqueue_synthetic),
+        )
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));
@@ -49,7 +55,10 @@ async fn list_tenants(state: web::Data<AppState>) -> Result<HttpResponse, ApiErr
     Ok(HttpResponse::Ok().json(tenants::list(&state)?))
 }
 
-async fn get_tenant(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_tenant(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     Ok(HttpResponse::Ok().json(tenants::status(&state, &id)?))
 }
@@ -82,12 +91,18 @@ async fn delete_tenant(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn pause_tenant(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn pause_tenant(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     Ok(HttpResponse::Ok().json(tenants::set_paused(&state, &id, true).await?))
 }
 
-async fn resume_tenant(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn resume_tenant(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     Ok(HttpResponse::Ok().json(tenants::set_paused(&state, &id, false).await?))
 }
@@ -113,16 +128,22 @@ async fn kill_actor(
     }
     let (id, actor) = path.into_inner();
     validate_tenant_id(&id)?;
-    let kind = steward_actors::runtime::ActorKind::parse(&actor)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, format!("unknown actor `{actor}`")))?;
-    let mode = steward_actors::runtime::KillMode::parse(&query.mode)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, "mode must be panic, error or stall"))?;
+    let kind = steward_actors::runtime::ActorKind::parse(&actor).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidField, format!("unknown actor `{actor}`"))
+    })?;
+    let mode = steward_actors::runtime::KillMode::parse(&query.mode).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidField,
+            "mode must be panic, error or stall",
+        )
+    })?;
     let handle = state
         .runtime
         .tenant(&id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))?;
     handle.kill_child(kind, mode);
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"tenant": id, "actor": actor, "mode": query.mode})))
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({"tenant": id, "actor": actor, "mode": query.mode})))
 }
 
 #[derive(Deserialize)]
@@ -147,7 +168,10 @@ async fn enqueue_synthetic(
     }
     let id = tenant_id(&path)?;
     if query.count == 0 || query.count > 10_000 {
-        return Err(ApiError::new(ErrorCode::InvalidField, "count must be 1 to 10000"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "count must be 1 to 10000",
+        ));
     }
     let handle = state
         .runtime

@@ -18,7 +18,9 @@ pub struct AdminToken {
 
 impl AdminToken {
     pub fn new(token: &str) -> AdminToken {
-        AdminToken { digest: Sha256::digest(token.as_bytes()).into() }
+        AdminToken {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        }
     }
 
     pub fn matches(&self, presented: &str) -> bool {
@@ -44,7 +46,10 @@ pub async fn require_admin_token(
         _ => false,
     };
     if !token_is_valid {
-        let error = ApiError::new(ErrorCode::Unauthorized, "a valid `Authorization: Bearer <admin token>` header is required");
+        let error = ApiError::new(
+            ErrorCode::Unauthorized,
+            "a valid `Authorization: Bearer <admin token>` header is required",
+        );
         return Ok(request.into_response(error.error_response()));
     }
     Ok(next.call(request).await?.map_into_boxed_body())

@@ -49,7 +49,9 @@ impl ErrorCode {
 
     fn status(self) -> StatusCode {
         match self {
-            ErrorCode::Unauthorized | ErrorCode::BadSignature | ErrorCode::StaleTimestamp => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized | ErrorCode::BadSignature | ErrorCode::StaleTimestamp => {
+                StatusCode::UNAUTHORIZED
+            }
             ErrorCode::NotFound | ErrorCode::UnknownTenant => StatusCode::NOT_FOUND,
             ErrorCode::InvalidTenantId
             | ErrorCode::InvalidField
@@ -73,7 +75,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -83,8 +88,9 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}))
+        HttpResponse::build(self.status_code()).json(
+            serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}),
+        )
     }
 }
 

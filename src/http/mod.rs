@@ -18,7 +18,12 @@ pub async fn read_body_limited(
     mut payload: web::Payload,
     limit_bytes: usize,
 ) -> Result<web::Bytes, ApiError> {
-    let too_large = || ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit_bytes} bytes"));
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {limit_bytes} bytes"),
+        )
+    };
     let declared_length = request
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -29,7 +34,12 @@ pub async fn read_body_limited(
     }
     let mut body = web::BytesMut::with_capacity(declared_length.unwrap_or(0).min(limit_bytes));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| ApiError::new(ErrorCode::MalformedBody, format!("reading the body failed: {err}")))?;
+        let chunk = chunk.map_err(|err| {
+            ApiError::new(
+                ErrorCode::MalformedBody,
+                format!("reading the body failed: {err}"),
+            )
+        })?;
         if body.len() + chunk.len() > limit_bytes {
             return Err(too_large());
         }
@@ -40,5 +50,10 @@ pub async fn read_body_limited(
 
 /// Parses a JSON body; anything else → 400 `malformed_body`.
 pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_slice(body).map_err(|err| ApiError::new(ErrorCode::MalformedBody, format!("the body is not valid JSON: {err}")))
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::new(
+            ErrorCode::MalformedBody,
+            format!("the body is not valid JSON: {err}"),
+        )
+    })
 }

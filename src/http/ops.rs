@@ -7,9 +7,14 @@ use crate::app::AppState;
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let started = std::time::Instant::now();
+    // A blocked arbiter cannot update its own lag gauge: refresh the probes from here.
+    let _ = state.runtime.arbiter_lag_ms();
     let text = state.metrics.render();
-    metrics::histogram!(crate::telemetry::METRICS_RENDER_SECONDS).record(started.elapsed().as_secs_f64());
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+    metrics::histogram!(crate::telemetry::METRICS_RENDER_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
 }
 
 pub async fn healthz() -> HttpResponse {

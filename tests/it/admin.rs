@@ -9,7 +9,13 @@ use crate::common::{tenant_body, tenant_secrets, SpawnOptions, TestApp};
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    (status, body["error"]["code"].as_str().unwrap_or("<no error code>").to_string())
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+            .to_string(),
+    )
 }
 
 #[actix_rt::test]
@@ -20,64 +26,154 @@ async fn tenant_lifecycle_through_the_admin_api() {
     assert_eq!(created["id"], "hope-shelter");
     assert_eq!(created["virtuous"]["api_key"], "[redacted]");
     assert_eq!(created["sources"]["stripe"]["signing_secret"], "[redacted]");
-    assert_eq!(created["sources"]["stripe"]["previous_signing_secret"], Value::Null);
-    assert_eq!(created["sources"]["stripe"]["tolerance_s"], 300, "defaults are filled in");
+    assert_eq!(
+        created["sources"]["stripe"]["previous_signing_secret"],
+        Value::Null
+    );
+    assert_eq!(
+        created["sources"]["stripe"]["tolerance_s"], 300,
+        "defaults are filled in"
+    );
     let created_text = created.to_string();
     for secret in tenant_secrets("hope-shelter") {
-        assert!(!created_text.contains(&secret), "secret {secret} leaked in the create response");
+        assert!(
+            !created_text.contains(&secret),
+            "secret {secret} leaked in the create response"
+        );
     }
 
     let status = app.status("hope-shelter").await;
     assert_eq!(status["state"], "running");
     for actor in ["capture", "queue", "submitter", "inbound", "reconciler"] {
         assert_eq!(status["actors"][actor]["restarts"], 0, "{actor}: {status}");
-        assert!(status["actors"][actor]["mailbox_depth"].is_u64(), "{actor}: {status}");
+        assert!(
+            status["actors"][actor]["mailbox_depth"].is_u64(),
+            "{actor}: {status}"
+        );
     }
     for lane in ["live", "retry", "reconcile", "backfill"] {
         assert_eq!(status["lanes"][lane]["depth"], 0, "{lane}");
     }
-    assert_eq!(status["budget"]["allowance_per_hour"], 3240, "floor(3600 × 0.9)");
+    assert_eq!(
+        status["budget"]["allowance_per_hour"], 3240,
+        "floor(3600 × 0.9)"
+    );
     assert_eq!(status["counts"]["captured"], 0);
-    assert_eq!(status["ingress"]["stripe"], format!("{}/hooks/hope-shelter/stripe", app.main_url));
-    assert!(!status.to_string().contains("vk-secret"), "status leaks the api key");
+    assert_eq!(
+        status["ingress"]["stripe"],
+        format!("{}/hooks/hope-shelter/stripe", app.main_url)
+    );
+    assert!(
+        !status.to_string().contains("vk-secret"),
+        "status leaks the api key"
+    );
 
-    let list: Value = app.admin(Method::GET, "/v1/tenants").send().await.unwrap().json().await.unwrap();
+    let list: Value = app
+        .admin(Method::GET, "/v1/tenants")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total"], 1);
     assert_eq!(list["tenants"][0]["id"], "hope-shelter");
 
-    let duplicate = app.admin(Method::POST, "/v1/tenants").json(&tenant_body("hope-shelter")).send().await.unwrap();
+    let duplicate = app
+        .admin(Method::POST, "/v1/tenants")
+        .json(&tenant_body("hope-shelter"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(duplicate).await, (409, "conflict".into()));
 
     // Merge patch: rename, rotate the Stripe secret (keeping the previous one), drop a platform.
     let patch = json!({"name": "Hope Shelter Inc.",
         "sources": {"stripe": {"signing_secret": "whsec_rotated", "previous_signing_secret": "whsec_secrethope-sheltersigning"},
                     "platforms": {"auction-co": null}}});
-    let response = app.admin(Method::PATCH, "/v1/tenants/hope-shelter").json(&patch).send().await.unwrap();
+    let response = app
+        .admin(Method::PATCH, "/v1/tenants/hope-shelter")
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let patched: Value = response.json().await.unwrap();
     assert_eq!(patched["name"], "Hope Shelter Inc.");
-    assert_eq!(patched["sources"]["stripe"]["previous_signing_secret"], "[redacted]");
-    assert!(patched["sources"]["platforms"].as_object().unwrap().is_empty());
-    assert_eq!(patched["virtuous"]["api_key"], "[redacted]", "untouched secrets are kept");
+    assert_eq!(
+        patched["sources"]["stripe"]["previous_signing_secret"],
+        "[redacted]"
+    );
+    assert!(patched["sources"]["platforms"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        patched["virtuous"]["api_key"], "[redacted]",
+        "untouched secrets are kept"
+    );
     assert!(!patched.to_string().contains("whsec_rotated"));
 
-    let id_change = app.admin(Method::PATCH, "/v1/tenants/hope-shelter").json(&json!({"id": "other"})).send().await.unwrap();
+    let id_change = app
+        .admin(Method::PATCH, "/v1/tenants/hope-shelter")
+        .json(&json!({"id": "other"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(id_change).await, (400, "invalid_field".into()));
-    let bad_patch = app.admin(Method::PATCH, "/v1/tenants/hope-shelter").json(&json!({"time_zone": "Nowhere/Land"})).send().await.unwrap();
+    let bad_patch = app
+        .admin(Method::PATCH, "/v1/tenants/hope-shelter")
+        .json(&json!({"time_zone": "Nowhere/Land"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(bad_patch).await, (400, "invalid_field".into()));
-    assert_eq!(app.status("hope-shelter").await["name"], "Hope Shelter Inc.", "a rejected patch changes nothing");
+    assert_eq!(
+        app.status("hope-shelter").await["name"],
+        "Hope Shelter Inc.",
+        "a rejected patch changes nothing"
+    );
 
-    let paused: Value = app.admin(Method::POST, "/v1/tenants/hope-shelter/pause").send().await.unwrap().json().await.unwrap();
+    let paused: Value = app
+        .admin(Method::POST, "/v1/tenants/hope-shelter/pause")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(paused["state"], "paused");
     assert_eq!(app.status("hope-shelter").await["state"], "paused");
-    let resumed: Value = app.admin(Method::POST, "/v1/tenants/hope-shelter/resume").send().await.unwrap().json().await.unwrap();
+    let resumed: Value = app
+        .admin(Method::POST, "/v1/tenants/hope-shelter/resume")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(resumed["state"], "running");
 
-    let deleted = app.admin(Method::DELETE, "/v1/tenants/hope-shelter").send().await.unwrap();
+    let deleted = app
+        .admin(Method::DELETE, "/v1/tenants/hope-shelter")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
-    let gone = app.admin(Method::GET, "/v1/tenants/hope-shelter").send().await.unwrap();
+    let gone = app
+        .admin(Method::GET, "/v1/tenants/hope-shelter")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(gone).await, (404, "not_found".into()));
-    let list: Value = app.admin(Method::GET, "/v1/tenants").send().await.unwrap().json().await.unwrap();
+    let list: Value = app
+        .admin(Method::GET, "/v1/tenants")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total"], 0);
 }
 
@@ -99,10 +195,30 @@ async fn every_v1_route_requires_the_admin_token() {
     ];
     for (method, path) in routes {
         let url = format!("{}{}", app.admin_url, path);
-        let anonymous = app.client.request(method.clone(), &url).json(&json!({})).send().await.unwrap();
-        assert_eq!(error_code(anonymous).await, (401, "unauthorized".into()), "{method} {path} without a token");
-        let wrong = app.client.request(method.clone(), &url).bearer_auth("wrong-token-wrong-token").send().await.unwrap();
-        assert_eq!(error_code(wrong).await, (401, "unauthorized".into()), "{method} {path} with a wrong token");
+        let anonymous = app
+            .client
+            .request(method.clone(), &url)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(anonymous).await,
+            (401, "unauthorized".into()),
+            "{method} {path} without a token"
+        );
+        let wrong = app
+            .client
+            .request(method.clone(), &url)
+            .bearer_auth("wrong-token-wrong-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(wrong).await,
+            (401, "unauthorized".into()),
+            "{method} {path} with a wrong token"
+        );
     }
     // Nothing changed: the tenant is still there and running.
     assert_eq!(app.status("guarded").await["state"], "running");
@@ -116,33 +232,82 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ..SpawnOptions::default()
     })
     .await;
-    let post = |body: reqwest::Body| app.admin(Method::POST, "/v1/tenants").header("content-type", "application/json").body(body);
+    let post = |body: reqwest::Body| {
+        app.admin(Method::POST, "/v1/tenants")
+            .header("content-type", "application/json")
+            .body(body)
+    };
 
     let mut bad_id = tenant_body("x");
     bad_id["id"] = json!("Hope_Shelter");
-    assert_eq!(error_code(post(bad_id.to_string().into()).send().await.unwrap()).await, (400, "invalid_tenant_id".into()));
-    bad_id["id"] = json!("a".repeat(65));
-    assert_eq!(error_code(post(bad_id.to_string().into()).send().await.unwrap()).await, (400, "invalid_tenant_id".into()));
-    assert_eq!(error_code(post("{\"id\": ".into()).send().await.unwrap()).await, (400, "malformed_body".into()));
-    assert_eq!(error_code(post("[1,2]".into()).send().await.unwrap()).await, (400, "invalid_field".into()));
-    let oversized = json!({"id": "big", "name": "x".repeat(10_000), "virtuous": {"api_key": "k"}});
-    assert_eq!(error_code(post(oversized.to_string().into()).send().await.unwrap()).await, (413, "payload_too_large".into()));
-    let mut unknown_field = tenant_body("fields");
-    unknown_field["virtuous"]["colour"] = json!("red");
-    assert_eq!(error_code(post(unknown_field.to_string().into()).send().await.unwrap()).await, (400, "invalid_field".into()));
-    let mut missing_key = tenant_body("nokey");
-    missing_key["virtuous"].as_object_mut().unwrap().remove("api_key");
-    assert_eq!(error_code(post(missing_key.to_string().into()).send().await.unwrap()).await, (400, "invalid_field".into()));
-
-    for path in ["/v1/tenants/missing", "/v1/tenants/missing/pause"] {
-        let method = if path.ends_with("pause") { Method::POST } else { Method::GET };
-        assert_eq!(error_code(app.admin(method, path).send().await.unwrap()).await, (404, "not_found".into()), "{path}");
-    }
     assert_eq!(
-        error_code(app.admin(Method::GET, "/v1/tenants/UPPER").send().await.unwrap()).await,
+        error_code(post(bad_id.to_string().into()).send().await.unwrap()).await,
         (400, "invalid_tenant_id".into())
     );
-    let list: Value = app.admin(Method::GET, "/v1/tenants").send().await.unwrap().json().await.unwrap();
+    bad_id["id"] = json!("a".repeat(65));
+    assert_eq!(
+        error_code(post(bad_id.to_string().into()).send().await.unwrap()).await,
+        (400, "invalid_tenant_id".into())
+    );
+    assert_eq!(
+        error_code(post("{\"id\": ".into()).send().await.unwrap()).await,
+        (400, "malformed_body".into())
+    );
+    assert_eq!(
+        error_code(post("[1,2]".into()).send().await.unwrap()).await,
+        (400, "invalid_field".into())
+    );
+    let oversized = json!({"id": "big", "name": "x".repeat(10_000), "virtuous": {"api_key": "k"}});
+    assert_eq!(
+        error_code(post(oversized.to_string().into()).send().await.unwrap()).await,
+        (413, "payload_too_large".into())
+    );
+    let mut unknown_field = tenant_body("fields");
+    unknown_field["virtuous"]["colour"] = json!("red");
+    assert_eq!(
+        error_code(post(unknown_field.to_string().into()).send().await.unwrap()).await,
+        (400, "invalid_field".into())
+    );
+    let mut missing_key = tenant_body("nokey");
+    missing_key["virtuous"]
+        .as_object_mut()
+        .unwrap()
+        .remove("api_key");
+    assert_eq!(
+        error_code(post(missing_key.to_string().into()).send().await.unwrap()).await,
+        (400, "invalid_field".into())
+    );
+
+    for path in ["/v1/tenants/missing", "/v1/tenants/missing/pause"] {
+        let method = if path.ends_with("pause") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        assert_eq!(
+            error_code(app.admin(method, path).send().await.unwrap()).await,
+            (404, "not_found".into()),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        error_code(
+            app.admin(Method::GET, "/v1/tenants/UPPER")
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "invalid_tenant_id".into())
+    );
+    let list: Value = app
+        .admin(Method::GET, "/v1/tenants")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total"], 0, "no bad request created a tenant: {list}");
 }
 
@@ -151,16 +316,32 @@ async fn delete_with_queued_work_needs_force() {
     // Goal: DELETE answers 409 `tenant_has_work` while entries are queued, and succeeds with ?force=true.
     let app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body("busy")).await;
-    let response = app.admin(Method::POST, "/v1/tenants/busy/_test/enqueue?count=3").send().await.unwrap();
+    let response = app
+        .admin(Method::POST, "/v1/tenants/busy/_test/enqueue?count=3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
     let status = app.status("busy").await;
     assert_eq!(status["lanes"]["live"]["depth"], 3, "{status}");
     assert_eq!(status["counts"]["captured"], 3);
 
-    let refused = app.admin(Method::DELETE, "/v1/tenants/busy").send().await.unwrap();
+    let refused = app
+        .admin(Method::DELETE, "/v1/tenants/busy")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(refused).await, (409, "tenant_has_work".into()));
-    assert_eq!(app.status("busy").await["lanes"]["live"]["depth"], 3, "a refused delete changes nothing");
-    let forced = app.admin(Method::DELETE, "/v1/tenants/busy?force=true").send().await.unwrap();
+    assert_eq!(
+        app.status("busy").await["lanes"]["live"]["depth"],
+        3,
+        "a refused delete changes nothing"
+    );
+    let forced = app
+        .admin(Method::DELETE, "/v1/tenants/busy?force=true")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forced.status(), 204);
     // Re-creating the id starts from an empty store.
     app.create_tenant(&tenant_body("busy")).await;
@@ -177,13 +358,34 @@ async fn admin_listen_separates_v1_and_metrics() {
     .await;
     assert_ne!(app.admin_url, app.main_url);
     app.create_tenant(&tenant_body("split")).await;
-    let on_main = app.client.get(format!("{}/v1/tenants", app.main_url)).bearer_auth(&app.admin_token).send().await.unwrap();
+    let on_main = app
+        .client
+        .get(format!("{}/v1/tenants", app.main_url))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(on_main.status(), 404);
-    let metrics_on_main = app.client.get(format!("{}/metrics", app.main_url)).send().await.unwrap();
+    let metrics_on_main = app
+        .client
+        .get(format!("{}/metrics", app.main_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics_on_main.status(), 404);
-    let metrics = app.client.get(format!("{}/metrics", app.admin_url)).send().await.unwrap();
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
-    let health = app.client.get(format!("{}/healthz", app.main_url)).send().await.unwrap();
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.main_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 }
 
@@ -193,14 +395,38 @@ async fn metrics_expose_mailbox_depth_per_tenant_and_wait_time_per_kind() {
     // mailbox wait histogram labelled by actor kind only.
     let app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body("metered")).await;
-    app.admin(Method::POST, "/v1/tenants/metered/_test/enqueue?count=2").send().await.unwrap();
-    let text = app.client.get(format!("{}/metrics", app.admin_url)).send().await.unwrap().text().await.unwrap();
+    app.admin(Method::POST, "/v1/tenants/metered/_test/enqueue?count=2")
+        .send()
+        .await
+        .unwrap();
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for actor in ["capture", "queue", "submitter", "inbound", "reconciler"] {
         let series = format!("steward_actor_mailbox_depth{{tenant=\"metered\",actor=\"{actor}\"}}");
-        let alternative = format!("steward_actor_mailbox_depth{{actor=\"{actor}\",tenant=\"metered\"}}");
-        assert!(text.contains(&series) || text.contains(&alternative), "missing {series} in:\n{text}");
+        let alternative =
+            format!("steward_actor_mailbox_depth{{actor=\"{actor}\",tenant=\"metered\"}}");
+        assert!(
+            text.contains(&series) || text.contains(&alternative),
+            "missing {series} in:\n{text}"
+        );
     }
-    let wait_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("steward_actor_mailbox_wait_seconds_bucket")).collect();
-    assert!(!wait_lines.is_empty(), "no mailbox wait histogram in:\n{text}");
-    assert!(wait_lines.iter().all(|line| !line.contains("tenant=")), "wait histogram must not carry a tenant label");
+    let wait_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("steward_actor_mailbox_wait_seconds_bucket"))
+        .collect();
+    assert!(
+        !wait_lines.is_empty(),
+        "no mailbox wait histogram in:\n{text}"
+    );
+    assert!(
+        wait_lines.iter().all(|line| !line.contains("tenant=")),
+        "wait histogram must not carry a tenant label"
+    );
 }

@@ -19,7 +19,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -37,7 +40,11 @@ pub struct SpawnOptions {
 
 impl Default for SpawnOptions {
     fn default() -> Self {
-        SpawnOptions { env: Vec::new(), admin_token_from_env: true, config_file: None }
+        SpawnOptions {
+            env: Vec::new(),
+            admin_token_from_env: true,
+            config_file: None,
+        }
     }
 }
 
@@ -75,7 +82,10 @@ impl TestApp {
             main_url: String::new(),
             admin_url: String::new(),
             admin_token: ADMIN_TOKEN.to_string(),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
         };
         app.start().await;
         app
@@ -88,7 +98,11 @@ impl TestApp {
         std::fs::create_dir_all(&data_dir).unwrap();
         let addr_file = data_dir.join("listen-addr");
         let _ = std::fs::remove_file(&addr_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
         command.arg("serve");
         if let Some(text) = &self.options.config_file {
@@ -112,22 +126,32 @@ impl TestApp {
         for (key, value) in &self.options.env {
             command.env(key, value);
         }
-        command.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         self.child = Some(command.spawn().expect("spawn steward"));
 
         let log_path = self.log_path();
-        let addresses: Value = wait_until(Duration::from_secs(30), "steward to write listen-addr", || {
-            let addr_file = addr_file.clone();
-            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
-            let log_path = log_path.clone();
-            async move {
-                if let Some(status) = exited {
-                    panic!("steward exited early ({status}); log:\n{}", std::fs::read_to_string(log_path).unwrap_or_default());
+        let addresses: Value = wait_until(
+            Duration::from_secs(30),
+            "steward to write listen-addr",
+            || {
+                let addr_file = addr_file.clone();
+                let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+                let log_path = log_path.clone();
+                async move {
+                    if let Some(status) = exited {
+                        panic!(
+                            "steward exited early ({status}); log:\n{}",
+                            std::fs::read_to_string(log_path).unwrap_or_default()
+                        );
+                    }
+                    let text = std::fs::read_to_string(&addr_file).ok()?;
+                    serde_json::from_str(&text).ok()
                 }
-                let text = std::fs::read_to_string(&addr_file).ok()?;
-                serde_json::from_str(&text).ok()
-            }
-        })
+            },
+        )
         .await;
         self.main_url = format!("http://{}", addresses["main"].as_str().unwrap());
         self.admin_url = match addresses["admin"].as_str() {
@@ -135,7 +159,10 @@ impl TestApp {
             None => self.main_url.clone(),
         };
         if !self.options.admin_token_from_env {
-            self.admin_token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap().trim().to_string();
+            self.admin_token = std::fs::read_to_string(data_dir.join("admin-token"))
+                .unwrap()
+                .trim()
+                .to_string();
         }
         self.wait_ready().await;
     }
@@ -153,7 +180,6 @@ impl TestApp {
         })
         .await;
     }
-
 
     /// SIGKILL, and reap the process.
     pub fn kill9(&mut self) {
@@ -173,17 +199,27 @@ impl TestApp {
             if let Some(status) = child.try_wait().unwrap() {
                 return (status, started.elapsed());
             }
-            assert!(Instant::now() < deadline, "steward did not exit within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "steward did not exit within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, format!("{}{}", self.admin_url, path)).bearer_auth(&self.admin_token)
+        self.client
+            .request(method, format!("{}{}", self.admin_url, path))
+            .bearer_auth(&self.admin_token)
     }
 
     pub async fn create_tenant(&self, body: &Value) -> Value {
-        let response = self.admin(reqwest::Method::POST, "/v1/tenants").json(body).send().await.unwrap();
+        let response = self
+            .admin(reqwest::Method::POST, "/v1/tenants")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         let json: Value = response.json().await.unwrap();
         assert_eq!(status, 201, "create tenant: {json}");
@@ -191,7 +227,11 @@ impl TestApp {
     }
 
     pub async fn status(&self, id: &str) -> Value {
-        let response = self.admin(reqwest::Method::GET, &format!("/v1/tenants/{id}")).send().await.unwrap();
+        let response = self
+            .admin(reqwest::Method::GET, &format!("/v1/tenants/{id}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -253,6 +293,8 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
 pub fn found_in_dir(dir: &Path, needle: &str) -> Option<PathBuf> {
     files_below(dir).into_iter().find(|path| {
         let bytes = std::fs::read(path).unwrap_or_default();
-        bytes.windows(needle.len()).any(|window| window == needle.as_bytes())
+        bytes
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
     })
 }
