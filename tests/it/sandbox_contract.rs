@@ -157,8 +157,11 @@ async fn rate_limit_headers_and_reset_is_first_call_plus_an_hour() {
     assert_eq!(first.header_i64("x-ratelimit-limit"), 20);
     assert_eq!(first.header_i64("x-ratelimit-remaining"), 19);
     let reset = first.header_i64("x-ratelimit-reset");
-    let lo = before.floor() as i64 + 3600;
-    let hi = after.ceil() as i64 + 3600;
+    // Reset = ceil(call time + 3600 s) and the call happened within [before, after] (at ms
+    // resolution), so Reset lies within [ceil(before), ceil(after)] + 3600.
+    let ceil_s = |ms: f64| (ms / 1000.0).ceil() as i64;
+    let lo = ceil_s((before * 1000.0).floor()) + 3600;
+    let hi = ceil_s((after * 1000.0).ceil()) + 3600;
     assert!(
         (lo..=hi).contains(&reset),
         "Reset {reset} not in [{lo}, {hi}]"
