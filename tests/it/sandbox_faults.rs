@@ -254,6 +254,17 @@ async fn random_faults_reproduce_by_seed_regardless_of_arrival_order() {
     let a2 = outcomes(&orgs[0], &some).await;
     let b2 = outcomes(&orgs[1], &some_rev).await;
     assert_eq!(a2, b2, "second attempts differ between same-seed orgs");
+    // The attempt number is part of the draw: 12 second attempts all repeating their first
+    // outcome has probability 0.34^12 (about 2e-6) at these rates.
+    let a1_some: BTreeMap<_, _> = a1
+        .iter()
+        .filter(|(k, _)| a2.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_ne!(
+        a1_some, a2,
+        "second attempts repeat the first: attempt not in the draw"
+    );
 
     // A batch draws with its first item's transactionId: the other items do not matter.
     let client = fresh_client(Duration::from_secs(10));
@@ -281,6 +292,10 @@ async fn random_faults_reproduce_by_seed_regardless_of_arrival_order() {
         batch_outcomes[0].iter().any(|s| *s != 200),
         "no batch drew a fault"
     );
+    // The path is part of the draw: the batch path (first attempt there) must not mirror the
+    // single path for all 15 ids (probability 0.34^15).
+    let single_path: Vec<u16> = ids[..15].iter().map(|id| a1[id].0).collect();
+    assert_ne!(batch_outcomes[0], single_path, "path not in the draw");
     sb.handle.stop().await;
 }
 
