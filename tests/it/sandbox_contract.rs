@@ -115,10 +115,13 @@ async fn bad_or_missing_key_gets_401_plain_text_and_is_not_counted() {
 
 #[actix_rt::test]
 async fn orgs_are_isolated_by_key() {
-    // Goal: one org's key never sees another org's records, and each org has its own budget.
+    // Goal: one org's key never sees another org's records or webhooks, and each org has its own budget.
     let sb = start_sandbox().await;
     let a = sb.org(json!({"hourly_limit": 100})).await;
     let b = sb.org(json!({"hourly_limit": 50})).await;
+    let a_hooks = Receiver::start().await;
+    a.subscribe(&a_hooks.url, "a", &["giftCreate", "contactCreate"])
+        .await;
     b.send_gift(&gift_tx("stripe", "iso-1")).await;
     assert_eq!(b.process().await["imported"], 1);
     let gid = b.get("/api/Gift/stripe/iso-1").await.json()["id"]
@@ -136,6 +139,9 @@ async fn orgs_are_isolated_by_key() {
         q.text()
     );
     assert_eq!(a.stats().await["transactions_received"], 0);
+    // B's import must not reach A's webhook subscriptions (B's own webhooks_sent stays 0 too).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(a_hooks.hits().is_empty(), "{:?}", a_hooks.summary());
 
     let r = a.get("/api/Organization/Current").await;
     assert_eq!(r.header_i64("x-ratelimit-limit"), 100);

@@ -441,3 +441,43 @@ async fn put_contact_is_a_counted_full_replacement_firing_contact_update() {
     recv.stop().await;
     sb.handle.stop().await;
 }
+
+#[actix_rt::test]
+async fn gift_query_sorts_by_last_modified_date_both_ways() {
+    // Goal: sortBy "Last Modified Date" orders FullGift rows by modification time, ascending by
+    // default and reversed with "descending": true (the engine's incremental pull relies on it).
+    let (sb, org) = seeded(3).await;
+    let id_of = |tid: &str| {
+        let org = org.clone();
+        let path = "/api/Gift/Query/FullGift".to_string();
+        let tid = tid.to_string();
+        async move {
+            let q = one_group(vec![cond("Transaction Id", "Is", json!(tid))]);
+            org.post(&path, &q).await.json()["list"][0]["id"].clone()
+        }
+    };
+    // Edits over a second apart, so even second-precision timestamps order them: q0 then q1.
+    for tid in ["q0", "q1"] {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let body = json!({"kind": "gift", "id": id_of(tid).await, "changes": {"notes": tid}});
+        let r = org.control("POST", "/staff-edit", Some(&body)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let order = |descending: bool| {
+        let org = org.clone();
+        async move {
+            let body = json!({"sortBy": "Last Modified Date", "descending": descending});
+            let r = org.post("/api/Gift/Query/FullGift", &body).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["transactionId"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(order(false).await, ["q2", "q0", "q1"]);
+    assert_eq!(order(true).await, ["q1", "q0", "q2"]);
+    sb.handle.stop().await;
+}
