@@ -63,7 +63,8 @@ fn mmddyyyy(days_from_today: i64) -> String {
 #[actix_rt::test]
 async fn gift_query_conditions_groups_and_operators() {
     // Goal: Gift Query and FullGift filter by Transaction Source/Id, Contact Id and dates with
-    // Is/IsNot/IsAnyOf/Contains/After/Before/OnOrAfter/OnOrBefore/Between; conditions in a group
+    // Is/IsNot/IsAnyOf/Contains/GreaterThan/LessThan/After/Before/OnOrAfter/OnOrBefore/Between;
+    // conditions in a group
     // AND, groups OR; no groups (or []) = every gift.
     let (sb, org) = seeded(6).await;
     for path in ["/api/Gift/Query", "/api/Gift/Query/FullGift"] {
@@ -122,58 +123,33 @@ async fn gift_query_conditions_groups_and_operators() {
         (1, vec!["q3".into()])
     );
 
+    for (op, value, expected) in [("GreaterThan", "0", 6), ("LessThan", "0", 0)] {
+        let q = one_group(vec![cond("Contact Id", op, json!(value))]);
+        assert_eq!(
+            gift_query(&org, "/api/Gift/Query", q).await.0,
+            expected,
+            "Contact Id {op}"
+        );
+    }
+
     for param in ["Create Date", "Last Modified Date"] {
-        let q = |op: &str, v: Value| one_group(vec![cond(param, op, v)]);
         let path = "/api/Gift/Query/FullGift";
-        assert_eq!(
-            gift_query(&org, path, q("After", json!(mmddyyyy(-1))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("After", json!(mmddyyyy(1))))
-                .await
-                .0,
-            0,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("Before", json!(mmddyyyy(1))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("Before", json!(mmddyyyy(-1))))
-                .await
-                .0,
-            0,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("OnOrAfter", json!(mmddyyyy(0))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("OnOrBefore", json!(mmddyyyy(0))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("OnOrBefore", json!(mmddyyyy(-1))))
-                .await
-                .0,
-            0,
-            "{param}"
-        );
+        // (operator, date relative to today, expected count): every gift was made today.
+        let cases = [
+            ("After", -1, 6),
+            ("After", 1, 0),
+            ("Before", 1, 6),
+            ("Before", -1, 0),
+            ("OnOrAfter", 0, 6),
+            ("OnOrAfter", 1, 0),
+            ("OnOrBefore", 0, 6),
+            ("OnOrBefore", -1, 0),
+        ];
+        for (op, days, expected) in cases {
+            let q = one_group(vec![cond(param, op, json!(mmddyyyy(days)))]);
+            let total = gift_query(&org, path, q).await.0;
+            assert_eq!(total, expected, "{param} {op} today{days:+}");
+        }
         let between = |a: i64, b: i64| {
             one_group(vec![json!({"parameter": param, "operator": "Between",
                                   "value": mmddyyyy(a), "secondaryValue": mmddyyyy(b)})])
