@@ -64,8 +64,7 @@ fn mmddyyyy(days_from_today: i64) -> String {
 async fn gift_query_conditions_groups_and_operators() {
     // Goal: Gift Query and FullGift filter by Transaction Source/Id, Contact Id and dates with
     // Is/IsNot/IsAnyOf/Contains/GreaterThan/LessThan/After/Before/OnOrAfter/OnOrBefore/Between;
-    // conditions in a group
-    // AND, groups OR; no groups (or []) = every gift.
+    // conditions in a group AND, groups OR; no groups (or []) = every gift.
     let (sb, org) = seeded(6).await;
     for path in ["/api/Gift/Query", "/api/Gift/Query/FullGift"] {
         let all = gift_query(&org, path, json!({})).await;
