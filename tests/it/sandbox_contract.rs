@@ -34,6 +34,19 @@ async fn control_org_create_answers_201_409_400_and_404_for_unknown_org() {
     let bad_enum = json!({"id": "o4", "api_key": "k4", "batch_item_error": "sometimes"});
     let r = sb.control("POST", "/_sandbox/orgs", Some(&bad_enum)).await;
     assert_eq!(r.status, 400, "bad batch_item_error: {}", r.text());
+    for (field, bad) in [
+        ("processing", json!("sometimes")),
+        ("webhook_delivery", json!("carrier-pigeon")),
+        ("hourly_limit", json!("lots")),
+    ] {
+        let mut body = json!({"id": "o5", "api_key": "k5"});
+        body[field] = bad;
+        let r = sb.control("POST", "/_sandbox/orgs", Some(&body)).await;
+        assert_eq!(r.status, 400, "bad {field}: {}", r.text());
+    }
+    let delayed = json!({"id": "o6", "api_key": "k6", "processing": {"delay_ms": 50}});
+    let r = sb.control("POST", "/_sandbox/orgs", Some(&delayed)).await;
+    assert_eq!(r.status, 201, "processing as an object: {}", r.text());
 
     for (method, suffix) in [
         ("POST", "/process"),
@@ -41,6 +54,10 @@ async fn control_org_create_answers_201_409_400_and_404_for_unknown_org() {
         ("GET", "/stats"),
         ("GET", "/gifts"),
         ("PUT", "/faults"),
+        ("DELETE", "/faults"),
+        ("POST", "/script"),
+        ("POST", "/staff-edit"),
+        ("GET", "/contacts"),
     ] {
         let body = json!({});
         let r = sb

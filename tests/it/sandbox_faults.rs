@@ -163,8 +163,8 @@ async fn scripted_faults_are_consumed_in_order() {
 
 #[actix_rt::test]
 async fn script_without_match_applies_to_any_request_and_replaces_the_old_script() {
-    // Goal: a step without "match" applies to any API request, "body" is answered verbatim, and
-    // posting a new script replaces what is left of the old one.
+    // Goal: a step without "match" applies to any API request, "body" is answered verbatim,
+    // posting a new script replaces what is left of the old one, and a method-only match works.
     let sb = start_sandbox().await;
     let org = sb.org(json!({})).await;
     let old = json!({"steps": [{"times": 5, "respond": {"status": 500}}]});
@@ -180,6 +180,22 @@ async fn script_without_match_applies_to_any_request_and_replaces_the_old_script
         org.get("/api/Organization/Current").await.status,
         200,
         "old script not replaced"
+    );
+    // A match on the method alone: a POST passes, the next GET (any path) is faulted.
+    let by_method =
+        json!({"steps": [{"match": {"method": "GET"}, "times": 1, "respond": {"status": 502}}]});
+    assert_eq!(
+        org.control("POST", "/script", Some(&by_method))
+            .await
+            .status,
+        200
+    );
+    org.send_gift(&gift_tx("s", "passes")).await;
+    assert_eq!(org.get("/api/Gift/s/passes").await.status, 502);
+    assert_eq!(
+        org.get("/api/Gift/s/passes").await.status,
+        404,
+        "step used up"
     );
     sb.handle.stop().await;
 }
