@@ -200,7 +200,8 @@ async fn script_without_match_applies_to_any_request_and_replaces_the_old_script
     sb.handle.stop().await;
 }
 
-/// Sends each id once; returns id -> (status, Retry-After).
+/// Sends each id once (asserting rate-limit headers even on faults); returns
+/// id -> (status, Retry-After).
 async fn outcomes(org: &Org, ids: &[String]) -> BTreeMap<String, (u16, Option<String>)> {
     let client = fresh_client(Duration::from_secs(10));
     let mut out = BTreeMap::new();
@@ -213,6 +214,17 @@ async fn outcomes(org: &Org, ids: &[String]) -> BTreeMap<String, (u16, Option<St
             .await
             .expect("rates without timeouts always answer");
         let r = Resp::read(r).await;
+        for h in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ] {
+            assert!(
+                r.header(h).is_some(),
+                "{h} missing on a {} answer",
+                r.status
+            );
+        }
         out.insert(id.clone(), (r.status, r.header("retry-after")));
     }
     out
