@@ -147,6 +147,8 @@ impl From<Reply> for Handled {
 }
 
 /// The org of the request's Bearer key, or the 401 (plain text, never counted).
+// The error is the finished rejection response, built once on a cold path.
+#[allow(clippy::result_large_err)]
 pub(crate) fn authenticate(
     request: &HttpRequest,
     registry: &Registry,

@@ -209,11 +209,11 @@ impl Faults {
             let method_matches = matcher
                 .method
                 .as_deref()
-                .is_none_or(|method| method.eq_ignore_ascii_case(request.method));
+                .map_or(true, |method| method.eq_ignore_ascii_case(request.method));
             let path_matches = matcher
                 .path
                 .as_deref()
-                .is_none_or(|path| path == request.path || path == request.route);
+                .map_or(true, |path| path == request.path || path == request.route);
             if !(method_matches && path_matches) {
                 return None;
             }

@@ -420,7 +420,7 @@ fn enrich_contact(contact: &mut Record, input: &ContactInput, now_ms: u64) -> bo
         }
     }
     if let Some(address) = &input.address {
-        if contact.doc.get("address").is_none_or(Value::is_null) {
+        if contact.doc.get("address").map_or(true, Value::is_null) {
             contact
                 .doc
                 .insert("address".into(), Value::Object(address.clone()));

@@ -55,7 +55,7 @@ pub(crate) struct OrgState {
 }
 
 impl OrgState {
-    fn new(spec: &OrgSpec) -> OrgState {
+    pub(crate) fn new(spec: &OrgSpec) -> OrgState {
         OrgState {
             window: SlidingWindow::new(spec.hourly_limit),
             faults: Faults::default(),

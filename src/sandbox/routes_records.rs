@@ -239,7 +239,7 @@ async fn create_recurring_gift(
                 Some(_) => {}
             }
             let amount = text_field(&body, "amount").and_then(|text| Amount::parse(&text));
-            if amount.is_none_or(|amount| amount.micros <= 0) {
+            if amount.map_or(true, |amount| amount.micros <= 0) {
                 error(
                     "amount",
                     "The Amount field is required and must be greater than 0.".into(),
