@@ -4,11 +4,11 @@
 
 use serde_json::{json, Map, Value};
 
+use super::contact_store::MatchKey;
 use super::models::{field, text_field, value_text};
 use super::org::OrgState;
 use super::records::{
-    contact_emails, contact_full, contact_names, contact_postal, contact_references,
-    custom_fields_array, normalize_postal, Record,
+    contact_emails, contact_full, contact_references, custom_fields_array, normalize_postal, Record,
 };
 use super::webhooks::{Event, EventKind};
 
@@ -112,44 +112,33 @@ impl ContactInput {
 
 /// Matching order: known id → reference → email → first + last name + postal code.
 pub(crate) fn match_contact(state: &OrgState, input: &ContactInput) -> Option<u64> {
-    let contacts = &state.contacts.records;
-    if let Some(id) = input.id.filter(|id| contacts.contains_key(id)) {
+    let contacts = &state.contacts;
+    if let Some(id) = input.id.filter(|id| contacts.records.contains_key(id)) {
         return Some(id);
     }
-    if let Some(reference) = &input.reference {
-        let found = contacts
-            .values()
-            .find(|contact| contact_references(contact).contains(reference));
-        if let Some(contact) = found {
+    if let Some((source, id)) = &input.reference {
+        if let Some(contact) = contacts.by_reference(source, id) {
             return Some(contact.id);
         }
     }
-    if let Some(email) = &input.email {
-        let email = email.to_ascii_lowercase();
-        if let Some(contact) = contacts
-            .values()
-            .find(|contact| contact_emails(contact).contains(&email))
-        {
-            return Some(contact.id);
-        }
+    if let Some(contact) = input
+        .email
+        .as_deref()
+        .and_then(|email| contacts.by_email(email))
+    {
+        return Some(contact.id);
     }
-    if let (Some(first), Some(last), Some(postal)) = (
-        &input.first_name,
-        &input.last_name,
-        input
-            .address
-            .as_ref()
-            .and_then(|a| a.get("postal"))
-            .and_then(value_text),
-    ) {
-        let name = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
-        let postal = normalize_postal(&postal);
-        if let Some(contact) = contacts.values().find(|contact| {
-            contact_postal(contact).as_deref() == Some(postal.as_str())
-                && contact_names(contact).contains(&name)
-        }) {
-            return Some(contact.id);
-        }
+    let postal = input
+        .address
+        .as_ref()
+        .and_then(|address| address.get("postal"))
+        .and_then(value_text);
+    if let (Some(first), Some(last), Some(postal)) = (&input.first_name, &input.last_name, postal) {
+        return contacts.find(&MatchKey::NamePostal {
+            first: first.to_ascii_lowercase(),
+            last: last.to_ascii_lowercase(),
+            postal: normalize_postal(&postal),
+        });
     }
     None
 }
@@ -169,9 +158,7 @@ pub(crate) fn upsert_contact(
         Some(id) => {
             let changed = state
                 .contacts
-                .records
-                .get_mut(&id)
-                .map(|contact| enrich_contact(contact, input, now_ms))
+                .update(id, |contact| enrich_contact(contact, input, now_ms))
                 .unwrap_or(false);
             if changed {
                 if let Some(contact) = state.contacts.records.get(&id) {

@@ -17,6 +17,7 @@
 //! - `stats`: the counters behind `/_sandbox/orgs/{id}/stats`.
 
 mod api;
+mod contact_store;
 mod contacts;
 mod faults;
 mod import;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use actix_web::web::Bytes;
 use tokio::sync::mpsc;
 
+use super::contact_store::ContactStore;
 use super::faults::Faults;
 use super::models::now_ms;
 use super::ratelimit::SlidingWindow;
@@ -45,7 +46,7 @@ pub(crate) struct OrgState {
     pub(crate) review: Vec<Pending>,
     next_sequence: u64,
     pub(crate) gifts: GiftStore,
-    pub(crate) contacts: Table,
+    pub(crate) contacts: ContactStore,
     pub(crate) next_individual_id: u64,
     pub(crate) webhooks: Table,
     pub(crate) recurring_gifts: Table,
@@ -64,7 +65,7 @@ impl OrgState {
             review: Vec::new(),
             next_sequence: 0,
             gifts: GiftStore::default(),
-            contacts: Table::default(),
+            contacts: ContactStore::default(),
             next_individual_id: 0,
             webhooks: Table::default(),
             recurring_gifts: Table::default(),

@@ -92,9 +92,10 @@ pub(crate) fn edit_contact(
     id: u64,
     edit: impl FnOnce(&mut Record),
 ) -> Option<Handled> {
-    let contact = state.contacts.records.get_mut(&id)?;
-    edit(contact);
-    let full = contact_full(contact);
+    let full = state.contacts.update(id, |contact| {
+        edit(contact);
+        contact_full(contact)
+    })?;
     Some(announce_update(
         org,
         state,
