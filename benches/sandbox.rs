@@ -7,7 +7,8 @@
 //! Content-Length), so the two share this machine's cores. Every request carries a distinct
 //! transactionId. Afterwards the run is checked through the stats endpoint: the sandbox's
 //! `transactions_received` must equal the 200 answers the client counted, or the bench exits
-//! non-zero (a bench that can silently measure nothing is a bug).
+//! non-zero (a bench that can silently measure nothing is a bug). Then one import step runs
+//! over everything accepted and its rate is printed (every transaction must import).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -185,11 +186,16 @@ async fn run_connection(
     Ok(result)
 }
 
-/// `GET /_sandbox/orgs/bench/stats` over a fresh connection.
-async fn fetch_stats(addr: SocketAddr) -> std::io::Result<serde_json::Value> {
+/// A control call (`GET /_sandbox/orgs/bench/stats`, `POST …/process`) over a fresh
+/// connection; returns the JSON body.
+async fn control(
+    addr: SocketAddr,
+    method: &str,
+    route: &str,
+) -> std::io::Result<serde_json::Value> {
     let mut stream = TcpStream::connect(addr).await?;
     let request = format!(
-        "GET /_sandbox/orgs/{ORG_ID}/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} /_sandbox/orgs/{ORG_ID}/{route} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
@@ -210,7 +216,7 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
 
-    let (results, elapsed, stats) = runtime.block_on(async move {
+    let (results, elapsed, stats, import) = runtime.block_on(async move {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(seconds);
         let tasks: Vec<_> = (0..CONNECTIONS)
@@ -221,8 +227,12 @@ fn main() -> ExitCode {
             results.push(task.await.expect("connection task"));
         }
         let elapsed = started.elapsed();
-        let stats = fetch_stats(addr).await;
-        (results, elapsed, stats)
+        let stats = control(addr, "GET", "stats").await;
+        // Then the import step over everything accepted: a secondary number (imports/s).
+        let import_started = Instant::now();
+        let import = control(addr, "POST", "process").await;
+        let import = import.map(|report| (report, import_started.elapsed()));
+        (results, elapsed, stats, import)
     });
 
     let mut histogram =
@@ -278,6 +288,24 @@ fn main() -> ExitCode {
              (or no work / errors: other {other_status}, failed connections {failed_connections})"
         );
         return ExitCode::FAILURE;
+    }
+    match import {
+        Ok((report, import_elapsed)) => {
+            let imported = report["imported"].as_u64().unwrap_or(0);
+            println!(
+                "  import step: {imported} gifts in {:.2} s ({:.0} imports/s)",
+                import_elapsed.as_secs_f64(),
+                imported as f64 / import_elapsed.as_secs_f64()
+            );
+            if imported != received {
+                eprintln!("FAIL: imported {imported} != received {received}: {report}");
+                return ExitCode::FAILURE;
+            }
+        }
+        Err(error) => {
+            eprintln!("FAIL: the import step failed: {error}");
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::SUCCESS
 }

@@ -63,6 +63,19 @@ impl ContactStore {
         self.reindex(id);
     }
 
+    /// Runs `enrich` on a contact; re-indexes only when it reports a change (the common
+    /// import case, a matched contact that learns nothing, then costs no index work).
+    pub(crate) fn enrich(&mut self, id: u64, enrich: impl FnOnce(&mut Record) -> bool) -> bool {
+        let Some(contact) = self.records.get_mut(&id) else {
+            return false;
+        };
+        let changed = enrich(contact);
+        if changed {
+            self.reindex(id);
+        }
+        changed
+    }
+
     /// Changes a contact through `edit` and re-indexes it.
     pub(crate) fn update<T>(&mut self, id: u64, edit: impl FnOnce(&mut Record) -> T) -> Option<T> {
         let outcome = edit(self.records.get_mut(&id)?);

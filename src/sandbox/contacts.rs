@@ -158,9 +158,8 @@ pub(crate) fn upsert_contact(
         Some(id) => {
             let changed = state
                 .contacts
-                .update(id, |contact| enrich_contact(contact, input, now_ms))
-                .unwrap_or(false);
-            if changed {
+                .enrich(id, |contact| enrich_contact(contact, input, now_ms));
+            if changed && state.is_subscribed(EventKind::ContactUpdate) {
                 if let Some(contact) = state.contacts.records.get(&id) {
                     events.push(Event {
                         kind: EventKind::ContactUpdate,
@@ -174,10 +173,12 @@ pub(crate) fn upsert_contact(
             let id = state.contacts.next_id();
             let individual_id = state.next_individual_id();
             let contact = new_contact(id, individual_id, input, now_ms);
-            events.push(Event {
-                kind: EventKind::ContactCreate,
-                model: contact_full(&contact),
-            });
+            if state.is_subscribed(EventKind::ContactCreate) {
+                events.push(Event {
+                    kind: EventKind::ContactCreate,
+                    model: contact_full(&contact),
+                });
+            }
             state.contacts.insert(contact);
             id
         }

@@ -260,10 +260,12 @@ fn import_gift(
     };
     let id = state.gifts.next_id();
     let gift = Record::new(id, now_ms, doc);
-    events.push(Event {
-        kind: EventKind::GiftCreate,
-        model: gift_webhook(&gift, spec.webhook_includes_transaction_ids),
-    });
+    if state.is_subscribed(EventKind::GiftCreate) {
+        events.push(Event {
+            kind: EventKind::GiftCreate,
+            model: gift_webhook(&gift, spec.webhook_includes_transaction_ids),
+        });
+    }
     state.gifts.insert(gift);
     Outcome::Imported
 }
@@ -323,10 +325,12 @@ fn import_reversal(
     doc.insert("giftDesignations".into(), json!([]));
     let id = state.gifts.next_id();
     let gift = Record::new(id, now_ms, doc);
-    events.push(Event {
-        kind: EventKind::GiftCreate,
-        model: gift_webhook(&gift, spec.webhook_includes_transaction_ids),
-    });
+    if state.is_subscribed(EventKind::GiftCreate) {
+        events.push(Event {
+            kind: EventKind::GiftCreate,
+            model: gift_webhook(&gift, spec.webhook_includes_transaction_ids),
+        });
+    }
     state.gifts.insert(gift);
     Outcome::Imported
 }

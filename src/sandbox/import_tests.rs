@@ -19,6 +19,16 @@ fn import(spec: &OrgSpec, state: &mut OrgState, body: Bytes) -> (ImportReport, V
     run_import(spec, state, Selection::All, NOW)
 }
 
+/// Subscribes to every event the import can fire (events are only built for subscribers).
+fn subscribe_all(state: &mut OrgState) {
+    let id = state.webhooks.next_id();
+    let doc = json!({"payloadUrl": "http://127.0.0.1:9/", "secret": "s", "active": true,
+        "giftCreate": true, "contactCreate": true, "contactUpdate": true});
+    state
+        .webhooks
+        .insert(Record::new(id, NOW, doc.as_object().unwrap().clone()));
+}
+
 fn contact_of(state: &OrgState, transaction_id: &str) -> u64 {
     let gift = state
         .gifts
@@ -114,6 +124,7 @@ fn name_matches_only_with_the_same_postal_code() {
 fn matched_contacts_learn_new_references_and_announce_it() {
     // Goal: a new reference on a matched contact is stored and fires ContactUpdate once.
     let (spec, mut state) = seeded();
+    subscribe_all(&mut state);
     let (_, events) = import(
         &spec,
         &mut state,
@@ -133,6 +144,19 @@ fn matched_contacts_learn_new_references_and_announce_it() {
         gift("t6", json!({"referenceId": "cus_9"})),
     );
     assert_eq!(events.len(), 1, "nothing new to learn: only GiftCreate");
+}
+
+#[test]
+fn events_are_built_only_for_subscribed_kinds() {
+    // Goal: without a subscription an import builds no webhook models at all.
+    let spec = OrgSpec::new("o", "k");
+    let mut state = OrgState::new(&spec);
+    let (report, events) = import(
+        &spec,
+        &mut state,
+        gift("n1", json!({"email": "n@example.org"})),
+    );
+    assert_eq!((report.imported, events.len()), (1, 0));
 }
 
 #[test]
@@ -163,6 +187,7 @@ fn review_share_holds_items_until_approved() {
     let mut spec = OrgSpec::new("o", "k");
     spec.review_share = 1.0;
     let mut state = OrgState::new(&spec);
+    subscribe_all(&mut state);
     let (report, events) = import(
         &spec,
         &mut state,

@@ -13,7 +13,7 @@ use super::models::now_ms;
 use super::ratelimit::SlidingWindow;
 use super::records::{GiftStore, Table};
 use super::stats::{Gauges, Stats, StatsSnapshot, WebhookCounters};
-use super::webhooks::{build_jobs, DeliveryForms, DeliveryPlan, Event, WebhookJob};
+use super::webhooks::{build_jobs, DeliveryForms, DeliveryPlan, Event, EventKind, WebhookJob};
 use super::{OrgSpec, Processing};
 
 /// What an accepted transaction is.
@@ -96,6 +96,20 @@ impl OrgState {
             sequence: self.next_sequence,
         });
         self.stats.transactions_received += 1;
+    }
+
+    /// Whether an active subscription wants `kind`: imports skip building webhook models
+    /// (a clone of every record) nobody would receive.
+    pub(crate) fn is_subscribed(&self, kind: EventKind) -> bool {
+        self.webhooks.records.values().any(|subscription| {
+            let flag = |name: &str| {
+                subscription
+                    .doc
+                    .get(name)
+                    .and_then(serde_json::Value::as_bool)
+            };
+            flag("active") == Some(true) && flag(kind.subscription_flag()) == Some(true)
+        })
     }
 
     pub(crate) fn next_individual_id(&mut self) -> u64 {
