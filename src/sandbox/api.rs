@@ -43,10 +43,12 @@ pub(crate) fn bind(
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(BODY_LIMIT_BYTES))
-            .configure(routes_control::configure)
+            // The hot route first: actix tries resources in order, and dynamic patterns
+            // cost a regex match each; the control routes sit behind one prefix check.
             .configure(routes_transactions::configure)
             .configure(routes_reads::configure)
             .configure(routes_records::configure)
+            .service(web::scope("/_sandbox").configure(routes_control::configure))
             .default_service(web::to(HttpResponse::NotFound))
     })
     .on_connect(|connection, extensions| {
