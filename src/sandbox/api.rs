@@ -2,7 +2,7 @@
 //! auth → rate limit → script → random faults → handler. The whole gate runs under the
 //! org's lock once, so the hot path takes one lock and never awaits while holding it.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +27,12 @@ use super::{
 /// Bulk webhook deliveries and 100-item batches are large; real Virtuous limits are unknown.
 const BODY_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 
-/// The raw socket of a connection, stashed at accept so a handler can close it unanswered.
-#[derive(Debug, Clone, Copy)]
-struct ConnectionFd(RawFd);
+/// A duplicate of the connection's socket descriptor, stashed at accept so a handler can
+/// close the connection unanswered. Owning a duplicate (closed when the connection's data is
+/// dropped) means a late shutdown, after a hang whose client already gave up, can only ever
+/// hit this connection's socket, never a newer connection that reused the fd number.
+#[derive(Debug)]
+struct ConnectionSocket(OwnedFd);
 
 pub(crate) fn bind(
     config: SandboxConfig,
@@ -40,15 +43,22 @@ pub(crate) fn bind(
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(BODY_LIMIT_BYTES))
-            .configure(routes_control::configure)
+            // The hot route first: actix tries resources in order, and dynamic patterns
+            // cost a regex match each; the control routes sit behind one prefix check.
             .configure(routes_transactions::configure)
             .configure(routes_reads::configure)
             .configure(routes_records::configure)
+            .service(web::scope("/_sandbox").configure(routes_control::configure))
             .default_service(web::to(HttpResponse::NotFound))
     })
     .on_connect(|connection, extensions| {
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            extensions.insert(ConnectionFd(tcp.as_raw_fd()));
+            match tcp.as_fd().try_clone_to_owned() {
+                Ok(socket) => {
+                    extensions.insert(ConnectionSocket(socket));
+                }
+                Err(error) => tracing::warn!(error = %error, "sandbox could not duplicate a socket; close faults will answer 500 instead"),
+            }
         }
     })
     // The host process (steward serve, a test) owns signals, not the embedded sandbox.
@@ -68,11 +78,12 @@ pub(crate) fn bind(
 
 /// Closes the request's connection without writing a byte of response.
 fn close_connection(request: &HttpRequest) {
-    if let Some(ConnectionFd(fd)) = request.conn_data::<ConnectionFd>() {
-        // SAFETY: the fd belongs to this live connection (the request holds it open), and
-        // shutdown only ends the stream; actix still owns and later closes the descriptor.
+    if let Some(ConnectionSocket(socket)) = request.conn_data::<ConnectionSocket>() {
+        // SAFETY: `socket` is an open descriptor we own (it lives as long as the request's
+        // connection data); shutdown ends the stream for every descriptor of the socket,
+        // so actix sees the connection end and closes its own descriptor as usual.
         unsafe {
-            libc::shutdown(*fd, libc::SHUT_RDWR);
+            libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR);
         }
     }
 }
@@ -147,6 +158,8 @@ impl From<Reply> for Handled {
 }
 
 /// The org of the request's Bearer key, or the 401 (plain text, never counted).
+// The error is the finished rejection response, built once on a cold path.
+#[allow(clippy::result_large_err)]
 pub(crate) fn authenticate(
     request: &HttpRequest,
     registry: &Registry,

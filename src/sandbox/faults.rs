@@ -209,11 +209,11 @@ impl Faults {
             let method_matches = matcher
                 .method
                 .as_deref()
-                .is_none_or(|method| method.eq_ignore_ascii_case(request.method));
+                .map_or(true, |method| method.eq_ignore_ascii_case(request.method));
             let path_matches = matcher
                 .path
                 .as_deref()
-                .is_none_or(|path| path == request.path || path == request.route);
+                .map_or(true, |path| path == request.path || path == request.route);
             if !(method_matches && path_matches) {
                 return None;
             }
@@ -332,11 +332,9 @@ mod tests {
         assert_ne!(base, fault_draw(7, "/api/v2/Gift/Transactions", "pi_1", 1));
         assert_ne!(base, fault_draw(7, "/api/v2/Gift/Transaction", "pi_2", 1));
         assert_ne!(base, fault_draw(7, "/api/v2/Gift/Transaction", "pi_1", 2));
-        // Pinned value: the hash must never change between releases (runs reproduce).
-        assert_eq!(
-            format!("{:.12}", fault_draw(0, "/p", "t", 1)),
-            format!("{:.12}", fault_draw(0, "/p", "t", 1))
-        );
+        // Pinned value (computed independently with Python's hashlib): the draw must never
+        // change between releases, or recorded runs stop reproducing.
+        assert_eq!(fault_draw(0, "/p", "t", 1), 0.031840104244441725);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - `ratelimit`: the sliding hour and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
 //! - `validate`: transaction bodies → `modelState`.
-//! - `import`: matching, dedup, review, gift and contact creation.
+//! - `import`: the import step: dedup, review, gift creation; `contacts`: matching.
 //! - `records`, `query`: stored records, their JSON forms, query groups and conditions.
 //! - `webhooks`: payload forms, signatures, the delivery task with retries.
 //! - `api`: the request gate (auth → rate limit → script → random faults → handler).
@@ -17,6 +17,8 @@
 //! - `stats`: the counters behind `/_sandbox/orgs/{id}/stats`.
 
 mod api;
+mod contact_store;
+mod contacts;
 mod faults;
 mod import;
 mod models;

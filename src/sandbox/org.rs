@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use actix_web::web::Bytes;
 use tokio::sync::mpsc;
 
+use super::contact_store::ContactStore;
 use super::faults::Faults;
 use super::models::now_ms;
 use super::ratelimit::SlidingWindow;
 use super::records::{GiftStore, Table};
 use super::stats::{Gauges, Stats, StatsSnapshot, WebhookCounters};
-use super::webhooks::{build_jobs, DeliveryForms, DeliveryPlan, Event, WebhookJob};
+use super::webhooks::{build_jobs, DeliveryForms, DeliveryPlan, Event, EventKind, WebhookJob};
 use super::{OrgSpec, Processing};
 
 /// What an accepted transaction is.
@@ -45,7 +46,7 @@ pub(crate) struct OrgState {
     pub(crate) review: Vec<Pending>,
     next_sequence: u64,
     pub(crate) gifts: GiftStore,
-    pub(crate) contacts: Table,
+    pub(crate) contacts: ContactStore,
     pub(crate) next_individual_id: u64,
     pub(crate) webhooks: Table,
     pub(crate) recurring_gifts: Table,
@@ -55,7 +56,7 @@ pub(crate) struct OrgState {
 }
 
 impl OrgState {
-    fn new(spec: &OrgSpec) -> OrgState {
+    pub(crate) fn new(spec: &OrgSpec) -> OrgState {
         OrgState {
             window: SlidingWindow::new(spec.hourly_limit),
             faults: Faults::default(),
@@ -64,7 +65,7 @@ impl OrgState {
             review: Vec::new(),
             next_sequence: 0,
             gifts: GiftStore::default(),
-            contacts: Table::default(),
+            contacts: ContactStore::default(),
             next_individual_id: 0,
             webhooks: Table::default(),
             recurring_gifts: Table::default(),
@@ -95,6 +96,20 @@ impl OrgState {
             sequence: self.next_sequence,
         });
         self.stats.transactions_received += 1;
+    }
+
+    /// Whether an active subscription wants `kind`: imports skip building webhook models
+    /// (a clone of every record) nobody would receive.
+    pub(crate) fn is_subscribed(&self, kind: EventKind) -> bool {
+        self.webhooks.records.values().any(|subscription| {
+            let flag = |name: &str| {
+                subscription
+                    .doc
+                    .get(name)
+                    .and_then(serde_json::Value::as_bool)
+            };
+            flag("active") == Some(true) && flag(kind.subscription_flag()) == Some(true)
+        })
     }
 
     pub(crate) fn next_individual_id(&mut self) -> u64 {

@@ -10,10 +10,7 @@ use serde_json::{json, Value};
 use super::api::{authenticated, id_param, path_param, Handled, Reply};
 use super::org::{OrgState, Registry};
 use super::query::{run_query, QueryBody, RecordKind};
-use super::records::{
-    contact_emails, contact_full, contact_references, contact_summary, gift_full, gift_summary,
-    Record,
-};
+use super::records::{contact_full, contact_summary, gift_full, gift_summary, Record};
 
 /// Virtuous caps `take` at 1000.
 const TAKE_MAX: u64 = 1_000;
@@ -107,12 +104,7 @@ async fn contact_by_id(request: HttpRequest, registry: web::Data<Registry>) -> H
 }
 
 fn contact_with_reference<'a>(state: &'a OrgState, source: &str, id: &str) -> Option<&'a Record> {
-    let wanted = (source.to_owned(), id.to_owned());
-    state
-        .contacts
-        .records
-        .values()
-        .find(|contact| contact_references(contact).contains(&wanted))
+    state.contacts.by_reference(source, id)
 }
 
 async fn contact_by_reference(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
@@ -151,14 +143,7 @@ async fn contact_find(request: HttpRequest, registry: web::Data<Registry>) -> Ht
                 (Some(source), Some(id)) => contact_with_reference(state, source, id),
                 _ => None,
             };
-            let by_email = || {
-                let email = params.email.as_ref()?.trim().to_ascii_lowercase();
-                state
-                    .contacts
-                    .records
-                    .values()
-                    .find(|contact| contact_emails(contact).contains(&email))
-            };
+            let by_email = || state.contacts.by_email(params.email.as_deref()?);
             found(by_reference.or_else(by_email), contact_full)
         },
     )

@@ -92,9 +92,10 @@ pub(crate) fn edit_contact(
     id: u64,
     edit: impl FnOnce(&mut Record),
 ) -> Option<Handled> {
-    let contact = state.contacts.records.get_mut(&id)?;
-    edit(contact);
-    let full = contact_full(contact);
+    let full = state.contacts.update(id, |contact| {
+        edit(contact);
+        contact_full(contact)
+    })?;
     Some(announce_update(
         org,
         state,
@@ -239,7 +240,7 @@ async fn create_recurring_gift(
                 Some(_) => {}
             }
             let amount = text_field(&body, "amount").and_then(|text| Amount::parse(&text));
-            if amount.is_none_or(|amount| amount.micros <= 0) {
+            if amount.map_or(true, |amount| amount.micros <= 0) {
                 error(
                     "amount",
                     "The Amount field is required and must be greater than 0.".into(),

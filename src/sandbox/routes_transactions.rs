@@ -40,6 +40,12 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         );
 }
 
+/// An exact-size copy of a body: the extractor's buffer has at least 8 KiB of capacity, and
+/// keeping it alive for every pending transaction would pin 8x the memory.
+fn compact(body: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(body)
+}
+
 fn accepted() -> Handled {
     Handled {
         reply: Reply::empty(200),
@@ -86,7 +92,7 @@ async fn gift_transaction(
             if !model_state.is_empty() {
                 return Reply::model_state(&model_state).into();
             }
-            state.accept(PendingKind::Gift, body, now);
+            state.accept(PendingKind::Gift, compact(&body), now);
             accepted()
         },
     )
@@ -138,7 +144,7 @@ impl CheckedBatch {
 /// Fills batch-level defaults into an item that lacks the field.
 fn fill_default(item: &mut Map<String, Value>, item_field: &str, default: Option<&Value>) {
     if let Some(default) = default.filter(|value| !value.is_null()) {
-        if field(item, item_field).is_none_or(Value::is_null) {
+        if field(item, item_field).map_or(true, Value::is_null) {
             item.insert(item_field.to_owned(), default.clone());
         }
     }
@@ -263,7 +269,7 @@ async fn contact_transaction(
             if !model_state.is_empty() {
                 return Reply::model_state(&model_state).into();
             }
-            state.accept(PendingKind::Contact, body, now);
+            state.accept(PendingKind::Contact, compact(&body), now);
             accepted()
         },
     )
@@ -353,7 +359,7 @@ async fn reversing_transaction(
             if !gift_exists {
                 return Reply::empty(404).into();
             }
-            state.accept(PendingKind::Reversal, body, now);
+            state.accept(PendingKind::Reversal, compact(&body), now);
             accepted()
         },
     )

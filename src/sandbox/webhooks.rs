@@ -44,7 +44,7 @@ impl EventKind {
     }
 
     /// The subscription flag that switches this event on.
-    fn subscription_flag(self) -> &'static str {
+    pub(crate) fn subscription_flag(self) -> &'static str {
         match self {
             EventKind::GiftCreate => "giftCreate",
             EventKind::GiftUpdate => "giftUpdate",

@@ -34,6 +34,19 @@ async fn control_org_create_answers_201_409_400_and_404_for_unknown_org() {
     let bad_enum = json!({"id": "o4", "api_key": "k4", "batch_item_error": "sometimes"});
     let r = sb.control("POST", "/_sandbox/orgs", Some(&bad_enum)).await;
     assert_eq!(r.status, 400, "bad batch_item_error: {}", r.text());
+    for (field, bad) in [
+        ("processing", json!("sometimes")),
+        ("webhook_delivery", json!("carrier-pigeon")),
+        ("hourly_limit", json!("lots")),
+    ] {
+        let mut body = json!({"id": "o5", "api_key": "k5"});
+        body[field] = bad;
+        let r = sb.control("POST", "/_sandbox/orgs", Some(&body)).await;
+        assert_eq!(r.status, 400, "bad {field}: {}", r.text());
+    }
+    let delayed = json!({"id": "o6", "api_key": "k6", "processing": {"delay_ms": 50}});
+    let r = sb.control("POST", "/_sandbox/orgs", Some(&delayed)).await;
+    assert_eq!(r.status, 201, "processing as an object: {}", r.text());
 
     for (method, suffix) in [
         ("POST", "/process"),
@@ -41,6 +54,10 @@ async fn control_org_create_answers_201_409_400_and_404_for_unknown_org() {
         ("GET", "/stats"),
         ("GET", "/gifts"),
         ("PUT", "/faults"),
+        ("DELETE", "/faults"),
+        ("POST", "/script"),
+        ("POST", "/staff-edit"),
+        ("GET", "/contacts"),
     ] {
         let body = json!({});
         let r = sb
@@ -115,10 +132,13 @@ async fn bad_or_missing_key_gets_401_plain_text_and_is_not_counted() {
 
 #[actix_rt::test]
 async fn orgs_are_isolated_by_key() {
-    // Goal: one org's key never sees another org's records, and each org has its own budget.
+    // Goal: one org's key never sees another org's records or webhooks, and each org has its own budget.
     let sb = start_sandbox().await;
     let a = sb.org(json!({"hourly_limit": 100})).await;
     let b = sb.org(json!({"hourly_limit": 50})).await;
+    let a_hooks = Receiver::start().await;
+    a.subscribe(&a_hooks.url, "a", &["giftCreate", "contactCreate"])
+        .await;
     b.send_gift(&gift_tx("stripe", "iso-1")).await;
     assert_eq!(b.process().await["imported"], 1);
     let gid = b.get("/api/Gift/stripe/iso-1").await.json()["id"]
@@ -136,6 +156,9 @@ async fn orgs_are_isolated_by_key() {
         q.text()
     );
     assert_eq!(a.stats().await["transactions_received"], 0);
+    // B's import must not reach A's webhook subscriptions (B's own webhooks_sent stays 0 too).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(a_hooks.hits().is_empty(), "{:?}", a_hooks.summary());
 
     let r = a.get("/api/Organization/Current").await;
     assert_eq!(r.header_i64("x-ratelimit-limit"), 100);
@@ -157,8 +180,11 @@ async fn rate_limit_headers_and_reset_is_first_call_plus_an_hour() {
     assert_eq!(first.header_i64("x-ratelimit-limit"), 20);
     assert_eq!(first.header_i64("x-ratelimit-remaining"), 19);
     let reset = first.header_i64("x-ratelimit-reset");
-    let lo = before.floor() as i64 + 3600;
-    let hi = after.ceil() as i64 + 3600;
+    // Reset = ceil(call time + 3600 s) and the call happened within [before, after] (at ms
+    // resolution), so Reset lies within [ceil(before), ceil(after)] + 3600.
+    let ceil_s = |ms: f64| (ms / 1000.0).ceil() as i64;
+    let lo = ceil_s((before * 1000.0).floor()) + 3600;
+    let hi = ceil_s((after * 1000.0).ceil()) + 3600;
     assert!(
         (lo..=hi).contains(&reset),
         "Reset {reset} not in [{lo}, {hi}]"

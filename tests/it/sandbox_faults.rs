@@ -163,8 +163,8 @@ async fn scripted_faults_are_consumed_in_order() {
 
 #[actix_rt::test]
 async fn script_without_match_applies_to_any_request_and_replaces_the_old_script() {
-    // Goal: a step without "match" applies to any API request, "body" is answered verbatim, and
-    // posting a new script replaces what is left of the old one.
+    // Goal: a step without "match" applies to any API request, "body" is answered verbatim,
+    // posting a new script replaces what is left of the old one, and a method-only match works.
     let sb = start_sandbox().await;
     let org = sb.org(json!({})).await;
     let old = json!({"steps": [{"times": 5, "respond": {"status": 500}}]});
@@ -181,10 +181,27 @@ async fn script_without_match_applies_to_any_request_and_replaces_the_old_script
         200,
         "old script not replaced"
     );
+    // A match on the method alone: a POST passes, the next GET (any path) is faulted.
+    let by_method =
+        json!({"steps": [{"match": {"method": "GET"}, "times": 1, "respond": {"status": 502}}]});
+    assert_eq!(
+        org.control("POST", "/script", Some(&by_method))
+            .await
+            .status,
+        200
+    );
+    org.send_gift(&gift_tx("s", "passes")).await;
+    assert_eq!(org.get("/api/Gift/s/passes").await.status, 502);
+    assert_eq!(
+        org.get("/api/Gift/s/passes").await.status,
+        404,
+        "step used up"
+    );
     sb.handle.stop().await;
 }
 
-/// Sends each id once; returns id -> (status, Retry-After).
+/// Sends each id once (asserting rate-limit headers even on faults); returns
+/// id -> (status, Retry-After).
 async fn outcomes(org: &Org, ids: &[String]) -> BTreeMap<String, (u16, Option<String>)> {
     let client = fresh_client(Duration::from_secs(10));
     let mut out = BTreeMap::new();
@@ -197,6 +214,17 @@ async fn outcomes(org: &Org, ids: &[String]) -> BTreeMap<String, (u16, Option<St
             .await
             .expect("rates without timeouts always answer");
         let r = Resp::read(r).await;
+        for h in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ] {
+            assert!(
+                r.header(h).is_some(),
+                "{h} missing on a {} answer",
+                r.status
+            );
+        }
         out.insert(id.clone(), (r.status, r.header("retry-after")));
     }
     out
@@ -254,6 +282,17 @@ async fn random_faults_reproduce_by_seed_regardless_of_arrival_order() {
     let a2 = outcomes(&orgs[0], &some).await;
     let b2 = outcomes(&orgs[1], &some_rev).await;
     assert_eq!(a2, b2, "second attempts differ between same-seed orgs");
+    // The attempt number is part of the draw: 12 second attempts all repeating their first
+    // outcome has probability 0.34^12 (about 2e-6) at these rates.
+    let a1_some: BTreeMap<_, _> = a1
+        .iter()
+        .filter(|(k, _)| a2.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_ne!(
+        a1_some, a2,
+        "second attempts repeat the first: attempt not in the draw"
+    );
 
     // A batch draws with its first item's transactionId: the other items do not matter.
     let client = fresh_client(Duration::from_secs(10));
@@ -281,6 +320,10 @@ async fn random_faults_reproduce_by_seed_regardless_of_arrival_order() {
         batch_outcomes[0].iter().any(|s| *s != 200),
         "no batch drew a fault"
     );
+    // The path is part of the draw: the batch path (first attempt there) must not mirror the
+    // single path for all 15 ids (probability 0.34^15).
+    let single_path: Vec<u16> = ids[..15].iter().map(|id| a1[id].0).collect();
+    assert_ne!(batch_outcomes[0], single_path, "path not in the draw");
     sb.handle.stop().await;
 }
 

@@ -63,8 +63,8 @@ fn mmddyyyy(days_from_today: i64) -> String {
 #[actix_rt::test]
 async fn gift_query_conditions_groups_and_operators() {
     // Goal: Gift Query and FullGift filter by Transaction Source/Id, Contact Id and dates with
-    // Is/IsNot/IsAnyOf/Contains/After/Before/OnOrAfter/OnOrBefore/Between; conditions in a group
-    // AND, groups OR; no groups (or []) = every gift.
+    // Is/IsNot/IsAnyOf/Contains/GreaterThan/LessThan/After/Before/OnOrAfter/OnOrBefore/Between;
+    // conditions in a group AND, groups OR; no groups (or []) = every gift.
     let (sb, org) = seeded(6).await;
     for path in ["/api/Gift/Query", "/api/Gift/Query/FullGift"] {
         let all = gift_query(&org, path, json!({})).await;
@@ -122,58 +122,33 @@ async fn gift_query_conditions_groups_and_operators() {
         (1, vec!["q3".into()])
     );
 
+    for (op, value, expected) in [("GreaterThan", "0", 6), ("LessThan", "0", 0)] {
+        let q = one_group(vec![cond("Contact Id", op, json!(value))]);
+        assert_eq!(
+            gift_query(&org, "/api/Gift/Query", q).await.0,
+            expected,
+            "Contact Id {op}"
+        );
+    }
+
     for param in ["Create Date", "Last Modified Date"] {
-        let q = |op: &str, v: Value| one_group(vec![cond(param, op, v)]);
         let path = "/api/Gift/Query/FullGift";
-        assert_eq!(
-            gift_query(&org, path, q("After", json!(mmddyyyy(-1))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("After", json!(mmddyyyy(1))))
-                .await
-                .0,
-            0,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("Before", json!(mmddyyyy(1))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("Before", json!(mmddyyyy(-1))))
-                .await
-                .0,
-            0,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("OnOrAfter", json!(mmddyyyy(0))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("OnOrBefore", json!(mmddyyyy(0))))
-                .await
-                .0,
-            6,
-            "{param}"
-        );
-        assert_eq!(
-            gift_query(&org, path, q("OnOrBefore", json!(mmddyyyy(-1))))
-                .await
-                .0,
-            0,
-            "{param}"
-        );
+        // (operator, date relative to today, expected count): every gift was made today.
+        let cases = [
+            ("After", -1, 6),
+            ("After", 1, 0),
+            ("Before", 1, 6),
+            ("Before", -1, 0),
+            ("OnOrAfter", 0, 6),
+            ("OnOrAfter", 1, 0),
+            ("OnOrBefore", 0, 6),
+            ("OnOrBefore", -1, 0),
+        ];
+        for (op, days, expected) in cases {
+            let q = one_group(vec![cond(param, op, json!(mmddyyyy(days)))]);
+            let total = gift_query(&org, path, q).await.0;
+            assert_eq!(total, expected, "{param} {op} today{days:+}");
+        }
         let between = |a: i64, b: i64| {
             one_group(vec![json!({"parameter": param, "operator": "Between",
                                   "value": mmddyyyy(a), "secondaryValue": mmddyyyy(b)})])
@@ -439,5 +414,45 @@ async fn put_contact_is_a_counted_full_replacement_firing_contact_update() {
     assert_eq!(hits[0].json()["contact"]["name"], "Ann & Sam Lee");
     assert_eq!(org.put("/api/Contact/9999", &c).await.status, 404);
     recv.stop().await;
+    sb.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn gift_query_sorts_by_last_modified_date_both_ways() {
+    // Goal: sortBy "Last Modified Date" orders FullGift rows by modification time, ascending by
+    // default and reversed with "descending": true (the engine's incremental pull relies on it).
+    let (sb, org) = seeded(3).await;
+    let id_of = |tid: &str| {
+        let org = org.clone();
+        let path = "/api/Gift/Query/FullGift".to_string();
+        let tid = tid.to_string();
+        async move {
+            let q = one_group(vec![cond("Transaction Id", "Is", json!(tid))]);
+            org.post(&path, &q).await.json()["list"][0]["id"].clone()
+        }
+    };
+    // Edits over a second apart, so even second-precision timestamps order them: q0 then q1.
+    for tid in ["q0", "q1"] {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let body = json!({"kind": "gift", "id": id_of(tid).await, "changes": {"notes": tid}});
+        let r = org.control("POST", "/staff-edit", Some(&body)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let order = |descending: bool| {
+        let org = org.clone();
+        async move {
+            let body = json!({"sortBy": "Last Modified Date", "descending": descending});
+            let r = org.post("/api/Gift/Query/FullGift", &body).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["transactionId"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(order(false).await, ["q2", "q0", "q1"]);
+    assert_eq!(order(true).await, ["q1", "q0", "q2"]);
     sb.handle.stop().await;
 }

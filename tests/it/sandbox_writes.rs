@@ -350,6 +350,60 @@ async fn contact_batch_accept_others_keeps_the_good_contacts() {
 }
 
 #[actix_rt::test]
+async fn contact_json_has_the_documented_shape() {
+    // Goal: GET /api/Contact/{id} returns the documented fields: id, contactType, name,
+    // mergedIntoContactId, address, contactIndividuals[{id, firstName, lastName, isPrimary,
+    // contactMethods[{type, value, isOptedIn, isPrimary}]}], contactReferences[{source, id}],
+    // tags[], customFields[], createDateTimeUtc, modifiedDateTimeUtc.
+    let sb = start_sandbox().await;
+    let org = sb.org(json!({})).await;
+    let tx = contact_tx("crm", "shape", "Ann", "Lee", "ann@example.org");
+    assert_eq!(org.post("/api/Contact/Transaction", &tx).await.status, 200);
+    org.process().await;
+    let id = org.get("/api/Contact/crm/shape").await.json()["id"].clone();
+    let c = org.get(&format!("/api/Contact/{id}")).await.json();
+    for f in [
+        "id",
+        "contactType",
+        "name",
+        "mergedIntoContactId",
+        "address",
+        "createDateTimeUtc",
+        "modifiedDateTimeUtc",
+    ] {
+        assert!(c.get(f).is_some(), "contact lacks {f}: {c}");
+    }
+    assert_eq!(c["contactType"], "Household");
+    assert!(
+        c["tags"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("donor")) && t.contains(&json!("web"))),
+        "tags split on ';': {c}"
+    );
+    assert!(c["customFields"].is_array(), "{c}");
+    assert_eq!(
+        c["contactReferences"],
+        json!([{"source": "crm", "id": "shape"}]),
+        "{c}"
+    );
+    let ind = &c["contactIndividuals"][0];
+    for f in ["id", "firstName", "lastName", "isPrimary", "contactMethods"] {
+        assert!(ind.get(f).is_some(), "individual lacks {f}: {c}");
+    }
+    let m = &ind["contactMethods"][0];
+    assert_eq!(
+        (m["type"].as_str(), m["value"].as_str()),
+        (Some("Home Email"), Some("ann@example.org")),
+        "{c}"
+    );
+    assert!(
+        m["isOptedIn"].is_boolean() && m["isPrimary"].is_boolean(),
+        "{c}"
+    );
+    sb.handle.stop().await;
+}
+
+#[actix_rt::test]
 async fn reversing_transaction_refunds_an_imported_gift() {
     // Goal: ReversingTransaction {reversedGiftId, giftDate, notes} on an imported gift answers 200
     // and yields a gift of type ReversingTransaction; an unknown reversedGiftId is refused.
