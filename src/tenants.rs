@@ -127,7 +127,7 @@ fn start_tenant(state: &AppState, record: &TenantRecord) -> Result<(), ApiError>
         if let Some(sandbox) = &state.sandbox {
             let api_key = doc.virtuous.api_key.clone().unwrap_or_default();
             sandbox
-                .create_org(OrgSpec::new(&record.id, &api_key))
+                .ensure_org(OrgSpec::new(&record.id, &api_key))
                 .map_err(|err| {
                     ApiError::new(
                         ErrorCode::Internal,

@@ -233,6 +233,16 @@ impl SandboxHandle {
             .create(spec, true)
             .map_err(|error| error.to_string())
     }
+    /// The embedded mode's "make it so": creates the org, or — when it exists — makes
+    /// `spec.api_key` its current key (revoking the previous one), as a credential rotation
+    /// on the Virtuous side would. Other fields of an existing org are left unchanged.
+    pub fn ensure_org(&self, spec: OrgSpec) -> Result<(), String> {
+        match self.registry.rotate_api_key(&spec.id, &spec.api_key) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.create_org(spec),
+            Err(error) => Err(error.to_string()),
+        }
+    }
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.server.stop(true).await;

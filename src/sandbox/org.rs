@@ -202,7 +202,10 @@ impl Registry {
         let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
         let mut by_key = self.by_api_key.write().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = by_id.get(&spec.id) {
-            if idempotent && existing.spec.api_key == spec.api_key {
+            let key_is_current = by_key
+                .get(&spec.api_key)
+                .is_some_and(|org| Arc::ptr_eq(org, existing));
+            if idempotent && key_is_current {
                 return Ok(());
             }
             return Err(CreateOrgError::IdTaken(spec.id));
@@ -220,6 +223,30 @@ impl Registry {
         by_key.insert(org.spec.api_key.clone(), Arc::clone(&org));
         by_id.insert(org.spec.id.clone(), org);
         Ok(())
+    }
+
+    /// Issues `new_api_key` to an existing org and revokes its other keys (a key rotation on
+    /// the Virtuous side). Unknown org → `Ok(false)`.
+    pub(crate) fn rotate_api_key(
+        &self,
+        id: &str,
+        new_api_key: &str,
+    ) -> Result<bool, CreateOrgError> {
+        let by_id = self.by_id.read().unwrap_or_else(|p| p.into_inner());
+        let mut by_key = self.by_api_key.write().unwrap_or_else(|p| p.into_inner());
+        let Some(org) = by_id.get(id) else {
+            return Ok(false);
+        };
+        if let Some(holder) = by_key.get(new_api_key) {
+            if Arc::ptr_eq(holder, org) {
+                return Ok(true);
+            }
+            return Err(CreateOrgError::KeyTaken);
+        }
+        by_key.retain(|_, holder| !Arc::ptr_eq(holder, org));
+        by_key.insert(new_api_key.to_string(), Arc::clone(org));
+        tracing::info!(org = %id, "sandbox organization api key rotated");
+        Ok(true)
     }
 
     pub(crate) fn by_id(&self, id: &str) -> Option<Arc<Org>> {

@@ -97,6 +97,43 @@ async fn embedded_create_org_is_idempotent_for_the_same_key() {
 }
 
 #[actix_rt::test]
+async fn embedded_ensure_org_rotates_the_api_key() {
+    // Goal: SandboxHandle::ensure_org creates an org, and for an existing org makes the new
+    // key current and revokes the old one (a credential rotation), keeping its data.
+    let sb = start_sandbox().await;
+    let spec = |key: &str| -> steward::sandbox::OrgSpec {
+        serde_json::from_value(json!({"id": "rot", "api_key": key})).unwrap()
+    };
+    sb.handle.ensure_org(spec("old-key")).expect("create");
+    let current = |key: &'static str| {
+        let client = sb.client.clone();
+        let url = format!("{}/api/Organization/Current", sb.base);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(current("old-key").await, 200);
+    sb.handle.ensure_org(spec("new-key")).expect("rotate");
+    assert_eq!(current("new-key").await, 200);
+    assert_eq!(current("old-key").await, 401, "the old key is revoked");
+    sb.handle
+        .ensure_org(spec("new-key"))
+        .expect("the current key again is a no-op");
+    // Another org cannot take a key that is in use.
+    let thief: steward::sandbox::OrgSpec =
+        serde_json::from_value(json!({"id": "thief", "api_key": "new-key"})).unwrap();
+    assert!(sb.handle.ensure_org(thief).is_err());
+    sb.handle.stop().await;
+}
+
+#[actix_rt::test]
 async fn bad_or_missing_key_gets_401_plain_text_and_is_not_counted() {
     // Goal: a wrong or missing Bearer key gets 401 with a plain-text body and spends no budget.
     let sb = start_sandbox().await;
