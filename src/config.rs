@@ -238,9 +238,10 @@ impl Config {
         }
         self.listeners()
             .map_err(|(key, reason)| invalid(key, reason))?;
-        if !self.public_url.is_empty()
-            && !(self.public_url.starts_with("https://") || self.public_url.starts_with("http://"))
-        {
+        let public_url_is_valid = self.public_url.is_empty()
+            || self.public_url.starts_with("https://")
+            || self.public_url.starts_with("http://");
+        if !public_url_is_valid {
             return Err(invalid(
                 "public_url",
                 "must start with https:// or http://".into(),
