@@ -273,6 +273,32 @@ pub struct TenantShared {
     pub supervisor_cell: Arc<ActorCell>,
     addresses: Mutex<ChildAddresses>,
     rate_limit_headers: Mutex<RateLimitHeaders>,
+    /// The tenant's per-tenant gauges, registered once (a label lookup per update costs
+    /// more than the update itself at 10,000 tenants).
+    pub gauges: TenantGauges,
+}
+
+/// Per-tenant gauges besides mailbox depth (DESIGN.md §6: about a dozen series a tenant).
+pub struct TenantGauges {
+    /// Indexed like [`crate::store::Lane::ALL`].
+    pub lane_depth: [metrics::Gauge; 4],
+    pub budget_allowance_per_hour: metrics::Gauge,
+    pub budget_spent_last_hour: metrics::Gauge,
+}
+
+impl TenantGauges {
+    fn register(tenant_id: &str) -> TenantGauges {
+        use crate::metrics::{
+            BUDGET_ALLOWANCE_PER_HOUR, BUDGET_SPENT_LAST_HOUR, LABEL_LANE, LABEL_TENANT, LANE_DEPTH,
+        };
+        TenantGauges {
+            lane_depth: crate::store::Lane::ALL.map(|lane| {
+                metrics::gauge!(LANE_DEPTH, LABEL_TENANT => tenant_id.to_string(), LABEL_LANE => lane.name())
+            }),
+            budget_allowance_per_hour: metrics::gauge!(BUDGET_ALLOWANCE_PER_HOUR, LABEL_TENANT => tenant_id.to_string()),
+            budget_spent_last_hour: metrics::gauge!(BUDGET_SPENT_LAST_HOUR, LABEL_TENANT => tenant_id.to_string()),
+        }
+    }
 }
 
 /// Typed addresses of the current children (`None` while one restarts).
@@ -307,6 +333,7 @@ impl TenantShared {
         let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
         let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
         TenantShared {
+            gauges: TenantGauges::register(&tenant_id),
             paused: AtomicBool::new(settings.paused),
             needs_operator: AtomicBool::new(false),
             settings: RwLock::new(settings),

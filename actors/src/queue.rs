@@ -24,21 +24,15 @@ pub struct Queue {
 
 impl Queue {
     fn refresh_from_store(&mut self, shared: &TenantShared) {
-        self.lanes = shared
-            .data
-            .lane_stats()
+        let stats = shared.data.lane_stats();
+        for ((_lane, stat), gauge) in stats.iter().zip(&shared.gauges.lane_depth) {
+            gauge.set(stat.depth as f64);
+        }
+        self.lanes = stats
             .into_iter()
             .map(|(lane, stat)| (lane.name(), stat))
             .collect();
         self.queued_total = self.lanes.values().map(|stat| stat.depth).sum();
-        for (lane, stat) in &self.lanes {
-            metrics::gauge!(
-                crate::metrics::LANE_DEPTH,
-                crate::metrics::LABEL_TENANT => shared.tenant_id.clone(),
-                crate::metrics::LABEL_LANE => *lane
-            )
-            .set(stat.depth as f64);
-        }
     }
 }
 

@@ -56,10 +56,13 @@ fn publish_budget_gauges(shared: &TenantShared) {
         shared.clock.as_ref(),
     );
     let Ok(status) = status else { return };
-    let tenant = shared.tenant_id.clone();
-    metrics::gauge!(crate::metrics::BUDGET_ALLOWANCE_PER_HOUR, crate::metrics::LABEL_TENANT => tenant.clone())
+    shared
+        .gauges
+        .budget_allowance_per_hour
         .set(status.allowance_per_hour as f64);
-    metrics::gauge!(crate::metrics::BUDGET_SPENT_LAST_HOUR, crate::metrics::LABEL_TENANT => tenant)
+    shared
+        .gauges
+        .budget_spent_last_hour
         .set(status.spent_last_hour as f64);
 }
 
