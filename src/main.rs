@@ -55,9 +55,16 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn run_sandbox(listen: SocketAddr) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
-        let handle = steward::sandbox::start(steward::sandbox::SandboxConfig { listen, workers: 0 }).await?;
-        tracing::warn!(listen = %handle.addr(), "Virtuous CRM+ SANDBOX (a simulator, not Virtuous) is listening");
-        tokio::signal::ctrl_c().await?;
+        let handle =
+            steward::sandbox::start(steward::sandbox::SandboxConfig { listen, workers: 0 }).await?;
+        // One line on stdout that scripts (and tests using port 0) can read.
+        println!("steward sandbox listening on {}", handle.base_url());
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
         handle.stop().await;
         Ok(())
     })

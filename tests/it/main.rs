@@ -5,6 +5,7 @@ mod admin;
 mod common;
 mod lifecycle;
 mod sandbox_contract;
+mod sandbox_entry;
 mod sandbox_faults;
 mod sandbox_import;
 mod sandbox_queries;
