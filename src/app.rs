@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
@@ -14,6 +14,7 @@ use steward_actors::store::{MasterKey, Store, StoreOptions};
 
 use crate::config::Config;
 use crate::http::auth::{require_admin_token, AdminToken};
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::{admin, ops};
 use crate::sandbox::{self, SandboxConfig, SandboxHandle};
 use crate::telemetry;
@@ -32,14 +33,20 @@ pub struct AppState {
     /// Serialises admin mutations (create, patch, delete, pause) — they are rare, and one
     /// lock keeps "check then write" on the registry simple.
     pub admin_lock: tokio::sync::Mutex<()>,
-    /// Set once every registered tenant was started at boot.
+    /// Set once boot has tried to start every registered tenant.
     pub booted: AtomicBool,
+    /// Tenants in the registry (kept with every create and delete; a registry scan per
+    /// `/readyz` would cost milliseconds at 10,000 tenants).
+    pub registered_tenants: AtomicUsize,
 }
 
 pub struct Readiness {
     pub ready: bool,
     pub store_open: bool,
+    /// Tenants in the registry.
     pub tenants: usize,
+    /// Tenants whose actors run.
+    pub tenants_running: usize,
     pub tenants_started: bool,
 }
 
@@ -47,13 +54,18 @@ impl AppState {
     pub fn readiness(&self) -> Readiness {
         // A point read proves the store answers (sled has no cheaper health probe).
         let store_open = self.store.registry().get("-readiness-probe-").is_ok();
-        let tenants = self.runtime.tenant_ids().len();
-        let tenants_started =
-            self.booted.load(Ordering::Acquire) && self.runtime.all_children_started();
+        let tenants = self.registered_tenants.load(Ordering::Acquire);
+        let tenants_running = self.runtime.tenant_ids().len();
+        // Every registered tenant runs (one that failed to start keeps this false) and every
+        // running tenant's five children have started.
+        let tenants_started = self.booted.load(Ordering::Acquire)
+            && tenants_running == tenants
+            && self.runtime.all_children_started();
         Readiness {
             ready: store_open && tenants_started,
             store_open,
             tenants,
+            tenants_running,
             tenants_started,
         }
     }
@@ -94,6 +106,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let master_key_env = std::env::var("STEWARD_MASTER_KEY").ok();
     let (master_key, master_key_generated) =
         MasterKey::load_or_create(&config.data_dir, master_key_env.as_deref())?;
+    if master_key_generated && !store.registry().list()?.is_empty() {
+        // A new key cannot open the secrets sealed by the old one: starting would leave
+        // every tenant unable to run. Refuse, and say where the key should come from.
+        anyhow::bail!(
+            "{} was just generated, but the store already holds tenants sealed with another master key; \
+             restore the original master.key or set STEWARD_MASTER_KEY (the new file was left in place: delete it first)",
+            config.data_dir.join("master.key").display()
+        );
+    }
     if master_key_generated {
         tracing::warn!(
             path = %config.data_dir.join("master.key").display(),
@@ -148,6 +169,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ingress_base_url,
         admin_lock: tokio::sync::Mutex::new(()),
         booted: AtomicBool::new(false),
+        registered_tenants: AtomicUsize::new(0),
     });
 
     let deadline = Duration::from_secs(config.shutdown_deadline_s);
@@ -252,6 +274,11 @@ fn admin_routes(config: &mut web::ServiceConfig) {
         .service(
             web::scope("/v1")
                 .wrap(middleware::from_fn(require_admin_token))
+                // A bad query string answers in the JSON error shape like everything else.
+                .app_data(web::QueryConfig::default().error_handler(|err, _request| {
+                    ApiError::new(ErrorCode::MalformedBody, format!("bad query string: {err}"))
+                        .into()
+                }))
                 .configure(admin::routes),
         );
 }
@@ -278,6 +305,13 @@ fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
     }
     let path: PathBuf = data_dir.join(ADMIN_TOKEN_FILE);
     if path.exists() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "{} is readable by group or others (mode {mode:o}); run `chmod 600` on it",
+            path.display()
+        );
         let token = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let token = token.trim().to_string();
@@ -296,17 +330,23 @@ fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Writes a mode-0600 file through a temporary file and a rename, so a crash never leaves
+/// an empty or half-written token behind.
 fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+        .open(&temporary)
+        .with_context(|| format!("cannot create {}", temporary.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     Ok(())
 }
 

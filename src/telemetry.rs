@@ -8,7 +8,6 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const METRICS_RENDER_SECONDS: &str = "steward_metrics_render_seconds";
-pub const HTTP_REQUESTS_TOTAL: &str = "steward_http_requests_total";
 pub const TENANTS: &str = "steward_tenants";
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 50 µs to 60 s.
@@ -53,10 +52,6 @@ pub fn install_metrics() -> PrometheusHandle {
                 METRICS_RENDER_SECONDS,
                 metrics::Unit::Seconds,
                 "Time to render /metrics"
-            );
-            metrics::describe_counter!(
-                HTTP_REQUESTS_TOTAL,
-                "HTTP requests answered, by route group and status class"
             );
             metrics::describe_gauge!(TENANTS, "Tenants registered on this node");
             handle

@@ -17,6 +17,8 @@ pub const TENANT_ID_MAX_LEN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantDocError {
+    #[error("the body must be a JSON object")]
+    NotAnObject,
     #[error("tenant id `{0}` is invalid: use 1 to 64 lowercase letters, digits and '-'")]
     InvalidTenantId(String),
     #[error("field `{field}` is invalid: {reason}")]
@@ -46,7 +48,9 @@ pub fn validate_tenant_id(id: &str) -> Result<(), TenantDocError> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// No `Debug` derive here or below where a secret lives: a stray `?doc` in a log line
+/// must not print credentials.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantDoc {
     pub id: String,
@@ -64,7 +68,7 @@ fn default_time_zone() -> String {
     "UTC".into()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VirtuousSettings {
     #[serde(default = "default_base_url")]
@@ -88,7 +92,7 @@ fn default_base64() -> String {
     "base64".into()
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sources {
     #[serde(default)]
@@ -99,7 +103,7 @@ pub struct Sources {
     pub platforms: BTreeMap<String, PlatformSettings>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeSettings {
     pub signing_secret: Option<String>,
@@ -151,13 +155,13 @@ fn default_segment_key() -> String {
     "segment".into()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailchimpSettings {
     pub url_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformSettings {
     pub secret: Option<String>,
@@ -221,6 +225,15 @@ pub struct BudgetSettings {
     pub burst_calls: Option<u32>,
 }
 
+impl std::fmt::Debug for TenantDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantDoc")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TenantDoc {
     /// Parses a full document (defaults applied) and validates every field.
     pub fn from_value(value: &Value) -> Result<TenantDoc, TenantDocError> {
@@ -229,9 +242,19 @@ impl TenantDoc {
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("id", "is required (a string)"))?;
         validate_tenant_id(id)?;
-        let doc: TenantDoc = serde_json::from_value(value.clone()).map_err(|err| {
-            // serde names the offending field in its message ("missing field `name`").
-            invalid(&field_named_in(&err.to_string()), err.to_string())
+        let doc: TenantDoc = serde_path_to_error::deserialize(value.clone()).map_err(|err| {
+            // The path names where the error is ("budget.reserve_pct"); for a missing or
+            // unknown field serde names the field itself in its message.
+            let path = err.path().to_string();
+            let message = err.inner().to_string();
+            // The path ends at the unknown field itself, but at the parent of a missing one.
+            let field = match (path.as_str(), missing_field_named_in(&message)) {
+                (".", Some(missing)) => missing,
+                (".", None) => "body".to_string(),
+                (parent, Some(missing)) => format!("{parent}.{missing}"),
+                (path, None) => path.to_string(),
+            };
+            invalid(&field, message)
         })?;
         doc.validate()?;
         Ok(doc)
@@ -330,8 +353,10 @@ impl TenantDoc {
     }
 }
 
-fn field_named_in(message: &str) -> String {
-    message.split('`').nth(1).unwrap_or("body").to_string()
+/// serde's "missing field `name`" → `name`.
+fn missing_field_named_in(message: &str) -> Option<String> {
+    let field = message.strip_prefix("missing field `")?.split('`').next()?;
+    Some(field.to_string())
 }
 
 fn require_secret(field: &str, value: &Option<String>) -> Result<(), TenantDocError> {
@@ -425,10 +450,61 @@ pub fn redacted(doc: &Value, set_secret_pointers: &[String]) -> Value {
     shown
 }
 
+/// A new document may not carry the redaction marker as a secret.
+pub fn reject_redacted_secrets(doc: &Value) -> Result<(), TenantDocError> {
+    for pointer in secret_pointers(doc) {
+        if doc.pointer(&pointer).and_then(Value::as_str) == Some(REDACTED) {
+            return Err(invalid(
+                &pointer_to_field(&pointer),
+                "send the secret itself, not the redaction marker",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// In a patched document, the redaction marker means "keep the stored secret" (a client
+/// may PATCH back what GET showed); a marker where nothing is stored is an error.
+pub fn restore_redacted_secrets(
+    doc: &mut Value,
+    stored: &[(String, String)],
+) -> Result<(), TenantDocError> {
+    for pointer in secret_pointers(doc) {
+        let Some(slot) = doc.pointer_mut(&pointer) else {
+            continue;
+        };
+        if slot.as_str() != Some(REDACTED) {
+            continue;
+        }
+        match stored
+            .iter()
+            .find(|(stored_pointer, _)| *stored_pointer == pointer)
+        {
+            Some((_, secret)) => *slot = Value::String(secret.clone()),
+            None => {
+                return Err(invalid(
+                    &pointer_to_field(&pointer),
+                    "no stored secret to keep; send the secret itself",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `/sources/stripe/signing_secret` → `sources.stripe.signing_secret`.
+fn pointer_to_field(pointer: &str) -> String {
+    pointer
+        .trim_start_matches('/')
+        .replace('/', ".")
+        .replace("~1", "/")
+        .replace("~0", "~")
+}
+
 /// Validates a body and returns the full document with its defaults applied.
 pub fn normalise(body: &Value) -> Result<(TenantDoc, Value), TenantDocError> {
     if !body.is_object() {
-        return Err(invalid("body", "must be a JSON object"));
+        return Err(TenantDocError::NotAnObject);
     }
     let doc = TenantDoc::from_value(body)?;
     let full = serde_json::to_value(&doc).map_err(|err| invalid("body", err.to_string()))?;
@@ -495,6 +571,18 @@ mod tests {
                 json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "budget": {"reserve_pct": 95}}),
                 "budget.reserve_pct",
             ),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "budget": {"reserve_pct": 300}}),
+                "budget.reserve_pct",
+            ),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "colour": 1}}),
+                "virtuous.colour",
+            ),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "sources": {"stripe": {"tolerance_s": 1}}}),
+                "sources.stripe.signing_secret",
+            ),
         ];
         for (body, field) in cases {
             match normalise(&body) {
@@ -503,6 +591,27 @@ mod tests {
                 }
                 other => panic!("{body}: expected invalid {field}, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn redaction_marker_keeps_stored_secrets_on_patch_and_is_refused_on_create() {
+        // Goal: "[redacted]" sent back means "keep"; it never becomes a secret's value.
+        let stored = vec![("/virtuous/api_key".to_string(), "vk-real".to_string())];
+        let mut doc = json!({"id": "a", "name": "A", "virtuous": {"api_key": REDACTED, "webhook_secret": null}});
+        restore_redacted_secrets(&mut doc, &stored).unwrap();
+        assert_eq!(doc["virtuous"]["api_key"], "vk-real");
+        let mut unknown = json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "webhook_secret": REDACTED}});
+        assert!(
+            restore_redacted_secrets(&mut unknown, &stored).is_err(),
+            "nothing stored to keep"
+        );
+        let create = json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "webhook_secret": REDACTED}});
+        match reject_redacted_secrets(&create) {
+            Err(TenantDocError::InvalidField { field, .. }) => {
+                assert_eq!(field, "virtuous.webhook_secret")
+            }
+            other => panic!("expected invalid_field, got {other:?}"),
         }
     }
 

@@ -1,10 +1,18 @@
 //! Tenant operations behind the admin API: create, patch (merge patch, credential rotation),
 //! delete, pause / resume, status — and starting every registered tenant at boot.
 //!
-//! Order of effects: the registry write is made durable (group commit) before the answer,
-//! and before the tenant's actors start. Creating a tenant calls nobody (DESIGN.md
-//! invariant 10): the embedded sandbox, when used, is in-process.
+//! Order of effects, so that an error never leaves a tenant half made:
+//! - create: everything that can fail (sealing, the embedded org, opening the tenant's key
+//!   space) is *prepared* first; then the registry write is made durable; then the actors
+//!   start (infallible). The answer comes last.
+//! - delete: the tenant's actors stop, its data is dropped, and only then is the registry
+//!   record removed — a crash in between leaves a registered tenant with no data (deleting
+//!   it again finishes the job), never orphaned dedup marks under a free id.
+//!
+//! Creating a tenant calls nobody (DESIGN.md invariant 10): the embedded sandbox, when
+//! used, is in-process. Admin mutations are serialised by `AppState::admin_lock`.
 
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -18,6 +26,8 @@ use crate::tenant::{self, TenantDoc};
 
 pub const STATE_RUNNING: &str = "running";
 pub const STATE_PAUSED: &str = "paused";
+/// Alert raised when a tenant targets the embedded sandbox but none is running.
+pub const ALERT_EMBEDDED_SANDBOX_MISSING: &str = "embedded_sandbox_missing";
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -30,27 +40,31 @@ fn unknown_tenant(id: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`"))
 }
 
-/// The runtime settings of a tenant: its own budget over the configured defaults.
-fn tenant_settings(state: &AppState, doc: &TenantDoc, paused: bool) -> TenantSettings {
+/// The budget a tenant runs with: its own settings over the configured defaults.
+fn effective_budget(state: &AppState, doc: &TenantDoc) -> BudgetSettings {
     let defaults = &state.config.budget;
     let own = doc.budget.as_ref();
+    BudgetSettings {
+        hourly_limit: own
+            .and_then(|b| b.hourly_limit)
+            .unwrap_or(defaults.hourly_limit),
+        reserve_pct: own
+            .and_then(|b| b.reserve_pct)
+            .unwrap_or(defaults.reserve_pct),
+        burst_calls: own
+            .and_then(|b| b.burst_calls)
+            .unwrap_or(defaults.burst_calls),
+    }
+}
+
+fn tenant_settings(state: &AppState, doc: &TenantDoc, paused: bool) -> TenantSettings {
     TenantSettings {
         paused,
         heartbeat_ms: state.config.runtime.heartbeat_ms,
         restart_backoff_initial_ms: state.config.runtime.restart_backoff_initial_ms,
         restart_backoff_max_ms: state.config.runtime.restart_backoff_max_ms,
         mailbox_capacity: state.config.runtime.mailbox_capacity,
-        budget: BudgetSettings {
-            hourly_limit: own
-                .and_then(|b| b.hourly_limit)
-                .unwrap_or(defaults.hourly_limit),
-            reserve_pct: own
-                .and_then(|b| b.reserve_pct)
-                .unwrap_or(defaults.reserve_pct),
-            burst_calls: own
-                .and_then(|b| b.burst_calls)
-                .unwrap_or(defaults.burst_calls),
-        },
+        budget: effective_budget(state, doc),
     }
 }
 
@@ -107,52 +121,80 @@ fn stored_doc(record: &TenantRecord) -> Result<Value, ApiError> {
     })
 }
 
-/// The tenant document as responses show it.
-fn shown_doc(record: &TenantRecord) -> Result<Value, ApiError> {
+/// The full document of a record, secrets included.
+fn full_doc(state: &AppState, record: &TenantRecord) -> Result<Value, ApiError> {
+    let mut full = stored_doc(record)?;
+    tenant::join_secrets(&mut full, &open_secrets(state, record)?);
+    Ok(full)
+}
+
+/// The tenant document as responses show it: secrets redacted, the effective budget shown.
+fn shown_doc(state: &AppState, record: &TenantRecord) -> Result<Value, ApiError> {
     let pointers: Vec<String> = record
         .sealed_secrets
         .iter()
         .map(|(pointer, _)| pointer.clone())
         .collect();
-    Ok(tenant::redacted(&stored_doc(record)?, &pointers))
+    let mut shown = tenant::redacted(&stored_doc(record)?, &pointers);
+    if let Ok(doc) = serde_json::from_value::<TenantDoc>(shown.clone()) {
+        shown["budget"] = json!(effective_budget(state, &doc));
+    }
+    Ok(shown)
 }
 
-/// Starts (or restarts) a tenant's actors from its registry record.
-fn start_tenant(state: &AppState, record: &TenantRecord) -> Result<(), ApiError> {
-    let secrets = open_secrets(state, record)?;
-    let mut full = stored_doc(record)?;
-    tenant::join_secrets(&mut full, &secrets);
-    let doc = TenantDoc::from_value(&full)?;
-    if doc.virtuous.base_url == "embedded" {
-        if let Some(sandbox) = &state.sandbox {
-            let api_key = doc.virtuous.api_key.clone().unwrap_or_default();
-            sandbox
-                .ensure_org(OrgSpec::new(&record.id, &api_key))
-                .map_err(|err| {
-                    ApiError::new(
-                        ErrorCode::Internal,
-                        format!("embedded sandbox refused the org: {err}"),
-                    )
-                })?;
-        }
+/// `"embedded"` needs the embedded sandbox.
+fn check_embedded_target(state: &AppState, doc: &TenantDoc) -> Result<(), ApiError> {
+    if doc.virtuous.base_url == "embedded" && state.sandbox.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "field `virtuous.base_url` is invalid: \"embedded\" needs [sandbox] embedded = true",
+        ));
     }
-    let spec = TenantSpec {
+    Ok(())
+}
+
+/// Everything that can fail before a tenant's actors start: the document, its secrets, the
+/// embedded org, its key space. The returned spec starts infallibly.
+fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<TenantSpec, ApiError> {
+    let doc = TenantDoc::from_value(&full_doc(state, record)?)?;
+    match (&state.sandbox, doc.virtuous.base_url.as_str()) {
+        (Some(sandbox), "embedded") => {
+            let api_key = doc.virtuous.api_key.clone().unwrap_or_default();
+            sandbox.ensure_org(OrgSpec::new(&record.id, &api_key)).map_err(|err| {
+                ApiError::new(ErrorCode::InvalidField, format!("field `virtuous.api_key` is invalid: the embedded sandbox refused it ({err})"))
+            })?;
+        }
+        (None, "embedded") => {
+            let message = "virtuous.base_url is \"embedded\" but [sandbox] embedded = false: nothing will reach Virtuous";
+            let tenant_store = state.store.tenant(&record.id)?;
+            if tenant_store.raise_alert(ALERT_EMBEDDED_SANDBOX_MISSING, message, now_ms())? {
+                tracing::error!(tenant_id = %record.id, "{message}");
+            }
+        }
+        _ => {}
+    }
+    Ok(TenantSpec {
         tenant_id: record.id.clone(),
         store: state.store.clone(),
         tenant_store: state.store.tenant(&record.id)?,
         settings: tenant_settings(state, &doc, record.state == STATE_PAUSED),
-    };
-    state.runtime.start_tenant(spec);
-    Ok(())
+    })
 }
 
-/// Boot: every registered tenant is started again.
+/// Boot: every registered tenant is started again. Failures are logged and counted;
+/// `/readyz` stays 503 while any registered tenant is not running.
 pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize> {
     let records = state.store.registry().list()?;
+    state
+        .registered_tenants
+        .store(records.len(), Ordering::Release);
     let mut started = 0;
     for record in &records {
-        match start_tenant(state, record) {
-            Ok(()) => started += 1,
+        match prepare_tenant(state, record) {
+            Ok(spec) => {
+                state.runtime.start_tenant(spec);
+                started += 1;
+            }
             Err(err) => {
                 tracing::error!(tenant_id = %record.id, error = %err, "tenant could not be started")
             }
@@ -164,14 +206,17 @@ pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize>
 
 pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
     let (doc, full) = tenant::normalise(&body)?;
-    if doc.virtuous.base_url == "embedded" && state.sandbox.is_none() {
+    tenant::reject_redacted_secrets(&full)?;
+    check_embedded_target(state, &doc)?;
+    let _guard = state.admin_lock.lock().await;
+    if state.store.registry().get(&doc.id)?.is_some() {
         return Err(ApiError::new(
-            ErrorCode::InvalidField,
-            "field `virtuous.base_url` is invalid: \"embedded\" needs [sandbox] embedded = true",
+            ErrorCode::Conflict,
+            format!("tenant `{}` exists", doc.id),
         ));
     }
-    let _guard = state.admin_lock.lock().await;
     let record = seal_record(state, &doc.id, full, STATE_RUNNING, now_ms());
+    let spec = prepare_tenant(state, &record)?;
     if !state.store.registry().insert_new(&record)? {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -179,10 +224,11 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
         ));
     }
     state.store.durable().await?;
-    start_tenant(state, &record)?;
+    state.runtime.start_tenant(spec);
+    state.registered_tenants.fetch_add(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).increment(1.0);
     tracing::info!(tenant_id = %doc.id, "tenant created");
-    shown_doc(&record)
+    shown_doc(state, &record)
 }
 
 pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Value, ApiError> {
@@ -204,33 +250,43 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
+    let stored_secrets = open_secrets(state, &record)?;
     let mut full = stored_doc(&record)?;
-    tenant::join_secrets(&mut full, &open_secrets(state, &record)?);
+    tenant::join_secrets(&mut full, &stored_secrets);
     json_patch::merge(&mut full, &merge_patch);
+    // A document read back from GET carries "[redacted]": that means "keep the stored secret".
+    tenant::restore_redacted_secrets(&mut full, &stored_secrets)?;
     let (doc, full) = tenant::normalise(&full)?;
-    if doc.virtuous.base_url == "embedded" && state.sandbox.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidField,
-            "field `virtuous.base_url` is invalid: no embedded sandbox",
-        ));
-    }
+    check_embedded_target(state, &doc)?;
     let updated = seal_record(state, id, full, &record.state, record.created_at_ms);
+    let spec = prepare_tenant(state, &updated)?;
     state.store.registry().put(&updated)?;
     state.store.durable().await?;
-    // New credentials and budgets take effect in a fresh actor tree built from the store.
-    state.runtime.stop_tenant(id).await;
-    start_tenant(state, &updated)?;
+    match state.runtime.tenant(id) {
+        // Settings apply in place: no restart, no window in which the tenant looks missing.
+        Some(handle) => handle.update_settings(spec.settings),
+        None => {
+            state.runtime.start_tenant(spec);
+        }
+    }
     tracing::info!(tenant_id = %id, "tenant updated");
-    shown_doc(&updated)
+    shown_doc(state, &updated)
 }
 
 pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiError> {
     let _guard = state.admin_lock.lock().await;
-    let Some(_record) = state.store.registry().get(id)? else {
-        return Err(unknown_tenant(id));
-    };
+    let record = state
+        .store
+        .registry()
+        .get(id)?
+        .ok_or_else(|| unknown_tenant(id))?;
+    // Stop first, then look: nothing can be captured between the check and the drop.
+    state.runtime.stop_tenant(id).await;
     let queued = state.store.tenant(id)?.queued_total();
     if queued > 0 && !force {
+        if let Ok(spec) = prepare_tenant(state, &record) {
+            state.runtime.start_tenant(spec);
+        }
         return Err(ApiError::new(
             ErrorCode::TenantHasWork,
             format!(
@@ -238,10 +294,10 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
             ),
         ));
     }
-    state.runtime.stop_tenant(id).await;
-    state.store.registry().remove(id)?;
     state.store.drop_tenant_data(id)?;
+    state.store.registry().remove(id)?;
     state.store.durable().await?;
+    state.registered_tenants.fetch_sub(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).decrement(1.0);
     tracing::info!(tenant_id = %id, queued_dropped = queued, "tenant deleted");
     Ok(())
@@ -259,11 +315,12 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Valu
         record.updated_at_ms = now_ms();
         state.store.registry().put(&record)?;
         state.store.durable().await?;
-        let handle = state.runtime.tenant(id).ok_or_else(|| unknown_tenant(id))?;
-        if paused {
-            handle.pause();
-        } else {
-            handle.resume();
+        if let Some(handle) = state.runtime.tenant(id) {
+            if paused {
+                handle.pause();
+            } else {
+                handle.resume();
+            }
         }
         tracing::info!(tenant_id = %id, paused, "tenant submission {}", if paused { "paused" } else { "resumed" });
     }
@@ -283,10 +340,13 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
-    let handle = state.runtime.tenant(id).ok_or_else(|| unknown_tenant(id))?;
-    let runtime_status = handle.status();
     let tenant_store = state.store.tenant(id)?;
-    let allowance_per_hour = runtime_status.budget.allowance_per_hour;
+    // A registered tenant whose actors are not running (failed to start) still answers.
+    let runtime_status = state.runtime.tenant(id).map(|handle| handle.status());
+    let allowance_per_hour = runtime_status
+        .as_ref()
+        .map(|s| s.budget.allowance_per_hour)
+        .unwrap_or(0);
     let now = now_ms();
     let mut lanes = serde_json::Map::new();
     for (lane, stat) in tenant_store.lane_stats() {
@@ -313,19 +373,19 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
                    "last_at": format_ms(alert.last_at_ms), "count": alert.count})
         })
         .collect();
-    let doc = shown_doc(&record)?;
-    let state_name = if record.state == STATE_RUNNING {
-        runtime_status.state.clone()
-    } else {
-        record.state.clone()
+    let doc = shown_doc(state, &record)?;
+    let state_name = match &runtime_status {
+        None => "not_running".to_string(),
+        Some(_) if record.state != STATE_RUNNING => record.state.clone(),
+        Some(runtime) => runtime.state.clone(),
     };
     Ok(json!({
         "id": record.id,
         "name": doc["name"],
         "state": state_name,
-        "actors": runtime_status.actors,
+        "actors": runtime_status.as_ref().map(|s| json!(s.actors)).unwrap_or_else(|| json!({})),
         "lanes": lanes,
-        "budget": runtime_status.budget,
+        "budget": runtime_status.as_ref().map(|s| json!(s.budget)).unwrap_or(Value::Null),
         "counts": tenant_store.counts(),
         "alerts": alerts,
         "ingress": ingress_urls(&state.ingress_base_url, id, &doc),

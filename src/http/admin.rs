@@ -9,7 +9,8 @@ use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
-use steward_actors::store::{Lane, NewEntry, RecordKind};
+use steward_actors::runtime::{ActorKind, KillMode, TenantHandle};
+use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -117,30 +118,35 @@ fn default_kill_mode() -> String {
     "panic".into()
 }
 
+/// The running tenant a test hook acts on; the hooks exist only with `runtime.test_hooks`.
+fn test_hook_target(state: &AppState, id: &str) -> Result<TenantHandle, ApiError> {
+    if !state.config.runtime.test_hooks {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such admin route"));
+    }
+    validate_tenant_id(id)?;
+    state
+        .runtime
+        .tenant(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no running tenant `{id}`")))
+}
+
 /// Test-only hook (`runtime.test_hooks = true`): kills one child actor of a tenant.
 async fn kill_actor(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     query: web::Query<KillQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.config.runtime.test_hooks {
-        return Err(ApiError::new(ErrorCode::NotFound, "no such admin route"));
-    }
     let (id, actor) = path.into_inner();
-    validate_tenant_id(&id)?;
-    let kind = steward_actors::runtime::ActorKind::parse(&actor).ok_or_else(|| {
+    let handle = test_hook_target(&state, &id)?;
+    let kind = ActorKind::parse(&actor).ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidField, format!("unknown actor `{actor}`"))
     })?;
-    let mode = steward_actors::runtime::KillMode::parse(&query.mode).ok_or_else(|| {
+    let mode = KillMode::parse(&query.mode).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidField,
             "mode must be panic, error or stall",
         )
     })?;
-    let handle = state
-        .runtime
-        .tenant(&id)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))?;
     handle.kill_child(kind, mode);
     Ok(HttpResponse::Accepted()
         .json(serde_json::json!({"tenant": id, "actor": actor, "mode": query.mode})))
@@ -150,6 +156,8 @@ async fn kill_actor(
 struct EnqueueQuery {
     #[serde(default = "default_enqueue_count")]
     count: usize,
+    /// Source ids are `{prefix}{index}` (repeatable, to test dedup); random by default.
+    prefix: Option<String>,
 }
 
 fn default_enqueue_count() -> usize {
@@ -163,31 +171,28 @@ async fn enqueue_synthetic(
     path: web::Path<String>,
     query: web::Query<EnqueueQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.config.runtime.test_hooks {
-        return Err(ApiError::new(ErrorCode::NotFound, "no such admin route"));
-    }
-    let id = tenant_id(&path)?;
+    let handle = test_hook_target(&state, &path)?;
     if query.count == 0 || query.count > 10_000 {
         return Err(ApiError::new(
             ErrorCode::InvalidField,
             "count must be 1 to 10000",
         ));
     }
-    let handle = state
-        .runtime
-        .tenant(&id)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`")))?;
     let now_ms = tenants::now_ms();
+    let prefix = query
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("synthetic_{}_", rand::random::<u64>()));
     let entries = (0..query.count)
-        .map(|_| {
-            let source_id = format!("synthetic_{}", rand::random::<u64>());
+        .map(|index| {
+            let source_id = format!("{prefix}{index}");
             let body = serde_json::json!({"transactionSource": "Synthetic", "transactionId": source_id,
                 "amount": "1.00", "giftDate": "2026-01-01", "giftType": "Other", "contact": {"email": "test@example.org"}});
             NewEntry {
                 kind: RecordKind::Gift,
                 source: "synthetic".into(),
                 source_id: source_id.clone(),
-                idempotency_key: format!("synthetic:{source_id}"),
+                idempotency_key: format!("synthetic:gift:{source_id}"),
                 lane: Lane::Live,
                 transaction_source: "Synthetic".into(),
                 body_json: body.to_string(),
@@ -200,5 +205,10 @@ async fn enqueue_synthetic(
         .enqueue(entries)
         .await
         .map_err(|err| ApiError::new(ErrorCode::Unavailable, format!("enqueue failed: {err}")))?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"queued": outcomes.len()})))
+    let queued = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
+        .count();
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({"queued": queued, "duplicates": outcomes.len() - queued})))
 }

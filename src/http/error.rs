@@ -104,6 +104,7 @@ impl From<StoreError> for ApiError {
 impl From<TenantDocError> for ApiError {
     fn from(err: TenantDocError) -> ApiError {
         let code = match err {
+            TenantDocError::NotAnObject => ErrorCode::MalformedBody,
             TenantDocError::InvalidTenantId(_) => ErrorCode::InvalidTenantId,
             TenantDocError::InvalidField { .. } => ErrorCode::InvalidField,
         };

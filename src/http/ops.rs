@@ -27,6 +27,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "ready": readiness.ready,
         "store_open": readiness.store_open,
         "tenants": readiness.tenants,
+        "tenants_running": readiness.tenants_running,
         "tenants_started": readiness.tenants_started,
     });
     if readiness.ready {

@@ -255,7 +255,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     );
     assert_eq!(
         error_code(post("[1,2]".into()).send().await.unwrap()).await,
-        (400, "invalid_field".into())
+        (400, "malformed_body".into())
     );
     let oversized = json!({"id": "big", "name": "x".repeat(10_000), "virtuous": {"api_key": "k"}});
     assert_eq!(
@@ -317,7 +317,10 @@ async fn delete_with_queued_work_needs_force() {
     let app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body("busy")).await;
     let response = app
-        .admin(Method::POST, "/v1/tenants/busy/_test/enqueue?count=3")
+        .admin(
+            Method::POST,
+            "/v1/tenants/busy/_test/enqueue?count=3&prefix=gift-",
+        )
         .send()
         .await
         .unwrap();
@@ -332,6 +335,12 @@ async fn delete_with_queued_work_needs_force() {
         .await
         .unwrap();
     assert_eq!(error_code(refused).await, (409, "tenant_has_work".into()));
+    let bad_query = app
+        .admin(Method::DELETE, "/v1/tenants/busy?force=yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(bad_query).await, (400, "malformed_body".into()));
     assert_eq!(
         app.status("busy").await["lanes"]["live"]["depth"],
         3,
@@ -343,9 +352,42 @@ async fn delete_with_queued_work_needs_force() {
         .await
         .unwrap();
     assert_eq!(forced.status(), 204);
-    // Re-creating the id starts from an empty store.
+    // Re-creating the id starts from an empty store: no depth, no counts, no dedup marks
+    // (the same source facts are queued again, not answered as duplicates).
     app.create_tenant(&tenant_body("busy")).await;
-    assert_eq!(app.status("busy").await["lanes"]["live"]["depth"], 0);
+    let status = app.status("busy").await;
+    assert_eq!(status["lanes"]["live"]["depth"], 0);
+    for (count, value) in status["counts"].as_object().unwrap() {
+        assert_eq!(value, 0, "count {count} survived the delete: {status}");
+    }
+    let again: Value = app
+        .admin(
+            Method::POST,
+            "/v1/tenants/busy/_test/enqueue?count=3&prefix=gift-",
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, json!({"queued": 3, "duplicates": 0}));
+    let repeat: Value = app
+        .admin(
+            Method::POST,
+            "/v1/tenants/busy/_test/enqueue?count=3&prefix=gift-",
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        repeat,
+        json!({"queued": 0, "duplicates": 3}),
+        "positive control: dedup works"
+    );
 }
 
 #[actix_rt::test]

@@ -298,3 +298,22 @@ pub fn found_in_dir(dir: &Path, needle: &str) -> Option<PathBuf> {
             .any(|window| window == needle.as_bytes())
     })
 }
+
+/// Kills a spawned process when dropped, so a failed assertion leaves nothing running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

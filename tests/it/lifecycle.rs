@@ -8,7 +8,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::{
-    found_in_dir, tenant_body, tenant_secrets, wait_until, SpawnOptions, TestApp, ADMIN_TOKEN,
+    found_in_dir, tenant_body, tenant_secrets, wait_until, ChildGuard, SpawnOptions, TestApp,
+    ADMIN_TOKEN,
 };
 
 #[actix_rt::test]
@@ -114,7 +115,7 @@ async fn killed_children_are_restarted_and_counted() {
         "siblings are not restarted"
     );
     assert_eq!(restarts_of(&app, "fragile", "inbound").await, 0);
-    // The restarted queue still does its work: enqueue goes through capture and is counted.
+    // The restarted queue still does its work: it observes what capture stored.
     let response = app
         .admin(Method::POST, "/v1/tenants/fragile/_test/enqueue?count=2")
         .send()
@@ -122,6 +123,15 @@ async fn killed_children_are_restarted_and_counted() {
         .unwrap();
     assert_eq!(response.status(), 202);
     assert_eq!(app.status("fragile").await["counts"]["captured"], 2);
+    wait_until(
+        Duration::from_secs(10),
+        "the restarted queue to observe 2 entries",
+        || async {
+            let status = app.status("fragile").await;
+            (status["actors"]["queue"]["observed"]["queued_total"] == 2).then_some(())
+        },
+    )
+    .await;
     let metrics = app
         .client
         .get(format!("{}/metrics", app.admin_url))
@@ -131,10 +141,13 @@ async fn killed_children_are_restarted_and_counted() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("steward_actor_restarts_total"),
-        "restarts are exported"
-    );
+    for actor in ["queue", "submitter", "reconciler"] {
+        let line = format!("steward_actor_restarts_total{{actor=\"{actor}\"}} 1");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in:\n{metrics}"
+        );
+    }
 }
 
 #[actix_rt::test]
@@ -167,9 +180,9 @@ async fn no_secret_in_plaintext_in_the_data_dir_after_clean_shutdown() {
     );
     let mut secrets = tenant_secrets("vault");
     secrets.push("vk-rotated-secret-vault".into());
-    for secret in secrets {
+    for secret in &secrets {
         assert_eq!(
-            found_in_dir(&data_dir, &secret),
+            found_in_dir(&data_dir, secret),
             None,
             "secret {secret} found in plaintext"
         );
@@ -192,21 +205,51 @@ async fn no_secret_in_plaintext_in_the_data_dir_after_clean_shutdown() {
         log.contains("admin-token"),
         "the log names the generated token file"
     );
-    for secret in tenant_secrets("vault") {
-        assert!(!log.contains(&secret), "secret {secret} in the log");
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "secret {secret} in the log");
     }
 }
 
 #[actix_rt::test]
-async fn sigterm_exits_zero_within_the_deadline_and_keeps_everything() {
-    // Goal: SIGTERM → exit 0 within shutdown_deadline_s; what was acknowledged is there after restart.
+async fn sigterm_under_load_exits_zero_within_the_deadline_and_keeps_everything_acknowledged() {
+    // Goal: SIGTERM while 8 clients are enqueueing → exit 0 within shutdown_deadline_s, and
+    // after a restart every entry answered 202 is in the store (in-flight writes finished
+    // and were flushed); nothing beyond what was sent appears.
     let mut app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body("graceful")).await;
-    app.admin(Method::POST, "/v1/tenants/graceful/_test/enqueue?count=7")
-        .send()
-        .await
-        .unwrap();
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut producers = Vec::new();
+    for producer in 0..8 {
+        let request = app.admin(Method::POST, "/v1/tenants/graceful/_test/enqueue?count=1");
+        let (acknowledged, sent) = (acknowledged.clone(), sent.clone());
+        producers.push(actix_rt::spawn(async move {
+            for index in 0..100_000 {
+                let Some(request) = request.try_clone() else {
+                    return;
+                };
+                let url_with_prefix = request.query(&[("prefix", format!("p{producer}-{index}-"))]);
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                match url_with_prefix.send().await {
+                    Ok(response) if response.status() == 202 => {
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    // Refused or cut off by the shutdown: not acknowledged, stop producing.
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Deliberate delay: let the producers get going before the signal.
+    wait_until(Duration::from_secs(10), "some entries to be acknowledged", || {
+        let acknowledged = acknowledged.clone();
+        async move { (acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= 50).then_some(()) }
+    })
+    .await;
     let (status, took) = app.terminate();
+    for producer in producers {
+        producer.await.unwrap();
+    }
     assert!(
         status.success(),
         "exit status {status}; log:\n{}",
@@ -217,8 +260,17 @@ async fn sigterm_exits_zero_within_the_deadline_and_keeps_everything() {
         app.log().contains("store flushed"),
         "the log reports the final flush"
     );
+    let acknowledged = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
     app.start().await;
-    assert_eq!(app.status("graceful").await["lanes"]["live"]["depth"], 7);
+    let stored = app.status("graceful").await["lanes"]["live"]["depth"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stored >= acknowledged,
+        "acknowledged {acknowledged}, stored {stored}: an acknowledged entry was lost"
+    );
+    assert!(stored <= sent, "stored {stored} > sent {sent}");
 }
 
 #[actix_rt::test]
@@ -228,6 +280,7 @@ async fn config_errors_name_the_key_and_the_file() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[runtime]\nheartbeat = 5\n").unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .env_clear()
         .args(["serve", "--config"])
         .arg(&path)
         .env("STEWARD_DATA_DIR", dir.path().join("data"))
@@ -246,6 +299,7 @@ async fn config_errors_name_the_key_and_the_file() {
     );
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .env_clear()
         .args(["serve"])
         .env("STEWARD_DATA_DIR", dir.path().join("data"))
         .env("STEWARD_BUDGET__RESERVE_PCT", "250")
@@ -261,22 +315,62 @@ async fn config_errors_name_the_key_and_the_file() {
 
 #[actix_rt::test]
 async fn example_config_serves_on_a_fresh_machine() {
-    // Goal: `serve --config config.example.toml` with nothing else set starts, generates its
-    // key and token files, and answers /readyz (the README's run command).
-    let config =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
-            .unwrap();
-    let app = TestApp::spawn(SpawnOptions {
-        admin_token_from_env: false,
-        config_file: Some(config),
-        ..SpawnOptions::default()
+    // Goal: the README's run command — `serve --config config.example.toml` in an empty
+    // directory with a clean environment (only the listen port is moved to 0, so the test
+    // cannot collide with 8080) — creates its data dir, key and token files, says loudly
+    // that it targets a simulator, answers /readyz, and runs an embedded tenant.
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let log = std::fs::File::create(dir.path().join("steward.log")).unwrap();
+    let mut child = ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+            .env_clear()
+            .env("STEWARD_LISTEN", "127.0.0.1:0")
+            .current_dir(dir.path())
+            .args(["serve", "--config", example])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let data_dir = dir.path().join("steward-data");
+    let addr_file = data_dir.join("listen-addr");
+    let addresses: Value = wait_until(Duration::from_secs(30), "listen-addr", || {
+        let addr_file = addr_file.clone();
+        async move { serde_json::from_str(&std::fs::read_to_string(addr_file).ok()?).ok() }
     })
     .await;
-    assert!(app.data_dir().join("master.key").exists());
+    let base = format!("http://{}", addresses["main"].as_str().unwrap());
+    let client = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), "/readyz 200", || {
+        let (client, url) = (client.clone(), format!("{base}/readyz"));
+        async move { (client.get(url).send().await.ok()?.status() == 200).then_some(()) }
+    })
+    .await;
+    assert!(data_dir.join("master.key").exists());
+    let token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("steward.log")).unwrap();
     assert!(
-        app.log().contains("EMBEDDED SANDBOX"),
-        "the log says loudly that the target is a simulator"
+        log.contains("EMBEDDED SANDBOX"),
+        "the log says loudly that the target is a simulator:\n{log}"
     );
-    app.create_tenant(&tenant_body("fresh")).await;
-    assert_eq!(app.status("fresh").await["state"], "running");
+    let created = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(token.trim())
+        .json(&tenant_body("fresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let status: Value = client
+        .get(format!("{base}/v1/tenants/fresh"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "running");
+    assert!(child.terminate().success());
 }

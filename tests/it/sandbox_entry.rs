@@ -8,21 +8,23 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{tenant_body, SpawnOptions, TestApp};
+use crate::common::{tenant_body, ChildGuard, SpawnOptions, TestApp};
 
 #[actix_rt::test]
 async fn sandbox_command_serves_the_simulator_and_stops_on_sigterm() {
     // Goal: `steward sandbox --listen 127.0.0.1:0` prints its address, answers the control API
     // and the Virtuous API, and exits 0 on SIGTERM.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(["sandbox", "--listen", "127.0.0.1:0"])
-        .env("STEWARD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_steward"))
+            .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .env("STEWARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut first_line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut first_line)
         .unwrap();
     let base = first_line.trim().rsplit(' ').next().unwrap().to_string();
@@ -46,9 +48,7 @@ async fn sandbox_command_serves_the_simulator_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(current.status(), 200);
     assert!(current.headers().contains_key("x-ratelimit-remaining"));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let status = child.terminate();
     assert!(status.success(), "{status}");
 }
 
