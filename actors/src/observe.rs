@@ -287,6 +287,14 @@ pub struct TenantGauges {
 }
 
 impl TenantGauges {
+    pub fn zero(&self) {
+        for gauge in &self.lane_depth {
+            gauge.set(0.0);
+        }
+        self.budget_allowance_per_hour.set(0.0);
+        self.budget_spent_last_hour.set(0.0);
+    }
+
     fn register(tenant_id: &str) -> TenantGauges {
         use crate::metrics::{
             BUDGET_ALLOWANCE_PER_HOUR, BUDGET_SPENT_LAST_HOUR, LABEL_LANE, LABEL_TENANT, LANE_DEPTH,

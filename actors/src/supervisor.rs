@@ -277,6 +277,9 @@ impl Actor for TenantSupervisor {
             cell.set_state(ActorState::Stopped);
         }
         *self.shared.addresses_lock() = ChildAddresses::default();
+        // A stopped (e.g. deleted) tenant must not keep reporting its last lane depths: the
+        // exporter cannot drop a series, so zero it.
+        self.shared.gauges.zero();
         self.shared.supervisor_cell.set_state(ActorState::Stopped);
         for waiter in self.stop_waiters.drain(..) {
             let _ = waiter.send(());
