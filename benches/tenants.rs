@@ -210,6 +210,14 @@ async fn main() {
         "restart: exec → /readyz 200 with {tenant_count} tenants started: {:.2} s",
         restart.as_secs_f64()
     );
+    let readiness_after_restart: serde_json::Value = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let list: serde_json::Value = client
         .get(format!("{base}/v1/tenants"))
         .bearer_auth(ADMIN_TOKEN)
@@ -232,6 +240,11 @@ async fn main() {
     assert_eq!(
         tenants_back, tenant_count,
         "every tenant is back after the restart"
+    );
+    assert_eq!(
+        readiness_after_restart["tenants_running"].as_u64(),
+        Some(tenant_count as u64),
+        "every tenant runs after the restart: {readiness_after_restart}"
     );
     let targets = [
         ("restart ≤ 10 s", restart <= Duration::from_secs(10)),
