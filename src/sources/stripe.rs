@@ -18,6 +18,8 @@ pub mod signature;
 mod tests_payment;
 #[cfg(test)]
 mod tests_reversal;
+#[cfg(test)]
+mod tests_subscription;
 
 use jiff::tz::TimeZone;
 use serde_json::Value;

@@ -35,11 +35,11 @@ pub(super) fn map_refund(context: &Context<'_>) -> Result<Mapped, SourceError> {
             ),
         }));
     }
-    let refund_ids = charge
+    let refund_ids: Vec<&str> = charge
         .pointer("/refunds/data")
         .and_then(Value::as_array)
         .map(|refunds| refunds.iter().filter_map(|r| text_at(r, "/id")).collect())
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     let notes = format!("Stripe refund of payment {payment_id} (charge {charge_id})");
     let mut candidates = vec![Some(charge_id)];
     candidates.extend(refund_ids.into_iter().map(Some));

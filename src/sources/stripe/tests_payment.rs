@@ -161,18 +161,24 @@ fn the_api_era_comes_from_the_version_else_the_shape() {
     let clover = Some("2025-09-30.clover");
     assert_eq!(event("e", clover, charge.clone()).api_era(), ApiEra::Basil);
     let day_before = Some("2025-03-30");
-    assert_eq!(event("e", day_before, charge.clone()).api_era(), ApiEra::Legacy);
+    assert_eq!(
+        event("e", day_before, charge.clone()).api_era(),
+        ApiEra::Legacy
+    );
     let mut legacy_shape = charge.clone();
     legacy_shape["invoice"] = Value::Null;
     assert_eq!(event("e", None, legacy_shape).api_era(), ApiEra::Legacy);
     assert_eq!(event("e", None, charge).api_era(), ApiEra::Basil);
 }
 
-
 #[test]
 fn a_charge_becomes_the_exact_gift_transaction_body() {
     // Goal: every field of the gift body follows virtuous-api.md for a plain card payment.
-    let gift = only_command(map(&event("charge.succeeded", BASIL, paid_charge(json!({})))));
+    let gift = only_command(map(&event(
+        "charge.succeeded",
+        BASIL,
+        paid_charge(json!({})),
+    )));
     assert_eq!(
         gift.body,
         json!({
@@ -196,7 +202,10 @@ fn a_charge_becomes_the_exact_gift_transaction_body() {
     assert_eq!(gift.transaction_source, "Stripe");
     assert_eq!(
         gift.aliases,
-        vec!["evt_1".to_string(), "ch_1PgafuB7WZ01zgkWXYmPNZs8".to_string()]
+        vec![
+            "evt_1".to_string(),
+            "ch_1PgafuB7WZ01zgkWXYmPNZs8".to_string()
+        ]
     );
 }
 
@@ -219,7 +228,13 @@ fn payment_intent_and_charge_events_give_one_gift() {
     )));
     assert_eq!(from_charge.idempotency_key, from_intent.idempotency_key);
     assert_eq!(from_charge.source_id, from_intent.source_id);
-    for field in ["transactionId", "amount", "currencyCode", "giftDate", "giftType"] {
+    for field in [
+        "transactionId",
+        "amount",
+        "currencyCode",
+        "giftDate",
+        "giftType",
+    ] {
         assert_eq!(from_charge.body[field], from_intent.body[field], "{field}");
     }
     assert_eq!(from_intent.body["contact"]["email"], "jenny@example.org");
@@ -248,7 +263,11 @@ fn zero_decimal_currencies_are_sent_unchanged() {
     assert_eq!(gift.body["amount"], "1234");
     assert_eq!(gift.body["currencyCode"], "JPY");
     assert_eq!(gift.body["designations"][0]["amountDesignated"], "1234");
-    let dollars = only_command(map(&event("charge.succeeded", BASIL, paid_charge(json!({})))));
+    let dollars = only_command(map(&event(
+        "charge.succeeded",
+        BASIL,
+        paid_charge(json!({})),
+    )));
     assert_eq!(dollars.body["amount"], "12.34");
 }
 
@@ -256,9 +275,18 @@ fn zero_decimal_currencies_are_sent_unchanged() {
 fn gift_type_follows_the_payment_method() {
     // Goal: charge method details and PaymentIntent method types both drive giftType.
     let cases = [
-        (json!({"payment_method_details": {"type": "sepa_debit"}}), "EFT"),
-        (json!({"payment_method_details": {"type": "paypal"}}), "PayPal"),
-        (json!({"payment_method_details": {"type": "klarna"}}), "Other"),
+        (
+            json!({"payment_method_details": {"type": "sepa_debit"}}),
+            "EFT",
+        ),
+        (
+            json!({"payment_method_details": {"type": "paypal"}}),
+            "PayPal",
+        ),
+        (
+            json!({"payment_method_details": {"type": "klarna"}}),
+            "Other",
+        ),
         (json!({"payment_method_details": null}), "Other"),
     ];
     for (patch, expected) in cases {
@@ -303,7 +331,10 @@ fn metadata_overrides_the_default_project_and_segment() {
         &TimeZone::UTC,
         NOW,
     );
-    assert!(only_command(mapped.unwrap()).body.get("designations").is_none());
+    assert!(only_command(mapped.unwrap())
+        .body
+        .get("designations")
+        .is_none());
 }
 
 #[test]
@@ -343,14 +374,25 @@ fn gift_dates_are_in_the_tenant_time_zone() {
     // Goal: a payment at 02:00 UTC is dated the previous day in Chicago.
     let late = paid_charge(json!({"created": 1_749_952_800})); // 2025-06-15T02:00:00Z
     let chicago = TimeZone::get("America/Chicago").unwrap();
-    let mapped = map_event(&event("charge.succeeded", BASIL, late), &settings(), &chicago, NOW);
+    let mapped = map_event(
+        &event("charge.succeeded", BASIL, late),
+        &settings(),
+        &chicago,
+        NOW,
+    );
     assert_eq!(only_command(mapped.unwrap()).body["giftDate"], "2025-06-14");
 }
 
 #[test]
 fn test_mode_events_are_ignored_unless_accepted() {
     // Goal: livemode false is ignored by default and mapped when accept_test_events is on.
-    let test_event = event_with("evt_t", "charge.succeeded", BASIL, false, paid_charge(json!({})));
+    let test_event = event_with(
+        "evt_t",
+        "charge.succeeded",
+        BASIL,
+        false,
+        paid_charge(json!({})),
+    );
     assert!(is_ignored(&map(&test_event)));
     let mut accepting = settings();
     accepting.accept_test_events = true;
@@ -362,7 +404,11 @@ fn test_mode_events_are_ignored_unless_accepted() {
 fn uncaptured_charges_and_unknown_types_are_ignored() {
     // Goal: an authorisation is not a gift; an unhandled type is answered and counted only.
     let authorised = paid_charge(json!({"captured": false}));
-    assert!(is_ignored(&map(&event("charge.succeeded", BASIL, authorised))));
+    assert!(is_ignored(&map(&event(
+        "charge.succeeded",
+        BASIL,
+        authorised
+    ))));
     let plan = json!({"id": "price_1", "object": "plan"});
     assert!(is_ignored(&map(&event("plan.created", BASIL, plan))));
 }
