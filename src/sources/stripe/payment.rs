@@ -110,9 +110,12 @@ impl<'a> Context<'a> {
                 .unwrap_or(self.event.created_s),
             method_type: payment_method_type(object),
             donor,
+            // Stripe does not copy a PaymentIntent's metadata onto its charges: a charge
+            // event sees it only when the PaymentIntent is expanded.
             metadata: [
                 object.get("metadata"),
                 object.pointer("/latest_charge/metadata"),
+                object.pointer("/payment_intent/metadata"),
             ]
             .into_iter()
             .flatten()

@@ -311,6 +311,11 @@ fn metadata_overrides_the_default_project_and_segment() {
         json!([{"code": "WATER", "amountDesignated": "12.34"}])
     );
     assert_eq!(gift.body["segment"], "SPRING25");
+    let expanded_intent = paid_charge(json!({"metadata": {},
+        "payment_intent": {"id": "pi_1", "metadata": {"designation": "SHELTER"}}}));
+    let gift = only_command(map(&event("charge.succeeded", BASIL, expanded_intent)));
+    assert_eq!(gift.body["transactionId"], "pi_1");
+    assert_eq!(gift.body["designations"][0]["code"], "SHELTER");
     let mut custom = settings();
     custom.metadata_project_key = "fund/code".into();
     custom.default_segment_code = Some("WEB".into());
@@ -409,6 +414,12 @@ fn uncaptured_charges_and_unknown_types_are_ignored() {
         BASIL,
         authorised
     ))));
+    let captured = only_command(map(&event(
+        "charge.captured",
+        BASIL,
+        paid_charge(json!({})),
+    )));
+    assert_eq!(captured.idempotency_key, "stripe:gift:pi_1");
     let plan = json!({"id": "price_1", "object": "plan"});
     assert!(is_ignored(&map(&event("plan.created", BASIL, plan))));
 }
