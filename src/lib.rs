@@ -11,11 +11,13 @@
 //! - [`app`]: wiring: store, runtime, servers, lifecycle.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sandbox`]: a Virtuous CRM+ simulator shipped in the binary.
+//! - [`sources`]: source platforms (Stripe…): verify → parse → map to commands, pure.
 
 pub mod app;
 pub mod config;
 pub mod http;
 pub mod sandbox;
+pub mod sources;
 pub mod telemetry;
 pub mod tenant;
 pub mod tenants;

@@ -1,0 +1,143 @@
+//! Refunds, disputes (reversing transactions) and customers (contact transactions).
+
+use serde_json::{json, Map, Value};
+use steward_actors::store::{Lane, RecordKind};
+
+use super::fields::{amount_at, gift_date, id_at, insert_opt, text_at, Donor};
+use super::payment::{aliases, Context};
+use super::{ignored, AlertNote, Mapped, SOURCE};
+use crate::sources::amount::minor_to_major;
+use crate::sources::{idempotency_key, Command, SourceError};
+
+/// Alert codes (stable: staff filter on them).
+pub const PARTIAL_REFUND_ALERT: &str = "stripe_partial_refund";
+pub const DISPUTE_ALERT: &str = "stripe_dispute_funds_withdrawn";
+
+/// `charge.refunded`: a full refund reverses the gift; a partial one is only an alert.
+pub(super) fn map_refund(context: &Context<'_>) -> Result<Mapped, SourceError> {
+    let charge = &context.event.object;
+    let charge_id = text_at(charge, "/id").ok_or_else(|| context.mapping_error("no id"))?;
+    let payment_id = id_at(charge, "/payment_intent").unwrap_or(charge_id);
+    let currency = text_at(charge, "/currency").unwrap_or("usd");
+    let amount_minor = amount_at(charge, "/amount").unwrap_or(0);
+    let refunded_minor = amount_at(charge, "/amount_refunded").unwrap_or(0);
+    let is_full_refund = charge.get("refunded") == Some(&Value::Bool(true))
+        || (amount_minor > 0 && refunded_minor >= amount_minor);
+    if !is_full_refund {
+        return Ok(Mapped::Alert(AlertNote {
+            code: PARTIAL_REFUND_ALERT.to_string(),
+            message: format!(
+                "partial refund of {} {} of {} on Stripe payment {payment_id} (charge {charge_id}): \
+                 Virtuous has no partial reversal, adjust the gift by hand",
+                minor_to_major(refunded_minor, currency),
+                currency.to_ascii_uppercase(),
+                minor_to_major(amount_minor, currency),
+            ),
+        }));
+    }
+    let refund_ids: Vec<&str> = charge
+        .pointer("/refunds/data")
+        .and_then(Value::as_array)
+        .map(|refunds| refunds.iter().filter_map(|r| text_at(r, "/id")).collect())
+        .unwrap_or_default();
+    let notes = format!("Stripe refund of payment {payment_id} (charge {charge_id})");
+    let mut candidates = vec![Some(charge_id)];
+    candidates.extend(refund_ids.into_iter().map(Some));
+    let command = reversal_command(context, payment_id, &notes, candidates)?;
+    Ok(Mapped::Commands {
+        commands: vec![command],
+        alerts: Vec::new(),
+    })
+}
+
+/// `charge.dispute.funds_withdrawn`: reverses the gift like a full refund (same idempotency
+/// key: a payment is reversed at most once) and tells staff.
+pub(super) fn map_dispute(context: &Context<'_>) -> Result<Mapped, SourceError> {
+    let dispute = &context.event.object;
+    let dispute_id = text_at(dispute, "/id").ok_or_else(|| context.mapping_error("no id"))?;
+    let charge_id = id_at(dispute, "/charge");
+    let payment_id = id_at(dispute, "/payment_intent")
+        .or(charge_id)
+        .ok_or_else(|| context.mapping_error("the dispute names no charge or PaymentIntent"))?;
+    let currency = text_at(dispute, "/currency").unwrap_or("usd");
+    let amount = minor_to_major(amount_at(dispute, "/amount").unwrap_or(0), currency);
+    let reason = text_at(dispute, "/reason").unwrap_or("unknown");
+    let notes = format!("Stripe dispute {dispute_id} ({reason}) on payment {payment_id}");
+    let command = reversal_command(context, payment_id, &notes, [Some(dispute_id), charge_id])?;
+    let alert = AlertNote {
+        code: DISPUTE_ALERT.to_string(),
+        message: format!(
+            "dispute {dispute_id} ({reason}) withdrew {amount} {} for Stripe payment {payment_id}: \
+             the gift is being reversed",
+            currency.to_ascii_uppercase()
+        ),
+    };
+    Ok(Mapped::Commands {
+        commands: vec![command],
+        alerts: vec![alert],
+    })
+}
+
+/// A `POST /api/Gift/ReversingTransaction` draft. `reversedGiftId` is null: the gift's
+/// Virtuous id is filled in once the gift (same `source_id`, kind gift) is confirmed — the
+/// refund record waits in `waiting_for_gift` until then.
+fn reversal_command<'a>(
+    context: &Context<'a>,
+    payment_id: &str,
+    notes: &str,
+    alias_candidates: impl IntoIterator<Item = Option<&'a str>>,
+) -> Result<Command, SourceError> {
+    let date = gift_date(context.event.created_s, context.tz)
+        .ok_or_else(|| context.mapping_error("created is out of range"))?;
+    let body = json!({"reversedGiftId": null, "giftDate": date, "notes": notes});
+    let candidates = std::iter::once(Some(context.event.id.as_str())).chain(alias_candidates);
+    Ok(Command {
+        kind: RecordKind::Refund,
+        source: SOURCE.to_string(),
+        source_id: payment_id.to_string(),
+        idempotency_key: idempotency_key(SOURCE, RecordKind::Refund, payment_id),
+        aliases: aliases(payment_id, candidates),
+        lane: Lane::Live,
+        transaction_source: context.settings.transaction_source.clone(),
+        body,
+    })
+}
+
+/// `customer.created` / `customer.updated` → a contact transaction. Each event is its own
+/// fact (a later update must not be dropped as a duplicate of the first), so the idempotency
+/// key names the event; the record key stays `cus_…` so queued updates merge field by field.
+pub(super) fn map_customer(context: &Context<'_>) -> Result<Mapped, SourceError> {
+    let customer = &context.event.object;
+    let customer_id = text_at(customer, "/id").ok_or_else(|| context.mapping_error("no id"))?;
+    if customer.get("deleted") == Some(&Value::Bool(true)) {
+        return Ok(ignored("deleted customer"));
+    }
+    let mut donor = Donor::default();
+    donor.fill_from(Some(customer));
+    if donor.name.is_none() && donor.email.is_none() {
+        // A bare id would only add an unmatchable contact; the update that names them follows.
+        return Ok(ignored("customer without a name or email yet"));
+    }
+    let source = &context.settings.transaction_source;
+    let mut body = Map::new();
+    body.insert("referenceSource".into(), json!(source));
+    body.insert("referenceId".into(), json!(customer_id));
+    donor.insert_name(&mut body);
+    insert_opt(&mut body, "email", donor.email.as_deref());
+    insert_opt(&mut body, "phone", donor.phone.as_deref());
+    donor.insert_flat_address(&mut body);
+    let fact_id = format!("{customer_id}@{}", context.event.id);
+    Ok(Mapped::Commands {
+        commands: vec![Command {
+            kind: RecordKind::Contact,
+            source: SOURCE.to_string(),
+            source_id: customer_id.to_string(),
+            idempotency_key: idempotency_key(SOURCE, RecordKind::Contact, &fact_id),
+            aliases: aliases(customer_id, [Some(context.event.id.as_str())]),
+            lane: Lane::Live,
+            transaction_source: source.clone(),
+            body: Value::Object(body),
+        }],
+        alerts: Vec::new(),
+    })
+}
