@@ -191,8 +191,12 @@ async fn stalled_child_is_replaced_and_its_old_generation_cannot_act() {
         !old_submitter.connected()
     })
     .await;
-    // Its stop report came from a replaced generation: no second restart.
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    // Its stop report came from a replaced generation: no second restart. Wait until the
+    // supervisor has handled every message (its mailbox is empty), then look.
+    eventually("the supervisor to handle the stop report", 2_000, || {
+        handle.status().actors[SUPERVISOR_NAME].mailbox_depth == 0
+    })
+    .await;
     assert_eq!(actor(&handle, ActorKind::Submitter).restarts, 1);
     runtime.shutdown().await;
 }
