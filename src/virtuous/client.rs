@@ -117,6 +117,17 @@ impl VirtuousClient {
             .build()?)
     }
 
+    /// [`VirtuousClient::new`] with the timeout from `virtuous.request_timeout_s`.
+    pub fn from_config(
+        http: reqwest::Client,
+        base_url: &str,
+        api_key: &SecretString,
+        section: &crate::config::VirtuousSection,
+    ) -> Result<VirtuousClient, VirtuousError> {
+        let timeout = Duration::from_secs(section.request_timeout_s);
+        VirtuousClient::new(http, base_url, api_key, timeout)
+    }
+
     pub fn new(
         http: reqwest::Client,
         base_url: &str,
@@ -355,7 +366,7 @@ impl VirtuousClient {
             },
             rate_limit,
             body: text,
-            value: Some(()),
+            value: (200..=299).contains(&status).then_some(()),
             decode_error: read_error,
             elapsed: started.elapsed(),
         }
