@@ -14,6 +14,8 @@
 //! - [`budget`]: allowance arithmetic and budget status; [`ports`]: `Clock`, `TenantData`.
 //! - [`store`]: sled access — one `Db` per process, one tree per tenant, a versioned codec,
 //!   group commit, the tenant registry and sealed secrets.
+//! - [`outcome`]: the one outcome classification function (DESIGN.md §5), over plain facts.
+//! - [`retry`]: the retry schedule, jitter and `Retry-After` floor (pure).
 //!
 //! This crate knows records, lanes, budgets and outcomes. It does not know HTTP, JSON wire
 //! formats of any platform, or reqwest.
@@ -26,9 +28,11 @@ pub mod mailbox;
 pub mod messages;
 pub mod metrics;
 pub mod observe;
+pub mod outcome;
 pub mod ports;
 pub mod queue;
 pub mod reconciler;
+pub mod retry;
 pub mod runtime;
 pub mod store;
 pub mod submitter;

@@ -12,3 +12,4 @@ mod sandbox_queries;
 mod sandbox_support;
 mod sandbox_webhooks;
 mod sandbox_writes;
+mod virtuous_client;

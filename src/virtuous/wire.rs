@@ -1,0 +1,99 @@
+//! Virtuous wire models the client reads back (virtuous-api.md). Only the fields the engine
+//! uses; unknown fields are ignored because the real API adds fields without notice.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A gift as `FullGift` queries and `GET /api/Gift/{source}/{id}` return it (the fields
+/// confirmation needs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GiftSummary {
+    pub id: i64,
+    #[serde(default)]
+    pub transaction_source: Option<String>,
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub transaction_id: Option<String>,
+    /// ISO 8601 UTC, as sent (kept as text: the format is [D]).
+    #[serde(default)]
+    pub create_date_time_utc: Option<String>,
+}
+
+/// One page of a query: `{"list": [...], "total": n}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GiftPage {
+    pub list: Vec<GiftSummary>,
+    #[serde(default)]
+    pub total: u64,
+}
+
+/// `GET /api/Organization/Current` (shape assumed: `{id, name, isActive}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Organization {
+    #[serde(deserialize_with = "required_text_or_number")]
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+/// Which events a webhook subscription receives (`POST /api/Webhook` flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEvents {
+    pub gift_create: bool,
+    pub gift_update: bool,
+    pub gift_delete: bool,
+    pub contact_create: bool,
+    pub contact_update: bool,
+}
+
+/// The answer to `POST /api/Webhook`: the subscription's id (kept as text; no list endpoint
+/// exists, so the caller must store it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WebhookCreated {
+    #[serde(deserialize_with = "required_text_or_number")]
+    pub id: String,
+}
+
+/// Ids arrive as numbers from some endpoints and text from others: accept both as text.
+fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        Some(serde_json::Value::String(text)) => Some(text),
+        Some(serde_json::Value::Number(number)) => Some(number.to_string()),
+        _ => None,
+    })
+}
+
+fn required_text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    text_or_number(deserializer)?
+        .ok_or_else(|| serde::de::Error::custom("expected an id (text or number)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gifts_and_ids_decode_tolerantly() {
+        // Goal: FullGift pages decode with extra fields; ids decode from numbers and text.
+        let page: GiftPage = serde_json::from_str(
+            r#"{"list":[{"id":7,"transactionSource":"stripe","transactionId":"pi_1",
+                "createDateTimeUtc":"2026-11-26T18:00:00.000Z","amount":12.5},
+               {"id":8,"transactionId":42}],"total":2}"#,
+        )
+        .unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(page.list[0].transaction_id.as_deref(), Some("pi_1"));
+        assert_eq!(page.list[1].transaction_id.as_deref(), Some("42"));
+        assert_eq!(page.list[1].transaction_source, None);
+        let org: Organization =
+            serde_json::from_str(r#"{"id":3,"name":"hope","isActive":true}"#).unwrap();
+        assert_eq!(org.id, "3");
+        let created: WebhookCreated = serde_json::from_str(r#"{"id":"wh-9"}"#).unwrap();
+        assert_eq!(created.id, "wh-9");
+        assert!(serde_json::from_str::<WebhookCreated>(r#"{"id":null}"#).is_err());
+    }
+}
