@@ -33,8 +33,8 @@ pub use group_commit::FlushStats;
 pub use layout::{Layout, DEFAULT_LAYOUT};
 pub use secrets::MASTER_KEY_FILE;
 pub use types::{
-    CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SyncState,
-    Transition,
+    CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SeenKey,
+    SyncState, Transition,
 };
 
 /// Errors of the store layer.
@@ -398,8 +398,9 @@ impl TenantStore {
     pub fn tenant_id(&self) -> &str {
         self.tenant_id_impl()
     }
-    /// Atomically (one batch) writes each new entry, its dedup key, its record state and
-    /// counters; duplicates are reported and write nothing. Not durable until
+    /// Atomically (one batch) writes each new entry, its record state (which is also the
+    /// entry's dedup mark), its aliases and the counters; duplicates are reported and write
+    /// nothing but the duplicate counter. Not durable until
     /// `Store::durable` resolves.
     pub fn enqueue(&self, entries: Vec<NewEntry>) -> Result<Vec<EnqueueOutcome>, StoreError> {
         self.enqueue_impl(entries, None)

@@ -1,13 +1,14 @@
 //! One tenant's key space: enqueue (dedup + record state + counters in one atomic batch) and
 //! the in-memory gauges (lane depths, oldest ages, counters) rebuilt at open.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::codec::{decode, encode};
 use super::keys::KeySpace;
-use super::types::{DedupMark, QueueEntry, RecordRef, RecordState, SyncState};
+use super::types::{QueueEntry, RecordRef, RecordState, SyncState};
 use super::{io_error, Counts, EnqueueOutcome, Lane, LaneStat, NewEntry, StoreError, TenantStore};
 
 /// "No entry" in an oldest-age gauge.
@@ -123,49 +124,34 @@ impl TenantStore {
         let mut batch = sled::Batch::default();
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut counts = inner.counts.load();
-        let mut keys_in_this_call: HashSet<&str> = HashSet::new();
-        // Records touched by this call: (record key → state), so two entries for one record
-        // in one call both land in its history.
-        let mut records: HashMap<Vec<u8>, RecordState> = HashMap::new();
+        // Records touched by this call (record key → (state, `None`: no record yet; changed)),
+        // so two entries for one record in one call both land in its history and see each
+        // other's idempotency keys. Only records that gained an entry are written.
+        let mut records: HashMap<Vec<u8>, (Option<RecordState>, bool)> = HashMap::new();
         let mut lane_additions = [(0u64, NO_ENTRY); 4];
 
-        for entry in &entries {
-            let dedup_key = keys.dedup(&entry.idempotency_key);
-            let seen_in_this_call = !keys_in_this_call.insert(entry.idempotency_key.as_str());
-            if seen_in_this_call || inner.tree.contains_key(&dedup_key).map_err(io_error)? {
+        for entry in entries {
+            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
+            let (record, changed) = match records.entry(record_key) {
+                Entry::Occupied(occupied) => occupied.into_mut(),
+                Entry::Vacant(vacant) => {
+                    let stored = inner.read::<RecordState>(vacant.key())?;
+                    vacant.insert((stored, false))
+                }
+            };
+            // The record is the dedup mark (invariant 3: a key names one record).
+            if record
+                .as_ref()
+                .is_some_and(|record| record.has_seen(&entry.idempotency_key))
+            {
                 counts.duplicates += 1;
                 outcomes.push(EnqueueOutcome::Duplicate);
                 continue;
             }
             let seq = inner.db.generate_id().map_err(io_error)?;
-            let queue_entry = QueueEntry {
-                kind: entry.kind,
-                source: entry.source.clone(),
-                source_id: entry.source_id.clone(),
-                idempotency_key: entry.idempotency_key.clone(),
-                lane: entry.lane,
-                transaction_source: entry.transaction_source.clone(),
-                body_json: entry.body_json.clone(),
-                attempts: 0,
-                enqueued_at_ms: entry.now_ms,
-                not_before_ms: entry.now_ms,
-            };
-            batch.insert(keys.queue_entry(entry.lane, seq), encode(&queue_entry)?);
-            batch.insert(
-                dedup_key,
-                encode(&DedupMark {
-                    seq,
-                    first_seen_at_ms: entry.now_ms,
-                })?,
-            );
-
-            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
-            let record = match records.remove(&record_key) {
-                Some(record) => Some(record),
-                None => inner.read::<RecordState>(&record_key)?,
-            };
+            *changed = true;
             let is_new = record.is_none();
-            let mut record = record.unwrap_or_else(|| {
+            let record = record.get_or_insert_with(|| {
                 RecordState::new(
                     entry.kind,
                     &entry.source,
@@ -174,9 +160,9 @@ impl TenantStore {
                 )
             });
             record.idempotency_key.clone_from(&entry.idempotency_key);
+            record.remember_key(&entry.idempotency_key, entry.now_ms);
             record.last_seq = Some(seq);
             record.transition(SyncState::Pending, "enqueued", entry.now_ms, is_new);
-            records.insert(record_key, record);
 
             if !entry.aliases.is_empty() {
                 let reference = encode(&RecordRef {
@@ -193,10 +179,28 @@ impl TenantStore {
             addition.0 += 1;
             addition.1 = addition.1.min(entry.now_ms);
             outcomes.push(EnqueueOutcome::Queued { seq });
+            // The entry's strings move into the stored value (no copy of the body).
+            let queue_key = keys.queue_entry(entry.lane, seq);
+            let queue_entry = QueueEntry {
+                kind: entry.kind,
+                source: entry.source,
+                source_id: entry.source_id,
+                idempotency_key: entry.idempotency_key,
+                lane: entry.lane,
+                transaction_source: entry.transaction_source,
+                body_json: entry.body_json,
+                attempts: 0,
+                enqueued_at_ms: entry.now_ms,
+                not_before_ms: entry.now_ms,
+            };
+            batch.insert(queue_key, encode(&queue_entry)?);
         }
 
-        for (record_key, record) in &records {
-            batch.insert(record_key.as_slice(), encode(record)?);
+        // A record that only met duplicates is unchanged and not rewritten.
+        for (record_key, (record, changed)) in records {
+            if let (Some(record), true) = (record, changed) {
+                batch.insert(record_key, encode(&record)?);
+            }
         }
         if let Some((name, bytes)) = checkpoint {
             batch.insert(

@@ -113,7 +113,9 @@ fn enqueue_writes_entry_dedup_record_aliases_and_counters() {
             }
         );
         assert_eq!(tenant.queued_total(), 1);
-        assert_eq!(tenant.inner().count_section(section::DEDUP).unwrap(), 1);
+        // The record is the dedup mark: no separate dedup key is written (schema v2).
+        assert_eq!(tenant.inner().count_section(section::DEDUP).unwrap(), 0);
+        assert_eq!(tenant.inner().count_section(section::RECORD).unwrap(), 1);
     }
 }
 
