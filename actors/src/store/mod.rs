@@ -305,7 +305,13 @@ impl Store {
         let entry = self.inner.tenants.entry(tenant_id.to_owned());
         let tenant = entry.or_try_insert_with(|| {
             let (tree, keys) = self.inner.layout.locate(&self.inner.db, tenant_id)?;
-            TenantStore::open(self.inner.db.clone(), tree, keys, tenant_id)
+            TenantStore::open(
+                self.inner.db.clone(),
+                tree,
+                keys,
+                tenant_id,
+                self.inner.group_commit.shared(),
+            )
         })?;
         Ok(tenant.value().clone())
     }
@@ -338,6 +344,7 @@ impl Store {
 
     /// Flushes synchronously (shutdown), with the same `fdatasync` as group commit.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner.group_commit.shared().wait_all_applied()?;
         self.inner.db.flush().map_err(io_error)?;
         sync_log_file(&open_log_file(&self.inner.path)?)
     }
@@ -347,7 +354,7 @@ impl Store {
         self.inner.db.size_on_disk().map_err(io_error)
     }
 
-    /// Counters of the group-commit flusher.
+    /// Counters of the group-commit flusher and its write groups.
     pub fn flush_stats(&self) -> FlushStats {
         self.inner.group_commit.stats()
     }
@@ -398,10 +405,12 @@ impl TenantStore {
     pub fn tenant_id(&self) -> &str {
         self.tenant_id_impl()
     }
-    /// Atomically (one batch) writes each new entry, its record state (which is also the
-    /// entry's dedup mark), its aliases and the counters; duplicates are reported and write
-    /// nothing but the duplicate counter. Not durable until
-    /// `Store::durable` resolves.
+    /// Atomically writes each new entry, its record state (which is also the entry's dedup
+    /// mark), its aliases and the counters; duplicates are reported and write nothing but the
+    /// duplicate counter. The writes are handed to the store's writer thread, which applies
+    /// them (all or nothing, merged with concurrent calls) in its next cycle; this handle's
+    /// reads and other writes wait for that. Not durable — and not certainly written: a
+    /// failed apply poisons the store — until `Store::durable` resolves `Ok`.
     pub fn enqueue(&self, entries: Vec<NewEntry>) -> Result<Vec<EnqueueOutcome>, StoreError> {
         self.enqueue_impl(entries, None)
     }

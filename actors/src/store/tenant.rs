@@ -1,5 +1,6 @@
-//! One tenant's key space: enqueue (dedup + record state + counters in one atomic batch) and
-//! the in-memory gauges (lane depths, oldest ages, counters) rebuilt at open.
+//! One tenant's key space: enqueue (dedup + record state + counters in one atomic write,
+//! applied by the store's writer thread) and the in-memory gauges (lane depths, oldest ages,
+//! counters) rebuilt at open.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -7,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::codec::{decode, encode};
+use super::group_commit::{Shared, TreeWrites};
 use super::keys::KeySpace;
 use super::types::{QueueEntry, RecordRef, RecordState, SyncState};
 use super::{io_error, Counts, EnqueueOutcome, Lane, LaneStat, NewEntry, StoreError, TenantStore};
@@ -54,14 +56,27 @@ impl CountCells {
     }
 }
 
+/// State guarded by a tenant's write lock.
+#[derive(Default)]
+pub(crate) struct WriteState {
+    /// Records written by submitted enqueue calls, with the call's ticket, until the writer
+    /// thread applied them: the next enqueue's dedup check must see them before sled does.
+    pending_records: HashMap<Vec<u8>, (u64, RecordState)>,
+}
+
 pub(crate) struct TenantInner {
     pub(crate) tenant_id: String,
     /// For `generate_id` (monotonic seqs across the whole `Db`).
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) keys: KeySpace,
-    /// Serialises read-check-write sequences (dedup, record history, counters, alerts).
-    write_lock: Mutex<()>,
+    /// Serialises read-check-write sequences (dedup, record history, counters, alerts), and
+    /// holds the records of enqueue calls submitted but not yet applied.
+    write_lock: Mutex<WriteState>,
+    /// The store's writer thread (enqueue writes are applied there, in groups).
+    writer: Arc<Shared>,
+    /// Ticket of this tenant's last submitted enqueue: readers wait until it is applied.
+    last_ticket: AtomicU64,
     lanes: [LaneGauge; 4],
     counts: CountCells,
     /// Set by `Store::drop_tenant_data`: writes through old handles are refused.
@@ -76,13 +91,16 @@ impl TenantStore {
         tree: sled::Tree,
         keys: KeySpace,
         tenant_id: &str,
+        writer: Arc<Shared>,
     ) -> Result<TenantStore, StoreError> {
         let inner = TenantInner {
             tenant_id: tenant_id.to_owned(),
             db,
             tree,
             keys,
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(WriteState::default()),
+            writer,
+            last_ticket: AtomicU64::new(0),
             lanes: Default::default(),
             counts: CountCells::default(),
             dropped: AtomicBool::new(false),
@@ -119,9 +137,15 @@ impl TenantStore {
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let inner = &*self.inner;
         let keys = &inner.keys;
-        let _guard = inner.lock_for_write()?;
+        // No settling here: this call must not wait for the writer thread.
+        let mut guard = inner.lock_for_enqueue()?;
+        let applied_through = inner.writer.applied_through();
+        guard
+            .pending_records
+            .retain(|_, (ticket, _)| *ticket > applied_through);
 
-        let mut batch = sled::Batch::default();
+        // This call's writes, applied atomically (with other calls') by the writer thread.
+        let mut inserts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut counts = inner.counts.load();
         // Records touched by this call (record key → (state, `None`: no record yet; changed)),
@@ -135,7 +159,11 @@ impl TenantStore {
             let (record, changed) = match records.entry(record_key) {
                 Entry::Occupied(occupied) => occupied.into_mut(),
                 Entry::Vacant(vacant) => {
-                    let stored = inner.read::<RecordState>(vacant.key())?;
+                    // Newest first: submitted but unapplied, else what sled has.
+                    let stored = match guard.pending_records.get(vacant.key()) {
+                        Some((_, record)) => Some(record.clone()),
+                        None => inner.read_unsettled::<RecordState>(vacant.key())?,
+                    };
                     vacant.insert((stored, false))
                 }
             };
@@ -171,7 +199,7 @@ impl TenantStore {
                     source_id: entry.source_id.clone(),
                 })?;
                 for alias in &entry.aliases {
-                    batch.insert(keys.alias(alias), reference.clone());
+                    inserts.push((keys.alias(alias), reference.clone()));
                 }
             }
             counts.captured += 1;
@@ -193,27 +221,36 @@ impl TenantStore {
                 enqueued_at_ms: entry.now_ms,
                 not_before_ms: entry.now_ms,
             };
-            batch.insert(queue_key, encode(&queue_entry)?);
+            inserts.push((queue_key, encode(&queue_entry)?));
         }
 
         // A record that only met duplicates is unchanged and not rewritten.
+        let mut changed_records = Vec::new();
         for (record_key, (record, changed)) in records {
             if let (Some(record), true) = (record, changed) {
-                batch.insert(record_key, encode(&record)?);
+                inserts.push((record_key.clone(), encode(&record)?));
+                changed_records.push((record_key, record));
             }
         }
         if let Some((name, bytes)) = checkpoint {
-            batch.insert(
+            inserts.push((
                 keys.checkpoint(name),
                 encode(&super::types::Checkpoint {
                     bytes: bytes.to_vec(),
                 })?,
-            );
+            ));
         }
-        batch.insert(keys.counts(), encode(&counts)?);
-        inner.tree.apply_batch(batch).map_err(io_error)?;
+        inserts.push((keys.counts(), encode(&counts)?));
+        let ticket = inner.writer.submit(TreeWrites {
+            tree: inner.tree.clone(),
+            inserts,
+        })?;
+        inner.last_ticket.store(ticket, Ordering::Release);
+        for (record_key, record) in changed_records {
+            guard.pending_records.insert(record_key, (ticket, record));
+        }
 
-        // Gauges change only after the batch is applied: they never show unwritten entries.
+        // Gauges count submitted entries (readers settle before reading the lanes).
         inner.counts.store(counts);
         for lane in Lane::ALL {
             let (added, oldest) = lane_additions[lane as usize];
@@ -307,7 +344,7 @@ impl TenantStore {
 
     /// Marks the handle dropped and resets its gauges (called by `Store::drop_tenant_data`
     /// while holding the write lock via the returned guard).
-    pub(crate) fn mark_dropped(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+    pub(crate) fn mark_dropped(&self) -> Result<MutexGuard<'_, WriteState>, StoreError> {
         let guard = self.inner.lock_for_write()?;
         self.inner.dropped.store(true, Ordering::SeqCst);
         for gauge in &self.inner.lanes {
@@ -322,8 +359,16 @@ impl TenantStore {
 }
 
 impl TenantInner {
-    /// Takes the write lock; a dropped tenant refuses writes.
-    pub(crate) fn lock_for_write(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+    /// Takes the write lock once this tenant's submitted enqueues are applied (writes that
+    /// bypass the write groups must not race them); a dropped tenant refuses writes.
+    pub(crate) fn lock_for_write(&self) -> Result<MutexGuard<'_, WriteState>, StoreError> {
+        let guard = self.lock_for_enqueue()?;
+        self.settle()?;
+        Ok(guard)
+    }
+
+    /// Takes the write lock without waiting for the writer thread (enqueue only).
+    fn lock_for_enqueue(&self) -> Result<MutexGuard<'_, WriteState>, StoreError> {
         let guard = self
             .write_lock
             .lock()
@@ -334,7 +379,23 @@ impl TenantInner {
         Ok(guard)
     }
 
+    /// Waits until this tenant's submitted enqueues are applied (read-your-writes). Free
+    /// when nothing is pending; otherwise at most one writer cycle.
+    pub(crate) fn settle(&self) -> Result<(), StoreError> {
+        self.writer
+            .wait_applied(self.last_ticket.load(Ordering::Acquire))
+    }
+
+    /// Reads a value after settling (sees every enqueue submitted before).
     pub(crate) fn read<T: super::codec::Versioned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.settle()?;
+        self.read_unsettled(key)
+    }
+
+    fn read_unsettled<T: super::codec::Versioned>(
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
@@ -378,6 +439,7 @@ impl TenantInner {
     /// Counts the keys of one section (for tests and rebuild checks; a full section scan).
     #[cfg(test)]
     pub(crate) fn count_section(&self, section_byte: u8) -> Result<u64, StoreError> {
+        self.settle()?;
         let mut count = 0;
         for item in self
             .tree

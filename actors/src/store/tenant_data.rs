@@ -59,6 +59,7 @@ impl TenantStore {
         limit: usize,
     ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
         let inner = self.inner();
+        inner.settle()?;
         let mut entries = Vec::new();
         for item in inner
             .tree
