@@ -17,7 +17,8 @@
 //! `STEWARD_BENCH_BATCH=16` enqueues that many entries per call (a polled page).
 //!
 //! Columns: `avg batch` = durability waiters per flush; `calls/group` = enqueue calls the
-//! writer applied per atomic sled write; `cpu us/entry` = CPU of the whole process (all
+//! writer applied per atomic sled write; `apply us/entry` = time of the (single) writer
+//! thread inside sled per answered entry; `cpu us/entry` = CPU of the whole process (all
 //! threads, sled's IO threads included) per answered entry, which depends less than
 //! entries/s on how much of the shared machine the bench got.
 
@@ -230,7 +231,7 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         Err(_) => WRITER_LEVELS.to_vec(),
     };
     println!(
-        "{:>8} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>14} {:>13} {:>12}",
+        "{:>8} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>14} {:>13} {:>12} {:>15}",
         "writers",
         "entries/s",
         "p50 ms",
@@ -241,7 +242,8 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         "avg flush ms",
         "avg enqueue us",
         "cpu us/entry",
-        "calls/group"
+        "calls/group",
+        "apply us/entry"
     );
     for level in levels {
         let stats_before = store.flush_stats();
@@ -285,7 +287,7 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         let entries_per_s = answered as f64 / elapsed_s;
         let p99_ms = latency_us.value_at_quantile(0.99) as f64 / 1000.0;
         println!(
-            "{level:>8} {entries_per_s:>11.0} {:>9.2} {p99_ms:>9.2} {:>9.2} {:>10.0} {:>10.1} {:>13.3} {:>14.1} {:>13.1} {:>12.1}",
+            "{level:>8} {entries_per_s:>11.0} {:>9.2} {p99_ms:>9.2} {:>9.2} {:>10.0} {:>10.1} {:>13.3} {:>14.1} {:>13.1} {:>12.1} {:>15.1}",
             latency_us.value_at_quantile(0.50) as f64 / 1000.0,
             latency_us.max() as f64 / 1000.0,
             flushes as f64 / elapsed_s,
@@ -295,6 +297,8 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
             cpu_us / answered.max(1) as f64,
             (stats_after.calls_applied - stats_before.calls_applied) as f64
                 / (stats_after.groups_applied - stats_before.groups_applied).max(1) as f64,
+            (stats_after.apply_micros_total - stats_before.apply_micros_total) as f64
+                / answered.max(1) as f64,
         );
         if level == 256 && (entries_per_s < 50_000.0 || p99_ms > 10.0) {
             target_met = false;

@@ -42,6 +42,8 @@ pub struct FlushStats {
     /// Write groups applied, and the enqueue calls they held.
     pub groups_applied: u64,
     pub calls_applied: u64,
+    /// Time spent applying write groups (sled inserts; single-threaded by sled's batch lock).
+    pub apply_micros_total: u64,
 }
 
 /// One call's writes (inserts only) into one tree; applied atomically with its group.
@@ -247,10 +249,13 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
 
         if !group.is_empty() {
             let calls = group.len();
+            let apply_started_at = Instant::now();
             let result = apply_group(group);
+            let apply_micros = apply_started_at.elapsed().as_micros() as u64;
             let mut state = shared.lock();
             state.stats.groups_applied += 1;
             state.stats.calls_applied += calls as u64;
+            state.stats.apply_micros_total += apply_micros;
             match result {
                 Ok(()) => shared
                     .applied_through
