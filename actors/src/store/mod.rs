@@ -246,6 +246,42 @@ fn sync_log_file(log_file: &std::fs::File) -> Result<(), StoreError> {
         .map_err(|err| StoreError::Io(format!("fdatasync of the store log failed: {err}")))
 }
 
+/// How long `open` retries while the data dir's lock is held. sled releases its file lock
+/// only when its IO threads finish the last writes of a closed `Db`, a few milliseconds
+/// after the handle dropped; reopening at once (tests, restarts in one process) could race
+/// that. A second process holding the store still gets the lock error after this wait.
+const LOCK_RETRY_MS: u64 = 2_000;
+
+/// sled reports a held lock as an `Other` I/O error with this text (config.rs, 0.34.7).
+fn is_lock_busy(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
+/// Opens sled, mapping corruption (errors and panics) to [`StoreError::Corrupt`].
+fn open_db(config: &sled::Config, path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_RETRY_MS);
+    loop {
+        // sled 0.34 may panic on some damaged files instead of returning an error.
+        let opened = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .unwrap_or_else(|| "sled panicked while opening".to_owned());
+            StoreError::Corrupt {
+                path: path.display().to_string(),
+                detail,
+            }
+        })?;
+        match opened {
+            Err(err) if is_lock_busy(&err) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(|err| open_error(path, err)),
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `path`. A corrupt store → [`StoreError::Corrupt`].
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
@@ -262,19 +298,7 @@ impl Store {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes);
-        // sled 0.34 may panic on some damaged files instead of returning an error.
-        let opened = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|panic| {
-            let detail = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
-                .unwrap_or_else(|| "sled panicked while opening".to_owned());
-            StoreError::Corrupt {
-                path: path.display().to_string(),
-                detail,
-            }
-        })?;
-        let db = opened.map_err(|err| open_error(path, err))?;
+        let db = open_db(&config, path)?;
         let layout = layout::resolve(&db, layout)?;
         let registry =
             TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);

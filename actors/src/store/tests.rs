@@ -708,3 +708,27 @@ fn concurrent_enqueues_share_write_groups_and_all_land() {
     assert_eq!(stats.calls_applied, (threads * calls_per_thread) as u64);
     assert!(stats.groups_applied >= 1 && stats.groups_applied <= stats.calls_applied);
 }
+
+#[test]
+fn a_store_in_use_is_refused_and_a_closed_one_reopens_at_once() {
+    // Goal: open waits out sled's lock release after a close, but never opens a store in use.
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..10 {
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let tenant = store.tenant("t").unwrap();
+        tenant
+            .enqueue(vec![new_entry(&format!("k{round}"), Lane::Live, 1)])
+            .unwrap();
+        store.flush_blocking().unwrap();
+        assert_eq!(tenant.queued_total(), round + 1);
+    }
+    let in_use = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let started = std::time::Instant::now();
+    let second = Store::open(dir.path(), StoreOptions::default());
+    assert!(
+        matches!(&second, Err(StoreError::Io(m)) if m.contains("could not acquire lock")),
+        "second open of a store in use must fail"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(LOCK_RETRY_MS));
+    drop(in_use);
+}
