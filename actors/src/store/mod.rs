@@ -7,7 +7,8 @@
 //! - [`codec`]: the versioned envelope `[schema version][bincode 1.3.3]` of every value.
 //! - [`keys`]: big-endian, section-prefixed keys inside a tenant's key space.
 //! - [`layout`]: tree per tenant, or tenant-prefixed keys in shared trees (DESIGN.md §8).
-//! - [`group_commit`]: one flush answers many writers, on a dedicated thread.
+//! - [`group_commit`]: the store's writer thread: applies the enqueue calls submitted since
+//!   its last cycle as one atomic sled write, then one flush answers many durability waiters.
 //! - `tenant`, `tenant_data`: [`TenantStore`], enqueue and the typed accessors.
 //! - `registry`, `secrets`: [`TenantRegistry`] and [`MasterKey`].
 //! - [`types`]: the stored value types.
