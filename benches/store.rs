@@ -1,11 +1,11 @@
 //! Store benchmark: durable enqueue throughput and latency, and the tenant-layout choice.
 //!
 //! Part 1 (closed loop): N writers (tokio tasks on a multi-thread runtime, in this process)
-//! each loop: enqueue one entry (1 KiB JSON body + record state + dedup key + aliases) into
-//! one of 100 tenants, then `store.durable().await`; the latency from enqueue start to the
-//! durable ack goes into an HDR histogram. Levels 1, 16 and 256 writers, each for
-//! `STEWARD_BENCH_SECONDS` (default 5). Afterwards the store is reopened and every answered
-//! entry must be there (exit 1 otherwise).
+//! each loop: enqueue one entry (1 KiB JSON body, its record state, which is also the dedup
+//! mark, and one alias) into one of 100 tenants, then `store.durable().await`; the latency
+//! from enqueue start to the durable ack goes into an HDR histogram. Levels 1, 16 and 256
+//! writers, each for `STEWARD_BENCH_SECONDS` (default 5). Afterwards the store is reopened
+//! and every answered entry must be there (exit 1 otherwise).
 //!
 //! Part 2: 10,000 tenants, one small entry each, in a tree per tenant vs shared trees: disk
 //! use after a flush, and the time to reopen the store and open every tenant.
@@ -15,6 +15,12 @@
 //! Diagnostics: `STEWARD_BENCH_WRITERS=1,16` picks the levels; `STEWARD_BENCH_NO_DURABLE=1`
 //! skips `durable()` (raw write cost; then nothing is checked for durability);
 //! `STEWARD_BENCH_BATCH=16` enqueues that many entries per call (a polled page).
+//!
+//! Columns: `avg batch` = durability waiters per flush; `calls/group` = enqueue calls the
+//! writer applied per atomic sled write; `apply us/entry` = time of the (single) writer
+//! thread inside sled per answered entry; `cpu us/entry` = CPU of the whole process (all
+//! threads, sled's IO threads included) per answered entry, which depends less than
+//! entries/s on how much of the shared machine the bench got.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -148,6 +154,28 @@ fn load_average() -> String {
         .join(" ")
 }
 
+/// CPU time (user + system) of this whole process so far, in microseconds: every thread,
+/// sled's IO threads and the flusher included. Per entry, it shows what the write path costs
+/// independently of how much of the (shared) machine the bench got.
+fn process_cpu_micros() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at "state"; utime and
+    // stime are fields 14 and 15 of the line, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |at: usize| {
+        fields
+            .get(at)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 1e6 / 100.0
+}
+
 /// Cost of the codec alone for one 1 KiB queue entry (encode + decode), in microseconds.
 fn codec_micros_per_entry() -> f64 {
     use steward_actors::store::codec::{decode, encode};
@@ -203,7 +231,7 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         Err(_) => WRITER_LEVELS.to_vec(),
     };
     println!(
-        "{:>8} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>14}",
+        "{:>8} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>14} {:>13} {:>12} {:>15}",
         "writers",
         "entries/s",
         "p50 ms",
@@ -212,10 +240,14 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         "flushes/s",
         "avg batch",
         "avg flush ms",
-        "avg enqueue us"
+        "avg enqueue us",
+        "cpu us/entry",
+        "calls/group",
+        "apply us/entry"
     );
     for level in levels {
         let stats_before = store.flush_stats();
+        let cpu_before_us = process_cpu_micros();
         let started = Instant::now();
         let deadline = started + Duration::from_secs(seconds);
         let results: Vec<LevelResult> = runtime.block_on(async {
@@ -239,6 +271,7 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         });
         let elapsed_s = started.elapsed().as_secs_f64();
         let stats_after = store.flush_stats();
+        let cpu_us = process_cpu_micros() - cpu_before_us;
         let mut latency_us =
             Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
         let mut answered = 0;
@@ -254,13 +287,18 @@ fn part1(layout: Option<Layout>, seconds: u64) -> bool {
         let entries_per_s = answered as f64 / elapsed_s;
         let p99_ms = latency_us.value_at_quantile(0.99) as f64 / 1000.0;
         println!(
-            "{level:>8} {entries_per_s:>11.0} {:>9.2} {p99_ms:>9.2} {:>9.2} {:>10.0} {:>10.1} {:>13.3} {:>14.1}",
+            "{level:>8} {entries_per_s:>11.0} {:>9.2} {p99_ms:>9.2} {:>9.2} {:>10.0} {:>10.1} {:>13.3} {:>14.1} {:>13.1} {:>12.1} {:>15.1}",
             latency_us.value_at_quantile(0.50) as f64 / 1000.0,
             latency_us.max() as f64 / 1000.0,
             flushes as f64 / elapsed_s,
             waiters as f64 / flushes.max(1) as f64,
             (stats_after.flush_micros_total - stats_before.flush_micros_total) as f64 / 1000.0 / flushes.max(1) as f64,
             enqueue_micros_total as f64 / answered.max(1) as f64,
+            cpu_us / answered.max(1) as f64,
+            (stats_after.calls_applied - stats_before.calls_applied) as f64
+                / (stats_after.groups_applied - stats_before.groups_applied).max(1) as f64,
+            (stats_after.apply_micros_total - stats_before.apply_micros_total) as f64
+                / answered.max(1) as f64,
         );
         if level == 256 && (entries_per_s < 50_000.0 || p99_ms > 10.0) {
             target_met = false;

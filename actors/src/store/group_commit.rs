@@ -1,18 +1,31 @@
 //! Group commit: many writers, one `flush`, then answer them all (STYLE.md: sled writes are
-//! only durable after a flush, and one flush covers the whole `Db`).
+//! only durable after a flush, and one flush covers the whole `Db`) — and group writes: the
+//! same thread applies the enqueue batches submitted since its last cycle as ONE atomic sled
+//! write (one `apply_batch`, or one transaction when they span several trees).
 //!
-//! Flushes are numbered. A waiter that registers when `n` flushes have started needs flush
-//! `n + 1`: if flush `n` is running it may have begun before the waiter's write, so it does
-//! not count. The blocking flush runs on a dedicated std thread, never on an executor thread.
+//! Why group writes: in sled 0.34 every `apply_batch`/transaction pins the log, which seals
+//! the current IO buffer and has a sled IO thread `pwrite` + `sync_file_range` it. That
+//! per-call IO was most of the cost of an enqueue of one entry (benches/store.rs); merged,
+//! it is paid once per cycle. Calls on the executor threads only prepare and submit.
+//!
+//! A cycle: take the submitted writes and the registered durability waiters together (under
+//! one lock), apply the writes, publish "applied through ticket t", flush if anyone waits,
+//! answer the waiters. A waiter registers after its writes were submitted, so the flush of
+//! its cycle covers them. Flushes are numbered: a waiter that registers when `n` flushes have
+//! started needs flush `n + 1`. A failed apply poisons the store (every later write, wait and
+//! flush answers the error): the callers of that group were told `Queued` and must not
+//! believe their entries exist. The thread is a dedicated std thread, never an executor.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::{io_error, StoreError};
 
 /// The flush the thread runs (sled's `Db::flush` in production, a controllable hook in tests).
 pub type FlushFn = Box<dyn FnMut() -> Result<(), StoreError> + Send>;
@@ -26,6 +39,17 @@ pub struct FlushStats {
     pub waiters_answered: u64,
     /// Time spent inside completed flushes.
     pub flush_micros_total: u64,
+    /// Write groups applied, and the enqueue calls they held.
+    pub groups_applied: u64,
+    pub calls_applied: u64,
+    /// Time spent applying write groups (sled inserts; single-threaded by sled's batch lock).
+    pub apply_micros_total: u64,
+}
+
+/// One call's writes (inserts only) into one tree; applied atomically with its group.
+pub(crate) struct TreeWrites {
+    pub(crate) tree: sled::Tree,
+    pub(crate) inserts: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 struct Waiter {
@@ -39,14 +63,76 @@ struct State {
     stats: FlushStats,
     waiters: VecDeque<Waiter>,
     closing: bool,
+    /// Submitted writes not yet taken by a cycle, in submission order.
+    pending: Vec<TreeWrites>,
+    /// Ticket of the last submitted write (tickets start at 1).
+    submitted_through: u64,
+    /// Set when a group failed to apply: the store takes no more writes.
+    poisoned: Option<StoreError>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
     work_available: Condvar,
+    /// Every write with a ticket up to this one is applied (readable in sled).
+    applied_through: AtomicU64,
+    /// Signalled when `applied_through` moves or the store is poisoned.
+    applied: Condvar,
 }
 
 impl Shared {
+    /// Hands one call's writes to the writer thread; returns the call's ticket. The writes
+    /// are applied (all or nothing) by the next cycle.
+    pub(crate) fn submit(&self, writes: TreeWrites) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        if let Some(err) = &state.poisoned {
+            return Err(err.clone());
+        }
+        if state.closing {
+            return Err(StoreError::Closed);
+        }
+        state.pending.push(writes);
+        state.submitted_through += 1;
+        let ticket = state.submitted_through;
+        drop(state);
+        self.work_available.notify_one();
+        Ok(ticket)
+    }
+
+    /// Blocks until every write up to `ticket` is applied (read-your-writes for readers and
+    /// for writers that bypass the write groups). Returns at once when nothing is pending.
+    pub(crate) fn wait_applied(&self, ticket: u64) -> Result<(), StoreError> {
+        if self.applied_through.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        loop {
+            if let Some(err) = &state.poisoned {
+                return Err(err.clone());
+            }
+            if self.applied_through.load(Ordering::Acquire) >= ticket {
+                return Ok(());
+            }
+            if state.closing && state.pending.is_empty() {
+                return Err(StoreError::Closed);
+            }
+            state = self
+                .applied
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// Blocks until everything submitted so far is applied.
+    pub(crate) fn wait_all_applied(&self) -> Result<(), StoreError> {
+        let ticket = self.lock().submitted_through;
+        self.wait_applied(ticket)
+    }
+
+    pub(crate) fn applied_through(&self) -> u64 {
+        self.applied_through.load(Ordering::Acquire)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave State half-updated in a way that
         // matters (counters and a queue), so keep serving rather than poisoning every writer.
@@ -67,6 +153,8 @@ impl GroupCommit {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work_available: Condvar::new(),
+            applied_through: AtomicU64::new(0),
+            applied: Condvar::new(),
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -79,11 +167,19 @@ impl GroupCommit {
         })
     }
 
+    /// The handle writers submit through.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// Registers a waiter for the next flush that starts from now on. Synchronous, so the
     /// caller's writes made before this call are covered by the answer.
     pub fn register(&self) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let mut state = self.shared.lock();
+        if let Some(err) = &state.poisoned {
+            return Err(err.clone());
+        }
         if state.closing {
             return Err(StoreError::Closed);
         }
@@ -125,26 +221,66 @@ impl Drop for GroupCommit {
 
 fn run_flusher(shared: &Shared, mut flush: FlushFn) {
     loop {
-        let (flush_number, batch_size) = {
+        let (group, group_through, flush_number, batch_size) = {
             let mut state = shared.lock();
-            while state.waiters.is_empty() && !state.closing {
+            while state.waiters.is_empty() && state.pending.is_empty() && !state.closing {
                 state = shared
                     .work_available
                     .wait(state)
                     .unwrap_or_else(|p| p.into_inner());
             }
-            if state.waiters.is_empty() {
-                return; // closing and nobody waits
+            if state.waiters.is_empty() && state.pending.is_empty() {
+                return; // closing, nothing submitted and nobody waits
             }
-            state.stats.flushes_started += 1;
-            (state.stats.flushes_started, state.waiters.len())
+            let group = std::mem::take(&mut state.pending);
+            let flush_number = if state.waiters.is_empty() {
+                None
+            } else {
+                state.stats.flushes_started += 1;
+                Some(state.stats.flushes_started)
+            };
+            (
+                group,
+                state.submitted_through,
+                flush_number,
+                state.waiters.len(),
+            )
+        };
+
+        if !group.is_empty() {
+            let calls = group.len();
+            let apply_started_at = Instant::now();
+            let result = apply_group(group);
+            let apply_micros = apply_started_at.elapsed().as_micros() as u64;
+            let mut state = shared.lock();
+            state.stats.groups_applied += 1;
+            state.stats.calls_applied += calls as u64;
+            state.stats.apply_micros_total += apply_micros;
+            match result {
+                Ok(()) => shared
+                    .applied_through
+                    .store(group_through, Ordering::Release),
+                Err(err) => {
+                    tracing::error!(error = %err, "applying a write group failed; the store refuses further writes");
+                    state.poisoned = Some(err);
+                }
+            }
+            drop(state);
+            shared.applied.notify_all();
+        }
+        let Some(flush_number) = flush_number else {
+            continue;
         };
 
         let started_at = Instant::now();
+        let poisoned = shared.lock().poisoned.clone();
         // A panicking flush must not strand the waiters (they would wait forever): report it
         // as an error to them and keep the thread alive.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut flush))
-            .unwrap_or_else(|_| Err(StoreError::Io("the store flush panicked".into())));
+        let result = match poisoned {
+            Some(err) => Err(err),
+            None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut flush))
+                .unwrap_or_else(|_| Err(StoreError::Io("the store flush panicked".into()))),
+        };
         let flush_seconds = started_at.elapsed().as_secs_f64();
         metrics::histogram!("steward_store_flush_seconds").record(flush_seconds);
         metrics::histogram!("steward_store_flush_batch_size").record(batch_size as f64);
@@ -172,6 +308,47 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
             let _ = waiter.reply.send(result.clone());
         }
     }
+}
+
+/// Applies a group atomically: one `apply_batch` when it touches one tree, else one
+/// transaction over its trees (sled pins the log once either way). Later writes of a key
+/// win over earlier ones, as in submission order.
+fn apply_group(group: Vec<TreeWrites>) -> Result<(), StoreError> {
+    let mut tree_index: HashMap<sled::IVec, usize> = HashMap::new();
+    let mut trees: Vec<sled::Tree> = Vec::new();
+    let mut batches: Vec<sled::Batch> = Vec::new();
+    for writes in group {
+        let index = *tree_index.entry(writes.tree.name()).or_insert_with(|| {
+            trees.push(writes.tree.clone());
+            batches.push(sled::Batch::default());
+            trees.len() - 1
+        });
+        for (key, value) in writes.inserts {
+            batches[index].insert(key, value);
+        }
+    }
+    // A panic inside sled must not strand the writers waiting for this group.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if trees.len() == 1 {
+            let batch = batches.pop().unwrap_or_default();
+            return trees[0].apply_batch(batch).map_err(io_error);
+        }
+        use sled::transaction::{TransactionError, Transactional};
+        trees
+            .as_slice()
+            .transaction(|views| {
+                // Writes only, no reads: nothing to conflict with, so no re-run.
+                for (view, batch) in views.iter().zip(&batches) {
+                    view.apply_batch(batch)?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|err| match err {
+                TransactionError::Storage(err) => io_error(err),
+                TransactionError::Abort(()) => StoreError::Io("a write group aborted".into()),
+            })
+    }))
+    .unwrap_or_else(|_| Err(StoreError::Io("applying a write group panicked".into())))
 }
 
 #[cfg(test)]
@@ -307,5 +484,39 @@ mod tests {
         assert!(matches!(wait_answer(&mut answer), Err(StoreError::Io(m)) if m == "disk full"));
         group.shutdown();
         assert!(matches!(group.register(), Err(StoreError::Closed)));
+    }
+
+    #[test]
+    fn a_failed_group_poisons_the_store() {
+        // Goal: when a group cannot be applied, its writers, waiters and later writes get errors.
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let good = db.open_tree("good").unwrap();
+        let doomed = db.open_tree("doomed").unwrap();
+        assert!(db.drop_tree("doomed").unwrap());
+        let group = GroupCommit::start(Box::new(|| Ok(()))).unwrap();
+        let shared = group.shared();
+        let ticket = shared
+            .submit(TreeWrites {
+                tree: doomed,
+                inserts: vec![(b"k".to_vec(), b"v".to_vec())],
+            })
+            .unwrap();
+        assert!(
+            shared.wait_applied(ticket).is_err(),
+            "the dropped tree cannot take writes"
+        );
+        // The poison is set before wait_applied answers: no durability from now on.
+        assert!(
+            group.register().is_err(),
+            "no durability after a failed group"
+        );
+        assert!(shared
+            .submit(TreeWrites {
+                tree: good.clone(),
+                inserts: vec![(b"k".to_vec(), b"v".to_vec())],
+            })
+            .is_err());
+        assert!(good.is_empty(), "a poisoned store applies nothing more");
     }
 }

@@ -12,6 +12,7 @@ pub mod section {
     pub const QUEUE: u8 = 0x10;
     pub const RECORD: u8 = 0x20;
     pub const ALIAS: u8 = 0x21;
+    /// Schema v1 dedup keys (no longer written: the record is the dedup mark). Reserved.
     pub const DEDUP: u8 = 0x30;
     pub const DEAD_LETTER: u8 = 0x40;
     pub const CHECKPOINT: u8 = 0x50;

@@ -7,7 +7,8 @@
 //! - [`codec`]: the versioned envelope `[schema version][bincode 1.3.3]` of every value.
 //! - [`keys`]: big-endian, section-prefixed keys inside a tenant's key space.
 //! - [`layout`]: tree per tenant, or tenant-prefixed keys in shared trees (DESIGN.md §8).
-//! - [`group_commit`]: one flush answers many writers, on a dedicated thread.
+//! - [`group_commit`]: the store's writer thread: applies the enqueue calls submitted since
+//!   its last cycle as one atomic sled write, then one flush answers many durability waiters.
 //! - `tenant`, `tenant_data`: [`TenantStore`], enqueue and the typed accessors.
 //! - `registry`, `secrets`: [`TenantRegistry`] and [`MasterKey`].
 //! - [`types`]: the stored value types.
@@ -33,8 +34,8 @@ pub use group_commit::FlushStats;
 pub use layout::{Layout, DEFAULT_LAYOUT};
 pub use secrets::MASTER_KEY_FILE;
 pub use types::{
-    CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SyncState,
-    Transition,
+    CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SeenKey,
+    SyncState, Transition,
 };
 
 /// Errors of the store layer.
@@ -246,6 +247,42 @@ fn sync_log_file(log_file: &std::fs::File) -> Result<(), StoreError> {
         .map_err(|err| StoreError::Io(format!("fdatasync of the store log failed: {err}")))
 }
 
+/// How long `open` retries while the data dir's lock is held. sled releases its file lock
+/// only when its IO threads finish the last writes of a closed `Db`, a few milliseconds
+/// after the handle dropped; reopening at once (tests, restarts in one process) could race
+/// that. A second process holding the store still gets the lock error after this wait.
+const LOCK_RETRY_MS: u64 = 2_000;
+
+/// sled reports a held lock as an `Other` I/O error with this text (config.rs, 0.34.7).
+fn is_lock_busy(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
+/// Opens sled, mapping corruption (errors and panics) to [`StoreError::Corrupt`].
+fn open_db(config: &sled::Config, path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_RETRY_MS);
+    loop {
+        // sled 0.34 may panic on some damaged files instead of returning an error.
+        let opened = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .unwrap_or_else(|| "sled panicked while opening".to_owned());
+            StoreError::Corrupt {
+                path: path.display().to_string(),
+                detail,
+            }
+        })?;
+        match opened {
+            Err(err) if is_lock_busy(&err) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(|err| open_error(path, err)),
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `path`. A corrupt store → [`StoreError::Corrupt`].
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
@@ -262,19 +299,7 @@ impl Store {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes);
-        // sled 0.34 may panic on some damaged files instead of returning an error.
-        let opened = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|panic| {
-            let detail = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
-                .unwrap_or_else(|| "sled panicked while opening".to_owned());
-            StoreError::Corrupt {
-                path: path.display().to_string(),
-                detail,
-            }
-        })?;
-        let db = opened.map_err(|err| open_error(path, err))?;
+        let db = open_db(&config, path)?;
         let layout = layout::resolve(&db, layout)?;
         let registry =
             TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);
@@ -305,7 +330,13 @@ impl Store {
         let entry = self.inner.tenants.entry(tenant_id.to_owned());
         let tenant = entry.or_try_insert_with(|| {
             let (tree, keys) = self.inner.layout.locate(&self.inner.db, tenant_id)?;
-            TenantStore::open(self.inner.db.clone(), tree, keys, tenant_id)
+            TenantStore::open(
+                self.inner.db.clone(),
+                tree,
+                keys,
+                tenant_id,
+                self.inner.group_commit.shared(),
+            )
         })?;
         Ok(tenant.value().clone())
     }
@@ -338,6 +369,7 @@ impl Store {
 
     /// Flushes synchronously (shutdown), with the same `fdatasync` as group commit.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner.group_commit.shared().wait_all_applied()?;
         self.inner.db.flush().map_err(io_error)?;
         sync_log_file(&open_log_file(&self.inner.path)?)
     }
@@ -347,7 +379,7 @@ impl Store {
         self.inner.db.size_on_disk().map_err(io_error)
     }
 
-    /// Counters of the group-commit flusher.
+    /// Counters of the group-commit flusher and its write groups.
     pub fn flush_stats(&self) -> FlushStats {
         self.inner.group_commit.stats()
     }
@@ -398,9 +430,12 @@ impl TenantStore {
     pub fn tenant_id(&self) -> &str {
         self.tenant_id_impl()
     }
-    /// Atomically (one batch) writes each new entry, its dedup key, its record state and
-    /// counters; duplicates are reported and write nothing. Not durable until
-    /// `Store::durable` resolves.
+    /// Atomically writes each new entry, its record state (which is also the entry's dedup
+    /// mark), its aliases and the counters; duplicates are reported and write nothing but the
+    /// duplicate counter. The writes are handed to the store's writer thread, which applies
+    /// them (all or nothing, merged with concurrent calls) in its next cycle; this handle's
+    /// reads and other writes wait for that. Not durable — and not certainly written: a
+    /// failed apply poisons the store — until `Store::durable` resolves `Ok`.
     pub fn enqueue(&self, entries: Vec<NewEntry>) -> Result<Vec<EnqueueOutcome>, StoreError> {
         self.enqueue_impl(entries, None)
     }

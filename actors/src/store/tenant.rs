@@ -1,13 +1,16 @@
-//! One tenant's key space: enqueue (dedup + record state + counters in one atomic batch) and
-//! the in-memory gauges (lane depths, oldest ages, counters) rebuilt at open.
+//! One tenant's key space: enqueue (dedup + record state + counters in one atomic write,
+//! applied by the store's writer thread) and the in-memory gauges (lane depths, oldest ages,
+//! counters) rebuilt at open.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::codec::{decode, encode};
+use super::group_commit::{Shared, TreeWrites};
 use super::keys::KeySpace;
-use super::types::{DedupMark, QueueEntry, RecordRef, RecordState, SyncState};
+use super::types::{QueueEntry, RecordRef, RecordState, SyncState};
 use super::{io_error, Counts, EnqueueOutcome, Lane, LaneStat, NewEntry, StoreError, TenantStore};
 
 /// "No entry" in an oldest-age gauge.
@@ -53,14 +56,27 @@ impl CountCells {
     }
 }
 
+/// State guarded by a tenant's write lock.
+#[derive(Default)]
+pub(crate) struct WriteState {
+    /// Records written by submitted enqueue calls, with the call's ticket, until the writer
+    /// thread applied them: the next enqueue's dedup check must see them before sled does.
+    pending_records: HashMap<Vec<u8>, (u64, RecordState)>,
+}
+
 pub(crate) struct TenantInner {
     pub(crate) tenant_id: String,
     /// For `generate_id` (monotonic seqs across the whole `Db`).
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) keys: KeySpace,
-    /// Serialises read-check-write sequences (dedup, record history, counters, alerts).
-    write_lock: Mutex<()>,
+    /// Serialises read-check-write sequences (dedup, record history, counters, alerts), and
+    /// holds the records of enqueue calls submitted but not yet applied.
+    write_lock: Mutex<WriteState>,
+    /// The store's writer thread (enqueue writes are applied there, in groups).
+    writer: Arc<Shared>,
+    /// Ticket of this tenant's last submitted enqueue: readers wait until it is applied.
+    last_ticket: AtomicU64,
     lanes: [LaneGauge; 4],
     counts: CountCells,
     /// Set by `Store::drop_tenant_data`: writes through old handles are refused.
@@ -75,13 +91,16 @@ impl TenantStore {
         tree: sled::Tree,
         keys: KeySpace,
         tenant_id: &str,
+        writer: Arc<Shared>,
     ) -> Result<TenantStore, StoreError> {
         let inner = TenantInner {
             tenant_id: tenant_id.to_owned(),
             db,
             tree,
             keys,
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(WriteState::default()),
+            writer,
+            last_ticket: AtomicU64::new(0),
             lanes: Default::default(),
             counts: CountCells::default(),
             dropped: AtomicBool::new(false),
@@ -118,54 +137,49 @@ impl TenantStore {
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let inner = &*self.inner;
         let keys = &inner.keys;
-        let _guard = inner.lock_for_write()?;
+        // No settling here: this call must not wait for the writer thread.
+        let mut guard = inner.lock_for_enqueue()?;
+        let applied_through = inner.writer.applied_through();
+        guard
+            .pending_records
+            .retain(|_, (ticket, _)| *ticket > applied_through);
 
-        let mut batch = sled::Batch::default();
+        // This call's writes, applied atomically (with other calls') by the writer thread.
+        let mut inserts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut counts = inner.counts.load();
-        let mut keys_in_this_call: HashSet<&str> = HashSet::new();
-        // Records touched by this call: (record key → state), so two entries for one record
-        // in one call both land in its history.
-        let mut records: HashMap<Vec<u8>, RecordState> = HashMap::new();
+        // Records touched by this call (record key → (state, `None`: no record yet; changed)),
+        // so two entries for one record in one call both land in its history and see each
+        // other's idempotency keys. Only records that gained an entry are written.
+        let mut records: HashMap<Vec<u8>, (Option<RecordState>, bool)> = HashMap::new();
         let mut lane_additions = [(0u64, NO_ENTRY); 4];
 
-        for entry in &entries {
-            let dedup_key = keys.dedup(&entry.idempotency_key);
-            let seen_in_this_call = !keys_in_this_call.insert(entry.idempotency_key.as_str());
-            if seen_in_this_call || inner.tree.contains_key(&dedup_key).map_err(io_error)? {
+        for entry in entries {
+            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
+            let (record, changed) = match records.entry(record_key) {
+                Entry::Occupied(occupied) => occupied.into_mut(),
+                Entry::Vacant(vacant) => {
+                    // Newest first: submitted but unapplied, else what sled has.
+                    let stored = match guard.pending_records.get(vacant.key()) {
+                        Some((_, record)) => Some(record.clone()),
+                        None => inner.read_unsettled::<RecordState>(vacant.key())?,
+                    };
+                    vacant.insert((stored, false))
+                }
+            };
+            // The record is the dedup mark (invariant 3: a key names one record).
+            if record
+                .as_ref()
+                .is_some_and(|record| record.has_seen(&entry.idempotency_key))
+            {
                 counts.duplicates += 1;
                 outcomes.push(EnqueueOutcome::Duplicate);
                 continue;
             }
             let seq = inner.db.generate_id().map_err(io_error)?;
-            let queue_entry = QueueEntry {
-                kind: entry.kind,
-                source: entry.source.clone(),
-                source_id: entry.source_id.clone(),
-                idempotency_key: entry.idempotency_key.clone(),
-                lane: entry.lane,
-                transaction_source: entry.transaction_source.clone(),
-                body_json: entry.body_json.clone(),
-                attempts: 0,
-                enqueued_at_ms: entry.now_ms,
-                not_before_ms: entry.now_ms,
-            };
-            batch.insert(keys.queue_entry(entry.lane, seq), encode(&queue_entry)?);
-            batch.insert(
-                dedup_key,
-                encode(&DedupMark {
-                    seq,
-                    first_seen_at_ms: entry.now_ms,
-                })?,
-            );
-
-            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
-            let record = match records.remove(&record_key) {
-                Some(record) => Some(record),
-                None => inner.read::<RecordState>(&record_key)?,
-            };
+            *changed = true;
             let is_new = record.is_none();
-            let mut record = record.unwrap_or_else(|| {
+            let record = record.get_or_insert_with(|| {
                 RecordState::new(
                     entry.kind,
                     &entry.source,
@@ -174,9 +188,9 @@ impl TenantStore {
                 )
             });
             record.idempotency_key.clone_from(&entry.idempotency_key);
+            record.remember_key(&entry.idempotency_key, entry.now_ms);
             record.last_seq = Some(seq);
             record.transition(SyncState::Pending, "enqueued", entry.now_ms, is_new);
-            records.insert(record_key, record);
 
             if !entry.aliases.is_empty() {
                 let reference = encode(&RecordRef {
@@ -185,7 +199,7 @@ impl TenantStore {
                     source_id: entry.source_id.clone(),
                 })?;
                 for alias in &entry.aliases {
-                    batch.insert(keys.alias(alias), reference.clone());
+                    inserts.push((keys.alias(alias), reference.clone()));
                 }
             }
             counts.captured += 1;
@@ -193,23 +207,50 @@ impl TenantStore {
             addition.0 += 1;
             addition.1 = addition.1.min(entry.now_ms);
             outcomes.push(EnqueueOutcome::Queued { seq });
+            // The entry's strings move into the stored value (no copy of the body).
+            let queue_key = keys.queue_entry(entry.lane, seq);
+            let queue_entry = QueueEntry {
+                kind: entry.kind,
+                source: entry.source,
+                source_id: entry.source_id,
+                idempotency_key: entry.idempotency_key,
+                lane: entry.lane,
+                transaction_source: entry.transaction_source,
+                body_json: entry.body_json,
+                attempts: 0,
+                enqueued_at_ms: entry.now_ms,
+                not_before_ms: entry.now_ms,
+            };
+            inserts.push((queue_key, encode(&queue_entry)?));
         }
 
-        for (record_key, record) in &records {
-            batch.insert(record_key.as_slice(), encode(record)?);
+        // A record that only met duplicates is unchanged and not rewritten.
+        let mut changed_records = Vec::new();
+        for (record_key, (record, changed)) in records {
+            if let (Some(record), true) = (record, changed) {
+                inserts.push((record_key.clone(), encode(&record)?));
+                changed_records.push((record_key, record));
+            }
         }
         if let Some((name, bytes)) = checkpoint {
-            batch.insert(
+            inserts.push((
                 keys.checkpoint(name),
                 encode(&super::types::Checkpoint {
                     bytes: bytes.to_vec(),
                 })?,
-            );
+            ));
         }
-        batch.insert(keys.counts(), encode(&counts)?);
-        inner.tree.apply_batch(batch).map_err(io_error)?;
+        inserts.push((keys.counts(), encode(&counts)?));
+        let ticket = inner.writer.submit(TreeWrites {
+            tree: inner.tree.clone(),
+            inserts,
+        })?;
+        inner.last_ticket.store(ticket, Ordering::Release);
+        for (record_key, record) in changed_records {
+            guard.pending_records.insert(record_key, (ticket, record));
+        }
 
-        // Gauges change only after the batch is applied: they never show unwritten entries.
+        // Gauges count submitted entries (readers settle before reading the lanes).
         inner.counts.store(counts);
         for lane in Lane::ALL {
             let (added, oldest) = lane_additions[lane as usize];
@@ -303,7 +344,7 @@ impl TenantStore {
 
     /// Marks the handle dropped and resets its gauges (called by `Store::drop_tenant_data`
     /// while holding the write lock via the returned guard).
-    pub(crate) fn mark_dropped(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+    pub(crate) fn mark_dropped(&self) -> Result<MutexGuard<'_, WriteState>, StoreError> {
         let guard = self.inner.lock_for_write()?;
         self.inner.dropped.store(true, Ordering::SeqCst);
         for gauge in &self.inner.lanes {
@@ -318,8 +359,16 @@ impl TenantStore {
 }
 
 impl TenantInner {
-    /// Takes the write lock; a dropped tenant refuses writes.
-    pub(crate) fn lock_for_write(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+    /// Takes the write lock once this tenant's submitted enqueues are applied (writes that
+    /// bypass the write groups must not race them); a dropped tenant refuses writes.
+    pub(crate) fn lock_for_write(&self) -> Result<MutexGuard<'_, WriteState>, StoreError> {
+        let guard = self.lock_for_enqueue()?;
+        self.settle()?;
+        Ok(guard)
+    }
+
+    /// Takes the write lock without waiting for the writer thread (enqueue only).
+    fn lock_for_enqueue(&self) -> Result<MutexGuard<'_, WriteState>, StoreError> {
         let guard = self
             .write_lock
             .lock()
@@ -330,7 +379,23 @@ impl TenantInner {
         Ok(guard)
     }
 
+    /// Waits until this tenant's submitted enqueues are applied (read-your-writes). Free
+    /// when nothing is pending; otherwise at most one writer cycle.
+    pub(crate) fn settle(&self) -> Result<(), StoreError> {
+        self.writer
+            .wait_applied(self.last_ticket.load(Ordering::Acquire))
+    }
+
+    /// Reads a value after settling (sees every enqueue submitted before).
     pub(crate) fn read<T: super::codec::Versioned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.settle()?;
+        self.read_unsettled(key)
+    }
+
+    fn read_unsettled<T: super::codec::Versioned>(
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
@@ -374,6 +439,7 @@ impl TenantInner {
     /// Counts the keys of one section (for tests and rebuild checks; a full section scan).
     #[cfg(test)]
     pub(crate) fn count_section(&self, section_byte: u8) -> Result<u64, StoreError> {
+        self.settle()?;
         let mut count = 0;
         for item in self
             .tree

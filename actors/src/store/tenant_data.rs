@@ -6,7 +6,7 @@ use std::ops::Bound;
 use super::codec::{decode, encode};
 use super::keys::{prefix_end, section};
 use super::types::{
-    CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SyncState,
+    CallMark, Checkpoint, DeadLetter, QueueEntry, RecordRef, RecordState, SyncState,
 };
 use super::{io_error, Alert, Lane, RecordKind, StoreError, TenantStore};
 
@@ -59,6 +59,7 @@ impl TenantStore {
         limit: usize,
     ) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
         let inner = self.inner();
+        inner.settle()?;
         let mut entries = Vec::new();
         for item in inner
             .tree
@@ -236,33 +237,41 @@ impl TenantStore {
     }
 
     /// Forgets idempotency keys first seen before `before_ms` (retention, DESIGN.md invariant
-    /// 5); returns how many were removed. Scans the whole dedup section: run it rarely (daily).
+    /// 5); returns how many were forgotten. The records stay (their history is the audit
+    /// trail); only their seen keys go. Scans every record: run it rarely (daily).
     pub fn prune_dedup_before(&self, before_ms: u64) -> Result<u64, StoreError> {
-        const KEYS_PER_BATCH_MAX: usize = 10_000;
+        const RECORDS_PER_BATCH_MAX: usize = 10_000;
         let inner = self.inner();
-        let mut removed = 0;
+        // Records are rewritten: hold the write lock so no enqueue updates one in between.
+        let _guard = inner.lock_for_write()?;
+        let mut forgotten = 0;
         let mut batch = sled::Batch::default();
         let mut batched = 0;
         for item in inner
             .tree
-            .scan_prefix(inner.keys.section_prefix(section::DEDUP))
+            .scan_prefix(inner.keys.section_prefix(section::RECORD))
         {
             let (key, bytes) = item.map_err(io_error)?;
-            let mark: DedupMark = decode(&bytes)?;
-            if mark.first_seen_at_ms < before_ms {
-                batch.remove(key);
-                batched += 1;
+            let mut record: RecordState = decode(&bytes)?;
+            let before = record.seen_keys.len();
+            record
+                .seen_keys
+                .retain(|seen| seen.first_seen_at_ms >= before_ms);
+            if record.seen_keys.len() == before {
+                continue;
             }
-            if batched == KEYS_PER_BATCH_MAX {
+            forgotten += (before - record.seen_keys.len()) as u64;
+            batch.insert(key, encode(&record)?);
+            batched += 1;
+            if batched == RECORDS_PER_BATCH_MAX {
                 inner
                     .tree
                     .apply_batch(std::mem::take(&mut batch))
                     .map_err(io_error)?;
-                removed += batched as u64;
                 batched = 0;
             }
         }
         inner.tree.apply_batch(batch).map_err(io_error)?;
-        Ok(removed + batched as u64)
+        Ok(forgotten)
     }
 }

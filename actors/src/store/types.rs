@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::Versioned;
-use super::{Alert, Counts, Lane, RecordKind, TenantRecord};
+use super::codec::{decode_payload, unknown_version, Versioned};
+use super::{Alert, Counts, Lane, RecordKind, StoreError, TenantRecord};
 
 /// Most transitions kept in a record's history; older ones are dropped first.
 pub const HISTORY_LEN_MAX: usize = 64;
@@ -75,6 +75,11 @@ pub struct Transition {
 }
 
 /// A record's sync state and bounded history (key: kind + source + source id).
+///
+/// The record is also the dedup mark of its facts: `seen_keys` lists the idempotency keys
+/// enqueued for it. Invariant 3 derives a key from (tenant, source, source id), so a key
+/// always names one record, and "seen by its record" is "seen" (schema v2; v1 kept a separate
+/// dedup key per idempotency key, one more sled write per entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordState {
     pub kind: RecordKind,
@@ -90,6 +95,67 @@ pub struct RecordState {
     pub updated_at_ms: u64,
     /// Oldest first, at most [`HISTORY_LEN_MAX`].
     pub history: Vec<Transition>,
+    /// Idempotency keys enqueued for this record, oldest first, at most [`SEEN_KEYS_MAX`].
+    pub seen_keys: Vec<SeenKey>,
+}
+
+/// An idempotency key a record has seen, and when (retention prunes by this time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenKey {
+    pub key: String,
+    pub first_seen_at_ms: u64,
+}
+
+/// Most idempotency keys remembered per record. One is the rule (invariant 3); the bound only
+/// keeps a misbehaving source from growing a record without limit.
+pub const SEEN_KEYS_MAX: usize = 64;
+
+/// Schema v1 of [`RecordState`]: no `seen_keys` (a separate dedup key per idempotency key).
+#[derive(Deserialize)]
+struct RecordStateV1 {
+    kind: RecordKind,
+    source: String,
+    source_id: String,
+    state: SyncState,
+    idempotency_key: String,
+    last_seq: Option<u64>,
+    virtuous_id: Option<String>,
+    updated_at_ms: u64,
+    history: Vec<Transition>,
+}
+
+impl Versioned for RecordState {
+    const VERSION: u8 = 2;
+    const NAME: &'static str = "RecordState";
+
+    /// v1 → v2: the latest key becomes the one seen key, first seen at the record's creation.
+    /// (v1 dedup keys of earlier facts are not consulted any more; there was no production
+    /// data in v1.)
+    fn decode_older(version: u8, payload: &[u8]) -> Result<Self, StoreError> {
+        if version != 1 {
+            return Err(unknown_version::<Self>(version));
+        }
+        let old: RecordStateV1 = decode_payload("RecordState v1", payload)?;
+        let first_seen_at_ms = old
+            .history
+            .first()
+            .map_or(old.updated_at_ms, |transition| transition.at_ms);
+        Ok(RecordState {
+            seen_keys: vec![SeenKey {
+                key: old.idempotency_key.clone(),
+                first_seen_at_ms,
+            }],
+            kind: old.kind,
+            source: old.source,
+            source_id: old.source_id,
+            state: old.state,
+            idempotency_key: old.idempotency_key,
+            last_seq: old.last_seq,
+            virtuous_id: old.virtuous_id,
+            updated_at_ms: old.updated_at_ms,
+            history: old.history,
+        })
+    }
 }
 
 impl RecordState {
@@ -109,6 +175,26 @@ impl RecordState {
             virtuous_id: None,
             updated_at_ms: 0,
             history: Vec::new(),
+            seen_keys: Vec::new(),
+        }
+    }
+
+    /// Whether this record has seen the idempotency key (its dedup check).
+    pub fn has_seen(&self, idempotency_key: &str) -> bool {
+        self.seen_keys
+            .iter()
+            .any(|seen| seen.key == idempotency_key)
+    }
+
+    /// Remembers an idempotency key (bounded: the oldest are forgotten first).
+    pub fn remember_key(&mut self, idempotency_key: &str, at_ms: u64) {
+        self.seen_keys.push(SeenKey {
+            key: idempotency_key.to_owned(),
+            first_seen_at_ms: at_ms,
+        });
+        if self.seen_keys.len() > SEEN_KEYS_MAX {
+            let excess = self.seen_keys.len() - SEEN_KEYS_MAX;
+            self.seen_keys.drain(..excess);
         }
     }
 
@@ -138,7 +224,8 @@ pub struct RecordRef {
     pub source_id: String,
 }
 
-/// The value of a dedup (idempotency) key.
+/// The value of a dedup (idempotency) key in schema v1 stores. Since [`RecordState`] v2 the
+/// record is the dedup mark; this type stays for reading old data and is no longer written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupMark {
     /// Queue seq of the entry that first carried the key.
@@ -177,7 +264,6 @@ macro_rules! versioned {
 
 versioned! {
     QueueEntry => 1,
-    RecordState => 1,
     RecordRef => 1,
     DedupMark => 1,
     DeadLetter => 1,
@@ -213,6 +299,13 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
+            .collect()
+    }
+
     /// "ab" as bincode: u64 LE length then bytes.
     const AB: &str = "02000000000000006162";
 
@@ -240,16 +333,22 @@ mod tests {
         record.transition(SyncState::Pending, "ab", 1, true);
         record.transition(SyncState::Submitted, "ab", 1, false);
         record.last_seq = Some(1);
-        // kind, source, source_id, state, idempotency key, last_seq, virtuous_id, updated_at,
-        // then the history: (at, from, to, reason) twice.
-        let expected_record = format!(
-            "01{contact}{AB}{AB}{submitted}{AB}01{s1}00{s1}{two}{s1}00{pending}{AB}{s1}01{pending}{submitted}{AB}",
+        record.remember_key("ab", 1);
+        // Version 2: kind, source, source_id, state, idempotency key, last_seq, virtuous_id,
+        // updated_at, the history: (at, from, to, reason) twice, then the seen keys.
+        let v1_fields = format!(
+            "{contact}{AB}{AB}{submitted}{AB}01{s1}00{s1}{two}{s1}00{pending}{AB}{s1}01{pending}{submitted}{AB}",
             contact = "01000000",
             pending = "00000000",
             submitted = "01000000",
             two = "0200000000000000",
         );
+        let expected_record = format!("02{v1_fields}{s1}{AB}{s1}");
         assert_eq!(hex(&encode(&record).unwrap()), expected_record);
+        // Version 1 bytes (no seen keys) migrate: the latest key is the one seen key.
+        let v1_bytes = unhex(&format!("01{v1_fields}"));
+        let migrated: RecordState = decode(&v1_bytes).unwrap();
+        assert_eq!(migrated, record);
 
         let r = RecordRef {
             kind: RecordKind::Refund,
