@@ -284,6 +284,8 @@ pub struct TenantGauges {
     pub lane_depth: [metrics::Gauge; 4],
     pub budget_allowance_per_hour: metrics::Gauge,
     pub budget_spent_last_hour: metrics::Gauge,
+    /// When the budget gauges were last computed (they read the call log: a store scan).
+    pub budget_published_at_ms: std::sync::atomic::AtomicU64,
 }
 
 impl TenantGauges {
@@ -305,6 +307,7 @@ impl TenantGauges {
             }),
             budget_allowance_per_hour: metrics::gauge!(BUDGET_ALLOWANCE_PER_HOUR, LABEL_TENANT => tenant_id.to_string()),
             budget_spent_last_hour: metrics::gauge!(BUDGET_SPENT_LAST_HOUR, LABEL_TENANT => tenant_id.to_string()),
+            budget_published_at_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -366,6 +369,10 @@ impl TenantShared {
             .settings
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+        // A new budget shows at the next tick rather than after the gauge refresh interval.
+        self.gauges
+            .budget_published_at_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
     pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
         &self.cells[kind.index()]
