@@ -441,15 +441,7 @@ async fn metrics_expose_mailbox_depth_per_tenant_and_wait_time_per_kind() {
         .send()
         .await
         .unwrap();
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for actor in ["capture", "queue", "submitter", "inbound", "reconciler"] {
         let series = format!("steward_actor_mailbox_depth{{tenant=\"metered\",actor=\"{actor}\"}}");
         let alternative =

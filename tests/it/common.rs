@@ -213,6 +213,18 @@ impl TestApp {
             .bearer_auth(&self.admin_token)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     pub async fn create_tenant(&self, body: &Value) -> Value {
         let response = self
             .admin(reqwest::Method::POST, "/v1/tenants")

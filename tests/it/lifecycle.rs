@@ -132,15 +132,7 @@ async fn killed_children_are_restarted_and_counted() {
         },
     )
     .await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for actor in ["queue", "submitter", "reconciler"] {
         let line = format!("steward_actor_restarts_total{{actor=\"{actor}\"}} 1");
         assert!(
