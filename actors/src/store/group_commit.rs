@@ -290,6 +290,14 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
 
         let answered: Vec<Waiter> = {
             let mut state = shared.lock();
+            // A failed flush poisons the store: after a failed fsync the kernel may have
+            // dropped the dirty pages and marked them clean, so a later flush that succeeds
+            // proves nothing about writes made before it. Without this, a retried source event
+            // answered "duplicate" (its record is in memory) would be acknowledged after the
+            // next flush although its data may never reach the disk.
+            if let (Err(err), None) = (&result, &state.poisoned) {
+                state.poisoned = Some(err.clone());
+            }
             state.stats.flushes_completed = flush_number;
             state.stats.flush_micros_total += (flush_seconds * 1e6) as u64;
             let mut answered = Vec::new();
@@ -456,8 +464,9 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_flush_answers_its_waiters_with_an_error() {
-        // Goal: a flush that panics reports an error to its waiters, and the next flush still runs.
+    fn a_panicking_flush_answers_its_waiters_with_an_error_and_poisons_the_store() {
+        // Goal: a flush that panics reports an error to its waiters (none waits forever), and
+        // the store stays poisoned: a later flush that succeeds must not report durability.
         let mut calls = 0;
         let group = GroupCommit::start(Box::new(move || {
             calls += 1;
@@ -471,19 +480,29 @@ mod tests {
         assert!(
             matches!(wait_answer(&mut first), Err(StoreError::Io(m)) if m.contains("panicked"))
         );
-        let mut second = group.register().unwrap();
-        wait_answer(&mut second).unwrap();
+        assert!(
+            matches!(group.register(), Err(StoreError::Io(m)) if m.contains("panicked")),
+            "after a failed flush nothing is reported durable again"
+        );
     }
 
     #[test]
     fn flush_errors_reach_every_waiter_and_shutdown_refuses_new_ones() {
-        // Goal: a failed flush is reported to its waiters; after shutdown registration is Closed.
+        // Goal: a failed flush is reported to its waiters and poisons the store; after
+        // shutdown, registration on a healthy store is Closed.
         let group =
             GroupCommit::start(Box::new(|| Err(StoreError::Io("disk full".into())))).unwrap();
         let mut answer = group.register().unwrap();
         assert!(matches!(wait_answer(&mut answer), Err(StoreError::Io(m)) if m == "disk full"));
-        group.shutdown();
-        assert!(matches!(group.register(), Err(StoreError::Closed)));
+        assert!(
+            matches!(group.register(), Err(StoreError::Io(m)) if m == "disk full"),
+            "the store stays poisoned after a failed flush"
+        );
+        let healthy = GroupCommit::start(Box::new(|| Ok(()))).unwrap();
+        let mut answer = healthy.register().unwrap();
+        wait_answer(&mut answer).unwrap();
+        healthy.shutdown();
+        assert!(matches!(healthy.register(), Err(StoreError::Closed)));
     }
 
     #[test]
