@@ -294,8 +294,21 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
             ),
         ));
     }
-    state.store.drop_tenant_data(id)?;
-    state.store.registry().remove(id)?;
+    // Dropping a tenant's data deletes its whole key range and waits for in-flight group
+    // writes: blocking work, kept off the HTTP worker's executor thread.
+    let store = state.store.clone();
+    let tenant_id = id.to_string();
+    actix_web::web::block(move || {
+        store.drop_tenant_data(&tenant_id)?;
+        store.registry().remove(&tenant_id)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("deleting the tenant's data failed: {err}"),
+        )
+    })??;
     state.store.durable().await?;
     state.registered_tenants.fetch_sub(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).decrement(1.0);
