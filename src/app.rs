@@ -53,7 +53,9 @@ pub struct Readiness {
 impl AppState {
     pub fn readiness(&self) -> Readiness {
         // A point read proves the store answers (sled has no cheaper health probe).
-        let store_open = self.store.registry().get("-readiness-probe-").is_ok();
+        // A store that refuses writes (a failed flush or write group) is not ready either.
+        let store_open = self.store.registry().get("-readiness-probe-").is_ok()
+            && self.store.failure().is_none();
         let tenants = self.registered_tenants.load(Ordering::Acquire);
         let tenants_running = self.runtime.tenant_ids().len();
         // Every registered tenant runs (one that failed to start keeps this false) and every

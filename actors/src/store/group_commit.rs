@@ -200,6 +200,11 @@ impl GroupCommit {
         self.shared.lock().stats
     }
 
+    /// The error that poisoned the store (a failed write group or flush), if any.
+    pub fn poisoned(&self) -> Option<StoreError> {
+        self.shared.lock().poisoned.clone()
+    }
+
     /// Flushes for the waiters still registered, then stops the thread (idempotent).
     pub fn shutdown(&self) {
         self.shared.lock().closing = true;

@@ -384,6 +384,11 @@ impl Store {
         self.inner.group_commit.stats()
     }
 
+    /// Why the store refuses writes, once a write group or a flush failed (until restart).
+    pub fn failure(&self) -> Option<StoreError> {
+        self.inner.group_commit.poisoned()
+    }
+
     pub fn layout(&self) -> Layout {
         self.inner.layout
     }
