@@ -68,14 +68,7 @@ async fn tenant_lifecycle_through_the_admin_api() {
         "status leaks the api key"
     );
 
-    let list: Value = app
-        .admin(Method::GET, "/v1/tenants")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.admin_json(Method::GET, "/v1/tenants").await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["tenants"][0]["id"], "hope-shelter");
 
@@ -135,23 +128,13 @@ async fn tenant_lifecycle_through_the_admin_api() {
     );
 
     let paused: Value = app
-        .admin(Method::POST, "/v1/tenants/hope-shelter/pause")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::POST, "/v1/tenants/hope-shelter/pause")
+        .await;
     assert_eq!(paused["state"], "paused");
     assert_eq!(app.status("hope-shelter").await["state"], "paused");
     let resumed: Value = app
-        .admin(Method::POST, "/v1/tenants/hope-shelter/resume")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(Method::POST, "/v1/tenants/hope-shelter/resume")
+        .await;
     assert_eq!(resumed["state"], "running");
 
     let deleted = app
@@ -166,14 +149,7 @@ async fn tenant_lifecycle_through_the_admin_api() {
         .await
         .unwrap();
     assert_eq!(error_code(gone).await, (404, "not_found".into()));
-    let list: Value = app
-        .admin(Method::GET, "/v1/tenants")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.admin_json(Method::GET, "/v1/tenants").await;
     assert_eq!(list["total"], 0);
 }
 
@@ -300,14 +276,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .await,
         (400, "invalid_tenant_id".into())
     );
-    let list: Value = app
-        .admin(Method::GET, "/v1/tenants")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.admin_json(Method::GET, "/v1/tenants").await;
     assert_eq!(list["total"], 0, "no bad request created a tenant: {list}");
 }
 
@@ -361,28 +330,18 @@ async fn delete_with_queued_work_needs_force() {
         assert_eq!(value, 0, "count {count} survived the delete: {status}");
     }
     let again: Value = app
-        .admin(
+        .admin_json(
             Method::POST,
             "/v1/tenants/busy/_test/enqueue?count=3&prefix=gift-",
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(again, json!({"queued": 3, "duplicates": 0}));
     let repeat: Value = app
-        .admin(
+        .admin_json(
             Method::POST,
             "/v1/tenants/busy/_test/enqueue?count=3&prefix=gift-",
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         repeat,
         json!({"queued": 0, "duplicates": 3}),

@@ -213,6 +213,12 @@ impl TestApp {
             .bearer_auth(&self.admin_token)
     }
 
+    /// An admin call without a body, answered with JSON.
+    pub async fn admin_json(&self, method: reqwest::Method, path: &str) -> Value {
+        let response = self.admin(method, path).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics_text(&self) -> String {
         let response = self

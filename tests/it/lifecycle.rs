@@ -29,14 +29,7 @@ async fn tenants_survive_kill_9_and_restart() {
         .unwrap();
     app.kill9();
     app.start().await;
-    let list: Value = app
-        .admin(Method::GET, "/v1/tenants")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.admin_json(Method::GET, "/v1/tenants").await;
     let ids: Vec<&str> = list["tenants"]
         .as_array()
         .unwrap()
