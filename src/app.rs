@@ -227,7 +227,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let started_tenants = crate::tenants::start_registered_tenants(&state).await?;
     state.booted.store(true, Ordering::Release);
-    write_atomically(&addr_file, serde_json::to_string(&bound)?.as_bytes())?;
+    write_atomically(&addr_file, serde_json::to_string(&bound)?.as_bytes(), 0o644)?;
     tracing::info!(listen = %main_addr, admin = ?bound.admin, tenants = started_tenants, "steward is serving");
 
     let main_handle = main_server.handle();
@@ -327,14 +327,14 @@ fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
     }
     use base64::Engine;
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-    write_private_file(&path, token.as_bytes())?;
+    write_atomically(&path, token.as_bytes(), 0o600)?;
     tracing::warn!(path = %path.display(), "no STEWARD_ADMIN_TOKEN set: generated an admin token into this file (mode 0600)");
     Ok(token)
 }
 
-/// Writes a mode-0600 file through a temporary file and a rename, so a crash never leaves
-/// an empty or half-written token behind.
-fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes a file through a temporary file and a rename, so a crash never leaves an empty or
+/// half-written file behind (a token, the listen addresses).
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let temporary = path.with_extension("tmp");
@@ -342,19 +342,12 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&temporary)
         .with_context(|| format!("cannot create {}", temporary.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(())
-}
-
-fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, contents)?;
-    std::fs::rename(&temporary, path)?;
     Ok(())
 }
