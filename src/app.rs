@@ -38,6 +38,9 @@ pub struct AppState {
     /// Tenants in the registry (kept with every create and delete; a registry scan per
     /// `/readyz` would cost milliseconds at 10,000 tenants).
     pub registered_tenants: AtomicUsize,
+    /// Each running tenant's full document, secrets included, parsed once (ingress verifies
+    /// signatures and maps events with it). Kept in step by `tenants.rs`.
+    pub tenant_docs: dashmap::DashMap<String, std::sync::Arc<crate::tenant::TenantDoc>>,
 }
 
 pub struct Readiness {
@@ -172,6 +175,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         admin_lock: tokio::sync::Mutex::new(()),
         booted: AtomicBool::new(false),
         registered_tenants: AtomicUsize::new(0),
+        tenant_docs: dashmap::DashMap::new(),
     });
 
     let deadline = Duration::from_secs(config.shutdown_deadline_s);

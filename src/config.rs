@@ -50,7 +50,39 @@ pub struct Config {
     pub runtime: RuntimeSection,
     pub virtuous: VirtuousSection,
     pub budget: BudgetSection,
+    pub submitter: SubmitterSection,
+    pub reconciler: ReconcilerSection,
     pub sandbox: SandboxSection,
+}
+
+/// How queued entries are sent (DESIGN.md §5).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmitterSection {
+    /// Most gift transactions per `POST /api/v2/Gift/Transactions` (Virtuous allows 100).
+    pub batch_max: usize,
+    /// Waits before each retry of a transient failure (`250ms`, `10s`, `1m`, `2h`, `1d`);
+    /// after the last one the entry is dead-lettered.
+    pub retry_schedule: Vec<String>,
+    /// Spread of each retry wait, ± percent.
+    pub retry_jitter_pct: u8,
+    /// A leased entry whose call has not completed after this long may be leased again
+    /// (a stuck or replaced submitter); keep it above `virtuous.request_timeout_s`.
+    pub lease_timeout_s: u64,
+}
+
+/// How submitted records are confirmed (DESIGN.md §3).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcilerSection {
+    /// Seconds between bulk confirmation passes (FullGift queries).
+    pub interval_s: u64,
+    /// A record unconfirmed this long after submission becomes `needs_review` (+ alert).
+    pub needs_review_after_s: u64,
+    /// Gifts per query page (Virtuous allows 1,000).
+    pub query_take: u32,
+    /// Idempotency keys are remembered this many days (DESIGN.md invariant 5).
+    pub dedup_retention_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -109,6 +141,8 @@ impl Default for Config {
             runtime: RuntimeSection::default(),
             virtuous: VirtuousSection::default(),
             budget: BudgetSection::default(),
+            submitter: SubmitterSection::default(),
+            reconciler: ReconcilerSection::default(),
             sandbox: SandboxSection::default(),
         }
     }
@@ -150,6 +184,41 @@ impl Default for BudgetSection {
             reserve_pct: 10,
             burst_calls: 1,
         }
+    }
+}
+
+impl Default for SubmitterSection {
+    fn default() -> Self {
+        SubmitterSection {
+            batch_max: 100,
+            retry_schedule: ["10s", "1m", "5m", "30m", "2h", "6h", "12h", "24h"]
+                .map(String::from)
+                .to_vec(),
+            retry_jitter_pct: 20,
+            lease_timeout_s: 120,
+        }
+    }
+}
+
+impl Default for ReconcilerSection {
+    fn default() -> Self {
+        ReconcilerSection {
+            interval_s: 3_600,
+            needs_review_after_s: 259_200,
+            query_take: 1_000,
+            dedup_retention_days: 90,
+        }
+    }
+}
+
+impl SubmitterSection {
+    /// The retry schedule in milliseconds (validated at load).
+    pub fn retry_schedule_ms(&self) -> Vec<u64> {
+        self.retry_schedule
+            .iter()
+            .filter_map(|step| steward_actors::retry::parse_duration(step).ok())
+            .map(|delay| delay.as_millis() as u64)
+            .collect()
     }
 }
 
@@ -290,6 +359,50 @@ impl Config {
                 "runtime.arbiters",
                 "must be 0 (one per core) to 1024".into(),
             ));
+        }
+        if self.submitter.batch_max == 0 || self.submitter.batch_max > 100 {
+            return Err(invalid(
+                "submitter.batch_max",
+                "must be 1 to 100 (Virtuous takes at most 100 gift transactions a call)".into(),
+            ));
+        }
+        if let Err(err) =
+            steward_actors::retry::RetrySchedule::parse(&self.submitter.retry_schedule)
+        {
+            return Err(invalid("submitter.retry_schedule", err.to_string()));
+        }
+        if self.submitter.retry_jitter_pct > 100 {
+            return Err(invalid(
+                "submitter.retry_jitter_pct",
+                "must be 0 to 100".into(),
+            ));
+        }
+        if self.submitter.lease_timeout_s <= self.virtuous.request_timeout_s {
+            return Err(invalid(
+                "submitter.lease_timeout_s",
+                "must be greater than virtuous.request_timeout_s".into(),
+            ));
+        }
+        let reconciler_positive: [(&str, u64); 4] = [
+            ("reconciler.interval_s", self.reconciler.interval_s),
+            (
+                "reconciler.needs_review_after_s",
+                self.reconciler.needs_review_after_s,
+            ),
+            (
+                "reconciler.query_take",
+                u64::from(self.reconciler.query_take),
+            ),
+            (
+                "reconciler.dedup_retention_days",
+                self.reconciler.dedup_retention_days,
+            ),
+        ];
+        if let Some((key, _)) = reconciler_positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(key, "must be greater than 0".into()));
+        }
+        if self.reconciler.query_take > 1_000 {
+            return Err(invalid("reconciler.query_take", "must be 1 to 1000".into()));
         }
         if self.budget.reserve_pct > 90 {
             return Err(invalid("budget.reserve_pct", "must be 0 to 90".into()));

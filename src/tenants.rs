@@ -13,16 +13,23 @@
 //! used, is in-process. Admin mutations are serialised by `AppState::admin_lock`.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use secrecy::SecretString;
+use steward_actors::ports::{Crm, UnconfiguredCrm};
+
 use serde_json::{json, Value};
-use steward_actors::runtime::{BudgetSettings, TenantSettings, TenantSpec};
+use steward_actors::runtime::{
+    BudgetSettings, ConfirmSettings, SubmitSettings, TenantSettings, TenantSpec,
+};
 use steward_actors::store::TenantRecord;
 
 use crate::app::AppState;
 use crate::http::error::{ApiError, ErrorCode};
 use crate::sandbox::OrgSpec;
 use crate::tenant::{self, TenantDoc};
+use crate::virtuous::crm::VirtuousCrm;
 
 pub const STATE_RUNNING: &str = "running";
 pub const STATE_PAUSED: &str = "paused";
@@ -58,13 +65,54 @@ fn effective_budget(state: &AppState, doc: &TenantDoc) -> BudgetSettings {
 }
 
 fn tenant_settings(state: &AppState, doc: &TenantDoc, paused: bool) -> TenantSettings {
+    let config = &state.config;
+    let public_url = config.public_url.trim_end_matches('/');
     TenantSettings {
         paused,
-        heartbeat_ms: state.config.runtime.heartbeat_ms,
-        restart_backoff_initial_ms: state.config.runtime.restart_backoff_initial_ms,
-        restart_backoff_max_ms: state.config.runtime.restart_backoff_max_ms,
-        mailbox_capacity: state.config.runtime.mailbox_capacity,
+        heartbeat_ms: config.runtime.heartbeat_ms,
+        restart_backoff_initial_ms: config.runtime.restart_backoff_initial_ms,
+        restart_backoff_max_ms: config.runtime.restart_backoff_max_ms,
+        mailbox_capacity: config.runtime.mailbox_capacity,
         budget: effective_budget(state, doc),
+        submit: SubmitSettings {
+            batch_max: config.submitter.batch_max,
+            retry_schedule_ms: config.submitter.retry_schedule_ms(),
+            retry_jitter_pct: config.submitter.retry_jitter_pct,
+            lease_timeout_ms: config.submitter.lease_timeout_s * 1_000,
+        },
+        confirm: ConfirmSettings {
+            reconcile_interval_ms: config.reconciler.interval_s * 1_000,
+            needs_review_after_ms: config.reconciler.needs_review_after_s * 1_000,
+            query_take: config.reconciler.query_take,
+            dedup_retention_ms: config.reconciler.dedup_retention_days * 86_400_000,
+            // Only with a secret to sign it: an unsigned subscription could not be verified.
+            webhook_url: (!public_url.is_empty() && doc.virtuous.webhook_secret.is_some())
+                .then(|| format!("{public_url}/hooks/{}/virtuous", doc.id)),
+        },
+    }
+}
+
+/// The tenant's Virtuous client: `"embedded"` resolves to the embedded sandbox. A client
+/// that cannot be built answers every call "needs operator" (pause + alert), never panics.
+fn tenant_crm(state: &AppState, doc: &TenantDoc) -> Arc<dyn Crm> {
+    let base_url = match (&state.sandbox, doc.virtuous.base_url.as_str()) {
+        (Some(sandbox), "embedded") => sandbox.base_url(),
+        (None, "embedded") => {
+            return Arc::new(UnconfiguredCrm {
+                reason: "virtuous.base_url is \"embedded\" but the embedded sandbox is off"
+                    .to_string(),
+            })
+        }
+        (_, base_url) => base_url.to_string(),
+    };
+    let api_key = SecretString::from(doc.virtuous.api_key.clone().unwrap_or_default());
+    let webhook_secret = doc.virtuous.webhook_secret.clone().map(SecretString::from);
+    let timeout = std::time::Duration::from_secs(state.config.virtuous.request_timeout_s);
+    match VirtuousCrm::new(&base_url, api_key, webhook_secret, timeout) {
+        Ok(crm) => Arc::new(crm),
+        Err(err) => Arc::new(UnconfiguredCrm {
+            reason: format!("the Virtuous client cannot be built: {err}"),
+        }),
     }
 }
 
@@ -155,7 +203,7 @@ fn check_embedded_target(state: &AppState, doc: &TenantDoc) -> Result<(), ApiErr
 
 /// Everything that can fail before a tenant's actors start: the document, its secrets, the
 /// embedded org, its key space. The returned spec starts infallibly.
-fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<TenantSpec, ApiError> {
+fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, ApiError> {
     let doc = TenantDoc::from_value(&full_doc(state, record)?)?;
     match (&state.sandbox, doc.virtuous.base_url.as_str()) {
         (Some(sandbox), "embedded") => {
@@ -173,12 +221,41 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<TenantSpec,
         }
         _ => {}
     }
-    Ok(TenantSpec {
+    let spec = TenantSpec {
         tenant_id: record.id.clone(),
         store: state.store.clone(),
         tenant_store: state.store.tenant(&record.id)?,
         settings: tenant_settings(state, &doc, record.state == STATE_PAUSED),
+        crm: tenant_crm(state, &doc),
+    };
+    Ok(Prepared {
+        spec,
+        doc: Arc::new(doc),
     })
+}
+
+/// A tenant ready to start (or to update in place).
+struct Prepared {
+    spec: TenantSpec,
+    /// The full document, secrets included (ingress verifies signatures with it).
+    doc: Arc<TenantDoc>,
+}
+
+/// Starts the tenant, or applies new settings and credentials in place when it runs.
+fn start_or_update(state: &AppState, prepared: Prepared) {
+    let Prepared { spec, doc } = prepared;
+    let id = spec.tenant_id.clone();
+    state.tenant_docs.insert(id.clone(), doc);
+    match state.runtime.tenant(&id) {
+        // Settings apply in place: no restart, no window in which the tenant looks missing.
+        Some(handle) => {
+            handle.update_settings(spec.settings);
+            handle.replace_crm(spec.crm);
+        }
+        None => {
+            state.runtime.start_tenant(spec);
+        }
+    }
 }
 
 /// Boot: every registered tenant is started again. Failures are logged and counted;
@@ -191,8 +268,8 @@ pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize>
     let mut started = 0;
     for record in &records {
         match prepare_tenant(state, record) {
-            Ok(spec) => {
-                state.runtime.start_tenant(spec);
+            Ok(prepared) => {
+                start_or_update(state, prepared);
                 started += 1;
             }
             Err(err) => {
@@ -216,7 +293,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
         ));
     }
     let record = seal_record(state, &doc.id, full, STATE_RUNNING, now_ms());
-    let spec = prepare_tenant(state, &record)?;
+    let prepared = prepare_tenant(state, &record)?;
     if !state.store.registry().insert_new(&record)? {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -224,7 +301,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
         ));
     }
     state.store.durable().await?;
-    state.runtime.start_tenant(spec);
+    start_or_update(state, prepared);
     state.registered_tenants.fetch_add(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).increment(1.0);
     tracing::info!(tenant_id = %doc.id, "tenant created");
@@ -259,16 +336,10 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
     let (doc, full) = tenant::normalise(&full)?;
     check_embedded_target(state, &doc)?;
     let updated = seal_record(state, id, full, &record.state, record.created_at_ms);
-    let spec = prepare_tenant(state, &updated)?;
+    let prepared = prepare_tenant(state, &updated)?;
     state.store.registry().put(&updated)?;
     state.store.durable().await?;
-    match state.runtime.tenant(id) {
-        // Settings apply in place: no restart, no window in which the tenant looks missing.
-        Some(handle) => handle.update_settings(spec.settings),
-        None => {
-            state.runtime.start_tenant(spec);
-        }
-    }
+    start_or_update(state, prepared);
     tracing::info!(tenant_id = %id, "tenant updated");
     shown_doc(state, &updated)
 }
@@ -282,10 +353,11 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
         .ok_or_else(|| unknown_tenant(id))?;
     // Stop first, then look: nothing can be captured between the check and the drop.
     state.runtime.stop_tenant(id).await;
+    state.tenant_docs.remove(id);
     let queued = state.store.tenant(id)?.queued_total();
     if queued > 0 && !force {
-        if let Ok(spec) = prepare_tenant(state, &record) {
-            state.runtime.start_tenant(spec);
+        if let Ok(prepared) = prepare_tenant(state, &record) {
+            start_or_update(state, prepared);
         }
         return Err(ApiError::new(
             ErrorCode::TenantHasWork,

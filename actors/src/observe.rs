@@ -18,7 +18,7 @@ use crate::capture::CaptureActor;
 use crate::inbound::InboundActor;
 use crate::mailbox::MailboxCounter;
 use crate::messages::WorkHint;
-use crate::ports::{Clock, TenantData};
+use crate::ports::{Clock, Crm, SledTenantData, TenantData, UnconfiguredCrm};
 use crate::queue::QueueActor;
 use crate::reconciler::ReconcilerActor;
 use crate::runtime::TenantSettings;
@@ -276,6 +276,11 @@ pub struct TenantShared {
     /// The tenant's per-tenant gauges, registered once (a label lookup per update costs
     /// more than the update itself at 10,000 tenants).
     pub gauges: TenantGauges,
+    /// The real store (absent for in-memory test tenants: nothing is submitted then).
+    /// Set once at start by [`TenantShared::attach`].
+    sled: std::sync::OnceLock<SledTenantData>,
+    /// The tenant's Virtuous; swapped on credential rotation.
+    crm: RwLock<Arc<dyn Crm>>,
 }
 
 /// Per-tenant gauges besides mailbox depth (DESIGN.md §6: about a dozen series a tenant).
@@ -355,7 +360,36 @@ impl TenantShared {
             supervisor_cell,
             addresses: Mutex::new(ChildAddresses::default()),
             rate_limit_headers: Mutex::new(RateLimitHeaders::default()),
+            sled: std::sync::OnceLock::new(),
+            crm: RwLock::new(Arc::new(UnconfiguredCrm {
+                reason: "no Virtuous client attached yet".to_string(),
+            })),
         }
+    }
+
+    /// Binds the real store and the Virtuous client (once, before the supervisor starts).
+    pub(crate) fn attach(&self, sled: Option<SledTenantData>, crm: Arc<dyn Crm>) {
+        if let Some(sled) = sled {
+            let _ = self.sled.set(sled);
+        }
+        self.replace_crm(crm);
+    }
+    pub fn sled(&self) -> Option<&SledTenantData> {
+        self.sled.get()
+    }
+    pub fn crm(&self) -> Arc<dyn Crm> {
+        Arc::clone(
+            &self
+                .crm
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+    pub fn replace_crm(&self, crm: Arc<dyn Crm>) {
+        *self
+            .crm
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = crm;
     }
 
     pub fn settings(&self) -> TenantSettings {

@@ -77,6 +77,159 @@ pub trait TenantData: Send + Sync + 'static {
     fn calls_since(&self, since_ms: u64) -> Result<u64, StoreError>;
 }
 
+/// `X-RateLimit-*` of one Virtuous answer (all absent when the answer had none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimitFacts {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// `X-RateLimit-Reset`: the Unix second at which the oldest call in the window expires.
+    pub reset_unix_s: Option<u64>,
+}
+
+/// What one Virtuous call produced, with no HTTP types (the `steward` crate maps reqwest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmReply {
+    /// Status, connection error, `Retry-After`, `modelState` keys… (classification input).
+    pub facts: crate::outcome::ResponseFacts,
+    pub rate_limit: RateLimitFacts,
+    /// The answer's body as text (dead-letter reasons, debugging); may be empty.
+    pub body: String,
+    pub elapsed_ms: u64,
+}
+
+/// One write Steward sends to Virtuous. Bodies are the queued entries' exact JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrmWrite {
+    /// `POST /api/v2/Gift/Transactions` — up to 100 gift transactions, one
+    /// `transactionSource` (a batch-level field).
+    GiftTransactions {
+        transaction_source: String,
+        bodies: Vec<String>,
+    },
+    /// `POST /api/Contact/Transaction` — one contact transaction (`referenceSource` and
+    /// `referenceId` inside the body).
+    ContactTransaction { body: String },
+    /// `POST /api/Gift/ReversingTransaction` — `{reversedGiftId, giftDate, notes}`.
+    ReversingTransaction { body: String },
+}
+
+impl CrmWrite {
+    /// Items carried (classification needs it: a 413 or a 400 on one item is permanent).
+    pub fn item_count(&self) -> usize {
+        match self {
+            CrmWrite::GiftTransactions { bodies, .. } => bodies.len(),
+            CrmWrite::ContactTransaction { .. } | CrmWrite::ReversingTransaction { .. } => 1,
+        }
+    }
+}
+
+/// A gift as Virtuous reports it (FullGift query, lookup, webhook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmGift {
+    /// Virtuous gift id, as text.
+    pub virtuous_id: String,
+    pub transaction_source: Option<String>,
+    pub transaction_id: Option<String>,
+    /// `giftType` (a reversal is `ReversingTransaction`).
+    pub gift_type: Option<String>,
+    /// For reversals: the gift they reverse, when Virtuous says.
+    pub reversed_gift_id: Option<String>,
+    pub create_date_time_utc: Option<String>,
+}
+
+/// One page of a gift query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CrmGiftPage {
+    pub gifts: Vec<CrmGift>,
+    /// Total matches of the query (all pages).
+    pub total: u64,
+}
+
+/// Virtuous as the runtime sees it (DESIGN.md §2 `Crm`). Implemented by the `steward`
+/// crate over reqwest; by fakes in unit tests. Every method is one HTTP call: the caller
+/// draws it from the tenant's budget *before* calling (invariant 4). Futures run on the
+/// tenant's arbiter. Implementations never panic and never retry on their own.
+pub trait Crm: Send + Sync + 'static {
+    fn write(&self, request: CrmWrite) -> LocalFuture<CrmReply>;
+    /// `POST /api/Gift/Query/FullGift?skip=&take=` with `Transaction Source Is
+    /// transaction_source` AND `Create Date OnOrAfter` the UTC day of `created_on_or_after_ms`,
+    /// oldest id first. `None` page when the answer was not a readable page.
+    fn query_gifts(
+        &self,
+        transaction_source: &str,
+        created_on_or_after_ms: u64,
+        skip: u64,
+        take: u32,
+    ) -> LocalFuture<(CrmReply, Option<CrmGiftPage>)>;
+    /// `GET /api/Gift/{transaction_source}/{transaction_id}`: `Some(None)` on 404 (pending,
+    /// in review or unknown), `None` when the answer was unreadable.
+    fn gift_by_transaction(
+        &self,
+        transaction_source: &str,
+        transaction_id: &str,
+    ) -> LocalFuture<(CrmReply, Option<Option<CrmGift>>)>;
+    /// `POST /api/Webhook` subscribing `payload_url` to gift and contact events, signed
+    /// with the tenant's webhook secret; the subscription id when created.
+    fn register_webhook(&self, payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)>;
+    /// `GET /api/Organization/Current` (connection test): the organization name when read.
+    fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)>;
+}
+
+/// The Crm of a tenant whose Virtuous client cannot be built (no key, embedded sandbox
+/// missing): every call answers "needs operator" without sending anything.
+#[derive(Debug, Clone)]
+pub struct UnconfiguredCrm {
+    pub reason: String,
+}
+
+impl UnconfiguredCrm {
+    fn reply(&self) -> CrmReply {
+        // Classified like a refused credential (needs operator: pause + alert), which is what
+        // it is; nothing was sent.
+        let mut facts = crate::outcome::ResponseFacts::answered(401);
+        facts.message = Some(format!("not sent: {}", self.reason));
+        CrmReply {
+            facts,
+            rate_limit: RateLimitFacts::default(),
+            body: String::new(),
+            elapsed_ms: 0,
+        }
+    }
+}
+
+impl Crm for UnconfiguredCrm {
+    fn write(&self, _request: CrmWrite) -> LocalFuture<CrmReply> {
+        let reply = self.reply();
+        Box::pin(async move { reply })
+    }
+    fn query_gifts(
+        &self,
+        _transaction_source: &str,
+        _created_on_or_after_ms: u64,
+        _skip: u64,
+        _take: u32,
+    ) -> LocalFuture<(CrmReply, Option<CrmGiftPage>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+    fn gift_by_transaction(
+        &self,
+        _transaction_source: &str,
+        _transaction_id: &str,
+    ) -> LocalFuture<(CrmReply, Option<Option<CrmGift>>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+    fn register_webhook(&self, _payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+    fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+}
+
 /// The real store behind [`TenantData`].
 #[derive(Clone)]
 pub struct SledTenantData {

@@ -19,7 +19,7 @@ use crate::messages::{Enqueue, KillChild, SetPaused, SettingsChanged, StopTenant
 pub use crate::messages::{EnqueueError, KillMode};
 use crate::observe::TenantShared;
 pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
-use crate::ports::{Clock, SledTenantData, SystemClock, TenantData};
+use crate::ports::{Clock, Crm, SledTenantData, SystemClock, TenantData, UnconfiguredCrm};
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
 
@@ -36,6 +36,64 @@ pub struct TenantSettings {
     /// Bound of each child's mailbox; a full Capture mailbox answers `MailboxFull`.
     pub mailbox_capacity: usize,
     pub budget: BudgetSettings,
+    pub submit: SubmitSettings,
+    pub confirm: ConfirmSettings,
+}
+
+/// How the submitter sends (config `[submitter]`, DESIGN.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubmitSettings {
+    /// Most gift transactions per call (1–100).
+    pub batch_max: usize,
+    /// Wait before each retry after a transient failure; exhausted → dead letter.
+    pub retry_schedule_ms: Vec<u64>,
+    /// ± spread of each retry wait, percent.
+    pub retry_jitter_pct: u8,
+    /// A lease older than this may be taken again (stuck or replaced submitter).
+    pub lease_timeout_ms: u64,
+}
+
+impl Default for SubmitSettings {
+    fn default() -> SubmitSettings {
+        SubmitSettings {
+            batch_max: 100,
+            retry_schedule_ms: vec![
+                10_000, 60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
+            ],
+            retry_jitter_pct: 20,
+            lease_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// How submitted records are confirmed (config `[reconciler]`, DESIGN.md §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfirmSettings {
+    /// Between bulk confirmation passes.
+    pub reconcile_interval_ms: u64,
+    /// Unconfirmed this long after submission → `needs_review` + alert.
+    pub needs_review_after_ms: u64,
+    /// Gifts per FullGift page (≤ 1,000).
+    pub query_take: u32,
+    /// Idempotency keys older than this are forgotten (retention).
+    pub dedup_retention_ms: u64,
+    /// `{public_url}/hooks/{tenant}/virtuous` when `public_url` is set: the inbound handler
+    /// registers it with Virtuous (`POST /api/Webhook`) and stores the subscription id.
+    pub webhook_url: Option<String>,
+}
+
+impl Default for ConfirmSettings {
+    fn default() -> ConfirmSettings {
+        ConfirmSettings {
+            reconcile_interval_ms: 3_600_000,
+            needs_review_after_ms: 259_200_000,
+            query_take: 1_000,
+            dedup_retention_ms: 90 * 86_400_000,
+            webhook_url: None,
+        }
+    }
 }
 
 impl Default for TenantSettings {
@@ -47,6 +105,8 @@ impl Default for TenantSettings {
             restart_backoff_max_ms: 60_000,
             mailbox_capacity: 1_024,
             budget: BudgetSettings::default(),
+            submit: SubmitSettings::default(),
+            confirm: ConfirmSettings::default(),
         }
     }
 }
@@ -59,6 +119,8 @@ pub struct TenantSpec {
     /// The tenant's scoped store (`store.tenant(&tenant_id)`).
     pub tenant_store: TenantStore,
     pub settings: TenantSettings,
+    /// The tenant's Virtuous (replaced on credential rotation: [`TenantHandle::replace_crm`]).
+    pub crm: Arc<dyn Crm>,
 }
 
 /// A tenant's runtime status, as the admin API shows it.
@@ -175,6 +237,23 @@ impl TenantHandle {
         self.supervisor.do_send(SettingsChanged { guard });
     }
 
+    /// New credentials or base URL: the next call uses `crm` (calls in flight finish on the
+    /// old one).
+    pub fn replace_crm(&self, crm: Arc<dyn Crm>) {
+        self.shared.replace_crm(crm);
+    }
+
+    /// The tenant's Virtuous (for admin one-off calls such as the connection test, which
+    /// still draw from the budget: see the budget ledger).
+    pub fn crm(&self) -> Arc<dyn Crm> {
+        self.shared.crm()
+    }
+
+    /// The tenant's sled store, when it runs on one.
+    pub fn sled(&self) -> Option<&SledTenantData> {
+        self.shared.sled()
+    }
+
     /// Test-only hook (the HTTP layer exposes it behind a test flag): kills the current
     /// child of `kind` the way `mode` says.
     pub fn kill_child(&self, kind: ActorKind, mode: KillMode) {
@@ -285,18 +364,39 @@ impl Runtime {
     /// Starts the tenant's supervisor (which starts its five children) on the next arbiter,
     /// round robin. If the tenant already runs, returns its handle and changes nothing.
     pub fn start_tenant(&self, spec: TenantSpec) -> TenantHandle {
-        let data = Arc::new(SledTenantData {
+        let sled = SledTenantData {
             store: spec.store,
             tenant_store: spec.tenant_store,
-        });
-        self.start_tenant_with_data(spec.tenant_id, data, spec.settings)
+        };
+        self.start(
+            spec.tenant_id,
+            Arc::new(sled.clone()),
+            Some(sled),
+            spec.crm,
+            spec.settings,
+        )
     }
 
-    /// As [`Runtime::start_tenant`] over any [`TenantData`] (in-memory fakes in tests).
+    /// As [`Runtime::start_tenant`] over any [`TenantData`] (in-memory fakes in tests of the
+    /// supervision protocol). Without a sled store nothing is submitted or confirmed.
     pub fn start_tenant_with_data(
         &self,
         tenant_id: String,
         data: Arc<dyn TenantData>,
+        settings: TenantSettings,
+    ) -> TenantHandle {
+        let crm = Arc::new(UnconfiguredCrm {
+            reason: "in-memory tenant (test)".to_string(),
+        });
+        self.start(tenant_id, data, None, crm, settings)
+    }
+
+    fn start(
+        &self,
+        tenant_id: String,
+        data: Arc<dyn TenantData>,
+        sled: Option<SledTenantData>,
+        crm: Arc<dyn Crm>,
         settings: TenantSettings,
     ) -> TenantHandle {
         let mut tenants = self.tenants();
@@ -310,6 +410,7 @@ impl Runtime {
             Arc::clone(&self.inner.clock),
             settings,
         ));
+        shared.attach(sled, crm);
         let arbiter_index = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed)
             % self.inner.arbiter_handles.len();
         let supervisor_shared = Arc::clone(&shared);

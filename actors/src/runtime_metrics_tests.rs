@@ -292,6 +292,9 @@ async fn idle_cost_of_10000_tenants() {
                     tenant_id,
                     store: store.clone(),
                     settings: TenantSettings::default(),
+                    crm: std::sync::Arc::new(crate::ports::UnconfiguredCrm {
+                        reason: "metrics test".to_string(),
+                    }),
                 }),
                 None => start_memory_tenant(&runtime, &tenant_id, TenantSettings::default()),
             }

@@ -12,6 +12,7 @@
 //! - [`wire`]: the models read back (gift summaries, query pages, organization, webhook id).
 
 pub mod client;
+pub mod crm;
 pub mod facts;
 pub mod wire;
 

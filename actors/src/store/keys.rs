@@ -19,6 +19,11 @@ pub mod section {
     pub const CALL_LOG: u8 = 0x60;
     pub const ALERT: u8 = 0x70;
     pub const COUNTS: u8 = 0x80;
+    /// Records submitted but not yet confirmed: the reconciler's work list (written by the
+    /// submitter's completion, removed by confirmation). Key = the record key's tail.
+    pub const UNCONFIRMED: u8 = 0x22;
+    /// Source-specific state (Stripe subscription link parts…), `{name}\0{key}`.
+    pub const SOURCE_STATE: u8 = 0x52;
 }
 
 /// Builds the keys of one tenant's key space.
@@ -107,6 +112,22 @@ impl KeySpace {
         key.extend_from_slice(&at_ms.to_be_bytes());
         key.extend_from_slice(&unique.to_be_bytes());
         key
+    }
+
+    /// Same tail as [`KeySpace::record`], under [`section::UNCONFIRMED`].
+    pub fn unconfirmed(&self, kind: RecordKind, source: &str, source_id: &str) -> Vec<u8> {
+        let mut key = self.record(kind, source, source_id);
+        key[self.prefix.len()] = section::UNCONFIRMED;
+        key
+    }
+
+    /// `{name}\0{key}` under [`section::SOURCE_STATE`] (names never contain NUL).
+    pub fn source_state(&self, name: &str, key: &str) -> Vec<u8> {
+        let mut full = self.key(section::SOURCE_STATE, name.len() + 1 + key.len());
+        full.extend_from_slice(name.as_bytes());
+        full.push(0);
+        full.extend_from_slice(key.as_bytes());
+        full
     }
 
     pub fn alert(&self, code: &str) -> Vec<u8> {

@@ -35,7 +35,7 @@ pub use layout::{Layout, DEFAULT_LAYOUT};
 pub use secrets::MASTER_KEY_FILE;
 pub use types::{
     CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SeenKey,
-    SyncState, Transition,
+    SyncState, Transition, Unconfirmed,
 };
 
 /// Errors of the store layer.

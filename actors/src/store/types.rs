@@ -249,6 +249,21 @@ pub struct Checkpoint {
     pub bytes: Vec<u8>,
 }
 
+/// The value of an unconfirmed-index key: what the reconciler needs to confirm one
+/// submitted record without reading it first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unconfirmed {
+    pub kind: RecordKind,
+    pub source: String,
+    pub source_id: String,
+    /// Virtuous `transactionSource` (gifts) / `referenceSource` (contacts) it was sent with.
+    pub transaction_source: String,
+    /// Virtuous `transactionId` (gifts) / `referenceId` (contacts): the record's source id.
+    pub transaction_id: String,
+    /// When Virtuous accepted it (first acceptance; a re-send keeps the first time).
+    pub submitted_at_ms: u64,
+}
+
 /// The value of a call-log key; the key (time + id) carries the information.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallMark;
@@ -269,6 +284,7 @@ versioned! {
     DeadLetter => 1,
     Checkpoint => 1,
     CallMark => 1,
+    Unconfirmed => 1,
     Counts => 1,
     Alert => 1,
     TenantRecord => 1,
