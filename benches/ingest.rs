@@ -1,0 +1,80 @@
+//! Ingest benchmark (issue 4): how fast Steward durably queues Stripe webhooks.
+//!
+//! The real release binary on loopback; one tenant with its submitter paused (so only capture
+//! works); distinct ~2 KB `charge.succeeded` events, signed before the clock starts; closed
+//! loop with `STEWARD_BENCH_CONNECTIONS` (default 64) connections; the load generator runs in
+//! this process on the same machine (it competes with the engine for the 2 cores).
+//! Each `202` means "durably queued" (group commit flushed). Target: ≥ 20,000 events/s with
+//! p99 ack ≤ 20 ms.
+//!
+//! Asserts the work was done: entries queued (status `lanes.live.depth` and
+//! `counts.captured`) == `202` answers, and no other answer.
+//!
+//! `STEWARD_BENCH_EVENTS` (default 60000), `STEWARD_BENCH_EVENT_BYTES` (default 2048).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{closed_loop, env_number, lane_depth, summary_ms, Engine};
+
+const TENANT: &str = "ingest";
+
+#[tokio::main]
+async fn main() {
+    let events = env_number("STEWARD_BENCH_EVENTS", 60_000);
+    let connections = env_number("STEWARD_BENCH_CONNECTIONS", 64) as usize;
+    let event_bytes = env_number("STEWARD_BENCH_EVENT_BYTES", 2_048) as usize;
+
+    let engine = Engine::spawn(&[]).await;
+    engine.create_tenant_with_org(TENANT, 5_000, 10).await;
+    engine
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{TENANT}/pause"),
+            None,
+        )
+        .await;
+
+    // Warm-up: connections, allocator, sled's first pages (not measured, not counted below).
+    let warmup: Vec<_> = (0..2_000)
+        .map(|n| support::charge_succeeded(TENANT, "warm", n, event_bytes))
+        .collect();
+    let (warm_statuses, _, _) = closed_loop(&engine, TENANT, Arc::new(warmup), connections).await;
+    let warm_queued = warm_statuses.get(&202).copied().unwrap_or(0);
+
+    let signed: Vec<_> = (0..events)
+        .map(|n| support::charge_succeeded(TENANT, "run", n, event_bytes))
+        .collect();
+    let body_bytes = signed[0].body.len();
+    let (statuses, histogram, elapsed) =
+        closed_loop(&engine, TENANT, Arc::new(signed), connections).await;
+
+    let accepted = statuses.get(&202).copied().unwrap_or(0);
+    let status = engine.status(TENANT).await;
+    let queued = lane_depth(&status, "live");
+    let captured = status["counts"]["captured"].as_u64().unwrap_or(0);
+    println!("ingest benchmark — machine: {}", support::machine());
+    println!(
+        "  {events} distinct charge.succeeded events of {body_bytes} bytes, {connections} connections (closed loop), submitter paused"
+    );
+    println!("  answers: {statuses:?}");
+    println!(
+        "  throughput: {:.0} events/s ({accepted} queued in {:.2} s)",
+        accepted as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!("  ack latency: {}", summary_ms(&histogram));
+    println!("  store: captured {captured}, live lane depth {queued} (warm-up {warm_queued})");
+    assert_eq!(statuses.len(), 1, "every answer must be 202: {statuses:?}");
+    assert_eq!(accepted, events, "every event must be queued");
+    assert_eq!(
+        queued,
+        accepted + warm_queued,
+        "queued entries != 202 answers"
+    );
+    assert_eq!(captured, accepted + warm_queued, "captured != 202 answers");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

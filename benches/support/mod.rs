@@ -1,0 +1,428 @@
+//! Shared helpers of the push benchmarks (`ingest`, `drain`, `latency`, `isolation`): the
+//! real release `steward` binary on loopback with the embedded sandbox, the admin calls they
+//! need, distinct signed `charge.succeeded` events, and latency summaries.
+//!
+//! Each benchmark includes this file with `#[path = "support/mod.rs"] mod support;` and uses
+//! only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A running `steward serve` (release build) with its own data dir; killed on drop.
+pub struct Engine {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub main_url: String,
+    pub sandbox_url: String,
+    pub client: reqwest::Client,
+}
+
+impl Engine {
+    /// Starts the engine with the embedded sandbox and `extra_env` overrides; waits for
+    /// `/readyz`.
+    pub async fn spawn(extra_env: &[(&str, &str)]) -> Engine {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log = std::fs::File::create(dir.path().join("steward.log")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STEWARD_DATA_DIR", &data_dir)
+            .env("STEWARD_LISTEN", "127.0.0.1:0")
+            .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("STEWARD_LOG", "warn")
+            .env("STEWARD_SANDBOX__EMBEDDED", "true");
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn steward");
+        let addresses = wait_for_addresses(&data_dir, &mut child).await;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let engine = Engine {
+            child,
+            dir,
+            main_url: format!("http://{}", addresses["main"].as_str().unwrap()),
+            sandbox_url: format!("http://{}", addresses["sandbox"].as_str().unwrap()),
+            client,
+        };
+        engine.wait_ready().await;
+        engine
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("steward.log")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(response) = self
+                .client
+                .get(format!("{}/readyz", self.main_url))
+                .send()
+                .await
+            {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "/readyz never answered 200");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// An admin call; panics with the answer when the status is not 2xx.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.main_url))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin call");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{method} {path} → {status}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// A sandbox control call (`/_sandbox/…`); panics unless 2xx.
+    pub async fn sandbox(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.sandbox_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("sandbox call");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{method} {path} → {status}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Creates a sandbox organization with `hourly_limit` and a tenant that targets it
+    /// directly (not "embedded": the bench chooses the org's settings).
+    pub async fn create_tenant_with_org(
+        &self,
+        tenant_id: &str,
+        hourly_limit: u64,
+        reserve_pct: u8,
+    ) {
+        self.create_tenant_with_org_spec(tenant_id, hourly_limit, reserve_pct, json!({}))
+            .await;
+    }
+
+    /// As [`Engine::create_tenant_with_org`], with more organization settings (`OrgSpec`
+    /// fields such as `processing`).
+    pub async fn create_tenant_with_org_spec(
+        &self,
+        tenant_id: &str,
+        hourly_limit: u64,
+        reserve_pct: u8,
+        org_extra: Value,
+    ) {
+        let api_key = api_key(tenant_id);
+        let mut org = json!({"id": tenant_id, "api_key": api_key, "hourly_limit": hourly_limit});
+        if let Some(extra) = org_extra.as_object() {
+            for (key, value) in extra {
+                org[key] = value.clone();
+            }
+        }
+        self.sandbox(reqwest::Method::POST, "/_sandbox/orgs", Some(org))
+            .await;
+        let body = json!({
+            "id": tenant_id,
+            "name": format!("Bench {tenant_id}"),
+            "virtuous": {"base_url": self.sandbox_url, "api_key": api_key},
+            "sources": {"stripe": {"signing_secret": signing_secret(tenant_id),
+                                   "accept_test_events": true}},
+            "budget": {"hourly_limit": hourly_limit, "reserve_pct": reserve_pct}
+        });
+        self.admin(reqwest::Method::POST, "/v1/tenants", Some(body))
+            .await;
+    }
+
+    pub async fn status(&self, tenant_id: &str) -> Value {
+        self.admin(
+            reqwest::Method::GET,
+            &format!("/v1/tenants/{tenant_id}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn sandbox_stats(&self, org: &str) -> Value {
+        self.sandbox(
+            reqwest::Method::GET,
+            &format!("/_sandbox/orgs/{org}/stats"),
+            None,
+        )
+        .await
+    }
+
+    /// Posts one signed event to the tenant's Stripe ingress; returns the HTTP status.
+    pub async fn post_event(&self, tenant_id: &str, event: &SignedEvent) -> u16 {
+        self.client
+            .post(format!("{}/hooks/{tenant_id}/stripe", self.main_url))
+            .header("Stripe-Signature", &event.signature)
+            .header("Content-Type", "application/json")
+            .body(event.body.clone())
+            .send()
+            .await
+            .map(|response| response.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait.
+    pub fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_addresses(data_dir: &Path, child: &mut Child) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("steward exited early: {status}");
+        }
+        if let Ok(text) = std::fs::read_to_string(data_dir.join("listen-addr")) {
+            if let Ok(addresses) = serde_json::from_str::<Value>(&text) {
+                return addresses;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "steward did not start within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub fn api_key(tenant_id: &str) -> String {
+    format!("bench-key-{tenant_id}")
+}
+
+pub fn signing_secret(tenant_id: &str) -> String {
+    format!("whsec_bench{tenant_id}secret")
+}
+
+/// A Stripe event ready to post: its body and `Stripe-Signature`.
+#[derive(Clone)]
+pub struct SignedEvent {
+    pub body: actix_web::web::Bytes,
+    pub signature: String,
+    /// The gift's `transactionId` (the charge id: these charges have no PaymentIntent).
+    pub transaction_id: String,
+}
+
+/// A distinct `charge.succeeded` event of about `size_bytes` (padding in `metadata`), signed
+/// for `tenant_id` now. `n` makes every id unique.
+pub fn charge_succeeded(tenant_id: &str, run: &str, n: u64, size_bytes: usize) -> SignedEvent {
+    let charge_id = format!("ch_{run}{n:010}");
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut event = json!({
+        "id": format!("evt_{run}{n:010}"),
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": now_s,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": format!("req_{run}{n:010}"), "idempotency_key": null},
+        "type": "charge.succeeded",
+        "data": {"object": {
+            "id": charge_id,
+            "object": "charge",
+            "amount": 1_000 + (n % 50_000),
+            "amount_captured": 1_000 + (n % 50_000),
+            "amount_refunded": 0,
+            "captured": true,
+            "created": now_s,
+            "currency": "usd",
+            "customer": null,
+            "description": "Donation",
+            "invoice": null,
+            "livemode": false,
+            "paid": true,
+            "payment_intent": null,
+            "receipt_email": format!("donor{n}@example.org"),
+            "refunded": false,
+            "status": "succeeded",
+            "billing_details": {
+                "address": {"city": "Springfield", "country": "US", "line1": format!("{n} Main St"),
+                            "line2": null, "postal_code": "62701", "state": "IL"},
+                "email": format!("donor{n}@example.org"),
+                "name": format!("Donor{n} Example"),
+                "phone": null
+            },
+            "payment_method_details": {"type": "card", "card": {"brand": "visa", "last4": "4242",
+                "exp_month": 12, "exp_year": 2030, "country": "US", "funding": "credit"}},
+            "metadata": {}
+        }}
+    });
+    let base_len = serde_json::to_vec(&event).unwrap().len();
+    if size_bytes > base_len + 16 {
+        event["data"]["object"]["metadata"]["note"] = json!("x".repeat(size_bytes - base_len - 16));
+    }
+    let body = serde_json::to_vec(&event).unwrap();
+    let signature = steward::sources::stripe::sign_header(&signing_secret(tenant_id), now_s, &body);
+    SignedEvent {
+        body: actix_web::web::Bytes::from(body),
+        signature,
+        transaction_id: charge_id,
+    }
+}
+
+/// `p50 / p99 / p99.9 / max` of a histogram in microseconds, as milliseconds.
+pub fn summary_ms(histogram: &Histogram<u64>) -> String {
+    let ms = |us: u64| us as f64 / 1_000.0;
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (n = {})",
+        ms(histogram.value_at_quantile(0.50)),
+        ms(histogram.value_at_quantile(0.99)),
+        ms(histogram.value_at_quantile(0.999)),
+        ms(histogram.max()),
+        histogram.len()
+    )
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).unwrap()
+}
+
+/// Closed loop: `connections` tasks post `events` to `tenant_id` as fast as answered.
+/// Returns (answers by status, latency histogram of every answer, elapsed).
+pub async fn closed_loop(
+    engine: &Engine,
+    tenant_id: &str,
+    events: std::sync::Arc<Vec<SignedEvent>>,
+    connections: usize,
+) -> (
+    std::collections::BTreeMap<u16, u64>,
+    Histogram<u64>,
+    Duration,
+) {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let client = engine.client.clone();
+        let url = format!("{}/hooks/{tenant_id}/stripe", engine.main_url);
+        let events = std::sync::Arc::clone(&events);
+        let next = std::sync::Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = new_histogram();
+            let mut statuses = std::collections::BTreeMap::new();
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(event) = events.get(index) else {
+                    break;
+                };
+                let sent = Instant::now();
+                let status = client
+                    .post(&url)
+                    .header("Stripe-Signature", &event.signature)
+                    .header("Content-Type", "application/json")
+                    .body(event.body.clone())
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+                    .unwrap_or(0);
+                histogram.saturating_record(sent.elapsed().as_micros() as u64);
+                *statuses.entry(status).or_insert(0u64) += 1;
+            }
+            (statuses, histogram)
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut histogram = new_histogram();
+    for task in tasks {
+        let (task_statuses, task_histogram) = task.await.unwrap();
+        for (status, count) in task_statuses {
+            *statuses.entry(status).or_insert(0) += count;
+        }
+        histogram.add(task_histogram).unwrap();
+    }
+    (statuses, histogram, started.elapsed())
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `status["lanes"][lane]["depth"]` as a number (0 when absent).
+pub fn lane_depth(status: &Value, lane: &str) -> u64 {
+    status["lanes"][lane]["depth"].as_u64().unwrap_or(0)
+}
+
+/// A machine line for the README.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .map(|line| line.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} × {cpu}")
+}
