@@ -31,6 +31,17 @@ impl Versioned for SourceStateValue {
     const NAME: &'static str = "SourceStateValue";
 }
 
+/// The new form of a released entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    /// The new body (same idempotency fields: the caller only adds fields).
+    pub body_json: &'a str,
+    /// Ids that now find the record too (invoice, link events).
+    pub aliases: &'a [String],
+    /// Noted in the record's history.
+    pub reason: &'a str,
+}
+
 /// What [`TenantStore::release_held`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseOutcome {
@@ -105,21 +116,24 @@ impl TenantStore {
         Ok(outcome)
     }
 
-    /// Releases a record's held `live` entry now: its body becomes `body_json` (same
-    /// idempotency fields: the caller only adds recurring fields), `not_before_ms` becomes
-    /// `now_ms`, `aliases` are added and the record's history notes `reason`. Refused — nothing
-    /// changes — when the entry is gone or its hold already ended (see [`ReleaseOutcome`]).
+    /// Releases a record's held `live` entry now: its body becomes `release.body_json`,
+    /// `not_before_ms` becomes `now_ms`, the aliases are added and the record's history notes
+    /// the reason. Refused — nothing changes — when the entry is gone or its hold already
+    /// ended (see [`ReleaseOutcome`]).
     /// Not durable until `Store::durable` resolves.
     pub fn release_held(
         &self,
         kind: RecordKind,
         source: &str,
         source_id: &str,
-        body_json: &str,
-        aliases: &[String],
-        reason: &str,
+        release: Release<'_>,
         now_ms: u64,
     ) -> Result<ReleaseOutcome, StoreError> {
+        let Release {
+            body_json,
+            aliases,
+            reason,
+        } = release;
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
         let record_key = inner.keys.record(kind, source, source_id);
@@ -234,6 +248,14 @@ mod tests {
         }
     }
 
+    fn bare(reason: &str) -> Release<'_> {
+        Release {
+            body_json: "{}",
+            aliases: &[],
+            reason,
+        }
+    }
+
     #[test]
     fn a_held_entry_is_queued_not_ready_with_real_timestamps() {
         // Goal: not_before is the hold's end, while enqueue time and history keep the real time.
@@ -277,9 +299,11 @@ mod tests {
                 RecordKind::Gift,
                 "stripe",
                 "pi_1",
-                r#"{"a":2}"#,
-                &["in_1".into()],
-                "link arrived",
+                Release {
+                    body_json: r#"{"a":2}"#,
+                    aliases: &["in_1".into()],
+                    reason: "link arrived",
+                },
                 5_000,
             )
             .unwrap();
@@ -296,15 +320,7 @@ mod tests {
             "pi_1"
         );
         let again = tenant
-            .release_held(
-                RecordKind::Gift,
-                "stripe",
-                "pi_1",
-                "{}",
-                &[],
-                "again",
-                6_000,
-            )
+            .release_held(RecordKind::Gift, "stripe", "pi_1", bare("again"), 6_000)
             .unwrap();
         assert_eq!(
             again,
@@ -330,7 +346,7 @@ mod tests {
             .enqueue_held(gift("pi_1", r#"{"a":1}"#, 1_000), 3_000)
             .unwrap();
         let outcome = tenant
-            .release_held(RecordKind::Gift, "stripe", "pi_1", "{}", &[], "late", 1_500)
+            .release_held(RecordKind::Gift, "stripe", "pi_1", bare("late"), 1_500)
             .unwrap();
         assert_eq!(
             outcome,
@@ -339,7 +355,7 @@ mod tests {
             }
         );
         let missing = tenant
-            .release_held(RecordKind::Gift, "stripe", "pi_2", "{}", &[], "x", 1_500)
+            .release_held(RecordKind::Gift, "stripe", "pi_2", bare("x"), 1_500)
             .unwrap();
         assert_eq!(missing, ReleaseOutcome::NotQueued);
     }
