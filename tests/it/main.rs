@@ -3,6 +3,8 @@
 
 mod admin;
 mod common;
+mod ingress_stripe;
+mod ingress_support;
 mod lifecycle;
 mod sandbox_contract;
 mod sandbox_entry;
