@@ -1,11 +1,13 @@
 //! The Stripe webhook route end to end: every bad input gets its code and queues nothing;
 //! payments queue once; re-deliveries, ignored types, alerts and rotations answer as documented.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{json, Value};
 use steward::sources::stripe::sign_header;
 
-use crate::common::{tenant_body, SpawnOptions, TestApp};
+use crate::common::{tenant_body, wait_until, SpawnOptions, TestApp};
 use crate::ingress_support::{
     alert_count, count, now_s, one_time_charge, patched, post_stripe, post_stripe_raw,
     stripe_event, stripe_secret, BASIL,
@@ -301,4 +303,106 @@ async fn test_mode_events_are_ignored_unless_the_tenant_accepts_them() {
     assert_eq!(count(&app, "ing-live", "captured").await, 0);
     let accepted = post_stripe(&app, "ing-test", &stripe_secret("ing-test"), &event).await;
     assert_eq!(accepted.0, 202, "{accepted:?}");
+}
+
+#[tokio::test]
+async fn a_full_capture_mailbox_answers_503_with_retry_after_and_queues_nothing() {
+    // Goal: back-pressure: with Capture stalled and its mailbox (capacity 1) full, a delivery
+    // gets 503 `unavailable` + Retry-After at once; every answered event is queued iff 202.
+    let app = TestApp::spawn(SpawnOptions {
+        env: vec![
+            ("STEWARD_RUNTIME__MAILBOX_CAPACITY".into(), "1".into()),
+            ("STEWARD_RUNTIME__HEARTBEAT_MS".into(), "2000".into()),
+            (
+                "STEWARD_RUNTIME__RESTART_BACKOFF_INITIAL_MS".into(),
+                "50".into(),
+            ),
+        ],
+        ..SpawnOptions::default()
+    })
+    .await;
+    app.create_tenant(&tenant_body("ing-busy")).await;
+    let secret = stripe_secret("ing-busy");
+    let response = app
+        .admin(
+            Method::POST,
+            "/v1/tenants/ing-busy/_test/kill/capture?mode=stall",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    wait_until(Duration::from_secs(10), "capture stalled", || async {
+        let status = app.status("ing-busy").await;
+        (status["actors"]["capture"]["observed"]["stalled_by_test_hook"] == true).then_some(())
+    })
+    .await;
+    let waiting_event = stripe_event(
+        "evt_busy_1",
+        "charge.succeeded",
+        BASIL,
+        one_time_charge("busy1", 700),
+    );
+    let waiting = {
+        let app_client = app.client.clone();
+        let url = format!("{}/hooks/ing-busy/stripe", app.main_url);
+        let body = waiting_event.to_string().into_bytes();
+        let signature = sign_header(&secret, now_s(), &body);
+        tokio::spawn(async move {
+            let response = app_client
+                .post(url)
+                .header("Stripe-Signature", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the stalled capture's mailbox to fill",
+        || async {
+            let status = app.status("ing-busy").await;
+            (status["actors"]["capture"]["mailbox_depth"] == 1).then_some(())
+        },
+    )
+    .await;
+    let refused_event = stripe_event(
+        "evt_busy_2",
+        "charge.succeeded",
+        BASIL,
+        one_time_charge("busy2", 700),
+    );
+    let body = refused_event.to_string().into_bytes();
+    let signature = sign_header(&secret, now_s(), &body);
+    let response = app
+        .client
+        .post(format!("{}/hooks/ing-busy/stripe", app.main_url))
+        .header("Stripe-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "unavailable", "{error}");
+
+    // The waiting delivery is answered once the stalled child is replaced (202 or 503).
+    let waiting_status = waiting.await.unwrap();
+    assert!([202, 503].contains(&waiting_status), "{waiting_status}");
+    let expected_captured = u64::from(waiting_status == 202);
+    assert_eq!(count(&app, "ing-busy", "captured").await, expected_captured);
+    // Retried after the replacement, the refused event is accepted.
+    let retried = wait_until(Duration::from_secs(10), "capture back", || async {
+        let answer = post_stripe(&app, "ing-busy", &secret, &refused_event).await;
+        (answer.0 == 202).then_some(answer)
+    })
+    .await;
+    assert_eq!(retried.1["status"], "queued");
+    assert_eq!(
+        count(&app, "ing-busy", "captured").await,
+        expected_captured + 1
+    );
 }
