@@ -63,7 +63,9 @@ impl TenantStore {
     /// the entry's time, so the entry goes in stamped `not_before_ms`; then, under the write
     /// lock, its enqueue time and its record's creating transition get the real time back. A
     /// crash between the two leaves only those timestamps late by the hold (≤ minutes), never
-    /// a ready entry. Not durable until `Store::durable` resolves.
+    /// a ready entry. (The lane's oldest-enqueue gauge may keep the hold's end until the lane
+    /// head is next removed: an age of 0 for a lane holding only held entries.) Not durable
+    /// until `Store::durable` resolves.
     pub fn enqueue_held(
         &self,
         entry: NewEntry,

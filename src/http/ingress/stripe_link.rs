@@ -271,3 +271,137 @@ fn apply_to_held_payment(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use steward_actors::store::{Store, StoreOptions};
+
+    use super::*;
+    use crate::sources::idempotency_key;
+
+    fn open() -> (tempfile::TempDir, Store, TenantStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), StoreOptions::default()).unwrap();
+        let tenant = store.tenant("t1").unwrap();
+        (dir, store, tenant)
+    }
+
+    fn one_time_gift() -> Command {
+        Command {
+            kind: RecordKind::Gift,
+            source: SOURCE.into(),
+            source_id: "pi_1".into(),
+            idempotency_key: idempotency_key(SOURCE, RecordKind::Gift, "pi_1"),
+            aliases: vec!["ch_1".into()],
+            lane: Lane::Live,
+            transaction_source: "Stripe".into(),
+            body: json!({"transactionId": "pi_1", "amount": "20.00"}),
+        }
+    }
+
+    fn complete_link() -> StoredLink {
+        StoredLink {
+            invoice_id: "in_1".into(),
+            payment_id: Some("pi_1".into()),
+            subscription_id: Some("sub_1".into()),
+            first_payment_frequency: Some("Monthly".into()),
+            event_ids: vec!["evt_inv".into(), "evt_inpay".into()],
+            applied: false,
+        }
+    }
+
+    fn alert_codes(tenant: &TenantStore) -> Vec<String> {
+        tenant
+            .alerts()
+            .unwrap()
+            .into_iter()
+            .map(|alert| alert.code)
+            .collect()
+    }
+
+    #[test]
+    fn a_held_payment_is_released_in_its_recurring_form() {
+        // Goal: the held entry gets recurringGiftTransactionId + frequency and is ready now.
+        let (_dir, _store, tenant) = open();
+        tenant
+            .enqueue_held(one_time_gift().into_new_entry(1_000), 1_000_000)
+            .unwrap();
+        let mut link = complete_link();
+        assert!(apply_to_held_payment(&tenant, &mut link, 2_000).unwrap());
+        assert!(link.applied);
+        let (_, entry) = tenant.scan_lane(Lane::Live, 10).unwrap().pop().unwrap();
+        assert_eq!(entry.not_before_ms, 2_000);
+        let body: Value = serde_json::from_str(&entry.body_json).unwrap();
+        assert_eq!(body["recurringGiftTransactionId"], "sub_1");
+        assert_eq!(body["frequency"], "Monthly");
+        assert_eq!(body["transactionId"], "pi_1");
+        assert_eq!(
+            tenant
+                .find_record_by_alias("in_1")
+                .unwrap()
+                .unwrap()
+                .source_id,
+            "pi_1"
+        );
+        assert!(alert_codes(&tenant).is_empty());
+    }
+
+    #[test]
+    fn a_link_before_its_payment_waits_without_alerting() {
+        // Goal: no record yet → nothing released, the link stays unapplied for the payment.
+        let (_dir, _store, tenant) = open();
+        let mut link = complete_link();
+        assert!(!apply_to_held_payment(&tenant, &mut link, 2_000).unwrap());
+        assert!(!link.applied);
+        assert!(alert_codes(&tenant).is_empty());
+    }
+
+    #[test]
+    fn a_link_after_the_hold_ended_alerts_and_changes_nothing() {
+        // Goal: a ready (released by time) entry keeps its one-time body; staff are alerted.
+        let (_dir, _store, tenant) = open();
+        tenant
+            .enqueue_held(one_time_gift().into_new_entry(1_000), 1_500)
+            .unwrap();
+        let mut link = complete_link();
+        assert!(!apply_to_held_payment(&tenant, &mut link, 200_000).unwrap());
+        assert!(link.applied);
+        let (_, entry) = tenant.scan_lane(Lane::Live, 10).unwrap().pop().unwrap();
+        let body: Value = serde_json::from_str(&entry.body_json).unwrap();
+        assert!(body.get("recurringGiftTransactionId").is_none());
+        assert_eq!(alert_codes(&tenant), vec![ALERT_LINK_LATE.to_string()]);
+    }
+
+    #[test]
+    fn stored_links_merge_parts_from_either_event() {
+        // Goal: the payment part and the subscription part complete one link, in any order.
+        let payment_part = SubscriptionLink {
+            invoice_id: "in_1".into(),
+            payment_id: Some("pi_1".into()),
+            event_ids: vec!["evt_inpay".into()],
+            ..SubscriptionLink::default()
+        };
+        let subscription_part = SubscriptionLink {
+            invoice_id: "in_1".into(),
+            subscription_id: Some("sub_1".into()),
+            event_ids: vec!["evt_inv".into()],
+            ..SubscriptionLink::default()
+        };
+        for parts in [
+            [payment_part.clone(), subscription_part.clone()],
+            [subscription_part.clone(), payment_part.clone()],
+        ] {
+            let mut stored = StoredLink {
+                invoice_id: "in_1".into(),
+                ..StoredLink::default()
+            };
+            for part in parts {
+                assert!(!stored.link().is_complete());
+                stored.merge(part);
+            }
+            assert!(stored.link().is_complete());
+            assert_eq!(stored.event_ids.len(), 2);
+        }
+    }
+}
