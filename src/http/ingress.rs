@@ -38,6 +38,9 @@ use crate::tenant::TenantDoc;
 pub const INGRESS_REQUESTS_TOTAL: &str = "steward_ingress_requests_total";
 /// Histogram of the time from request start to answer, by source kind.
 pub const INGRESS_ACK_SECONDS: &str = "steward_ingress_ack_seconds";
+/// Counter of deliberately ignored events by source kind and reason class (`test_mode`,
+/// `unhandled_type`, `skipped`: a known type that carries nothing for Virtuous).
+pub const INGRESS_IGNORED_TOTAL: &str = "steward_ingress_ignored_total";
 
 /// Seconds a sender should wait before retrying a `503` (capture mailbox full or restarting).
 const RETRY_AFTER_S: u64 = 1;
@@ -59,6 +62,10 @@ fn describe_metrics() {
         metrics::describe_counter!(
             INGRESS_REQUESTS_TOTAL,
             "Webhook deliveries answered, by source kind and outcome (queued, duplicate, ignored, held, linked, alerted, rejected, or the error code)"
+        );
+        metrics::describe_counter!(
+            INGRESS_IGNORED_TOTAL,
+            "Webhook events answered 200 and deliberately ignored, by source kind and reason class (test_mode, unhandled_type, skipped)"
         );
         metrics::describe_histogram!(
             INGRESS_ACK_SECONDS,
@@ -133,6 +140,22 @@ impl Answer {
             outcome,
             body,
         }
+    }
+
+    /// `200 ignored`, counted by reason class (never failed: DESIGN.md §6).
+    pub(crate) fn ignored(source_kind: &'static str, event_id: &str, reason: &str) -> Answer {
+        let reason_class = if reason.starts_with("test-mode") {
+            "test_mode"
+        } else if reason.starts_with("unhandled event type")
+            || reason.starts_with("no mapping for event type")
+        {
+            "unhandled_type"
+        } else {
+            "skipped"
+        };
+        metrics::counter!(INGRESS_IGNORED_TOTAL, "source" => source_kind, "reason" => reason_class)
+            .increment(1);
+        Answer::ok("ignored", event_id, json!({"reason": reason}))
     }
 
     /// `202 queued` when anything was queued, else `200 duplicate`.

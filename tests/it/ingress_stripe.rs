@@ -167,6 +167,8 @@ async fn a_payment_is_queued_once_whichever_event_and_however_often_it_arrives()
             format!("steward_ingress_requests_total{{source=\"stripe\",outcome=\"{outcome}\"}}");
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
+    let ignored = "steward_ingress_ignored_total{source=\"stripe\",reason=\"unhandled_type\"} 1";
+    assert!(metrics.contains(ignored), "missing {ignored} in\n{metrics}");
 }
 
 #[tokio::test]

@@ -75,7 +75,7 @@ async fn handle(
     let event_id = event.id.as_str();
     match map_event(source, settings, &event, &tz, now_s) {
         Ok(PlatformMapped::Ignored { reason }) => {
-            Ok(Answer::ok("ignored", event_id, json!({"reason": reason})))
+            Ok(Answer::ignored("platform", event_id, &reason))
         }
         Ok(PlatformMapped::Command(command)) => {
             let outcomes = enqueue(&context.handle, vec![command], now_ms).await?;

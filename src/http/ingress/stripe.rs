@@ -54,7 +54,7 @@ async fn handle(
         .ok_or_else(|| {
             refuse(
                 ErrorCode::BadSignature,
-                "the Stripe-Signature header is missing",
+                "the Stripe-Signature header is missing (or not ASCII)",
             )
         })?;
     let secrets: Vec<&str> = [
@@ -108,7 +108,7 @@ async fn handle(
     match mapped {
         Mapped::Ignored { reason } => {
             tracing::debug!(tenant_id, event_id, reason = %reason, "stripe event ignored");
-            Ok(Answer::ok("ignored", event_id, json!({"reason": reason})))
+            Ok(Answer::ignored("stripe", event_id, &reason))
         }
         Mapped::Commands { commands, alerts } => {
             let outcomes = enqueue(&context.handle, commands, now_ms).await?;
@@ -155,10 +155,10 @@ async fn handle(
         // invoice_payment.paid only exists from basil on; on an older API version the
         // invoice.paid gift already carries the subscription, so a link has nothing to do.
         Mapped::Link(_) if event.api_version.is_some() && event.api_era() == ApiEra::Legacy => {
-            Ok(Answer::ok(
-                "ignored",
+            Ok(Answer::ignored(
+                "stripe",
                 event_id,
-                json!({"reason": "subscription link on an API version before 2025-03-31: invoice.paid creates the gift"}),
+                "subscription link on an API version before 2025-03-31: invoice.paid creates the gift",
             ))
         }
         Mapped::Link(part) => stripe_link::link(&context, part, event_id, now_ms).await,
