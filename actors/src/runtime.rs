@@ -286,6 +286,12 @@ impl TenantHandle {
         }
     }
 
+    /// Wakes Queue and Submitter about work written without Capture (the ingress's held and
+    /// released entries). Lossy, like every hint: the store is the truth.
+    pub fn hint_new_work(&self, entries_added: u64) {
+        let _dropped = self.shared.hint_new_work(entries_added);
+    }
+
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &Arc<TenantShared> {
         &self.shared

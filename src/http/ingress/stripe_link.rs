@@ -23,7 +23,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use steward_actors::store::hold_ops::{Release, ReleaseOutcome};
-use steward_actors::store::{Lane, RecordKind, StoreError, TenantStore};
+use steward_actors::store::{EnqueueOutcome, Lane, RecordKind, StoreError, TenantStore};
 
 use super::{enqueue, raise_alert, Answer, IngressError, TenantContext};
 use crate::sources::stripe::{apply_link, SubscriptionLink, SOURCE};
@@ -147,6 +147,10 @@ pub(super) async fn hold(
         .saturating_mul(1000);
     let outcome = tenant_store.enqueue_held(hold.gift.into_new_entry(now_ms), not_before_ms)?;
     sled.store.durable().await?;
+    if matches!(outcome, EnqueueOutcome::Queued { .. }) {
+        // The submitter learns the hold's end (its next wake-up) without waiting for a tick.
+        context.handle.hint_new_work(1);
+    }
     tracing::debug!(tenant_id = %tenant_store.tenant_id(), event_id, payment_id = %hold.payment_id, ?outcome, "subscription-like payment held");
     Ok(Answer::enqueued(std::slice::from_ref(&outcome), event_id)
         .when_queued(|| Answer::held(event_id, hold.until_s)))
@@ -195,6 +199,10 @@ pub(super) async fn link(
         save_link(tenant_store, &stored)?;
     }
     sled.store.durable().await?;
+    if released {
+        // Ready now, while the submitter's timer still points at the hold's end.
+        context.handle.hint_new_work(1);
+    }
     if seen_before && stored == before {
         return Ok(Answer::ok("duplicate", event_id, json!({})));
     }
