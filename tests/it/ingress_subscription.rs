@@ -188,3 +188,44 @@ async fn every_order_of_a_subscription_payments_events_makes_one_recurring_gift(
         "an entry keyed by something other than the PaymentIntent"
     );
 }
+
+#[tokio::test]
+async fn a_held_payment_and_a_link_part_survive_a_crash() {
+    // Goal: ack after durable for holds and links: after SIGKILL the held entry and the stored
+    // link part are still there, and the last part releases the payment in recurring form.
+    let mut app = TestApp::spawn(SpawnOptions::default()).await;
+    app.create_tenant(&tenant_body(TENANT)).await;
+    let response = app
+        .admin(Method::POST, &format!("/v1/tenants/{TENANT}/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let secret = stripe_secret(TENANT);
+    let events = subscription_events("crash", true);
+    let event = |name: &str| events.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let held = post_stripe(&app, TENANT, &secret, &event("pi")).await;
+    assert_eq!(
+        (held.0, held.1["status"].clone()),
+        (202, json!("held")),
+        "{held:?}"
+    );
+    let part = post_stripe(&app, TENANT, &secret, &event("inv")).await;
+    assert_eq!(part.1["status"], "linked", "{part:?}");
+    assert_eq!(part.1["complete"], false, "{part:?}");
+
+    app.kill9();
+    app.start().await;
+    let done = post_stripe(&app, TENANT, &secret, &event("inpay")).await;
+    assert_eq!(done.1["status"], "linked", "{done:?}");
+    assert_eq!(done.1["released"], true, "{done:?}");
+    let again = post_stripe(&app, TENANT, &secret, &event("ch")).await;
+    assert_eq!(again.1["status"], "duplicate", "{again:?}");
+    app.terminate();
+
+    let entries = live_entries(&app.data_dir(), TENANT);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let body: Value = serde_json::from_str(&entries[0].body_json).unwrap();
+    assert_eq!(body["recurringGiftTransactionId"], "sub_crash", "{body}");
+    assert!(entries[0].not_before_ms <= now_ms());
+}
