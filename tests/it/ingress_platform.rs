@@ -119,6 +119,13 @@ async fn platform_events_queue_once_with_hex_and_base64_signatures() {
     // contact; re-deliveries are duplicates, unmapped types ignored; the queued bodies are right.
     let mut app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&platform_tenant("plat-ok")).await;
+    // Paused: the queue keeps what the ingress wrote, whatever the submitter does.
+    let response = app
+        .admin(reqwest::Method::POST, "/v1/tenants/plat-ok/pause")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     let first = post_auction(&app, "plat-ok", &donation("evt-1", "don-1")).await;
     assert_answer(&first, 202, "status", "queued");
     let redelivered = post_auction(&app, "plat-ok", &donation("evt-1", "don-1")).await;
