@@ -152,7 +152,16 @@ async fn every_order_of_a_subscription_payments_events_makes_one_recurring_gift(
     let status = app.status(TENANT).await;
     assert_eq!(status["counts"]["captured"], 48, "{status}");
     assert_eq!(status["lanes"]["live"]["depth"], 48, "{status}");
-    assert_eq!(status["alerts"], json!([]), "{status}");
+    let ingress_alerts: Vec<&Value> = status["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| {
+            ["subscription_link_late", "stripe_event_rejected"]
+                .contains(&alert["code"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(ingress_alerts.is_empty(), "{status}");
 
     app.terminate();
     let checked_at_ms = now_ms();
