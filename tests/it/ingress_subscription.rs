@@ -13,7 +13,7 @@ use crate::ingress_support::{
 const TENANT: &str = "ing-sub";
 
 /// The four events of subscription payment `tag` in the era's shape, keyed by a short name.
-fn subscription_events(tag: &str, basil: bool) -> Vec<(&'static str, Value)> {
+pub fn subscription_events(tag: &str, basil: bool) -> Vec<(&'static str, Value)> {
     let version = if basil { BASIL } else { LEGACY };
     let (pi, ch, invoice_id, sub) = (
         format!("pi_{tag}"),

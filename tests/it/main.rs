@@ -4,6 +4,7 @@
 mod admin;
 mod common;
 mod ingress_platform;
+mod ingress_release;
 mod ingress_stripe;
 mod ingress_subscription;
 mod ingress_support;
