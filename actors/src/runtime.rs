@@ -249,6 +249,12 @@ impl TenantHandle {
         self.shared.crm()
     }
 
+    /// Tells Queue and Submitter that entries became ready outside Capture (an operator
+    /// replay). Lossy like every hint: the submitter finds the work in the store anyway.
+    pub fn hint_work(&self, entries_added: u64) {
+        self.shared.hint_new_work(entries_added);
+    }
+
     /// The tenant's sled store, when it runs on one.
     pub fn sled(&self) -> Option<&SledTenantData> {
         self.shared.sled()
@@ -284,12 +290,6 @@ impl TenantHandle {
                 .await
                 .map_err(|_mailbox_closed| EnqueueError::Unavailable)?
         }
-    }
-
-    /// Wakes Queue and Submitter about work written without Capture (the ingress's held and
-    /// released entries). Lossy, like every hint: the store is the truth.
-    pub fn hint_new_work(&self, entries_added: u64) {
-        let _dropped = self.shared.hint_new_work(entries_added);
     }
 
     #[cfg(test)]

@@ -149,7 +149,7 @@ pub(super) async fn hold(
     sled.store.durable().await?;
     if matches!(outcome, EnqueueOutcome::Queued { .. }) {
         // The submitter learns the hold's end (its next wake-up) without waiting for a tick.
-        context.handle.hint_new_work(1);
+        context.handle.hint_work(1);
     }
     tracing::debug!(tenant_id = %tenant_store.tenant_id(), event_id, payment_id = %hold.payment_id, ?outcome, "subscription-like payment held");
     Ok(Answer::enqueued(std::slice::from_ref(&outcome), event_id)
@@ -201,7 +201,7 @@ pub(super) async fn link(
     sled.store.durable().await?;
     if released {
         // Ready now, while the submitter's timer still points at the hold's end.
-        context.handle.hint_new_work(1);
+        context.handle.hint_work(1);
     }
     if seen_before && stored == before {
         return Ok(Answer::ok("duplicate", event_id, json!({})));
