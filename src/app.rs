@@ -190,7 +190,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .app_data(admin_token.clone())
                 .wrap(middleware::NormalizePath::trim())
                 .route("/healthz", web::get().to(ops::healthz))
-                .route("/readyz", web::get().to(ops::readyz));
+                .route("/readyz", web::get().to(ops::readyz))
+                .configure(crate::http::ingress::routes);
             if admin_on_main {
                 app.configure(admin_routes)
             } else {

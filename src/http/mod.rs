@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod ingress;
 pub mod ops;
 
 use actix_web::web;

@@ -8,6 +8,7 @@
 //! - [`amount`]: minor units → the decimal string Virtuous expects (zero-decimal currencies).
 
 pub mod amount;
+pub mod platform;
 pub mod stripe;
 
 use serde_json::Value;

@@ -3,6 +3,11 @@
 
 mod admin;
 mod common;
+mod ingress_platform;
+mod ingress_release;
+mod ingress_stripe;
+mod ingress_subscription;
+mod ingress_support;
 mod lifecycle;
 mod sandbox_contract;
 mod sandbox_entry;

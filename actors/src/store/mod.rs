@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod group_commit;
+pub mod hold_ops;
 pub mod keys;
 pub mod layout;
 mod registry;

@@ -1,0 +1,319 @@
+//! Webhook ingress (DESIGN.md §3, §6): `POST /hooks/{tenant}/stripe` and
+//! `POST /hooks/{tenant}/platform/{source}`. No admin token: each source's own signature.
+//!
+//! Every route runs the same steps: find the running tenant (404 `unknown_tenant`), read the
+//! body within the limit (413), verify the signature on the raw bytes (401), parse (400),
+//! map, and answer only once what the event changed is durable (invariant 1): `202` queued,
+//! `200` duplicate / ignored / alerted / rejected / linked. docs/ingress.md is the operator's
+//! reference for every answer.
+//!
+//! # Layout
+//! - this file: routes, the shared answer and error types, enqueue, event marks, metrics.
+//! - [`stripe`]: the Stripe route. [`stripe_link`]: subscription holds and links.
+//! - [`platform`]: the generic platform route.
+
+mod platform;
+mod stripe;
+mod stripe_link;
+
+use std::sync::Once;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use serde_json::{json, Value};
+use steward_actors::messages::EnqueueError;
+use steward_actors::ports::SledTenantData;
+use steward_actors::runtime::TenantHandle;
+use steward_actors::store::{EnqueueOutcome, StoreError, TenantStore};
+
+use super::error::{ApiError, ErrorCode};
+use crate::app::AppState;
+use crate::sources::Command;
+use crate::tenant::TenantDoc;
+
+/// Counter of ingress answers by source kind (`stripe`, `platform`) and outcome (`queued`,
+/// `duplicate`, `ignored`, `held`, `linked`, `alerted`, `rejected`, or the error code).
+/// No tenant label: per-tenant numbers are in the tenant status (DESIGN.md §6 cardinality).
+pub const INGRESS_REQUESTS_TOTAL: &str = "steward_ingress_requests_total";
+/// Histogram of the time from request start to answer, by source kind.
+pub const INGRESS_ACK_SECONDS: &str = "steward_ingress_ack_seconds";
+/// Counter of deliberately ignored events by source kind and reason class (`test_mode`,
+/// `unhandled_type`, `skipped`: a known type that carries nothing for Virtuous).
+pub const INGRESS_IGNORED_TOTAL: &str = "steward_ingress_ignored_total";
+
+/// Seconds a sender should wait before retrying a `503` (capture mailbox full or restarting).
+const RETRY_AFTER_S: u64 = 1;
+
+/// The ingress routes (registered on the main listener, outside `/v1`).
+pub fn routes(config: &mut web::ServiceConfig) {
+    describe_metrics();
+    config
+        .route("/hooks/{tenant}/stripe", web::post().to(stripe::receive))
+        .route(
+            "/hooks/{tenant}/platform/{source}",
+            web::post().to(platform::receive),
+        );
+}
+
+fn describe_metrics() {
+    static DESCRIBED: Once = Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_counter!(
+            INGRESS_REQUESTS_TOTAL,
+            "Webhook deliveries answered, by source kind and outcome (queued, duplicate, ignored, held, linked, alerted, rejected, or the error code)"
+        );
+        metrics::describe_counter!(
+            INGRESS_IGNORED_TOTAL,
+            "Webhook events answered 200 and deliberately ignored, by source kind and reason class (test_mode, unhandled_type, skipped)"
+        );
+        metrics::describe_histogram!(
+            INGRESS_ACK_SECONDS,
+            metrics::Unit::Seconds,
+            "Time from a webhook delivery's arrival to its answer (after the durable write), by source kind"
+        );
+    });
+}
+
+/// An ingress refusal: the JSON error shape, plus `Retry-After` when the tenant is busy.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Capture's mailbox is full or Capture is restarting: `503` + `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl IngressError {
+    fn code(&self) -> &'static str {
+        match self {
+            IngressError::Api(err) => err.code.as_str(),
+            IngressError::Busy(_) => ErrorCode::Unavailable.as_str(),
+        }
+    }
+}
+
+impl From<StoreError> for IngressError {
+    fn from(err: StoreError) -> IngressError {
+        IngressError::Api(ApiError::from(err))
+    }
+}
+
+impl ResponseError for IngressError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            IngressError::Api(err) => err.status_code(),
+            IngressError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            IngressError::Api(err) => err.error_response(),
+            IngressError::Busy(message) => HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", RETRY_AFTER_S.to_string()))
+                .json(json!({"error": {"code": self.code(), "message": message}})),
+        }
+    }
+}
+
+pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> IngressError {
+    IngressError::Api(ApiError::new(code, message))
+}
+
+/// A successful answer: status, the metric's outcome label, the JSON body.
+pub(crate) struct Answer {
+    status: StatusCode,
+    outcome: &'static str,
+    body: Value,
+}
+
+impl Answer {
+    pub(crate) fn ok(outcome: &'static str, event_id: &str, extra: Value) -> Answer {
+        let mut body = json!({"status": outcome, "event_id": event_id});
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra);
+        }
+        Answer {
+            status: StatusCode::OK,
+            outcome,
+            body,
+        }
+    }
+
+    /// `200 ignored`, counted by reason class (never failed: DESIGN.md §6).
+    pub(crate) fn ignored(source_kind: &'static str, event_id: &str, reason: &str) -> Answer {
+        let reason_class = if reason.starts_with("test-mode") {
+            "test_mode"
+        } else if reason.starts_with("unhandled event type")
+            || reason.starts_with("no mapping for event type")
+        {
+            "unhandled_type"
+        } else {
+            "skipped"
+        };
+        metrics::counter!(INGRESS_IGNORED_TOTAL, "source" => source_kind, "reason" => reason_class)
+            .increment(1);
+        Answer::ok("ignored", event_id, json!({"reason": reason}))
+    }
+
+    /// `202 queued` when anything was queued, else `200 duplicate`.
+    pub(crate) fn enqueued(outcomes: &[EnqueueOutcome], event_id: &str) -> Answer {
+        let queued = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
+            .count();
+        if queued == 0 {
+            return Answer::ok("duplicate", event_id, json!({}));
+        }
+        Answer {
+            status: StatusCode::ACCEPTED,
+            outcome: "queued",
+            body: json!({"status": "queued", "event_id": event_id, "queued": queued,
+                         "duplicates": outcomes.len() - queued}),
+        }
+    }
+
+    pub(crate) fn held(event_id: &str, until_s: i64) -> Answer {
+        Answer {
+            status: StatusCode::ACCEPTED,
+            outcome: "held",
+            body: json!({"status": "held", "event_id": event_id, "queued": 1, "held_until_unix_s": until_s}),
+        }
+    }
+}
+
+/// Runs one delivery's handling and turns it into the HTTP answer, with its metrics.
+pub(crate) async fn answer(
+    source_kind: &'static str,
+    handling: impl std::future::Future<Output = Result<Answer, IngressError>>,
+) -> Result<HttpResponse, IngressError> {
+    let started = Instant::now();
+    let result = handling.await;
+    let outcome = match &result {
+        Ok(answer) => answer.outcome,
+        Err(err) => err.code(),
+    };
+    metrics::counter!(INGRESS_REQUESTS_TOTAL, "source" => source_kind, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(INGRESS_ACK_SECONDS, "source" => source_kind)
+        .record(started.elapsed().as_secs_f64());
+    let answer = result?;
+    Ok(HttpResponse::build(answer.status).json(answer.body))
+}
+
+/// A running tenant and what the ingress needs of it.
+pub(crate) struct TenantContext {
+    pub doc: std::sync::Arc<TenantDoc>,
+    pub handle: TenantHandle,
+}
+
+impl TenantContext {
+    /// The tenant's sled store (every tenant of the real binary has one).
+    pub fn sled(&self) -> Result<SledTenantData, IngressError> {
+        self.handle.sled().cloned().ok_or_else(|| {
+            refuse(
+                ErrorCode::Internal,
+                "the tenant runs without a store (test runtime)",
+            )
+        })
+    }
+}
+
+/// The running tenant `tenant_id`; unknown or not running → 404 `unknown_tenant`.
+pub(crate) fn tenant_context(
+    state: &AppState,
+    tenant_id: &str,
+) -> Result<TenantContext, IngressError> {
+    let unknown = || {
+        refuse(
+            ErrorCode::UnknownTenant,
+            format!(
+                "no running tenant `{}`",
+                tenant_id.chars().take(80).collect::<String>()
+            ),
+        )
+    };
+    // Clone the Arc out: no dashmap Ref is held across an await (STYLE.md).
+    let doc = state
+        .tenant_docs
+        .get(tenant_id)
+        .map(|doc| doc.value().clone())
+        .ok_or_else(unknown)?;
+    let handle = state.runtime.tenant(tenant_id).ok_or_else(unknown)?;
+    Ok(TenantContext { doc, handle })
+}
+
+/// Enqueues commands through Capture; resolves once they are durable.
+pub(crate) async fn enqueue(
+    handle: &TenantHandle,
+    commands: Vec<Command>,
+    now_ms: u64,
+) -> Result<Vec<EnqueueOutcome>, IngressError> {
+    let entries = commands
+        .into_iter()
+        .map(|command| command.into_new_entry(now_ms))
+        .collect();
+    handle.enqueue(entries).await.map_err(|err| match err {
+        EnqueueError::MailboxFull { .. } | EnqueueError::Unavailable => {
+            IngressError::Busy(err.to_string())
+        }
+        EnqueueError::Store(err) => IngressError::from(err),
+    })
+}
+
+/// Raises an alert; logs ERROR the first time its code is raised (DESIGN.md §6).
+pub(crate) fn raise_alert(
+    tenant_store: &TenantStore,
+    code: &str,
+    message: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    if tenant_store.raise_alert(code, message, now_ms)? {
+        tracing::error!(tenant_id = %tenant_store.tenant_id(), alert = code, message, "alert raised");
+    }
+    Ok(())
+}
+
+/// An event that queues nothing but must tell staff (an alert, a rejected event).
+pub(crate) struct EventAlert<'a> {
+    /// Source-state name of the source's event marks.
+    pub mark_name: &'a str,
+    pub event_id: &'a str,
+    pub alert_code: &'a str,
+    pub message: &'a str,
+    /// The delivery as received, kept in the mark for staff.
+    pub raw_event: &'a [u8],
+}
+
+/// Raises `alert` once per event id and answers `answer`. The mark stores the alert and the
+/// event itself, so the fact is kept for staff. A re-delivery answers `duplicate` — after the
+/// original is durable.
+pub(crate) async fn alert_once(
+    sled: &SledTenantData,
+    alert: EventAlert<'_>,
+    answer: Answer,
+    now_ms: u64,
+) -> Result<Answer, IngressError> {
+    let kept = json!({"alert": alert.alert_code, "message": alert.message,
+                      "event": String::from_utf8_lossy(alert.raw_event)});
+    let first_time = sled.tenant_store.mark_source_state(
+        alert.mark_name,
+        alert.event_id,
+        kept.to_string().as_bytes(),
+    )?;
+    if first_time {
+        raise_alert(&sled.tenant_store, alert.alert_code, alert.message, now_ms)?;
+    }
+    sled.store.durable().await?;
+    if first_time {
+        Ok(answer)
+    } else {
+        Ok(Answer::ok("duplicate", alert.event_id, json!({})))
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    crate::tenants::now_ms()
+}
