@@ -68,7 +68,7 @@ impl Engine {
             child,
             dir,
             main_url: format!("http://{}", addresses["main"].as_str().unwrap()),
-            sandbox_url: format!("http://{}", addresses["sandbox"].as_str().unwrap()),
+            sandbox_url: addresses["sandbox"].as_str().unwrap().to_string(),
             client,
         };
         engine.wait_ready().await;

@@ -19,7 +19,7 @@ use crate::common::{wait_until, SpawnOptions, TestApp};
 pub fn sandbox_url(app: &TestApp) -> String {
     let text = std::fs::read_to_string(app.data_dir().join("listen-addr")).unwrap();
     let addresses: Value = serde_json::from_str(&text).unwrap();
-    format!("http://{}", addresses["sandbox"].as_str().unwrap())
+    addresses["sandbox"].as_str().unwrap().to_string()
 }
 
 /// A sandbox control call; panics unless 2xx.
