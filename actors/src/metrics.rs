@@ -22,11 +22,30 @@ pub const BUDGET_ALLOWANCE_PER_HOUR: &str = "steward_budget_allowance_per_hour";
 /// Gauge `{tenant}`: Virtuous calls in the last hour (the persisted call log).
 pub const BUDGET_SPENT_LAST_HOUR: &str = "steward_budget_spent_last_hour";
 
+/// Counter `{tenant}`: Virtuous records found to be duplicates (two gifts, one transactionId).
+/// Created on the first duplicate only, so quiet tenants add no series.
+pub const DUPLICATES_DETECTED_TOTAL: &str = "steward_duplicates_detected_total";
+/// Counter `{via}`: records confirmed by the reconciler (`reconcile`) or a webhook (`webhook`).
+pub const RECORDS_CONFIRMED_TOTAL: &str = "steward_records_confirmed_total";
+
+/// One more duplicate found for `tenant_id`.
+pub fn count_duplicate(tenant_id: &str) {
+    metrics::counter!(DUPLICATES_DETECTED_TOTAL, LABEL_TENANT => tenant_id.to_string()).increment(1);
+}
+
+/// `confirmed` records confirmed by `via` (`reconcile` or `webhook`).
+pub fn count_confirmations(via: &'static str, confirmed: u64) {
+    if confirmed > 0 {
+        metrics::counter!(RECORDS_CONFIRMED_TOTAL, LABEL_VIA => via).increment(confirmed);
+    }
+}
+
 /// Label names.
 pub const LABEL_TENANT: &str = "tenant";
 pub const LABEL_ACTOR: &str = "actor";
 pub const LABEL_ARBITER: &str = "arbiter";
 pub const LABEL_LANE: &str = "lane";
+pub const LABEL_VIA: &str = "via";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
 pub fn describe() {
@@ -44,6 +63,16 @@ pub fn describe() {
         ACTOR_RESTARTS_TOTAL,
         metrics::Unit::Count,
         "Child actors re-created by their tenant supervisor after a death or a stall, per actor kind"
+    );
+    metrics::describe_counter!(
+        DUPLICATES_DETECTED_TOTAL,
+        metrics::Unit::Count,
+        "Records whose transactionId Virtuous holds on two or more gifts, per tenant"
+    );
+    metrics::describe_counter!(
+        RECORDS_CONFIRMED_TOTAL,
+        metrics::Unit::Count,
+        "Records confirmed in Virtuous, by the reconciler or a webhook"
     );
     metrics::describe_gauge!(
         LANE_DEPTH,

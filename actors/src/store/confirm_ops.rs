@@ -158,6 +158,21 @@ impl TenantStore {
             .collect()
     }
 
+    /// Whether any record waits for confirmation (one seek, not a scan).
+    pub fn has_unconfirmed(&self) -> Result<bool, StoreError> {
+        let inner = self.inner();
+        inner.settle()?;
+        match inner
+            .tree
+            .scan_prefix(inner.keys.section_prefix(section::UNCONFIRMED))
+            .keys()
+            .next()
+        {
+            Some(key) => key.map(|_| true).map_err(io_error),
+            None => Ok(false),
+        }
+    }
+
     /// The unconfirmed entry of one record, if it is waiting for confirmation.
     pub fn get_unconfirmed(
         &self,
