@@ -30,7 +30,8 @@ pub const RECORDS_CONFIRMED_TOTAL: &str = "steward_records_confirmed_total";
 
 /// One more duplicate found for `tenant_id`.
 pub fn count_duplicate(tenant_id: &str) {
-    metrics::counter!(DUPLICATES_DETECTED_TOTAL, LABEL_TENANT => tenant_id.to_string()).increment(1);
+    metrics::counter!(DUPLICATES_DETECTED_TOTAL, LABEL_TENANT => tenant_id.to_string())
+        .increment(1);
 }
 
 /// `confirmed` records confirmed by `via` (`reconcile` or `webhook`).

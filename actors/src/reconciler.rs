@@ -275,3 +275,7 @@ impl Handler<ReconcileNow> for ReconcilerActor {
         self.start_pass(ctx);
     }
 }
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

@@ -73,7 +73,8 @@ pub async fn run_pass(
     let sources = context.store.unconfirmed_by_source(RecordKind::Gift)?;
     for source in sources {
         report.sources += 1;
-        let (gifts, read_everything) = read_all_pages(&context, &source, settings, &mut report).await;
+        let (gifts, read_everything) =
+            read_all_pages(&context, &source, settings, &mut report).await;
         report.gifts_seen += gifts.len() as u64;
         let confirmations = match_gifts(&source, &gifts);
         let outcomes = context
@@ -101,8 +102,12 @@ pub async fn run_pass(
             }
         }
         if read_everything {
-            report.needs_review +=
-                review_stale(&context, &source, &confirmed_now, settings.needs_review_after_ms)?;
+            report.needs_review += review_stale(
+                &context,
+                &source,
+                &confirmed_now,
+                settings.needs_review_after_ms,
+            )?;
         }
         if report.stopped_early.is_some() {
             break;
@@ -290,4 +295,4 @@ pub fn report_duplicate(
 
 #[cfg(test)]
 #[path = "reconciler_pass_tests.rs"]
-mod tests;
+pub(crate) mod tests;

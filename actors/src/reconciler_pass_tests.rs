@@ -11,12 +11,26 @@ use crate::store::{Lane, NewEntry, Store, StoreOptions};
 
 const DAY_MS: u64 = 86_400_000;
 
-/// Answers FullGift queries from a fixed list of gifts; records each query.
-struct FakeCrm {
-    gifts: Vec<CrmGift>,
+/// Answers FullGift queries from a fixed list of gifts and webhook registrations with id
+/// `wh-{n}`; records each call.
+pub(crate) struct FakeCrm {
+    pub(crate) gifts: Vec<CrmGift>,
     /// (transaction source, created on or after, skip, take) of each query.
-    queries: Mutex<Vec<(String, u64, u64, u32)>>,
-    status: u16,
+    pub(crate) queries: Mutex<Vec<(String, u64, u64, u32)>>,
+    /// Payload URLs of each webhook registration.
+    pub(crate) registrations: Mutex<Vec<String>>,
+    pub(crate) status: u16,
+}
+
+impl FakeCrm {
+    pub(crate) fn new(gifts: Vec<CrmGift>, status: u16) -> FakeCrm {
+        FakeCrm {
+            gifts,
+            queries: Mutex::new(Vec::new()),
+            registrations: Mutex::new(Vec::new()),
+            status,
+        }
+    }
 }
 
 fn reply(status: u16) -> CrmReply {
@@ -69,8 +83,12 @@ impl Crm for FakeCrm {
     ) -> LocalFuture<(CrmReply, Option<Option<CrmGift>>)> {
         unreachable!("not used by passes")
     }
-    fn register_webhook(&self, _payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)> {
-        unreachable!("not used by passes")
+    fn register_webhook(&self, payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)> {
+        let mut registrations = self.registrations.lock().unwrap();
+        registrations.push(payload_url.to_string());
+        let id = format!("wh-{}", registrations.len());
+        let status = self.status;
+        Box::pin(async move { (reply(status), (status == 200).then_some(id)) })
     }
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
         unreachable!("not used by passes")
@@ -94,7 +112,7 @@ impl ReconcileBudget for CountingBudget {
     fn settle_reconcile_call(&self, _reply: &CrmReply, _now_ms: u64) {}
 }
 
-fn gift(id: u64, source: &str, transaction_id: &str) -> CrmGift {
+pub(crate) fn gift(id: u64, source: &str, transaction_id: &str) -> CrmGift {
     CrmGift {
         virtuous_id: id.to_string(),
         transaction_source: Some(source.to_string()),
@@ -106,7 +124,11 @@ fn gift(id: u64, source: &str, transaction_id: &str) -> CrmGift {
 }
 
 /// A store with `count` submitted Stripe gifts `pi_0…` submitted at `submitted_at_ms`.
-fn submitted_store(dir: &std::path::Path, count: usize, submitted_at_ms: u64) -> (Store, TenantStore) {
+pub(crate) fn submitted_store(
+    dir: &std::path::Path,
+    count: usize,
+    submitted_at_ms: u64,
+) -> (Store, TenantStore) {
     let store = Store::open(dir, StoreOptions::default()).unwrap();
     let tenant = store.tenant("t").unwrap();
     let ids: Vec<String> = (0..count).map(|n| format!("pi_{n}")).collect();
@@ -189,8 +211,8 @@ async fn a_pass_pages_everything_confirms_and_flags_duplicates() {
     let (_store, tenant) = submitted_store(dir.path(), 4, submitted_at_ms);
     let mut reversal = gift(9, "Stripe", "pi_3");
     reversal.gift_type = Some("ReversingTransaction".into());
-    let crm = Arc::new(FakeCrm {
-        gifts: vec![
+    let crm = Arc::new(FakeCrm::new(
+        vec![
             gift(1, "Stripe", "pi_0"),
             gift(2, "Stripe", "pi_1"),
             gift(3, "Stripe", "pi_1"),
@@ -198,9 +220,8 @@ async fn a_pass_pages_everything_confirms_and_flags_duplicates() {
             reversal,
             gift(7, "Other", "pi_2"),
         ],
-        queries: Mutex::new(Vec::new()),
-        status: 200,
-    });
+        200,
+    ));
     let budget = budget(100);
     let clock = ManualClock::new(submitted_at_ms + 1_000);
     let report = pass(&tenant, Arc::clone(&crm), &budget, &clock, SETTINGS).await;
@@ -208,13 +229,24 @@ async fn a_pass_pages_everything_confirms_and_flags_duplicates() {
     assert_eq!(report.pages_read, 3, "5 Stripe gifts, 2 per page");
     assert_eq!(*budget.spent.borrow(), 3, "one budget call per page");
     let queries = crm.queries.lock().unwrap().clone();
-    assert_eq!(queries[0], ("Stripe".into(), submitted_at_ms - DAY_MS, 0, 2));
+    assert_eq!(
+        queries[0],
+        ("Stripe".into(), submitted_at_ms - DAY_MS, 0, 2)
+    );
     assert_eq!(queries[2].2, 4, "skip advances by the page size");
     assert_eq!((report.confirmed, report.duplicates), (1, 1));
     assert_eq!(state_of(&tenant, "pi_0"), SyncState::Confirmed);
     assert_eq!(state_of(&tenant, "pi_1"), SyncState::DuplicateDetected);
-    assert_eq!(state_of(&tenant, "pi_2"), SyncState::Submitted, "other source");
-    assert_eq!(state_of(&tenant, "pi_3"), SyncState::Submitted, "a reversal");
+    assert_eq!(
+        state_of(&tenant, "pi_2"),
+        SyncState::Submitted,
+        "other source"
+    );
+    assert_eq!(
+        state_of(&tenant, "pi_3"),
+        SyncState::Submitted,
+        "a reversal"
+    );
     let alerts = tenant.alerts().unwrap();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].code, ALERT_DUPLICATE_GIFT);
@@ -228,11 +260,7 @@ async fn stale_records_go_to_review_and_a_refused_budget_stops_the_pass() {
     // Goal: past the window → needs_review + alert; a refused call ends the pass with a wait and reviews nothing it could not read.
     let dir = tempfile::tempdir().unwrap();
     let (_store, tenant) = submitted_store(dir.path(), 3, 10 * DAY_MS);
-    let crm = Arc::new(FakeCrm {
-        gifts: vec![gift(1, "Stripe", "pi_0")],
-        queries: Mutex::new(Vec::new()),
-        status: 200,
-    });
+    let crm = Arc::new(FakeCrm::new(vec![gift(1, "Stripe", "pi_0")], 200));
     let clock = ManualClock::new(13 * DAY_MS + 1);
 
     let refused = budget(0);
@@ -240,7 +268,10 @@ async fn stale_records_go_to_review_and_a_refused_budget_stops_the_pass() {
     assert_eq!(report.budget_wait_ms, Some(5_000));
     assert!(report.stopped_early.is_some());
     assert_eq!(report.needs_review, 0, "nothing reviewed without reading");
-    assert!(crm.queries.lock().unwrap().is_empty(), "no call without budget");
+    assert!(
+        crm.queries.lock().unwrap().is_empty(),
+        "no call without budget"
+    );
 
     let report = pass(&tenant, Arc::clone(&crm), &budget(10), &clock, SETTINGS).await;
     assert_eq!((report.confirmed, report.needs_review), (1, 2));
@@ -255,11 +286,7 @@ async fn an_error_answer_changes_nothing() {
     // Goal: a 5xx query answer ends the pass without confirming or reviewing anything.
     let dir = tempfile::tempdir().unwrap();
     let (_store, tenant) = submitted_store(dir.path(), 1, 10 * DAY_MS);
-    let crm = Arc::new(FakeCrm {
-        gifts: vec![gift(1, "Stripe", "pi_0")],
-        queries: Mutex::new(Vec::new()),
-        status: 503,
-    });
+    let crm = Arc::new(FakeCrm::new(vec![gift(1, "Stripe", "pi_0")], 503));
     let clock = ManualClock::new(20 * DAY_MS);
     let report = pass(&tenant, crm, &budget(10), &clock, SETTINGS).await;
     assert!(report.stopped_early.unwrap().contains("503"));
