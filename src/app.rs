@@ -190,7 +190,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .app_data(admin_token.clone())
                 .wrap(middleware::NormalizePath::trim())
                 .route("/healthz", web::get().to(ops::healthz))
-                .route("/readyz", web::get().to(ops::readyz));
+                .route("/readyz", web::get().to(ops::readyz))
+                .configure(crate::http::virtuous_hook::routes);
             if admin_on_main {
                 app.configure(admin_routes)
             } else {
@@ -285,7 +286,8 @@ fn admin_routes(config: &mut web::ServiceConfig) {
                     ApiError::new(ErrorCode::MalformedBody, format!("bad query string: {err}"))
                         .into()
                 }))
-                .configure(admin::routes),
+                .configure(admin::routes)
+                .configure(crate::http::virtuous_hook::test_routes),
         );
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod ops;
+pub mod virtuous_hook;
 
 use actix_web::web;
 use futures_util::StreamExt;
