@@ -88,8 +88,16 @@ async fn gift_create_webhooks_confirm_without_a_pass_in_both_forms() {
             reconciler["passes"], 0,
             "confirmed by webhooks alone: {reconciler}"
         );
-        let stats = sandbox_stats(&app, id).await;
-        assert!(stats["webhooks_sent"].as_u64().unwrap() >= 1, "{stats}");
+        // The sandbox counts a delivery once it has read our 200, a moment after we answered.
+        let stats = wait_until(
+            EVENTUALLY,
+            "the sandbox to count its deliveries",
+            || async {
+                let stats = sandbox_stats(&app, id).await;
+                (stats["webhooks_sent"].as_u64() >= Some(1)).then_some(stats)
+            },
+        )
+        .await;
         assert_eq!(stats["webhooks_failed"], 0, "{stats}");
         assert!(
             stats["requests"]["POST /api/Gift/Query/FullGift"].is_null(),
