@@ -130,6 +130,7 @@ impl InboundActor {
         let Some(url) = self.behavior.webhook_url.clone() else {
             return;
         };
+        tracing::info!(tenant_id = %shared.tenant_id, url = %url, "registering the Virtuous webhook");
         self.behavior.registration_running = true;
         self.behavior.registration_attempts += 1;
         self.publish();

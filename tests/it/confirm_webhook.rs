@@ -27,6 +27,11 @@ async fn spawn_with_public_url(extra: &[(&str, &str)]) -> TestApp {
             "STEWARD_PUBLIC_URL".to_string(),
             format!("http://127.0.0.1:{port}"),
         ),
+        // Children tick every second: the registration goes out about a second after start.
+        (
+            "STEWARD_RUNTIME__HEARTBEAT_MS".to_string(),
+            "2000".to_string(),
+        ),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     TestApp::spawn(SpawnOptions {
