@@ -3,15 +3,31 @@
 //! reconcile lane's priority.
 //!
 //! INTEGRATION SEAM. The submitter's budget ledger (pacing, reserve, 429 pause, header
-//! correction) is built in another branch. Until it is merged, [`TenantShared`]'s
-//! implementation below is a stand-in that only enforces the hourly allowance against the
-//! persisted call log and records each call there. The integrator replaces the two method
-//! bodies with calls into the ledger:
-//! - `try_spend_reconcile_call(now_ms)` → ask the ledger for one call in the `Reconcile`
-//!   lane (it records the call in the call log when granted); `Err(wait_ms)` when refused.
-//! - `settle_reconcile_call(reply, now_ms)` → hand the reply to the ledger's header
-//!   correction / `Retry-After` handling, and keep the needs-operator branch below (or the
-//!   ledger's equivalent: 401/403 → tenant paused, alert `auth_failed`).
+//! correction) is built in another branch (`TenantShared::budget: SharedBudget`). Until it
+//! is merged, [`TenantShared`]'s implementation below is a stand-in that only enforces the
+//! hourly allowance against the persisted call log and records each call there. The
+//! integrator replaces the two method bodies with the ledger (its `draw` answers `Err` with
+//! the *time* to ask again; this seam answers a *wait*):
+//!
+//! ```text
+//! fn try_spend_reconcile_call(&self, now_ms: u64) -> Result<(), u64> {
+//!     let store = self.sled().map(|sled| &sled.tenant_store);
+//!     if store.is_none() { return Err(u64::MAX); }
+//!     self.budget
+//!         .draw(Lane::Reconcile, self.settings().budget, now_ms, store)
+//!         .map_err(|next_at_ms| next_at_ms.saturating_sub(now_ms).max(1))
+//! }
+//! fn settle_reconcile_call(&self, reply: &CrmReply, now_ms: u64) {
+//!     self.budget.observe(reply.rate_limit, now_ms);
+//!     if reply.facts.status == Some(429) {
+//!         let retry_after_ms = reply.facts.retry_after_s.map_or(
+//!             crate::outcome::THROTTLE_DEFAULT_RETRY_AFTER_MS, |s| s * 1_000);
+//!         self.budget.throttled(retry_after_ms, now_ms);
+//!     }
+//!     // keep the 401/403 branch below (same alert code as the submitter's AUTH_FAILED_ALERT),
+//!     // or call the submitter's needs-operator path if it becomes shared.
+//! }
+//! ```
 
 use crate::budget::{allowance_per_hour, RateLimitHeaders, BUDGET_WINDOW_MS};
 use crate::observe::TenantShared;
