@@ -15,6 +15,14 @@ pub const ACTOR_RESTARTS_TOTAL: &str = "steward_actor_restarts_total";
 /// thread stalls every tenant on it; this is how it shows).
 pub const ARBITER_LAG_SECONDS: &str = "steward_arbiter_lag_seconds";
 
+/// Counter `{tenant}`: Virtuous records found to be duplicates (two gifts, one transactionId).
+/// Created on the first duplicate only, so quiet tenants add no series.
+pub const DUPLICATES_DETECTED_TOTAL: &str = "steward_duplicates_detected_total";
+/// Counter `{via}`: records confirmed by the reconciler (`reconcile`) or a webhook (`webhook`).
+pub const RECORDS_CONFIRMED_TOTAL: &str = "steward_records_confirmed_total";
+/// Label of [`RECORDS_CONFIRMED_TOTAL`]: `reconcile` or `webhook`.
+pub const LABEL_VIA: &str = "via";
+
 /// Gauge `{tenant, lane}`: entries waiting in a lane.
 pub const LANE_DEPTH: &str = "steward_lane_depth";
 /// Gauge `{tenant}`: the tenant's allowance of Virtuous calls per hour.
@@ -22,31 +30,11 @@ pub const BUDGET_ALLOWANCE_PER_HOUR: &str = "steward_budget_allowance_per_hour";
 /// Gauge `{tenant}`: Virtuous calls in the last hour (the persisted call log).
 pub const BUDGET_SPENT_LAST_HOUR: &str = "steward_budget_spent_last_hour";
 
-/// Counter `{tenant}`: Virtuous records found to be duplicates (two gifts, one transactionId).
-/// Created on the first duplicate only, so quiet tenants add no series.
-pub const DUPLICATES_DETECTED_TOTAL: &str = "steward_duplicates_detected_total";
-/// Counter `{via}`: records confirmed by the reconciler (`reconcile`) or a webhook (`webhook`).
-pub const RECORDS_CONFIRMED_TOTAL: &str = "steward_records_confirmed_total";
-
-/// One more duplicate found for `tenant_id`.
-pub fn count_duplicate(tenant_id: &str) {
-    metrics::counter!(DUPLICATES_DETECTED_TOTAL, LABEL_TENANT => tenant_id.to_string())
-        .increment(1);
-}
-
-/// `confirmed` records confirmed by `via` (`reconcile` or `webhook`).
-pub fn count_confirmations(via: &'static str, confirmed: u64) {
-    if confirmed > 0 {
-        metrics::counter!(RECORDS_CONFIRMED_TOTAL, LABEL_VIA => via).increment(confirmed);
-    }
-}
-
 /// Label names.
 pub const LABEL_TENANT: &str = "tenant";
 pub const LABEL_ACTOR: &str = "actor";
 pub const LABEL_ARBITER: &str = "arbiter";
 pub const LABEL_LANE: &str = "lane";
-pub const LABEL_VIA: &str = "via";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
 pub fn describe() {
@@ -95,4 +83,17 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "How late an arbiter thread ran its probe timer; large values mean a blocked thread"
     );
+}
+
+/// One more duplicate found for `tenant_id`.
+pub fn count_duplicate(tenant_id: &str) {
+    metrics::counter!(DUPLICATES_DETECTED_TOTAL, LABEL_TENANT => tenant_id.to_string())
+        .increment(1);
+}
+
+/// `confirmed` records confirmed by `via` (`reconcile` or `webhook`).
+pub fn count_confirmations(via: &'static str, confirmed: u64) {
+    if confirmed > 0 {
+        metrics::counter!(RECORDS_CONFIRMED_TOTAL, LABEL_VIA => via).increment(confirmed);
+    }
 }
