@@ -189,9 +189,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .app_data(state.clone())
                 .app_data(admin_token.clone())
                 .wrap(middleware::NormalizePath::trim())
+                .configure(crate::http::virtuous_hook::routes)
                 .route("/healthz", web::get().to(ops::healthz))
-                .route("/readyz", web::get().to(ops::readyz))
-                .configure(crate::http::virtuous_hook::routes);
+                .route("/readyz", web::get().to(ops::readyz));
             if admin_on_main {
                 app.configure(admin_routes)
             } else {
