@@ -123,7 +123,8 @@ pub(crate) fn gift(id: u64, source: &str, transaction_id: &str) -> CrmGift {
     }
 }
 
-/// A store with `count` submitted Stripe gifts `pi_0…` submitted at `submitted_at_ms`.
+/// A store with `count` submitted Stripe gifts `pi_0…` submitted at `submitted_at_ms`
+/// (queued, then taken off the queue as a submitter's completion would).
 pub(crate) fn submitted_store(
     dir: &std::path::Path,
     count: usize,
@@ -132,7 +133,7 @@ pub(crate) fn submitted_store(
     let store = Store::open(dir, StoreOptions::default()).unwrap();
     let tenant = store.tenant("t").unwrap();
     let ids: Vec<String> = (0..count).map(|n| format!("pi_{n}")).collect();
-    tenant
+    let outcomes = tenant
         .enqueue(
             ids.iter()
                 .map(|id| NewEntry {
@@ -149,6 +150,14 @@ pub(crate) fn submitted_store(
                 .collect(),
         )
         .unwrap();
+    let queued: Vec<(Lane, u64)> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            crate::store::EnqueueOutcome::Queued { seq } => (Lane::Live, *seq),
+            duplicate => panic!("distinct ids: {duplicate:?}"),
+        })
+        .collect();
+    assert_eq!(tenant.remove_queue_entries(&queued).unwrap(), count);
     let submitted: Vec<Unconfirmed> = ids
         .iter()
         .map(|id| Unconfirmed {
