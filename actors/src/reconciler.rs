@@ -122,9 +122,19 @@ impl ChildBehavior for Reconciler {
 
 impl Reconciler {
     /// The retention prune scans every record: at most daily (a checkpoint says when it last
-    /// ran), on a blocking thread so the arbiter keeps serving other tenants.
+    /// ran; reading it is one point read), on a blocking thread so the arbiter keeps serving
+    /// other tenants.
     fn start_prune_if_due(&mut self, shared: &TenantShared, now_ms: u64) {
         let Some(sled) = shared.sled() else { return };
+        if self.last_dedup_prune_ms.is_none() {
+            match sled.tenant_store.dedup_pruned_at_ms(now_ms) {
+                Ok(at_ms) => self.last_dedup_prune_ms = Some(at_ms),
+                Err(error) => {
+                    tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "dedup prune checkpoint unreadable");
+                    return;
+                }
+            }
+        }
         if self.last_dedup_prune_ms.is_some_and(|last| {
             now_ms.saturating_sub(last) < crate::store::confirm_ops::DEDUP_PRUNE_INTERVAL_MS
         }) {

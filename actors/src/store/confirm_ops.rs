@@ -276,6 +276,22 @@ impl TenantStore {
         Ok(moved)
     }
 
+    /// When the dedup prune last ran. A store that never ran it starts the daily clock now
+    /// (stored): its first prune comes a day later rather than at every tenant's first start.
+    pub fn dedup_pruned_at_ms(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let stored = self
+            .get_checkpoint(DEDUP_PRUNED_AT_CHECKPOINT)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        match stored {
+            Some(at_ms) => Ok(at_ms),
+            None => {
+                self.put_checkpoint(DEDUP_PRUNED_AT_CHECKPOINT, &now_ms.to_be_bytes())?;
+                Ok(now_ms)
+            }
+        }
+    }
+
     /// Runs [`TenantStore::prune_dedup_before`]`(now − retention)` when the last prune is
     /// at least [`DEDUP_PRUNE_INTERVAL_MS`] old (or never ran); `None` when not due.
     pub fn prune_dedup_if_due(

@@ -240,4 +240,21 @@ fn dedup_prune_runs_at_most_daily() {
         tenant.prune_dedup_if_due(retention, now + day).unwrap(),
         Some(0)
     );
+    assert_eq!(tenant.dedup_pruned_at_ms(now + 5 * day).unwrap(), now + day);
+}
+
+#[test]
+fn a_store_that_never_pruned_starts_the_daily_clock() {
+    // Goal: the first read of the prune time stores "now", so a new tenant prunes a day later, not at once.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let tenant = store.tenant("t").unwrap();
+    assert_eq!(tenant.dedup_pruned_at_ms(500).unwrap(), 500);
+    assert_eq!(tenant.dedup_pruned_at_ms(900).unwrap(), 500);
+    assert_eq!(
+        tenant
+            .prune_dedup_if_due(1, 500 + DEDUP_PRUNE_INTERVAL_MS - 1)
+            .unwrap(),
+        None
+    );
 }
