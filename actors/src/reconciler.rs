@@ -67,6 +67,10 @@ pub struct Reconciler {
     /// A tick asked for a pass and the message is on its way.
     #[serde(skip)]
     pass_requested: bool,
+    /// The tenant was paused (or waiting for an operator) at the last tick: a pass is due
+    /// soon after it runs again, not an interval later.
+    #[serde(skip)]
+    was_blocked: bool,
     /// The dedup prune runs on a blocking thread; one at a time.
     #[serde(skip)]
     prune_running: PruneFlag,
@@ -108,6 +112,14 @@ impl ChildBehavior for Reconciler {
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
         let now_ms = shared.clock.now_ms();
         self.start_prune_if_due(shared, now_ms);
+        let blocked = shared.is_paused() || shared.needs_operator.load(Ordering::Acquire);
+        if self.was_blocked && !blocked {
+            // Resumed: catch up with what was submitted before the pause.
+            self.next_pass_at_ms = self
+                .next_pass_at_ms
+                .min(now_ms + FIRST_PASS_DELAY_MS.start());
+        }
+        self.was_blocked = blocked;
         if !self.pass_running && !self.pass_requested && now_ms >= self.next_pass_at_ms {
             // The tick has no actor context: the pass starts in the message handler.
             self.pass_requested = request_pass(shared);
