@@ -447,4 +447,52 @@ mod tests {
             assert_eq!(error.code, ErrorCode::MalformedBody);
         }
     }
+
+    #[test]
+    fn transaction_sources_resolve_to_the_tenant_s_ingress_sources() {
+        // Goal: Stripe's and each platform's transaction source name their ingress source; unknown ones fall back to the lowercase name; ids of one record merge.
+        let doc = TenantDoc::from_value(&json!({"id": "t", "name": "T",
+            "virtuous": {"api_key": "k", "webhook_secret": "w"},
+            "sources": {"stripe": {"signing_secret": "s", "transaction_source": "Card"},
+                        "platforms": {"auction-co": {"secret": "p", "transaction_source": "AuctionCo"}}}}))
+        .unwrap();
+        let found = |source: &str, id: &str, virtuous_id: &str| Match {
+            kind: RecordKind::Gift,
+            transaction_source: source.into(),
+            transaction_id: id.into(),
+            virtuous_id: virtuous_id.into(),
+        };
+        let confirmations = resolve(
+            &doc,
+            &[
+                found("card", "pi_1", "7"),
+                found("AuctionCo", "a1", "8"),
+                found("Card", "pi_1", "9"),
+                found("Synthetic", "s1", "10"),
+            ],
+        );
+        let named: Vec<(&str, &str, Vec<String>)> = confirmations
+            .iter()
+            .map(|c| {
+                (
+                    c.source.as_str(),
+                    c.source_id.as_str(),
+                    c.virtuous_ids.clone(),
+                )
+            })
+            .collect();
+        assert!(
+            named.contains(&("stripe", "pi_1", vec!["7".into(), "9".into()])),
+            "{named:?}"
+        );
+        assert!(
+            named.contains(&("auction-co", "a1", vec!["8".into()])),
+            "{named:?}"
+        );
+        assert!(
+            named.contains(&("synthetic", "s1", vec!["10".into()])),
+            "{named:?}"
+        );
+        assert!(confirmations.iter().all(|c| c.via == "webhook"));
+    }
 }
