@@ -189,6 +189,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .app_data(state.clone())
                 .app_data(admin_token.clone())
                 .wrap(middleware::NormalizePath::trim())
+                .configure(crate::http::virtuous_hook::routes)
                 .route("/healthz", web::get().to(ops::healthz))
                 .route("/readyz", web::get().to(ops::readyz))
                 .configure(crate::http::ingress::routes);
@@ -286,7 +287,8 @@ fn admin_routes(config: &mut web::ServiceConfig) {
                     ApiError::new(ErrorCode::MalformedBody, format!("bad query string: {err}"))
                         .into()
                 }))
-                .configure(admin::routes),
+                .configure(admin::routes)
+                .configure(crate::http::virtuous_hook::test_routes),
         );
 }
 

@@ -1,28 +1,224 @@
-//! InboundHandler: will detect Virtuous-side changes (webhooks, polling), confirm submissions and filter our own echoes.
+//! InboundHandler: keeps the tenant's Virtuous webhook subscription registered, so that
+//! `GiftCreate` deliveries to `POST /hooks/{tenant}/virtuous` confirm records at once
+//! (DESIGN.md §3; the HTTP side is `steward::http::virtuous_hook`, which confirms through the
+//! store directly so the record is durable before its 200).
 //!
-//! For now it only ticks and records progress, so supervision and observation are real.
+//! Registration (`POST /api/Webhook`, one budget call) happens when
+//! `confirm.webhook_url` is set and the stored subscription (checkpoint
+//! [`WEBHOOK_CHECKPOINT`]) is missing or was made for another URL: at start, after the URL
+//! changes, and after a resume — registration never calls while the tenant is paused or
+//! waits for an operator, so a registration due then happens on the first tick after the
+//! resume. Virtuous has no list endpoint: the stored id is the only record of the
+//! subscription. A failed attempt is retried after [`REGISTRATION_RETRY_MS`].
 
-use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use serde::{Deserialize, Serialize};
 
 use crate::child::{Child, ChildBehavior};
+use crate::mailbox::MailboxGuard;
 use crate::observe::{ActorKind, TenantShared};
+use crate::reconciler_budget::ReconcileBudget;
 
 pub type InboundActor = Child<Inbound>;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
-pub struct Inbound {}
+/// Checkpoint holding the registered subscription ([`WebhookSubscription`] as JSON).
+pub const WEBHOOK_CHECKPOINT: &str = "virtuous_webhook";
+/// Wait after a failed registration attempt.
+pub const REGISTRATION_RETRY_MS: u64 = 300_000;
+
+/// The subscription Steward registered for the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSubscription {
+    pub url: String,
+    pub subscription_id: String,
+    pub registered_at_ms: u64,
+}
+
+/// Reads the stored subscription (none, or unreadable → `None`: register again).
+pub fn stored_subscription(shared: &TenantShared) -> Option<WebhookSubscription> {
+    let bytes = shared
+        .sled()?
+        .tenant_store
+        .get_checkpoint(WEBHOOK_CHECKPOINT)
+        .ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// To the inbound handler: register the webhook now if it is due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterWebhook {
+    pub guard: MailboxGuard,
+}
+
+/// The inbound handler's state, as the admin API shows it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Inbound {
+    /// Where Virtuous should deliver (`None`: no `public_url` or no webhook secret).
+    pub webhook_url: Option<String>,
+    pub subscription: Option<WebhookSubscription>,
+    pub registration_running: bool,
+    pub registration_attempts: u64,
+    pub next_attempt_at_ms: u64,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    registration_requested: bool,
+}
+
+impl Inbound {
+    fn registration_due(&self, shared: &TenantShared, now_ms: u64) -> bool {
+        let Some(url) = &self.webhook_url else {
+            return false;
+        };
+        let registered = self
+            .subscription
+            .as_ref()
+            .is_some_and(|subscription| &subscription.url == url);
+        !registered
+            && !self.registration_running
+            && !self.registration_requested
+            && now_ms >= self.next_attempt_at_ms
+            && shared.sled().is_some()
+            && !shared.is_paused()
+            && !shared.needs_operator.load(Ordering::Acquire)
+    }
+}
 
 impl ChildBehavior for Inbound {
     const KIND: ActorKind = ActorKind::Inbound;
     type Observed = Inbound;
 
-    fn rebuild(_shared: &TenantShared) -> Inbound {
-        Inbound::default()
+    fn rebuild(shared: &TenantShared) -> Inbound {
+        Inbound {
+            webhook_url: shared.settings().confirm.webhook_url,
+            subscription: stored_subscription(shared),
+            ..Inbound::default()
+        }
     }
-    fn on_tick(&mut self, _shared: &TenantShared) -> Result<(), String> {
+
+    fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
+        // The URL follows the settings (a PATCH or a new public_url registers again).
+        self.webhook_url = shared.settings().confirm.webhook_url;
+        if self.registration_due(shared, shared.clock.now_ms()) {
+            if let Some(inbound) = shared.addresses().inbound {
+                let guard = shared.cell(ActorKind::Inbound).mailbox.guard();
+                self.registration_requested = inbound.try_send(RegisterWebhook { guard }).is_ok();
+            }
+        }
         Ok(())
     }
+
     fn observed(&self) -> Inbound {
-        *self
+        self.clone()
+    }
+}
+
+/// How one registration attempt ended.
+type Registration = Result<WebhookSubscription, (String, u64)>;
+
+impl InboundActor {
+    fn register(&mut self, ctx: &mut Context<Self>) {
+        let shared = Arc::clone(&self.core.shared);
+        let now_ms = shared.clock.now_ms();
+        self.behavior.registration_requested = false;
+        if !self.behavior.registration_due(&shared, now_ms) {
+            return;
+        }
+        let Some(url) = self.behavior.webhook_url.clone() else {
+            return;
+        };
+        tracing::info!(tenant_id = %shared.tenant_id, url = %url, "registering the Virtuous webhook");
+        self.behavior.registration_running = true;
+        self.behavior.registration_attempts += 1;
+        self.publish();
+        let attempt = async move {
+            if let Err(wait_ms) = shared.try_spend_reconcile_call(shared.clock.now_ms()) {
+                return Err(("budget refused the registration call".to_string(), wait_ms));
+            }
+            let (reply, subscription_id) = shared.crm().register_webhook(&url).await;
+            shared.settle_reconcile_call(&reply, shared.clock.now_ms());
+            let subscription_id = match (reply.facts.status, subscription_id) {
+                (Some(200..=299), Some(id)) => id,
+                (status, _) => {
+                    let reason = format!(
+                        "POST /api/Webhook answered {}: {}",
+                        status.map_or_else(|| "nothing".to_string(), |s| s.to_string()),
+                        reply.facts.message.unwrap_or_default()
+                    );
+                    return Err((reason, REGISTRATION_RETRY_MS));
+                }
+            };
+            let subscription = WebhookSubscription {
+                url,
+                subscription_id,
+                registered_at_ms: shared.clock.now_ms(),
+            };
+            let stored = store_subscription(&shared, &subscription).await;
+            stored.map(|()| subscription)
+        };
+        ctx.spawn(
+            attempt
+                .into_actor(self)
+                .map(|result, actor, ctx| actor.finish_registration(result, ctx)),
+        );
+    }
+
+    fn finish_registration(&mut self, result: Registration, ctx: &mut Context<Self>) {
+        if !self.may_act(ctx) {
+            return;
+        }
+        let tenant_id = self.core.shared.tenant_id.clone();
+        let now_ms = self.core.shared.clock.now_ms();
+        let state = &mut self.behavior;
+        state.registration_running = false;
+        match result {
+            Ok(subscription) => {
+                tracing::info!(tenant_id = %tenant_id, subscription_id = %subscription.subscription_id, url = %subscription.url, "Virtuous webhook registered");
+                state.subscription = Some(subscription);
+                state.last_error = None;
+            }
+            Err((reason, wait_ms)) => {
+                tracing::warn!(tenant_id = %tenant_id, reason = %reason, retry_in_ms = wait_ms, "Virtuous webhook registration failed");
+                state.last_error = Some(reason);
+                state.next_attempt_at_ms = now_ms + wait_ms.min(REGISTRATION_RETRY_MS);
+            }
+        }
+        self.publish();
+    }
+}
+
+/// Stores the subscription id durably (there is no other record of it).
+async fn store_subscription(
+    shared: &TenantShared,
+    subscription: &WebhookSubscription,
+) -> Result<(), (String, u64)> {
+    let failed = |error: crate::store::StoreError| {
+        (
+            format!("the subscription id could not be stored: {error}"),
+            REGISTRATION_RETRY_MS,
+        )
+    };
+    let sled = shared
+        .sled()
+        .ok_or_else(|| ("no store".to_string(), REGISTRATION_RETRY_MS))?;
+    let bytes = serde_json::to_vec(subscription).unwrap_or_default();
+    sled.tenant_store
+        .put_checkpoint(WEBHOOK_CHECKPOINT, &bytes)
+        .map_err(failed)?;
+    sled.store.durable().await.map_err(failed)
+}
+
+impl Handler<RegisterWebhook> for InboundActor {
+    type Result = ();
+
+    fn handle(&mut self, mut message: RegisterWebhook, ctx: &mut Context<Self>) {
+        message.guard.mark_handling();
+        if !self.may_act(ctx) {
+            return;
+        }
+        self.register(ctx);
     }
 }

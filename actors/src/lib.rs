@@ -32,6 +32,8 @@ pub mod outcome;
 pub mod ports;
 pub mod queue;
 pub mod reconciler;
+pub mod reconciler_budget;
+pub mod reconciler_pass;
 pub mod retry;
 pub mod runtime;
 pub mod store;

@@ -15,6 +15,14 @@ pub const ACTOR_RESTARTS_TOTAL: &str = "steward_actor_restarts_total";
 /// thread stalls every tenant on it; this is how it shows).
 pub const ARBITER_LAG_SECONDS: &str = "steward_arbiter_lag_seconds";
 
+/// Counter `{tenant}`: Virtuous records found to be duplicates (two gifts, one transactionId).
+/// Created on the first duplicate only, so quiet tenants add no series.
+pub const DUPLICATES_DETECTED_TOTAL: &str = "steward_duplicates_detected_total";
+/// Counter `{via}`: records confirmed by the reconciler (`reconcile`) or a webhook (`webhook`).
+pub const RECORDS_CONFIRMED_TOTAL: &str = "steward_records_confirmed_total";
+/// Label of [`RECORDS_CONFIRMED_TOTAL`]: `reconcile` or `webhook`.
+pub const LABEL_VIA: &str = "via";
+
 /// Gauge `{tenant, lane}`: entries waiting in a lane.
 pub const LANE_DEPTH: &str = "steward_lane_depth";
 /// Gauge `{tenant}`: the tenant's allowance of Virtuous calls per hour.
@@ -45,6 +53,16 @@ pub fn describe() {
         metrics::Unit::Count,
         "Child actors re-created by their tenant supervisor after a death or a stall, per actor kind"
     );
+    metrics::describe_counter!(
+        DUPLICATES_DETECTED_TOTAL,
+        metrics::Unit::Count,
+        "Records whose transactionId Virtuous holds on two or more gifts, per tenant"
+    );
+    metrics::describe_counter!(
+        RECORDS_CONFIRMED_TOTAL,
+        metrics::Unit::Count,
+        "Records confirmed in Virtuous, by the reconciler or a webhook"
+    );
     metrics::describe_gauge!(
         LANE_DEPTH,
         metrics::Unit::Count,
@@ -65,4 +83,17 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "How late an arbiter thread ran its probe timer; large values mean a blocked thread"
     );
+}
+
+/// One more duplicate found for `tenant_id`.
+pub fn count_duplicate(tenant_id: &str) {
+    metrics::counter!(DUPLICATES_DETECTED_TOTAL, LABEL_TENANT => tenant_id.to_string())
+        .increment(1);
+}
+
+/// `confirmed` records confirmed by `via` (`reconcile` or `webhook`).
+pub fn count_confirmations(via: &'static str, confirmed: u64) {
+    if confirmed > 0 {
+        metrics::counter!(RECORDS_CONFIRMED_TOTAL, LABEL_VIA => via).increment(confirmed);
+    }
 }

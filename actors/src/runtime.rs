@@ -260,6 +260,12 @@ impl TenantHandle {
         self.shared.sled()
     }
 
+    /// Asks the reconciler for a confirmation pass now (or right after the running one).
+    /// False when the reconciler is not running (restarting). Skipped while paused.
+    pub fn reconcile_now(&self) -> bool {
+        crate::reconciler::request_pass(&self.shared)
+    }
+
     /// Test-only hook (the HTTP layer exposes it behind a test flag): kills the current
     /// child of `kind` the way `mode` says.
     pub fn kill_child(&self, kind: ActorKind, mode: KillMode) {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod ingress;
 pub mod ops;
+pub mod virtuous_hook;
 
 use actix_web::web;
 use futures_util::StreamExt;

@@ -106,8 +106,8 @@ fn gift_of(summary: &GiftSummary) -> CrmGift {
         virtuous_id: summary.id.to_string(),
         transaction_source: summary.transaction_source.clone(),
         transaction_id: summary.transaction_id.clone(),
-        gift_type: None,
-        reversed_gift_id: None,
+        gift_type: summary.gift_type.clone(),
+        reversed_gift_id: summary.reversed_gift_id.clone(),
         create_date_time_utc: summary.create_date_time_utc.clone(),
     }
 }

@@ -13,6 +13,12 @@ pub struct GiftSummary {
     pub transaction_source: Option<String>,
     #[serde(default, deserialize_with = "text_or_number")]
     pub transaction_id: Option<String>,
+    /// `Credit`, `EFT`…; `ReversingTransaction` for a reversal (confirmation skips those).
+    #[serde(default)]
+    pub gift_type: Option<String>,
+    /// For a reversal: the gift it reverses (number or text).
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub reversed_gift_id: Option<String>,
     /// ISO 8601 UTC, as sent (kept as text: the format is [D]).
     #[serde(default)]
     pub create_date_time_utc: Option<String>,
@@ -82,13 +88,19 @@ mod tests {
         let page: GiftPage = serde_json::from_str(
             r#"{"list":[{"id":7,"transactionSource":"stripe","transactionId":"pi_1",
                 "createDateTimeUtc":"2026-11-26T18:00:00.000Z","amount":12.5},
-               {"id":8,"transactionId":42}],"total":2}"#,
+               {"id":8,"transactionId":42,"giftType":"ReversingTransaction","reversedGiftId":7}],"total":2}"#,
         )
         .unwrap();
         assert_eq!(page.total, 2);
         assert_eq!(page.list[0].transaction_id.as_deref(), Some("pi_1"));
         assert_eq!(page.list[1].transaction_id.as_deref(), Some("42"));
         assert_eq!(page.list[1].transaction_source, None);
+        assert_eq!(page.list[0].gift_type, None);
+        assert_eq!(
+            page.list[1].gift_type.as_deref(),
+            Some("ReversingTransaction")
+        );
+        assert_eq!(page.list[1].reversed_gift_id.as_deref(), Some("7"));
         let org: Organization =
             serde_json::from_str(r#"{"id":3,"name":"hope","isActive":true}"#).unwrap();
         assert_eq!(org.id, "3");

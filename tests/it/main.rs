@@ -3,6 +3,9 @@
 
 mod admin;
 mod common;
+mod confirm_reconcile;
+mod confirm_support;
+mod confirm_webhook;
 mod ingress_platform;
 mod ingress_release;
 mod ingress_stripe;

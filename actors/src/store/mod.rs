@@ -14,6 +14,7 @@
 //! - [`types`]: the stored value types.
 
 pub mod codec;
+pub mod confirm_ops;
 pub mod group_commit;
 pub mod hold_ops;
 pub mod keys;

@@ -34,7 +34,7 @@ pub(crate) struct CountCells {
 }
 
 impl CountCells {
-    fn load(&self) -> Counts {
+    pub(crate) fn load(&self) -> Counts {
         Counts {
             captured: self.captured.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
@@ -45,7 +45,7 @@ impl CountCells {
         }
     }
 
-    fn store(&self, counts: Counts) {
+    pub(crate) fn store(&self, counts: Counts) {
         self.captured.store(counts.captured, Ordering::Relaxed);
         self.duplicates.store(counts.duplicates, Ordering::Relaxed);
         self.submitted.store(counts.submitted, Ordering::Relaxed);
@@ -78,7 +78,7 @@ pub(crate) struct TenantInner {
     /// Ticket of this tenant's last submitted enqueue: readers wait until it is applied.
     last_ticket: AtomicU64,
     lanes: [LaneGauge; 4],
-    counts: CountCells,
+    pub(crate) counts: CountCells,
     /// Set by `Store::drop_tenant_data`: writes through old handles are refused.
     dropped: AtomicBool,
 }
