@@ -249,6 +249,12 @@ impl TenantHandle {
         self.shared.crm()
     }
 
+    /// Tells Queue and Submitter that entries became ready outside Capture (an operator
+    /// replay). Lossy like every hint: the submitter finds the work in the store anyway.
+    pub fn hint_work(&self, entries_added: u64) {
+        self.shared.hint_new_work(entries_added);
+    }
+
     /// The tenant's sled store, when it runs on one.
     pub fn sled(&self) -> Option<&SledTenantData> {
         self.shared.sled()

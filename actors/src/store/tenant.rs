@@ -452,3 +452,42 @@ impl TenantInner {
         Ok(count)
     }
 }
+
+/// Gauge and counter upkeep for writes made outside `enqueue_impl` / `remove_queue_entries`
+/// (operator replay and discard in `admin_ops`). Call while holding the write lock, after
+/// the write they describe was applied, so the in-memory depths stay exact.
+impl TenantInner {
+    /// Entries put back into `lane`; `oldest_enqueued_at_ms` is the oldest among them.
+    pub(crate) fn lane_entries_added(&self, lane: Lane, added: u64, oldest_enqueued_at_ms: u64) {
+        if added == 0 {
+            return;
+        }
+        let gauge = &self.lanes[lane as usize];
+        gauge.depth.fetch_add(added, Ordering::Relaxed);
+        gauge
+            .oldest_enqueued_at_ms
+            .fetch_min(oldest_enqueued_at_ms, Ordering::Relaxed);
+    }
+
+    /// Entries taken out of `lane` (already removed from the tree).
+    pub(crate) fn lane_entries_removed(&self, lane: Lane, removed: u64) -> Result<(), StoreError> {
+        if removed == 0 {
+            return Ok(());
+        }
+        let gauge = &self.lanes[lane as usize];
+        gauge.depth.fetch_sub(removed, Ordering::Relaxed);
+        let oldest = self.oldest_near_lane_head(lane)?;
+        gauge.oldest_enqueued_at_ms.store(oldest, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The counters as last written.
+    pub(crate) fn current_counts(&self) -> Counts {
+        self.counts.load()
+    }
+
+    /// Publishes counters whose key was written in the same batch as the change they count.
+    pub(crate) fn publish_counts(&self, counts: Counts) {
+        self.counts.store(counts);
+    }
+}
