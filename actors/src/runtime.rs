@@ -255,6 +255,12 @@ impl TenantHandle {
         self.shared.hint_new_work(entries_added);
     }
 
+    /// Header sync from a call made outside the submitter (the connection test): the
+    /// allowance and the status follow the latest `X-RateLimit-*` seen.
+    pub fn observe_rate_limit(&self, headers: crate::budget::RateLimitHeaders) {
+        self.shared.record_rate_limit_headers(headers);
+    }
+
     /// The tenant's sled store, when it runs on one.
     pub fn sled(&self) -> Option<&SledTenantData> {
         self.shared.sled()

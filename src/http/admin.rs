@@ -10,7 +10,8 @@ use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
 use steward_actors::runtime::{ActorKind, KillMode, TenantHandle};
-use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind};
+use steward_actors::store::admin_ops::dead_letter_reason;
+use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind, TenantStore};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -29,6 +30,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/tenants/{id}/_test/enqueue",
             web::post().to(enqueue_synthetic),
         )
+        .route(
+            "/tenants/{id}/_test/dead-letter",
+            web::post().to(dead_letter_queued),
+        )
+        .configure(super::admin_dead_letters::routes)
+        .configure(super::admin_records::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));
@@ -39,6 +46,19 @@ fn tenant_id(path: &web::Path<String>) -> Result<String, ApiError> {
     let id = path.as_str();
     validate_tenant_id(id)?;
     Ok(id.to_string())
+}
+
+/// The store of a registered tenant (404 for an unknown one: `Store::tenant` would create
+/// an empty key space for any id).
+pub(super) fn registered_tenant_store(state: &AppState, id: &str) -> Result<TenantStore, ApiError> {
+    validate_tenant_id(id)?;
+    if state.store.registry().get(id)?.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no tenant `{id}`"),
+        ));
+    }
+    Ok(state.store.tenant(id)?)
 }
 
 async fn create_tenant(
@@ -158,6 +178,8 @@ struct EnqueueQuery {
     count: usize,
     /// Source ids are `{prefix}{index}` (repeatable, to test dedup); random by default.
     prefix: Option<String>,
+    /// When set, each entry also gets the alias `{alias}{index}` (record lookup by alias).
+    alias: Option<String>,
 }
 
 fn default_enqueue_count() -> usize {
@@ -196,7 +218,11 @@ async fn enqueue_synthetic(
                 lane: Lane::Live,
                 transaction_source: "Synthetic".into(),
                 body_json: body.to_string(),
-                aliases: Vec::new(),
+                aliases: query
+                    .alias
+                    .as_ref()
+                    .map(|alias| vec![format!("{alias}{index}")])
+                    .unwrap_or_default(),
                 now_ms,
             }
         })
@@ -211,4 +237,47 @@ async fn enqueue_synthetic(
         .count();
     Ok(HttpResponse::Accepted()
         .json(serde_json::json!({"queued": queued, "duplicates": outcomes.len() - queued})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    #[serde(default = "default_enqueue_count")]
+    count: usize,
+    /// Shown as the dead letter's reason.
+    #[serde(default = "default_dead_letter_message")]
+    reason: String,
+    /// The HTTP status the reason carries (`HTTP {status}: …`), as the submitter writes it.
+    status: Option<u16>,
+}
+
+fn default_dead_letter_message() -> String {
+    "dead-lettered by a test hook".into()
+}
+
+/// Test-only hook (`runtime.test_hooks = true`): dead-letters the `count` oldest entries of
+/// the live lane, the way the submitter does for a permanent error. Pause the tenant first,
+/// or a running submitter may take the entries.
+async fn dead_letter_queued(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let handle = test_hook_target(&state, &path)?;
+    let tenant_store = handle
+        .sled()
+        .map(|sled| sled.tenant_store.clone())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the tenant has no sled store"))?;
+    let reason = dead_letter_reason(query.status, &query.reason);
+    let now_ms = tenants::now_ms();
+    let mut ids = Vec::new();
+    for (seq, _) in tenant_store.scan_lane(Lane::Live, query.count.min(10_000))? {
+        if let Some(dead) =
+            tenant_store.dead_letter_queued_entry(Lane::Live, seq, &reason, now_ms)?
+        {
+            ids.push(dead.id);
+        }
+    }
+    state.store.durable().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"dead_lettered": ids})))
 }
