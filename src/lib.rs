@@ -12,6 +12,7 @@
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sandbox`]: a Virtuous CRM+ simulator shipped in the binary.
 //! - [`sources`]: source platforms (Stripe…): verify → parse → map to commands, pure.
+//! - [`traffic`]: a deterministic generator of signed Stripe webhook traffic (demo, tests, benches).
 //! - [`virtuous`]: the Virtuous CRM+ client; answers reduced to facts for classification.
 
 pub mod app;
@@ -22,4 +23,5 @@ pub mod sources;
 pub mod telemetry;
 pub mod tenant;
 pub mod tenants;
+pub mod traffic;
 pub mod virtuous;
