@@ -9,6 +9,7 @@
 //! - [`tenants`]: tenant operations behind the admin API, and boot.
 //! - [`http`]: actix-web — admin API, metrics, health.
 //! - [`app`]: wiring: store, runtime, servers, lifecycle.
+//! - [`demo`]: `steward demo`, the whole loop in one process against the embedded sandbox.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sandbox`]: a Virtuous CRM+ simulator shipped in the binary.
 //! - [`sources`]: source platforms (Stripe…): verify → parse → map to commands, pure.
@@ -17,6 +18,7 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod sandbox;
 pub mod sources;
