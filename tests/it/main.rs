@@ -2,6 +2,7 @@
 //! Each module states its goal in its first comment line.
 
 mod admin;
+mod admin_demo;
 mod admin_operations;
 mod common;
 mod lifecycle;
