@@ -10,7 +10,6 @@ use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
 use steward_actors::runtime::{ActorKind, KillMode, TenantHandle};
-use steward_actors::store::admin_ops::dead_letter_reason;
 use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind, TenantStore};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -268,13 +267,16 @@ async fn dead_letter_queued(
         .sled()
         .map(|sled| sled.tenant_store.clone())
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the tenant has no sled store"))?;
-    let reason = dead_letter_reason(query.status, &query.reason);
     let now_ms = tenants::now_ms();
     let mut ids = Vec::new();
     for (seq, _) in tenant_store.scan_lane(Lane::Live, query.count.min(10_000))? {
-        if let Some(dead) =
-            tenant_store.dead_letter_queued_entry(Lane::Live, seq, &reason, now_ms)?
-        {
+        if let Some(dead) = tenant_store.dead_letter_queued_entry(
+            Lane::Live,
+            seq,
+            query.status,
+            &query.reason,
+            now_ms,
+        )? {
             ids.push(dead.id);
         }
     }

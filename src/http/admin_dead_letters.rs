@@ -8,7 +8,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use steward_actors::store::admin_ops::status_of_reason;
+use steward_actors::store::admin_ops::{dead_letter_attempts, dead_letter_status};
 use steward_actors::store::{DeadLetter, Lane};
 
 use super::admin::registered_tenant_store;
@@ -55,8 +55,8 @@ pub fn dead_letter_json(dead_letter: &DeadLetter) -> Value {
     json!({
         "id": dead_letter.id,
         "reason": dead_letter.reason,
-        "status": status_of_reason(&dead_letter.reason),
-        "attempts": entry.attempts,
+        "status": dead_letter_status(dead_letter),
+        "attempts": dead_letter_attempts(dead_letter),
         "kind": kind_name(entry.kind),
         "source": entry.source,
         "source_id": entry.source_id,

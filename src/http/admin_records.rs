@@ -8,7 +8,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
-use steward_actors::budget::{RateLimitHeaders, BUDGET_WINDOW_MS};
 use steward_actors::store::types::RecordState;
 use steward_actors::store::RecordKind;
 
@@ -17,6 +16,9 @@ use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
 use crate::sources::kind_name;
 use crate::tenants::{format_ms, now_ms};
+
+/// Longest a connection test waits for a budget slot before answering "not sent".
+const CONNECTION_TEST_WAIT_MS_MAX: u64 = 5_000;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -117,35 +119,38 @@ async fn test_connection(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = path.into_inner();
-    let tenant_store = registered_tenant_store(&state, &tenant_id)?;
+    // 404 for an unknown tenant before "not running".
+    registered_tenant_store(&state, &tenant_id)?;
     let handle = state.runtime.tenant(&tenant_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unavailable,
             format!("tenant `{tenant_id}` is not running (see its status and the log)"),
         )
     })?;
-    // Invariant 4: the call is drawn from the tenant's budget before it is made.
-    // TODO(integrator): draw through the submitter's budget ledger once it is merged.
-    let now = now_ms();
-    let allowance = handle.status().budget.allowance_per_hour;
-    let spent = tenant_store.calls_since(now.saturating_sub(BUDGET_WINDOW_MS))?;
-    if spent >= allowance {
-        return Ok(HttpResponse::Ok().json(json!({
-            "ok": false,
-            "sent": false,
-            "status": null,
-            "reason": format!("not sent: the tenant's hourly budget is spent ({spent} of {allowance} calls in the last hour)"),
-        })));
+    // Invariant 4: the call is drawn from the tenant's budget before it is made; a slot
+    // that opens within a few seconds (pacing) is waited for, a spent hour is an answer.
+    let mut waited_ms = 0;
+    loop {
+        match handle.draw_operator_call() {
+            Ok(()) => break,
+            Err(next_at_ms) => {
+                let wait_ms = next_at_ms.saturating_sub(now_ms());
+                if waited_ms + wait_ms > CONNECTION_TEST_WAIT_MS_MAX {
+                    return Ok(HttpResponse::Ok().json(json!({
+                        "ok": false,
+                        "sent": false,
+                        "status": null,
+                        "reason": format!("not sent: the tenant's budget allows no call for {} s", wait_ms / 1_000),
+                    })));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms.max(1))).await;
+                waited_ms += wait_ms.max(1);
+            }
+        }
     }
-    tenant_store.record_call(now)?;
     let (reply, organization) = handle.crm().organization_current().await;
     let status = reply.facts.status;
-    if reply.rate_limit.limit.is_some() {
-        handle.observe_rate_limit(RateLimitHeaders {
-            limit: reply.rate_limit.limit,
-            remaining: reply.rate_limit.remaining,
-        });
-    }
+    handle.observe_rate_limit(reply.rate_limit);
     let rate_limit = json!(reply.rate_limit);
     let answered_2xx = status.is_some_and(|status| (200..300).contains(&status));
     let body = match (answered_2xx, organization) {

@@ -35,6 +35,35 @@ pub fn status_of_reason(reason: &str) -> Option<u16> {
     (100..600).contains(&status).then_some(status)
 }
 
+/// A dead letter of `entry` (the one place that builds one here: when [`DeadLetter`] gains
+/// fields, only this and the two readers below change).
+fn new_dead_letter(
+    id: u64,
+    entry: QueueEntry,
+    reason: String,
+    status: Option<u16>,
+    dead_at_ms: u64,
+) -> DeadLetter {
+    // v1 has no status field: the reason carries it (`dead_letter_reason`).
+    let _ = status;
+    DeadLetter {
+        id,
+        entry,
+        reason,
+        dead_at_ms,
+    }
+}
+
+/// The HTTP status of the answer that killed the entry, when known.
+pub fn dead_letter_status(dead_letter: &DeadLetter) -> Option<u16> {
+    status_of_reason(&dead_letter.reason)
+}
+
+/// Attempts made before the entry died.
+pub fn dead_letter_attempts(dead_letter: &DeadLetter) -> u32 {
+    dead_letter.entry.attempts
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replayed {
@@ -89,9 +118,11 @@ impl TenantStore {
         &self,
         lane: Lane,
         seq: u64,
-        reason: &str,
+        status: Option<u16>,
+        message: &str,
         now_ms: u64,
     ) -> Result<Option<DeadLetter>, StoreError> {
+        let reason = dead_letter_reason(status, message);
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
         let queue_key = inner.keys.queue_entry(lane, seq);
@@ -103,23 +134,20 @@ impl TenantStore {
             .record(entry.kind, &entry.source, &entry.source_id);
         let mut batch = sled::Batch::default();
         if let Some(mut record) = inner.read::<RecordState>(&record_key)? {
-            record.transition(SyncState::Dead, reason, now_ms, false);
+            record.transition(SyncState::Dead, &reason, now_ms, false);
             batch.insert(record_key, encode(&record)?);
         }
-        let dead_letter = DeadLetter {
-            id: seq,
-            entry,
-            reason: reason.to_string(),
-            dead_at_ms: now_ms,
-        };
+        let dead_letter = new_dead_letter(seq, entry, reason, status, now_ms);
         batch.remove(queue_key);
         batch.insert(inner.keys.dead_letter(seq), encode(&dead_letter)?);
-        let mut counts = inner.current_counts();
+        let mut counts = inner.load_counts();
         counts.dead += 1;
         batch.insert(inner.keys.counts(), encode(&counts)?);
         inner.tree.apply_batch(batch).map_err(io_error)?;
-        inner.publish_counts(counts);
-        inner.lane_entries_removed(lane, 1)?;
+        inner.store_counts(counts);
+        let mut removed = [0; 4];
+        removed[lane as usize] = 1;
+        inner.adjust_lane_gauges([(0, 0); 4], removed)?;
         Ok(Some(dead_letter))
     }
 
@@ -181,7 +209,7 @@ impl TenantStore {
         record.transition(SyncState::Pending, &reason, now_ms, false);
         record.last_seq = Some(seq);
 
-        let mut counts = inner.current_counts();
+        let mut counts = inner.load_counts();
         counts.dead = counts.dead.saturating_sub(1);
         let mut batch = sled::Batch::default();
         batch.remove(dead_letter_key);
@@ -189,8 +217,10 @@ impl TenantStore {
         batch.insert(record_key, encode(&record)?);
         batch.insert(inner.keys.counts(), encode(&counts)?);
         inner.tree.apply_batch(batch).map_err(io_error)?;
-        inner.publish_counts(counts);
-        inner.lane_entries_added(Lane::Live, 1, now_ms);
+        inner.store_counts(counts);
+        let mut added = [(0, 0); 4];
+        added[Lane::Live as usize] = (1, now_ms);
+        inner.adjust_lane_gauges(added, [0; 4])?;
         Ok(Some(Replayed {
             seq,
             record,

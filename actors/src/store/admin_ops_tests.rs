@@ -46,13 +46,13 @@ fn dead_letter_then_replay_edited_keeps_gauges_counts_and_history_exact() {
         queued_seq(&tenant, gift("2", 100));
         assert_eq!(live_depth(&tenant), 2);
 
-        let reason = dead_letter_reason(Some(422), "transactions[0].amount: invalid");
         let dead = tenant
-            .dead_letter_queued_entry(Lane::Live, seq, &reason, 200)
+            .dead_letter_queued_entry(Lane::Live, seq, Some(422), "amount: invalid", 200)
             .unwrap()
             .expect("the entry was queued");
         assert_eq!(dead.id, seq);
-        assert_eq!(status_of_reason(&dead.reason), Some(422));
+        assert_eq!(dead_letter_status(&dead), Some(422));
+        assert_eq!(dead_letter_attempts(&dead), 0);
         assert_eq!(live_depth(&tenant), 1);
         assert_eq!(tenant.counts().dead, 1);
         let record = tenant
@@ -61,7 +61,7 @@ fn dead_letter_then_replay_edited_keeps_gauges_counts_and_history_exact() {
             .unwrap();
         assert_eq!(record.state, SyncState::Dead);
         assert!(tenant
-            .dead_letter_queued_entry(Lane::Live, seq, "again", 201)
+            .dead_letter_queued_entry(Lane::Live, seq, None, "again", 201)
             .unwrap()
             .is_none());
 
@@ -117,7 +117,7 @@ fn discard_removes_the_dead_letter_and_notes_the_history() {
     let tenant = store.tenant("hope").unwrap();
     let seq = queued_seq(&tenant, gift("1", 100));
     tenant
-        .dead_letter_queued_entry(Lane::Live, seq, "HTTP 400: bad", 200)
+        .dead_letter_queued_entry(Lane::Live, seq, Some(400), "bad", 200)
         .unwrap()
         .unwrap();
     let discarded = tenant.discard_dead_letter(seq, 300).unwrap().unwrap();
@@ -150,13 +150,13 @@ fn dead_letter_pages_follow_ids_and_stop_at_the_section() {
         for index in 0..5 {
             let seq = queued_seq(&tenant, gift(&index.to_string(), 100));
             tenant
-                .dead_letter_queued_entry(Lane::Live, seq, "x", 200)
+                .dead_letter_queued_entry(Lane::Live, seq, None, "x", 200)
                 .unwrap();
             seqs.push(seq);
         }
         let other_seq = queued_seq(&other, gift("9", 100));
         other
-            .dead_letter_queued_entry(Lane::Live, other_seq, "x", 200)
+            .dead_letter_queued_entry(Lane::Live, other_seq, None, "x", 200)
             .unwrap();
         let ids = |page: Vec<crate::store::DeadLetter>| -> Vec<u64> {
             page.iter().map(|dead| dead.id).collect()

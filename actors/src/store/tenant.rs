@@ -379,6 +379,45 @@ impl TenantInner {
         Ok(guard)
     }
 
+    /// The counters as last written (queue_ops reads them under the write lock).
+    pub(crate) fn load_counts(&self) -> Counts {
+        self.counts.load()
+    }
+
+    /// Publishes counters written by a batch applied under the write lock (queue_ops).
+    pub(crate) fn store_counts(&self, counts: Counts) {
+        self.counts.store(counts);
+    }
+
+    /// Keeps the lane gauges exact after a queue batch applied under the write lock outside
+    /// enqueue (queue_ops: completion moves entries between lanes and removes them).
+    /// `added[lane] = (entries, oldest enqueue time)`, `removed[lane] = entries`.
+    pub(crate) fn adjust_lane_gauges(
+        &self,
+        added: [(u64, u64); 4],
+        removed: [u64; 4],
+    ) -> Result<(), StoreError> {
+        for lane in Lane::ALL {
+            let gauge = &self.lanes[lane as usize];
+            let (count, oldest_added) = added[lane as usize];
+            let gone = removed[lane as usize];
+            if count > 0 {
+                gauge.depth.fetch_add(count, Ordering::Relaxed);
+            }
+            if gone > 0 {
+                gauge.depth.fetch_sub(gone, Ordering::Relaxed);
+                let oldest = self.oldest_near_lane_head(lane)?;
+                gauge.oldest_enqueued_at_ms.store(oldest, Ordering::Relaxed);
+            }
+            if count > 0 {
+                gauge
+                    .oldest_enqueued_at_ms
+                    .fetch_min(oldest_added, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until this tenant's submitted enqueues are applied (read-your-writes). Free
     /// when nothing is pending; otherwise at most one writer cycle.
     pub(crate) fn settle(&self) -> Result<(), StoreError> {
@@ -450,44 +489,5 @@ impl TenantInner {
             count += 1;
         }
         Ok(count)
-    }
-}
-
-/// Gauge and counter upkeep for writes made outside `enqueue_impl` / `remove_queue_entries`
-/// (operator replay and discard in `admin_ops`). Call while holding the write lock, after
-/// the write they describe was applied, so the in-memory depths stay exact.
-impl TenantInner {
-    /// Entries put back into `lane`; `oldest_enqueued_at_ms` is the oldest among them.
-    pub(crate) fn lane_entries_added(&self, lane: Lane, added: u64, oldest_enqueued_at_ms: u64) {
-        if added == 0 {
-            return;
-        }
-        let gauge = &self.lanes[lane as usize];
-        gauge.depth.fetch_add(added, Ordering::Relaxed);
-        gauge
-            .oldest_enqueued_at_ms
-            .fetch_min(oldest_enqueued_at_ms, Ordering::Relaxed);
-    }
-
-    /// Entries taken out of `lane` (already removed from the tree).
-    pub(crate) fn lane_entries_removed(&self, lane: Lane, removed: u64) -> Result<(), StoreError> {
-        if removed == 0 {
-            return Ok(());
-        }
-        let gauge = &self.lanes[lane as usize];
-        gauge.depth.fetch_sub(removed, Ordering::Relaxed);
-        let oldest = self.oldest_near_lane_head(lane)?;
-        gauge.oldest_enqueued_at_ms.store(oldest, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// The counters as last written.
-    pub(crate) fn current_counts(&self) -> Counts {
-        self.counts.load()
-    }
-
-    /// Publishes counters whose key was written in the same batch as the change they count.
-    pub(crate) fn publish_counts(&self, counts: Counts) {
-        self.counts.store(counts);
     }
 }
