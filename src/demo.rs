@@ -209,7 +209,7 @@ async fn drive(
             ..TrafficOptions::default()
         });
         println!(
-            "[{:>5.1}s] tenant {id}: created; {} events for {} payments ({} re-deliveries, {} refund)",
+            "[{:>5.1}s] tenant {id}: created; {} events for {} payments (re-deliveries: {}, refunds: {})",
             started.elapsed().as_secs_f64(),
             traffic.events.len(),
             traffic.payments.len(),

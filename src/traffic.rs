@@ -28,12 +28,14 @@ pub struct TrafficOptions {
     pub seed: u64,
     /// Unique payments (one gift each).
     pub payments: usize,
-    /// Share (0–1) of payments that are subscription payments (half legacy, half basil).
+    /// Share (0–1) of payments that are subscription payments (half legacy, half basil,
+    /// drawn per payment). Shares are exact: `round(share × count)` payments get the trait.
     pub subscription_share: f64,
     /// Share of one-time payments delivered as both `payment_intent.succeeded` and
-    /// `charge.succeeded`.
+    /// `charge.succeeded` (the others send one of the two).
     pub both_events_share: f64,
-    /// Share of one-time payments made without a PaymentIntent (charge only: `ch_` id).
+    /// Share of one-time payments made without a PaymentIntent (charge only: `ch_` id);
+    /// taken from those not delivered as both.
     pub charge_only_share: f64,
     /// One-time payments refunded in full (`charge.refunded`), at most one per payment.
     pub refunds: usize,
@@ -123,6 +125,8 @@ pub struct Payment {
     /// `metadata.designation` (project code), when set.
     pub designation: Option<String>,
     pub refunded: bool,
+    /// A one-time payment delivered as both `payment_intent.succeeded` and `charge.succeeded`.
+    pub both_events: bool,
 }
 
 /// What an event must map to (`crate::sources::stripe::map_event`).
@@ -293,7 +297,39 @@ fn donor(rng: &mut StdRng, seed: u64, n: usize, customer_share: f64) -> Donor {
     }
 }
 
-fn payment(rng: &mut StdRng, options: &TrafficOptions, n: usize) -> Payment {
+/// What a payment is, decided up front so shares are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Subscription,
+    /// One-time, delivered as both events.
+    BothEvents,
+    /// One-time without a PaymentIntent.
+    ChargeOnly,
+    /// One-time, delivered as one of its two events.
+    OneEvent,
+}
+
+/// Exactly `round(share × count)` payments per role, at seeded positions.
+fn roles(rng: &mut StdRng, options: &TrafficOptions) -> Vec<Role> {
+    let count = options.payments;
+    let exact =
+        |share: f64, of: usize| ((of as f64 * share.clamp(0.0, 1.0)).round() as usize).min(of);
+    let subscriptions = exact(options.subscription_share, count);
+    let one_time = count - subscriptions;
+    let both = exact(options.both_events_share, one_time);
+    let charge_only = exact(options.charge_only_share, one_time).min(one_time - both);
+    let mut roles: Vec<Role> = std::iter::repeat(Role::Subscription)
+        .take(subscriptions)
+        .chain(std::iter::repeat(Role::BothEvents).take(both))
+        .chain(std::iter::repeat(Role::ChargeOnly).take(charge_only))
+        .chain(std::iter::repeat(Role::OneEvent))
+        .take(count)
+        .collect();
+    roles.shuffle(rng);
+    roles
+}
+
+fn payment(rng: &mut StdRng, options: &TrafficOptions, n: usize, role: Role) -> Payment {
     let id = id_body(options.seed, n);
     let donor = donor(rng, options.seed, n, options.customer_share);
     let (currency, low, high) = if rng.gen_bool(0.8) {
@@ -301,14 +337,13 @@ fn payment(rng: &mut StdRng, options: &TrafficOptions, n: usize) -> Payment {
     } else {
         CURRENCIES[rng.gen_range(1..CURRENCIES.len())]
     };
-    let is_subscription = rng.gen_bool(options.subscription_share);
+    let is_subscription = role == Role::Subscription;
     let era = if rng.gen_bool(0.5) {
         Era::Legacy
     } else {
         Era::Basil
     };
-    let charge_only = !is_subscription && rng.gen_bool(options.charge_only_share);
-    let intent_id = (!charge_only).then(|| format!("pi_{id}"));
+    let intent_id = (role != Role::ChargeOnly).then(|| format!("pi_{id}"));
     let charge_id = format!("ch_{id}");
     let kind = if is_subscription {
         PaymentKind::Subscription {
@@ -342,6 +377,7 @@ fn payment(rng: &mut StdRng, options: &TrafficOptions, n: usize) -> Payment {
             .gen_bool(0.6)
             .then(|| DESIGNATIONS[rng.gen_range(0..DESIGNATIONS.len())].to_string()),
         refunded: false,
+        both_events: role == Role::BothEvents,
     }
 }
 
@@ -362,11 +398,7 @@ fn envelope(event_id: &str, event_type: &str, era: Era, created_s: i64, object: 
 }
 
 /// Builds the events of one payment (before shuffling): (type, era, object, expected).
-fn payment_events(
-    rng: &mut StdRng,
-    options: &TrafficOptions,
-    payment: &Payment,
-) -> Vec<(&'static str, Value, Expected)> {
+fn payment_events(rng: &mut StdRng, payment: &Payment) -> Vec<(&'static str, Value, Expected)> {
     let payment_id = payment.payment_id.clone();
     match &payment.kind {
         PaymentKind::OneTime => {
@@ -386,7 +418,7 @@ fn payment_events(
                 objects::payment_intent(payment),
                 gift,
             );
-            if rng.gen_bool(options.both_events_share) {
+            if payment.both_events {
                 vec![intent, charge]
             } else if rng.gen_bool(0.5) {
                 vec![intent]
@@ -441,8 +473,11 @@ fn payment_events(
 /// Generates the traffic of `options`, deterministically from `options.seed`.
 pub fn generate(options: &TrafficOptions) -> Traffic {
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let mut payments: Vec<Payment> = (0..options.payments)
-        .map(|n| payment(&mut rng, options, n))
+    let roles = roles(&mut rng, options);
+    let mut payments: Vec<Payment> = roles
+        .into_iter()
+        .enumerate()
+        .map(|(n, role)| payment(&mut rng, options, n, role))
         .collect();
     let mut event_count = 0usize;
     let mut next_event_id = |rng: &mut StdRng| -> String {
@@ -486,7 +521,7 @@ pub fn generate(options: &TrafficOptions) -> Traffic {
                 );
             }
         }
-        let mut parts = payment_events(&mut rng, options, payment);
+        let mut parts = payment_events(&mut rng, payment);
         // Stripe does not order the events of one payment.
         parts.shuffle(&mut rng);
         for (event_type, object, expected) in parts {

@@ -198,3 +198,29 @@ fn generation_is_deterministic_per_seed_and_seeds_do_not_share_ids() {
         .iter()
         .all(|id| !first_ids.contains(id)));
 }
+
+#[test]
+fn shares_are_exact_so_event_counts_are_predictable() {
+    // Goal: the traffic (30 % of payments as both events, 10 % re-deliveries) has
+    // exactly the counts the shares say: 700 one-time payments → 910 events + 91 copies.
+    let traffic = generate(&TrafficOptions {
+        seed: 9,
+        payments: 700,
+        subscription_share: 0.0,
+        both_events_share: 0.3,
+        charge_only_share: 0.1,
+        refunds: 0,
+        customer_share: 0.0,
+        redelivery_share: 0.1,
+        ..TrafficOptions::default()
+    });
+    let both = traffic.payments.iter().filter(|p| p.both_events).count();
+    let charge_only = traffic
+        .payments
+        .iter()
+        .filter(|p| p.intent_id.is_none())
+        .count();
+    assert_eq!((both, charge_only), (210, 70));
+    assert_eq!(traffic.redeliveries(), 91);
+    assert_eq!(traffic.events.len(), 1_001);
+}
