@@ -225,6 +225,8 @@ async fn drive(
         });
     }
 
+    client.wait_ready(Duration::from_secs(30)).await?;
+
     // Stripe delivers: every tenant at once, a few deliveries in flight each.
     let deliveries = tenants.iter().map(|tenant| {
         let client = &client;

@@ -105,37 +105,74 @@ impl DemoClient {
         )
     }
 
-    /// One signed delivery to `POST /hooks/{tenant}/stripe`.
+    /// One signed delivery to `POST /hooks/{tenant}/stripe`, retried like Stripe retries
+    /// a `503` (the tenant's capture is starting or its mailbox is full), briefly.
     pub async fn deliver(
         &self,
         tenant_id: &str,
         secret: &str,
         event: &GeneratedEvent,
     ) -> anyhow::Result<Delivery> {
+        const ATTEMPTS_MAX: u32 = 20;
         let url = format!("{}/hooks/{tenant_id}/stripe", self.endpoints.main_url);
-        let now_s = jiff::Timestamp::now().as_second();
-        let response = self
-            .http
-            .post(&url)
-            .header(
-                "Stripe-Signature",
-                sign(secret, event.body.as_bytes(), now_s),
-            )
-            .header("Content-Type", "application/json")
-            .body(event.body.clone())
-            .send()
-            .await
-            .with_context(|| format!("delivering {} to {url}", event.id))?;
-        match response.status().as_u16() {
-            202 => Ok(Delivery::Queued),
-            200 => Ok(Delivery::Acknowledged),
-            404 => bail!(
-                "the Stripe ingress answered 404 for {url}: this build has no `POST /hooks/{{tenant}}/stripe` yet"
-            ),
-            status => {
-                let text = response.text().await.unwrap_or_default();
-                bail!("delivering {} ({}) answered {status}: {text}", event.id, event.event_type)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let now_s = jiff::Timestamp::now().as_second();
+            let response = self
+                .http
+                .post(&url)
+                .header(
+                    "Stripe-Signature",
+                    sign(secret, event.body.as_bytes(), now_s),
+                )
+                .header("Content-Type", "application/json")
+                .body(event.body.clone())
+                .send()
+                .await
+                .with_context(|| format!("delivering {} to {url}", event.id))?;
+            match response.status().as_u16() {
+                202 => return Ok(Delivery::Queued),
+                200 => return Ok(Delivery::Acknowledged),
+                404 => bail!(
+                    "the Stripe ingress answered 404 for {url}: this build has no `POST /hooks/{{tenant}}/stripe` yet"
+                ),
+                503 if attempt < ATTEMPTS_MAX => {
+                    let retry_after_ms = response
+                        .headers()
+                        .get("Retry-After")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse::<u64>().ok())
+                        .map_or(100, |seconds| (seconds * 1_000).min(2_000));
+                    tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+                }
+                status => {
+                    let text = response.text().await.unwrap_or_default();
+                    bail!(
+                        "delivering {} ({}) answered {status}: {text}",
+                        event.id,
+                        event.event_type
+                    )
+                }
             }
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (every tenant's actors started).
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.endpoints.main_url);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(response) = self.http.get(&url).send().await {
+                if response.status() == 200 {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the engine is not ready after {timeout:?} ({url})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -21,6 +21,8 @@ async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) ->
 /// A paused tenant (nothing is submitted while the test arranges its queue).
 async fn paused_tenant(app: &TestApp, id: &str) {
     app.create_tenant(&tenant_body(id)).await;
+    // Every child started (a capture still starting would answer the enqueue hook 503).
+    app.wait_ready().await;
     let (status, _) = call(app, Method::POST, &format!("/v1/tenants/{id}/pause"), None).await;
     assert_eq!(status, 200);
 }
@@ -275,6 +277,7 @@ async fn connection_test_answers_ok_or_why_not_and_spends_budget() {
     // spent_last_hour, and a header limit unlike hourly_limit shows a budget warning.
     let app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body("conn")).await;
+    app.wait_ready().await;
     let (status, answer) = call(&app, Method::POST, "/v1/tenants/conn/test-connection", None).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["ok"], true, "{answer}");
