@@ -37,7 +37,7 @@ pub struct DemoOptions {
     pub seed: u64,
     /// The whole run must converge within this.
     pub timeout_s: u64,
-    /// Keep the engine's data here (else a temporary dir, removed at the end).
+    /// Keep the engine's data here (else a temporary dir, removed after a successful run).
     pub data_dir: Option<PathBuf>,
 }
 
@@ -113,8 +113,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Vec<TenantSummary>> {
         Ok(Err(err)) => eprintln!("steward demo: the engine task failed: {err}"),
         Err(_) => eprintln!("steward demo: the engine did not stop within {shutdown_deadline:?}"),
     }
-    if temporary {
-        let _ = std::fs::remove_dir_all(&data_dir);
+    match (&outcome, temporary) {
+        (Ok(_), true) => {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        // A failed run keeps its data: `steward serve` with STEWARD_DATA_DIR there shows it.
+        (Err(_), true) => println!(
+            "steward demo: the engine's data is kept for inspection in {}",
+            data_dir.display()
+        ),
+        (_, false) => {}
     }
     outcome
 }

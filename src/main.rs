@@ -44,7 +44,7 @@ enum Command {
         /// Fail (exit 1) if the loop has not converged after this many seconds.
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
-        /// Keep the engine's data here (default: a temporary dir, removed at the end).
+        /// Keep the engine's data here (default: a temporary dir, removed after a successful run).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
