@@ -226,35 +226,6 @@ impl TenantHandle {
             .store(needs_operator, Ordering::Release);
     }
 
-    /// New settings apply without restarting the tenant (see `SettingsChanged`).
-    pub fn update_settings(&self, settings: TenantSettings) {
-        let paused = settings.paused;
-        self.shared.replace_settings(settings);
-        if paused != self.shared.is_paused() {
-            self.set_paused(paused);
-        }
-        let guard = self.shared.supervisor_cell.mailbox.guard();
-        self.supervisor.do_send(SettingsChanged { guard });
-    }
-
-    /// New credentials or base URL: the next call uses `crm` (calls in flight finish on the
-    /// old one).
-    pub fn replace_crm(&self, crm: Arc<dyn Crm>) {
-        self.shared.replace_crm(crm);
-    }
-
-    /// The tenant's Virtuous (for admin one-off calls such as the connection test, which
-    /// still draw from the budget: see the budget ledger).
-    pub fn crm(&self) -> Arc<dyn Crm> {
-        self.shared.crm()
-    }
-
-    /// Tells Queue and Submitter that entries became ready outside Capture (an operator
-    /// replay). Lossy like every hint: the submitter finds the work in the store anyway.
-    pub fn hint_work(&self, entries_added: u64) {
-        self.shared.hint_new_work(entries_added);
-    }
-
     /// Draws one call for an operator action (the connection test) from the tenant's budget
     /// and records it in the call log; `Err(when_ms)`: not before then (invariant 4).
     ///
@@ -289,6 +260,35 @@ impl TenantHandle {
                     remaining: facts.remaining,
                 });
         }
+    }
+
+    /// New settings apply without restarting the tenant (see `SettingsChanged`).
+    pub fn update_settings(&self, settings: TenantSettings) {
+        let paused = settings.paused;
+        self.shared.replace_settings(settings);
+        if paused != self.shared.is_paused() {
+            self.set_paused(paused);
+        }
+        let guard = self.shared.supervisor_cell.mailbox.guard();
+        self.supervisor.do_send(SettingsChanged { guard });
+    }
+
+    /// New credentials or base URL: the next call uses `crm` (calls in flight finish on the
+    /// old one).
+    pub fn replace_crm(&self, crm: Arc<dyn Crm>) {
+        self.shared.replace_crm(crm);
+    }
+
+    /// The tenant's Virtuous (for admin one-off calls such as the connection test, which
+    /// still draw from the budget: see the budget ledger).
+    pub fn crm(&self) -> Arc<dyn Crm> {
+        self.shared.crm()
+    }
+
+    /// Tells Queue and Submitter that entries became ready outside Capture (an operator
+    /// replay). Lossy like every hint: the submitter finds the work in the store anyway.
+    pub fn hint_work(&self, entries_added: u64) {
+        self.shared.hint_new_work(entries_added);
     }
 
     /// The tenant's sled store, when it runs on one.
