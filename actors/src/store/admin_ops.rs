@@ -35,8 +35,7 @@ pub fn status_of_reason(reason: &str) -> Option<u16> {
     (100..600).contains(&status).then_some(status)
 }
 
-/// A dead letter of `entry` (the one place that builds one here: when [`DeadLetter`] gains
-/// fields, only this and the two readers below change).
+/// A dead letter of `entry`, dead after `entry.attempts` attempts.
 fn new_dead_letter(
     id: u64,
     entry: QueueEntry,
@@ -44,24 +43,27 @@ fn new_dead_letter(
     status: Option<u16>,
     dead_at_ms: u64,
 ) -> DeadLetter {
-    // v1 has no status field: the reason carries it (`dead_letter_reason`).
-    let _ = status;
     DeadLetter {
         id,
+        attempts: entry.attempts,
         entry,
         reason,
         dead_at_ms,
+        status,
     }
 }
 
-/// The HTTP status of the answer that killed the entry, when known.
+/// The HTTP status of the answer that killed the entry, when known (older dead letters and
+/// reasons written with [`dead_letter_reason`] carry it in the text).
 pub fn dead_letter_status(dead_letter: &DeadLetter) -> Option<u16> {
-    status_of_reason(&dead_letter.reason)
+    dead_letter
+        .status
+        .or_else(|| status_of_reason(&dead_letter.reason))
 }
 
 /// Attempts made before the entry died.
 pub fn dead_letter_attempts(dead_letter: &DeadLetter) -> u32 {
-    dead_letter.entry.attempts
+    dead_letter.attempts
 }
 
 /// What a replay did.
