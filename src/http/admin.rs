@@ -9,7 +9,7 @@ use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
-use steward_actors::runtime::{ActorKind, KillMode, TenantHandle};
+use steward_actors::runtime::{ActorKind, EnqueueError, KillMode, TenantHandle};
 use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind, TenantStore};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -185,6 +185,9 @@ fn default_enqueue_count() -> usize {
     1
 }
 
+/// How long the enqueue hook waits for a starting capture actor.
+const CAPTURE_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Test-only hook (`runtime.test_hooks = true`): queues `count` synthetic gifts through the
 /// tenant's capture actor (durable before the 202), until real ingress exists.
 async fn enqueue_synthetic(
@@ -204,7 +207,7 @@ async fn enqueue_synthetic(
         .prefix
         .clone()
         .unwrap_or_else(|| format!("synthetic_{}_", rand::random::<u64>()));
-    let entries = (0..query.count)
+    let entries: Vec<NewEntry> = (0..query.count)
         .map(|index| {
             let source_id = format!("{prefix}{index}");
             let body = serde_json::json!({"transactionSource": "Synthetic", "transactionId": source_id,
@@ -226,10 +229,23 @@ async fn enqueue_synthetic(
             }
         })
         .collect();
-    let outcomes = handle
-        .enqueue(entries)
-        .await
-        .map_err(|err| ApiError::new(ErrorCode::Unavailable, format!("enqueue failed: {err}")))?;
+    // A tenant created a moment ago may still be starting its capture actor: the hook waits
+    // for it briefly (tests call it right after creating a tenant) instead of answering 503.
+    let started = std::time::Instant::now();
+    let outcomes = loop {
+        match handle.enqueue(entries.clone()).await {
+            Ok(outcomes) => break outcomes,
+            Err(EnqueueError::Unavailable) if started.elapsed() < CAPTURE_START_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(err) => {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("enqueue failed: {err}"),
+                ))
+            }
+        }
+    };
     let queued = outcomes
         .iter()
         .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
