@@ -589,3 +589,21 @@ pub fn list(state: &AppState) -> Result<Value, ApiError> {
         .collect();
     Ok(json!({"tenants": tenants, "total": records.len()}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_calls_batch_gifts_and_count_other_entries_one_each() {
+        // Goal: gifts share calls up to batch_max, other entries take one each; ETA rounds up.
+        assert_eq!(calls_to_drain(0, 1.0, 100), 0);
+        assert_eq!(calls_to_drain(250, 1.0, 100), 3);
+        assert_eq!(calls_to_drain(100, 0.5, 100), 1 + 50);
+        assert_eq!(calls_to_drain(10, 0.0, 100), 10);
+        assert_eq!(eta_s(0, 0), Some(0));
+        assert_eq!(eta_s(3, 3_240), Some(4));
+        assert_eq!(eta_s(3_600, 3_600), Some(3_600));
+        assert_eq!(eta_s(1, 0), None);
+    }
+}
