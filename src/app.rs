@@ -90,6 +90,15 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// `steward serve`: runs until SIGTERM / SIGINT, then shuts down within the deadline.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_until(config, wait_for_shutdown_signal()).await
+}
+
+/// [`serve`] until `shutdown` resolves (to the name of what asked), then the same graceful
+/// shutdown. `steward demo` runs the engine in its own process this way.
+pub async fn serve_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = &'static str>,
+) -> anyhow::Result<()> {
     let listeners = config
         .listeners()
         .map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
@@ -243,7 +252,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         actix_rt::spawn(server);
     }
 
-    let signal_name = wait_for_shutdown_signal().await;
+    let signal_name = shutdown.await;
     tracing::info!(
         signal = signal_name,
         deadline_s = config.shutdown_deadline_s,

@@ -9,17 +9,21 @@
 //! - [`tenants`]: tenant operations behind the admin API, and boot.
 //! - [`http`]: actix-web — admin API, metrics, health.
 //! - [`app`]: wiring: store, runtime, servers, lifecycle.
+//! - [`demo`]: `steward demo`, the whole loop in one process against the embedded sandbox.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sandbox`]: a Virtuous CRM+ simulator shipped in the binary.
 //! - [`sources`]: source platforms (Stripe…): verify → parse → map to commands, pure.
+//! - [`traffic`]: a deterministic generator of signed Stripe webhook traffic (demo, tests, benches).
 //! - [`virtuous`]: the Virtuous CRM+ client; answers reduced to facts for classification.
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod sandbox;
 pub mod sources;
 pub mod telemetry;
 pub mod tenant;
 pub mod tenants;
+pub mod traffic;
 pub mod virtuous;

@@ -9,8 +9,8 @@ use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
-use steward_actors::runtime::{ActorKind, KillMode, TenantHandle};
-use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind};
+use steward_actors::runtime::{ActorKind, EnqueueError, KillMode, TenantHandle};
+use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind, TenantStore};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -29,6 +29,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/tenants/{id}/_test/enqueue",
             web::post().to(enqueue_synthetic),
         )
+        .route(
+            "/tenants/{id}/_test/dead-letter",
+            web::post().to(dead_letter_queued),
+        )
+        .configure(super::admin_dead_letters::routes)
+        .configure(super::admin_records::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));
@@ -39,6 +45,19 @@ fn tenant_id(path: &web::Path<String>) -> Result<String, ApiError> {
     let id = path.as_str();
     validate_tenant_id(id)?;
     Ok(id.to_string())
+}
+
+/// The store of a registered tenant (404 for an unknown one: `Store::tenant` would create
+/// an empty key space for any id).
+pub(super) fn registered_tenant_store(state: &AppState, id: &str) -> Result<TenantStore, ApiError> {
+    validate_tenant_id(id)?;
+    if state.store.registry().get(id)?.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no tenant `{id}`"),
+        ));
+    }
+    Ok(state.store.tenant(id)?)
 }
 
 async fn create_tenant(
@@ -158,11 +177,16 @@ struct EnqueueQuery {
     count: usize,
     /// Source ids are `{prefix}{index}` (repeatable, to test dedup); random by default.
     prefix: Option<String>,
+    /// When set, each entry also gets the alias `{alias}{index}` (record lookup by alias).
+    alias: Option<String>,
 }
 
 fn default_enqueue_count() -> usize {
     1
 }
+
+/// How long the enqueue hook waits for a starting capture actor.
+const CAPTURE_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Test-only hook (`runtime.test_hooks = true`): queues `count` synthetic gifts through the
 /// tenant's capture actor (durable before the 202), until real ingress exists.
@@ -183,7 +207,7 @@ async fn enqueue_synthetic(
         .prefix
         .clone()
         .unwrap_or_else(|| format!("synthetic_{}_", rand::random::<u64>()));
-    let entries = (0..query.count)
+    let entries: Vec<NewEntry> = (0..query.count)
         .map(|index| {
             let source_id = format!("{prefix}{index}");
             let body = serde_json::json!({"transactionSource": "Synthetic", "transactionId": source_id,
@@ -196,19 +220,82 @@ async fn enqueue_synthetic(
                 lane: Lane::Live,
                 transaction_source: "Synthetic".into(),
                 body_json: body.to_string(),
-                aliases: Vec::new(),
+                aliases: query
+                    .alias
+                    .as_ref()
+                    .map(|alias| vec![format!("{alias}{index}")])
+                    .unwrap_or_default(),
                 now_ms,
             }
         })
         .collect();
-    let outcomes = handle
-        .enqueue(entries)
-        .await
-        .map_err(|err| ApiError::new(ErrorCode::Unavailable, format!("enqueue failed: {err}")))?;
+    // A tenant created a moment ago may still be starting its capture actor: the hook waits
+    // for it briefly (tests call it right after creating a tenant) instead of answering 503.
+    let started = std::time::Instant::now();
+    let outcomes = loop {
+        match handle.enqueue(entries.clone()).await {
+            Ok(outcomes) => break outcomes,
+            Err(EnqueueError::Unavailable) if started.elapsed() < CAPTURE_START_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(err) => {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("enqueue failed: {err}"),
+                ))
+            }
+        }
+    };
     let queued = outcomes
         .iter()
         .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
         .count();
     Ok(HttpResponse::Accepted()
         .json(serde_json::json!({"queued": queued, "duplicates": outcomes.len() - queued})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    #[serde(default = "default_enqueue_count")]
+    count: usize,
+    /// Shown as the dead letter's reason.
+    #[serde(default = "default_dead_letter_message")]
+    reason: String,
+    /// The HTTP status the reason carries (`HTTP {status}: …`), as the submitter writes it.
+    status: Option<u16>,
+}
+
+fn default_dead_letter_message() -> String {
+    "dead-lettered by a test hook".into()
+}
+
+/// Test-only hook (`runtime.test_hooks = true`): dead-letters the `count` oldest entries of
+/// the live lane, the way the submitter does for a permanent error. Pause the tenant first,
+/// or a running submitter may take the entries.
+async fn dead_letter_queued(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let handle = test_hook_target(&state, &path)?;
+    let tenant_store = handle
+        .sled()
+        .map(|sled| sled.tenant_store.clone())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the tenant has no sled store"))?;
+    let now_ms = tenants::now_ms();
+    let mut ids = Vec::new();
+    for (seq, _) in tenant_store.scan_lane(Lane::Live, query.count.min(10_000))? {
+        if let Some(dead) = tenant_store.dead_letter_queued_entry(
+            Lane::Live,
+            seq,
+            query.status,
+            &query.reason,
+            now_ms,
+        )? {
+            ids.push(dead.id);
+        }
+    }
+    state.store.durable().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"dead_lettered": ids})))
 }

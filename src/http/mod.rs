@@ -2,6 +2,8 @@
 //! later, webhook ingress (`/hooks`).
 
 pub mod admin;
+pub mod admin_dead_letters;
+pub mod admin_records;
 pub mod auth;
 pub mod error;
 pub mod ingress;

@@ -285,6 +285,8 @@ async fn delete_with_queued_work_needs_force() {
     // Goal: DELETE answers 409 `tenant_has_work` while entries are queued, and succeeds with ?force=true.
     let app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body("busy")).await;
+    // Every child started (the enqueue hook would otherwise wait for a starting capture).
+    app.wait_ready().await;
     let response = app
         .admin(
             Method::POST,

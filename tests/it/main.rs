@@ -2,6 +2,8 @@
 //! Each module states its goal in its first comment line.
 
 mod admin;
+mod admin_demo;
+mod admin_operations;
 mod common;
 mod confirm_reconcile;
 mod confirm_support;

@@ -13,6 +13,7 @@
 //! - `registry`, `secrets`: [`TenantRegistry`] and [`MasterKey`].
 //! - [`types`]: the stored value types.
 
+pub mod admin_ops;
 pub mod codec;
 pub mod confirm_ops;
 pub mod group_commit;

@@ -1,0 +1,256 @@
+//! Dead letters in the admin API (DESIGN.md §6): list, replay as-is or edited, discard.
+//!
+//! A replay may edit a body but never its idempotency fields (invariant 3): the old and the
+//! new body are compared field by field on `transactionSource`, `transactionId`,
+//! `referenceSource` and `referenceId` (a removal or an addition is a change too).
+//! Every answer comes after the store change is durable (invariant 1).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use steward_actors::store::admin_ops::{dead_letter_attempts, dead_letter_status};
+use steward_actors::store::{DeadLetter, Lane};
+
+use super::admin::registered_tenant_store;
+use super::error::{ApiError, ErrorCode};
+use super::{parse_json, read_body_limited};
+use crate::app::AppState;
+use crate::sources::kind_name;
+use crate::tenants::{format_ms, now_ms};
+
+/// Dead letters per page when `limit` is not given, and the most a page may hold.
+pub const PAGE_LIMIT_DEFAULT: usize = 100;
+pub const PAGE_LIMIT_MAX: usize = 1_000;
+
+/// The body fields that carry a record's idempotency key into Virtuous.
+pub const IDEMPOTENCY_FIELDS: [&str; 4] = [
+    "transactionSource",
+    "transactionId",
+    "referenceSource",
+    "referenceId",
+];
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/tenants/{id}/dead-letters", web::get().to(list))
+        .route(
+            "/tenants/{id}/dead-letters/{dl}/replay",
+            web::post().to(replay),
+        )
+        .route("/tenants/{id}/dead-letters/{dl}", web::delete().to(discard));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<usize>,
+    after: Option<u64>,
+}
+
+/// One dead letter as the API shows it: the body is the exact JSON that was refused.
+pub fn dead_letter_json(dead_letter: &DeadLetter) -> Value {
+    let entry = &dead_letter.entry;
+    let body = serde_json::from_str::<Value>(&entry.body_json)
+        .unwrap_or_else(|_| Value::String(entry.body_json.clone()));
+    json!({
+        "id": dead_letter.id,
+        "reason": dead_letter.reason,
+        "status": dead_letter_status(dead_letter),
+        "attempts": dead_letter_attempts(dead_letter),
+        "kind": kind_name(entry.kind),
+        "source": entry.source,
+        "source_id": entry.source_id,
+        "lane": entry.lane.name(),
+        "idempotency_key": entry.idempotency_key,
+        "transaction_source": entry.transaction_source,
+        "body": body,
+        "enqueued_at": format_ms(entry.enqueued_at_ms),
+        "dead_at": format_ms(dead_letter.dead_at_ms),
+    })
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_store = registered_tenant_store(&state, &path)?;
+    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("limit must be 1 to {PAGE_LIMIT_MAX}"),
+        ));
+    }
+    // One more than asked tells whether another page follows.
+    let mut page = tenant_store.dead_letters_page(query.after, limit + 1)?;
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    let next_after = has_more.then(|| page.last().map(|dead| dead.id)).flatten();
+    let dead_letters: Vec<Value> = page.iter().map(dead_letter_json).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "dead_letters": dead_letters,
+        "next_after": next_after,
+    })))
+}
+
+fn dead_letter_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no dead letter `{raw}`")))
+}
+
+fn no_dead_letter(id: u64) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no dead letter `{id}`"))
+}
+
+/// The fields among [`IDEMPOTENCY_FIELDS`] whose value differs between the two bodies.
+pub fn changed_idempotency_fields(old_body: &Value, new_body: &Value) -> Vec<&'static str> {
+    IDEMPOTENCY_FIELDS
+        .into_iter()
+        .filter(|field| old_body.get(field) != new_body.get(field))
+        .collect()
+}
+
+/// The edited body of a replay request, checked; `None` = replay as-is.
+fn edited_body(raw: &[u8], old_body_json: &str) -> Result<Option<String>, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let request = parse_json(raw)?;
+    let Some(fields) = request.as_object() else {
+        return Err(ApiError::new(
+            ErrorCode::MalformedBody,
+            "a replay request is empty or a JSON object",
+        ));
+    };
+    if let Some(unknown) = fields.keys().find(|key| *key != "body") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("unknown field `{unknown}`: a replay takes only `body`"),
+        ));
+    }
+    let Some(new_body) = fields.get("body") else {
+        return Ok(None);
+    };
+    if !new_body.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "field `body` must be a JSON object (the Virtuous request body)",
+        ));
+    }
+    // A stored body that is not JSON cannot be compared: no edit is safe then.
+    let old_body: Value = serde_json::from_str(old_body_json).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidField,
+            "the dead letter's body is not JSON; it can only be replayed as-is",
+        )
+    })?;
+    let changed = changed_idempotency_fields(&old_body, new_body);
+    if !changed.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyFieldsChanged,
+            format!(
+                "a replay may not change {} (the record's idempotency key, DESIGN.md invariant 3)",
+                changed.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(new_body.to_string()))
+}
+
+async fn replay(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, raw_id) = path.into_inner();
+    let tenant_store = registered_tenant_store(&state, &tenant_id)?;
+    let id = dead_letter_id(&raw_id)?;
+    let raw = read_body_limited(&request, payload, state.config.body_limit_bytes).await?;
+    let dead_letter = tenant_store
+        .get_dead_letter(id)?
+        .ok_or_else(|| no_dead_letter(id))?;
+    let edited = edited_body(&raw, &dead_letter.entry.body_json)?;
+    let replayed = tenant_store
+        .replay_dead_letter(id, edited, now_ms())?
+        // Replayed or discarded by a concurrent request in between.
+        .ok_or_else(|| no_dead_letter(id))?;
+    state.store.durable().await?;
+    if let Some(handle) = state.runtime.tenant(&tenant_id) {
+        handle.hint_work(1);
+    }
+    tracing::info!(tenant_id = %tenant_id, dead_letter_id = id, seq = replayed.seq, edited = replayed.edited, "dead letter replayed by operator");
+    Ok(HttpResponse::Ok().json(json!({
+        "replayed": id,
+        "edited": replayed.edited,
+        "lane": Lane::Live.name(),
+        "seq": replayed.seq,
+        "state": replayed.record.state.name(),
+    })))
+}
+
+async fn discard(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, raw_id) = path.into_inner();
+    let tenant_store = registered_tenant_store(&state, &tenant_id)?;
+    let id = dead_letter_id(&raw_id)?;
+    tenant_store
+        .discard_dead_letter(id, now_ms())?
+        .ok_or_else(|| no_dead_letter(id))?;
+    state.store.durable().await?;
+    tracing::info!(tenant_id = %tenant_id, dead_letter_id = id, "dead letter discarded by operator");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_field_changes_include_removal_and_addition() {
+        // Goal: any difference on the four fields is reported; other fields are free to change.
+        let old = json!({"transactionSource": "Stripe", "transactionId": "pi_1", "amount": "1.00"});
+        let amount_only =
+            json!({"transactionSource": "Stripe", "transactionId": "pi_1", "amount": "2.00"});
+        assert!(changed_idempotency_fields(&old, &amount_only).is_empty());
+        let removed = json!({"transactionSource": "Stripe", "amount": "1.00"});
+        assert_eq!(
+            changed_idempotency_fields(&old, &removed),
+            ["transactionId"]
+        );
+        let added =
+            json!({"transactionSource": "Stripe", "transactionId": "pi_1", "referenceId": "x"});
+        assert_eq!(changed_idempotency_fields(&old, &added), ["referenceId"]);
+        let retyped = json!({"transactionSource": "Stripe", "transactionId": 1});
+        assert_eq!(
+            changed_idempotency_fields(&old, &retyped),
+            ["transactionId"]
+        );
+    }
+
+    #[test]
+    fn replay_requests_parse_to_as_is_or_a_checked_edit() {
+        // Goal: empty and `{}` replay as-is; unknown fields, non-objects and id edits are refused.
+        let old = r#"{"transactionSource":"S","transactionId":"1","amount":"1"}"#;
+        assert_eq!(edited_body(b"", old).unwrap(), None);
+        assert_eq!(edited_body(b"  {} ", old).unwrap(), None);
+        let edited = edited_body(
+            br#"{"body": {"transactionSource":"S","transactionId":"1","amount":"2"}}"#,
+            old,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(edited.contains(r#""amount":"2""#));
+        let code = |raw: &[u8]| edited_body(raw, old).unwrap_err().code;
+        assert_eq!(code(br#"{"bdy": {}}"#), ErrorCode::InvalidField);
+        assert_eq!(code(br#"{"body": [1]}"#), ErrorCode::InvalidField);
+        assert_eq!(code(b"not json"), ErrorCode::MalformedBody);
+        assert_eq!(
+            code(br#"{"body": {"transactionSource":"S","transactionId":"2"}}"#),
+            ErrorCode::IdempotencyFieldsChanged
+        );
+    }
+}

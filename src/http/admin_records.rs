@@ -1,0 +1,191 @@
+//! Record lookup and the connection test in the admin API (DESIGN.md §6).
+//!
+//! - `GET /v1/tenants/{id}/records/{kind}/{source}/{source_id}`: the record's state, keys
+//!   and full history; `source_id` may be any alias (PaymentIntent, charge, event id…).
+//! - `POST /v1/tenants/{id}/test-connection`: one `GET /api/Organization/Current` with the
+//!   tenant's key, drawn from its budget like every other call (invariant 4). A refused key
+//!   or an unreachable Virtuous is an *answer* (`200 {"ok": false, …}`), not a server error.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+use steward_actors::store::types::RecordState;
+use steward_actors::store::RecordKind;
+
+use super::admin::registered_tenant_store;
+use super::error::{ApiError, ErrorCode};
+use crate::app::AppState;
+use crate::sources::kind_name;
+use crate::tenants::{format_ms, now_ms};
+
+/// Longest a connection test waits for a budget slot before answering "not sent".
+const CONNECTION_TEST_WAIT_MS_MAX: u64 = 5_000;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route(
+            "/tenants/{id}/records/{kind}/{source}/{source_id}",
+            web::get().to(get_record),
+        )
+        .route(
+            "/tenants/{id}/test-connection",
+            web::post().to(test_connection),
+        );
+}
+
+/// `gift`, `contact` or `refund`.
+pub fn parse_kind(name: &str) -> Result<RecordKind, ApiError> {
+    match name {
+        "gift" => Ok(RecordKind::Gift),
+        "contact" => Ok(RecordKind::Contact),
+        "refund" => Ok(RecordKind::Refund),
+        other => Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("kind `{other}` is not one of gift, contact, refund"),
+        )),
+    }
+}
+
+fn record_json(record: &RecordState, queued: Vec<Value>, dead_letter: Value) -> Value {
+    let history: Vec<Value> = record
+        .history
+        .iter()
+        .map(|transition| {
+            json!({
+                "at": format_ms(transition.at_ms),
+                "from": transition.from.map(|state| state.name()),
+                "to": transition.to.name(),
+                "reason": transition.reason,
+            })
+        })
+        .collect();
+    json!({
+        "kind": kind_name(record.kind),
+        "source": record.source,
+        "source_id": record.source_id,
+        "state": record.state.name(),
+        "idempotency_key": record.idempotency_key,
+        "virtuous_id": record.virtuous_id,
+        "updated_at": format_ms(record.updated_at_ms),
+        "history": history,
+        "queued": queued,
+        "dead_letter": dead_letter,
+    })
+}
+
+async fn get_record(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, kind_name, source, id_or_alias) = path.into_inner();
+    let tenant_store = registered_tenant_store(&state, &tenant_id)?;
+    let kind = parse_kind(&kind_name)?;
+    let record = tenant_store
+        .find_record(kind, &source, &id_or_alias)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no {kind_name} record `{source}/{id_or_alias}` (by id or alias)"),
+            )
+        })?;
+    let queued: Vec<Value> = tenant_store
+        .queued_entries_of(&record)?
+        .into_iter()
+        .map(|queued| {
+            let body = serde_json::from_str::<Value>(&queued.entry.body_json)
+                .unwrap_or_else(|_| Value::String(queued.entry.body_json.clone()));
+            json!({
+                "lane": queued.lane.name(),
+                "seq": queued.seq,
+                "attempts": queued.entry.attempts,
+                "enqueued_at": format_ms(queued.entry.enqueued_at_ms),
+                "not_before": format_ms(queued.entry.not_before_ms),
+                "body": body,
+            })
+        })
+        .collect();
+    // By convention a dead letter's id is the seq of the entry that died.
+    let dead_letter = match record.last_seq {
+        Some(seq) => tenant_store
+            .get_dead_letter(seq)?
+            .map(|dead| super::admin_dead_letters::dead_letter_json(&dead))
+            .unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    Ok(HttpResponse::Ok().json(record_json(&record, queued, dead_letter)))
+}
+
+async fn test_connection(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    // 404 for an unknown tenant before "not running".
+    registered_tenant_store(&state, &tenant_id)?;
+    let handle = state.runtime.tenant(&tenant_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("tenant `{tenant_id}` is not running (see its status and the log)"),
+        )
+    })?;
+    // Invariant 4: the call is drawn from the tenant's budget before it is made; a slot
+    // that opens within a few seconds (pacing) is waited for, a spent hour is an answer.
+    let mut waited_ms = 0;
+    loop {
+        match handle.draw_operator_call() {
+            Ok(()) => break,
+            Err(next_at_ms) => {
+                let wait_ms = next_at_ms.saturating_sub(now_ms());
+                if waited_ms + wait_ms > CONNECTION_TEST_WAIT_MS_MAX {
+                    return Ok(HttpResponse::Ok().json(json!({
+                        "ok": false,
+                        "sent": false,
+                        "status": null,
+                        "reason": format!("not sent: the tenant's budget allows no call for {} s", wait_ms / 1_000),
+                    })));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms.max(1))).await;
+                waited_ms += wait_ms.max(1);
+            }
+        }
+    }
+    let (reply, organization) = handle.crm().organization_current().await;
+    let status = reply.facts.status;
+    handle.observe_rate_limit(reply.rate_limit);
+    let rate_limit = json!(reply.rate_limit);
+    let answered_2xx = status.is_some_and(|status| (200..300).contains(&status));
+    let body = match (answered_2xx, organization) {
+        (true, Some(organization)) => json!({
+            "ok": true,
+            "organization": organization,
+            "status": status,
+            "rate_limit": rate_limit,
+            "elapsed_ms": reply.elapsed_ms,
+        }),
+        (answered_2xx, _) => {
+            let reason = reply
+                .facts
+                .message
+                .clone()
+                .or_else(|| {
+                    reply
+                        .facts
+                        .connection_error_kind
+                        .map(|kind| format!("no answer: {kind:?}"))
+                })
+                .unwrap_or_else(|| match answered_2xx {
+                    true => "the answer did not name an organization".to_string(),
+                    false => format!("HTTP {}", status.unwrap_or(0)),
+                });
+            json!({
+                "ok": false,
+                "sent": true,
+                "status": status,
+                "reason": reason,
+                "rate_limit": rate_limit,
+                "elapsed_ms": reply.elapsed_ms,
+            })
+        }
+    };
+    tracing::info!(tenant_id = %tenant_id, ok = body["ok"].as_bool(), status = ?status, "connection test");
+    Ok(HttpResponse::Ok().json(body))
+}
