@@ -379,6 +379,45 @@ impl TenantInner {
         Ok(guard)
     }
 
+    /// The counters as last written (queue_ops reads them under the write lock).
+    pub(crate) fn load_counts(&self) -> Counts {
+        self.counts.load()
+    }
+
+    /// Publishes counters written by a batch applied under the write lock (queue_ops).
+    pub(crate) fn store_counts(&self, counts: Counts) {
+        self.counts.store(counts);
+    }
+
+    /// Keeps the lane gauges exact after a queue batch applied under the write lock outside
+    /// enqueue (queue_ops: completion moves entries between lanes and removes them).
+    /// `added[lane] = (entries, oldest enqueue time)`, `removed[lane] = entries`.
+    pub(crate) fn adjust_lane_gauges(
+        &self,
+        added: [(u64, u64); 4],
+        removed: [u64; 4],
+    ) -> Result<(), StoreError> {
+        for lane in Lane::ALL {
+            let gauge = &self.lanes[lane as usize];
+            let (count, oldest_added) = added[lane as usize];
+            let gone = removed[lane as usize];
+            if count > 0 {
+                gauge.depth.fetch_add(count, Ordering::Relaxed);
+            }
+            if gone > 0 {
+                gauge.depth.fetch_sub(gone, Ordering::Relaxed);
+                let oldest = self.oldest_near_lane_head(lane)?;
+                gauge.oldest_enqueued_at_ms.store(oldest, Ordering::Relaxed);
+            }
+            if count > 0 {
+                gauge
+                    .oldest_enqueued_at_ms
+                    .fetch_min(oldest_added, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until this tenant's submitted enqueues are applied (read-your-writes). Free
     /// when nothing is pending; otherwise at most one writer cycle.
     pub(crate) fn settle(&self) -> Result<(), StoreError> {

@@ -410,6 +410,8 @@ fn dead_letters_checkpoints_calls_and_alerts() {
             entry: entry.clone(),
             reason: "422 invalid amount".into(),
             dead_at_ms: 9,
+            status: Some(422),
+            attempts: 1,
         };
         tenant.put_dead_letter(&dead).unwrap();
     }

@@ -233,7 +233,7 @@ pub struct DedupMark {
     pub first_seen_at_ms: u64,
 }
 
-/// A dead letter: the entry as it was, why it died, and when.
+/// A dead letter: the entry as it was (exact body), why it died, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// By convention the queue seq of the entry that died (unique in the `Db`).
@@ -241,6 +241,40 @@ pub struct DeadLetter {
     pub entry: QueueEntry,
     pub reason: String,
     pub dead_at_ms: u64,
+    /// The HTTP status of the answer that killed it (`None`: no answer, or not from a call).
+    pub status: Option<u16>,
+    /// Attempts made (sent and failed), including the last one.
+    pub attempts: u32,
+}
+
+/// Schema v1 of [`DeadLetter`]: no status, no attempt count.
+#[derive(Deserialize)]
+struct DeadLetterV1 {
+    id: u64,
+    entry: QueueEntry,
+    reason: String,
+    dead_at_ms: u64,
+}
+
+impl Versioned for DeadLetter {
+    const VERSION: u8 = 2;
+    const NAME: &'static str = "DeadLetter";
+
+    /// v1 → v2: status unknown, attempts = the entry's failed-attempt count.
+    fn decode_older(version: u8, payload: &[u8]) -> Result<Self, StoreError> {
+        if version != 1 {
+            return Err(unknown_version::<Self>(version));
+        }
+        let old: DeadLetterV1 = decode_payload("DeadLetter v1", payload)?;
+        Ok(DeadLetter {
+            attempts: old.entry.attempts,
+            id: old.id,
+            entry: old.entry,
+            reason: old.reason,
+            dead_at_ms: old.dead_at_ms,
+            status: None,
+        })
+    }
 }
 
 /// A checkpoint (high-water mark) in the poller's own format.
@@ -281,7 +315,6 @@ versioned! {
     QueueEntry => 1,
     RecordRef => 1,
     DedupMark => 1,
-    DeadLetter => 1,
     Checkpoint => 1,
     CallMark => 1,
     Unconfirmed => 1,
@@ -382,10 +415,24 @@ mod tests {
             entry: e,
             reason: "ab".into(),
             dead_at_ms: 1,
+            status: Some(422),
+            attempts: 3,
         };
+        // Version 2: the v1 fields, then status (Some = 01 + u16 LE) and attempts (u32 LE).
+        let dl_v1_fields = format!("{s1}{}{AB}{s1}", &q[2..]);
         assert_eq!(
             hex(&encode(&dl).unwrap()),
-            format!("01{s1}{}{AB}{s1}", &q[2..])
+            format!("02{dl_v1_fields}01a60103000000")
+        );
+        // Version 1 bytes migrate: no status, attempts from the entry (2 here).
+        let migrated: DeadLetter = decode(&unhex(&format!("01{dl_v1_fields}"))).unwrap();
+        assert_eq!(
+            migrated,
+            DeadLetter {
+                status: None,
+                attempts: 2,
+                ..dl.clone()
+            }
         );
         let c = Checkpoint {
             bytes: b"ab".to_vec(),
