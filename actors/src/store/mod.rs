@@ -17,11 +17,11 @@ pub mod codec;
 pub mod group_commit;
 pub mod keys;
 pub mod layout;
+pub mod queue_ops;
 mod registry;
 mod secrets;
 mod tenant;
 mod tenant_data;
-pub mod queue_ops;
 pub mod types;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -33,11 +33,11 @@ use serde::{Deserialize, Serialize};
 
 pub use group_commit::FlushStats;
 pub use layout::{Layout, DEFAULT_LAYOUT};
-pub use secrets::MASTER_KEY_FILE;
 pub use queue_ops::{
     Completion, CompletionReport, Lease, LeaseBatch, LeaseRequest, LeaseTable, LeasedEntry,
     RetryPolicy, LEASE_SCAN_MAX,
 };
+pub use secrets::MASTER_KEY_FILE;
 pub use types::{
     CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SeenKey,
     SyncState, Transition, Unconfirmed,

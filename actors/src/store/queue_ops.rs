@@ -94,7 +94,10 @@ impl LeaseTable {
     pub fn release(&self, generation: u64, keys: &[(Lane, u64)]) {
         let mut leases = self.lock();
         for key in keys {
-            if leases.get(key).is_some_and(|lease| lease.generation == generation) {
+            if leases
+                .get(key)
+                .is_some_and(|lease| lease.generation == generation)
+            {
                 leases.remove(key);
             }
         }
@@ -387,16 +390,14 @@ impl TenantStore {
             let mut entry: QueueEntry = decode(&bytes)?;
             let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
             if !records.contains_key(&record_key) {
-                let stored = inner
-                    .read::<RecordState>(&record_key)?
-                    .unwrap_or_else(|| {
-                        RecordState::new(
-                            entry.kind,
-                            &entry.source,
-                            &entry.source_id,
-                            &entry.idempotency_key,
-                        )
-                    });
+                let stored = inner.read::<RecordState>(&record_key)?.unwrap_or_else(|| {
+                    RecordState::new(
+                        entry.kind,
+                        &entry.source,
+                        &entry.source_id,
+                        &entry.idempotency_key,
+                    )
+                });
                 records.insert(record_key.clone(), stored);
             }
             let record = records.get_mut(&record_key).expect("inserted above");
@@ -406,10 +407,10 @@ impl TenantStore {
                 }
             };
             let dead = |entry: QueueEntry,
-                            reason: String,
-                            status: Option<u16>,
-                            attempts: u32,
-                            batch: &mut sled::Batch|
+                        reason: String,
+                        status: Option<u16>,
+                        attempts: u32,
+                        batch: &mut sled::Batch|
              -> Result<(), StoreError> {
                 let letter = DeadLetter {
                     id: leased.seq,
@@ -430,7 +431,8 @@ impl TenantStore {
                     counts.submitted += 1;
                     report.accepted += 1;
                     if entry.kind != RecordKind::Refund {
-                        let index_key = keys.unconfirmed(entry.kind, &entry.source, &entry.source_id);
+                        let index_key =
+                            keys.unconfirmed(entry.kind, &entry.source, &entry.source_id);
                         // A re-send keeps the first acceptance time.
                         let submitted_at_ms = match inner.tree.get(&index_key).map_err(io_error)? {
                             Some(bytes) => decode::<Unconfirmed>(&bytes)?.submitted_at_ms,
@@ -463,8 +465,7 @@ impl TenantStore {
                     match delay {
                         Some(delay) => {
                             entry.attempts = attempts;
-                            entry.not_before_ms =
-                                now_ms.saturating_add(delay.as_millis() as u64);
+                            entry.not_before_ms = now_ms.saturating_add(delay.as_millis() as u64);
                             if leased.lane != Lane::Retry {
                                 batch.remove(queue_key);
                                 removed[leased.lane as usize] += 1;
@@ -474,13 +475,16 @@ impl TenantStore {
                                 entry.lane = Lane::Retry;
                             }
                             move_record(SyncState::Retrying, &reason);
-                            batch.insert(keys.queue_entry(Lane::Retry, leased.seq), encode(&entry)?);
+                            batch
+                                .insert(keys.queue_entry(Lane::Retry, leased.seq), encode(&entry)?);
                             report.retried += 1;
                         }
                         None => {
                             batch.remove(queue_key);
                             removed[leased.lane as usize] += 1;
-                            let reason = format!("retries exhausted after {attempts} attempts; last: {reason}");
+                            let reason = format!(
+                                "retries exhausted after {attempts} attempts; last: {reason}"
+                            );
                             move_record(SyncState::Dead, &reason);
                             entry.attempts = attempts;
                             dead(entry, reason, status, attempts, &mut batch)?;

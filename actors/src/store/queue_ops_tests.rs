@@ -85,18 +85,18 @@ fn lease_takes_lanes_by_priority_one_source_at_most_batch_max_and_skips_held_and
     // l1 is held until 5,000: l2 behind it still goes.
     hold(&tenant, Lane::Live, live[0].0, 5_000);
     let leases = LeaseTable::new();
+    // The first ready entry is o1 (l1 is held): its source makes a batch of its own.
     let first = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
-    // l2, l3 (live, Stripe) then r1 (retry); "Other" is left for another call; l1 is held.
-    assert_eq!(seqs(&first), [live[2].0, live[3].0, retry[0].0]);
+    assert_eq!(seqs(&first), [live[1].0]);
     assert!(first.more_ready);
     assert_eq!(first.next_ready_at_ms, Some(5_000));
-    assert!(first
+    // Then l2, l3 (live, Stripe) and r1 (retry), capped at 3: b1 waits; nothing re-leased.
+    let second = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
+    assert_eq!(seqs(&second), [live[2].0, live[3].0, retry[0].0]);
+    assert!(second
         .entries
         .iter()
         .all(|leased| leased.entry.transaction_source == "Stripe"));
-    // The next lease takes what is left and ready, never a leased entry.
-    let second = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
-    assert_eq!(seqs(&second), [live[1].0]);
     let third = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
     assert_eq!(seqs(&third), [backfill[0].0]);
     let none = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
@@ -108,11 +108,8 @@ fn lease_takes_lanes_by_priority_one_source_at_most_batch_max_and_skips_held_and
     let expired = tenant
         .lease_ready(&leases, request(2_000 + 60_000, 2, 100))
         .unwrap();
-    // All Stripe gifts but l1 (leased at 5,000, still held); "Other" waits for its own call.
-    assert_eq!(
-        seqs(&expired),
-        [live[2].0, live[3].0, retry[0].0, backfill[0].0]
-    );
+    // l1 (leased at 5,000) is still held; o1 comes first again, alone.
+    assert_eq!(seqs(&expired), [live[1].0]);
     assert!(expired.more_ready);
 }
 
@@ -125,7 +122,13 @@ fn entries_of_one_record_keep_their_order_and_contacts_merge() {
         .enqueue(vec![contact("u1"), contact("u2"), contact("u3")])
         .unwrap();
     tenant
-        .enqueue(vec![entry(RecordKind::Refund, "pi_9", "r9", Lane::Live, "Stripe")])
+        .enqueue(vec![entry(
+            RecordKind::Refund,
+            "pi_9",
+            "r9",
+            Lane::Live,
+            "Stripe",
+        )])
         .unwrap();
     let live = tenant.scan_lane(Lane::Live, 10).unwrap();
     hold(&tenant, Lane::Live, live[1].0, 9_000);
@@ -174,7 +177,10 @@ fn accepted_completion_updates_record_counts_index_and_gauges_in_one_go() {
     assert_eq!(tenant.lane_stats()[0].1.depth, 0);
     assert_eq!(tenant.counts().submitted, 3);
     assert!(leases.is_empty());
-    let record = tenant.get_record(RecordKind::Gift, "stripe", "a").unwrap().unwrap();
+    let record = tenant
+        .get_record(RecordKind::Gift, "stripe", "a")
+        .unwrap()
+        .unwrap();
     assert_eq!(record.state, SyncState::Submitted);
     assert_eq!(record.history.last().unwrap().at_ms, 3_000);
     let inner = tenant.inner();
@@ -187,12 +193,27 @@ fn accepted_completion_updates_record_counts_index_and_gauges_in_one_go() {
     )
     .unwrap();
     assert_eq!(
-        (index.transaction_id.as_str(), index.transaction_source.as_str(), index.submitted_at_ms),
+        (
+            index.transaction_id.as_str(),
+            index.transaction_source.as_str(),
+            index.submitted_at_ms
+        ),
         ("a", "Stripe", 3_000)
     );
-    assert_eq!(inner.count_section(section::UNCONFIRMED).unwrap(), 2, "gifts only, no refund");
+    assert_eq!(
+        inner.count_section(section::UNCONFIRMED).unwrap(),
+        2,
+        "gifts only, no refund"
+    );
     // Counters survive a reopen (they were in the batch).
-    assert_eq!(inner.read::<crate::store::Counts>(&inner.keys.counts()).unwrap().unwrap().submitted, 3);
+    assert_eq!(
+        inner
+            .read::<crate::store::Counts>(&inner.keys.counts())
+            .unwrap()
+            .unwrap()
+            .submitted,
+        3
+    );
 }
 
 #[test]
@@ -200,7 +221,10 @@ fn retries_move_to_the_retry_lane_then_die_with_the_exact_body() {
     // Goal: a failed attempt moves the entry to the retry lane with attempts+1 and a jittered not_before; after the schedule it is dead-lettered with exact body, status and attempts.
     let (_dir, _store, tenant) = open();
     tenant.enqueue(vec![gift("x", Lane::Live)]).unwrap();
-    let body = tenant.scan_lane(Lane::Live, 1).unwrap()[0].1.body_json.clone();
+    let body = tenant.scan_lane(Lane::Live, 1).unwrap()[0]
+        .1
+        .body_json
+        .clone();
     let leases = LeaseTable::new();
     let retry = policy(&[1_000, 2_000]);
     let fail = || Completion::Retry {
@@ -213,7 +237,13 @@ fn retries_move_to_the_retry_lane_then_die_with_the_exact_body() {
         let batch = tenant.lease_ready(&leases, request(now_ms, 1, 10)).unwrap();
         assert_eq!(batch.entries.len(), 1, "attempt {attempt}");
         let results = vec![(batch.entries[0].clone(), fail())];
-        assert_eq!(tenant.complete_leased(&leases, 1, now_ms, results, &retry).unwrap().retried, 1);
+        assert_eq!(
+            tenant
+                .complete_leased(&leases, 1, now_ms, results, &retry)
+                .unwrap()
+                .retried,
+            1
+        );
         let stats = tenant.lane_stats();
         assert_eq!((stats[0].1.depth, stats[1].1.depth), (0, 1));
         let (_, queued) = tenant.scan_lane(Lane::Retry, 1).unwrap().remove(0);
@@ -230,12 +260,17 @@ fn retries_move_to_the_retry_lane_then_die_with_the_exact_body() {
             .entries
             .is_empty());
         now_ms = queued.not_before_ms;
-        let record = tenant.get_record(RecordKind::Gift, "stripe", "x").unwrap().unwrap();
+        let record = tenant
+            .get_record(RecordKind::Gift, "stripe", "x")
+            .unwrap()
+            .unwrap();
         assert_eq!(record.state, SyncState::Retrying);
     }
     let batch = tenant.lease_ready(&leases, request(now_ms, 1, 10)).unwrap();
     let results = vec![(batch.entries[0].clone(), fail())];
-    let report = tenant.complete_leased(&leases, 1, now_ms, results, &retry).unwrap();
+    let report = tenant
+        .complete_leased(&leases, 1, now_ms, results, &retry)
+        .unwrap();
     assert_eq!(report.dead, 1);
     assert_eq!(tenant.queued_total(), 0);
     assert_eq!(tenant.lane_stats()[1].1.depth, 0);
@@ -243,11 +278,21 @@ fn retries_move_to_the_retry_lane_then_die_with_the_exact_body() {
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.entry.body_json, body);
-    assert_eq!((letter.status, letter.attempts, letter.dead_at_ms), (Some(503), 3, now_ms));
-    assert!(letter.reason.contains("retries exhausted after 3 attempts"), "{}", letter.reason);
+    assert_eq!(
+        (letter.status, letter.attempts, letter.dead_at_ms),
+        (Some(503), 3, now_ms)
+    );
+    assert!(
+        letter.reason.contains("retries exhausted after 3 attempts"),
+        "{}",
+        letter.reason
+    );
     assert_eq!(letter.id, batch.entries[0].seq);
     assert_eq!(tenant.counts().dead, 1);
-    let record = tenant.get_record(RecordKind::Gift, "stripe", "x").unwrap().unwrap();
+    let record = tenant
+        .get_record(RecordKind::Gift, "stripe", "x")
+        .unwrap()
+        .unwrap();
     assert_eq!(record.state, SyncState::Dead);
 }
 
@@ -263,14 +308,29 @@ fn requeue_dead_wait_and_release_change_exactly_what_they_say() {
         ])
         .unwrap();
     tenant
-        .enqueue(vec![entry(RecordKind::Refund, "w", "ref-w", Lane::Live, "Stripe")])
+        .enqueue(vec![entry(
+            RecordKind::Refund,
+            "w",
+            "ref-w",
+            Lane::Live,
+            "Stripe",
+        )])
         .unwrap();
     let leases = LeaseTable::new();
     let gifts = tenant.lease_ready(&leases, request(2_000, 1, 10)).unwrap();
     let refund = tenant.lease_ready(&leases, request(2_000, 1, 10)).unwrap();
-    let before: Vec<QueueEntry> = gifts.entries.iter().map(|leased| leased.entry.clone()).collect();
+    let before: Vec<QueueEntry> = gifts
+        .entries
+        .iter()
+        .map(|leased| leased.entry.clone())
+        .collect();
     let results = vec![
-        (gifts.entries[0].clone(), Completion::Requeue { not_before_ms: 7_000 }),
+        (
+            gifts.entries[0].clone(),
+            Completion::Requeue {
+                not_before_ms: 7_000,
+            },
+        ),
         (
             gifts.entries[1].clone(),
             Completion::Dead {
@@ -279,14 +339,29 @@ fn requeue_dead_wait_and_release_change_exactly_what_they_say() {
             },
         ),
         (gifts.entries[2].clone(), Completion::Release),
-        (refund.entries[0].clone(), Completion::WaitForGift { recheck_at_ms: 8_000 }),
+        (
+            refund.entries[0].clone(),
+            Completion::WaitForGift {
+                recheck_at_ms: 8_000,
+            },
+        ),
     ];
-    let report = tenant.complete_leased(&leases, 1, 2_500, results, &policy(&[10])).unwrap();
+    let report = tenant
+        .complete_leased(&leases, 1, 2_500, results, &policy(&[10]))
+        .unwrap();
     assert_eq!(
-        (report.requeued, report.dead, report.released, report.waiting_for_gift),
+        (
+            report.requeued,
+            report.dead,
+            report.released,
+            report.waiting_for_gift
+        ),
         (1, 1, 1, 1)
     );
-    let requeued = tenant.get_queue_entry(Lane::Live, gifts.entries[0].seq).unwrap().unwrap();
+    let requeued = tenant
+        .get_queue_entry(Lane::Live, gifts.entries[0].seq)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         requeued,
         QueueEntry {
@@ -294,11 +369,23 @@ fn requeue_dead_wait_and_release_change_exactly_what_they_say() {
             ..before[0].clone()
         }
     );
-    let released = tenant.get_queue_entry(Lane::Live, gifts.entries[2].seq).unwrap().unwrap();
+    let released = tenant
+        .get_queue_entry(Lane::Live, gifts.entries[2].seq)
+        .unwrap()
+        .unwrap();
     assert_eq!(released, before[2]);
-    let letter = tenant.get_dead_letter(gifts.entries[1].seq).unwrap().unwrap();
-    assert_eq!((letter.status, letter.attempts, letter.entry.clone()), (Some(422), 1, before[1].clone()));
-    let waiting = tenant.get_record(RecordKind::Refund, "stripe", "w").unwrap().unwrap();
+    let letter = tenant
+        .get_dead_letter(gifts.entries[1].seq)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (letter.status, letter.attempts, letter.entry.clone()),
+        (Some(422), 1, before[1].clone())
+    );
+    let waiting = tenant
+        .get_record(RecordKind::Refund, "stripe", "w")
+        .unwrap()
+        .unwrap();
     assert_eq!(waiting.state, SyncState::WaitingForGift);
     assert_eq!(tenant.queued_total(), 3);
     assert_eq!(tenant.lane_stats()[0].1.depth, 3);
@@ -319,15 +406,31 @@ fn a_stale_generation_cannot_complete() {
     let old = tenant.lease_ready(&leases, request(2_000, 1, 10)).unwrap();
     assert_eq!(leases.take_over(2), 1);
     let new = tenant.lease_ready(&leases, request(2_001, 2, 10)).unwrap();
-    assert_eq!(seqs(&new), seqs(&old), "the new generation re-leases it at once");
+    assert_eq!(
+        seqs(&new),
+        seqs(&old),
+        "the new generation re-leases it at once"
+    );
     let report = tenant
-        .complete_leased(&leases, 1, 2_100, vec![(old.entries[0].clone(), Completion::Accepted)], &policy(&[10]))
+        .complete_leased(
+            &leases,
+            1,
+            2_100,
+            vec![(old.entries[0].clone(), Completion::Accepted)],
+            &policy(&[10]),
+        )
         .unwrap();
     assert_eq!((report.refused_stale, report.accepted), (1, 0));
     assert_eq!(tenant.queued_total(), 1);
     assert_eq!(tenant.counts().submitted, 0);
     let report = tenant
-        .complete_leased(&leases, 2, 2_200, vec![(new.entries[0].clone(), Completion::Accepted)], &policy(&[10]))
+        .complete_leased(
+            &leases,
+            2,
+            2_200,
+            vec![(new.entries[0].clone(), Completion::Accepted)],
+            &policy(&[10]),
+        )
         .unwrap();
     assert_eq!(report.accepted, 1);
     assert_eq!(queued_seqs(&tenant), Vec::<u64>::new());
