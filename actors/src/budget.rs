@@ -7,6 +7,7 @@
 //! - **Pacing** at `A/3600` per second with a burst of `burst_calls`, as a GCRA (virtual
 //!   scheduling) in integer microseconds; the interval is rounded *up*, so pacing alone never
 //!   exceeds `A`. A new ledger starts with an empty bucket: the first call waits one interval.
+//!   A call up to half an interval late keeps the schedule (see [`BudgetLedger::spend`]).
 //! - **Window**: the times of the calls of the last hour, loaded from the persisted call log
 //!   at start, so at most `A` calls fall in any 3,600 s window across restarts.
 //! - **Holds**: a `429` stops calls until `Retry-After`; an answer whose
@@ -247,10 +248,13 @@ impl BudgetLedger {
         // Kept sorted even if the clock stepped back.
         let at = self.window.partition_point(|&earlier| earlier <= now_ms);
         self.window.insert(at, now_ms);
-        // A call made within the millisecond its slot came due keeps the schedule (clocks
-        // tick in ms; restarting from `now` would lose up to 1 ms per call).
+        // A call made less than half an interval after its slot came due keeps the schedule:
+        // timers fire late and clocks tick in ms, and restarting from `now` would lose that
+        // time on every call (the allowance would go unused). The average rate stays A/3600;
+        // a late call may be followed by one half an interval sooner.
         let now_us = now_ms.saturating_mul(1_000);
-        let base_us = if now_us < self.tat_us.saturating_add(1_000) {
+        let slack_us = (self.interval_us() / 2).max(1_000);
+        let base_us = if now_us < self.tat_us.saturating_add(slack_us) {
             self.tat_us
         } else {
             now_us
@@ -559,6 +563,17 @@ mod tests {
     }
 
     #[test]
+    fn a_late_call_keeps_the_schedule_but_never_beats_the_window() {
+        // Goal: a call 40 ms late (interval 100 ms) does not push the next slot back; one 60 ms late does.
+        let mut ledger = BudgetLedger::new(settings(36_000, 0, 1), 0, Vec::new());
+        assert_eq!(ledger.next_call_at(0), 100);
+        ledger.spend(140);
+        assert_eq!(ledger.next_call_at(140), 200);
+        ledger.spend(260);
+        assert_eq!(ledger.next_call_at(260), 360);
+    }
+
+    #[test]
     fn holds_stop_calls_until_retry_after_or_reset() {
         // Goal: a 429 stops calls for Retry-After; remaining at the reserve stops them until the reset; a header limit lowers the allowance.
         let mut ledger = BudgetLedger::new(settings(36_000, 10, 1), 0, Vec::new());
@@ -654,7 +669,7 @@ mod tests {
 
         #[test]
         fn pacing_spaces_calls_by_the_interval(limit in 36u64..200_000, pct in 0u8..50) {
-            // Goal: with burst 1, consecutive calls are at least 3,600,000/A ms apart (rounded down to the ms), and greedy calling reaches the paced rate.
+            // Goal: with burst 1, consecutive calls are at least 3,600,000/A ms apart (rounded down to the ms), and greedy calling reaches the paced rate (less the first interval and the µs rounding up of the interval).
             let clock = ManualClock::new(5_000);
             let mut ledger = BudgetLedger::new(settings(limit, pct, 1), 5_000, Vec::new());
             let allowance = allowance_per_hour(limit, None, pct);
@@ -665,7 +680,7 @@ mod tests {
                 prop_assert!(pair[1] - pair[0] >= min_gap_ms, "gap {} < {}", pair[1] - pair[0], min_gap_ms);
             }
             let expected = allowance * horizon_ms / BUDGET_WINDOW_MS;
-            prop_assert!(calls.len() as u64 + 1 >= expected && calls.len() as u64 <= expected + 1,
+            prop_assert!(calls.len() as u64 + 2 + expected / 10_000 >= expected && calls.len() as u64 <= expected + 1,
                 "{} calls, expected about {}", calls.len(), expected);
         }
     }
