@@ -276,14 +276,13 @@ impl SubmitterActor {
                     batch.entries
                 }
             };
-            let refund_recheck_at_ms = now_ms.saturating_add(
-                settings
-                    .submit
-                    .retry_schedule_ms
-                    .first()
-                    .copied()
-                    .unwrap_or(10_000),
-            );
+            // A waiting refund looks at its gift again after the first retry delay at first.
+            let refund_recheck_min_ms = settings
+                .submit
+                .retry_schedule_ms
+                .first()
+                .copied()
+                .unwrap_or(10_000);
             let store = &sled.tenant_store;
             let prepared = prepare(
                 group,
@@ -294,7 +293,8 @@ impl SubmitterActor {
                         .flatten()
                         .and_then(|record| record.virtuous_id)
                 },
-                refund_recheck_at_ms,
+                now_ms,
+                refund_recheck_min_ms,
             );
             if !prepared.settle_now.is_empty() {
                 self.complete(prepared.settle_now, now_ms, &retry);

@@ -22,12 +22,26 @@ pub struct Prepared {
     pub settle_now: Vec<(LeasedEntry, Completion)>,
 }
 
+/// Longest wait between two looks at a refund's gift (confirmation can take days).
+pub const REFUND_RECHECK_MAX_MS: u64 = 3_600_000;
+
+/// When to look at a waiting refund's gift again: `recheck_min_ms` at first, then a tenth of
+/// the time it has waited so far, at most [`REFUND_RECHECK_MAX_MS`] (a local read each time,
+/// never a call).
+pub fn refund_recheck_at_ms(enqueued_at_ms: u64, now_ms: u64, recheck_min_ms: u64) -> u64 {
+    let waited_ms = now_ms.saturating_sub(enqueued_at_ms);
+    let wait_ms = (waited_ms / 10).clamp(recheck_min_ms, REFUND_RECHECK_MAX_MS.max(recheck_min_ms));
+    now_ms.saturating_add(wait_ms)
+}
+
 /// Builds the request for one leased group (see `store::queue_ops` for the grouping).
-/// `gift_virtuous_id(source, source_id)` reads the gift record's Virtuous id (refunds).
+/// `gift_virtuous_id(source, source_id)` reads the gift record's Virtuous id (refunds); a
+/// refund without one waits (see [`refund_recheck_at_ms`]).
 pub fn prepare(
     group: Vec<LeasedEntry>,
     gift_virtuous_id: impl Fn(&str, &str) -> Option<String>,
-    refund_recheck_at_ms: u64,
+    now_ms: u64,
+    refund_recheck_min_ms: u64,
 ) -> Prepared {
     let mut prepared = Prepared::default();
     let Some(first) = group.first() else {
@@ -85,12 +99,16 @@ pub fn prepare(
                 .settle_now
                 .extend(entries.map(|leased| (leased, Completion::Release)));
             match gift_virtuous_id(&refund.entry.source, &refund.entry.source_id) {
-                None => prepared.settle_now.push((
-                    refund,
-                    Completion::WaitForGift {
-                        recheck_at_ms: refund_recheck_at_ms,
-                    },
-                )),
+                None => {
+                    let recheck_at_ms = refund_recheck_at_ms(
+                        refund.entry.enqueued_at_ms,
+                        now_ms,
+                        refund_recheck_min_ms,
+                    );
+                    prepared
+                        .settle_now
+                        .push((refund, Completion::WaitForGift { recheck_at_ms }))
+                }
                 Some(gift_id) => match fill_reversed_gift_id(&refund.entry.body_json, &gift_id) {
                     Some(body) => {
                         prepared.call =
@@ -289,7 +307,7 @@ mod tests {
                 r#"{"referenceId":"c","firstName":"Anne","tags":["y"]}"#,
             ),
         ];
-        let prepared = prepare(group, |_, _| None, 0);
+        let prepared = prepare(group, |_, _| None, 0, 0);
         let Some((CrmWrite::ContactTransaction { body }, items)) = prepared.call else {
             panic!("expected a contact transaction");
         };
@@ -310,16 +328,28 @@ mod tests {
     fn refunds_wait_for_the_gift_then_carry_its_numeric_id() {
         // Goal: no gift id → waiting_for_gift without a call; a numeric id is sent as a number, other text as a string.
         let body = r#"{"reversedGiftId":null,"giftDate":"2025-06-15","notes":"refund"}"#;
-        let waiting = prepare(vec![leased(RecordKind::Refund, 1, body)], |_, _| None, 77);
+        let waiting = prepare(
+            vec![leased(RecordKind::Refund, 1, body)],
+            |_, _| None,
+            70,
+            7,
+        );
         assert!(waiting.call.is_none());
         assert!(matches!(
             waiting.settle_now[..],
             [(_, Completion::WaitForGift { recheck_at_ms: 77 })]
         ));
+        // The wait grows with the time waited (a tenth), within [min, 1 h].
+        assert_eq!(refund_recheck_at_ms(0, 1_000_000, 10_000), 1_100_000);
+        assert_eq!(
+            refund_recheck_at_ms(0, 100_000_000, 10_000),
+            100_000_000 + REFUND_RECHECK_MAX_MS
+        );
         let ready = prepare(
             vec![leased(RecordKind::Refund, 1, body)],
             |source, id| (source == "stripe" && id == "id").then(|| "4242".to_string()),
-            77,
+            70,
+            7,
         );
         let Some((CrmWrite::ReversingTransaction { body }, _)) = ready.call else {
             panic!("expected a reversing transaction");
