@@ -161,8 +161,8 @@ pub struct LeaseBatch {
 pub enum Completion {
     /// 2xx: removed; record → `submitted`; gifts and contacts join the unconfirmed index.
     Accepted,
-    /// A failed attempt (transient / unknown): the retry lane with the next delay, or a dead
-    /// letter once the schedule is exhausted.
+    /// A failed attempt (transient / unknown): the retry lane with the next delay (jitter
+    /// drawn once per completion call), or a dead letter once the schedule is exhausted.
     Retry {
         reason: String,
         status: Option<u16>,
@@ -376,6 +376,9 @@ impl TenantStore {
         // One history entry per record and completion, even for merged entries.
         let mut transitioned: HashSet<Vec<u8>> = HashSet::new();
         let mut done_keys = Vec::new();
+        // One jitter draw per completion: entries that failed together in one call retry
+        // together in one call (a batch stays a batch); different calls spread apart.
+        let rng_value = rand::random::<f64>();
         for (leased, completion) in results {
             if !leases.held_by(generation, leased.key()) {
                 report.refused_stale += 1;
@@ -459,7 +462,7 @@ impl TenantStore {
                         &retry.schedule,
                         attempts,
                         retry.jitter_fraction,
-                        rand::random::<f64>(),
+                        rng_value,
                         retry_after_ms.map(Duration::from_millis),
                     );
                     match delay {

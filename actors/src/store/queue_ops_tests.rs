@@ -446,3 +446,39 @@ fn call_times_are_read_back_in_order() {
     assert_eq!(tenant.call_times_since(30).unwrap(), [30, 30, 50]);
     assert_eq!(tenant.call_times_since(0).unwrap().len(), 4);
 }
+
+#[test]
+fn entries_failing_together_retry_together() {
+    // Goal: the entries of one failed call get one jittered delay, so they go again as one batch.
+    let (_dir, _store, tenant) = open();
+    tenant
+        .enqueue((0..5).map(|n| gift(&format!("t{n}"), Lane::Live)).collect())
+        .unwrap();
+    let leases = LeaseTable::new();
+    let batch = tenant.lease_ready(&leases, request(2_000, 1, 10)).unwrap();
+    let fail = Completion::Retry {
+        reason: "503".into(),
+        status: Some(503),
+        retry_after_ms: None,
+    };
+    let results = batch
+        .entries
+        .iter()
+        .map(|leased| (leased.clone(), fail.clone()))
+        .collect();
+    tenant
+        .complete_leased(&leases, 1, 2_000, results, &policy(&[10_000]))
+        .unwrap();
+    let times: Vec<u64> = tenant
+        .scan_lane(Lane::Retry, 10)
+        .unwrap()
+        .iter()
+        .map(|(_, queued)| queued.not_before_ms)
+        .collect();
+    assert_eq!(times.len(), 5);
+    assert!(times.iter().all(|&at| at == times[0]), "{times:?}");
+    let again = tenant
+        .lease_ready(&leases, request(times[0], 1, 10))
+        .unwrap();
+    assert_eq!(again.entries.len(), 5);
+}
