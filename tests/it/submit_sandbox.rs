@@ -229,3 +229,48 @@ async fn submit_budget_issue_test_53_to_55_calls_in_60_s_and_no_429() {
     rig.runtime.shutdown().await;
     rig.sandbox.handle.stop().await;
 }
+
+#[actix_rt::test]
+#[ignore = "measurement (≈ 12 s): 10,000 queued gifts at 36,000/h; run with --ignored --nocapture"]
+async fn submit_drain_10k_gifts_measure() {
+    // Goal: measure the drain: 10,000 queued gifts at tenant and sandbox limit 36,000/h → ≥ 99 gifts per call, ≥ 98 % of the allowance used, no 429.
+    let budget = BudgetSettings {
+        hourly_limit: 36_000,
+        reserve_pct: 10,
+        burst_calls: 1,
+    };
+    let rig = rig(36_000, budget).await;
+    for chunk in 0..10 {
+        let entries: Vec<NewEntry> = (0..1_000)
+            .map(|n| {
+                let id = format!("pi_{chunk}_{n:04}");
+                entry(RecordKind::Gift, &id, &gift_tx("Stripe", &id))
+            })
+            .collect();
+        rig.handle.enqueue(entries).await.expect("queued");
+    }
+    rig.handle.resume();
+    wait_for("all gifts submitted", Duration::from_secs(60), || {
+        rig.tenant.counts().submitted == 10_000
+    })
+    .await;
+    let stats = rig.org.stats().await;
+    let calls = answered(&stats, "POST /api/v2/Gift/Transactions");
+    let times = rig.tenant.call_times_since(0).unwrap();
+    let span_s = (times[times.len() - 1] - times[0]) as f64 / 1_000.0;
+    let allowance_per_s = 32_400.0 / 3_600.0;
+    // Calls after the first, over the time they took: the paced rate actually used.
+    let used = (times.len() - 1) as f64 / (allowance_per_s * span_s);
+    println!(
+        "drain: {calls} calls, {:.1} gifts/call, {:.1} % of the allowance used over {span_s:.1} s, throttled {}",
+        10_000.0 / calls as f64,
+        used * 100.0,
+        stats["throttled"]
+    );
+    assert_eq!(stats["transactions_received"], 10_000);
+    assert!(10_000 / calls >= 99);
+    assert!(used >= 0.98, "{used}");
+    assert_eq!(stats["throttled"], 0);
+    rig.runtime.shutdown().await;
+    rig.sandbox.handle.stop().await;
+}
