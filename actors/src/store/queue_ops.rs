@@ -17,14 +17,15 @@
 //! lane keep their seq, so order survives a retry. Not-ready entries (`not_before_ms > now`,
 //! held or backing off) are skipped without stalling the entries behind them.
 //!
-//! A lease call reads at most [`LEASE_SCAN_MAX`] entries across the lanes (entries beyond wait
-//! until the ones ahead drain).
+//! A lease call reads entry headers only, a prefix of the queue when that settles the group,
+//! and at most [`LEASE_SCAN_MAX`] entries (entries beyond wait until the ones ahead drain).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, Versioned};
 use super::keys::section;
 use super::types::{DeadLetter, QueueEntry, RecordState, SyncState, Unconfirmed};
 use super::{io_error, Lane, RecordKind, StoreError, TenantStore};
@@ -217,15 +218,177 @@ pub struct CompletionReport {
     pub missing: u64,
 }
 
-type RecordKey = (RecordKind, String, String);
+/// The fields of a stored [`QueueEntry`] leasing needs, borrowed from its bytes (same
+/// bincode layout: field order is the on-disk format, pinned by the golden-bytes test and by
+/// `entry_headers_read_what_full_decoding_reads`).
+#[derive(serde::Deserialize)]
+struct EntryHeader<'a> {
+    kind: RecordKind,
+    source: &'a str,
+    source_id: &'a str,
+    _idempotency_key: &'a str,
+    lane: Lane,
+    transaction_source: &'a str,
+    _body_json: &'a str,
+    _attempts: u32,
+    _enqueued_at_ms: u64,
+    not_before_ms: u64,
+}
 
-fn record_key_of(entry: &QueueEntry) -> RecordKey {
-    (entry.kind, entry.source.clone(), entry.source_id.clone())
+/// One scanned entry: its header, hashed keys, and its bytes (decoded only if leased).
+struct Scanned {
+    lane: Lane,
+    seq: u64,
+    kind: RecordKind,
+    /// Hash of (kind, source, source id): the record. A collision only adds an ordering
+    /// constraint between two records (a delay, never a wrong send).
+    record: u64,
+    /// Hash of the transaction source.
+    transaction_source: u64,
+    not_before_ms: u64,
+    bytes: sled::IVec,
+}
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Scanned {
+    fn read(seq: u64, bytes: sled::IVec) -> Result<Scanned, StoreError> {
+        let (kind, lane, record, transaction_source, not_before_ms) = match bytes.split_first() {
+            Some((&version, payload)) if version == QueueEntry::VERSION => {
+                let header: EntryHeader<'_> =
+                    super::codec::decode_payload_borrowed("QueueEntry header", payload)?;
+                (
+                    header.kind,
+                    header.lane,
+                    hash_of((header.kind, header.source, header.source_id)),
+                    hash_of(header.transaction_source),
+                    header.not_before_ms,
+                )
+            }
+            // Another version: decode in full (migration on read).
+            _ => {
+                let entry: QueueEntry = decode(&bytes)?;
+                (
+                    entry.kind,
+                    entry.lane,
+                    hash_of((entry.kind, entry.source.as_str(), entry.source_id.as_str())),
+                    hash_of(entry.transaction_source.as_str()),
+                    entry.not_before_ms,
+                )
+            }
+        };
+        Ok(Scanned {
+            lane,
+            seq,
+            kind,
+            record,
+            transaction_source,
+            not_before_ms,
+            bytes,
+        })
+    }
+}
+
+/// The group chosen from a scanned prefix of the queue.
+struct Choice {
+    /// Indices into the scanned entries, in send order.
+    chosen: Vec<usize>,
+    /// The group cannot grow (batch full, or a refund).
+    full: bool,
+    more_ready: bool,
+    next_ready_at_ms: Option<u64>,
+}
+
+/// Picks the next group from `scanned` (lane priority then seq; see the module docs).
+fn choose(scanned: &[Scanned], leases: &LeaseTable, now_ms: u64, batch_max: usize) -> Choice {
+    let mut next_ready_at_ms: Option<u64> = None;
+    // Per record: its earliest seq, and the seq of its first entry that is leased or not
+    // ready (entries of the record from that seq on wait: order per record key).
+    let mut earliest_seq: HashMap<u64, u64> = HashMap::new();
+    let mut blocked_from: HashMap<u64, u64> = HashMap::new();
+    for entry in scanned {
+        let earliest = earliest_seq.entry(entry.record).or_insert(entry.seq);
+        *earliest = (*earliest).min(entry.seq);
+        let ready = entry.not_before_ms <= now_ms;
+        if !ready {
+            let at = next_ready_at_ms.get_or_insert(entry.not_before_ms);
+            *at = (*at).min(entry.not_before_ms);
+        }
+        if !ready || leases.holder(entry.lane, entry.seq, now_ms).is_some() {
+            let from = blocked_from.entry(entry.record).or_insert(entry.seq);
+            *from = (*from).min(entry.seq);
+        }
+    }
+    let eligible = |entry: &Scanned| {
+        entry.not_before_ms <= now_ms
+            && blocked_from
+                .get(&entry.record)
+                .map_or(true, |&from| entry.seq < from)
+    };
+    let is_earliest = |entry: &Scanned| earliest_seq.get(&entry.record) == Some(&entry.seq);
+    let mut records_taken: HashSet<u64> = HashSet::new();
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut more_ready = false;
+    for (at, entry) in scanned.iter().enumerate() {
+        if !eligible(entry) {
+            continue;
+        }
+        let Some(&first_at) = chosen.first() else {
+            // The first must be its record's earliest entry (else an earlier entry of the
+            // record sits in a lower lane: it goes first).
+            if is_earliest(entry) {
+                records_taken.insert(entry.record);
+                chosen.push(at);
+            }
+            continue;
+        };
+        let first = &scanned[first_at];
+        let fits = chosen.len() < batch_max
+            && match first.kind {
+                // Gifts: one per record (never coalesced), one transaction source.
+                RecordKind::Gift => {
+                    entry.kind == RecordKind::Gift
+                        && entry.transaction_source == first.transaction_source
+                        && !records_taken.contains(&entry.record)
+                        && is_earliest(entry)
+                }
+                // Contacts: the consecutive updates of the first record, merged.
+                RecordKind::Contact => entry.record == first.record,
+                RecordKind::Refund => false,
+            };
+        if fits {
+            records_taken.insert(entry.record);
+            chosen.push(at);
+        } else {
+            more_ready = true;
+        }
+    }
+    let first_kind = chosen.first().map(|&at| scanned[at].kind);
+    if first_kind == Some(RecordKind::Contact) {
+        // Merged updates apply oldest first (newest value wins).
+        chosen.sort_by_key(|&at| scanned[at].seq);
+    }
+    Choice {
+        full: chosen.len() >= batch_max || first_kind == Some(RecordKind::Refund),
+        chosen,
+        more_ready,
+        next_ready_at_ms,
+    }
 }
 
 impl TenantStore {
     /// Leases the next group of ready entries (see the module docs for priority, ordering
     /// and grouping). An empty batch leases nothing.
+    ///
+    /// The scan reads only each entry's header ([`EntryHeader`], borrowed: no body copy);
+    /// the leased entries alone are decoded in full. It reads a prefix of the queue and
+    /// stops once a full group lies in the last non-empty lane (nothing after it can come
+    /// first: later entries of that lane have higher seqs); otherwise it reads further, up
+    /// to [`LEASE_SCAN_MAX`].
     pub fn lease_ready(
         &self,
         leases: &LeaseTable,
@@ -235,108 +398,58 @@ impl TenantStore {
         inner.settle()?;
         let now_ms = request.now_ms;
         let batch_max = request.batch_max.max(1);
-        // Every scanned entry, lane priority then seq.
-        let mut scanned: Vec<LeasedEntry> = Vec::new();
-        for item in inner
+        let lane_stats = self.lane_stats();
+        let last_nonempty_lane = Lane::ALL
+            .into_iter()
+            .rev()
+            .find(|&lane| lane_stats[lane as usize].1.depth > 0);
+        let mut entries = inner
             .tree
-            .scan_prefix(inner.keys.section_prefix(section::QUEUE))
-            .take(LEASE_SCAN_MAX)
-        {
-            let (key, bytes) = item.map_err(io_error)?;
-            let seq = inner
-                .keys
-                .seq_of_queue_key(&key)
-                .ok_or_else(|| StoreError::Codec(format!("malformed queue key {key:?}")))?;
-            let entry: QueueEntry = decode(&bytes)?;
-            scanned.push(LeasedEntry {
-                lane: entry.lane,
-                seq,
-                entry,
-            });
-        }
-        let mut batch = LeaseBatch::default();
-        // Per record, the seq of its first entry that is leased or not ready: entries of the
-        // record from that seq on wait (order per record key).
-        let mut blocked_from: HashMap<RecordKey, u64> = HashMap::new();
-        for leased in &scanned {
-            let ready = leased.entry.not_before_ms <= now_ms;
-            if !ready {
-                batch.next_ready_at_ms = Some(
-                    batch
-                        .next_ready_at_ms
-                        .map_or(leased.entry.not_before_ms, |at| {
-                            at.min(leased.entry.not_before_ms)
-                        }),
-                );
-            }
-            let held = leases.holder(leased.lane, leased.seq, now_ms).is_some();
-            if !ready || held {
-                let from = blocked_from
-                    .entry(record_key_of(&leased.entry))
-                    .or_insert(leased.seq);
-                *from = (*from).min(leased.seq);
-            }
-        }
-        // Per record, its entries' seqs, to find the earliest one.
-        let mut earliest_seq: HashMap<RecordKey, u64> = HashMap::new();
-        for leased in &scanned {
-            let seq = earliest_seq
-                .entry(record_key_of(&leased.entry))
-                .or_insert(leased.seq);
-            *seq = (*seq).min(leased.seq);
-        }
-        let eligible = |leased: &LeasedEntry| {
-            let record = record_key_of(&leased.entry);
-            leased.entry.not_before_ms <= now_ms
-                && blocked_from
-                    .get(&record)
-                    .map_or(true, |&from| leased.seq < from)
-        };
-        let mut records_taken: HashSet<RecordKey> = HashSet::new();
-        let mut group: Option<(RecordKind, String, RecordKey)> = None;
-        for leased in &scanned {
-            if !eligible(leased) {
-                continue;
-            }
-            let record = record_key_of(&leased.entry);
-            let Some((kind, transaction_source, first_record)) = &group else {
-                // The first eligible entry must be its record's earliest (else an earlier
-                // entry of the record sits in a lower lane: it goes first).
-                if earliest_seq.get(&record) != Some(&leased.seq) {
-                    continue;
-                }
-                group = Some((
-                    leased.entry.kind,
-                    leased.entry.transaction_source.clone(),
-                    record.clone(),
-                ));
-                records_taken.insert(record);
-                batch.entries.push(leased.clone());
-                continue;
-            };
-            let fits = batch.entries.len() < batch_max
-                && match kind {
-                    // Gifts: one per record (never coalesced), one transaction source.
-                    RecordKind::Gift => {
-                        leased.entry.kind == RecordKind::Gift
-                            && &leased.entry.transaction_source == transaction_source
-                            && !records_taken.contains(&record)
-                            && earliest_seq.get(&record) == Some(&leased.seq)
-                    }
-                    // Contacts: the consecutive updates of the first record, merged.
-                    RecordKind::Contact => &record == first_record,
-                    RecordKind::Refund => false,
+            .scan_prefix(inner.keys.section_prefix(section::QUEUE));
+        // Scanned entries, lane priority then seq.
+        let mut scanned: Vec<Scanned> = Vec::new();
+        let mut limit = (batch_max * 4 + 256).min(LEASE_SCAN_MAX);
+        let choice = loop {
+            let mut exhausted = false;
+            while scanned.len() < limit {
+                let Some(item) = entries.next() else {
+                    exhausted = true;
+                    break;
                 };
-            if fits {
-                records_taken.insert(record);
-                batch.entries.push(leased.clone());
-            } else {
-                batch.more_ready = true;
+                let (key, bytes) = item.map_err(io_error)?;
+                let seq = inner
+                    .keys
+                    .seq_of_queue_key(&key)
+                    .ok_or_else(|| StoreError::Codec(format!("malformed queue key {key:?}")))?;
+                scanned.push(Scanned::read(seq, bytes)?);
             }
-        }
-        if matches!(group, Some((RecordKind::Contact, ..))) {
-            // Merged updates apply oldest first (newest value wins).
-            batch.entries.sort_by_key(|leased| leased.seq);
+            let choice = choose(&scanned, leases, now_ms, batch_max);
+            let in_last_lane = |lane: Lane| Some(lane) == last_nonempty_lane;
+            let settled = exhausted
+                || scanned.len() >= LEASE_SCAN_MAX
+                || (choice.full
+                    && choice
+                        .chosen
+                        .iter()
+                        .all(|&at| in_last_lane(scanned[at].lane))
+                    && scanned.last().is_some_and(|last| in_last_lane(last.lane)));
+            if settled {
+                break choice;
+            }
+            limit = (limit * 4).min(LEASE_SCAN_MAX);
+        };
+        let mut batch = LeaseBatch {
+            entries: Vec::with_capacity(choice.chosen.len()),
+            next_ready_at_ms: choice.next_ready_at_ms,
+            more_ready: choice.more_ready,
+        };
+        for at in choice.chosen {
+            let entry = &scanned[at];
+            batch.entries.push(LeasedEntry {
+                lane: entry.lane,
+                seq: entry.seq,
+                entry: decode(&entry.bytes)?,
+            });
         }
         let expires_at_ms = now_ms.saturating_add(request.lease_timeout_ms.max(1));
         let mut table = leases.lock();
