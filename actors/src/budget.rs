@@ -437,6 +437,40 @@ impl SharedBudget {
     }
 }
 
+impl crate::observe::TenantShared {
+    /// Draws one Virtuous call at `lane` from the tenant's budget now (recorded in the call
+    /// log): `Err(when to ask again)` when refused. Every caller (reconciler at
+    /// [`Lane::Reconcile`], admin one-off calls at [`Lane::Live`]) calls this right before its
+    /// HTTP call, then [`TenantShared::observe_reply`](crate::observe::TenantShared) after.
+    pub fn draw_call(&self, lane: Lane) -> Result<(), u64> {
+        let now_ms = self.clock.now_ms();
+        let store = self.sled().map(|sled| &sled.tenant_store);
+        self.budget
+            .draw(lane, self.settings().budget, now_ms, store)
+    }
+
+    /// After any Virtuous answer outside the submitter: header sync (allowance, reserve
+    /// hold), a `429`'s pause for the whole tenant, and the headers the status shows.
+    pub fn observe_reply(&self, reply: &crate::ports::CrmReply) {
+        let now_ms = self.clock.now_ms();
+        self.budget.observe(reply.rate_limit, now_ms);
+        if reply.facts.status == Some(429) {
+            let retry_after_ms = reply
+                .facts
+                .retry_after_s
+                .map(|seconds| seconds.saturating_mul(1_000))
+                .unwrap_or(crate::outcome::THROTTLE_DEFAULT_RETRY_AFTER_MS);
+            self.budget.throttled(retry_after_ms, now_ms);
+        }
+        if reply.rate_limit.limit.is_some() || reply.rate_limit.remaining.is_some() {
+            self.record_rate_limit_headers(RateLimitHeaders {
+                limit: reply.rate_limit.limit,
+                remaining: reply.rate_limit.remaining,
+            });
+        }
+    }
+}
+
 /// The budget part of the tenant status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BudgetStatus {
@@ -683,6 +717,41 @@ mod tests {
             prop_assert!(calls.len() as u64 + 2 + expected / 10_000 >= expected && calls.len() as u64 <= expected + 1,
                 "{} calls, expected about {}", calls.len(), expected);
         }
+    }
+
+    #[test]
+    fn shared_draws_record_calls_and_replies_hold_the_tenant() {
+        // Goal: draw_call spends from the shared ledger (refusing within the interval) and a 429 seen by observe_reply stops every lane.
+        let clock = std::sync::Arc::new(ManualClock::new(1_000_000));
+        let settings = crate::runtime::TenantSettings {
+            budget: settings(36_000, 0, 1),
+            ..Default::default()
+        };
+        let shared = crate::observe::TenantShared::new(
+            "t".into(),
+            std::sync::Arc::new(MemoryTenantData::new("t")),
+            clock.clone(),
+            settings,
+        );
+        clock.advance_ms(100);
+        assert_eq!(shared.draw_call(Lane::Live), Ok(()));
+        assert_eq!(shared.draw_call(Lane::Live), Err(1_000_200));
+        clock.advance_ms(100);
+        let mut facts = crate::outcome::ResponseFacts::answered(429);
+        facts.retry_after_s = Some(3);
+        shared.observe_reply(&crate::ports::CrmReply {
+            facts,
+            rate_limit: RateLimitFacts {
+                limit: Some(36_000),
+                remaining: Some(30_000),
+                reset_unix_s: None,
+            },
+            body: String::new(),
+            elapsed_ms: 1,
+        });
+        assert_eq!(shared.draw_call(Lane::Reconcile), Err(1_003_200));
+        assert_eq!(shared.rate_limit_headers().limit, Some(36_000));
+        assert_eq!(shared.budget.view(clock.now_ms()).calls_in_window, 1);
     }
 
     #[test]
