@@ -11,6 +11,7 @@
 //!   (still leased, not an attempt) before anything else is leased.
 //! - Leases carry this generation: a new generation takes the old one's leases over, and a
 //!   stale generation's answer is refused (by `may_act`, and by the store's lease check).
+//! - While every call fails (an outage), the tenant backs off ([`failure_backoff_ms`]).
 //! - Paused (or waiting for the operator) → it sends nothing. 401/403 → tenant paused,
 //!   `needs_operator`, alert `auth_failed`; the entries stay queued.
 //! - In-memory tenants (no sled store) submit nothing.
@@ -48,6 +49,28 @@ const ROUNDS_PER_WAKE_MAX: usize = 32;
 const WAKE_DELAY_MAX_MS: u64 = 60_000;
 /// Wait after a store error before trying again.
 const STORE_ERROR_BACKOFF_MS: u64 = 1_000;
+/// After this many calls in a row failed as a whole, the tenant backs off (below).
+pub const FAILED_CALLS_BEFORE_BACKOFF: u32 = 3;
+/// Longest tenant backoff while every call fails.
+pub const FAILURE_BACKOFF_MAX_MS: u64 = 60_000;
+
+/// The tenant-level wait after `failed_in_a_row` failing calls: none below
+/// [`FAILED_CALLS_BEFORE_BACKOFF`], then the first retry delay doubling per further failure,
+/// at most [`FAILURE_BACKOFF_MAX_MS`]. Each entry keeps its own schedule too; this only keeps a
+/// Virtuous that fails everything (an outage) from being hammered with first attempts of new
+/// entries, which would spend the budget and the node's CPU on calls that fail (tenants are
+/// islands). The first call that is not a whole failure ends it.
+pub fn failure_backoff_ms(failed_in_a_row: u32, first_retry_ms: u64) -> u64 {
+    if failed_in_a_row < FAILED_CALLS_BEFORE_BACKOFF {
+        return 0;
+    }
+    let doublings = (failed_in_a_row - FAILED_CALLS_BEFORE_BACKOFF).min(30);
+    first_retry_ms
+        .max(1)
+        .saturating_mul(1 << doublings)
+        .min(FAILURE_BACKOFF_MAX_MS)
+}
+
 /// The alert raised when Virtuous refuses the tenant's credentials.
 pub const AUTH_FAILED_ALERT: &str = "auth_failed";
 
@@ -76,6 +99,10 @@ pub struct SubmitterView {
     /// Entries whose completion the store refused (their lease had moved on).
     pub stale_completions_refused: u64,
     pub budget: Option<LedgerView>,
+    /// Calls in a row that failed as a whole (transient or unknown).
+    pub failed_calls_in_a_row: u32,
+    /// No call before this (the tenant backs off while Virtuous keeps failing).
+    pub failure_backoff_until_ms: Option<u64>,
 }
 
 /// The submitter's state: rebuilt from the store at every start; nothing else survives.
@@ -212,6 +239,12 @@ impl SubmitterActor {
         }
         if self.behavior.view.in_flight {
             return;
+        }
+        if let Some(until_ms) = self.behavior.view.failure_backoff_until_ms {
+            if until_ms > shared.clock.now_ms() {
+                self.schedule_wake(until_ms, ctx);
+                return;
+            }
         }
         let settings = shared.settings();
         let retry = RetryPolicy::from_settings(
@@ -391,6 +424,22 @@ impl SubmitterActor {
         let outcome = classify(facts);
         let class = class_name(&outcome);
         self.behavior.view.last_outcome = Some(class);
+        let view = &mut self.behavior.view;
+        if matches!(class, "transient" | "unknown") {
+            view.failed_calls_in_a_row = view.failed_calls_in_a_row.saturating_add(1);
+            let first_retry_ms = shared
+                .settings()
+                .submit
+                .retry_schedule_ms
+                .first()
+                .copied()
+                .unwrap_or(10_000);
+            let backoff_ms = failure_backoff_ms(view.failed_calls_in_a_row, first_retry_ms);
+            view.failure_backoff_until_ms = (backoff_ms > 0).then(|| now_ms + backoff_ms);
+        } else {
+            view.failed_calls_in_a_row = 0;
+            view.failure_backoff_until_ms = None;
+        }
         metrics::counter!(CRM_CALLS_TOTAL, LABEL_ACTOR => ActorKind::Submitter.name(), LABEL_OUTCOME => class)
             .increment(1);
         tracing::debug!(tenant_id = %shared.tenant_id, outcome = class, status, items = in_flight.item_count, elapsed_ms = reply.elapsed_ms, "submitted");

@@ -805,3 +805,56 @@ async fn the_issue_budget_test_53_to_55_calls_in_60_s() {
     let (times, _) = paced_calls(3_600, 500, 60_000).await;
     assert!((53..=55).contains(&times.len()), "{} calls", times.len());
 }
+
+#[test]
+fn the_failure_backoff_starts_after_three_failed_calls_and_is_bounded() {
+    // Goal: no backoff for the first two failing calls; then the first retry delay doubling, capped at 60 s.
+    use crate::submitter::failure_backoff_ms;
+    assert_eq!(failure_backoff_ms(2, 10), 0);
+    assert_eq!(failure_backoff_ms(3, 10), 10);
+    assert_eq!(failure_backoff_ms(5, 10), 40);
+    assert_eq!(failure_backoff_ms(40, 10), 60_000);
+    assert_eq!(failure_backoff_ms(3, 120_000), 60_000);
+}
+
+#[actix_rt::test]
+async fn an_outage_slows_the_tenant_down_and_recovery_resets_it() {
+    // Goal: while Virtuous answers 503 to everything the tenant backs off (calls spread out beyond the pacing); once it answers 200 again, everything queued is submitted and the backoff is gone.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let switch = failing.clone();
+    let crm = ScriptedCrm::new(move |_| {
+        if switch.load(std::sync::atomic::Ordering::SeqCst) {
+            reply(503)
+        } else {
+            reply(200)
+        }
+    });
+    // Each entry retries 20 times, 5 ms apart: only the tenant backoff spaces the calls.
+    let fx = start(settings(100, vec![5; 20]), crm).await;
+    fx.handle
+        .enqueue((0..5).map(|n| gift(&format!("pi_o{n}"))).collect())
+        .await
+        .unwrap();
+    fx.handle.resume();
+    eventually("six failed calls", 5_000, || fx.crm.count() >= 6).await;
+    let times = fx.crm.request_times_ms();
+    // Calls 4..6 waited 5, 10, 20 ms at least (minus 1 ms of timer rounding).
+    assert!(
+        times[4] - times[3] >= 4 && times[5] - times[4] >= 9,
+        "{times:?}"
+    );
+    assert!(
+        observed(&fx.handle, "failed_calls_in_a_row")
+            .as_u64()
+            .unwrap()
+            >= 6
+    );
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually("all submitted after recovery", 5_000, || {
+        fx.tenant.counts().submitted == 5
+    })
+    .await;
+    assert_eq!(observed(&fx.handle, "failed_calls_in_a_row"), 0);
+    assert_eq!(fx.tenant.counts().dead, 0);
+    fx.runtime.shutdown().await;
+}
