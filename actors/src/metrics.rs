@@ -30,11 +30,27 @@ pub const BUDGET_ALLOWANCE_PER_HOUR: &str = "steward_budget_allowance_per_hour";
 /// Gauge `{tenant}`: Virtuous calls in the last hour (the persisted call log).
 pub const BUDGET_SPENT_LAST_HOUR: &str = "steward_budget_spent_last_hour";
 
+/// Counter `{actor, outcome}`: Virtuous calls by outcome class (`accepted`, `throttled`,
+/// `transient`, `unknown`, `permanent`, `too_large`, `needs_operator`, `items_rejected`,
+/// `split`).
+pub const CRM_CALLS_TOTAL: &str = "steward_crm_calls_total";
+/// Counter `{actor}`: `429` answers received.
+pub const CRM_THROTTLED_TOTAL: &str = "steward_crm_throttled_total";
+/// Counter `{actor}`: queue entries Virtuous accepted.
+pub const ITEMS_SUBMITTED_TOTAL: &str = "steward_items_submitted_total";
+/// Counter `{actor}`: queue entries dead-lettered.
+pub const DEAD_LETTERS_TOTAL: &str = "steward_dead_letters_total";
+/// Histogram `{actor}`: items carried by one Virtuous write.
+pub const SUBMIT_BATCH_SIZE: &str = "steward_submit_batch_size";
+/// Counter `{actor}`: completions refused because they came from a replaced generation.
+pub const STALE_COMPLETIONS_REFUSED_TOTAL: &str = "steward_stale_completions_refused_total";
+
 /// Label names.
 pub const LABEL_TENANT: &str = "tenant";
 pub const LABEL_ACTOR: &str = "actor";
 pub const LABEL_ARBITER: &str = "arbiter";
 pub const LABEL_LANE: &str = "lane";
+pub const LABEL_OUTCOME: &str = "outcome";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
 pub fn describe() {
@@ -77,6 +93,36 @@ pub fn describe() {
         BUDGET_SPENT_LAST_HOUR,
         metrics::Unit::Count,
         "Virtuous calls a tenant made in the last hour"
+    );
+    metrics::describe_counter!(
+        CRM_CALLS_TOTAL,
+        metrics::Unit::Count,
+        "Virtuous calls by actor kind and outcome class"
+    );
+    metrics::describe_counter!(
+        CRM_THROTTLED_TOTAL,
+        metrics::Unit::Count,
+        "Virtuous answers with status 429, per actor kind"
+    );
+    metrics::describe_counter!(
+        ITEMS_SUBMITTED_TOTAL,
+        metrics::Unit::Count,
+        "Queue entries accepted by Virtuous"
+    );
+    metrics::describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        metrics::Unit::Count,
+        "Queue entries moved to the dead letters"
+    );
+    metrics::describe_histogram!(
+        SUBMIT_BATCH_SIZE,
+        metrics::Unit::Count,
+        "Items carried by one Virtuous write"
+    );
+    metrics::describe_counter!(
+        STALE_COMPLETIONS_REFUSED_TOTAL,
+        metrics::Unit::Count,
+        "Completions refused because a replaced (stale) generation sent them"
     );
     metrics::describe_gauge!(
         ARBITER_LAG_SECONDS,

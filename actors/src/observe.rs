@@ -281,6 +281,10 @@ pub struct TenantShared {
     sled: std::sync::OnceLock<SledTenantData>,
     /// The tenant's Virtuous; swapped on credential rotation.
     crm: RwLock<Arc<dyn Crm>>,
+    /// The call budget every Virtuous call draws from (submitter, reconciler, admin).
+    pub budget: crate::budget::SharedBudget,
+    /// The submitter's in-memory queue leases (see `store::queue_ops`).
+    pub leases: crate::store::LeaseTable,
 }
 
 /// Per-tenant gauges besides mailbox depth (DESIGN.md §6: about a dozen series a tenant).
@@ -348,7 +352,10 @@ impl TenantShared {
     ) -> TenantShared {
         let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
         let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
+        let budget = crate::budget::SharedBudget::new(settings.budget, clock.now_ms());
         TenantShared {
+            budget,
+            leases: crate::store::LeaseTable::new(),
             gauges: TenantGauges::register(&tenant_id),
             paused: AtomicBool::new(settings.paused),
             needs_operator: AtomicBool::new(false),
@@ -370,6 +377,13 @@ impl TenantShared {
     /// Binds the real store and the Virtuous client (once, before the supervisor starts).
     pub(crate) fn attach(&self, sled: Option<SledTenantData>, crm: Arc<dyn Crm>) {
         if let Some(sled) = sled {
+            // A restart does not refill the budget: the window comes from the call log.
+            if let Err(error) = self
+                .budget
+                .load_call_log(&sled.tenant_store, self.clock.now_ms())
+            {
+                tracing::warn!(tenant_id = %self.tenant_id, error = %error, "budget call log unreadable; starting with an empty window");
+            }
             let _ = self.sled.set(sled);
         }
         self.replace_crm(crm);

@@ -1,6 +1,10 @@
-//! Queue: the tenant's durable lanes. For now it observes lane depths from the store on
-//! every tick and on every work hint; leasing, completion and dead letters come with the
-//! submitter issue.
+//! Queue: the tenant's durable lanes. It observes lane depths from the store on every tick
+//! and on every work hint (the lane gauges).
+//!
+//! Leasing, completion and dead letters are store operations
+//! ([`crate::store::queue_ops`]) the submitter calls directly: one atomic sled batch per
+//! completion, no message round trip, and the leases live in `TenantShared::leases` so a
+//! replaced submitter's completions are refused.
 
 use std::collections::BTreeMap;
 

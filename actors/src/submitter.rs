@@ -1,53 +1,182 @@
-//! Submitter: will drain the queue into Virtuous under the tenant's budget (next issue).
+//! Submitter: drains the tenant's queue into Virtuous under its budget (DESIGN.md §3, §5).
 //!
-//! For now it idles: it keeps its generation (a lease taken by a replaced generation will be
-//! refused on completion) and the paused flag, and counts the work hints it receives. Its
-//! state comes from the shared tenant state and the store, never from before a restart.
+//! - It finds work by reading the store (invariant 9); [`WorkHint`]s, its own timers (the
+//!   budget's next call, the next held or backing-off entry) and a kick from every tick only
+//!   wake it.
+//! - When the budget allows a call it leases the next group ([`crate::store::queue_ops`]),
+//!   builds one request ([`crate::submitter_request::prepare`]), draws the call from the
+//!   ledger, sends, classifies the answer ([`crate::outcome::classify`]) and completes every
+//!   entry in one store batch. One call in flight per tenant; it never waits to batch.
+//! - Split halves and the good items of a batch refused for some are sent again at once
+//!   (still leased, not an attempt) before anything else is leased.
+//! - Leases carry this generation: a new generation takes the old one's leases over, and a
+//!   stale generation's answer is refused (by `may_act`, and by the store's lease check).
+//! - While every call fails (an outage), the tenant backs off ([`failure_backoff_ms`]).
+//! - Paused (or waiting for the operator) → it sends nothing. 401/403 → tenant paused,
+//!   `needs_operator`, alert `auth_failed`; the entries stay queued.
+//! - In-memory tenants (no sled store) submit nothing.
 
-use actix::{Context, Handler};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use serde::Serialize;
 
-use std::sync::atomic::Ordering;
-
-use crate::budget::BudgetStatus;
+use crate::budget::{BudgetStatus, LedgerView, RateLimitHeaders, BUDGET_WINDOW_MS};
+use crate::child::{Child, ChildBehavior};
+use crate::mailbox::MailboxGuard;
+use crate::messages::{SetPaused, WorkHint};
+use crate::metrics::{
+    CRM_CALLS_TOTAL, CRM_THROTTLED_TOTAL, DEAD_LETTERS_TOTAL, ITEMS_SUBMITTED_TOTAL, LABEL_ACTOR,
+    LABEL_OUTCOME, STALE_COMPLETIONS_REFUSED_TOTAL, SUBMIT_BATCH_SIZE,
+};
+use crate::observe::{ActorKind, TenantShared};
+use crate::outcome::classify;
+use crate::ports::{CrmReply, CrmWrite};
+use crate::store::{Completion, Lane, LeaseRequest, LeasedEntry, RecordKind, RetryPolicy};
+use crate::submitter_request::{class_name, prepare, settle};
 
 /// How often the budget gauges are recomputed.
 const BUDGET_GAUGE_REFRESH_MS: u64 = 60_000;
-use crate::child::{Child, ChildBehavior};
-use crate::messages::{SetPaused, WorkHint};
-use crate::observe::{ActorKind, TenantShared};
+/// How often the call log is pruned of calls older than the window.
+const CALL_LOG_PRUNE_MS: u64 = 600_000;
+/// Groups handled without a call (refunds waiting for their gift) in one wake-up before the
+/// submitter yields to its mailbox.
+const ROUNDS_PER_WAKE_MAX: usize = 32;
+/// Longest sleep of a timer; the tick kicks in between anyway.
+const WAKE_DELAY_MAX_MS: u64 = 60_000;
+/// Wait after a store error before trying again.
+const STORE_ERROR_BACKOFF_MS: u64 = 1_000;
+/// After this many calls in a row failed as a whole, the tenant backs off (below).
+pub const FAILED_CALLS_BEFORE_BACKOFF: u32 = 3;
+/// Longest tenant backoff while every call fails.
+pub const FAILURE_BACKOFF_MAX_MS: u64 = 60_000;
+
+/// The tenant-level wait after `failed_in_a_row` failing calls: none below
+/// [`FAILED_CALLS_BEFORE_BACKOFF`], then the first retry delay doubling per further failure,
+/// at most [`FAILURE_BACKOFF_MAX_MS`]. Each entry keeps its own schedule too; this only keeps a
+/// Virtuous that fails everything (an outage) from being hammered with first attempts of new
+/// entries, which would spend the budget and the node's CPU on calls that fail (tenants are
+/// islands). The first call that is not a whole failure ends it.
+pub fn failure_backoff_ms(failed_in_a_row: u32, first_retry_ms: u64) -> u64 {
+    if failed_in_a_row < FAILED_CALLS_BEFORE_BACKOFF {
+        return 0;
+    }
+    let doublings = (failed_in_a_row - FAILED_CALLS_BEFORE_BACKOFF).min(30);
+    first_retry_ms
+        .max(1)
+        .saturating_mul(1 << doublings)
+        .min(FAILURE_BACKOFF_MAX_MS)
+}
+
+/// The alert raised when Virtuous refuses the tenant's credentials.
+pub const AUTH_FAILED_ALERT: &str = "auth_failed";
 
 pub type SubmitterActor = Child<Submitter>;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
-pub struct Submitter {
-    paused: bool,
-    work_hints: u64,
+/// What status shows of the submitter.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct SubmitterView {
+    pub paused: bool,
+    pub needs_operator: bool,
+    pub work_hints: u64,
     /// Entries waiting in the store, as last read.
-    queued_total: u64,
+    pub queued_total: u64,
+    pub in_flight: bool,
+    /// Calls sent by this generation, and the items they carried.
+    pub calls: u64,
+    pub items_sent: u64,
+    pub items_accepted: u64,
+    pub items_retried: u64,
+    pub items_dead: u64,
+    pub throttled: u64,
+    pub last_call_at_ms: Option<u64>,
+    pub last_outcome: Option<&'static str>,
+    /// When the budget allows the next call (`None`: no work waiting).
+    pub next_call_at_ms: Option<u64>,
+    /// Entries whose completion the store refused (their lease had moved on).
+    pub stale_completions_refused: u64,
+    pub budget: Option<LedgerView>,
+    /// Calls in a row that failed as a whole (transient or unknown).
+    pub failed_calls_in_a_row: u32,
+    /// No call before this (the tenant backs off while Virtuous keeps failing).
+    pub failure_backoff_until_ms: Option<u64>,
+}
+
+/// The submitter's state: rebuilt from the store at every start; nothing else survives.
+#[derive(Debug, Default)]
+pub struct Submitter {
+    view: SubmitterView,
+    /// Groups to send again at once (still leased by this generation).
+    follow_ups: VecDeque<Vec<LeasedEntry>>,
+    /// The earliest pending timer.
+    wake_at_ms: Option<u64>,
+    call_log_pruned_at_ms: u64,
+}
+
+/// Wakes the submitter (sent from its tick; the store says whether there is work).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake {
+    pub guard: MailboxGuard,
 }
 
 impl ChildBehavior for Submitter {
     const KIND: ActorKind = ActorKind::Submitter;
-    type Observed = Submitter;
+    type Observed = SubmitterView;
 
     fn rebuild(shared: &TenantShared) -> Submitter {
         publish_budget_gauges(shared);
+        // This generation takes over its predecessor's leases: their entries go again now
+        // (same idempotency keys), and the predecessor's completions are refused.
+        let generation = shared.cell(ActorKind::Submitter).generation();
+        let taken_over = shared.leases.take_over(generation);
+        if taken_over > 0 {
+            tracing::info!(tenant_id = %shared.tenant_id, generation, taken_over, "submitter took over leases of a replaced generation");
+        }
         Submitter {
-            paused: shared.is_paused(),
-            work_hints: 0,
-            queued_total: shared.data.queued_total(),
+            view: SubmitterView {
+                paused: shared.is_paused(),
+                needs_operator: shared.needs_operator.load(Ordering::Acquire),
+                queued_total: shared.data.queued_total(),
+                ..SubmitterView::default()
+            },
+            ..Submitter::default()
         }
     }
+
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
         // The shared flag is the truth; SetPaused only makes the change visible sooner.
-        self.paused = shared.is_paused();
-        self.queued_total = shared.data.queued_total();
+        self.view.paused = shared.is_paused();
+        self.view.needs_operator = shared.needs_operator.load(Ordering::Acquire);
+        self.view.queued_total = shared.data.queued_total();
         publish_budget_gauges(shared);
+        let now_ms = shared.clock.now_ms();
+        if let Some(sled) = shared.sled() {
+            if now_ms.saturating_sub(self.call_log_pruned_at_ms) >= CALL_LOG_PRUNE_MS {
+                self.call_log_pruned_at_ms = now_ms;
+                let before_ms = now_ms.saturating_sub(BUDGET_WINDOW_MS);
+                if let Err(error) = sled.tenant_store.prune_calls_before(before_ms) {
+                    tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "call log prune failed");
+                }
+            }
+            // Nothing stored is stranded: a missed hint or timer is made up here.
+            let overdue = self.wake_at_ms.map_or(true, |at| at <= now_ms);
+            let has_work = self.view.queued_total > 0 || !self.follow_ups.is_empty();
+            if has_work && overdue && !self.view.in_flight && !self.view.paused {
+                if let Some(submitter) = shared.addresses().submitter {
+                    let guard = shared.cell(ActorKind::Submitter).mailbox.guard();
+                    let _ = submitter.try_send(Wake { guard });
+                }
+            }
+        }
         Ok(())
     }
-    fn observed(&self) -> Submitter {
-        *self
+
+    fn observed(&self) -> SubmitterView {
+        self.view.clone()
     }
 }
 
@@ -84,6 +213,369 @@ fn publish_budget_gauges(shared: &TenantShared) {
         .set(status.spent_last_hour as f64);
 }
 
+/// A request on its way, with what completing it needs.
+struct InFlight {
+    items: Vec<Vec<LeasedEntry>>,
+    attempt: u32,
+    item_count: usize,
+}
+
+impl SubmitterActor {
+    /// Sends the next request if the budget, the pause flag and the store allow it.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if !self.may_act(ctx) {
+            return;
+        }
+        let shared = Arc::clone(&self.core.shared);
+        self.behavior.view.paused = shared.is_paused();
+        self.behavior.view.needs_operator = shared.needs_operator.load(Ordering::Acquire);
+        let Some(sled) = shared.sled().cloned() else {
+            return;
+        };
+        if self.behavior.view.paused {
+            self.release_follow_ups();
+            self.publish();
+            return;
+        }
+        if self.behavior.view.in_flight {
+            return;
+        }
+        if let Some(until_ms) = self.behavior.view.failure_backoff_until_ms {
+            if until_ms > shared.clock.now_ms() {
+                self.schedule_wake(until_ms, ctx);
+                return;
+            }
+        }
+        let settings = shared.settings();
+        let retry = RetryPolicy::from_settings(
+            &settings.submit.retry_schedule_ms,
+            settings.submit.retry_jitter_pct,
+        );
+        let generation = self.core.generation;
+        for _ in 0..ROUNDS_PER_WAKE_MAX {
+            let now_ms = shared.clock.now_ms();
+            if self.behavior.follow_ups.is_empty() && shared.data.queued_total() == 0 {
+                // Idle: hints and ticks wake it when entries arrive.
+                shared.budget.set_priority_work(false);
+                self.behavior.view.next_call_at_ms = None;
+                self.finish_round(&shared);
+                return;
+            }
+            let next_call_at_ms = shared
+                .budget
+                .next_call_at(Lane::Live, settings.budget, now_ms);
+            if next_call_at_ms > now_ms {
+                // Work may be waiting: say so (lane priority) and wake when the call is due.
+                shared.budget.set_priority_work(true);
+                self.behavior.view.next_call_at_ms = Some(next_call_at_ms);
+                self.schedule_wake(next_call_at_ms, ctx);
+                self.finish_round(&shared);
+                return;
+            }
+            let group = match self.behavior.follow_ups.pop_front() {
+                Some(group) => {
+                    let keys: Vec<_> = group.iter().map(LeasedEntry::key).collect();
+                    let expires_at_ms = now_ms.saturating_add(settings.submit.lease_timeout_ms);
+                    if !shared.leases.renew(generation, &keys, expires_at_ms) {
+                        continue; // Taken over: not ours to send any more.
+                    }
+                    group
+                }
+                None => {
+                    let request = LeaseRequest {
+                        now_ms,
+                        generation,
+                        batch_max: settings.submit.batch_max.clamp(1, 100),
+                        lease_timeout_ms: settings.submit.lease_timeout_ms,
+                    };
+                    let batch = match sled.tenant_store.lease_ready(&shared.leases, request) {
+                        Ok(batch) => batch,
+                        Err(error) => {
+                            tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "lease failed");
+                            self.schedule_wake(now_ms + STORE_ERROR_BACKOFF_MS, ctx);
+                            return;
+                        }
+                    };
+                    if let Some(ready_at_ms) = batch.next_ready_at_ms {
+                        self.schedule_wake(ready_at_ms, ctx);
+                    }
+                    if batch.entries.is_empty() {
+                        shared.budget.set_priority_work(false);
+                        self.behavior.view.next_call_at_ms = None;
+                        self.finish_round(&shared);
+                        return;
+                    }
+                    shared.budget.set_priority_work(true);
+                    batch.entries
+                }
+            };
+            // A waiting refund looks at its gift again after the first retry delay at first.
+            let refund_recheck_min_ms = settings
+                .submit
+                .retry_schedule_ms
+                .first()
+                .copied()
+                .unwrap_or(10_000);
+            let store = &sled.tenant_store;
+            let prepared = prepare(
+                group,
+                |source, source_id| {
+                    store
+                        .get_record(RecordKind::Gift, source, source_id)
+                        .ok()
+                        .flatten()
+                        .and_then(|record| record.virtuous_id)
+                },
+                now_ms,
+                refund_recheck_min_ms,
+            );
+            if !prepared.settle_now.is_empty() {
+                self.complete(prepared.settle_now, now_ms, &retry);
+            }
+            let Some((request, items)) = prepared.call else {
+                continue;
+            };
+            let store = Some(&sled.tenant_store);
+            if let Err(retry_at_ms) = shared
+                .budget
+                .draw(Lane::Live, settings.budget, now_ms, store)
+            {
+                // Raced with another lane: keep the group leased and send it first.
+                self.behavior
+                    .follow_ups
+                    .push_front(items.into_iter().flatten().collect());
+                self.schedule_wake(retry_at_ms, ctx);
+                self.finish_round(&shared);
+                return;
+            }
+            self.send(request, items, now_ms, ctx);
+            return;
+        }
+        // Many groups settled without a call: go on after the mailbox had its turn.
+        self.schedule_wake(shared.clock.now_ms(), ctx);
+    }
+
+    fn finish_round(&mut self, shared: &TenantShared) {
+        self.behavior.view.queued_total = shared.data.queued_total();
+        self.behavior.view.budget = Some(shared.budget.view(shared.clock.now_ms()));
+        self.publish();
+    }
+
+    fn send(
+        &mut self,
+        request: CrmWrite,
+        items: Vec<Vec<LeasedEntry>>,
+        now_ms: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let attempt = items
+            .iter()
+            .flatten()
+            .map(|leased| leased.entry.attempts)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
+        let item_count = request.item_count();
+        let view = &mut self.behavior.view;
+        view.in_flight = true;
+        view.calls += 1;
+        view.items_sent += item_count as u64;
+        view.last_call_at_ms = Some(now_ms);
+        view.next_call_at_ms = None;
+        metrics::histogram!(SUBMIT_BATCH_SIZE, LABEL_ACTOR => ActorKind::Submitter.name())
+            .record(item_count as f64);
+        let shared = Arc::clone(&self.core.shared);
+        self.finish_round(&shared);
+        let in_flight = InFlight {
+            items,
+            attempt,
+            item_count,
+        };
+        let answer = shared.crm().write(request);
+        ctx.spawn(
+            answer
+                .into_actor(self)
+                .map(move |reply, submitter, ctx| submitter.on_reply(reply, in_flight, ctx)),
+        );
+    }
+
+    fn on_reply(&mut self, reply: CrmReply, in_flight: InFlight, ctx: &mut Context<Self>) {
+        if !self.may_act(ctx) {
+            // Replaced while the call was out: its successor owns these entries now.
+            metrics::counter!(STALE_COMPLETIONS_REFUSED_TOTAL, LABEL_ACTOR => ActorKind::Submitter.name())
+                .increment(in_flight.items.iter().flatten().count() as u64);
+            return;
+        }
+        let shared = Arc::clone(&self.core.shared);
+        let now_ms = shared.clock.now_ms();
+        self.behavior.view.in_flight = false;
+        shared.budget.observe(reply.rate_limit, now_ms);
+        if reply.rate_limit.limit.is_some() || reply.rate_limit.remaining.is_some() {
+            shared.record_rate_limit_headers(RateLimitHeaders {
+                limit: reply.rate_limit.limit,
+                remaining: reply.rate_limit.remaining,
+            });
+        }
+        let mut facts = reply.facts;
+        facts.attempt = in_flight.attempt;
+        facts.item_count = in_flight.item_count;
+        facts.is_write = true;
+        let status = facts.status;
+        let outcome = classify(facts);
+        let class = class_name(&outcome);
+        self.behavior.view.last_outcome = Some(class);
+        let view = &mut self.behavior.view;
+        if matches!(class, "transient" | "unknown") {
+            view.failed_calls_in_a_row = view.failed_calls_in_a_row.saturating_add(1);
+            let first_retry_ms = shared
+                .settings()
+                .submit
+                .retry_schedule_ms
+                .first()
+                .copied()
+                .unwrap_or(10_000);
+            let backoff_ms = failure_backoff_ms(view.failed_calls_in_a_row, first_retry_ms);
+            view.failure_backoff_until_ms = (backoff_ms > 0).then(|| now_ms + backoff_ms);
+        } else {
+            view.failed_calls_in_a_row = 0;
+            view.failure_backoff_until_ms = None;
+        }
+        metrics::counter!(CRM_CALLS_TOTAL, LABEL_ACTOR => ActorKind::Submitter.name(), LABEL_OUTCOME => class)
+            .increment(1);
+        tracing::debug!(tenant_id = %shared.tenant_id, outcome = class, status, items = in_flight.item_count, elapsed_ms = reply.elapsed_ms, "submitted");
+        let settled = settle(outcome, in_flight.items, status, now_ms);
+        if let Some(retry_after_ms) = settled.throttled_ms {
+            shared.budget.throttled(retry_after_ms, now_ms);
+            self.behavior.view.throttled += 1;
+            metrics::counter!(CRM_THROTTLED_TOTAL, LABEL_ACTOR => ActorKind::Submitter.name())
+                .increment(1);
+        }
+        if let Some(reason) = &settled.needs_operator {
+            self.needs_operator(reason, now_ms);
+        }
+        let settings = shared.settings();
+        let retry = RetryPolicy::from_settings(
+            &settings.submit.retry_schedule_ms,
+            settings.submit.retry_jitter_pct,
+        );
+        self.complete(settled.completions, now_ms, &retry);
+        // Sent again at once, in order, before anything new is leased.
+        for group in settled.follow_ups.into_iter().rev() {
+            self.behavior.follow_ups.push_front(group);
+        }
+        if settled.needs_operator.is_some() {
+            self.release_follow_ups();
+        }
+        self.finish_round(&shared);
+        self.pump(ctx);
+    }
+
+    /// Completes entries in one store batch and counts what happened.
+    fn complete(
+        &mut self,
+        results: Vec<(LeasedEntry, Completion)>,
+        now_ms: u64,
+        retry: &RetryPolicy,
+    ) {
+        let shared = Arc::clone(&self.core.shared);
+        let Some(sled) = shared.sled() else { return };
+        let generation = self.core.generation;
+        match sled
+            .tenant_store
+            .complete_leased(&shared.leases, generation, now_ms, results, retry)
+        {
+            Ok(report) => {
+                let view = &mut self.behavior.view;
+                view.items_accepted += report.accepted;
+                view.items_retried += report.retried;
+                view.items_dead += report.dead;
+                view.stale_completions_refused += report.refused_stale;
+                let actor = ActorKind::Submitter.name();
+                if report.accepted > 0 {
+                    metrics::counter!(ITEMS_SUBMITTED_TOTAL, LABEL_ACTOR => actor)
+                        .increment(report.accepted);
+                }
+                if report.dead > 0 {
+                    metrics::counter!(DEAD_LETTERS_TOTAL, LABEL_ACTOR => actor)
+                        .increment(report.dead);
+                    tracing::warn!(tenant_id = %shared.tenant_id, dead = report.dead, "entries dead-lettered");
+                }
+                if report.refused_stale > 0 {
+                    metrics::counter!(STALE_COMPLETIONS_REFUSED_TOTAL, LABEL_ACTOR => actor)
+                        .increment(report.refused_stale);
+                    tracing::warn!(tenant_id = %shared.tenant_id, refused = report.refused_stale, generation, "completion refused: leases no longer held by this generation");
+                }
+            }
+            Err(error) => {
+                // Leases stay until they expire; the entries are still queued (the batch is
+                // atomic), so they go again.
+                tracing::error!(tenant_id = %shared.tenant_id, error = %error, "completion failed");
+            }
+        }
+    }
+
+    /// 401/403: pause the tenant, mark it as waiting for the operator, alert once.
+    fn needs_operator(&mut self, reason: &str, now_ms: u64) {
+        let shared = Arc::clone(&self.core.shared);
+        shared.paused.store(true, Ordering::Release);
+        shared.needs_operator.store(true, Ordering::Release);
+        let mut settings = shared.settings();
+        settings.paused = true;
+        shared.replace_settings(settings);
+        self.behavior.view.paused = true;
+        self.behavior.view.needs_operator = true;
+        let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
+        if let Some(sled) = shared.sled() {
+            match sled
+                .tenant_store
+                .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)
+            {
+                Ok(true) => {
+                    tracing::error!(tenant_id = %shared.tenant_id, alert = AUTH_FAILED_ALERT, reason, "tenant paused: credentials refused")
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "alert could not be stored")
+                }
+            }
+        }
+    }
+
+    /// Drops the follow-up groups' leases (paused: they go again from the store later).
+    fn release_follow_ups(&mut self) {
+        let keys: Vec<_> = self
+            .behavior
+            .follow_ups
+            .drain(..)
+            .flatten()
+            .map(|leased| leased.key())
+            .collect();
+        if !keys.is_empty() {
+            self.core.shared.leases.release(self.core.generation, &keys);
+        }
+    }
+
+    fn schedule_wake(&mut self, at_ms: u64, ctx: &mut Context<Self>) {
+        let now_ms = self.core.shared.clock.now_ms();
+        let at_ms = at_ms.min(now_ms.saturating_add(WAKE_DELAY_MAX_MS));
+        if self
+            .behavior
+            .wake_at_ms
+            .is_some_and(|pending| pending <= at_ms)
+        {
+            return;
+        }
+        self.behavior.wake_at_ms = Some(at_ms);
+        let delay = Duration::from_millis(at_ms.saturating_sub(now_ms));
+        ctx.run_later(delay, move |submitter, ctx| {
+            if submitter.behavior.wake_at_ms == Some(at_ms) {
+                submitter.behavior.wake_at_ms = None;
+            }
+            submitter.pump(ctx);
+        });
+    }
+}
+
 impl Handler<WorkHint> for SubmitterActor {
     type Result = ();
 
@@ -92,9 +584,19 @@ impl Handler<WorkHint> for SubmitterActor {
         if !self.may_act(ctx) {
             return;
         }
-        self.behavior.work_hints += 1;
-        self.behavior.queued_total = self.core.shared.data.queued_total();
+        self.behavior.view.work_hints += 1;
+        self.behavior.view.queued_total = self.core.shared.data.queued_total();
         self.publish();
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Wake> for SubmitterActor {
+    type Result = ();
+
+    fn handle(&mut self, mut wake: Wake, ctx: &mut Context<Self>) {
+        wake.guard.mark_handling();
+        self.pump(ctx);
     }
 }
 
@@ -106,7 +608,14 @@ impl Handler<SetPaused> for SubmitterActor {
         if !self.may_act(ctx) {
             return;
         }
-        self.behavior.paused = message.paused;
+        self.behavior.view.paused = message.paused;
         self.publish();
+        if !message.paused {
+            self.pump(ctx);
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "submitter_tests.rs"]
+mod tests;

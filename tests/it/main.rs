@@ -22,4 +22,5 @@ mod sandbox_queries;
 mod sandbox_support;
 mod sandbox_webhooks;
 mod sandbox_writes;
+mod submit_sandbox;
 mod virtuous_client;

@@ -55,6 +55,17 @@ pub fn decode_payload<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result
         .map_err(|err| StoreError::Codec(format!("{name}: {err}")))
 }
 
+/// Decodes a payload (no version byte) as a `T` that borrows from it (no copies of strings:
+/// for reading a few fields of large values).
+pub fn decode_payload_borrowed<'a, T: serde::Deserialize<'a>>(
+    name: &str,
+    payload: &'a [u8],
+) -> Result<T, StoreError> {
+    bincode_options()
+        .deserialize(payload)
+        .map_err(|err| StoreError::Codec(format!("{name}: {err}")))
+}
+
 /// `[T::VERSION][bincode(value)]`.
 pub fn encode<T: Versioned>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = Vec::with_capacity(64);

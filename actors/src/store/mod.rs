@@ -20,6 +20,7 @@ pub mod group_commit;
 pub mod hold_ops;
 pub mod keys;
 pub mod layout;
+pub mod queue_ops;
 mod registry;
 mod secrets;
 mod tenant;
@@ -35,6 +36,10 @@ use serde::{Deserialize, Serialize};
 
 pub use group_commit::FlushStats;
 pub use layout::{Layout, DEFAULT_LAYOUT};
+pub use queue_ops::{
+    Completion, CompletionReport, Lease, LeaseBatch, LeaseRequest, LeaseTable, LeasedEntry,
+    RetryPolicy, LEASE_SCAN_MAX,
+};
 pub use secrets::MASTER_KEY_FILE;
 pub use types::{
     CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SeenKey,

@@ -1,0 +1,682 @@
+//! Queue operations of the submitter (DESIGN.md §3 "Submit", §5): lease ready entries, then
+//! complete them in one atomic sled batch with a result per entry.
+//!
+//! # Leases
+//! A lease is in memory only ([`LeaseTable`], one per tenant, kept in
+//! `TenantShared::leases`): `(lane, seq) → (generation, expires_at_ms)`. Leases are not
+//! stored because a restarted process has no submitter in flight; a restarted *child* (new
+//! generation) takes over the old generation's leases ([`LeaseTable::take_over`]) so nothing
+//! waits for `lease_timeout_ms`, and the old generation's completion is refused here (its
+//! leases are gone) as well as by the actor's generation check. An expired lease may be
+//! taken by anyone.
+//!
+//! # Ordering
+//! Entries are leased by lane priority (live, retry, reconcile, backfill), then by seq. A
+//! record's entries keep their order: an entry is leased only while every earlier entry (by
+//! seq, in any lane) of the same record is ready and unleased. Entries that move to the retry
+//! lane keep their seq, so order survives a retry. Not-ready entries (`not_before_ms > now`,
+//! held or backing off) are skipped without stalling the entries behind them.
+//!
+//! A lease call reads entry headers only, a prefix of the queue when that settles the group,
+//! and at most [`LEASE_SCAN_MAX`] entries (entries beyond wait until the ones ahead drain).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::codec::{decode, encode, Versioned};
+use super::keys::section;
+use super::types::{DeadLetter, QueueEntry, RecordState, SyncState, Unconfirmed};
+use super::{io_error, Lane, RecordKind, StoreError, TenantStore};
+use crate::retry::{next_attempt_delay, RetrySchedule};
+
+/// Most queue entries one lease call reads.
+pub const LEASE_SCAN_MAX: usize = 20_000;
+
+/// Who holds an entry, until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub generation: u64,
+    pub expires_at_ms: u64,
+}
+
+/// A tenant's in-memory leases (see the module docs).
+#[derive(Debug, Default)]
+pub struct LeaseTable {
+    leases: Mutex<HashMap<(Lane, u64), Lease>>,
+}
+
+impl LeaseTable {
+    pub fn new() -> LeaseTable {
+        LeaseTable::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(Lane, u64), Lease>> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The generation holding a live (unexpired) lease on the entry.
+    pub fn holder(&self, lane: Lane, seq: u64, now_ms: u64) -> Option<u64> {
+        self.lock()
+            .get(&(lane, seq))
+            .filter(|lease| lease.expires_at_ms > now_ms)
+            .map(|lease| lease.generation)
+    }
+
+    /// A new generation takes over: every lease of another generation is dropped (their
+    /// completions will be refused). Returns how many were dropped.
+    pub fn take_over(&self, generation: u64) -> usize {
+        let mut leases = self.lock();
+        let before = leases.len();
+        leases.retain(|_, lease| lease.generation == generation);
+        before - leases.len()
+    }
+
+    /// Extends the leases `generation` holds on `keys` (a batch kept for a follow-up call).
+    /// Returns false when one of them is no longer held by `generation`.
+    pub fn renew(&self, generation: u64, keys: &[(Lane, u64)], expires_at_ms: u64) -> bool {
+        let mut leases = self.lock();
+        let mut all_held = true;
+        for key in keys {
+            match leases.get_mut(key) {
+                Some(lease) if lease.generation == generation => {
+                    lease.expires_at_ms = expires_at_ms
+                }
+                _ => all_held = false,
+            }
+        }
+        all_held
+    }
+
+    /// Drops the leases `generation` holds on `keys` (nothing to store).
+    pub fn release(&self, generation: u64, keys: &[(Lane, u64)]) {
+        let mut leases = self.lock();
+        for key in keys {
+            if leases
+                .get(key)
+                .is_some_and(|lease| lease.generation == generation)
+            {
+                leases.remove(key);
+            }
+        }
+    }
+
+    /// Leases held (live or expired but not yet dropped).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn held_by(&self, generation: u64, key: (Lane, u64)) -> bool {
+        self.lock()
+            .get(&key)
+            .is_some_and(|lease| lease.generation == generation)
+    }
+}
+
+/// What to lease.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseRequest {
+    pub now_ms: u64,
+    /// The submitter generation taking the leases.
+    pub generation: u64,
+    /// Most gift transactions (or merged contact updates) in one lease.
+    pub batch_max: usize,
+    pub lease_timeout_ms: u64,
+}
+
+/// One leased entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedEntry {
+    pub lane: Lane,
+    pub seq: u64,
+    pub entry: QueueEntry,
+}
+
+impl LeasedEntry {
+    pub fn key(&self) -> (Lane, u64) {
+        (self.lane, self.seq)
+    }
+}
+
+/// The result of a lease call: one request's worth of entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseBatch {
+    /// One group, in send order: gifts of one `transaction_source` (≤ `batch_max`, one per
+    /// record), or the consecutive updates of one contact record, or one refund.
+    pub entries: Vec<LeasedEntry>,
+    /// Earliest `not_before_ms` among entries skipped as not ready (wake-up time).
+    pub next_ready_at_ms: Option<u64>,
+    /// Ready entries were left for another request (another group or a full batch).
+    pub more_ready: bool,
+}
+
+/// What happened to one leased entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// 2xx: removed; record → `submitted`; gifts and contacts join the unconfirmed index.
+    Accepted,
+    /// A failed attempt (transient / unknown): the retry lane with the next delay (jitter
+    /// drawn once per completion call), or a dead letter once the schedule is exhausted.
+    Retry {
+        reason: String,
+        status: Option<u16>,
+        /// `Retry-After` as a floor for the delay.
+        retry_after_ms: Option<u64>,
+    },
+    /// Not an attempt (throttled): only `not_before_ms` changes.
+    Requeue { not_before_ms: u64 },
+    /// Permanent: a dead letter with the exact entry; record → `dead`.
+    Dead { reason: String, status: Option<u16> },
+    /// A refund whose gift has no Virtuous id yet: record → `waiting_for_gift`, the entry
+    /// stays (not an attempt) until `recheck_at_ms`.
+    WaitForGift { recheck_at_ms: u64 },
+    /// Nothing changes in the store; the lease is dropped.
+    Release,
+}
+
+/// How retries are timed.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub schedule: RetrySchedule,
+    /// ± spread of each delay, 0–1.
+    pub jitter_fraction: f64,
+}
+
+impl RetryPolicy {
+    /// From `[submitter]` settings (an invalid schedule falls back to the default one).
+    pub fn from_settings(retry_schedule_ms: &[u64], retry_jitter_pct: u8) -> RetryPolicy {
+        let delays = retry_schedule_ms
+            .iter()
+            .map(|&ms| Duration::from_millis(ms))
+            .collect();
+        RetryPolicy {
+            schedule: RetrySchedule::new(delays).unwrap_or_default(),
+            jitter_fraction: f64::from(retry_jitter_pct.min(100)) / 100.0,
+        }
+    }
+}
+
+/// What a completion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompletionReport {
+    pub accepted: u64,
+    pub retried: u64,
+    pub requeued: u64,
+    pub dead: u64,
+    pub waiting_for_gift: u64,
+    pub released: u64,
+    /// Refused: the lease is not held by the completing generation (stale submitter).
+    pub refused_stale: u64,
+    /// The entry was gone (removed by an operator meanwhile).
+    pub missing: u64,
+}
+
+/// The fields of a stored [`QueueEntry`] leasing needs, borrowed from its bytes (same
+/// bincode layout: field order is the on-disk format, pinned by the golden-bytes test and by
+/// `entry_headers_read_what_full_decoding_reads`).
+#[derive(serde::Deserialize)]
+struct EntryHeader<'a> {
+    kind: RecordKind,
+    source: &'a str,
+    source_id: &'a str,
+    _idempotency_key: &'a str,
+    lane: Lane,
+    transaction_source: &'a str,
+    _body_json: &'a str,
+    _attempts: u32,
+    _enqueued_at_ms: u64,
+    not_before_ms: u64,
+}
+
+/// One scanned entry: its header, hashed keys, and its bytes (decoded only if leased).
+struct Scanned {
+    lane: Lane,
+    seq: u64,
+    kind: RecordKind,
+    /// Hash of (kind, source, source id): the record. A collision only adds an ordering
+    /// constraint between two records (a delay, never a wrong send).
+    record: u64,
+    /// Hash of the transaction source.
+    transaction_source: u64,
+    not_before_ms: u64,
+    bytes: sled::IVec,
+}
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Scanned {
+    fn read(seq: u64, bytes: sled::IVec) -> Result<Scanned, StoreError> {
+        let (kind, lane, record, transaction_source, not_before_ms) = match bytes.split_first() {
+            Some((&version, payload)) if version == QueueEntry::VERSION => {
+                let header: EntryHeader<'_> =
+                    super::codec::decode_payload_borrowed("QueueEntry header", payload)?;
+                (
+                    header.kind,
+                    header.lane,
+                    hash_of((header.kind, header.source, header.source_id)),
+                    hash_of(header.transaction_source),
+                    header.not_before_ms,
+                )
+            }
+            // Another version: decode in full (migration on read).
+            _ => {
+                let entry: QueueEntry = decode(&bytes)?;
+                (
+                    entry.kind,
+                    entry.lane,
+                    hash_of((entry.kind, entry.source.as_str(), entry.source_id.as_str())),
+                    hash_of(entry.transaction_source.as_str()),
+                    entry.not_before_ms,
+                )
+            }
+        };
+        Ok(Scanned {
+            lane,
+            seq,
+            kind,
+            record,
+            transaction_source,
+            not_before_ms,
+            bytes,
+        })
+    }
+}
+
+/// The group chosen from a scanned prefix of the queue.
+struct Choice {
+    /// Indices into the scanned entries, in send order.
+    chosen: Vec<usize>,
+    /// The group cannot grow (batch full, or a refund).
+    full: bool,
+    more_ready: bool,
+    next_ready_at_ms: Option<u64>,
+}
+
+/// Picks the next group from `scanned` (lane priority then seq; see the module docs).
+fn choose(scanned: &[Scanned], leases: &LeaseTable, now_ms: u64, batch_max: usize) -> Choice {
+    let mut next_ready_at_ms: Option<u64> = None;
+    // Per record: its earliest seq, and the seq of its first entry that is leased or not
+    // ready (entries of the record from that seq on wait: order per record key).
+    let mut earliest_seq: HashMap<u64, u64> = HashMap::new();
+    let mut blocked_from: HashMap<u64, u64> = HashMap::new();
+    for entry in scanned {
+        let earliest = earliest_seq.entry(entry.record).or_insert(entry.seq);
+        *earliest = (*earliest).min(entry.seq);
+        let ready = entry.not_before_ms <= now_ms;
+        if !ready {
+            let at = next_ready_at_ms.get_or_insert(entry.not_before_ms);
+            *at = (*at).min(entry.not_before_ms);
+        }
+        if !ready || leases.holder(entry.lane, entry.seq, now_ms).is_some() {
+            let from = blocked_from.entry(entry.record).or_insert(entry.seq);
+            *from = (*from).min(entry.seq);
+        }
+    }
+    let eligible = |entry: &Scanned| {
+        entry.not_before_ms <= now_ms
+            && blocked_from
+                .get(&entry.record)
+                .map_or(true, |&from| entry.seq < from)
+    };
+    let is_earliest = |entry: &Scanned| earliest_seq.get(&entry.record) == Some(&entry.seq);
+    let mut records_taken: HashSet<u64> = HashSet::new();
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut more_ready = false;
+    for (at, entry) in scanned.iter().enumerate() {
+        if !eligible(entry) {
+            continue;
+        }
+        let Some(&first_at) = chosen.first() else {
+            // The first must be its record's earliest entry (else an earlier entry of the
+            // record sits in a lower lane: it goes first).
+            if is_earliest(entry) {
+                records_taken.insert(entry.record);
+                chosen.push(at);
+            }
+            continue;
+        };
+        let first = &scanned[first_at];
+        let fits = chosen.len() < batch_max
+            && match first.kind {
+                // Gifts: one per record (never coalesced), one transaction source.
+                RecordKind::Gift => {
+                    entry.kind == RecordKind::Gift
+                        && entry.transaction_source == first.transaction_source
+                        && !records_taken.contains(&entry.record)
+                        && is_earliest(entry)
+                }
+                // Contacts: the consecutive updates of the first record, merged.
+                RecordKind::Contact => entry.record == first.record,
+                RecordKind::Refund => false,
+            };
+        if fits {
+            records_taken.insert(entry.record);
+            chosen.push(at);
+        } else {
+            more_ready = true;
+        }
+    }
+    let first_kind = chosen.first().map(|&at| scanned[at].kind);
+    if first_kind == Some(RecordKind::Contact) {
+        // Merged updates apply oldest first (newest value wins).
+        chosen.sort_by_key(|&at| scanned[at].seq);
+    }
+    Choice {
+        full: chosen.len() >= batch_max || first_kind == Some(RecordKind::Refund),
+        chosen,
+        more_ready,
+        next_ready_at_ms,
+    }
+}
+
+impl TenantStore {
+    /// Leases the next group of ready entries (see the module docs for priority, ordering
+    /// and grouping). An empty batch leases nothing.
+    ///
+    /// The scan reads only each entry's header ([`EntryHeader`], borrowed: no body copy);
+    /// the leased entries alone are decoded in full. It reads a prefix of the queue and
+    /// stops once a full group lies in the last non-empty lane (nothing after it can come
+    /// first: later entries of that lane have higher seqs); otherwise it reads further, up
+    /// to [`LEASE_SCAN_MAX`].
+    pub fn lease_ready(
+        &self,
+        leases: &LeaseTable,
+        request: LeaseRequest,
+    ) -> Result<LeaseBatch, StoreError> {
+        let inner = self.inner();
+        inner.settle()?;
+        let now_ms = request.now_ms;
+        let batch_max = request.batch_max.max(1);
+        let lane_stats = self.lane_stats();
+        let last_nonempty_lane = Lane::ALL
+            .into_iter()
+            .rev()
+            .find(|&lane| lane_stats[lane as usize].1.depth > 0);
+        let mut entries = inner
+            .tree
+            .scan_prefix(inner.keys.section_prefix(section::QUEUE));
+        // Scanned entries, lane priority then seq.
+        let mut scanned: Vec<Scanned> = Vec::new();
+        let mut limit = (batch_max * 4 + 256).min(LEASE_SCAN_MAX);
+        let choice = loop {
+            let mut exhausted = false;
+            while scanned.len() < limit {
+                let Some(item) = entries.next() else {
+                    exhausted = true;
+                    break;
+                };
+                let (key, bytes) = item.map_err(io_error)?;
+                let seq = inner
+                    .keys
+                    .seq_of_queue_key(&key)
+                    .ok_or_else(|| StoreError::Codec(format!("malformed queue key {key:?}")))?;
+                scanned.push(Scanned::read(seq, bytes)?);
+            }
+            let choice = choose(&scanned, leases, now_ms, batch_max);
+            let in_last_lane = |lane: Lane| Some(lane) == last_nonempty_lane;
+            let settled = exhausted
+                || scanned.len() >= LEASE_SCAN_MAX
+                || (choice.full
+                    && choice
+                        .chosen
+                        .iter()
+                        .all(|&at| in_last_lane(scanned[at].lane))
+                    && scanned.last().is_some_and(|last| in_last_lane(last.lane)));
+            if settled {
+                break choice;
+            }
+            limit = (limit * 4).min(LEASE_SCAN_MAX);
+        };
+        let mut batch = LeaseBatch {
+            entries: Vec::with_capacity(choice.chosen.len()),
+            next_ready_at_ms: choice.next_ready_at_ms,
+            more_ready: choice.more_ready,
+        };
+        for at in choice.chosen {
+            let entry = &scanned[at];
+            batch.entries.push(LeasedEntry {
+                lane: entry.lane,
+                seq: entry.seq,
+                entry: decode(&entry.bytes)?,
+            });
+        }
+        let expires_at_ms = now_ms.saturating_add(request.lease_timeout_ms.max(1));
+        let mut table = leases.lock();
+        for leased in &batch.entries {
+            table.insert(
+                leased.key(),
+                Lease {
+                    generation: request.generation,
+                    expires_at_ms,
+                },
+            );
+        }
+        Ok(batch)
+    }
+
+    /// Completes leased entries in one atomic sled batch (queue, records, dead letters,
+    /// unconfirmed index, counters), then keeps the lane gauges exact and drops the leases.
+    /// An entry whose lease `generation` does not hold is refused (stale completion) and
+    /// left untouched.
+    pub fn complete_leased(
+        &self,
+        leases: &LeaseTable,
+        generation: u64,
+        now_ms: u64,
+        results: Vec<(LeasedEntry, Completion)>,
+        retry: &RetryPolicy,
+    ) -> Result<CompletionReport, StoreError> {
+        let inner = self.inner();
+        let keys = &inner.keys;
+        let _guard = inner.lock_for_write()?;
+        let mut report = CompletionReport::default();
+        let mut counts = inner.load_counts();
+        let mut batch = sled::Batch::default();
+        let mut added = [(0u64, u64::MAX); 4];
+        let mut removed = [0u64; 4];
+        let mut records: HashMap<Vec<u8>, RecordState> = HashMap::new();
+        // One history entry per record and completion, even for merged entries.
+        let mut transitioned: HashSet<Vec<u8>> = HashSet::new();
+        let mut done_keys = Vec::new();
+        // One jitter draw per completion: entries that failed together in one call retry
+        // together in one call (a batch stays a batch); different calls spread apart.
+        let rng_value = rand::random::<f64>();
+        for (leased, completion) in results {
+            if !leases.held_by(generation, leased.key()) {
+                report.refused_stale += 1;
+                continue;
+            }
+            done_keys.push(leased.key());
+            let queue_key = keys.queue_entry(leased.lane, leased.seq);
+            let Some(bytes) = inner.tree.get(&queue_key).map_err(io_error)? else {
+                report.missing += 1;
+                continue;
+            };
+            let mut entry: QueueEntry = decode(&bytes)?;
+            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
+            if !records.contains_key(&record_key) {
+                let stored = inner.read::<RecordState>(&record_key)?.unwrap_or_else(|| {
+                    RecordState::new(
+                        entry.kind,
+                        &entry.source,
+                        &entry.source_id,
+                        &entry.idempotency_key,
+                    )
+                });
+                records.insert(record_key.clone(), stored);
+            }
+            let record = records.get_mut(&record_key).expect("inserted above");
+            let mut move_record = |to: SyncState, reason: &str| {
+                if transitioned.insert(record_key.clone()) || record.state != to {
+                    record.transition(to, reason, now_ms, false);
+                }
+            };
+            let dead = |entry: QueueEntry,
+                        reason: String,
+                        status: Option<u16>,
+                        attempts: u32,
+                        batch: &mut sled::Batch|
+             -> Result<(), StoreError> {
+                let letter = DeadLetter {
+                    id: leased.seq,
+                    attempts,
+                    entry,
+                    reason,
+                    dead_at_ms: now_ms,
+                    status,
+                };
+                batch.insert(keys.dead_letter(leased.seq), encode(&letter)?);
+                Ok(())
+            };
+            match completion {
+                Completion::Accepted => {
+                    batch.remove(queue_key);
+                    removed[leased.lane as usize] += 1;
+                    move_record(SyncState::Submitted, "accepted by Virtuous");
+                    counts.submitted += 1;
+                    report.accepted += 1;
+                    if entry.kind != RecordKind::Refund {
+                        let index_key =
+                            keys.unconfirmed(entry.kind, &entry.source, &entry.source_id);
+                        // A re-send keeps the first acceptance time.
+                        let submitted_at_ms = match inner.tree.get(&index_key).map_err(io_error)? {
+                            Some(bytes) => decode::<Unconfirmed>(&bytes)?.submitted_at_ms,
+                            None => now_ms,
+                        };
+                        let unconfirmed = Unconfirmed {
+                            kind: entry.kind,
+                            source: entry.source.clone(),
+                            source_id: entry.source_id.clone(),
+                            transaction_source: entry.transaction_source.clone(),
+                            transaction_id: entry.source_id.clone(),
+                            submitted_at_ms,
+                        };
+                        batch.insert(index_key, encode(&unconfirmed)?);
+                    }
+                }
+                Completion::Retry {
+                    reason,
+                    status,
+                    retry_after_ms,
+                } => {
+                    let attempts = entry.attempts.saturating_add(1);
+                    let delay = next_attempt_delay(
+                        &retry.schedule,
+                        attempts,
+                        retry.jitter_fraction,
+                        rng_value,
+                        retry_after_ms.map(Duration::from_millis),
+                    );
+                    match delay {
+                        Some(delay) => {
+                            entry.attempts = attempts;
+                            entry.not_before_ms = now_ms.saturating_add(delay.as_millis() as u64);
+                            if leased.lane != Lane::Retry {
+                                batch.remove(queue_key);
+                                removed[leased.lane as usize] += 1;
+                                let slot = &mut added[Lane::Retry as usize];
+                                slot.0 += 1;
+                                slot.1 = slot.1.min(entry.enqueued_at_ms);
+                                entry.lane = Lane::Retry;
+                            }
+                            move_record(SyncState::Retrying, &reason);
+                            batch
+                                .insert(keys.queue_entry(Lane::Retry, leased.seq), encode(&entry)?);
+                            report.retried += 1;
+                        }
+                        None => {
+                            batch.remove(queue_key);
+                            removed[leased.lane as usize] += 1;
+                            let reason = format!(
+                                "retries exhausted after {attempts} attempts; last: {reason}"
+                            );
+                            move_record(SyncState::Dead, &reason);
+                            entry.attempts = attempts;
+                            dead(entry, reason, status, attempts, &mut batch)?;
+                            counts.dead += 1;
+                            report.dead += 1;
+                        }
+                    }
+                }
+                Completion::Requeue { not_before_ms } => {
+                    entry.not_before_ms = not_before_ms;
+                    batch.insert(queue_key, encode(&entry)?);
+                    report.requeued += 1;
+                }
+                Completion::Dead { reason, status } => {
+                    batch.remove(queue_key);
+                    removed[leased.lane as usize] += 1;
+                    move_record(SyncState::Dead, &reason);
+                    let attempts = entry.attempts.saturating_add(1);
+                    dead(entry, reason, status, attempts, &mut batch)?;
+                    counts.dead += 1;
+                    report.dead += 1;
+                }
+                Completion::WaitForGift { recheck_at_ms } => {
+                    entry.not_before_ms = recheck_at_ms;
+                    batch.insert(queue_key, encode(&entry)?);
+                    if record.state != SyncState::WaitingForGift {
+                        record.transition(
+                            SyncState::WaitingForGift,
+                            "the gift has no Virtuous id yet",
+                            now_ms,
+                            false,
+                        );
+                        transitioned.insert(record_key.clone());
+                    }
+                    report.waiting_for_gift += 1;
+                }
+                Completion::Release => {
+                    report.released += 1;
+                }
+            }
+        }
+        for record_key in &transitioned {
+            if let Some(record) = records.get(record_key) {
+                batch.insert(record_key.clone(), encode(record)?);
+            }
+        }
+        batch.insert(keys.counts(), encode(&counts)?);
+        inner.tree.apply_batch(batch).map_err(io_error)?;
+        inner.store_counts(counts);
+        inner.adjust_lane_gauges(added, removed)?;
+        leases.release(generation, &done_keys);
+        Ok(report)
+    }
+
+    /// Times of the calls in the budget call log at or after `since_ms`, oldest first
+    /// (the budget ledger loads its window from here at start).
+    pub fn call_times_since(&self, since_ms: u64) -> Result<Vec<u64>, StoreError> {
+        let inner = self.inner();
+        let start = inner.keys.call(since_ms, 0);
+        let end = super::keys::prefix_end(&inner.keys.section_prefix(section::CALL_LOG));
+        let upper = end.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut times = Vec::new();
+        for key in inner
+            .tree
+            .range::<Vec<u8>, _>((std::ops::Bound::Included(start), upper))
+            .keys()
+        {
+            let key = key.map_err(io_error)?;
+            if let Some(at_ms) = inner.keys.time_of_call_key(&key) {
+                times.push(at_ms);
+            }
+        }
+        Ok(times)
+    }
+}
+
+#[cfg(test)]
+#[path = "queue_ops_tests.rs"]
+mod tests;

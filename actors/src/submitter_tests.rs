@@ -1,0 +1,860 @@
+//! Submitter tests: a real tenant (runtime, supervisor, sled store in a temp dir) against a
+//! scripted fake Virtuous that records every request. Real clock, tiny schedules; waits
+//! poll with a deadline.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::budget::BudgetSettings;
+use crate::outcome::ResponseFacts;
+use crate::ports::{
+    Clock, Crm, CrmGift, CrmGiftPage, CrmReply, CrmWrite, LocalFuture, RateLimitFacts, SystemClock,
+};
+use crate::runtime::{Runtime, SubmitSettings, TenantHandle, TenantSettings, TenantSpec};
+use crate::store::keys::section;
+use crate::store::{
+    codec::encode, Lane, NewEntry, RecordKind, RecordState, Store, StoreOptions, SyncState,
+    TenantStore,
+};
+use crate::{ActorKind, KillMode};
+
+type Responder = Box<dyn FnMut(&CrmWrite) -> CrmReply + Send>;
+
+/// A fake Virtuous: answers writes with `responder`, records each request with its time
+/// (ms since the fake was made); the first write can be held until a gate opens.
+struct ScriptedCrm {
+    started: Instant,
+    requests: Mutex<Vec<(u64, CrmWrite)>>,
+    responder: Mutex<Responder>,
+    gate: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl ScriptedCrm {
+    fn new(responder: impl FnMut(&CrmWrite) -> CrmReply + Send + 'static) -> Arc<ScriptedCrm> {
+        Arc::new(ScriptedCrm {
+            started: Instant::now(),
+            requests: Mutex::new(Vec::new()),
+            responder: Mutex::new(Box::new(responder)),
+            gate: Mutex::new(None),
+        })
+    }
+    fn requests(&self) -> Vec<CrmWrite> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+    fn request_times_ms(&self) -> Vec<u64> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, _)| *at)
+            .collect()
+    }
+    fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+fn reply(status: u16) -> CrmReply {
+    CrmReply {
+        facts: ResponseFacts::answered(status),
+        rate_limit: RateLimitFacts::default(),
+        body: String::new(),
+        elapsed_ms: 1,
+    }
+}
+
+fn unused<T: 'static>(value: T) -> LocalFuture<T> {
+    Box::pin(async move { value })
+}
+
+impl Crm for ScriptedCrm {
+    fn write(&self, request: CrmWrite) -> LocalFuture<CrmReply> {
+        self.requests
+            .lock()
+            .unwrap()
+            .push((self.elapsed_ms(), request.clone()));
+        let answer = (self.responder.lock().unwrap())(&request);
+        let gate = self.gate.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            answer
+        })
+    }
+    fn query_gifts(
+        &self,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: u32,
+    ) -> LocalFuture<(CrmReply, Option<CrmGiftPage>)> {
+        unused((reply(500), None))
+    }
+    fn gift_by_transaction(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> LocalFuture<(CrmReply, Option<Option<CrmGift>>)> {
+        unused((reply(500), None))
+    }
+    fn register_webhook(&self, _: &str) -> LocalFuture<(CrmReply, Option<String>)> {
+        unused((reply(500), None))
+    }
+    fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
+        unused((reply(500), None))
+    }
+}
+
+/// Fast ticks, a budget of 1 call/ms (so pacing does not slow tests), tiny retries.
+fn settings(batch_max: usize, retry_schedule_ms: Vec<u64>) -> TenantSettings {
+    TenantSettings {
+        paused: true,
+        heartbeat_ms: 200,
+        restart_backoff_initial_ms: 20,
+        restart_backoff_max_ms: 1_000,
+        mailbox_capacity: 64,
+        budget: BudgetSettings {
+            hourly_limit: 3_600_000,
+            reserve_pct: 0,
+            burst_calls: 10,
+        },
+        submit: SubmitSettings {
+            batch_max,
+            retry_schedule_ms,
+            retry_jitter_pct: 20,
+            lease_timeout_ms: 60_000,
+        },
+        ..TenantSettings::default()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    runtime: Runtime,
+    handle: TenantHandle,
+    tenant: TenantStore,
+    crm: Arc<ScriptedCrm>,
+}
+
+async fn start(settings: TenantSettings, crm: Arc<ScriptedCrm>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let runtime = Runtime::new(1);
+    let tenant = store.tenant("sub").unwrap();
+    let handle = runtime.start_tenant(TenantSpec {
+        tenant_id: "sub".into(),
+        store: store.clone(),
+        tenant_store: tenant.clone(),
+        settings,
+        crm: crm.clone(),
+    });
+    eventually("children started", 5_000, || handle.children_started()).await;
+    Fixture {
+        _dir: dir,
+        runtime,
+        handle,
+        tenant,
+        crm,
+    }
+}
+
+async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < Duration::from_millis(deadline_ms),
+            "timed out after {deadline_ms} ms waiting for {what}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn new_entry(kind: RecordKind, source_id: &str, key: &str, source: &str, body: &str) -> NewEntry {
+    NewEntry {
+        kind,
+        source: "stripe".into(),
+        source_id: source_id.into(),
+        idempotency_key: key.into(),
+        lane: Lane::Live,
+        transaction_source: source.into(),
+        body_json: body.into(),
+        aliases: Vec::new(),
+        now_ms: SystemClock.now_ms(),
+    }
+}
+
+fn gift(id: &str) -> NewEntry {
+    let body = format!(r#"{{"transactionId":"{id}","amount":10}}"#);
+    new_entry(RecordKind::Gift, id, &format!("k-{id}"), "Stripe", &body)
+}
+
+fn gift_bodies(requests: &[CrmWrite]) -> Vec<String> {
+    requests
+        .iter()
+        .flat_map(|request| match request {
+            CrmWrite::GiftTransactions { bodies, .. } => bodies.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn record(tenant: &TenantStore, kind: RecordKind, id: &str) -> RecordState {
+    tenant
+        .get_record(kind, "stripe", id)
+        .unwrap()
+        .expect("record")
+}
+
+fn observed(handle: &TenantHandle, field: &str) -> serde_json::Value {
+    handle.status().actors["submitter"].observed[field].clone()
+}
+
+#[actix_rt::test]
+async fn gifts_go_in_batches_of_at_most_batch_max_with_one_transaction_source() {
+    // Goal: 7 Stripe and 2 Other gifts queued while paused are sent in batches of ≤ 3, each of one transactionSource, every gift exactly once, then indexed as unconfirmed.
+    let fx = start(settings(3, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    let mut entries: Vec<NewEntry> = (0..7).map(|n| gift(&format!("pi_{n}"))).collect();
+    for n in 0..2 {
+        let id = format!("o_{n}");
+        entries.push(new_entry(RecordKind::Gift, &id, &id, "Other", "{}"));
+    }
+    fx.handle.enqueue(entries).await.unwrap();
+    assert_eq!(fx.crm.count(), 0, "paused: nothing sent");
+    fx.handle.resume();
+    eventually("all gifts submitted", 5_000, || {
+        fx.tenant.counts().submitted == 9
+    })
+    .await;
+    let requests = fx.crm.requests();
+    for request in &requests {
+        let CrmWrite::GiftTransactions {
+            transaction_source,
+            bodies,
+        } = request
+        else {
+            panic!("unexpected request {request:?}");
+        };
+        assert!(bodies.len() <= 3, "{} bodies", bodies.len());
+        let expected = if transaction_source == "Stripe" {
+            "transactionId"
+        } else {
+            "{}"
+        };
+        assert!(bodies
+            .iter()
+            .all(|body| body.contains(expected) || body == expected));
+    }
+    assert_eq!(requests.len(), 4, "3 + 3 + 1 Stripe, 2 Other");
+    let mut sent = gift_bodies(&requests);
+    sent.sort();
+    sent.dedup();
+    assert_eq!(
+        sent.len(),
+        8,
+        "7 distinct Stripe bodies + the Other body (twice the same text)"
+    );
+    assert_eq!(fx.tenant.queued_total(), 0);
+    assert_eq!(
+        record(&fx.tenant, RecordKind::Gift, "pi_3").state,
+        SyncState::Submitted
+    );
+    assert_eq!(
+        fx.tenant
+            .inner()
+            .count_section(section::UNCONFIRMED)
+            .unwrap(),
+        9
+    );
+    assert_eq!(observed(&fx.handle, "items_accepted"), 9);
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_item_error_dead_letters_that_item_and_sends_the_rest_at_once() {
+    // Goal: a 400 naming one item dead-letters it (exact body, status 400) and the other items go in the next call without counting an attempt.
+    let crm = ScriptedCrm::new(|request| {
+        let CrmWrite::GiftTransactions { bodies, .. } = request else {
+            return reply(500);
+        };
+        match bodies.iter().position(|body| body.contains("bad")) {
+            Some(index) => CrmReply {
+                facts: ResponseFacts {
+                    model_state_keys: vec![format!("transactions[{index}].amount")],
+                    ..ResponseFacts::answered(400)
+                },
+                ..reply(400)
+            },
+            None => reply(200),
+        }
+    });
+    let fx = start(settings(100, vec![20]), crm).await;
+    let mut entries: Vec<NewEntry> = (0..4).map(|n| gift(&format!("pi_{n}"))).collect();
+    let bad_body = r#"{"transactionId":"pi_bad","amount":"bad"}"#;
+    entries.insert(
+        2,
+        new_entry(RecordKind::Gift, "pi_bad", "k-bad", "Stripe", bad_body),
+    );
+    fx.handle.enqueue(entries).await.unwrap();
+    fx.handle.resume();
+    eventually("good gifts submitted", 5_000, || {
+        fx.tenant.counts().submitted == 4
+    })
+    .await;
+    let sizes: Vec<usize> = fx
+        .crm
+        .requests()
+        .iter()
+        .map(|request| request.item_count())
+        .collect();
+    assert_eq!(sizes, [5, 4]);
+    let letters = fx.tenant.list_dead_letters().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].entry.body_json, bad_body);
+    assert_eq!((letters[0].status, letters[0].attempts), (Some(400), 1));
+    assert!(
+        letters[0].reason.contains("amount"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(
+        record(&fx.tenant, RecordKind::Gift, "pi_bad").state,
+        SyncState::Dead
+    );
+    assert_eq!(
+        record(&fx.tenant, RecordKind::Gift, "pi_0")
+            .history
+            .iter()
+            .filter(|t| t.to == SyncState::Retrying)
+            .count(),
+        0
+    );
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_413_splits_the_batch_until_it_fits() {
+    // Goal: batches larger than 2 get 413; the submitter halves them until every gift is accepted, none dead.
+    let crm = ScriptedCrm::new(|request| {
+        if request.item_count() > 2 {
+            reply(413)
+        } else {
+            reply(200)
+        }
+    });
+    let fx = start(settings(100, vec![20]), crm).await;
+    fx.handle
+        .enqueue((0..5).map(|n| gift(&format!("pi_{n}"))).collect())
+        .await
+        .unwrap();
+    fx.handle.resume();
+    eventually("all submitted", 5_000, || fx.tenant.counts().submitted == 5).await;
+    let sizes: Vec<usize> = fx.crm.requests().iter().map(CrmWrite::item_count).collect();
+    assert_eq!(sizes, [5, 2, 3, 1, 2]);
+    assert!(fx.tenant.list_dead_letters().unwrap().is_empty());
+    let accepted: Vec<CrmWrite> = fx
+        .crm
+        .requests()
+        .into_iter()
+        .filter(|request| request.item_count() <= 2)
+        .collect();
+    let mut sent = gift_bodies(&accepted);
+    sent.sort();
+    assert_eq!(sent.len(), 5);
+    sent.dedup();
+    assert_eq!(sent.len(), 5, "each gift accepted once");
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn queued_contact_updates_are_merged_into_one_call() {
+    // Goal: three queued updates of one contact go as one ContactTransaction, merged field by field (newest wins), and all three complete.
+    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    let update =
+        |key: &str, body: &str| new_entry(RecordKind::Contact, "cus_1", key, "Stripe", body);
+    fx.handle
+        .enqueue(vec![
+            update(
+                "u1",
+                r#"{"referenceId":"cus_1","firstName":"Ann","email":"a@x"}"#,
+            ),
+            update("u2", r#"{"referenceId":"cus_1","lastName":"Lee"}"#),
+            update("u3", r#"{"referenceId":"cus_1","email":"b@x"}"#),
+        ])
+        .await
+        .unwrap();
+    fx.handle.resume();
+    eventually("contact submitted", 5_000, || {
+        fx.tenant.counts().submitted == 3
+    })
+    .await;
+    let requests = fx.crm.requests();
+    assert_eq!(requests.len(), 1);
+    let CrmWrite::ContactTransaction { body } = &requests[0] else {
+        panic!("{requests:?}")
+    };
+    let merged: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        merged,
+        serde_json::json!({"referenceId":"cus_1","firstName":"Ann","lastName":"Lee","email":"b@x"})
+    );
+    assert_eq!(fx.tenant.queued_total(), 0);
+    assert_eq!(
+        record(&fx.tenant, RecordKind::Contact, "cus_1").state,
+        SyncState::Submitted
+    );
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn transient_failures_follow_the_schedule_then_dead_letter_the_exact_body() {
+    // Goal: with schedule [30, 60] ms, a gift answered 503 is sent 3 times with jittered gaps (≥ 24 and ≥ 48 ms), then dead-lettered with its exact body, status 503 and 3 attempts.
+    let fx = start(
+        settings(100, vec![30, 60]),
+        ScriptedCrm::new(|_| reply(503)),
+    )
+    .await;
+    let entry = gift("pi_x");
+    let body = entry.body_json.clone();
+    fx.handle.enqueue(vec![entry]).await.unwrap();
+    fx.handle.resume();
+    eventually("dead letter", 5_000, || fx.tenant.counts().dead == 1).await;
+    let times = fx.crm.request_times_ms();
+    assert_eq!(times.len(), 3);
+    assert!(times[1] - times[0] >= 24, "{times:?}");
+    assert!(times[2] - times[1] >= 48, "{times:?}");
+    let letter = fx.tenant.list_dead_letters().unwrap().remove(0);
+    assert_eq!(letter.entry.body_json, body);
+    assert_eq!((letter.status, letter.attempts), (Some(503), 3));
+    let record = record(&fx.tenant, RecordKind::Gift, "pi_x");
+    let states: Vec<SyncState> = record.history.iter().map(|t| t.to).collect();
+    assert_eq!(
+        states,
+        [
+            SyncState::Pending,
+            SyncState::Retrying,
+            SyncState::Retrying,
+            SyncState::Dead
+        ]
+    );
+    assert_eq!(fx.tenant.queued_total(), 0);
+    assert_eq!(fx.tenant.lane_stats()[Lane::Retry as usize].1.depth, 0);
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_429_stops_the_tenant_until_retry_after_without_counting_an_attempt() {
+    // Goal: after a 429 with Retry-After 1 s nothing is sent for 1 s; then the gift goes and is accepted, never marked retrying.
+    let mut answered = 0;
+    let crm = ScriptedCrm::new(move |_| {
+        answered += 1;
+        if answered == 1 {
+            CrmReply {
+                facts: ResponseFacts {
+                    retry_after_s: Some(1),
+                    ..ResponseFacts::answered(429)
+                },
+                ..reply(429)
+            }
+        } else {
+            reply(200)
+        }
+    });
+    let fx = start(settings(100, vec![20]), crm).await;
+    fx.handle
+        .enqueue(vec![gift("pi_a"), gift("pi_b")])
+        .await
+        .unwrap();
+    fx.handle.resume();
+    eventually("accepted after the pause", 5_000, || {
+        fx.tenant.counts().submitted == 2
+    })
+    .await;
+    let times = fx.crm.request_times_ms();
+    assert_eq!(times.len(), 2, "one throttled call, one that went through");
+    assert!(times[1] - times[0] >= 1_000, "{times:?}");
+    let states: Vec<SyncState> = record(&fx.tenant, RecordKind::Gift, "pi_a")
+        .history
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(states, [SyncState::Pending, SyncState::Submitted]);
+    assert_eq!(observed(&fx.handle, "throttled"), 1);
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_401_pauses_the_tenant_alerts_once_and_keeps_the_entries() {
+    // Goal: 401 → tenant needs_operator and paused, alert auth_failed raised, entries still queued, nothing more sent.
+    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(401))).await;
+    fx.handle
+        .enqueue(vec![gift("pi_a"), gift("pi_b")])
+        .await
+        .unwrap();
+    fx.handle.resume();
+    eventually("needs operator", 5_000, || {
+        fx.handle.status().state == "needs_operator"
+    })
+    .await;
+    assert!(fx.handle.is_paused());
+    let alerts = fx.tenant.alerts().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0].code.as_str(), alerts[0].count),
+        ("auth_failed", 1)
+    );
+    // Ticks and hints must not send anything more while paused.
+    fx.handle.shared().hint_new_work(1);
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fx.crm.count(), 1);
+    assert_eq!(fx.tenant.queued_total(), 2);
+    assert!(fx.handle.shared().leases.is_empty(), "entries released");
+    fx.runtime.shutdown().await;
+}
+
+/// Sets a gift record's Virtuous id directly (what confirmation does).
+fn confirm_gift(tenant: &TenantStore, id: &str, virtuous_id: &str) {
+    let mut gift = record(tenant, RecordKind::Gift, id);
+    gift.virtuous_id = Some(virtuous_id.to_string());
+    let inner = tenant.inner();
+    inner
+        .tree
+        .insert(
+            inner.keys.record(RecordKind::Gift, "stripe", id),
+            encode(&gift).unwrap(),
+        )
+        .unwrap();
+}
+
+#[actix_rt::test]
+async fn a_refund_waits_for_its_gift_then_carries_the_gift_id() {
+    // Goal: a refund whose gift has no Virtuous id is waiting_for_gift and costs no call; once the gift has one, the reversal is sent with reversedGiftId as a number.
+    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    let refund_body = r#"{"reversedGiftId":null,"giftDate":"2025-06-15","notes":"refund"}"#;
+    fx.handle
+        .enqueue(vec![
+            gift("pi_r"),
+            new_entry(
+                RecordKind::Refund,
+                "pi_r",
+                "k-refund",
+                "Stripe",
+                refund_body,
+            ),
+        ])
+        .await
+        .unwrap();
+    fx.handle.resume();
+    eventually("refund waiting", 5_000, || {
+        record(&fx.tenant, RecordKind::Refund, "pi_r").state == SyncState::WaitingForGift
+    })
+    .await;
+    eventually("gift submitted", 5_000, || {
+        fx.tenant.counts().submitted == 1
+    })
+    .await;
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    assert!(fx
+        .crm
+        .requests()
+        .iter()
+        .all(|r| matches!(r, CrmWrite::GiftTransactions { .. })));
+    confirm_gift(&fx.tenant, "pi_r", "4242");
+    eventually("refund submitted", 5_000, || {
+        fx.tenant.counts().submitted == 2
+    })
+    .await;
+    let reversal = fx
+        .crm
+        .requests()
+        .into_iter()
+        .find_map(|request| match request {
+            CrmWrite::ReversingTransaction { body } => Some(body),
+            _ => None,
+        });
+    let sent: serde_json::Value = serde_json::from_str(&reversal.expect("a reversal")).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"reversedGiftId":4242,"giftDate":"2025-06-15","notes":"refund"})
+    );
+    assert_eq!(
+        record(&fx.tenant, RecordKind::Refund, "pi_r").state,
+        SyncState::Submitted
+    );
+    assert_eq!(
+        fx.tenant
+            .inner()
+            .count_section(section::UNCONFIRMED)
+            .unwrap(),
+        1,
+        "the gift only"
+    );
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_held_entry_is_not_sent_before_its_time_and_does_not_stall_the_others() {
+    // Goal: an entry with not_before 400 ms ahead is skipped (the one behind it goes at once) and is sent no earlier than its time, woken by the timer alone.
+    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    fx.handle
+        .enqueue(vec![gift("pi_held"), gift("pi_next")])
+        .await
+        .unwrap();
+    let (seq, mut held) = fx.tenant.scan_lane(Lane::Live, 1).unwrap().remove(0);
+    let release_at_ms = SystemClock.now_ms() + 400;
+    held.not_before_ms = release_at_ms;
+    let inner = fx.tenant.inner();
+    inner
+        .tree
+        .insert(
+            inner.keys.queue_entry(Lane::Live, seq),
+            encode(&held).unwrap(),
+        )
+        .unwrap();
+    fx.handle.resume();
+    eventually("the next gift sent", 2_000, || {
+        fx.tenant.counts().submitted == 1
+    })
+    .await;
+    assert_eq!(gift_bodies(&fx.crm.requests()), [gift("pi_next").body_json]);
+    eventually("the held gift sent", 3_000, || {
+        fx.tenant.counts().submitted == 2
+    })
+    .await;
+    assert!(SystemClock.now_ms() >= release_at_ms);
+    let sent_at = SystemClock.now_ms() - (fx.crm.elapsed_ms() - fx.crm.request_times_ms()[1]);
+    assert!(
+        sent_at + 2 >= release_at_ms,
+        "sent {} ms early",
+        release_at_ms - sent_at
+    );
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_stalled_submitter_that_wakes_cannot_complete_what_its_successor_owns() {
+    // Goal: a submitter stalled with a call in flight is replaced; the new generation sends the entry again and completes it; the old one, woken, refuses to act: one completion, one submitted transition.
+    let crm = ScriptedCrm::new(|_| reply(200));
+    let (open_gate, gate) = oneshot::channel();
+    *crm.gate.lock().unwrap() = Some(gate);
+    let fx = start(settings(100, vec![20]), crm).await;
+    fx.handle.enqueue(vec![gift("pi_s")]).await.unwrap();
+    fx.handle.resume();
+    eventually("first call in flight", 2_000, || fx.crm.count() == 1).await;
+    let old_submitter = fx.handle.shared().addresses().submitter.expect("running");
+    let old_generation = fx.handle.status().actors["submitter"].generation;
+    fx.handle.kill_child(ActorKind::Submitter, KillMode::Stall);
+    eventually("stalled", 2_000, || {
+        observed(&fx.handle, "stalled_by_test_hook") == true
+    })
+    .await;
+    // The old generation's answer arrives while it is stalled, and so does a hint.
+    open_gate.send(()).unwrap();
+    let guard = fx
+        .handle
+        .shared()
+        .cell(ActorKind::Submitter)
+        .mailbox
+        .guard();
+    old_submitter
+        .try_send(crate::messages::WorkHint {
+            entries_added: 1,
+            guard,
+        })
+        .expect("queued");
+    eventually("replaced and re-sent by the new generation", 5_000, || {
+        let status = fx.handle.status().actors["submitter"].clone();
+        status.generation > old_generation
+            && status.stale_refusals >= 1
+            && fx.tenant.counts().submitted == 1
+    })
+    .await;
+    eventually("the old submitter stopped", 2_000, || {
+        !old_submitter.connected()
+    })
+    .await;
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fx.crm.count(), 2);
+    assert_eq!(fx.tenant.counts().submitted, 1);
+    let submitted = record(&fx.tenant, RecordKind::Gift, "pi_s")
+        .history
+        .iter()
+        .filter(|t| t.to == SyncState::Submitted)
+        .count();
+    assert_eq!(submitted, 1);
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_answer_reaching_a_replaced_generation_is_refused() {
+    // Goal: when the generation moves on while a call is out, its answer completes nothing (refusal counted); the next generation re-sends and completes the entry once.
+    let crm = ScriptedCrm::new(|_| reply(200));
+    let (open_gate, gate) = oneshot::channel();
+    *crm.gate.lock().unwrap() = Some(gate);
+    let fx = start(settings(100, vec![20]), crm).await;
+    fx.handle.enqueue(vec![gift("pi_g")]).await.unwrap();
+    fx.handle.resume();
+    eventually("first call in flight", 2_000, || fx.crm.count() == 1).await;
+    let cell = fx.handle.shared().cell(ActorKind::Submitter).clone();
+    let old_generation = cell.generation();
+    // What a replacement does first: the old generation is no longer current.
+    cell.set_generation(old_generation + 1);
+    open_gate.send(()).unwrap();
+    eventually("the stale answer refused", 2_000, || {
+        fx.handle.status().actors["submitter"].stale_refusals == 1
+    })
+    .await;
+    eventually("completed once by a newer generation", 5_000, || {
+        fx.tenant.counts().submitted == 1
+    })
+    .await;
+    assert!(fx.handle.status().actors["submitter"].generation > old_generation + 1);
+    assert_eq!(fx.crm.count(), 2);
+    let history = record(&fx.tenant, RecordKind::Gift, "pi_g").history;
+    assert_eq!(
+        history
+            .iter()
+            .filter(|t| t.to == SyncState::Submitted)
+            .count(),
+        1
+    );
+    fx.runtime.shutdown().await;
+}
+
+/// Single-call items (one contact each) queued while paused.
+fn contacts(count: usize) -> Vec<NewEntry> {
+    (0..count)
+        .map(|n| {
+            let id = format!("cus_{n}");
+            let body = format!(r#"{{"referenceId":"{id}"}}"#);
+            new_entry(RecordKind::Contact, &id, &id, "Stripe", &body)
+        })
+        .collect()
+}
+
+/// Runs single-call items for `window_ms` at the given budget; returns the request times
+/// since resuming, and the first request's time since before the tenant (and its empty
+/// bucket) was created.
+async fn paced_calls(hourly_limit: u64, items: usize, window_ms: u64) -> (Vec<u64>, u64) {
+    let mut settings = settings(100, vec![20]);
+    settings.budget = BudgetSettings {
+        hourly_limit,
+        reserve_pct: 10,
+        burst_calls: 1,
+    };
+    let fx = start(settings, ScriptedCrm::new(|_| reply(200))).await;
+    fx.handle.enqueue(contacts(items)).await.unwrap();
+    let resumed_at_ms = fx.crm.elapsed_ms();
+    fx.handle.resume();
+    actix_rt::time::sleep(Duration::from_millis(window_ms)).await;
+    let first_ms = fx.crm.request_times_ms().first().copied().unwrap_or(0);
+    let times: Vec<u64> = fx
+        .crm
+        .request_times_ms()
+        .into_iter()
+        .map(|at| at - resumed_at_ms)
+        .filter(|&at| at <= window_ms)
+        .collect();
+    fx.runtime.shutdown().await;
+    (times, first_ms)
+}
+
+#[actix_rt::test]
+async fn pacing_sends_at_the_allowance_rate_from_an_empty_bucket() {
+    // Goal: at 36,000/h with a 10 % reserve (9 calls/s) single-call items go 17–19 times in 2 s, 111 ms apart on average, the first after one interval.
+    let (times, first_ms) = paced_calls(36_000, 100, 2_000).await;
+    assert!(
+        (17..=19).contains(&times.len()),
+        "{} calls: {times:?}",
+        times.len()
+    );
+    assert!(
+        first_ms >= 111,
+        "first call {first_ms} ms after the tenant started: the bucket starts empty"
+    );
+    // A late timer is made up by the next call (half an interval at most), so single gaps
+    // may be shorter; the average is the paced interval (111 ms).
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 55,
+            "calls {} ms apart",
+            pair[1] - pair[0]
+        );
+    }
+    let average_ms = (times[times.len() - 1] - times[0]) / (times.len() as u64 - 1);
+    assert!(
+        (105..=125).contains(&average_ms),
+        "average gap {average_ms} ms"
+    );
+}
+
+#[actix_rt::test]
+#[ignore = "60 s: the issue's budget test at full scale (run with --ignored)"]
+async fn the_issue_budget_test_53_to_55_calls_in_60_s() {
+    // Goal: ≥ 500 single-call items at hourly_limit 3,600 and a 10 % reserve make 53–55 calls in 60 s.
+    let (times, _) = paced_calls(3_600, 500, 60_000).await;
+    assert!((53..=55).contains(&times.len()), "{} calls", times.len());
+}
+
+#[test]
+fn the_failure_backoff_starts_after_three_failed_calls_and_is_bounded() {
+    // Goal: no backoff for the first two failing calls; then the first retry delay doubling, capped at 60 s.
+    use crate::submitter::failure_backoff_ms;
+    assert_eq!(failure_backoff_ms(2, 10), 0);
+    assert_eq!(failure_backoff_ms(3, 10), 10);
+    assert_eq!(failure_backoff_ms(5, 10), 40);
+    assert_eq!(failure_backoff_ms(40, 10), 60_000);
+    assert_eq!(failure_backoff_ms(3, 120_000), 60_000);
+}
+
+#[actix_rt::test]
+async fn an_outage_slows_the_tenant_down_and_recovery_resets_it() {
+    // Goal: while Virtuous answers 503 to everything the tenant backs off (calls spread out beyond the pacing); once it answers 200 again, everything queued is submitted and the backoff is gone.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let switch = failing.clone();
+    let crm = ScriptedCrm::new(move |_| {
+        if switch.load(std::sync::atomic::Ordering::SeqCst) {
+            reply(503)
+        } else {
+            reply(200)
+        }
+    });
+    // Each entry retries 20 times, 5 ms apart: only the tenant backoff spaces the calls.
+    let fx = start(settings(100, vec![5; 20]), crm).await;
+    fx.handle
+        .enqueue((0..5).map(|n| gift(&format!("pi_o{n}"))).collect())
+        .await
+        .unwrap();
+    fx.handle.resume();
+    eventually("six failed calls", 5_000, || fx.crm.count() >= 6).await;
+    let times = fx.crm.request_times_ms();
+    // Calls 4..6 waited 5, 10, 20 ms at least (minus 1 ms of timer rounding).
+    assert!(
+        times[4] - times[3] >= 4 && times[5] - times[4] >= 9,
+        "{times:?}"
+    );
+    assert!(
+        observed(&fx.handle, "failed_calls_in_a_row")
+            .as_u64()
+            .unwrap()
+            >= 6
+    );
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually("all submitted after recovery", 5_000, || {
+        fx.tenant.counts().submitted == 5
+    })
+    .await;
+    assert_eq!(observed(&fx.handle, "failed_calls_in_a_row"), 0);
+    assert_eq!(fx.tenant.counts().dead, 0);
+    fx.runtime.shutdown().await;
+}
