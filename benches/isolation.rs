@@ -1,7 +1,7 @@
 //! Isolation benchmark (issue 4): a failing tenant must not hurt a healthy one.
 //!
 //! The real release binary with the embedded sandbox and a 10 ms retry schedule
-//! (`["10ms", …]`). Healthy tenant: high limit (3,600,000/h), its org answers normally, so it
+//! (`["10ms", …]`). Healthy tenant: high limit (1,000,000/h, the most a tenant may set), its org answers normally, so it
 //! is engine-bound. Failing tenant: its org answers `503` to every API call, forever
 //! (random `error_5xx_rate` 1.0). Load: closed loop, `STEWARD_BENCH_CONNECTIONS` (default 64)
 //! concurrent senders per tenant that has traffic, distinct ~2 KB signed events.
@@ -43,8 +43,8 @@ async fn run(shared: bool, events: u64, connections: usize, run: usize) -> RunRe
         ("STEWARD_RUNTIME__MAILBOX_CAPACITY", "1024"),
     ])
     .await;
-    engine.create_tenant_with_org(HEALTHY, 3_600_000, 10).await;
-    engine.create_tenant_with_org(FAILING, 3_600_000, 10).await;
+    engine.create_tenant_with_org(HEALTHY, 1_000_000, 10).await;
+    engine.create_tenant_with_org(FAILING, 1_000_000, 10).await;
     engine
         .sandbox(
             reqwest::Method::PUT,

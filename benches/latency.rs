@@ -2,7 +2,7 @@
 //! Virtuous.
 //!
 //! The real release binary with the embedded sandbox; one tenant with high limits (org and
-//! tenant 3,600,000 calls/hour, so pacing never waits long); open loop: a distinct signed
+//! tenant 1,000,000 calls/hour (the most a tenant may set), so pacing never waits long); open loop: a distinct signed
 //! `charge.succeeded` every 5 ms (200 events/s, `STEWARD_BENCH_RATE`) for 60 s
 //! (`STEWARD_BENCH_SECONDS`), each sent from its own task so a slow answer never delays the
 //! schedule. The org imports immediately (`processing: "immediate"`: before its 200 goes out)
@@ -56,7 +56,7 @@ async fn main() {
     let rate = env_number("STEWARD_BENCH_RATE", 200);
     let seconds = env_number("STEWARD_BENCH_SECONDS", 60);
     let total = rate * seconds;
-    let limit = 3_600_000;
+    let limit = 1_000_000;
 
     let times = Arc::new(Times::default());
     let receiver_times = Arc::clone(&times);

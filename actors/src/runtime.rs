@@ -227,39 +227,16 @@ impl TenantHandle {
     }
 
     /// Draws one call for an operator action (the connection test) from the tenant's budget
-    /// and records it in the call log; `Err(when_ms)`: not before then (invariant 4).
-    ///
-    /// INTEGRATION SEAM: until the submitter's budget ledger is merged, the call log alone
-    /// is the budget (at most the allowance in any hour, no pacing). With the ledger, this
-    /// becomes `shared.budget.draw(Lane::Reconcile, settings.budget, now_ms, store)`.
+    /// ledger at reconcile-lane priority and records it in the call log; `Err(when_ms)`: not
+    /// before then (invariant 4).
     pub fn draw_operator_call(&self) -> Result<(), u64> {
-        let now_ms = self.shared.clock.now_ms();
-        let allowance = self.status().budget.allowance_per_hour;
-        let Some(sled) = self.shared.sled() else {
-            return Ok(());
-        };
-        let since_ms = now_ms.saturating_sub(crate::budget::BUDGET_WINDOW_MS);
-        let spent = sled.tenant_store.calls_since(since_ms).unwrap_or(u64::MAX);
-        if spent >= allowance {
-            return Err(now_ms + crate::budget::BUDGET_WINDOW_MS / allowance.max(1));
-        }
-        if let Err(error) = sled.tenant_store.record_call(now_ms) {
-            tracing::warn!(tenant_id = %self.shared.tenant_id, error = %error, "call log write failed");
-        }
-        Ok(())
+        self.shared.draw_call(crate::store::Lane::Reconcile)
     }
 
-    /// Header sync from a call made outside the submitter (the connection test): the
-    /// allowance and the status follow the latest `X-RateLimit-*` seen. (With the ledger:
-    /// also `shared.budget.observe(facts, now_ms)`.)
-    pub fn observe_rate_limit(&self, facts: crate::ports::RateLimitFacts) {
-        if facts.limit.is_some() {
-            self.shared
-                .record_rate_limit_headers(crate::budget::RateLimitHeaders {
-                    limit: facts.limit,
-                    remaining: facts.remaining,
-                });
-        }
+    /// What an answer to a call made outside the submitter (the connection test) says about
+    /// the budget: header correction, a `429`'s pause, the headers the status shows.
+    pub fn observe_reply(&self, reply: &crate::ports::CrmReply) {
+        self.shared.observe_reply(reply);
     }
 
     /// New settings apply without restarting the tenant (see `SettingsChanged`).

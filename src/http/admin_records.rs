@@ -150,7 +150,7 @@ async fn test_connection(
     }
     let (reply, organization) = handle.crm().organization_current().await;
     let status = reply.facts.status;
-    handle.observe_rate_limit(reply.rate_limit);
+    handle.observe_reply(&reply);
     let rate_limit = json!(reply.rate_limit);
     let answered_2xx = status.is_some_and(|status| (200..300).contains(&status));
     let body = match (answered_2xx, organization) {

@@ -83,7 +83,6 @@ fn a_demo_that_cannot_converge_exits_1_with_the_reason_and_stops_the_engine() {
 }
 
 #[test]
-#[ignore = "needs issue 4's ingress, submitter and reconciler merged (integrator: remove this)"]
 fn the_demo_converges_with_every_payment_confirmed_exactly_once() {
     // Goal: the README's run command works: exit 0, a summary per tenant, gifts = payments + refunds.
     let (code, stdout, stderr, _) = run_demo(

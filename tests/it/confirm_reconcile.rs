@@ -106,7 +106,6 @@ async fn stale_submissions_move_to_needs_review() {
 }
 
 #[actix_rt::test]
-#[ignore = "needs the submitter (integration)"]
 async fn queued_gifts_are_submitted_then_confirmed() {
     // Goal: with the real submitter, queued gifts reach the sandbox, and after import a pass confirms every one.
     let app = TestApp::spawn(SpawnOptions::default()).await;

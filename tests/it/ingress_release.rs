@@ -13,7 +13,6 @@ use crate::ingress_support::{post_stripe, stripe_secret};
 const TENANT: &str = "ing-release";
 
 #[tokio::test]
-#[ignore = "needs the submitter of the `submit` branch: un-ignore once both are merged"]
 async fn a_held_payment_is_sent_only_after_its_release_and_once() {
     // Goal: nothing reaches the sandbox while the payment is held; the release sends it within
     // seconds (not at the hold's end), once, with recurringGiftTransactionId and frequency.

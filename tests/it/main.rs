@@ -14,6 +14,7 @@ mod ingress_stripe;
 mod ingress_subscription;
 mod ingress_support;
 mod lifecycle;
+mod push_e2e;
 mod sandbox_contract;
 mod sandbox_entry;
 mod sandbox_faults;

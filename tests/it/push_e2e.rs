@@ -151,7 +151,13 @@ fn sandbox_calls(stats: &Value) -> u64 {
 
 /// The `transactionId`s of the org's gifts, with how many gifts carry each.
 async fn gift_ids(app: &TestApp, org: &str) -> BTreeMap<String, usize> {
-    let gifts = sandbox_call(app, Method::GET, &format!("/_sandbox/orgs/{org}/gifts"), None).await;
+    let gifts = sandbox_call(
+        app,
+        Method::GET,
+        &format!("/_sandbox/orgs/{org}/gifts"),
+        None,
+    )
+    .await;
     let mut ids = BTreeMap::new();
     for gift in gifts.as_array().unwrap() {
         if let Some(id) = gift["transactionId"].as_str() {
@@ -162,16 +168,27 @@ async fn gift_ids(app: &TestApp, org: &str) -> BTreeMap<String, usize> {
 }
 
 async fn reconcile_until_confirmed(app: &TestApp, tenant_id: &str, expected: u64) -> Value {
-    wait_until(Duration::from_secs(60), "every record confirmed", || async {
-        let response = app
-            .admin(Method::POST, &format!("/v1/tenants/{tenant_id}/_test/reconcile"))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "reconcile hook: {}", response.status());
-        let status = tenant_status(app, tenant_id).await;
-        (status["counts"]["confirmed"].as_u64() == Some(expected)).then_some(status)
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "every record confirmed",
+        || async {
+            let response = app
+                .admin(
+                    Method::POST,
+                    &format!("/v1/tenants/{tenant_id}/_test/reconcile"),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                response.status().is_success(),
+                "reconcile hook: {}",
+                response.status()
+            );
+            let status = tenant_status(app, tenant_id).await;
+            (status["counts"]["confirmed"].as_u64() == Some(expected)).then_some(status)
+        },
+    )
     .await
 }
 
@@ -194,8 +211,16 @@ async fn a_thousand_events_make_one_gift_per_payment_confirmed_by_the_bulk_query
     org_and_tenant(&app, "once", 360_000, json!({"dedup_transactions": false})).await;
     let traffic = one_time_traffic(7, 700);
     let unique: BTreeSet<String> = traffic.unique_payment_ids().into_iter().collect();
-    assert!(traffic.events.len() >= 1_000, "{} events", traffic.events.len());
-    assert!(traffic.redeliveries() >= 80, "{} redeliveries", traffic.redeliveries());
+    assert!(
+        traffic.events.len() >= 1_000,
+        "{} events",
+        traffic.events.len()
+    );
+    assert!(
+        traffic.redeliveries() >= 80,
+        "{} redeliveries",
+        traffic.redeliveries()
+    );
 
     let statuses = send_all(&app, "once", traffic.events.clone(), 16).await;
     assert_eq!(
@@ -209,7 +234,9 @@ async fn a_thousand_events_make_one_gift_per_payment_confirmed_by_the_bulk_query
         "every event answered: {statuses:?}"
     );
     assert!(
-        statuses.keys().all(|status| *status == 200 || *status == 202),
+        statuses
+            .keys()
+            .all(|status| *status == 200 || *status == 202),
         "only 202 queued / 200 duplicate: {statuses:?}"
     );
 
@@ -222,25 +249,40 @@ async fn a_thousand_events_make_one_gift_per_payment_confirmed_by_the_bulk_query
     })
     .await;
     assert_eq!(stats["throttled"], 0, "no 429: {stats}");
-    let processed =
-        sandbox_call(&app, Method::POST, "/_sandbox/orgs/once/process", None).await;
-    assert_eq!(processed["imported"].as_u64(), Some(unique.len() as u64), "{processed}");
+    let processed = sandbox_call(&app, Method::POST, "/_sandbox/orgs/once/process", None).await;
+    assert_eq!(
+        processed["imported"].as_u64(),
+        Some(unique.len() as u64),
+        "{processed}"
+    );
     let gifts = gift_ids(&app, "once").await;
     assert_eq!(gifts.keys().cloned().collect::<BTreeSet<_>>(), unique);
     assert!(gifts.values().all(|count| *count == 1), "a duplicate gift");
     // The sandbox received exactly the unique payments, even after everything settled.
     let stats = sandbox_call(&app, Method::GET, "/_sandbox/orgs/once/stats", None).await;
-    assert_eq!(stats["transactions_received"].as_u64(), Some(unique.len() as u64));
+    assert_eq!(
+        stats["transactions_received"].as_u64(),
+        Some(unique.len() as u64)
+    );
 
     let status = reconcile_until_confirmed(&app, "once", unique.len() as u64).await;
-    assert_eq!(status["counts"]["submitted"].as_u64(), Some(unique.len() as u64));
+    assert_eq!(
+        status["counts"]["submitted"].as_u64(),
+        Some(unique.len() as u64)
+    );
     assert_eq!(status["counts"]["dead"].as_u64(), Some(0));
     let sample = unique.iter().next().unwrap();
     let record = app
-        .admin_json(Method::GET, &format!("/v1/tenants/once/records/gift/stripe/{sample}"))
+        .admin_json(
+            Method::GET,
+            &format!("/v1/tenants/once/records/gift/stripe/{sample}"),
+        )
         .await;
     assert_eq!(record["state"], "confirmed", "{record}");
-    assert!(record["virtuous_id"].is_string() || record["virtuous_id"].is_number(), "{record}");
+    assert!(
+        record["virtuous_id"].is_string() || record["virtuous_id"].is_number(),
+        "{record}"
+    );
 }
 
 #[tokio::test]
@@ -253,14 +295,20 @@ async fn faults_in_virtuous_reach_the_same_end_state() {
         &app,
         Method::PUT,
         "/_sandbox/orgs/faulty/faults",
-        Some(json!({"error_5xx_rate": 0.10, "throttle_rate": 0.05, "retry_after_s": 1,
-                    "drop_after_apply_rate": 0.02})),
+        Some(
+            json!({"error_5xx_rate": 0.10, "throttle_rate": 0.05, "retry_after_s": 1,
+                    "drop_after_apply_rate": 0.02}),
+        ),
     )
     .await;
     let traffic = one_time_traffic(11, 300);
     let unique: BTreeSet<String> = traffic.unique_payment_ids().into_iter().collect();
     let statuses = send_all(&app, "faulty", traffic.events.clone(), 8).await;
-    assert_eq!(statuses.get(&202).copied(), Some(unique.len() as u64), "{statuses:?}");
+    assert_eq!(
+        statuses.get(&202).copied(),
+        Some(unique.len() as u64),
+        "{statuses:?}"
+    );
 
     wait_until(Duration::from_secs(120), "the queue to drain", || async {
         let status = tenant_status(&app, "faulty").await;
@@ -329,8 +377,13 @@ async fn single_call_items_are_paced_to_the_allowance() {
         .collect();
     assert!(customers.len() >= 500, "{} customers", customers.len());
     let statuses = send_all(&app, "paced", customers.clone(), 8).await;
-    assert_eq!(statuses.get(&202).copied(), Some(customers.len() as u64), "{statuses:?}");
-    let before = sandbox_calls(&sandbox_call(&app, Method::GET, "/_sandbox/orgs/paced/stats", None).await);
+    assert_eq!(
+        statuses.get(&202).copied(),
+        Some(customers.len() as u64),
+        "{statuses:?}"
+    );
+    let before =
+        sandbox_calls(&sandbox_call(&app, Method::GET, "/_sandbox/orgs/paced/stats", None).await);
 
     app.admin(Method::POST, "/v1/tenants/paced/resume")
         .send()
