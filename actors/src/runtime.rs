@@ -204,7 +204,11 @@ impl TenantHandle {
     pub fn pause(&self) {
         self.set_paused(true);
     }
+    /// Restarts submission. A resume is the operator's word that the cause of a pause is
+    /// fixed, so it also clears `needs_operator` (set by a 401/403); if the credentials are
+    /// still refused, the next call sets it again. The `auth_failed` alert stays listed.
     pub fn resume(&self) {
+        self.set_needs_operator(false);
         self.set_paused(false);
     }
     fn set_paused(&self, paused: bool) {

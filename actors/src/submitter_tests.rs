@@ -519,6 +519,19 @@ async fn a_401_pauses_the_tenant_alerts_once_and_keeps_the_entries() {
     assert_eq!(fx.crm.count(), 1);
     assert_eq!(fx.tenant.queued_total(), 2);
     assert!(fx.handle.shared().leases.is_empty(), "entries released");
+    // The operator's resume clears needs_operator and sends again (still refused here: the
+    // next call sets it again, and the alert only counts up).
+    fx.handle.resume();
+    assert_ne!(fx.handle.status().state, "needs_operator");
+    eventually("a second call after the resume", 5_000, || {
+        fx.crm.count() == 2
+    })
+    .await;
+    eventually("needs operator again", 5_000, || {
+        fx.handle.status().state == "needs_operator"
+    })
+    .await;
+    assert_eq!(fx.tenant.alerts().unwrap()[0].count, 2);
     fx.runtime.shutdown().await;
 }
 

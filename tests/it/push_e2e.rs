@@ -285,10 +285,48 @@ async fn a_thousand_events_make_one_gift_per_payment_confirmed_by_the_bulk_query
     );
 }
 
+/// `count` deliberately invalid events: customers with a one-word name and no email or
+/// phone. They map (a name is enough to send) but Virtuous refuses a household contact
+/// without a first and last name: a permanent error, so each must become a dead letter.
+fn invalid_customer_events(count: usize) -> Vec<traffic::GeneratedEvent> {
+    let template = traffic::generate(&TrafficOptions {
+        seed: 5,
+        payments: 10,
+        subscription_share: 0.0,
+        customer_share: 1.0,
+        redelivery_share: 0.0,
+        refunds: 0,
+        now_s: jiff::Timestamp::now().as_second(),
+        ..TrafficOptions::default()
+    })
+    .events
+    .into_iter()
+    .find(|event| event.event_type == "customer.created")
+    .expect("a customer event");
+    (0..count)
+        .map(|n| {
+            let mut body: Value = serde_json::from_str(&template.body).unwrap();
+            body["id"] = json!(format!("evt_invalid{n}"));
+            let customer = &mut body["data"]["object"];
+            customer["id"] = json!(format!("cus_invalid{n}"));
+            customer["name"] = json!("Cher");
+            customer["email"] = Value::Null;
+            customer["phone"] = Value::Null;
+            customer["address"] = Value::Null;
+            customer["shipping"] = Value::Null;
+            let mut event = template.clone();
+            event.id = format!("evt_invalid{n}");
+            event.body = body.to_string();
+            event
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn faults_in_virtuous_reach_the_same_end_state() {
     // Goal: 10 % 5xx, 5 % 429 and 2 % applied-then-dropped (sandbox dedup on) change nothing
-    // in the end: one gift per payment, all confirmed, no dead letter, no 429 from pacing.
+    // in the end: one gift per payment, all confirmed, no 429 from pacing, and only the
+    // deliberately invalid events are dead-lettered.
     let app = TestApp::spawn(fast_engine()).await;
     org_and_tenant(&app, "faulty", 360_000, json!({})).await;
     sandbox_call(
@@ -303,10 +341,13 @@ async fn faults_in_virtuous_reach_the_same_end_state() {
     .await;
     let traffic = one_time_traffic(11, 300);
     let unique: BTreeSet<String> = traffic.unique_payment_ids().into_iter().collect();
-    let statuses = send_all(&app, "faulty", traffic.events.clone(), 8).await;
+    let mut events = traffic.events.clone();
+    let invalid = invalid_customer_events(3);
+    events.extend(invalid.iter().cloned());
+    let statuses = send_all(&app, "faulty", events, 8).await;
     assert_eq!(
         statuses.get(&202).copied(),
-        Some(unique.len() as u64),
+        Some(unique.len() as u64 + invalid.len() as u64),
         "{statuses:?}"
     );
 
@@ -327,11 +368,19 @@ async fn faults_in_virtuous_reach_the_same_end_state() {
     assert_eq!(gifts.keys().cloned().collect::<BTreeSet<_>>(), unique);
     assert!(gifts.values().all(|count| *count == 1), "a duplicate gift");
     let status = reconcile_until_confirmed(&app, "faulty", unique.len() as u64).await;
-    assert_eq!(status["counts"]["dead"].as_u64(), Some(0), "{status}");
+    assert_eq!(status["counts"]["dead"].as_u64(), Some(3), "{status}");
     let dead = app
         .admin_json(Method::GET, "/v1/tenants/faulty/dead-letters")
         .await;
-    assert_eq!(dead_letter_count(&dead), 0, "{dead}");
+    let dead_ids: BTreeSet<String> = dead_letters(&dead)
+        .iter()
+        .map(|letter| letter["source_id"].as_str().unwrap().to_string())
+        .collect();
+    let invalid_ids: BTreeSet<String> = (0..3).map(|n| format!("cus_invalid{n}")).collect();
+    assert_eq!(dead_ids, invalid_ids, "only the invalid events die: {dead}");
+    for letter in dead_letters(&dead) {
+        assert_eq!(letter["status"], 400, "{letter}");
+    }
     println!(
         "faults: {} calls, {} throttled, {} transactions received for {} payments",
         sandbox_calls(&stats),
@@ -341,13 +390,13 @@ async fn faults_in_virtuous_reach_the_same_end_state() {
     );
 }
 
-fn dead_letter_count(listing: &Value) -> usize {
+fn dead_letters(listing: &Value) -> Vec<Value> {
     listing
         .get("dead_letters")
         .and_then(Value::as_array)
         .or_else(|| listing.as_array())
-        .map(Vec::len)
-        .unwrap_or(0)
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test]
