@@ -49,8 +49,19 @@ async fn main() {
         .map(|n| support::charge_succeeded(TENANT, "run", n, event_bytes))
         .collect();
     let body_bytes = signed[0].body.len();
+    let (flush_s_before, flushes_before) =
+        engine.histogram_totals("steward_store_flush_seconds").await;
+    let (batched_before, _) = engine
+        .histogram_totals("steward_store_flush_batch_size")
+        .await;
     let (statuses, histogram, elapsed) =
         closed_loop(&engine, TENANT, Arc::new(signed), connections).await;
+    let (flush_s_after, flushes_after) =
+        engine.histogram_totals("steward_store_flush_seconds").await;
+    let (batched_after, _) = engine
+        .histogram_totals("steward_store_flush_batch_size")
+        .await;
+    let flushes = flushes_after - flushes_before;
 
     let accepted = statuses.get(&202).copied().unwrap_or(0);
     let status = engine.status(TENANT).await;
@@ -68,6 +79,13 @@ async fn main() {
     );
     println!("  ack latency: {}", summary_ms(&histogram));
     println!("  store: captured {captured}, live lane depth {queued} (warm-up {warm_queued})");
+    println!(
+        "  group commit: {flushes:.0} flushes in {:.2} s, {:.2} ms per flush + fdatasync, {:.1} waiters answered per flush, flushing {:.0} % of the run",
+        elapsed.as_secs_f64(),
+        1_000.0 * (flush_s_after - flush_s_before) / flushes.max(1.0),
+        (batched_after - batched_before) / flushes.max(1.0),
+        100.0 * (flush_s_after - flush_s_before) / elapsed.as_secs_f64(),
+    );
     assert_eq!(statuses.len(), 1, "every answer must be 202: {statuses:?}");
     assert_eq!(accepted, events, "every event must be queued");
     assert_eq!(

@@ -440,7 +440,8 @@ impl SharedBudget {
 impl crate::observe::TenantShared {
     /// Draws one Virtuous call at `lane` from the tenant's budget now (recorded in the call
     /// log): `Err(when to ask again)` when refused. Every caller (reconciler at
-    /// [`Lane::Reconcile`], admin one-off calls at [`Lane::Live`]) calls this right before its
+    /// [`Lane::Reconcile`], admin one-off calls such as the connection test at
+    /// [`Lane::Reconcile`] too) calls this right before its
     /// HTTP call, then [`TenantShared::observe_reply`](crate::observe::TenantShared) after.
     pub fn draw_call(&self, lane: Lane) -> Result<(), u64> {
         let now_ms = self.clock.now_ms();

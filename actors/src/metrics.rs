@@ -23,6 +23,12 @@ pub const RECORDS_CONFIRMED_TOTAL: &str = "steward_records_confirmed_total";
 /// Label of [`RECORDS_CONFIRMED_TOTAL`]: `reconcile` or `webhook`.
 pub const LABEL_VIA: &str = "via";
 
+/// Counter `{tenant, code}`: alerts raised (first time and repeats; DESIGN.md §6). Created on
+/// a tenant's first alert of that code only, so quiet tenants add no series.
+pub const ALERTS_TOTAL: &str = "steward_alerts_total";
+/// Label of [`ALERTS_TOTAL`]: the alert code.
+pub const LABEL_CODE: &str = "code";
+
 /// Gauge `{tenant, lane}`: entries waiting in a lane.
 pub const LANE_DEPTH: &str = "steward_lane_depth";
 /// Gauge `{tenant}`: the tenant's allowance of Virtuous calls per hour.
@@ -54,6 +60,11 @@ pub const LABEL_OUTCOME: &str = "outcome";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
 pub fn describe() {
+    metrics::describe_counter!(
+        ALERTS_TOTAL,
+        metrics::Unit::Count,
+        "Alerts raised per tenant and code (first time and repeats)"
+    );
     metrics::describe_gauge!(
         ACTOR_MAILBOX_DEPTH,
         metrics::Unit::Count,

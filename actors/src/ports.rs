@@ -1,8 +1,10 @@
-//! Traits the runtime talks through (DESIGN.md §2): the clock and the tenant's data.
+//! Traits the runtime talks through (DESIGN.md §2): the clock, the tenant's data and Virtuous
+//! ([`Crm`]; implemented over reqwest by the `steward` crate, by scripted fakes in tests).
 //!
-//! Crm, Poller and Destination join this file when submission, polling and pull arrive.
-//! The actors never touch sled directly: they go through [`TenantData`], which the real
-//! store implements ([`SledTenantData`]) and an in-memory fake implements in unit tests.
+//! Poller and Destination join this file when polling and pull arrive. The supervision
+//! protocol reaches the store through [`TenantData`] (sled, or an in-memory fake in its unit
+//! tests); submission and confirmation use the sled store directly
+//! (`TenantShared::sled`), and their unit tests run on a real store in a temp dir.
 
 use std::future::Future;
 use std::pin::Pin;

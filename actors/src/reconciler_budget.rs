@@ -42,6 +42,13 @@ impl ReconcileBudget for TenantShared {
     fn settle_reconcile_call(&self, reply: &CrmReply, now_ms: u64) {
         self.observe_reply(reply);
         if matches!(reply.facts.status, Some(401 | 403)) {
+            // As the submitter does on a 401/403: pause (nothing more is sent, submissions
+            // included) and wait for the operator, who fixes the key and resumes.
+            self.paused
+                .store(true, std::sync::atomic::Ordering::Release);
+            let mut settings = self.settings();
+            settings.paused = true;
+            self.replace_settings(settings);
             self.needs_operator
                 .store(true, std::sync::atomic::Ordering::Release);
             let message = format!(

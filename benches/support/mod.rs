@@ -174,6 +174,30 @@ impl Engine {
             .await;
     }
 
+    /// `(sum, count)` of a Prometheus histogram in `/metrics` (all label sets added).
+    pub async fn histogram_totals(&self, name: &str) -> (f64, f64) {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.main_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let total = |suffix: &str| -> f64 {
+            let metric = format!("{name}_{suffix}");
+            text.lines()
+                .filter(|line| {
+                    line.starts_with(&metric) && line[metric.len()..].starts_with(['{', ' '])
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (total("sum"), total("count"))
+    }
+
     pub async fn status(&self, tenant_id: &str) -> Value {
         self.admin(
             reqwest::Method::GET,

@@ -3,7 +3,7 @@
 //! The reqwest side of submission, confirmation and webhook registration. Pure with respect
 //! to the runtime: it sends one request and reports what happened as plain facts; the
 //! verdict comes from [`steward_actors::outcome::classify`] and the retry timing from
-//! [`steward_actors::retry`]. Not wired into the actors yet.
+//! [`steward_actors::retry`]. The actors call it through the `Crm` port ([`crm::VirtuousCrm`]).
 //!
 //! # Layout
 //! - [`client`]: [`VirtuousClient`] (one `reqwest::Client` per arbiter, a cheap handle per

@@ -212,6 +212,12 @@ impl TenantStore {
             }
         };
         inner.tree.insert(key, encode(&alert)?).map_err(io_error)?;
+        metrics::counter!(
+            crate::metrics::ALERTS_TOTAL,
+            crate::metrics::LABEL_TENANT => inner.tenant_id.clone(),
+            crate::metrics::LABEL_CODE => code.to_owned()
+        )
+        .increment(1);
         Ok(is_first)
     }
 
