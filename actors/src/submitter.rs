@@ -485,6 +485,17 @@ impl SubmitterActor {
             .complete_leased(&shared.leases, generation, now_ms, results, retry)
         {
             Ok(report) => {
+                // Ask for a flush now instead of leaving the completion (and the call-log
+                // mark written before the call) to sled's background flush (≤ 500 ms): a
+                // crash then re-sends at most one group-commit cycle of completions (same
+                // idempotency keys). Not awaited: the next call does not wait for the disk.
+                let store = sled.store.clone();
+                let tenant_id = shared.tenant_id.clone();
+                actix::spawn(async move {
+                    if let Err(error) = store.durable().await {
+                        tracing::error!(tenant_id = %tenant_id, error = %error, "flushing completions failed");
+                    }
+                });
                 let view = &mut self.behavior.view;
                 view.items_accepted += report.accepted;
                 view.items_retried += report.retried;
