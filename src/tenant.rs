@@ -121,6 +121,14 @@ pub struct StripeSettings {
     pub default_segment_code: Option<String>,
     #[serde(default)]
     pub metadata_keys: MetadataKeys,
+    /// How long a basil-era payment that looks like a subscription payment waits for its
+    /// `invoice_payment.paid` link before it is sent as a one-time gift (sources.md).
+    #[serde(default = "default_subscription_hold_s")]
+    pub subscription_hold_s: u64,
+}
+
+fn default_subscription_hold_s() -> u64 {
+    crate::sources::stripe::SUBSCRIPTION_HOLD_S_DEFAULT
 }
 
 fn default_tolerance_s() -> u64 {
@@ -290,6 +298,12 @@ impl TenantDoc {
         if let Some(stripe) = &self.sources.stripe {
             require_secret("sources.stripe.signing_secret", &stripe.signing_secret)?;
             within("sources.stripe.tolerance_s", stripe.tolerance_s, 1, 86_400)?;
+            within(
+                "sources.stripe.subscription_hold_s",
+                stripe.subscription_hold_s,
+                0,
+                86_400,
+            )?;
             non_empty(
                 "sources.stripe.transaction_source",
                 &stripe.transaction_source,
@@ -583,6 +597,10 @@ mod tests {
                 json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "sources": {"stripe": {"tolerance_s": 1}}}),
                 "sources.stripe.signing_secret",
             ),
+            (
+                json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "sources": {"stripe": {"signing_secret": "whsec_x", "subscription_hold_s": 90_000}}}),
+                "sources.stripe.subscription_hold_s",
+            ),
         ];
         for (body, field) in cases {
             match normalise(&body) {
@@ -592,6 +610,22 @@ mod tests {
                 other => panic!("{body}: expected invalid {field}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn subscription_hold_is_a_tenant_setting_with_the_documented_default() {
+        // Goal: sources.stripe.subscription_hold_s reaches the Stripe mapping; absent → 120.
+        use crate::sources::stripe::StripeMapping;
+        let hold_of = |stripe: Value| {
+            let body = json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "sources": {"stripe": stripe}});
+            let (doc, _) = normalise(&body).unwrap();
+            StripeMapping::from_settings(doc.sources.stripe.as_ref().unwrap()).subscription_hold_s
+        };
+        assert_eq!(hold_of(json!({"signing_secret": "whsec_x"})), 120);
+        assert_eq!(
+            hold_of(json!({"signing_secret": "whsec_x", "subscription_hold_s": 30})),
+            30
+        );
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl StripeMapping {
             metadata_project_key: settings.metadata_keys.project_code.clone(),
             metadata_segment_key: settings.metadata_keys.segment_code.clone(),
             accept_test_events: settings.accept_test_events,
-            subscription_hold_s: SUBSCRIPTION_HOLD_S_DEFAULT,
+            subscription_hold_s: settings.subscription_hold_s,
         }
     }
 }
