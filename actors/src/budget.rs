@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::ports::{Clock, RateLimitFacts, TenantData};
 use crate::store::{Lane, TenantStore};
 
+/// Alert raised when Virtuous refuses the tenant's credentials (401/403), whoever called.
+pub const AUTH_FAILED_ALERT: &str = "auth_failed";
+
 /// One hour, the budget window.
 pub const BUDGET_WINDOW_MS: u64 = 3_600_000;
 
@@ -443,6 +446,32 @@ impl crate::observe::TenantShared {
     /// [`Lane::Reconcile`], admin one-off calls such as the connection test at
     /// [`Lane::Reconcile`] too) calls this right before its
     /// HTTP call, then [`TenantShared::observe_reply`](crate::observe::TenantShared) after.
+    /// 401/403 from Virtuous (any caller): pause the tenant — nothing more is sent — mark it
+    /// as waiting for the operator and raise [`AUTH_FAILED_ALERT`] (ERROR logged once). The
+    /// operator fixes the key and resumes (`TenantHandle::resume` clears the mark).
+    pub fn credentials_refused(&self, reason: &str, now_ms: u64) {
+        use std::sync::atomic::Ordering;
+        self.paused.store(true, Ordering::Release);
+        self.needs_operator.store(true, Ordering::Release);
+        let mut settings = self.settings();
+        settings.paused = true;
+        self.replace_settings(settings);
+        let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
+        let Some(sled) = self.sled() else { return };
+        match sled
+            .tenant_store
+            .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)
+        {
+            Ok(true) => {
+                tracing::error!(tenant_id = %self.tenant_id, alert = AUTH_FAILED_ALERT, reason, "tenant paused: credentials refused")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(tenant_id = %self.tenant_id, error = %error, "alert could not be stored")
+            }
+        }
+    }
+
     pub fn draw_call(&self, lane: Lane) -> Result<(), u64> {
         let now_ms = self.clock.now_ms();
         let store = self.sled().map(|sled| &sled.tenant_store);

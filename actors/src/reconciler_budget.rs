@@ -11,9 +11,6 @@ use crate::observe::TenantShared;
 use crate::ports::CrmReply;
 use crate::store::Lane;
 
-/// Alert raised when Virtuous refuses the tenant's credentials on a confirmation call.
-pub const ALERT_AUTH_FAILED: &str = "auth_failed";
-
 /// What confirmation needs from the tenant's budget (a trait so unit tests can count calls).
 pub trait ReconcileBudget {
     /// One call at reconcile-lane priority, drawn now; `Err(wait_ms)` when the budget refuses.
@@ -41,29 +38,8 @@ impl ReconcileBudget for TenantShared {
 
     fn settle_reconcile_call(&self, reply: &CrmReply, now_ms: u64) {
         self.observe_reply(reply);
-        if matches!(reply.facts.status, Some(401 | 403)) {
-            // As the submitter does on a 401/403: pause (nothing more is sent, submissions
-            // included) and wait for the operator, who fixes the key and resumes.
-            self.paused
-                .store(true, std::sync::atomic::Ordering::Release);
-            let mut settings = self.settings();
-            settings.paused = true;
-            self.replace_settings(settings);
-            self.needs_operator
-                .store(true, std::sync::atomic::Ordering::Release);
-            let message = format!(
-                "Virtuous refused the tenant's credentials ({}) on a confirmation call; fix virtuous.api_key",
-                reply.facts.status.unwrap_or_default()
-            );
-            if let Some(sled) = self.sled() {
-                if sled
-                    .tenant_store
-                    .raise_alert(ALERT_AUTH_FAILED, &message, now_ms)
-                    .unwrap_or(false)
-                {
-                    tracing::error!(tenant_id = %self.tenant_id, "{message}");
-                }
-            }
+        if let Some(status @ (401 | 403)) = reply.facts.status {
+            self.credentials_refused(&format!("{status} on a confirmation call"), now_ms);
         }
     }
 }

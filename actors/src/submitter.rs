@@ -72,7 +72,7 @@ pub fn failure_backoff_ms(failed_in_a_row: u32, first_retry_ms: u64) -> u64 {
 }
 
 /// The alert raised when Virtuous refuses the tenant's credentials.
-pub const AUTH_FAILED_ALERT: &str = "auth_failed";
+pub use crate::budget::AUTH_FAILED_ALERT;
 
 pub type SubmitterActor = Child<Submitter>;
 
@@ -525,31 +525,11 @@ impl SubmitterActor {
         }
     }
 
-    /// 401/403: pause the tenant, mark it as waiting for the operator, alert once.
+    /// 401/403: the tenant's shared reaction (pause, needs_operator, alert once), shown here.
     fn needs_operator(&mut self, reason: &str, now_ms: u64) {
-        let shared = Arc::clone(&self.core.shared);
-        shared.paused.store(true, Ordering::Release);
-        shared.needs_operator.store(true, Ordering::Release);
-        let mut settings = shared.settings();
-        settings.paused = true;
-        shared.replace_settings(settings);
+        self.core.shared.credentials_refused(reason, now_ms);
         self.behavior.view.paused = true;
         self.behavior.view.needs_operator = true;
-        let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
-        if let Some(sled) = shared.sled() {
-            match sled
-                .tenant_store
-                .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)
-            {
-                Ok(true) => {
-                    tracing::error!(tenant_id = %shared.tenant_id, alert = AUTH_FAILED_ALERT, reason, "tenant paused: credentials refused")
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "alert could not be stored")
-                }
-            }
-        }
     }
 
     /// Drops the follow-up groups' leases (paused: they go again from the store later).

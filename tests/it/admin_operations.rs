@@ -299,10 +299,7 @@ async fn connection_test_answers_ok_or_why_not_and_spends_budget() {
         "{tenant}"
     );
 
-    let addresses: Value =
-        serde_json::from_str(&std::fs::read_to_string(app.data_dir().join("listen-addr")).unwrap())
-            .unwrap();
-    let sandbox_url = addresses["sandbox"].as_str().unwrap();
+    let sandbox_url = app.sandbox_url();
     // The sandbox URL itself (not "embedded"): no org is re-keyed, so the key is unknown.
     let patch = json!({"virtuous": {"base_url": sandbox_url, "api_key": "vk-wrong-key-for-conn"}});
     let (status, _) = call(&app, Method::PATCH, "/v1/tenants/conn", Some(patch)).await;

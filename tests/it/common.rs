@@ -64,6 +64,16 @@ impl TestApp {
         self.dir.path().join("data")
     }
 
+    /// The embedded sandbox's base URL (`sandbox` in `{data_dir}/listen-addr`).
+    pub fn sandbox_url(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir().join("listen-addr")).unwrap();
+        let addresses: Value = serde_json::from_str(&text).unwrap();
+        addresses["sandbox"]
+            .as_str()
+            .expect("the embedded sandbox runs")
+            .to_string()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("steward.log")
     }

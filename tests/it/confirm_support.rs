@@ -12,16 +12,6 @@ use crate::common::{wait_until, TestApp};
 
 pub const EVENTUALLY: Duration = Duration::from_secs(20);
 
-/// The embedded sandbox's base URL (from `{data_dir}/listen-addr`).
-pub fn sandbox_url(app: &TestApp) -> String {
-    let text = std::fs::read_to_string(app.data_dir().join("listen-addr")).unwrap();
-    let addresses: Value = serde_json::from_str(&text).unwrap();
-    addresses["sandbox"]
-        .as_str()
-        .expect("embedded sandbox")
-        .to_string()
-}
-
 /// The api key `common::tenant_body` gives tenant `id`.
 pub fn api_key(id: &str) -> String {
     format!("vk-secret-{id}-apikey")
@@ -36,7 +26,7 @@ pub async fn create_org(app: &TestApp, id: &str, overrides: Value) {
     }
     let response = app
         .client
-        .post(format!("{}/_sandbox/orgs", sandbox_url(app)))
+        .post(format!("{}/_sandbox/orgs", app.sandbox_url()))
         .json(&spec)
         .send()
         .await
@@ -92,7 +82,7 @@ pub async fn submit_synthetic(
     }
     let response = app
         .client
-        .post(format!("{}/api/v2/Gift/Transactions", sandbox_url(app)))
+        .post(format!("{}/api/v2/Gift/Transactions", app.sandbox_url()))
         .bearer_auth(api_key(id))
         .json(&json!({"transactionSource": "Synthetic", "transactions": transactions}))
         .send()
@@ -114,7 +104,7 @@ pub async fn submit_synthetic(
 pub async fn import(app: &TestApp, id: &str) -> Value {
     let response = app
         .client
-        .post(format!("{}/_sandbox/orgs/{id}/process", sandbox_url(app)))
+        .post(format!("{}/_sandbox/orgs/{id}/process", app.sandbox_url()))
         .send()
         .await
         .unwrap();
@@ -124,7 +114,7 @@ pub async fn import(app: &TestApp, id: &str) -> Value {
 
 pub async fn sandbox_stats(app: &TestApp, id: &str) -> Value {
     app.client
-        .get(format!("{}/_sandbox/orgs/{id}/stats", sandbox_url(app)))
+        .get(format!("{}/_sandbox/orgs/{id}/stats", app.sandbox_url()))
         .send()
         .await
         .unwrap()

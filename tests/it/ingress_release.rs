@@ -18,10 +18,7 @@ async fn a_held_payment_is_sent_only_after_its_release_and_once() {
     // seconds (not at the hold's end), once, with recurringGiftTransactionId and frequency.
     let app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body(TENANT)).await;
-    let addresses: Value =
-        serde_json::from_str(&std::fs::read_to_string(app.data_dir().join("listen-addr")).unwrap())
-            .unwrap();
-    let sandbox = addresses["sandbox"].as_str().unwrap().to_string();
+    let sandbox = app.sandbox_url();
     let sandbox_json = |method: Method, route: &str| {
         let request = app
             .client

@@ -15,18 +15,11 @@ use steward::traffic::{self, Traffic, TrafficOptions};
 
 use crate::common::{wait_until, SpawnOptions, TestApp};
 
-/// The embedded sandbox's URL (written by the engine to `{data_dir}/listen-addr`).
-pub fn sandbox_url(app: &TestApp) -> String {
-    let text = std::fs::read_to_string(app.data_dir().join("listen-addr")).unwrap();
-    let addresses: Value = serde_json::from_str(&text).unwrap();
-    addresses["sandbox"].as_str().unwrap().to_string()
-}
-
 /// A sandbox control call; panics unless 2xx.
 pub async fn sandbox_call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Value {
     let mut request = app
         .client
-        .request(method.clone(), format!("{}{path}", sandbox_url(app)));
+        .request(method.clone(), format!("{}{path}", app.sandbox_url()));
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -51,7 +44,7 @@ pub async fn org_and_tenant(app: &TestApp, tenant_id: &str, hourly_limit: u64, o
     sandbox_call(app, Method::POST, "/_sandbox/orgs", Some(org)).await;
     let body = json!({
         "id": tenant_id, "name": format!("E2E {tenant_id}"),
-        "virtuous": {"base_url": sandbox_url(app), "api_key": api_key},
+        "virtuous": {"base_url": app.sandbox_url(), "api_key": api_key},
         "sources": {"stripe": {"signing_secret": secret_of(tenant_id), "accept_test_events": true}},
         "budget": {"hourly_limit": hourly_limit, "reserve_pct": 10}
     });
