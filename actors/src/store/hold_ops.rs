@@ -57,65 +57,17 @@ pub enum ReleaseOutcome {
 
 impl TenantStore {
     /// Enqueues one entry that is not ready before `not_before_ms` (a held entry), with the
-    /// same dedup, record, alias and counter writes as [`TenantStore::enqueue`].
-    ///
-    /// The entry is written held from its first byte: `enqueue` stamps `not_before_ms` with
-    /// the entry's time, so the entry goes in stamped `not_before_ms`; then, under the write
-    /// lock, its enqueue time and its record's creating transition get the real time back. A
-    /// crash between the two leaves only those timestamps late by the hold (≤ minutes), never
-    /// a ready entry. (The lane's oldest-enqueue gauge may keep the hold's end until the lane
-    /// head is next removed: an age of 0 for a lane holding only held entries.) Not durable
-    /// until `Store::durable` resolves.
+    /// same dedup, record, alias and counter writes as [`TenantStore::enqueue`], in the same
+    /// one atomic write: the entry is held from its first byte, its times are the real ones.
+    /// Not durable until `Store::durable` resolves.
     pub fn enqueue_held(
         &self,
         entry: NewEntry,
         not_before_ms: u64,
     ) -> Result<EnqueueOutcome, StoreError> {
-        let real_now_ms = entry.now_ms;
-        let (kind, lane) = (entry.kind, entry.lane);
-        let record_key = self
-            .inner()
-            .keys
-            .record(kind, &entry.source, &entry.source_id);
-        let idempotency_key = entry.idempotency_key.clone();
-        let held = NewEntry {
-            now_ms: not_before_ms.max(real_now_ms),
-            ..entry
-        };
-        let outcome = self
-            .enqueue_impl(vec![held], None)?
+        self.enqueue_impl(vec![entry], None, Some(not_before_ms))?
             .pop()
-            .ok_or_else(|| StoreError::Codec("enqueue answered no outcome".into()))?;
-        let EnqueueOutcome::Queued { seq } = outcome else {
-            return Ok(outcome);
-        };
-        let inner = self.inner();
-        let _guard = inner.lock_for_write()?;
-        let mut batch = sled::Batch::default();
-        let queue_key = inner.keys.queue_entry(lane, seq);
-        if let Some(mut queued) = inner.read::<QueueEntry>(&queue_key)? {
-            queued.enqueued_at_ms = real_now_ms;
-            batch.insert(queue_key, encode(&queued)?);
-        }
-        if let Some(mut record) = inner.read::<RecordState>(&record_key)? {
-            if record.last_seq == Some(seq) {
-                if let Some(last) = record.history.last_mut() {
-                    last.at_ms = real_now_ms;
-                    last.reason = format!("enqueued, held until {not_before_ms} ms");
-                }
-                if let Some(seen) = record
-                    .seen_keys
-                    .iter_mut()
-                    .find(|seen| seen.key == idempotency_key)
-                {
-                    seen.first_seen_at_ms = real_now_ms;
-                }
-                record.updated_at_ms = real_now_ms;
-                batch.insert(record_key, encode(&record)?);
-            }
-        }
-        inner.tree.apply_batch(batch).map_err(io_error)?;
-        Ok(outcome)
+            .ok_or_else(|| StoreError::Codec("enqueue answered no outcome".into()))
     }
 
     /// Releases a record's held `live` entry now: its body becomes `release.body_json`,

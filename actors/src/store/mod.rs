@@ -450,7 +450,7 @@ impl TenantStore {
     /// reads and other writes wait for that. Not durable — and not certainly written: a
     /// failed apply poisons the store — until `Store::durable` resolves `Ok`.
     pub fn enqueue(&self, entries: Vec<NewEntry>) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        self.enqueue_impl(entries, None)
+        self.enqueue_impl(entries, None, None)
     }
     /// [`TenantStore::enqueue`] plus a checkpoint advance in the same atomic batch (polling:
     /// the high-water mark moves only together with the entries it covers).
@@ -460,7 +460,7 @@ impl TenantStore {
         checkpoint_name: &str,
         checkpoint: &[u8],
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        self.enqueue_impl(entries, Some((checkpoint_name, checkpoint)))
+        self.enqueue_impl(entries, Some((checkpoint_name, checkpoint)), None)
     }
     pub fn lane_stats(&self) -> [(Lane, LaneStat); 4] {
         self.lane_stats_impl()

@@ -130,10 +130,13 @@ impl TenantStore {
         &self.inner.tenant_id
     }
 
+    /// `hold_until_ms`: the entries are not ready before then (held entries, `hold_ops.rs`);
+    /// `None` = ready at once.
     pub(crate) fn enqueue_impl(
         &self,
         entries: Vec<NewEntry>,
         checkpoint: Option<(&str, &[u8])>,
+        hold_until_ms: Option<u64>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let inner = &*self.inner;
         let keys = &inner.keys;
@@ -219,7 +222,7 @@ impl TenantStore {
                 body_json: entry.body_json,
                 attempts: 0,
                 enqueued_at_ms: entry.now_ms,
-                not_before_ms: entry.now_ms,
+                not_before_ms: hold_until_ms.map_or(entry.now_ms, |until| until.max(entry.now_ms)),
             };
             inserts.push((queue_key, encode(&queue_entry)?));
         }
