@@ -11,7 +11,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `STEWARD_` prefix that are not configuration keys.
-const NON_CONFIG_ENV_VARS: [&str; 3] = ["STEWARD_ADMIN_TOKEN", "STEWARD_MASTER_KEY", "STEWARD_LOG"];
+const NON_CONFIG_ENV_VARS: [&str; 4] = [
+    "STEWARD_ADMIN_TOKEN",
+    "STEWARD_MASTER_KEY",
+    "STEWARD_LOG",
+    // Crash points for the crash tests (actors/src/failpoint.rs); read by `serve`.
+    "STEWARD_FAILPOINTS",
+];
 /// Prefixes reserved for tests and benchmarks (never configuration keys).
 const NON_CONFIG_ENV_PREFIXES: [&str; 2] = ["STEWARD_BENCH_", "STEWARD_TEST_"];
 

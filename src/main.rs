@@ -89,6 +89,15 @@ fn main() -> std::process::ExitCode {
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = steward::config::Config::load(config_path.as_deref(), std::env::vars())?;
+    if let Ok(spec) = std::env::var("STEWARD_FAILPOINTS") {
+        let armed =
+            steward_actors::failpoint::configure(&spec).map_err(|err| anyhow::anyhow!(err))?;
+        tracing::warn!(
+            failpoints = %spec,
+            armed,
+            "crash points armed: this process will kill itself where they fire (tests only)"
+        );
+    }
     actix_rt::System::new().block_on(steward::app::serve(config))
 }
 

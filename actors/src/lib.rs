@@ -24,6 +24,7 @@
 pub mod budget;
 pub mod capture;
 pub mod child;
+pub mod failpoint;
 pub mod inbound;
 pub mod mailbox;
 pub mod messages;

@@ -458,6 +458,13 @@ impl SubmitterActor {
             &settings.submit.retry_schedule_ms,
             settings.submit.retry_jitter_pct,
         );
+        if settled
+            .completions
+            .iter()
+            .any(|(_, completion)| matches!(completion, Completion::Accepted))
+        {
+            crate::failpoint::crash_point(crate::failpoint::AFTER_ACCEPT_BEFORE_SUBMITTED);
+        }
         self.complete(settled.completions, now_ms, &retry);
         // Sent again at once, in order, before anything new is leased.
         for group in settled.follow_ups.into_iter().rev() {

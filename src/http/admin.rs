@@ -33,6 +33,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/tenants/{id}/_test/dead-letter",
             web::post().to(dead_letter_queued),
         )
+        .route(
+            "/tenants/{id}/_test/checkpoint/{name}",
+            web::get().to(read_checkpoint),
+        )
         .configure(super::admin_dead_letters::routes)
         .configure(super::admin_records::routes)
         .default_service(web::to(|| async {
@@ -149,6 +153,14 @@ fn test_hook_target(state: &AppState, id: &str) -> Result<TenantHandle, ApiError
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no running tenant `{id}`")))
 }
 
+/// The tenant's sled store (test hooks write and read it directly).
+fn sled_tenant_store(handle: &TenantHandle) -> Result<TenantStore, ApiError> {
+    handle
+        .sled()
+        .map(|sled| sled.tenant_store.clone())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the tenant has no sled store"))
+}
+
 /// Test-only hook (`runtime.test_hooks = true`): kills one child actor of a tenant.
 async fn kill_actor(
     state: web::Data<AppState>,
@@ -179,6 +191,9 @@ struct EnqueueQuery {
     prefix: Option<String>,
     /// When set, each entry also gets the alias `{alias}{index}` (record lookup by alias).
     alias: Option<String>,
+    /// When set (`name=value`), the entries are written together with this checkpoint in one
+    /// atomic group, as a poller advances its checkpoint with a page of changes.
+    checkpoint: Option<String>,
 }
 
 fn default_enqueue_count() -> usize {
@@ -229,6 +244,17 @@ async fn enqueue_synthetic(
             }
         })
         .collect();
+    if let Some(checkpoint) = &query.checkpoint {
+        let (name, value) = checkpoint.split_once('=').ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidField, "checkpoint must be `name=value`")
+        })?;
+        let tenant_store = sled_tenant_store(&handle)?;
+        let outcomes = tenant_store.enqueue_with_checkpoint(entries, name, value.as_bytes())?;
+        state.store.durable().await?;
+        let answer = enqueue_answer(&outcomes);
+        handle.hint_work(outcomes.len() as u64);
+        return Ok(answer);
+    }
     // A tenant created a moment ago may still be starting its capture actor: the hook waits
     // for it briefly (tests call it right after creating a tenant) instead of answering 503.
     let started = std::time::Instant::now();
@@ -246,12 +272,31 @@ async fn enqueue_synthetic(
             }
         }
     };
+    Ok(enqueue_answer(&outcomes))
+}
+
+fn enqueue_answer(outcomes: &[EnqueueOutcome]) -> HttpResponse {
     let queued = outcomes
         .iter()
         .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
         .count();
-    Ok(HttpResponse::Accepted()
-        .json(serde_json::json!({"queued": queued, "duplicates": outcomes.len() - queued})))
+    HttpResponse::Accepted()
+        .json(serde_json::json!({"queued": queued, "duplicates": outcomes.len() - queued}))
+}
+
+/// Test-only hook (`runtime.test_hooks = true`): a checkpoint's value as text (`null` when
+/// none is stored), so crash tests can compare it with the entries it covers.
+async fn read_checkpoint(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, name) = path.into_inner();
+    let handle = test_hook_target(&state, &id)?;
+    let tenant_store = sled_tenant_store(&handle)?;
+    let value = tenant_store
+        .get_checkpoint(&name)?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "value": value})))
 }
 
 #[derive(Deserialize)]
@@ -279,10 +324,7 @@ async fn dead_letter_queued(
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let handle = test_hook_target(&state, &path)?;
-    let tenant_store = handle
-        .sled()
-        .map(|sled| sled.tenant_store.clone())
-        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the tenant has no sled store"))?;
+    let tenant_store = sled_tenant_store(&handle)?;
     let now_ms = tenants::now_ms();
     let mut ids = Vec::new();
     for (seq, _) in tenant_store.scan_lane(Lane::Live, query.count.min(10_000))? {

@@ -146,6 +146,7 @@ impl TenantStore {
         counts.dead += 1;
         batch.insert(inner.keys.counts(), encode(&counts)?);
         inner.tree.apply_batch(batch).map_err(io_error)?;
+        crate::failpoint::crash_point(crate::failpoint::DEAD_LETTER_MOVE);
         inner.store_counts(counts);
         let mut removed = [0; 4];
         removed[lane as usize] = 1;
@@ -219,6 +220,7 @@ impl TenantStore {
         batch.insert(record_key, encode(&record)?);
         batch.insert(inner.keys.counts(), encode(&counts)?);
         inner.tree.apply_batch(batch).map_err(io_error)?;
+        crate::failpoint::crash_point(crate::failpoint::DEAD_LETTER_MOVE);
         inner.store_counts(counts);
         let mut added = [(0, 0); 4];
         added[Lane::Live as usize] = (1, now_ms);

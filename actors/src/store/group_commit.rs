@@ -262,9 +262,14 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
             state.stats.calls_applied += calls as u64;
             state.stats.apply_micros_total += apply_micros;
             match result {
-                Ok(()) => shared
-                    .applied_through
-                    .store(group_through, Ordering::Release),
+                Ok(()) => {
+                    shared
+                        .applied_through
+                        .store(group_through, Ordering::Release);
+                    drop(state);
+                    crate::failpoint::crash_point(crate::failpoint::AFTER_WRITE_BEFORE_FLUSH);
+                    state = shared.lock();
+                }
                 Err(err) => {
                     tracing::error!(error = %err, "applying a write group failed; the store refuses further writes");
                     state.poisoned = Some(err);
@@ -293,6 +298,9 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
             tracing::error!(error = %err, "store flush failed; writers are told their data is not durable");
         }
 
+        if result.is_ok() {
+            crate::failpoint::crash_point(crate::failpoint::AFTER_FLUSH_BEFORE_ACK);
+        }
         let answered: Vec<Waiter> = {
             let mut state = shared.lock();
             // A failed flush poisons the store: after a failed fsync the kernel may have

@@ -649,6 +649,9 @@ impl TenantStore {
         }
         batch.insert(keys.counts(), encode(&counts)?);
         inner.tree.apply_batch(batch).map_err(io_error)?;
+        if report.dead > 0 {
+            crate::failpoint::crash_point(crate::failpoint::DEAD_LETTER_MOVE);
+        }
         inner.store_counts(counts);
         inner.adjust_lane_gauges(added, removed)?;
         leases.release(generation, &done_keys);

@@ -249,6 +249,9 @@ impl TenantStore {
             inserts,
         })?;
         inner.last_ticket.store(ticket, Ordering::Release);
+        if checkpoint.is_some() {
+            crate::failpoint::crash_point(crate::failpoint::CHECKPOINT_ADVANCE);
+        }
         for (record_key, record) in changed_records {
             guard.pending_records.insert(record_key, (ticket, record));
         }
