@@ -1,0 +1,267 @@
+//! Goal: issue 5 §3 — a crash at each durable boundary (the five crash points of
+//! actors/src/failpoint.rs, armed by `STEWARD_FAILPOINTS`), then a restart without it, keeps
+//! the invariants: nothing acknowledged is lost, nothing stored is stranded (the queue drains
+//! to 0), no duplicate gift — except the unavoidable one after Virtuous accepted a batch,
+//! which must be detected — and each test proves its point was hit (the log line written by
+//! the point, and the engine exiting by itself). Each test prints one `RELIABILITY:` line
+//! (run with `--nocapture`). The sandbox is its own process, so it outlives the crashes.
+
+#[path = "crash_failpoints_support.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::common::TestApp;
+use crate::external_sandbox::{org_and_tenant_on, ExternalSandbox};
+use crate::push_e2e::reconcile_until_confirmed;
+use support::*;
+
+/// What the ingress boundary tests (1 and 2) found.
+struct IngressRun {
+    events: usize,
+    payments: usize,
+    acked_before_crash: usize,
+    resent: usize,
+    resent_duplicate: usize,
+    drain_s: f64,
+    gifts: BTreeMap<String, usize>,
+    unique: BTreeSet<String>,
+}
+
+/// Concurrent signed Stripe events into an engine armed with `spec` (dedup on in the
+/// sandbox) until the crash at `point`; restart; re-send every event without a 2xx (as
+/// Stripe does) until each has one; drain; import. `pause_submission`: the submitter sends
+/// nothing before the crash, so every flush has only ingress waiters.
+async fn crash_during_ingress(
+    tenant_id: &str,
+    point: &str,
+    spec: &str,
+    pairs_and_redeliveries: bool,
+    pause_submission: bool,
+) -> IngressRun {
+    let sandbox = ExternalSandbox::start();
+    let mut app = TestApp::spawn(armed(spec)).await;
+    org_and_tenant_on(&app, &sandbox, tenant_id, HOURLY_LIMIT, json!({})).await;
+    if pause_submission {
+        set_paused(&app, tenant_id, true).await;
+    }
+    let traffic = one_time_traffic(21, 150, pairs_and_redeliveries);
+    let unique: BTreeSet<String> = traffic.unique_payment_ids().into_iter().collect();
+    let events = Arc::new(traffic.events);
+    let all: Vec<usize> = (0..events.len()).collect();
+    let first = send_events(&app, tenant_id, &events, all, 8).await;
+    crashed_at(&mut app, point, 1).await;
+    let acked_before: BTreeSet<usize> = first
+        .iter()
+        .filter(|(_, answer)| acknowledged(answer))
+        .map(|(index, _)| *index)
+        .collect();
+    let unanswered: Vec<usize> = (0..events.len())
+        .filter(|index| !acked_before.contains(index))
+        .collect();
+    assert!(
+        !acked_before.is_empty() && !unanswered.is_empty(),
+        "the crash came mid-traffic: {} acknowledged, {} not",
+        acked_before.len(),
+        unanswered.len()
+    );
+
+    restart_unarmed(&mut app).await;
+    if pause_submission {
+        set_paused(&app, tenant_id, false).await;
+    }
+    let again = send_events(&app, tenant_id, &events, unanswered.clone(), 4).await;
+    for (index, answer) in &again {
+        assert!(
+            acknowledged(answer),
+            "re-sent event {} after the restart: {answer:?}",
+            events[*index].id
+        );
+    }
+    let resent_duplicate = again
+        .values()
+        .flatten()
+        .filter(|(status, body)| *status == 200 && body.contains("\"duplicate\""))
+        .count();
+    let drain_s = drained(&app, tenant_id).await;
+    let gifts = imported_gifts(&sandbox, tenant_id).await;
+
+    // Nothing acknowledged lost: every payment with a 2xx before the crash has its gift.
+    let acked_payments: BTreeSet<&str> = acked_before
+        .iter()
+        .filter_map(|index| payment_of(&events[*index]))
+        .collect();
+    for payment in &acked_payments {
+        assert_eq!(
+            gifts.get(*payment),
+            Some(&1),
+            "payment {payment} was acknowledged before the crash"
+        );
+    }
+    // After the re-sends every payment is acknowledged: each has exactly one gift.
+    assert_eq!(gifts.keys().cloned().collect::<BTreeSet<_>>(), unique);
+    let duplicated: Vec<_> = gifts.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(duplicated.is_empty(), "duplicate gifts: {duplicated:?}");
+    let status = app.status(tenant_id).await;
+    assert_eq!(
+        status["counts"]["captured"].as_u64(),
+        Some(unique.len() as u64),
+        "one captured record per payment: {status}"
+    );
+    assert_eq!(status["counts"]["dead"].as_u64(), Some(0), "{status}");
+    IngressRun {
+        events: events.len(),
+        payments: unique.len(),
+        acked_before_crash: acked_before.len(),
+        resent: unanswered.len(),
+        resent_duplicate,
+        drain_s,
+        gifts,
+        unique,
+    }
+}
+
+#[tokio::test]
+async fn crash_after_write_before_flush_loses_and_duplicates_nothing() {
+    // Goal: a crash after a write group is applied but before its flush (the 31st group,
+    // under 8 concurrent senders) loses no acknowledged payment and, once Stripe's re-sends
+    // are answered, leaves exactly one gift per payment (sandbox dedup on).
+    let point = "after_write_before_flush";
+    let run = crash_during_ingress(
+        "fp-write",
+        point,
+        "after_write_before_flush=30*off->return",
+        true,
+        false,
+    )
+    .await;
+    eprintln!(
+        "RELIABILITY: failpoint {point}: hit yes; {} events / {} payments, {} acknowledged before the crash, {} re-sent after it; lost 0, duplicate gifts 0 ({} gifts); drain {:.1} s",
+        run.events, run.payments, run.acked_before_crash, run.resent, run.gifts.len(), run.drain_s
+    );
+    assert_eq!(run.gifts.len(), run.unique.len());
+}
+
+#[tokio::test]
+async fn crash_after_flush_before_ack_answers_the_resend_as_duplicate() {
+    // Goal: a crash after a flush but before its waiters are answered: the events whose
+    // writes were durable come back `200 duplicate` when re-sent (at least one must), and
+    // every payment still has exactly one gift. One event per payment, so a `duplicate`
+    // on re-send can only mean "stored before the crash, never answered".
+    let point = "after_flush_before_ack";
+    let run = crash_during_ingress(
+        "fp-ack",
+        point,
+        "after_flush_before_ack=15*off->return",
+        false,
+        true,
+    )
+    .await;
+    assert!(
+        run.resent_duplicate >= 1,
+        "no re-sent event was durable-but-unanswered: the crash proved nothing"
+    );
+    eprintln!(
+        "RELIABILITY: failpoint {point}: hit yes; {} events / {} payments, {} acknowledged before the crash, {} re-sent, {} of them `200 duplicate` (durable, unanswered); lost 0, duplicate gifts 0; drain {:.1} s",
+        run.events, run.payments, run.acked_before_crash, run.resent, run.resent_duplicate, run.drain_s
+    );
+}
+
+#[tokio::test]
+async fn crash_after_accept_before_submitted_duplicates_are_all_detected() {
+    // Goal: with sandbox dedup OFF, a crash after Virtuous accepted a batch but before its
+    // entries are `submitted` makes the restarted engine send that batch again (same keys):
+    // duplicate gifts. The confirmation pass must detect every one — the record is
+    // `duplicate_detected`, `steward_duplicates_detected_total` counts it, a `duplicate_gift`
+    // alert says so — and there must be at least one (the crash really duplicated).
+    let point = "after_accept_before_submitted";
+    let tenant_id = "fp-accept";
+    let sandbox = ExternalSandbox::start();
+    let mut app = TestApp::spawn(armed(&format!("{point}=return"))).await;
+    org_and_tenant_on(
+        &app,
+        &sandbox,
+        tenant_id,
+        HOURLY_LIMIT,
+        json!({"dedup_transactions": false}),
+    )
+    .await;
+    // Paused while the events come in, so the first call is a full batch.
+    set_paused(&app, tenant_id, true).await;
+    let traffic = one_time_traffic(31, 40, false);
+    let unique: BTreeSet<String> = traffic.unique_payment_ids().into_iter().collect();
+    let events = Arc::new(traffic.events);
+    let answers = send_events(&app, tenant_id, &events, (0..events.len()).collect(), 4).await;
+    assert!(answers.values().all(acknowledged), "{answers:?}");
+    set_paused(&app, tenant_id, false).await;
+    crashed_at(&mut app, point, 1).await;
+    let received_at_crash = sandbox.stats(tenant_id).await["transactions_received"]
+        .as_u64()
+        .unwrap();
+
+    restart_unarmed(&mut app).await;
+    let drain_s = drained(&app, tenant_id).await;
+    let gifts = imported_gifts(&sandbox, tenant_id).await;
+    assert_eq!(
+        gifts.keys().cloned().collect::<BTreeSet<_>>(),
+        unique,
+        "none lost"
+    );
+    let duplicated: BTreeSet<String> = gifts
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(
+        !duplicated.is_empty(),
+        "the re-sent batch made no duplicate gift ({received_at_crash} received at the crash): the test proved nothing"
+    );
+
+    // Confirmation passes until every record is settled (confirmed or flagged).
+    let status = reconcile_until_confirmed(&app, tenant_id, unique.len() as u64).await;
+    let mut detected = BTreeSet::new();
+    for payment in &unique {
+        let record = record(&app, tenant_id, &format!("gift/stripe/{payment}"))
+            .await
+            .unwrap_or_else(|| panic!("no record for payment {payment}"));
+        match record["state"].as_str() {
+            Some("duplicate_detected") => {
+                detected.insert(payment.clone());
+            }
+            Some("confirmed") => {}
+            other => panic!("payment {payment} ended {other:?}: {record}"),
+        }
+    }
+    assert_eq!(
+        detected, duplicated,
+        "every duplicate gift detected, nothing else"
+    );
+    let metric = counter_for_tenant(
+        &app.metrics_text().await,
+        "steward_duplicates_detected_total",
+        tenant_id,
+    );
+    assert_eq!(
+        metric,
+        duplicated.len() as u64,
+        "the metric counts each duplicate"
+    );
+    let alert = status["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["code"] == "duplicate_gift")
+        .unwrap_or_else(|| panic!("no duplicate_gift alert: {status}"));
+    assert_eq!(
+        alert["count"].as_u64(),
+        Some(duplicated.len() as u64),
+        "{alert}"
+    );
+    eprintln!(
+        "RELIABILITY: failpoint {point}: hit yes; sandbox dedup off; {} payments, {} transactions received at the crash; duplicate gifts {} = detected {} (records duplicate_detected, metric {metric}, alert count {}); lost 0; drain {drain_s:.1} s",
+        unique.len(), received_at_crash, duplicated.len(), detected.len(), alert["count"]
+    );
+}

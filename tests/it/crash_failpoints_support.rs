@@ -1,0 +1,223 @@
+//! Goal of this helper module: what the failpoint crash tests share — arming a crash point,
+//! waiting for the crash it causes (and proving it was that point), restarting without it,
+//! sending signed Stripe events that may meet a dead engine, and the final checks (drain,
+//! gifts per transaction id).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use steward::traffic::{self, GeneratedEvent, Traffic, TrafficOptions};
+
+use crate::common::{wait_until, SpawnOptions, TestApp};
+use crate::external_sandbox::{stripe_secret_of, ExternalSandbox};
+
+/// High enough that the budget never paces a test.
+pub const HOURLY_LIMIT: u64 = 360_000;
+const FAILPOINTS_ENV: &str = "STEWARD_FAILPOINTS";
+
+/// Fast retries (the plan's test schedule) and the crash points `spec` armed at start.
+pub fn armed(spec: &str) -> SpawnOptions {
+    SpawnOptions {
+        env: vec![
+            (
+                "STEWARD_SUBMITTER__RETRY_SCHEDULE".into(),
+                r#"["50ms","100ms","200ms","400ms","800ms","1s","2s","4s"]"#.into(),
+            ),
+            (FAILPOINTS_ENV.into(), spec.into()),
+        ],
+        ..SpawnOptions::default()
+    }
+}
+
+/// How often the log says crash point `point` fired.
+pub fn hits(app: &TestApp, point: &str) -> usize {
+    let line = format!("steward failpoint hit: {point}");
+    app.log().matches(&line).count()
+}
+
+/// Waits (≤ 30 s) for the engine to exit by itself, then asserts it died at `point` (the
+/// `hits`-th time in this log): a crash by anything else is a failure, not a pass.
+pub async fn crashed_at(app: &mut TestApp, point: &str, hits_expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = app.child.as_mut().unwrap().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine did not crash at {point} within 30 s; log:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    app.child = None;
+    assert!(!status.success(), "the engine exited normally: {status}");
+    assert_eq!(
+        hits(app, point),
+        hits_expected,
+        "failpoint {point} hit count; exit {status}; log:\n{}",
+        app.log()
+    );
+}
+
+/// Restarts the engine on the same data dir with no crash point armed.
+pub async fn restart_unarmed(app: &mut TestApp) {
+    app.options.env.retain(|(key, _)| key != FAILPOINTS_ENV);
+    app.start().await;
+}
+
+/// Pauses or resumes the tenant's submission (stored in the registry: survives restarts).
+pub async fn set_paused(app: &TestApp, tenant_id: &str, paused: bool) {
+    let action = if paused { "pause" } else { "resume" };
+    let response = app
+        .admin(Method::POST, &format!("/v1/tenants/{tenant_id}/{action}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{action}: {response:?}");
+}
+
+/// One-time payments; `pairs_and_redeliveries` adds PI+charge pairs (30 %) and exact
+/// re-deliveries (10 %), else each payment is exactly one event.
+pub fn one_time_traffic(seed: u64, payments: usize, pairs_and_redeliveries: bool) -> Traffic {
+    let share = |value: f64| if pairs_and_redeliveries { value } else { 0.0 };
+    traffic::generate(&TrafficOptions {
+        seed,
+        payments,
+        subscription_share: 0.0,
+        both_events_share: share(0.3),
+        charge_only_share: 0.1,
+        refunds: 0,
+        customer_share: 0.0,
+        redelivery_share: share(0.1),
+        now_s: jiff::Timestamp::now().as_second(),
+    })
+}
+
+/// The payment a gift event is for (`None` for other events).
+pub fn payment_of(event: &GeneratedEvent) -> Option<&str> {
+    match &event.expected {
+        traffic::Expected::Gift { payment_id } => Some(payment_id),
+        _ => None,
+    }
+}
+
+/// One delivery's answer: status and body, or `None` when the engine gave none (it died).
+pub type Answered = Option<(u16, String)>;
+
+/// Sends `events[i]` for each `i` in `indexes` (signed now) with `concurrency` senders;
+/// a failed request (the engine died) is an answer of `None`, never a panic.
+pub async fn send_events(
+    app: &TestApp,
+    tenant_id: &str,
+    events: &Arc<Vec<GeneratedEvent>>,
+    indexes: Vec<usize>,
+    concurrency: usize,
+) -> BTreeMap<usize, Answered> {
+    let indexes = Arc::new(indexes);
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = format!("{}/hooks/{tenant_id}/stripe", app.main_url);
+    let secret = stripe_secret_of(tenant_id);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (events, indexes, next) = (Arc::clone(events), Arc::clone(&indexes), Arc::clone(&next));
+        let (url, secret, client) = (url.clone(), secret.clone(), app.client.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while let Some(&index) = indexes.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let event = &events[index];
+                let signature = traffic::sign(
+                    &secret,
+                    event.body.as_bytes(),
+                    jiff::Timestamp::now().as_second(),
+                );
+                let sent = client
+                    .post(&url)
+                    .header("Stripe-Signature", signature)
+                    .header("Content-Type", "application/json")
+                    .body(event.body.clone())
+                    .send()
+                    .await;
+                let answer = match sent {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        response.text().await.ok().map(|body| (status, body))
+                    }
+                    Err(_) => None,
+                };
+                answers.push((index, answer));
+            }
+            answers
+        }));
+    }
+    let mut answers = BTreeMap::new();
+    for task in tasks {
+        answers.extend(task.await.unwrap());
+    }
+    answers
+}
+
+/// Whether an answer acknowledges the event (2xx).
+pub fn acknowledged(answer: &Answered) -> bool {
+    matches!(answer, Some((status, _)) if (200..300).contains(status))
+}
+
+pub fn queued_total(status: &Value) -> u64 {
+    ["live", "retry", "reconcile", "backfill"]
+        .iter()
+        .map(|lane| status["lanes"][lane]["depth"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Waits (≤ 60 s) until the tenant's queue is empty (nothing stranded); the seconds it took.
+pub async fn drained(app: &TestApp, tenant_id: &str) -> f64 {
+    let started = Instant::now();
+    wait_until(Duration::from_secs(60), "the queue to drain", || async {
+        (queued_total(&app.status(tenant_id).await) == 0).then_some(())
+    })
+    .await;
+    started.elapsed().as_secs_f64()
+}
+
+/// Runs the sandbox's import step, then counts the org's gifts per `transactionId`.
+pub async fn imported_gifts(sandbox: &ExternalSandbox, org: &str) -> BTreeMap<String, usize> {
+    sandbox.process(org).await;
+    let mut ids = BTreeMap::new();
+    for gift in sandbox.gifts(org).await {
+        if let Some(id) = gift["transactionId"].as_str() {
+            *ids.entry(id.to_string()).or_insert(0) += 1;
+        }
+    }
+    ids
+}
+
+/// A record as the admin API shows it; `None` when there is no such record (404).
+pub async fn record(app: &TestApp, tenant_id: &str, kind_source_id: &str) -> Option<Value> {
+    let response = app
+        .admin(
+            Method::GET,
+            &format!("/v1/tenants/{tenant_id}/records/{kind_source_id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    if response.status() == 404 {
+        return None;
+    }
+    assert_eq!(response.status(), 200, "record {kind_source_id}");
+    Some(response.json().await.unwrap())
+}
+
+/// The sum of a counter's samples for one tenant in the Prometheus text.
+pub fn counter_for_tenant(metrics: &str, name: &str, tenant_id: &str) -> u64 {
+    let label = format!("tenant=\"{tenant_id}\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(name) && line.contains(&label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
