@@ -12,10 +12,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde_json::json;
+use reqwest::Method;
 
-use crate::common::TestApp;
-use crate::external_sandbox::{org_and_tenant_on, ExternalSandbox};
+use serde_json::{json, Value};
+
 use crate::push_e2e::reconcile_until_confirmed;
 use support::*;
 
@@ -42,9 +42,7 @@ async fn crash_during_ingress(
     pairs_and_redeliveries: bool,
     pause_submission: bool,
 ) -> IngressRun {
-    let sandbox = ExternalSandbox::start();
-    let mut app = TestApp::spawn(armed(spec)).await;
-    org_and_tenant_on(&app, &sandbox, tenant_id, HOURLY_LIMIT, json!({})).await;
+    let (sandbox, mut app) = start_armed(tenant_id, spec, json!({})).await;
     if pause_submission {
         set_paused(&app, tenant_id, true).await;
     }
@@ -126,14 +124,14 @@ async fn crash_during_ingress(
 
 #[tokio::test]
 async fn crash_after_write_before_flush_loses_and_duplicates_nothing() {
-    // Goal: a crash after a write group is applied but before its flush (the 31st group,
+    // Goal: a crash after a write group is applied but before its flush (the 16th group,
     // under 8 concurrent senders) loses no acknowledged payment and, once Stripe's re-sends
     // are answered, leaves exactly one gift per payment (sandbox dedup on).
     let point = "after_write_before_flush";
     let run = crash_during_ingress(
         "fp-write",
         point,
-        "after_write_before_flush=30*off->return",
+        "after_write_before_flush=15*off->return",
         true,
         false,
     )
@@ -155,7 +153,7 @@ async fn crash_after_flush_before_ack_answers_the_resend_as_duplicate() {
     let run = crash_during_ingress(
         "fp-ack",
         point,
-        "after_flush_before_ack=15*off->return",
+        "after_flush_before_ack=10*off->return",
         false,
         true,
     )
@@ -179,13 +177,9 @@ async fn crash_after_accept_before_submitted_duplicates_are_all_detected() {
     // alert says so — and there must be at least one (the crash really duplicated).
     let point = "after_accept_before_submitted";
     let tenant_id = "fp-accept";
-    let sandbox = ExternalSandbox::start();
-    let mut app = TestApp::spawn(armed(&format!("{point}=return"))).await;
-    org_and_tenant_on(
-        &app,
-        &sandbox,
+    let (sandbox, mut app) = start_armed(
         tenant_id,
-        HOURLY_LIMIT,
+        &format!("{point}=return"),
         json!({"dedup_transactions": false}),
     )
     .await;
@@ -263,5 +257,202 @@ async fn crash_after_accept_before_submitted_duplicates_are_all_detected() {
     eprintln!(
         "RELIABILITY: failpoint {point}: hit yes; sandbox dedup off; {} payments, {} transactions received at the crash; duplicate gifts {} = detected {} (records duplicate_detected, metric {metric}, alert count {}); lost 0; drain {drain_s:.1} s",
         unique.len(), received_at_crash, duplicated.len(), detected.len(), alert["count"]
+    );
+}
+
+/// Each refused customer has exactly one dead letter: refused with 400, with the body its
+/// entry had when first queued (the same JSON text).
+fn assert_one_dead_letter_each(
+    dead: &[Value],
+    customers: &[String],
+    first_bodies: &BTreeMap<String, String>,
+) {
+    assert_eq!(
+        dead.len(),
+        customers.len(),
+        "one dead letter per refused entry: {dead:?}"
+    );
+    for customer in customers {
+        let letter = dead.iter().find(|d| d["source_id"] == *customer).unwrap();
+        assert_eq!(
+            letter["body"].to_string(),
+            first_bodies[customer],
+            "{customer}'s body"
+        );
+        assert_eq!(letter["status"], 400, "{letter}");
+    }
+}
+
+#[tokio::test]
+async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
+    // Goal: a crash in the middle of a dead-letter move — (a) the submitter dead-lettering a
+    // permanently refused entry, (b) an operator's replay — leaves each entry in exactly one
+    // place (queued or dead, never both, never neither); the refused entries end as exactly
+    // one dead letter each, with the body first queued (same JSON text), and the valid
+    // payments still make one gift each.
+    let point = "dead_letter_move";
+    let tenant_id = "fp-dead";
+    let (sandbox, mut app) = start_armed(tenant_id, &format!("{point}=return"), json!({})).await;
+    set_paused(&app, tenant_id, true).await;
+    let traffic = one_time_traffic(41, 20, false);
+    let unique: BTreeSet<String> = traffic.unique_payment_ids().into_iter().collect();
+    let mut events = traffic.events;
+    let invalid = crate::push_e2e::invalid_customer_events(4);
+    let customers: Vec<String> = (0..invalid.len())
+        .map(|n| format!("cus_invalid{n}"))
+        .collect();
+    events.extend(invalid);
+    let events = Arc::new(events);
+    let answers = send_events(&app, tenant_id, &events, (0..events.len()).collect(), 4).await;
+    assert!(answers.values().all(acknowledged), "{answers:?}");
+    let mut first_bodies = BTreeMap::new();
+    for customer in &customers {
+        let record = record(&app, tenant_id, &format!("contact/stripe/{customer}"))
+            .await
+            .unwrap_or_else(|| panic!("no record for {customer}"));
+        first_bodies.insert(customer.clone(), record["queued"][0]["body"].to_string());
+    }
+
+    // (a) The submitter meets the first 400 and dies inside the move.
+    set_paused(&app, tenant_id, false).await;
+    crashed_at(&mut app, point, 1).await;
+    restart_unarmed(&mut app).await;
+    hold_still(&app, tenant_id).await;
+    let after_crash = places(&app, tenant_id, &customers).await;
+    assert!(
+        after_crash.iter().all(|(queued, dead)| queued + dead == 1),
+        "each refused entry in exactly one place after the crash: {after_crash:?}"
+    );
+    let dead_at_restart = after_crash.iter().filter(|(_, dead)| *dead == 1).count();
+    set_paused(&app, tenant_id, false).await;
+    let drain_a_s = drained(&app, tenant_id).await;
+    let dead = dead_letters(&app, tenant_id).await;
+    assert_one_dead_letter_each(&dead, &customers, &first_bodies);
+
+    // (b) An operator replays one of them; the replay's move crashes.
+    let replayed = &customers[0];
+    let letter_id = dead.iter().find(|d| d["source_id"] == *replayed).unwrap()["id"].clone();
+    hold_still(&app, tenant_id).await;
+    app.terminate();
+    app.options = armed(&format!("{point}=return"));
+    app.start().await;
+    let answer = app
+        .admin(
+            Method::POST,
+            &format!("/v1/tenants/{tenant_id}/dead-letters/{letter_id}/replay"),
+        )
+        .send()
+        .await;
+    assert!(answer.is_err(), "the replay was answered: {answer:?}");
+    crashed_at(&mut app, point, 2).await;
+    restart_unarmed(&mut app).await; // still paused: nothing moves while we look
+    let after_replay = places(&app, tenant_id, std::slice::from_ref(replayed)).await[0];
+    assert_eq!(
+        after_replay.0 + after_replay.1,
+        1,
+        "the replayed entry in exactly one place: (queued, dead) = {after_replay:?}"
+    );
+    let replay_survived = after_replay.0 == 1;
+    set_paused(&app, tenant_id, false).await;
+    drained(&app, tenant_id).await;
+    let dead = dead_letters(&app, tenant_id).await;
+    assert_one_dead_letter_each(&dead, &customers, &first_bodies);
+    let letter_now = dead.iter().find(|d| d["source_id"] == *replayed).unwrap();
+    // A replay that survived was submitted again and refused again: a new dead letter.
+    assert_eq!(
+        letter_now["id"] != letter_id,
+        replay_survived,
+        "{letter_now}"
+    );
+    let status = app.status(tenant_id).await;
+    assert_eq!(
+        status["counts"]["dead"].as_u64(),
+        Some(customers.len() as u64),
+        "{status}"
+    );
+    let gifts = imported_gifts(&sandbox, tenant_id).await;
+    assert_eq!(
+        gifts.keys().cloned().collect::<BTreeSet<_>>(),
+        unique,
+        "none lost"
+    );
+    assert!(
+        gifts.values().all(|count| *count == 1),
+        "a duplicate gift: {gifts:?}"
+    );
+    eprintln!(
+        "RELIABILITY: failpoint {point}: hit yes (2 crashes); (a) submitter: {} refused entries, {dead_at_restart} already dead after the crash, each in exactly one place, ended {} dead letters with the first body; (b) replay crashed: replay {} the crash, entry in exactly one place; {} payments, lost 0, duplicate gifts 0; drain {drain_a_s:.1} s",
+        customers.len(), dead.len(), if replay_survived { "survived" } else { "was lost with" }, unique.len()
+    );
+}
+
+#[tokio::test]
+async fn crash_in_a_checkpoint_advance_keeps_entries_and_checkpoint_together() {
+    // Goal: a crash while a page of entries and the checkpoint covering it are being written
+    // leaves both or neither: checkpoint `page-1` ⇒ all N entries exist, none ⇒ none exist.
+    // Re-running the page as a poller would then makes each of the N reach Virtuous exactly
+    // once (sandbox dedup OFF, so a second send would show as a second gift).
+    let point = "checkpoint_advance";
+    let tenant_id = "fp-checkpoint";
+    let count = 25;
+    let (sandbox, mut app) = start_armed(
+        tenant_id,
+        &format!("{point}=return"),
+        json!({"dedup_transactions": false}),
+    )
+    .await;
+    let page = format!(
+        "/v1/tenants/{tenant_id}/_test/enqueue?count={count}&prefix=cp_&checkpoint=poll=page-1"
+    );
+    let answer = app.admin(Method::POST, &page).send().await;
+    assert!(answer.is_err(), "the page was answered: {answer:?}");
+    crashed_at(&mut app, point, 1).await;
+
+    restart_unarmed(&mut app).await;
+    let checkpoint = app
+        .admin_json(
+            Method::GET,
+            &format!("/v1/tenants/{tenant_id}/_test/checkpoint/poll"),
+        )
+        .await;
+    let advanced = match checkpoint["value"].as_str() {
+        Some("page-1") => true,
+        None => false,
+        Some(other) => panic!("checkpoint {other}"),
+    };
+    let mut existing = 0;
+    for index in 0..count {
+        existing += usize::from(
+            record(&app, tenant_id, &format!("gift/synthetic/cp_{index}"))
+                .await
+                .is_some(),
+        );
+    }
+    let expected = if advanced { count } else { 0 };
+    assert_eq!(
+        existing, expected,
+        "checkpoint {checkpoint}: entries and checkpoint together"
+    );
+    let captured = app.status(tenant_id).await["counts"]["captured"].as_u64();
+    assert_eq!(captured, Some(expected as u64));
+
+    // The poller runs the page again (it cannot know what the crash kept).
+    let rerun = app.admin(Method::POST, &page).send().await.unwrap();
+    assert_eq!(rerun.status(), 202);
+    let rerun: Value = rerun.json().await.unwrap();
+    assert_eq!(
+        rerun["queued"].as_u64(),
+        Some((count - expected) as u64),
+        "{rerun}"
+    );
+    let drain_s = drained(&app, tenant_id).await;
+    let gifts = imported_gifts(&sandbox, tenant_id).await;
+    let wanted: BTreeMap<String, usize> = (0..count).map(|i| (format!("cp_{i}"), 1)).collect();
+    assert_eq!(gifts, wanted, "each entry of the page exactly once");
+    let received = sandbox.stats(tenant_id).await["transactions_received"].as_u64();
+    assert_eq!(received, Some(count as u64), "sent once each");
+    eprintln!(
+        "RELIABILITY: failpoint {point}: hit yes; page of {count}: after the crash checkpoint {} and {existing} entries (together); re-run queued {}; each reached Virtuous once ({count} gifts, dedup off); lost 0, duplicates 0; drain {drain_s:.1} s",
+        if advanced { "page-1" } else { "absent" }, rerun["queued"]
     );
 }

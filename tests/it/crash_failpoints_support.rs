@@ -13,7 +13,7 @@ use serde_json::Value;
 use steward::traffic::{self, GeneratedEvent, Traffic, TrafficOptions};
 
 use crate::common::{wait_until, SpawnOptions, TestApp};
-use crate::external_sandbox::{stripe_secret_of, ExternalSandbox};
+use crate::external_sandbox::{org_and_tenant_on, stripe_secret_of, ExternalSandbox};
 
 /// High enough that the budget never paces a test.
 pub const HOURLY_LIMIT: u64 = 360_000;
@@ -220,4 +220,59 @@ pub fn counter_for_tenant(metrics: &str, name: &str, tenant_id: &str) -> u64 {
         .filter(|line| line.starts_with(name) && line.contains(&label))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// The tenant's dead letters (one page is enough here).
+pub async fn dead_letters(app: &TestApp, tenant_id: &str) -> Vec<Value> {
+    let listing = app
+        .admin_json(
+            Method::GET,
+            &format!("/v1/tenants/{tenant_id}/dead-letters"),
+        )
+        .await;
+    listing["dead_letters"].as_array().cloned().unwrap()
+}
+
+/// Pauses the tenant and waits until its submitter has no call out, so the store holds
+/// still while a test reads where each entry is.
+pub async fn hold_still(app: &TestApp, tenant_id: &str) {
+    set_paused(app, tenant_id, true).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the submitter idle and paused",
+        || async {
+            let status = app.status(tenant_id).await;
+            let observed = &status["actors"]["submitter"]["observed"];
+            (observed["paused"] == true && observed["in_flight"] == false).then_some(())
+        },
+    )
+    .await;
+}
+
+/// For each customer: where its entry is now — (queued entries, dead letters).
+pub async fn places(app: &TestApp, tenant_id: &str, customers: &[String]) -> Vec<(usize, usize)> {
+    let dead = dead_letters(app, tenant_id).await;
+    let mut found = Vec::new();
+    for customer in customers {
+        let record = record(app, tenant_id, &format!("contact/stripe/{customer}"))
+            .await
+            .unwrap_or_else(|| panic!("no record for {customer}"));
+        let queued = record["queued"].as_array().unwrap().len();
+        let dead = dead.iter().filter(|d| d["source_id"] == *customer).count();
+        found.push((queued, dead));
+    }
+    found
+}
+
+/// A sandbox process, an engine armed with `spec`, and a tenant targeting an org of the
+/// sandbox (`org_extra` merged into its spec, e.g. dedup off).
+pub async fn start_armed(
+    tenant_id: &str,
+    spec: &str,
+    org_extra: Value,
+) -> (ExternalSandbox, TestApp) {
+    let sandbox = ExternalSandbox::start();
+    let app = TestApp::spawn(armed(spec)).await;
+    org_and_tenant_on(&app, &sandbox, tenant_id, HOURLY_LIMIT, org_extra).await;
+    (sandbox, app)
 }
