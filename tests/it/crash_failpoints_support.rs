@@ -3,7 +3,7 @@
 //! sending signed Stripe events that may meet a dead engine, and the final checks (drain,
 //! gifts per transaction id).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,4 +275,17 @@ pub async fn start_armed(
     let app = TestApp::spawn(armed(spec)).await;
     org_and_tenant_on(&app, &sandbox, tenant_id, HOURLY_LIMIT, org_extra).await;
     (sandbox, app)
+}
+
+/// One gift per expected transaction id and no other gift: nothing lost, nothing duplicated.
+pub fn assert_one_gift_each(gifts: &BTreeMap<String, usize>, expected: &BTreeSet<String>) {
+    let ids: BTreeSet<String> = gifts.keys().cloned().collect();
+    let lost: Vec<_> = expected.difference(&ids).collect();
+    let unexpected: Vec<_> = ids.difference(expected).collect();
+    assert!(
+        lost.is_empty() && unexpected.is_empty(),
+        "lost {lost:?}, unexpected {unexpected:?}"
+    );
+    let duplicated: Vec<_> = gifts.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(duplicated.is_empty(), "duplicate gifts: {duplicated:?}");
 }
