@@ -16,6 +16,8 @@ use reqwest::Method;
 
 use serde_json::{json, Value};
 
+use crate::common::TestApp;
+
 use crate::push_e2e::reconcile_until_confirmed;
 use support::*;
 
@@ -329,41 +331,44 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     let dead = dead_letters(&app, tenant_id).await;
     assert_one_dead_letter_each(&dead, &customers, &first_bodies);
 
-    // (b) An operator replays one of them; the replay's move crashes.
-    let replayed = &customers[0];
-    let letter_id = dead.iter().find(|d| d["source_id"] == *replayed).unwrap()["id"].clone();
+    // (b) An operator replays one of them and the replay's move crashes; then another, whose
+    // replay crashes after its flush (before the answer), so it must have happened.
     hold_still(&app, tenant_id).await;
-    app.terminate();
-    app.options = armed(&format!("{point}=return"));
-    app.start().await;
-    let answer = app
-        .admin(
-            Method::POST,
-            &format!("/v1/tenants/{tenant_id}/dead-letters/{letter_id}/replay"),
-        )
-        .send()
-        .await;
-    assert!(answer.is_err(), "the replay was answered: {answer:?}");
-    crashed_at(&mut app, point, 2).await;
-    restart_unarmed(&mut app).await; // still paused: nothing moves while we look
-    let after_replay = places(&app, tenant_id, std::slice::from_ref(replayed)).await[0];
-    assert_eq!(
-        after_replay.0 + after_replay.1,
-        1,
-        "the replayed entry in exactly one place: (queued, dead) = {after_replay:?}"
-    );
-    let replay_survived = after_replay.0 == 1;
+    let mut replays = Vec::new();
+    for (customer, spec, crash_at) in [
+        (&customers[0], format!("{point}=return"), point),
+        (
+            &customers[1],
+            "after_flush_before_ack=return".to_string(),
+            "after_flush_before_ack",
+        ),
+    ] {
+        let letter_id = dead.iter().find(|d| d["source_id"] == *customer).unwrap()["id"].clone();
+        restart_armed(&mut app, &spec).await;
+        let replay = format!("/v1/tenants/{tenant_id}/dead-letters/{letter_id}/replay");
+        let answer = app.admin(Method::POST, &replay).send().await;
+        assert!(answer.is_err(), "the replay was answered: {answer:?}");
+        crashed_at(&mut app, crash_at, if crash_at == point { 2 } else { 1 }).await;
+        restart_unarmed(&mut app).await; // still paused: nothing moves while we look
+        let (queued, dead) = places(&app, tenant_id, std::slice::from_ref(customer)).await[0];
+        assert_eq!(
+            queued + dead,
+            1,
+            "replayed {customer} in exactly one place: queued {queued}, dead {dead}"
+        );
+        replays.push((customer, letter_id, queued == 1));
+    }
+    assert!(replays[1].2, "a replay flushed before the crash is kept");
     set_paused(&app, tenant_id, false).await;
     drained(&app, tenant_id).await;
     let dead = dead_letters(&app, tenant_id).await;
     assert_one_dead_letter_each(&dead, &customers, &first_bodies);
-    let letter_now = dead.iter().find(|d| d["source_id"] == *replayed).unwrap();
-    // A replay that survived was submitted again and refused again: a new dead letter.
-    assert_eq!(
-        letter_now["id"] != letter_id,
-        replay_survived,
-        "{letter_now}"
-    );
+    for (customer, letter_id, survived) in &replays {
+        let letter_now = dead.iter().find(|d| d["source_id"] == **customer).unwrap();
+        // A replay that survived was submitted again and refused again: a new dead letter.
+        assert_eq!(letter_now["id"] != *letter_id, *survived, "{letter_now}");
+    }
+    let replay_survived = replays[0].2;
     let status = app.status(tenant_id).await;
     assert_eq!(
         status["counts"]["dead"].as_u64(),
@@ -374,17 +379,65 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     assert_one_gift_each(&gifts, &unique);
     reconcile_until_confirmed(&app, tenant_id, unique.len() as u64).await;
     eprintln!(
-        "RELIABILITY: failpoint {point}: hit yes (2 crashes); (a) submitter: {} refused entries, {dead_at_restart} already dead after the crash, each in exactly one place, ended {} dead letters with the first body; (b) replay crashed: replay {} the crash, entry in exactly one place; {} payments: lost 0, duplicate gifts 0, all confirmed; drain {drain_a_s:.1} s",
+        "RELIABILITY: failpoint {point}: hit yes (2 crashes, + 1 after a replay's flush); (a) submitter: {} refused entries, {dead_at_restart} already dead after the crash, each in exactly one place, ended {} dead letters with the first body; (b) replay crashed in the move: replay {} the crash; replay crashed after its flush: kept; each entry in exactly one place; {} payments: lost 0, duplicate gifts 0, all confirmed; drain {drain_a_s:.1} s",
         customers.len(), dead.len(), if replay_survived { "survived" } else { "was lost with" }, unique.len()
     );
+}
+
+/// A page of synthetic gifts `{prefix}0…` written with checkpoint `poll={value}`.
+fn page_path(tenant_id: &str, count: usize, prefix: &str, value: &str) -> String {
+    format!(
+        "/v1/tenants/{tenant_id}/_test/enqueue?count={count}&prefix={prefix}&checkpoint=poll={value}"
+    )
+}
+
+/// After a crash while writing page `value`: the checkpoint and the page's entries agree
+/// (`value` ⇒ all of them exist, anything older ⇒ none). Whether the page was kept.
+async fn page_kept(
+    app: &TestApp,
+    tenant_id: &str,
+    count: usize,
+    prefix: &str,
+    value: &str,
+) -> bool {
+    let checkpoint = app
+        .admin_json(
+            Method::GET,
+            &format!("/v1/tenants/{tenant_id}/_test/checkpoint/poll"),
+        )
+        .await;
+    let kept = checkpoint["value"].as_str() == Some(value);
+    let mut existing = 0;
+    for index in 0..count {
+        let found = record(app, tenant_id, &format!("gift/synthetic/{prefix}{index}")).await;
+        existing += usize::from(found.is_some());
+    }
+    let expected = if kept { count } else { 0 };
+    assert_eq!(
+        existing, expected,
+        "checkpoint {checkpoint} and {existing} of page {value}'s entries"
+    );
+    kept
+}
+
+/// Runs the page again as a poller that cannot know what the crash kept; what it queued.
+async fn rerun_page(app: &TestApp, path: &str, kept: bool, count: usize) -> u64 {
+    let rerun = app.admin(Method::POST, path).send().await.unwrap();
+    assert_eq!(rerun.status(), 202);
+    let rerun: Value = rerun.json().await.unwrap();
+    let queued = rerun["queued"].as_u64().unwrap();
+    assert_eq!(queued, if kept { 0 } else { count as u64 }, "{rerun}");
+    queued
 }
 
 #[tokio::test]
 async fn crash_in_a_checkpoint_advance_keeps_entries_and_checkpoint_together() {
     // Goal: a crash while a page of entries and the checkpoint covering it are being written
     // leaves both or neither: checkpoint `page-1` ⇒ all N entries exist, none ⇒ none exist.
-    // Re-running the page as a poller would then makes each of the N reach Virtuous exactly
-    // once (sandbox dedup OFF, so a second send would show as a second gift).
+    // The crash point sits before the group is applied, so "neither" is what it produces;
+    // a second page crashes after its flush (before the answer) and must be kept whole —
+    // the "both" side. Re-running each page as a poller would then makes each entry reach
+    // Virtuous exactly once (sandbox dedup OFF, so a second send would be a second gift).
     let point = "checkpoint_advance";
     let tenant_id = "fp-checkpoint";
     let count = 25;
@@ -394,59 +447,45 @@ async fn crash_in_a_checkpoint_advance_keeps_entries_and_checkpoint_together() {
         json!({"dedup_transactions": false}),
     )
     .await;
-    let page = format!(
-        "/v1/tenants/{tenant_id}/_test/enqueue?count={count}&prefix=cp_&checkpoint=poll=page-1"
-    );
-    let answer = app.admin(Method::POST, &page).send().await;
+    let page_1 = page_path(tenant_id, count, "cp1_", "page-1");
+    let answer = app.admin(Method::POST, &page_1).send().await;
     assert!(answer.is_err(), "the page was answered: {answer:?}");
     crashed_at(&mut app, point, 1).await;
-
     restart_unarmed(&mut app).await;
-    let checkpoint = app
-        .admin_json(
-            Method::GET,
-            &format!("/v1/tenants/{tenant_id}/_test/checkpoint/poll"),
-        )
-        .await;
-    let advanced = match checkpoint["value"].as_str() {
-        Some("page-1") => true,
-        None => false,
-        Some(other) => panic!("checkpoint {other}"),
-    };
-    let mut existing = 0;
-    for index in 0..count {
-        existing += usize::from(
-            record(&app, tenant_id, &format!("gift/synthetic/cp_{index}"))
-                .await
-                .is_some(),
-        );
-    }
-    let expected = if advanced { count } else { 0 };
-    assert_eq!(
-        existing, expected,
-        "checkpoint {checkpoint}: entries and checkpoint together"
-    );
+    let kept_1 = page_kept(&app, tenant_id, count, "cp1_", "page-1").await;
     let captured = app.status(tenant_id).await["counts"]["captured"].as_u64();
-    assert_eq!(captured, Some(expected as u64));
-
-    // The poller runs the page again (it cannot know what the crash kept).
-    let rerun = app.admin(Method::POST, &page).send().await.unwrap();
-    assert_eq!(rerun.status(), 202);
-    let rerun: Value = rerun.json().await.unwrap();
-    assert_eq!(
-        rerun["queued"].as_u64(),
-        Some((count - expected) as u64),
-        "{rerun}"
-    );
+    assert_eq!(captured, Some(if kept_1 { count as u64 } else { 0 }));
+    let queued_1 = rerun_page(&app, &page_1, kept_1, count).await;
     let drain_s = drained(&app, tenant_id).await;
+
+    // Page 2: drained and paused (no submitter, no reconciler), so the page's flush is the
+    // first one anybody waits for.
+    set_paused(&app, tenant_id, true).await;
+    restart_armed(&mut app, "after_flush_before_ack=return").await;
+    let page_2 = page_path(tenant_id, count, "cp2_", "page-2");
+    let answer = app.admin(Method::POST, &page_2).send().await;
+    assert!(answer.is_err(), "page 2 was answered: {answer:?}");
+    crashed_at(&mut app, "after_flush_before_ack", 1).await;
+    restart_unarmed(&mut app).await;
+    assert!(
+        page_kept(&app, tenant_id, count, "cp2_", "page-2").await,
+        "page 2 was flushed before the crash: it must be kept"
+    );
+    set_paused(&app, tenant_id, false).await;
+    rerun_page(&app, &page_2, true, count).await;
+    drained(&app, tenant_id).await;
+
     let gifts = imported_gifts(&sandbox, tenant_id).await;
-    let wanted: BTreeSet<String> = (0..count).map(|i| format!("cp_{i}")).collect();
+    let wanted: BTreeSet<String> = ["cp1_", "cp2_"]
+        .iter()
+        .flat_map(|prefix| (0..count).map(move |i| format!("{prefix}{i}")))
+        .collect();
     assert_one_gift_each(&gifts, &wanted);
-    reconcile_until_confirmed(&app, tenant_id, count as u64).await;
+    reconcile_until_confirmed(&app, tenant_id, wanted.len() as u64).await;
     let received = sandbox.stats(tenant_id).await["transactions_received"].as_u64();
-    assert_eq!(received, Some(count as u64), "sent once each");
+    assert_eq!(received, Some(wanted.len() as u64), "sent once each");
     eprintln!(
-        "RELIABILITY: failpoint {point}: hit yes; page of {count}: after the crash checkpoint {} and {existing} entries (together); re-run queued {}; each reached Virtuous once ({count} gifts, dedup off), all confirmed; lost 0, duplicates 0; drain {drain_s:.1} s",
-        if advanced { "page-1" } else { "absent" }, rerun["queued"]
+        "RELIABILITY: failpoint {point}: hit yes; page of {count}: after the crash checkpoint {} with {} entries (together), re-run queued {queued_1}; a second page crashed after its flush: checkpoint page-2 with all {count} entries; each of {} reached Virtuous once (dedup off), all confirmed; lost 0, duplicates 0; drain {drain_s:.1} s",
+        if kept_1 { "page-1" } else { "absent" }, if kept_1 { count } else { 0 }, wanted.len()
     );
 }

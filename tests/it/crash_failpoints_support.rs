@@ -289,3 +289,10 @@ pub fn assert_one_gift_each(gifts: &BTreeMap<String, usize>, expected: &BTreeSet
     let duplicated: Vec<_> = gifts.iter().filter(|(_, count)| **count > 1).collect();
     assert!(duplicated.is_empty(), "duplicate gifts: {duplicated:?}");
 }
+
+/// Stops the engine (SIGTERM) and starts it again armed with `spec`.
+pub async fn restart_armed(app: &mut TestApp, spec: &str) {
+    app.terminate();
+    app.options = armed(spec);
+    app.start().await;
+}
