@@ -278,7 +278,9 @@ fn assert_one_dead_letter_each(
         let letter = dead.iter().find(|d| d["source_id"] == *customer).unwrap();
         assert_eq!(
             letter["body"].to_string(),
-            first_bodies[customer],
+            serde_json::from_str::<Value>(&first_bodies[customer])
+                .unwrap()
+                .to_string(),
             "{customer}'s body"
         );
         assert_eq!(letter["status"], 400, "{letter}");
@@ -290,7 +292,7 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     // Goal: a crash in the middle of a dead-letter move — (a) the submitter dead-lettering a
     // permanently refused entry, (b) an operator's replay — leaves each entry in exactly one
     // place (queued or dead, never both, never neither); the refused entries end as exactly
-    // one dead letter each, with the body first queued (same JSON text), and the valid
+    // one dead letter each, with the body first queued (byte for byte), and the valid
     // payments still make one gift each.
     let point = "dead_letter_move";
     let tenant_id = "fp-dead";
@@ -307,13 +309,16 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     let events = Arc::new(events);
     let answers = send_events(&app, tenant_id, &events, (0..events.len()).collect(), 4).await;
     assert!(answers.values().all(acknowledged), "{answers:?}");
-    let mut first_bodies = BTreeMap::new();
-    for customer in &customers {
-        let record = record(&app, tenant_id, &format!("contact/stripe/{customer}"))
-            .await
-            .unwrap_or_else(|| panic!("no record for {customer}"));
-        first_bodies.insert(customer.clone(), record["queued"][0]["body"].to_string());
-    }
+    // The bodies exactly as first queued (bytes), read from the stopped engine's store.
+    app.terminate();
+    let first_bodies: BTreeMap<String, String> =
+        crate::ingress_support::live_entries(&app.data_dir(), tenant_id)
+            .into_iter()
+            .filter(|entry| customers.contains(&entry.source_id))
+            .map(|entry| (entry.source_id, entry.body_json))
+            .collect();
+    assert_eq!(first_bodies.len(), customers.len(), "{first_bodies:?}");
+    app.start().await; // still armed, still paused
 
     // (a) The submitter meets the first 400 and dies inside the move.
     set_paused(&app, tenant_id, false).await;
@@ -378,8 +383,11 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     let gifts = imported_gifts(&sandbox, tenant_id).await;
     assert_one_gift_each(&gifts, &unique);
     reconcile_until_confirmed(&app, tenant_id, unique.len() as u64).await;
+    // Byte for byte: the dead letters' stored bodies are the bodies first queued.
+    app.terminate();
+    assert_eq!(dead_letter_bodies(&app.data_dir(), tenant_id), first_bodies);
     eprintln!(
-        "RELIABILITY: failpoint {point}: hit yes (2 crashes, + 1 after a replay's flush); (a) submitter: {} refused entries, {dead_at_restart} already dead after the crash, each in exactly one place, ended {} dead letters with the first body; (b) replay crashed in the move: replay {} the crash; replay crashed after its flush: kept; each entry in exactly one place; {} payments: lost 0, duplicate gifts 0, all confirmed; drain {drain_a_s:.1} s",
+        "RELIABILITY: failpoint {point}: hit yes (2 crashes, + 1 after a replay's flush); (a) submitter: {} refused entries, {dead_at_restart} already dead after the crash, each in exactly one place, ended {} dead letters with the first body byte for byte; (b) replay crashed in the move: replay {} the crash; replay crashed after its flush: kept; each entry in exactly one place; {} payments: lost 0, duplicate gifts 0, all confirmed; drain {drain_a_s:.1} s",
         customers.len(), dead.len(), if replay_survived { "survived" } else { "was lost with" }, unique.len()
     );
 }

@@ -4,6 +4,7 @@
 //! gifts per transaction id).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::Value;
 use steward::traffic::{self, GeneratedEvent, Traffic, TrafficOptions};
+use steward_actors::store::{Store, StoreOptions};
 
 use crate::common::{wait_until, SpawnOptions, TestApp};
 use crate::external_sandbox::{org_and_tenant_on, stripe_secret_of, ExternalSandbox};
@@ -295,4 +297,23 @@ pub async fn restart_armed(app: &mut TestApp, spec: &str) {
     app.terminate();
     app.options = armed(spec);
     app.start().await;
+}
+
+/// The stored `body_json` of each dead letter by source id, read from the store of a
+/// stopped engine (the admin API shows bodies parsed, not as bytes). A source id with two
+/// dead letters fails.
+pub fn dead_letter_bodies(data_dir: &Path, tenant_id: &str) -> BTreeMap<String, String> {
+    let store = Store::open(&data_dir.join("store"), StoreOptions::default()).unwrap();
+    let mut bodies = BTreeMap::new();
+    for letter in store
+        .tenant(tenant_id)
+        .unwrap()
+        .dead_letters_page(None, 1_000)
+        .unwrap()
+    {
+        let source_id = letter.entry.source_id.clone();
+        let earlier = bodies.insert(source_id.clone(), letter.entry.body_json);
+        assert!(earlier.is_none(), "two dead letters for {source_id}");
+    }
+    bodies
 }
