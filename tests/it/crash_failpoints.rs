@@ -140,8 +140,8 @@ async fn crash_after_write_before_flush_loses_and_duplicates_nothing() {
     )
     .await;
     eprintln!(
-        "RELIABILITY: failpoint {point}: hit yes; {} events / {} payments, {} acknowledged before the crash, {} re-sent after it; lost 0, duplicate gifts 0, all {} confirmed; Virtuous received {} transactions (sandbox dedup on); drain {:.1} s",
-        run.events, run.payments, run.acked_before_crash, run.resent, run.payments, run.received, run.drain_s
+        "RELIABILITY: failpoint {point}: hit yes; {} events / {} payments, {} acknowledged before the crash, {} re-sent after it ({} answered `200 duplicate`); lost 0, duplicate gifts 0, all {} confirmed; Virtuous received {} transactions (sandbox dedup on); drain {:.1} s",
+        run.events, run.payments, run.acked_before_crash, run.resent, run.resent_duplicate, run.payments, run.received, run.drain_s
     );
 }
 

@@ -57,7 +57,13 @@ pub async fn crashed_at(app: &mut TestApp, point: &str, hits_expected: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     app.child = None;
-    assert!(!status.success(), "the engine exited normally: {status}");
+    // The crash point kills with SIGKILL; a panic or an error exit is another failure.
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the engine did not die by its crash point: {status}; log:\n{}",
+        app.log()
+    );
     assert_eq!(
         hits(app, point),
         hits_expected,
