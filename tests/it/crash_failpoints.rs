@@ -192,7 +192,7 @@ async fn crash_after_accept_before_submitted_duplicates_are_all_detected() {
     let events = Arc::new(traffic.events);
     let answers = send_events(&app, tenant_id, &events, (0..events.len()).collect(), 4).await;
     assert!(answers.values().all(acknowledged), "{answers:?}");
-    set_paused(&app, tenant_id, false).await;
+    resume_into_crash(&app, tenant_id).await;
     crashed_at(&mut app, point, 1).await;
     let received_at_crash = sandbox.stats(tenant_id).await["transactions_received"]
         .as_u64()
@@ -321,7 +321,7 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     app.start().await; // still armed, still paused
 
     // (a) The submitter meets the first 400 and dies inside the move.
-    set_paused(&app, tenant_id, false).await;
+    resume_into_crash(&app, tenant_id).await;
     crashed_at(&mut app, point, 1).await;
     restart_unarmed(&mut app).await;
     hold_still(&app, tenant_id).await;
