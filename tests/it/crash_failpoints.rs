@@ -3,8 +3,11 @@
 //! the invariants: nothing acknowledged is lost, nothing stored is stranded (the queue drains
 //! to 0), no duplicate gift — except the unavoidable one after Virtuous accepted a batch,
 //! which must be detected — and each test proves its point was hit (the log line written by
-//! the point, and the engine exiting by itself). Each test prints one `RELIABILITY:` line
-//! (run with `--nocapture`). The sandbox is its own process, so it outlives the crashes.
+//! the point, and the engine dying by SIGKILL on its own). Each test prints one
+//! `RELIABILITY:` line (run with `--nocapture`). The sandbox is its own process, so it
+//! outlives the crashes. Two points fire before their write reaches the disk, so a crash
+//! there always loses the move or the page; their tests add a crash after the flush (before
+//! the answer) to prove the other side: what was flushed is kept whole.
 
 #[path = "crash_failpoints_support.rs"]
 mod support;
@@ -14,11 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
-
 use serde_json::{json, Value};
 
 use crate::common::{wait_until, TestApp};
-
 use crate::push_e2e::reconcile_until_confirmed;
 use support::*;
 
@@ -29,7 +30,8 @@ struct IngressRun {
     acked_before_crash: usize,
     resent: usize,
     resent_duplicate: usize,
-    /// Transactions Virtuous received (more than the payments: batches sent again).
+    /// Transactions Virtuous received (more than the payments when a crash lost completions
+    /// and their batches were sent again; the sandbox's dedup rejects those at import).
     received: u64,
     drain_s: f64,
 }
@@ -70,7 +72,7 @@ async fn crash_during_ingress(
         unanswered.len()
     );
 
-    restart_unarmed(&mut app).await;
+    let restarted = restart_unarmed(&mut app).await;
     if pause_submission {
         set_paused(&app, tenant_id, false).await;
     }
@@ -87,7 +89,7 @@ async fn crash_during_ingress(
         .flatten()
         .filter(|(status, body)| *status == 200 && body.contains("\"duplicate\""))
         .count();
-    let drain_s = drained(&app, tenant_id).await;
+    let drain_s = drained(&app, tenant_id, restarted).await;
     let gifts = imported_gifts(&sandbox, tenant_id).await;
 
     // Nothing acknowledged lost: every payment with a 2xx before the crash has its gift.
@@ -199,8 +201,8 @@ async fn crash_after_accept_before_submitted_duplicates_are_all_detected() {
         .as_u64()
         .unwrap();
 
-    restart_unarmed(&mut app).await;
-    let drain_s = drained(&app, tenant_id).await;
+    let restarted = restart_unarmed(&mut app).await;
+    let drain_s = drained(&app, tenant_id, restarted).await;
     let gifts = imported_gifts(&sandbox, tenant_id).await;
     assert_eq!(
         gifts.keys().cloned().collect::<BTreeSet<_>>(),
@@ -333,7 +335,7 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     // (a) The submitter meets the first 400 and dies inside the move.
     resume_into_crash(&app, tenant_id).await;
     crashed_at(&mut app, point, 1).await;
-    restart_unarmed(&mut app).await;
+    let mut restarted = restart_unarmed(&mut app).await;
     hold_still(&app, tenant_id).await;
     let after_crash = places(&app, tenant_id, &customers).await;
     assert!(
@@ -342,7 +344,7 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     );
     let dead_at_restart = after_crash.iter().filter(|(_, dead)| *dead == 1).count();
     set_paused(&app, tenant_id, false).await;
-    let drain_a_s = drained(&app, tenant_id).await;
+    let drain_a_s = drained(&app, tenant_id, restarted).await;
     let dead = dead_letters(&app, tenant_id).await;
     assert_one_dead_letter_each(&dead, &customers, &first_bodies);
 
@@ -364,7 +366,7 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
         let answer = app.admin(Method::POST, &replay).send().await;
         assert!(answer.is_err(), "the replay was answered: {answer:?}");
         crashed_at(&mut app, crash_at, if crash_at == point { 2 } else { 1 }).await;
-        restart_unarmed(&mut app).await; // still paused: nothing moves while we look
+        restarted = restart_unarmed(&mut app).await; // still paused: nothing moves while we look
         let (queued, dead) = places(&app, tenant_id, std::slice::from_ref(customer)).await[0];
         assert_eq!(
             queued + dead,
@@ -375,7 +377,7 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     }
     assert!(replays[1].2, "a replay flushed before the crash is kept");
     set_paused(&app, tenant_id, false).await;
-    drained(&app, tenant_id).await;
+    let drain_b_s = drained(&app, tenant_id, restarted).await;
     let dead = dead_letters(&app, tenant_id).await;
     assert_one_dead_letter_each(&dead, &customers, &first_bodies);
     for (customer, letter_id, survived) in &replays {
@@ -397,7 +399,7 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     app.terminate();
     assert_eq!(dead_letter_bodies(&app.data_dir(), tenant_id), first_bodies);
     eprintln!(
-        "RELIABILITY: failpoint {point}: hit yes (2 crashes, + 1 after a replay's flush); (a) submitter: {} refused entries, {dead_at_restart} already dead after the crash, each in exactly one place, ended {} dead letters with the first body byte for byte; (b) replay crashed in the move: replay {} the crash; replay crashed after its flush: kept; each entry in exactly one place; {} payments: lost 0, duplicate gifts 0, all confirmed; drain {drain_a_s:.1} s",
+        "RELIABILITY: failpoint {point}: hit yes (2 crashes, + 1 after a replay's flush); (a) submitter: {} refused entries, {dead_at_restart} already dead after the crash, each in exactly one place, ended {} dead letters with the first body byte for byte; (b) replay crashed in the move: replay {} the crash; replay crashed after its flush: kept; each entry in exactly one place; {} payments: lost 0, duplicate gifts 0, all confirmed; drain after the restarts {drain_a_s:.1} s and {drain_b_s:.1} s",
         customers.len(), dead.len(), if replay_survived { "survived" } else { "was lost with" }, unique.len()
     );
 }
@@ -469,12 +471,12 @@ async fn crash_in_a_checkpoint_advance_keeps_entries_and_checkpoint_together() {
     let answer = app.admin(Method::POST, &page_1).send().await;
     assert!(answer.is_err(), "the page was answered: {answer:?}");
     crashed_at(&mut app, point, 1).await;
-    restart_unarmed(&mut app).await;
+    let restarted = restart_unarmed(&mut app).await;
     let kept_1 = page_kept(&app, tenant_id, count, "cp1_", "page-1").await;
     let captured = app.status(tenant_id).await["counts"]["captured"].as_u64();
     assert_eq!(captured, Some(if kept_1 { count as u64 } else { 0 }));
     let queued_1 = rerun_page(&app, &page_1, kept_1, count).await;
-    let drain_s = drained(&app, tenant_id).await;
+    let drain_s = drained(&app, tenant_id, restarted).await;
 
     // Page 2: drained and paused (no submitter, no reconciler), so the page's flush is the
     // first one anybody waits for.
@@ -484,14 +486,14 @@ async fn crash_in_a_checkpoint_advance_keeps_entries_and_checkpoint_together() {
     let answer = app.admin(Method::POST, &page_2).send().await;
     assert!(answer.is_err(), "page 2 was answered: {answer:?}");
     crashed_at(&mut app, "after_flush_before_ack", 1).await;
-    restart_unarmed(&mut app).await;
+    let restarted = restart_unarmed(&mut app).await;
     assert!(
         page_kept(&app, tenant_id, count, "cp2_", "page-2").await,
         "page 2 was flushed before the crash: it must be kept"
     );
     set_paused(&app, tenant_id, false).await;
     rerun_page(&app, &page_2, true, count).await;
-    drained(&app, tenant_id).await;
+    drained(&app, tenant_id, restarted).await;
 
     let gifts = imported_gifts(&sandbox, tenant_id).await;
     let wanted: BTreeSet<String> = ["cp1_", "cp2_"]

@@ -72,10 +72,11 @@ pub async fn crashed_at(app: &mut TestApp, point: &str, hits_expected: usize) {
     );
 }
 
-/// Restarts the engine on the same data dir with no crash point armed.
-pub async fn restart_unarmed(app: &mut TestApp) {
+/// Restarts the engine on the same data dir with no crash point armed; when it was ready.
+pub async fn restart_unarmed(app: &mut TestApp) -> Instant {
     app.options.env.retain(|(key, _)| key != FAILPOINTS_ENV);
     app.start().await;
+    Instant::now()
 }
 
 /// Pauses or resumes the tenant's submission (stored in the registry: survives restarts).
@@ -181,14 +182,14 @@ pub fn queued_total(status: &Value) -> u64 {
         .sum()
 }
 
-/// Waits (≤ 60 s) until the tenant's queue is empty (nothing stranded); the seconds it took.
-pub async fn drained(app: &TestApp, tenant_id: &str) -> f64 {
-    let started = Instant::now();
+/// Waits (≤ 60 s) until the tenant's queue is empty (nothing stranded); the seconds since
+/// `restarted` (the README's "drain after the restart").
+pub async fn drained(app: &TestApp, tenant_id: &str, restarted: Instant) -> f64 {
     wait_until(Duration::from_secs(60), "the queue to drain", || async {
         (queued_total(&app.status(tenant_id).await) == 0).then_some(())
     })
     .await;
-    started.elapsed().as_secs_f64()
+    restarted.elapsed().as_secs_f64()
 }
 
 /// Runs the sandbox's import step, then counts the org's gifts per `transactionId`.
