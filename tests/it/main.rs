@@ -8,6 +8,7 @@ mod common;
 mod confirm_reconcile;
 mod confirm_support;
 mod confirm_webhook;
+mod crash_failpoints;
 mod external_sandbox;
 mod ingress_platform;
 mod ingress_release;

@@ -160,7 +160,7 @@ async fn gift_ids(app: &TestApp, org: &str) -> BTreeMap<String, usize> {
     ids
 }
 
-async fn reconcile_until_confirmed(app: &TestApp, tenant_id: &str, expected: u64) -> Value {
+pub async fn reconcile_until_confirmed(app: &TestApp, tenant_id: &str, expected: u64) -> Value {
     wait_until(
         Duration::from_secs(60),
         "every record confirmed",
@@ -281,7 +281,7 @@ async fn a_thousand_events_make_one_gift_per_payment_confirmed_by_the_bulk_query
 /// `count` deliberately invalid events: customers with a one-word name and no email or
 /// phone. They map (a name is enough to send) but Virtuous refuses a household contact
 /// without a first and last name: a permanent error, so each must become a dead letter.
-fn invalid_customer_events(count: usize) -> Vec<traffic::GeneratedEvent> {
+pub fn invalid_customer_events(count: usize) -> Vec<traffic::GeneratedEvent> {
     let template = traffic::generate(&TrafficOptions {
         seed: 5,
         payments: 10,
