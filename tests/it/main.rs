@@ -8,6 +8,8 @@ mod common;
 mod confirm_reconcile;
 mod confirm_support;
 mod confirm_webhook;
+mod crash_kill9;
+mod crash_support;
 mod external_sandbox;
 mod ingress_platform;
 mod ingress_release;
