@@ -15,13 +15,17 @@
 //!   (acknowledged, flushed and fsynced ones included). See the ignored test at the end.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use reqwest::Method;
+use serde_json::json;
 
 use crate::common::{files_below, tenant_body, SpawnOptions, TestApp, ADMIN_TOKEN};
+use crate::crash_support::CrashRig;
 
 /// Every file below `dir` with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -194,4 +198,30 @@ async fn crash_corrupt_damaged_log_is_refused_not_truncated() {
         );
     }
     assert_refused_untouched(&app);
+}
+
+#[tokio::test]
+async fn crash_corrupt_store_in_the_kill_loop_fails_loudly_and_is_kept() {
+    // Goal: the crash harness's own guard — a store that does not reopen after a kill makes
+    // the run panic saying the store is corrupt and naming the data dir, which is kept.
+    let mut rig = CrashRig::start(&["keep"], json!({})).await;
+    rig.app.kill9();
+    rig.restart().await; // sled writes its snapshot at this open
+    rig.app.kill9();
+    let data_dir = rig.app.data_dir();
+    let snap = snapshot_file(&data_dir.join("store")).expect("sled wrote a snapshot");
+    let length = std::fs::metadata(&snap).unwrap().len() as usize;
+    flip_bytes(&snap, length / 2, 16);
+    let outcome = AssertUnwindSafe(async move { rig.restart().await })
+        .catch_unwind()
+        .await;
+    let panic = outcome.expect_err("the restart on a damaged store must fail");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("THE STORE IS CORRUPT"), "{message}");
+    assert!(
+        message.contains(&data_dir.display().to_string()),
+        "{message}"
+    );
+    assert!(data_dir.join("store").join("db").exists(), "data dir kept");
+    std::fs::remove_dir_all(data_dir.parent().unwrap()).unwrap();
 }

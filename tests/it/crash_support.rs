@@ -506,8 +506,8 @@ impl CrashRig {
     }
 
     /// Waits until every tenant's queue is empty and the sandbox's transactions received
-    /// stay unchanged for a second.
-    pub async fn drain(&self, timeout: Duration) {
+    /// stay unchanged for a second; returns when that state was first seen (the drain's end).
+    pub async fn drain(&self, timeout: Duration) -> Instant {
         let deadline = Instant::now() + timeout;
         let mut last: Option<(u64, Instant)> = None;
         loop {
@@ -520,7 +520,7 @@ impl CrashRig {
                 _ if queued > 0 => None,
                 Some((seen, since)) if seen == received => {
                     if since.elapsed() >= Duration::from_secs(1) {
-                        return;
+                        return since;
                     }
                     Some((seen, since))
                 }
@@ -713,7 +713,11 @@ pub struct KillRun {
     pub oracle: Arc<Oracle>,
     pub report: GiftReport,
     pub obliged: BTreeMap<TenantKey, Arc<ExpectedGift>>,
+    /// From the start of the last restart to the moment the queues were empty and the
+    /// sandbox had received everything.
     pub drain: Duration,
+    /// Transactions the orgs accepted in the whole run (re-sends included).
+    pub received: u64,
     pub seed: u64,
 }
 
@@ -746,8 +750,9 @@ impl KillRun {
         running.stop().await;
         let restarted = Instant::now();
         rig.restart().await;
-        rig.drain(Duration::from_secs(180)).await;
-        let drain = restarted.elapsed();
+        let drained = rig.drain(Duration::from_secs(180)).await;
+        let drain = drained - restarted;
+        let received = rig.transactions_received().await;
         rig.import_all().await;
         let obliged = running.oracle.obliged_gifts();
         let expected = running.feed.lock().unwrap().expected.clone();
@@ -759,6 +764,7 @@ impl KillRun {
             report,
             obliged,
             drain,
+            received,
             seed,
         }
     }
@@ -776,7 +782,7 @@ impl KillRun {
         let sends = oracle.sends.load(Ordering::Relaxed);
         let resends = oracle.resends.load(Ordering::Relaxed);
         format!(
-            "RELIABILITY: {name}: {} kill -9 cycles, {} tenants, events sent {}, obligations {} ({} gifts obliged), lost {}, duplicate gifts {}, altered gifts {}, redeliveries {} ({} re-sent after no/failed answer + {} answered 200 duplicate), cycles with a Virtuous call {}/{}, store reopened {}/{}, drain after last restart {:.1} s{extra}; seed {}",
+            "RELIABILITY: {name}: {} kill -9 cycles, {} tenants, events sent {}, obligations {} ({} gifts obliged), lost {}, duplicate gifts {}, altered gifts {}, redeliveries {} ({} re-sent after no/failed answer + {} answered 200 duplicate), cycles with a Virtuous call {}/{}, store reopened {}/{}, Virtuous transactions received {} for {} transactionIds, drain after last restart {:.1} s{extra}; seed {}",
             self.cycles.len(),
             self.rig.tenants.len(),
             sends - resends,
@@ -792,6 +798,8 @@ impl KillRun {
             self.cycles.len(),
             self.rig.reopens,
             self.cycles.len(),
+            self.received,
+            self.report.gifts.len(),
             self.drain.as_secs_f64(),
             self.seed,
         )
