@@ -143,7 +143,15 @@ fn assert_refused_untouched(app: &TestApp) {
         "files added or removed"
     );
     for (path, bytes) in &before {
-        assert!(after[path] == *bytes, "{} was changed", path.display());
+        let now = &after[path];
+        let first_difference = bytes.iter().zip(now.iter()).position(|(a, b)| a != b);
+        assert!(
+            now == bytes,
+            "{} was changed: {} → {} bytes, first difference at {first_difference:?}",
+            path.display(),
+            bytes.len(),
+            now.len()
+        );
     }
 }
 
@@ -224,4 +232,20 @@ async fn crash_corrupt_store_in_the_kill_loop_fails_loudly_and_is_kept() {
     );
     assert!(data_dir.join("store").join("db").exists(), "data dir kept");
     std::fs::remove_dir_all(data_dir.parent().unwrap()).unwrap();
+}
+
+#[tokio::test]
+#[ignore = "known bug (issue 5 report): sled 0.34 rewrites the damaged log while recovering, then refuses — the refusal comes after the files changed"]
+async fn crash_corrupt_log_damage_before_the_snapshot_is_refused_untouched() {
+    // Goal (fails today): a flipped byte early in the log, which the last snapshot covers →
+    // refused (this part holds) with every file byte for byte unchanged (this does not: the
+    // log's tail is rewritten before sled notices the snapshot is ahead of the log).
+    let mut app = cleanly_stopped_store().await;
+    app.start().await;
+    let (status, _) = app.terminate();
+    assert!(status.success());
+    let db = app.data_dir().join("store").join("db");
+    let length = std::fs::metadata(&db).unwrap().len() as usize;
+    flip_bytes(&db, length / 100, 1);
+    assert_refused_untouched(&app);
 }
