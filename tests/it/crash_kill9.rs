@@ -3,9 +3,11 @@
 //! lets through (a batch applied whose answer was lost) is detected by the reconciler.
 //!
 //! Size: `STEWARD_CRASH_CYCLES` kill cycles per test at least (default 20, the CI size; more
-//! only if a slow machine made fewer than 1,000 obligations by then); the full run is 200 or
-//! more: `STEWARD_CRASH_CYCLES=200 cargo test --features failpoints --test it
-//! crash_kill9 -- --nocapture`). `STEWARD_CRASH_SEED` repeats a run's kill timings and traffic.
+//! only if a slow machine made fewer than 1,000 obligations by then). The full run is 200 or
+//! more: `STEWARD_CRASH_CYCLES=200 cargo test --features failpoints --test it crash_kill9 --
+//! --nocapture` (about 2.5 min on 2 cores). `STEWARD_CRASH_SEED` repeats a run's kill timings
+//! and traffic; a failing run keeps its data dir and log (path printed), and
+//! `STEWARD_CRASH_KEEP=1` keeps them after a passing run too.
 //! Each test prints one `RELIABILITY:` line.
 
 use std::collections::BTreeMap;
