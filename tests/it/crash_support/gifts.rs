@@ -172,3 +172,65 @@ fn crash_support_gift_difference_sees_each_altered_field() {
     let other: BTreeSet<String> = ["bob@example.org".to_string()].into();
     assert!(gift_difference(&truth, &gift, Some(&other)).is_some());
 }
+
+#[tokio::test]
+async fn crash_support_check_gifts_sees_lost_duplicate_and_foreign_gifts() {
+    // Goal: the final check is not vacuous — against a real sandbox org (dedup off), an
+    // obligation without a gift is lost, a transaction imported twice is a duplicate, and a
+    // gift nobody generated is reported.
+    let sandbox = ExternalSandbox::start();
+    sandbox
+        .create_org(
+            "chk",
+            "chk-key",
+            360_000,
+            json!({"dedup_transactions": false}),
+        )
+        .await;
+    let gift = |id: &str| {
+        json!({"transactionSource": "Stripe", "transactionId": id, "amount": "12.34",
+               "currencyCode": "USD", "giftDate": "2026-11-26", "giftType": "Credit",
+               "contact": {"firstName": "Ann", "lastName": "Lee", "email": "ann@example.org"}})
+    };
+    let transactions = json!({"transactionSource": "Stripe",
+        "transactions": [gift("pi_twice"), gift("pi_twice"), gift("pi_foreign")]});
+    let response = sandbox
+        .client
+        .post(format!("{}/api/v2/Gift/Transactions", sandbox.url))
+        .bearer_auth("chk-key")
+        .json(&transactions)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    sandbox.process("chk").await;
+    let expected_gift = |id: &str| {
+        Arc::new(ExpectedGift {
+            tenant: "chk".into(),
+            transaction_id: id.into(),
+            amount_minor: 1234,
+            currency: "USD".into(),
+            gift_date: "2026-11-26".into(),
+            email: "ann@example.org".into(),
+        })
+    };
+    let key = |id: &str| ("chk".to_string(), id.to_string());
+    let expected: HashMap<TenantKey, Arc<ExpectedGift>> = ["pi_twice", "pi_missing"]
+        .into_iter()
+        .map(|id| (key(id), expected_gift(id)))
+        .collect();
+    let obliged: BTreeMap<TenantKey, Arc<ExpectedGift>> = expected
+        .iter()
+        .map(|(key, gift)| (key.clone(), Arc::clone(gift)))
+        .collect();
+    let report = check_gifts(&sandbox, &["chk".to_string()], &obliged, &expected).await;
+    assert_eq!(report.lost, vec![key("pi_missing")]);
+    assert_eq!(report.duplicates(), [(key("pi_twice"), 2)].into());
+    assert_eq!(report.duplicate_gifts(), 1);
+    assert_eq!(report.altered.len(), 1, "{:?}", report.altered);
+    assert!(
+        report.altered[0].contains("nobody sent"),
+        "{:?}",
+        report.altered
+    );
+}
