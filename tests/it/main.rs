@@ -9,6 +9,7 @@ mod confirm_reconcile;
 mod confirm_support;
 mod confirm_webhook;
 mod external_sandbox;
+mod fault_matrix;
 mod ingress_platform;
 mod ingress_release;
 mod ingress_stripe;
