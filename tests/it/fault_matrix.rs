@@ -50,11 +50,9 @@ struct Attempt {
 
 /// The org's batch requests, oldest first.
 async fn batch_requests(sandbox: &ExternalSandbox, org: &str) -> Vec<Attempt> {
-    let log = sandbox
-        .call(Method::GET, &format!("/_sandbox/orgs/{org}/requests"), None)
-        .await;
-    log.as_array()
-        .expect("the request log is an array")
+    sandbox
+        .requests(org)
+        .await
         .iter()
         .filter(|entry| entry["method"] == "POST" && entry["path"] == BATCH_PATH)
         .map(|entry| Attempt {

@@ -25,5 +25,6 @@ mod sandbox_queries;
 mod sandbox_support;
 mod sandbox_webhooks;
 mod sandbox_writes;
+mod shutdown_load;
 mod submit_sandbox;
 mod virtuous_client;
