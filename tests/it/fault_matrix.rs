@@ -319,15 +319,15 @@ async fn row_retry_after(rig: &Rig) -> String {
     format!("429 Retry-After {RETRY_AFTER_S} s: next attempt after {gap_ms} ms in [{low_ms}, {high_ms}]")
 }
 
-/// (d) a 400 naming one item of a batch: that item dead after one attempt, the others
+/// (d) a 400 or 422 naming one item of a batch: that item dead after one attempt, the others
 /// accepted.
-async fn row_permanent(rig: &Rig) -> String {
-    let tenant = "fm-permanent";
+async fn row_permanent(rig: &Rig, status: u16) -> String {
+    let tenant = &format!("fm-permanent-{status}");
     rig.row(
         tenant,
         on_batch(
             1,
-            json!({"status": 400, "model_state":
+            json!({"status": status, "model_state":
                     {"transactions[1].amount": ["The Amount field is invalid."]}}),
         ),
     )
@@ -336,7 +336,7 @@ async fn row_permanent(rig: &Rig) -> String {
     rig.settled(tenant, 2, 1).await;
     let requests = batch_requests(&rig.sandbox, tenant).await;
     let first = requests.first().expect("a batch request");
-    assert_eq!(first.status, 400);
+    assert_eq!(first.status, status);
     let mut sent = first.ids.clone();
     sent.sort();
     assert_eq!(sent, ids, "the three gifts went in one batch: {requests:?}");
@@ -350,17 +350,17 @@ async fn row_permanent(rig: &Rig) -> String {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["source_id"], refused.as_str());
     assert_eq!(letters[0]["attempts"], 1, "{}", letters[0]);
-    assert_eq!(letters[0]["status"], 400, "{}", letters[0]);
+    assert_eq!(letters[0]["status"], status, "{}", letters[0]);
     let others: Vec<String> = ids.iter().filter(|id| **id != refused).cloned().collect();
     for id in &others {
         let statuses: Vec<u16> = attempts_of(&requests, id)
             .iter()
             .map(|attempt| attempt.status)
             .collect();
-        assert_eq!(statuses, [400, 200], "{id}: {requests:?}");
+        assert_eq!(statuses, [status, 200], "{id}: {requests:?}");
     }
     rig.one_gift_each(tenant, &others).await;
-    "400 naming item 1 of 3: dead after 1 attempt (attempts=1), the other 2 accepted on the re-send"
+    format!("{status} naming item 1 of 3: dead after 1 attempt (attempts=1), the other 2 accepted on the re-send")
         .to_string()
 }
 
@@ -435,17 +435,18 @@ async fn fault_matrix_scripted_faults_meet_the_retry_contract() {
     })
     .await;
     let rig = Rig { app, sandbox };
-    let (schedule, exhausted, retry_after, permanent, hang, apply_close) = tokio::join!(
+    let (schedule, exhausted, retry_after, permanent, permanent_422, hang, apply_close) = tokio::join!(
         row_schedule(&rig),
         row_exhausted(&rig),
         row_retry_after(&rig),
-        row_permanent(&rig),
+        row_permanent(&rig, 400),
+        row_permanent(&rig, 422),
         row_hang(&rig),
         row_apply_then_close(&rig),
     );
     eprintln!(
         "RELIABILITY: fault matrix (schedule {:?} ms ±{JITTER_PCT} %, slack {PROCESSING_SLACK_MS} ms, request timeout {REQUEST_TIMEOUT_S} s; {:.1} s): \
-         [a] {schedule}; [b] {exhausted}; [c] {retry_after}; [d] {permanent}; [e] {hang}; [f] {apply_close}",
+         [a] {schedule}; [b] {exhausted}; [c] {retry_after}; [d] {permanent}; {permanent_422}; [e] {hang}; [f] {apply_close}",
         SCHEDULE_MS,
         started.elapsed().as_secs_f64()
     );
