@@ -192,6 +192,10 @@ impl ChildBehavior for Submitter {
     fn observed(&self) -> SubmitterView {
         self.view.clone()
     }
+
+    fn busy(&self) -> bool {
+        self.view.in_flight
+    }
 }
 
 /// The submitter owns the budget: it exports the tenant's allowance and spending.
@@ -414,7 +418,8 @@ impl SubmitterActor {
     }
 
     fn on_reply(&mut self, reply: CrmReply, in_flight: InFlight, ctx: &mut Context<Self>) {
-        if !self.may_act(ctx) {
+        // A deferred stop waits for exactly this answer: record it, then stop.
+        if !self.core.stop_deferred && !self.may_act(ctx) {
             // Replaced while the call was out: its successor owns these entries now.
             metrics::counter!(STALE_COMPLETIONS_REFUSED_TOTAL, LABEL_ACTOR => ActorKind::Submitter.name())
                 .increment(in_flight.items.iter().flatten().count() as u64);
@@ -480,6 +485,10 @@ impl SubmitterActor {
             crate::failpoint::crash_point(crate::failpoint::AFTER_ACCEPT_BEFORE_SUBMITTED);
         }
         self.complete(settled.completions, now_ms, &retry);
+        if self.finish_deferred_stop(ctx) {
+            // Follow-ups stay leased in memory only: they go again after the restart.
+            return;
+        }
         // Sent again at once, in order, before anything new is leased.
         for group in settled.follow_ups.into_iter().rev() {
             self.behavior.follow_ups.push_front(group);
