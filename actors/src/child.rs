@@ -27,6 +27,13 @@ pub trait ChildBehavior: Sized + Unpin + 'static {
     /// Periodic work. `Err` stops the child with that error (the supervisor restarts it).
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String>;
     fn observed(&self) -> Self::Observed;
+    /// A call is out whose answer a stopping tenant should still record (the submitter's
+    /// Virtuous call: dropping it loses the answer of a write Virtuous may have applied, and
+    /// the restart sends it again). Such a child defers its stop until the answer is in
+    /// ([`Child::finish_deferred_stop`]).
+    fn busy(&self) -> bool {
+        false
+    }
 }
 
 /// A supervised child actor.
@@ -47,6 +54,10 @@ pub struct ChildCore {
     /// Why the child is stopping, read by `stopped()` (absent = unexpected stop).
     exit: Option<ChildExit>,
     stalled_by_test_hook: bool,
+    /// The tenant is stopping and this child waits for its call in flight before stopping:
+    /// it starts nothing new, and its generation, retired by the stop, does not refuse that
+    /// one answer (its leases are still held; the store's lease check still applies).
+    pub stop_deferred: bool,
 }
 
 /// The observed state of a child: common fields plus its kind's own (`ticks` and
@@ -77,6 +88,7 @@ impl<B: ChildBehavior> Child<B> {
             supervisor,
             exit: None,
             stalled_by_test_hook: false,
+            stop_deferred: false,
         };
         Child {
             behavior,
@@ -108,6 +120,10 @@ impl<B: ChildBehavior> Child<B> {
     /// True when this generation may act. A replaced child that woke up refuses, counts the
     /// refusal and stops: it must never complete work its successor owns.
     pub fn may_act(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.core.stop_deferred {
+            // Stopping once the call in flight is answered: nothing new starts meanwhile.
+            return false;
+        }
         if self.core.cell.generation() == self.core.generation {
             return true;
         }
@@ -126,6 +142,16 @@ impl<B: ChildBehavior> Child<B> {
             "replaced child woke up; refusing to act and stopping"
         );
         false
+    }
+
+    /// After a deferred stop's call was answered and recorded: stops now (true), else false.
+    pub fn finish_deferred_stop(&mut self, ctx: &mut Context<Self>) -> bool {
+        if !self.core.stop_deferred {
+            return false;
+        }
+        self.core.exit = Some(ChildExit::Requested);
+        ctx.stop();
+        true
     }
 
     /// Stops the child with an error (the supervisor restarts it).
@@ -227,6 +253,15 @@ impl<B: ChildBehavior> Handler<ChildControl> for Child<B> {
     fn handle(&mut self, mut message: ChildControl, ctx: &mut Context<Self>) {
         message.guard.mark_handling();
         if let ChildCommand::Stop = message.command {
+            // Graceful tenant stop: a busy child records its call's answer first. Only once:
+            // a second Stop (the supervisor giving up after its stop timeout) stops at once;
+            // a replaced child (tenant not stopping) stops at once as before.
+            let tenant_stopping = self.core.shared.supervisor_cell.state() == ActorState::Stopping;
+            if tenant_stopping && self.behavior.busy() && !self.core.stop_deferred {
+                self.core.stop_deferred = true;
+                tracing::info!(tenant_id = %self.core.shared.tenant_id, actor = B::KIND.name(), "stopping after the call in flight is answered");
+                return;
+            }
             self.core.exit = Some(ChildExit::Requested);
             ctx.stop();
             return;

@@ -123,6 +123,20 @@ pub struct Wake {
     pub guard: MailboxGuard,
 }
 
+/// Wakes a newly started submitter when the store already holds work. It finds work by
+/// reading the store, but only when something wakes it: without this kick a submitter
+/// started on a backlog (process restart, a replaced generation) with no new ingest waited
+/// for its first tick, 7.5–15 s with the default heartbeat.
+pub(crate) fn wake_if_work_stored(shared: &TenantShared) {
+    if shared.data.queued_total() == 0 {
+        return;
+    }
+    if let Some(submitter) = shared.addresses().submitter {
+        let guard = shared.cell(ActorKind::Submitter).mailbox.guard();
+        let _ = submitter.try_send(Wake { guard });
+    }
+}
+
 impl ChildBehavior for Submitter {
     const KIND: ActorKind = ActorKind::Submitter;
     type Observed = SubmitterView;
@@ -177,6 +191,10 @@ impl ChildBehavior for Submitter {
 
     fn observed(&self) -> SubmitterView {
         self.view.clone()
+    }
+
+    fn busy(&self) -> bool {
+        self.view.in_flight
     }
 }
 
@@ -400,7 +418,8 @@ impl SubmitterActor {
     }
 
     fn on_reply(&mut self, reply: CrmReply, in_flight: InFlight, ctx: &mut Context<Self>) {
-        if !self.may_act(ctx) {
+        // A deferred stop waits for exactly this answer: record it, then stop.
+        if !self.core.stop_deferred && !self.may_act(ctx) {
             // Replaced while the call was out: its successor owns these entries now.
             metrics::counter!(STALE_COMPLETIONS_REFUSED_TOTAL, LABEL_ACTOR => ActorKind::Submitter.name())
                 .increment(in_flight.items.iter().flatten().count() as u64);
@@ -466,6 +485,10 @@ impl SubmitterActor {
             crate::failpoint::crash_point(crate::failpoint::AFTER_ACCEPT_BEFORE_SUBMITTED);
         }
         self.complete(settled.completions, now_ms, &retry);
+        if self.finish_deferred_stop(ctx) {
+            // Follow-ups stay leased in memory only: they go again after the restart.
+            return;
+        }
         // Sent again at once, in order, before anything new is leased.
         for group in settled.follow_ups.into_iter().rev() {
             self.behavior.follow_ups.push_front(group);

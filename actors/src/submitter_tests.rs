@@ -871,3 +871,40 @@ async fn an_outage_slows_the_tenant_down_and_recovery_resets_it() {
     assert_eq!(fx.tenant.counts().dead, 0);
     fx.runtime.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_stopping_tenant_records_the_answer_of_the_call_in_flight_first() {
+    // Goal: a graceful stop waits for the submitter's call in flight and records its answer (so nothing Virtuous accepted goes again after a restart), then stops.
+    let crm = ScriptedCrm::new(|_| reply(200));
+    let (open_gate, gate) = oneshot::channel();
+    *crm.gate.lock().unwrap() = Some(gate);
+    let fx = start(settings(100, vec![20]), crm).await;
+    fx.handle.enqueue(vec![gift("pi_stop")]).await.unwrap();
+    fx.handle.resume();
+    eventually("a call in flight", 2_000, || fx.crm.count() == 1).await;
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shutdown = fx.runtime.shutdown();
+    let flag = Arc::clone(&stopped);
+    actix_rt::spawn(async move {
+        shutdown.await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    // Deliberate: time for a stop that would not wait to finish.
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !stopped.load(std::sync::atomic::Ordering::SeqCst),
+        "the stop waits for the answer"
+    );
+    assert_eq!(fx.tenant.counts().submitted, 0);
+    open_gate.send(()).unwrap();
+    eventually("the tenant stopped", 3_000, || {
+        stopped.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(fx.tenant.counts().submitted, 1);
+    assert_eq!(
+        record(&fx.tenant, RecordKind::Gift, "pi_stop").state,
+        SyncState::Submitted
+    );
+    assert_eq!(fx.crm.count(), 1, "nothing new was sent while stopping");
+}

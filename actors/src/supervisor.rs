@@ -103,7 +103,10 @@ impl TenantSupervisor {
                 start_child::<Queue>(&shared, generation, supervisor, |a| &mut a.queue)
             }
             ActorKind::Submitter => {
-                start_child::<Submitter>(&shared, generation, supervisor, |a| &mut a.submitter)
+                let control =
+                    start_child::<Submitter>(&shared, generation, supervisor, |a| &mut a.submitter);
+                crate::submitter::wake_if_work_stored(&shared);
+                control
             }
             ActorKind::Inbound => {
                 start_child::<Inbound>(&shared, generation, supervisor, |a| &mut a.inbound)

@@ -17,6 +17,7 @@ use super::import::{import_and_notify, Selection};
 use super::models::now_ms;
 use super::org::{Org, OrgState, Registry};
 use super::ratelimit::{Admission, RateHeaders};
+use super::request_log::LoggedRequest;
 use super::stats::CLOSED_WITHOUT_ANSWER;
 use super::validate::{ModelState, INVALID_MESSAGE};
 use super::webhooks::WebhookJob;
@@ -196,21 +197,30 @@ enum Plan {
     },
 }
 
+/// Counts the request in the stats and appends it to the request log: the one place where an
+/// API request's outcome is recorded.
+fn record(state: &mut OrgState, endpoint: &'static str, mut logged: LoggedRequest, status: u16) {
+    state.stats.record(endpoint, status);
+    logged.status = status;
+    state.requests.push(logged);
+}
+
 fn decide(
     org: &Org,
     state: &mut OrgState,
     request: &RequestKey<'_>,
     endpoint: &'static str,
-    now: u64,
+    logged: LoggedRequest,
     handler: impl FnOnce(&Org, &mut OrgState, u64) -> Handled,
 ) -> Plan {
+    let now = logged.at_ms;
     let rate = match state.window.try_admit(now) {
         Admission::Admitted(rate) => rate,
         Admission::Throttled {
             headers,
             retry_after_s,
         } => {
-            state.stats.record(endpoint, 429);
+            record(state, endpoint, logged, 429);
             let mut reply = Reply::message(429, "API rate limit exceeded.");
             reply.retry_after_s = Some(retry_after_s);
             return Plan::Answer {
@@ -228,7 +238,7 @@ fn decide(
     let decision = state.faults.decide(org.spec.seed, request, attempt);
     let (handled, close_unanswered) = match decision {
         FaultDecision::Hang { timeout_ms } => {
-            state.stats.record(endpoint, CLOSED_WITHOUT_ANSWER);
+            record(state, endpoint, logged, CLOSED_WITHOUT_ANSWER);
             return Plan::Hang { timeout_ms };
         }
         FaultDecision::Answer {
@@ -264,7 +274,7 @@ fn decide(
     } else {
         handled.reply.status
     };
-    state.stats.record(endpoint, recorded_status);
+    record(state, endpoint, logged, recorded_status);
     Plan::Answer {
         rate,
         reply: handled.reply,
@@ -276,26 +286,40 @@ fn decide(
 }
 
 /// Runs one authenticated API call through the gate. `endpoint` is the stats key
-/// ("METHOD /route/template"); `transaction_id` feeds the fault draw ("" when none).
+/// ("METHOD /route/template"); `transaction_id` feeds the fault draw ("" when none);
+/// `transaction_ids` are the body's transactionIds for the request log (empty when none).
 pub(crate) async fn run(
     request: &HttpRequest,
     registry: &web::Data<Registry>,
     org: Arc<Org>,
     endpoint: &'static str,
     transaction_id: &str,
+    transaction_ids: Vec<String>,
     handler: impl FnOnce(&Org, &mut OrgState, u64) -> Handled,
 ) -> HttpResponse {
-    let now = now_ms();
     let (method, route) = endpoint.split_once(' ').unwrap_or(("", endpoint));
+    let path = request.path();
     let key = RequestKey {
         method,
-        path: request.path(),
+        path,
         route,
         transaction_id,
     };
+    let logged = LoggedRequest {
+        at_ms: now_ms(),
+        method,
+        // Fixed routes (every transaction endpoint) cost no copy of the path.
+        path: if path == route {
+            route.into()
+        } else {
+            path.to_owned().into()
+        },
+        status: CLOSED_WITHOUT_ANSWER,
+        transaction_ids,
+    };
     let plan = {
         let mut state = org.lock();
-        decide(&org, &mut state, &key, endpoint, now, handler)
+        decide(&org, &mut state, &key, endpoint, logged, handler)
     };
     match plan {
         Plan::Hang { timeout_ms } => {
@@ -368,7 +392,18 @@ pub(crate) async fn authenticated(
     handler: impl FnOnce(&Org, &mut OrgState, u64) -> Handled,
 ) -> HttpResponse {
     match authenticate(request, registry) {
-        Ok(org) => run(request, registry, org, endpoint, transaction_id, handler).await,
+        Ok(org) => {
+            run(
+                request,
+                registry,
+                org,
+                endpoint,
+                transaction_id,
+                Vec::new(),
+                handler,
+            )
+            .await
+        }
         Err(response) => response,
     }
 }

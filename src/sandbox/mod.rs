@@ -15,6 +15,7 @@
 //! - `api`: the request gate (auth → rate limit → script → random faults → handler).
 //! - `routes_transactions`, `routes_reads`, `routes_records`, `routes_control`: the HTTP handlers.
 //! - `stats`: the counters behind `/_sandbox/orgs/{id}/stats`.
+//! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 
 mod api;
 mod contact_store;
@@ -26,6 +27,7 @@ mod org;
 mod query;
 mod ratelimit;
 mod records;
+mod request_log;
 mod routes_control;
 mod routes_reads;
 mod routes_records;

@@ -12,6 +12,7 @@ use super::faults::Faults;
 use super::models::now_ms;
 use super::ratelimit::SlidingWindow;
 use super::records::{GiftStore, Table};
+use super::request_log::RequestLog;
 use super::stats::{Gauges, Stats, StatsSnapshot, WebhookCounters};
 use super::webhooks::{build_jobs, DeliveryForms, DeliveryPlan, Event, EventKind, WebhookJob};
 use super::{OrgSpec, Processing};
@@ -52,6 +53,8 @@ pub(crate) struct OrgState {
     pub(crate) recurring_gifts: Table,
     pub(crate) projects: Table,
     pub(crate) stats: Stats,
+    /// The last API requests, for `GET /_sandbox/orgs/{id}/requests`.
+    pub(crate) requests: RequestLog,
     pub(crate) delivery_forms: DeliveryForms,
 }
 
@@ -71,6 +74,7 @@ impl OrgState {
             recurring_gifts: Table::default(),
             projects: Table::default(),
             stats: Stats::default(),
+            requests: RequestLog::default(),
             delivery_forms: DeliveryForms::default(),
         }
     }

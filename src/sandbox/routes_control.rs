@@ -1,5 +1,6 @@
 //! The control API under `/_sandbox` (no auth, never rate limited, never counted):
-//! organizations, the import step, review approval, staff edits, faults, stats, listings.
+//! organizations, the import step, review approval, staff edits, faults, stats, the request
+//! log, listings.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/orgs/{org}/faults", web::delete().to(delete_faults))
         .route("/orgs/{org}/script", web::post().to(put_script))
         .route("/orgs/{org}/stats", web::get().to(stats))
+        .route("/orgs/{org}/requests", web::get().to(requests))
         .route("/orgs/{org}/gifts", web::get().to(list_gifts))
         .route("/orgs/{org}/contacts", web::get().to(list_contacts))
         .route("/orgs/{org}/projects", web::post().to(create_project));
@@ -218,6 +220,23 @@ async fn put_script(
 async fn stats(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
     match org_of(&request, &registry) {
         Ok(org) => HttpResponse::Ok().json(org.stats()),
+        Err(response) => response,
+    }
+}
+
+/// The request log, oldest first. Serialized under the org lock (one pass, no clone of the
+/// entries): the org's API waits for it, which a test or an operator reading it can afford.
+async fn requests(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    match org_of(&request, &registry) {
+        Ok(org) => {
+            let state = org.lock();
+            match serde_json::to_vec(state.requests.entries()) {
+                Ok(body) => HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(body),
+                Err(error) => message(500, &format!("request log not serializable: {error}")),
+            }
+        }
         Err(response) => response,
     }
 }

@@ -88,6 +88,11 @@ async fn gift_transaction(
         org.clone(),
         GIFT_TRANSACTION,
         transaction_id,
+        if transaction_id.is_empty() {
+            Vec::new()
+        } else {
+            vec![transaction_id.to_owned()]
+        },
         |_, state, now| {
             if !model_state.is_empty() {
                 return Reply::model_state(&model_state).into();
@@ -104,6 +109,8 @@ struct CheckedBatch {
     valid_items: Vec<Bytes>,
     model_state: ModelState,
     first_transaction_id: String,
+    /// Every item's transactionId in order (items without one skipped), for the request log.
+    transaction_ids: Vec<String>,
 }
 
 impl CheckedBatch {
@@ -112,6 +119,7 @@ impl CheckedBatch {
             valid_items: Vec::new(),
             model_state,
             first_transaction_id: String::new(),
+            transaction_ids: Vec::new(),
         }
     }
 
@@ -195,9 +203,11 @@ fn check_batch(
         for (item_field, batch_field) in defaults {
             fill_default(&mut item, item_field, field(&root, batch_field));
         }
+        let transaction_id = text_field(&item, "transactionId");
         if index == 0 {
-            checked.first_transaction_id = text_field(&item, "transactionId").unwrap_or_default();
+            checked.first_transaction_id = transaction_id.clone().unwrap_or_default();
         }
+        checked.transaction_ids.extend(transaction_id);
         let item = Value::Object(item);
         let mut item_state = ModelState::new();
         validate_item(&item, &prefix, &mut item_state);
@@ -226,13 +236,14 @@ async fn gift_transactions(
         ("giftType", "defaultGiftType"),
         ("batch", "batch"),
     ];
-    let checked = check_batch(&body, "transactions", &defaults, |item, prefix, state| {
+    let mut checked = check_batch(&body, "transactions", &defaults, |item, prefix, state| {
         match GiftTransactionView::deserialize(item) {
             Ok(view) => validate_gift_transaction(&view, prefix, check_sum, state),
             Err(error) => state.extend(unreadable_body(prefix, &error)),
         }
     });
     let first_id = checked.first_transaction_id.clone();
+    let transaction_ids = std::mem::take(&mut checked.transaction_ids);
     let policy = org.spec.batch_item_error;
     run(
         &request,
@@ -240,6 +251,7 @@ async fn gift_transactions(
         org.clone(),
         GIFT_TRANSACTIONS,
         &first_id,
+        transaction_ids,
         |_, state, now| checked.into_handled(PendingKind::Gift, policy, state, now),
     )
     .await
@@ -265,6 +277,7 @@ async fn contact_transaction(
         org.clone(),
         CONTACT_TRANSACTION,
         "",
+        Vec::new(),
         |_, state, now| {
             if !model_state.is_empty() {
                 return Reply::model_state(&model_state).into();
@@ -299,6 +312,7 @@ async fn contact_batch(
         org.clone(),
         CONTACT_BATCH,
         "",
+        Vec::new(),
         |_, state, now| checked.into_handled(PendingKind::Contact, policy, state, now),
     )
     .await
@@ -350,6 +364,7 @@ async fn reversing_transaction(
         org.clone(),
         REVERSING_TRANSACTION,
         "",
+        Vec::new(),
         |_, state, now| {
             if !model_state.is_empty() {
                 return Reply::model_state(&model_state).into();

@@ -175,3 +175,20 @@ async fn the_external_sandbox_outlives_a_killed_engine() {
     );
     assert_eq!(sandbox.gifts("outlive").await.len(), 3);
 }
+
+impl ExternalSandbox {
+    /// The org's request log (`GET /_sandbox/orgs/{id}/requests`), oldest first: `{at_ms,
+    /// method, path, status (0 = closed unanswered), transaction_ids}` per API request.
+    pub async fn requests(&self, org_id: &str) -> Vec<Value> {
+        let log = self
+            .call(
+                Method::GET,
+                &format!("/_sandbox/orgs/{org_id}/requests"),
+                None,
+            )
+            .await;
+        log.as_array()
+            .cloned()
+            .expect("the request log is an array")
+    }
+}
