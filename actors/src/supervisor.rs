@@ -22,7 +22,6 @@ use crate::child::{Child, ChildBehavior};
 use crate::inbound::Inbound;
 use crate::messages::{
     ChildCommand, ChildControl, ChildExit, ChildStopped, KillChild, SettingsChanged, StopTenant,
-    WorkHint,
 };
 use crate::observe::{ActorKind, ActorState, ChildAddresses, TenantShared};
 use crate::queue::Queue;
@@ -118,9 +117,6 @@ impl TenantSupervisor {
         let slot = &mut self.slots[kind.index()];
         slot.live = Some((control, generation));
         slot.started_at_ms = shared.clock.now_ms();
-        if kind == ActorKind::Submitter {
-            hint_stored_work(&shared);
-        }
     }
 
     /// Schedules the next generation of `kind` after its backoff.
@@ -237,23 +233,6 @@ impl TenantSupervisor {
 
     fn all_children_gone(&self) -> bool {
         self.slots.iter().all(|slot| slot.live.is_none())
-    }
-}
-
-/// A new submitter learns at once that entries are stored: after a process restart (or a
-/// child re-creation) nothing else would wake it before its first tick, up to a heartbeat
-/// later, and the backlog would wait that long.
-fn hint_stored_work(shared: &TenantShared) {
-    let queued = shared.data.queued_total();
-    if queued == 0 {
-        return;
-    }
-    if let Some(submitter) = shared.addresses().submitter {
-        let guard = shared.cell(ActorKind::Submitter).mailbox.guard();
-        let _ = submitter.try_send(WorkHint {
-            entries_added: queued,
-            guard,
-        });
     }
 }
 
