@@ -16,6 +16,7 @@
 pub mod admin_ops;
 pub mod codec;
 pub mod confirm_ops;
+mod durability_marker;
 pub mod group_commit;
 pub mod hold_ops;
 pub mod keys;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use durability_marker::DurabilityMarker;
 use serde::{Deserialize, Serialize};
 
 pub use group_commit::FlushStats;
@@ -198,6 +200,8 @@ struct StoreInner {
     // final flush before the `Db` handles go away.
     group_commit: group_commit::GroupCommit,
     db: sled::Db,
+    /// How far the store is known durable (refuses a store that lost flushed writes).
+    marker: Arc<DurabilityMarker>,
     path: PathBuf,
     layout: Layout,
     registry: TenantRegistry,
@@ -308,20 +312,25 @@ impl Store {
             .path(path)
             .cache_capacity(options.cache_capacity_bytes);
         let db = open_db(&config, path)?;
+        let marker = Arc::new(DurabilityMarker::check(&db, path)?);
         let layout = layout::resolve(&db, layout)?;
         let registry =
             TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);
         let flush_db = db.clone();
         let log_file = open_log_file(path)?;
+        let flush_marker = Arc::clone(&marker);
         let group_commit = group_commit::GroupCommit::start(Box::new(move || {
+            let counter = flush_marker.stamp(&flush_db)?;
             flush_db.flush().map_err(io_error)?;
-            sync_log_file(&log_file)
+            sync_log_file(&log_file)?;
+            flush_marker.flushed(counter, false)
         }))?;
         tracing::info!(path = %path.display(), layout = ?layout, "store opened");
         Ok(Store {
             inner: Arc::new(StoreInner {
                 group_commit,
                 db,
+                marker,
                 path: path.to_owned(),
                 layout,
                 registry,
@@ -378,8 +387,12 @@ impl Store {
     /// Flushes synchronously (shutdown), with the same `fdatasync` as group commit.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.inner.group_commit.shared().wait_all_applied()?;
+        let counter = self.inner.marker.stamp(&self.inner.db)?;
         self.inner.db.flush().map_err(io_error)?;
-        sync_log_file(&open_log_file(&self.inner.path)?)
+        sync_log_file(&open_log_file(&self.inner.path)?)?;
+        // After a clean stop the marker names the very last flush: any later damage to the
+        // log is refused at the next open.
+        self.inner.marker.flushed(counter, true)
     }
 
     /// Disk space used, for reports.
