@@ -514,4 +514,6 @@ impl MasterKey {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
