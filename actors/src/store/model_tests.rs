@@ -26,11 +26,13 @@ use super::keys::section;
 use super::queue_ops::{Completion, CompletionReport, Lease, LeaseRequest, LeasedEntry};
 use super::types::{QueueEntry, SyncState};
 use super::{
-    Counts, EnqueueOutcome, Lane, LaneStat, LeaseTable, NewEntry, RecordKind, RetryPolicy, Store,
-    StoreOptions, TenantStore,
+    Counts, EnqueueOutcome, Lane, LaneStat, Layout, LeaseTable, NewEntry, RecordKind, RetryPolicy,
+    Store, StoreOptions, TenantStore, DEFAULT_LAYOUT,
 };
 
 const TENANT: &str = "model";
+/// Another tenant in the same store (sharing trees in the shared layouts): never touched.
+const NEIGHBOUR: &str = "neighbour";
 const SOURCE: &str = "stripe";
 const TRANSACTION_SOURCE: &str = "Stripe";
 /// Binary fractions of a second: with no jitter, the store's f64 delay arithmetic is exact.
@@ -153,13 +155,24 @@ fn op(
     ]
 }
 
-/// (time advance before the op, op).
-fn steps() -> impl Strategy<Value = Vec<(u64, Op)>> {
+/// The store's layout, and the steps: (time advance before the op, op).
+fn steps() -> impl Strategy<Value = (Layout, Vec<(u64, Op)>)> {
+    let layouts = vec![
+        Layout::TreePerTenant,
+        Layout::SharedTrees { shard_count: 2 },
+        DEFAULT_LAYOUT,
+    ];
     // (transient, ingest, operator dead-letter weights): in the last profile a few entries
     // failing often reach the dead letters through the whole retry schedule.
     let profiles = vec![(1u32, 3u32, 1u32), (3, 3, 1), (12, 1, 0)];
-    prop::sample::select(profiles)
-        .prop_flat_map(|profile| prop::collection::vec((0u64..250, op(profile)), 1..=STEPS_MAX))
+    (
+        prop::sample::select(layouts),
+        prop::sample::select(profiles),
+    )
+        .prop_flat_map(|(layout, profile)| {
+            let steps = prop::collection::vec((0u64..250, op(profile)), 1..=STEPS_MAX);
+            (Just(layout), steps)
+        })
 }
 
 fn body_of(source_id: &str, note: usize) -> String {
@@ -384,24 +397,66 @@ struct Sut {
     dir: tempfile::TempDir,
     opened: Option<(Store, TenantStore)>,
     leases: LeaseTable,
+    layout: Layout,
+    /// The neighbour tenant's queue as first written.
+    neighbour: Vec<(u64, QueueEntry)>,
 }
 
 impl Sut {
-    fn start() -> Outcome<Sut> {
+    /// A new store with `layout`, and a neighbour tenant whose data must never change.
+    fn start(layout: Layout) -> Outcome<Sut> {
         let dir = tempfile::tempdir().or_fail("temp dir")?;
+        let store = Store::open_with_layout(dir.path(), StoreOptions::default(), Some(layout))
+            .or_fail("open")?;
+        let neighbour = store.tenant(NEIGHBOUR).or_fail("neighbour")?;
+        let entries = ["pi_n0", "pi_n1"].map(|id| NewEntry {
+            kind: RecordKind::Gift,
+            source: SOURCE.into(),
+            source_id: id.into(),
+            idempotency_key: key_of(id),
+            lane: Lane::Live,
+            transaction_source: TRANSACTION_SOURCE.into(),
+            body_json: body_of(id, 1),
+            aliases: Vec::new(),
+            now_ms: 1,
+        });
+        neighbour
+            .enqueue(entries.to_vec())
+            .or_fail("neighbour enqueue")?;
+        let tenant = store.tenant(TENANT).or_fail("tenant")?;
         let mut sut = Sut {
             dir,
-            opened: None,
+            opened: Some((store, tenant)),
             leases: LeaseTable::new(),
+            layout,
+            neighbour: Vec::new(),
         };
-        sut.open()?;
+        sut.neighbour = sut.neighbour_lanes()?;
         Ok(sut)
     }
 
+    /// The neighbour tenant's queued entries.
+    fn neighbour_lanes(&self) -> Outcome<Vec<(u64, QueueEntry)>> {
+        let (store, _) = self.opened.as_ref().expect("the store is open");
+        let neighbour = store.tenant(NEIGHBOUR).or_fail("neighbour")?;
+        neighbour
+            .scan_lane(Lane::Live, usize::MAX)
+            .or_fail("neighbour lane")
+    }
+
+    /// Opens the existing store: it keeps its layout, and the neighbour keeps its data.
     fn open(&mut self) -> Outcome<()> {
         let store = Store::open(self.dir.path(), StoreOptions::default()).or_fail("open")?;
         let tenant = store.tenant(TENANT).or_fail("tenant")?;
+        let layout = store.layout();
         self.opened = Some((store, tenant));
+        let neighbour = self.neighbour_lanes()?;
+        if layout != self.layout || neighbour != self.neighbour || neighbour.len() != 2 {
+            return fail(format!(
+                "reopened with {layout:?} (created {:?}), neighbour {neighbour:?}",
+                self.layout
+            ));
+        }
         Ok(())
     }
 
@@ -538,9 +593,9 @@ struct Case {
 const HANDLES_MAX: usize = 24;
 
 impl Case {
-    fn start() -> Outcome<Case> {
+    fn start(layout: Layout) -> Outcome<Case> {
         Ok(Case {
-            sut: Sut::start()?,
+            sut: Sut::start(layout)?,
             model: Model {
                 generation: 1,
                 now_ms: 1_000_000,
@@ -1224,8 +1279,8 @@ fn queue_and_records_follow_the_reference_model() {
     let totals = RefCell::new(Stats::default());
     let started = std::time::Instant::now();
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&steps(), |steps| {
-        let mut case = Case::start()?;
+    let result = runner.run(&steps(), |(layout, steps)| {
+        let mut case = Case::start(layout)?;
         let mut stats = Stats {
             cases: 1,
             ..Stats::default()
