@@ -85,8 +85,11 @@ enum Op {
         note: usize,
         separate_calls: bool,
     },
+    /// `new_generation`: a new submitter generation starts leasing WITHOUT `take_over` (its
+    /// predecessor's leases stay until they expire; an expired one may be taken by anyone).
     Lease {
         batch_max: usize,
+        new_generation: bool,
     },
     /// One completion call by the generation of the first picked lease (others may be
     /// stale): (pick, among the leases the current generation holds, most attempts first;
@@ -104,9 +107,11 @@ enum Op {
         pick: usize,
         edit: Option<usize>,
     },
-    /// (pick, from the unconfirmed list, a second Virtuous id = duplicate).
+    /// (pick, from the unconfirmed list, a second Virtuous id = duplicate); then `review`
+    /// moves some still-unconfirmed records to `needs_review` (`mark_needs_review`).
     Reconcile {
         picks: Vec<(usize, bool, bool)>,
+        review: Option<usize>,
     },
     /// The operator dead-letters a queued entry (`dead_letter_queued_entry`), leased or
     /// not: a later completion by the holder finds it missing and changes nothing.
@@ -141,14 +146,16 @@ fn op(
     prop_oneof![
         ingest_weight => (lane, items, any::<usize>(), any::<bool>())
             .prop_map(|(lane, items, note, separate_calls)| Op::Ingest { lane, items, note, separate_calls }),
-        4 => (1usize..5).prop_map(|batch_max| Op::Lease { batch_max }),
+        4 => (1usize..5, prop::bool::weighted(0.1))
+            .prop_map(|(batch_max, new_generation)| Op::Lease { batch_max, new_generation }),
         6 => prop::collection::vec((prop_oneof![Just(0usize), any::<usize>()], prop::bool::weighted(0.85), verdict(transient_weight)), 1..4)
             .prop_map(|results| Op::Complete { results }),
         1 => (any::<usize>(), verdict(transient_weight)).prop_map(|(pick, verdict)| Op::StaleComplete { pick, verdict }),
         2 => (any::<usize>(), prop::option::weighted(0.5, any::<usize>()))
             .prop_map(|(pick, edit)| Op::Replay { pick, edit }),
         2 => prop::collection::vec((any::<usize>(), prop::bool::weighted(0.7), prop::bool::weighted(0.15)), 1..4)
-            .prop_map(|picks| Op::Reconcile { picks }),
+            .prop_flat_map(|picks| (Just(picks), prop::option::weighted(0.4, 0usize..3)))
+            .prop_map(|(picks, review)| Op::Reconcile { picks, review }),
         operator_weight => any::<usize>().prop_map(|pick| Op::OperatorDeadLetter { pick }),
         1 => Just(Op::Reopen),
         1 => (0u64..3_000).prop_map(|ms| Op::Wait { ms }),
@@ -343,7 +350,7 @@ impl Model {
             }
         };
         match record.state {
-            SyncState::Submitted => {
+            SyncState::Submitted | SyncState::NeedsReview => {
                 let ids = sorted(virtuous_ids.to_vec());
                 let primary = ids[0].clone();
                 record.virtuous_id = Some(primary.clone());
@@ -512,11 +519,14 @@ enum Kind {
     NotSubmitted,
     OperatorDeadLetter,
     Missing,
+    NewGeneration,
+    NeedsReview,
+    ReviewedConfirmed,
     Reopen,
     Wait,
 }
 
-const KIND_NAMES: [&str; 20] = [
+const KIND_NAMES: [&str; 23] = [
     "new ids ingested",
     "re-deliveries deduplicated",
     "lease calls",
@@ -535,6 +545,9 @@ const KIND_NAMES: [&str; 20] = [
     "confirmations of unsubmitted records ignored",
     "operator dead-letterings",
     "completions of entries gone meanwhile",
+    "generations started without take-over",
+    "records moved to needs_review",
+    "needs_review records confirmed later",
     "reopens",
     "waits",
 ];
@@ -616,11 +629,20 @@ impl Case {
                 note,
                 separate_calls,
             } => self.ingest(*lane, items, *note, *separate_calls, stats)?,
-            Op::Lease { batch_max } => self.lease(*batch_max, stats)?,
+            Op::Lease {
+                batch_max,
+                new_generation,
+            } => {
+                if *new_generation {
+                    self.model.generation += 1;
+                    stats.bump(Kind::NewGeneration);
+                }
+                self.lease(*batch_max, stats)?
+            }
             Op::Complete { results } => self.complete(results, stats)?,
             Op::StaleComplete { pick, verdict } => self.stale_complete(*pick, *verdict, stats)?,
             Op::Replay { pick, edit } => self.replay(*pick, *edit, stats)?,
-            Op::Reconcile { picks } => self.reconcile(picks, stats)?,
+            Op::Reconcile { picks, review } => self.reconcile(picks, *review, stats)?,
             Op::Reopen => {
                 self.sut.reopen()?;
                 // A restart: leases were in memory only; a new process, a new generation.
@@ -1011,13 +1033,19 @@ impl Case {
 
     /// A reconciler pass: read the unconfirmed index, then confirm records Virtuous shows
     /// (listed ones, others that are not submitted, unknown ids; some with a second id).
-    fn reconcile(&mut self, picks: &[(usize, bool, bool)], stats: &mut Stats) -> Outcome<()> {
+    fn reconcile(
+        &mut self,
+        picks: &[(usize, bool, bool)],
+        review: Option<usize>,
+        stats: &mut Stats,
+    ) -> Outcome<()> {
         let sources = self
             .sut
             .tenant()
             .unconfirmed_by_source(RecordKind::Gift)
             .or_fail("unconfirmed")?;
         let mut listed = Vec::new();
+        let mut items = Vec::new();
         for source in &sources {
             for item in source.records.values().flatten() {
                 if item.transaction_source != TRANSACTION_SOURCE
@@ -1026,6 +1054,7 @@ impl Case {
                     return fail(format!("unconfirmed index entry {item:?}"));
                 }
                 listed.push(item.source_id.clone());
+                items.push(item.clone());
             }
         }
         listed.sort();
@@ -1056,7 +1085,15 @@ impl Case {
             if duplicate {
                 virtuous_ids.push((900_000 + index).to_string());
             }
+            let reviewed = self
+                .model
+                .records
+                .get(&source_id)
+                .is_some_and(|record| record.state == SyncState::NeedsReview);
             let outcome = self.model.confirm(&source_id, &virtuous_ids);
+            if reviewed && !matches!(outcome, ConfirmOutcome::NotSubmitted { .. }) {
+                stats.bump(Kind::ReviewedConfirmed);
+            }
             match &outcome {
                 ConfirmOutcome::Confirmed { .. } => stats.bump(Kind::Confirmed),
                 ConfirmOutcome::DuplicateDetected { .. } => stats.bump(Kind::DuplicateFlagged),
@@ -1083,6 +1120,32 @@ impl Case {
             ));
         }
         stats.bump(Kind::Reconcile);
+        let Some(count) = review else {
+            return Ok(());
+        };
+        // Records unconfirmed too long (some may have been confirmed just now: left alone).
+        let stale: Vec<_> = items.into_iter().take(count + 1).collect();
+        let mut moved_expected = 0;
+        for item in &stale {
+            self.model.unconfirmed.remove(&item.source_id);
+            let record = self.model.record(&item.source_id);
+            if record.state == SyncState::Submitted {
+                record.state = SyncState::NeedsReview;
+                self.model.counts.needs_review += 1;
+                moved_expected += 1;
+            }
+        }
+        let moved = self
+            .sut
+            .tenant()
+            .mark_needs_review(&stale, self.model.now_ms)
+            .or_fail("needs review")?;
+        if moved != moved_expected {
+            return fail(format!(
+                "{moved} records to needs_review, model {moved_expected}"
+            ));
+        }
+        stats.kinds[Kind::NeedsReview as usize] += moved;
         Ok(())
     }
 }
@@ -1201,7 +1264,10 @@ impl Case {
         for (id, state) in &records {
             let done = matches!(
                 state,
-                SyncState::Submitted | SyncState::Confirmed | SyncState::DuplicateDetected
+                SyncState::Submitted
+                    | SyncState::NeedsReview
+                    | SyncState::Confirmed
+                    | SyncState::DuplicateDetected
             );
             if done {
                 places.entry(id).or_default().push("done");
@@ -1315,7 +1381,13 @@ fn queue_and_records_follow_the_reference_model() {
         return;
     }
     let common = u64::from(cases / 16);
-    let rare = [Kind::Exhausted, Kind::Missing, Kind::RefusedInComplete];
+    let rare = [
+        Kind::Exhausted,
+        Kind::Missing,
+        Kind::RefusedInComplete,
+        Kind::NeedsReview,
+        Kind::ReviewedConfirmed,
+    ];
     for (at, name) in KIND_NAMES.iter().enumerate() {
         let floor = if rare.iter().any(|kind| *kind as usize == at) {
             1
