@@ -198,6 +198,37 @@ fn body_of(source_id: &str, note: usize) -> String {
     )
 }
 
+/// A new gift fact for `source_id` (one idempotency key per record: invariant 3).
+fn new_gift(source_id: &str, lane: Lane, body_json: String, now_ms: u64) -> NewEntry {
+    NewEntry {
+        kind: RecordKind::Gift,
+        source: SOURCE.into(),
+        source_id: source_id.into(),
+        idempotency_key: key_of(source_id),
+        lane,
+        transaction_source: TRANSACTION_SOURCE.into(),
+        body_json,
+        aliases: vec![format!("evt_{source_id}")],
+        now_ms,
+    }
+}
+
+/// The queue entry enqueue writes for a new fact.
+fn queued_of(entry: &NewEntry) -> QueueEntry {
+    QueueEntry {
+        kind: entry.kind,
+        source: entry.source.clone(),
+        source_id: entry.source_id.clone(),
+        idempotency_key: entry.idempotency_key.clone(),
+        lane: entry.lane,
+        transaction_source: entry.transaction_source.clone(),
+        body_json: entry.body_json.clone(),
+        attempts: 0,
+        enqueued_at_ms: entry.now_ms,
+        not_before_ms: entry.now_ms,
+    }
+}
+
 /// The `pick`-th key of a map (modulo its length), if any.
 fn picked<K: Copy, V>(map: &BTreeMap<K, V>, pick: usize) -> Option<K> {
     map.keys().nth(pick % map.len().max(1)).copied()

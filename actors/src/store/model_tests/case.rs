@@ -27,17 +27,7 @@ impl Sut {
         let store = Store::open_with_layout(dir.path(), StoreOptions::default(), Some(layout))
             .or_fail("open")?;
         let neighbour = store.tenant(NEIGHBOUR).or_fail("neighbour")?;
-        let entries = ["pi_n0", "pi_n1"].map(|id| NewEntry {
-            kind: RecordKind::Gift,
-            source: SOURCE.into(),
-            source_id: id.into(),
-            idempotency_key: key_of(id),
-            lane: Lane::Live,
-            transaction_source: TRANSACTION_SOURCE.into(),
-            body_json: body_of(id, 1),
-            aliases: Vec::new(),
-            now_ms: 1,
-        });
+        let entries = ["pi_n0", "pi_n1"].map(|id| new_gift(id, Lane::Live, body_of(id, 1), 1));
         neighbour
             .enqueue(entries.to_vec())
             .or_fail("neighbour enqueue")?;
@@ -214,18 +204,9 @@ impl Case {
             let id = self.model.ids[index].clone();
             let duplicate =
                 self.model.records.contains_key(&id) || !in_this_call.insert(id.clone());
-            entries.push(NewEntry {
-                kind: RecordKind::Gift,
-                source: SOURCE.into(),
-                source_id: id.clone(),
-                idempotency_key: key_of(&id),
-                lane,
-                transaction_source: TRANSACTION_SOURCE.into(),
-                body_json: body.clone(),
-                aliases: vec![format!("evt_{id}")],
-                now_ms,
-            });
-            expected.push((index, body, duplicate));
+            let entry = new_gift(&id, lane, body, now_ms);
+            expected.push((index, queued_of(&entry), duplicate));
+            entries.push(entry);
         }
         let tenant = self.sut.tenant();
         let outcomes = match separate_calls {
@@ -238,7 +219,7 @@ impl Case {
                 outcomes
             }
         };
-        for ((index, body, duplicate), outcome) in expected.into_iter().zip(outcomes) {
+        for ((index, entry, duplicate), outcome) in expected.into_iter().zip(outcomes) {
             let id = self.model.ids[index].clone();
             match (duplicate, outcome) {
                 (true, EnqueueOutcome::Duplicate) => {
@@ -247,18 +228,7 @@ impl Case {
                 }
                 (false, EnqueueOutcome::Queued { seq }) => {
                     self.model.new_seq(seq, "enqueue")?;
-                    let entry = QueueEntry {
-                        kind: RecordKind::Gift,
-                        source: SOURCE.into(),
-                        source_id: id.clone(),
-                        idempotency_key: key_of(&id),
-                        lane,
-                        transaction_source: TRANSACTION_SOURCE.into(),
-                        body_json: body.clone(),
-                        attempts: 0,
-                        enqueued_at_ms: now_ms,
-                        not_before_ms: now_ms,
-                    };
+                    let body = entry.body_json.clone();
                     self.model.queued.insert((lane, seq), entry);
                     let record = ModelRecord {
                         state: SyncState::Pending,
