@@ -176,9 +176,16 @@ impl Case {
         }
         let mut confirmations = Vec::new();
         let mut expected = Vec::new();
+        // Records in needs_review: their gift may show up in a later pass.
+        let reviewed: Vec<String> = (self.model.records.iter())
+            .filter(|(_, record)| record.state == SyncState::NeedsReview)
+            .map(|(id, _)| id.clone())
+            .collect();
         for &(pick, from_list, duplicate) in picks {
             let source_id = if from_list && !listed.is_empty() {
                 listed[pick % listed.len()].clone()
+            } else if pick % 5 == 3 && !reviewed.is_empty() {
+                reviewed[pick / 5 % reviewed.len()].clone()
             } else if pick % 5 == 4 || self.model.ids.is_empty() {
                 format!("pi_unknown_{}", pick % 3)
             } else {
