@@ -72,10 +72,19 @@ impl Sut {
         &self.opened.as_ref().expect("the store is open").1
     }
 
-    /// Flush, drop every handle (and the in-memory leases), open the directory again.
-    pub(super) fn reopen(&mut self) -> Outcome<()> {
+    /// Make everything durable, drop every handle (and the in-memory leases), open the
+    /// directory again.
+    pub(super) fn reopen(&mut self, durable_wait: bool) -> Outcome<()> {
         let (store, tenant) = self.opened.take().expect("the store is open");
-        store.flush_blocking().or_fail("flush before reopen")?;
+        if durable_wait {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .or_fail("runtime")?;
+            runtime.block_on(store.durable()).or_fail("durable")?;
+        } else {
+            store.flush_blocking().or_fail("flush before reopen")?;
+        }
         drop((tenant, store));
         self.leases = LeaseTable::new();
         self.open()
@@ -151,12 +160,15 @@ impl Case {
             Op::StaleComplete { pick, verdict } => self.stale_complete(*pick, *verdict, stats)?,
             Op::Replay { pick, edit } => self.replay(*pick, *edit, stats)?,
             Op::Reconcile { picks, review } => self.reconcile(picks, *review, stats)?,
-            Op::Reopen => {
-                self.sut.reopen()?;
+            Op::Reopen { durable_wait } => {
+                self.sut.reopen(*durable_wait)?;
                 // A restart: leases were in memory only; a new process, a new generation.
                 self.model.leases.clear();
                 self.model.generation += 1;
                 stats.bump(Kind::Reopen);
+                if *durable_wait {
+                    stats.bump(Kind::ReopenAfterDurable);
+                }
             }
             Op::OperatorDeadLetter { pick } => self.operator_dead_letter(*pick, stats)?,
             Op::Wait { ms } => {
