@@ -78,8 +78,16 @@ impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
 #[derive(Debug, Clone, Copy)]
 enum Verdict {
     Success,
-    Transient { retry_after_ms: Option<u64> },
+    Transient {
+        retry_after_ms: Option<u64>,
+    },
     Permanent,
+    /// Throttled, not an attempt: only `not_before_ms` moves (by this much).
+    Requeue {
+        delay_ms: u64,
+    },
+    /// Nothing to store; the lease is dropped.
+    Release,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +150,8 @@ fn verdict(transient_weight: u32) -> impl Strategy<Value = Verdict> {
         transient_weight => prop::option::of(prop::sample::select(vec![500u64, 3_000]))
             .prop_map(|retry_after_ms| Verdict::Transient { retry_after_ms }),
         1 => Just(Verdict::Permanent),
+        1 => (0u64..1_500).prop_map(|delay_ms| Verdict::Requeue { delay_ms }),
+        1 => Just(Verdict::Release),
     ]
 }
 
@@ -263,6 +273,8 @@ enum Kind {
     NotSubmitted,
     OperatorDeadLetter,
     Missing,
+    Requeued,
+    Released,
     NewGeneration,
     NeedsReview,
     ReviewedConfirmed,
@@ -271,7 +283,7 @@ enum Kind {
     Wait,
 }
 
-const KIND_NAMES: [&str; 24] = [
+const KIND_NAMES: [&str; 26] = [
     "new ids ingested",
     "re-deliveries deduplicated",
     "lease calls",
@@ -290,6 +302,8 @@ const KIND_NAMES: [&str; 24] = [
     "confirmations of unsubmitted records ignored",
     "operator dead-letterings",
     "completions of entries gone meanwhile",
+    "requeues (throttled)",
+    "releases",
     "generations started without take-over",
     "records moved to needs_review",
     "needs_review records confirmed later",
@@ -318,8 +332,12 @@ impl Stats {
     }
 }
 
-fn completion(verdict: Verdict) -> Completion {
+fn completion(verdict: Verdict, now_ms: u64) -> Completion {
     match verdict {
+        Verdict::Requeue { delay_ms } => Completion::Requeue {
+            not_before_ms: now_ms + delay_ms,
+        },
+        Verdict::Release => Completion::Release,
         Verdict::Success => Completion::Accepted,
         Verdict::Transient { retry_after_ms } => Completion::Retry {
             reason: "HTTP 503: unavailable".into(),

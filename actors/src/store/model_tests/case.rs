@@ -359,6 +359,8 @@ impl Case {
                 Applied::Accepted => expected.accepted += 1,
                 Applied::Retried => expected.retried += 1,
                 Applied::Exhausted | Applied::Dead => expected.dead += 1,
+                Applied::Requeued => expected.requeued += 1,
+                Applied::Released => expected.released += 1,
             }
             if applied != Applied::RefusedStale {
                 done.push(leased.key());
@@ -369,6 +371,8 @@ impl Case {
                 Applied::Exhausted => stats.bump(Kind::Exhausted),
                 Applied::Dead => stats.bump(Kind::Permanent),
                 Applied::Missing => stats.bump(Kind::Missing),
+                Applied::Requeued => stats.bump(Kind::Requeued),
+                Applied::Released => stats.bump(Kind::Released),
                 Applied::RefusedStale => {}
             }
         }
@@ -377,7 +381,7 @@ impl Case {
         }
         let results = calls
             .into_iter()
-            .map(|(leased, verdict)| (leased, completion(verdict)))
+            .map(|(leased, verdict)| (leased, completion(verdict, self.model.now_ms)))
             .collect();
         let report = self
             .sut

@@ -119,6 +119,15 @@ impl Model {
                     }
                 }
             }
+            Verdict::Requeue { delay_ms } => {
+                entry.not_before_ms = now + delay_ms;
+                self.queued.insert(key, entry);
+                Applied::Requeued
+            }
+            Verdict::Release => {
+                self.queued.insert(key, entry);
+                Applied::Released
+            }
             Verdict::Permanent => {
                 let attempts = entry.attempts + 1;
                 self.bury(seq, entry, attempts, 422);
@@ -197,4 +206,6 @@ pub(super) enum Applied {
     Retried,
     Exhausted,
     Dead,
+    Requeued,
+    Released,
 }
