@@ -10,9 +10,9 @@
 //! attempts never decrease; a confirmed record never re-enters a lane; dead letters keep
 //! their body byte for byte; a stale completion changes nothing (whole tree compared).
 //!
-//! Cases: env `STEWARD_MODEL_CASES` (default 256 cases of 1–80 steps, ~10–25 s in a debug
-//! build on 2 cores; e.g. 5000 for a long run; under 32 the exercised-kind minimums are not
-//! checked). `PROPTEST_RNG_SEED=<u64>` replays a run. One `RELIABILITY:` line goes to stderr:
+//! Cases: env `STEWARD_MODEL_CASES` (default 256 cases of 1–80 steps: 5–8 s in a debug build
+//! on 2 quiet cores, ~20 s beside parallel builds; 5000 cases ≈ 2–5 min for a long run; under
+//! 32 cases the exercised-kind minimums are not checked). `PROPTEST_RNG_SEED=<u64>` replays a run. One `RELIABILITY:` line goes to stderr:
 //! `cargo test -p steward-actors --features failpoints model_tests -- --nocapture`.
 
 use std::cell::RefCell;
