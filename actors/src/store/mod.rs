@@ -527,4 +527,6 @@ impl MasterKey {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
