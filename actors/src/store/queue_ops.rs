@@ -216,6 +216,8 @@ pub struct CompletionReport {
     pub refused_stale: u64,
     /// The entry was gone (removed by an operator meanwhile).
     pub missing: u64,
+    /// A result for an entry that already had one in this call (the first one counts).
+    pub repeated: u64,
 }
 
 /// The fields of a stored [`QueueEntry`] leasing needs, borrowed from its bytes (same
@@ -495,6 +497,12 @@ impl TenantStore {
         for (leased, completion) in results {
             if !leases.held_by(generation, leased.key()) {
                 report.refused_stale += 1;
+                continue;
+            }
+            // Two results for one entry would apply both (e.g. submitted AND queued for a
+            // retry): the caller's contract is one result per entry; enforce it.
+            if done_keys.contains(&leased.key()) {
+                report.repeated += 1;
                 continue;
             }
             done_keys.push(leased.key());

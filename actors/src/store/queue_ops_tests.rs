@@ -398,6 +398,34 @@ fn requeue_dead_wait_and_release_change_exactly_what_they_say() {
 }
 
 #[test]
+fn a_second_result_for_one_entry_in_one_call_is_ignored() {
+    // Goal: Accepted then Retry for the same leased entry in one call applies only the first
+    // (before, both applied: submitted AND queued again, and the live gauge wrapped below 0).
+    let (_dir, _store, tenant) = open();
+    tenant.enqueue(vec![gift("twice", Lane::Live)]).unwrap();
+    let leases = LeaseTable::new();
+    let batch = tenant.lease_ready(&leases, request(2_000, 1, 100)).unwrap();
+    let leased = batch.entries[0].clone();
+    let retry = Completion::Retry {
+        reason: "HTTP 503".into(),
+        status: Some(503),
+        retry_after_ms: None,
+    };
+    let results = vec![(leased.clone(), Completion::Accepted), (leased, retry)];
+    let report = tenant
+        .complete_leased(&leases, 1, 3_000, results, &policy(&[10]))
+        .unwrap();
+    assert_eq!(
+        (report.accepted, report.retried, report.repeated),
+        (1, 0, 1)
+    );
+    assert_eq!(tenant.queued_total(), 0, "not queued again");
+    assert_eq!(tenant.lane_stats()[0].1.depth, 0);
+    assert_eq!(tenant.lane_stats()[1].1.depth, 0);
+    assert_eq!(tenant.counts().submitted, 1);
+}
+
+#[test]
 fn a_stale_generation_cannot_complete() {
     // Goal: after a new generation takes over, the old generation's completion is refused and changes nothing.
     let (_dir, _store, tenant) = open();
