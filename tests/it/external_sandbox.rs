@@ -54,17 +54,7 @@ impl ExternalSandbox {
 
     /// A control or API call; panics unless 2xx; the JSON answer (`Null` when empty).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path} → {status}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        sandbox_json(&self.client, &self.url, method, path, body).await
     }
 
     /// Creates org `org_id` with key `api_key` (`extra` merged into its `OrgSpec`, e.g.
@@ -102,15 +92,38 @@ impl ExternalSandbox {
 
     /// Every API call the org answered so far (all routes, all statuses, closes included).
     pub async fn calls(&self, org_id: &str) -> u64 {
-        let stats = self.stats(org_id).await;
-        stats["requests"]
-            .as_object()
-            .into_iter()
-            .flat_map(|routes| routes.values())
-            .flat_map(|by_status| by_status.as_object().into_iter().flat_map(|m| m.values()))
-            .filter_map(Value::as_u64)
-            .sum()
+        total_calls(&self.stats(org_id).await)
     }
+}
+
+/// A call to the sandbox at `base_url`; panics unless 2xx; the JSON answer (`Null` when empty).
+pub async fn sandbox_json(
+    client: &reqwest::Client,
+    base_url: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = client.request(method.clone(), format!("{base_url}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "{method} {path} → {status}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Every call an org's stats counted (all routes, all statuses, closes included).
+pub fn total_calls(stats: &Value) -> u64 {
+    stats["requests"]
+        .as_object()
+        .into_iter()
+        .flat_map(|routes| routes.values())
+        .flat_map(|by_status| by_status.as_object().into_iter().flat_map(|m| m.values()))
+        .filter_map(Value::as_u64)
+        .sum()
 }
 
 /// The Stripe signing secret the helpers give tenant `tenant_id`.

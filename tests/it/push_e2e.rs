@@ -17,17 +17,7 @@ use crate::common::{wait_until, SpawnOptions, TestApp};
 
 /// A sandbox control call; panics unless 2xx.
 pub async fn sandbox_call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Value {
-    let mut request = app
-        .client
-        .request(method.clone(), format!("{}{path}", app.sandbox_url()));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "{method} {path} → {status}: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+    crate::external_sandbox::sandbox_json(&app.client, &app.sandbox_url(), method, path, body).await
 }
 
 pub fn secret_of(tenant_id: &str) -> String {
@@ -49,6 +39,26 @@ pub async fn org_and_tenant(app: &TestApp, tenant_id: &str, hourly_limit: u64, o
         "budget": {"hourly_limit": hourly_limit, "reserve_pct": 10}
     });
     app.create_tenant(&body).await;
+}
+
+/// POSTs one Stripe event body to `url`, signed now with `secret`.
+pub async fn post_signed_stripe(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let now_s = jiff::Timestamp::now().as_second();
+    client
+        .post(url)
+        .header(
+            "Stripe-Signature",
+            traffic::sign(secret, body.as_bytes(), now_s),
+        )
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
 }
 
 /// Sends every event (signed now) with `concurrency` senders; returns the answers by status.
@@ -78,16 +88,7 @@ pub async fn send_all(
                 let Some(event) = events.get(index) else {
                     return statuses;
                 };
-                let now_s = jiff::Timestamp::now().as_second();
-                let response = client
-                    .post(&url)
-                    .header(
-                        "Stripe-Signature",
-                        traffic::sign(&secret, event.body.as_bytes(), now_s),
-                    )
-                    .header("Content-Type", "application/json")
-                    .body(event.body.clone())
-                    .send()
+                let response = post_signed_stripe(&client, &url, &secret, &event.body)
                     .await
                     .unwrap();
                 *statuses.entry(response.status().as_u16()).or_insert(0u64) += 1;
@@ -105,7 +106,7 @@ pub async fn send_all(
 
 /// One-time payments only: 30 % delivered as both `payment_intent.succeeded` and
 /// `charge.succeeded`, 10 % exact re-deliveries; `payments` unique payments.
-fn one_time_traffic(seed: u64, payments: usize) -> Traffic {
+pub fn one_time_traffic(seed: u64, payments: usize) -> Traffic {
     traffic::generate(&TrafficOptions {
         seed,
         payments,
@@ -131,16 +132,7 @@ fn queued_total(status: &Value) -> u64 {
         .sum()
 }
 
-/// Every call the sandbox counted for an org (all routes, all statuses).
-fn sandbox_calls(stats: &Value) -> u64 {
-    stats["requests"]
-        .as_object()
-        .into_iter()
-        .flat_map(|routes| routes.values())
-        .flat_map(|by_status| by_status.as_object().into_iter().flat_map(|m| m.values()))
-        .filter_map(Value::as_u64)
-        .sum()
-}
+use crate::external_sandbox::total_calls as sandbox_calls;
 
 /// The `transactionId`s of the org's gifts, with how many gifts carry each.
 async fn gift_ids(app: &TestApp, org: &str) -> BTreeMap<String, usize> {

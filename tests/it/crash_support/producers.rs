@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use steward::traffic::{self, Expected, TrafficOptions};
+use steward::traffic::{self, Expected};
 use tokio::sync::watch;
 
 use crate::external_sandbox::stripe_secret_of;
@@ -72,17 +72,7 @@ impl EventSource for StripeSource {
     fn next_batch(&mut self) -> Vec<Delivery> {
         let seed = self.next_seed;
         self.next_seed += 1;
-        let generated = traffic::generate(&TrafficOptions {
-            seed,
-            payments: self.payments_per_batch,
-            subscription_share: 0.0,
-            both_events_share: 0.3,
-            charge_only_share: 0.1,
-            refunds: 0,
-            customer_share: 0.0,
-            redelivery_share: 0.1,
-            now_s: jiff::Timestamp::now().as_second(),
-        });
+        let generated = crate::push_e2e::one_time_traffic(seed, self.payments_per_batch);
         let gifts: HashMap<String, Arc<ExpectedGift>> = generated
             .payments
             .iter()
