@@ -24,7 +24,7 @@ use steward_actors::runtime::BudgetStatus;
 use steward_actors::runtime::{
     BudgetSettings, ConfirmSettings, SubmitSettings, TenantSettings, TenantSpec,
 };
-use steward_actors::store::{RecordKind, TenantRecord};
+use steward_actors::store::{RecordKind, TenantRecord, TENANT_NEEDS_OPERATOR};
 
 use crate::app::AppState;
 use crate::http::error::{ApiError, ErrorCode};
@@ -32,7 +32,7 @@ use crate::sandbox::OrgSpec;
 use crate::tenant::{self, TenantDoc};
 use crate::virtuous::crm::VirtuousCrm;
 
-pub const STATE_RUNNING: &str = "running";
+pub const STATE_RUNNING: &str = steward_actors::store::TENANT_RUNNING;
 pub const STATE_PAUSED: &str = "paused";
 /// Alert raised when a tenant targets the embedded sandbox but none is running.
 pub const ALERT_EMBEDDED_SANDBOX_MISSING: &str = "embedded_sandbox_missing";
@@ -226,7 +226,9 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
         tenant_id: record.id.clone(),
         store: state.store.clone(),
         tenant_store: state.store.tenant(&record.id)?,
-        settings: tenant_settings(state, &doc, record.state == STATE_PAUSED),
+        // Paused, or refused by Virtuous before a restart (needs_operator): no call until an
+        // operator resumes.
+        settings: tenant_settings(state, &doc, record.state != STATE_RUNNING),
         crm: tenant_crm(state, &doc),
     };
     Ok(Prepared {
@@ -271,6 +273,11 @@ pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize>
         match prepare_tenant(state, record) {
             Ok(prepared) => {
                 start_or_update(state, prepared);
+                if record.state == TENANT_NEEDS_OPERATOR {
+                    if let Some(handle) = state.runtime.tenant(&record.id) {
+                        handle.set_needs_operator(true);
+                    }
+                }
                 started += 1;
             }
             Err(err) => {

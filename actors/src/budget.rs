@@ -458,6 +458,15 @@ impl crate::observe::TenantShared {
         self.replace_settings(settings);
         let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
         let Some(sled) = self.sled() else { return };
+        // Remembered across restarts: a restarted tenant starts paused instead of spending a
+        // call to be refused again.
+        if let Err(error) = sled
+            .store
+            .registry()
+            .mark_needs_operator(&self.tenant_id, now_ms)
+        {
+            tracing::warn!(tenant_id = %self.tenant_id, error = %error, "needs_operator could not be stored");
+        }
         match sled
             .tenant_store
             .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)

@@ -360,3 +360,70 @@ async fn example_config_serves_on_a_fresh_machine() {
     assert_eq!(status["state"], "running");
     assert!(child.terminate().success());
 }
+
+#[actix_rt::test]
+async fn refused_credentials_stay_refused_across_a_restart_until_an_operator_resumes() {
+    // Goal: after Virtuous answers 401, the tenant is `needs_operator`; after kill -9 and a
+    // restart it is still `needs_operator` and sends nothing (no call spent to be refused
+    // again); fixing the key and resuming sends the queued gift.
+    use crate::external_sandbox::ExternalSandbox;
+    let sandbox = ExternalSandbox::start();
+    sandbox
+        .create_org("refused", "right-key-0123", 360_000, serde_json::json!({}))
+        .await;
+    let mut app = TestApp::spawn(SpawnOptions::default()).await;
+    let mut body = tenant_body("refused");
+    body["virtuous"] = serde_json::json!({"base_url": sandbox.url, "api_key": "wrong-key-0123"});
+    body["budget"] = serde_json::json!({"hourly_limit": 360_000});
+    app.create_tenant(&body).await;
+    let enqueue = "/v1/tenants/refused/_test/enqueue?count=1&prefix=held_";
+    let queued = app.admin_json(Method::POST, enqueue).await;
+    assert_eq!(queued["queued"], 1, "{queued}");
+    wait_until(Duration::from_secs(20), "needs_operator", || async {
+        (app.status("refused").await["state"] == "needs_operator").then_some(())
+    })
+    .await;
+    // A second enqueue waits for a group-commit flush that started after the 401 was
+    // handled: the registry's needs_operator is durable from here on.
+    let again = app.admin_json(Method::POST, enqueue).await;
+    assert_eq!(again["duplicates"], 1, "{again}");
+    // The org cannot count calls with a wrong key: the engine's call log does (every call
+    // is logged before it is sent).
+    let spent = |status: Value| status["budget"]["spent_last_hour"].as_u64().unwrap_or(0);
+    let calls_refused = spent(app.status("refused").await);
+    assert!(calls_refused >= 1, "the refused call was logged");
+
+    app.kill9();
+    app.start().await;
+    assert_eq!(app.status("refused").await["state"], "needs_operator");
+    // Deliberate wait: a restarted submitter with stored work calls within milliseconds
+    // (it is woken at start); none may come while the tenant needs an operator.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        spent(app.status("refused").await),
+        calls_refused,
+        "no call after the restart"
+    );
+    assert_eq!(sandbox.stats("refused").await["transactions_received"], 0);
+
+    let patched = app
+        .admin(Method::PATCH, "/v1/tenants/refused")
+        .json(&serde_json::json!({"virtuous": {"api_key": "right-key-0123"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(patched.status().is_success(), "{}", patched.status());
+    let resumed = app
+        .admin(Method::POST, "/v1/tenants/refused/resume")
+        .send()
+        .await
+        .unwrap();
+    assert!(resumed.status().is_success(), "{}", resumed.status());
+    wait_until(
+        Duration::from_secs(20),
+        "the gift sent after resume",
+        || async { (sandbox.stats("refused").await["transactions_received"] == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.status("refused").await["state"], "running");
+}

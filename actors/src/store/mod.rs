@@ -183,11 +183,17 @@ pub struct TenantRecord {
     pub config_json: String,
     /// (field path such as `/virtuous/api_key`, sealed bytes).
     pub sealed_secrets: Vec<(String, Vec<u8>)>,
-    /// `running`, `paused` or `needs_operator`.
+    /// [`TENANT_RUNNING`], `paused` or [`TENANT_NEEDS_OPERATOR`].
     pub state: String,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
+
+/// Registry state of a tenant that submits.
+pub const TENANT_RUNNING: &str = "running";
+/// Registry state of a tenant whose credentials Virtuous refused (401/403): it starts paused
+/// after a restart instead of spending a call to be refused again; a resume clears it.
+pub const TENANT_NEEDS_OPERATOR: &str = "needs_operator";
 
 /// The process-wide store. Cheap to clone.
 #[derive(Clone)]
@@ -442,6 +448,12 @@ impl TenantRegistry {
     }
     pub fn remove(&self, tenant_id: &str) -> Result<bool, StoreError> {
         self.remove_impl(tenant_id)
+    }
+    /// A running tenant becomes [`TENANT_NEEDS_OPERATOR`] (atomically: a concurrent admin
+    /// write is never overwritten with stale fields). `Ok(false)` when it was not running or
+    /// is not registered. Not flushed: the caller's next flush covers it.
+    pub fn mark_needs_operator(&self, tenant_id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.mark_needs_operator_impl(tenant_id, now_ms)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The tenant registry: one tree, key = tenant id, value = versioned [`TenantRecord`].
 
 use super::codec::{decode, encode};
-use super::{io_error, StoreError, TenantRecord, TenantRegistry};
+use super::{
+    io_error, StoreError, TenantRecord, TenantRegistry, TENANT_NEEDS_OPERATOR, TENANT_RUNNING,
+};
 
 /// Name of the registry's tree.
 pub const REGISTRY_TREE: &str = "registry";
@@ -42,6 +44,32 @@ impl TenantRegistry {
                 decode(&bytes)
             })
             .collect()
+    }
+
+    pub(crate) fn mark_needs_operator_impl(
+        &self,
+        tenant_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        loop {
+            let Some(current) = self.tree.get(tenant_id.as_bytes()).map_err(io_error)? else {
+                return Ok(false);
+            };
+            let mut record: TenantRecord = decode(&current)?;
+            if record.state != TENANT_RUNNING {
+                return Ok(false);
+            }
+            record.state = TENANT_NEEDS_OPERATOR.to_string();
+            record.updated_at_ms = now_ms;
+            let swapped = self
+                .tree
+                .compare_and_swap(tenant_id.as_bytes(), Some(current), Some(encode(&record)?))
+                .map_err(io_error)?;
+            if swapped.is_ok() {
+                return Ok(true);
+            }
+            // Changed meanwhile (an admin write): decide again on the new value.
+        }
     }
 
     pub(crate) fn remove_impl(&self, tenant_id: &str) -> Result<bool, StoreError> {
@@ -87,6 +115,32 @@ mod tests {
         assert!(registry.remove("a").unwrap());
         assert!(!registry.remove("a").unwrap());
         assert_eq!(registry.get("a").unwrap(), None);
+    }
+
+    #[test]
+    fn only_a_running_tenant_is_marked_needs_operator() {
+        // Goal: running → needs_operator (other fields kept); paused or unknown: unchanged.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let registry = store.registry();
+        registry.put(&record("run")).unwrap();
+        let mut paused = record("held");
+        paused.state = "paused".into();
+        registry.put(&paused).unwrap();
+        assert!(registry.mark_needs_operator("run", 7).unwrap());
+        let marked = registry.get("run").unwrap().unwrap();
+        assert_eq!(
+            (marked.state.as_str(), marked.updated_at_ms),
+            ("needs_operator", 7)
+        );
+        assert_eq!(marked.config_json, record("run").config_json);
+        assert!(
+            !registry.mark_needs_operator("run", 8).unwrap(),
+            "already marked"
+        );
+        assert!(!registry.mark_needs_operator("held", 8).unwrap());
+        assert_eq!(registry.get("held").unwrap().unwrap(), paused);
+        assert!(!registry.mark_needs_operator("nobody", 8).unwrap());
     }
 
     #[test]
