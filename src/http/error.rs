@@ -25,6 +25,8 @@ pub enum ErrorCode {
     IdempotencyFieldsChanged,
     Unavailable,
     Internal,
+    /// A route that exists, called with a method it does not accept (`Allow` says which).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyFieldsChanged => "idempotency_fields_changed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -88,7 +92,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(
+        let mut response = HttpResponse::build(self.status_code());
+        if self.code == ErrorCode::MethodNotAllowed {
+            // Every route that answers this accepts POST only (the webhook routes).
+            response.insert_header((actix_web::http::header::ALLOW, "POST"));
+        }
+        response.json(
             serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}),
         )
     }

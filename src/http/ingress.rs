@@ -49,11 +49,25 @@ const RETRY_AFTER_S: u64 = 1;
 pub fn routes(config: &mut web::ServiceConfig) {
     describe_metrics();
     config
-        .route("/hooks/{tenant}/stripe", web::post().to(stripe::receive))
-        .route(
-            "/hooks/{tenant}/platform/{source}",
-            web::post().to(platform::receive),
+        .service(post_only("/hooks/{tenant}/stripe").route(web::post().to(stripe::receive)))
+        .service(
+            post_only("/hooks/{tenant}/platform/{source}").route(web::post().to(platform::receive)),
         );
+}
+
+/// A webhook resource: any method but POST gets `405 method_not_allowed` (JSON, `Allow:
+/// POST`) instead of a bare 404 that would send an operator looking for a wrong URL.
+pub(crate) fn post_only(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|request: actix_web::HttpRequest| async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!(
+                "{} accepts POST only, not {}",
+                request.path(),
+                request.method()
+            ),
+        ))
+    }))
 }
 
 fn describe_metrics() {

@@ -41,7 +41,9 @@ const REVERSING_GIFT_TYPE: &str = "ReversingTransaction";
 
 /// The ingress route (main listener, no admin token: the signature authenticates).
 pub fn routes(config: &mut web::ServiceConfig) {
-    config.route("/hooks/{tenant}/virtuous", web::post().to(receive));
+    config.service(
+        super::ingress::post_only("/hooks/{tenant}/virtuous").route(web::post().to(receive)),
+    );
 }
 
 /// Test hooks, registered inside the `/v1` scope (admin token) and answering 404 unless

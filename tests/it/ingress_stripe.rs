@@ -95,6 +95,27 @@ async fn bad_input_is_refused_with_its_code_and_queues_nothing() {
         "payload_too_large",
     );
 
+    // A wrong method on a webhook route: 405 with the JSON error and `Allow: POST`.
+    for path in [
+        "/hooks/ing-bad/stripe",
+        "/hooks/ing-bad/platform/givebutter",
+        "/hooks/ing-bad/virtuous",
+    ] {
+        let response = app
+            .client
+            .get(format!("{}{path}", app.main_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "GET {path}");
+        assert_eq!(response.headers()["allow"], "POST", "GET {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "GET {path}: {body}"
+        );
+    }
+
     let status = app.status("ing-bad").await;
     assert_eq!(status["counts"]["captured"], 0, "{status}");
     assert_eq!(status["counts"]["duplicates"], 0, "{status}");
