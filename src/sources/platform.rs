@@ -234,7 +234,12 @@ fn map_gift(
     }
     let currency = match body.get("currencyCode") {
         None => None,
-        Some(Value::String(code)) if code.len() == 3 => Some(code.to_ascii_uppercase()),
+        // Three ASCII letters: `US|` or `a b` would be sent to Virtuous as a currency code.
+        Some(Value::String(code))
+            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) =>
+        {
+            Some(code.to_ascii_uppercase())
+        }
         Some(other) => {
             return Err(format!(
                 "`currencyCode` must be a three-letter code, got {other}"
