@@ -9,6 +9,7 @@
 //! fuzzing is seen to get past the JSON parser into the mapping rules).
 
 mod mutate;
+mod platform_fuzz;
 mod stripe_fuzz;
 
 use std::cell::Cell;
