@@ -394,7 +394,13 @@ fn amount_text(value: &Value, unit: &str, currency: &str) -> Result<String, Stri
 
 fn gift_date(value: &Value, tz: &TimeZone) -> Result<String, String> {
     match value {
-        Value::String(text) if is_iso_date_prefix(text) => Ok(text[..10].to_string()),
+        Value::String(text) if is_iso_date_prefix(text) => {
+            // A real calendar day: `2025-02-30` has the shape and would be sent to Virtuous.
+            let date = &text[..10];
+            date.parse::<jiff::civil::Date>()
+                .map(|_| date.to_string())
+                .map_err(|_| format!("`giftDate` `{date}` is not a calendar date"))
+        }
         Value::Number(number) => number
             .as_i64()
             .and_then(|seconds| date_of(seconds, tz))
