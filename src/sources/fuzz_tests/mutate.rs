@@ -182,6 +182,16 @@ pub fn apply(doc: &mut Value, mutation: &Mutation, targets: &[&str]) {
     }
 }
 
+/// Raw delivery bytes that print as text in a failure report (proptest shows `Debug`).
+#[derive(Clone)]
+pub struct Raw(pub Vec<u8>);
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "Raw({:?})", String::from_utf8_lossy(&self.0))
+    }
+}
+
 /// Byte-level damage after serialisation (truncation, a flipped byte): near-JSON for the
 /// parser. `None` leaves the text intact.
 pub fn damage_bytes(mut bytes: Vec<u8>, damage: Option<(Index, u8, bool)>) -> Vec<u8> {

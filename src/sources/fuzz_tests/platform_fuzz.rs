@@ -10,7 +10,7 @@ use proptest::sample::Index;
 use serde_json::{json, Value};
 use steward_actors::store::RecordKind;
 
-use super::mutate::{apply, damage_bytes, mutation};
+use super::mutate::{apply, damage_bytes, mutation, Raw};
 use super::stripe_fuzz::check_date;
 use super::{cases, run, Reach};
 use crate::sources::amount::major_to_minor;
@@ -186,7 +186,7 @@ fn mutated_platform_events_map_or_refuse_cleanly() {
         TimeZone::get("Pacific/Kiritimati").expect("bundled tzdb"),
     ];
     let delivery = prop_oneof![
-        1 => prop::collection::vec(any::<u8>(), 0..256),
+        1 => prop::collection::vec(any::<u8>(), 0..256).prop_map(Raw),
         6 => (
             any::<bool>(),
             prop::collection::vec(mutation(), 0..4),
@@ -197,13 +197,13 @@ fn mutated_platform_events_map_or_refuse_cleanly() {
                 for mutation in &mutations {
                     apply(&mut doc, mutation, TARGETS);
                 }
-                damage_bytes(doc.to_string().into_bytes(), damage)
+                Raw(damage_bytes(doc.to_string().into_bytes(), damage))
             }),
     ];
     run(
         cases(3000),
         (0..SETTINGS_SHAPES, delivery),
-        |(shape, raw)| {
+        |(shape, Raw(raw))| {
             reach.case();
             let settings = settings(shape, "plat-secret");
             let Ok(event) = parse_event(&settings, &raw) else {
@@ -313,4 +313,36 @@ fn platform_signatures_verify_only_untampered_bodies() {
         },
     );
     reach.report("platform_signatures", "verified");
+}
+
+#[test]
+fn inputs_the_fuzzer_found_are_refused() {
+    // Goal: the minimal inputs the fuzzer found (garbage currency codes, an impossible
+    // calendar date) stay mapping errors instead of bodies sent to Virtuous.
+    let map = |settings: &PlatformSettings, doc: Value| {
+        let event = parse_event(settings, doc.to_string().as_bytes()).expect("parses");
+        map_event(SOURCE, settings, &event, &TimeZone::UTC, NOW)
+    };
+    let mut bad_currency = base_event("donation.completed");
+    bad_currency["data"]["currency"] = json!("US|");
+    let mapped = map(&settings(0, "s"), bad_currency);
+    assert_mapping_error(mapped.map(|_| ()), "currencyCode");
+    let mut bad_date = base_event("donation.completed");
+    bad_date["data"]["date"] = json!("2025-02-30T10:00:00Z");
+    assert_mapping_error(
+        map(&settings(1, "s"), bad_date).map(|_| ()),
+        "calendar date",
+    );
+    let good = map(&settings(1, "s"), base_event("donation.completed"));
+    assert!(matches!(good, Ok(PlatformMapped::Command(_))), "{good:?}");
+}
+
+/// `result` is a mapping error whose reason mentions `words`.
+fn assert_mapping_error(result: Result<(), crate::sources::SourceError>, words: &str) {
+    match result {
+        Err(crate::sources::SourceError::Mapping { reason, .. }) => {
+            assert!(reason.contains(words), "{reason}")
+        }
+        other => panic!("expected a mapping error about {words}, got {other:?}"),
+    }
 }

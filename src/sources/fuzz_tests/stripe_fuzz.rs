@@ -6,7 +6,7 @@ use proptest::sample::Index;
 use serde_json::{json, Value};
 use steward_actors::store::RecordKind;
 
-use super::mutate::{apply, damage_bytes, mutation, odd_value};
+use super::mutate::{apply, damage_bytes, mutation, odd_value, Raw};
 use super::{cases, run, Reach};
 use crate::sources::amount::major_to_minor;
 use crate::sources::stripe::{
@@ -352,7 +352,9 @@ fn arbitrary_bytes_never_panic_the_stripe_parser() {
         "\\PC{0,200}".prop_map(String::into_bytes),
         envelope,
     ];
-    run(cases(1500), bytes, |raw| parse_and_map(&raw, &reach));
+    run(cases(1500), bytes.prop_map(Raw), |Raw(raw)| {
+        parse_and_map(&raw, &reach)
+    });
     reach.report("stripe_arbitrary_input", "mapped_command");
 }
 
@@ -448,4 +450,25 @@ fn stripe_signatures_verify_only_untampered_bodies() {
         },
     );
     reach.report("stripe_signatures", "verified");
+}
+
+#[test]
+fn currencies_the_fuzzer_found_are_refused() {
+    // Goal: the minimal inputs the fuzzer found (`12$`, `a b` as currency) stay mapping
+    // errors, while the same payment in `usd` maps to a gift.
+    let (event_type, object) = bases().remove(0);
+    let map = |currency: &str| {
+        let doc = json!({"id": "evt_1", "type": event_type, "created": NOW, "livemode": true,
+            "data": {"object": with(object.clone(), json!({"currency": currency}))}});
+        let event = parse_event(doc.to_string().as_bytes()).expect("parses");
+        map_event(&event, &mapping(false), &TimeZone::UTC, NOW)
+    };
+    for garbage in ["12$", "a b"] {
+        let mapped = map(garbage);
+        assert!(
+            matches!(&mapped, Err(crate::sources::SourceError::Mapping { reason, .. }) if reason.contains("currency")),
+            "{garbage}: {mapped:?}"
+        );
+    }
+    assert!(matches!(map("usd"), Ok(Mapped::Commands { .. })));
 }
