@@ -150,11 +150,15 @@ fn check_command(command: &Command, settings: &PlatformSettings) -> Result<(), T
                 let minor = major_to_minor(amount, currency);
                 prop_assert!(minor.is_some_and(|m| m > 0), "amount {:?}", amount);
             } else {
-                let (whole, fraction) = amount.split_once('.').unwrap_or((amount, "0"));
-                let digits =
-                    |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+                // What amount_text guarantees for major units: digits, optionally `.` and
+                // digits (`1.` passes: a decimal parser reads it), not all zeros.
+                let (whole, fraction) = amount.split_once('.').unwrap_or((amount, ""));
+                let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
                 prop_assert!(
-                    digits(whole) && digits(fraction) && amount.bytes().any(|b| b > b'0'),
+                    !whole.is_empty()
+                        && digits(whole)
+                        && digits(fraction)
+                        && amount.bytes().any(|b| (b'1'..=b'9').contains(&b)),
                     "amount {:?}",
                     amount
                 );
@@ -201,7 +205,7 @@ fn mutated_platform_events_map_or_refuse_cleanly() {
             }),
     ];
     run(
-        cases(3000),
+        cases(10_000),
         (0..SETTINGS_SHAPES, delivery),
         |(shape, Raw(raw))| {
             reach.case();
@@ -245,7 +249,7 @@ fn platform_signatures_verify_only_untampered_bodies() {
         1u8..=255,
     );
     run(
-        cases(1500),
+        cases(4000),
         input,
         |(shape, forged, forged_ts, body, secret, now, at, xor)| {
             reach.case();

@@ -352,7 +352,7 @@ fn arbitrary_bytes_never_panic_the_stripe_parser() {
         "\\PC{0,200}".prop_map(String::into_bytes),
         envelope,
     ];
-    run(cases(1500), bytes.prop_map(Raw), |Raw(raw)| {
+    run(cases(5000), bytes.prop_map(Raw), |Raw(raw)| {
         parse_and_map(&raw, &reach)
     });
     reach.report("stripe_arbitrary_input", "mapped_command");
@@ -372,7 +372,7 @@ fn mutated_stripe_events_map_or_refuse_cleanly() {
         prop::option::weighted(0.1, (any::<Index>(), any::<u8>(), any::<bool>())),
     );
     run(
-        cases(3000),
+        cases(8000),
         input,
         |(base, version, livemode, mutations, damage)| {
             let (event_type, object) = &bases[base.index(bases.len())];
@@ -410,7 +410,7 @@ fn stripe_signatures_verify_only_untampered_bodies() {
         1u8..=255,
     );
     run(
-        cases(1500),
+        cases(4000),
         input,
         |(header, body, secret, now, tolerance_s, at, xor)| {
             reach.case();
