@@ -8,6 +8,8 @@
 //! - [`amount`]: minor units → the decimal string Virtuous expects (zero-decimal currencies).
 
 pub mod amount;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod platform;
 pub mod stripe;
 

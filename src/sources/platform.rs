@@ -234,7 +234,12 @@ fn map_gift(
     }
     let currency = match body.get("currencyCode") {
         None => None,
-        Some(Value::String(code)) if code.len() == 3 => Some(code.to_ascii_uppercase()),
+        // Three ASCII letters: `US|` or `a b` would be sent to Virtuous as a currency code.
+        Some(Value::String(code))
+            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) =>
+        {
+            Some(code.to_ascii_uppercase())
+        }
         Some(other) => {
             return Err(format!(
                 "`currencyCode` must be a three-letter code, got {other}"
@@ -389,7 +394,13 @@ fn amount_text(value: &Value, unit: &str, currency: &str) -> Result<String, Stri
 
 fn gift_date(value: &Value, tz: &TimeZone) -> Result<String, String> {
     match value {
-        Value::String(text) if is_iso_date_prefix(text) => Ok(text[..10].to_string()),
+        Value::String(text) if is_iso_date_prefix(text) => {
+            // A real calendar day: `2025-02-30` has the shape and would be sent to Virtuous.
+            let date = &text[..10];
+            date.parse::<jiff::civil::Date>()
+                .map(|_| date.to_string())
+                .map_err(|_| format!("`giftDate` `{date}` is not a calendar date"))
+        }
         Value::Number(number) => number
             .as_i64()
             .and_then(|seconds| date_of(seconds, tz))

@@ -255,8 +255,11 @@ impl<'a> Context<'a> {
     }
 
     fn currency(&self, object: &Value) -> Result<String, SourceError> {
+        // Three ASCII letters: `12$` or `a b` would be sent to Virtuous as a currency code.
         text_at(object, "/currency")
-            .filter(|currency| currency.len() == 3)
+            .filter(|currency| {
+                currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_alphabetic())
+            })
             .map(str::to_ascii_lowercase)
             .ok_or_else(|| self.mapping_error("no three-letter currency"))
     }
