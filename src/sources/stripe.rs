@@ -15,7 +15,7 @@ mod payment;
 mod reversal;
 pub mod signature;
 #[cfg(test)]
-mod tests_payment;
+pub(crate) mod tests_payment;
 #[cfg(test)]
 mod tests_reversal;
 #[cfg(test)]

@@ -8,6 +8,14 @@ use serde_json::{json, Value};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// Entries queued in all four lanes, from a tenant status (`GET /v1/tenants/{id}`).
+pub fn queued_total(status: &Value) -> u64 {
+    ["live", "retry", "reconcile", "backfill"]
+        .iter()
+        .map(|lane| status["lanes"][lane]["depth"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

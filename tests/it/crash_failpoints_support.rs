@@ -175,12 +175,7 @@ pub fn acknowledged(answer: &Answered) -> bool {
     matches!(answer, Some((status, _)) if (200..300).contains(status))
 }
 
-pub fn queued_total(status: &Value) -> u64 {
-    ["live", "retry", "reconcile", "backfill"]
-        .iter()
-        .map(|lane| status["lanes"][lane]["depth"].as_u64().unwrap_or(0))
-        .sum()
-}
+pub use crate::common::queued_total;
 
 /// Waits (≤ 60 s) until the tenant's queue is empty (nothing stranded); the seconds since
 /// `restarted` (the README's "drain after the restart").

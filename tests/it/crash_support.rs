@@ -153,11 +153,7 @@ impl CrashRig {
     }
 
     pub async fn queued_total(&self, tenant: &str) -> u64 {
-        let status = self.app.status(tenant).await;
-        ["live", "retry", "reconcile", "backfill"]
-            .iter()
-            .map(|lane| status["lanes"][lane]["depth"].as_u64().unwrap_or(0))
-            .sum()
+        crate::common::queued_total(&self.app.status(tenant).await)
     }
 
     /// Transactions the orgs accepted so far (all tenants).

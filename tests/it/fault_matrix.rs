@@ -194,10 +194,7 @@ impl Rig {
     async fn settled(&self, tenant: &str, submitted: u64, dead: u64) -> Value {
         wait_until(ROW_DEADLINE, &format!("{tenant} settled"), || async {
             let status = self.app.status(tenant).await;
-            let queued: u64 = ["live", "retry", "reconcile", "backfill"]
-                .iter()
-                .map(|lane| status["lanes"][lane]["depth"].as_u64().unwrap_or(0))
-                .sum();
+            let queued = crate::common::queued_total(&status);
             let counts = &status["counts"];
             (counts["submitted"].as_u64() == Some(submitted)
                 && counts["dead"].as_u64() == Some(dead)

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use steward::traffic::{self, Traffic, TrafficOptions};
 
-use crate::common::{wait_until, SpawnOptions, TestApp};
+use crate::common::{queued_total, wait_until, SpawnOptions, TestApp};
 
 /// A sandbox control call; panics unless 2xx.
 pub async fn sandbox_call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Value {
@@ -123,13 +123,6 @@ pub fn one_time_traffic(seed: u64, payments: usize) -> Traffic {
 async fn tenant_status(app: &TestApp, tenant_id: &str) -> Value {
     app.admin_json(Method::GET, &format!("/v1/tenants/{tenant_id}"))
         .await
-}
-
-fn queued_total(status: &Value) -> u64 {
-    ["live", "retry", "reconcile", "backfill"]
-        .iter()
-        .map(|lane| status["lanes"][lane]["depth"].as_u64().unwrap_or(0))
-        .sum()
 }
 
 use crate::external_sandbox::total_calls as sandbox_calls;

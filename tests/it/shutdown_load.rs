@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use reqwest::Method;
-use serde_json::{json, Value};
-use steward::traffic::{self, Expected, TrafficOptions};
+use serde_json::json;
+use steward::traffic::{self, Expected};
 
-use crate::common::{wait_until, SpawnOptions, TestApp};
+use crate::common::{queued_total as queue_depth, wait_until, SpawnOptions, TestApp};
 use crate::external_sandbox::{org_and_tenant_on, stripe_secret_of, ExternalSandbox};
 
 const TENANT: &str = "shutdown-load";
@@ -61,18 +61,7 @@ struct Sent {
 /// One-time payments only (each event maps to exactly one gift), some sent as both
 /// `payment_intent.succeeded` and `charge.succeeded`, some re-delivered.
 fn round_events(round: usize) -> Vec<traffic::GeneratedEvent> {
-    let traffic = traffic::generate(&TrafficOptions {
-        seed: 500 + round as u64,
-        payments: PAYMENTS_PER_ROUND,
-        subscription_share: 0.0,
-        both_events_share: 0.3,
-        charge_only_share: 0.1,
-        refunds: 0,
-        customer_share: 0.0,
-        redelivery_share: 0.05,
-        now_s: jiff::Timestamp::now().as_second(),
-    });
-    traffic.events
+    crate::push_e2e::one_time_traffic(500 + round as u64, PAYMENTS_PER_ROUND).events
 }
 
 /// Starts the producers: each takes the next event, signs it now and posts it, until the
@@ -131,14 +120,6 @@ fn start_producers(
             })
         })
         .collect()
-}
-
-/// The queued entries over all lanes.
-fn queue_depth(status: &Value) -> u64 {
-    ["live", "retry", "reconcile", "backfill"]
-        .iter()
-        .map(|lane| status["lanes"][lane]["depth"].as_u64().unwrap_or(0))
-        .sum()
 }
 
 fn now_ms() -> u64 {

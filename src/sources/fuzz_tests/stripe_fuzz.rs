@@ -89,7 +89,7 @@ fn bases() -> Vec<(&'static str, Value)> {
     let intent = parse(include_str!("../stripe/fixtures/payment_intent.json"));
     let charge = parse(include_str!("../stripe/fixtures/charge.json"));
     let invoice = parse(include_str!("../stripe/fixtures/invoice.json"));
-    let mut bases = vec![
+    vec![
         (
             "payment_intent.succeeded",
             with(
@@ -149,31 +149,13 @@ fn bases() -> Vec<(&'static str, Value)> {
             "charge.dispute.funds_withdrawn",
             parse(include_str!("../stripe/fixtures/dispute.json")),
         ),
-    ];
-    // The shared Stripe fixtures the repo does not carry (refund, subscription, checkout
-    // session), when this machine has them: more shapes for the mutator.
-    for (event_type, name, patch) in [
-        ("charge.refunded", "refund", json!({"refunded": true})),
-        ("customer.created", "subscription", json!({})),
-        ("payment_intent.succeeded", "checkout.session", json!({})),
-    ] {
-        let path = format!("/work/shared/fixtures/stripe/{name}.json");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            bases.push((event_type, with(parse(&text), patch)));
-        }
-    }
-    bases
+    ]
 }
 
 fn mapping(accept_test_events: bool) -> StripeMapping {
     StripeMapping {
-        transaction_source: "Stripe".into(),
-        default_project_code: Some("GENERAL".into()),
-        default_segment_code: None,
-        metadata_project_key: "designation".into(),
-        metadata_segment_key: "segment".into(),
         accept_test_events,
-        subscription_hold_s: 120,
+        ..crate::sources::stripe::tests_payment::settings()
     }
 }
 

@@ -54,7 +54,7 @@ pub(super) fn event(event_type: &str, api_version: Option<&str>, object: Value) 
     event_with("evt_1", event_type, api_version, true, object)
 }
 
-pub(super) fn settings() -> StripeMapping {
+pub(crate) fn settings() -> StripeMapping {
     StripeMapping {
         transaction_source: "Stripe".into(),
         default_project_code: Some("GENERAL".into()),
