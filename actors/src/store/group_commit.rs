@@ -261,21 +261,23 @@ fn run_flusher(shared: &Shared, mut flush: FlushFn) {
             state.stats.groups_applied += 1;
             state.stats.calls_applied += calls as u64;
             state.stats.apply_micros_total += apply_micros;
-            match result {
+            let applied = match result {
                 Ok(()) => {
                     shared
                         .applied_through
                         .store(group_through, Ordering::Release);
-                    drop(state);
-                    crate::failpoint::crash_point(crate::failpoint::AFTER_WRITE_BEFORE_FLUSH);
-                    state = shared.lock();
+                    true
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "applying a write group failed; the store refuses further writes");
                     state.poisoned = Some(err);
+                    false
                 }
-            }
+            };
             drop(state);
+            if applied {
+                crate::failpoint::crash_point(crate::failpoint::AFTER_WRITE_BEFORE_FLUSH);
+            }
             shared.applied.notify_all();
         }
         let Some(flush_number) = flush_number else {
