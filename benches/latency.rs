@@ -106,15 +106,7 @@ async fn main() {
         let url = format!("{}/hooks/{TENANT}/stripe", engine.main_url);
         let times = Arc::clone(&times);
         tasks.push(actix_web::rt::spawn(async move {
-            let status = client
-                .post(url)
-                .header("Stripe-Signature", &event.signature)
-                .header("Content-Type", "application/json")
-                .body(event.body.clone())
-                .send()
-                .await
-                .map(|response| response.status().as_u16())
-                .unwrap_or(0);
+            let status = support::post_event(&client, &url, &event).await;
             times
                 .acked
                 .insert(event.transaction_id.clone(), Instant::now());

@@ -103,33 +103,19 @@ impl Engine {
 
     /// An admin call; panics with the answer when the status is not 2xx.
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
+        let request = self
             .client
             .request(method.clone(), format!("{}{path}", self.main_url))
             .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("admin call");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {path} → {status}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        json_answer(request, &method, path, body).await
     }
 
     /// A sandbox control call (`/_sandbox/…`); panics unless 2xx.
     pub async fn sandbox(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
+        let request = self
             .client
             .request(method.clone(), format!("{}{path}", self.sandbox_url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("sandbox call");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {path} → {status}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        json_answer(request, &method, path, body).await
     }
 
     /// Creates a sandbox organization with `hourly_limit` and a tenant that targets it
@@ -272,6 +258,37 @@ pub fn signing_secret(tenant_id: &str) -> String {
     format!("whsec_bench{tenant_id}secret")
 }
 
+/// Sends `request` (with `body` as JSON); panics unless 2xx; the JSON answer (`Null` when
+/// empty).
+async fn json_answer(
+    mut request: reqwest::RequestBuilder,
+    method: &reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("call");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{method} {path} → {status}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Posts one signed event; its HTTP status, or 0 when no answer came.
+pub async fn post_event(client: &reqwest::Client, url: &str, event: &SignedEvent) -> u16 {
+    client
+        .post(url)
+        .header("Stripe-Signature", &event.signature)
+        .header("Content-Type", "application/json")
+        .body(event.body.clone())
+        .send()
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
+}
+
 /// A Stripe event ready to post: its body and `Stripe-Signature`.
 #[derive(Clone)]
 pub struct SignedEvent {
@@ -387,15 +404,7 @@ pub async fn closed_loop(
                     break;
                 };
                 let sent = Instant::now();
-                let status = client
-                    .post(&url)
-                    .header("Stripe-Signature", &event.signature)
-                    .header("Content-Type", "application/json")
-                    .body(event.body.clone())
-                    .send()
-                    .await
-                    .map(|response| response.status().as_u16())
-                    .unwrap_or(0);
+                let status = post_event(&client, &url, event).await;
                 histogram.saturating_record(sent.elapsed().as_micros() as u64);
                 *statuses.entry(status).or_insert(0u64) += 1;
             }
