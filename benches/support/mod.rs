@@ -204,15 +204,8 @@ impl Engine {
 
     /// Posts one signed event to the tenant's Stripe ingress; returns the HTTP status.
     pub async fn post_event(&self, tenant_id: &str, event: &SignedEvent) -> u16 {
-        self.client
-            .post(format!("{}/hooks/{tenant_id}/stripe", self.main_url))
-            .header("Stripe-Signature", &event.signature)
-            .header("Content-Type", "application/json")
-            .body(event.body.clone())
-            .send()
-            .await
-            .map(|response| response.status().as_u16())
-            .unwrap_or(0)
+        let url = format!("{}/hooks/{tenant_id}/stripe", self.main_url);
+        post_event(&self.client, &url, event).await
     }
 
     /// SIGTERM, then wait.
