@@ -303,26 +303,35 @@ impl Config {
     }
 
     fn validate(&self, origin_of: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            key: key.to_string(),
-            origin: origin_of(key),
-            reason,
-        };
+        self.validate_addresses()
+            .and_then(|()| self.validate_limits())
+            .and_then(|()| self.validate_submitter())
+            .and_then(|()| self.validate_reconciler_and_budget())
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                key: key.to_string(),
+                origin: origin_of(key),
+                reason,
+            })
+    }
+
+    /// `data_dir`, the listeners and `public_url`; `Err((key, reason))` names the bad key.
+    fn validate_addresses(&self) -> Result<(), (&'static str, String)> {
         if self.data_dir.as_os_str().is_empty() {
-            return Err(invalid("data_dir", "must not be empty".into()));
+            return Err(("data_dir", "must not be empty".into()));
         }
-        self.listeners()
-            .map_err(|(key, reason)| invalid(key, reason))?;
+        self.listeners()?;
         let public_url_is_valid = self.public_url.is_empty()
             || self.public_url.starts_with("https://")
             || self.public_url.starts_with("http://");
         if !public_url_is_valid {
-            return Err(invalid(
-                "public_url",
-                "must start with https:// or http://".into(),
-            ));
+            return Err(("public_url", "must start with https:// or http://".into()));
         }
-        let positive: [(&str, u64); 9] = [
+        Ok(())
+    }
+
+    /// Values that must be positive, and the store and runtime bounds.
+    fn validate_limits(&self) -> Result<(), (&'static str, String)> {
+        let positive: [(&'static str, u64); 9] = [
             ("shutdown_deadline_s", self.shutdown_deadline_s),
             ("body_limit_bytes", self.body_limit_bytes as u64),
             (
@@ -346,28 +355,33 @@ impl Config {
             ("budget.burst_calls", u64::from(self.budget.burst_calls)),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
-            return Err(invalid(key, "must be greater than 0".into()));
+            return Err((*key, "must be greater than 0".into()));
         }
         if self.store.cache_capacity_bytes < 1024 * 1024 {
-            return Err(invalid(
+            return Err((
                 "store.cache_capacity_bytes",
                 "must be at least 1 MiB (1048576)".into(),
             ));
         }
         if self.runtime.restart_backoff_max_ms < self.runtime.restart_backoff_initial_ms {
-            return Err(invalid(
+            return Err((
                 "runtime.restart_backoff_max_ms",
                 "must be at least runtime.restart_backoff_initial_ms".into(),
             ));
         }
         if self.runtime.arbiters > 1024 {
-            return Err(invalid(
+            return Err((
                 "runtime.arbiters",
                 "must be 0 (one per core) to 1024".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// `[submitter]`: batch size, retry schedule and jitter, lease timeout.
+    fn validate_submitter(&self) -> Result<(), (&'static str, String)> {
         if self.submitter.batch_max == 0 || self.submitter.batch_max > 100 {
-            return Err(invalid(
+            return Err((
                 "submitter.batch_max",
                 "must be 1 to 100 (Virtuous takes at most 100 gift transactions a call)".into(),
             ));
@@ -375,21 +389,23 @@ impl Config {
         if let Err(err) =
             steward_actors::retry::RetrySchedule::parse(&self.submitter.retry_schedule)
         {
-            return Err(invalid("submitter.retry_schedule", err.to_string()));
+            return Err(("submitter.retry_schedule", err.to_string()));
         }
         if self.submitter.retry_jitter_pct > 100 {
-            return Err(invalid(
-                "submitter.retry_jitter_pct",
-                "must be 0 to 100".into(),
-            ));
+            return Err(("submitter.retry_jitter_pct", "must be 0 to 100".into()));
         }
         if self.submitter.lease_timeout_s <= self.virtuous.request_timeout_s {
-            return Err(invalid(
+            return Err((
                 "submitter.lease_timeout_s",
                 "must be greater than virtuous.request_timeout_s".into(),
             ));
         }
-        let reconciler_positive: [(&str, u64); 4] = [
+        Ok(())
+    }
+
+    /// `[reconciler]` and `[budget]`.
+    fn validate_reconciler_and_budget(&self) -> Result<(), (&'static str, String)> {
+        let reconciler_positive: [(&'static str, u64); 4] = [
             ("reconciler.interval_s", self.reconciler.interval_s),
             (
                 "reconciler.needs_review_after_s",
@@ -405,13 +421,13 @@ impl Config {
             ),
         ];
         if let Some((key, _)) = reconciler_positive.iter().find(|(_, value)| *value == 0) {
-            return Err(invalid(key, "must be greater than 0".into()));
+            return Err((*key, "must be greater than 0".into()));
         }
         if self.reconciler.query_take > 1_000 {
-            return Err(invalid("reconciler.query_take", "must be 1 to 1000".into()));
+            return Err(("reconciler.query_take", "must be 1 to 1000".into()));
         }
         if self.budget.reserve_pct > 90 {
-            return Err(invalid("budget.reserve_pct", "must be 0 to 90".into()));
+            return Err(("budget.reserve_pct", "must be 0 to 90".into()));
         }
         Ok(())
     }
@@ -495,147 +511,4 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn write_config(text: &str) -> tempfile::NamedTempFile {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), text).unwrap();
-        file
-    }
-
-    #[test]
-    fn example_config_loads_and_documents_every_default() {
-        // Goal: config.example.toml parses, and every key it sets equals the built-in default
-        // except the ones it deliberately changes for the embedded demo.
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-        let config = Config::load(Some(&path), Vec::new()).expect("example config loads");
-        let defaults = Config::default();
-        assert!(
-            config.sandbox.embedded,
-            "the example runs against the embedded sandbox"
-        );
-        assert_eq!(config.shutdown_deadline_s, defaults.shutdown_deadline_s);
-        assert_eq!(config.store.cache_capacity_bytes, 256 * 1024 * 1024);
-        assert_eq!(config.runtime.heartbeat_ms, 30_000);
-        assert_eq!(config.virtuous.request_timeout_s, 30);
-        assert_eq!(config.body_limit_bytes, 1024 * 1024);
-        assert_eq!(config.virtuous_body_limit_bytes, 8 * 1024 * 1024);
-        // Every key of the default config appears in the example file.
-        let text = std::fs::read_to_string(&path).unwrap();
-        let example: toml::Table = toml::from_str(&text).unwrap();
-        let mut missing = Vec::new();
-        collect_missing_keys(&default_as_table(), &example, "", &mut missing);
-        assert!(
-            missing.is_empty(),
-            "keys missing from config.example.toml: {missing:?}"
-        );
-    }
-
-    fn default_as_table() -> toml::Table {
-        toml::Table::try_from(Config::default()).expect("the defaults serialise as TOML")
-    }
-
-    fn collect_missing_keys(
-        expected: &toml::Table,
-        actual: &toml::Table,
-        prefix: &str,
-        missing: &mut Vec<String>,
-    ) {
-        for (key, value) in expected {
-            let full = format!("{prefix}{key}");
-            match (value, actual.get(key)) {
-                (toml::Value::Table(inner), Some(toml::Value::Table(actual_inner))) => {
-                    collect_missing_keys(inner, actual_inner, &format!("{full}."), missing)
-                }
-                (_, None) => missing.push(full),
-                _ => {}
-            }
-        }
-    }
-
-    #[test]
-    fn unknown_key_is_rejected_with_file_and_key() {
-        // Goal: a typo in the file fails start-up, naming the key and the file.
-        let file = write_config("[budget]\nreserve_pcts = 5\n");
-        let err = Config::load(Some(file.path()), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("reserve_pcts"), "{err}");
-        assert!(err.contains(&file.path().display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn environment_overrides_nested_keys_and_shortcuts() {
-        // Goal: STEWARD_SECTION__KEY overrides the file; STEWARD_DATA_DIR / STEWARD_LISTEN work.
-        let file = write_config("[budget]\nreserve_pct = 10\n");
-        let config = Config::load(
-            Some(file.path()),
-            env(&[
-                ("STEWARD_BUDGET__RESERVE_PCT", "5"),
-                ("STEWARD_DATA_DIR", "/tmp/steward-x"),
-                ("STEWARD_LISTEN", "127.0.0.1:9999"),
-                ("STEWARD_ADMIN_TOKEN", "not-a-config-key"),
-                ("STEWARD_BENCH_SECONDS", "3"),
-                ("PATH", "/usr/bin"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(config.budget.reserve_pct, 5);
-        assert_eq!(config.data_dir, PathBuf::from("/tmp/steward-x"));
-        assert_eq!(config.listen, "127.0.0.1:9999");
-    }
-
-    #[test]
-    fn unknown_environment_key_is_rejected() {
-        // Goal: STEWARD_BUDGET__RESERVE is not silently ignored.
-        let err = Config::load(None, env(&[("STEWARD_BUDGET__RESERVE", "5")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("reserve"), "{err}");
-    }
-
-    #[test]
-    fn invalid_values_name_the_key_and_origin() {
-        // Goal: each validation error names the key and where the value came from.
-        let file = write_config("listen = \"not an address\"\n");
-        let err = Config::load(Some(file.path()), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`listen`") && err.contains(&file.path().display().to_string()),
-            "{err}"
-        );
-        let err = Config::load(None, env(&[("STEWARD_BUDGET__RESERVE_PCT", "95")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("budget.reserve_pct") && err.contains("STEWARD_BUDGET__RESERVE_PCT"),
-            "{err}"
-        );
-        let err = Config::load(None, env(&[("STEWARD_RUNTIME__HEARTBEAT_MS", "0")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("runtime.heartbeat_ms"), "{err}");
-        let err = Config::load(None, env(&[("STEWARD_BUDGET__HOURLY_LIMIT", "\"lots\"")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("hourly_limit"), "{err}");
-    }
-
-    #[test]
-    fn admin_listen_is_optional() {
-        // Goal: admin_listen empty → one listener; set → a separate validated address.
-        let config = Config::load(None, Vec::new()).unwrap();
-        assert!(config.listeners().unwrap().admin.is_none());
-        let config = Config::load(None, env(&[("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")])).unwrap();
-        assert!(config.listeners().unwrap().admin.is_some());
-    }
-}
+mod tests;

@@ -199,7 +199,47 @@ async fn drive(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(options.timeout_s);
     let client = DemoClient::new(endpoints(data_dir, engine).await?)?;
+    let mut tenants = create_tenants(&client, options, started).await?;
+    client.wait_ready(Duration::from_secs(30)).await?;
+    deliver_all(&client, &mut tenants, started).await?;
 
+    let watch = Watch {
+        client: &client,
+        tenants: &tenants,
+        started,
+        deadline,
+    };
+    watch
+        .until("submission", |t, s| {
+            s.transactions_received >= t.transactions_before_refunds()
+        })
+        .await?;
+    watch.import("import").await?;
+    watch
+        .until("confirmation", |t, s| s.confirmed >= t.payments())
+        .await?;
+    if tenants.iter().any(|t| t.refunds() > 0) {
+        watch
+            .until("refunds", |t, s| {
+                s.transactions_received >= t.transactions_before_refunds() + t.refunds()
+            })
+            .await?;
+        watch.import("refund import").await?;
+    }
+    watch
+        .until("gifts in Virtuous", |t, s| {
+            s.gifts >= t.payments() + t.refunds()
+        })
+        .await?;
+    watch.verify().await
+}
+
+/// Creates the demo tenants, each with its own secrets and its own deterministic traffic.
+async fn create_tenants(
+    client: &DemoClient,
+    options: &DemoOptions,
+    started: Instant,
+) -> anyhow::Result<Vec<DemoTenant>> {
     let mut tenants = Vec::new();
     for index in 1..=options.tenants {
         let id = format!("demo-{}-{index}", options.seed);
@@ -233,22 +273,25 @@ async fn drive(
         });
     }
 
-    client.wait_ready(Duration::from_secs(30)).await?;
+    Ok(tenants)
+}
 
-    // Stripe delivers: every tenant at once, a few deliveries in flight each.
-    let deliveries = tenants.iter().map(|tenant| {
-        let client = &client;
-        async move {
-            let answers: Vec<anyhow::Result<Delivery>> =
-                futures_util::stream::iter(&tenant.traffic.events)
-                    .map(|event| client.deliver(&tenant.id, &tenant.signing_secret, event))
-                    .buffered(DELIVERY_CONCURRENCY)
-                    .collect()
-                    .await;
-            answers
-                .into_iter()
-                .collect::<anyhow::Result<Vec<Delivery>>>()
-        }
+/// Stripe delivers: every tenant at once, a few deliveries in flight each.
+async fn deliver_all(
+    client: &DemoClient,
+    tenants: &mut [DemoTenant],
+    started: Instant,
+) -> anyhow::Result<()> {
+    let deliveries = tenants.iter().map(|tenant| async move {
+        let answers: Vec<anyhow::Result<Delivery>> =
+            futures_util::stream::iter(&tenant.traffic.events)
+                .map(|event| client.deliver(&tenant.id, &tenant.signing_secret, event))
+                .buffered(DELIVERY_CONCURRENCY)
+                .collect()
+                .await;
+        answers
+            .into_iter()
+            .collect::<anyhow::Result<Vec<Delivery>>>()
     });
     let answers = futures_util::future::join_all(deliveries).await;
     for (tenant, answers) in tenants.iter_mut().zip(answers) {
@@ -269,35 +312,7 @@ async fn drive(
             .join("; ")
     );
 
-    let watch = Watch {
-        client: &client,
-        tenants: &tenants,
-        started,
-        deadline,
-    };
-    watch
-        .until("submission", |t, s| {
-            s.transactions_received >= t.transactions_before_refunds()
-        })
-        .await?;
-    watch.import("import").await?;
-    watch
-        .until("confirmation", |t, s| s.confirmed >= t.payments())
-        .await?;
-    if tenants.iter().any(|t| t.refunds() > 0) {
-        watch
-            .until("refunds", |t, s| {
-                s.transactions_received >= t.transactions_before_refunds() + t.refunds()
-            })
-            .await?;
-        watch.import("refund import").await?;
-    }
-    watch
-        .until("gifts in Virtuous", |t, s| {
-            s.gifts >= t.payments() + t.refunds()
-        })
-        .await?;
-    watch.verify().await
+    Ok(())
 }
 
 /// Polls every tenant's numbers until a condition holds for all, printing progress.
