@@ -304,27 +304,11 @@ pub fn generate(options: &TrafficOptions) -> Traffic {
         .enumerate()
         .map(|(n, role)| payment(&mut rng, options, n, role))
         .collect();
-    let mut event_count = 0usize;
-    let mut next_event_id = |rng: &mut StdRng| -> String {
-        event_count += 1;
-        let random: u32 = rng.gen();
-        format!("evt_{}{random:08x}", id_body(options.seed, event_count))
-    };
-    let mut events: Vec<GeneratedEvent> = Vec::new();
-    let mut push = |rng: &mut StdRng,
-                    event_type: &str,
-                    era: Era,
-                    created_s: i64,
-                    object: Value,
-                    expected: Expected| {
-        let id = next_event_id(rng);
-        events.push(GeneratedEvent {
-            body: envelope(&id, event_type, era, created_s, object),
-            id,
-            event_type: event_type.to_string(),
-            expected,
-            is_redelivery: false,
-        });
+    let mut writer = EventWriter {
+        rng,
+        seed: options.seed,
+        event_count: 0,
+        events: Vec::new(),
     };
     let mut customers_sent: Vec<String> = Vec::new();
     for payment in &payments {
@@ -336,28 +320,14 @@ pub fn generate(options: &TrafficOptions) -> Traffic {
                 let expected = Expected::Contact {
                     customer_id: customer_id.clone(),
                 };
-                push(
-                    &mut rng,
-                    "customer.created",
-                    payment.era,
-                    created_s,
-                    object,
-                    expected,
-                );
+                writer.push("customer.created", payment.era, created_s, object, expected);
             }
         }
-        let mut parts = payment_events(&mut rng, payment);
+        let mut parts = payment_events(&mut writer.rng, payment);
         // Stripe does not order the events of one payment.
-        parts.shuffle(&mut rng);
+        parts.shuffle(&mut writer.rng);
         for (event_type, object, expected) in parts {
-            push(
-                &mut rng,
-                event_type,
-                payment.era,
-                payment.created_s,
-                object,
-                expected,
-            );
+            writer.push(event_type, payment.era, payment.created_s, object, expected);
         }
     }
     // Full refunds of one-time payments, after everything else (the gift must exist first).
@@ -371,8 +341,7 @@ pub fn generate(options: &TrafficOptions) -> Traffic {
             payment_id: payment.payment_id.clone(),
         };
         let object = objects::charge(payment, true);
-        push(
-            &mut rng,
+        writer.push(
             "charge.refunded",
             payment.era,
             options.now_s,
@@ -380,16 +349,54 @@ pub fn generate(options: &TrafficOptions) -> Traffic {
             expected,
         );
     }
-    // Exact re-deliveries of earlier events, spliced in after their original.
-    let redeliveries = (events.len() as f64 * options.redelivery_share).round() as usize;
-    for _ in 0..redeliveries {
-        let original_at = rng.gen_range(0..events.len());
-        let mut copy = events[original_at].clone();
-        copy.is_redelivery = true;
-        let insert_at = rng.gen_range(original_at + 1..=events.len());
-        events.insert(insert_at, copy);
+    writer.add_redeliveries(options.redelivery_share);
+    Traffic {
+        events: writer.events,
+        payments,
     }
-    Traffic { events, payments }
+}
+
+/// Appends events with ids drawn from the one random stream (the draw order is part of the
+/// determinism: a seed always gives the same traffic).
+struct EventWriter {
+    rng: StdRng,
+    seed: u64,
+    event_count: usize,
+    events: Vec<GeneratedEvent>,
+}
+
+impl EventWriter {
+    fn push(
+        &mut self,
+        event_type: &str,
+        era: Era,
+        created_s: i64,
+        object: Value,
+        expected: Expected,
+    ) {
+        self.event_count += 1;
+        let random: u32 = self.rng.gen();
+        let id = format!("evt_{}{random:08x}", id_body(self.seed, self.event_count));
+        self.events.push(GeneratedEvent {
+            body: envelope(&id, event_type, era, created_s, object),
+            id,
+            event_type: event_type.to_string(),
+            expected,
+            is_redelivery: false,
+        });
+    }
+
+    /// Exact re-deliveries of earlier events, spliced in after their original.
+    fn add_redeliveries(&mut self, share: f64) {
+        let redeliveries = (self.events.len() as f64 * share).round() as usize;
+        for _ in 0..redeliveries {
+            let original_at = self.rng.gen_range(0..self.events.len());
+            let mut copy = self.events[original_at].clone();
+            copy.is_redelivery = true;
+            let insert_at = self.rng.gen_range(original_at + 1..=self.events.len());
+            self.events.insert(insert_at, copy);
+        }
+    }
 }
 
 #[cfg(test)]
