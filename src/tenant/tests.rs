@@ -1,0 +1,151 @@
+use super::*;
+use serde_json::json;
+
+fn minimal() -> Value {
+    json!({"id": "hope-shelter", "name": "Hope Shelter", "virtuous": {"api_key": "vk_live_123"}})
+}
+
+#[test]
+fn minimal_document_gets_design_defaults() {
+    // Goal: only id, name and virtuous.api_key are required; the rest defaults as DESIGN.md §6.
+    let (_doc, full) = normalise(&minimal()).unwrap();
+    assert_eq!(full["time_zone"], "UTC");
+    assert_eq!(
+        full["virtuous"]["base_url"],
+        "https://api.virtuoussoftware.com"
+    );
+    assert_eq!(full["virtuous"]["signature_header"], "X-Virtuous-Signature");
+    assert_eq!(full["virtuous"]["signature_encoding"], "base64");
+}
+
+#[test]
+fn tenant_ids_are_validated() {
+    // Goal: lowercase letters, digits and '-', at most 64 characters.
+    assert!(validate_tenant_id("hope-shelter-2").is_ok());
+    for bad in ["", "Hope", "a_b", "a b", "é", &"a".repeat(65), "../x"] {
+        assert!(
+            validate_tenant_id(bad).is_err(),
+            "{bad:?} should be rejected"
+        );
+    }
+    assert!(validate_tenant_id(&"a".repeat(64)).is_ok());
+}
+
+#[test]
+fn invalid_fields_are_named() {
+    // Goal: each bad field is reported by its path.
+    let cases = [
+        (json!({"id": "a", "virtuous": {"api_key": "k"}}), "name"),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {}}),
+            "virtuous.api_key",
+        ),
+        (
+            json!({"id": "a", "name": "A", "time_zone": "Mars/Base", "virtuous": {"api_key": "k"}}),
+            "time_zone",
+        ),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "signature_encoding": "rot13"}}),
+            "virtuous.signature_encoding",
+        ),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "budget": {"reserve_pct": 95}}),
+            "budget.reserve_pct",
+        ),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "budget": {"reserve_pct": 300}}),
+            "budget.reserve_pct",
+        ),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "colour": 1}}),
+            "virtuous.colour",
+        ),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "sources": {"stripe": {"tolerance_s": 1}}}),
+            "sources.stripe.signing_secret",
+        ),
+        (
+            json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "sources": {"stripe": {"signing_secret": "whsec_x", "subscription_hold_s": 90_000}}}),
+            "sources.stripe.subscription_hold_s",
+        ),
+    ];
+    for (body, field) in cases {
+        match normalise(&body) {
+            Err(TenantDocError::InvalidField { field: got, .. }) => {
+                assert_eq!(got, field, "{body}")
+            }
+            other => panic!("{body}: expected invalid {field}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn subscription_hold_is_a_tenant_setting_with_the_documented_default() {
+    // Goal: sources.stripe.subscription_hold_s reaches the Stripe mapping; absent → 120.
+    use crate::sources::stripe::StripeMapping;
+    let hold_of = |stripe: Value| {
+        let body = json!({"id": "a", "name": "A", "virtuous": {"api_key": "k"}, "sources": {"stripe": stripe}});
+        let (doc, _) = normalise(&body).unwrap();
+        StripeMapping::from_settings(doc.sources.stripe.as_ref().unwrap()).subscription_hold_s
+    };
+    assert_eq!(hold_of(json!({"signing_secret": "whsec_x"})), 120);
+    assert_eq!(
+        hold_of(json!({"signing_secret": "whsec_x", "subscription_hold_s": 30})),
+        30
+    );
+}
+
+#[test]
+fn redaction_marker_keeps_stored_secrets_on_patch_and_is_refused_on_create() {
+    // Goal: "[redacted]" sent back means "keep"; it never becomes a secret's value.
+    let stored = vec![("/virtuous/api_key".to_string(), "vk-real".to_string())];
+    let mut doc =
+        json!({"id": "a", "name": "A", "virtuous": {"api_key": REDACTED, "webhook_secret": null}});
+    restore_redacted_secrets(&mut doc, &stored).unwrap();
+    assert_eq!(doc["virtuous"]["api_key"], "vk-real");
+    let mut unknown =
+        json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "webhook_secret": REDACTED}});
+    assert!(
+        restore_redacted_secrets(&mut unknown, &stored).is_err(),
+        "nothing stored to keep"
+    );
+    let create =
+        json!({"id": "a", "name": "A", "virtuous": {"api_key": "k", "webhook_secret": REDACTED}});
+    match reject_redacted_secrets(&create) {
+        Err(TenantDocError::InvalidField { field, .. }) => {
+            assert_eq!(field, "virtuous.webhook_secret")
+        }
+        other => panic!("expected invalid_field, got {other:?}"),
+    }
+}
+
+#[test]
+fn secrets_split_join_and_redact() {
+    // Goal: every secret leaves the stored document and shows only as a redaction marker.
+    let body = json!({"id": "a", "name": "A", "virtuous": {"api_key": "vk", "webhook_secret": "wh"},
+        "sources": {"stripe": {"signing_secret": "whsec_1"},
+                    "platforms": {"auction-co": {"secret": "ps", "transaction_source": "AuctionCo"}}}});
+    let (_doc, mut full) = normalise(&body).unwrap();
+    let secrets = split_secrets(&mut full);
+    let text = full.to_string();
+    for secret in ["vk", "wh", "whsec_1", "ps"] {
+        assert!(
+            !text.contains(&format!("\"{secret}\"")),
+            "{secret} left in {text}"
+        );
+    }
+    assert_eq!(secrets.len(), 4);
+    let pointers: Vec<String> = secrets.iter().map(|(p, _)| p.clone()).collect();
+    let shown = redacted(&full, &pointers);
+    assert_eq!(shown["virtuous"]["api_key"], REDACTED);
+    assert_eq!(
+        shown["sources"]["stripe"]["previous_signing_secret"],
+        Value::Null
+    );
+    join_secrets(&mut full, &secrets);
+    assert_eq!(full["sources"]["platforms"]["auction-co"]["secret"], "ps");
+}
