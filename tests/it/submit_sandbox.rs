@@ -92,14 +92,6 @@ fn answered(stats: &Value, endpoint: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn wait_for(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < deadline, "timed out waiting for {what}");
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[actix_rt::test]
 async fn submit_drains_queued_gifts_in_full_batches_within_the_budget() {
     // Goal: 1,000 queued gifts reach the sandbox in 10 calls of 100 (one transactionSource each), every gift once, no 429, and each record is submitted and imported.
@@ -118,8 +110,8 @@ async fn submit_drains_queued_gifts_in_full_batches_within_the_budget() {
     rig.handle.enqueue(entries).await.expect("queued");
     let started = Instant::now();
     rig.handle.resume();
-    wait_for("all gifts submitted", Duration::from_secs(20), || {
-        rig.tenant.counts().submitted == 1_000
+    wait_until(Duration::from_secs(20), "all gifts submitted", || async {
+        (rig.tenant.counts().submitted == 1_000).then_some(())
     })
     .await;
     let elapsed = started.elapsed();
@@ -174,8 +166,8 @@ async fn submit_waits_out_a_429_and_retries_a_503_without_losing_a_gift() {
     rig.handle.enqueue(entries).await.expect("queued");
     let started = Instant::now();
     rig.handle.resume();
-    wait_for("all gifts submitted", Duration::from_secs(20), || {
-        rig.tenant.counts().submitted == 50
+    wait_until(Duration::from_secs(20), "all gifts submitted", || async {
+        (rig.tenant.counts().submitted == 50).then_some(())
     })
     .await;
     assert!(
@@ -250,8 +242,8 @@ async fn submit_drain_10k_gifts_measure() {
         rig.handle.enqueue(entries).await.expect("queued");
     }
     rig.handle.resume();
-    wait_for("all gifts submitted", Duration::from_secs(60), || {
-        rig.tenant.counts().submitted == 10_000
+    wait_until(Duration::from_secs(60), "all gifts submitted", || async {
+        (rig.tenant.counts().submitted == 10_000).then_some(())
     })
     .await;
     let stats = rig.org.stats().await;
