@@ -14,7 +14,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::SecretString;
 use steward_actors::ports::{Crm, UnconfiguredCrm};
@@ -37,12 +36,8 @@ pub const STATE_PAUSED: &str = "paused";
 /// Alert raised when a tenant targets the embedded sandbox but none is running.
 pub const ALERT_EMBEDDED_SANDBOX_MISSING: &str = "embedded_sandbox_missing";
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// The one wall clock (`steward_actors::ports::now_ms`), re-exported for the admin routes.
+pub use steward_actors::ports::now_ms;
 
 fn unknown_tenant(id: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`"))

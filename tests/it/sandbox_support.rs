@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
@@ -281,10 +281,7 @@ pub fn assert_invalid(r: &Resp, key: &str) {
 
 /// Seconds since the Unix epoch, fractional.
 pub fn now_unix_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    steward_actors::ports::now_ms() as f64 / 1_000.0
 }
 
 /// A valid single gift transaction whose contact is new (unique email and reference).

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use steward::virtuous::crm::VirtuousCrm;
+use steward_actors::ports::now_ms;
 use steward_actors::runtime::{BudgetSettings, SubmitSettings};
 use steward_actors::store::{Lane, NewEntry, RecordKind, Store, StoreOptions, TenantStore};
 use steward_actors::{Runtime, TenantHandle, TenantSettings, TenantSpec};
@@ -61,13 +62,6 @@ async fn rig(org_hourly_limit: u64, budget: BudgetSettings) -> Rig {
         tenant,
         _dir: dir,
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 fn entry(kind: RecordKind, id: &str, body: &Value) -> NewEntry {
