@@ -1,5 +1,5 @@
 //! The Virtuous client against the sandbox on loopback: every answer reduced to facts that
-//! classify as DESIGN.md §5 says, rate-limit headers read, lookups and queries decoded.
+//! classify as the outcome table (`steward_actors::outcome`) says, rate-limit headers read, lookups and queries decoded.
 
 use std::time::Duration;
 
