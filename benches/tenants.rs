@@ -1,4 +1,4 @@
-//! Scale benchmark: 10,000 tenants on one node (issue 2 targets, DESIGN.md §8).
+//! Scale benchmark: 10,000 tenants on one node (issue 2 targets).
 //!
 //! Runs the real release `steward` binary on loopback with a fresh data dir, creates N
 //! tenants through the admin API (closed loop, 16 concurrent clients, load generator in

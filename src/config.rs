@@ -61,7 +61,7 @@ pub struct Config {
     pub sandbox: SandboxSection,
 }
 
-/// How queued entries are sent (DESIGN.md §5).
+/// How queued entries are sent (docs/operations.md "Submission and budget").
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubmitterSection {
@@ -77,7 +77,7 @@ pub struct SubmitterSection {
     pub lease_timeout_s: u64,
 }
 
-/// How submitted records are confirmed (DESIGN.md §3).
+/// How submitted records are confirmed (docs/operations.md "Confirmation").
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconcilerSection {
@@ -87,7 +87,7 @@ pub struct ReconcilerSection {
     pub needs_review_after_s: u64,
     /// Gifts per query page (Virtuous allows 1,000).
     pub query_take: u32,
-    /// Idempotency keys are remembered this many days (DESIGN.md invariant 5).
+    /// Idempotency keys are remembered this many days (docs/operations.md "Confirmation").
     pub dedup_retention_days: u64,
 }
 

@@ -1,4 +1,4 @@
-//! The tenant document of the admin API (DESIGN.md §6): JSON shape, defaults, validation,
+//! The tenant document of the admin API (docs/operations.md "Tenants"): JSON shape, defaults, validation,
 //! and the write-only secrets inside it.
 //!
 //! A document travels as `serde_json::Value` so that PATCH can be an RFC 7396 merge patch;
@@ -122,7 +122,7 @@ pub struct StripeSettings {
     #[serde(default)]
     pub metadata_keys: MetadataKeys,
     /// How long a basil-era payment that looks like a subscription payment waits for its
-    /// `invoice_payment.paid` link before it is sent as a one-time gift (sources.md).
+    /// `invoice_payment.paid` link before it is sent as a one-time gift (docs/ingress.md).
     #[serde(default = "default_subscription_hold_s")]
     pub subscription_hold_s: u64,
 }

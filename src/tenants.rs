@@ -9,12 +9,11 @@
 //!   record removed — a crash in between leaves a registered tenant with no data (deleting
 //!   it again finishes the job), never orphaned dedup marks under a free id.
 //!
-//! Creating a tenant calls nobody (DESIGN.md invariant 10): the embedded sandbox, when
+//! Creating a tenant calls nobody (ARCHITECTURE.md invariants): the embedded sandbox, when
 //! used, is in-process. Admin mutations are serialised by `AppState::admin_lock`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::SecretString;
 use steward_actors::ports::{Crm, UnconfiguredCrm};
@@ -37,12 +36,8 @@ pub const STATE_PAUSED: &str = "paused";
 /// Alert raised when a tenant targets the embedded sandbox but none is running.
 pub const ALERT_EMBEDDED_SANDBOX_MISSING: &str = "embedded_sandbox_missing";
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// The one wall clock (`steward_actors::ports::now_ms`), re-exported for the admin routes.
+pub use steward_actors::ports::now_ms;
 
 fn unknown_tenant(id: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no tenant `{id}`"))
@@ -427,7 +422,7 @@ pub fn format_ms(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-/// `GET /v1/tenants/{id}`: the status shape of DESIGN.md §6.
+/// `GET /v1/tenants/{id}`: the status shape of docs/operations.md "Tenant status".
 pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let record = state
         .store
@@ -475,7 +470,7 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
 }
 
 /// The budget status plus the configured limit, and a warning when Virtuous reports another
-/// limit in `X-RateLimit-Limit` (DESIGN.md §5: the lower one wins).
+/// limit in `X-RateLimit-Limit` (the lower one wins).
 fn budget_json(budget: &BudgetStatus, effective_settings: &Value) -> Value {
     let hourly_limit = effective_settings["hourly_limit"].as_u64();
     let warning = budget

@@ -66,7 +66,7 @@ impl Default for TrafficOptions {
     }
 }
 
-/// Which payload shapes a payment's events follow (sources.md).
+/// Which payload shapes a payment's events follow (docs/ingress.md "Subscription payments: holds and links").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
     /// Before 2025-03-31.

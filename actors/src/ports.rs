@@ -27,12 +27,18 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        // A clock before 1970 is a broken host; 0 keeps arithmetic defined instead of panicking.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as u64)
-            .unwrap_or(0)
+        now_ms()
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the one reading of the system clock, for
+/// code that takes no [`Clock`] (the `steward` crate, tests).
+pub fn now_ms() -> u64 {
+    // A clock before 1970 is a broken host; 0 keeps arithmetic defined instead of panicking.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A clock that only moves when told to (unit tests).

@@ -328,6 +328,4 @@ pub(crate) async fn alert_once(
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    crate::tenants::now_ms()
-}
+pub(crate) use steward_actors::ports::now_ms;

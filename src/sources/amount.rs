@@ -1,7 +1,7 @@
 //! Minor units → the decimal string Virtuous expects, in major units of the currency.
 //!
 //! Stripe sends integers in the currency's smallest unit. Virtuous wants major units
-//! (virtuous-api.md contract table): `usd` 1234 → `"12.34"`, `jpy` 1234 → `"1234"`.
+//! (docs/ingress.md, Stripe and generic platforms): `usd` 1234 → `"12.34"`, `jpy` 1234 → `"1234"`.
 
 /// Currencies Stripe treats as zero-decimal: the amount is already in major units.
 pub const ZERO_DECIMAL_CURRENCIES: [&str; 16] = [

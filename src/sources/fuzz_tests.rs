@@ -1,4 +1,4 @@
-//! Property-based fuzzing of the ingress code (DESIGN.md invariant 8: bad input gets a clear
+//! Property-based fuzzing of the ingress code (docs/ingress.md: bad input gets a clear
 //! error and never panics a handler), in-process: Stripe and platform signature checks,
 //! `parse_event` and `map_event` on arbitrary bytes and on structurally mutated real events.
 //!

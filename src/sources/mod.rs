@@ -4,7 +4,7 @@
 //! the [`Command`]s to `Capture` as [`NewEntry`]s.
 //!
 //! # Layout
-//! - [`stripe`]: Stripe webhooks (signature, event envelope, mapping rules of `sources.md`).
+//! - [`stripe`]: Stripe webhooks (signature, event envelope, the mapping rules of docs/ingress.md).
 //! - [`amount`]: minor units → the decimal string Virtuous expects (zero-decimal currencies).
 
 pub mod amount;
@@ -40,7 +40,7 @@ pub struct Command {
     pub source: String,
     /// The record's stable source id: the payment id for gifts and refunds, `cus_…` for contacts.
     pub source_id: String,
-    /// One idempotency key per source fact, forever (DESIGN.md invariant 3); see [`idempotency_key`].
+    /// One idempotency key per source fact, forever (docs/ingress.md "Dedup"); see [`idempotency_key`].
     pub idempotency_key: String,
     /// Other ids that find this record (event id, charge id, PaymentIntent id, invoice id…).
     pub aliases: Vec<String>,

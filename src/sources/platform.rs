@@ -1,5 +1,5 @@
-//! Generic fundraising / auction / event platforms (sources.md "Fundraising … platforms"):
-//! HMAC-signed JSON webhooks, configured per tenant (DESIGN.md §6 `sources.platforms.{name}`).
+//! Generic fundraising / auction / event platforms (docs/ingress.md "Generic platforms"):
+//! HMAC-signed JSON webhooks, configured per tenant (`sources.platforms.{name}`).
 //!
 //! Pure, like the rest of `sources`: [`verify_signature`] on the raw bytes, [`parse_event`],
 //! then [`map_event`] → a gift or contact transaction [`Command`], or `Ignored`.

@@ -1,4 +1,4 @@
-//! Stripe webhooks (sources.md, "Stripe"): verify → parse → map to commands.
+//! Stripe webhooks (docs/ingress.md, "Stripe"): verify → parse → map to commands.
 //!
 //! Pure: no I/O and no clock (`now` is a parameter). The ingress calls, in order,
 //! [`verify_signature`] on the raw bytes, [`parse_event`], then [`map_event`], and acts on the
@@ -36,7 +36,7 @@ pub const SOURCE: &str = "stripe";
 /// First day of the `basil` API versions: payments no longer name their invoice.
 const BASIL_FIRST_VERSION: &str = "2025-03-31";
 
-/// Description Stripe gives the PaymentIntents of subscriptions (sources.md).
+/// Description Stripe gives the PaymentIntents of subscriptions (docs/ingress.md).
 const SUBSCRIPTION_DESCRIPTIONS: [&str; 2] = ["Subscription creation", "Subscription update"];
 
 /// The envelope of a Stripe event; `object` is `data.object`, left as JSON because its shape
@@ -149,11 +149,11 @@ pub struct StripeMapping {
     pub metadata_segment_key: String,
     pub accept_test_events: bool,
     /// How long a basil-era payment that looks like a subscription payment waits for its
-    /// `invoice_payment.paid` link (sources.md `subscription_hold_s`, default 120).
+    /// `invoice_payment.paid` link (`sources.stripe.subscription_hold_s`, default 120; docs/ingress.md).
     pub subscription_hold_s: u64,
 }
 
-/// sources.md default of `subscription_hold_s`.
+/// Default of `subscription_hold_s` (docs/ingress.md).
 pub const SUBSCRIPTION_HOLD_S_DEFAULT: u64 = 120;
 
 impl StripeMapping {

@@ -7,7 +7,7 @@ fn minimal() -> Value {
 
 #[test]
 fn minimal_document_gets_design_defaults() {
-    // Goal: only id, name and virtuous.api_key are required; the rest defaults as DESIGN.md §6.
+    // Goal: only id, name and virtuous.api_key are required; the rest takes its documented default.
     let (_doc, full) = normalise(&minimal()).unwrap();
     assert_eq!(full["time_zone"], "UTC");
     assert_eq!(

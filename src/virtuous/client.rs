@@ -58,7 +58,7 @@ pub struct CallResult<T = ()> {
 }
 
 impl<T> CallResult<T> {
-    /// The verdict for this call's items (DESIGN.md §5).
+    /// The verdict for this call's items (the outcome table, `steward_actors::outcome`).
     pub fn classify(&self) -> BatchOutcome {
         classify(self.facts.clone())
     }

@@ -1,4 +1,4 @@
-//! # Virtuous CRM+ client (DESIGN.md §2 `virtuous/`)
+//! # Virtuous CRM+ client (ARCHITECTURE.md codemap, `virtuous/`)
 //!
 //! The reqwest side of submission, confirmation and webhook registration. Pure with respect
 //! to the runtime: it sends one request and reports what happened as plain facts; the

@@ -1,4 +1,4 @@
-//! Virtuous wire models the client reads back (virtuous-api.md). Only the fields the engine
+//! Virtuous wire models the client reads back (the shapes `docs/sandbox.md` simulates). Only the fields the engine
 //! uses; unknown fields are ignored because the real API adds fields without notice.
 
 use serde::{Deserialize, Deserializer, Serialize};

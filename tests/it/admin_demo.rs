@@ -1,12 +1,16 @@
 //! `steward demo` as a user runs it: the real binary, one process, loopback only.
 
+use std::cell::RefCell;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::common::{at_timeout, wait_until_blocking};
 
 /// Runs `steward demo` with `args`; (exit code, stdout, stderr, how long it took).
 fn run_demo(args: &[&str], timeout: Duration) -> (Option<i32>, String, String, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
+    let child = Command::new(env!("CARGO_BIN_EXE_steward"))
         .arg("demo")
         .args(args)
         .env_clear()
@@ -16,21 +20,20 @@ fn run_demo(args: &[&str], timeout: Duration) -> (Option<i32>, String, String, D
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn steward demo");
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "steward demo still running after {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = RefCell::new(child);
+    // Formatted at the deadline only: kills the demo and shows what it printed.
+    let what = at_timeout(|| {
+        let mut child = child.borrow_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
+        let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+        format!("steward demo to exit (killed); stdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    wait_until_blocking(timeout, what, || child.borrow_mut().try_wait().unwrap());
+    let child = child.into_inner();
     let output = child.wait_with_output().unwrap();
     (
         output.status.code(),

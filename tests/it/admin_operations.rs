@@ -50,7 +50,7 @@ async fn record(app: &TestApp, id: &str, path: &str) -> (u16, Value) {
 
 #[actix_rt::test]
 async fn dead_letters_are_listed_replayed_edited_and_discarded_durably() {
-    // Goal: the dead-letter routes do what DESIGN.md §6 says, keep lanes and counts exact,
+    // Goal: the dead-letter routes do what docs/operations.md "Dead letters" says, keep lanes and counts exact,
     // refuse idempotency-field edits, write history, and survive a kill -9 right after.
     let mut app = TestApp::spawn(SpawnOptions::default()).await;
     paused_tenant(&app, "dl").await;

@@ -1,5 +1,6 @@
 //! Shared helpers: the real `steward` binary on loopback with a fresh data dir.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,8 +17,10 @@ pub fn queued_total(status: &Value) -> u64 {
         .sum()
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+/// The one way a test waits: polls `check` (every 20 ms) until it returns `Some(value)` and
+/// returns the value; after `timeout` it panics with `what`, formatted only then (so
+/// `at_timeout` can describe the state the wait ended in). Never a bare sleep.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: impl Display, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -27,11 +30,48 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert_before(deadline, timeout, &what);
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// `wait_until` for code that must block its thread (waiting for a child process to exit
+/// without letting the test's other tasks run, or inside `spawn_blocking`).
+pub fn wait_until_blocking<T>(
+    timeout: Duration,
+    what: impl Display,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert_before(deadline, timeout, &what);
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+fn assert_before(deadline: Instant, timeout: Duration, what: &impl Display) {
+    assert!(
+        Instant::now() < deadline,
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// A `wait_until` description built when the wait times out: `describe` can read the state
+/// the wait ended in (a log, counters).
+pub fn at_timeout<F: Fn() -> String>(describe: F) -> AtTimeout<F> {
+    AtTimeout(describe)
+}
+
+pub struct AtTimeout<F>(F);
+
+impl<F: Fn() -> String> Display for AtTimeout<F> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&(self.0)())
     }
 }
 
@@ -212,17 +252,12 @@ impl TestApp {
         let started = Instant::now();
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = started + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status, started.elapsed());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "steward did not exit within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let status = wait_until_blocking(
+            Duration::from_secs(30),
+            "steward to exit after SIGTERM",
+            || child.try_wait().unwrap(),
+        );
+        (status, started.elapsed())
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

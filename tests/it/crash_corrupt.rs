@@ -29,7 +29,9 @@ use futures_util::FutureExt;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{files_below, tenant_body, SpawnOptions, TestApp, ADMIN_TOKEN};
+use crate::common::{
+    files_below, tenant_body, wait_until_blocking, ChildGuard, SpawnOptions, TestApp, ADMIN_TOKEN,
+};
 use crate::crash_support::CrashRig;
 
 /// Every file below `dir` with its bytes.
@@ -56,7 +58,7 @@ fn serve_once(data_dir: &Path) -> Served {
     let _ = std::fs::remove_file(data_dir.join("listen-addr"));
     let output_path = data_dir.with_file_name("corrupt-run.log");
     let output = std::fs::File::create(&output_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
+    let child = Command::new(env!("CARGO_BIN_EXE_steward"))
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -70,19 +72,22 @@ fn serve_once(data_dir: &Path) -> Served {
         .stderr(output)
         .spawn()
         .expect("spawn steward");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut child = ChildGuard(child);
     let printed = || std::fs::read_to_string(&output_path).unwrap_or_default();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Served::Exited(status, printed());
-        }
-        if data_dir.join("listen-addr").exists() || std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Served::Started(printed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Killed when it started serving (dropping the guard kills and reaps it).
+    wait_until_blocking(
+        Duration::from_secs(30),
+        "steward serve to exit or start serving",
+        || {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return Some(Served::Exited(status, printed()));
+            }
+            data_dir
+                .join("listen-addr")
+                .exists()
+                .then(|| Served::Started(printed()))
+        },
+    )
 }
 
 /// An engine that stored a few hundred entries and stopped cleanly (SIGTERM): its data dir.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use steward::traffic::{self, GeneratedEvent, Traffic, TrafficOptions};
 use steward_actors::store::{Store, StoreOptions};
 
-use crate::common::{wait_until, SpawnOptions, TestApp};
+use crate::common::{at_timeout, wait_until, SpawnOptions, TestApp};
 use crate::external_sandbox::{org_and_tenant_on, stripe_secret_of, ExternalSandbox};
 
 /// High enough that the budget never paces a test.
@@ -44,18 +44,17 @@ pub fn hits(app: &TestApp, point: &str) -> usize {
 /// Waits (≤ 30 s) for the engine to exit by itself, then asserts it died at `point` (the
 /// `hits`-th time in this log): a crash by anything else is a failure, not a pass.
 pub async fn crashed_at(app: &mut TestApp, point: &str, hits_expected: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = app.child.as_mut().unwrap().try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the engine did not crash at {point} within 30 s; log:\n{}",
-            app.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let log_path = app.log_path();
+    let what = at_timeout(|| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        format!("the engine to crash at {point}; log:\n{log}")
+    });
+    let child = app.child.as_mut().unwrap();
+    let status = wait_until(Duration::from_secs(30), what, || {
+        let exited = child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
     app.child = None;
     // The crash point kills with SIGKILL; a panic or an error exit is another failure.
     assert_eq!(

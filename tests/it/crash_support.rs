@@ -18,6 +18,7 @@ pub use producers::{
     Delivery, EventSource, ExpectedGift, Feed, Oracle, Producers, StripeSource, TenantKey,
 };
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -29,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::common::{SpawnOptions, TestApp};
+use crate::common::{at_timeout, wait_until, SpawnOptions, TestApp};
 use crate::external_sandbox::{org_and_tenant_on, ExternalSandbox};
 
 /// The engine settings of the crash tests: fast retries (the plan's shared settings).
@@ -169,31 +170,40 @@ impl CrashRig {
     /// Waits until every tenant's queue is empty and the sandbox's transactions received
     /// stay unchanged for a second; returns when that state was first seen (the drain's end).
     pub async fn drain(&self, timeout: Duration) -> Instant {
-        let deadline = Instant::now() + timeout;
-        let mut last: Option<(u64, Instant)> = None;
-        loop {
-            let mut queued = 0;
-            for tenant in &self.tenants {
-                queued += self.queued_total(tenant).await;
-            }
-            let received = self.transactions_received().await;
-            last = match last {
-                _ if queued > 0 => None,
-                Some((seen, since)) if seen == received => {
-                    if since.elapsed() >= Duration::from_secs(1) {
-                        return since;
-                    }
-                    Some((seen, since))
-                }
-                _ => Some((received, Instant::now())),
-            };
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for the engine to drain ({queued} queued, {received} received; data dir {})",
+        // Nothing queued and the received count unchanged since (count, when).
+        let steady: Cell<Option<(u64, Instant)>> = Cell::new(None);
+        // (queued, received) at the last look, for the message at the deadline.
+        let seen = Cell::new((0, 0));
+        let what = at_timeout(|| {
+            let (queued, received) = seen.get();
+            format!(
+                "the engine to drain ({queued} queued, {received} received; data dir {})",
                 self.app.data_dir().display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            )
+        });
+        wait_until(timeout, what, || {
+            let (steady, seen) = (&steady, &seen);
+            async move {
+                let mut queued = 0;
+                for tenant in &self.tenants {
+                    queued += self.queued_total(tenant).await;
+                }
+                let received = self.transactions_received().await;
+                seen.set((queued, received));
+                steady.set(match steady.get() {
+                    _ if queued > 0 => None,
+                    Some((count, since)) if count == received => {
+                        if since.elapsed() >= Duration::from_secs(1) {
+                            return Some(since);
+                        }
+                        Some((count, since))
+                    }
+                    _ => Some((received, Instant::now())),
+                });
+                None
+            }
+        })
+        .await
     }
 
     /// Runs the import step of every org.

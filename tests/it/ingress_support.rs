@@ -2,7 +2,6 @@
 //! look at the stored queue once the process has stopped.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use steward::sources::stripe::sign_header;
@@ -13,18 +12,10 @@ use crate::common::TestApp;
 pub const BASIL: &str = "2025-03-31.basil";
 pub const LEGACY: &str = "2024-06-20";
 
-pub fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+pub use steward_actors::ports::now_ms;
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+pub fn now_s() -> i64 {
+    (now_ms() / 1_000) as i64
 }
 
 /// A Stripe fixture (`data.object` shapes from Stripe's OpenAPI fixtures).

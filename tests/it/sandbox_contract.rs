@@ -1,6 +1,6 @@
 //! Sandbox contract: control API, authentication, org isolation, rate limit and stats (issue 3).
 //!
-//! Written from the issue and virtuous-api.md, not from the code.
+//! Written from the issue and docs/sandbox.md, not from the code.
 
 use serde_json::json;
 

@@ -4,10 +4,9 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
@@ -15,6 +14,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use steward::sandbox::{SandboxConfig, SandboxHandle};
+
+pub use crate::common::{at_timeout, wait_until};
 
 /// A generous deadline for "eventually" assertions (import runs, webhook deliveries).
 pub const EVENTUALLY: Duration = Duration::from_secs(10);
@@ -278,30 +279,9 @@ pub fn assert_invalid(r: &Resp, key: &str) {
     );
 }
 
-/// Polls `check` every 20 ms until it is true or `deadline` has passed; returns the last answer.
-pub async fn wait_until<F, Fut>(deadline: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Seconds since the Unix epoch, fractional.
 pub fn now_unix_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    steward_actors::ports::now_ms() as f64 / 1_000.0
 }
 
 /// A valid single gift transaction whose contact is new (unique email and reference).
@@ -469,19 +449,21 @@ impl Receiver {
 
     /// Waits until at least `n` deliveries of `event` arrived; panics at the deadline.
     pub async fn wait_events(&self, event: &str, n: usize) -> Vec<Hit> {
-        let ok = wait_until(EVENTUALLY, || async { self.events(event).len() >= n }).await;
-        assert!(
-            ok,
-            "wanted {n} {event} deliveries, got {:?}",
-            self.summary()
-        );
+        let what = at_timeout(|| format!("{n} {event} deliveries, got {:?}", self.summary()));
+        wait_until(EVENTUALLY, what, || async {
+            (self.events(event).len() >= n).then_some(())
+        })
+        .await;
         self.events(event)
     }
 
     /// Waits until at least `n` deliveries of any kind arrived.
     pub async fn wait_hits(&self, n: usize) -> Vec<Hit> {
-        let ok = wait_until(EVENTUALLY, || async { self.hits().len() >= n }).await;
-        assert!(ok, "wanted {n} deliveries, got {:?}", self.summary());
+        let what = at_timeout(|| format!("{n} deliveries, got {:?}", self.summary()));
+        wait_until(EVENTUALLY, what, || async {
+            (self.hits().len() >= n).then_some(())
+        })
+        .await;
         self.hits()
     }
 

@@ -129,13 +129,13 @@ async fn single_form_webhooks_are_base64_signed_and_filtered_by_flags() {
         remaining - 1,
         "webhooks spent budget"
     );
-    let ok = wait_until(EVENTUALLY, || async {
-        org.stats().await["webhooks_sent"] == 3
+    wait_until(EVENTUALLY, "3 webhook deliveries sent", || async {
+        (org.stats().await["webhooks_sent"] == 3).then_some(())
     })
     .await;
     let s = org.stats().await;
     assert!(
-        ok && s["webhooks_failed"] == 0,
+        s["webhooks_failed"] == 0,
         "3 deliveries sent, none failed: {s}"
     );
     all.stop().await;
@@ -219,16 +219,17 @@ async fn mixed_form_uses_both_single_and_bulk() {
             vec![v["gift"]["transactionId"].as_str().unwrap().to_string()]
         }
     };
-    let ok = wait_until(EVENTUALLY, || async {
-        recv.hits()
+    let what = at_timeout(|| format!("4 gifts delivered, got {:?}", recv.summary()));
+    wait_until(EVENTUALLY, what, || async {
+        let gifts = recv
+            .hits()
             .iter()
             .map(gift_ids)
             .map(|v| v.len())
-            .sum::<usize>()
-            >= 4
+            .sum::<usize>();
+        (gifts >= 4).then_some(())
     })
     .await;
-    assert!(ok, "{:?}", recv.summary());
     let hits = recv.hits();
     assert!(
         hits.iter().any(|h| h.json().get("gift").is_some()),
@@ -297,20 +298,18 @@ async fn failed_deliveries_are_retried_then_counted() {
         hits[1].at.duration_since(hits[0].at) >= Duration::from_millis(80),
         "no backoff"
     );
-    let ok = wait_until(EVENTUALLY, || async {
-        org.stats().await["webhooks_sent"] == 1
+    wait_until(EVENTUALLY, "1 webhook delivery sent", || async {
+        (org.stats().await["webhooks_sent"] == 1).then_some(())
     })
     .await;
-    assert!(ok, "{}", org.stats().await);
 
     recv.fail_next(4);
     org.send_gift(&gift_tx("stripe", "r2")).await;
     org.process().await;
-    let ok = wait_until(EVENTUALLY, || async {
-        org.stats().await["webhooks_failed"] == 1
+    wait_until(EVENTUALLY, "1 webhook delivery failed", || async {
+        (org.stats().await["webhooks_failed"] == 1).then_some(())
     })
     .await;
-    assert!(ok, "{}", org.stats().await);
     assert_eq!(
         recv.hits().len(),
         3 + 4,

@@ -15,6 +15,7 @@ use rand::Rng;
 use reqwest::Method;
 use serde_json::json;
 use steward::traffic::{self, Expected};
+use steward_actors::ports::now_ms;
 
 use crate::common::{queued_total as queue_depth, wait_until, SpawnOptions, TestApp};
 use crate::external_sandbox::{org_and_tenant_on, stripe_secret_of, ExternalSandbox};
@@ -120,13 +121,6 @@ fn start_producers(
             })
         })
         .collect()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// When the sandbox received the first batch call at or after `since_ms`.

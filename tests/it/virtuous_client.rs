@@ -1,7 +1,7 @@
 //! The Virtuous client against the sandbox on loopback: every answer reduced to facts that
-//! classify as DESIGN.md §5 says, rate-limit headers read, lookups and queries decoded.
+//! classify as the outcome table (`steward_actors::outcome`) says, rate-limit headers read, lookups and queries decoded.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -36,10 +36,7 @@ async fn script_next_batch(org: &Org, respond: Value) {
 }
 
 fn now_unix_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    steward_actors::ports::now_ms() / 1_000
 }
 
 fn outcome_of<T>(result: &CallResult<T>) -> Outcome {

@@ -9,7 +9,7 @@ use crate::tenant::{PlatformEventMapping, PlatformSettings};
 
 const NOW: i64 = 1_750_000_000;
 
-/// The DESIGN.md §6 example platform, plus a contact event.
+/// An example platform (docs/ingress.md "Generic platforms"), plus a contact event.
 fn settings() -> PlatformSettings {
     let mut events = BTreeMap::new();
     events.insert(

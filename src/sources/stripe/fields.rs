@@ -37,13 +37,13 @@ pub(super) fn amount_at(object: &Value, pointer: &str) -> Option<i64> {
         .filter(|amount| *amount >= 0)
 }
 
-/// `YYYY-MM-DD` of `unix_s` in the tenant's time zone (virtuous-api.md contract).
+/// `YYYY-MM-DD` of `unix_s` in the tenant's time zone (docs/ingress.md "Stripe").
 pub(super) fn gift_date(unix_s: i64, tz: &TimeZone) -> Option<String> {
     let timestamp = jiff::Timestamp::from_second(unix_s).ok()?;
     Some(timestamp.to_zoned(tz.clone()).date().to_string())
 }
 
-/// Virtuous `giftType` from a Stripe payment method type (virtuous-api.md contract table).
+/// Virtuous `giftType` from a Stripe payment method type (docs/ingress.md "Stripe").
 pub(super) fn gift_type(payment_method_type: Option<&str>) -> &'static str {
     match payment_method_type {
         Some("card" | "card_present") => "Credit",

@@ -60,7 +60,7 @@ impl<'a> Context<'a> {
     }
 
     /// `payment_intent.succeeded` / `charge.succeeded`: one gift per payment, same
-    /// `transactionId` and idempotency key whichever event arrives (sources.md).
+    /// `transactionId` and idempotency key whichever event arrives (docs/ingress.md).
     pub fn map_payment(&self, kind: PaymentObject) -> Result<Mapped, SourceError> {
         let object = &self.event.object;
         let own_id = text_at(object, "/id").ok_or_else(|| self.mapping_error("no id"))?;
@@ -271,7 +271,7 @@ impl<'a> Context<'a> {
             .map(str::to_string)
     }
 
-    /// The gift transaction command (virtuous-api.md "Gift Transaction" and contract table).
+    /// The gift transaction command (docs/ingress.md "Stripe").
     fn gift_command(&self, facts: GiftFacts<'_>) -> Result<Command, SourceError> {
         if !facts.donor.is_identifiable() {
             return Err(

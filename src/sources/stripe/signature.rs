@@ -1,4 +1,4 @@
-//! `Stripe-Signature` verification (sources.md): `t=<unix s>,v1=<hex>[,v1=…][,v0=…]`.
+//! `Stripe-Signature` verification (docs/ingress.md): `t=<unix s>,v1=<hex>[,v1=…][,v0=…]`.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -100,7 +100,7 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
                     v1_digests.push(digest);
                 }
             }
-            // v0 and future schemes are ignored (sources.md).
+            // v0 and future schemes are ignored: only v1 is verified.
             _ => {}
         }
     }

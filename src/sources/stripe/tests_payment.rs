@@ -173,7 +173,7 @@ fn the_api_era_comes_from_the_version_else_the_shape() {
 
 #[test]
 fn a_charge_becomes_the_exact_gift_transaction_body() {
-    // Goal: every field of the gift body follows virtuous-api.md for a plain card payment.
+    // Goal: every field of the gift body follows docs/ingress.md's Stripe mapping for a plain card payment.
     let gift = only_command(map(&event(
         "charge.succeeded",
         BASIL,

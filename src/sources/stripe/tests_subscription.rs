@@ -1,5 +1,5 @@
 //! Subscription payments on both API-version shapes: one recurring gift, never also a
-//! one-time gift (sources.md "Subscription payments must not become a second gift").
+//! one-time gift (docs/ingress.md "Subscription payments: holds and links").
 
 use jiff::tz::TimeZone;
 use serde_json::{json, Value};
