@@ -379,17 +379,18 @@ fn dead_letters(listing: &Value) -> Vec<Value> {
 
 #[tokio::test]
 async fn single_call_items_are_paced_to_the_allowance() {
-    // Goal: ≥ 500 single-call items (contact transactions) at hourly_limit 3,600 with a 10 %
-    // reserve → 0.9 calls/s → between 53 and 55 calls in 60 s, and no 429.
+    // Goal: single-call items (contact transactions) at hourly_limit 36,000 with a 10 % reserve
+    // → 9 calls/s → between 53 and 55 calls in 6 s, and no 429. (The same proof at 3,600/h
+    // took 60 s of CI; pacing is the same arithmetic at any rate.)
     let app = TestApp::spawn(SpawnOptions::default()).await;
-    org_and_tenant(&app, "paced", 3_600, json!({})).await;
+    org_and_tenant(&app, "paced", 36_000, json!({})).await;
     app.admin(Method::POST, "/v1/tenants/paced/pause")
         .send()
         .await
         .unwrap();
     let traffic = traffic::generate(&TrafficOptions {
         seed: 3,
-        payments: 520,
+        payments: 120,
         subscription_share: 0.0,
         customer_share: 1.0,
         redelivery_share: 0.0,
@@ -402,7 +403,8 @@ async fn single_call_items_are_paced_to_the_allowance() {
         .into_iter()
         .filter(|event| event.event_type == "customer.created")
         .collect();
-    assert!(customers.len() >= 500, "{} customers", customers.len());
+    // More items than 6 s of allowance can carry, so the queue never runs dry.
+    assert!(customers.len() >= 100, "{} customers", customers.len());
     let statuses = send_all(&app, "paced", customers.clone(), 8).await;
     assert_eq!(
         statuses.get(&202).copied(),
@@ -417,9 +419,10 @@ async fn single_call_items_are_paced_to_the_allowance() {
         .await
         .unwrap();
     let resumed = Instant::now();
-    tokio::time::sleep_until((resumed + Duration::from_secs(60)).into()).await;
+    // A deliberate pacing window, not a wait for a result.
+    tokio::time::sleep_until((resumed + Duration::from_secs(6)).into()).await;
     let stats = sandbox_call(&app, Method::GET, "/_sandbox/orgs/paced/stats", None).await;
     let calls = sandbox_calls(&stats) - before;
-    assert!((53..=55).contains(&calls), "{calls} calls in 60 s: {stats}");
+    assert!((53..=55).contains(&calls), "{calls} calls in 6 s: {stats}");
     assert_eq!(stats["throttled"], 0, "{stats}");
 }
