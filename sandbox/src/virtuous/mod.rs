@@ -2,7 +2,7 @@
 //! queries, records, webhooks and the `/_sandbox` control API, on the crate's shared server.
 //!
 //! # Layout
-//! - `mod.rs`: [`OrgSpec`] and its switches; the running [`Simulator`] (registry + webhook
+//! - `mod.rs`: [`OrgSpec`] and its switches; the running `Simulator` (registry + webhook
 //!   dispatcher) and the routes it mounts.
 //! - `models`: amounts, dates, timestamps, case-insensitive field reads.
 //! - `org`: the registry and one organization's state (one mutex per org).
