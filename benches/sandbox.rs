@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use steward::sandbox::{OrgSpec, SandboxConfig};
+use steward_sandbox::virtuous::OrgSpec;
+use steward_sandbox::SandboxConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,7 +45,7 @@ fn start_sandbox(
     let (stop_sender, stop_receiver) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let handle = steward::sandbox::start(SandboxConfig {
+            let handle = steward_sandbox::start(SandboxConfig {
                 listen: "127.0.0.1:0".parse().expect("loopback address"),
                 workers,
             })

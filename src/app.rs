@@ -11,12 +11,12 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use steward_actors::runtime::Runtime;
 use steward_actors::store::{MasterKey, Store, StoreOptions};
+use steward_sandbox::{SandboxConfig, SandboxHandle};
 
 use crate::config::Config;
 use crate::http::auth::{require_admin_token, AdminToken};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::{admin, ops};
-use crate::sandbox::{self, SandboxConfig, SandboxHandle};
 use crate::telemetry;
 
 /// Everything request handlers share. One per process.
@@ -138,7 +138,7 @@ pub async fn serve_until(
     let admin_token = load_or_create_admin_token(&config.data_dir)?;
 
     let sandbox = if config.sandbox.embedded {
-        let handle = sandbox::start(SandboxConfig {
+        let handle = steward_sandbox::start(SandboxConfig {
             listen: listeners.sandbox,
             workers: 1,
         })

@@ -1,7 +1,8 @@
 //! # Steward
 //!
 //! A self-hosted, multi-tenant sync engine between nonprofits' source platforms and the
-//! Virtuous CRM+ API. See `ARCHITECTURE.md` for the map.
+//! Virtuous CRM+ API. See `ARCHITECTURE.md` for the map. The Virtuous CRM+ simulator shipped in
+//! the binary is its own crate, [`steward_sandbox`] (`sandbox/`).
 //!
 //! # Layout
 //! - [`config`]: the configuration file and `STEWARD_…` overrides, validated at start.
@@ -11,7 +12,6 @@
 //! - [`app`]: wiring: store, runtime, servers, lifecycle.
 //! - [`demo`]: `steward demo`, the whole loop in one process against the embedded sandbox.
 //! - [`telemetry`]: logs and the Prometheus recorder.
-//! - [`sandbox`]: a Virtuous CRM+ simulator shipped in the binary.
 //! - [`sources`]: source platforms (Stripe…): verify → parse → map to commands, pure.
 //! - [`traffic`]: a deterministic generator of signed Stripe webhook traffic (demo, tests, benches).
 //! - [`virtuous`]: the Virtuous CRM+ client; answers reduced to facts for classification.
@@ -20,7 +20,6 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod http;
-pub mod sandbox;
 pub mod sources;
 pub mod telemetry;
 pub mod tenant;

@@ -104,7 +104,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 fn run_sandbox(listen: SocketAddr) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
         let handle =
-            steward::sandbox::start(steward::sandbox::SandboxConfig { listen, workers: 0 }).await?;
+            steward_sandbox::start(steward_sandbox::SandboxConfig { listen, workers: 0 }).await?;
         // One line on stdout that scripts (and tests using port 0) can read.
         println!("steward sandbox listening on {}", handle.base_url());
         use tokio::signal::unix::{signal, SignalKind};

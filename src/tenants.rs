@@ -24,10 +24,10 @@ use steward_actors::runtime::{
     BudgetSettings, ConfirmSettings, SubmitSettings, TenantSettings, TenantSpec,
 };
 use steward_actors::store::{RecordKind, TenantRecord, TENANT_NEEDS_OPERATOR};
+use steward_sandbox::virtuous::OrgSpec;
 
 use crate::app::AppState;
 use crate::http::error::{ApiError, ErrorCode};
-use crate::sandbox::OrgSpec;
 use crate::tenant::{self, TenantDoc};
 use crate::virtuous::crm::VirtuousCrm;
 

@@ -73,13 +73,13 @@ async fn embedded_create_org_is_idempotent_for_the_same_key() {
     // Goal: SandboxHandle::create_org creates a usable org; the same key again is a no-op,
     // another key for the same id is refused.
     let sb = start_sandbox().await;
-    let spec: steward::sandbox::OrgSpec =
+    let spec: steward_sandbox::virtuous::OrgSpec =
         serde_json::from_value(json!({"id": "emb", "api_key": "emb-key"})).unwrap();
     sb.handle.create_org(spec.clone()).expect("first create");
     sb.handle
         .create_org(spec)
         .expect("same key again is a no-op");
-    let other_key: steward::sandbox::OrgSpec =
+    let other_key: steward_sandbox::virtuous::OrgSpec =
         serde_json::from_value(json!({"id": "emb", "api_key": "another-key"})).unwrap();
     assert!(
         sb.handle.create_org(other_key).is_err(),
@@ -101,7 +101,7 @@ async fn embedded_ensure_org_rotates_the_api_key() {
     // Goal: SandboxHandle::ensure_org creates an org, and for an existing org makes the new
     // key current and revokes the old one (a credential rotation), keeping its data.
     let sb = start_sandbox().await;
-    let spec = |key: &str| -> steward::sandbox::OrgSpec {
+    let spec = |key: &str| -> steward_sandbox::virtuous::OrgSpec {
         serde_json::from_value(json!({"id": "rot", "api_key": key})).unwrap()
     };
     sb.handle.ensure_org(spec("old-key")).expect("create");
@@ -127,7 +127,7 @@ async fn embedded_ensure_org_rotates_the_api_key() {
         .ensure_org(spec("new-key"))
         .expect("the current key again is a no-op");
     // Another org cannot take a key that is in use.
-    let thief: steward::sandbox::OrgSpec =
+    let thief: steward_sandbox::virtuous::OrgSpec =
         serde_json::from_value(json!({"id": "thief", "api_key": "new-key"})).unwrap();
     assert!(sb.handle.ensure_org(thief).is_err());
     sb.handle.stop().await;

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use steward::sandbox::{SandboxConfig, SandboxHandle};
+use steward_sandbox::{SandboxConfig, SandboxHandle};
 
 pub use crate::common::{at_timeout, wait_until};
 
@@ -29,7 +29,7 @@ pub struct Sandbox {
 
 /// Starts a sandbox on a free loopback port with one worker.
 pub async fn start_sandbox() -> Sandbox {
-    let handle = steward::sandbox::start(SandboxConfig {
+    let handle = steward_sandbox::start(SandboxConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         workers: 1,
     })

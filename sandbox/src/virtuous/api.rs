@@ -2,92 +2,25 @@
 //! auth → rate limit → script → random faults → handler. The whole gate runs under the
 //! org's lock once, so the hot path takes one lock and never awaits while holding it.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::faults::{FaultDecision, RequestKey};
 use super::import::{import_and_notify, Selection};
-use super::models::now_ms;
 use super::org::{Org, OrgState, Registry};
-use super::ratelimit::{Admission, RateHeaders};
-use super::request_log::LoggedRequest;
 use super::stats::CLOSED_WITHOUT_ANSWER;
 use super::validate::{ModelState, INVALID_MESSAGE};
 use super::webhooks::WebhookJob;
-use super::{
-    routes_control, routes_reads, routes_records, routes_transactions, Processing, SandboxConfig,
-};
-
-/// Bulk webhook deliveries and 100-item batches are large; real Virtuous limits are unknown.
-const BODY_LIMIT_BYTES: usize = 8 * 1024 * 1024;
-
-/// A duplicate of the connection's socket descriptor, stashed at accept so a handler can
-/// close the connection unanswered. Owning a duplicate (closed when the connection's data is
-/// dropped) means a late shutdown, after a hang whose client already gave up, can only ever
-/// hit this connection's socket, never a newer connection that reused the fd number.
-#[derive(Debug)]
-struct ConnectionSocket(OwnedFd);
-
-pub(crate) fn bind(
-    config: SandboxConfig,
-    registry: Arc<Registry>,
-) -> std::io::Result<(Server, std::net::SocketAddr)> {
-    let data = web::Data::from(registry);
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(BODY_LIMIT_BYTES))
-            // The hot route first: actix tries resources in order, and dynamic patterns
-            // cost a regex match each; the control routes sit behind one prefix check.
-            .configure(routes_transactions::configure)
-            .configure(routes_reads::configure)
-            .configure(routes_records::configure)
-            .service(web::scope("/_sandbox").configure(routes_control::configure))
-            .default_service(web::to(HttpResponse::NotFound))
-    })
-    .on_connect(|connection, extensions| {
-        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            match tcp.as_fd().try_clone_to_owned() {
-                Ok(socket) => {
-                    extensions.insert(ConnectionSocket(socket));
-                }
-                Err(error) => tracing::warn!(error = %error, "sandbox could not duplicate a socket; close faults will answer 500 instead"),
-            }
-        }
-    })
-    // The host process (steward serve, a test) owns signals, not the embedded sandbox.
-    .disable_signals()
-    .backlog(1024);
-    if config.workers > 0 {
-        server = server.workers(config.workers);
-    }
-    let server = server.bind(config.listen)?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| std::io::Error::other("the sandbox bound no address"))?;
-    Ok((server.run(), addr))
-}
-
-/// Closes the request's connection without writing a byte of response.
-fn close_connection(request: &HttpRequest) {
-    if let Some(ConnectionSocket(socket)) = request.conn_data::<ConnectionSocket>() {
-        // SAFETY: `socket` is an open descriptor we own (it lives as long as the request's
-        // connection data); shutdown ends the stream for every descriptor of the socket,
-        // so actix sees the connection end and closes its own descriptor as usual.
-        unsafe {
-            libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR);
-        }
-    }
-}
+use super::Processing;
+use crate::clock::now_ms;
+use crate::faults::{FaultDecision, RequestKey};
+use crate::ratelimit::{Admission, RateHeaders};
+use crate::request_log::LoggedRequest;
+use crate::server::close_connection;
 
 /// A response body before headers are added.
 #[derive(Debug)]
@@ -405,52 +338,5 @@ pub(crate) async fn authenticated(
             .await
         }
         Err(response) => response,
-    }
-}
-
-/// A path parameter, fully percent-decoded ("" when absent). The router decodes most
-/// escapes but keeps `%2F`, `%25` and `%2B` encoded so segments stay unambiguous; ids such
-/// as `ch 1/a` arrive as `ch%201%2Fa` and must round-trip.
-pub(crate) fn path_param(request: &HttpRequest, name: &str) -> String {
-    percent_decode(request.match_info().get(name).unwrap_or(""))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = (bytes[index] == b'%')
-            .then(|| text.get(index + 1..index + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            None => {
-                decoded.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
-/// A numeric id path parameter; `None` (→ 404) when it is not a number.
-pub(crate) fn id_param(request: &HttpRequest) -> Option<u64> {
-    path_param(request, "id").parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn percent_decoding_restores_protected_characters() {
-        // Goal: the escapes the router keeps (%2F, %25, %2B) are decoded; bad escapes stay.
-        assert_eq!(super::percent_decode("ch%201%2Fa"), "ch 1/a");
-        assert_eq!(super::percent_decode("100%25%2Bx"), "100%+x");
-        assert_eq!(super::percent_decode("50%"), "50%");
-        assert_eq!(super::percent_decode("%zz"), "%zz");
     }
 }

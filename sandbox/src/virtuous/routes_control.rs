@@ -9,14 +9,14 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::faults::{RandomFaults, ScriptBody};
 use super::import::{approve_and_notify, import_and_notify, Selection};
-use super::models::now_ms;
 use super::org::{CreateOrgError, Org, Registry};
 use super::records::{contact_full, gift_full, gift_webhook, Record};
 use super::routes_records::{edit_contact, edit_gift};
 use super::webhooks::{Event, EventKind};
 use super::OrgSpec;
+use crate::clock::now_ms;
+use crate::faults::{RandomFaults, ScriptBody};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::webhooks::sign;
 use super::*;
+use crate::{start, SandboxConfig, SandboxHandle};
 
 async fn sandbox() -> SandboxHandle {
     start(SandboxConfig {

@@ -2,7 +2,7 @@ use actix_web::web::Bytes;
 use serde_json::json;
 
 use super::*;
-use crate::sandbox::records::contact_references;
+use crate::virtuous::records::contact_references;
 
 const NOW: u64 = 1_700_000_000_000;
 

@@ -8,14 +8,14 @@ use actix_web::web::Bytes;
 use tokio::sync::mpsc;
 
 use super::contact_store::ContactStore;
-use super::faults::Faults;
-use super::models::now_ms;
-use super::ratelimit::SlidingWindow;
 use super::records::{GiftStore, Table};
-use super::request_log::RequestLog;
 use super::stats::{Gauges, Stats, StatsSnapshot, WebhookCounters};
 use super::webhooks::{build_jobs, DeliveryForms, DeliveryPlan, Event, EventKind, WebhookJob};
 use super::{OrgSpec, Processing};
+use crate::clock::now_ms;
+use crate::faults::Faults;
+use crate::ratelimit::SlidingWindow;
+use crate::request_log::RequestLog;
 
 /// What an accepted transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

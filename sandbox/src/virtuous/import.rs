@@ -5,16 +5,16 @@
 use serde_json::{json, Map, Value};
 
 use super::contacts::{upsert_contact, ContactInput};
-use super::faults::stable_draw;
 use super::models::{
-    field, gift_date_formatted, gift_date_json, now_ms, parse_gift_date, text_field, utc_date,
-    Amount,
+    field, gift_date_formatted, gift_date_json, parse_gift_date, text_field, utc_date, Amount,
 };
 use super::org::{Org, OrgState, Pending, PendingKind, Registry};
 use super::records::{custom_fields_object, gift_webhook, Record};
 use super::validate::GIFT_TYPES;
 use super::webhooks::{Event, EventKind};
 use super::OrgSpec;
+use crate::clock::now_ms;
+use crate::faults::stable_draw;
 
 /// One run's numbers (the body of `POST /_sandbox/orgs/{id}/process`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -1,33 +1,28 @@
-//! A faithful Virtuous CRM+ simulator (DESIGN.md §7, `docs/sandbox.md`).
-//!
-//! CONTRACT: `start`, `SandboxConfig`, `SandboxHandle` and `OrgSpec` are what `main`,
-//! the engine's embedded mode, tests and benchmarks use. Keep these names and signatures.
+//! The Virtuous CRM+ simulator (`docs/sandbox.md`): its organizations, transaction import,
+//! queries, records, webhooks and the `/_sandbox` control API, on the crate's shared server.
 //!
 //! # Layout
+//! - `mod.rs`: [`OrgSpec`] and its switches; the running `Simulator` (registry + webhook
+//!   dispatcher) and the routes it mounts.
 //! - `models`: amounts, dates, timestamps, case-insensitive field reads.
 //! - `org`: the registry and one organization's state (one mutex per org).
-//! - `ratelimit`: the sliding hour and the `X-RateLimit-*` numbers.
-//! - `faults`: random faults by stable hash, scripted steps.
 //! - `validate`: transaction bodies → `modelState`.
-//! - `import`: the import step: dedup, review, gift creation; `contacts`: matching.
+//! - `import`: the import step: dedup, review, gift creation; `contacts` and
+//!   `contact_store`: matching.
 //! - `records`, `query`: stored records, their JSON forms, query groups and conditions.
 //! - `webhooks`: payload forms, signatures, the delivery task with retries.
 //! - `api`: the request gate (auth → rate limit → script → random faults → handler).
 //! - `routes_transactions`, `routes_reads`, `routes_records`, `routes_control`: the HTTP handlers.
 //! - `stats`: the counters behind `/_sandbox/orgs/{id}/stats`.
-//! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 
 mod api;
 mod contact_store;
 mod contacts;
-mod faults;
 mod import;
 mod models;
 mod org;
 mod query;
-mod ratelimit;
 mod records;
-mod request_log;
 mod routes_control;
 mod routes_reads;
 mod routes_records;
@@ -39,21 +34,10 @@ mod webhooks;
 #[cfg(test)]
 mod smoke_tests;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix_web::web;
 use serde::{Deserialize, Serialize};
-
-pub use faults::{RandomFaults, ScriptStep, StepMatch, StepRespond};
-
-/// How to run a sandbox.
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    /// Where to listen; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// actix-web worker threads (0 = one per core).
-    pub workers: usize,
-}
 
 /// When accepted transactions are imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -212,62 +196,56 @@ impl OrgSpec {
     }
 }
 
-/// A running sandbox.
-pub struct SandboxHandle {
-    addr: SocketAddr,
+/// A running Virtuous simulator: its organizations and the task that delivers their webhooks.
+pub(crate) struct Simulator {
     registry: Arc<org::Registry>,
-    server: actix_web::dev::ServerHandle,
     dispatcher: tokio::task::JoinHandle<()>,
 }
 
-impl SandboxHandle {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+impl Simulator {
+    /// Starts the webhook dispatcher on the current runtime, with no organization yet.
+    pub(crate) fn start() -> Simulator {
+        let (webhook_sender, dispatcher) = webhooks::spawn_dispatcher();
+        Simulator {
+            registry: Arc::new(org::Registry::new(webhook_sender)),
+            dispatcher,
+        }
     }
-    /// `http://127.0.0.1:PORT`
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+
+    /// Mounts the Virtuous API and the `/_sandbox` control API (run once per server worker).
+    pub(crate) fn routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+        let registry = web::Data::from(Arc::clone(&self.registry));
+        move |config| {
+            config
+                .app_data(registry.clone())
+                // The hot route first: actix tries resources in order, and dynamic patterns
+                // cost a regex match each; the control routes sit behind one prefix check.
+                .configure(routes_transactions::configure)
+                .configure(routes_reads::configure)
+                .configure(routes_records::configure)
+                .service(web::scope("/_sandbox").configure(routes_control::configure));
+        }
     }
-    /// Creates an organization in-process (the embedded mode); same rules as the control API.
-    /// Creating an org that exists with the same api key is a no-op.
-    pub fn create_org(&self, spec: OrgSpec) -> Result<(), String> {
+
+    /// Creates an organization in-process; same rules as the control API. Creating an org
+    /// that exists with the same api key is a no-op.
+    pub(crate) fn create_org(&self, spec: OrgSpec) -> Result<(), String> {
         self.registry
             .create(spec, true)
             .map_err(|error| error.to_string())
     }
-    /// The embedded mode's "make it so": creates the org, or — when it exists — makes
-    /// `spec.api_key` its current key (revoking the previous one), as a credential rotation
-    /// on the Virtuous side would. Other fields of an existing org are left unchanged.
-    pub fn ensure_org(&self, spec: OrgSpec) -> Result<(), String> {
+
+    /// Creates the org, or — when it exists — makes `spec.api_key` its current key.
+    pub(crate) fn ensure_org(&self, spec: OrgSpec) -> Result<(), String> {
         match self.registry.rotate_api_key(&spec.id, &spec.api_key) {
             Ok(true) => Ok(()),
             Ok(false) => self.create_org(spec),
             Err(error) => Err(error.to_string()),
         }
     }
-    /// Stops the server gracefully.
-    pub async fn stop(self) {
-        self.server.stop(true).await;
+
+    /// Stops webhook delivery (the server is stopped by the handle).
+    pub(crate) fn stop(&self) {
         self.dispatcher.abort();
     }
-}
-
-/// Starts a sandbox inside the current actix/tokio runtime (call from `#[actix_web::main]`
-/// or `#[actix_rt::test]`). Logs loudly that the target is a simulator.
-pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
-    let (webhook_sender, dispatcher) = webhooks::spawn_dispatcher();
-    let registry = Arc::new(org::Registry::new(webhook_sender));
-    let (server, addr) = api::bind(config, Arc::clone(&registry))?;
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
-    tracing::warn!(
-        listen = %addr,
-        "SANDBOX: this is a Virtuous CRM+ SIMULATOR, not Virtuous; nothing sent here reaches a real CRM"
-    );
-    Ok(SandboxHandle {
-        addr,
-        registry,
-        server: handle,
-        dispatcher,
-    })
 }

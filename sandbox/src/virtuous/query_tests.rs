@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::sandbox::OrgSpec;
+use crate::virtuous::OrgSpec;
 
 /// 2023-11-14T22:13:20Z
 const T0: u64 = 1_700_000_000_000;

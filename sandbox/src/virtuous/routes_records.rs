@@ -6,12 +6,13 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::api::{authenticated, id_param, Handled, Reply};
+use super::api::{authenticated, Handled, Reply};
 use super::models::{parse_gift_date, text_field, Amount};
 use super::org::{Org, OrgState, Registry};
 use super::records::{contact_full, custom_fields_object, gift_full, gift_webhook, Record};
 use super::validate::ModelState;
 use super::webhooks::{Event, EventKind};
+use crate::server::id_param;
 
 const FREQUENCIES: [&str; 8] = [
     "OneTime",

@@ -8,14 +8,6 @@ use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// Milliseconds since the Unix epoch, from the system clock.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// ISO 8601 UTC with milliseconds, the form of `createDateTimeUtc` / `modifiedDateTimeUtc`.
 pub(crate) fn iso_utc(ms: u64) -> String {
     match jiff::Timestamp::from_millisecond(ms as i64) {

@@ -136,8 +136,19 @@ pub(crate) fn validate_gift_transaction(
     let mut errors = Errors { prefix, state };
     errors.require_text("transactionSource", &view.transaction_source);
     errors.require_text("transactionId", &view.transaction_id);
+    let amount = check_amount(&mut errors, &view.amount);
+    check_gift_date(&mut errors, &view.gift_date);
+    check_gift_type(&mut errors, &view.gift_type);
+    check_contact(&mut errors, view.contact.as_ref());
+    if let Some(designations) = &view.designations {
+        let sum_against = amount.filter(|_| check_designation_sum);
+        check_designations(&mut errors, designations, sum_against);
+    }
+}
 
-    let amount = match &view.amount {
+/// The gift amount when it is a positive decimal; otherwise an error is added.
+fn check_amount(errors: &mut Errors<'_>, amount: &Option<LooseScalar>) -> Option<Amount> {
+    match amount {
         Some(LooseScalar::Text(text)) if !text.trim().is_empty() => match Amount::parse(text) {
             Some(amount) if amount.micros > 0 => Some(amount),
             Some(_) => {
@@ -160,10 +171,12 @@ pub(crate) fn validate_gift_transaction(
             errors.required("amount");
             None
         }
-    };
+    }
+}
 
-    if errors.require_text("giftDate", &view.gift_date) {
-        let text = present(&view.gift_date).unwrap_or_default();
+fn check_gift_date(errors: &mut Errors<'_>, gift_date: &Option<LooseScalar>) {
+    if errors.require_text("giftDate", gift_date) {
+        let text = present(gift_date).unwrap_or_default();
         if parse_gift_date(text).is_none() {
             errors.add(
                 "giftDate",
@@ -171,9 +184,11 @@ pub(crate) fn validate_gift_transaction(
             );
         }
     }
+}
 
-    if errors.require_text("giftType", &view.gift_type) {
-        let text = present(&view.gift_type).unwrap_or_default();
+fn check_gift_type(errors: &mut Errors<'_>, gift_type: &Option<LooseScalar>) {
+    if errors.require_text("giftType", gift_type) {
+        let text = present(gift_type).unwrap_or_default();
         if !GIFT_TYPES
             .iter()
             .any(|known| known.eq_ignore_ascii_case(text))
@@ -187,8 +202,10 @@ pub(crate) fn validate_gift_transaction(
             );
         }
     }
+}
 
-    match &view.contact {
+fn check_contact(errors: &mut Errors<'_>, contact: Option<&GiftContactView>) {
+    match contact {
         None => errors.required("contact"),
         Some(contact) => {
             let identified = present(&contact.email).is_some()
@@ -207,35 +224,41 @@ pub(crate) fn validate_gift_transaction(
             }
         }
     }
+}
 
-    if let Some(designations) = &view.designations {
-        let mut designated_micros: i64 = 0;
-        let mut all_parse = true;
-        for (index, designation) in designations.iter().enumerate() {
-            match present(&designation.amount_designated).and_then(Amount::parse) {
-                Some(part) => designated_micros += part.micros,
-                None => {
-                    all_parse = false;
-                    errors.add(
-                        &format!("designations[{index}].amountDesignated"),
-                        "The AmountDesignated field is required and must be a decimal.".into(),
-                    );
-                }
-            }
-        }
-        if let (true, true, Some(amount)) = (check_designation_sum, all_parse, amount) {
-            if !designations.is_empty() && designated_micros != amount.micros {
+/// Every designated amount must parse; when `sum_against` is given (a valid gift amount and
+/// the org checks sums), a non-empty list must add up to it.
+fn check_designations(
+    errors: &mut Errors<'_>,
+    designations: &[DesignationView],
+    sum_against: Option<Amount>,
+) {
+    let mut designated_micros: i64 = 0;
+    let mut all_parse = true;
+    for (index, designation) in designations.iter().enumerate() {
+        match present(&designation.amount_designated).and_then(Amount::parse) {
+            Some(part) => designated_micros += part.micros,
+            None => {
+                all_parse = false;
                 errors.add(
-                    "designations",
-                    format!(
-                        "The designated amounts ({}) must add up to the gift amount ({}).",
-                        Amount {
-                            micros: designated_micros
-                        },
-                        amount
-                    ),
+                    &format!("designations[{index}].amountDesignated"),
+                    "The AmountDesignated field is required and must be a decimal.".into(),
                 );
             }
+        }
+    }
+    if let (true, Some(amount)) = (all_parse, sum_against) {
+        if !designations.is_empty() && designated_micros != amount.micros {
+            errors.add(
+                "designations",
+                format!(
+                    "The designated amounts ({}) must add up to the gift amount ({}).",
+                    Amount {
+                        micros: designated_micros
+                    },
+                    amount
+                ),
+            );
         }
     }
 }

@@ -7,10 +7,11 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{authenticated, id_param, path_param, Handled, Reply};
+use super::api::{authenticated, Handled, Reply};
 use super::org::{OrgState, Registry};
 use super::query::{run_query, QueryBody, RecordKind};
 use super::records::{contact_full, contact_summary, gift_full, gift_summary, Record};
+use crate::server::{id_param, path_param};
 
 /// Virtuous caps `take` at 1000.
 const TAKE_MAX: u64 = 1_000;

@@ -1,0 +1,93 @@
+//! Simulators of the platforms Steward talks to, shipped inside the `steward` binary
+//! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`). Today one
+//! simulator: a faithful Virtuous CRM+ (`docs/sandbox.md`). The crate depends on nothing of
+//! Steward's: a simulator knows only the wire contract of the platform it imitates.
+//!
+//! CONTRACT: [`start`], [`SandboxConfig`], [`SandboxHandle`] and [`virtuous::OrgSpec`] are
+//! what `main`, the engine's embedded mode, tests and benchmarks use. Keep these names and
+//! signatures.
+//!
+//! # Layout
+//! Shared plumbing, the same for every simulator:
+//! - `lib.rs`: [`SandboxConfig`], [`start`] and the [`SandboxHandle`] of a running sandbox.
+//! - `server`: the one HTTP server (body limit, 404 fallback, no signal handling), closing a
+//!   connection unanswered, path parameters.
+//! - `clock`: `now_ms`, the crate's one wall clock.
+//! - `ratelimit`: the sliding hour and the `X-RateLimit-*` numbers.
+//! - `faults`: random faults by stable hash, scripted steps.
+//! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
+//!
+//! One folder per simulated platform, each mounting its routes on the shared server:
+//! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files). A Constant
+//!   Contact, Mailchimp or generic-feed simulator would sit beside it as a sibling module.
+
+mod clock;
+mod faults;
+mod ratelimit;
+mod request_log;
+mod server;
+pub mod virtuous;
+
+use std::net::SocketAddr;
+
+pub use faults::{RandomFaults, ScriptStep, StepMatch, StepRespond};
+
+/// How to run a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// actix-web worker threads (0 = one per core).
+    pub workers: usize,
+}
+
+/// A running sandbox.
+pub struct SandboxHandle {
+    addr: SocketAddr,
+    virtuous: virtuous::Simulator,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl SandboxHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Creates a Virtuous organization in-process (the embedded mode); same rules as the
+    /// control API. Creating an org that exists with the same api key is a no-op.
+    pub fn create_org(&self, spec: virtuous::OrgSpec) -> Result<(), String> {
+        self.virtuous.create_org(spec)
+    }
+    /// The embedded mode's "make it so": creates the Virtuous org, or — when it exists —
+    /// makes `spec.api_key` its current key (revoking the previous one), as a credential
+    /// rotation on the Virtuous side would. Other fields of an existing org are left unchanged.
+    pub fn ensure_org(&self, spec: virtuous::OrgSpec) -> Result<(), String> {
+        self.virtuous.ensure_org(spec)
+    }
+    /// Stops the server gracefully.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        self.virtuous.stop();
+    }
+}
+
+/// Starts a sandbox inside the current actix/tokio runtime (call from `#[actix_web::main]`
+/// or `#[actix_rt::test]`). Logs loudly that the target is a simulator.
+pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
+    let virtuous = virtuous::Simulator::start();
+    let (server, addr) = server::bind(config, virtuous.routes())?;
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    tracing::warn!(
+        listen = %addr,
+        "SANDBOX: this is a Virtuous CRM+ SIMULATOR, not Virtuous; nothing sent here reaches a real CRM"
+    );
+    Ok(SandboxHandle {
+        addr,
+        virtuous,
+        server: handle,
+    })
+}
