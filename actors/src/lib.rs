@@ -25,6 +25,7 @@ pub mod budget;
 pub mod capture;
 pub mod child;
 pub mod failpoint;
+pub mod gift_match;
 pub mod inbound;
 pub mod mailbox;
 pub mod messages;
@@ -42,6 +43,7 @@ pub mod store;
 pub mod submitter;
 pub mod submitter_request;
 pub mod supervisor;
+pub mod virtuous_event;
 
 pub use messages::{EnqueueError, KillMode};
 pub use observe::{ActorKind, ActorStatus};
