@@ -48,7 +48,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<VirtuousDelivery, NotJson> {
             })
         }
         None => {
-            let event = parse_model(top, top_event.as_deref(), || raw_body());
+            let event = parse_model(top, top_event.as_deref(), raw_body);
             return Ok(VirtuousDelivery {
                 event: top_event.unwrap_or_default(),
                 events: vec![event],

@@ -91,3 +91,80 @@ impl TenantHandle {
             .ok_or_else(|| StoreError::Io("the tenant runs without a store (test runtime)".into()))
     }
 }
+
+/// Test hooks of the admin API (`runtime.test_hooks`): each durable before it resolves.
+impl TenantHandle {
+    /// Entries and a checkpoint in one atomic write (as a poller advances its checkpoint).
+    pub async fn enqueue_with_checkpoint_for_test(
+        &self,
+        entries: Vec<crate::store::NewEntry>,
+        checkpoint_name: &str,
+        checkpoint: &[u8],
+    ) -> Result<Vec<crate::store::EnqueueOutcome>, StoreError> {
+        let sled = self.store_for_hooks()?;
+        let outcomes =
+            sled.tenant_store
+                .enqueue_with_checkpoint(entries, checkpoint_name, checkpoint)?;
+        sled.store.durable().await?;
+        self.hint_work(outcomes.len() as u64);
+        Ok(outcomes)
+    }
+
+    /// A checkpoint's stored value.
+    pub fn checkpoint_for_test(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store_for_hooks()?.tenant_store.get_checkpoint(name)
+    }
+
+    /// Dead-letters the `count` oldest live-lane entries the way the submitter does for a
+    /// permanent error; returns the dead letters' ids.
+    pub async fn dead_letter_live_for_test(
+        &self,
+        count: usize,
+        status: Option<u16>,
+        reason: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        let sled = self.store_for_hooks()?;
+        let tenant_store = &sled.tenant_store;
+        let now_ms = self.shared.clock.now_ms();
+        let mut ids = Vec::new();
+        for (seq, _) in tenant_store.scan_lane(Lane::Live, count)? {
+            if let Some(dead) =
+                tenant_store.dead_letter_queued_entry(Lane::Live, seq, status, reason, now_ms)?
+            {
+                ids.push(dead.id);
+            }
+        }
+        sled.store.durable().await?;
+        Ok(ids)
+    }
+}
+
+impl TenantHandle {
+    /// Hands a source fact (alert, event mark, hold, link part) to Capture; resolves once
+    /// what it changed is durable. Back-pressure as [`TenantHandle::enqueue`].
+    pub fn record_fact(
+        &self,
+        fact: crate::capture::commands::SourceFact,
+    ) -> impl Future<
+        Output = Result<crate::capture::commands::FactOutcome, crate::messages::EnqueueError>,
+    > + 'static {
+        use crate::messages::EnqueueError;
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let capture = shared
+                .addresses()
+                .capture
+                .ok_or(EnqueueError::Unavailable)?;
+            let capacity = shared.settings().mailbox_capacity;
+            let mailbox = &shared.cell(ActorKind::Capture).mailbox;
+            if mailbox.depth() >= capacity as u64 {
+                return Err(EnqueueError::MailboxFull { capacity });
+            }
+            let guard = mailbox.guard();
+            capture
+                .send(crate::capture::commands::RecordFact { fact, guard })
+                .await
+                .map_err(|_mailbox_closed| EnqueueError::Unavailable)?
+        }
+    }
+}

@@ -53,24 +53,23 @@ impl TenantStore {
             .keys()
             .collect::<Result<_, _>>()
             .map_err(io_error)?;
-        let mut next_id = existing
+        let first_id = existing
             .last()
             .and_then(|key| key.get(prefix.len()..))
             .and_then(|tail| <[u8; 8]>::try_from(tail).ok())
             .map_or(1, |bytes| u64::from_be_bytes(bytes) + 1);
         let mut batch = sled::Batch::default();
         let mut ids = Vec::with_capacity(events.len());
-        for (raw_json, reason) in events {
+        for (id, (raw_json, reason)) in (first_id..).zip(events) {
             let event = UnparsedEvent {
-                id: next_id,
+                id,
                 received_at_ms: now_ms,
                 origin: origin.to_owned(),
                 reason: reason.clone(),
                 raw_json: raw_json.clone(),
             };
-            batch.insert(unparsed_key(&prefix, next_id), encode(&event)?);
-            ids.push(next_id);
-            next_id += 1;
+            batch.insert(unparsed_key(&prefix, id), encode(&event)?);
+            ids.push(id);
         }
         let over = (existing.len() + events.len()).saturating_sub(UNPARSED_KEPT_MAX);
         for key in existing.iter().take(over) {
