@@ -8,6 +8,7 @@ mod common;
 mod confirm_reconcile;
 mod confirm_support;
 mod confirm_webhook;
+mod confirm_webhook_shapes;
 mod crash_corrupt;
 mod crash_disconnect;
 mod crash_failpoints;
