@@ -14,46 +14,24 @@
 //!   subscription for staff to link in Virtuous.
 //!
 //! The decisions run in the tenant's Capture actor (`steward_actors::capture::commands`,
-//! source-neutral holds and links); this module maps Stripe's pieces onto them: the link
-//! is the invoice, the held entry the payment, the target the subscription, the note the
-//! first payment's frequency. The answer comes after the write is durable.
+//! source-neutral holds and links; Stripe's rule is `sources::stripe::link`); this module
+//! hands the commands over and turns Capture's outcome into the answer, which comes after
+//! the write is durable.
 
 use serde_json::json;
-use steward_actors::capture::commands::{FactOutcome, LinkPart, LinkRule, SourceFact};
-use steward_actors::store::RecordKind;
+use steward_actors::capture::commands::{FactOutcome, SourceFact};
 
 use super::{record_fact, refuse, Answer, IngressError, TenantContext};
 use crate::http::error::ErrorCode;
-use crate::sources::stripe::{SubscriptionLink, SOURCE};
+use crate::sources::stripe::link::{link_part, link_rule};
+use crate::sources::stripe::SubscriptionLink;
 use crate::sources::Command;
-
-/// Source-state name of link parts, keyed by invoice id (value: the stored link as JSON).
-pub const LINK_STATE: &str = "stripe_link";
-/// Source-state name of the index payment id → invoice id.
-pub const LINK_BY_PAYMENT: &str = "stripe_link_payment";
-/// Alert raised when a link completes after its payment's hold ended.
-pub const ALERT_LINK_LATE: &str = "subscription_link_late";
 
 /// A `Mapped::Hold` of the Stripe mapping.
 pub(super) struct Hold {
     pub payment_id: String,
     pub until_s: i64,
     pub gift: Command,
-}
-
-/// How Stripe subscription payments are linked (what `apply_link` does to a held gift).
-fn link_rule() -> LinkRule {
-    LinkRule {
-        state_name: LINK_STATE.into(),
-        index_name: LINK_BY_PAYMENT.into(),
-        kind: RecordKind::Gift,
-        source: SOURCE.into(),
-        target_field: "recurringGiftTransactionId".into(),
-        note_field: "frequency".into(),
-        late_alert_code: ALERT_LINK_LATE.into(),
-        late_alert_message: "payment {entry} was queued as a one-time gift before its link to subscription {target} (invoice {link}) arrived; link the gift to the recurring gift in Virtuous".into(),
-        release_reason: "released: linked to subscription {target} (invoice {link})".into(),
-    }
 }
 
 /// A held payment: queued recurring at once when its link is complete, else held.
@@ -120,16 +98,6 @@ pub(super) async fn link(
             json!({"invoice": link_id, "complete": complete, "released": released}),
         )),
         other => Err(unexpected(&other)),
-    }
-}
-
-fn link_part(part: SubscriptionLink) -> LinkPart {
-    LinkPart {
-        link_id: part.invoice_id,
-        entry_id: part.payment_id,
-        target_id: part.subscription_id,
-        note: part.first_payment_frequency,
-        event_ids: part.event_ids,
     }
 }
 
