@@ -33,32 +33,7 @@ use crate::tenant::{self, TenantDoc};
 use crate::virtuous::crm::VirtuousCrm;
 
 mod admin_door;
-pub use admin_door::RecordView;
-
-/// The process's store, reachable only from this module and its children: the HTTP modules
-/// hold an [`AppState`] but cannot open a tenant's key space (issue 10: HTTP code touches no
-/// store; a test greps `src/http` as well). Admin reads and commands that need the registry
-/// go through the facade in `admin_door.rs`; everything else through the tenant's handle.
-pub struct TenantStores {
-    store: steward_actors::store::Store,
-}
-
-impl TenantStores {
-    pub fn new(store: steward_actors::store::Store) -> TenantStores {
-        TenantStores { store }
-    }
-
-    /// `/readyz`: a point read answers (sled has no cheaper health probe) and no write group
-    /// or flush failed.
-    pub fn is_open(&self) -> bool {
-        self.store.registry().get("-readiness-probe-").is_ok() && self.store.failure().is_none()
-    }
-
-    /// The last flush at shutdown.
-    pub fn flush_blocking(&self) -> Result<(), steward_actors::store::StoreError> {
-        self.store.flush_blocking()
-    }
-}
+pub use admin_door::{RecordView, TenantStores};
 
 fn store(state: &AppState) -> &steward_actors::store::Store {
     &state.stores.store
