@@ -22,7 +22,8 @@ use crate::telemetry;
 /// Everything request handlers share. One per process.
 pub struct AppState {
     pub config: Config,
-    pub store: Store,
+    /// The store, behind the tenants facade (HTTP modules cannot reach it).
+    pub stores: crate::tenants::TenantStores,
     pub master_key: MasterKey,
     pub runtime: Runtime,
     pub metrics: PrometheusHandle,
@@ -55,10 +56,7 @@ pub struct Readiness {
 
 impl AppState {
     pub fn readiness(&self) -> Readiness {
-        // A point read proves the store answers (sled has no cheaper health probe).
-        // A store that refuses writes (a failed flush or write group) is not ready either.
-        let store_open = self.store.registry().get("-readiness-probe-").is_ok()
-            && self.store.failure().is_none();
+        let store_open = self.stores.is_open();
         let tenants = self.registered_tenants.load(Ordering::Acquire);
         let tenants_running = self.runtime.tenant_ids().len();
         // Every registered tenant runs (one that failed to start keeps this false) and every
@@ -175,7 +173,7 @@ pub async fn serve_until(
     let runtime = Runtime::new(config.arbiter_count());
     let state = web::Data::new(AppState {
         config: config.clone(),
-        store,
+        stores: crate::tenants::TenantStores::new(store),
         master_key,
         runtime,
         metrics: metrics_handle,
@@ -278,7 +276,7 @@ pub async fn serve_until(
     {
         tracing::warn!("graceful shutdown exceeded its deadline; flushing and exiting");
     }
-    state.store.flush_blocking()?;
+    state.stores.flush_blocking()?;
     let _ = std::fs::remove_file(&addr_file);
     tracing::info!("store flushed; bye");
     Ok(())

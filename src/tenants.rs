@@ -31,6 +31,13 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::tenant::{self, TenantDoc};
 use crate::virtuous::crm::VirtuousCrm;
 
+mod admin_door;
+pub use admin_door::{RecordView, TenantStores};
+
+fn store(state: &AppState) -> &steward_actors::store::Store {
+    &state.stores.store
+}
+
 pub const STATE_RUNNING: &str = steward_actors::store::TENANT_RUNNING;
 pub const STATE_PAUSED: &str = "paused";
 /// Alert raised when a tenant targets the embedded sandbox but none is running.
@@ -210,7 +217,7 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
         }
         (None, "embedded") => {
             let message = "virtuous.base_url is \"embedded\" but [sandbox] embedded = false: nothing will reach Virtuous";
-            let tenant_store = state.store.tenant(&record.id)?;
+            let tenant_store = store(state).tenant(&record.id)?;
             if tenant_store.raise_alert(ALERT_EMBEDDED_SANDBOX_MISSING, message, now_ms())? {
                 tracing::error!(tenant_id = %record.id, "{message}");
             }
@@ -219,8 +226,8 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
     }
     let spec = TenantSpec {
         tenant_id: record.id.clone(),
-        store: state.store.clone(),
-        tenant_store: state.store.tenant(&record.id)?,
+        store: store(state).clone(),
+        tenant_store: store(state).tenant(&record.id)?,
         // Paused, or refused by Virtuous before a restart (needs_operator): no call until an
         // operator resumes.
         settings: tenant_settings(state, &doc, record.state != STATE_RUNNING),
@@ -259,7 +266,7 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
 /// Boot: every registered tenant is started again. Failures are logged and counted;
 /// `/readyz` stays 503 while any registered tenant is not running.
 pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize> {
-    let records = state.store.registry().list()?;
+    let records = store(state).registry().list()?;
     state
         .registered_tenants
         .store(records.len(), Ordering::Release);
@@ -289,7 +296,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
     tenant::reject_redacted_secrets(&full)?;
     check_embedded_target(state, &doc)?;
     let _guard = state.admin_lock.lock().await;
-    if state.store.registry().get(&doc.id)?.is_some() {
+    if store(state).registry().get(&doc.id)?.is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!("tenant `{}` exists", doc.id),
@@ -297,13 +304,13 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
     }
     let record = seal_record(state, &doc.id, full, STATE_RUNNING, now_ms());
     let prepared = prepare_tenant(state, &record)?;
-    if !state.store.registry().insert_new(&record)? {
+    if !store(state).registry().insert_new(&record)? {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!("tenant `{}` exists", doc.id),
         ));
     }
-    state.store.durable().await?;
+    store(state).durable().await?;
     start_or_update(state, prepared);
     state.registered_tenants.fetch_add(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).increment(1.0);
@@ -325,8 +332,7 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
         ));
     }
     let _guard = state.admin_lock.lock().await;
-    let record = state
-        .store
+    let record = store(state)
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
@@ -340,8 +346,8 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
     check_embedded_target(state, &doc)?;
     let updated = seal_record(state, id, full, &record.state, record.created_at_ms);
     let prepared = prepare_tenant(state, &updated)?;
-    state.store.registry().put(&updated)?;
-    state.store.durable().await?;
+    store(state).registry().put(&updated)?;
+    store(state).durable().await?;
     start_or_update(state, prepared);
     tracing::info!(tenant_id = %id, "tenant updated");
     shown_doc(state, &updated)
@@ -349,15 +355,14 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
 
 pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiError> {
     let _guard = state.admin_lock.lock().await;
-    let record = state
-        .store
+    let record = store(state)
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
     // Stop first, then look: nothing can be captured between the check and the drop.
     state.runtime.stop_tenant(id).await;
     state.tenant_docs.remove(id);
-    let queued = state.store.tenant(id)?.queued_total();
+    let queued = store(state).tenant(id)?.queued_total();
     if queued > 0 && !force {
         if let Ok(prepared) = prepare_tenant(state, &record) {
             start_or_update(state, prepared);
@@ -371,11 +376,11 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
     }
     // Dropping a tenant's data deletes its whole key range and waits for in-flight group
     // writes: blocking work, kept off the HTTP worker's executor thread.
-    let store = state.store.clone();
+    let blocking_store = store(state).clone();
     let tenant_id = id.to_string();
     actix_web::web::block(move || {
-        store.drop_tenant_data(&tenant_id)?;
-        store.registry().remove(&tenant_id)
+        blocking_store.drop_tenant_data(&tenant_id)?;
+        blocking_store.registry().remove(&tenant_id)
     })
     .await
     .map_err(|err| {
@@ -384,7 +389,7 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
             format!("deleting the tenant's data failed: {err}"),
         )
     })??;
-    state.store.durable().await?;
+    store(state).durable().await?;
     state.registered_tenants.fetch_sub(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).decrement(1.0);
     tracing::info!(tenant_id = %id, queued_dropped = queued, "tenant deleted");
@@ -394,15 +399,14 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
 pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Value, ApiError> {
     {
         let _guard = state.admin_lock.lock().await;
-        let mut record = state
-            .store
+        let mut record = store(state)
             .registry()
             .get(id)?
             .ok_or_else(|| unknown_tenant(id))?;
         record.state = if paused { STATE_PAUSED } else { STATE_RUNNING }.to_string();
         record.updated_at_ms = now_ms();
-        state.store.registry().put(&record)?;
-        state.store.durable().await?;
+        store(state).registry().put(&record)?;
+        store(state).durable().await?;
         if let Some(handle) = state.runtime.tenant(id) {
             if paused {
                 handle.pause();
@@ -424,12 +428,11 @@ pub fn format_ms(ms: u64) -> String {
 
 /// `GET /v1/tenants/{id}`: the status shape of docs/operations.md "Tenant status".
 pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
-    let record = state
-        .store
+    let record = store(state)
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
-    let tenant_store = state.store.tenant(id)?;
+    let tenant_store = store(state).tenant(id)?;
     // A registered tenant whose actors are not running (failed to start) still answers.
     let runtime_status = state.runtime.tenant(id).map(|handle| handle.status());
     let allowance_per_hour = runtime_status
@@ -462,6 +465,9 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         "budget": runtime_status.as_ref().map(|s| budget_json(&s.budget, &doc["budget"])).unwrap_or(Value::Null),
         "counts": tenant_store.counts(),
         "alerts": alerts,
+        // Virtuous webhook events kept because they could not be understood (bounded; the
+        // list: GET /v1/tenants/{id}/inbound/unparsed).
+        "inbound": {"unparsed_kept": tenant_store.unparsed_count()?},
         "ingress": ingress_urls(&state.ingress_base_url, id, &doc),
         "config": doc,
         "created_at": format_ms(record.created_at_ms),
@@ -578,7 +584,7 @@ fn ingress_urls(base: &str, id: &str, doc: &Value) -> Value {
 
 /// `GET /v1/tenants`: every tenant's id, name and state.
 pub fn list(state: &AppState) -> Result<Value, ApiError> {
-    let records = state.store.registry().list()?;
+    let records = store(state).registry().list()?;
     let tenants: Vec<Value> = records
         .iter()
         .map(|record| {

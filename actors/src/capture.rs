@@ -4,6 +4,9 @@
 //! is awaited in a spawned actor future, so the actor keeps taking messages while earlier
 //! batches wait for their flush — many callers share one flush (DESIGN.md §3, invariant 1).
 //! After the flush it hints Queue and Submitter. Pollers join this actor later.
+//!
+//! Capture is the door for source facts: besides enqueues it takes typed, source-neutral
+//! commands (alerts, event marks, held entries and their links: [`commands`]).
 
 use actix::{fut, ActorFutureExt, Context, Handler, ResponseActFuture, WrapFuture};
 use serde::Serialize;
@@ -12,6 +15,8 @@ use crate::child::{Child, ChildBehavior};
 use crate::messages::{Enqueue, EnqueueError};
 use crate::observe::{ActorKind, TenantShared};
 use crate::store::{Counts, EnqueueOutcome};
+
+pub mod commands;
 
 pub type CaptureActor = Child<Capture>;
 
@@ -87,5 +92,12 @@ impl Handler<Enqueue> for CaptureActor {
             }
             Ok(outcomes)
         }))
+    }
+}
+
+impl CaptureActor {
+    /// Hints Queue and Submitter that `entries` became ready (counted when dropped).
+    fn behavior_hint(&mut self, entries: u64) {
+        self.behavior.hints_dropped += self.core.shared.hint_new_work(entries);
     }
 }

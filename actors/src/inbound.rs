@@ -1,7 +1,9 @@
-//! InboundHandler: keeps the tenant's Virtuous webhook subscription registered, so that
-//! `GiftCreate` deliveries to `POST /hooks/{tenant}/virtuous` confirm records at once
-//! (DESIGN.md §3; the HTTP side is `steward::http::virtuous_hook`, which confirms through the
-//! store directly so the record is durable before its 200).
+//! InboundHandler: the owner of everything that comes from Virtuous. It keeps the tenant's
+//! Virtuous webhook subscription registered, so that `GiftCreate` deliveries to
+//! `POST /hooks/{tenant}/virtuous` confirm records at once, and it handles those deliveries
+//! ([`delivery`]: the HTTP side, `steward::http::virtuous_hook`, verifies and parses, then
+//! hands the typed events here through the tenant's handle; the records are durable before
+//! its 200).
 //!
 //! Registration (`POST /api/Webhook`, one budget call) happens when
 //! `confirm.webhook_url` is set and the stored subscription (checkpoint
@@ -21,6 +23,9 @@ use crate::child::{Child, ChildBehavior};
 use crate::mailbox::MailboxGuard;
 use crate::observe::{ActorKind, TenantShared};
 use crate::reconciler_budget::ReconcileBudget;
+
+mod delivery;
+pub use delivery::{DeliverVirtuous, DeliveryError, DeliveryReport, ORIGIN_VIRTUOUS_WEBHOOK};
 
 pub type InboundActor = Child<Inbound>;
 
@@ -64,6 +69,11 @@ pub struct Inbound {
     pub registration_attempts: u64,
     pub next_attempt_at_ms: u64,
     pub last_error: Option<String>,
+    /// Webhook deliveries handled by this generation.
+    pub deliveries_handled: u64,
+    /// Events this generation kept because they could not be understood (all kept ones:
+    /// `GET /v1/tenants/{id}/inbound/unparsed`).
+    pub unparsed_kept: u64,
     #[serde(skip)]
     registration_requested: bool,
 }

@@ -8,6 +8,10 @@
 //!   tenant's actors and its handle share.
 //! - [`child`]: the shell all five children share (ticks, progress, generation, kill hook).
 //! - [`capture`], [`queue`], [`submitter`], [`inbound`], [`reconciler`]: the children.
+//!   [`capture`] is the door for source facts (enqueues and [`capture::commands`]: alerts,
+//!   event marks, holds, links); [`inbound`] for Virtuous facts (webhook deliveries).
+//! - [`virtuous_event`]: Virtuous webhook events as plain data; [`gift_match`]: the one
+//!   matcher of Virtuous gifts to our records (bulk pass and webhook).
 //! - [`messages`]: typed messages; each carries a [`mailbox::MailboxGuard`].
 //! - [`observe`]: per-actor cells (atomics + observable state snapshot) read by status.
 //! - [`mailbox`]: mailbox depth / wait counting; [`metrics`]: every metric name.
@@ -25,6 +29,7 @@ pub mod budget;
 pub mod capture;
 pub mod child;
 pub mod failpoint;
+pub mod gift_match;
 pub mod inbound;
 pub mod mailbox;
 pub mod messages;
@@ -42,6 +47,7 @@ pub mod store;
 pub mod submitter;
 pub mod submitter_request;
 pub mod supervisor;
+pub mod virtuous_event;
 
 pub use messages::{EnqueueError, KillMode};
 pub use observe::{ActorKind, ActorStatus};

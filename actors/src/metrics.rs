@@ -22,6 +22,11 @@ pub const DUPLICATES_DETECTED_TOTAL: &str = "steward_duplicates_detected_total";
 pub const RECORDS_CONFIRMED_TOTAL: &str = "steward_records_confirmed_total";
 /// Label of [`RECORDS_CONFIRMED_TOTAL`]: `reconcile` or `webhook`.
 pub const LABEL_VIA: &str = "via";
+/// Counter `{origin}`: inbound events kept because they could not be understood (per-tenant
+/// numbers and the events themselves are in the admin API).
+pub const INBOUND_UNPARSED_TOTAL: &str = "steward_inbound_unparsed_total";
+/// Label of [`INBOUND_UNPARSED_TOTAL`]: where the event came from (`virtuous_webhook`).
+pub const LABEL_ORIGIN: &str = "origin";
 
 /// Counter `{tenant, code}`: alerts raised (first time and repeats; DESIGN.md §6). Created on
 /// a tenant's first alert of that code only, so quiet tenants add no series.
@@ -89,6 +94,11 @@ pub fn describe() {
         RECORDS_CONFIRMED_TOTAL,
         metrics::Unit::Count,
         "Records confirmed in Virtuous, by the reconciler or a webhook"
+    );
+    metrics::describe_counter!(
+        INBOUND_UNPARSED_TOTAL,
+        metrics::Unit::Count,
+        "Inbound events that could not be understood, kept with their raw body and reason"
     );
     metrics::describe_gauge!(
         LANE_DEPTH,

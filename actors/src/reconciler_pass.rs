@@ -10,11 +10,12 @@
 //! `submitted` unless a `ContactCreate`/`ContactUpdate` webhook names their reference; they are
 //! never moved to `needs_review` (that would alert on every contact).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::gift_match::{self, Candidate};
 use crate::ports::{Clock, Crm, CrmGift};
 use crate::reconciler_budget::ReconcileBudget;
 use crate::store::confirm_ops::{ConfirmOutcome, Confirmation, UnconfirmedSource};
@@ -27,8 +28,6 @@ pub const QUERY_SLACK_MS: u64 = 86_400_000;
 pub const ALERT_DUPLICATE_GIFT: &str = "duplicate_gift";
 /// Alert raised when records move to `needs_review`.
 pub const ALERT_NEEDS_REVIEW: &str = "needs_review";
-/// `giftType` of a reversal: never a confirmation of one of our gifts.
-const REVERSING_GIFT_TYPE: &str = "ReversingTransaction";
 
 /// What a pass needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -172,61 +171,44 @@ async fn read_all_pages(
 
 /// Matches the gifts Virtuous reports against the source's unconfirmed records (pure).
 ///
-/// Gifts are grouped by `transactionId`; reversals and gifts of another transaction source
+/// The one matcher ([`gift_match`]): gifts are grouped by `transactionId`; reversals and gifts of another transaction source
 /// are skipped. A group matching an unconfirmed record confirms it with every id of the
 /// group (two or more = a duplicate). A group matching no unconfirmed record may belong to a
 /// record confirmed (or sent to review) earlier: it is offered to the records of the same
 /// ingress sources, and the store decides (same id: unchanged; another id: duplicate;
 /// `needs_review`: confirmed late; no record: ignored).
 pub fn match_gifts(source: &UnconfirmedSource, gifts: &[CrmGift]) -> Vec<Confirmation> {
-    let mut by_transaction: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for gift in gifts {
-        let is_reversal = gift.reversed_gift_id.is_some()
-            || gift
-                .gift_type
-                .as_deref()
-                .is_some_and(|kind| kind.eq_ignore_ascii_case(REVERSING_GIFT_TYPE));
-        let other_source = gift
-            .transaction_source
-            .as_deref()
-            .is_some_and(|name| !name.eq_ignore_ascii_case(&source.transaction_source));
-        let Some(transaction_id) = gift.transaction_id.as_deref() else {
-            continue;
-        };
-        if is_reversal || other_source || transaction_id.is_empty() {
-            continue;
-        }
-        by_transaction
-            .entry(transaction_id)
-            .or_default()
-            .push(gift.virtuous_id.clone());
-    }
     let ingress_sources: BTreeSet<&str> = source
         .records
         .values()
         .flatten()
         .map(|item| item.source.as_str())
         .collect();
-    let mut confirmations = Vec::new();
-    for (transaction_id, virtuous_ids) in by_transaction {
-        match source.records.get(transaction_id) {
-            Some(items) => confirmations.extend(items.iter().map(|item| Confirmation {
-                kind: item.kind,
-                source: item.source.clone(),
-                source_id: item.source_id.clone(),
-                virtuous_ids: virtuous_ids.clone(),
-                via: "reconcile",
-            })),
-            None => confirmations.extend(ingress_sources.iter().map(|ingress| Confirmation {
-                kind: RecordKind::Gift,
-                source: (*ingress).to_string(),
-                source_id: transaction_id.to_string(),
-                virtuous_ids: virtuous_ids.clone(),
-                via: "reconcile",
-            })),
-        }
-    }
-    confirmations
+    let groups = gift_match::group_gifts(gifts, Some(&source.transaction_source));
+    gift_match::confirmations(
+        groups.into_iter().map(|group| {
+            let candidates = match source.records.get(&group.transaction_id) {
+                Some(items) => items
+                    .iter()
+                    .map(|item| Candidate {
+                        kind: item.kind,
+                        source: item.source.clone(),
+                        source_id: item.source_id.clone(),
+                    })
+                    .collect(),
+                None => ingress_sources
+                    .iter()
+                    .map(|ingress| Candidate {
+                        kind: RecordKind::Gift,
+                        source: (*ingress).to_string(),
+                        source_id: group.transaction_id.clone(),
+                    })
+                    .collect(),
+            };
+            (candidates, group.virtuous_ids)
+        }),
+        "reconcile",
+    )
 }
 
 /// Moves this source's records that waited past the window (and were not confirmed now) to

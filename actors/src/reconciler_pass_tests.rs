@@ -1,6 +1,7 @@
 //! Reconciliation passes against a fake Crm and the real sled store.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::*;

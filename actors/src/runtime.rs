@@ -23,6 +23,8 @@ use crate::ports::{Clock, Crm, SledTenantData, SystemClock, TenantData, Unconfig
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
 
+mod doors;
+
 /// Runtime settings of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
 use steward_actors::runtime::{ActorKind, EnqueueError, KillMode, TenantHandle};
-use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind, TenantStore};
+use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -39,6 +39,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .configure(super::admin_dead_letters::routes)
         .configure(super::admin_records::routes)
+        .configure(super::admin_inbound::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));
@@ -49,19 +50,6 @@ fn tenant_id(path: &web::Path<String>) -> Result<String, ApiError> {
     let id = path.as_str();
     validate_tenant_id(id)?;
     Ok(id.to_string())
-}
-
-/// The store of a registered tenant (404 for an unknown one: `Store::tenant` would create
-/// an empty key space for any id).
-pub(super) fn registered_tenant_store(state: &AppState, id: &str) -> Result<TenantStore, ApiError> {
-    validate_tenant_id(id)?;
-    if state.store.registry().get(id)?.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("no tenant `{id}`"),
-        ));
-    }
-    Ok(state.store.tenant(id)?)
 }
 
 async fn create_tenant(
@@ -153,14 +141,6 @@ fn test_hook_target(state: &AppState, id: &str) -> Result<TenantHandle, ApiError
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no running tenant `{id}`")))
 }
 
-/// The tenant's sled store (test hooks write and read it directly).
-fn sled_tenant_store(handle: &TenantHandle) -> Result<TenantStore, ApiError> {
-    handle
-        .sled()
-        .map(|sled| sled.tenant_store.clone())
-        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the tenant has no sled store"))
-}
-
 /// Test-only hook (`runtime.test_hooks = true`): kills one child actor of a tenant.
 async fn kill_actor(
     state: web::Data<AppState>,
@@ -248,12 +228,10 @@ async fn enqueue_synthetic(
         let (name, value) = checkpoint.split_once('=').ok_or_else(|| {
             ApiError::new(ErrorCode::InvalidField, "checkpoint must be `name=value`")
         })?;
-        let tenant_store = sled_tenant_store(&handle)?;
-        let outcomes = tenant_store.enqueue_with_checkpoint(entries, name, value.as_bytes())?;
-        state.store.durable().await?;
-        let answer = enqueue_answer(&outcomes);
-        handle.hint_work(outcomes.len() as u64);
-        return Ok(answer);
+        let outcomes = handle
+            .enqueue_with_checkpoint_for_test(entries, name, value.as_bytes())
+            .await?;
+        return Ok(enqueue_answer(&outcomes));
     }
     // A tenant created a moment ago may still be starting its capture actor: the hook waits
     // for it briefly (tests call it right after creating a tenant) instead of answering 503.
@@ -292,9 +270,8 @@ async fn read_checkpoint(
 ) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
     let handle = test_hook_target(&state, &id)?;
-    let tenant_store = sled_tenant_store(&handle)?;
-    let value = tenant_store
-        .get_checkpoint(&name)?
+    let value = handle
+        .checkpoint_for_test(&name)?
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
     Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "value": value})))
 }
@@ -324,20 +301,8 @@ async fn dead_letter_queued(
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let handle = test_hook_target(&state, &path)?;
-    let tenant_store = sled_tenant_store(&handle)?;
-    let now_ms = tenants::now_ms();
-    let mut ids = Vec::new();
-    for (seq, _) in tenant_store.scan_lane(Lane::Live, query.count.min(10_000))? {
-        if let Some(dead) = tenant_store.dead_letter_queued_entry(
-            Lane::Live,
-            seq,
-            query.status,
-            &query.reason,
-            now_ms,
-        )? {
-            ids.push(dead.id);
-        }
-    }
-    state.store.durable().await?;
+    let ids = handle
+        .dead_letter_live_for_test(query.count.min(10_000), query.status, &query.reason)
+        .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"dead_lettered": ids})))
 }

@@ -11,12 +11,11 @@ use serde_json::{json, Value};
 use steward_actors::store::admin_ops::{dead_letter_attempts, dead_letter_status};
 use steward_actors::store::{DeadLetter, Lane};
 
-use super::admin::registered_tenant_store;
 use super::error::{ApiError, ErrorCode};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::sources::kind_name;
-use crate::tenants::{format_ms, now_ms};
+use crate::tenants::format_ms;
 
 /// Dead letters per page when `limit` is not given, and the most a page may hold.
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
@@ -74,7 +73,6 @@ async fn list(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_store = registered_tenant_store(&state, &path)?;
     let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(ApiError::new(
@@ -83,7 +81,9 @@ async fn list(
         ));
     }
     // One more than asked tells whether another page follows.
-    let mut page = tenant_store.dead_letters_page(query.after, limit + 1)?;
+    let mut page = state
+        .stores
+        .dead_letters_page(&path, query.after, limit + 1)?;
     let has_more = page.len() > limit;
     page.truncate(limit);
     let next_after = has_more.then(|| page.last().map(|dead| dead.id)).flatten();
@@ -165,21 +165,21 @@ async fn replay(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, raw_id) = path.into_inner();
-    let tenant_store = registered_tenant_store(&state, &tenant_id)?;
+    state.stores.ensure_registered(&tenant_id)?;
     let id = dead_letter_id(&raw_id)?;
     let raw = read_body_limited(&request, payload, state.config.body_limit_bytes).await?;
-    let dead_letter = tenant_store
-        .get_dead_letter(id)?
+    let dead_letter = state
+        .stores
+        .dead_letter(&tenant_id, id)?
         .ok_or_else(|| no_dead_letter(id))?;
     let edited = edited_body(&raw, &dead_letter.entry.body_json)?;
-    let replayed = tenant_store
-        .replay_dead_letter(id, edited, now_ms())?
+    // Durable (and the submitter hinted) before the answer.
+    let replayed = state
+        .stores
+        .replay_dead_letter(&state, &tenant_id, id, edited)
+        .await?
         // Replayed or discarded by a concurrent request in between.
         .ok_or_else(|| no_dead_letter(id))?;
-    state.store.durable().await?;
-    if let Some(handle) = state.runtime.tenant(&tenant_id) {
-        handle.hint_work(1);
-    }
     tracing::info!(tenant_id = %tenant_id, dead_letter_id = id, seq = replayed.seq, edited = replayed.edited, "dead letter replayed by operator");
     Ok(HttpResponse::Ok().json(json!({
         "replayed": id,
@@ -195,12 +195,13 @@ async fn discard(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, raw_id) = path.into_inner();
-    let tenant_store = registered_tenant_store(&state, &tenant_id)?;
+    state.stores.ensure_registered(&tenant_id)?;
     let id = dead_letter_id(&raw_id)?;
-    tenant_store
-        .discard_dead_letter(id, now_ms())?
+    state
+        .stores
+        .discard_dead_letter(&tenant_id, id)
+        .await?
         .ok_or_else(|| no_dead_letter(id))?;
-    state.store.durable().await?;
     tracing::info!(tenant_id = %tenant_id, dead_letter_id = id, "dead letter discarded by operator");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use steward_actors::store::types::RecordState;
 use steward_actors::store::RecordKind;
 
-use super::admin::registered_tenant_store;
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
 use crate::sources::kind_name;
@@ -77,18 +76,20 @@ async fn get_record(
     path: web::Path<(String, String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, kind_name, source, id_or_alias) = path.into_inner();
-    let tenant_store = registered_tenant_store(&state, &tenant_id)?;
+    state.stores.ensure_registered(&tenant_id)?;
     let kind = parse_kind(&kind_name)?;
-    let record = tenant_store
-        .find_record(kind, &source, &id_or_alias)?
+    let view = state
+        .stores
+        .record_view(&tenant_id, kind, &source, &id_or_alias)?
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
                 format!("no {kind_name} record `{source}/{id_or_alias}` (by id or alias)"),
             )
         })?;
-    let queued: Vec<Value> = tenant_store
-        .queued_entries_of(&record)?
+    let record = view.record;
+    let queued: Vec<Value> = view
+        .queued
         .into_iter()
         .map(|queued| {
             let body = serde_json::from_str::<Value>(&queued.entry.body_json)
@@ -103,14 +104,10 @@ async fn get_record(
             })
         })
         .collect();
-    // By convention a dead letter's id is the seq of the entry that died.
-    let dead_letter = match record.last_seq {
-        Some(seq) => tenant_store
-            .get_dead_letter(seq)?
-            .map(|dead| super::admin_dead_letters::dead_letter_json(&dead))
-            .unwrap_or(Value::Null),
-        None => Value::Null,
-    };
+    let dead_letter = view
+        .dead_letter
+        .map(|dead| super::admin_dead_letters::dead_letter_json(&dead))
+        .unwrap_or(Value::Null);
     Ok(HttpResponse::Ok().json(record_json(&record, queued, dead_letter)))
 }
 
@@ -120,7 +117,7 @@ async fn test_connection(
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = path.into_inner();
     // 404 for an unknown tenant before "not running".
-    registered_tenant_store(&state, &tenant_id)?;
+    state.stores.ensure_registered(&tenant_id)?;
     let handle = state.runtime.tenant(&tenant_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unavailable,

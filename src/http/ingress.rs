@@ -9,6 +9,10 @@
 //!
 //! # Layout
 //! - this file: routes, the shared answer and error types, enqueue, event marks, metrics.
+//!
+//! No module here touches the store: commands go to the tenant's Capture actor through its
+//! handle (`enqueue`, `record_fact`: alerts, event marks, holds, links), which answers once
+//! the write is durable.
 //! - [`stripe`]: the Stripe route. [`stripe_link`]: subscription holds and links.
 //! - [`platform`]: the generic platform route.
 
@@ -22,10 +26,10 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use serde_json::{json, Value};
+use steward_actors::capture::commands::{AlertNote, FactOutcome, SourceFact};
 use steward_actors::messages::EnqueueError;
-use steward_actors::ports::SledTenantData;
 use steward_actors::runtime::TenantHandle;
-use steward_actors::store::{EnqueueOutcome, StoreError, TenantStore};
+use steward_actors::store::{EnqueueOutcome, StoreError};
 
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
@@ -223,18 +227,6 @@ pub(crate) struct TenantContext {
     pub handle: TenantHandle,
 }
 
-impl TenantContext {
-    /// The tenant's sled store (every tenant of the real binary has one).
-    pub fn sled(&self) -> Result<SledTenantData, IngressError> {
-        self.handle.sled().cloned().ok_or_else(|| {
-            refuse(
-                ErrorCode::Internal,
-                "the tenant runs without a store (test runtime)",
-            )
-        })
-    }
-}
-
 /// The running tenant `tenant_id`; unknown or not running → 404 `unknown_tenant`.
 pub(crate) fn tenant_context(
     state: &AppState,
@@ -259,6 +251,16 @@ pub(crate) fn tenant_context(
     Ok(TenantContext { doc, handle })
 }
 
+/// Capture's refusals: back-pressure and a restarting Capture are `503` + `Retry-After`.
+fn capture_error(err: EnqueueError) -> IngressError {
+    match err {
+        EnqueueError::MailboxFull { .. } | EnqueueError::Unavailable => {
+            IngressError::Busy(err.to_string())
+        }
+        EnqueueError::Store(err) => IngressError::from(err),
+    }
+}
+
 /// Enqueues commands through Capture; resolves once they are durable.
 pub(crate) async fn enqueue(
     handle: &TenantHandle,
@@ -269,24 +271,30 @@ pub(crate) async fn enqueue(
         .into_iter()
         .map(|command| command.into_new_entry(now_ms))
         .collect();
-    handle.enqueue(entries).await.map_err(|err| match err {
-        EnqueueError::MailboxFull { .. } | EnqueueError::Unavailable => {
-            IngressError::Busy(err.to_string())
-        }
-        EnqueueError::Store(err) => IngressError::from(err),
-    })
+    handle.enqueue(entries).await.map_err(capture_error)
 }
 
-/// Raises an alert; logs ERROR the first time its code is raised (DESIGN.md §6).
-pub(crate) fn raise_alert(
-    tenant_store: &TenantStore,
-    code: &str,
-    message: &str,
-    now_ms: u64,
-) -> Result<(), StoreError> {
-    if tenant_store.raise_alert(code, message, now_ms)? {
-        tracing::error!(tenant_id = %tenant_store.tenant_id(), alert = code, message, "alert raised");
-    }
+/// Hands a source fact to Capture; resolves once it is durable.
+pub(crate) async fn record_fact(
+    handle: &TenantHandle,
+    fact: SourceFact,
+) -> Result<FactOutcome, IngressError> {
+    handle.record_fact(fact).await.map_err(capture_error)
+}
+
+/// Raises alerts through Capture (logged ERROR the first time a code is raised).
+pub(crate) async fn raise_alerts(
+    handle: &TenantHandle,
+    notes: &[crate::sources::stripe::AlertNote],
+) -> Result<(), IngressError> {
+    let notes = notes
+        .iter()
+        .map(|note| AlertNote {
+            code: note.code.clone(),
+            message: note.message.clone(),
+        })
+        .collect();
+    record_fact(handle, SourceFact::Alerts(notes)).await?;
     Ok(())
 }
 
@@ -305,26 +313,26 @@ pub(crate) struct EventAlert<'a> {
 /// event itself, so the fact is kept for staff. A re-delivery answers `duplicate` — after the
 /// original is durable.
 pub(crate) async fn alert_once(
-    sled: &SledTenantData,
+    handle: &TenantHandle,
     alert: EventAlert<'_>,
     answer: Answer,
-    now_ms: u64,
 ) -> Result<Answer, IngressError> {
     let kept = json!({"alert": alert.alert_code, "message": alert.message,
                       "event": String::from_utf8_lossy(alert.raw_event)});
-    let first_time = sled.tenant_store.mark_source_state(
-        alert.mark_name,
-        alert.event_id,
-        kept.to_string().as_bytes(),
-    )?;
-    if first_time {
-        raise_alert(&sled.tenant_store, alert.alert_code, alert.message, now_ms)?;
-    }
-    sled.store.durable().await?;
-    if first_time {
-        Ok(answer)
-    } else {
-        Ok(Answer::ok("duplicate", alert.event_id, json!({})))
+    let fact = SourceFact::MarkEvent {
+        mark_name: alert.mark_name.to_string(),
+        event_id: alert.event_id.to_string(),
+        kept: kept.to_string().into_bytes(),
+        alert: AlertNote {
+            code: alert.alert_code.to_string(),
+            message: alert.message.to_string(),
+        },
+    };
+    match record_fact(handle, fact).await? {
+        FactOutcome::Marked { first_time: false } => {
+            Ok(Answer::ok("duplicate", alert.event_id, json!({})))
+        }
+        _ => Ok(answer),
     }
 }
 

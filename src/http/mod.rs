@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_dead_letters;
+pub mod admin_inbound;
 pub mod admin_records;
 pub mod auth;
 pub mod error;

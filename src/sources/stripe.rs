@@ -11,6 +11,7 @@
 //! - `reversal`: refunds, disputes and customers.
 
 mod fields;
+pub mod link;
 mod payment;
 mod reversal;
 pub mod signature;

@@ -10,10 +10,12 @@
 //!   tenant) and [`CallResult`].
 //! - [`facts`]: rate-limit headers, `Retry-After`, error bodies, connection-error kinds.
 //! - [`wire`]: the models read back (gift summaries, query pages, organization, webhook id).
+//! - [`webhook`]: the one parser of Virtuous webhook bodies (lenient), into typed events.
 
 pub mod client;
 pub mod crm;
 pub mod facts;
+pub mod webhook;
 pub mod wire;
 
 pub use client::{CallResult, VirtuousClient, VirtuousError, BATCH_ITEMS_MAX, QUERY_TAKE_MAX};

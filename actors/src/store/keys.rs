@@ -24,6 +24,8 @@ pub mod section {
     pub const UNCONFIRMED: u8 = 0x22;
     /// Source-specific state (Stripe subscription link parts…), `{name}\0{key}`.
     pub const SOURCE_STATE: u8 = 0x52;
+    /// Inbound events kept because they could not be understood (`store::unparsed_ops`).
+    pub const INBOUND_UNPARSED: u8 = 0x54;
 }
 
 /// Builds the keys of one tenant's key space.

@@ -27,6 +27,7 @@ mod secrets;
 mod tenant;
 mod tenant_data;
 pub mod types;
+pub mod unparsed_ops;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

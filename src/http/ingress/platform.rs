@@ -87,11 +87,10 @@ async fn handle(
             // event is kept with an alert and answered 200 `rejected` (docs/ingress.md).
             let reason = err.to_string();
             tracing::warn!(tenant_id, source, event_id, reason = %reason, "platform event rejected");
-            let sled = context.sled()?;
             let message = format!("{source} event {event_id}: {reason}");
             let rejected = Answer::ok("rejected", event_id, json!({"reason": reason}));
             alert_once(
-                &sled,
+                &context.handle,
                 EventAlert {
                     mark_name: &format!("platform:{source}:event"),
                     event_id,
@@ -100,7 +99,6 @@ async fn handle(
                     raw_event: &raw,
                 },
                 rejected,
-                now_ms,
             )
             .await
         }

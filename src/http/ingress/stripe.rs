@@ -5,7 +5,7 @@ use jiff::tz::TimeZone;
 use serde_json::json;
 
 use super::{
-    alert_once, answer, enqueue, now_ms, raise_alert, refuse, stripe_link, tenant_context, Answer,
+    alert_once, answer, enqueue, now_ms, raise_alerts, refuse, stripe_link, tenant_context, Answer,
     EventAlert, IngressError,
 };
 use crate::app::AppState;
@@ -87,11 +87,10 @@ async fn handle(
             // not fix itself. The event is kept (with the reason) for staff; see docs/ingress.md.
             let reason = err.to_string();
             tracing::warn!(tenant_id, event_id, reason = %reason, "stripe event rejected");
-            let sled = context.sled()?;
             let message = format!("event {event_id}: {reason}");
             let rejected = Answer::ok("rejected", event_id, json!({"reason": reason}));
             return alert_once(
-                &sled,
+                &context.handle,
                 EventAlert {
                     mark_name: EVENT_MARKS,
                     event_id,
@@ -100,7 +99,6 @@ async fn handle(
                     raw_event: &raw,
                 },
                 rejected,
-                now_ms,
             )
             .await;
         }
@@ -115,19 +113,14 @@ async fn handle(
             let answer = Answer::enqueued(&outcomes, event_id);
             // A dispute's alert goes with its first delivery only.
             if answer.outcome == "queued" && !alerts.is_empty() {
-                let sled = context.sled()?;
-                for note in &alerts {
-                    raise_alert(&sled.tenant_store, &note.code, &note.message, now_ms)?;
-                }
-                sled.store.durable().await?;
+                raise_alerts(&context.handle, &alerts).await?;
             }
             Ok(answer)
         }
         Mapped::Alert(note) => {
-            let sled = context.sled()?;
             let alerted = Answer::ok("alerted", event_id, json!({"alert": note.code}));
             alert_once(
-                &sled,
+                &context.handle,
                 EventAlert {
                     mark_name: EVENT_MARKS,
                     event_id,
@@ -136,7 +129,6 @@ async fn handle(
                     raw_event: &raw,
                 },
                 alerted,
-                now_ms,
             )
             .await
         }
@@ -161,6 +153,6 @@ async fn handle(
                 "subscription link on an API version before 2025-03-31: invoice.paid creates the gift",
             ))
         }
-        Mapped::Link(part) => stripe_link::link(&context, part, event_id, now_ms).await,
+        Mapped::Link(part) => stripe_link::link(&context, part, event_id).await,
     }
 }

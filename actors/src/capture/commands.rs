@@ -1,0 +1,426 @@
+//! Capture's source-fact commands: what a webhook source needs besides plain enqueues —
+//! alerts, once-per-event marks, held entries and the links that release them. Typed and
+//! source-neutral: the HTTP layer maps a source's event to one of these; the decisions run
+//! here, next to the store, inside the one Capture actor of the tenant (so two deliveries'
+//! check-then-write sequences never interleave), and the answer comes once the write is
+//! durable (invariant 1).
+//!
+//! Links (Stripe subscription payments, sources.md "Subscription payments must not become
+//! a second gift"): an entry is *held* (queued with `not_before` = the hold's end) until a
+//! link names it. Link parts are merged per link id in source state, with an index entry
+//! id → link id. Whichever comes last completes the picture:
+//! - link complete first, entry later: the entry is queued at once with the link's body
+//!   change;
+//! - entry held first, link completes later: the held entry's body is rewritten and
+//!   released now (`store::hold_ops`);
+//! - the link completes after the hold ended: the entry is left alone and the rule's alert
+//!   names the entry and the link target for staff.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::hold_ops::{Release, ReleaseOutcome};
+use crate::store::{EnqueueOutcome, Lane, NewEntry, RecordKind, StoreError, TenantStore};
+
+/// An alert for staff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertNote {
+    pub code: String,
+    pub message: String,
+}
+
+/// How a source links held entries: where its link parts live and what a link changes.
+/// Messages may name `{entry}`, `{target}` and `{link}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRule {
+    /// Source-state name of link parts, keyed by link id.
+    pub state_name: String,
+    /// Source-state name of the index entry id → link id.
+    pub index_name: String,
+    /// The held records' kind and ingress source.
+    pub kind: RecordKind,
+    pub source: String,
+    /// Body field set to the link's target id.
+    pub target_field: String,
+    /// Body field set to the link's note, when it has one.
+    pub note_field: String,
+    /// Alert raised when a link completes after its entry's hold ended.
+    pub late_alert_code: String,
+    pub late_alert_message: String,
+    /// History reason of a release.
+    pub release_reason: String,
+}
+
+/// One part of a link (either event may carry any field).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkPart {
+    pub link_id: String,
+    /// The held record's source id.
+    pub entry_id: Option<String>,
+    pub target_id: Option<String>,
+    pub note: Option<String>,
+    /// The events that carried the parts (they become aliases of the record).
+    pub event_ids: Vec<String>,
+}
+
+/// A source fact for Capture.
+#[derive(Debug, Clone)]
+pub enum SourceFact {
+    /// Raise these alerts.
+    Alerts(Vec<AlertNote>),
+    /// Mark `event_id` seen under `mark_name` (keeping `kept` for staff) and raise `alert`
+    /// the first time.
+    MarkEvent {
+        mark_name: String,
+        event_id: String,
+        kept: Vec<u8>,
+        alert: AlertNote,
+    },
+    /// Hold `entry` until a link names it or until `not_before_ms`.
+    Hold {
+        entry: NewEntry,
+        not_before_ms: u64,
+        rule: LinkRule,
+    },
+    /// A link part arrived.
+    Link { part: LinkPart, rule: LinkRule },
+}
+
+/// What a source fact did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactOutcome {
+    /// Alerts raised.
+    Alerted,
+    /// `MarkEvent`: false when the event was marked before (a re-delivery).
+    Marked { first_time: bool },
+    /// `Hold`: the link was complete, the entry was queued with its body change.
+    QueuedLinked(EnqueueOutcome),
+    /// `Hold`: the entry is held (or was a duplicate).
+    Held(EnqueueOutcome),
+    /// `Link`: the merged link.
+    Linked {
+        /// Nothing new: every event of the part was seen and nothing changed.
+        duplicate: bool,
+        link_id: String,
+        complete: bool,
+        released: bool,
+    },
+}
+
+impl FactOutcome {
+    /// Entries that became ready to send (for the wake-up hint).
+    pub fn entries_ready(&self) -> u64 {
+        match self {
+            FactOutcome::QueuedLinked(EnqueueOutcome::Queued { .. })
+            | FactOutcome::Held(EnqueueOutcome::Queued { .. })
+            | FactOutcome::Linked { released: true, .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The stored form of a link (JSON: it may grow fields without a migration). The field
+/// names are those the Stripe route first stored; kept so that stored links still read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredLink {
+    #[serde(rename = "invoice_id")]
+    link_id: String,
+    #[serde(rename = "payment_id")]
+    entry_id: Option<String>,
+    #[serde(rename = "subscription_id")]
+    target_id: Option<String>,
+    #[serde(rename = "first_payment_frequency")]
+    note: Option<String>,
+    event_ids: Vec<String>,
+    /// The link was acted on: the entry was queued or released with the change, or it came
+    /// too late and staff were alerted. Re-deliveries then change nothing.
+    #[serde(default)]
+    applied: bool,
+}
+
+impl StoredLink {
+    /// Fills what `self` lacks from `part` (same link).
+    fn merge(&mut self, part: LinkPart) {
+        self.entry_id = self.entry_id.take().or(part.entry_id);
+        self.target_id = self.target_id.take().or(part.target_id);
+        self.note = self.note.take().or(part.note);
+        for event_id in part.event_ids {
+            if !self.event_ids.contains(&event_id) {
+                self.event_ids.push(event_id);
+            }
+        }
+    }
+
+    /// Both ids known: the held entry can take the link's change.
+    fn is_complete(&self) -> bool {
+        self.entry_id.is_some() && self.target_id.is_some()
+    }
+
+    fn message(&self, template: &str) -> String {
+        template
+            .replace("{entry}", self.entry_id.as_deref().unwrap_or_default())
+            .replace("{target}", self.target_id.as_deref().unwrap_or_default())
+            .replace("{link}", &self.link_id)
+    }
+
+    /// The body and aliases of the entry `source_id` with the link applied.
+    fn apply(
+        &self,
+        rule: &LinkRule,
+        source_id: &str,
+        body_json: &str,
+        aliases: &[String],
+    ) -> Result<(String, Vec<String>), StoreError> {
+        let mut body: Value = serde_json::from_str(body_json)
+            .map_err(|err| StoreError::Codec(format!("queued body of {source_id}: {err}")))?;
+        if let (Value::Object(fields), Some(target)) = (&mut body, &self.target_id) {
+            fields.insert(rule.target_field.clone(), Value::String(target.clone()));
+            if let Some(note) = &self.note {
+                fields.insert(rule.note_field.clone(), Value::String(note.clone()));
+            }
+        }
+        let mut aliases = aliases.to_vec();
+        for id in std::iter::once(&self.link_id).chain(&self.event_ids) {
+            if id != source_id && !aliases.contains(id) {
+                aliases.push(id.clone());
+            }
+        }
+        Ok((body.to_string(), aliases))
+    }
+}
+
+fn load_link(
+    store: &TenantStore,
+    rule: &LinkRule,
+    link_id: &str,
+) -> Result<Option<StoredLink>, StoreError> {
+    let Some(bytes) = store.get_source_state(&rule.state_name, link_id)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|err| StoreError::Codec(format!("stored link {link_id}: {err}")))
+}
+
+fn save_link(store: &TenantStore, rule: &LinkRule, link: &StoredLink) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(link)
+        .map_err(|err| StoreError::Codec(format!("encoding a link: {err}")))?;
+    store.put_source_state(&rule.state_name, &link.link_id, &bytes)
+}
+
+fn link_of_entry(
+    store: &TenantStore,
+    rule: &LinkRule,
+    entry_id: &str,
+) -> Result<Option<StoredLink>, StoreError> {
+    let Some(link_id) = store.get_source_state(&rule.index_name, entry_id)? else {
+        return Ok(None);
+    };
+    load_link(store, rule, &String::from_utf8_lossy(&link_id))
+}
+
+/// Raises an alert; logs ERROR the first time its code is raised (DESIGN.md §6).
+pub fn raise_alert(store: &TenantStore, note: &AlertNote, now_ms: u64) -> Result<(), StoreError> {
+    if store.raise_alert(&note.code, &note.message, now_ms)? {
+        tracing::error!(tenant_id = %store.tenant_id(), alert = %note.code, message = %note.message, "alert raised");
+    }
+    Ok(())
+}
+
+/// Applies one source fact to the store (not yet durable).
+pub fn apply(
+    store: &TenantStore,
+    fact: SourceFact,
+    now_ms: u64,
+) -> Result<FactOutcome, StoreError> {
+    match fact {
+        SourceFact::Alerts(notes) => {
+            for note in &notes {
+                raise_alert(store, note, now_ms)?;
+            }
+            Ok(FactOutcome::Alerted)
+        }
+        SourceFact::MarkEvent {
+            mark_name,
+            event_id,
+            kept,
+            alert,
+        } => {
+            let first_time = store.mark_source_state(&mark_name, &event_id, &kept)?;
+            if first_time {
+                raise_alert(store, &alert, now_ms)?;
+            }
+            Ok(FactOutcome::Marked { first_time })
+        }
+        SourceFact::Hold {
+            entry,
+            not_before_ms,
+            rule,
+        } => hold(store, entry, not_before_ms, &rule),
+        SourceFact::Link { part, rule } => link(store, part, &rule, now_ms),
+    }
+}
+
+/// A held entry: queued with the change at once when its link is complete, else held.
+fn hold(
+    store: &TenantStore,
+    mut entry: NewEntry,
+    not_before_ms: u64,
+    rule: &LinkRule,
+) -> Result<FactOutcome, StoreError> {
+    if let Some(mut stored) = link_of_entry(store, rule, &entry.source_id)? {
+        if stored.is_complete() {
+            let (body_json, aliases) =
+                stored.apply(rule, &entry.source_id, &entry.body_json, &entry.aliases)?;
+            entry.body_json = body_json;
+            entry.aliases = aliases;
+            let outcome = store
+                .enqueue(vec![entry])?
+                .pop()
+                .ok_or_else(|| StoreError::Codec("enqueue answered nothing".into()))?;
+            if !stored.applied {
+                stored.applied = true;
+                save_link(store, rule, &stored)?;
+            }
+            return Ok(FactOutcome::QueuedLinked(outcome));
+        }
+    }
+    let source_id = entry.source_id.clone();
+    let outcome = store.enqueue_held(entry, not_before_ms)?;
+    tracing::debug!(tenant_id = %store.tenant_id(), source_id = %source_id, ?outcome, "entry held for its link");
+    Ok(FactOutcome::Held(outcome))
+}
+
+/// A link part: merged and stored; when complete, the held entry is released changed.
+fn link(
+    store: &TenantStore,
+    part: LinkPart,
+    rule: &LinkRule,
+    now_ms: u64,
+) -> Result<FactOutcome, StoreError> {
+    let mut stored = load_link(store, rule, &part.link_id)?.unwrap_or_else(|| StoredLink {
+        link_id: part.link_id.clone(),
+        ..StoredLink::default()
+    });
+    let before = stored.clone();
+    let seen_before = part
+        .event_ids
+        .iter()
+        .all(|id| stored.event_ids.contains(id));
+    stored.merge(part);
+    if let (Some(entry_id), None) = (&stored.entry_id, &before.entry_id) {
+        store.put_source_state(&rule.index_name, entry_id, stored.link_id.as_bytes())?;
+    }
+    let mut released = false;
+    if stored.is_complete() && !stored.applied {
+        released = apply_to_held_entry(store, rule, &mut stored, now_ms)?;
+    }
+    if stored != before {
+        save_link(store, rule, &stored)?;
+    }
+    Ok(FactOutcome::Linked {
+        duplicate: seen_before && stored == before,
+        link_id: stored.link_id.clone(),
+        complete: stored.is_complete(),
+        released,
+    })
+}
+
+/// The link just completed: rewrite and release the entry's held queue entry. Returns
+/// whether it was released. Marks the link applied unless the entry has not arrived yet.
+fn apply_to_held_entry(
+    store: &TenantStore,
+    rule: &LinkRule,
+    stored: &mut StoredLink,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let (Some(entry_id), Some(_)) = (stored.entry_id.clone(), &stored.target_id) else {
+        return Ok(false);
+    };
+    let Some(record) = store.get_record(rule.kind, &rule.source, &entry_id)? else {
+        // The entry has not arrived: it will be queued changed when it does.
+        return Ok(false);
+    };
+    let held_entry = match record.last_seq {
+        Some(seq) => store.get_queue_entry(Lane::Live, seq)?,
+        None => None,
+    };
+    let outcome = match held_entry {
+        Some(entry) => {
+            let (body_json, aliases) = stored.apply(rule, &entry_id, &entry.body_json, &[])?;
+            store.release_held(
+                rule.kind,
+                &rule.source,
+                &entry_id,
+                Release {
+                    body_json: &body_json,
+                    aliases: &aliases,
+                    reason: &stored.message(&rule.release_reason),
+                },
+                now_ms,
+            )?
+        }
+        None => ReleaseOutcome::NotQueued,
+    };
+    stored.applied = true;
+    match outcome {
+        ReleaseOutcome::Released { .. } => Ok(true),
+        ReleaseOutcome::NotQueued | ReleaseOutcome::AlreadyReleased { .. } => {
+            tracing::warn!(tenant_id = %store.tenant_id(), entry_id = %entry_id, link_id = %stored.link_id, "link arrived after the hold");
+            let note = AlertNote {
+                code: rule.late_alert_code.clone(),
+                message: stored.message(&rule.late_alert_message),
+            };
+            raise_alert(store, &note, now_ms)?;
+            Ok(false)
+        }
+    }
+}
+
+/// To Capture: apply a source fact, answer once it is durable.
+#[derive(actix::Message)]
+#[rtype(result = "Result<FactOutcome, crate::messages::EnqueueError>")]
+pub struct RecordFact {
+    pub fact: SourceFact,
+    pub guard: crate::mailbox::MailboxGuard,
+}
+
+impl actix::Handler<RecordFact> for super::CaptureActor {
+    type Result =
+        actix::ResponseActFuture<Self, Result<FactOutcome, crate::messages::EnqueueError>>;
+
+    fn handle(&mut self, message: RecordFact, ctx: &mut actix::Context<Self>) -> Self::Result {
+        use crate::messages::EnqueueError;
+        use actix::{fut, ActorFutureExt, WrapFuture};
+
+        let RecordFact { fact, mut guard } = message;
+        guard.mark_handling();
+        if !self.may_act(ctx) {
+            return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
+        }
+        let Some(sled) = self.core.shared.sled().cloned() else {
+            return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
+        };
+        let now_ms = self.core.shared.clock.now_ms();
+        let outcome = match apply(&sled.tenant_store, fact, now_ms) {
+            Ok(outcome) => outcome,
+            Err(error) => return Box::pin(fut::ready(Err(EnqueueError::Store(error)))),
+        };
+        drop(guard);
+        let store = sled.store;
+        let durable = async move { store.durable().await };
+        Box::pin(durable.into_actor(self).map(move |flushed, capture, _ctx| {
+            flushed?;
+            let ready = outcome.entries_ready();
+            if ready > 0 {
+                // The submitter learns the new entry (or a hold's end) without a tick.
+                capture.behavior_hint(ready);
+            }
+            Ok(outcome)
+        }))
+    }
+}
+
+#[cfg(test)]
+#[path = "commands_tests.rs"]
+mod tests;

@@ -1,0 +1,154 @@
+//! Inbound's webhook half: a parsed Virtuous delivery comes in through the tenant's handle
+//! ([`crate::runtime::TenantHandle::deliver_virtuous`]); Inbound matches it with the one
+//! matcher ([`crate::gift_match`]), confirms the records (`confirm_records`; duplicates are
+//! reported as the reconciler reports them), keeps the events it could not understand
+//! (`store::unparsed_ops`, bounded, counted in `steward_inbound_unparsed_total`), and answers
+//! once all of it is durable (invariant 1: the route's `200` comes after).
+//!
+//! The writes happen in the handler (one actor: deliveries of a tenant never interleave);
+//! the flush is awaited in a spawned actor future, so later deliveries share it.
+
+use actix::{fut, ActorFutureExt, Context, Handler, Message, ResponseActFuture, WrapFuture};
+
+use super::InboundActor;
+use crate::gift_match::{match_delivery, SourceNames};
+use crate::mailbox::MailboxGuard;
+use crate::reconciler_pass::report_duplicate;
+use crate::store::confirm_ops::ConfirmOutcome;
+use crate::store::StoreError;
+use crate::virtuous_event::{VirtuousDelivery, VirtuousEvent};
+
+/// Origin label of events kept from the Virtuous webhook.
+pub const ORIGIN_VIRTUOUS_WEBHOOK: &str = "virtuous_webhook";
+
+/// To Inbound: handle one Virtuous delivery; answer after it is durable.
+#[derive(Message)]
+#[rtype(result = "Result<DeliveryReport, DeliveryError>")]
+pub struct DeliverVirtuous {
+    pub delivery: VirtuousDelivery,
+    /// Which ingress sources each `transactionSource` names (from the tenant's settings).
+    pub names: SourceNames,
+    pub guard: MailboxGuard,
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Events (models) in the delivery.
+    pub models: usize,
+    pub confirmed: u64,
+    pub duplicates: u64,
+    /// Events kept because they could not be understood.
+    pub unparsed: u64,
+}
+
+/// Why a delivery was not answered with a report.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Inbound's mailbox is full: back-pressure (HTTP 503).
+    #[error("the tenant's inbound mailbox is full ({capacity} messages); retry later")]
+    MailboxFull { capacity: usize },
+    /// Inbound is restarting, or the tenant is stopping (HTTP 503).
+    #[error("the tenant's inbound actor is not available (restarting or stopped); retry later")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl InboundActor {
+    /// The writes of one delivery (not yet durable).
+    fn write_delivery(&mut self, message: &DeliverVirtuous) -> Result<DeliveryReport, StoreError> {
+        let shared = &self.core.shared;
+        let sled = shared.sled().ok_or_else(|| {
+            StoreError::Io("the tenant runs without a store (test runtime)".into())
+        })?;
+        let tenant_store = &sled.tenant_store;
+        let now_ms = shared.clock.now_ms();
+        let events = &message.delivery.events;
+        let mut report = DeliveryReport {
+            models: events.len(),
+            ..DeliveryReport::default()
+        };
+        let confirmations = match_delivery(events, &message.names);
+        let outcomes = tenant_store.confirm_records(&confirmations, now_ms)?;
+        for (confirmation, outcome) in confirmations.iter().zip(&outcomes) {
+            match outcome {
+                ConfirmOutcome::Confirmed { .. } => report.confirmed += 1,
+                ConfirmOutcome::DuplicateDetected { all_ids, .. } => {
+                    report.duplicates += 1;
+                    report_duplicate(
+                        tenant_store,
+                        &shared.tenant_id,
+                        confirmation,
+                        all_ids,
+                        now_ms,
+                    );
+                }
+                _ => {}
+            }
+        }
+        let unparsed: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|event| match event {
+                VirtuousEvent::Unparsed { raw_json, reason } => {
+                    Some((raw_json.clone(), reason.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if !unparsed.is_empty() {
+            tenant_store.keep_unparsed(ORIGIN_VIRTUOUS_WEBHOOK, &unparsed, now_ms)?;
+            report.unparsed = unparsed.len() as u64;
+            for (_, reason) in &unparsed {
+                tracing::warn!(tenant_id = %shared.tenant_id, reason = %reason, "Virtuous webhook event not understood; kept for the operator");
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl Handler<DeliverVirtuous> for InboundActor {
+    type Result = ResponseActFuture<Self, Result<DeliveryReport, DeliveryError>>;
+
+    fn handle(&mut self, mut message: DeliverVirtuous, ctx: &mut Context<Self>) -> Self::Result {
+        message.guard.mark_handling();
+        if !self.may_act(ctx) {
+            return Box::pin(fut::ready(Err(DeliveryError::Unavailable)));
+        }
+        let report = match self.write_delivery(&message) {
+            Ok(report) => report,
+            Err(error) => return Box::pin(fut::ready(Err(DeliveryError::Store(error)))),
+        };
+        self.behavior.deliveries_handled += 1;
+        self.behavior.unparsed_kept += report.unparsed;
+        self.publish();
+        drop(message);
+        let store = self.core.shared.sled().map(|sled| sled.store.clone());
+        let durable = async move {
+            match store {
+                Some(store) => store.durable().await,
+                None => Ok(()),
+            }
+        };
+        Box::pin(
+            durable
+                .into_actor(self)
+                .map(move |flushed, _inbound, _ctx| {
+                    flushed?;
+                    // Counted once durable: a counted event is one an operator can find.
+                    crate::metrics::count_confirmations(
+                        "webhook",
+                        report.confirmed + report.duplicates,
+                    );
+                    if report.unparsed > 0 {
+                        metrics::counter!(
+                            crate::metrics::INBOUND_UNPARSED_TOTAL,
+                            crate::metrics::LABEL_ORIGIN => ORIGIN_VIRTUOUS_WEBHOOK
+                        )
+                        .increment(report.unparsed);
+                    }
+                    Ok(report)
+                }),
+        )
+    }
+}

@@ -1,0 +1,170 @@
+//! The tenant's doors for the HTTP layer: Virtuous facts go to Inbound, test hooks through
+//! the handle. The `steward` crate's HTTP modules reach a tenant only through these and the
+//! rest of [`TenantHandle`]; they never touch the store.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::TenantHandle;
+use crate::gift_match::SourceNames;
+use crate::inbound::{DeliverVirtuous, DeliveryError, DeliveryReport};
+use crate::observe::ActorKind;
+use crate::store::{Lane, RecordKind, StoreError, Unconfirmed};
+use crate::virtuous_event::VirtuousDelivery;
+
+impl TenantHandle {
+    /// Hands a parsed Virtuous delivery to the tenant's Inbound actor; resolves once what it
+    /// changed (confirmations, kept events) is durable. A full Inbound mailbox answers
+    /// [`DeliveryError::MailboxFull`] at once.
+    pub fn deliver_virtuous(
+        &self,
+        delivery: VirtuousDelivery,
+        names: SourceNames,
+    ) -> impl Future<Output = Result<DeliveryReport, DeliveryError>> + 'static {
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let inbound = shared
+                .addresses()
+                .inbound
+                .ok_or(DeliveryError::Unavailable)?;
+            let capacity = shared.settings().mailbox_capacity;
+            let mailbox = &shared.cell(ActorKind::Inbound).mailbox;
+            if mailbox.depth() >= capacity as u64 {
+                return Err(DeliveryError::MailboxFull { capacity });
+            }
+            let guard = mailbox.guard();
+            inbound
+                .send(DeliverVirtuous {
+                    delivery,
+                    names,
+                    guard,
+                })
+                .await
+                .map_err(|_mailbox_closed| DeliveryError::Unavailable)?
+        }
+    }
+
+    /// Test hook: the store half of a submitter's completion for records a test sent to
+    /// Virtuous itself — their queue entries removed (whatever the lane), the records
+    /// `submitted` with an unconfirmed-index key. Durable before it resolves; returns how
+    /// many records moved.
+    pub async fn mark_submitted_for_test(
+        &self,
+        kind: RecordKind,
+        source: &str,
+        transaction_source: &str,
+        source_ids: &[String],
+    ) -> Result<u64, StoreError> {
+        let sled = self.store_for_hooks()?;
+        let tenant_store = &sled.tenant_store;
+        let now_ms = self.shared.clock.now_ms();
+        let mut entries = Vec::new();
+        for source_id in source_ids {
+            if let Some(seq) = tenant_store
+                .get_record(kind, source, source_id)?
+                .and_then(|record| record.last_seq)
+            {
+                entries.extend(Lane::ALL.iter().map(|lane| (*lane, seq)));
+            }
+        }
+        tenant_store.remove_queue_entries(&entries)?;
+        let submitted: Vec<Unconfirmed> = source_ids
+            .iter()
+            .map(|source_id| Unconfirmed {
+                kind,
+                source: source.to_owned(),
+                source_id: source_id.clone(),
+                transaction_source: transaction_source.to_owned(),
+                transaction_id: source_id.clone(),
+                submitted_at_ms: now_ms,
+            })
+            .collect();
+        let moved = tenant_store.mark_submitted(&submitted, now_ms)?;
+        sled.store.durable().await?;
+        Ok(moved)
+    }
+
+    fn store_for_hooks(&self) -> Result<crate::ports::SledTenantData, StoreError> {
+        self.shared
+            .sled()
+            .cloned()
+            .ok_or_else(|| StoreError::Io("the tenant runs without a store (test runtime)".into()))
+    }
+}
+
+/// Test hooks of the admin API (`runtime.test_hooks`): each durable before it resolves.
+impl TenantHandle {
+    /// Entries and a checkpoint in one atomic write (as a poller advances its checkpoint).
+    pub async fn enqueue_with_checkpoint_for_test(
+        &self,
+        entries: Vec<crate::store::NewEntry>,
+        checkpoint_name: &str,
+        checkpoint: &[u8],
+    ) -> Result<Vec<crate::store::EnqueueOutcome>, StoreError> {
+        let sled = self.store_for_hooks()?;
+        let outcomes =
+            sled.tenant_store
+                .enqueue_with_checkpoint(entries, checkpoint_name, checkpoint)?;
+        sled.store.durable().await?;
+        self.hint_work(outcomes.len() as u64);
+        Ok(outcomes)
+    }
+
+    /// A checkpoint's stored value.
+    pub fn checkpoint_for_test(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store_for_hooks()?.tenant_store.get_checkpoint(name)
+    }
+
+    /// Dead-letters the `count` oldest live-lane entries the way the submitter does for a
+    /// permanent error; returns the dead letters' ids.
+    pub async fn dead_letter_live_for_test(
+        &self,
+        count: usize,
+        status: Option<u16>,
+        reason: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        let sled = self.store_for_hooks()?;
+        let tenant_store = &sled.tenant_store;
+        let now_ms = self.shared.clock.now_ms();
+        let mut ids = Vec::new();
+        for (seq, _) in tenant_store.scan_lane(Lane::Live, count)? {
+            if let Some(dead) =
+                tenant_store.dead_letter_queued_entry(Lane::Live, seq, status, reason, now_ms)?
+            {
+                ids.push(dead.id);
+            }
+        }
+        sled.store.durable().await?;
+        Ok(ids)
+    }
+}
+
+impl TenantHandle {
+    /// Hands a source fact (alert, event mark, hold, link part) to Capture; resolves once
+    /// what it changed is durable. Back-pressure as [`TenantHandle::enqueue`].
+    pub fn record_fact(
+        &self,
+        fact: crate::capture::commands::SourceFact,
+    ) -> impl Future<
+        Output = Result<crate::capture::commands::FactOutcome, crate::messages::EnqueueError>,
+    > + 'static {
+        use crate::messages::EnqueueError;
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let capture = shared
+                .addresses()
+                .capture
+                .ok_or(EnqueueError::Unavailable)?;
+            let capacity = shared.settings().mailbox_capacity;
+            let mailbox = &shared.cell(ActorKind::Capture).mailbox;
+            if mailbox.depth() >= capacity as u64 {
+                return Err(EnqueueError::MailboxFull { capacity });
+            }
+            let guard = mailbox.guard();
+            capture
+                .send(crate::capture::commands::RecordFact { fact, guard })
+                .await
+                .map_err(|_mailbox_closed| EnqueueError::Unavailable)?
+        }
+    }
+}

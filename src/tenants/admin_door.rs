@@ -1,0 +1,165 @@
+//! The admin API's door to a registered tenant's stored data: dead letters, records, kept
+//! inbound events. A facade over the store for the reads and commands that need the
+//! registry (the tenant may be registered but not running); everything else goes through the
+//! tenant's handle. Commands answer after their write is durable (invariant 1).
+//!
+//! The `steward` crate's HTTP modules cannot reach the store itself: [`TenantStores`] keeps
+//! it private to `tenants` (issue 10: HTTP code touches no store).
+
+use steward_actors::store::admin_ops::{QueuedEntry, Replayed};
+use steward_actors::store::types::RecordState;
+use steward_actors::store::unparsed_ops::UnparsedEvent;
+use steward_actors::store::{DeadLetter, RecordKind, Store, StoreError, TenantStore};
+
+use super::now_ms;
+use crate::app::AppState;
+use crate::http::error::{ApiError, ErrorCode};
+use crate::tenant::validate_tenant_id;
+
+/// The process's store, reachable only from `tenants` and its children: the HTTP modules
+/// hold an [`AppState`] but cannot open a tenant's key space (issue 10: HTTP code touches no
+/// store; a test greps `src/http` as well). Admin reads and commands that need the registry
+/// go through the facade in `admin_door.rs`; everything else through the tenant's handle.
+pub struct TenantStores {
+    /// `pub(super)`: `tenants` and its children only.
+    pub(super) store: Store,
+}
+
+impl TenantStores {
+    pub fn new(store: Store) -> TenantStores {
+        TenantStores { store }
+    }
+
+    /// `/readyz`: a point read answers (sled has no cheaper health probe) and no write group
+    /// or flush failed.
+    pub fn is_open(&self) -> bool {
+        self.store.registry().get("-readiness-probe-").is_ok() && self.store.failure().is_none()
+    }
+
+    /// The last flush at shutdown.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.store.flush_blocking()
+    }
+}
+
+/// A record with what the admin API shows beside it.
+pub struct RecordView {
+    pub record: RecordState,
+    pub queued: Vec<QueuedEntry>,
+    /// The dead letter of its latest entry (a dead letter's id is the seq of the entry).
+    pub dead_letter: Option<DeadLetter>,
+}
+
+impl TenantStores {
+    /// The store of a registered tenant (404 for an unknown one: `Store::tenant` would
+    /// create an empty key space for any id).
+    fn registered(&self, id: &str) -> Result<TenantStore, ApiError> {
+        validate_tenant_id(id)?;
+        if self.store.registry().get(id)?.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no tenant `{id}`"),
+            ));
+        }
+        Ok(self.store.tenant(id)?)
+    }
+
+    /// 404 unless `id` is a registered tenant.
+    pub fn ensure_registered(&self, id: &str) -> Result<(), ApiError> {
+        self.registered(id).map(|_| ())
+    }
+
+    /// Dead letters with an id above `after`, oldest first, at most `limit`.
+    pub fn dead_letters_page(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, ApiError> {
+        Ok(self.registered(id)?.dead_letters_page(after, limit)?)
+    }
+
+    pub fn dead_letter(
+        &self,
+        id: &str,
+        dead_letter_id: u64,
+    ) -> Result<Option<DeadLetter>, ApiError> {
+        Ok(self.registered(id)?.get_dead_letter(dead_letter_id)?)
+    }
+
+    /// Replays a dead letter (as-is or with `edited_body_json`); durable before it returns.
+    /// `None`: no such dead letter (or a concurrent request took it).
+    pub async fn replay_dead_letter(
+        &self,
+        state: &AppState,
+        id: &str,
+        dead_letter_id: u64,
+        edited_body_json: Option<String>,
+    ) -> Result<Option<Replayed>, ApiError> {
+        let tenant_store = self.registered(id)?;
+        let Some(replayed) =
+            tenant_store.replay_dead_letter(dead_letter_id, edited_body_json, now_ms())?
+        else {
+            return Ok(None);
+        };
+        self.store.durable().await?;
+        if let Some(handle) = state.runtime.tenant(id) {
+            handle.hint_work(1);
+        }
+        Ok(Some(replayed))
+    }
+
+    /// Discards a dead letter; durable before it returns. `None`: no such dead letter.
+    pub async fn discard_dead_letter(
+        &self,
+        id: &str,
+        dead_letter_id: u64,
+    ) -> Result<Option<DeadLetter>, ApiError> {
+        let discarded = self
+            .registered(id)?
+            .discard_dead_letter(dead_letter_id, now_ms())?;
+        if discarded.is_some() {
+            self.store.durable().await?;
+        }
+        Ok(discarded)
+    }
+
+    /// A record by id or alias, with its queued entries and its dead letter.
+    pub fn record_view(
+        &self,
+        id: &str,
+        kind: RecordKind,
+        source: &str,
+        id_or_alias: &str,
+    ) -> Result<Option<RecordView>, ApiError> {
+        let tenant_store = self.registered(id)?;
+        let Some(record) = tenant_store.find_record(kind, source, id_or_alias)? else {
+            return Ok(None);
+        };
+        let queued = tenant_store.queued_entries_of(&record)?;
+        let dead_letter = match record.last_seq {
+            Some(seq) => tenant_store.get_dead_letter(seq)?,
+            None => None,
+        };
+        Ok(Some(RecordView {
+            record,
+            queued,
+            dead_letter,
+        }))
+    }
+
+    /// Kept inbound events with an id above `after`, oldest first, at most `limit`; and how
+    /// many are kept in all.
+    pub fn unparsed_page(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<UnparsedEvent>, u64), ApiError> {
+        let tenant_store = self.registered(id)?;
+        Ok((
+            tenant_store.unparsed_page(after, limit)?,
+            tenant_store.unparsed_count()?,
+        ))
+    }
+}
