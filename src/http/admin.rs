@@ -1,4 +1,4 @@
-//! The admin API under `/v1` (DESIGN.md §6). Handlers are thin: parse, call
+//! The admin API under `/v1` (docs/operations.md). Handlers are thin: parse, call
 //! [`crate::tenants`], answer. The bearer-token check wraps the whole scope.
 
 use actix_web::{web, HttpRequest, HttpResponse};

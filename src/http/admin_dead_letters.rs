@@ -1,4 +1,4 @@
-//! Dead letters in the admin API (DESIGN.md §6): list, replay as-is or edited, discard.
+//! Dead letters in the admin API (docs/operations.md): list, replay as-is or edited, discard.
 //!
 //! A replay may edit a body but never its idempotency fields (invariant 3): the old and the
 //! new body are compared field by field on `transactionSource`, `transactionId`,
@@ -150,7 +150,7 @@ fn edited_body(raw: &[u8], old_body_json: &str) -> Result<Option<String>, ApiErr
         return Err(ApiError::new(
             ErrorCode::IdempotencyFieldsChanged,
             format!(
-                "a replay may not change {} (the record's idempotency key, DESIGN.md invariant 3)",
+                "a replay may not change {} (the record's idempotency key: one key per source fact, forever)",
                 changed.join(", ")
             ),
         ));

@@ -1,4 +1,4 @@
-//! Record lookup and the connection test in the admin API (DESIGN.md §6).
+//! Record lookup and the connection test in the admin API (docs/operations.md).
 //!
 //! - `GET /v1/tenants/{id}/records/{kind}/{source}/{source_id}`: the record's state, keys
 //!   and full history; `source_id` may be any alias (PaymentIntent, charge, event id…).

@@ -1,5 +1,5 @@
 //! The HTTP edge's one error type and its JSON shape:
-//! `{"error": {"code": "bad_signature", "message": "…"}}` (DESIGN.md §6).
+//! `{"error": {"code": "bad_signature", "message": "…"}}` (docs/operations.md).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

@@ -1,4 +1,4 @@
-//! Webhook ingress (DESIGN.md §3, §6): `POST /hooks/{tenant}/stripe` and
+//! Webhook ingress (docs/ingress.md): `POST /hooks/{tenant}/stripe` and
 //! `POST /hooks/{tenant}/platform/{source}`. No admin token: each source's own signature.
 //!
 //! Every route runs the same steps: find the running tenant (404 `unknown_tenant`), read the
@@ -38,7 +38,7 @@ use crate::tenant::TenantDoc;
 
 /// Counter of ingress answers by source kind (`stripe`, `platform`) and outcome (`queued`,
 /// `duplicate`, `ignored`, `held`, `linked`, `alerted`, `rejected`, or the error code).
-/// No tenant label: per-tenant numbers are in the tenant status (DESIGN.md §6 cardinality).
+/// No tenant label: per-tenant numbers are in the tenant status (metric cardinality, docs/operations.md).
 pub const INGRESS_REQUESTS_TOTAL: &str = "steward_ingress_requests_total";
 /// Histogram of the time from request start to answer, by source kind.
 pub const INGRESS_ACK_SECONDS: &str = "steward_ingress_ack_seconds";
@@ -160,7 +160,7 @@ impl Answer {
         }
     }
 
-    /// `200 ignored`, counted by reason class (never failed: DESIGN.md §6).
+    /// `200 ignored`, counted by reason class (never failed: docs/ingress.md).
     pub(crate) fn ignored(source_kind: &'static str, event_id: &str, reason: &str) -> Answer {
         let reason_class = if reason.starts_with("test-mode") {
             "test_mode"

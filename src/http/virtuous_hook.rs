@@ -1,5 +1,5 @@
 //! `POST /hooks/{tenant}/virtuous`: Virtuous webhook deliveries confirm records at once
-//! (DESIGN.md §3). The bulk reconciler stays the guarantee; this only makes it faster.
+//! (ARCHITECTURE.md, "Confirmation"). The bulk reconciler stays the guarantee; this only makes it faster.
 //!
 //! - Body limit `virtuous_body_limit_bytes` (bulk deliveries are large) → `413`.
 //! - HMAC-SHA256 of the raw body with the tenant's `virtuous.webhook_secret`, read from the

@@ -1,5 +1,5 @@
-//! The one parser of Virtuous webhook bodies (virtuous-api.md "Webhooks"; the sandbox's
-//! sender, `src/sandbox/webhooks.rs`, sends the documented forms).
+//! The one parser of Virtuous webhook bodies (docs/ingress.md "Virtuous webhooks"; the sandbox's
+//! sender, `sandbox/src/virtuous/webhooks.rs`, sends the documented forms).
 //!
 //! Virtuous does not publish the payload schemas and does not retry a `2xx`, so the parser is
 //! lenient and never drops an event silently:

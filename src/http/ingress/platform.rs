@@ -1,5 +1,5 @@
 //! `POST /hooks/{tenant}/platform/{source}`: a generic HMAC-signed JSON platform configured
-//! in the tenant's `sources.platforms.{source}` (DESIGN.md §6).
+//! in the tenant's `sources.platforms.{source}` (docs/ingress.md).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::tz::TimeZone;

@@ -1,4 +1,4 @@
-//! `POST /hooks/{tenant}/stripe` (sources.md "Stripe").
+//! `POST /hooks/{tenant}/stripe` (docs/ingress.md "Stripe").
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::tz::TimeZone;

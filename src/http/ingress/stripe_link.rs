@@ -1,4 +1,4 @@
-//! Subscription holds and links (sources.md "Subscription payments must not become a second
+//! Subscription holds and links (docs/ingress.md: subscription payments must not become a second
 //! gift", API 2025-03-31 and later).
 //!
 //! A payment that looks like a subscription payment is *held*: queued as the one-time gift
