@@ -16,7 +16,7 @@
 //!   group commit, the tenant registry and sealed secrets.
 //! - [`outcome`]: the one outcome classification function (DESIGN.md §5), over plain facts.
 //! - [`retry`]: the retry schedule, jitter and `Retry-After` floor (pure).
-//! - [`submitter_request`]: leased entries → one Virtuous request; an answer → completions.
+//! - [`submitter::request`]: leased entries → one Virtuous request; an answer → completions.
 //!
 //! This crate knows records, lanes, budgets and outcomes. It does not know HTTP, JSON wire
 //! formats of any platform, or reqwest.
@@ -34,13 +34,10 @@ pub mod outcome;
 pub mod ports;
 pub mod queue;
 pub mod reconciler;
-pub mod reconciler_budget;
-pub mod reconciler_pass;
 pub mod retry;
 pub mod runtime;
 pub mod store;
 pub mod submitter;
-pub mod submitter_request;
 pub mod supervisor;
 
 pub use messages::{EnqueueError, KillMode};

@@ -26,7 +26,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
-use steward_actors::reconciler_pass::report_duplicate;
+use steward_actors::reconciler::pass::report_duplicate;
 use steward_actors::store::confirm_ops::{ConfirmOutcome, Confirmation};
 use steward_actors::store::{Lane, RecordKind, TenantStore, Unconfirmed};
 

@@ -587,13 +587,13 @@ impl Actor for ArbiterProbe {
 }
 
 #[cfg(test)]
-#[path = "runtime_tests.rs"]
+#[path = "tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "runtime_sled_tests.rs"]
+#[path = "sled_tests.rs"]
 mod sled_tests;
 
 #[cfg(test)]
-#[path = "runtime_metrics_tests.rs"]
+#[path = "metrics_tests.rs"]
 mod metrics_tests;

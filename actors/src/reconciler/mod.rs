@@ -9,6 +9,9 @@
 //! it waits for Virtuous. Nothing survives a restart but what the store holds: the next
 //! generation finds the unconfirmed index and starts over.
 
+pub mod budget;
+pub mod pass;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use serde::Serialize;
 use crate::child::{Child, ChildBehavior};
 use crate::mailbox::MailboxGuard;
 use crate::observe::{ActorKind, TenantShared};
-use crate::reconciler_pass::{run_pass, PassContext, PassReport, PassSettings};
+use crate::reconciler::pass::{run_pass, PassContext, PassReport, PassSettings};
 use crate::store::StoreError;
 
 pub type ReconcilerActor = Child<Reconciler>;
@@ -299,5 +302,5 @@ impl Handler<ReconcileNow> for ReconcilerActor {
 }
 
 #[cfg(test)]
-#[path = "reconciler_tests.rs"]
+#[path = "tests.rs"]
 mod tests;

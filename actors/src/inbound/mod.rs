@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::child::{Child, ChildBehavior};
 use crate::mailbox::MailboxGuard;
 use crate::observe::{ActorKind, TenantShared};
-use crate::reconciler_budget::ReconcileBudget;
+use crate::reconciler::budget::ReconcileBudget;
 
 pub type InboundActor = Child<Inbound>;
 

@@ -4,7 +4,7 @@
 //!   budget's next call, the next held or backing-off entry) and a kick from every tick only
 //!   wake it.
 //! - When the budget allows a call it leases the next group ([`crate::store::queue_ops`]),
-//!   builds one request ([`crate::submitter_request::prepare`]), draws the call from the
+//!   builds one request ([`crate::submitter::request::prepare`]), draws the call from the
 //!   ledger, sends, classifies the answer ([`crate::outcome::classify`]) and completes every
 //!   entry in one store batch. One call in flight per tenant; it never waits to batch.
 //! - Split halves and the good items of a batch refused for some are sent again at once
@@ -15,6 +15,8 @@
 //! - Paused (or waiting for the operator) → it sends nothing. 401/403 → tenant paused,
 //!   `needs_operator`, alert `auth_failed`; the entries stay queued.
 //! - In-memory tenants (no sled store) submit nothing.
+
+pub mod request;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -36,7 +38,7 @@ use crate::observe::{ActorKind, TenantShared};
 use crate::outcome::classify;
 use crate::ports::{CrmReply, CrmWrite};
 use crate::store::{Completion, Lane, LeaseRequest, LeasedEntry, RecordKind, RetryPolicy};
-use crate::submitter_request::{class_name, prepare, settle};
+use crate::submitter::request::{class_name, prepare, settle};
 
 /// How often the budget gauges are recomputed.
 const BUDGET_GAUGE_REFRESH_MS: u64 = 60_000;
@@ -638,5 +640,5 @@ impl Handler<SetPaused> for SubmitterActor {
 }
 
 #[cfg(test)]
-#[path = "submitter_tests.rs"]
+#[path = "tests.rs"]
 mod tests;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::ports::{Clock, Crm, CrmGift};
-use crate::reconciler_budget::ReconcileBudget;
+use crate::reconciler::budget::ReconcileBudget;
 use crate::store::confirm_ops::{ConfirmOutcome, Confirmation, UnconfirmedSource};
 use crate::store::{RecordKind, StoreError, TenantStore, Unconfirmed};
 
@@ -294,5 +294,5 @@ pub fn report_duplicate(
 }
 
 #[cfg(test)]
-#[path = "reconciler_pass_tests.rs"]
+#[path = "pass_tests.rs"]
 pub(crate) mod tests;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::inbound::{stored_subscription, WEBHOOK_CHECKPOINT};
 use crate::ports::{Clock, Crm};
-use crate::reconciler_pass::tests::{gift, submitted_store, FakeCrm};
+use crate::reconciler::pass::tests::{gift, submitted_store, FakeCrm};
 use crate::runtime::{Runtime, TenantHandle, TenantSettings, TenantSpec};
 use crate::store::types::SyncState;
 use crate::store::{RecordKind, Store, TenantStore};
