@@ -25,6 +25,7 @@ pub mod budget;
 pub mod capture;
 pub mod child;
 pub mod failpoint;
+pub mod hub;
 pub mod inbound;
 pub mod mailbox;
 pub mod messages;
@@ -36,6 +37,7 @@ pub mod queue;
 pub mod reconciler;
 pub mod retry;
 pub mod runtime;
+pub mod settings;
 pub mod store;
 pub mod submitter;
 pub mod supervisor;
@@ -43,3 +45,6 @@ pub mod supervisor;
 pub use messages::{EnqueueError, KillMode};
 pub use observe::{ActorKind, ActorStatus};
 pub use runtime::{Runtime, TenantHandle, TenantRuntimeStatus, TenantSettings, TenantSpec};
+
+#[cfg(test)]
+mod layering_tests;

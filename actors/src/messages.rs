@@ -47,6 +47,27 @@ pub struct SetPaused {
     pub guard: MailboxGuard,
 }
 
+/// Wakes the submitter (sent from its tick; the store says whether there is work).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake {
+    pub guard: MailboxGuard,
+}
+
+/// To the inbound handler: register the webhook now if it is due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterWebhook {
+    pub guard: MailboxGuard,
+}
+
+/// To the Reconciler: run a pass now (or right after the running one).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReconcileNow {
+    pub guard: MailboxGuard,
+}
+
 /// How a test kills a child (test-only hook, exposed over HTTP only behind a test flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,13 +14,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use serde::{Deserialize, Serialize};
 
 use crate::child::{Child, ChildBehavior};
-use crate::mailbox::MailboxGuard;
-use crate::observe::{ActorKind, TenantShared};
-use crate::reconciler::budget::ReconcileBudget;
+use crate::hub::ReconcileBudget;
+use crate::hub::TenantShared;
+use crate::messages::RegisterWebhook;
+use crate::observe::ActorKind;
 
 pub type InboundActor = Child<Inbound>;
 
@@ -45,13 +46,6 @@ pub fn stored_subscription(shared: &TenantShared) -> Option<WebhookSubscription>
         .get_checkpoint(WEBHOOK_CHECKPOINT)
         .ok()??;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// To the inbound handler: register the webhook now if it is due.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RegisterWebhook {
-    pub guard: MailboxGuard,
 }
 
 /// The inbound handler's state, as the admin API shows it.

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::hub::ReconcileBudget;
 use crate::ports::{Clock, Crm, CrmGift};
-use crate::reconciler::budget::ReconcileBudget;
 use crate::store::confirm_ops::{ConfirmOutcome, Confirmation, UnconfirmedSource};
 use crate::store::{RecordKind, StoreError, TenantStore, Unconfirmed};
 

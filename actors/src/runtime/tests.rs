@@ -145,7 +145,8 @@ async fn stalled_child_is_replaced_and_its_old_generation_cannot_act() {
         .shared()
         .addresses()
         .submitter
-        .expect("submitter running");
+        .expect("submitter running")
+        .work_hint;
     let old_generation = actor(&handle, ActorKind::Submitter).generation;
 
     handle.kill_child(ActorKind::Submitter, KillMode::Stall);
@@ -380,11 +381,14 @@ async fn stop_tenant_stops_all_six_actors_even_with_a_stalled_child() {
     })
     .await;
     let addresses = handle.shared().addresses();
-    let connected = |addresses: &crate::observe::ChildAddresses| {
+    let connected = |addresses: &crate::hub::ChildAddresses| {
         [
             addresses.capture.as_ref().map(|a| a.connected()),
             addresses.queue.as_ref().map(|a| a.connected()),
-            addresses.submitter.as_ref().map(|a| a.connected()),
+            addresses
+                .submitter
+                .as_ref()
+                .map(|a| a.work_hint.connected()),
             addresses.inbound.as_ref().map(|a| a.connected()),
             addresses.reconciler.as_ref().map(|a| a.connected()),
             Some(handle.supervisor().connected()),

@@ -23,18 +23,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use serde::Serialize;
 
 use crate::budget::{BudgetStatus, LedgerView, RateLimitHeaders, BUDGET_WINDOW_MS};
 use crate::child::{Child, ChildBehavior};
-use crate::mailbox::MailboxGuard;
-use crate::messages::{SetPaused, WorkHint};
+use crate::hub::TenantShared;
+use crate::messages::{SetPaused, Wake, WorkHint};
 use crate::metrics::{
     CRM_CALLS_TOTAL, CRM_THROTTLED_TOTAL, DEAD_LETTERS_TOTAL, ITEMS_SUBMITTED_TOTAL, LABEL_ACTOR,
     LABEL_OUTCOME, STALE_COMPLETIONS_REFUSED_TOTAL, SUBMIT_BATCH_SIZE,
 };
-use crate::observe::{ActorKind, TenantShared};
+use crate::observe::ActorKind;
 use crate::outcome::classify;
 use crate::ports::{CrmReply, CrmWrite};
 use crate::store::{Completion, Lane, LeaseRequest, LeasedEntry, RecordKind, RetryPolicy};
@@ -118,13 +118,6 @@ pub struct Submitter {
     call_log_pruned_at_ms: u64,
 }
 
-/// Wakes the submitter (sent from its tick; the store says whether there is work).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Wake {
-    pub guard: MailboxGuard,
-}
-
 /// Wakes a newly started submitter when the store already holds work. It finds work by
 /// reading the store, but only when something wakes it: without this kick a submitter
 /// started on a backlog (process restart, a replaced generation) with no new ingest waited
@@ -135,7 +128,7 @@ pub(crate) fn wake_if_work_stored(shared: &TenantShared) {
     }
     if let Some(submitter) = shared.addresses().submitter {
         let guard = shared.cell(ActorKind::Submitter).mailbox.guard();
-        let _ = submitter.try_send(Wake { guard });
+        let _ = submitter.wake.try_send(Wake { guard });
     }
 }
 
@@ -184,7 +177,7 @@ impl ChildBehavior for Submitter {
             if has_work && overdue && !self.view.in_flight && !self.view.paused {
                 if let Some(submitter) = shared.addresses().submitter {
                     let guard = shared.cell(ActorKind::Submitter).mailbox.guard();
-                    let _ = submitter.try_send(Wake { guard });
+                    let _ = submitter.wake.try_send(Wake { guard });
                 }
             }
         }

@@ -664,7 +664,13 @@ async fn a_stalled_submitter_that_wakes_cannot_complete_what_its_successor_owns(
     fx.handle.enqueue(vec![gift("pi_s")]).await.unwrap();
     fx.handle.resume();
     eventually("first call in flight", 2_000, || fx.crm.count() == 1).await;
-    let old_submitter = fx.handle.shared().addresses().submitter.expect("running");
+    let old_submitter = fx
+        .handle
+        .shared()
+        .addresses()
+        .submitter
+        .expect("running")
+        .work_hint;
     let old_generation = fx.handle.status().actors["submitter"].generation;
     fx.handle.kill_child(ActorKind::Submitter, KillMode::Stall);
     eventually("stalled", 2_000, || {
