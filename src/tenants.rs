@@ -24,7 +24,7 @@ use steward_actors::runtime::BudgetStatus;
 use steward_actors::runtime::{
     BudgetSettings, ConfirmSettings, SubmitSettings, TenantSettings, TenantSpec,
 };
-use steward_actors::store::{RecordKind, TenantRecord, TENANT_NEEDS_OPERATOR};
+use steward_actors::store::{RecordKind, TenantRecord, TenantRunState};
 
 use crate::app::AppState;
 use crate::http::error::{ApiError, ErrorCode};
@@ -32,8 +32,6 @@ use crate::sandbox::OrgSpec;
 use crate::tenant::{self, TenantDoc};
 use crate::virtuous::crm::VirtuousCrm;
 
-pub const STATE_RUNNING: &str = steward_actors::store::TENANT_RUNNING;
-pub const STATE_PAUSED: &str = "paused";
 /// Alert raised when a tenant targets the embedded sandbox but none is running.
 pub const ALERT_EMBEDDED_SANDBOX_MISSING: &str = "embedded_sandbox_missing";
 
@@ -65,11 +63,10 @@ fn effective_budget(state: &AppState, doc: &TenantDoc) -> BudgetSettings {
     }
 }
 
-fn tenant_settings(state: &AppState, doc: &TenantDoc, paused: bool) -> TenantSettings {
+fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
     let config = &state.config;
     let public_url = config.public_url.trim_end_matches('/');
     TenantSettings {
-        paused,
         heartbeat_ms: config.runtime.heartbeat_ms,
         restart_backoff_initial_ms: config.runtime.restart_backoff_initial_ms,
         restart_backoff_max_ms: config.runtime.restart_backoff_max_ms,
@@ -226,9 +223,10 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
         tenant_id: record.id.clone(),
         store: state.store.clone(),
         tenant_store: state.store.tenant(&record.id)?,
+        settings: tenant_settings(state, &doc),
         // Paused, or refused by Virtuous before a restart (needs_operator): no call until an
         // operator resumes.
-        settings: tenant_settings(state, &doc, record.state != STATE_RUNNING),
+        run_state: record.run_state(),
         crm: tenant_crm(state, &doc),
     };
     Ok(Prepared {
@@ -253,6 +251,7 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
         Some(handle) => {
             handle.update_settings(spec.settings);
+            handle.set_run_state(spec.run_state);
             handle.replace_crm(spec.crm);
         }
         None => {
@@ -273,11 +272,6 @@ pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize>
         match prepare_tenant(state, record) {
             Ok(prepared) => {
                 start_or_update(state, prepared);
-                if record.state == TENANT_NEEDS_OPERATOR {
-                    if let Some(handle) = state.runtime.tenant(&record.id) {
-                        handle.set_needs_operator(true);
-                    }
-                }
                 started += 1;
             }
             Err(err) => {
@@ -300,7 +294,13 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
             format!("tenant `{}` exists", doc.id),
         ));
     }
-    let record = seal_record(state, &doc.id, full, STATE_RUNNING, now_ms());
+    let record = seal_record(
+        state,
+        &doc.id,
+        full,
+        TenantRunState::Running.name(),
+        now_ms(),
+    );
     let prepared = prepare_tenant(state, &record)?;
     if !state.store.registry().insert_new(&record)? {
         return Err(ApiError::new(
@@ -404,7 +404,11 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Valu
             .registry()
             .get(id)?
             .ok_or_else(|| unknown_tenant(id))?;
-        record.state = if paused { STATE_PAUSED } else { STATE_RUNNING }.to_string();
+        record.set_run_state(if paused {
+            TenantRunState::Paused
+        } else {
+            TenantRunState::Running
+        });
         record.updated_at_ms = now_ms();
         state.store.registry().put(&record)?;
         state.store.durable().await?;
@@ -455,7 +459,7 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let doc = shown_doc(state, &record)?;
     let state_name = match &runtime_status {
         None => "not_running".to_string(),
-        Some(_) if record.state != STATE_RUNNING => record.state.clone(),
+        Some(_) if record.run_state() != TenantRunState::Running => record.state.clone(),
         Some(runtime) => runtime.state.clone(),
     };
     Ok(json!({

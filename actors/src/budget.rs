@@ -701,6 +701,7 @@ mod tests {
             std::sync::Arc::new(MemoryTenantData::new("t")),
             clock.clone(),
             settings,
+            crate::store::TenantRunState::Running,
         );
         clock.advance_ms(100);
         assert_eq!(shared.draw_call(Lane::Live), Ok(()));

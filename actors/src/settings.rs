@@ -8,8 +8,6 @@ use crate::budget::BudgetSettings;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantSettings {
-    /// Start with submission paused.
-    pub paused: bool,
     /// A child silent for longer than this is replaced; children tick every third of it.
     pub heartbeat_ms: u64,
     pub restart_backoff_initial_ms: u64,
@@ -80,7 +78,6 @@ impl Default for ConfirmSettings {
 impl Default for TenantSettings {
     fn default() -> TenantSettings {
         TenantSettings {
-            paused: false,
             heartbeat_ms: 30_000,
             restart_backoff_initial_ms: 1_000,
             restart_backoff_max_ms: 60_000,

@@ -10,7 +10,7 @@
 use crate::budget::{RateLimitHeaders, AUTH_FAILED_ALERT};
 use crate::hub::TenantShared;
 use crate::ports::CrmReply;
-use crate::store::Lane;
+use crate::store::{Lane, TenantRunState};
 
 /// What confirmation needs from the tenant's budget (a trait so unit tests can count calls).
 pub trait ReconcileBudget {
@@ -55,12 +55,7 @@ impl TenantShared {
     /// as waiting for the operator and raise [`AUTH_FAILED_ALERT`] (ERROR logged once). The
     /// operator fixes the key and resumes (`TenantHandle::resume` clears the mark).
     pub fn credentials_refused(&self, reason: &str, now_ms: u64) {
-        use std::sync::atomic::Ordering;
-        self.paused.store(true, Ordering::Release);
-        self.needs_operator.store(true, Ordering::Release);
-        let mut settings = self.settings();
-        settings.paused = true;
-        self.replace_settings(settings);
+        self.set_run_state(TenantRunState::NeedsOperator);
         let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
         let Some(sled) = self.sled() else { return };
         // Remembered across restarts: a restarted tenant starts paused instead of spending a

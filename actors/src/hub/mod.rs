@@ -12,7 +12,7 @@ pub use addresses::{ChildAddresses, SubmitterAddress};
 pub use budget::ReconcileBudget;
 pub use gauges::TenantGauges;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::budget::RateLimitHeaders;
@@ -20,6 +20,7 @@ use crate::messages::{ReconcileNow, WorkHint};
 use crate::observe::{ActorCell, ActorKind, SUPERVISOR_NAME};
 use crate::ports::{Clock, Crm, SledTenantData, TenantData, UnconfiguredCrm};
 use crate::settings::TenantSettings;
+use crate::store::TenantRunState;
 
 /// What a tenant's actors and its handle share. Read without messaging any actor.
 pub struct TenantShared {
@@ -27,8 +28,8 @@ pub struct TenantShared {
     pub data: Arc<dyn TenantData>,
     pub clock: Arc<dyn Clock>,
     settings: RwLock<TenantSettings>,
-    pub paused: AtomicBool,
-    pub needs_operator: AtomicBool,
+    /// The tenant's [`TenantRunState`] (the registry keeps it across restarts).
+    run_state: AtomicU8,
     cells: [Arc<ActorCell>; 5],
     pub supervisor_cell: Arc<ActorCell>,
     addresses: Mutex<ChildAddresses>,
@@ -53,6 +54,7 @@ impl TenantShared {
         data: Arc<dyn TenantData>,
         clock: Arc<dyn Clock>,
         settings: TenantSettings,
+        run_state: TenantRunState,
     ) -> TenantShared {
         let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
         let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
@@ -61,8 +63,7 @@ impl TenantShared {
             budget,
             leases: crate::store::LeaseTable::new(),
             gauges: TenantGauges::register(&tenant_id),
-            paused: AtomicBool::new(settings.paused),
-            needs_operator: AtomicBool::new(false),
+            run_state: AtomicU8::new(run_state as u8),
             settings: RwLock::new(settings),
             tenant_id,
             data,
@@ -129,8 +130,18 @@ impl TenantShared {
     pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
         &self.cells[kind.index()]
     }
+    pub fn run_state(&self) -> TenantRunState {
+        TenantRunState::from_u8(self.run_state.load(Ordering::Acquire))
+    }
+    pub fn set_run_state(&self, run_state: TenantRunState) {
+        self.run_state.store(run_state as u8, Ordering::Release);
+    }
+    /// Nothing is sent to Virtuous (paused or waiting for an operator).
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Acquire)
+        self.run_state().is_paused()
+    }
+    pub fn needs_operator(&self) -> bool {
+        self.run_state() == TenantRunState::NeedsOperator
     }
     // Never panics on poison: used from `stopped()`, which may run while unwinding.
     pub(crate) fn addresses_lock(&self) -> MutexGuard<'_, ChildAddresses> {

@@ -11,7 +11,6 @@
 //! resume. Virtuous has no list endpoint: the stored id is the only record of the
 //! subscription. A failed attempt is retried after [`REGISTRATION_RETRY_MS`].
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
@@ -77,7 +76,7 @@ impl Inbound {
             && now_ms >= self.next_attempt_at_ms
             && shared.sled().is_some()
             && !shared.is_paused()
-            && !shared.needs_operator.load(Ordering::Acquire)
+            && !shared.needs_operator()
     }
 }
 

@@ -99,7 +99,7 @@ impl ChildBehavior for Reconciler {
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
         let now_ms = shared.clock.now_ms();
         self.start_prune_if_due(shared, now_ms);
-        let blocked = shared.is_paused() || shared.needs_operator.load(Ordering::Acquire);
+        let blocked = shared.is_paused() || shared.needs_operator();
         if self.was_blocked && !blocked {
             // Resumed: catch up with what was submitted before the pause.
             self.next_pass_at_ms = self
@@ -177,7 +177,7 @@ impl ReconcilerActor {
         state.pass_requested = false;
         let skip_reason = if shared.sled().is_none() {
             Some("no store (in-memory tenant)")
-        } else if shared.needs_operator.load(Ordering::Acquire) {
+        } else if shared.needs_operator() {
             Some("tenant needs an operator: no calls")
         } else if shared.is_paused() {
             Some("tenant paused: no calls")

@@ -8,7 +8,7 @@ use crate::ports::{Clock, Crm};
 use crate::reconciler::pass::tests::{gift, submitted_store, FakeCrm};
 use crate::runtime::{Runtime, TenantHandle, TenantSettings, TenantSpec};
 use crate::store::types::SyncState;
-use crate::store::{RecordKind, Store, TenantStore};
+use crate::store::{RecordKind, Store, TenantRunState, TenantStore};
 use crate::{ActorKind, KillMode};
 
 async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
@@ -22,9 +22,8 @@ async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() ->
     }
 }
 
-fn settings(paused: bool) -> TenantSettings {
+fn settings() -> TenantSettings {
     let mut settings = TenantSettings {
-        paused,
         heartbeat_ms: 200,
         restart_backoff_initial_ms: 20,
         ..TenantSettings::default()
@@ -44,7 +43,12 @@ fn start(
         tenant_id: "t".into(),
         store: store.clone(),
         tenant_store: tenant.clone(),
-        settings: settings(paused),
+        settings: settings(),
+        run_state: if paused {
+            TenantRunState::Paused
+        } else {
+            TenantRunState::Running
+        },
         crm,
     });
     (runtime, handle)

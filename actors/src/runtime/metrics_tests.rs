@@ -292,6 +292,7 @@ async fn idle_cost_of_10000_tenants() {
                     tenant_id,
                     store: store.clone(),
                     settings: TenantSettings::default(),
+                    run_state: crate::store::TenantRunState::Running,
                     crm: std::sync::Arc::new(crate::ports::UnconfiguredCrm {
                         reason: "metrics test".to_string(),
                     }),

@@ -21,6 +21,7 @@ pub use crate::messages::{EnqueueError, KillMode};
 pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
 use crate::ports::{Clock, Crm, SledTenantData, SystemClock, TenantData, UnconfiguredCrm};
 pub use crate::settings::{ConfirmSettings, SubmitSettings, TenantSettings};
+pub use crate::store::TenantRunState;
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
 
@@ -32,6 +33,8 @@ pub struct TenantSpec {
     /// The tenant's scoped store (`store.tenant(&tenant_id)`).
     pub tenant_store: TenantStore,
     pub settings: TenantSettings,
+    /// As the registry says (a tenant that needs an operator starts that way).
+    pub run_state: TenantRunState,
     /// The tenant's Virtuous (replaced on credential rotation: [`TenantHandle::replace_crm`]).
     pub crm: Arc<dyn Crm>,
 }
@@ -64,13 +67,7 @@ impl TenantHandle {
     pub fn status(&self) -> TenantRuntimeStatus {
         let shared = &self.shared;
         let now_ms = shared.clock.now_ms();
-        let state = if shared.needs_operator.load(Ordering::Acquire) {
-            "needs_operator"
-        } else if shared.is_paused() {
-            "paused"
-        } else {
-            "running"
-        };
+        let state = shared.run_state().name();
         let mut actors: BTreeMap<&'static str, ActorStatus> = ActorKind::ALL
             .iter()
             .map(|kind| (kind.name(), shared.cell(*kind).status(now_ms)))
@@ -115,32 +112,26 @@ impl TenantHandle {
     /// Stops submission; captures keep being accepted. (Persisting the state in the
     /// registry is the caller's job.)
     pub fn pause(&self) {
-        self.set_paused(true);
+        self.set_run_state(TenantRunState::Paused);
     }
     /// Restarts submission. A resume is the operator's word that the cause of a pause is
     /// fixed, so it also clears `needs_operator` (set by a 401/403); if the credentials are
     /// still refused, the next call sets it again. The `auth_failed` alert stays listed.
     pub fn resume(&self) {
-        self.set_needs_operator(false);
-        self.set_paused(false);
+        self.set_run_state(TenantRunState::Running);
     }
-    fn set_paused(&self, paused: bool) {
-        self.shared.paused.store(paused, Ordering::Release);
-        let mut settings = self.shared.settings();
-        settings.paused = paused;
-        self.shared.replace_settings(settings);
+    pub fn run_state(&self) -> TenantRunState {
+        self.shared.run_state()
+    }
+    /// Applies the registry's run state (persisting it there is the caller's job).
+    pub fn set_run_state(&self, run_state: TenantRunState) {
+        let paused = run_state.is_paused();
+        self.shared.set_run_state(run_state);
         // A hint: a restarting submitter reads the shared flag when it starts.
         if let Some(submitter) = self.shared.addresses().submitter {
             let guard = self.shared.cell(ActorKind::Submitter).mailbox.guard();
             let _ = submitter.set_paused.try_send(SetPaused { paused, guard });
         }
-    }
-
-    /// Marks the tenant as waiting for an operator (e.g. credentials rejected).
-    pub fn set_needs_operator(&self, needs_operator: bool) {
-        self.shared
-            .needs_operator
-            .store(needs_operator, Ordering::Release);
     }
 
     /// Draws one call for an operator action (the connection test) from the tenant's budget
@@ -158,11 +149,7 @@ impl TenantHandle {
 
     /// New settings apply without restarting the tenant (see `SettingsChanged`).
     pub fn update_settings(&self, settings: TenantSettings) {
-        let paused = settings.paused;
         self.shared.replace_settings(settings);
-        if paused != self.shared.is_paused() {
-            self.set_paused(paused);
-        }
         let guard = self.shared.supervisor_cell.mailbox.guard();
         self.supervisor.do_send(SettingsChanged { guard });
     }
@@ -316,6 +303,7 @@ impl Runtime {
             Some(sled),
             spec.crm,
             spec.settings,
+            spec.run_state,
         )
     }
 
@@ -326,11 +314,12 @@ impl Runtime {
         tenant_id: String,
         data: Arc<dyn TenantData>,
         settings: TenantSettings,
+        run_state: TenantRunState,
     ) -> TenantHandle {
         let crm = Arc::new(UnconfiguredCrm {
             reason: "in-memory tenant (test)".to_string(),
         });
-        self.start(tenant_id, data, None, crm, settings)
+        self.start(tenant_id, data, None, crm, settings, run_state)
     }
 
     fn start(
@@ -340,6 +329,7 @@ impl Runtime {
         sled: Option<SledTenantData>,
         crm: Arc<dyn Crm>,
         settings: TenantSettings,
+        run_state: TenantRunState,
     ) -> TenantHandle {
         let mut tenants = self.tenants();
         if let Some(existing) = tenants.get(&tenant_id) {
@@ -351,6 +341,7 @@ impl Runtime {
             data,
             Arc::clone(&self.inner.clock),
             settings,
+            run_state,
         ));
         shared.attach(sled, crm);
         let arbiter_index = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed)

@@ -28,6 +28,7 @@ fn spec(store: &Store, tenant_id: &str, settings: TenantSettings) -> TenantSpec 
         store: store.clone(),
         tenant_store: store.tenant(tenant_id).expect("tenant store"),
         settings,
+        run_state: crate::store::TenantRunState::Running,
         crm: std::sync::Arc::new(crate::ports::UnconfiguredCrm {
             reason: "runtime test".to_string(),
         }),

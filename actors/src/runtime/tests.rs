@@ -8,7 +8,7 @@ use super::*;
 use crate::messages::WorkHint;
 use crate::ports::fake::MemoryTenantData;
 use crate::ports::ManualClock;
-use crate::store::{Lane, RecordKind};
+use crate::store::{Lane, RecordKind, TenantRunState};
 
 pub(super) fn fast_settings() -> TenantSettings {
     TenantSettings {
@@ -29,6 +29,7 @@ pub(super) fn start_memory_tenant(
         tenant_id.to_string(),
         Arc::new(MemoryTenantData::new(tenant_id)),
         settings,
+        TenantRunState::Running,
     )
 }
 
@@ -346,13 +347,11 @@ async fn pause_and_resume_are_visible_in_status() {
     })
     .await;
     // A tenant started paused stays paused, and its submitter rebuilds that from shared state.
-    let paused = start_memory_tenant(
-        &runtime,
-        "starts-paused",
-        TenantSettings {
-            paused: true,
-            ..fast_settings()
-        },
+    let paused = runtime.start_tenant_with_data(
+        "starts-paused".to_string(),
+        Arc::new(MemoryTenantData::new("starts-paused")),
+        fast_settings(),
+        TenantRunState::Paused,
     );
     eventually("children started", 5_000, || paused.children_started()).await;
     assert_eq!(paused.status().state, "paused");
@@ -360,10 +359,7 @@ async fn pause_and_resume_are_visible_in_status() {
         actor(&paused, ActorKind::Submitter).observed["paused"],
         true
     );
-    paused.update_settings(TenantSettings {
-        paused: false,
-        ..fast_settings()
-    });
+    paused.resume();
     assert_eq!(paused.status().state, "running");
     runtime.shutdown().await;
 }

@@ -183,17 +183,74 @@ pub struct TenantRecord {
     pub config_json: String,
     /// (field path such as `/virtuous/api_key`, sealed bytes).
     pub sealed_secrets: Vec<(String, Vec<u8>)>,
-    /// [`TENANT_RUNNING`], `paused` or [`TENANT_NEEDS_OPERATOR`].
+    /// A [`TenantRunState`] name (kept as text: the stored bytes predate the enum; read it
+    /// with [`TenantRecord::run_state`]).
     pub state: String,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
 
-/// Registry state of a tenant that submits.
-pub const TENANT_RUNNING: &str = "running";
-/// Registry state of a tenant whose credentials Virtuous refused (401/403): it starts paused
-/// after a restart instead of spending a call to be refused again; a resume clears it.
-pub const TENANT_NEEDS_OPERATOR: &str = "needs_operator";
+/// Whether a tenant submits: the one run state, kept in the registry (as its name) and,
+/// while the tenant runs, in one atomic cell of its hub. The names are stored and shown by
+/// the admin API: never rename them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TenantRunState {
+    /// Submits.
+    Running = 0,
+    /// Paused by an operator: captures are accepted, nothing is sent.
+    Paused = 1,
+    /// Virtuous refused the credentials (401/403): paused, and it starts paused after a
+    /// restart instead of spending a call to be refused again; a resume clears it.
+    NeedsOperator = 2,
+}
+
+impl TenantRunState {
+    pub const ALL: [TenantRunState; 3] = [
+        TenantRunState::Running,
+        TenantRunState::Paused,
+        TenantRunState::NeedsOperator,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TenantRunState::Running => "running",
+            TenantRunState::Paused => "paused",
+            TenantRunState::NeedsOperator => "needs_operator",
+        }
+    }
+
+    /// The state named `name` (as [`TenantRunState::name`] spells it).
+    pub fn parse(name: &str) -> Option<TenantRunState> {
+        TenantRunState::ALL
+            .into_iter()
+            .find(|state| state.name() == name)
+    }
+
+    /// Nothing is sent to Virtuous in this state.
+    pub fn is_paused(self) -> bool {
+        self != TenantRunState::Running
+    }
+
+    pub(crate) fn from_u8(value: u8) -> TenantRunState {
+        match value {
+            0 => TenantRunState::Running,
+            1 => TenantRunState::Paused,
+            _ => TenantRunState::NeedsOperator,
+        }
+    }
+}
+
+impl TenantRecord {
+    /// The stored run state; a name this version does not know reads as paused (send
+    /// nothing until an operator says so).
+    pub fn run_state(&self) -> TenantRunState {
+        TenantRunState::parse(&self.state).unwrap_or(TenantRunState::Paused)
+    }
+    pub fn set_run_state(&mut self, state: TenantRunState) {
+        self.state = state.name().to_string();
+    }
+}
 
 /// The process-wide store. Cheap to clone.
 #[derive(Clone)]
@@ -449,7 +506,7 @@ impl TenantRegistry {
     pub fn remove(&self, tenant_id: &str) -> Result<bool, StoreError> {
         self.remove_impl(tenant_id)
     }
-    /// A running tenant becomes [`TENANT_NEEDS_OPERATOR`] (atomically: a concurrent admin
+    /// A running tenant becomes [`TenantRunState::NeedsOperator`] (atomically: a concurrent admin
     /// write is never overwritten with stale fields). `Ok(false)` when it was not running or
     /// is not registered. Not flushed: the caller's next flush covers it.
     pub fn mark_needs_operator(&self, tenant_id: &str, now_ms: u64) -> Result<bool, StoreError> {

@@ -1,9 +1,7 @@
 //! The tenant registry: one tree, key = tenant id, value = versioned [`TenantRecord`].
 
 use super::codec::{decode, encode};
-use super::{
-    io_error, StoreError, TenantRecord, TenantRegistry, TENANT_NEEDS_OPERATOR, TENANT_RUNNING,
-};
+use super::{io_error, StoreError, TenantRecord, TenantRegistry, TenantRunState};
 
 /// Name of the registry's tree.
 pub const REGISTRY_TREE: &str = "registry";
@@ -56,10 +54,10 @@ impl TenantRegistry {
                 return Ok(false);
             };
             let mut record: TenantRecord = decode(&current)?;
-            if record.state != TENANT_RUNNING {
+            if record.run_state() != TenantRunState::Running {
                 return Ok(false);
             }
-            record.state = TENANT_NEEDS_OPERATOR.to_string();
+            record.set_run_state(TenantRunState::NeedsOperator);
             record.updated_at_ms = now_ms;
             let swapped = self
                 .tree
@@ -83,7 +81,26 @@ impl TenantRegistry {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Store, StoreOptions, TenantRecord};
+    use crate::store::{Store, StoreOptions, TenantRecord, TenantRunState};
+
+    #[test]
+    fn run_state_names_are_the_stored_strings() {
+        // Goal: the run-state enum reads and writes exactly the strings the registry stored
+        // before it existed (and the admin API shows); an unknown name reads as paused.
+        for (state, name) in [
+            (TenantRunState::Running, "running"),
+            (TenantRunState::Paused, "paused"),
+            (TenantRunState::NeedsOperator, "needs_operator"),
+        ] {
+            assert_eq!(state.name(), name);
+            assert_eq!(TenantRunState::parse(name), Some(state));
+            assert_eq!(TenantRunState::from_u8(state as u8), state);
+        }
+        assert_eq!(TenantRunState::parse("Running"), None);
+        let mut unknown = record("x");
+        unknown.state = "archived".into();
+        assert_eq!(unknown.run_state(), TenantRunState::Paused);
+    }
 
     fn record(id: &str) -> TenantRecord {
         TenantRecord {

@@ -148,7 +148,7 @@ impl ChildBehavior for Submitter {
         Submitter {
             view: SubmitterView {
                 paused: shared.is_paused(),
-                needs_operator: shared.needs_operator.load(Ordering::Acquire),
+                needs_operator: shared.needs_operator(),
                 queued_total: shared.data.queued_total(),
                 ..SubmitterView::default()
             },
@@ -159,7 +159,7 @@ impl ChildBehavior for Submitter {
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
         // The shared flag is the truth; SetPaused only makes the change visible sooner.
         self.view.paused = shared.is_paused();
-        self.view.needs_operator = shared.needs_operator.load(Ordering::Acquire);
+        self.view.needs_operator = shared.needs_operator();
         self.view.queued_total = shared.data.queued_total();
         publish_budget_gauges(shared);
         let now_ms = shared.clock.now_ms();
@@ -241,7 +241,7 @@ impl SubmitterActor {
         }
         let shared = Arc::clone(&self.core.shared);
         self.behavior.view.paused = shared.is_paused();
-        self.behavior.view.needs_operator = shared.needs_operator.load(Ordering::Acquire);
+        self.behavior.view.needs_operator = shared.needs_operator();
         let Some(sled) = shared.sled().cloned() else {
             return;
         };
