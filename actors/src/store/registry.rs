@@ -11,7 +11,8 @@ impl TenantRegistry {
         TenantRegistry { tree }
     }
 
-    pub(crate) fn insert_new_impl(&self, record: &TenantRecord) -> Result<bool, StoreError> {
+    /// Inserts a new tenant; `Ok(false)` when the id exists (nothing changed).
+    pub fn insert_new(&self, record: &TenantRecord) -> Result<bool, StoreError> {
         let value = encode(record)?;
         let swapped = self
             .tree
@@ -20,21 +21,22 @@ impl TenantRegistry {
         Ok(swapped.is_ok())
     }
 
-    pub(crate) fn put_impl(&self, record: &TenantRecord) -> Result<(), StoreError> {
+    pub fn put(&self, record: &TenantRecord) -> Result<(), StoreError> {
         self.tree
             .insert(record.id.as_bytes(), encode(record)?)
             .map_err(io_error)?;
         Ok(())
     }
 
-    pub(crate) fn get_impl(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
+    pub fn get(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
         match self.tree.get(tenant_id.as_bytes()).map_err(io_error)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    pub(crate) fn list_impl(&self) -> Result<Vec<TenantRecord>, StoreError> {
+    /// Every tenant, ordered by id.
+    pub fn list(&self) -> Result<Vec<TenantRecord>, StoreError> {
         self.tree
             .iter()
             .map(|item| {
@@ -44,11 +46,10 @@ impl TenantRegistry {
             .collect()
     }
 
-    pub(crate) fn mark_needs_operator_impl(
-        &self,
-        tenant_id: &str,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
+    /// A running tenant becomes [`TenantRunState::NeedsOperator`] (atomically: a concurrent admin
+    /// write is never overwritten with stale fields). `Ok(false)` when it was not running or
+    /// is not registered. Not flushed: the caller's next flush covers it.
+    pub fn mark_needs_operator(&self, tenant_id: &str, now_ms: u64) -> Result<bool, StoreError> {
         loop {
             let Some(current) = self.tree.get(tenant_id.as_bytes()).map_err(io_error)? else {
                 return Ok(false);
@@ -70,7 +71,7 @@ impl TenantRegistry {
         }
     }
 
-    pub(crate) fn remove_impl(&self, tenant_id: &str) -> Result<bool, StoreError> {
+    pub fn remove(&self, tenant_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .tree
             .remove(tenant_id.as_bytes())
