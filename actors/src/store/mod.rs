@@ -41,7 +41,7 @@ pub use group_commit::FlushStats;
 pub use layout::{Layout, DEFAULT_LAYOUT};
 pub use queue_ops::{
     Completion, CompletionReport, Lease, LeaseBatch, LeaseRequest, LeaseTable, LeasedEntry,
-    RetryPolicy, LEASE_SCAN_MAX,
+    LEASE_SCAN_MAX,
 };
 pub use secrets::MASTER_KEY_FILE;
 pub use types::{

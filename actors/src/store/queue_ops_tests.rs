@@ -61,8 +61,8 @@ fn queued_seqs(tenant: &TenantStore) -> Vec<u64> {
         .collect()
 }
 
-fn policy(delays_ms: &[u64]) -> RetryPolicy {
-    RetryPolicy::from_settings(delays_ms, 20)
+fn policy(delays_ms: &[u64]) -> crate::retry::RetryPolicy {
+    crate::retry::RetryPolicy::from_settings(delays_ms, 20)
 }
 
 #[test]

@@ -37,7 +37,8 @@ use crate::metrics::{
 use crate::observe::ActorKind;
 use crate::outcome::classify;
 use crate::ports::{CrmReply, CrmWrite};
-use crate::store::{Completion, Lane, LeaseRequest, LeasedEntry, RecordKind, RetryPolicy};
+use crate::retry::RetryPolicy;
+use crate::store::{Completion, Lane, LeaseRequest, LeasedEntry, RecordKind};
 use crate::submitter::request::{class_name, prepare, settle};
 
 /// How often the budget gauges are recomputed.
