@@ -1,22 +1,42 @@
 //! # steward-actors: Steward's per-tenant runtime
 //!
+//! Each tenant runs a supervisor and five children on one actix arbiter; they share the
+//! tenant's hub and the one sled store of the process.
+//!
 //! # Layout
-//! - [`runtime`]: [`runtime::Runtime`] (one arbiter per core, tenants spread over them) and
-//!   [`runtime::TenantHandle`], what the HTTP layer talks to.
-//! - [`supervisor`]: `TenantSupervisor` — starts, watches (deaths and no-progress) and
-//!   restarts the five children with backoff; [`supervisor::TenantShared`] is what a
-//!   tenant's actors and its handle share.
-//! - [`child`]: the shell all five children share (ticks, progress, generation, kill hook).
-//! - [`capture`], [`queue`], [`submitter`], [`inbound`], [`reconciler`]: the children.
+//! Actors, one folder each with its helpers and tests (an actor imports no other actor):
+//! - `capture/`: [`capture`] — writes what ingress hands over ([`messages::Enqueue`]).
+//! - `queue/`: [`queue`] — lane depths and ready work, hints the submitter.
+//! - `submitter/`: [`submitter`] — leases, sends to Virtuous, completes;
+//!   `request.rs` turns leased entries into one request and an answer into completions.
+//! - `inbound/`: [`inbound`] — registers the Virtuous webhook.
+//! - `reconciler/`: [`reconciler`] — confirmation passes (`pass.rs`, the FullGift matcher).
+//! - `supervisor/`: [`supervisor`] — `TenantSupervisor` starts, watches (deaths and
+//!   no-progress) and restarts the five children with backoff; the one module that knows
+//!   the actor types.
+//!
+//! Below the actors (none of these imports an actor; `layering_tests.rs` checks it):
+//! - [`hub`]: [`hub::TenantShared`], what a tenant's actors, supervisor and handle share —
+//!   settings, the [`store::TenantRunState`] cell, actor cells, the budget, the leases and
+//!   the children's addresses as message recipients.
+//! - [`child`]: the shell all five children share (ticks, progress, generation, kill hook);
+//!   it reports its exit through a recipient, not to a supervisor type.
 //! - [`messages`]: typed messages; each carries a [`mailbox::MailboxGuard`].
 //! - [`observe`]: per-actor cells (atomics + observable state snapshot) read by status.
+//! - [`settings`]: a tenant's runtime settings.
 //! - [`mailbox`]: mailbox depth / wait counting; [`metrics`]: every metric name.
-//! - [`budget`]: allowance arithmetic and budget status; [`ports`]: `Clock`, `TenantData`.
-//! - [`store`]: sled access — one `Db` per process, one tree per tenant, a versioned codec,
-//!   group commit, the tenant registry and sealed secrets.
-//! - [`outcome`]: the one outcome classification function (DESIGN.md §5), over plain facts.
-//! - [`retry`]: the retry schedule, jitter and `Retry-After` floor (pure).
-//! - [`submitter::request`]: leased entries → one Virtuous request; an answer → completions.
+//! - [`budget`]: allowance arithmetic and budget status; [`ports`]: `Clock`, `Crm`,
+//!   `TenantData`.
+//! - [`store`]: sled access — one `Db` per process; a tenant's data lives under its key
+//!   prefix in one of 64 shared trees (the default layout; a tree per tenant is the older
+//!   one), a versioned codec, group commit, the tenant registry and sealed secrets.
+//! - [`outcome`]: the one outcome classification function, over plain facts.
+//! - [`retry`]: the retry policy — schedule, jitter, `Retry-After` floor and the
+//!   retry / dead-letter decision the store applies (pure).
+//! - [`failpoint`]: named crash points for the crash tests.
+//!
+//! Above them, [`runtime`]: [`runtime::Runtime`] (one arbiter per core, tenants spread over
+//! them) and [`runtime::TenantHandle`], what the `steward` crate talks to.
 //!
 //! This crate knows records, lanes, budgets and outcomes. It does not know HTTP, JSON wire
 //! formats of any platform, or reqwest.
@@ -48,3 +68,5 @@ pub use runtime::{Runtime, TenantHandle, TenantRuntimeStatus, TenantSettings, Te
 
 #[cfg(test)]
 mod layering_tests;
+#[cfg(test)]
+mod test_support;

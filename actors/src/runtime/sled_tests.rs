@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::tests::{eventually, fast_settings};
+use super::tests::fast_settings;
 use super::*;
 use crate::ports::{ManualClock, SystemClock};
 use crate::store::{Lane, RecordKind, StoreOptions};
+use crate::test_support::eventually;
 
 fn gift(key: &str, lane: Lane) -> NewEntry {
     NewEntry {

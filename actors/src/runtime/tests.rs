@@ -2,13 +2,14 @@
 //! tests are at the end). Small heartbeats and backoffs; waits poll with a deadline.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::messages::WorkHint;
 use crate::ports::fake::MemoryTenantData;
 use crate::ports::ManualClock;
 use crate::store::{Lane, RecordKind, TenantRunState};
+use crate::test_support::eventually;
 
 pub(super) fn fast_settings() -> TenantSettings {
     TenantSettings {
@@ -31,18 +32,6 @@ pub(super) fn start_memory_tenant(
         settings,
         TenantRunState::Running,
     )
-}
-
-/// Polls `condition` every 5 ms until it holds; panics after `deadline_ms`.
-pub(super) async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < Duration::from_millis(deadline_ms),
-            "timed out after {deadline_ms} ms waiting for {what}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 pub(super) fn actor(handle: &TenantHandle, kind: ActorKind) -> ActorStatus {
