@@ -21,6 +21,8 @@
 //! [`SharedBudget`] (in `TenantShared::budget`) is the ledger behind a mutex plus the write of
 //! each granted call to the store's call log.
 
+// Size: over 500 lines with its inline property tests; the production part is ~475.
+
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 

@@ -4,6 +4,8 @@
 //! Create the [`Runtime`] inside a running actix `System` (e.g. in `main` under
 //! `#[actix_web::main]`), never inside an `HttpServer::new` factory.
 
+// Size: about 500 lines — the handle, the runtime and the arbiter probe that feeds it.
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

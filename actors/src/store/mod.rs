@@ -19,6 +19,7 @@
 
 pub mod admin_ops;
 pub mod codec;
+mod completion;
 pub mod confirm_ops;
 mod durability_marker;
 pub mod group_commit;

@@ -1,8 +1,9 @@
 //! Tests of leasing and completion on the real sled store in a temp dir.
 
 use super::*;
+use crate::store::codec::encode;
 use crate::store::keys::section;
-use crate::store::{NewEntry, Store, StoreOptions};
+use crate::store::{NewEntry, Store, StoreOptions, SyncState, Unconfirmed};
 
 fn entry(kind: RecordKind, source_id: &str, key: &str, lane: Lane, source: &str) -> NewEntry {
     NewEntry {
