@@ -23,7 +23,7 @@ use steward_actors::runtime::BudgetStatus;
 use steward_actors::runtime::{
     BudgetSettings, ConfirmSettings, SubmitSettings, TenantSettings, TenantSpec,
 };
-use steward_actors::store::{RecordKind, TenantRecord, TENANT_NEEDS_OPERATOR};
+use steward_actors::store::{RecordKind, TenantRecord, TenantRunState};
 use steward_sandbox::virtuous::OrgSpec;
 
 use crate::app::AppState;
@@ -38,8 +38,6 @@ fn store(state: &AppState) -> &steward_actors::store::Store {
     &state.stores.store
 }
 
-pub const STATE_RUNNING: &str = steward_actors::store::TENANT_RUNNING;
-pub const STATE_PAUSED: &str = "paused";
 /// Alert raised when a tenant targets the embedded sandbox but none is running.
 pub const ALERT_EMBEDDED_SANDBOX_MISSING: &str = "embedded_sandbox_missing";
 
@@ -67,11 +65,10 @@ fn effective_budget(state: &AppState, doc: &TenantDoc) -> BudgetSettings {
     }
 }
 
-fn tenant_settings(state: &AppState, doc: &TenantDoc, paused: bool) -> TenantSettings {
+fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
     let config = &state.config;
     let public_url = config.public_url.trim_end_matches('/');
     TenantSettings {
-        paused,
         heartbeat_ms: config.runtime.heartbeat_ms,
         restart_backoff_initial_ms: config.runtime.restart_backoff_initial_ms,
         restart_backoff_max_ms: config.runtime.restart_backoff_max_ms,
@@ -228,9 +225,10 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
         tenant_id: record.id.clone(),
         store: store(state).clone(),
         tenant_store: store(state).tenant(&record.id)?,
+        settings: tenant_settings(state, &doc),
         // Paused, or refused by Virtuous before a restart (needs_operator): no call until an
         // operator resumes.
-        settings: tenant_settings(state, &doc, record.state != STATE_RUNNING),
+        run_state: record.run_state(),
         crm: tenant_crm(state, &doc),
     };
     Ok(Prepared {
@@ -255,6 +253,7 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
         Some(handle) => {
             handle.update_settings(spec.settings);
+            handle.set_run_state(spec.run_state);
             handle.replace_crm(spec.crm);
         }
         None => {
@@ -275,11 +274,6 @@ pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize>
         match prepare_tenant(state, record) {
             Ok(prepared) => {
                 start_or_update(state, prepared);
-                if record.state == TENANT_NEEDS_OPERATOR {
-                    if let Some(handle) = state.runtime.tenant(&record.id) {
-                        handle.set_needs_operator(true);
-                    }
-                }
                 started += 1;
             }
             Err(err) => {
@@ -302,7 +296,13 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
             format!("tenant `{}` exists", doc.id),
         ));
     }
-    let record = seal_record(state, &doc.id, full, STATE_RUNNING, now_ms());
+    let record = seal_record(
+        state,
+        &doc.id,
+        full,
+        TenantRunState::Running.name(),
+        now_ms(),
+    );
     let prepared = prepare_tenant(state, &record)?;
     if !store(state).registry().insert_new(&record)? {
         return Err(ApiError::new(
@@ -403,7 +403,11 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Valu
             .registry()
             .get(id)?
             .ok_or_else(|| unknown_tenant(id))?;
-        record.state = if paused { STATE_PAUSED } else { STATE_RUNNING }.to_string();
+        record.set_run_state(if paused {
+            TenantRunState::Paused
+        } else {
+            TenantRunState::Running
+        });
         record.updated_at_ms = now_ms();
         store(state).registry().put(&record)?;
         store(state).durable().await?;
@@ -453,7 +457,7 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let doc = shown_doc(state, &record)?;
     let state_name = match &runtime_status {
         None => "not_running".to_string(),
-        Some(_) if record.state != STATE_RUNNING => record.state.clone(),
+        Some(_) if record.run_state() != TenantRunState::Running => record.state.clone(),
         Some(runtime) => runtime.state.clone(),
     };
     Ok(json!({

@@ -21,6 +21,8 @@
 //! [`SharedBudget`] (in `TenantShared::budget`) is the ledger behind a mutex plus the write of
 //! each granted call to the store's call log.
 
+// Size: over 500 lines with its inline property tests; the production part is ~475.
+
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
@@ -440,76 +442,6 @@ impl SharedBudget {
     }
 }
 
-impl crate::observe::TenantShared {
-    /// Draws one Virtuous call at `lane` from the tenant's budget now (recorded in the call
-    /// log): `Err(when to ask again)` when refused. Every caller (reconciler at
-    /// [`Lane::Reconcile`], admin one-off calls such as the connection test at
-    /// [`Lane::Reconcile`] too) calls this right before its
-    /// HTTP call, then [`TenantShared::observe_reply`](crate::observe::TenantShared) after.
-    /// 401/403 from Virtuous (any caller): pause the tenant — nothing more is sent — mark it
-    /// as waiting for the operator and raise [`AUTH_FAILED_ALERT`] (ERROR logged once). The
-    /// operator fixes the key and resumes (`TenantHandle::resume` clears the mark).
-    pub fn credentials_refused(&self, reason: &str, now_ms: u64) {
-        use std::sync::atomic::Ordering;
-        self.paused.store(true, Ordering::Release);
-        self.needs_operator.store(true, Ordering::Release);
-        let mut settings = self.settings();
-        settings.paused = true;
-        self.replace_settings(settings);
-        let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
-        let Some(sled) = self.sled() else { return };
-        // Remembered across restarts: a restarted tenant starts paused instead of spending a
-        // call to be refused again.
-        if let Err(error) = sled
-            .store
-            .registry()
-            .mark_needs_operator(&self.tenant_id, now_ms)
-        {
-            tracing::warn!(tenant_id = %self.tenant_id, error = %error, "needs_operator could not be stored");
-        }
-        match sled
-            .tenant_store
-            .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)
-        {
-            Ok(true) => {
-                tracing::error!(tenant_id = %self.tenant_id, alert = AUTH_FAILED_ALERT, reason, "tenant paused: credentials refused")
-            }
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(tenant_id = %self.tenant_id, error = %error, "alert could not be stored")
-            }
-        }
-    }
-
-    pub fn draw_call(&self, lane: Lane) -> Result<(), u64> {
-        let now_ms = self.clock.now_ms();
-        let store = self.sled().map(|sled| &sled.tenant_store);
-        self.budget
-            .draw(lane, self.settings().budget, now_ms, store)
-    }
-
-    /// After any Virtuous answer outside the submitter: header sync (allowance, reserve
-    /// hold), a `429`'s pause for the whole tenant, and the headers the status shows.
-    pub fn observe_reply(&self, reply: &crate::ports::CrmReply) {
-        let now_ms = self.clock.now_ms();
-        self.budget.observe(reply.rate_limit, now_ms);
-        if reply.facts.status == Some(429) {
-            let retry_after_ms = reply
-                .facts
-                .retry_after_s
-                .map(|seconds| seconds.saturating_mul(1_000))
-                .unwrap_or(crate::outcome::THROTTLE_DEFAULT_RETRY_AFTER_MS);
-            self.budget.throttled(retry_after_ms, now_ms);
-        }
-        if reply.rate_limit.limit.is_some() || reply.rate_limit.remaining.is_some() {
-            self.record_rate_limit_headers(RateLimitHeaders {
-                limit: reply.rate_limit.limit,
-                remaining: reply.rate_limit.remaining,
-            });
-        }
-    }
-}
-
 /// The budget part of the tenant status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BudgetStatus {
@@ -766,11 +698,12 @@ mod tests {
             budget: settings(36_000, 0, 1),
             ..Default::default()
         };
-        let shared = crate::observe::TenantShared::new(
+        let shared = crate::hub::TenantShared::new(
             "t".into(),
             std::sync::Arc::new(MemoryTenantData::new("t")),
             clock.clone(),
             settings,
+            crate::store::TenantRunState::Running,
         );
         clock.advance_ms(100);
         assert_eq!(shared.draw_call(Lane::Live), Ok(()));

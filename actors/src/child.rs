@@ -12,9 +12,9 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler,
 use rand::Rng;
 use serde::Serialize;
 
+use crate::hub::TenantShared;
 use crate::messages::{ChildCommand, ChildControl, ChildExit, ChildStopped, KillMode};
-use crate::observe::{ActorCell, ActorKind, ActorState, TenantShared};
-use crate::supervisor::TenantSupervisor;
+use crate::observe::{ActorCell, ActorKind, ActorState};
 
 /// The part of a child that differs from one kind to another.
 pub trait ChildBehavior: Sized + Unpin + 'static {
@@ -50,7 +50,9 @@ pub struct ChildCore {
     pub cell: Arc<ActorCell>,
     /// This child's generation; it may act only while the cell still names it.
     pub generation: u64,
-    supervisor: actix::Addr<TenantSupervisor>,
+    /// Where the child reports its exit (the supervisor; a recipient, so the shell does not
+    /// depend on who supervises it).
+    exits: actix::Recipient<ChildStopped>,
     /// Why the child is stopping, read by `stopped()` (absent = unexpected stop).
     exit: Option<ChildExit>,
     stalled_by_test_hook: bool,
@@ -77,7 +79,7 @@ impl<B: ChildBehavior> Child<B> {
     pub fn start_generation(
         shared: Arc<TenantShared>,
         generation: u64,
-        supervisor: actix::Addr<TenantSupervisor>,
+        exits: actix::Recipient<ChildStopped>,
     ) -> actix::Addr<Child<B>> {
         let cell = Arc::clone(shared.cell(B::KIND));
         let behavior = B::rebuild(&shared);
@@ -85,7 +87,7 @@ impl<B: ChildBehavior> Child<B> {
             shared,
             cell,
             generation,
-            supervisor,
+            exits,
             exit: None,
             stalled_by_test_hook: false,
             stop_deferred: false,
@@ -238,7 +240,7 @@ impl<B: ChildBehavior> Actor for Child<B> {
                 .unwrap_or_else(|| ChildExit::Failed("stopped unexpectedly".to_string()))
         };
         let guard = self.core.shared.supervisor_cell.mailbox.guard();
-        self.core.supervisor.do_send(ChildStopped {
+        self.core.exits.do_send(ChildStopped {
             kind: B::KIND,
             generation: self.core.generation,
             exit,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::ports::CrmGift;
 use crate::store::confirm_ops::Confirmation;
-use crate::store::RecordKind;
+use crate::store::{RecordKind, TenantStore};
 use crate::virtuous_event::VirtuousEvent;
 
 /// `giftType` of a reversal (never confirms one of our gifts).
@@ -188,6 +188,34 @@ pub fn match_delivery(events: &[VirtuousEvent], names: &SourceNames) -> Vec<Conf
         }),
         "webhook",
     )
+}
+
+/// Alert raised for each duplicate gift found.
+pub const ALERT_DUPLICATE_GIFT: &str = "duplicate_gift";
+
+/// A duplicate gift was found: alert (ERROR logged the first time), metric, WARN line.
+pub fn report_duplicate(
+    store: &TenantStore,
+    tenant_id: &str,
+    confirmation: &Confirmation,
+    all_ids: &[String],
+    now_ms: u64,
+) {
+    let message = format!(
+        "Virtuous holds {} gifts ({}) for one transaction: {} {}; delete the extra gift in Virtuous",
+        all_ids.len(),
+        all_ids.join(", "),
+        confirmation.source,
+        confirmation.source_id
+    );
+    crate::metrics::count_duplicate(tenant_id);
+    match store.raise_alert(ALERT_DUPLICATE_GIFT, &message, now_ms) {
+        Ok(true) => tracing::error!(tenant_id, record = %confirmation.source_id, "{message}"),
+        Ok(false) => tracing::warn!(tenant_id, record = %confirmation.source_id, "{message}"),
+        Err(error) => {
+            tracing::warn!(tenant_id, error = %error, "duplicate_gift alert could not be stored")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! The typed messages of the tenant actor tree.
 //!
 //! Every message carries a [`MailboxGuard`] made when it is sent (depth and wait metrics).
-//! Messages between children are hints: the store is the truth (DESIGN.md invariant 2).
+//! Messages between children are hints: the store is the truth (ARCHITECTURE.md, "Mailboxes are not storage").
 
 use actix::Message;
 use tokio::sync::oneshot;
 
+use crate::gift_match::SourceNames;
 use crate::mailbox::MailboxGuard;
 use crate::observe::ActorKind;
 use crate::store::{EnqueueOutcome, NewEntry, StoreError};
+use crate::virtuous_event::VirtuousDelivery;
 
 /// Why an enqueue was not answered with outcomes.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,27 @@ pub struct WorkHint {
 #[rtype(result = "()")]
 pub struct SetPaused {
     pub paused: bool,
+    pub guard: MailboxGuard,
+}
+
+/// Wakes the submitter (sent from its tick; the store says whether there is work).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake {
+    pub guard: MailboxGuard,
+}
+
+/// To the inbound handler: register the webhook now if it is due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterWebhook {
+    pub guard: MailboxGuard,
+}
+
+/// To the Reconciler: run a pass now (or right after the running one).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReconcileNow {
     pub guard: MailboxGuard,
 }
 
@@ -129,4 +152,38 @@ pub struct KillChild {
 pub struct StopTenant {
     pub done: oneshot::Sender<()>,
     pub guard: MailboxGuard,
+}
+
+/// To Inbound: handle one Virtuous delivery; answer after it is durable.
+#[derive(Message)]
+#[rtype(result = "Result<DeliveryReport, DeliveryError>")]
+pub struct DeliverVirtuous {
+    pub delivery: VirtuousDelivery,
+    /// Which ingress sources each `transactionSource` names (from the tenant's settings).
+    pub names: SourceNames,
+    pub guard: MailboxGuard,
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Events (models) in the delivery.
+    pub models: usize,
+    pub confirmed: u64,
+    pub duplicates: u64,
+    /// Events kept because they could not be understood.
+    pub unparsed: u64,
+}
+
+/// Why a delivery was not answered with a report.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Inbound's mailbox is full: back-pressure (HTTP 503).
+    #[error("the tenant's inbound mailbox is full ({capacity} messages); retry later")]
+    MailboxFull { capacity: usize },
+    /// Inbound is restarting, or the tenant is stopping (HTTP 503).
+    #[error("the tenant's inbound actor is not available (restarting or stopped); retry later")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

@@ -64,6 +64,7 @@ pub const LABEL_LANE: &str = "lane";
 pub const LABEL_OUTCOME: &str = "outcome";
 
 /// Registers descriptions with the installed recorder. Call once after installing it.
+// Size: one `describe!` per metric, the one place that lists them all (Vector's habit).
 pub fn describe() {
     metrics::describe_counter!(
         ALERTS_TOTAL,

@@ -139,6 +139,63 @@ pub fn next_attempt_delay(
     Some(jittered.max(floor))
 }
 
+/// How retries are timed: the submitter's schedule and jitter. The store asks it what to
+/// do with a failed entry ([`RetryPolicy::decide`]) and applies the answer.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub schedule: RetrySchedule,
+    /// ± spread of each delay, 0–1.
+    pub jitter_fraction: f64,
+}
+
+/// What to do with an entry whose attempt failed transiently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Try again, not before `not_before_ms`; `attempts` counts the failed one.
+    RetryAt { attempts: u32, not_before_ms: u64 },
+    /// The schedule is exhausted: dead-letter it after `attempts` attempts.
+    DeadLetter { attempts: u32 },
+}
+
+impl RetryPolicy {
+    /// From `[submitter]` settings (an invalid schedule falls back to the default one).
+    pub fn from_settings(retry_schedule_ms: &[u64], retry_jitter_pct: u8) -> RetryPolicy {
+        let delays = retry_schedule_ms
+            .iter()
+            .map(|&ms| Duration::from_millis(ms))
+            .collect();
+        RetryPolicy {
+            schedule: RetrySchedule::new(delays).unwrap_or_default(),
+            jitter_fraction: f64::from(retry_jitter_pct.min(100)) / 100.0,
+        }
+    }
+
+    /// After a transient failure of an entry that had failed `attempts_before` times: when
+    /// to try again ([`next_attempt_delay`], `retry_after_ms` as a floor), or dead-letter.
+    pub fn decide(
+        &self,
+        attempts_before: u32,
+        retry_after_ms: Option<u64>,
+        rng_value: f64,
+        now_ms: u64,
+    ) -> RetryDecision {
+        let attempts = attempts_before.saturating_add(1);
+        match next_attempt_delay(
+            &self.schedule,
+            attempts,
+            self.jitter_fraction,
+            rng_value,
+            retry_after_ms.map(Duration::from_millis),
+        ) {
+            Some(delay) => RetryDecision::RetryAt {
+                attempts,
+                not_before_ms: now_ms.saturating_add(delay.as_millis() as u64),
+            },
+            None => RetryDecision::DeadLetter { attempts },
+        }
+    }
+}
+
 /// Parses `250ms`, `10s`, `1m`, `2h`, `1d` (a whole number and a unit, no space needed).
 pub fn parse_duration(text: &str) -> Result<Duration, RetryConfigError> {
     let bad = || RetryConfigError::BadDuration(text.to_string());
@@ -338,5 +395,30 @@ mod tests {
             prop_assert_eq!(parse_duration(&format!("{value}{suffix}")),
                 Ok(Duration::from_millis(value * unit_ms)));
         }
+    }
+
+    #[test]
+    fn the_policy_retries_on_schedule_then_dead_letters() {
+        // Goal: decide counts the failed attempt, times the retry from the schedule (no
+        // jitter here) with Retry-After as a floor, and dead-letters once it is exhausted.
+        let policy = RetryPolicy::from_settings(&[100, 1_000], 0);
+        assert_eq!(
+            policy.decide(0, None, 0.5, 10_000),
+            RetryDecision::RetryAt {
+                attempts: 1,
+                not_before_ms: 10_100
+            }
+        );
+        assert_eq!(
+            policy.decide(1, Some(5_000), 0.5, 10_000),
+            RetryDecision::RetryAt {
+                attempts: 2,
+                not_before_ms: 15_000
+            }
+        );
+        assert_eq!(
+            policy.decide(2, Some(5_000), 0.5, 10_000),
+            RetryDecision::DeadLetter { attempts: 3 }
+        );
     }
 }

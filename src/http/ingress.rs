@@ -26,9 +26,9 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use serde_json::{json, Value};
-use steward_actors::capture::commands::{AlertNote, FactOutcome, SourceFact};
 use steward_actors::messages::EnqueueError;
 use steward_actors::runtime::TenantHandle;
+use steward_actors::source_fact::{AlertNote, FactOutcome, SourceFact};
 use steward_actors::store::{EnqueueOutcome, StoreError};
 
 use super::error::{ApiError, ErrorCode};

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 use steward_actors::gift_match::SourceNames;
-use steward_actors::inbound::DeliveryError;
+use steward_actors::messages::DeliveryError;
 use steward_actors::store::RecordKind;
 
 use super::error::{ApiError, ErrorCode};

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use steward::virtuous::crm::VirtuousCrm;
 use steward_actors::ports::now_ms;
-use steward_actors::runtime::{BudgetSettings, SubmitSettings};
+use steward_actors::runtime::{BudgetSettings, SubmitSettings, TenantRunState};
 use steward_actors::store::{Lane, NewEntry, RecordKind, Store, StoreOptions, TenantStore};
 use steward_actors::{Runtime, TenantHandle, TenantSettings, TenantSpec};
 
@@ -44,7 +44,6 @@ async fn rig(org_hourly_limit: u64, budget: BudgetSettings) -> Rig {
         store: store.clone(),
         tenant_store: tenant.clone(),
         settings: TenantSettings {
-            paused: true,
             budget,
             submit: SubmitSettings {
                 retry_schedule_ms: vec![50, 100, 200],
@@ -52,6 +51,7 @@ async fn rig(org_hourly_limit: u64, budget: BudgetSettings) -> Rig {
             },
             ..TenantSettings::default()
         },
+        run_state: TenantRunState::Paused,
         crm: Arc::new(crm),
     });
     Rig {

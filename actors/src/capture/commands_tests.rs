@@ -1,7 +1,7 @@
 //! Capture's source-fact commands against the real sled store.
 
 use super::*;
-use crate::store::{Store, StoreOptions};
+use crate::store::{EnqueueOutcome, RecordKind, Store, StoreOptions};
 
 fn open() -> (tempfile::TempDir, Store, TenantStore) {
     let dir = tempfile::tempdir().unwrap();

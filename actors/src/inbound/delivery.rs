@@ -8,52 +8,17 @@
 //! The writes happen in the handler (one actor: deliveries of a tenant never interleave);
 //! the flush is awaited in a spawned actor future, so later deliveries share it.
 
-use actix::{fut, ActorFutureExt, Context, Handler, Message, ResponseActFuture, WrapFuture};
+use actix::{fut, ActorFutureExt, Context, Handler, ResponseActFuture, WrapFuture};
 
 use super::InboundActor;
-use crate::gift_match::{match_delivery, SourceNames};
-use crate::mailbox::MailboxGuard;
-use crate::reconciler_pass::report_duplicate;
+use crate::gift_match::{match_delivery, report_duplicate};
+use crate::messages::{DeliverVirtuous, DeliveryError, DeliveryReport};
 use crate::store::confirm_ops::ConfirmOutcome;
 use crate::store::StoreError;
-use crate::virtuous_event::{VirtuousDelivery, VirtuousEvent};
+use crate::virtuous_event::VirtuousEvent;
 
 /// Origin label of events kept from the Virtuous webhook.
 pub const ORIGIN_VIRTUOUS_WEBHOOK: &str = "virtuous_webhook";
-
-/// To Inbound: handle one Virtuous delivery; answer after it is durable.
-#[derive(Message)]
-#[rtype(result = "Result<DeliveryReport, DeliveryError>")]
-pub struct DeliverVirtuous {
-    pub delivery: VirtuousDelivery,
-    /// Which ingress sources each `transactionSource` names (from the tenant's settings).
-    pub names: SourceNames,
-    pub guard: MailboxGuard,
-}
-
-/// What a delivery did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryReport {
-    /// Events (models) in the delivery.
-    pub models: usize,
-    pub confirmed: u64,
-    pub duplicates: u64,
-    /// Events kept because they could not be understood.
-    pub unparsed: u64,
-}
-
-/// Why a delivery was not answered with a report.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// Inbound's mailbox is full: back-pressure (HTTP 503).
-    #[error("the tenant's inbound mailbox is full ({capacity} messages); retry later")]
-    MailboxFull { capacity: usize },
-    /// Inbound is restarting, or the tenant is stopping (HTTP 503).
-    #[error("the tenant's inbound actor is not available (restarting or stopped); retry later")]
-    Unavailable,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 impl InboundActor {
     /// The writes of one delivery (not yet durable).

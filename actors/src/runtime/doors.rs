@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::TenantHandle;
 use crate::gift_match::SourceNames;
-use crate::inbound::{DeliverVirtuous, DeliveryError, DeliveryReport};
+use crate::messages::{DeliverVirtuous, DeliveryError, DeliveryReport};
 use crate::observe::ActorKind;
 use crate::store::{Lane, RecordKind, StoreError, Unconfirmed};
 use crate::virtuous_event::VirtuousDelivery;
@@ -26,7 +26,8 @@ impl TenantHandle {
             let inbound = shared
                 .addresses()
                 .inbound
-                .ok_or(DeliveryError::Unavailable)?;
+                .ok_or(DeliveryError::Unavailable)?
+                .deliver;
             let capacity = shared.settings().mailbox_capacity;
             let mailbox = &shared.cell(ActorKind::Inbound).mailbox;
             if mailbox.depth() >= capacity as u64 {
@@ -144,17 +145,17 @@ impl TenantHandle {
     /// what it changed is durable. Back-pressure as [`TenantHandle::enqueue`].
     pub fn record_fact(
         &self,
-        fact: crate::capture::commands::SourceFact,
-    ) -> impl Future<
-        Output = Result<crate::capture::commands::FactOutcome, crate::messages::EnqueueError>,
-    > + 'static {
+        fact: crate::source_fact::SourceFact,
+    ) -> impl Future<Output = Result<crate::source_fact::FactOutcome, crate::messages::EnqueueError>>
+           + 'static {
         use crate::messages::EnqueueError;
         let shared = Arc::clone(&self.shared);
         async move {
             let capture = shared
                 .addresses()
                 .capture
-                .ok_or(EnqueueError::Unavailable)?;
+                .ok_or(EnqueueError::Unavailable)?
+                .record_fact;
             let capacity = shared.settings().mailbox_capacity;
             let mailbox = &shared.cell(ActorKind::Capture).mailbox;
             if mailbox.depth() >= capacity as u64 {
@@ -162,7 +163,7 @@ impl TenantHandle {
             }
             let guard = mailbox.guard();
             capture
-                .send(crate::capture::commands::RecordFact { fact, guard })
+                .send(crate::source_fact::RecordFact { fact, guard })
                 .await
                 .map_err(|_mailbox_closed| EnqueueError::Unavailable)?
         }

@@ -16,6 +16,8 @@
 //! flush answers the error): the callers of that group were told `Queued` and must not
 //! believe their entries exist. The thread is a dedicated std thread, never an executor.
 
+// Size: over 500 lines with its inline tests; the production part is ~375.
+
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,6 +226,8 @@ impl Drop for GroupCommit {
     }
 }
 
+// Size: the writer thread's one loop (collect, apply, flush, answer); its steps share the
+// locked state and the crash points sit between them, so it reads best in one piece.
 fn run_flusher(shared: &Shared, mut flush: FlushFn) {
     loop {
         let (group, group_through, flush_number, batch_size) = {

@@ -65,7 +65,7 @@ impl TenantStore {
         entry: NewEntry,
         not_before_ms: u64,
     ) -> Result<EnqueueOutcome, StoreError> {
-        self.enqueue_impl(vec![entry], None, Some(not_before_ms))?
+        self.enqueue_batch(vec![entry], None, Some(not_before_ms))?
             .pop()
             .ok_or_else(|| StoreError::Codec("enqueue answered no outcome".into()))
     }

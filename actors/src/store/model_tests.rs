@@ -34,8 +34,8 @@ use super::keys::section;
 use super::queue_ops::{Completion, CompletionReport, Lease, LeaseRequest, LeasedEntry};
 use super::types::{QueueEntry, SyncState};
 use super::{
-    Counts, EnqueueOutcome, Lane, LaneStat, Layout, LeaseTable, NewEntry, RecordKind, RetryPolicy,
-    Store, StoreOptions, TenantStore, DEFAULT_LAYOUT,
+    Counts, EnqueueOutcome, Lane, LaneStat, Layout, LeaseTable, NewEntry, RecordKind, Store,
+    StoreOptions, TenantStore, DEFAULT_LAYOUT,
 };
 
 const TENANT: &str = "model";
@@ -351,8 +351,8 @@ fn completion(verdict: Verdict, now_ms: u64) -> Completion {
     }
 }
 
-fn policy() -> RetryPolicy {
-    RetryPolicy::from_settings(&RETRY_SCHEDULE_MS, 0)
+fn policy() -> crate::retry::RetryPolicy {
+    crate::retry::RetryPolicy::from_settings(&RETRY_SCHEDULE_MS, 0)
 }
 
 fn model_cases() -> u32 {

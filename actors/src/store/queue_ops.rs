@@ -23,13 +23,12 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-use super::codec::{decode, encode, Versioned};
+use super::codec::{decode, Versioned};
 use super::keys::section;
-use super::types::{DeadLetter, QueueEntry, RecordState, SyncState, Unconfirmed};
+use super::types::QueueEntry;
 use super::{io_error, Lane, RecordKind, StoreError, TenantStore};
-use crate::retry::{next_attempt_delay, RetrySchedule};
+use crate::retry::RetryPolicy;
 
 /// Most queue entries one lease call reads.
 pub const LEASE_SCAN_MAX: usize = 20_000;
@@ -113,7 +112,7 @@ impl LeaseTable {
         self.len() == 0
     }
 
-    fn held_by(&self, generation: u64, key: (Lane, u64)) -> bool {
+    pub(super) fn held_by(&self, generation: u64, key: (Lane, u64)) -> bool {
         self.lock()
             .get(&key)
             .is_some_and(|lease| lease.generation == generation)
@@ -179,28 +178,6 @@ pub enum Completion {
     WaitForGift { recheck_at_ms: u64 },
     /// Nothing changes in the store; the lease is dropped.
     Release,
-}
-
-/// How retries are timed.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub schedule: RetrySchedule,
-    /// ± spread of each delay, 0–1.
-    pub jitter_fraction: f64,
-}
-
-impl RetryPolicy {
-    /// From `[submitter]` settings (an invalid schedule falls back to the default one).
-    pub fn from_settings(retry_schedule_ms: &[u64], retry_jitter_pct: u8) -> RetryPolicy {
-        let delays = retry_schedule_ms
-            .iter()
-            .map(|&ms| Duration::from_millis(ms))
-            .collect();
-        RetryPolicy {
-            schedule: RetrySchedule::new(delays).unwrap_or_default(),
-            jitter_fraction: f64::from(retry_jitter_pct.min(100)) / 100.0,
-        }
-    }
 }
 
 /// What a completion did.
@@ -470,7 +447,8 @@ impl TenantStore {
     /// Completes leased entries in one atomic sled batch (queue, records, dead letters,
     /// unconfirmed index, counters), then keeps the lane gauges exact and drops the leases.
     /// An entry whose lease `generation` does not hold is refused (stale completion) and
-    /// left untouched.
+    /// left untouched. When to retry and when to dead-letter is `retry`'s decision
+    /// ([`RetryPolicy::decide`]); the store applies it.
     pub fn complete_leased(
         &self,
         leases: &LeaseTable,
@@ -480,190 +458,18 @@ impl TenantStore {
         retry: &RetryPolicy,
     ) -> Result<CompletionReport, StoreError> {
         let inner = self.inner();
-        let keys = &inner.keys;
         let _guard = inner.lock_for_write()?;
-        let mut report = CompletionReport::default();
-        let mut counts = inner.load_counts();
-        let mut batch = sled::Batch::default();
-        let mut added = [(0u64, u64::MAX); 4];
-        let mut removed = [0u64; 4];
-        let mut records: HashMap<Vec<u8>, RecordState> = HashMap::new();
-        // One history entry per record and completion, even for merged entries.
-        let mut transitioned: HashSet<Vec<u8>> = HashSet::new();
-        let mut done_keys = Vec::new();
+        let mut completing = super::completion::Completing::new(inner, now_ms);
         // One jitter draw per completion: entries that failed together in one call retry
         // together in one call (a batch stays a batch); different calls spread apart.
         let rng_value = rand::random::<f64>();
         for (leased, completion) in results {
-            if !leases.held_by(generation, leased.key()) {
-                report.refused_stale += 1;
-                continue;
-            }
-            // Two results for one entry would apply both (e.g. submitted AND queued for a
-            // retry): the caller's contract is one result per entry; enforce it.
-            if done_keys.contains(&leased.key()) {
-                report.repeated += 1;
-                continue;
-            }
-            done_keys.push(leased.key());
-            let queue_key = keys.queue_entry(leased.lane, leased.seq);
-            let Some(bytes) = inner.tree.get(&queue_key).map_err(io_error)? else {
-                report.missing += 1;
+            let Some(entry) = completing.admit(leases, generation, &leased)? else {
                 continue;
             };
-            let mut entry: QueueEntry = decode(&bytes)?;
-            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
-            if !records.contains_key(&record_key) {
-                let stored = inner.read::<RecordState>(&record_key)?.unwrap_or_else(|| {
-                    RecordState::new(
-                        entry.kind,
-                        &entry.source,
-                        &entry.source_id,
-                        &entry.idempotency_key,
-                    )
-                });
-                records.insert(record_key.clone(), stored);
-            }
-            let record = records.get_mut(&record_key).expect("inserted above");
-            let mut move_record = |to: SyncState, reason: &str| {
-                if transitioned.insert(record_key.clone()) || record.state != to {
-                    record.transition(to, reason, now_ms, false);
-                }
-            };
-            let dead = |entry: QueueEntry,
-                        reason: String,
-                        status: Option<u16>,
-                        attempts: u32,
-                        batch: &mut sled::Batch|
-             -> Result<(), StoreError> {
-                let letter = DeadLetter {
-                    id: leased.seq,
-                    attempts,
-                    entry,
-                    reason,
-                    dead_at_ms: now_ms,
-                    status,
-                };
-                batch.insert(keys.dead_letter(leased.seq), encode(&letter)?);
-                Ok(())
-            };
-            match completion {
-                Completion::Accepted => {
-                    batch.remove(queue_key);
-                    removed[leased.lane as usize] += 1;
-                    move_record(SyncState::Submitted, "accepted by Virtuous");
-                    counts.submitted += 1;
-                    report.accepted += 1;
-                    if entry.kind != RecordKind::Refund {
-                        let index_key =
-                            keys.unconfirmed(entry.kind, &entry.source, &entry.source_id);
-                        // A re-send keeps the first acceptance time.
-                        let submitted_at_ms = match inner.tree.get(&index_key).map_err(io_error)? {
-                            Some(bytes) => decode::<Unconfirmed>(&bytes)?.submitted_at_ms,
-                            None => now_ms,
-                        };
-                        let unconfirmed = Unconfirmed {
-                            kind: entry.kind,
-                            source: entry.source.clone(),
-                            source_id: entry.source_id.clone(),
-                            transaction_source: entry.transaction_source.clone(),
-                            transaction_id: entry.source_id.clone(),
-                            submitted_at_ms,
-                        };
-                        batch.insert(index_key, encode(&unconfirmed)?);
-                    }
-                }
-                Completion::Retry {
-                    reason,
-                    status,
-                    retry_after_ms,
-                } => {
-                    let attempts = entry.attempts.saturating_add(1);
-                    let delay = next_attempt_delay(
-                        &retry.schedule,
-                        attempts,
-                        retry.jitter_fraction,
-                        rng_value,
-                        retry_after_ms.map(Duration::from_millis),
-                    );
-                    match delay {
-                        Some(delay) => {
-                            entry.attempts = attempts;
-                            entry.not_before_ms = now_ms.saturating_add(delay.as_millis() as u64);
-                            if leased.lane != Lane::Retry {
-                                batch.remove(queue_key);
-                                removed[leased.lane as usize] += 1;
-                                let slot = &mut added[Lane::Retry as usize];
-                                slot.0 += 1;
-                                slot.1 = slot.1.min(entry.enqueued_at_ms);
-                                entry.lane = Lane::Retry;
-                            }
-                            move_record(SyncState::Retrying, &reason);
-                            batch
-                                .insert(keys.queue_entry(Lane::Retry, leased.seq), encode(&entry)?);
-                            report.retried += 1;
-                        }
-                        None => {
-                            batch.remove(queue_key);
-                            removed[leased.lane as usize] += 1;
-                            let reason = format!(
-                                "retries exhausted after {attempts} attempts; last: {reason}"
-                            );
-                            move_record(SyncState::Dead, &reason);
-                            entry.attempts = attempts;
-                            dead(entry, reason, status, attempts, &mut batch)?;
-                            counts.dead += 1;
-                            report.dead += 1;
-                        }
-                    }
-                }
-                Completion::Requeue { not_before_ms } => {
-                    entry.not_before_ms = not_before_ms;
-                    batch.insert(queue_key, encode(&entry)?);
-                    report.requeued += 1;
-                }
-                Completion::Dead { reason, status } => {
-                    batch.remove(queue_key);
-                    removed[leased.lane as usize] += 1;
-                    move_record(SyncState::Dead, &reason);
-                    let attempts = entry.attempts.saturating_add(1);
-                    dead(entry, reason, status, attempts, &mut batch)?;
-                    counts.dead += 1;
-                    report.dead += 1;
-                }
-                Completion::WaitForGift { recheck_at_ms } => {
-                    entry.not_before_ms = recheck_at_ms;
-                    batch.insert(queue_key, encode(&entry)?);
-                    if record.state != SyncState::WaitingForGift {
-                        record.transition(
-                            SyncState::WaitingForGift,
-                            "the gift has no Virtuous id yet",
-                            now_ms,
-                            false,
-                        );
-                        transitioned.insert(record_key.clone());
-                    }
-                    report.waiting_for_gift += 1;
-                }
-                Completion::Release => {
-                    report.released += 1;
-                }
-            }
+            completing.apply(&leased, entry, completion, retry, rng_value)?;
         }
-        for record_key in &transitioned {
-            if let Some(record) = records.get(record_key) {
-                batch.insert(record_key.clone(), encode(record)?);
-            }
-        }
-        batch.insert(keys.counts(), encode(&counts)?);
-        inner.tree.apply_batch(batch).map_err(io_error)?;
-        if report.dead > 0 {
-            crate::failpoint::crash_point(crate::failpoint::DEAD_LETTER_MOVE);
-        }
-        inner.store_counts(counts);
-        inner.adjust_lane_gauges(added, removed)?;
-        leases.release(generation, &done_keys);
-        Ok(report)
+        completing.commit(leases, generation)
     }
 
     /// Times of the calls in the budget call log at or after `since_ms`, oldest first

@@ -1,8 +1,9 @@
 //! Tests of leasing and completion on the real sled store in a temp dir.
 
 use super::*;
+use crate::store::codec::encode;
 use crate::store::keys::section;
-use crate::store::{NewEntry, Store, StoreOptions};
+use crate::store::{NewEntry, Store, StoreOptions, SyncState, Unconfirmed};
 
 fn entry(kind: RecordKind, source_id: &str, key: &str, lane: Lane, source: &str) -> NewEntry {
     NewEntry {
@@ -61,8 +62,8 @@ fn queued_seqs(tenant: &TenantStore) -> Vec<u64> {
         .collect()
 }
 
-fn policy(delays_ms: &[u64]) -> RetryPolicy {
-    RetryPolicy::from_settings(delays_ms, 20)
+fn policy(delays_ms: &[u64]) -> crate::retry::RetryPolicy {
+    crate::retry::RetryPolicy::from_settings(delays_ms, 20)
 }
 
 #[test]

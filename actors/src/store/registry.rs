@@ -1,9 +1,7 @@
 //! The tenant registry: one tree, key = tenant id, value = versioned [`TenantRecord`].
 
 use super::codec::{decode, encode};
-use super::{
-    io_error, StoreError, TenantRecord, TenantRegistry, TENANT_NEEDS_OPERATOR, TENANT_RUNNING,
-};
+use super::{io_error, StoreError, TenantRecord, TenantRegistry, TenantRunState};
 
 /// Name of the registry's tree.
 pub const REGISTRY_TREE: &str = "registry";
@@ -13,7 +11,8 @@ impl TenantRegistry {
         TenantRegistry { tree }
     }
 
-    pub(crate) fn insert_new_impl(&self, record: &TenantRecord) -> Result<bool, StoreError> {
+    /// Inserts a new tenant; `Ok(false)` when the id exists (nothing changed).
+    pub fn insert_new(&self, record: &TenantRecord) -> Result<bool, StoreError> {
         let value = encode(record)?;
         let swapped = self
             .tree
@@ -22,21 +21,22 @@ impl TenantRegistry {
         Ok(swapped.is_ok())
     }
 
-    pub(crate) fn put_impl(&self, record: &TenantRecord) -> Result<(), StoreError> {
+    pub fn put(&self, record: &TenantRecord) -> Result<(), StoreError> {
         self.tree
             .insert(record.id.as_bytes(), encode(record)?)
             .map_err(io_error)?;
         Ok(())
     }
 
-    pub(crate) fn get_impl(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
+    pub fn get(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
         match self.tree.get(tenant_id.as_bytes()).map_err(io_error)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    pub(crate) fn list_impl(&self) -> Result<Vec<TenantRecord>, StoreError> {
+    /// Every tenant, ordered by id.
+    pub fn list(&self) -> Result<Vec<TenantRecord>, StoreError> {
         self.tree
             .iter()
             .map(|item| {
@@ -46,20 +46,19 @@ impl TenantRegistry {
             .collect()
     }
 
-    pub(crate) fn mark_needs_operator_impl(
-        &self,
-        tenant_id: &str,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
+    /// A running tenant becomes [`TenantRunState::NeedsOperator`] (atomically: a concurrent admin
+    /// write is never overwritten with stale fields). `Ok(false)` when it was not running or
+    /// is not registered. Not flushed: the caller's next flush covers it.
+    pub fn mark_needs_operator(&self, tenant_id: &str, now_ms: u64) -> Result<bool, StoreError> {
         loop {
             let Some(current) = self.tree.get(tenant_id.as_bytes()).map_err(io_error)? else {
                 return Ok(false);
             };
             let mut record: TenantRecord = decode(&current)?;
-            if record.state != TENANT_RUNNING {
+            if record.run_state() != TenantRunState::Running {
                 return Ok(false);
             }
-            record.state = TENANT_NEEDS_OPERATOR.to_string();
+            record.set_run_state(TenantRunState::NeedsOperator);
             record.updated_at_ms = now_ms;
             let swapped = self
                 .tree
@@ -72,7 +71,7 @@ impl TenantRegistry {
         }
     }
 
-    pub(crate) fn remove_impl(&self, tenant_id: &str) -> Result<bool, StoreError> {
+    pub fn remove(&self, tenant_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .tree
             .remove(tenant_id.as_bytes())
@@ -83,7 +82,26 @@ impl TenantRegistry {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Store, StoreOptions, TenantRecord};
+    use crate::store::{Store, StoreOptions, TenantRecord, TenantRunState};
+
+    #[test]
+    fn run_state_names_are_the_stored_strings() {
+        // Goal: the run-state enum reads and writes exactly the strings the registry stored
+        // before it existed (and the admin API shows); an unknown name reads as paused.
+        for (state, name) in [
+            (TenantRunState::Running, "running"),
+            (TenantRunState::Paused, "paused"),
+            (TenantRunState::NeedsOperator, "needs_operator"),
+        ] {
+            assert_eq!(state.name(), name);
+            assert_eq!(TenantRunState::parse(name), Some(state));
+            assert_eq!(TenantRunState::from_u8(state as u8), state);
+        }
+        assert_eq!(TenantRunState::parse("Running"), None);
+        let mut unknown = record("x");
+        unknown.state = "archived".into();
+        assert_eq!(unknown.run_state(), TenantRunState::Paused);
+    }
 
     fn record(id: &str) -> TenantRecord {
         TenantRecord {

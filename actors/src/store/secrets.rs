@@ -49,7 +49,10 @@ impl MasterKey {
         }
     }
 
-    pub(crate) fn load_or_create_impl(
+    /// From `STEWARD_MASTER_KEY` (32 bytes, Base64) when given, else from
+    /// `{data_dir}/master.key`, created with mode 0600 on first start.
+    /// Returns the key and whether it was generated now.
+    pub fn load_or_create(
         data_dir: &Path,
         env_value: Option<&str>,
     ) -> Result<(MasterKey, bool), StoreError> {
@@ -80,7 +83,7 @@ impl MasterKey {
         }
     }
 
-    pub(crate) fn seal_impl(&self, tenant_id: &str, field: &str, plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, tenant_id: &str, field: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = associated_data(tenant_id, field);
@@ -100,12 +103,7 @@ impl MasterKey {
         sealed
     }
 
-    pub(crate) fn open_impl(
-        &self,
-        tenant_id: &str,
-        field: &str,
-        sealed: &[u8],
-    ) -> Result<Vec<u8>, StoreError> {
+    pub fn open(&self, tenant_id: &str, field: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         if sealed.len() < NONCE_LEN + 16 {
             return Err(StoreError::Seal(format!(
                 "{field} of tenant {tenant_id}: sealed value too short"
@@ -142,7 +140,7 @@ fn create_key_file(data_dir: &Path, path: &Path) -> Result<(MasterKey, bool), St
     {
         Ok(file) => file,
         Err(err) if err.kind() == ErrorKind::AlreadyExists => {
-            return MasterKey::load_or_create_impl(data_dir, None);
+            return MasterKey::load_or_create(data_dir, None);
         }
         Err(err) => {
             return Err(StoreError::MasterKey(format!(

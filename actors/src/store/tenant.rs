@@ -2,6 +2,9 @@
 //! applied by the store's writer thread) and the in-memory gauges (lane depths, oldest ages,
 //! counters) rebuilt at open.
 
+// Size: over 500 lines — the tenant's open (gauges rebuilt from the store) and the one
+// enqueue write share the same private state.
+
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,13 +129,36 @@ impl TenantStore {
         &self.inner
     }
 
-    pub(crate) fn tenant_id_impl(&self) -> &str {
+    pub fn tenant_id(&self) -> &str {
         &self.inner.tenant_id
     }
 
-    /// `hold_until_ms`: the entries are not ready before then (held entries, `hold_ops.rs`);
-    /// `None` = ready at once.
-    pub(crate) fn enqueue_impl(
+    /// Atomically writes each new entry, its record state (which is also the entry's dedup
+    /// mark), its aliases and the counters; duplicates are reported and write nothing but the
+    /// duplicate counter. The writes are handed to the store's writer thread, which applies
+    /// them (all or nothing, merged with concurrent calls) in its next cycle; this handle's
+    /// reads and other writes wait for that. Not durable — and not certainly written: a
+    /// failed apply poisons the store — until `Store::durable` resolves `Ok`.
+    pub fn enqueue(&self, entries: Vec<NewEntry>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.enqueue_batch(entries, None, None)
+    }
+
+    /// [`TenantStore::enqueue`] plus a checkpoint advance in the same atomic batch (polling:
+    /// the high-water mark moves only together with the entries it covers).
+    pub fn enqueue_with_checkpoint(
+        &self,
+        entries: Vec<NewEntry>,
+        checkpoint_name: &str,
+        checkpoint: &[u8],
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.enqueue_batch(entries, Some((checkpoint_name, checkpoint)), None)
+    }
+
+    /// [`TenantStore::enqueue`] with an optional checkpoint advance; `hold_until_ms`: the
+    /// entries are not ready before then (held entries, `hold_ops.rs`); `None` = ready at once.
+    // Size: dedup, records, aliases, counters and the checkpoint go into one atomic write
+    // under one lock; splitting it is left for the Command/NewEntry merge (issue 10 part 4).
+    pub(crate) fn enqueue_batch(
         &self,
         entries: Vec<NewEntry>,
         checkpoint: Option<(&str, &[u8])>,
@@ -271,7 +297,7 @@ impl TenantStore {
         Ok(outcomes)
     }
 
-    pub(crate) fn lane_stats_impl(&self) -> [(Lane, LaneStat); 4] {
+    pub fn lane_stats(&self) -> [(Lane, LaneStat); 4] {
         Lane::ALL.map(|lane| {
             let gauge = &self.inner.lanes[lane as usize];
             let depth = gauge.depth.load(Ordering::Relaxed);
@@ -287,7 +313,8 @@ impl TenantStore {
         })
     }
 
-    pub(crate) fn queued_total_impl(&self) -> u64 {
+    /// Entries in all lanes.
+    pub fn queued_total(&self) -> u64 {
         self.inner
             .lanes
             .iter()
@@ -295,7 +322,7 @@ impl TenantStore {
             .sum()
     }
 
-    pub(crate) fn counts_impl(&self) -> Counts {
+    pub fn counts(&self) -> Counts {
         self.inner.counts.load()
     }
 

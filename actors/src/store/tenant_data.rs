@@ -141,7 +141,8 @@ impl TenantStore {
         Ok(())
     }
 
-    pub(crate) fn record_call_impl(&self, at_ms: u64) -> Result<(), StoreError> {
+    /// Budget call log: record one Virtuous call at `at_ms`.
+    pub fn record_call(&self, at_ms: u64) -> Result<(), StoreError> {
         let inner = self.inner();
         // A unique suffix, so two calls in one millisecond are two keys; no lock needed.
         let unique = inner.db.generate_id().map_err(io_error)?;
@@ -152,7 +153,8 @@ impl TenantStore {
         Ok(())
     }
 
-    pub(crate) fn calls_since_impl(&self, since_ms: u64) -> Result<u64, StoreError> {
+    /// Calls recorded at or after `since_ms`.
+    pub fn calls_since(&self, since_ms: u64) -> Result<u64, StoreError> {
         let inner = self.inner();
         let start = inner.keys.call(since_ms, 0);
         let end = prefix_end(&inner.keys.section_prefix(section::CALL_LOG));
@@ -184,12 +186,8 @@ impl TenantStore {
         Ok(removed)
     }
 
-    pub(crate) fn raise_alert_impl(
-        &self,
-        code: &str,
-        message: &str,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
+    /// Raises (or bumps) an alert; returns true the first time the code is raised.
+    pub fn raise_alert(&self, code: &str, message: &str, now_ms: u64) -> Result<bool, StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
         let key = inner.keys.alert(code);
@@ -221,7 +219,7 @@ impl TenantStore {
         Ok(is_first)
     }
 
-    pub(crate) fn alerts_impl(&self) -> Result<Vec<Alert>, StoreError> {
+    pub fn alerts(&self) -> Result<Vec<Alert>, StoreError> {
         let inner = self.inner();
         inner
             .tree

@@ -1,8 +1,10 @@
 //! Store-level tests on the real sled store in a temp dir.
 
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use super::keys::section;
+use super::open::LOCK_RETRY_MS;
 use super::*;
 
 const LAYOUTS: [Layout; 2] = [

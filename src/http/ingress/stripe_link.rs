@@ -19,7 +19,7 @@
 //! the write is durable.
 
 use serde_json::json;
-use steward_actors::capture::commands::{FactOutcome, SourceFact};
+use steward_actors::source_fact::{FactOutcome, SourceFact};
 
 use super::{record_fact, refuse, Answer, IngressError, TenantContext};
 use crate::http::error::ErrorCode;

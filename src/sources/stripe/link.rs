@@ -4,7 +4,7 @@
 //! complete link does to the held gift is [`apply_link`]'s change; a test below holds the
 //! two to the same result.
 
-use steward_actors::capture::commands::{LinkPart, LinkRule};
+use steward_actors::source_fact::{LinkPart, LinkRule};
 use steward_actors::store::RecordKind;
 
 use super::{SubscriptionLink, SOURCE};
@@ -45,7 +45,8 @@ pub fn link_part(part: SubscriptionLink) -> LinkPart {
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};
-    use steward_actors::capture::commands::{apply, SourceFact};
+    use steward_actors::capture::commands::apply;
+    use steward_actors::source_fact::SourceFact;
     use steward_actors::store::{Lane, Store, StoreOptions};
 
     use super::super::apply_link;

@@ -2,124 +2,26 @@
 //! scripted fake Virtuous that records every request. Real clock, tiny schedules; waits
 //! poll with a deadline.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use crate::budget::BudgetSettings;
 use crate::outcome::ResponseFacts;
-use crate::ports::{
-    Clock, Crm, CrmGift, CrmGiftPage, CrmReply, CrmWrite, LocalFuture, RateLimitFacts, SystemClock,
-};
+use crate::ports::{Clock, CrmReply, CrmWrite, SystemClock};
 use crate::runtime::{Runtime, SubmitSettings, TenantHandle, TenantSettings, TenantSpec};
 use crate::store::keys::section;
 use crate::store::{
     codec::encode, Lane, NewEntry, RecordKind, RecordState, Store, StoreOptions, SyncState,
     TenantStore,
 };
+use crate::test_support::{eventually, reply, FakeCrm};
 use crate::{ActorKind, KillMode};
-
-type Responder = Box<dyn FnMut(&CrmWrite) -> CrmReply + Send>;
-
-/// A fake Virtuous: answers writes with `responder`, records each request with its time
-/// (ms since the fake was made); the first write can be held until a gate opens.
-struct ScriptedCrm {
-    started: Instant,
-    requests: Mutex<Vec<(u64, CrmWrite)>>,
-    responder: Mutex<Responder>,
-    gate: Mutex<Option<oneshot::Receiver<()>>>,
-}
-
-impl ScriptedCrm {
-    fn new(responder: impl FnMut(&CrmWrite) -> CrmReply + Send + 'static) -> Arc<ScriptedCrm> {
-        Arc::new(ScriptedCrm {
-            started: Instant::now(),
-            requests: Mutex::new(Vec::new()),
-            responder: Mutex::new(Box::new(responder)),
-            gate: Mutex::new(None),
-        })
-    }
-    fn requests(&self) -> Vec<CrmWrite> {
-        self.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, r)| r.clone())
-            .collect()
-    }
-    fn request_times_ms(&self) -> Vec<u64> {
-        self.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(at, _)| *at)
-            .collect()
-    }
-    fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-    fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-}
-
-fn reply(status: u16) -> CrmReply {
-    CrmReply {
-        facts: ResponseFacts::answered(status),
-        rate_limit: RateLimitFacts::default(),
-        body: String::new(),
-        elapsed_ms: 1,
-    }
-}
-
-fn unused<T: 'static>(value: T) -> LocalFuture<T> {
-    Box::pin(async move { value })
-}
-
-impl Crm for ScriptedCrm {
-    fn write(&self, request: CrmWrite) -> LocalFuture<CrmReply> {
-        self.requests
-            .lock()
-            .unwrap()
-            .push((self.elapsed_ms(), request.clone()));
-        let answer = (self.responder.lock().unwrap())(&request);
-        let gate = self.gate.lock().unwrap().take();
-        Box::pin(async move {
-            if let Some(gate) = gate {
-                let _ = gate.await;
-            }
-            answer
-        })
-    }
-    fn query_gifts(
-        &self,
-        _: &str,
-        _: u64,
-        _: u64,
-        _: u32,
-    ) -> LocalFuture<(CrmReply, Option<CrmGiftPage>)> {
-        unused((reply(500), None))
-    }
-    fn gift_by_transaction(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> LocalFuture<(CrmReply, Option<Option<CrmGift>>)> {
-        unused((reply(500), None))
-    }
-    fn register_webhook(&self, _: &str) -> LocalFuture<(CrmReply, Option<String>)> {
-        unused((reply(500), None))
-    }
-    fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
-        unused((reply(500), None))
-    }
-}
 
 /// Fast ticks, a budget of 1 call/ms (so pacing does not slow tests), tiny retries.
 fn settings(batch_max: usize, retry_schedule_ms: Vec<u64>) -> TenantSettings {
     TenantSettings {
-        paused: true,
         heartbeat_ms: 200,
         restart_backoff_initial_ms: 20,
         restart_backoff_max_ms: 1_000,
@@ -144,10 +46,10 @@ struct Fixture {
     runtime: Runtime,
     handle: TenantHandle,
     tenant: TenantStore,
-    crm: Arc<ScriptedCrm>,
+    crm: Arc<FakeCrm>,
 }
 
-async fn start(settings: TenantSettings, crm: Arc<ScriptedCrm>) -> Fixture {
+async fn start(settings: TenantSettings, crm: Arc<FakeCrm>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let runtime = Runtime::new(1);
@@ -157,6 +59,8 @@ async fn start(settings: TenantSettings, crm: Arc<ScriptedCrm>) -> Fixture {
         store: store.clone(),
         tenant_store: tenant.clone(),
         settings,
+        // Tests queue first, then resume.
+        run_state: crate::store::TenantRunState::Paused,
         crm: crm.clone(),
     });
     eventually("children started", 5_000, || handle.children_started()).await;
@@ -166,17 +70,6 @@ async fn start(settings: TenantSettings, crm: Arc<ScriptedCrm>) -> Fixture {
         handle,
         tenant,
         crm,
-    }
-}
-
-async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < Duration::from_millis(deadline_ms),
-            "timed out after {deadline_ms} ms waiting for {what}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -223,7 +116,7 @@ fn observed(handle: &TenantHandle, field: &str) -> serde_json::Value {
 #[actix_rt::test]
 async fn gifts_go_in_batches_of_at_most_batch_max_with_one_transaction_source() {
     // Goal: 7 Stripe and 2 Other gifts queued while paused are sent in batches of ≤ 3, each of one transactionSource, every gift exactly once, then indexed as unconfirmed.
-    let fx = start(settings(3, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    let fx = start(settings(3, vec![20]), FakeCrm::scripted(|_| reply(200))).await;
     let mut entries: Vec<NewEntry> = (0..7).map(|n| gift(&format!("pi_{n}"))).collect();
     for n in 0..2 {
         let id = format!("o_{n}");
@@ -283,7 +176,7 @@ async fn gifts_go_in_batches_of_at_most_batch_max_with_one_transaction_source() 
 #[actix_rt::test]
 async fn an_item_error_dead_letters_that_item_and_sends_the_rest_at_once() {
     // Goal: a 400 naming one item dead-letters it (exact body, status 400) and the other items go in the next call without counting an attempt.
-    let crm = ScriptedCrm::new(|request| {
+    let crm = FakeCrm::scripted(|request| {
         let CrmWrite::GiftTransactions { bodies, .. } = request else {
             return reply(500);
         };
@@ -345,7 +238,7 @@ async fn an_item_error_dead_letters_that_item_and_sends_the_rest_at_once() {
 #[actix_rt::test]
 async fn a_413_splits_the_batch_until_it_fits() {
     // Goal: batches larger than 2 get 413; the submitter halves them until every gift is accepted, none dead.
-    let crm = ScriptedCrm::new(|request| {
+    let crm = FakeCrm::scripted(|request| {
         if request.item_count() > 2 {
             reply(413)
         } else {
@@ -379,7 +272,7 @@ async fn a_413_splits_the_batch_until_it_fits() {
 #[actix_rt::test]
 async fn queued_contact_updates_are_merged_into_one_call() {
     // Goal: three queued updates of one contact go as one ContactTransaction, merged field by field (newest wins), and all three complete.
-    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    let fx = start(settings(100, vec![20]), FakeCrm::scripted(|_| reply(200))).await;
     let update =
         |key: &str, body: &str| new_entry(RecordKind::Contact, "cus_1", key, "Stripe", body);
     fx.handle
@@ -421,7 +314,7 @@ async fn transient_failures_follow_the_schedule_then_dead_letter_the_exact_body(
     // Goal: with schedule [30, 60] ms, a gift answered 503 is sent 3 times with jittered gaps (≥ 24 and ≥ 48 ms), then dead-lettered with its exact body, status 503 and 3 attempts.
     let fx = start(
         settings(100, vec![30, 60]),
-        ScriptedCrm::new(|_| reply(503)),
+        FakeCrm::scripted(|_| reply(503)),
     )
     .await;
     let entry = gift("pi_x");
@@ -456,7 +349,7 @@ async fn transient_failures_follow_the_schedule_then_dead_letter_the_exact_body(
 async fn a_429_stops_the_tenant_until_retry_after_without_counting_an_attempt() {
     // Goal: after a 429 with Retry-After 1 s nothing is sent for 1 s; then the gift goes and is accepted, never marked retrying.
     let mut answered = 0;
-    let crm = ScriptedCrm::new(move |_| {
+    let crm = FakeCrm::scripted(move |_| {
         answered += 1;
         if answered == 1 {
             CrmReply {
@@ -496,7 +389,7 @@ async fn a_429_stops_the_tenant_until_retry_after_without_counting_an_attempt() 
 #[actix_rt::test]
 async fn a_401_pauses_the_tenant_alerts_once_and_keeps_the_entries() {
     // Goal: 401 → tenant needs_operator and paused, alert auth_failed raised, entries still queued, nothing more sent.
-    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(401))).await;
+    let fx = start(settings(100, vec![20]), FakeCrm::scripted(|_| reply(401))).await;
     fx.handle
         .enqueue(vec![gift("pi_a"), gift("pi_b")])
         .await
@@ -552,7 +445,7 @@ fn confirm_gift(tenant: &TenantStore, id: &str, virtuous_id: &str) {
 #[actix_rt::test]
 async fn a_refund_waits_for_its_gift_then_carries_the_gift_id() {
     // Goal: a refund whose gift has no Virtuous id is waiting_for_gift and costs no call; once the gift has one, the reversal is sent with reversedGiftId as a number.
-    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    let fx = start(settings(100, vec![20]), FakeCrm::scripted(|_| reply(200))).await;
     let refund_body = r#"{"reversedGiftId":null,"giftDate":"2025-06-15","notes":"refund"}"#;
     fx.handle
         .enqueue(vec![
@@ -618,7 +511,7 @@ async fn a_refund_waits_for_its_gift_then_carries_the_gift_id() {
 #[actix_rt::test]
 async fn a_held_entry_is_not_sent_before_its_time_and_does_not_stall_the_others() {
     // Goal: an entry with not_before 400 ms ahead is skipped (the one behind it goes at once) and is sent no earlier than its time, woken by the timer alone.
-    let fx = start(settings(100, vec![20]), ScriptedCrm::new(|_| reply(200))).await;
+    let fx = start(settings(100, vec![20]), FakeCrm::scripted(|_| reply(200))).await;
     fx.handle
         .enqueue(vec![gift("pi_held"), gift("pi_next")])
         .await
@@ -657,14 +550,20 @@ async fn a_held_entry_is_not_sent_before_its_time_and_does_not_stall_the_others(
 #[actix_rt::test]
 async fn a_stalled_submitter_that_wakes_cannot_complete_what_its_successor_owns() {
     // Goal: a submitter stalled with a call in flight is replaced; the new generation sends the entry again and completes it; the old one, woken, refuses to act: one completion, one submitted transition.
-    let crm = ScriptedCrm::new(|_| reply(200));
+    let crm = FakeCrm::scripted(|_| reply(200));
     let (open_gate, gate) = oneshot::channel();
     *crm.gate.lock().unwrap() = Some(gate);
     let fx = start(settings(100, vec![20]), crm).await;
     fx.handle.enqueue(vec![gift("pi_s")]).await.unwrap();
     fx.handle.resume();
     eventually("first call in flight", 2_000, || fx.crm.count() == 1).await;
-    let old_submitter = fx.handle.shared().addresses().submitter.expect("running");
+    let old_submitter = fx
+        .handle
+        .shared()
+        .addresses()
+        .submitter
+        .expect("running")
+        .work_hint;
     let old_generation = fx.handle.status().actors["submitter"].generation;
     fx.handle.kill_child(ActorKind::Submitter, KillMode::Stall);
     eventually("stalled", 2_000, || {
@@ -711,7 +610,7 @@ async fn a_stalled_submitter_that_wakes_cannot_complete_what_its_successor_owns(
 #[actix_rt::test]
 async fn an_answer_reaching_a_replaced_generation_is_refused() {
     // Goal: when the generation moves on while a call is out, its answer completes nothing (refusal counted); the next generation re-sends and completes the entry once.
-    let crm = ScriptedCrm::new(|_| reply(200));
+    let crm = FakeCrm::scripted(|_| reply(200));
     let (open_gate, gate) = oneshot::channel();
     *crm.gate.lock().unwrap() = Some(gate);
     let fx = start(settings(100, vec![20]), crm).await;
@@ -765,7 +664,7 @@ async fn paced_calls(hourly_limit: u64, items: usize, window_ms: u64) -> (Vec<u6
         reserve_pct: 10,
         burst_calls: 1,
     };
-    let fx = start(settings, ScriptedCrm::new(|_| reply(200))).await;
+    let fx = start(settings, FakeCrm::scripted(|_| reply(200))).await;
     fx.handle.enqueue(contacts(items)).await.unwrap();
     let resumed_at_ms = fx.crm.elapsed_ms();
     fx.handle.resume();
@@ -835,7 +734,7 @@ async fn an_outage_slows_the_tenant_down_and_recovery_resets_it() {
     // Goal: while Virtuous answers 503 to everything the tenant backs off (calls spread out beyond the pacing); once it answers 200 again, everything queued is submitted and the backoff is gone.
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let switch = failing.clone();
-    let crm = ScriptedCrm::new(move |_| {
+    let crm = FakeCrm::scripted(move |_| {
         if switch.load(std::sync::atomic::Ordering::SeqCst) {
             reply(503)
         } else {
@@ -856,12 +755,14 @@ async fn an_outage_slows_the_tenant_down_and_recovery_resets_it() {
         times[4] - times[3] >= 4 && times[5] - times[4] >= 9,
         "{times:?}"
     );
-    assert!(
+    // The sixth answer is counted once it is settled, a moment after the call was made.
+    eventually("six failed calls counted", 5_000, || {
         observed(&fx.handle, "failed_calls_in_a_row")
             .as_u64()
             .unwrap()
             >= 6
-    );
+    })
+    .await;
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
     eventually("all submitted after recovery", 5_000, || {
         fx.tenant.counts().submitted == 5
@@ -875,7 +776,7 @@ async fn an_outage_slows_the_tenant_down_and_recovery_resets_it() {
 #[actix_rt::test]
 async fn a_stopping_tenant_records_the_answer_of_the_call_in_flight_first() {
     // Goal: a graceful stop waits for the submitter's call in flight and records its answer (so nothing Virtuous accepted goes again after a restart), then stops.
-    let crm = ScriptedCrm::new(|_| reply(200));
+    let crm = FakeCrm::scripted(|_| reply(200));
     let (open_gate, gate) = oneshot::channel();
     *crm.gate.lock().unwrap() = Some(gate);
     let fx = start(settings(100, vec![20]), crm).await;

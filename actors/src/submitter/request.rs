@@ -37,6 +37,7 @@ pub fn refund_recheck_at_ms(enqueued_at_ms: u64, now_ms: u64, recheck_min_ms: u6
 /// Builds the request for one leased group (see `store::queue_ops` for the grouping).
 /// `gift_virtuous_id(source, source_id)` reads the gift record's Virtuous id (refunds); a
 /// refund without one waits (see [`refund_recheck_at_ms`]).
+// Size: one match over the record kinds, each arm building its request shape.
 pub fn prepare(
     group: Vec<LeasedEntry>,
     gift_virtuous_id: impl Fn(&str, &str) -> Option<String>,

@@ -9,17 +9,20 @@
 //! it waits for Virtuous. Nothing survives a restart but what the store holds: the next
 //! generation finds the unconfirmed index and starts over.
 
+pub mod pass;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use rand::Rng;
 use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
-use crate::mailbox::MailboxGuard;
-use crate::observe::{ActorKind, TenantShared};
-use crate::reconciler_pass::{run_pass, PassContext, PassReport, PassSettings};
+use crate::hub::TenantShared;
+use crate::messages::ReconcileNow;
+use crate::observe::ActorKind;
+use crate::reconciler::pass::{run_pass, PassContext, PassReport, PassSettings};
 use crate::store::StoreError;
 
 pub type ReconcilerActor = Child<Reconciler>;
@@ -27,22 +30,6 @@ pub type ReconcilerActor = Child<Reconciler>;
 /// First pass after a start, when something waits for confirmation: soon, spread so that
 /// thousands of tenants starting together do not query at once.
 const FIRST_PASS_DELAY_MS: std::ops::RangeInclusive<u64> = 1_000..=5_000;
-
-/// To the Reconciler: run a pass now (or right after the running one).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReconcileNow {
-    pub guard: MailboxGuard,
-}
-
-/// Asks the tenant's reconciler for a pass; false when it is not running (restarting).
-pub(crate) fn request_pass(shared: &TenantShared) -> bool {
-    let Some(reconciler) = shared.addresses().reconciler else {
-        return false;
-    };
-    let guard = shared.cell(ActorKind::Reconciler).mailbox.guard();
-    reconciler.try_send(ReconcileNow { guard }).is_ok()
-}
 
 /// The reconciler's state, as the admin API shows it.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -112,7 +99,7 @@ impl ChildBehavior for Reconciler {
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
         let now_ms = shared.clock.now_ms();
         self.start_prune_if_due(shared, now_ms);
-        let blocked = shared.is_paused() || shared.needs_operator.load(Ordering::Acquire);
+        let blocked = shared.is_paused() || shared.needs_operator();
         if self.was_blocked && !blocked {
             // Resumed: catch up with what was submitted before the pause.
             self.next_pass_at_ms = self
@@ -122,7 +109,7 @@ impl ChildBehavior for Reconciler {
         self.was_blocked = blocked;
         if !self.pass_running && !self.pass_requested && now_ms >= self.next_pass_at_ms {
             // The tick has no actor context: the pass starts in the message handler.
-            self.pass_requested = request_pass(shared);
+            self.pass_requested = shared.request_reconcile_pass();
         }
         Ok(())
     }
@@ -190,7 +177,7 @@ impl ReconcilerActor {
         state.pass_requested = false;
         let skip_reason = if shared.sled().is_none() {
             Some("no store (in-memory tenant)")
-        } else if shared.needs_operator.load(Ordering::Acquire) {
+        } else if shared.needs_operator() {
             Some("tenant needs an operator: no calls")
         } else if shared.is_paused() {
             Some("tenant paused: no calls")
@@ -299,5 +286,5 @@ impl Handler<ReconcileNow> for ReconcilerActor {
 }
 
 #[cfg(test)]
-#[path = "reconciler_tests.rs"]
+#[path = "tests.rs"]
 mod tests;

@@ -2,99 +2,15 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use super::*;
-use crate::outcome::ResponseFacts;
-use crate::ports::{CrmGiftPage, CrmReply, CrmWrite, LocalFuture, ManualClock, RateLimitFacts};
+use crate::gift_match::ALERT_DUPLICATE_GIFT;
+use crate::ports::{CrmReply, ManualClock};
 use crate::store::types::SyncState;
 use crate::store::{Lane, NewEntry, Store, StoreOptions};
+use crate::test_support::FakeCrm;
 
 const DAY_MS: u64 = 86_400_000;
-
-/// Answers FullGift queries from a fixed list of gifts and webhook registrations with id
-/// `wh-{n}`; records each call.
-pub(crate) struct FakeCrm {
-    pub(crate) gifts: Vec<CrmGift>,
-    /// (transaction source, created on or after, skip, take) of each query.
-    pub(crate) queries: Mutex<Vec<(String, u64, u64, u32)>>,
-    /// Payload URLs of each webhook registration.
-    pub(crate) registrations: Mutex<Vec<String>>,
-    pub(crate) status: u16,
-}
-
-impl FakeCrm {
-    pub(crate) fn new(gifts: Vec<CrmGift>, status: u16) -> FakeCrm {
-        FakeCrm {
-            gifts,
-            queries: Mutex::new(Vec::new()),
-            registrations: Mutex::new(Vec::new()),
-            status,
-        }
-    }
-}
-
-fn reply(status: u16) -> CrmReply {
-    CrmReply {
-        facts: ResponseFacts::answered(status),
-        rate_limit: RateLimitFacts::default(),
-        body: String::new(),
-        elapsed_ms: 1,
-    }
-}
-
-impl Crm for FakeCrm {
-    fn write(&self, _request: CrmWrite) -> LocalFuture<CrmReply> {
-        unreachable!("the reconciler never writes")
-    }
-    fn query_gifts(
-        &self,
-        transaction_source: &str,
-        created_on_or_after_ms: u64,
-        skip: u64,
-        take: u32,
-    ) -> LocalFuture<(CrmReply, Option<CrmGiftPage>)> {
-        self.queries.lock().unwrap().push((
-            transaction_source.to_string(),
-            created_on_or_after_ms,
-            skip,
-            take,
-        ));
-        let matching: Vec<CrmGift> = self
-            .gifts
-            .iter()
-            .filter(|gift| gift.transaction_source.as_deref() == Some(transaction_source))
-            .cloned()
-            .collect();
-        let page = CrmGiftPage {
-            total: matching.len() as u64,
-            gifts: matching
-                .into_iter()
-                .skip(skip as usize)
-                .take(take as usize)
-                .collect(),
-        };
-        let status = self.status;
-        Box::pin(async move { (reply(status), (status == 200).then_some(page)) })
-    }
-    fn gift_by_transaction(
-        &self,
-        _transaction_source: &str,
-        _transaction_id: &str,
-    ) -> LocalFuture<(CrmReply, Option<Option<CrmGift>>)> {
-        unreachable!("not used by passes")
-    }
-    fn register_webhook(&self, payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)> {
-        let mut registrations = self.registrations.lock().unwrap();
-        registrations.push(payload_url.to_string());
-        let id = format!("wh-{}", registrations.len());
-        let status = self.status;
-        Box::pin(async move { (reply(status), (status == 200).then_some(id)) })
-    }
-    fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
-        unreachable!("not used by passes")
-    }
-}
 
 /// Grants `allowed` calls, then refuses with a wait of 5 s.
 struct CountingBudget {
@@ -221,7 +137,7 @@ async fn a_pass_pages_everything_confirms_and_flags_duplicates() {
     let (_store, tenant) = submitted_store(dir.path(), 4, submitted_at_ms);
     let mut reversal = gift(9, "Stripe", "pi_3");
     reversal.gift_type = Some("ReversingTransaction".into());
-    let crm = Arc::new(FakeCrm::new(
+    let crm = Arc::new(FakeCrm::with_gifts(
         vec![
             gift(1, "Stripe", "pi_0"),
             gift(2, "Stripe", "pi_1"),
@@ -270,7 +186,7 @@ async fn stale_records_go_to_review_and_a_refused_budget_stops_the_pass() {
     // Goal: past the window → needs_review + alert; a refused call ends the pass with a wait and reviews nothing it could not read.
     let dir = tempfile::tempdir().unwrap();
     let (_store, tenant) = submitted_store(dir.path(), 3, 10 * DAY_MS);
-    let crm = Arc::new(FakeCrm::new(vec![gift(1, "Stripe", "pi_0")], 200));
+    let crm = Arc::new(FakeCrm::with_gifts(vec![gift(1, "Stripe", "pi_0")], 200));
     let clock = ManualClock::new(13 * DAY_MS + 1);
 
     let refused = budget(0);
@@ -296,7 +212,7 @@ async fn an_error_answer_changes_nothing() {
     // Goal: a 5xx query answer ends the pass without confirming or reviewing anything.
     let dir = tempfile::tempdir().unwrap();
     let (_store, tenant) = submitted_store(dir.path(), 1, 10 * DAY_MS);
-    let crm = Arc::new(FakeCrm::new(vec![gift(1, "Stripe", "pi_0")], 503));
+    let crm = Arc::new(FakeCrm::with_gifts(vec![gift(1, "Stripe", "pi_0")], 503));
     let clock = ManualClock::new(20 * DAY_MS);
     let report = pass(&tenant, crm, &budget(10), &clock, SETTINGS).await;
     assert!(report.stopped_early.unwrap().contains("503"));

@@ -13,19 +13,19 @@
 //! resume. Virtuous has no list endpoint: the stored id is the only record of the
 //! subscription. A failed attempt is retried after [`REGISTRATION_RETRY_MS`].
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use serde::{Deserialize, Serialize};
 
 use crate::child::{Child, ChildBehavior};
-use crate::mailbox::MailboxGuard;
-use crate::observe::{ActorKind, TenantShared};
-use crate::reconciler_budget::ReconcileBudget;
+use crate::hub::ReconcileBudget;
+use crate::hub::TenantShared;
+use crate::messages::RegisterWebhook;
+use crate::observe::ActorKind;
 
 mod delivery;
-pub use delivery::{DeliverVirtuous, DeliveryError, DeliveryReport, ORIGIN_VIRTUOUS_WEBHOOK};
+pub use delivery::ORIGIN_VIRTUOUS_WEBHOOK;
 
 pub type InboundActor = Child<Inbound>;
 
@@ -50,13 +50,6 @@ pub fn stored_subscription(shared: &TenantShared) -> Option<WebhookSubscription>
         .get_checkpoint(WEBHOOK_CHECKPOINT)
         .ok()??;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// To the inbound handler: register the webhook now if it is due.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RegisterWebhook {
-    pub guard: MailboxGuard,
 }
 
 /// The inbound handler's state, as the admin API shows it.
@@ -93,7 +86,7 @@ impl Inbound {
             && now_ms >= self.next_attempt_at_ms
             && shared.sled().is_some()
             && !shared.is_paused()
-            && !shared.needs_operator.load(Ordering::Acquire)
+            && !shared.needs_operator()
     }
 }
 
@@ -115,7 +108,10 @@ impl ChildBehavior for Inbound {
         if self.registration_due(shared, shared.clock.now_ms()) {
             if let Some(inbound) = shared.addresses().inbound {
                 let guard = shared.cell(ActorKind::Inbound).mailbox.guard();
-                self.registration_requested = inbound.try_send(RegisterWebhook { guard }).is_ok();
+                self.registration_requested = inbound
+                    .register_webhook
+                    .try_send(RegisterWebhook { guard })
+                    .is_ok();
             }
         }
         Ok(())

@@ -4,6 +4,8 @@
 //! Create the [`Runtime`] inside a running actix `System` (e.g. in `main` under
 //! `#[actix_web::main]`), never inside an `HttpServer::new` factory.
 
+// Size: about 500 lines — the handle, the runtime and the arbiter probe that feeds it.
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,107 +13,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, ArbiterHandle, AsyncContext};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 pub use crate::budget::{BudgetSettings, BudgetStatus};
+use crate::hub::TenantShared;
 use crate::messages::{Enqueue, KillChild, SetPaused, SettingsChanged, StopTenant};
 pub use crate::messages::{EnqueueError, KillMode};
-use crate::observe::TenantShared;
 pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
 use crate::ports::{Clock, Crm, SledTenantData, SystemClock, TenantData, UnconfiguredCrm};
+pub use crate::settings::{ConfirmSettings, SubmitSettings, TenantSettings};
+pub use crate::store::TenantRunState;
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
 
 mod doors;
-
-/// Runtime settings of one tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TenantSettings {
-    /// Start with submission paused.
-    pub paused: bool,
-    /// A child silent for longer than this is replaced; children tick every third of it.
-    pub heartbeat_ms: u64,
-    pub restart_backoff_initial_ms: u64,
-    pub restart_backoff_max_ms: u64,
-    /// Bound of each child's mailbox; a full Capture mailbox answers `MailboxFull`.
-    pub mailbox_capacity: usize,
-    pub budget: BudgetSettings,
-    pub submit: SubmitSettings,
-    pub confirm: ConfirmSettings,
-}
-
-/// How the submitter sends (config `[submitter]`, DESIGN.md §5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SubmitSettings {
-    /// Most gift transactions per call (1–100).
-    pub batch_max: usize,
-    /// Wait before each retry after a transient failure; exhausted → dead letter.
-    pub retry_schedule_ms: Vec<u64>,
-    /// ± spread of each retry wait, percent.
-    pub retry_jitter_pct: u8,
-    /// A lease older than this may be taken again (stuck or replaced submitter).
-    pub lease_timeout_ms: u64,
-}
-
-impl Default for SubmitSettings {
-    fn default() -> SubmitSettings {
-        SubmitSettings {
-            batch_max: 100,
-            retry_schedule_ms: vec![
-                10_000, 60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
-            ],
-            retry_jitter_pct: 20,
-            lease_timeout_ms: 120_000,
-        }
-    }
-}
-
-/// How submitted records are confirmed (config `[reconciler]`, DESIGN.md §3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConfirmSettings {
-    /// Between bulk confirmation passes.
-    pub reconcile_interval_ms: u64,
-    /// Unconfirmed this long after submission → `needs_review` + alert.
-    pub needs_review_after_ms: u64,
-    /// Gifts per FullGift page (≤ 1,000).
-    pub query_take: u32,
-    /// Idempotency keys older than this are forgotten (retention).
-    pub dedup_retention_ms: u64,
-    /// `{public_url}/hooks/{tenant}/virtuous` when `public_url` is set: the inbound handler
-    /// registers it with Virtuous (`POST /api/Webhook`) and stores the subscription id.
-    pub webhook_url: Option<String>,
-}
-
-impl Default for ConfirmSettings {
-    fn default() -> ConfirmSettings {
-        ConfirmSettings {
-            reconcile_interval_ms: 3_600_000,
-            needs_review_after_ms: 259_200_000,
-            query_take: 1_000,
-            dedup_retention_ms: 90 * 86_400_000,
-            webhook_url: None,
-        }
-    }
-}
-
-impl Default for TenantSettings {
-    fn default() -> TenantSettings {
-        TenantSettings {
-            paused: false,
-            heartbeat_ms: 30_000,
-            restart_backoff_initial_ms: 1_000,
-            restart_backoff_max_ms: 60_000,
-            mailbox_capacity: 1_024,
-            budget: BudgetSettings::default(),
-            submit: SubmitSettings::default(),
-            confirm: ConfirmSettings::default(),
-        }
-    }
-}
 
 /// Everything needed to start a tenant's actors.
 pub struct TenantSpec {
@@ -121,6 +37,8 @@ pub struct TenantSpec {
     /// The tenant's scoped store (`store.tenant(&tenant_id)`).
     pub tenant_store: TenantStore,
     pub settings: TenantSettings,
+    /// As the registry says (a tenant that needs an operator starts that way).
+    pub run_state: TenantRunState,
     /// The tenant's Virtuous (replaced on credential rotation: [`TenantHandle::replace_crm`]).
     pub crm: Arc<dyn Crm>,
 }
@@ -153,13 +71,7 @@ impl TenantHandle {
     pub fn status(&self) -> TenantRuntimeStatus {
         let shared = &self.shared;
         let now_ms = shared.clock.now_ms();
-        let state = if shared.needs_operator.load(Ordering::Acquire) {
-            "needs_operator"
-        } else if shared.is_paused() {
-            "paused"
-        } else {
-            "running"
-        };
+        let state = shared.run_state().name();
         let mut actors: BTreeMap<&'static str, ActorStatus> = ActorKind::ALL
             .iter()
             .map(|kind| (kind.name(), shared.cell(*kind).status(now_ms)))
@@ -204,32 +116,26 @@ impl TenantHandle {
     /// Stops submission; captures keep being accepted. (Persisting the state in the
     /// registry is the caller's job.)
     pub fn pause(&self) {
-        self.set_paused(true);
+        self.set_run_state(TenantRunState::Paused);
     }
     /// Restarts submission. A resume is the operator's word that the cause of a pause is
     /// fixed, so it also clears `needs_operator` (set by a 401/403); if the credentials are
     /// still refused, the next call sets it again. The `auth_failed` alert stays listed.
     pub fn resume(&self) {
-        self.set_needs_operator(false);
-        self.set_paused(false);
+        self.set_run_state(TenantRunState::Running);
     }
-    fn set_paused(&self, paused: bool) {
-        self.shared.paused.store(paused, Ordering::Release);
-        let mut settings = self.shared.settings();
-        settings.paused = paused;
-        self.shared.replace_settings(settings);
+    pub fn run_state(&self) -> TenantRunState {
+        self.shared.run_state()
+    }
+    /// Applies the registry's run state (persisting it there is the caller's job).
+    pub fn set_run_state(&self, run_state: TenantRunState) {
+        let paused = run_state.is_paused();
+        self.shared.set_run_state(run_state);
         // A hint: a restarting submitter reads the shared flag when it starts.
         if let Some(submitter) = self.shared.addresses().submitter {
             let guard = self.shared.cell(ActorKind::Submitter).mailbox.guard();
-            let _ = submitter.try_send(SetPaused { paused, guard });
+            let _ = submitter.set_paused.try_send(SetPaused { paused, guard });
         }
-    }
-
-    /// Marks the tenant as waiting for an operator (e.g. credentials rejected).
-    pub fn set_needs_operator(&self, needs_operator: bool) {
-        self.shared
-            .needs_operator
-            .store(needs_operator, Ordering::Release);
     }
 
     /// Draws one call for an operator action (the connection test) from the tenant's budget
@@ -247,11 +153,7 @@ impl TenantHandle {
 
     /// New settings apply without restarting the tenant (see `SettingsChanged`).
     pub fn update_settings(&self, settings: TenantSettings) {
-        let paused = settings.paused;
         self.shared.replace_settings(settings);
-        if paused != self.shared.is_paused() {
-            self.set_paused(paused);
-        }
         let guard = self.shared.supervisor_cell.mailbox.guard();
         self.supervisor.do_send(SettingsChanged { guard });
     }
@@ -282,7 +184,7 @@ impl TenantHandle {
     /// Asks the reconciler for a confirmation pass now (or right after the running one).
     /// False when the reconciler is not running (restarting). Skipped while paused.
     pub fn reconcile_now(&self) -> bool {
-        crate::reconciler::request_pass(&self.shared)
+        self.shared.request_reconcile_pass()
     }
 
     /// Test-only hook (the HTTP layer exposes it behind a test flag): kills the current
@@ -303,7 +205,8 @@ impl TenantHandle {
             let capture = shared
                 .addresses()
                 .capture
-                .ok_or(EnqueueError::Unavailable)?;
+                .ok_or(EnqueueError::Unavailable)?
+                .enqueue;
             let capacity = shared.settings().mailbox_capacity;
             let mailbox = &shared.cell(ActorKind::Capture).mailbox;
             if mailbox.depth() >= capacity as u64 {
@@ -405,6 +308,7 @@ impl Runtime {
             Some(sled),
             spec.crm,
             spec.settings,
+            spec.run_state,
         )
     }
 
@@ -415,11 +319,12 @@ impl Runtime {
         tenant_id: String,
         data: Arc<dyn TenantData>,
         settings: TenantSettings,
+        run_state: TenantRunState,
     ) -> TenantHandle {
         let crm = Arc::new(UnconfiguredCrm {
             reason: "in-memory tenant (test)".to_string(),
         });
-        self.start(tenant_id, data, None, crm, settings)
+        self.start(tenant_id, data, None, crm, settings, run_state)
     }
 
     fn start(
@@ -429,6 +334,7 @@ impl Runtime {
         sled: Option<SledTenantData>,
         crm: Arc<dyn Crm>,
         settings: TenantSettings,
+        run_state: TenantRunState,
     ) -> TenantHandle {
         let mut tenants = self.tenants();
         if let Some(existing) = tenants.get(&tenant_id) {
@@ -440,6 +346,7 @@ impl Runtime {
             data,
             Arc::clone(&self.inner.clock),
             settings,
+            run_state,
         ));
         shared.attach(sled, crm);
         let arbiter_index = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed)
@@ -589,13 +496,13 @@ impl Actor for ArbiterProbe {
 }
 
 #[cfg(test)]
-#[path = "runtime_tests.rs"]
+#[path = "tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "runtime_sled_tests.rs"]
+#[path = "sled_tests.rs"]
 mod sled_tests;
 
 #[cfg(test)]
-#[path = "runtime_metrics_tests.rs"]
+#[path = "metrics_tests.rs"]
 mod metrics_tests;

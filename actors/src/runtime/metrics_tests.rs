@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::tests::{actor, eventually, fast_settings, observed_u64, start_memory_tenant};
+use super::tests::{actor, fast_settings, observed_u64, start_memory_tenant};
 use super::*;
 use crate::messages::WorkHint;
 use crate::ports::ManualClock;
+use crate::test_support::eventually;
 
 #[actix_rt::test]
 async fn start_1000_tenants_on_2_arbiters() {
@@ -292,6 +293,7 @@ async fn idle_cost_of_10000_tenants() {
                     tenant_id,
                     store: store.clone(),
                     settings: TenantSettings::default(),
+                    run_state: crate::store::TenantRunState::Running,
                     crm: std::sync::Arc::new(crate::ports::UnconfiguredCrm {
                         reason: "metrics test".to_string(),
                     }),

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::tests::{eventually, fast_settings};
+use super::tests::fast_settings;
 use super::*;
 use crate::ports::{ManualClock, SystemClock};
 use crate::store::{Lane, RecordKind, StoreOptions};
+use crate::test_support::eventually;
 
 fn gift(key: &str, lane: Lane) -> NewEntry {
     NewEntry {
@@ -28,6 +29,7 @@ fn spec(store: &Store, tenant_id: &str, settings: TenantSettings) -> TenantSpec 
         store: store.clone(),
         tenant_store: store.tenant(tenant_id).expect("tenant store"),
         settings,
+        run_state: crate::store::TenantRunState::Running,
         crm: std::sync::Arc::new(crate::ports::UnconfiguredCrm {
             reason: "runtime test".to_string(),
         }),

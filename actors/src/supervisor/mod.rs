@@ -8,7 +8,7 @@
 //!   generation stops being current (so it refuses to act if it ever wakes), it is told to
 //!   stop, and a new generation starts after the backoff.
 //! - The supervisor and its children share one arbiter; everything observable lives in
-//!   [`TenantShared`](crate::observe::TenantShared), readable without messaging anybody.
+//!   [`TenantShared`](crate::hub::TenantShared), readable without messaging anybody.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +19,12 @@ use tokio::sync::oneshot;
 
 use crate::capture::Capture;
 use crate::child::{Child, ChildBehavior};
+use crate::hub::{CaptureAddress, ChildAddresses, InboundAddress, SubmitterAddress, TenantShared};
 use crate::inbound::Inbound;
 use crate::messages::{
     ChildCommand, ChildControl, ChildExit, ChildStopped, KillChild, SettingsChanged, StopTenant,
 };
-use crate::observe::{ActorKind, ActorState, ChildAddresses, TenantShared};
+use crate::observe::{ActorKind, ActorState};
 use crate::queue::Queue;
 use crate::reconciler::Reconciler;
 use crate::submitter::Submitter;
@@ -93,25 +94,38 @@ impl TenantSupervisor {
         slot.generation_advanced = false;
         cell.set_generation(generation);
         cell.set_state(ActorState::Starting);
-        let supervisor = ctx.address();
+        let exits = ctx.address().recipient();
         let control = match kind {
-            ActorKind::Capture => {
-                start_child::<Capture>(&shared, generation, supervisor, |a| &mut a.capture)
-            }
-            ActorKind::Queue => {
-                start_child::<Queue>(&shared, generation, supervisor, |a| &mut a.queue)
-            }
+            ActorKind::Capture => start_child::<Capture>(&shared, generation, exits, |a, child| {
+                a.capture = Some(CaptureAddress {
+                    enqueue: child.clone().recipient(),
+                    record_fact: child.clone().recipient(),
+                })
+            }),
+            ActorKind::Queue => start_child::<Queue>(&shared, generation, exits, |a, child| {
+                a.queue = Some(child.clone().recipient())
+            }),
             ActorKind::Submitter => {
-                let control =
-                    start_child::<Submitter>(&shared, generation, supervisor, |a| &mut a.submitter);
+                let control = start_child::<Submitter>(&shared, generation, exits, |a, child| {
+                    a.submitter = Some(SubmitterAddress {
+                        work_hint: child.clone().recipient(),
+                        wake: child.clone().recipient(),
+                        set_paused: child.clone().recipient(),
+                    })
+                });
                 crate::submitter::wake_if_work_stored(&shared);
                 control
             }
-            ActorKind::Inbound => {
-                start_child::<Inbound>(&shared, generation, supervisor, |a| &mut a.inbound)
-            }
+            ActorKind::Inbound => start_child::<Inbound>(&shared, generation, exits, |a, child| {
+                a.inbound = Some(InboundAddress {
+                    deliver: child.clone().recipient(),
+                    register_webhook: child.clone().recipient(),
+                })
+            }),
             ActorKind::Reconciler => {
-                start_child::<Reconciler>(&shared, generation, supervisor, |a| &mut a.reconciler)
+                start_child::<Reconciler>(&shared, generation, exits, |a, child| {
+                    a.reconciler = Some(child.clone().recipient())
+                })
             }
         };
         let slot = &mut self.slots[kind.index()];
@@ -236,15 +250,16 @@ impl TenantSupervisor {
     }
 }
 
-/// Starts generation `generation` of a child and records its typed address.
+/// Starts generation `generation` of a child and records, in the hub, the recipients of the
+/// messages it accepts (`record`: the supervisor is the one place that knows actor types).
 fn start_child<B: ChildBehavior>(
     shared: &Arc<TenantShared>,
     generation: u64,
-    supervisor: Addr<TenantSupervisor>,
-    address_slot: fn(&mut ChildAddresses) -> &mut Option<Addr<Child<B>>>,
+    exits: Recipient<ChildStopped>,
+    record: fn(&mut ChildAddresses, &Addr<Child<B>>),
 ) -> Recipient<ChildControl> {
-    let address = Child::<B>::start_generation(Arc::clone(shared), generation, supervisor);
-    *address_slot(&mut shared.addresses_lock()) = Some(address.clone());
+    let address = Child::<B>::start_generation(Arc::clone(shared), generation, exits);
+    record(&mut shared.addresses_lock(), &address);
     address.recipient()
 }
 

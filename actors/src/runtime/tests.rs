@@ -2,13 +2,14 @@
 //! tests are at the end). Small heartbeats and backoffs; waits poll with a deadline.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::messages::WorkHint;
 use crate::ports::fake::MemoryTenantData;
 use crate::ports::ManualClock;
-use crate::store::{Lane, RecordKind};
+use crate::store::{Lane, RecordKind, TenantRunState};
+use crate::test_support::eventually;
 
 pub(super) fn fast_settings() -> TenantSettings {
     TenantSettings {
@@ -29,19 +30,8 @@ pub(super) fn start_memory_tenant(
         tenant_id.to_string(),
         Arc::new(MemoryTenantData::new(tenant_id)),
         settings,
+        TenantRunState::Running,
     )
-}
-
-/// Polls `condition` every 5 ms until it holds; panics after `deadline_ms`.
-pub(super) async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < Duration::from_millis(deadline_ms),
-            "timed out after {deadline_ms} ms waiting for {what}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 pub(super) fn actor(handle: &TenantHandle, kind: ActorKind) -> ActorStatus {
@@ -145,7 +135,8 @@ async fn stalled_child_is_replaced_and_its_old_generation_cannot_act() {
         .shared()
         .addresses()
         .submitter
-        .expect("submitter running");
+        .expect("submitter running")
+        .work_hint;
     let old_generation = actor(&handle, ActorKind::Submitter).generation;
 
     handle.kill_child(ActorKind::Submitter, KillMode::Stall);
@@ -345,13 +336,11 @@ async fn pause_and_resume_are_visible_in_status() {
     })
     .await;
     // A tenant started paused stays paused, and its submitter rebuilds that from shared state.
-    let paused = start_memory_tenant(
-        &runtime,
-        "starts-paused",
-        TenantSettings {
-            paused: true,
-            ..fast_settings()
-        },
+    let paused = runtime.start_tenant_with_data(
+        "starts-paused".to_string(),
+        Arc::new(MemoryTenantData::new("starts-paused")),
+        fast_settings(),
+        TenantRunState::Paused,
     );
     eventually("children started", 5_000, || paused.children_started()).await;
     assert_eq!(paused.status().state, "paused");
@@ -359,10 +348,7 @@ async fn pause_and_resume_are_visible_in_status() {
         actor(&paused, ActorKind::Submitter).observed["paused"],
         true
     );
-    paused.update_settings(TenantSettings {
-        paused: false,
-        ..fast_settings()
-    });
+    paused.resume();
     assert_eq!(paused.status().state, "running");
     runtime.shutdown().await;
 }
@@ -380,12 +366,15 @@ async fn stop_tenant_stops_all_six_actors_even_with_a_stalled_child() {
     })
     .await;
     let addresses = handle.shared().addresses();
-    let connected = |addresses: &crate::observe::ChildAddresses| {
+    let connected = |addresses: &crate::hub::ChildAddresses| {
         [
-            addresses.capture.as_ref().map(|a| a.connected()),
+            addresses.capture.as_ref().map(|a| a.enqueue.connected()),
             addresses.queue.as_ref().map(|a| a.connected()),
-            addresses.submitter.as_ref().map(|a| a.connected()),
-            addresses.inbound.as_ref().map(|a| a.connected()),
+            addresses
+                .submitter
+                .as_ref()
+                .map(|a| a.work_hint.connected()),
+            addresses.inbound.as_ref().map(|a| a.deliver.connected()),
             addresses.reconciler.as_ref().map(|a| a.connected()),
             Some(handle.supervisor().connected()),
         ]

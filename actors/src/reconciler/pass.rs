@@ -15,17 +15,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::gift_match::{self, Candidate};
+use crate::gift_match::{self, report_duplicate, Candidate};
+use crate::hub::ReconcileBudget;
 use crate::ports::{Clock, Crm, CrmGift};
-use crate::reconciler_budget::ReconcileBudget;
 use crate::store::confirm_ops::{ConfirmOutcome, Confirmation, UnconfirmedSource};
 use crate::store::{RecordKind, StoreError, TenantStore, Unconfirmed};
 
 /// The query window reaches this far before the oldest unconfirmed submission (Virtuous's
 /// `Create Date` is a calendar day in the org's zone; a day of slack covers the offset).
 pub const QUERY_SLACK_MS: u64 = 86_400_000;
-/// Alert raised for each duplicate gift found.
-pub const ALERT_DUPLICATE_GIFT: &str = "duplicate_gift";
 /// Alert raised when records move to `needs_review`.
 pub const ALERT_NEEDS_REVIEW: &str = "needs_review";
 
@@ -250,31 +248,6 @@ fn review_stale(
     Ok(moved)
 }
 
-/// A duplicate gift was found: alert (ERROR logged the first time), metric, WARN line.
-pub fn report_duplicate(
-    store: &TenantStore,
-    tenant_id: &str,
-    confirmation: &Confirmation,
-    all_ids: &[String],
-    now_ms: u64,
-) {
-    let message = format!(
-        "Virtuous holds {} gifts ({}) for one transaction: {} {}; delete the extra gift in Virtuous",
-        all_ids.len(),
-        all_ids.join(", "),
-        confirmation.source,
-        confirmation.source_id
-    );
-    crate::metrics::count_duplicate(tenant_id);
-    match store.raise_alert(ALERT_DUPLICATE_GIFT, &message, now_ms) {
-        Ok(true) => tracing::error!(tenant_id, record = %confirmation.source_id, "{message}"),
-        Ok(false) => tracing::warn!(tenant_id, record = %confirmation.source_id, "{message}"),
-        Err(error) => {
-            tracing::warn!(tenant_id, error = %error, "duplicate_gift alert could not be stored")
-        }
-    }
-}
-
 #[cfg(test)]
-#[path = "reconciler_pass_tests.rs"]
+#[path = "pass_tests.rs"]
 pub(crate) mod tests;

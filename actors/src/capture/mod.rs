@@ -12,8 +12,9 @@ use actix::{fut, ActorFutureExt, Context, Handler, ResponseActFuture, WrapFuture
 use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
+use crate::hub::TenantShared;
 use crate::messages::{Enqueue, EnqueueError};
-use crate::observe::{ActorKind, TenantShared};
+use crate::observe::ActorKind;
 use crate::store::{Counts, EnqueueOutcome};
 
 pub mod commands;

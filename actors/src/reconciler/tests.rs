@@ -1,30 +1,19 @@
 //! The Reconciler and InboundHandler actors inside a real tenant tree (sled + a fake Crm).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::inbound::{stored_subscription, WEBHOOK_CHECKPOINT};
 use crate::ports::{Clock, Crm};
-use crate::reconciler_pass::tests::{gift, submitted_store, FakeCrm};
+use crate::reconciler::pass::tests::{gift, submitted_store};
 use crate::runtime::{Runtime, TenantHandle, TenantSettings, TenantSpec};
 use crate::store::types::SyncState;
-use crate::store::{RecordKind, Store, TenantStore};
+use crate::store::{RecordKind, Store, TenantRunState, TenantStore};
+use crate::test_support::{eventually, FakeCrm};
 use crate::{ActorKind, KillMode};
 
-async fn eventually(what: &str, deadline_ms: u64, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < Duration::from_millis(deadline_ms),
-            "timed out after {deadline_ms} ms waiting for {what}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn settings(paused: bool) -> TenantSettings {
+fn settings() -> TenantSettings {
     let mut settings = TenantSettings {
-        paused,
         heartbeat_ms: 200,
         restart_backoff_initial_ms: 20,
         ..TenantSettings::default()
@@ -44,7 +33,12 @@ fn start(
         tenant_id: "t".into(),
         store: store.clone(),
         tenant_store: tenant.clone(),
-        settings: settings(paused),
+        settings: settings(),
+        run_state: if paused {
+            TenantRunState::Paused
+        } else {
+            TenantRunState::Running
+        },
         crm,
     });
     (runtime, handle)
@@ -63,7 +57,7 @@ async fn reconcile_now_confirms_and_the_webhook_is_registered_once() {
     // Goal: ReconcileNow runs a pass that confirms; the webhook is registered once and its id survives a restart of the handler.
     let dir = tempfile::tempdir().unwrap();
     let (store, tenant) = submitted_store(dir.path(), 2, crate::ports::SystemClock.now_ms());
-    let crm = Arc::new(FakeCrm::new(vec![gift(11, "Stripe", "pi_0")], 200));
+    let crm = Arc::new(FakeCrm::with_gifts(vec![gift(11, "Stripe", "pi_0")], 200));
     let (_runtime, handle) = start(&store, &tenant, crm.clone(), false);
     eventually("children started", 5_000, || handle.children_started()).await;
     eventually("reconcile_now accepted", 5_000, || handle.reconcile_now()).await;
@@ -118,7 +112,7 @@ async fn a_paused_tenant_calls_nobody_until_resumed() {
     // Goal: while paused no query and no registration is sent; after resume the registration happens.
     let dir = tempfile::tempdir().unwrap();
     let (store, tenant) = submitted_store(dir.path(), 1, crate::ports::SystemClock.now_ms());
-    let crm = Arc::new(FakeCrm::new(vec![gift(11, "Stripe", "pi_0")], 200));
+    let crm = Arc::new(FakeCrm::with_gifts(vec![gift(11, "Stripe", "pi_0")], 200));
     let (_runtime, handle) = start(&store, &tenant, crm.clone(), true);
     eventually("children started", 5_000, || handle.children_started()).await;
     eventually("reconcile_now accepted", 5_000, || handle.reconcile_now()).await;

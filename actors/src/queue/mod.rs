@@ -12,8 +12,9 @@ use actix::{Context, Handler};
 use serde::Serialize;
 
 use crate::child::{Child, ChildBehavior};
+use crate::hub::TenantShared;
 use crate::messages::WorkHint;
-use crate::observe::{ActorKind, TenantShared};
+use crate::observe::ActorKind;
 use crate::store::LaneStat;
 
 pub type QueueActor = Child<Queue>;

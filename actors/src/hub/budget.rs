@@ -1,0 +1,111 @@
+//! The budget seam of confirmation: every FullGift query and every webhook registration is
+//! one Virtuous call drawn from the tenant's budget *before* it is sent (invariant 4), at the
+//! reconcile lane's priority.
+//!
+//! Both go through the tenant's [`crate::budget::SharedBudget`] (the submitter's ledger):
+//! pacing, the persisted call log, header correction, the reserve hold and a `429`'s pause
+//! apply to confirmation calls exactly as to submissions. A reconcile-lane call is granted
+//! when the submitter has no ready work, and otherwise gets a floor share (see `budget.rs`).
+
+use crate::budget::{RateLimitHeaders, AUTH_FAILED_ALERT};
+use crate::hub::TenantShared;
+use crate::ports::CrmReply;
+use crate::store::{Lane, TenantRunState};
+
+/// What confirmation needs from the tenant's budget (a trait so unit tests can count calls).
+pub trait ReconcileBudget {
+    /// One call at reconcile-lane priority, drawn now; `Err(wait_ms)` when the budget refuses.
+    fn try_spend_reconcile_call(&self, now_ms: u64) -> Result<(), u64>;
+    /// What the call's answer says about the budget (headers, 429, 401/403).
+    fn settle_reconcile_call(&self, reply: &CrmReply, now_ms: u64);
+}
+
+impl ReconcileBudget for TenantShared {
+    fn try_spend_reconcile_call(&self, now_ms: u64) -> Result<(), u64> {
+        let Some(sled) = self.sled() else {
+            // In-memory test tenants call nobody.
+            return Err(u64::MAX);
+        };
+        self.budget
+            .draw(
+                Lane::Reconcile,
+                self.settings().budget,
+                now_ms,
+                Some(&sled.tenant_store),
+            )
+            // The ledger answers the time to ask again; this seam answers a wait.
+            .map_err(|next_at_ms| next_at_ms.saturating_sub(now_ms).max(1))
+    }
+
+    fn settle_reconcile_call(&self, reply: &CrmReply, now_ms: u64) {
+        self.observe_reply(reply);
+        if let Some(status @ (401 | 403)) = reply.facts.status {
+            self.credentials_refused(&format!("{status} on a confirmation call"), now_ms);
+        }
+    }
+}
+
+impl TenantShared {
+    /// Draws one Virtuous call at `lane` from the tenant's budget now (recorded in the call
+    /// log): `Err(when to ask again)` when refused. Every caller (reconciler at
+    /// [`Lane::Reconcile`], admin one-off calls such as the connection test at
+    /// [`Lane::Reconcile`] too) calls this right before its
+    /// HTTP call, then [`TenantShared::observe_reply`](crate::hub::TenantShared) after.
+    /// 401/403 from Virtuous (any caller): pause the tenant — nothing more is sent — mark it
+    /// as waiting for the operator and raise [`AUTH_FAILED_ALERT`] (ERROR logged once). The
+    /// operator fixes the key and resumes (`TenantHandle::resume` clears the mark).
+    pub fn credentials_refused(&self, reason: &str, now_ms: u64) {
+        self.set_run_state(TenantRunState::NeedsOperator);
+        let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
+        let Some(sled) = self.sled() else { return };
+        // Remembered across restarts: a restarted tenant starts paused instead of spending a
+        // call to be refused again.
+        if let Err(error) = sled
+            .store
+            .registry()
+            .mark_needs_operator(&self.tenant_id, now_ms)
+        {
+            tracing::warn!(tenant_id = %self.tenant_id, error = %error, "needs_operator could not be stored");
+        }
+        match sled
+            .tenant_store
+            .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)
+        {
+            Ok(true) => {
+                tracing::error!(tenant_id = %self.tenant_id, alert = AUTH_FAILED_ALERT, reason, "tenant paused: credentials refused")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(tenant_id = %self.tenant_id, error = %error, "alert could not be stored")
+            }
+        }
+    }
+
+    pub fn draw_call(&self, lane: Lane) -> Result<(), u64> {
+        let now_ms = self.clock.now_ms();
+        let store = self.sled().map(|sled| &sled.tenant_store);
+        self.budget
+            .draw(lane, self.settings().budget, now_ms, store)
+    }
+
+    /// After any Virtuous answer outside the submitter: header sync (allowance, reserve
+    /// hold), a `429`'s pause for the whole tenant, and the headers the status shows.
+    pub fn observe_reply(&self, reply: &crate::ports::CrmReply) {
+        let now_ms = self.clock.now_ms();
+        self.budget.observe(reply.rate_limit, now_ms);
+        if reply.facts.status == Some(429) {
+            let retry_after_ms = reply
+                .facts
+                .retry_after_s
+                .map(|seconds| seconds.saturating_mul(1_000))
+                .unwrap_or(crate::outcome::THROTTLE_DEFAULT_RETRY_AFTER_MS);
+            self.budget.throttled(retry_after_ms, now_ms);
+        }
+        if reply.rate_limit.limit.is_some() || reply.rate_limit.remaining.is_some() {
+            self.record_rate_limit_headers(RateLimitHeaders {
+                limit: reply.rate_limit.limit,
+                remaining: reply.rate_limit.remaining,
+            });
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The tenant hub: what a tenant's actors, its supervisor and its handle share
+//! ([`TenantShared`]), read without messaging any actor.
+//!
+//! The hub stands below the actors: it knows the messages each child accepts
+//! ([`ChildAddresses`] holds recipients), never an actor type.
+
+mod addresses;
+mod budget;
+mod gauges;
+
+pub use addresses::{CaptureAddress, ChildAddresses, InboundAddress, SubmitterAddress};
+pub use budget::ReconcileBudget;
+pub use gauges::TenantGauges;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::budget::RateLimitHeaders;
+use crate::messages::{ReconcileNow, WorkHint};
+use crate::observe::{ActorCell, ActorKind, SUPERVISOR_NAME};
+use crate::ports::{Clock, Crm, SledTenantData, TenantData, UnconfiguredCrm};
+use crate::settings::TenantSettings;
+use crate::store::TenantRunState;
+
+/// What a tenant's actors and its handle share. Read without messaging any actor.
+pub struct TenantShared {
+    pub tenant_id: String,
+    pub data: Arc<dyn TenantData>,
+    pub clock: Arc<dyn Clock>,
+    settings: RwLock<TenantSettings>,
+    /// The tenant's [`TenantRunState`] (the registry keeps it across restarts).
+    run_state: AtomicU8,
+    cells: [Arc<ActorCell>; 5],
+    pub supervisor_cell: Arc<ActorCell>,
+    addresses: Mutex<ChildAddresses>,
+    rate_limit_headers: Mutex<RateLimitHeaders>,
+    /// The tenant's per-tenant gauges, registered once (a label lookup per update costs
+    /// more than the update itself at 10,000 tenants).
+    pub gauges: TenantGauges,
+    /// The real store (absent for in-memory test tenants: nothing is submitted then).
+    /// Set once at start by [`TenantShared::attach`].
+    sled: std::sync::OnceLock<SledTenantData>,
+    /// The tenant's Virtuous; swapped on credential rotation.
+    crm: RwLock<Arc<dyn Crm>>,
+    /// The call budget every Virtuous call draws from (submitter, reconciler, admin).
+    pub budget: crate::budget::SharedBudget,
+    /// The submitter's in-memory queue leases (see `store::queue_ops`).
+    pub leases: crate::store::LeaseTable,
+}
+
+impl TenantShared {
+    pub fn new(
+        tenant_id: String,
+        data: Arc<dyn TenantData>,
+        clock: Arc<dyn Clock>,
+        settings: TenantSettings,
+        run_state: TenantRunState,
+    ) -> TenantShared {
+        let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
+        let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
+        let budget = crate::budget::SharedBudget::new(settings.budget, clock.now_ms());
+        TenantShared {
+            budget,
+            leases: crate::store::LeaseTable::new(),
+            gauges: TenantGauges::register(&tenant_id),
+            run_state: AtomicU8::new(run_state as u8),
+            settings: RwLock::new(settings),
+            tenant_id,
+            data,
+            clock,
+            cells,
+            supervisor_cell,
+            addresses: Mutex::new(ChildAddresses::default()),
+            rate_limit_headers: Mutex::new(RateLimitHeaders::default()),
+            sled: std::sync::OnceLock::new(),
+            crm: RwLock::new(Arc::new(UnconfiguredCrm {
+                reason: "no Virtuous client attached yet".to_string(),
+            })),
+        }
+    }
+
+    /// Binds the real store and the Virtuous client (once, before the supervisor starts).
+    pub(crate) fn attach(&self, sled: Option<SledTenantData>, crm: Arc<dyn Crm>) {
+        if let Some(sled) = sled {
+            // A restart does not refill the budget: the window comes from the call log.
+            if let Err(error) = self
+                .budget
+                .load_call_log(&sled.tenant_store, self.clock.now_ms())
+            {
+                tracing::warn!(tenant_id = %self.tenant_id, error = %error, "budget call log unreadable; starting with an empty window");
+            }
+            let _ = self.sled.set(sled);
+        }
+        self.replace_crm(crm);
+    }
+    pub fn sled(&self) -> Option<&SledTenantData> {
+        self.sled.get()
+    }
+    pub fn crm(&self) -> Arc<dyn Crm> {
+        Arc::clone(
+            &self
+                .crm
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+    pub fn replace_crm(&self, crm: Arc<dyn Crm>) {
+        *self
+            .crm
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = crm;
+    }
+
+    pub fn settings(&self) -> TenantSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+    pub fn replace_settings(&self, settings: TenantSettings) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+        // A new budget shows at the next tick rather than after the gauge refresh interval.
+        self.gauges
+            .budget_published_at_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
+        &self.cells[kind.index()]
+    }
+    pub fn run_state(&self) -> TenantRunState {
+        TenantRunState::from_u8(self.run_state.load(Ordering::Acquire))
+    }
+    pub fn set_run_state(&self, run_state: TenantRunState) {
+        self.run_state.store(run_state as u8, Ordering::Release);
+    }
+    /// Nothing is sent to Virtuous (paused or waiting for an operator).
+    pub fn is_paused(&self) -> bool {
+        self.run_state().is_paused()
+    }
+    pub fn needs_operator(&self) -> bool {
+        self.run_state() == TenantRunState::NeedsOperator
+    }
+    // Never panics on poison: used from `stopped()`, which may run while unwinding.
+    pub(crate) fn addresses_lock(&self) -> MutexGuard<'_, ChildAddresses> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    /// A copy of the current children's addresses.
+    pub fn addresses(&self) -> ChildAddresses {
+        self.addresses_lock().clone()
+    }
+    pub fn rate_limit_headers(&self) -> RateLimitHeaders {
+        *self
+            .rate_limit_headers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    /// Seam for header sync (budget pacing issue): the submitter stores what it saw.
+    pub fn record_rate_limit_headers(&self, headers: RateLimitHeaders) {
+        *self
+            .rate_limit_headers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = headers;
+    }
+
+    /// Hints Queue and Submitter that entries were added. Lossy on purpose: a full mailbox
+    /// drops the hint (they find the work in the store anyway). Returns the hints dropped.
+    pub fn hint_new_work(&self, entries_added: u64) -> u64 {
+        let addresses = self.addresses();
+        let capacity = self.settings().mailbox_capacity as u64;
+        let mut dropped = 0;
+        let queue_cell = self.cell(ActorKind::Queue);
+        let submitter_cell = self.cell(ActorKind::Submitter);
+        // `try_send` does not enforce capacity in actix 0.13; the guard count does.
+        match &addresses.queue {
+            Some(queue) if queue_cell.mailbox.depth() < capacity => {
+                let hint = WorkHint {
+                    entries_added,
+                    guard: queue_cell.mailbox.guard(),
+                };
+                dropped += u64::from(queue.try_send(hint).is_err());
+            }
+            _ => dropped += 1,
+        }
+        match &addresses.submitter {
+            Some(submitter) if submitter_cell.mailbox.depth() < capacity => {
+                let hint = WorkHint {
+                    entries_added,
+                    guard: submitter_cell.mailbox.guard(),
+                };
+                dropped += u64::from(submitter.work_hint.try_send(hint).is_err());
+            }
+            _ => dropped += 1,
+        }
+        dropped
+    }
+
+    /// Asks the tenant's reconciler for a pass; false when it is not running (restarting).
+    pub fn request_reconcile_pass(&self) -> bool {
+        let Some(reconciler) = self.addresses().reconciler else {
+            return false;
+        };
+        let guard = self.cell(ActorKind::Reconciler).mailbox.guard();
+        reconciler.try_send(ReconcileNow { guard }).is_ok()
+    }
+}

@@ -1,0 +1,90 @@
+//! A tenant's runtime settings (below the hub and the actors: everything reads them).
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::BudgetSettings;
+
+/// Runtime settings of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    /// A child silent for longer than this is replaced; children tick every third of it.
+    pub heartbeat_ms: u64,
+    pub restart_backoff_initial_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// Bound of each child's mailbox; a full Capture mailbox answers `MailboxFull`.
+    pub mailbox_capacity: usize,
+    pub budget: BudgetSettings,
+    pub submit: SubmitSettings,
+    pub confirm: ConfirmSettings,
+}
+
+/// How the submitter sends (config `[submitter]`, DESIGN.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubmitSettings {
+    /// Most gift transactions per call (1–100).
+    pub batch_max: usize,
+    /// Wait before each retry after a transient failure; exhausted → dead letter.
+    pub retry_schedule_ms: Vec<u64>,
+    /// ± spread of each retry wait, percent.
+    pub retry_jitter_pct: u8,
+    /// A lease older than this may be taken again (stuck or replaced submitter).
+    pub lease_timeout_ms: u64,
+}
+
+impl Default for SubmitSettings {
+    fn default() -> SubmitSettings {
+        SubmitSettings {
+            batch_max: 100,
+            retry_schedule_ms: vec![
+                10_000, 60_000, 300_000, 1_800_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
+            ],
+            retry_jitter_pct: 20,
+            lease_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// How submitted records are confirmed (config `[reconciler]`, DESIGN.md §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfirmSettings {
+    /// Between bulk confirmation passes.
+    pub reconcile_interval_ms: u64,
+    /// Unconfirmed this long after submission → `needs_review` + alert.
+    pub needs_review_after_ms: u64,
+    /// Gifts per FullGift page (≤ 1,000).
+    pub query_take: u32,
+    /// Idempotency keys older than this are forgotten (retention).
+    pub dedup_retention_ms: u64,
+    /// `{public_url}/hooks/{tenant}/virtuous` when `public_url` is set: the inbound handler
+    /// registers it with Virtuous (`POST /api/Webhook`) and stores the subscription id.
+    pub webhook_url: Option<String>,
+}
+
+impl Default for ConfirmSettings {
+    fn default() -> ConfirmSettings {
+        ConfirmSettings {
+            reconcile_interval_ms: 3_600_000,
+            needs_review_after_ms: 259_200_000,
+            query_take: 1_000,
+            dedup_retention_ms: 90 * 86_400_000,
+            webhook_url: None,
+        }
+    }
+}
+
+impl Default for TenantSettings {
+    fn default() -> TenantSettings {
+        TenantSettings {
+            heartbeat_ms: 30_000,
+            restart_backoff_initial_ms: 1_000,
+            restart_backoff_max_ms: 60_000,
+            mailbox_capacity: 1_024,
+            budget: BudgetSettings::default(),
+            submit: SubmitSettings::default(),
+            confirm: ConfirmSettings::default(),
+        }
+    }
+}

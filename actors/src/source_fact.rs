@@ -1,0 +1,110 @@
+//! Source facts: what a webhook source hands Capture besides plain enqueues — alerts,
+//! once-per-event marks, held entries and the links that release them. Plain data, typed
+//! and source-neutral; the decisions run in Capture (`capture::commands`).
+
+use crate::store::{EnqueueOutcome, NewEntry, RecordKind};
+
+/// An alert for staff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertNote {
+    pub code: String,
+    pub message: String,
+}
+
+/// How a source links held entries: where its link parts live and what a link changes.
+/// Messages may name `{entry}`, `{target}` and `{link}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRule {
+    /// Source-state name of link parts, keyed by link id.
+    pub state_name: String,
+    /// Source-state name of the index entry id → link id.
+    pub index_name: String,
+    /// The held records' kind and ingress source.
+    pub kind: RecordKind,
+    pub source: String,
+    /// Body field set to the link's target id.
+    pub target_field: String,
+    /// Body field set to the link's note, when it has one.
+    pub note_field: String,
+    /// Alert raised when a link completes after its entry's hold ended.
+    pub late_alert_code: String,
+    pub late_alert_message: String,
+    /// History reason of a release.
+    pub release_reason: String,
+}
+
+/// One part of a link (either event may carry any field).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkPart {
+    pub link_id: String,
+    /// The held record's source id.
+    pub entry_id: Option<String>,
+    pub target_id: Option<String>,
+    pub note: Option<String>,
+    /// The events that carried the parts (they become aliases of the record).
+    pub event_ids: Vec<String>,
+}
+
+/// A source fact for Capture.
+#[derive(Debug, Clone)]
+pub enum SourceFact {
+    /// Raise these alerts.
+    Alerts(Vec<AlertNote>),
+    /// Mark `event_id` seen under `mark_name` (keeping `kept` for staff) and raise `alert`
+    /// the first time.
+    MarkEvent {
+        mark_name: String,
+        event_id: String,
+        kept: Vec<u8>,
+        alert: AlertNote,
+    },
+    /// Hold `entry` until a link names it or until `not_before_ms`.
+    Hold {
+        entry: NewEntry,
+        not_before_ms: u64,
+        rule: LinkRule,
+    },
+    /// A link part arrived.
+    Link { part: LinkPart, rule: LinkRule },
+}
+
+/// What a source fact did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactOutcome {
+    /// Alerts raised.
+    Alerted,
+    /// `MarkEvent`: false when the event was marked before (a re-delivery).
+    Marked { first_time: bool },
+    /// `Hold`: the link was complete, the entry was queued with its body change.
+    QueuedLinked(EnqueueOutcome),
+    /// `Hold`: the entry is held (or was a duplicate).
+    Held(EnqueueOutcome),
+    /// `Link`: the merged link.
+    Linked {
+        /// Nothing new: every event of the part was seen and nothing changed.
+        duplicate: bool,
+        link_id: String,
+        complete: bool,
+        released: bool,
+    },
+}
+
+impl FactOutcome {
+    /// Entries that became ready to send (for the wake-up hint).
+    pub fn entries_ready(&self) -> u64 {
+        match self {
+            FactOutcome::QueuedLinked(EnqueueOutcome::Queued { .. })
+            | FactOutcome::Held(EnqueueOutcome::Queued { .. })
+            | FactOutcome::Linked { released: true, .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// To Capture: apply a source fact, answer once it is durable.
+#[derive(actix::Message)]
+#[rtype(result = "Result<FactOutcome, crate::messages::EnqueueError>")]
+pub struct RecordFact {
+    pub fact: SourceFact,
+    pub guard: crate::mailbox::MailboxGuard,
+}
