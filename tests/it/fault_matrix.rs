@@ -374,8 +374,12 @@ async fn row_hang(rig: &Rig) -> String {
         .await;
     let (ids, gap_ms) = two_attempts(rig, tenant, 2, [0, 200]).await;
     let (low_ms, high_ms) = retry_bounds_ms(1);
+    // The engine's timeout starts when it sends; the sandbox logs the arrival, which a busy
+    // machine delays by tens of milliseconds (1,162 ms was seen against 1,199 under a load
+    // average of 10 on 2 cores). Allow that much on the low side only.
+    const ARRIVAL_SLACK_MS: u64 = 100;
     let (low_ms, high_ms) = (
-        low_ms + REQUEST_TIMEOUT_S * 1_000,
+        low_ms + REQUEST_TIMEOUT_S * 1_000 - ARRIVAL_SLACK_MS,
         high_ms + REQUEST_TIMEOUT_S * 1_000,
     );
     assert!(
