@@ -107,7 +107,64 @@ pub async fn serve_until(
 
     let metrics_handle = telemetry::install_metrics();
     telemetry::spawn_metrics_upkeep(metrics_handle.clone());
+    let (store, master_key) = open_store_and_master_key(&config)?;
+    let admin_token = load_or_create_admin_token(&config.data_dir)?;
+    let sandbox = start_embedded_sandbox(&config, &listeners).await?;
+    let bound_listeners = BoundListeners::bind(&listeners)?;
+    let ingress_base_url = if config.public_url.is_empty() {
+        format!("http://{}", bound_listeners.main_addr)
+    } else {
+        config.public_url.trim_end_matches('/').to_string()
+    };
 
+    let runtime = Runtime::new(config.arbiter_count());
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        stores: crate::tenants::TenantStores::new(store),
+        master_key,
+        runtime,
+        metrics: metrics_handle,
+        sandbox,
+        ingress_base_url,
+        admin_lock: tokio::sync::Mutex::new(()),
+        booted: AtomicBool::new(false),
+        registered_tenants: AtomicUsize::new(0),
+        tenant_docs: dashmap::DashMap::new(),
+    });
+    let bound = BoundAddresses {
+        main: bound_listeners.main_addr,
+        admin: bound_listeners.admin_addr,
+        sandbox: state.sandbox.as_ref().map(SandboxHandle::base_url),
+    };
+    let servers = start_http_servers(&state, &admin_token, bound_listeners)?;
+
+    let started_tenants = crate::tenants::start_registered_tenants(&state).await?;
+    state.booted.store(true, Ordering::Release);
+    write_atomically(&addr_file, serde_json::to_string(&bound)?.as_bytes(), 0o644)?;
+    tracing::info!(listen = %bound.main, admin = ?bound.admin, tenants = started_tenants, "steward is serving");
+    let servers = servers.spawn();
+
+    let signal_name = shutdown.await;
+    tracing::info!(
+        signal = signal_name,
+        deadline_s = config.shutdown_deadline_s,
+        "shutting down"
+    );
+    shut_down(
+        &state,
+        servers,
+        Duration::from_secs(config.shutdown_deadline_s),
+    )
+    .await;
+    state.stores.flush_blocking()?;
+    let _ = std::fs::remove_file(&addr_file);
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+/// Opens the store and the master key that unseals its tenants' secrets. A freshly generated
+/// key beside a store that already holds tenants is refused: it cannot open their secrets.
+fn open_store_and_master_key(config: &Config) -> anyhow::Result<(Store, MasterKey)> {
     let store_path = config.data_dir.join("store");
     let store = Store::open(
         &store_path,
@@ -133,61 +190,99 @@ pub async fn serve_until(
             "generated a new master key for tenant secrets; back it up — without it sealed credentials cannot be read"
         );
     }
-    let admin_token = load_or_create_admin_token(&config.data_dir)?;
+    Ok((store, master_key))
+}
 
-    let sandbox = if config.sandbox.embedded {
-        let handle = steward_sandbox::start(SandboxConfig {
-            listen: listeners.sandbox,
-            workers: 1,
+/// The embedded Virtuous simulator, when `[sandbox] embedded` is on (loudly: it is not
+/// Virtuous).
+async fn start_embedded_sandbox(
+    config: &Config,
+    listeners: &crate::config::Listeners,
+) -> anyhow::Result<Option<SandboxHandle>> {
+    if !config.sandbox.embedded {
+        return Ok(None);
+    }
+    let handle = steward_sandbox::start(SandboxConfig {
+        listen: listeners.sandbox,
+        workers: 1,
+    })
+    .await?;
+    tracing::warn!(
+        sandbox = %handle.base_url(),
+        "EMBEDDED SANDBOX: tenants with virtuous.base_url = \"embedded\" talk to a Virtuous SIMULATOR, not to Virtuous"
+    );
+    Ok(Some(handle))
+}
+
+/// The main listener and, when `admin_listen` is set, the admin one — bound, not yet served.
+struct BoundListeners {
+    main: TcpListener,
+    main_addr: SocketAddr,
+    admin: Option<TcpListener>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl BoundListeners {
+    fn bind(listeners: &crate::config::Listeners) -> anyhow::Result<BoundListeners> {
+        let main = TcpListener::bind(listeners.main)
+            .with_context(|| format!("cannot listen on {}", listeners.main))?;
+        let main_addr = main.local_addr()?;
+        let admin = match listeners.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on admin_listen {addr}"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = match &admin {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+        Ok(BoundListeners {
+            main,
+            main_addr,
+            admin,
+            admin_addr,
         })
-        .await?;
-        tracing::warn!(
-            sandbox = %handle.base_url(),
-            "EMBEDDED SANDBOX: tenants with virtuous.base_url = \"embedded\" talk to a Virtuous SIMULATOR, not to Virtuous"
-        );
-        Some(handle)
-    } else {
-        None
-    };
+    }
+}
 
-    let main_listener = TcpListener::bind(listeners.main)
-        .with_context(|| format!("cannot listen on {}", listeners.main))?;
-    let main_addr = main_listener.local_addr()?;
-    let admin_listener = match listeners.admin {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on admin_listen {addr}"))?,
-        ),
-        None => None,
-    };
-    let admin_addr = match &admin_listener {
-        Some(listener) => Some(listener.local_addr()?),
-        None => None,
-    };
-    let ingress_base_url = if config.public_url.is_empty() {
-        format!("http://{main_addr}")
-    } else {
-        config.public_url.trim_end_matches('/').to_string()
-    };
+/// The HTTP servers, built but not yet running (they run once spawned).
+struct Servers {
+    main: actix_web::dev::Server,
+    admin: Option<actix_web::dev::Server>,
+}
 
-    let runtime = Runtime::new(config.arbiter_count());
-    let state = web::Data::new(AppState {
-        config: config.clone(),
-        stores: crate::tenants::TenantStores::new(store),
-        master_key,
-        runtime,
-        metrics: metrics_handle,
-        sandbox,
-        ingress_base_url,
-        admin_lock: tokio::sync::Mutex::new(()),
-        booted: AtomicBool::new(false),
-        registered_tenants: AtomicUsize::new(0),
-        tenant_docs: dashmap::DashMap::new(),
-    });
+/// Handles of the running HTTP servers, for the graceful stop.
+struct ServerHandles {
+    main: actix_web::dev::ServerHandle,
+    admin: Option<actix_web::dev::ServerHandle>,
+}
 
-    let deadline = Duration::from_secs(config.shutdown_deadline_s);
-    let admin_token = web::Data::new(AdminToken::new(&admin_token));
-    let admin_on_main = admin_listener.is_none();
+impl Servers {
+    fn spawn(self) -> ServerHandles {
+        let handles = ServerHandles {
+            main: self.main.handle(),
+            admin: self.admin.as_ref().map(|server| server.handle()),
+        };
+        actix_rt::spawn(self.main);
+        if let Some(server) = self.admin {
+            actix_rt::spawn(server);
+        }
+        handles
+    }
+}
+
+/// Serves ingress and health on the main listener, and the admin API on its own listener
+/// (or on the main one when no `admin_listen` is set).
+fn start_http_servers(
+    state: &web::Data<AppState>,
+    admin_token: &str,
+    listeners: BoundListeners,
+) -> anyhow::Result<Servers> {
+    let shutdown_timeout_s = state.config.shutdown_deadline_s;
+    let admin_token = web::Data::new(AdminToken::new(admin_token));
+    let admin_on_main = listeners.admin.is_none();
     let main_server = {
         let state = state.clone();
         let admin_token = admin_token.clone();
@@ -207,14 +302,13 @@ pub async fn serve_until(
             }
         })
         .disable_signals()
-        .shutdown_timeout(config.shutdown_deadline_s)
-        .listen(main_listener)?
+        .shutdown_timeout(shutdown_timeout_s)
+        .listen(listeners.main)?
         .run()
     };
-    let admin_server = match admin_listener {
+    let admin_server = match listeners.admin {
         Some(listener) => {
             let state = state.clone();
-            let admin_token = admin_token.clone();
             Some(
                 HttpServer::new(move || {
                     App::new()
@@ -225,48 +319,31 @@ pub async fn serve_until(
                 })
                 .workers(1)
                 .disable_signals()
-                .shutdown_timeout(config.shutdown_deadline_s)
+                .shutdown_timeout(shutdown_timeout_s)
                 .listen(listener)?
                 .run(),
             )
         }
         None => None,
     };
-    let bound = BoundAddresses {
-        main: main_addr,
-        admin: admin_addr,
-        sandbox: state.sandbox.as_ref().map(SandboxHandle::base_url),
-    };
+    Ok(Servers {
+        main: main_server,
+        admin: admin_server,
+    })
+}
 
-    let started_tenants = crate::tenants::start_registered_tenants(&state).await?;
-    state.booted.store(true, Ordering::Release);
-    write_atomically(&addr_file, serde_json::to_string(&bound)?.as_bytes(), 0o644)?;
-    tracing::info!(listen = %main_addr, admin = ?bound.admin, tenants = started_tenants, "steward is serving");
-
-    let main_handle = main_server.handle();
-    let admin_handle = admin_server.as_ref().map(|server| server.handle());
-    actix_rt::spawn(main_server);
-    if let Some(server) = admin_server {
-        actix_rt::spawn(server);
-    }
-
-    let signal_name = shutdown.await;
-    tracing::info!(
-        signal = signal_name,
-        deadline_s = config.shutdown_deadline_s,
-        "shutting down"
-    );
+/// Stops accepting, lets in-flight requests finish (their store writes and flushes
+/// included) and stops the tenants, within the deadline less a moment for the final flush.
+async fn shut_down(state: &AppState, servers: ServerHandles, deadline: Duration) {
     let graceful = async {
-        // Stop accepting; in-flight requests finish (their store writes and flushes included).
         let admin_stop = async {
-            if let Some(handle) = &admin_handle {
+            if let Some(handle) = &servers.admin {
                 handle.stop(true).await;
             }
         };
-        tokio::join!(main_handle.stop(true), admin_stop);
+        tokio::join!(servers.main.stop(true), admin_stop);
         state.runtime.shutdown().await;
     };
-    // Leave a moment of the deadline for the final flush.
     let graceful_budget = deadline
         .saturating_sub(Duration::from_millis(500))
         .max(Duration::from_millis(100));
@@ -276,10 +353,6 @@ pub async fn serve_until(
     {
         tracing::warn!("graceful shutdown exceeded its deadline; flushing and exiting");
     }
-    state.stores.flush_blocking()?;
-    let _ = std::fs::remove_file(&addr_file);
-    tracing::info!("store flushed; bye");
-    Ok(())
 }
 
 /// `/v1` (bearer token) and `/metrics`.
