@@ -14,6 +14,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use steward_actors::ports::{Crm, UnconfiguredCrm};
@@ -289,7 +290,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
     let (doc, full) = tenant::normalise(&body)?;
     tenant::reject_redacted_secrets(&full)?;
     check_embedded_target(state, &doc)?;
-    let _guard = state.admin_lock.lock().await;
+    let guard = state.admin_lock.lock().await;
     if store(state).registry().get(&doc.id)?.is_some() {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -314,8 +315,39 @@ pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
     start_or_update(state, prepared);
     state.registered_tenants.fetch_add(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).increment(1.0);
+    drop(guard);
+    await_children_started(state, &doc.id).await;
     tracing::info!(tenant_id = %doc.id, "tenant created");
     shown_doc(state, &record)
+}
+
+/// Longest a create waits for the new tenant's actors before answering anyway.
+const CHILDREN_START_WAIT: Duration = Duration::from_secs(5);
+
+/// A tenant whose `201` was seen takes webhooks at once: wait (bounded) until its five
+/// children have started, so a first delivery does not meet `503 unavailable` because
+/// Capture was not there yet. Past the bound the `201` goes anyway (the sender retries a
+/// `503`), and the wait is logged.
+async fn await_children_started(state: &AppState, id: &str) {
+    let started_at = std::time::Instant::now();
+    loop {
+        let started = state
+            .runtime
+            .tenant(id)
+            .is_some_and(|handle| handle.children_started());
+        if started {
+            return;
+        }
+        if started_at.elapsed() >= CHILDREN_START_WAIT {
+            tracing::warn!(
+                tenant_id = id,
+                waited_ms = started_at.elapsed().as_millis() as u64,
+                "tenant created; its actors have not all started yet"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Value, ApiError> {

@@ -6,15 +6,17 @@ use serde_json::json;
 
 use super::{
     alert_once, answer, enqueue, now_ms, raise_alerts, refuse, stripe_link, tenant_context, Answer,
-    EventAlert, IngressError,
+    EventAlert, IngressError, TenantContext,
 };
 use crate::app::AppState;
 use crate::http::error::ErrorCode;
 use crate::http::read_body_limited;
 use crate::sources::stripe::{
-    map_event, parse_event, verify_signature, ApiEra, Mapped, SignatureError, StripeMapping,
+    map_event, parse_event, verify_signature, ApiEra, Mapped, SignatureError, StripeEvent,
+    StripeMapping,
 };
 use crate::sources::SourceError;
+use crate::tenant::StripeSettings;
 
 /// Source-state name of Stripe event marks (events that alerted or were rejected).
 pub(super) const EVENT_MARKS: &str = "stripe_event";
@@ -47,31 +49,7 @@ async fn handle(
     };
     let now_ms = now_ms();
     let now_s = (now_ms / 1000) as i64;
-    let header = request
-        .headers()
-        .get("Stripe-Signature")
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| {
-            refuse(
-                ErrorCode::BadSignature,
-                "the Stripe-Signature header is missing (or not ASCII)",
-            )
-        })?;
-    let secrets: Vec<&str> = [
-        settings.signing_secret.as_deref(),
-        settings.previous_signing_secret.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    verify_signature(header, &raw, &secrets, settings.tolerance_s, now_s).map_err(|err| {
-        tracing::info!(tenant_id, error = %err, "stripe delivery refused");
-        let code = match err {
-            SignatureError::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
-            SignatureError::Malformed(_) | SignatureError::NoMatch => ErrorCode::BadSignature,
-        };
-        refuse(code, err.to_string())
-    })?;
+    verify(tenant_id, request, &raw, settings, now_s)?;
     let event =
         parse_event(&raw).map_err(|err| refuse(ErrorCode::MalformedBody, err.to_string()))?;
     let tz = TimeZone::get(&context.doc.time_zone).unwrap_or(TimeZone::UTC);
@@ -103,6 +81,54 @@ async fn handle(
             .await;
         }
     };
+    hand_over(&context, &event, mapped, &raw, now_ms).await
+}
+
+/// The `Stripe-Signature` over the raw body, with the current or the previous secret.
+fn verify(
+    tenant_id: &str,
+    request: &HttpRequest,
+    raw: &[u8],
+    settings: &StripeSettings,
+    now_s: i64,
+) -> Result<(), IngressError> {
+    let header = request
+        .headers()
+        .get("Stripe-Signature")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| {
+            refuse(
+                ErrorCode::BadSignature,
+                "the Stripe-Signature header is missing (or not ASCII)",
+            )
+        })?;
+    let secrets: Vec<&str> = [
+        settings.signing_secret.as_deref(),
+        settings.previous_signing_secret.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    verify_signature(header, raw, &secrets, settings.tolerance_s, now_s).map_err(|err| {
+        tracing::info!(tenant_id, error = %err, "stripe delivery refused");
+        let code = match err {
+            SignatureError::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
+            SignatureError::Malformed(_) | SignatureError::NoMatch => ErrorCode::BadSignature,
+        };
+        refuse(code, err.to_string())
+    })
+}
+
+/// Hands what the event maps to over to the tenant's Capture and answers Stripe.
+async fn hand_over(
+    context: &TenantContext,
+    event: &StripeEvent,
+    mapped: Mapped,
+    raw: &[u8],
+    now_ms: u64,
+) -> Result<Answer, IngressError> {
+    let tenant_id = context.handle.tenant_id();
+    let event_id = event.id.as_str();
     match mapped {
         Mapped::Ignored { reason } => {
             tracing::debug!(tenant_id, event_id, reason = %reason, "stripe event ignored");
@@ -126,7 +152,7 @@ async fn handle(
                     event_id,
                     alert_code: &note.code,
                     message: &note.message,
-                    raw_event: &raw,
+                    raw_event: raw,
                 },
                 alerted,
             )
@@ -142,7 +168,7 @@ async fn handle(
                 until_s,
                 gift,
             };
-            stripe_link::hold(&context, hold, event_id, now_ms).await
+            stripe_link::hold(context, hold, event_id, now_ms).await
         }
         // invoice_payment.paid only exists from basil on; on an older API version the
         // invoice.paid gift already carries the subscription, so a link has nothing to do.
@@ -153,6 +179,6 @@ async fn handle(
                 "subscription link on an API version before 2025-03-31: invoice.paid creates the gift",
             ))
         }
-        Mapped::Link(part) => stripe_link::link(&context, part, event_id).await,
+        Mapped::Link(part) => stripe_link::link(context, part, event_id).await,
     }
 }
