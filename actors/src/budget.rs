@@ -28,7 +28,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{Clock, RateLimitFacts, TenantData};
+use crate::ports::{Clock, RateLimitFacts};
 use crate::store::{Lane, TenantStore};
 
 /// Alert raised when Virtuous refuses the tenant's credentials (401/403), whoever called.
@@ -358,8 +358,8 @@ pub struct SharedBudget {
 }
 
 impl SharedBudget {
-    /// An empty-bucket ledger with an empty window (in-memory tenants, and until
-    /// [`SharedBudget::load_call_log`] runs).
+    /// An empty-bucket ledger with an empty window (until [`SharedBudget::load_call_log`]
+    /// runs).
     pub fn new(settings: BudgetSettings, now_ms: u64) -> SharedBudget {
         SharedBudget {
             ledger: Mutex::new(BudgetLedger::new(settings, now_ms, Vec::new())),
@@ -388,15 +388,15 @@ impl SharedBudget {
         Ok(())
     }
 
-    /// Draws one call at `lane` now: granted → spent in memory and recorded in the call log
-    /// (when the tenant has a store); refused → `Err(when to ask again)`. Call right before
+    /// Draws one call at `lane` now: granted → spent in memory and recorded in the call log;
+    /// refused → `Err(when to ask again)`. Call right before
     /// the HTTP call. `settings` are the tenant's current budget settings.
     pub fn draw(
         &self,
         lane: Lane,
         settings: BudgetSettings,
         now_ms: u64,
-        store: Option<&TenantStore>,
+        store: &TenantStore,
     ) -> Result<(), u64> {
         {
             let mut ledger = self.lock();
@@ -405,11 +405,9 @@ impl SharedBudget {
             }
             ledger.try_spend(lane, now_ms)?;
         }
-        if let Some(store) = store {
-            if let Err(error) = store.record_call(now_ms) {
-                // The in-memory window still counts the call; only a restart could forget it.
-                tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "call log write failed");
-            }
+        if let Err(error) = store.record_call(now_ms) {
+            // The in-memory window still counts the call; only a restart could forget it.
+            tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "call log write failed");
         }
         Ok(())
     }
@@ -457,11 +455,11 @@ impl BudgetStatus {
     pub fn compute(
         settings: &BudgetSettings,
         headers: RateLimitHeaders,
-        data: &dyn TenantData,
+        store: &TenantStore,
         clock: &dyn Clock,
     ) -> Result<BudgetStatus, crate::store::StoreError> {
         let since_ms = clock.now_ms().saturating_sub(BUDGET_WINDOW_MS);
-        let spent_last_hour = data.calls_since(since_ms)?;
+        let spent_last_hour = store.calls_since(since_ms)?;
         Ok(BudgetStatus {
             allowance_per_hour: allowance_per_hour(
                 settings.hourly_limit,
@@ -480,7 +478,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::ports::fake::MemoryTenantData;
     use crate::ports::ManualClock;
 
     #[test]
@@ -698,9 +695,15 @@ mod tests {
             budget: settings(36_000, 0, 1),
             ..Default::default()
         };
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), Default::default()).unwrap();
         let shared = crate::hub::TenantShared::new(
             "t".into(),
-            std::sync::Arc::new(MemoryTenantData::new("t")),
+            store.clone(),
+            store.tenant("t").unwrap(),
+            std::sync::Arc::new(crate::ports::UnconfiguredCrm {
+                reason: "budget test".to_string(),
+            }),
             clock.clone(),
             settings,
             crate::store::TenantRunState::Running,
@@ -730,11 +733,13 @@ mod tests {
     fn status_counts_only_calls_inside_the_last_hour() {
         // Goal: spent_last_hour slides with the clock over the store's call log.
         let clock = ManualClock::new(10 * BUDGET_WINDOW_MS);
-        let data = MemoryTenantData::new("t1");
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), Default::default()).unwrap();
+        let data = store.tenant("t1").unwrap();
         let start_ms = clock.now_ms();
-        data.record_call(start_ms - BUDGET_WINDOW_MS - 1); // already outside the window
-        data.record_call(start_ms - 10);
-        data.record_call(start_ms);
+        data.record_call(start_ms - BUDGET_WINDOW_MS - 1).unwrap(); // already outside the window
+        data.record_call(start_ms - 10).unwrap();
+        data.record_call(start_ms).unwrap();
         let settings = BudgetSettings::default();
         let headers = RateLimitHeaders {
             limit: Some(1_500),

@@ -19,8 +19,9 @@
 //!
 //! Below the actors (none of these imports an actor; `layering_tests.rs` checks it):
 //! - [`hub`]: [`hub::TenantShared`], what a tenant's actors, supervisor and handle share —
-//!   settings, the [`store::TenantRunState`] cell, actor cells, the budget, the leases and
-//!   the children's addresses as message recipients.
+//!   settings, the [`store::TenantRunState`] cell, actor cells, the budget, the leases, the
+//!   children's addresses as message recipients, and the tenant's store (every tenant has
+//!   one; there is no in-memory stand-in).
 //! - [`child`]: the shell all five children share (ticks, progress, generation, kill hook);
 //!   it reports its exit through a recipient, not to a supervisor type.
 //! - [`virtuous_event`]: Virtuous webhook events as plain data; [`gift_match`]: the one
@@ -29,8 +30,8 @@
 //! - [`observe`]: per-actor cells (atomics + observable state snapshot) read by status.
 //! - [`settings`]: a tenant's runtime settings.
 //! - [`mailbox`]: mailbox depth / wait counting; [`metrics`]: every metric name.
-//! - [`budget`]: allowance arithmetic and budget status; [`ports`]: `Clock`, `Crm`,
-//!   `TenantData`.
+//! - [`budget`]: allowance arithmetic and budget status; [`ports`]: `Clock`, `Crm` (the
+//!   store is no port: the actors use it directly).
 //! - [`store`]: sled access — one `Db` per process; a tenant's data lives under its key
 //!   prefix in one of 64 shared trees (the default layout; a tree per tenant is the older
 //!   one), a versioned codec, group commit, the tenant registry and sealed secrets.

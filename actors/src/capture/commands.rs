@@ -293,16 +293,14 @@ impl actix::Handler<RecordFact> for super::CaptureActor {
         if !self.may_act(ctx) {
             return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
         }
-        let Some(sled) = self.core.shared.sled().cloned() else {
-            return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
-        };
-        let now_ms = self.core.shared.clock.now_ms();
-        let outcome = match apply(&sled.tenant_store, fact, now_ms) {
+        let shared = &self.core.shared;
+        let now_ms = shared.clock.now_ms();
+        let outcome = match apply(shared.tenant_store(), fact, now_ms) {
             Ok(outcome) => outcome,
             Err(error) => return Box::pin(fut::ready(Err(EnqueueError::Store(error)))),
         };
         drop(guard);
-        let store = sled.store;
+        let store = shared.store().clone();
         let durable = async move { store.durable().await };
         Box::pin(durable.into_actor(self).map(move |flushed, capture, _ctx| {
             flushed?;

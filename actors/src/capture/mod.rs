@@ -42,7 +42,7 @@ impl ChildBehavior for Capture {
 
     fn rebuild(shared: &TenantShared) -> Capture {
         Capture {
-            counts_at_start: shared.data.counts(),
+            counts_at_start: shared.tenant_store().counts(),
             ..Capture::default()
         }
     }
@@ -64,7 +64,7 @@ impl Handler<Enqueue> for CaptureActor {
             return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
         }
         self.behavior.enqueue_requests += 1;
-        let outcomes = match self.core.shared.data.enqueue(entries) {
+        let outcomes = match self.core.shared.tenant_store().enqueue(entries) {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 self.behavior.enqueue_errors += 1;
@@ -81,7 +81,8 @@ impl Handler<Enqueue> for CaptureActor {
         self.publish();
         // The guard leaves with this function: the message is handled, its flush is shared.
         drop(guard);
-        let durable = self.core.shared.data.durable();
+        let store = self.core.shared.store().clone();
+        let durable = async move { store.durable().await };
         Box::pin(durable.into_actor(self).map(move |flushed, capture, _ctx| {
             if let Err(error) = flushed {
                 capture.behavior.enqueue_errors += 1;

@@ -22,16 +22,12 @@ pub trait ReconcileBudget {
 
 impl ReconcileBudget for TenantShared {
     fn try_spend_reconcile_call(&self, now_ms: u64) -> Result<(), u64> {
-        let Some(sled) = self.sled() else {
-            // In-memory test tenants call nobody.
-            return Err(u64::MAX);
-        };
         self.budget
             .draw(
                 Lane::Reconcile,
                 self.settings().budget,
                 now_ms,
-                Some(&sled.tenant_store),
+                self.tenant_store(),
             )
             // The ledger answers the time to ask again; this seam answers a wait.
             .map_err(|next_at_ms| next_at_ms.saturating_sub(now_ms).max(1))
@@ -57,18 +53,17 @@ impl TenantShared {
     pub fn credentials_refused(&self, reason: &str, now_ms: u64) {
         self.set_run_state(TenantRunState::NeedsOperator);
         let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
-        let Some(sled) = self.sled() else { return };
         // Remembered across restarts: a restarted tenant starts paused instead of spending a
         // call to be refused again.
-        if let Err(error) = sled
-            .store
+        if let Err(error) = self
+            .store()
             .registry()
             .mark_needs_operator(&self.tenant_id, now_ms)
         {
             tracing::warn!(tenant_id = %self.tenant_id, error = %error, "needs_operator could not be stored");
         }
-        match sled
-            .tenant_store
+        match self
+            .tenant_store()
             .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)
         {
             Ok(true) => {
@@ -83,9 +78,8 @@ impl TenantShared {
 
     pub fn draw_call(&self, lane: Lane) -> Result<(), u64> {
         let now_ms = self.clock.now_ms();
-        let store = self.sled().map(|sled| &sled.tenant_store);
         self.budget
-            .draw(lane, self.settings().budget, now_ms, store)
+            .draw(lane, self.settings().budget, now_ms, self.tenant_store())
     }
 
     /// After any Virtuous answer outside the submitter: header sync (allowance, reserve

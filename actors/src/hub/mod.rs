@@ -18,14 +18,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use crate::budget::RateLimitHeaders;
 use crate::messages::{ReconcileNow, WorkHint};
 use crate::observe::{ActorCell, ActorKind, SUPERVISOR_NAME};
-use crate::ports::{Clock, Crm, SledTenantData, TenantData, UnconfiguredCrm};
+use crate::ports::{Clock, Crm};
 use crate::settings::TenantSettings;
-use crate::store::TenantRunState;
+use crate::store::{Store, TenantRunState, TenantStore};
 
 /// What a tenant's actors and its handle share. Read without messaging any actor.
 pub struct TenantShared {
     pub tenant_id: String,
-    pub data: Arc<dyn TenantData>,
     pub clock: Arc<dyn Clock>,
     settings: RwLock<TenantSettings>,
     /// The tenant's [`TenantRunState`] (the registry keeps it across restarts).
@@ -37,9 +36,10 @@ pub struct TenantShared {
     /// The tenant's per-tenant gauges, registered once (a label lookup per update costs
     /// more than the update itself at 10,000 tenants).
     pub gauges: TenantGauges,
-    /// The real store (absent for in-memory test tenants: nothing is submitted then).
-    /// Set once at start by [`TenantShared::attach`].
-    sled: std::sync::OnceLock<SledTenantData>,
+    /// The process-wide store: group commit ([`Store::durable`]) and the registry.
+    store: Store,
+    /// The tenant's data (its key prefix in `store`).
+    tenant_store: TenantStore,
     /// The tenant's Virtuous; swapped on credential rotation.
     crm: RwLock<Arc<dyn Crm>>,
     /// The call budget every Virtuous call draws from (submitter, reconciler, admin).
@@ -49,16 +49,24 @@ pub struct TenantShared {
 }
 
 impl TenantShared {
+    /// The hub of a tenant about to start. Its budget window is loaded from the persisted
+    /// call log: a restart does not refill the budget.
     pub fn new(
         tenant_id: String,
-        data: Arc<dyn TenantData>,
+        store: Store,
+        tenant_store: TenantStore,
+        crm: Arc<dyn Crm>,
         clock: Arc<dyn Clock>,
         settings: TenantSettings,
         run_state: TenantRunState,
     ) -> TenantShared {
         let cells = ActorKind::ALL.map(|kind| ActorCell::new(&tenant_id, kind.name()));
         let supervisor_cell = ActorCell::new(&tenant_id, SUPERVISOR_NAME);
-        let budget = crate::budget::SharedBudget::new(settings.budget, clock.now_ms());
+        let now_ms = clock.now_ms();
+        let budget = crate::budget::SharedBudget::new(settings.budget, now_ms);
+        if let Err(error) = budget.load_call_log(&tenant_store, now_ms) {
+            tracing::warn!(tenant_id = %tenant_id, error = %error, "budget call log unreadable; starting with an empty window");
+        }
         TenantShared {
             budget,
             leases: crate::store::LeaseTable::new(),
@@ -66,35 +74,24 @@ impl TenantShared {
             run_state: AtomicU8::new(run_state as u8),
             settings: RwLock::new(settings),
             tenant_id,
-            data,
             clock,
             cells,
             supervisor_cell,
             addresses: Mutex::new(ChildAddresses::default()),
             rate_limit_headers: Mutex::new(RateLimitHeaders::default()),
-            sled: std::sync::OnceLock::new(),
-            crm: RwLock::new(Arc::new(UnconfiguredCrm {
-                reason: "no Virtuous client attached yet".to_string(),
-            })),
+            store,
+            tenant_store,
+            crm: RwLock::new(crm),
         }
     }
 
-    /// Binds the real store and the Virtuous client (once, before the supervisor starts).
-    pub(crate) fn attach(&self, sled: Option<SledTenantData>, crm: Arc<dyn Crm>) {
-        if let Some(sled) = sled {
-            // A restart does not refill the budget: the window comes from the call log.
-            if let Err(error) = self
-                .budget
-                .load_call_log(&sled.tenant_store, self.clock.now_ms())
-            {
-                tracing::warn!(tenant_id = %self.tenant_id, error = %error, "budget call log unreadable; starting with an empty window");
-            }
-            let _ = self.sled.set(sled);
-        }
-        self.replace_crm(crm);
+    /// The process-wide store: [`Store::durable`] (group commit) and the registry.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
-    pub fn sled(&self) -> Option<&SledTenantData> {
-        self.sled.get()
+    /// The tenant's data.
+    pub fn tenant_store(&self) -> &TenantStore {
+        &self.tenant_store
     }
     pub fn crm(&self) -> Arc<dyn Crm> {
         Arc::clone(

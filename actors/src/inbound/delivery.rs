@@ -24,10 +24,7 @@ impl InboundActor {
     /// The writes of one delivery (not yet durable).
     fn write_delivery(&mut self, message: &DeliverVirtuous) -> Result<DeliveryReport, StoreError> {
         let shared = &self.core.shared;
-        let sled = shared.sled().ok_or_else(|| {
-            StoreError::Io("the tenant runs without a store (test runtime)".into())
-        })?;
-        let tenant_store = &sled.tenant_store;
+        let tenant_store = shared.tenant_store();
         let now_ms = shared.clock.now_ms();
         let events = &message.delivery.events;
         let mut report = DeliveryReport {
@@ -88,13 +85,8 @@ impl Handler<DeliverVirtuous> for InboundActor {
         self.behavior.unparsed_kept += report.unparsed;
         self.publish();
         drop(message);
-        let store = self.core.shared.sled().map(|sled| sled.store.clone());
-        let durable = async move {
-            match store {
-                Some(store) => store.durable().await,
-                None => Ok(()),
-            }
-        };
+        let store = self.core.shared.store().clone();
+        let durable = async move { store.durable().await };
         Box::pin(
             durable
                 .into_actor(self)

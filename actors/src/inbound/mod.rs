@@ -45,8 +45,7 @@ pub struct WebhookSubscription {
 /// Reads the stored subscription (none, or unreadable → `None`: register again).
 pub fn stored_subscription(shared: &TenantShared) -> Option<WebhookSubscription> {
     let bytes = shared
-        .sled()?
-        .tenant_store
+        .tenant_store()
         .get_checkpoint(WEBHOOK_CHECKPOINT)
         .ok()??;
     serde_json::from_slice(&bytes).ok()
@@ -84,7 +83,6 @@ impl Inbound {
             && !self.registration_running
             && !self.registration_requested
             && now_ms >= self.next_attempt_at_ms
-            && shared.sled().is_some()
             && !shared.is_paused()
             && !shared.needs_operator()
     }
@@ -207,14 +205,12 @@ async fn store_subscription(
             REGISTRATION_RETRY_MS,
         )
     };
-    let sled = shared
-        .sled()
-        .ok_or_else(|| ("no store".to_string(), REGISTRATION_RETRY_MS))?;
     let bytes = serde_json::to_vec(subscription).unwrap_or_default();
-    sled.tenant_store
+    shared
+        .tenant_store()
         .put_checkpoint(WEBHOOK_CHECKPOINT, &bytes)
         .map_err(failed)?;
-    sled.store.durable().await.map_err(failed)
+    shared.store().durable().await.map_err(failed)
 }
 
 impl Handler<RegisterWebhook> for InboundActor {

@@ -29,7 +29,7 @@ pub struct Queue {
 
 impl Queue {
     fn refresh_from_store(&mut self, shared: &TenantShared) {
-        let stats = shared.data.lane_stats();
+        let stats = shared.tenant_store().lane_stats();
         for ((_lane, stat), gauge) in stats.iter().zip(&shared.gauges.lane_depth) {
             gauge.set(stat.depth as f64);
         }

@@ -80,9 +80,7 @@ impl ChildBehavior for Reconciler {
     fn rebuild(shared: &TenantShared) -> Reconciler {
         let now_ms = shared.clock.now_ms();
         let interval_ms = shared.settings().confirm.reconcile_interval_ms;
-        let has_unconfirmed = shared
-            .sled()
-            .is_some_and(|sled| sled.tenant_store.has_unconfirmed().unwrap_or(true));
+        let has_unconfirmed = shared.tenant_store().has_unconfirmed().unwrap_or(true);
         let first_in_ms = if has_unconfirmed {
             rand::thread_rng()
                 .gen_range(FIRST_PASS_DELAY_MS)
@@ -124,9 +122,8 @@ impl Reconciler {
     /// ran; reading it is one point read), on a blocking thread so the arbiter keeps serving
     /// other tenants.
     fn start_prune_if_due(&mut self, shared: &TenantShared, now_ms: u64) {
-        let Some(sled) = shared.sled() else { return };
         if self.last_dedup_prune_ms.is_none() {
-            match sled.tenant_store.dedup_pruned_at_ms(now_ms) {
+            match shared.tenant_store().dedup_pruned_at_ms(now_ms) {
                 Ok(at_ms) => self.last_dedup_prune_ms = Some(at_ms),
                 Err(error) => {
                     tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "dedup prune checkpoint unreadable");
@@ -143,7 +140,7 @@ impl Reconciler {
             return;
         }
         self.last_dedup_prune_ms = Some(now_ms);
-        let store = sled.tenant_store.clone();
+        let store = shared.tenant_store().clone();
         let retention_ms = shared.settings().confirm.dedup_retention_ms;
         let running = Arc::clone(&self.prune_running.0);
         let tenant_id = shared.tenant_id.clone();
@@ -175,9 +172,7 @@ impl ReconcilerActor {
         let settings = shared.settings().confirm;
         let state = &mut self.behavior;
         state.pass_requested = false;
-        let skip_reason = if shared.sled().is_none() {
-            Some("no store (in-memory tenant)")
-        } else if shared.needs_operator() {
+        let skip_reason = if shared.needs_operator() {
             Some("tenant needs an operator: no calls")
         } else if shared.is_paused() {
             Some("tenant paused: no calls")
@@ -200,13 +195,10 @@ impl ReconcilerActor {
             needs_review_after_ms: settings.needs_review_after_ms,
         };
         let pass = async move {
-            let sled = shared
-                .sled()
-                .ok_or_else(|| StoreError::Io("the store went away".into()))?;
             let still_current = || cell.generation() == generation;
             let context = PassContext {
                 tenant_id: &shared.tenant_id,
-                store: &sled.tenant_store,
+                store: shared.tenant_store(),
                 crm: shared.crm(),
                 budget: shared.as_ref(),
                 clock: shared.clock.as_ref(),
@@ -215,7 +207,7 @@ impl ReconcilerActor {
             let report = run_pass(context, pass_settings).await?;
             // Confirmations are durable at the next group commit; waiting here makes a pass
             // that reports them a pass that kept them.
-            sled.store.durable().await?;
+            shared.store().durable().await?;
             Ok::<PassReport, StoreError>(report)
         };
         ctx.spawn(

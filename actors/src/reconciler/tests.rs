@@ -74,12 +74,10 @@ async fn reconcile_now_confirms_and_the_webhook_is_registered_once() {
 
     eventually("webhook registered", 5_000, || {
         handle
-            .sled()
-            .and_then(|sled| {
-                sled.tenant_store
-                    .get_checkpoint(WEBHOOK_CHECKPOINT)
-                    .unwrap()
-            })
+            .shared()
+            .tenant_store()
+            .get_checkpoint(WEBHOOK_CHECKPOINT)
+            .unwrap()
             .is_some()
     })
     .await;

@@ -56,8 +56,7 @@ impl TenantHandle {
         transaction_source: &str,
         source_ids: &[String],
     ) -> Result<u64, StoreError> {
-        let sled = self.store_for_hooks()?;
-        let tenant_store = &sled.tenant_store;
+        let tenant_store = self.shared.tenant_store();
         let now_ms = self.shared.clock.now_ms();
         let mut entries = Vec::new();
         for source_id in source_ids {
@@ -81,15 +80,8 @@ impl TenantHandle {
             })
             .collect();
         let moved = tenant_store.mark_submitted(&submitted, now_ms)?;
-        sled.store.durable().await?;
+        self.shared.store().durable().await?;
         Ok(moved)
-    }
-
-    fn store_for_hooks(&self) -> Result<crate::ports::SledTenantData, StoreError> {
-        self.shared
-            .sled()
-            .cloned()
-            .ok_or_else(|| StoreError::Io("the tenant runs without a store (test runtime)".into()))
     }
 }
 
@@ -102,18 +94,19 @@ impl TenantHandle {
         checkpoint_name: &str,
         checkpoint: &[u8],
     ) -> Result<Vec<crate::store::EnqueueOutcome>, StoreError> {
-        let sled = self.store_for_hooks()?;
-        let outcomes =
-            sled.tenant_store
-                .enqueue_with_checkpoint(entries, checkpoint_name, checkpoint)?;
-        sled.store.durable().await?;
+        let outcomes = self.shared.tenant_store().enqueue_with_checkpoint(
+            entries,
+            checkpoint_name,
+            checkpoint,
+        )?;
+        self.shared.store().durable().await?;
         self.hint_work(outcomes.len() as u64);
         Ok(outcomes)
     }
 
     /// A checkpoint's stored value.
     pub fn checkpoint_for_test(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store_for_hooks()?.tenant_store.get_checkpoint(name)
+        self.shared.tenant_store().get_checkpoint(name)
     }
 
     /// Dead-letters the `count` oldest live-lane entries the way the submitter does for a
@@ -124,8 +117,7 @@ impl TenantHandle {
         status: Option<u16>,
         reason: &str,
     ) -> Result<Vec<u64>, StoreError> {
-        let sled = self.store_for_hooks()?;
-        let tenant_store = &sled.tenant_store;
+        let tenant_store = self.shared.tenant_store();
         let now_ms = self.shared.clock.now_ms();
         let mut ids = Vec::new();
         for (seq, _) in tenant_store.scan_lane(Lane::Live, count)? {
@@ -135,7 +127,7 @@ impl TenantHandle {
                 ids.push(dead.id);
             }
         }
-        sled.store.durable().await?;
+        self.shared.store().durable().await?;
         Ok(ids)
     }
 }

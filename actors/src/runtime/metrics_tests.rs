@@ -6,20 +6,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::tests::{actor, fast_settings, observed_u64, start_memory_tenant};
+use super::tests::{actor, fast_settings, observed_u64, start_test_tenant, test_store};
 use super::*;
 use crate::messages::WorkHint;
 use crate::ports::ManualClock;
+use crate::store::TenantRunState;
 use crate::test_support::eventually;
 
 #[actix_rt::test]
 async fn start_1000_tenants_on_2_arbiters() {
     // Goal: 1,000 tenants start (all 5,000 children), spread over both arbiters, and stop; prints the times.
+    let store = test_store();
     let runtime = Runtime::new(2);
     let started = Instant::now();
     let handles: Vec<TenantHandle> = (0..1_000)
         .map(|index| {
-            start_memory_tenant(&runtime, &format!("t{index:04}"), TenantSettings::default())
+            let tenant_id = format!("t{index:04}");
+            let settings = TenantSettings::default();
+            start_test_tenant(
+                &runtime,
+                &store,
+                &tenant_id,
+                settings,
+                TenantRunState::Running,
+            )
         })
         .collect();
     let spawn_elapsed = started.elapsed();
@@ -148,7 +158,15 @@ async fn mailbox_depth_gauge_counts_queued_messages_and_returns_to_zero() {
     // Goal: the depth gauge {tenant, actor} follows messages queued behind a stuck actor and falls back to 0.
     let recorder = test_recorder();
     let runtime = Runtime::with_clock(1, Arc::new(ManualClock::new(1_000_000)));
-    let handle = start_memory_tenant(&runtime, "gauge-tenant", fast_settings());
+    let store = test_store();
+    let settings = fast_settings();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "gauge-tenant",
+        settings,
+        TenantRunState::Running,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     let gauge_key = "steward_actor_mailbox_depth{tenant=gauge-tenant,actor=queue}";
     let gauge = |recorder: &TestRecorder| {
@@ -202,13 +220,16 @@ async fn mailbox_depth_gauge_counts_queued_messages_and_returns_to_zero() {
 async fn blocked_arbiter_shows_as_lag_and_costs_no_spurious_restarts() {
     // Goal: a thread blocked longer than a heartbeat is visible in arbiter_lag_ms, and its tenants' children are not all replaced afterwards.
     let runtime = Runtime::new(1);
-    let handle = start_memory_tenant(
+    let store = test_store();
+    let handle = start_test_tenant(
         &runtime,
+        &store,
         "blocked",
         TenantSettings {
             heartbeat_ms: 150,
             ..fast_settings()
         },
+        TenantRunState::Running,
     );
     eventually("children started", 5_000, || handle.children_started()).await;
     let checks_before = handle.status().actors[SUPERVISOR_NAME].observed["ticks"]
@@ -275,31 +296,22 @@ fn process_cpu_ms_and_rss_kib() -> (u64, u64) {
 #[ignore = "measurement: cargo test -p steward-actors --release -- --ignored idle_cost --nocapture"]
 async fn idle_cost_of_10000_tenants() {
     // Goal: measure start time, idle CPU and memory of 10,000 tenants with default settings on 2 arbiters.
-    // STEWARD_IDLE_OVER_SLED=1: over the real store in a temp dir (its tree creation included).
-    let over_sled = std::env::var_os("STEWARD_IDLE_OVER_SLED").is_some();
-    let dir = tempfile::tempdir().unwrap();
-    let store = over_sled.then(|| {
-        crate::store::Store::open(dir.path(), crate::store::StoreOptions::default()).unwrap()
-    });
+    // Over the real store in a temp dir (its tenants' creation included).
+    let store = test_store();
     let (_, rss_before_kib) = process_cpu_ms_and_rss_kib();
     let runtime = Runtime::new(2);
     let started = Instant::now();
     let handles: Vec<TenantHandle> = (0..10_000)
         .map(|index| {
             let tenant_id = format!("t{index:05}");
-            match &store {
-                Some(store) => runtime.start_tenant(TenantSpec {
-                    tenant_store: store.tenant(&tenant_id).unwrap(),
-                    tenant_id,
-                    store: store.clone(),
-                    settings: TenantSettings::default(),
-                    run_state: crate::store::TenantRunState::Running,
-                    crm: std::sync::Arc::new(crate::ports::UnconfiguredCrm {
-                        reason: "metrics test".to_string(),
-                    }),
-                }),
-                None => start_memory_tenant(&runtime, &tenant_id, TenantSettings::default()),
-            }
+            let settings = TenantSettings::default();
+            start_test_tenant(
+                &runtime,
+                &store,
+                &tenant_id,
+                settings,
+                TenantRunState::Running,
+            )
         })
         .collect();
     eventually("every tenant's children started", 120_000, || {
@@ -323,7 +335,7 @@ async fn idle_cost_of_10000_tenants() {
     let stop_started = Instant::now();
     runtime.shutdown().await;
     println!(
-        "10000 tenants / 2 arbiters (over sled: {over_sled}): all children started in {start_elapsed:?}; idle CPU {idle_cpu_pct:.1}% of one core over {idle_window:?}; \
+        "10000 tenants / 2 arbiters (over sled): all children started in {start_elapsed:?}; idle CPU {idle_cpu_pct:.1}% of one core over {idle_window:?}; \
          RSS +{} MiB; 10000 status() calls {status_elapsed:?}; arbiter lag {lag_ms:?} ms; shutdown {:?}",
         rss_kib.saturating_sub(rss_before_kib) / 1024,
         stop_started.elapsed()

@@ -21,7 +21,7 @@ use crate::hub::TenantShared;
 use crate::messages::{Enqueue, KillChild, SetPaused, SettingsChanged, StopTenant};
 pub use crate::messages::{EnqueueError, KillMode};
 pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
-use crate::ports::{Clock, Crm, SledTenantData, SystemClock, TenantData, UnconfiguredCrm};
+use crate::ports::{Clock, Crm, SystemClock};
 pub use crate::settings::{ConfirmSettings, SubmitSettings, TenantSettings};
 pub use crate::store::TenantRunState;
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
@@ -79,7 +79,7 @@ impl TenantHandle {
         actors.insert(SUPERVISOR_NAME, shared.supervisor_cell.status(now_ms));
         let settings = shared.settings();
         let headers = shared.rate_limit_headers();
-        let budget = BudgetStatus::compute(&settings.budget, headers, shared.data.as_ref(), shared.clock.as_ref())
+        let budget = BudgetStatus::compute(&settings.budget, headers, shared.tenant_store(), shared.clock.as_ref())
             .unwrap_or_else(|error| {
                 tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "budget call log unreadable; status shows 0 spent");
                 BudgetStatus {
@@ -174,11 +174,6 @@ impl TenantHandle {
     /// replay). Lossy like every hint: the submitter finds the work in the store anyway.
     pub fn hint_work(&self, entries_added: u64) {
         self.shared.hint_new_work(entries_added);
-    }
-
-    /// The tenant's sled store, when it runs on one.
-    pub fn sled(&self) -> Option<&SledTenantData> {
-        self.shared.sled()
     }
 
     /// Asks the reconciler for a confirmation pass now (or right after the running one).
@@ -298,44 +293,14 @@ impl Runtime {
     /// Starts the tenant's supervisor (which starts its five children) on the next arbiter,
     /// round robin. If the tenant already runs, returns its handle and changes nothing.
     pub fn start_tenant(&self, spec: TenantSpec) -> TenantHandle {
-        let sled = SledTenantData {
-            store: spec.store,
-            tenant_store: spec.tenant_store,
-        };
-        self.start(
-            spec.tenant_id,
-            Arc::new(sled.clone()),
-            Some(sled),
-            spec.crm,
-            spec.settings,
-            spec.run_state,
-        )
-    }
-
-    /// As [`Runtime::start_tenant`] over any [`TenantData`] (in-memory fakes in tests of the
-    /// supervision protocol). Without a sled store nothing is submitted or confirmed.
-    pub fn start_tenant_with_data(
-        &self,
-        tenant_id: String,
-        data: Arc<dyn TenantData>,
-        settings: TenantSettings,
-        run_state: TenantRunState,
-    ) -> TenantHandle {
-        let crm = Arc::new(UnconfiguredCrm {
-            reason: "in-memory tenant (test)".to_string(),
-        });
-        self.start(tenant_id, data, None, crm, settings, run_state)
-    }
-
-    fn start(
-        &self,
-        tenant_id: String,
-        data: Arc<dyn TenantData>,
-        sled: Option<SledTenantData>,
-        crm: Arc<dyn Crm>,
-        settings: TenantSettings,
-        run_state: TenantRunState,
-    ) -> TenantHandle {
+        let TenantSpec {
+            tenant_id,
+            store,
+            tenant_store,
+            settings,
+            run_state,
+            crm,
+        } = spec;
         let mut tenants = self.tenants();
         if let Some(existing) = tenants.get(&tenant_id) {
             tracing::warn!(tenant_id = %tenant_id, "tenant already running; start ignored");
@@ -343,12 +308,13 @@ impl Runtime {
         }
         let shared = Arc::new(TenantShared::new(
             tenant_id.clone(),
-            data,
+            store,
+            tenant_store,
+            crm,
             Arc::clone(&self.inner.clock),
             settings,
             run_state,
         ));
-        shared.attach(sled, crm);
         let arbiter_index = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed)
             % self.inner.arbiter_handles.len();
         let supervisor_shared = Arc::clone(&shared);

@@ -1,15 +1,15 @@
-//! Tests of the tenant actor tree over the in-memory [`MemoryTenantData`] (the real-sled
-//! tests are at the end). Small heartbeats and backoffs; waits poll with a deadline.
+//! Tests of the tenant actor tree (supervision, back-pressure, pause), each on its own sled
+//! store in a temp dir (`sled_tests.rs` has the store-centred ones). Small heartbeats and
+//! backoffs; waits poll with a deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::messages::WorkHint;
-use crate::ports::fake::MemoryTenantData;
 use crate::ports::ManualClock;
-use crate::store::{Lane, RecordKind, TenantRunState};
-use crate::test_support::eventually;
+use crate::store::{Lane, RecordKind, StoreOptions, TenantRunState};
+use crate::test_support::{eventually, reply, FakeCrm};
 
 pub(super) fn fast_settings() -> TenantSettings {
     TenantSettings {
@@ -21,17 +21,36 @@ pub(super) fn fast_settings() -> TenantSettings {
     }
 }
 
-pub(super) fn start_memory_tenant(
+/// A store in a temp dir, removed when the test drops it (the store first).
+pub(super) struct TestStore {
+    pub(super) store: Store,
+    _dir: tempfile::TempDir,
+}
+
+pub(super) fn test_store() -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("store opens");
+    TestStore { store, _dir: dir }
+}
+
+/// Starts a tenant on `store` whose Virtuous accepts every write: a running tenant with
+/// work submits it (and stays running) instead of being refused and waiting for an
+/// operator. Tests that need entries to stay queued start the tenant paused.
+pub(super) fn start_test_tenant(
     runtime: &Runtime,
+    store: &TestStore,
     tenant_id: &str,
     settings: TenantSettings,
+    run_state: TenantRunState,
 ) -> TenantHandle {
-    runtime.start_tenant_with_data(
-        tenant_id.to_string(),
-        Arc::new(MemoryTenantData::new(tenant_id)),
+    runtime.start_tenant(TenantSpec {
+        tenant_id: tenant_id.to_string(),
+        store: store.store.clone(),
+        tenant_store: store.store.tenant(tenant_id).expect("tenant store"),
         settings,
-        TenantRunState::Running,
-    )
+        run_state,
+        crm: FakeCrm::scripted(|_| reply(200)),
+    })
 }
 
 pub(super) fn actor(handle: &TenantHandle, kind: ActorKind) -> ActorStatus {
@@ -78,7 +97,14 @@ async fn kill_and_wait_for_restart(
 async fn panicking_child_is_restarted_and_counted_with_doubling_backoff() {
     // Goal: a child that panics in a handler is re-created; restarts count 1, 2, 3 with backoffs 20, 40, 80 ms.
     let runtime = Runtime::new(1);
-    let handle = start_memory_tenant(&runtime, "panics", fast_settings());
+    let store = test_store();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "panics",
+        fast_settings(),
+        TenantRunState::Running,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     let mut backoffs = Vec::new();
     for _ in 0..3 {
@@ -105,7 +131,14 @@ async fn panicking_child_is_restarted_and_counted_with_doubling_backoff() {
 async fn child_stopping_with_an_error_is_restarted_with_its_reason() {
     // Goal: an error exit is re-created after the initial backoff and the error is shown.
     let runtime = Runtime::new(1);
-    let handle = start_memory_tenant(&runtime, "errors", fast_settings());
+    let store = test_store();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "errors",
+        fast_settings(),
+        TenantRunState::Running,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     let status = kill_and_wait_for_restart(&handle, ActorKind::Reconciler, KillMode::Error).await;
     assert_eq!(status.restarts, 1);
@@ -129,7 +162,14 @@ async fn stalled_child_is_replaced_and_its_old_generation_cannot_act() {
         ..fast_settings()
     };
     let runtime = Runtime::new(1);
-    let handle = start_memory_tenant(&runtime, "stalls", settings);
+    let store = test_store();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "stalls",
+        settings,
+        TenantRunState::Running,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     let old_submitter = handle
         .shared()
@@ -201,7 +241,8 @@ async fn status_answers_while_a_child_is_stalled() {
         heartbeat_ms: 60,
         ..fast_settings()
     };
-    let handle = start_memory_tenant(&runtime, "stuck", settings);
+    let store = test_store();
+    let handle = start_test_tenant(&runtime, &store, "stuck", settings, TenantRunState::Running);
     eventually("children started", 5_000, || handle.children_started()).await;
     handle.kill_child(ActorKind::Reconciler, KillMode::Stall);
     eventually("the reconciler to stall", 2_000, || {
@@ -228,7 +269,14 @@ async fn status_answers_while_a_child_is_stalled() {
 async fn enqueue_is_answered_after_durable_and_hints_queue_and_submitter() {
     // Goal: enqueue goes through Capture, reports duplicates, and wakes Queue and Submitter.
     let runtime = Runtime::new(1);
-    let handle = start_memory_tenant(&runtime, "enqueues", fast_settings());
+    let store = test_store();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "enqueues",
+        fast_settings(),
+        TenantRunState::Paused,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     let outcomes = handle
         .enqueue(vec![entry("k1"), entry("k2"), entry("k1")])
@@ -263,7 +311,14 @@ async fn enqueue_is_answered_after_durable_and_hints_queue_and_submitter() {
 async fn restarted_children_rebuild_their_state_from_the_store() {
     // Goal: after a restart, Queue and Capture show what the store holds, not an empty state.
     let runtime = Runtime::new(1);
-    let handle = start_memory_tenant(&runtime, "rebuilds", fast_settings());
+    let store = test_store();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "rebuilds",
+        fast_settings(),
+        TenantRunState::Paused,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     handle
         .enqueue(vec![entry("a"), entry("b"), entry("c")])
@@ -281,13 +336,16 @@ async fn restarted_children_rebuild_their_state_from_the_store() {
 async fn full_capture_mailbox_answers_mailbox_full() {
     // Goal: back-pressure — with capture stuck and its mailbox at capacity, enqueue fails at once.
     let runtime = Runtime::with_clock(1, Arc::new(ManualClock::new(1_000_000)));
-    let handle = start_memory_tenant(
+    let store = test_store();
+    let handle = start_test_tenant(
         &runtime,
+        &store,
         "full",
         TenantSettings {
             mailbox_capacity: 2,
             ..fast_settings()
         },
+        TenantRunState::Running,
     );
     eventually("children started", 5_000, || handle.children_started()).await;
     handle.kill_child(ActorKind::Capture, KillMode::Stall);
@@ -320,7 +378,14 @@ async fn full_capture_mailbox_answers_mailbox_full() {
 async fn pause_and_resume_are_visible_in_status() {
     // Goal: pause/resume flip the tenant state at once and reach the submitter's observed state.
     let runtime = Runtime::new(1);
-    let handle = start_memory_tenant(&runtime, "pauses", fast_settings());
+    let store = test_store();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "pauses",
+        fast_settings(),
+        TenantRunState::Running,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     assert_eq!(handle.status().state, "running");
     handle.pause();
@@ -336,9 +401,10 @@ async fn pause_and_resume_are_visible_in_status() {
     })
     .await;
     // A tenant started paused stays paused, and its submitter rebuilds that from shared state.
-    let paused = runtime.start_tenant_with_data(
-        "starts-paused".to_string(),
-        Arc::new(MemoryTenantData::new("starts-paused")),
+    let paused = start_test_tenant(
+        &runtime,
+        &store,
+        "starts-paused",
         fast_settings(),
         TenantRunState::Paused,
     );
@@ -357,7 +423,14 @@ async fn pause_and_resume_are_visible_in_status() {
 async fn stop_tenant_stops_all_six_actors_even_with_a_stalled_child() {
     // Goal: stop_tenant resolves only once the supervisor and all five children are gone, a stalled one included.
     let runtime = Runtime::with_clock(2, Arc::new(ManualClock::new(1_000_000)));
-    let handle = start_memory_tenant(&runtime, "stops", fast_settings());
+    let store = test_store();
+    let handle = start_test_tenant(
+        &runtime,
+        &store,
+        "stops",
+        fast_settings(),
+        TenantRunState::Running,
+    );
     eventually("children started", 5_000, || handle.children_started()).await;
     assert!(runtime.all_children_started());
     handle.kill_child(ActorKind::Inbound, KillMode::Stall);

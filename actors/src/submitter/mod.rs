@@ -14,7 +14,6 @@
 //! - While every call fails (an outage), the tenant backs off ([`failure_backoff_ms`]).
 //! - Paused (or waiting for the operator) → it sends nothing. 401/403 → tenant paused,
 //!   `needs_operator`, alert `auth_failed`; the entries stay queued.
-//! - In-memory tenants (no sled store) submit nothing.
 
 // Size: over 500 lines — one actor with its four handlers and its send loop; the request
 // mapping already lives in `request.rs`.
@@ -127,7 +126,7 @@ pub struct Submitter {
 /// started on a backlog (process restart, a replaced generation) with no new ingest waited
 /// for its first tick, 7.5–15 s with the default heartbeat.
 pub(crate) fn wake_if_work_stored(shared: &TenantShared) {
-    if shared.data.queued_total() == 0 {
+    if shared.tenant_store().queued_total() == 0 {
         return;
     }
     if let Some(submitter) = shared.addresses().submitter {
@@ -153,7 +152,7 @@ impl ChildBehavior for Submitter {
             view: SubmitterView {
                 paused: shared.is_paused(),
                 needs_operator: shared.needs_operator(),
-                queued_total: shared.data.queued_total(),
+                queued_total: shared.tenant_store().queued_total(),
                 ..SubmitterView::default()
             },
             ..Submitter::default()
@@ -164,25 +163,23 @@ impl ChildBehavior for Submitter {
         // The shared flag is the truth; SetPaused only makes the change visible sooner.
         self.view.paused = shared.is_paused();
         self.view.needs_operator = shared.needs_operator();
-        self.view.queued_total = shared.data.queued_total();
+        self.view.queued_total = shared.tenant_store().queued_total();
         publish_budget_gauges(shared);
         let now_ms = shared.clock.now_ms();
-        if let Some(sled) = shared.sled() {
-            if now_ms.saturating_sub(self.call_log_pruned_at_ms) >= CALL_LOG_PRUNE_MS {
-                self.call_log_pruned_at_ms = now_ms;
-                let before_ms = now_ms.saturating_sub(BUDGET_WINDOW_MS);
-                if let Err(error) = sled.tenant_store.prune_calls_before(before_ms) {
-                    tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "call log prune failed");
-                }
+        if now_ms.saturating_sub(self.call_log_pruned_at_ms) >= CALL_LOG_PRUNE_MS {
+            self.call_log_pruned_at_ms = now_ms;
+            let before_ms = now_ms.saturating_sub(BUDGET_WINDOW_MS);
+            if let Err(error) = shared.tenant_store().prune_calls_before(before_ms) {
+                tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "call log prune failed");
             }
-            // Nothing stored is stranded: a missed hint or timer is made up here.
-            let overdue = self.wake_at_ms.map_or(true, |at| at <= now_ms);
-            let has_work = self.view.queued_total > 0 || !self.follow_ups.is_empty();
-            if has_work && overdue && !self.view.in_flight && !self.view.paused {
-                if let Some(submitter) = shared.addresses().submitter {
-                    let guard = shared.cell(ActorKind::Submitter).mailbox.guard();
-                    let _ = submitter.wake.try_send(Wake { guard });
-                }
+        }
+        // Nothing stored is stranded: a missed hint or timer is made up here.
+        let overdue = self.wake_at_ms.map_or(true, |at| at <= now_ms);
+        let has_work = self.view.queued_total > 0 || !self.follow_ups.is_empty();
+        if has_work && overdue && !self.view.in_flight && !self.view.paused {
+            if let Some(submitter) = shared.addresses().submitter {
+                let guard = shared.cell(ActorKind::Submitter).mailbox.guard();
+                let _ = submitter.wake.try_send(Wake { guard });
             }
         }
         Ok(())
@@ -216,7 +213,7 @@ fn publish_budget_gauges(shared: &TenantShared) {
     let status = BudgetStatus::compute(
         &settings,
         shared.rate_limit_headers(),
-        shared.data.as_ref(),
+        shared.tenant_store(),
         shared.clock.as_ref(),
     );
     let Ok(status) = status else { return };
@@ -248,9 +245,6 @@ impl SubmitterActor {
         let shared = Arc::clone(&self.core.shared);
         self.behavior.view.paused = shared.is_paused();
         self.behavior.view.needs_operator = shared.needs_operator();
-        let Some(sled) = shared.sled().cloned() else {
-            return;
-        };
         if self.behavior.view.paused {
             self.release_follow_ups();
             self.publish();
@@ -273,7 +267,7 @@ impl SubmitterActor {
         let generation = self.core.generation;
         for _ in 0..ROUNDS_PER_WAKE_MAX {
             let now_ms = shared.clock.now_ms();
-            if self.behavior.follow_ups.is_empty() && shared.data.queued_total() == 0 {
+            if self.behavior.follow_ups.is_empty() && shared.tenant_store().queued_total() == 0 {
                 // Idle: hints and ticks wake it when entries arrive.
                 shared.budget.set_priority_work(false);
                 self.behavior.view.next_call_at_ms = None;
@@ -307,7 +301,7 @@ impl SubmitterActor {
                         batch_max: settings.submit.batch_max.clamp(1, 100),
                         lease_timeout_ms: settings.submit.lease_timeout_ms,
                     };
-                    let batch = match sled.tenant_store.lease_ready(&shared.leases, request) {
+                    let batch = match shared.tenant_store().lease_ready(&shared.leases, request) {
                         Ok(batch) => batch,
                         Err(error) => {
                             tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "lease failed");
@@ -335,7 +329,7 @@ impl SubmitterActor {
                 .first()
                 .copied()
                 .unwrap_or(10_000);
-            let store = &sled.tenant_store;
+            let store = shared.tenant_store();
             let prepared = prepare(
                 group,
                 |source, source_id| {
@@ -354,10 +348,10 @@ impl SubmitterActor {
             let Some((request, items)) = prepared.call else {
                 continue;
             };
-            let store = Some(&sled.tenant_store);
-            if let Err(retry_at_ms) = shared
-                .budget
-                .draw(Lane::Live, settings.budget, now_ms, store)
+            if let Err(retry_at_ms) =
+                shared
+                    .budget
+                    .draw(Lane::Live, settings.budget, now_ms, shared.tenant_store())
             {
                 // Raced with another lane: keep the group leased and send it first.
                 self.behavior
@@ -375,7 +369,7 @@ impl SubmitterActor {
     }
 
     fn finish_round(&mut self, shared: &TenantShared) {
-        self.behavior.view.queued_total = shared.data.queued_total();
+        self.behavior.view.queued_total = shared.tenant_store().queued_total();
         self.behavior.view.budget = Some(shared.budget.view(shared.clock.now_ms()));
         self.publish();
     }
@@ -510,18 +504,20 @@ impl SubmitterActor {
         retry: &RetryPolicy,
     ) {
         let shared = Arc::clone(&self.core.shared);
-        let Some(sled) = shared.sled() else { return };
         let generation = self.core.generation;
-        match sled
-            .tenant_store
-            .complete_leased(&shared.leases, generation, now_ms, results, retry)
-        {
+        match shared.tenant_store().complete_leased(
+            &shared.leases,
+            generation,
+            now_ms,
+            results,
+            retry,
+        ) {
             Ok(report) => {
                 // Ask for a flush now instead of leaving the completion (and the call-log
                 // mark written before the call) to sled's background flush (≤ 500 ms): a
                 // crash then re-sends at most one group-commit cycle of completions (same
                 // idempotency keys). Not awaited: the next call does not wait for the disk.
-                let store = sled.store.clone();
+                let store = shared.store().clone();
                 let tenant_id = shared.tenant_id.clone();
                 actix::spawn(async move {
                     if let Err(error) = store.durable().await {
@@ -608,7 +604,7 @@ impl Handler<WorkHint> for SubmitterActor {
             return;
         }
         self.behavior.view.work_hints += 1;
-        self.behavior.view.queued_total = self.core.shared.data.queued_total();
+        self.behavior.view.queued_total = self.core.shared.tenant_store().queued_total();
         self.publish();
         self.pump(ctx);
     }
