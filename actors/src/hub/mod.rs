@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::budget::RateLimitHeaders;
+use crate::mailbox::MailboxGuard;
 use crate::messages::{ReconcileNow, WorkHint};
 use crate::observe::{ActorCell, ActorKind, SUPERVISOR_NAME};
 use crate::ports::{Clock, Crm};
@@ -126,6 +127,16 @@ impl TenantShared {
     }
     pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
         &self.cells[kind.index()]
+    }
+    /// A guard for one more message to `kind`'s mailbox, or `Err(capacity)` when it is full
+    /// (actix 0.13's `try_send` does not enforce capacity; the guard count does).
+    pub fn mailbox_room(&self, kind: ActorKind) -> Result<MailboxGuard, usize> {
+        let capacity = self.settings().mailbox_capacity;
+        let mailbox = &self.cell(kind).mailbox;
+        if mailbox.depth() >= capacity as u64 {
+            return Err(capacity);
+        }
+        Ok(mailbox.guard())
     }
     pub fn run_state(&self) -> TenantRunState {
         TenantRunState::from_u8(self.run_state.load(Ordering::Acquire))

@@ -28,12 +28,9 @@ impl TenantHandle {
                 .inbound
                 .ok_or(DeliveryError::Unavailable)?
                 .deliver;
-            let capacity = shared.settings().mailbox_capacity;
-            let mailbox = &shared.cell(ActorKind::Inbound).mailbox;
-            if mailbox.depth() >= capacity as u64 {
-                return Err(DeliveryError::MailboxFull { capacity });
-            }
-            let guard = mailbox.guard();
+            let guard = shared
+                .mailbox_room(ActorKind::Inbound)
+                .map_err(|capacity| DeliveryError::MailboxFull { capacity })?;
             inbound
                 .send(DeliverVirtuous {
                     delivery,
@@ -148,12 +145,9 @@ impl TenantHandle {
                 .capture
                 .ok_or(EnqueueError::Unavailable)?
                 .record_fact;
-            let capacity = shared.settings().mailbox_capacity;
-            let mailbox = &shared.cell(ActorKind::Capture).mailbox;
-            if mailbox.depth() >= capacity as u64 {
-                return Err(EnqueueError::MailboxFull { capacity });
-            }
-            let guard = mailbox.guard();
+            let guard = shared
+                .mailbox_room(ActorKind::Capture)
+                .map_err(|capacity| EnqueueError::MailboxFull { capacity })?;
             capture
                 .send(crate::source_fact::RecordFact { fact, guard })
                 .await

@@ -202,12 +202,9 @@ impl TenantHandle {
                 .capture
                 .ok_or(EnqueueError::Unavailable)?
                 .enqueue;
-            let capacity = shared.settings().mailbox_capacity;
-            let mailbox = &shared.cell(ActorKind::Capture).mailbox;
-            if mailbox.depth() >= capacity as u64 {
-                return Err(EnqueueError::MailboxFull { capacity });
-            }
-            let guard = mailbox.guard();
+            let guard = shared
+                .mailbox_room(ActorKind::Capture)
+                .map_err(|capacity| EnqueueError::MailboxFull { capacity })?;
             capture
                 .send(Enqueue { entries, guard })
                 .await
