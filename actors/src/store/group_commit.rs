@@ -226,114 +226,151 @@ impl Drop for GroupCommit {
     }
 }
 
-// Size: the writer thread's one loop (collect, apply, flush, answer); its steps share the
-// locked state and the crash points sit between them, so it reads best in one piece.
+/// The writer thread's loop: take what was submitted, apply it as one group, flush when
+/// somebody waits, answer the waiters the flush covers. The crash points sit between the
+/// steps.
 fn run_flusher(shared: &Shared, mut flush: FlushFn) {
-    loop {
-        let (group, group_through, flush_number, batch_size) = {
-            let mut state = shared.lock();
-            while state.waiters.is_empty() && state.pending.is_empty() && !state.closing {
-                state = shared
-                    .work_available
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            if state.waiters.is_empty() && state.pending.is_empty() {
-                return; // closing, nothing submitted and nobody waits
-            }
-            let group = std::mem::take(&mut state.pending);
-            let flush_number = if state.waiters.is_empty() {
-                None
-            } else {
-                state.stats.flushes_started += 1;
-                Some(state.stats.flushes_started)
-            };
-            (
-                group,
-                state.submitted_through,
-                flush_number,
-                state.waiters.len(),
-            )
-        };
-
-        if !group.is_empty() {
-            let calls = group.len();
-            let apply_started_at = Instant::now();
-            let result = apply_group(group);
-            let apply_micros = apply_started_at.elapsed().as_micros() as u64;
-            let mut state = shared.lock();
-            state.stats.groups_applied += 1;
-            state.stats.calls_applied += calls as u64;
-            state.stats.apply_micros_total += apply_micros;
-            let applied = match result {
-                Ok(()) => {
-                    shared
-                        .applied_through
-                        .store(group_through, Ordering::Release);
-                    true
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "applying a write group failed; the store refuses further writes");
-                    state.poisoned = Some(err);
-                    false
-                }
-            };
-            drop(state);
-            if applied {
-                crate::failpoint::crash_point(crate::failpoint::AFTER_WRITE_BEFORE_FLUSH);
-            }
-            shared.applied.notify_all();
+    while let Some(taken) = take_work(shared) {
+        if !taken.group.is_empty() {
+            apply_taken_group(shared, taken.group, taken.group_through);
         }
-        let Some(flush_number) = flush_number else {
+        let Some(flush_number) = taken.flush_number else {
             continue;
         };
-
-        let started_at = Instant::now();
-        let poisoned = shared.lock().poisoned.clone();
-        // A panicking flush must not strand the waiters (they would wait forever): report it
-        // as an error to them and keep the thread alive.
-        let result = match poisoned {
-            Some(err) => Err(err),
-            None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut flush))
-                .unwrap_or_else(|_| Err(StoreError::Io("the store flush panicked".into()))),
-        };
-        let flush_seconds = started_at.elapsed().as_secs_f64();
-        metrics::histogram!("steward_store_flush_seconds").record(flush_seconds);
-        metrics::histogram!("steward_store_flush_batch_size").record(batch_size as f64);
-        if let Err(err) = &result {
-            tracing::error!(error = %err, "store flush failed; writers are told their data is not durable");
-        }
-
+        let (result, flush_micros) = flush_once(shared, &mut flush, taken.waiting);
         if result.is_ok() {
             crate::failpoint::crash_point(crate::failpoint::AFTER_FLUSH_BEFORE_ACK);
         }
-        let answered: Vec<Waiter> = {
-            let mut state = shared.lock();
-            // A failed flush poisons the store: after a failed fsync the kernel may have
-            // dropped the dirty pages and marked them clean, so a later flush that succeeds
-            // proves nothing about writes made before it. Without this, a retried source event
-            // answered "duplicate" (its record is in memory) would be acknowledged after the
-            // next flush although its data may never reach the disk.
-            if let (Err(err), None) = (&result, &state.poisoned) {
-                state.poisoned = Some(err.clone());
-            }
-            state.stats.flushes_completed = flush_number;
-            state.stats.flush_micros_total += (flush_seconds * 1e6) as u64;
-            let mut answered = Vec::new();
-            while state
-                .waiters
-                .front()
-                .is_some_and(|waiter| waiter.needs_flush <= flush_number)
-            {
-                answered.extend(state.waiters.pop_front());
-            }
-            state.stats.waiters_answered += answered.len() as u64;
-            answered
-        };
-        for waiter in answered {
-            // A waiter that stopped waiting (dropped future) is not an error.
-            let _ = waiter.reply.send(result.clone());
+        answer_waiters(shared, flush_number, flush_micros, &result);
+    }
+}
+
+/// One turn's work, taken under the lock.
+struct TakenWork {
+    group: Vec<TreeWrites>,
+    /// The submission number the group reaches.
+    group_through: u64,
+    /// `Some` when somebody waits for durability: this turn's flush number.
+    flush_number: Option<u64>,
+    /// Waiters registered when the work was taken (the flush batch size metric).
+    waiting: usize,
+}
+
+/// Waits until something was submitted or somebody waits; `None` once closing with
+/// nothing left.
+fn take_work(shared: &Shared) -> Option<TakenWork> {
+    let mut state = shared.lock();
+    while state.waiters.is_empty() && state.pending.is_empty() && !state.closing {
+        state = shared
+            .work_available
+            .wait(state)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+    if state.waiters.is_empty() && state.pending.is_empty() {
+        return None; // closing, nothing submitted and nobody waits
+    }
+    let group = std::mem::take(&mut state.pending);
+    let flush_number = if state.waiters.is_empty() {
+        None
+    } else {
+        state.stats.flushes_started += 1;
+        Some(state.stats.flushes_started)
+    };
+    Some(TakenWork {
+        group,
+        group_through: state.submitted_through,
+        flush_number,
+        waiting: state.waiters.len(),
+    })
+}
+
+/// Applies one group; a failure poisons the store.
+fn apply_taken_group(shared: &Shared, group: Vec<TreeWrites>, group_through: u64) {
+    let calls = group.len();
+    let apply_started_at = Instant::now();
+    let result = apply_group(group);
+    let apply_micros = apply_started_at.elapsed().as_micros() as u64;
+    let mut state = shared.lock();
+    state.stats.groups_applied += 1;
+    state.stats.calls_applied += calls as u64;
+    state.stats.apply_micros_total += apply_micros;
+    let applied = match result {
+        Ok(()) => {
+            shared
+                .applied_through
+                .store(group_through, Ordering::Release);
+            true
         }
+        Err(err) => {
+            tracing::error!(error = %err, "applying a write group failed; the store refuses further writes");
+            state.poisoned = Some(err);
+            false
+        }
+    };
+    drop(state);
+    if applied {
+        crate::failpoint::crash_point(crate::failpoint::AFTER_WRITE_BEFORE_FLUSH);
+    }
+    shared.applied.notify_all();
+}
+
+/// One flush (refused at once on a poisoned store). A panicking flush must not strand the
+/// waiters (they would wait forever): it is reported to them as an error and the thread
+/// lives on.
+fn flush_once(
+    shared: &Shared,
+    flush: &mut FlushFn,
+    waiting: usize,
+) -> (Result<(), StoreError>, u64) {
+    let started_at = Instant::now();
+    let poisoned = shared.lock().poisoned.clone();
+    let result = match poisoned {
+        Some(err) => Err(err),
+        None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *flush))
+            .unwrap_or_else(|_| Err(StoreError::Io("the store flush panicked".into()))),
+    };
+    let flush_seconds = started_at.elapsed().as_secs_f64();
+    metrics::histogram!("steward_store_flush_seconds").record(flush_seconds);
+    metrics::histogram!("steward_store_flush_batch_size").record(waiting as f64);
+    if let Err(err) = &result {
+        tracing::error!(error = %err, "store flush failed; writers are told their data is not durable");
+    }
+    (result, (flush_seconds * 1e6) as u64)
+}
+
+/// Answers every waiter the flush `flush_number` covers, with its result.
+fn answer_waiters(
+    shared: &Shared,
+    flush_number: u64,
+    flush_micros: u64,
+    result: &Result<(), StoreError>,
+) {
+    let answered: Vec<Waiter> = {
+        let mut state = shared.lock();
+        // A failed flush poisons the store: after a failed fsync the kernel may have
+        // dropped the dirty pages and marked them clean, so a later flush that succeeds
+        // proves nothing about writes made before it. Without this, a retried source event
+        // answered "duplicate" (its record is in memory) would be acknowledged after the
+        // next flush although its data may never reach the disk.
+        if let (Err(err), None) = (result, &state.poisoned) {
+            state.poisoned = Some(err.clone());
+        }
+        state.stats.flushes_completed = flush_number;
+        state.stats.flush_micros_total += flush_micros;
+        let mut answered = Vec::new();
+        while state
+            .waiters
+            .front()
+            .is_some_and(|waiter| waiter.needs_flush <= flush_number)
+        {
+            answered.extend(state.waiters.pop_front());
+        }
+        state.stats.waiters_answered += answered.len() as u64;
+        answered
+    };
+    for waiter in answered {
+        // A waiter that stopped waiting (dropped future) is not an error.
+        let _ = waiter.reply.send(result.clone());
     }
 }
 
