@@ -313,14 +313,14 @@ pub(crate) mod fake {
             let mut inner = self.inner.lock().unwrap();
             let mut outcomes = Vec::with_capacity(entries.len());
             for entry in entries {
-                if !inner.seen_keys.insert(entry.idempotency_key.clone()) {
+                if !inner.seen_keys.insert(entry.fact.idempotency_key.clone()) {
                     inner.counts.duplicates += 1;
                     outcomes.push(EnqueueOutcome::Duplicate);
                     continue;
                 }
                 inner.next_seq += 1;
                 inner.counts.captured += 1;
-                let lane = &mut inner.lanes[entry.lane as usize];
+                let lane = &mut inner.lanes[entry.fact.lane as usize];
                 lane.depth += 1;
                 lane.oldest_enqueued_at_ms.get_or_insert(entry.now_ms);
                 outcomes.push(EnqueueOutcome::Queued {

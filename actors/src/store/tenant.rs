@@ -184,7 +184,8 @@ impl TenantStore {
         let mut lane_additions = [(0u64, NO_ENTRY); 4];
 
         for entry in entries {
-            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
+            let fact = &entry.fact;
+            let record_key = keys.record(fact.kind, &fact.source, &fact.source_id);
             let (record, changed) = match records.entry(record_key) {
                 Entry::Occupied(occupied) => occupied.into_mut(),
                 Entry::Vacant(vacant) => {
@@ -199,7 +200,7 @@ impl TenantStore {
             // The record is the dedup mark (invariant 3: a key names one record).
             if record
                 .as_ref()
-                .is_some_and(|record| record.has_seen(&entry.idempotency_key))
+                .is_some_and(|record| record.has_seen(&fact.idempotency_key))
             {
                 counts.duplicates += 1;
                 outcomes.push(EnqueueOutcome::Duplicate);
@@ -210,42 +211,36 @@ impl TenantStore {
             let is_new = record.is_none();
             let record = record.get_or_insert_with(|| {
                 RecordState::new(
-                    entry.kind,
-                    &entry.source,
-                    &entry.source_id,
-                    &entry.idempotency_key,
+                    fact.kind,
+                    &fact.source,
+                    &fact.source_id,
+                    &fact.idempotency_key,
                 )
             });
-            record.idempotency_key.clone_from(&entry.idempotency_key);
-            record.remember_key(&entry.idempotency_key, entry.now_ms);
+            record.idempotency_key.clone_from(&fact.idempotency_key);
+            record.remember_key(&fact.idempotency_key, entry.now_ms);
             record.last_seq = Some(seq);
             record.transition(SyncState::Pending, "enqueued", entry.now_ms, is_new);
 
             if !entry.aliases.is_empty() {
                 let reference = encode(&RecordRef {
-                    kind: entry.kind,
-                    source: entry.source.clone(),
-                    source_id: entry.source_id.clone(),
+                    kind: fact.kind,
+                    source: fact.source.clone(),
+                    source_id: fact.source_id.clone(),
                 })?;
                 for alias in &entry.aliases {
                     inserts.push((keys.alias(alias), reference.clone()));
                 }
             }
             counts.captured += 1;
-            let addition = &mut lane_additions[entry.lane as usize];
+            let addition = &mut lane_additions[fact.lane as usize];
             addition.0 += 1;
             addition.1 = addition.1.min(entry.now_ms);
             outcomes.push(EnqueueOutcome::Queued { seq });
-            // The entry's strings move into the stored value (no copy of the body).
-            let queue_key = keys.queue_entry(entry.lane, seq);
+            // The fact moves into the stored value (no copy of the body).
+            let queue_key = keys.queue_entry(fact.lane, seq);
             let queue_entry = QueueEntry {
-                kind: entry.kind,
-                source: entry.source,
-                source_id: entry.source_id,
-                idempotency_key: entry.idempotency_key,
-                lane: entry.lane,
-                transaction_source: entry.transaction_source,
-                body_json: entry.body_json,
+                fact: entry.fact,
                 attempts: 0,
                 enqueued_at_ms: entry.now_ms,
                 not_before_ms: hold_until_ms.map_or(entry.now_ms, |until| until.max(entry.now_ms)),
