@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use steward_actors::store::{
-    EnqueueOutcome, Lane, Layout, NewEntry, RecordKind, Store, StoreOptions, TenantStore,
+    EnqueueOutcome, EntryFact, Lane, Layout, NewEntry, RecordKind, Store, StoreOptions, TenantStore,
 };
 
 const TENANTS_PART1: usize = 100;
@@ -75,15 +75,18 @@ fn body_1kib(key: &str) -> String {
 }
 
 fn entry(key: String, body_json: String, now_ms: u64) -> NewEntry {
+    let aliases = vec![format!("evt_{key}")];
     NewEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".into(),
-        source_id: format!("pi_{key}"),
-        aliases: vec![format!("evt_{key}")],
-        idempotency_key: key,
-        lane: Lane::Live,
-        transaction_source: "Stripe".into(),
-        body_json,
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".into(),
+            source_id: format!("pi_{key}"),
+            idempotency_key: key,
+            lane: Lane::Live,
+            transaction_source: "Stripe".into(),
+            body_json,
+        },
+        aliases,
         now_ms,
     }
 }
@@ -179,15 +182,17 @@ fn process_cpu_micros() -> f64 {
 /// Cost of the codec alone for one 1 KiB queue entry (encode + decode), in microseconds.
 fn codec_micros_per_entry() -> f64 {
     use steward_actors::store::codec::{decode, encode};
-    use steward_actors::store::QueueEntry;
+    use steward_actors::store::{EntryFact, QueueEntry};
     let entry = QueueEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".into(),
-        source_id: "pi_1".into(),
-        idempotency_key: "key".into(),
-        lane: Lane::Live,
-        transaction_source: "Stripe".into(),
-        body_json: body_1kib("key"),
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".into(),
+            source_id: "pi_1".into(),
+            idempotency_key: "key".into(),
+            lane: Lane::Live,
+            transaction_source: "Stripe".into(),
+            body_json: body_1kib("key"),
+        },
         attempts: 0,
         enqueued_at_ms: 1,
         not_before_ms: 1,

@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 use crate::tenants;
 use steward_actors::runtime::{ActorKind, EnqueueError, KillMode, TenantHandle};
-use steward_actors::store::{EnqueueOutcome, Lane, NewEntry, RecordKind};
+use steward_actors::store::{EnqueueOutcome, EntryFact, Lane, NewEntry, RecordKind};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -208,13 +208,15 @@ async fn enqueue_synthetic(
             let body = serde_json::json!({"transactionSource": "Synthetic", "transactionId": source_id,
                 "amount": "1.00", "giftDate": "2026-01-01", "giftType": "Other", "contact": {"email": "test@example.org"}});
             NewEntry {
-                kind: RecordKind::Gift,
-                source: "synthetic".into(),
-                source_id: source_id.clone(),
-                idempotency_key: format!("synthetic:gift:{source_id}"),
-                lane: Lane::Live,
-                transaction_source: "Synthetic".into(),
-                body_json: body.to_string(),
+                fact: EntryFact {
+                    kind: RecordKind::Gift,
+                    source: "synthetic".into(),
+                    source_id: source_id.clone(),
+                    idempotency_key: format!("synthetic:gift:{source_id}"),
+                    lane: Lane::Live,
+                    transaction_source: "Synthetic".into(),
+                    body_json: body.to_string(),
+                },
                 aliases: query
                     .alias
                     .as_ref()

@@ -49,19 +49,19 @@ struct PageQuery {
 /// One dead letter as the API shows it: the body is the exact JSON that was refused.
 pub fn dead_letter_json(dead_letter: &DeadLetter) -> Value {
     let entry = &dead_letter.entry;
-    let body = serde_json::from_str::<Value>(&entry.body_json)
-        .unwrap_or_else(|_| Value::String(entry.body_json.clone()));
+    let body = serde_json::from_str::<Value>(&entry.fact.body_json)
+        .unwrap_or_else(|_| Value::String(entry.fact.body_json.clone()));
     json!({
         "id": dead_letter.id,
         "reason": dead_letter.reason,
         "status": dead_letter_status(dead_letter),
         "attempts": dead_letter_attempts(dead_letter),
-        "kind": kind_name(entry.kind),
-        "source": entry.source,
-        "source_id": entry.source_id,
-        "lane": entry.lane.name(),
-        "idempotency_key": entry.idempotency_key,
-        "transaction_source": entry.transaction_source,
+        "kind": kind_name(entry.fact.kind),
+        "source": entry.fact.source,
+        "source_id": entry.fact.source_id,
+        "lane": entry.fact.lane.name(),
+        "idempotency_key": entry.fact.idempotency_key,
+        "transaction_source": entry.fact.transaction_source,
         "body": body,
         "enqueued_at": format_ms(entry.enqueued_at_ms),
         "dead_at": format_ms(dead_letter.dead_at_ms),
@@ -172,7 +172,7 @@ async fn replay(
         .stores
         .dead_letter(&tenant_id, id)?
         .ok_or_else(|| no_dead_letter(id))?;
-    let edited = edited_body(&raw, &dead_letter.entry.body_json)?;
+    let edited = edited_body(&raw, &dead_letter.entry.fact.body_json)?;
     // Durable (and the submitter hinted) before the answer.
     let replayed = state
         .stores

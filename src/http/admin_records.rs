@@ -92,8 +92,8 @@ async fn get_record(
         .queued
         .into_iter()
         .map(|queued| {
-            let body = serde_json::from_str::<Value>(&queued.entry.body_json)
-                .unwrap_or_else(|_| Value::String(queued.entry.body_json.clone()));
+            let body = serde_json::from_str::<Value>(&queued.entry.fact.body_json)
+                .unwrap_or_else(|_| Value::String(queued.entry.fact.body_json.clone()));
             json!({
                 "lane": queued.lane.name(),
                 "seq": queued.seq,

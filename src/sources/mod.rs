@@ -1,7 +1,8 @@
 //! Source platforms: one module per source, each `verify → parse → map to commands`.
 //!
 //! Everything here is pure (no I/O, no clock): the HTTP ingress verifies and maps, then hands
-//! the [`Command`]s to `Capture` as [`NewEntry`]s.
+//! the [`Command`]s to `Capture` as [`NewEntry`]s. A command's [`EntryFact`] is the store's
+//! own type: what a source maps is what the queue stores, field for field.
 //!
 //! # Layout
 //! - [`stripe`]: Stripe webhooks (signature, event envelope, the mapping rules of docs/ingress.md).
@@ -14,7 +15,7 @@ pub mod platform;
 pub mod stripe;
 
 use serde_json::Value;
-use steward_actors::store::{Lane, NewEntry, RecordKind};
+use steward_actors::store::{EntryFact, NewEntry, RecordKind};
 
 /// Errors of the source layer (parsing and mapping; signatures have their own error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,39 +33,31 @@ pub enum SourceError {
     },
 }
 
-/// One source fact bound for Virtuous, ready to enqueue.
+/// One source fact bound for Virtuous, ready to enqueue: the store's [`EntryFact`] (the
+/// JSON body is serialised once, here) and the ids that find its record. The ingress adds the
+/// arrival time ([`Command::into_new_entry`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
-    pub kind: RecordKind,
-    /// The ingress key (`stripe`, a platform name).
-    pub source: String,
-    /// The record's stable source id: the payment id for gifts and refunds, `cus_…` for contacts.
-    pub source_id: String,
-    /// One idempotency key per source fact, forever (docs/ingress.md "Dedup"); see [`idempotency_key`].
-    pub idempotency_key: String,
+    /// What is queued; its idempotency key is one per source fact, forever (docs/ingress.md
+    /// "Dedup"; see [`idempotency_key`]).
+    pub fact: EntryFact,
     /// Other ids that find this record (event id, charge id, PaymentIntent id, invoice id…).
     pub aliases: Vec<String>,
-    pub lane: Lane,
-    /// Virtuous `transactionSource` (a batch-level field, so the submitter groups on it).
-    pub transaction_source: String,
-    /// The exact JSON body destined for Virtuous.
-    pub body: Value,
 }
 
 impl Command {
-    /// The store's form of this command (the body travels as JSON text: no `Value` in bincode).
+    /// The store's form of this command.
     pub fn into_new_entry(self, now_ms: u64) -> NewEntry {
         NewEntry {
-            kind: self.kind,
-            source: self.source,
-            source_id: self.source_id,
-            idempotency_key: self.idempotency_key,
-            lane: self.lane,
-            transaction_source: self.transaction_source,
-            body_json: self.body.to_string(),
+            fact: self.fact,
             aliases: self.aliases,
             now_ms,
         }
+    }
+
+    /// The JSON body, parsed (for tests and checks: the queued form is `fact.body_json`).
+    pub fn body(&self) -> Value {
+        serde_json::from_str(&self.fact.body_json).expect("a command body is serialised JSON")
     }
 }
 

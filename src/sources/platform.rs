@@ -24,7 +24,7 @@ use hmac::{Hmac, Mac};
 use jiff::tz::TimeZone;
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
-use steward_actors::store::{Lane, RecordKind};
+use steward_actors::store::{EntryFact, Lane, RecordKind};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::amount::minor_to_major;
@@ -296,14 +296,16 @@ fn map_gift(
         vec![event.id.clone()]
     };
     Ok(PlatformMapped::Command(Command {
-        kind: RecordKind::Gift,
-        source: source.to_string(),
-        idempotency_key: idempotency_key(source, RecordKind::Gift, &transaction_id),
-        source_id: transaction_id,
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: source.to_string(),
+            idempotency_key: idempotency_key(source, RecordKind::Gift, &transaction_id),
+            source_id: transaction_id,
+            lane: Lane::Live,
+            transaction_source: settings.transaction_source.clone(),
+            body_json: Value::Object(body).to_string(),
+        },
         aliases,
-        lane: Lane::Live,
-        transaction_source: settings.transaction_source.clone(),
-        body: Value::Object(body),
     }))
 }
 
@@ -327,14 +329,16 @@ fn map_contact(
     body.insert("referenceSource".into(), json!(settings.transaction_source));
     let fact_id = format!("{reference_id}@{}", event.id);
     Ok(PlatformMapped::Command(Command {
-        kind: RecordKind::Contact,
-        source: source.to_string(),
-        idempotency_key: idempotency_key(source, RecordKind::Contact, &fact_id),
-        source_id: reference_id,
+        fact: EntryFact {
+            kind: RecordKind::Contact,
+            source: source.to_string(),
+            idempotency_key: idempotency_key(source, RecordKind::Contact, &fact_id),
+            source_id: reference_id,
+            lane: Lane::Live,
+            transaction_source: settings.transaction_source.clone(),
+            body_json: Value::Object(body).to_string(),
+        },
         aliases: vec![event.id.clone()],
-        lane: Lane::Live,
-        transaction_source: settings.transaction_source.clone(),
-        body: Value::Object(body),
     }))
 }
 

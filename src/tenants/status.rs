@@ -130,7 +130,7 @@ fn lanes_json(
             let sample = tenant_store.scan_lane(lane, LANE_SAMPLE_LEN)?;
             let gifts = sample
                 .iter()
-                .filter(|(_, entry)| entry.kind == RecordKind::Gift)
+                .filter(|(_, entry)| entry.fact.kind == RecordKind::Gift)
                 .count();
             if sample.is_empty() {
                 1.0

@@ -61,16 +61,19 @@ fn every_event_verifies_parses_and_maps_to_its_expectation() {
             (Expected::Gift { payment_id }, Mapped::Commands { commands, .. }) => {
                 assert_eq!(commands.len(), 1, "{context}");
                 let gift = &commands[0];
-                assert_eq!((gift.kind, &gift.source_id), (RecordKind::Gift, payment_id));
-                assert!(gift.body.get("recurringGiftTransactionId").is_none());
+                assert_eq!(
+                    (gift.fact.kind, &gift.fact.source_id),
+                    (RecordKind::Gift, payment_id)
+                );
+                assert!(gift.body().get("recurringGiftTransactionId").is_none());
                 let payment = payments[payment_id.as_str()];
                 let expected_amount =
                     crate::sources::amount::minor_to_major(payment.amount_minor, &payment.currency);
-                assert_eq!(gift.body["amount"], expected_amount.as_str(), "{context}");
+                assert_eq!(gift.body()["amount"], expected_amount.as_str(), "{context}");
                 if payment.currency == "jpy" || payment.currency == "krw" {
                     assert!(!expected_amount.contains('.'), "zero-decimal: {context}");
                 }
-                assert!(gift.body["contact"]["email"].is_string(), "{context}");
+                assert!(gift.body()["contact"]["email"].is_string(), "{context}");
                 seen_variants.insert("gift");
             }
             (
@@ -80,9 +83,9 @@ fn every_event_verifies_parses_and_maps_to_its_expectation() {
                 },
                 Mapped::Commands { commands, .. },
             ) => {
-                assert_eq!(&commands[0].source_id, payment_id, "{context}");
+                assert_eq!(&commands[0].fact.source_id, payment_id, "{context}");
                 assert_eq!(
-                    commands[0].body["recurringGiftTransactionId"],
+                    commands[0].body()["recurringGiftTransactionId"],
                     subscription_id.as_str()
                 );
                 seen_variants.insert("recurring");
@@ -100,17 +103,17 @@ fn every_event_verifies_parses_and_maps_to_its_expectation() {
             }
             (Expected::Refund { payment_id }, Mapped::Commands { commands, .. }) => {
                 assert_eq!(
-                    (commands[0].kind, &commands[0].source_id),
+                    (commands[0].fact.kind, &commands[0].fact.source_id),
                     (RecordKind::Refund, payment_id)
                 );
                 seen_variants.insert("refund");
             }
             (Expected::Contact { customer_id }, Mapped::Commands { commands, .. }) => {
                 assert_eq!(
-                    (commands[0].kind, &commands[0].source_id),
+                    (commands[0].fact.kind, &commands[0].fact.source_id),
                     (RecordKind::Contact, customer_id)
                 );
-                assert!(commands[0].body["email"].is_string(), "{context}");
+                assert!(commands[0].body()["email"].is_string(), "{context}");
                 seen_variants.insert("contact");
             }
             (expected, _) => panic!("expected {expected:?}, got {context}"),

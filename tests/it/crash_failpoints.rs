@@ -326,8 +326,8 @@ async fn crash_in_a_dead_letter_move_keeps_each_entry_in_exactly_one_place() {
     let first_bodies: BTreeMap<String, String> =
         crate::ingress_support::live_entries(&app.data_dir(), tenant_id)
             .into_iter()
-            .filter(|entry| customers.contains(&entry.source_id))
-            .map(|entry| (entry.source_id, entry.body_json))
+            .filter(|entry| customers.contains(&entry.fact.source_id))
+            .map(|entry| (entry.fact.source_id, entry.fact.body_json))
             .collect();
     assert_eq!(first_bodies.len(), customers.len(), "{first_bodies:?}");
     app.start().await; // still armed, still paused

@@ -312,8 +312,8 @@ pub fn dead_letter_bodies(data_dir: &Path, tenant_id: &str) -> BTreeMap<String, 
         .dead_letters_page(None, 1_000)
         .unwrap()
     {
-        let source_id = letter.entry.source_id.clone();
-        let earlier = bodies.insert(source_id.clone(), letter.entry.body_json);
+        let source_id = letter.entry.fact.source_id.clone();
+        let earlier = bodies.insert(source_id.clone(), letter.entry.fact.body_json);
         assert!(earlier.is_none(), "two dead letters for {source_id}");
     }
     bodies

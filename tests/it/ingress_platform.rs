@@ -171,9 +171,9 @@ async fn platform_events_queue_once_with_hex_and_base64_signatures() {
     let body_of = |source: &str, source_id: &str| -> Value {
         let entry = entries
             .iter()
-            .find(|entry| entry.source == source && entry.source_id == source_id)
+            .find(|entry| entry.fact.source == source && entry.fact.source_id == source_id)
             .unwrap_or_else(|| panic!("no entry {source}/{source_id} in {entries:?}"));
-        serde_json::from_str(&entry.body_json).unwrap()
+        serde_json::from_str(&entry.fact.body_json).unwrap()
     };
     let gift = body_of("auction-co", "don-1");
     assert_eq!(gift["amount"], "25.50");

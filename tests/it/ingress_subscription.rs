@@ -170,17 +170,17 @@ async fn every_order_of_a_subscription_payments_events_makes_one_recurring_gift(
     for tag in &tags {
         let gifts: Vec<_> = entries
             .iter()
-            .filter(|entry| entry.source_id == format!("pi_{tag}"))
+            .filter(|entry| entry.fact.source_id == format!("pi_{tag}"))
             .collect();
         assert_eq!(gifts.len(), 1, "{tag}: {gifts:?}");
         let gift = gifts[0];
-        assert_eq!(gift.idempotency_key, format!("stripe:gift:pi_{tag}"));
+        assert_eq!(gift.fact.idempotency_key, format!("stripe:gift:pi_{tag}"));
         assert!(
             gift.not_before_ms <= checked_at_ms,
             "{tag}: still held until {} (checked at {checked_at_ms})",
             gift.not_before_ms
         );
-        let body: Value = serde_json::from_str(&gift.body_json).unwrap();
+        let body: Value = serde_json::from_str(&gift.fact.body_json).unwrap();
         assert_eq!(body["transactionId"], format!("pi_{tag}"), "{tag}: {body}");
         assert_eq!(
             body["recurringGiftTransactionId"],
@@ -193,7 +193,7 @@ async fn every_order_of_a_subscription_payments_events_makes_one_recurring_gift(
     assert!(
         entries
             .iter()
-            .all(|entry| entry.source_id.starts_with("pi_")),
+            .all(|entry| entry.fact.source_id.starts_with("pi_")),
         "an entry keyed by something other than the PaymentIntent"
     );
 }
@@ -234,7 +234,7 @@ async fn a_held_payment_and_a_link_part_survive_a_crash() {
 
     let entries = live_entries(&app.data_dir(), TENANT);
     assert_eq!(entries.len(), 1, "{entries:?}");
-    let body: Value = serde_json::from_str(&entries[0].body_json).unwrap();
+    let body: Value = serde_json::from_str(&entries[0].fact.body_json).unwrap();
     assert_eq!(body["recurringGiftTransactionId"], "sub_crash", "{body}");
     assert!(entries[0].not_before_ms <= now_ms());
 }

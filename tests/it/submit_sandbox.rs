@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use steward::virtuous::crm::VirtuousCrm;
 use steward_actors::ports::now_ms;
 use steward_actors::runtime::{BudgetSettings, SubmitSettings, TenantRunState};
-use steward_actors::store::{Lane, NewEntry, RecordKind, Store, StoreOptions, TenantStore};
+use steward_actors::store::{
+    EntryFact, Lane, NewEntry, RecordKind, Store, StoreOptions, TenantStore,
+};
 use steward_actors::{Runtime, TenantHandle, TenantSettings, TenantSpec};
 
 use crate::sandbox_support::*;
@@ -66,13 +68,15 @@ async fn rig(org_hourly_limit: u64, budget: BudgetSettings) -> Rig {
 
 fn entry(kind: RecordKind, id: &str, body: &Value) -> NewEntry {
     NewEntry {
-        kind,
-        source: "stripe".into(),
-        source_id: id.into(),
-        idempotency_key: format!("stripe:{id}"),
-        lane: Lane::Live,
-        transaction_source: "Stripe".into(),
-        body_json: body.to_string(),
+        fact: EntryFact {
+            kind,
+            source: "stripe".into(),
+            source_id: id.into(),
+            idempotency_key: format!("stripe:{id}"),
+            lane: Lane::Live,
+            transaction_source: "Stripe".into(),
+            body_json: body.to_string(),
+        },
         aliases: Vec::new(),
         now_ms: now_ms(),
     }

@@ -171,11 +171,15 @@ fn hold(
     not_before_ms: u64,
     rule: &LinkRule,
 ) -> Result<FactOutcome, StoreError> {
-    if let Some(mut stored) = link_of_entry(store, rule, &entry.source_id)? {
+    if let Some(mut stored) = link_of_entry(store, rule, &entry.fact.source_id)? {
         if stored.is_complete() {
-            let (body_json, aliases) =
-                stored.apply(rule, &entry.source_id, &entry.body_json, &entry.aliases)?;
-            entry.body_json = body_json;
+            let (body_json, aliases) = stored.apply(
+                rule,
+                &entry.fact.source_id,
+                &entry.fact.body_json,
+                &entry.aliases,
+            )?;
+            entry.fact.body_json = body_json;
             entry.aliases = aliases;
             let outcome = store
                 .enqueue(vec![entry])?
@@ -188,7 +192,7 @@ fn hold(
             return Ok(FactOutcome::QueuedLinked(outcome));
         }
     }
-    let source_id = entry.source_id.clone();
+    let source_id = entry.fact.source_id.clone();
     let outcome = store.enqueue_held(entry, not_before_ms)?;
     tracing::debug!(tenant_id = %store.tenant_id(), source_id = %source_id, ?outcome, "entry held for its link");
     Ok(FactOutcome::Held(outcome))
@@ -250,7 +254,7 @@ fn apply_to_held_entry(
     };
     let outcome = match held_entry {
         Some(entry) => {
-            let (body_json, aliases) = stored.apply(rule, &entry_id, &entry.body_json, &[])?;
+            let (body_json, aliases) = stored.apply(rule, &entry_id, &entry.fact.body_json, &[])?;
             store.release_held(
                 rule.kind,
                 &rule.source,

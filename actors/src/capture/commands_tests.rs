@@ -1,7 +1,7 @@
 //! Capture's source-fact commands against the real sled store.
 
 use super::*;
-use crate::store::{EnqueueOutcome, RecordKind, Store, StoreOptions};
+use crate::store::{EnqueueOutcome, EntryFact, RecordKind, Store, StoreOptions};
 
 fn open() -> (tempfile::TempDir, Store, TenantStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -26,13 +26,15 @@ fn rule() -> LinkRule {
 
 fn entry(now_ms: u64) -> NewEntry {
     NewEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".into(),
-        source_id: "pi_1".into(),
-        idempotency_key: "stripe:gift:pi_1".into(),
-        lane: Lane::Live,
-        transaction_source: "Stripe".into(),
-        body_json: r#"{"transactionId":"pi_1","amount":"20.00"}"#.into(),
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".into(),
+            source_id: "pi_1".into(),
+            idempotency_key: "stripe:gift:pi_1".into(),
+            lane: Lane::Live,
+            transaction_source: "Stripe".into(),
+            body_json: r#"{"transactionId":"pi_1","amount":"20.00"}"#.into(),
+        },
         aliases: vec!["ch_1".into()],
         now_ms,
     }
@@ -102,7 +104,7 @@ fn a_held_entry_is_released_with_the_link_s_change() {
     );
     let (_, queued) = tenant.scan_lane(Lane::Live, 10).unwrap().pop().unwrap();
     assert_eq!(queued.not_before_ms, 2_000);
-    let body: Value = serde_json::from_str(&queued.body_json).unwrap();
+    let body: Value = serde_json::from_str(&queued.fact.body_json).unwrap();
     assert_eq!(body["recurringGiftTransactionId"], "sub_1");
     assert_eq!(body["frequency"], "Monthly");
     assert_eq!(
@@ -160,7 +162,7 @@ fn a_link_before_its_entry_queues_the_entry_changed_at_once() {
     );
     let (_, queued) = tenant.scan_lane(Lane::Live, 10).unwrap().pop().unwrap();
     assert!(queued.not_before_ms < 1_000_000);
-    assert!(queued.body_json.contains("sub_1"));
+    assert!(queued.fact.body_json.contains("sub_1"));
     assert!(alert_codes(&tenant).is_empty());
 }
 
@@ -183,7 +185,7 @@ fn a_link_after_the_hold_ended_alerts_and_changes_nothing() {
         }
     ));
     let (_, queued) = tenant.scan_lane(Lane::Live, 10).unwrap().pop().unwrap();
-    assert!(!queued.body_json.contains("recurringGiftTransactionId"));
+    assert!(!queued.fact.body_json.contains("recurringGiftTransactionId"));
     let alerts = tenant.alerts().unwrap();
     assert_eq!(alert_codes(&tenant), vec!["link_late".to_string()]);
     assert_eq!(alerts[0].message, "pi_1 late for sub_1 (in_1)");

@@ -7,7 +7,7 @@ use super::*;
 use crate::gift_match::ALERT_DUPLICATE_GIFT;
 use crate::ports::{CrmReply, ManualClock};
 use crate::store::types::SyncState;
-use crate::store::{Lane, NewEntry, Store, StoreOptions};
+use crate::store::{EntryFact, Lane, NewEntry, Store, StoreOptions};
 use crate::test_support::FakeCrm;
 
 const DAY_MS: u64 = 86_400_000;
@@ -54,13 +54,15 @@ pub(crate) fn submitted_store(
         .enqueue(
             ids.iter()
                 .map(|id| NewEntry {
-                    kind: RecordKind::Gift,
-                    source: "stripe".into(),
-                    source_id: id.clone(),
-                    idempotency_key: format!("stripe:gift:{id}"),
-                    lane: Lane::Live,
-                    transaction_source: "Stripe".into(),
-                    body_json: "{}".into(),
+                    fact: EntryFact {
+                        kind: RecordKind::Gift,
+                        source: "stripe".into(),
+                        source_id: id.clone(),
+                        idempotency_key: format!("stripe:gift:{id}"),
+                        lane: Lane::Live,
+                        transaction_source: "Stripe".into(),
+                        body_json: "{}".into(),
+                    },
                     aliases: Vec::new(),
                     now_ms: submitted_at_ms,
                 })

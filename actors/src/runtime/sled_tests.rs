@@ -6,18 +6,20 @@ use std::time::Instant;
 use super::tests::fast_settings;
 use super::*;
 use crate::ports::{ManualClock, SystemClock};
-use crate::store::{Lane, RecordKind, StoreOptions};
+use crate::store::{EntryFact, Lane, RecordKind, StoreOptions};
 use crate::test_support::eventually;
 
 fn gift(key: &str, lane: Lane) -> NewEntry {
     NewEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".to_string(),
-        source_id: format!("pi_{key}"),
-        idempotency_key: format!("stripe:{key}"),
-        lane,
-        transaction_source: "Stripe".to_string(),
-        body_json: format!(r#"{{"transactionId":"{key}"}}"#),
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".to_string(),
+            source_id: format!("pi_{key}"),
+            idempotency_key: format!("stripe:{key}"),
+            lane,
+            transaction_source: "Stripe".to_string(),
+            body_json: format!(r#"{{"transactionId":"{key}"}}"#),
+        },
         aliases: vec![format!("evt_{key}")],
         now_ms: SystemClock.now_ms(),
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::messages::WorkHint;
 use crate::ports::ManualClock;
-use crate::store::{Lane, RecordKind, StoreOptions, TenantRunState};
+use crate::store::{EntryFact, Lane, RecordKind, StoreOptions, TenantRunState};
 use crate::test_support::{eventually, reply, FakeCrm};
 
 pub(super) fn fast_settings() -> TenantSettings {
@@ -63,13 +63,15 @@ pub(super) fn observed_u64(handle: &TenantHandle, kind: ActorKind, field: &str) 
 
 fn entry(key: &str) -> NewEntry {
     NewEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".to_string(),
-        source_id: format!("pi_{key}"),
-        idempotency_key: key.to_string(),
-        lane: Lane::Live,
-        transaction_source: "Stripe".to_string(),
-        body_json: "{}".to_string(),
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".to_string(),
+            source_id: format!("pi_{key}"),
+            idempotency_key: key.to_string(),
+            lane: Lane::Live,
+            transaction_source: "Stripe".to_string(),
+            body_json: "{}".to_string(),
+        },
         aliases: Vec::new(),
         now_ms: 1,
     }

@@ -131,9 +131,10 @@ impl TenantStore {
         let Some(entry) = inner.read::<QueueEntry>(&queue_key)? else {
             return Ok(None);
         };
-        let record_key = inner
-            .keys
-            .record(entry.kind, &entry.source, &entry.source_id);
+        let record_key =
+            inner
+                .keys
+                .record(entry.fact.kind, &entry.fact.source, &entry.fact.source_id);
         let mut batch = sled::Batch::default();
         if let Some(mut record) = inner.read::<RecordState>(&record_key)? {
             record.transition(SyncState::Dead, &reason, now_ms, false);
@@ -174,32 +175,33 @@ impl TenantStore {
         let mut entry = dead_letter.entry;
         let edited = edited_body_json
             .as_ref()
-            .is_some_and(|body| *body != entry.body_json);
+            .is_some_and(|body| *body != entry.fact.body_json);
         if let Some(body) = edited_body_json {
-            entry.body_json = body;
+            entry.fact.body_json = body;
         }
         // A new seq: the entry joins the back of the live lane like any new capture.
         let seq = inner.db.generate_id().map_err(io_error)?;
-        entry.lane = Lane::Live;
+        entry.fact.lane = Lane::Live;
         entry.attempts = 0;
         entry.enqueued_at_ms = now_ms;
         entry.not_before_ms = now_ms;
 
-        let record_key = inner
-            .keys
-            .record(entry.kind, &entry.source, &entry.source_id);
+        let record_key =
+            inner
+                .keys
+                .record(entry.fact.kind, &entry.fact.source, &entry.fact.source_id);
         let mut record = match inner.read::<RecordState>(&record_key)? {
             Some(record) => record,
             // The record is the dedup mark: one missing (older data) is rebuilt so the key
             // stays remembered.
             None => {
                 let mut record = RecordState::new(
-                    entry.kind,
-                    &entry.source,
-                    &entry.source_id,
-                    &entry.idempotency_key,
+                    entry.fact.kind,
+                    &entry.fact.source,
+                    &entry.fact.source_id,
+                    &entry.fact.idempotency_key,
                 );
-                record.remember_key(&entry.idempotency_key, now_ms);
+                record.remember_key(&entry.fact.idempotency_key, now_ms);
                 record.state = SyncState::Dead;
                 record
             }
@@ -247,9 +249,10 @@ impl TenantStore {
             return Ok(None);
         };
         let entry = &dead_letter.entry;
-        let record_key = inner
-            .keys
-            .record(entry.kind, &entry.source, &entry.source_id);
+        let record_key =
+            inner
+                .keys
+                .record(entry.fact.kind, &entry.fact.source, &entry.fact.source_id);
         let mut batch = sled::Batch::default();
         if let Some(mut record) = inner.read::<RecordState>(&record_key)? {
             record.transition(SyncState::Dead, DISCARDED_REASON, now_ms, false);

@@ -1,7 +1,7 @@
 //! Operator actions on the real sled store: dead-letter, replay, discard, paging, lookup.
 
 use super::*;
-use crate::store::{EnqueueOutcome, Layout, NewEntry, Store, StoreOptions};
+use crate::store::{EnqueueOutcome, EntryFact, Layout, NewEntry, Store, StoreOptions};
 
 const LAYOUTS: [Layout; 2] = [
     Layout::TreePerTenant,
@@ -10,13 +10,15 @@ const LAYOUTS: [Layout; 2] = [
 
 fn gift(id: &str, now_ms: u64) -> NewEntry {
     NewEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".into(),
-        source_id: format!("pi_{id}"),
-        idempotency_key: format!("stripe:gift:pi_{id}"),
-        lane: Lane::Live,
-        transaction_source: "Stripe".into(),
-        body_json: format!(r#"{{"transactionSource":"Stripe","transactionId":"pi_{id}"}}"#),
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".into(),
+            source_id: format!("pi_{id}"),
+            idempotency_key: format!("stripe:gift:pi_{id}"),
+            lane: Lane::Live,
+            transaction_source: "Stripe".into(),
+            body_json: format!(r#"{{"transactionSource":"Stripe","transactionId":"pi_{id}"}}"#),
+        },
         aliases: vec![format!("evt_{id}"), format!("ch_{id}")],
         now_ms,
     }
@@ -79,8 +81,8 @@ fn dead_letter_then_replay_edited_keeps_gauges_counts_and_history_exact() {
             .get_queue_entry(Lane::Live, replayed.seq)
             .unwrap()
             .unwrap();
-        assert_eq!(entry.body_json, edited);
-        assert_eq!(entry.idempotency_key, "stripe:gift:pi_1");
+        assert_eq!(entry.fact.body_json, edited);
+        assert_eq!(entry.fact.idempotency_key, "stripe:gift:pi_1");
         assert_eq!((entry.attempts, entry.not_before_ms), (0, 300));
         let record = tenant
             .get_record(RecordKind::Gift, "stripe", "pi_1")
@@ -185,8 +187,8 @@ fn records_are_found_by_key_or_by_any_alias_of_the_same_source() {
     let tenant = store.tenant("hope").unwrap();
     queued_seq(&tenant, gift("1", 100));
     let mut refund = gift("1", 200);
-    refund.kind = RecordKind::Refund;
-    refund.idempotency_key = "stripe:refund:pi_1".into();
+    refund.fact.kind = RecordKind::Refund;
+    refund.fact.idempotency_key = "stripe:refund:pi_1".into();
     refund.aliases = vec!["evt_refund".into()];
     queued_seq(&tenant, refund);
     let by_key = tenant

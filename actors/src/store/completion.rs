@@ -132,20 +132,20 @@ impl<'a> Completing<'a> {
 
     /// Loads the entry's record state once per call (a new one if none is stored yet).
     fn load_record(&mut self, entry: &QueueEntry) -> Result<Vec<u8>, StoreError> {
-        let record_key = self
-            .inner
-            .keys
-            .record(entry.kind, &entry.source, &entry.source_id);
+        let record_key =
+            self.inner
+                .keys
+                .record(entry.fact.kind, &entry.fact.source, &entry.fact.source_id);
         if !self.records.contains_key(&record_key) {
             let stored = self
                 .inner
                 .read::<RecordState>(&record_key)?
                 .unwrap_or_else(|| {
                     RecordState::new(
-                        entry.kind,
-                        &entry.source,
-                        &entry.source_id,
-                        &entry.idempotency_key,
+                        entry.fact.kind,
+                        &entry.fact.source,
+                        &entry.fact.source_id,
+                        &entry.fact.idempotency_key,
                     )
                 });
             self.records.insert(record_key.clone(), stored);
@@ -192,22 +192,23 @@ impl<'a> Completing<'a> {
         self.move_record(record_key, SyncState::Submitted, "accepted by Virtuous");
         self.counts.submitted += 1;
         self.report.accepted += 1;
-        if entry.kind == RecordKind::Refund {
+        if entry.fact.kind == RecordKind::Refund {
             return Ok(());
         }
         let keys = &self.inner.keys;
-        let index_key = keys.unconfirmed(entry.kind, &entry.source, &entry.source_id);
+        let index_key =
+            keys.unconfirmed(entry.fact.kind, &entry.fact.source, &entry.fact.source_id);
         // A re-send keeps the first acceptance time.
         let submitted_at_ms = match self.inner.tree.get(&index_key).map_err(io_error)? {
             Some(bytes) => decode::<Unconfirmed>(&bytes)?.submitted_at_ms,
             None => self.now_ms,
         };
         let unconfirmed = Unconfirmed {
-            kind: entry.kind,
-            source: entry.source.clone(),
-            source_id: entry.source_id.clone(),
-            transaction_source: entry.transaction_source.clone(),
-            transaction_id: entry.source_id.clone(),
+            kind: entry.fact.kind,
+            source: entry.fact.source.clone(),
+            source_id: entry.fact.source_id.clone(),
+            transaction_source: entry.fact.transaction_source.clone(),
+            transaction_id: entry.fact.source_id.clone(),
             submitted_at_ms,
         };
         self.batch.insert(index_key, encode(&unconfirmed)?);
@@ -231,7 +232,7 @@ impl<'a> Completing<'a> {
             let slot = &mut self.added[Lane::Retry as usize];
             slot.0 += 1;
             slot.1 = slot.1.min(entry.enqueued_at_ms);
-            entry.lane = Lane::Retry;
+            entry.fact.lane = Lane::Retry;
         }
         self.move_record(record_key, SyncState::Retrying, reason);
         self.batch.insert(

@@ -1,7 +1,7 @@
 //! Confirmation ops on the real sled store in a temp dir.
 
 use super::*;
-use crate::store::{Lane, NewEntry, Store, StoreOptions};
+use crate::store::{EntryFact, Lane, NewEntry, Store, StoreOptions};
 
 fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, StoreOptions::default()).unwrap()
@@ -9,13 +9,15 @@ fn open(dir: &std::path::Path) -> Store {
 
 fn gift(source_id: &str, now_ms: u64) -> NewEntry {
     NewEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".into(),
-        source_id: source_id.into(),
-        idempotency_key: format!("stripe:gift:{source_id}"),
-        lane: Lane::Live,
-        transaction_source: "Stripe".into(),
-        body_json: "{}".into(),
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".into(),
+            source_id: source_id.into(),
+            idempotency_key: format!("stripe:gift:{source_id}"),
+            lane: Lane::Live,
+            transaction_source: "Stripe".into(),
+            body_json: "{}".into(),
+        },
         aliases: Vec::new(),
         now_ms,
     }

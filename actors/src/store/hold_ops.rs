@@ -106,7 +106,7 @@ impl TenantStore {
                 not_before_ms: queued.not_before_ms,
             });
         }
-        queued.body_json = body_json.to_owned();
+        queued.fact.body_json = body_json.to_owned();
         queued.not_before_ms = now_ms;
         let state = record.state;
         record.transition(state, reason, now_ms, false);
@@ -179,7 +179,7 @@ pub fn decode_source_state(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, StoreOptions};
+    use crate::store::{EntryFact, Store, StoreOptions};
 
     fn open() -> (tempfile::TempDir, Store, TenantStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -190,13 +190,15 @@ mod tests {
 
     fn gift(source_id: &str, body: &str, now_ms: u64) -> NewEntry {
         NewEntry {
-            kind: RecordKind::Gift,
-            source: "stripe".into(),
-            source_id: source_id.into(),
-            idempotency_key: format!("stripe:gift:{source_id}"),
-            lane: Lane::Live,
-            transaction_source: "Stripe".into(),
-            body_json: body.into(),
+            fact: EntryFact {
+                kind: RecordKind::Gift,
+                source: "stripe".into(),
+                source_id: source_id.into(),
+                idempotency_key: format!("stripe:gift:{source_id}"),
+                lane: Lane::Live,
+                transaction_source: "Stripe".into(),
+                body_json: body.into(),
+            },
             aliases: vec!["ch_1".into()],
             now_ms,
         }
@@ -263,7 +265,7 @@ mod tests {
             .unwrap();
         assert_eq!(released, ReleaseOutcome::Released { seq });
         let entry = tenant.get_queue_entry(Lane::Live, seq).unwrap().unwrap();
-        assert_eq!(entry.body_json, r#"{"a":2}"#);
+        assert_eq!(entry.fact.body_json, r#"{"a":2}"#);
         assert_eq!(entry.not_before_ms, 5_000);
         assert_eq!(
             tenant
@@ -287,6 +289,7 @@ mod tests {
                 .get_queue_entry(Lane::Live, seq)
                 .unwrap()
                 .unwrap()
+                .fact
                 .body_json,
             r#"{"a":2}"#
         );

@@ -1,7 +1,9 @@
 //! Durable state: one sled `Db` per process (DESIGN.md §8).
 //!
 //! This file is the store's index and its contract types (errors, lanes, kinds, entries,
-//! the registry record and the handles). Every method lives in an `impl` block of the file
+//! the registry record and the handles). One source fact bound for Virtuous is one
+//! [`EntryFact`] (in [`types`]: its field order is on disk) from the source's mapping through
+//! [`NewEntry`] to the stored [`QueueEntry`]. Every method lives in an `impl` block of the file
 //! named for its concern; nothing here forwards.
 //!
 //! # Layout
@@ -47,8 +49,8 @@ pub use queue_ops::{
 };
 pub use secrets::MASTER_KEY_FILE;
 pub use types::{
-    CallMark, Checkpoint, DeadLetter, DedupMark, QueueEntry, RecordRef, RecordState, SeenKey,
-    SyncState, Transition, Unconfirmed,
+    CallMark, Checkpoint, DeadLetter, DedupMark, EntryFact, QueueEntry, RecordRef, RecordState,
+    SeenKey, SyncState, Transition, Unconfirmed,
 };
 
 /// Errors of the store layer.
@@ -122,21 +124,12 @@ pub enum RecordKind {
     Refund,
 }
 
-/// A command to enqueue: one source fact bound for Virtuous.
+/// A command to enqueue: one source fact bound for Virtuous, with the ids that find its
+/// record and the time it arrived.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
-    pub kind: RecordKind,
-    /// The ingress key (`stripe`, a platform name).
-    pub source: String,
-    /// The record's stable source id (PaymentIntent id, charge id, `cus_…`).
-    pub source_id: String,
-    /// One idempotency key per source fact, forever (DESIGN.md invariant 3).
-    pub idempotency_key: String,
-    pub lane: Lane,
-    /// Virtuous `transactionSource` (batch-level field).
-    pub transaction_source: String,
-    /// The exact JSON body destined for Virtuous.
-    pub body_json: String,
+    /// What is stored in the lane (as [`QueueEntry::fact`]).
+    pub fact: EntryFact,
     /// Other ids that find this record (event id, charge id…).
     pub aliases: Vec<String>,
     pub now_ms: u64,

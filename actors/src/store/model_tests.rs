@@ -34,8 +34,8 @@ use super::keys::section;
 use super::queue_ops::{Completion, CompletionReport, Lease, LeaseRequest, LeasedEntry};
 use super::types::{QueueEntry, SyncState};
 use super::{
-    Counts, EnqueueOutcome, Lane, LaneStat, Layout, LeaseTable, NewEntry, RecordKind, Store,
-    StoreOptions, TenantStore, DEFAULT_LAYOUT,
+    Counts, EnqueueOutcome, EntryFact, Lane, LaneStat, Layout, LeaseTable, NewEntry, RecordKind,
+    Store, StoreOptions, TenantStore, DEFAULT_LAYOUT,
 };
 
 const TENANT: &str = "model";
@@ -215,13 +215,15 @@ fn body_of(source_id: &str, note: usize) -> String {
 /// A new gift fact for `source_id` (one idempotency key per record: invariant 3).
 fn new_gift(source_id: &str, lane: Lane, body_json: String, now_ms: u64) -> NewEntry {
     NewEntry {
-        kind: RecordKind::Gift,
-        source: SOURCE.into(),
-        source_id: source_id.into(),
-        idempotency_key: key_of(source_id),
-        lane,
-        transaction_source: TRANSACTION_SOURCE.into(),
-        body_json,
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: SOURCE.into(),
+            source_id: source_id.into(),
+            idempotency_key: key_of(source_id),
+            lane,
+            transaction_source: TRANSACTION_SOURCE.into(),
+            body_json,
+        },
         aliases: vec![format!("evt_{source_id}")],
         now_ms,
     }
@@ -230,13 +232,7 @@ fn new_gift(source_id: &str, lane: Lane, body_json: String, now_ms: u64) -> NewE
 /// The queue entry enqueue writes for a new fact.
 fn queued_of(entry: &NewEntry) -> QueueEntry {
     QueueEntry {
-        kind: entry.kind,
-        source: entry.source.clone(),
-        source_id: entry.source_id.clone(),
-        idempotency_key: entry.idempotency_key.clone(),
-        lane: entry.lane,
-        transaction_source: entry.transaction_source.clone(),
-        body_json: entry.body_json.clone(),
+        fact: entry.fact.clone(),
         attempts: 0,
         enqueued_at_ms: entry.now_ms,
         not_before_ms: entry.now_ms,

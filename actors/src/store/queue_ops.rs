@@ -198,7 +198,8 @@ pub struct CompletionReport {
 }
 
 /// The fields of a stored [`QueueEntry`] leasing needs, borrowed from its bytes (same
-/// bincode layout: field order is the on-disk format, pinned by the golden-bytes test and by
+/// bincode layout, written flat: bincode puts the nested [`super::EntryFact`]'s fields first,
+/// in order; field order is the on-disk format, pinned by the golden-bytes test and by
 /// `entry_headers_read_what_full_decoding_reads`).
 #[derive(serde::Deserialize)]
 struct EntryHeader<'a> {
@@ -251,11 +252,12 @@ impl Scanned {
             // Another version: decode in full (migration on read).
             _ => {
                 let entry: QueueEntry = decode(&bytes)?;
+                let fact = &entry.fact;
                 (
-                    entry.kind,
-                    entry.lane,
-                    hash_of((entry.kind, entry.source.as_str(), entry.source_id.as_str())),
-                    hash_of(entry.transaction_source.as_str()),
+                    fact.kind,
+                    fact.lane,
+                    hash_of((fact.kind, fact.source.as_str(), fact.source_id.as_str())),
+                    hash_of(fact.transaction_source.as_str()),
                     entry.not_before_ms,
                 )
             }

@@ -3,17 +3,19 @@
 use super::*;
 use crate::store::codec::encode;
 use crate::store::keys::section;
-use crate::store::{NewEntry, Store, StoreOptions, SyncState, Unconfirmed};
+use crate::store::{EntryFact, NewEntry, Store, StoreOptions, SyncState, Unconfirmed};
 
 fn entry(kind: RecordKind, source_id: &str, key: &str, lane: Lane, source: &str) -> NewEntry {
     NewEntry {
-        kind,
-        source: "stripe".into(),
-        source_id: source_id.into(),
-        idempotency_key: key.into(),
-        lane,
-        transaction_source: source.into(),
-        body_json: format!("{{\"transactionId\":\"{source_id}\",\"k\":\"{key}\"}}"),
+        fact: EntryFact {
+            kind,
+            source: "stripe".into(),
+            source_id: source_id.into(),
+            idempotency_key: key.into(),
+            lane,
+            transaction_source: source.into(),
+            body_json: format!("{{\"transactionId\":\"{source_id}\",\"k\":\"{key}\"}}"),
+        },
         aliases: Vec::new(),
         now_ms: 1_000,
     }
@@ -97,7 +99,7 @@ fn lease_takes_lanes_by_priority_one_source_at_most_batch_max_and_skips_held_and
     assert!(second
         .entries
         .iter()
-        .all(|leased| leased.entry.transaction_source == "Stripe"));
+        .all(|leased| leased.entry.fact.transaction_source == "Stripe"));
     let third = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
     assert_eq!(seqs(&third), [backfill[0].0]);
     let none = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
@@ -224,6 +226,7 @@ fn retries_move_to_the_retry_lane_then_die_with_the_exact_body() {
     tenant.enqueue(vec![gift("x", Lane::Live)]).unwrap();
     let body = tenant.scan_lane(Lane::Live, 1).unwrap()[0]
         .1
+        .fact
         .body_json
         .clone();
     let leases = LeaseTable::new();
@@ -248,7 +251,7 @@ fn retries_move_to_the_retry_lane_then_die_with_the_exact_body() {
         let stats = tenant.lane_stats();
         assert_eq!((stats[0].1.depth, stats[1].1.depth), (0, 1));
         let (_, queued) = tenant.scan_lane(Lane::Retry, 1).unwrap().remove(0);
-        assert_eq!((queued.attempts, queued.lane), (attempt, Lane::Retry));
+        assert_eq!((queued.attempts, queued.fact.lane), (attempt, Lane::Retry));
         let wait_ms = queued.not_before_ms - now_ms;
         assert!(
             (base_ms * 8 / 10..=base_ms * 12 / 10).contains(&wait_ms),
@@ -278,7 +281,7 @@ fn retries_move_to_the_retry_lane_then_die_with_the_exact_body() {
     let letters = tenant.list_dead_letters().unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    assert_eq!(letter.entry.body_json, body);
+    assert_eq!(letter.entry.fact.body_json, body);
     assert_eq!(
         (letter.status, letter.attempts, letter.dead_at_ms),
         (Some(503), 3, now_ms)
@@ -522,7 +525,7 @@ fn lease_cost_over_ten_thousand_entries() {
         let entries = (0..1_000)
             .map(|n| {
                 let mut entry = gift(&format!("m{chunk}_{n}"), Lane::Live);
-                entry.body_json = format!("{{\"pad\":\"{padding}\"}}");
+                entry.fact.body_json = format!("{{\"pad\":\"{padding}\"}}");
                 entry
             })
             .collect();
@@ -552,12 +555,13 @@ mod headers {
             kind in prop::sample::select(vec![RecordKind::Gift, RecordKind::Contact, RecordKind::Refund]),
         ) {
             // Goal: the borrowed header of a stored entry has the same kind, lane, record, source and not_before as the entry.
-            let entry = QueueEntry { kind, source, source_id, idempotency_key: key, lane,
-                transaction_source: ts, body_json: body, attempts, enqueued_at_ms: enq, not_before_ms: nb };
+            let fact = EntryFact { kind, source, source_id, idempotency_key: key, lane,
+                transaction_source: ts, body_json: body };
+            let entry = QueueEntry { fact, attempts, enqueued_at_ms: enq, not_before_ms: nb };
             let scanned = Scanned::read(7, sled::IVec::from(encode(&entry).unwrap())).unwrap();
             prop_assert_eq!((scanned.kind, scanned.lane, scanned.not_before_ms, scanned.seq), (kind, lane, nb, 7));
-            prop_assert_eq!(scanned.record, hash_of((kind, entry.source.as_str(), entry.source_id.as_str())));
-            prop_assert_eq!(scanned.transaction_source, hash_of(entry.transaction_source.as_str()));
+            prop_assert_eq!(scanned.record, hash_of((kind, entry.fact.source.as_str(), entry.fact.source_id.as_str())));
+            prop_assert_eq!(scanned.transaction_source, hash_of(entry.fact.transaction_source.as_str()));
         }
     }
 }
@@ -584,7 +588,7 @@ fn a_long_queue_still_keeps_order_across_lanes() {
         )
         .unwrap();
     let mut later = entry(RecordKind::Gift, "a", "k-a-2", Lane::Live, "Stripe");
-    later.body_json = "second fact of record a".into();
+    later.fact.body_json = "second fact of record a".into();
     let mut entries = vec![later];
     entries.extend((0..999).map(|n| gift(&format!("n{n}"), Lane::Live)));
     tenant.enqueue(entries).unwrap();
@@ -599,7 +603,7 @@ fn a_long_queue_still_keeps_order_across_lanes() {
             batch
                 .entries
                 .iter()
-                .all(|leased| leased.entry.source_id != "a"),
+                .all(|leased| leased.entry.fact.source_id != "a"),
             "record a must wait for its retry"
         );
         leased += batch.entries.len();

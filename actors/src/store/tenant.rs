@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::codec::{decode, encode};
 use super::group_commit::{Shared, TreeWrites};
 use super::keys::KeySpace;
-use super::types::{QueueEntry, RecordRef, RecordState, SyncState};
+use super::types::{EntryFact, QueueEntry, RecordRef, RecordState, SyncState};
 use super::{io_error, Counts, EnqueueOutcome, Lane, LaneStat, NewEntry, StoreError, TenantStore};
 
 /// "No entry" in an oldest-age gauge.
@@ -65,6 +65,137 @@ pub(crate) struct WriteState {
     /// Records written by submitted enqueue calls, with the call's ticket, until the writer
     /// thread applied them: the next enqueue's dedup check must see them before sled does.
     pending_records: HashMap<Vec<u8>, (u64, RecordState)>,
+}
+
+/// One enqueue call's writes, gathered under the tenant's write lock and handed to the
+/// writer thread as one atomic write ([`TenantStore::enqueue_batch`]).
+struct EnqueueCall<'a> {
+    inner: &'a TenantInner,
+    /// Records of calls submitted but not yet applied: newer than what sled has.
+    pending_records: &'a HashMap<Vec<u8>, (u64, RecordState)>,
+    /// Records touched by this call (record key → (state, `None`: no record yet; changed)),
+    /// so two entries for one record in one call both land in its history and see each
+    /// other's idempotency keys. Only records that gained an entry are written.
+    records: HashMap<Vec<u8>, (Option<RecordState>, bool)>,
+    /// This call's writes, applied atomically (with other calls') by the writer thread.
+    inserts: Vec<(Vec<u8>, Vec<u8>)>,
+    outcomes: Vec<EnqueueOutcome>,
+    counts: Counts,
+    /// Per lane: (entries added, oldest enqueue time among them).
+    lane_additions: [(u64, u64); 4],
+}
+
+impl<'a> EnqueueCall<'a> {
+    fn new(
+        inner: &'a TenantInner,
+        pending_records: &'a HashMap<Vec<u8>, (u64, RecordState)>,
+        entry_count: usize,
+    ) -> Self {
+        EnqueueCall {
+            inner,
+            pending_records,
+            records: HashMap::new(),
+            inserts: Vec::new(),
+            outcomes: Vec::with_capacity(entry_count),
+            counts: inner.counts.load(),
+            lane_additions: [(0, NO_ENTRY); 4],
+        }
+    }
+
+    /// One entry: a duplicate only counts; a new one gets a seq, its record's transition,
+    /// its aliases and its queue entry.
+    fn add(&mut self, entry: NewEntry, hold_until_ms: Option<u64>) -> Result<(), StoreError> {
+        let NewEntry {
+            fact,
+            aliases,
+            now_ms,
+        } = entry;
+        let Some(seq) = self.note_in_record(&fact, now_ms)? else {
+            self.counts.duplicates += 1;
+            self.outcomes.push(EnqueueOutcome::Duplicate);
+            return Ok(());
+        };
+        let keys = &self.inner.keys;
+        if !aliases.is_empty() {
+            let reference = encode(&RecordRef {
+                kind: fact.kind,
+                source: fact.source.clone(),
+                source_id: fact.source_id.clone(),
+            })?;
+            for alias in &aliases {
+                self.inserts.push((keys.alias(alias), reference.clone()));
+            }
+        }
+        self.counts.captured += 1;
+        let addition = &mut self.lane_additions[fact.lane as usize];
+        addition.0 += 1;
+        addition.1 = addition.1.min(now_ms);
+        self.outcomes.push(EnqueueOutcome::Queued { seq });
+        // The fact moves into the stored value (no copy of the body).
+        let queue_key = keys.queue_entry(fact.lane, seq);
+        let queue_entry = QueueEntry {
+            fact,
+            attempts: 0,
+            enqueued_at_ms: now_ms,
+            not_before_ms: hold_until_ms.map_or(now_ms, |until| until.max(now_ms)),
+        };
+        self.inserts.push((queue_key, encode(&queue_entry)?));
+        Ok(())
+    }
+
+    /// Records the fact in its record: `None` when the record has seen its idempotency key
+    /// (the record is the dedup mark, invariant 3: a key names one record), else the new
+    /// entry's seq, with the record pending on it.
+    fn note_in_record(&mut self, fact: &EntryFact, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let inner = self.inner;
+        let record_key = inner.keys.record(fact.kind, &fact.source, &fact.source_id);
+        let (record, changed) = match self.records.entry(record_key) {
+            Entry::Occupied(occupied) => occupied.into_mut(),
+            Entry::Vacant(vacant) => {
+                // Newest first: submitted but unapplied, else what sled has.
+                let stored = match self.pending_records.get(vacant.key()) {
+                    Some((_, record)) => Some(record.clone()),
+                    None => inner.read_unsettled::<RecordState>(vacant.key())?,
+                };
+                vacant.insert((stored, false))
+            }
+        };
+        if record
+            .as_ref()
+            .is_some_and(|record| record.has_seen(&fact.idempotency_key))
+        {
+            return Ok(None);
+        }
+        let seq = inner.db.generate_id().map_err(io_error)?;
+        *changed = true;
+        let is_new = record.is_none();
+        let record = record.get_or_insert_with(|| {
+            RecordState::new(
+                fact.kind,
+                &fact.source,
+                &fact.source_id,
+                &fact.idempotency_key,
+            )
+        });
+        record.idempotency_key.clone_from(&fact.idempotency_key);
+        record.remember_key(&fact.idempotency_key, now_ms);
+        record.last_seq = Some(seq);
+        record.transition(SyncState::Pending, "enqueued", now_ms, is_new);
+        Ok(Some(seq))
+    }
+
+    /// Adds the records that gained an entry to the writes (a record that only met
+    /// duplicates is unchanged and not rewritten) and returns them, keyed.
+    fn write_changed_records(&mut self) -> Result<Vec<(Vec<u8>, RecordState)>, StoreError> {
+        let mut changed_records = Vec::new();
+        for (record_key, (record, changed)) in std::mem::take(&mut self.records) {
+            if let (Some(record), true) = (record, changed) {
+                self.inserts.push((record_key.clone(), encode(&record)?));
+                changed_records.push((record_key, record));
+            }
+        }
+        Ok(changed_records)
+    }
 }
 
 pub(crate) struct TenantInner {
@@ -156,8 +287,8 @@ impl TenantStore {
 
     /// [`TenantStore::enqueue`] with an optional checkpoint advance; `hold_until_ms`: the
     /// entries are not ready before then (held entries, `hold_ops.rs`); `None` = ready at once.
-    // Size: dedup, records, aliases, counters and the checkpoint go into one atomic write
-    // under one lock; splitting it is left for the Command/NewEntry merge (issue 10 part 4).
+    /// Dedup, records, aliases, counters and the checkpoint go into one atomic write under
+    /// one lock: an [`EnqueueCall`] gathers them, the writer thread applies them.
     pub(crate) fn enqueue_batch(
         &self,
         entries: Vec<NewEntry>,
@@ -165,7 +296,6 @@ impl TenantStore {
         hold_until_ms: Option<u64>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let inner = &*self.inner;
-        let keys = &inner.keys;
         // No settling here: this call must not wait for the writer thread.
         let mut guard = inner.lock_for_enqueue()?;
         let applied_through = inner.writer.applied_through();
@@ -173,103 +303,28 @@ impl TenantStore {
             .pending_records
             .retain(|_, (ticket, _)| *ticket > applied_through);
 
-        // This call's writes, applied atomically (with other calls') by the writer thread.
-        let mut inserts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut counts = inner.counts.load();
-        // Records touched by this call (record key → (state, `None`: no record yet; changed)),
-        // so two entries for one record in one call both land in its history and see each
-        // other's idempotency keys. Only records that gained an entry are written.
-        let mut records: HashMap<Vec<u8>, (Option<RecordState>, bool)> = HashMap::new();
-        let mut lane_additions = [(0u64, NO_ENTRY); 4];
-
+        let mut call = EnqueueCall::new(inner, &guard.pending_records, entries.len());
         for entry in entries {
-            let record_key = keys.record(entry.kind, &entry.source, &entry.source_id);
-            let (record, changed) = match records.entry(record_key) {
-                Entry::Occupied(occupied) => occupied.into_mut(),
-                Entry::Vacant(vacant) => {
-                    // Newest first: submitted but unapplied, else what sled has.
-                    let stored = match guard.pending_records.get(vacant.key()) {
-                        Some((_, record)) => Some(record.clone()),
-                        None => inner.read_unsettled::<RecordState>(vacant.key())?,
-                    };
-                    vacant.insert((stored, false))
-                }
-            };
-            // The record is the dedup mark (invariant 3: a key names one record).
-            if record
-                .as_ref()
-                .is_some_and(|record| record.has_seen(&entry.idempotency_key))
-            {
-                counts.duplicates += 1;
-                outcomes.push(EnqueueOutcome::Duplicate);
-                continue;
-            }
-            let seq = inner.db.generate_id().map_err(io_error)?;
-            *changed = true;
-            let is_new = record.is_none();
-            let record = record.get_or_insert_with(|| {
-                RecordState::new(
-                    entry.kind,
-                    &entry.source,
-                    &entry.source_id,
-                    &entry.idempotency_key,
-                )
-            });
-            record.idempotency_key.clone_from(&entry.idempotency_key);
-            record.remember_key(&entry.idempotency_key, entry.now_ms);
-            record.last_seq = Some(seq);
-            record.transition(SyncState::Pending, "enqueued", entry.now_ms, is_new);
-
-            if !entry.aliases.is_empty() {
-                let reference = encode(&RecordRef {
-                    kind: entry.kind,
-                    source: entry.source.clone(),
-                    source_id: entry.source_id.clone(),
-                })?;
-                for alias in &entry.aliases {
-                    inserts.push((keys.alias(alias), reference.clone()));
-                }
-            }
-            counts.captured += 1;
-            let addition = &mut lane_additions[entry.lane as usize];
-            addition.0 += 1;
-            addition.1 = addition.1.min(entry.now_ms);
-            outcomes.push(EnqueueOutcome::Queued { seq });
-            // The entry's strings move into the stored value (no copy of the body).
-            let queue_key = keys.queue_entry(entry.lane, seq);
-            let queue_entry = QueueEntry {
-                kind: entry.kind,
-                source: entry.source,
-                source_id: entry.source_id,
-                idempotency_key: entry.idempotency_key,
-                lane: entry.lane,
-                transaction_source: entry.transaction_source,
-                body_json: entry.body_json,
-                attempts: 0,
-                enqueued_at_ms: entry.now_ms,
-                not_before_ms: hold_until_ms.map_or(entry.now_ms, |until| until.max(entry.now_ms)),
-            };
-            inserts.push((queue_key, encode(&queue_entry)?));
+            call.add(entry, hold_until_ms)?;
         }
-
-        // A record that only met duplicates is unchanged and not rewritten.
-        let mut changed_records = Vec::new();
-        for (record_key, (record, changed)) in records {
-            if let (Some(record), true) = (record, changed) {
-                inserts.push((record_key.clone(), encode(&record)?));
-                changed_records.push((record_key, record));
-            }
-        }
+        let changed_records = call.write_changed_records()?;
         if let Some((name, bytes)) = checkpoint {
-            inserts.push((
-                keys.checkpoint(name),
+            call.inserts.push((
+                inner.keys.checkpoint(name),
                 encode(&super::types::Checkpoint {
                     bytes: bytes.to_vec(),
                 })?,
             ));
         }
-        inserts.push((keys.counts(), encode(&counts)?));
+        call.inserts
+            .push((inner.keys.counts(), encode(&call.counts)?));
+        let EnqueueCall {
+            inserts,
+            outcomes,
+            counts,
+            lane_additions,
+            ..
+        } = call;
         let ticket = inner.writer.submit(TreeWrites {
             tree: inner.tree.clone(),
             inserts,
@@ -284,16 +339,7 @@ impl TenantStore {
 
         // Gauges count submitted entries (readers settle before reading the lanes).
         inner.counts.store(counts);
-        for lane in Lane::ALL {
-            let (added, oldest) = lane_additions[lane as usize];
-            if added > 0 {
-                let gauge = &inner.lanes[lane as usize];
-                gauge.depth.fetch_add(added, Ordering::Relaxed);
-                gauge
-                    .oldest_enqueued_at_ms
-                    .fetch_min(oldest, Ordering::Relaxed);
-            }
-        }
+        inner.adjust_lane_gauges(lane_additions, [0; 4])?;
         Ok(outcomes)
     }
 
@@ -422,8 +468,8 @@ impl TenantInner {
         self.counts.store(counts);
     }
 
-    /// Keeps the lane gauges exact after a queue batch applied under the write lock outside
-    /// enqueue (queue_ops: completion moves entries between lanes and removes them).
+    /// Keeps the lane gauges exact after a queue batch submitted or applied under the write
+    /// lock (enqueue adds entries; completion moves them between lanes and removes them).
     /// `added[lane] = (entries, oldest enqueue time)`, `removed[lane] = entries`.
     pub(crate) fn adjust_lane_gauges(
         &self,

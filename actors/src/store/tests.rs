@@ -18,13 +18,15 @@ fn open(dir: &Path, layout: Layout) -> Store {
 
 fn new_entry(key: &str, lane: Lane, now_ms: u64) -> NewEntry {
     NewEntry {
-        kind: RecordKind::Gift,
-        source: "stripe".into(),
-        source_id: format!("pi_{key}"),
-        idempotency_key: key.into(),
-        lane,
-        transaction_source: "Stripe".into(),
-        body_json: format!("{{\"transactionId\":\"{key}\"}}"),
+        fact: EntryFact {
+            kind: RecordKind::Gift,
+            source: "stripe".into(),
+            source_id: format!("pi_{key}"),
+            idempotency_key: key.into(),
+            lane,
+            transaction_source: "Stripe".into(),
+            body_json: format!("{{\"transactionId\":\"{key}\"}}"),
+        },
         aliases: vec![format!("evt_{key}"), format!("ch_{key}")],
         now_ms,
     }
@@ -66,13 +68,13 @@ fn enqueue_writes_entry_dedup_record_aliases_and_counters() {
         assert_eq!(lane.len(), 1);
         let (stored_seq, entry) = &lane[0];
         assert_eq!(*stored_seq, seq);
-        assert_eq!(entry.body_json, "{\"transactionId\":\"k1\"}");
+        assert_eq!(entry.fact.body_json, "{\"transactionId\":\"k1\"}");
         assert_eq!(
             (entry.attempts, entry.enqueued_at_ms, entry.not_before_ms),
             (0, 100, 100)
         );
-        assert_eq!(entry.idempotency_key, "k1");
-        assert_eq!(entry.transaction_source, "Stripe");
+        assert_eq!(entry.fact.idempotency_key, "k1");
+        assert_eq!(entry.fact.transaction_source, "Stripe");
 
         let record = tenant
             .get_record(RecordKind::Gift, "stripe", "pi_k1")
@@ -128,7 +130,7 @@ fn a_second_fact_for_one_record_extends_its_history() {
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let tenant = store.tenant("t").unwrap();
     let mut update = new_entry("k2", Lane::Live, 20);
-    update.source_id = "pi_k1".into();
+    update.fact.source_id = "pi_k1".into();
     tenant
         .enqueue(vec![new_entry("k1", Lane::Live, 10), update])
         .unwrap();
@@ -390,7 +392,7 @@ fn scan_lane_returns_seq_order_up_to_the_limit() {
     let scanned = tenant.scan_lane(Lane::Backfill, 5).unwrap();
     let keys: Vec<&str> = scanned
         .iter()
-        .map(|(_, e)| e.idempotency_key.as_str())
+        .map(|(_, e)| e.fact.idempotency_key.as_str())
         .collect();
     assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"]);
     assert!(scanned.windows(2).all(|pair| pair[0].0 < pair[1].0));

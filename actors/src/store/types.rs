@@ -3,7 +3,7 @@
 //! Field order and enum variant order are part of the on-disk format: append new enum
 //! variants at the end, and bump the type's `VERSION` (with a migration) for any other change.
 
-// Size: over 500 lines with its golden-bytes tests; the production part is ~325.
+// Size: over 500 lines with its golden-bytes tests; the production part is ~345.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,17 +13,32 @@ use super::{Alert, Counts, Lane, RecordKind, StoreError, TenantRecord};
 /// Most transitions kept in a record's history; older ones are dropped first.
 pub const HISTORY_LEN_MAX: usize = 64;
 
+/// One source fact bound for Virtuous: what a source maps an event to, what
+/// [`super::NewEntry`] enqueues and what [`QueueEntry`] stores, one type for all three.
+/// Nested first in [`QueueEntry`]: bincode writes a nested struct as its fields in order, so
+/// the stored bytes are those of the flat entry this replaced (pinned by the golden bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryFact {
+    pub kind: RecordKind,
+    /// The ingress key (`stripe`, a platform name).
+    pub source: String,
+    /// The record's stable source id (PaymentIntent id, charge id, `cus_…`).
+    pub source_id: String,
+    /// One idempotency key per source fact, forever (docs/ingress.md "Dedup").
+    pub idempotency_key: String,
+    pub lane: Lane,
+    /// Virtuous `transactionSource` (a batch-level field, so the submitter groups on it).
+    pub transaction_source: String,
+    /// The exact JSON body destined for Virtuous, as text (never `serde_json::Value` in
+    /// bincode): serialised once, by the source that maps the event.
+    pub body_json: String,
+}
+
 /// One queued command, as stored in a lane (key: lane + seq).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
-    pub kind: RecordKind,
-    pub source: String,
-    pub source_id: String,
-    pub idempotency_key: String,
-    pub lane: Lane,
-    pub transaction_source: String,
-    /// The exact JSON body destined for Virtuous, as text (never `serde_json::Value` in bincode).
-    pub body_json: String,
+    /// The fact to send (its fields come first in the stored bytes).
+    pub fact: EntryFact,
     pub attempts: u32,
     pub enqueued_at_ms: u64,
     /// Not to be submitted before this time (retry back-off); equal to `enqueued_at_ms` when new.
@@ -333,13 +348,15 @@ mod tests {
 
     fn entry() -> QueueEntry {
         QueueEntry {
-            kind: RecordKind::Gift,
-            source: "stripe".into(),
-            source_id: "pi_1".into(),
-            idempotency_key: "k1".into(),
-            lane: Lane::Retry,
-            transaction_source: "Stripe".into(),
-            body_json: "{}".into(),
+            fact: EntryFact {
+                kind: RecordKind::Gift,
+                source: "stripe".into(),
+                source_id: "pi_1".into(),
+                idempotency_key: "k1".into(),
+                lane: Lane::Retry,
+                transaction_source: "Stripe".into(),
+                body_json: "{}".into(),
+            },
             attempts: 2,
             enqueued_at_ms: 0x0102,
             not_before_ms: 3,
@@ -509,8 +526,9 @@ mod tests {
             key in ".{0,30}", body in ".{0,200}", attempts: u32, enq: u64, nb: u64,
         ) {
             // Goal: any queue entry decodes to itself.
-            let e = QueueEntry { kind, source, source_id, idempotency_key: key, lane,
-                transaction_source: "T".into(), body_json: body, attempts, enqueued_at_ms: enq, not_before_ms: nb };
+            let fact = EntryFact { kind, source, source_id, idempotency_key: key, lane,
+                transaction_source: "T".into(), body_json: body };
+            let e = QueueEntry { fact, attempts, enqueued_at_ms: enq, not_before_ms: nb };
             prop_assert_eq!(decode::<QueueEntry>(&encode(&e).unwrap()).unwrap(), e);
         }
 

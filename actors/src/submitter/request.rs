@@ -48,13 +48,13 @@ pub fn prepare(
     let Some(first) = group.first() else {
         return prepared;
     };
-    match first.entry.kind {
+    match first.entry.fact.kind {
         RecordKind::Gift => {
             let request = CrmWrite::GiftTransactions {
-                transaction_source: first.entry.transaction_source.clone(),
+                transaction_source: first.entry.fact.transaction_source.clone(),
                 bodies: group
                     .iter()
-                    .map(|leased| leased.entry.body_json.clone())
+                    .map(|leased| leased.entry.fact.body_json.clone())
                     .collect(),
             };
             let items = group.into_iter().map(|leased| vec![leased]).collect();
@@ -65,7 +65,7 @@ pub fn prepare(
             let mut taken = Vec::new();
             let mut entries = group.into_iter();
             for leased in entries.by_ref() {
-                match serde_json::from_str::<Value>(&leased.entry.body_json) {
+                match serde_json::from_str::<Value>(&leased.entry.fact.body_json) {
                     Ok(Value::Object(fields)) => {
                         merge_fields(&mut merged, fields);
                         taken.push(leased);
@@ -73,7 +73,7 @@ pub fn prepare(
                     // Not an object: it cannot be merged, so it goes alone, as queued (now if
                     // it is first, else after the ones before it; order per record holds).
                     _ if taken.is_empty() => {
-                        let body = leased.entry.body_json.clone();
+                        let body = leased.entry.fact.body_json.clone();
                         prepared.call =
                             Some((CrmWrite::ContactTransaction { body }, vec![vec![leased]]));
                         break;
@@ -99,7 +99,7 @@ pub fn prepare(
             prepared
                 .settle_now
                 .extend(entries.map(|leased| (leased, Completion::Release)));
-            match gift_virtuous_id(&refund.entry.source, &refund.entry.source_id) {
+            match gift_virtuous_id(&refund.entry.fact.source, &refund.entry.fact.source_id) {
                 None => {
                     let recheck_at_ms = refund_recheck_at_ms(
                         refund.entry.enqueued_at_ms,
@@ -110,21 +110,23 @@ pub fn prepare(
                         .settle_now
                         .push((refund, Completion::WaitForGift { recheck_at_ms }))
                 }
-                Some(gift_id) => match fill_reversed_gift_id(&refund.entry.body_json, &gift_id) {
-                    Some(body) => {
-                        prepared.call =
-                            Some((CrmWrite::ReversingTransaction { body }, vec![vec![refund]]))
+                Some(gift_id) => {
+                    match fill_reversed_gift_id(&refund.entry.fact.body_json, &gift_id) {
+                        Some(body) => {
+                            prepared.call =
+                                Some((CrmWrite::ReversingTransaction { body }, vec![vec![refund]]))
+                        }
+                        None => prepared.settle_now.push((
+                            refund,
+                            Completion::Dead {
+                                reason:
+                                    "refund body is not a JSON object; reversedGiftId cannot be set"
+                                        .to_string(),
+                                status: None,
+                            },
+                        )),
                     }
-                    None => prepared.settle_now.push((
-                        refund,
-                        Completion::Dead {
-                            reason:
-                                "refund body is not a JSON object; reversedGiftId cannot be set"
-                                    .to_string(),
-                            status: None,
-                        },
-                    )),
-                },
+                }
             }
         }
     }
@@ -267,20 +269,22 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Lane, QueueEntry};
+    use crate::store::{EntryFact, Lane, QueueEntry};
 
     fn leased(kind: RecordKind, seq: u64, body: &str) -> LeasedEntry {
         LeasedEntry {
             lane: Lane::Live,
             seq,
             entry: QueueEntry {
-                kind,
-                source: "stripe".into(),
-                source_id: "id".into(),
-                idempotency_key: format!("k{seq}"),
-                lane: Lane::Live,
-                transaction_source: "Stripe".into(),
-                body_json: body.into(),
+                fact: EntryFact {
+                    kind,
+                    source: "stripe".into(),
+                    source_id: "id".into(),
+                    idempotency_key: format!("k{seq}"),
+                    lane: Lane::Live,
+                    transaction_source: "Stripe".into(),
+                    body_json: body.into(),
+                },
                 attempts: 0,
                 enqueued_at_ms: 1,
                 not_before_ms: 1,

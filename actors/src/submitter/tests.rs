@@ -13,8 +13,8 @@ use crate::ports::{Clock, CrmReply, CrmWrite, SystemClock};
 use crate::runtime::{Runtime, SubmitSettings, TenantHandle, TenantSettings, TenantSpec};
 use crate::store::keys::section;
 use crate::store::{
-    codec::encode, Lane, NewEntry, RecordKind, RecordState, Store, StoreOptions, SyncState,
-    TenantStore,
+    codec::encode, EntryFact, Lane, NewEntry, RecordKind, RecordState, Store, StoreOptions,
+    SyncState, TenantStore,
 };
 use crate::test_support::{eventually, reply, FakeCrm};
 use crate::{ActorKind, KillMode};
@@ -75,13 +75,15 @@ async fn start(settings: TenantSettings, crm: Arc<FakeCrm>) -> Fixture {
 
 fn new_entry(kind: RecordKind, source_id: &str, key: &str, source: &str, body: &str) -> NewEntry {
     NewEntry {
-        kind,
-        source: "stripe".into(),
-        source_id: source_id.into(),
-        idempotency_key: key.into(),
-        lane: Lane::Live,
-        transaction_source: source.into(),
-        body_json: body.into(),
+        fact: EntryFact {
+            kind,
+            source: "stripe".into(),
+            source_id: source_id.into(),
+            idempotency_key: key.into(),
+            lane: Lane::Live,
+            transaction_source: source.into(),
+            body_json: body.into(),
+        },
         aliases: Vec::new(),
         now_ms: SystemClock.now_ms(),
     }
@@ -213,7 +215,7 @@ async fn an_item_error_dead_letters_that_item_and_sends_the_rest_at_once() {
     assert_eq!(sizes, [5, 4]);
     let letters = fx.tenant.list_dead_letters().unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].entry.body_json, bad_body);
+    assert_eq!(letters[0].entry.fact.body_json, bad_body);
     assert_eq!((letters[0].status, letters[0].attempts), (Some(400), 1));
     assert!(
         letters[0].reason.contains("amount"),
@@ -318,7 +320,7 @@ async fn transient_failures_follow_the_schedule_then_dead_letter_the_exact_body(
     )
     .await;
     let entry = gift("pi_x");
-    let body = entry.body_json.clone();
+    let body = entry.fact.body_json.clone();
     fx.handle.enqueue(vec![entry]).await.unwrap();
     fx.handle.resume();
     eventually("dead letter", 5_000, || fx.tenant.counts().dead == 1).await;
@@ -327,7 +329,7 @@ async fn transient_failures_follow_the_schedule_then_dead_letter_the_exact_body(
     assert!(times[1] - times[0] >= 24, "{times:?}");
     assert!(times[2] - times[1] >= 48, "{times:?}");
     let letter = fx.tenant.list_dead_letters().unwrap().remove(0);
-    assert_eq!(letter.entry.body_json, body);
+    assert_eq!(letter.entry.fact.body_json, body);
     assert_eq!((letter.status, letter.attempts), (Some(503), 3));
     let record = record(&fx.tenant, RecordKind::Gift, "pi_x");
     let states: Vec<SyncState> = record.history.iter().map(|t| t.to).collect();
@@ -533,7 +535,10 @@ async fn a_held_entry_is_not_sent_before_its_time_and_does_not_stall_the_others(
         fx.tenant.counts().submitted == 1
     })
     .await;
-    assert_eq!(gift_bodies(&fx.crm.requests()), [gift("pi_next").body_json]);
+    assert_eq!(
+        gift_bodies(&fx.crm.requests()),
+        [gift("pi_next").fact.body_json]
+    );
     eventually("the held gift sent", 3_000, || {
         fx.tenant.counts().submitted == 2
     })

@@ -41,7 +41,7 @@ pub(super) async fn hold(
     event_id: &str,
     now_ms: u64,
 ) -> Result<Answer, IngressError> {
-    debug_assert_eq!(hold.gift.source_id, hold.payment_id);
+    debug_assert_eq!(hold.gift.fact.source_id, hold.payment_id);
     let not_before_ms = u64::try_from(hold.until_s)
         .unwrap_or(0)
         .saturating_mul(1000);

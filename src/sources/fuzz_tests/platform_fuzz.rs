@@ -120,21 +120,22 @@ fn base_event(event_type: &str) -> Value {
 
 /// The promises a command to be queued keeps, whatever the event looked like.
 fn check_command(command: &Command, settings: &PlatformSettings) -> Result<(), TestCaseError> {
-    let body = command.body.as_object().expect("bodies are objects");
-    let text = |key: &str| body.get(key).and_then(Value::as_str);
     // The text queued is JSON (equality is too strict: serde_json reads floats such as
     // 4.0939098197702565e-264 to the neighbouring f64, a passed-through `notes` value).
-    let text_queued = command.body.to_string();
-    prop_assert!(serde_json::from_str::<Value>(&text_queued).is_ok_and(|v| v.is_object()));
-    prop_assert!(!command.source_id.is_empty());
+    let text_queued = &command.fact.body_json;
+    prop_assert!(serde_json::from_str::<Value>(text_queued).is_ok_and(|v| v.is_object()));
+    let body_value = command.body();
+    let body = body_value.as_object().expect("bodies are objects");
+    let text = |key: &str| body.get(key).and_then(Value::as_str);
+    prop_assert!(!command.fact.source_id.is_empty());
     let transaction_source = Some(settings.transaction_source.as_str());
-    match command.kind {
+    match command.fact.kind {
         RecordKind::Gift => {
             prop_assert_eq!(text("transactionSource"), transaction_source);
-            prop_assert_eq!(text("transactionId"), Some(command.source_id.as_str()));
+            prop_assert_eq!(text("transactionId"), Some(command.fact.source_id.as_str()));
             prop_assert_eq!(
-                &command.idempotency_key,
-                &idempotency_key(SOURCE, RecordKind::Gift, &command.source_id)
+                &command.fact.idempotency_key,
+                &idempotency_key(SOURCE, RecordKind::Gift, &command.fact.source_id)
             );
             let currency = match body.get("currencyCode") {
                 None => "usd",
@@ -168,12 +169,12 @@ fn check_command(command: &Command, settings: &PlatformSettings) -> Result<(), T
         }
         RecordKind::Contact => {
             prop_assert_eq!(text("referenceSource"), transaction_source);
-            prop_assert_eq!(text("referenceId"), Some(command.source_id.as_str()));
+            prop_assert_eq!(text("referenceId"), Some(command.fact.source_id.as_str()));
             let expected_start = format!(
                 "{}@",
-                idempotency_key(SOURCE, RecordKind::Contact, &command.source_id)
+                idempotency_key(SOURCE, RecordKind::Contact, &command.fact.source_id)
             );
-            prop_assert!(command.idempotency_key.starts_with(&expected_start));
+            prop_assert!(command.fact.idempotency_key.starts_with(&expected_start));
         }
         RecordKind::Refund => prop_assert!(false, "platforms map no refunds"),
     }

@@ -169,23 +169,24 @@ fn time_zones() -> [TimeZone; 3] {
 
 /// The promises a command to be queued keeps, whatever the event looked like.
 fn check_command(command: &Command, settings: &StripeMapping) -> Result<(), TestCaseError> {
-    let body = command.body.as_object().expect("bodies are objects");
-    let text = |key: &str| body.get(key).and_then(Value::as_str);
     // The text queued is JSON (equality is too strict: serde_json reads floats such as
     // 4.0939098197702565e-264 to the neighbouring f64, a passed-through `notes` value).
-    let text_queued = command.body.to_string();
-    prop_assert!(serde_json::from_str::<Value>(&text_queued).is_ok_and(|v| v.is_object()));
-    prop_assert!(!command.source_id.is_empty());
-    match command.kind {
+    let text_queued = &command.fact.body_json;
+    prop_assert!(serde_json::from_str::<Value>(text_queued).is_ok_and(|v| v.is_object()));
+    let body_value = command.body();
+    let body = body_value.as_object().expect("bodies are objects");
+    let text = |key: &str| body.get(key).and_then(Value::as_str);
+    prop_assert!(!command.fact.source_id.is_empty());
+    match command.fact.kind {
         RecordKind::Gift => {
             prop_assert_eq!(
                 text("transactionSource"),
                 Some(settings.transaction_source.as_str())
             );
-            prop_assert_eq!(text("transactionId"), Some(command.source_id.as_str()));
+            prop_assert_eq!(text("transactionId"), Some(command.fact.source_id.as_str()));
             prop_assert_eq!(
-                &command.idempotency_key,
-                &idempotency_key("stripe", RecordKind::Gift, &command.source_id)
+                &command.fact.idempotency_key,
+                &idempotency_key("stripe", RecordKind::Gift, &command.fact.source_id)
             );
             let currency = text("currencyCode").unwrap_or_default();
             prop_assert!(
@@ -215,15 +216,15 @@ fn check_command(command: &Command, settings: &StripeMapping) -> Result<(), Test
                 text("referenceSource"),
                 Some(settings.transaction_source.as_str())
             );
-            prop_assert_eq!(text("referenceId"), Some(command.source_id.as_str()));
-            let prefix = idempotency_key("stripe", RecordKind::Contact, &command.source_id);
+            prop_assert_eq!(text("referenceId"), Some(command.fact.source_id.as_str()));
+            let prefix = idempotency_key("stripe", RecordKind::Contact, &command.fact.source_id);
             let expected_start = format!("{prefix}@");
-            prop_assert!(command.idempotency_key.starts_with(&expected_start));
+            prop_assert!(command.fact.idempotency_key.starts_with(&expected_start));
         }
         RecordKind::Refund => {
             prop_assert_eq!(
-                &command.idempotency_key,
-                &idempotency_key("stripe", RecordKind::Refund, &command.source_id)
+                &command.fact.idempotency_key,
+                &idempotency_key("stripe", RecordKind::Refund, &command.fact.source_id)
             );
             check_date(text("giftDate"))?;
         }
@@ -259,7 +260,7 @@ fn parse_and_map(raw: &[u8], reach: &Reach) -> Result<(), TestCaseError> {
                 Ok(Mapped::Hold {
                     gift, payment_id, ..
                 }) => {
-                    prop_assert_eq!(&gift.source_id, &payment_id);
+                    prop_assert_eq!(&gift.fact.source_id, &payment_id);
                     let link = SubscriptionLink {
                         invoice_id: "in_1".into(),
                         payment_id: Some(payment_id),

@@ -80,13 +80,13 @@ fn command(mapped: Result<PlatformMapped, SourceError>) -> Command {
 fn a_donation_becomes_a_gift_transaction() {
     // Goal: mapped fields nest, minor units convert, defaults fill the required fields.
     let gift = command(map(&settings(), &donation(json!(2550))));
-    assert_eq!(gift.kind, RecordKind::Gift);
-    assert_eq!(gift.source, "auction-co");
-    assert_eq!(gift.source_id, "evt_9");
-    assert_eq!(gift.idempotency_key, "auction-co:gift:evt_9");
-    assert_eq!(gift.transaction_source, "AuctionCo");
+    assert_eq!(gift.fact.kind, RecordKind::Gift);
+    assert_eq!(gift.fact.source, "auction-co");
+    assert_eq!(gift.fact.source_id, "evt_9");
+    assert_eq!(gift.fact.idempotency_key, "auction-co:gift:evt_9");
+    assert_eq!(gift.fact.transaction_source, "AuctionCo");
     assert_eq!(
-        gift.body,
+        gift.body(),
         json!({"amount": "25.50", "currencyCode": "USD", "transactionId": "evt_9",
                "transactionSource": "AuctionCo", "giftDate": "2025-06-15", "giftType": "Other",
                "contact": {"email": "ann@example.org", "firstName": "Ann"}})
@@ -104,9 +104,9 @@ fn a_mapped_transaction_id_wins_over_the_event_id() {
     let mut root = donation(json!(100));
     root["data"]["donation_id"] = json!(12345);
     let gift = command(map(&settings, &root));
-    assert_eq!(gift.source_id, "12345");
-    assert_eq!(gift.body["transactionId"], "12345");
-    assert_eq!(gift.idempotency_key, "auction-co:gift:12345");
+    assert_eq!(gift.fact.source_id, "12345");
+    assert_eq!(gift.body()["transactionId"], "12345");
+    assert_eq!(gift.fact.idempotency_key, "auction-co:gift:12345");
     assert_eq!(gift.aliases, vec!["evt_9".to_string()]);
 }
 
@@ -116,16 +116,16 @@ fn major_amounts_and_zero_decimal_currencies() {
     let mut major = settings();
     major.amount_unit = "major".into();
     assert_eq!(
-        command(map(&major, &donation(json!(25.5)))).body["amount"],
+        command(map(&major, &donation(json!(25.5)))).body()["amount"],
         "25.5"
     );
     assert_eq!(
-        command(map(&major, &donation(json!("10.00")))).body["amount"],
+        command(map(&major, &donation(json!("10.00")))).body()["amount"],
         "10.00"
     );
     let mut root = donation(json!(1500));
     root["data"]["currency"] = json!("jpy");
-    assert_eq!(command(map(&settings(), &root)).body["amount"], "1500");
+    assert_eq!(command(map(&settings(), &root)).body()["amount"], "1500");
 }
 
 #[test]
@@ -169,11 +169,11 @@ fn a_donor_update_becomes_a_contact_transaction() {
     let root = json!({"id": "evt_c1", "type": "donor.updated",
                       "data": {"donor": {"id": 77, "email": "ann@example.org"}}});
     let contact = command(map(&settings(), &root));
-    assert_eq!(contact.kind, RecordKind::Contact);
-    assert_eq!(contact.source_id, "77");
-    assert_eq!(contact.idempotency_key, "auction-co:contact:77@evt_c1");
+    assert_eq!(contact.fact.kind, RecordKind::Contact);
+    assert_eq!(contact.fact.source_id, "77");
+    assert_eq!(contact.fact.idempotency_key, "auction-co:contact:77@evt_c1");
     assert_eq!(
-        contact.body,
+        contact.body(),
         json!({"referenceId": "77", "referenceSource": "AuctionCo", "email": "ann@example.org"})
     );
     let no_reference = json!({"id": "evt_c2", "type": "donor.updated", "data": {"donor": {}}});

@@ -47,7 +47,7 @@ mod tests {
     use serde_json::{json, Value};
     use steward_actors::capture::commands::apply;
     use steward_actors::source_fact::SourceFact;
-    use steward_actors::store::{Lane, Store, StoreOptions};
+    use steward_actors::store::{EntryFact, Lane, Store, StoreOptions};
 
     use super::super::apply_link;
     use super::*;
@@ -55,14 +55,16 @@ mod tests {
 
     fn one_time_gift() -> Command {
         Command {
-            kind: RecordKind::Gift,
-            source: SOURCE.into(),
-            source_id: "pi_1".into(),
-            idempotency_key: idempotency_key(SOURCE, RecordKind::Gift, "pi_1"),
+            fact: EntryFact {
+                kind: RecordKind::Gift,
+                source: SOURCE.into(),
+                source_id: "pi_1".into(),
+                idempotency_key: idempotency_key(SOURCE, RecordKind::Gift, "pi_1"),
+                lane: Lane::Live,
+                transaction_source: "Stripe".into(),
+                body_json: json!({"transactionId": "pi_1", "amount": "20.00"}).to_string(),
+            },
             aliases: vec!["ch_1".into()],
-            lane: Lane::Live,
-            transaction_source: "Stripe".into(),
-            body: json!({"transactionId": "pi_1", "amount": "20.00"}),
         }
     }
 
@@ -98,8 +100,8 @@ mod tests {
                 apply(&tenant, link_fact, 2_000).unwrap();
             }
             let (_, queued) = tenant.scan_lane(Lane::Live, 10).unwrap().pop().unwrap();
-            let body: Value = serde_json::from_str(&queued.body_json).unwrap();
-            assert_eq!(body, expected.body, "link first: {link_first}");
+            let body: Value = serde_json::from_str(&queued.fact.body_json).unwrap();
+            assert_eq!(body, expected.body(), "link first: {link_first}");
             for alias in &expected.aliases {
                 let record = tenant.find_record_by_alias(alias).unwrap();
                 assert_eq!(

@@ -3,7 +3,7 @@
 
 use jiff::tz::TimeZone;
 use serde_json::{json, Map, Value};
-use steward_actors::store::{Lane, RecordKind};
+use steward_actors::store::{EntryFact, Lane, RecordKind};
 
 use super::fields::{
     amount_at, expanded_at, gift_date, gift_type, id_at, insert_opt, invoice_frequency,
@@ -326,14 +326,16 @@ impl<'a> Context<'a> {
             std::iter::once(Some(self.event.id.as_str())).chain(facts.aliases),
         );
         Ok(Command {
-            kind: RecordKind::Gift,
-            source: SOURCE.to_string(),
-            idempotency_key: idempotency_key(SOURCE, RecordKind::Gift, &facts.payment_id),
-            source_id: facts.payment_id,
+            fact: EntryFact {
+                kind: RecordKind::Gift,
+                source: SOURCE.to_string(),
+                idempotency_key: idempotency_key(SOURCE, RecordKind::Gift, &facts.payment_id),
+                source_id: facts.payment_id,
+                lane: Lane::Live,
+                transaction_source: settings.transaction_source.clone(),
+                body_json: Value::Object(body).to_string(),
+            },
             aliases,
-            lane: Lane::Live,
-            transaction_source: settings.transaction_source.clone(),
-            body: Value::Object(body),
         })
     }
 }
@@ -365,15 +367,17 @@ pub fn apply_link(held_gift: &Command, link: &SubscriptionLink) -> Command {
     let Some(subscription_id) = &link.subscription_id else {
         return gift;
     };
-    if let Value::Object(body) = &mut gift.body {
-        body.insert("recurringGiftTransactionId".into(), json!(subscription_id));
+    let mut body = gift.body();
+    if let Value::Object(fields) = &mut body {
+        fields.insert("recurringGiftTransactionId".into(), json!(subscription_id));
         if let Some(frequency) = &link.first_payment_frequency {
-            body.insert("frequency".into(), json!(frequency));
+            fields.insert("frequency".into(), json!(frequency));
         }
     }
+    gift.fact.body_json = body.to_string();
     let extra = std::iter::once(Some(link.invoice_id.as_str()))
         .chain(link.event_ids.iter().map(|id| Some(id.as_str())));
-    for alias in aliases(&gift.source_id, extra) {
+    for alias in aliases(&gift.fact.source_id, extra) {
         if !gift.aliases.contains(&alias) {
             gift.aliases.push(alias);
         }

@@ -1,7 +1,7 @@
 //! Refunds, disputes (reversing transactions) and customers (contact transactions).
 
 use serde_json::{json, Map, Value};
-use steward_actors::store::{Lane, RecordKind};
+use steward_actors::store::{EntryFact, Lane, RecordKind};
 
 use super::fields::{amount_at, gift_date, id_at, insert_opt, text_at, Donor};
 use super::payment::{aliases, Context};
@@ -92,14 +92,16 @@ fn reversal_command<'a>(
     let body = json!({"reversedGiftId": null, "giftDate": date, "notes": notes});
     let candidates = std::iter::once(Some(context.event.id.as_str())).chain(alias_candidates);
     Ok(Command {
-        kind: RecordKind::Refund,
-        source: SOURCE.to_string(),
-        source_id: payment_id.to_string(),
-        idempotency_key: idempotency_key(SOURCE, RecordKind::Refund, payment_id),
+        fact: EntryFact {
+            kind: RecordKind::Refund,
+            source: SOURCE.to_string(),
+            source_id: payment_id.to_string(),
+            idempotency_key: idempotency_key(SOURCE, RecordKind::Refund, payment_id),
+            lane: Lane::Live,
+            transaction_source: context.settings.transaction_source.clone(),
+            body_json: body.to_string(),
+        },
         aliases: aliases(payment_id, candidates),
-        lane: Lane::Live,
-        transaction_source: context.settings.transaction_source.clone(),
-        body,
     })
 }
 
@@ -129,14 +131,16 @@ pub(super) fn map_customer(context: &Context<'_>) -> Result<Mapped, SourceError>
     let fact_id = format!("{customer_id}@{}", context.event.id);
     Ok(Mapped::Commands {
         commands: vec![Command {
-            kind: RecordKind::Contact,
-            source: SOURCE.to_string(),
-            source_id: customer_id.to_string(),
-            idempotency_key: idempotency_key(SOURCE, RecordKind::Contact, &fact_id),
+            fact: EntryFact {
+                kind: RecordKind::Contact,
+                source: SOURCE.to_string(),
+                source_id: customer_id.to_string(),
+                idempotency_key: idempotency_key(SOURCE, RecordKind::Contact, &fact_id),
+                lane: Lane::Live,
+                transaction_source: source.clone(),
+                body_json: Value::Object(body).to_string(),
+            },
             aliases: aliases(customer_id, [Some(context.event.id.as_str())]),
-            lane: Lane::Live,
-            transaction_source: source.clone(),
-            body: Value::Object(body),
         }],
         alerts: Vec::new(),
     })

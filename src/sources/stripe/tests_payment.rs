@@ -180,7 +180,7 @@ fn a_charge_becomes_the_exact_gift_transaction_body() {
         paid_charge(json!({})),
     )));
     assert_eq!(
-        gift.body,
+        gift.body(),
         json!({
             "transactionSource": "Stripe",
             "transactionId": "pi_1",
@@ -194,12 +194,12 @@ fn a_charge_becomes_the_exact_gift_transaction_body() {
             "designations": [{"code": "GENERAL", "amountDesignated": "12.34"}],
         })
     );
-    assert_eq!(gift.kind, RecordKind::Gift);
-    assert_eq!(gift.source, "stripe");
-    assert_eq!(gift.source_id, "pi_1");
-    assert_eq!(gift.idempotency_key, "stripe:gift:pi_1");
-    assert_eq!(gift.lane, Lane::Live);
-    assert_eq!(gift.transaction_source, "Stripe");
+    assert_eq!(gift.fact.kind, RecordKind::Gift);
+    assert_eq!(gift.fact.source, "stripe");
+    assert_eq!(gift.fact.source_id, "pi_1");
+    assert_eq!(gift.fact.idempotency_key, "stripe:gift:pi_1");
+    assert_eq!(gift.fact.lane, Lane::Live);
+    assert_eq!(gift.fact.transaction_source, "Stripe");
     assert_eq!(
         gift.aliases,
         vec![
@@ -226,8 +226,11 @@ fn payment_intent_and_charge_events_give_one_gift() {
         true,
         paid_intent(json!({})),
     )));
-    assert_eq!(from_charge.idempotency_key, from_intent.idempotency_key);
-    assert_eq!(from_charge.source_id, from_intent.source_id);
+    assert_eq!(
+        from_charge.fact.idempotency_key,
+        from_intent.fact.idempotency_key
+    );
+    assert_eq!(from_charge.fact.source_id, from_intent.fact.source_id);
     for field in [
         "transactionId",
         "amount",
@@ -235,9 +238,13 @@ fn payment_intent_and_charge_events_give_one_gift() {
         "giftDate",
         "giftType",
     ] {
-        assert_eq!(from_charge.body[field], from_intent.body[field], "{field}");
+        assert_eq!(
+            from_charge.body()[field],
+            from_intent.body()[field],
+            "{field}"
+        );
     }
-    assert_eq!(from_intent.body["contact"]["email"], "jenny@example.org");
+    assert_eq!(from_intent.body()["contact"]["email"], "jenny@example.org");
     assert!(from_intent
         .aliases
         .contains(&"ch_1PgafuB7WZ01zgkWXYmPNZs8".to_string()));
@@ -248,9 +255,9 @@ fn a_charge_without_payment_intent_is_keyed_by_its_own_id() {
     // Goal: transactionId falls back to the charge id.
     let charge = paid_charge(json!({"payment_intent": null}));
     let gift = only_command(map(&event("charge.succeeded", BASIL, charge)));
-    assert_eq!(gift.body["transactionId"], "ch_1PgafuB7WZ01zgkWXYmPNZs8");
+    assert_eq!(gift.body()["transactionId"], "ch_1PgafuB7WZ01zgkWXYmPNZs8");
     assert_eq!(
-        gift.idempotency_key,
+        gift.fact.idempotency_key,
         "stripe:gift:ch_1PgafuB7WZ01zgkWXYmPNZs8"
     );
 }
@@ -260,15 +267,15 @@ fn zero_decimal_currencies_are_sent_unchanged() {
     // Goal: jpy 1234 → "1234", usd 1234 → "12.34", with the upper-case currency code.
     let yen = paid_charge(json!({"currency": "jpy"}));
     let gift = only_command(map(&event("charge.succeeded", BASIL, yen)));
-    assert_eq!(gift.body["amount"], "1234");
-    assert_eq!(gift.body["currencyCode"], "JPY");
-    assert_eq!(gift.body["designations"][0]["amountDesignated"], "1234");
+    assert_eq!(gift.body()["amount"], "1234");
+    assert_eq!(gift.body()["currencyCode"], "JPY");
+    assert_eq!(gift.body()["designations"][0]["amountDesignated"], "1234");
     let dollars = only_command(map(&event(
         "charge.succeeded",
         BASIL,
         paid_charge(json!({})),
     )));
-    assert_eq!(dollars.body["amount"], "12.34");
+    assert_eq!(dollars.body()["amount"], "12.34");
 }
 
 #[test]
@@ -291,14 +298,14 @@ fn gift_type_follows_the_payment_method() {
     ];
     for (patch, expected) in cases {
         let gift = only_command(map(&event("charge.succeeded", BASIL, paid_charge(patch))));
-        assert_eq!(gift.body["giftType"], expected);
+        assert_eq!(gift.body()["giftType"], expected);
     }
     let single = paid_intent(json!({"payment_method_types": ["us_bank_account"]}));
     let gift = only_command(map(&event("payment_intent.succeeded", BASIL, single)));
-    assert_eq!(gift.body["giftType"], "EFT");
+    assert_eq!(gift.body()["giftType"], "EFT");
     let several = paid_intent(json!({"payment_method_types": ["card", "link"]}));
     let gift = only_command(map(&event("payment_intent.succeeded", BASIL, several)));
-    assert_eq!(gift.body["giftType"], "Other");
+    assert_eq!(gift.body()["giftType"], "Other");
 }
 
 #[test]
@@ -307,15 +314,15 @@ fn metadata_overrides_the_default_project_and_segment() {
     let tagged = paid_charge(json!({"metadata": {"designation": "WATER", "segment": "SPRING25"}}));
     let gift = only_command(map(&event("charge.succeeded", BASIL, tagged)));
     assert_eq!(
-        gift.body["designations"],
+        gift.body()["designations"],
         json!([{"code": "WATER", "amountDesignated": "12.34"}])
     );
-    assert_eq!(gift.body["segment"], "SPRING25");
+    assert_eq!(gift.body()["segment"], "SPRING25");
     let expanded_intent = paid_charge(json!({"metadata": {},
         "payment_intent": {"id": "pi_1", "metadata": {"designation": "SHELTER"}}}));
     let gift = only_command(map(&event("charge.succeeded", BASIL, expanded_intent)));
-    assert_eq!(gift.body["transactionId"], "pi_1");
-    assert_eq!(gift.body["designations"][0]["code"], "SHELTER");
+    assert_eq!(gift.body()["transactionId"], "pi_1");
+    assert_eq!(gift.body()["designations"][0]["code"], "SHELTER");
     let mut custom = settings();
     custom.metadata_project_key = "fund/code".into();
     custom.default_segment_code = Some("WEB".into());
@@ -328,8 +335,8 @@ fn metadata_overrides_the_default_project_and_segment() {
         NOW,
     );
     let gift = only_command(mapped.unwrap());
-    assert_eq!(gift.body["designations"][0]["code"], "FOOD");
-    assert_eq!(gift.body["segment"], "WEB");
+    assert_eq!(gift.body()["designations"][0]["code"], "FOOD");
+    assert_eq!(gift.body()["segment"], "WEB");
     let mapped = map_event(
         &event("charge.succeeded", BASIL, paid_charge(json!({}))),
         &custom,
@@ -337,7 +344,7 @@ fn metadata_overrides_the_default_project_and_segment() {
         NOW,
     );
     assert!(only_command(mapped.unwrap())
-        .body
+        .body()
         .get("designations")
         .is_none());
 }
@@ -349,18 +356,18 @@ fn the_donor_comes_from_billing_receipt_email_or_customer() {
     let mut receipt_only = paid_charge(no_billing.clone());
     receipt_only["receipt_email"] = json!("r@example.org");
     let gift = only_command(map(&event("charge.succeeded", BASIL, receipt_only)));
-    assert_eq!(gift.body["contact"], json!({"email": "r@example.org"}));
+    assert_eq!(gift.body()["contact"], json!({"email": "r@example.org"}));
     let mut customer_only = paid_charge(no_billing.clone());
     customer_only["customer"] = json!("cus_9");
     let gift = only_command(map(&event("charge.succeeded", BASIL, customer_only)));
     assert_eq!(
-        gift.body["contact"],
+        gift.body()["contact"],
         json!({"referenceSource": "Stripe", "referenceId": "cus_9"})
     );
     let mut one_word = paid_charge(no_billing.clone());
     one_word["billing_details"]["name"] = json!("Cher");
     let gift = only_command(map(&event("charge.succeeded", BASIL, one_word)));
-    assert_eq!(gift.body["contact"], json!({"name": "Cher"}));
+    assert_eq!(gift.body()["contact"], json!({"name": "Cher"}));
     let anonymous = paid_charge(no_billing);
     let error = map_event(
         &event("charge.succeeded", BASIL, anonymous),
@@ -385,7 +392,10 @@ fn gift_dates_are_in_the_tenant_time_zone() {
         &chicago,
         NOW,
     );
-    assert_eq!(only_command(mapped.unwrap()).body["giftDate"], "2025-06-14");
+    assert_eq!(
+        only_command(mapped.unwrap()).body()["giftDate"],
+        "2025-06-14"
+    );
 }
 
 #[test]
@@ -402,7 +412,7 @@ fn test_mode_events_are_ignored_unless_accepted() {
     let mut accepting = settings();
     accepting.accept_test_events = true;
     let mapped = map_event(&test_event, &accepting, &TimeZone::UTC, NOW).unwrap();
-    assert_eq!(only_command(mapped).source_id, "pi_1");
+    assert_eq!(only_command(mapped).fact.source_id, "pi_1");
 }
 
 #[test]
@@ -419,7 +429,7 @@ fn uncaptured_charges_and_unknown_types_are_ignored() {
         BASIL,
         paid_charge(json!({})),
     )));
-    assert_eq!(captured.idempotency_key, "stripe:gift:pi_1");
+    assert_eq!(captured.fact.idempotency_key, "stripe:gift:pi_1");
     let plan = json!({"id": "price_1", "object": "plan"});
     assert!(is_ignored(&map(&event("plan.created", BASIL, plan))));
 }

@@ -24,12 +24,12 @@ fn a_full_refund_becomes_a_reversing_transaction_draft_for_the_payment() {
     // Goal: the refund command is keyed to the payment's gift and waits for its Virtuous id.
     let charge = refunded_charge(1000, json!("pi_1"));
     let refund = only_command(map(&event("charge.refunded", LEGACY, charge)));
-    assert_eq!(refund.kind, RecordKind::Refund);
-    assert_eq!(refund.source_id, "pi_1");
-    assert_eq!(refund.idempotency_key, "stripe:refund:pi_1");
-    assert_eq!(refund.lane, Lane::Live);
+    assert_eq!(refund.fact.kind, RecordKind::Refund);
+    assert_eq!(refund.fact.source_id, "pi_1");
+    assert_eq!(refund.fact.idempotency_key, "stripe:refund:pi_1");
+    assert_eq!(refund.fact.lane, Lane::Live);
     assert_eq!(
-        refund.body,
+        refund.body(),
         json!({"reversedGiftId": null, "giftDate": "2025-06-15",
                "notes": "Stripe refund of payment pi_1 (charge ch_1PgafuB7WZ01zgkWXYmPNZs8)"})
     );
@@ -39,7 +39,7 @@ fn a_full_refund_becomes_a_reversing_transaction_draft_for_the_payment() {
     );
     let without_intent = refunded_charge(1000, Value::Null);
     let refund = only_command(map(&event("charge.refunded", BASIL, without_intent)));
-    assert_eq!(refund.source_id, "ch_1PgafuB7WZ01zgkWXYmPNZs8");
+    assert_eq!(refund.fact.source_id, "ch_1PgafuB7WZ01zgkWXYmPNZs8");
 }
 
 #[test]
@@ -72,9 +72,9 @@ fn a_dispute_withdrawal_reverses_the_gift_once_and_alerts() {
         panic!("expected commands and an alert");
     };
     assert_eq!(commands.len(), 1);
-    assert_eq!(commands[0].kind, RecordKind::Refund);
-    assert_eq!(commands[0].idempotency_key, "stripe:refund:pi_1");
-    assert_eq!(commands[0].body["reversedGiftId"], Value::Null);
+    assert_eq!(commands[0].fact.kind, RecordKind::Refund);
+    assert_eq!(commands[0].fact.idempotency_key, "stripe:refund:pi_1");
+    assert_eq!(commands[0].body()["reversedGiftId"], Value::Null);
     assert_eq!(
         commands[0].aliases,
         vec![
@@ -97,7 +97,7 @@ fn a_dispute_withdrawal_reverses_the_gift_once_and_alerts() {
     else {
         panic!("expected commands");
     };
-    assert_eq!(commands[0].source_id, "ch_1PgafuB7WZ01zgkWXYmPNZs8");
+    assert_eq!(commands[0].fact.source_id, "ch_1PgafuB7WZ01zgkWXYmPNZs8");
 }
 
 fn named_customer() -> Value {
@@ -114,10 +114,10 @@ fn named_customer() -> Value {
 fn customers_become_contact_transactions() {
     // Goal: the exact flat contact body with our reference source and the cus_ id.
     let contact = only_command(map(&event("customer.created", BASIL, named_customer())));
-    assert_eq!(contact.kind, RecordKind::Contact);
-    assert_eq!(contact.source_id, "cus_QXg1o8vcGmoR32");
+    assert_eq!(contact.fact.kind, RecordKind::Contact);
+    assert_eq!(contact.fact.source_id, "cus_QXg1o8vcGmoR32");
     assert_eq!(
-        contact.body,
+        contact.body(),
         json!({"referenceSource": "Stripe", "referenceId": "cus_QXg1o8vcGmoR32",
                "firstName": "Mary Ann", "lastName": "Smith", "email": "mary@example.org",
                "phone": "+15125550100", "address1": "2 Oak Ave", "address2": "Apt 4",
@@ -150,11 +150,11 @@ fn each_customer_event_is_its_own_fact() {
         true,
         named_customer(),
     )));
-    assert_eq!(first.source_id, second.source_id);
-    assert_ne!(first.idempotency_key, second.idempotency_key);
-    assert_eq!(first.idempotency_key, again.idempotency_key);
+    assert_eq!(first.fact.source_id, second.fact.source_id);
+    assert_ne!(first.fact.idempotency_key, second.fact.idempotency_key);
+    assert_eq!(first.fact.idempotency_key, again.fact.idempotency_key);
     assert_eq!(
-        first.idempotency_key,
+        first.fact.idempotency_key,
         "stripe:contact:cus_QXg1o8vcGmoR32@evt_a"
     );
 }

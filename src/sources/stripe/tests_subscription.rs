@@ -77,7 +77,7 @@ fn legacy_subscription_payments_become_one_recurring_gift_from_the_invoice() {
     let invoice = subscription_invoice(ApiEra::Legacy, "subscription_create");
     let gift = only_command(map(&event("invoice.paid", LEGACY, invoice)));
     assert_eq!(
-        gift.body,
+        gift.body(),
         json!({
             "transactionSource": "Stripe",
             "transactionId": "pi_sub",
@@ -92,7 +92,7 @@ fn legacy_subscription_payments_become_one_recurring_gift_from_the_invoice() {
             "frequency": "Monthly",
         })
     );
-    assert_eq!(gift.idempotency_key, "stripe:gift:pi_sub");
+    assert_eq!(gift.fact.idempotency_key, "stripe:gift:pi_sub");
     assert_eq!(gift.aliases, vec!["evt_1", "in_1", "ch_sub"]);
 }
 
@@ -101,8 +101,8 @@ fn later_legacy_payments_omit_the_frequency() {
     // Goal: frequency only on the first payment (billing_reason subscription_create).
     let invoice = subscription_invoice(ApiEra::Legacy, "subscription_cycle");
     let gift = only_command(map(&event("invoice.paid", LEGACY, invoice)));
-    assert_eq!(gift.body["recurringGiftTransactionId"], "sub_1");
-    assert!(gift.body.get("frequency").is_none());
+    assert_eq!(gift.body()["recurringGiftTransactionId"], "sub_1");
+    assert!(gift.body().get("frequency").is_none());
 }
 
 #[test]
@@ -115,8 +115,8 @@ fn legacy_invoices_without_a_payment_intent_or_subscription() {
     let mut one_off = subscription_invoice(ApiEra::Legacy, "manual");
     one_off["subscription"] = Value::Null;
     let gift = only_command(map(&event("invoice.paid", LEGACY, one_off)));
-    assert_eq!(gift.body["transactionId"], "pi_sub");
-    assert!(gift.body.get("recurringGiftTransactionId").is_none());
+    assert_eq!(gift.body()["transactionId"], "pi_sub");
+    assert!(gift.body().get("recurringGiftTransactionId").is_none());
 }
 
 #[test]
@@ -133,13 +133,13 @@ fn basil_subscription_payments_are_held_then_linked_into_one_recurring_gift() {
             } => {
                 assert_eq!(payment_id, "pi_sub");
                 assert_eq!(until_s, NOW + 120);
-                assert!(gift.body.get("recurringGiftTransactionId").is_none());
+                assert!(gift.body().get("recurringGiftTransactionId").is_none());
                 held.push(gift);
             }
             other => panic!("{event_type}: expected a hold, got {other:?}"),
         }
     }
-    assert_eq!(held[0].idempotency_key, held[1].idempotency_key);
+    assert_eq!(held[0].fact.idempotency_key, held[1].fact.idempotency_key);
     let invoice = subscription_invoice(ApiEra::Basil, "subscription_create");
     let Mapped::Link(mut link) = map(&event_with("evt_inv", "invoice.paid", BASIL, true, invoice))
     else {
@@ -168,11 +168,11 @@ fn basil_subscription_payments_are_held_then_linked_into_one_recurring_gift() {
     assert!(link.is_complete());
     assert_eq!(link.event_ids, vec!["evt_inv", "evt_inpay"]);
     let recurring = apply_link(&held[0], &link);
-    assert_eq!(recurring.idempotency_key, "stripe:gift:pi_sub");
-    assert_eq!(recurring.body["transactionId"], "pi_sub");
-    assert_eq!(recurring.body["recurringGiftTransactionId"], "sub_1");
-    assert_eq!(recurring.body["frequency"], "Monthly");
-    assert_eq!(recurring.body["amount"], "20.00");
+    assert_eq!(recurring.fact.idempotency_key, "stripe:gift:pi_sub");
+    assert_eq!(recurring.body()["transactionId"], "pi_sub");
+    assert_eq!(recurring.body()["recurringGiftTransactionId"], "sub_1");
+    assert_eq!(recurring.body()["frequency"], "Monthly");
+    assert_eq!(recurring.body()["amount"], "20.00");
     assert!(recurring.aliases.contains(&"in_1".to_string()));
 }
 
@@ -182,7 +182,7 @@ fn basil_payments_that_do_not_look_like_subscriptions_are_never_held() {
     let [(event_type, mut intent), _] = subscription_payment_objects(ApiEra::Basil);
     intent["description"] = json!("Spring appeal");
     let gift = only_command(map(&event(event_type, BASIL, intent)));
-    assert_eq!(gift.body["transactionId"], "pi_sub");
+    assert_eq!(gift.body()["transactionId"], "pi_sub");
     let [_, (event_type, mut update)] = subscription_payment_objects(ApiEra::Basil);
     update["description"] = json!("Subscription update");
     assert!(matches!(

@@ -240,7 +240,7 @@ impl Case {
                 }
                 (false, EnqueueOutcome::Queued { seq }) => {
                     self.model.new_seq(seq, "enqueue")?;
-                    let body = entry.body_json.clone();
+                    let body = entry.fact.body_json.clone();
                     self.model.queued.insert((lane, seq), entry);
                     let record = ModelRecord {
                         state: SyncState::Pending,

@@ -21,11 +21,11 @@ impl Case {
                 ));
             }
             for (seq, entry) in entries {
-                if entry.lane != lane {
+                if entry.fact.lane != lane {
                     return fail(format!(
                         "entry {seq} in lane {} says {:?}",
                         lane.name(),
-                        entry.lane
+                        entry.fact.lane
                     ));
                 }
                 queued.insert((lane, seq), entry);
@@ -105,11 +105,14 @@ impl Case {
         // Invariants, from the store's contents alone.
         let mut places: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for entry in queued.values() {
-            places.entry(&entry.source_id).or_default().push("a lane");
+            places
+                .entry(&entry.fact.source_id)
+                .or_default()
+                .push("a lane");
         }
         for letter in &letters {
             places
-                .entry(&letter.entry.source_id)
+                .entry(&letter.entry.fact.source_id)
                 .or_default()
                 .push("the dead letters");
         }
@@ -144,11 +147,11 @@ impl Case {
         }
         let attempts = queued
             .iter()
-            .map(|(&(_, seq), entry)| (seq, entry.attempts, &entry.source_id))
+            .map(|(&(_, seq), entry)| (seq, entry.attempts, &entry.fact.source_id))
             .chain(
                 letters
                     .iter()
-                    .map(|letter| (letter.id, letter.attempts, &letter.entry.source_id)),
+                    .map(|letter| (letter.id, letter.attempts, &letter.entry.fact.source_id)),
             );
         for (seq, attempts, id) in attempts {
             let highest = self.attempts_seen.entry(seq).or_default();
@@ -166,11 +169,11 @@ impl Case {
         }
         for letter in &letters {
             // The body ingested, or the one an edited replay set (the model keeps it).
-            let body = &model.records[&letter.entry.source_id].body;
-            if letter.entry.body_json.as_bytes() != body.as_bytes() {
+            let body = &model.records[&letter.entry.fact.source_id].body;
+            if letter.entry.fact.body_json.as_bytes() != body.as_bytes() {
                 return fail(format!(
                     "dead letter {} body {:?}, sent {body:?}",
-                    letter.id, letter.entry.body_json
+                    letter.id, letter.entry.fact.body_json
                 ));
             }
         }

@@ -94,7 +94,7 @@ impl Model {
         let Some(mut entry) = self.queued.remove(&key) else {
             return Applied::Missing;
         };
-        let (now, seq, id) = (self.now_ms, key.1, entry.source_id.clone());
+        let (now, seq, id) = (self.now_ms, key.1, entry.fact.source_id.clone());
         match verdict {
             Verdict::Success => {
                 self.record(&id).state = SyncState::Submitted;
@@ -107,7 +107,7 @@ impl Model {
                 match RETRY_SCHEDULE_MS.get(entry.attempts as usize - 1) {
                     Some(&base_ms) => {
                         entry.not_before_ms = now + base_ms.max(retry_after_ms.unwrap_or(0));
-                        entry.lane = Lane::Retry;
+                        entry.fact.lane = Lane::Retry;
                         self.queued.insert((Lane::Retry, seq), entry);
                         self.record(&id).state = SyncState::Retrying;
                         Applied::Retried
@@ -137,7 +137,7 @@ impl Model {
     }
 
     pub(super) fn bury(&mut self, seq: u64, entry: QueueEntry, attempts: u32, status: u16) {
-        self.record(&entry.source_id).state = SyncState::Dead;
+        self.record(&entry.fact.source_id).state = SyncState::Dead;
         let letter = ModelDead {
             entry,
             attempts,

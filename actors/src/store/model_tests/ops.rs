@@ -98,10 +98,10 @@ impl Case {
         let letter = self.model.dead.remove(&id).expect("listed");
         let mut entry = letter.entry;
         // An edit keeps the idempotency fields (transactionSource, transactionId).
-        let edited_body = edit.map(|note| body_of(&entry.source_id, note));
+        let edited_body = edit.map(|note| body_of(&entry.fact.source_id, note));
         let edited = edited_body
             .as_ref()
-            .is_some_and(|body| *body != entry.body_json);
+            .is_some_and(|body| *body != entry.fact.body_json);
         let now_ms = self.model.now_ms;
         let replayed = self
             .sut
@@ -119,16 +119,16 @@ impl Case {
         }
         self.model.new_seq(replayed.seq, "replay")?;
         if let Some(body) = edited_body {
-            entry.body_json = body;
+            entry.fact.body_json = body;
         }
-        entry.lane = Lane::Live;
+        entry.fact.lane = Lane::Live;
         entry.attempts = 0;
         entry.enqueued_at_ms = now_ms;
         entry.not_before_ms = now_ms;
-        let record = self.model.record(&entry.source_id);
+        let record = self.model.record(&entry.fact.source_id);
         record.state = SyncState::Pending;
         record.last_seq = replayed.seq;
-        record.body = entry.body_json.clone();
+        record.body = entry.fact.body_json.clone();
         self.model.queued.insert((Lane::Live, replayed.seq), entry);
         self.model.counts.dead = self.model.counts.dead.saturating_sub(1);
         stats.bump(if edited {
