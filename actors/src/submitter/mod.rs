@@ -40,6 +40,7 @@ use crate::observe::ActorKind;
 use crate::outcome::classify;
 use crate::ports::{CrmReply, CrmWrite};
 use crate::retry::RetryPolicy;
+use crate::settings::TenantSettings;
 use crate::store::{Completion, Lane, LeaseRequest, LeasedEntry, RecordKind};
 use crate::submitter::request::{class_name, prepare, settle};
 
@@ -234,138 +235,190 @@ struct InFlight {
     item_count: usize,
 }
 
+/// What [`SubmitterActor::next_group`] found.
+enum NextGroup {
+    Send(Vec<LeasedEntry>),
+    /// Nothing to send from this one; look again in the same wake.
+    Skip,
+    /// Nothing to send now; the wake-up is scheduled (or the store idle).
+    Stop,
+}
+
+/// Whether a wake goes on after one group.
+enum Round {
+    Continue,
+    Done,
+}
+
 impl SubmitterActor {
     /// Sends the next request if the budget, the pause flag and the store allow it.
-    // Size: the one send decision (pause, in flight, backoff, budget, lease, send); each
-    // early return is one gate. Not yet split into named gates (issue 10 part 7, left).
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if !self.may_act(ctx) {
             return;
         }
         let shared = Arc::clone(&self.core.shared);
-        self.behavior.view.paused = shared.is_paused();
-        self.behavior.view.needs_operator = shared.needs_operator();
-        if self.behavior.view.paused {
-            self.release_follow_ups();
-            self.publish();
+        if !self.gates_open(&shared, ctx) {
             return;
-        }
-        if self.behavior.view.in_flight {
-            return;
-        }
-        if let Some(until_ms) = self.behavior.view.failure_backoff_until_ms {
-            if until_ms > shared.clock.now_ms() {
-                self.schedule_wake(until_ms, ctx);
-                return;
-            }
         }
         let settings = shared.settings();
         let retry = RetryPolicy::from_settings(
             &settings.submit.retry_schedule_ms,
             settings.submit.retry_jitter_pct,
         );
-        let generation = self.core.generation;
         for _ in 0..ROUNDS_PER_WAKE_MAX {
             let now_ms = shared.clock.now_ms();
-            if self.behavior.follow_ups.is_empty() && shared.tenant_store().queued_total() == 0 {
-                // Idle: hints and ticks wake it when entries arrive.
-                shared.budget.set_priority_work(false);
-                self.behavior.view.next_call_at_ms = None;
-                self.finish_round(&shared);
-                return;
-            }
-            let next_call_at_ms = shared
-                .budget
-                .next_call_at(Lane::Live, settings.budget, now_ms);
-            if next_call_at_ms > now_ms {
-                // Work may be waiting: say so (lane priority) and wake when the call is due.
-                shared.budget.set_priority_work(true);
-                self.behavior.view.next_call_at_ms = Some(next_call_at_ms);
-                self.schedule_wake(next_call_at_ms, ctx);
-                self.finish_round(&shared);
-                return;
-            }
-            let group = match self.behavior.follow_ups.pop_front() {
-                Some(group) => {
-                    let keys: Vec<_> = group.iter().map(LeasedEntry::key).collect();
-                    let expires_at_ms = now_ms.saturating_add(settings.submit.lease_timeout_ms);
-                    if !shared.leases.renew(generation, &keys, expires_at_ms) {
-                        continue; // Taken over: not ours to send any more.
-                    }
-                    group
-                }
-                None => {
-                    let request = LeaseRequest {
-                        now_ms,
-                        generation,
-                        batch_max: settings.submit.batch_max.clamp(1, 100),
-                        lease_timeout_ms: settings.submit.lease_timeout_ms,
-                    };
-                    let batch = match shared.tenant_store().lease_ready(&shared.leases, request) {
-                        Ok(batch) => batch,
-                        Err(error) => {
-                            tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "lease failed");
-                            self.schedule_wake(now_ms + STORE_ERROR_BACKOFF_MS, ctx);
-                            return;
-                        }
-                    };
-                    if let Some(ready_at_ms) = batch.next_ready_at_ms {
-                        self.schedule_wake(ready_at_ms, ctx);
-                    }
-                    if batch.entries.is_empty() {
-                        shared.budget.set_priority_work(false);
-                        self.behavior.view.next_call_at_ms = None;
-                        self.finish_round(&shared);
-                        return;
-                    }
-                    shared.budget.set_priority_work(true);
-                    batch.entries
-                }
+            let group = match self.next_group(&shared, &settings, now_ms, ctx) {
+                NextGroup::Send(group) => group,
+                NextGroup::Skip => continue,
+                NextGroup::Stop => return,
             };
-            // A waiting refund looks at its gift again after the first retry delay at first.
-            let refund_recheck_min_ms = settings
-                .submit
-                .retry_schedule_ms
-                .first()
-                .copied()
-                .unwrap_or(10_000);
-            let store = shared.tenant_store();
-            let prepared = prepare(
-                group,
-                |source, source_id| {
-                    store
-                        .get_record(RecordKind::Gift, source, source_id)
-                        .ok()
-                        .flatten()
-                        .and_then(|record| record.virtuous_id)
-                },
-                now_ms,
-                refund_recheck_min_ms,
-            );
-            if !prepared.settle_now.is_empty() {
-                self.complete(prepared.settle_now, now_ms, &retry);
+            match self.prepare_and_send(&shared, &settings, &retry, group, now_ms, ctx) {
+                Round::Continue => continue,
+                Round::Done => return,
             }
-            let Some((request, items)) = prepared.call else {
-                continue;
-            };
-            if let Err(retry_at_ms) =
-                shared
-                    .budget
-                    .draw(Lane::Live, settings.budget, now_ms, shared.tenant_store())
-            {
-                // Raced with another lane: keep the group leased and send it first.
-                self.behavior
-                    .follow_ups
-                    .push_front(items.into_iter().flatten().collect());
-                self.schedule_wake(retry_at_ms, ctx);
-                self.finish_round(&shared);
-                return;
-            }
-            self.send(request, items, now_ms, ctx);
-            return;
         }
         // Many groups settled without a call: go on after the mailbox had its turn.
         self.schedule_wake(shared.clock.now_ms(), ctx);
+    }
+
+    /// The gates before any work: paused (follow-ups released), a call already in flight,
+    /// the outage backoff.
+    fn gates_open(&mut self, shared: &TenantShared, ctx: &mut Context<Self>) -> bool {
+        self.behavior.view.paused = shared.is_paused();
+        self.behavior.view.needs_operator = shared.needs_operator();
+        if self.behavior.view.paused {
+            self.release_follow_ups();
+            self.publish();
+            return false;
+        }
+        if self.behavior.view.in_flight {
+            return false;
+        }
+        if let Some(until_ms) = self.behavior.view.failure_backoff_until_ms {
+            if until_ms > shared.clock.now_ms() {
+                self.schedule_wake(until_ms, ctx);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The next group to send: a follow-up (a split's rest) first, else entries leased from
+    /// the store — or why there is none now (idle, the budget's next call not due, a store
+    /// error).
+    fn next_group(
+        &mut self,
+        shared: &TenantShared,
+        settings: &TenantSettings,
+        now_ms: u64,
+        ctx: &mut Context<Self>,
+    ) -> NextGroup {
+        if self.behavior.follow_ups.is_empty() && shared.tenant_store().queued_total() == 0 {
+            // Idle: hints and ticks wake it when entries arrive.
+            shared.budget.set_priority_work(false);
+            self.behavior.view.next_call_at_ms = None;
+            self.finish_round(shared);
+            return NextGroup::Stop;
+        }
+        let next_call_at_ms = shared
+            .budget
+            .next_call_at(Lane::Live, settings.budget, now_ms);
+        if next_call_at_ms > now_ms {
+            // Work may be waiting: say so (lane priority) and wake when the call is due.
+            shared.budget.set_priority_work(true);
+            self.behavior.view.next_call_at_ms = Some(next_call_at_ms);
+            self.schedule_wake(next_call_at_ms, ctx);
+            self.finish_round(shared);
+            return NextGroup::Stop;
+        }
+        let generation = self.core.generation;
+        if let Some(group) = self.behavior.follow_ups.pop_front() {
+            let keys: Vec<_> = group.iter().map(LeasedEntry::key).collect();
+            let expires_at_ms = now_ms.saturating_add(settings.submit.lease_timeout_ms);
+            if !shared.leases.renew(generation, &keys, expires_at_ms) {
+                return NextGroup::Skip; // Taken over: not ours to send any more.
+            }
+            return NextGroup::Send(group);
+        }
+        let request = LeaseRequest {
+            now_ms,
+            generation,
+            batch_max: settings.submit.batch_max.clamp(1, 100),
+            lease_timeout_ms: settings.submit.lease_timeout_ms,
+        };
+        let batch = match shared.tenant_store().lease_ready(&shared.leases, request) {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "lease failed");
+                self.schedule_wake(now_ms + STORE_ERROR_BACKOFF_MS, ctx);
+                return NextGroup::Stop;
+            }
+        };
+        if let Some(ready_at_ms) = batch.next_ready_at_ms {
+            self.schedule_wake(ready_at_ms, ctx);
+        }
+        if batch.entries.is_empty() {
+            shared.budget.set_priority_work(false);
+            self.behavior.view.next_call_at_ms = None;
+            self.finish_round(shared);
+            return NextGroup::Stop;
+        }
+        shared.budget.set_priority_work(true);
+        NextGroup::Send(batch.entries)
+    }
+
+    /// Turns a leased group into one request (settling what needs no call), draws the call
+    /// from the budget and sends it.
+    fn prepare_and_send(
+        &mut self,
+        shared: &TenantShared,
+        settings: &TenantSettings,
+        retry: &RetryPolicy,
+        group: Vec<LeasedEntry>,
+        now_ms: u64,
+        ctx: &mut Context<Self>,
+    ) -> Round {
+        // A waiting refund looks at its gift again after the first retry delay at first.
+        let refund_recheck_min_ms = settings
+            .submit
+            .retry_schedule_ms
+            .first()
+            .copied()
+            .unwrap_or(10_000);
+        let store = shared.tenant_store();
+        let prepared = prepare(
+            group,
+            |source, source_id| {
+                store
+                    .get_record(RecordKind::Gift, source, source_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|record| record.virtuous_id)
+            },
+            now_ms,
+            refund_recheck_min_ms,
+        );
+        if !prepared.settle_now.is_empty() {
+            self.complete(prepared.settle_now, now_ms, retry);
+        }
+        let Some((request, items)) = prepared.call else {
+            return Round::Continue;
+        };
+        if let Err(retry_at_ms) =
+            shared
+                .budget
+                .draw(Lane::Live, settings.budget, now_ms, shared.tenant_store())
+        {
+            // Raced with another lane: keep the group leased and send it first.
+            self.behavior
+                .follow_ups
+                .push_front(items.into_iter().flatten().collect());
+            self.schedule_wake(retry_at_ms, ctx);
+            self.finish_round(shared);
+            return Round::Done;
+        }
+        self.send(request, items, now_ms, ctx);
+        Round::Done
     }
 
     fn finish_round(&mut self, shared: &TenantShared) {
