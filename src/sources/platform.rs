@@ -232,20 +232,7 @@ fn map_gift(
             "`transactionSource` comes from the source's configuration; do not map it".into(),
         );
     }
-    let currency = match body.get("currencyCode") {
-        None => None,
-        // Three ASCII letters: `US|` or `a b` would be sent to Virtuous as a currency code.
-        Some(Value::String(code))
-            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) =>
-        {
-            Some(code.to_ascii_uppercase())
-        }
-        Some(other) => {
-            return Err(format!(
-                "`currencyCode` must be a three-letter code, got {other}"
-            ))
-        }
-    };
+    let currency = currency_code(&body)?;
     if let Some(code) = &currency {
         body.insert("currencyCode".into(), json!(code));
     }
@@ -276,18 +263,7 @@ fn map_gift(
     };
     body.insert("giftDate".into(), json!(gift_date));
     body.entry("giftType").or_insert_with(|| json!("Other"));
-    let contact_is_identifiable =
-        body.get("contact")
-            .and_then(Value::as_object)
-            .is_some_and(|contact| {
-                let has = |key: &str| contact.get(key).is_some_and(|value| !value.is_null());
-                has("email")
-                    || has("name")
-                    || has("id")
-                    || has("referenceId")
-                    || (has("firstName") && has("lastName"))
-            });
-    if !contact_is_identifiable {
+    if !contact_is_identifiable(&body) {
         return Err("the contact needs `contact.email`, `contact.firstName` + `contact.lastName`, `contact.name`, `contact.id` or `contact.referenceId`".into());
     }
     let aliases = if transaction_id == event.id {
@@ -307,6 +283,37 @@ fn map_gift(
         },
         aliases,
     }))
+}
+
+/// The mapped `currencyCode`, upper-cased; absent is `None`.
+fn currency_code(body: &Map<String, Value>) -> Result<Option<String>, String> {
+    match body.get("currencyCode") {
+        None => Ok(None),
+        // Three ASCII letters: `US|` or `a b` would be sent to Virtuous as a currency code.
+        Some(Value::String(code))
+            if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) =>
+        {
+            Ok(Some(code.to_ascii_uppercase()))
+        }
+        Some(other) => Err(format!(
+            "`currencyCode` must be a three-letter code, got {other}"
+        )),
+    }
+}
+
+/// Virtuous needs a donor it can find or create: an email, a full name, a name, an id or a
+/// reference id.
+fn contact_is_identifiable(body: &Map<String, Value>) -> bool {
+    body.get("contact")
+        .and_then(Value::as_object)
+        .is_some_and(|contact| {
+            let has = |key: &str| contact.get(key).is_some_and(|value| !value.is_null());
+            has("email")
+                || has("name")
+                || has("id")
+                || has("referenceId")
+                || (has("firstName") && has("lastName"))
+        })
 }
 
 fn map_contact(
