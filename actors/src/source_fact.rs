@@ -48,8 +48,13 @@ pub struct LinkPart {
 /// A source fact for Capture.
 #[derive(Debug, Clone)]
 pub enum SourceFact {
-    /// Raise these alerts.
-    Alerts(Vec<AlertNote>),
+    /// Enqueue `entries` and, when at least one is new (not a re-delivery), raise
+    /// `alerts_if_queued` in the same flush: an alert that belongs to a fact's first
+    /// delivery cannot be lost between two calls (a Stripe dispute).
+    EnqueueWithAlerts {
+        entries: Vec<NewEntry>,
+        alerts_if_queued: Vec<AlertNote>,
+    },
     /// Mark `event_id` seen under `mark_name` (keeping `kept` for staff) and raise `alert`
     /// the first time.
     MarkEvent {
@@ -71,8 +76,9 @@ pub enum SourceFact {
 /// What a source fact did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FactOutcome {
-    /// Alerts raised.
-    Alerted,
+    /// `EnqueueWithAlerts`: each entry's outcome (the alerts were raised when one is
+    /// `Queued`).
+    Enqueued(Vec<EnqueueOutcome>),
     /// `MarkEvent`: false when the event was marked before (a re-delivery).
     Marked { first_time: bool },
     /// `Hold`: the link was complete, the entry was queued with its body change.
@@ -92,6 +98,12 @@ pub enum FactOutcome {
 impl FactOutcome {
     /// Entries that became ready to send (for the wake-up hint).
     pub fn entries_ready(&self) -> u64 {
+        if let FactOutcome::Enqueued(outcomes) = self {
+            return outcomes
+                .iter()
+                .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
+                .count() as u64;
+        }
         match self {
             FactOutcome::QueuedLinked(EnqueueOutcome::Queued { .. })
             | FactOutcome::Held(EnqueueOutcome::Queued { .. })

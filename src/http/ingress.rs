@@ -282,20 +282,33 @@ pub(crate) async fn record_fact(
     handle.record_fact(fact).await.map_err(capture_error)
 }
 
-/// Raises alerts through Capture (logged ERROR the first time a code is raised).
-pub(crate) async fn raise_alerts(
+/// Enqueues `commands` and, when one is new, raises `notes` in the same flush (logged ERROR
+/// the first time a code is raised).
+pub(crate) async fn enqueue_with_alerts(
     handle: &TenantHandle,
+    commands: Vec<Command>,
     notes: &[crate::sources::stripe::AlertNote],
-) -> Result<(), IngressError> {
-    let notes = notes
+    now_ms: u64,
+) -> Result<Vec<EnqueueOutcome>, IngressError> {
+    let entries = commands
+        .into_iter()
+        .map(|command| command.into_new_entry(now_ms))
+        .collect();
+    let alerts_if_queued = notes
         .iter()
         .map(|note| AlertNote {
             code: note.code.clone(),
             message: note.message.clone(),
         })
         .collect();
-    record_fact(handle, SourceFact::Alerts(notes)).await?;
-    Ok(())
+    let fact = SourceFact::EnqueueWithAlerts {
+        entries,
+        alerts_if_queued,
+    };
+    match record_fact(handle, fact).await? {
+        FactOutcome::Enqueued(outcomes) => Ok(outcomes),
+        other => unreachable!("Capture answers EnqueueWithAlerts with Enqueued, not {other:?}"),
+    }
 }
 
 /// An event that queues nothing but must tell staff (an alert, a rejected event).

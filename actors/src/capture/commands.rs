@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::source_fact::{AlertNote, FactOutcome, LinkPart, LinkRule, RecordFact, SourceFact};
 use crate::store::hold_ops::{Release, ReleaseOutcome};
-use crate::store::{Lane, NewEntry, StoreError, TenantStore};
+use crate::store::{EnqueueOutcome, Lane, NewEntry, StoreError, TenantStore};
 
 /// The stored form of a link (JSON: it may grow fields without a migration). The field
 /// names are those the Stripe route first stored; kept so that stored links still read.
@@ -137,11 +137,20 @@ pub fn apply(
     now_ms: u64,
 ) -> Result<FactOutcome, StoreError> {
     match fact {
-        SourceFact::Alerts(notes) => {
-            for note in &notes {
-                raise_alert(store, note, now_ms)?;
+        SourceFact::EnqueueWithAlerts {
+            entries,
+            alerts_if_queued,
+        } => {
+            let outcomes = store.enqueue(entries)?;
+            if outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
+            {
+                for note in &alerts_if_queued {
+                    raise_alert(store, note, now_ms)?;
+                }
             }
-            Ok(FactOutcome::Alerted)
+            Ok(FactOutcome::Enqueued(outcomes))
         }
         SourceFact::MarkEvent {
             mark_name,

@@ -226,3 +226,33 @@ fn an_event_mark_alerts_once() {
     );
     assert_eq!(tenant.alerts().unwrap()[0].count, 1);
 }
+
+#[test]
+fn an_enqueue_with_alerts_raises_them_with_the_first_delivery_only() {
+    // Goal: the entries and their alerts are written by one command; a re-delivery (duplicate) raises nothing again.
+    let (_dir, _store, tenant) = open();
+    let fact = || SourceFact::EnqueueWithAlerts {
+        entries: vec![entry(1_000)],
+        alerts_if_queued: vec![AlertNote {
+            code: "dispute".into(),
+            message: "a dispute was opened".into(),
+        }],
+    };
+    let first = apply(&tenant, fact(), 1_000).unwrap();
+    assert!(
+        matches!(&first, FactOutcome::Enqueued(outcomes) if matches!(outcomes[..], [EnqueueOutcome::Queued { .. }])),
+        "{first:?}"
+    );
+    assert_eq!(first.entries_ready(), 1);
+    let alerts = tenant.alerts().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!((alerts[0].code.as_str(), alerts[0].count), ("dispute", 1));
+
+    let again = apply(&tenant, fact(), 2_000).unwrap();
+    assert_eq!(
+        again,
+        FactOutcome::Enqueued(vec![EnqueueOutcome::Duplicate])
+    );
+    assert_eq!(again.entries_ready(), 0);
+    assert_eq!(tenant.alerts().unwrap()[0].count, 1, "no second alert");
+}

@@ -5,8 +5,8 @@ use jiff::tz::TimeZone;
 use serde_json::json;
 
 use super::{
-    alert_once, answer, enqueue, now_ms, raise_alerts, refuse, stripe_link, tenant_context, Answer,
-    EventAlert, IngressError, TenantContext,
+    alert_once, answer, enqueue, enqueue_with_alerts, now_ms, refuse, stripe_link, tenant_context,
+    Answer, EventAlert, IngressError, TenantContext,
 };
 use crate::app::AppState;
 use crate::http::error::ErrorCode;
@@ -134,14 +134,15 @@ async fn hand_over(
             tracing::debug!(tenant_id, event_id, reason = %reason, "stripe event ignored");
             Ok(Answer::ignored("stripe", event_id, &reason))
         }
-        Mapped::Commands { commands, alerts } => {
+        Mapped::Commands { commands, alerts } if alerts.is_empty() => {
             let outcomes = enqueue(&context.handle, commands, now_ms).await?;
-            let answer = Answer::enqueued(&outcomes, event_id);
-            // A dispute's alert goes with its first delivery only.
-            if answer.outcome == "queued" && !alerts.is_empty() {
-                raise_alerts(&context.handle, &alerts).await?;
-            }
-            Ok(answer)
+            Ok(Answer::enqueued(&outcomes, event_id))
+        }
+        Mapped::Commands { commands, alerts } => {
+            // A dispute's alert goes with its first delivery only, in the same flush as its
+            // entries (two calls could lose it to a 503 between them).
+            let outcomes = enqueue_with_alerts(&context.handle, commands, &alerts, now_ms).await?;
+            Ok(Answer::enqueued(&outcomes, event_id))
         }
         Mapped::Alert(note) => {
             let alerted = Answer::ok("alerted", event_id, json!({"alert": note.code}));
