@@ -253,9 +253,9 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
     state.tenant_docs.insert(id.clone(), doc);
     match state.runtime.tenant(&id) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
+        // The run state stays as it is: pause, resume and a 401 change it, not an edit.
         Some(handle) => {
             handle.update_settings(spec.settings);
-            handle.set_run_state(spec.run_state);
             handle.replace_crm(spec.crm);
         }
         None => {
@@ -379,7 +379,10 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
     check_embedded_target(state, &doc)?;
     let updated = seal_record(state, id, full, &record.state, record.created_at_ms);
     let prepared = prepare_tenant(state, &updated)?;
-    store(state).registry().put(&updated)?;
+    // The run state is not the document's: a 401 or a pause may change it meanwhile.
+    if !store(state).registry().put_keeping_run_state(&updated)? {
+        return Err(unknown_tenant(id));
+    }
     store(state).durable().await?;
     start_or_update(state, prepared);
     tracing::info!(tenant_id = %id, "tenant updated");

@@ -71,6 +71,27 @@ impl TenantRegistry {
         }
     }
 
+    /// Writes `record` but keeps the stored run state (atomically): an admin edit of the
+    /// document never puts back a run state that a concurrent 401 (`needs_operator`) or
+    /// pause changed after the edit read the record. `Ok(false)` when not registered.
+    pub fn put_keeping_run_state(&self, record: &TenantRecord) -> Result<bool, StoreError> {
+        let mut record = record.clone();
+        loop {
+            let Some(current) = self.tree.get(record.id.as_bytes()).map_err(io_error)? else {
+                return Ok(false);
+            };
+            let stored: TenantRecord = decode(&current)?;
+            record.state = stored.state;
+            let swapped = self
+                .tree
+                .compare_and_swap(record.id.as_bytes(), Some(current), Some(encode(&record)?))
+                .map_err(io_error)?;
+            if swapped.is_ok() {
+                return Ok(true);
+            }
+        }
+    }
+
     pub fn remove(&self, tenant_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .tree
@@ -159,6 +180,23 @@ mod tests {
         assert!(!registry.mark_needs_operator("held", 8).unwrap());
         assert_eq!(registry.get("held").unwrap().unwrap(), paused);
         assert!(!registry.mark_needs_operator("nobody", 8).unwrap());
+    }
+
+    #[test]
+    fn an_edit_keeps_the_run_state_a_401_set_meanwhile() {
+        // Goal: a document edit read while running, written after a 401 marked the tenant, does not put `running` back; other fields are the edit's.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let registry = store.registry();
+        registry.put(&record("t")).unwrap();
+        let mut edit = registry.get("t").unwrap().unwrap();
+        edit.config_json = "{\"edited\":true}".into();
+        assert!(registry.mark_needs_operator("t", 9).unwrap());
+        assert!(registry.put_keeping_run_state(&edit).unwrap());
+        let stored = registry.get("t").unwrap().unwrap();
+        assert_eq!(stored.state, "needs_operator");
+        assert_eq!(stored.config_json, edit.config_json);
+        assert!(!registry.put_keeping_run_state(&record("nobody")).unwrap());
     }
 
     #[test]
