@@ -59,10 +59,18 @@ impl InboundActor {
             })
             .collect();
         if !unparsed.is_empty() {
-            tenant_store.keep_unparsed(ORIGIN_VIRTUOUS_WEBHOOK, &unparsed, now_ms)?;
-            report.unparsed = unparsed.len() as u64;
+            let kept = tenant_store.keep_unparsed(ORIGIN_VIRTUOUS_WEBHOOK, &unparsed, now_ms)?;
+            report.unparsed = kept.kept;
             for (_, reason) in &unparsed {
                 tracing::warn!(tenant_id = %shared.tenant_id, reason = %reason, "Virtuous webhook event not understood; kept for the operator");
+            }
+            if kept.evicted_older + kept.dropped_new > 0 {
+                tracing::warn!(
+                    tenant_id = %shared.tenant_id,
+                    evicted_older = kept.evicted_older,
+                    dropped_new = kept.dropped_new,
+                    "kept Virtuous events past their bound were dropped (oldest first); the newest are listed by GET /v1/tenants/{{id}}/inbound/unparsed"
+                );
             }
         }
         Ok(report)

@@ -34,16 +34,30 @@ impl Versioned for UnparsedEvent {
     const NAME: &'static str = "UnparsedEvent";
 }
 
+/// What [`TenantStore::keep_unparsed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptUnparsed {
+    /// Ids given to the events, in order (the first `dropped_new` of them were dropped again
+    /// at once: one call brought more than the bound).
+    pub ids: Vec<u64>,
+    /// Events of this call still kept.
+    pub kept: u64,
+    /// Older kept events removed to stay within the bound.
+    pub evicted_older: u64,
+    /// Events of this call dropped at once (more than the bound in one call).
+    pub dropped_new: u64,
+}
+
 impl TenantStore {
     /// Keeps unparsed events (ids assigned here), dropping the oldest past
-    /// [`UNPARSED_KEPT_MAX`]; one atomic batch. Returns the ids. Not durable until
-    /// `Store::durable` resolves.
+    /// [`UNPARSED_KEPT_MAX`]; one atomic batch. Says what was kept and what the bound
+    /// removed. Not durable until `Store::durable` resolves.
     pub fn keep_unparsed(
         &self,
         origin: &str,
         events: &[(String, String)],
         now_ms: u64,
-    ) -> Result<Vec<u64>, StoreError> {
+    ) -> Result<KeptUnparsed, StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
         let prefix = inner.keys.section_prefix(section::INBOUND_UNPARSED);
@@ -80,7 +94,13 @@ impl TenantStore {
             batch.remove(unparsed_key(&prefix, *id));
         }
         inner.tree.apply_batch(batch).map_err(io_error)?;
-        Ok(ids)
+        let evicted_older = over.min(existing.len()) as u64;
+        Ok(KeptUnparsed {
+            kept: (ids.len() - new_over.min(ids.len())) as u64,
+            ids,
+            evicted_older,
+            dropped_new: new_over as u64,
+        })
     }
 
     /// Kept unparsed events with an id above `after`, oldest first, at most `limit`.
@@ -137,17 +157,26 @@ mod tests {
         let events: Vec<(String, String)> = (0..UNPARSED_KEPT_MAX + 5)
             .map(|index| (format!("{{\"n\":{index}}}"), "no event name".to_string()))
             .collect();
-        let ids = tenant
+        let first = tenant
             .keep_unparsed("virtuous_webhook", &events[..3], 7)
             .unwrap();
-        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(first.ids, vec![1, 2, 3]);
+        assert_eq!(
+            (first.kept, first.evicted_older, first.dropped_new),
+            (3, 0, 0)
+        );
         let page = tenant.unparsed_page(1, 10).unwrap();
         assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(page[0].raw_json, "{\"n\":1}");
         assert_eq!(page[0].reason, "no event name");
-        tenant
+        let second = tenant
             .keep_unparsed("virtuous_webhook", &events[3..], 8)
             .unwrap();
+        // 1,002 new events against a bound of 1,000: the 3 older ones and 2 new ones go.
+        assert_eq!(
+            (second.kept, second.evicted_older, second.dropped_new),
+            (UNPARSED_KEPT_MAX as u64, 3, 2)
+        );
         assert_eq!(tenant.unparsed_count().unwrap(), UNPARSED_KEPT_MAX as u64);
         let oldest = tenant.unparsed_page(0, 1).unwrap();
         assert_eq!(oldest[0].id, 6);
