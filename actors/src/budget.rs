@@ -1,4 +1,4 @@
-//! The tenant's hourly budget (DESIGN.md §5): the allowance arithmetic, the status the admin
+//! The tenant's hourly budget (docs/operations.md): the allowance arithmetic, the status the admin
 //! API shows, and the [`BudgetLedger`] every Virtuous call is drawn from.
 //!
 //! The ledger (pure; time comes in as arguments, so tests drive it with a `ManualClock`):

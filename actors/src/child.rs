@@ -22,7 +22,7 @@ pub trait ChildBehavior: Sized + Unpin + 'static {
     /// What the admin API shows of this child (besides generation and ticks).
     type Observed: Serialize + PartialEq + Unpin;
     /// Rebuilds the child's state from the store: nothing survives in memory across a
-    /// restart (DESIGN.md invariant 2).
+    /// restart (ARCHITECTURE.md, "Invariants").
     fn rebuild(shared: &TenantShared) -> Self;
     /// Periodic work. `Err` stops the child with that error (the supervisor restarts it).
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String>;

@@ -1,6 +1,6 @@
 //! Every metric the runtime exports, defined in one place (Vector's habit).
 //!
-//! Cardinality rule (DESIGN.md §6): histograms are labelled by actor kind only; gauges may
+//! Cardinality rule (docs/operations.md): histograms are labelled by actor kind only; gauges may
 //! carry the tenant (a handful of series per tenant); anything finer lives in the admin API.
 
 /// Gauge `{tenant, actor}`: messages sent to the actor and not yet handled to the end.
@@ -28,7 +28,7 @@ pub const INBOUND_UNPARSED_TOTAL: &str = "steward_inbound_unparsed_total";
 /// Label of [`INBOUND_UNPARSED_TOTAL`]: where the event came from (`virtuous_webhook`).
 pub const LABEL_ORIGIN: &str = "origin";
 
-/// Counter `{tenant, code}`: alerts raised (first time and repeats; DESIGN.md §6). Created on
+/// Counter `{tenant, code}`: alerts raised (first time and repeats; docs/operations.md). Created on
 /// a tenant's first alert of that code only, so quiet tenants add no series.
 pub const ALERTS_TOTAL: &str = "steward_alerts_total";
 /// Label of [`ALERTS_TOTAL`]: the alert code.

@@ -1,11 +1,11 @@
 //! Outcome classification: what a Virtuous answer means for the items that were sent
-//! (DESIGN.md §5, "Outcome classification"). One pure function, [`classify`], tested on its own.
+//! (docs/operations.md, "Submission and budget"). One pure function, [`classify`], tested on its own.
 //!
 //! The actors crate does not know HTTP: the client (`steward::virtuous`) reduces a response to
 //! plain [`ResponseFacts`] (a status number, a connection-error kind, the `Retry-After` seconds,
 //! the `modelState` keys) and this module decides. Retry *timing* lives in [`crate::retry`].
 //!
-//! Decisions the DESIGN table leaves open, made here (each has a named constant or a test):
+//! Decisions the outcome table leaves open, made here (each has a named constant or a test):
 //! - `429` without `Retry-After` waits [`THROTTLE_DEFAULT_RETRY_AFTER_MS`] (1 s, as the sandbox).
 //! - `409` is transient while `attempt <= CONFLICT_TRANSIENT_ATTEMPTS` (3), permanent after.
 //! - `408` (request timeout) is transient like a client-side timeout.
@@ -130,7 +130,7 @@ pub enum BatchOutcome {
     Split { reason: String },
 }
 
-/// Classifies one call's facts (DESIGN.md §5). Total: never panics, whatever the facts.
+/// Classifies one call's facts (docs/operations.md). Total: never panics, whatever the facts.
 pub fn classify(response: ResponseFacts) -> BatchOutcome {
     let status = match response.status {
         Some(status) => status,
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn every_row_of_the_design_table() {
-        // Goal: each row of DESIGN.md §5's table (and each decision this module documents)
+        // Goal: each row of the outcome table (docs/operations.md) (and each decision this module documents)
         // yields its class.
         let unanswered_write = ResponseFacts::unanswered;
         let unanswered_read = |kind| ResponseFacts {

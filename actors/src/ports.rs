@@ -1,4 +1,4 @@
-//! Traits the runtime talks through (DESIGN.md §2): the clock and Virtuous ([`Crm`];
+//! Traits the runtime talks through (ARCHITECTURE.md): the clock and Virtuous ([`Crm`];
 //! implemented over reqwest by the `steward` crate, by scripted fakes in tests).
 //!
 //! Poller and Destination join this file when polling and pull arrive. The store is no port:
@@ -133,7 +133,7 @@ pub struct CrmGiftPage {
     pub total: u64,
 }
 
-/// Virtuous as the runtime sees it (DESIGN.md §2 `Crm`). Implemented by the `steward`
+/// Virtuous as the runtime sees it (ARCHITECTURE.md `Crm`). Implemented by the `steward`
 /// crate over reqwest; by fakes in unit tests. Every method is one HTTP call: the caller
 /// draws it from the tenant's budget *before* calling (invariant 4). Futures run on the
 /// tenant's arbiter. Implementations never panic and never retry on their own.

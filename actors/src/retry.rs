@@ -1,4 +1,4 @@
-//! Retry timing (DESIGN.md §5): a schedule of delays, ±20 % jitter, `Retry-After` as a floor,
+//! Retry timing (docs/operations.md): a schedule of delays, ±20 % jitter, `Retry-After` as a floor,
 //! then dead letter. Pure: the random value is passed in, so tests and replays are exact.
 //! Modelled on Svix's `calculate_retry_delay`. Which answers are retried at all is decided by
 //! [`crate::outcome::classify`].
@@ -41,7 +41,7 @@ pub struct RetrySchedule {
 }
 
 impl Default for RetrySchedule {
-    /// 10 s, 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h (DESIGN.md §5).
+    /// 10 s, 1 min, 5 min, 30 min, 2 h, 6 h, 12 h, 24 h (docs/operations.md).
     fn default() -> RetrySchedule {
         let minutes = |m: u64| Duration::from_secs(m * 60);
         RetrySchedule {
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn default_schedule_is_the_design_list() {
-        // Goal: the defaults are DESIGN.md §5's eight delays, and the ninth failure dead-letters.
+        // Goal: the defaults are documented eight delays (docs/operations.md), and the ninth failure dead-letters.
         let schedule = RetrySchedule::default();
         let expected = [10, 60, 300, 1800, 7200, 21600, 43200, 86400].map(secs);
         assert_eq!(schedule.delays(), expected);

@@ -19,7 +19,7 @@ pub struct TenantSettings {
     pub confirm: ConfirmSettings,
 }
 
-/// How the submitter sends (config `[submitter]`, DESIGN.md §5).
+/// How the submitter sends (config `[submitter]`, docs/operations.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubmitSettings {
@@ -46,7 +46,7 @@ impl Default for SubmitSettings {
     }
 }
 
-/// How submitted records are confirmed (config `[reconciler]`, DESIGN.md §3).
+/// How submitted records are confirmed (config `[reconciler]`, ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfirmSettings {

@@ -6,7 +6,7 @@
 
 use crate::ports::CrmGift;
 
-/// A Virtuous event name we act on; anything else is kept by name only.
+/// A Virtuous event name we act on; other names are understood and not acted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtuousEventKind {
     GiftCreate,

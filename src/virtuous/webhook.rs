@@ -92,6 +92,12 @@ fn parse_model(
         return unparsed(raw_json(), "no event name (`event` or `eventType`)");
     };
     let Some(kind) = VirtuousEventKind::parse(&name) else {
+        // An event we do not act on (`ProjectCreate`…) — unless it carries a gift or a
+        // contact: then it is a name we did not recognise (`GiftCreated`, `gift_create`), and
+        // the record it names must not be dropped unseen.
+        if field(model, "gift").is_some() || field(model, "contact").is_some() {
+            return unparsed(raw_json(), "an unknown event name on a gift or contact");
+        }
         return VirtuousEvent::Other { event: name };
     };
     match kind {
@@ -216,6 +222,27 @@ mod tests {
                 event: "ProjectCreate".into()
             }]
         );
+    }
+
+    #[test]
+    fn an_unknown_event_name_on_a_gift_is_kept_not_ignored() {
+        // Goal: a name we do not recognise on a model that carries a gift or a contact is kept with a reason; one without either is an event we do not act on.
+        for body in [
+            json!({"event": "GiftCreated", "gift": {"id": 7, "transactionId": "pi_1"}}),
+            json!({"event": "contact_update", "Contact": {"id": 3}}),
+        ] {
+            let delivery = parse(body.clone());
+            assert!(
+                matches!(&delivery.events[..], [VirtuousEvent::Unparsed { reason, .. }]
+                    if reason == "an unknown event name on a gift or contact"),
+                "{body}: {delivery:?}"
+            );
+        }
+        let event_note = parse(json!({"event": "EventCreate", "event_record": {"id": 1}}));
+        assert!(matches!(
+            &event_note.events[..],
+            [VirtuousEvent::Other { .. }]
+        ));
     }
 
     #[test]

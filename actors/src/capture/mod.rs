@@ -2,7 +2,7 @@
 //!
 //! The write happens inside the handler (a sled batch, no waiting); the group-commit flush
 //! is awaited in a spawned actor future, so the actor keeps taking messages while earlier
-//! batches wait for their flush — many callers share one flush (DESIGN.md §3, invariant 1).
+//! batches wait for their flush — many callers share one flush (ARCHITECTURE.md, "Ack after durable").
 //! After the flush it hints Queue and Submitter. Pollers join this actor later.
 //!
 //! Capture is the door for source facts: besides enqueues it takes typed, source-neutral

@@ -1,6 +1,6 @@
 //! The per-tenant gauges a tenant registers once.
 
-/// Per-tenant gauges besides mailbox depth (DESIGN.md §6: about a dozen series a tenant).
+/// Per-tenant gauges besides mailbox depth (docs/operations.md: about a dozen series a tenant).
 pub struct TenantGauges {
     /// Indexed like [`crate::store::Lane::ALL`].
     pub lane_depth: [metrics::Gauge; 4],

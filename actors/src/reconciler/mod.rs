@@ -1,5 +1,5 @@
 //! Reconciler: confirms submitted gifts in bulk, flags duplicates and stale records
-//! (DESIGN.md §3), and runs the daily dedup-retention prune.
+//! (ARCHITECTURE.md), and runs the daily dedup-retention prune.
 //!
 //! A pass ([`crate::reconciler_pass`]) runs every `confirm.reconcile_interval_ms`, a few
 //! seconds after start when something is unconfirmed, and on [`ReconcileNow`]

@@ -1,4 +1,4 @@
-//! One reconciliation pass (DESIGN.md §3 "Confirm"): for each transaction source with
+//! One reconciliation pass (ARCHITECTURE.md, "Confirmation"): for each transaction source with
 //! unconfirmed gifts, page `FullGift` by `Transaction Source` and `Create Date ≥ oldest
 //! unconfirmed submission − 1 day` until every page is read, match `transactionId` locally,
 //! confirm, flag duplicates, and move records past `needs_review_after_ms` to `needs_review`.

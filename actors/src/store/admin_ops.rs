@@ -1,4 +1,4 @@
-//! Operator actions on a tenant's store (DESIGN.md §6 admin API): dead-letter paging,
+//! Operator actions on a tenant's store (docs/operations.md): dead-letter paging,
 //! replay (as-is or edited) and discard, and what a record lookup shows besides the record.
 //!
 //! Each action is one atomic sled batch on the tenant's tree, taken under the tenant's write

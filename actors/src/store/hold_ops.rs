@@ -1,5 +1,5 @@
 //! Held entries and source state: what the webhook ingress needs for Stripe subscription
-//! payments (sources.md "Subscription payments must not become a second gift").
+//! payments (docs/ingress.md, "Subscription payments: holds and links").
 //!
 //! A *held* entry is an ordinary queue entry in the `live` lane whose `not_before_ms` lies in
 //! the future: the submitter skips it until then (every lane skips not-ready entries). The

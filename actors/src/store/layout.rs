@@ -1,5 +1,5 @@
 //! Where a tenant's key space lives: its own tree, or a tenant prefix inside one of a fixed
-//! set of shared trees (the DESIGN.md §8 fallback when many trees inflate disk or memory).
+//! set of shared trees (the documented fallback when many trees inflate disk or memory).
 //!
 //! The layout is chosen when a store is created and recorded in it: reopening with another
 //! layout would silently show empty tenants, so it is refused.

@@ -1,4 +1,4 @@
-//! Durable state: one sled `Db` per process (DESIGN.md §8).
+//! Durable state: one sled `Db` per process (ARCHITECTURE.md).
 //!
 //! This file is the store's index and its contract types (errors, lanes, kinds, entries,
 //! the registry record and the handles). One source fact bound for Virtuous is one
@@ -9,7 +9,7 @@
 //! # Layout
 //! - [`codec`]: the versioned envelope `[schema version][bincode 1.3.3]` of every value.
 //! - [`keys`]: big-endian, section-prefixed keys inside a tenant's key space.
-//! - [`layout`]: tree per tenant, or tenant-prefixed keys in shared trees (DESIGN.md §8).
+//! - [`layout`]: tree per tenant, or tenant-prefixed keys in shared trees (ARCHITECTURE.md).
 //! - [`group_commit`]: the store's writer thread: applies the enqueue calls submitted since
 //!   its last cycle as one atomic sled write, then one flush answers many durability waiters.
 //! - `open`: [`Store::open`], the sled `Db`, group commit's flush and the tenant handles.
@@ -95,7 +95,7 @@ impl Default for StoreOptions {
     }
 }
 
-/// Queue lanes, highest priority first (DESIGN.md §5). The discriminant is part of keys.
+/// Queue lanes, highest priority first (docs/operations.md). The discriminant is part of keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Lane {
     Live = 0,
@@ -161,7 +161,7 @@ pub struct Counts {
     pub needs_review: u64,
 }
 
-/// A stored per-tenant alert (DESIGN.md §6).
+/// A stored per-tenant alert (docs/operations.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     pub code: String,

@@ -1,4 +1,4 @@
-//! Queue operations of the submitter (DESIGN.md §3 "Submit", §5): lease ready entries, then
+//! Queue operations of the submitter (ARCHITECTURE.md, "Submitter"; docs/operations.md): lease ready entries, then
 //! complete them in one atomic sled batch with a result per entry.
 //!
 //! # Leases

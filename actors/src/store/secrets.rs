@@ -1,4 +1,4 @@
-//! The master key that seals tenant secrets at rest (DESIGN.md invariant 7).
+//! The master key that seals tenant secrets at rest (ARCHITECTURE.md, "Invariants").
 //!
 //! XChaCha20-Poly1305 with a random 24-byte nonce stored in front of the ciphertext: random
 //! nonces of that size never collide in practice, so no nonce counter has to be persisted.

@@ -240,8 +240,8 @@ impl TenantStore {
             .is_some())
     }
 
-    /// Forgets idempotency keys first seen before `before_ms` (retention, DESIGN.md invariant
-    /// 5); returns how many were forgotten. The records stay (their history is the audit
+    /// Forgets idempotency keys first seen before `before_ms` (retention, ARCHITECTURE.md,
+    /// "Invariants"); returns how many were forgotten. The records stay (their history is the audit
     /// trail); only their seen keys go. Scans every record: run it rarely (daily).
     pub fn prune_dedup_before(&self, before_ms: u64) -> Result<u64, StoreError> {
         const RECORDS_PER_BATCH_MAX: usize = 10_000;

@@ -45,7 +45,7 @@ pub struct QueueEntry {
     pub not_before_ms: u64,
 }
 
-/// Per-record sync states (DESIGN.md §3). Variant order is on disk: append only.
+/// Per-record sync states (ARCHITECTURE.md). Variant order is on disk: append only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SyncState {
     Pending,

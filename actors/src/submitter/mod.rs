@@ -1,4 +1,4 @@
-//! Submitter: drains the tenant's queue into Virtuous under its budget (DESIGN.md §3, §5).
+//! Submitter: drains the tenant's queue into Virtuous under its budget (ARCHITECTURE.md; docs/operations.md).
 //!
 //! - It finds work by reading the store (invariant 9); [`WorkHint`]s, its own timers (the
 //!   budget's next call, the next held or backing-off entry) and a kick from every tick only

@@ -188,7 +188,7 @@ pub fn class_name(outcome: &BatchOutcome) -> &'static str {
     }
 }
 
-/// Maps a classified answer to per-entry completions (DESIGN.md §5's effects).
+/// Maps a classified answer to per-entry completions (docs/operations.md, "Submission and budget").
 pub fn settle(
     outcome: BatchOutcome,
     items: Vec<Vec<LeasedEntry>>,
