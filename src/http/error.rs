@@ -86,6 +86,9 @@ impl ApiError {
     }
 }
 
+/// Seconds a sender should wait before retrying a `503` (a mailbox full, an actor restarting).
+pub const RETRY_AFTER_S: u64 = 1;
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.code.status()
@@ -96,6 +99,13 @@ impl ResponseError for ApiError {
         if self.code == ErrorCode::MethodNotAllowed {
             // Every route that answers this accepts POST only (the webhook routes).
             response.insert_header((actix_web::http::header::ALLOW, "POST"));
+        }
+        if self.code == ErrorCode::Unavailable {
+            // Nothing was stored: the sender should come back soon (a restarting actor).
+            response.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                RETRY_AFTER_S.to_string(),
+            ));
         }
         response.json(
             serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}),
@@ -118,5 +128,26 @@ impl From<TenantDocError> for ApiError {
             TenantDocError::InvalidField { .. } => ErrorCode::InvalidField,
         };
         ApiError::new(code, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_answer_says_when_to_come_back() {
+        // Goal: every 503 `unavailable` (nothing stored) carries Retry-After; other errors do not.
+        let busy = ApiError::new(ErrorCode::Unavailable, "restarting").error_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            busy.headers().get(actix_web::http::header::RETRY_AFTER),
+            Some(&actix_web::http::header::HeaderValue::from_static("1"))
+        );
+        let refused = ApiError::new(ErrorCode::BadSignature, "no").error_response();
+        assert!(refused
+            .headers()
+            .get(actix_web::http::header::RETRY_AFTER)
+            .is_none());
     }
 }

@@ -31,7 +31,7 @@ use steward_actors::runtime::TenantHandle;
 use steward_actors::source_fact::{AlertNote, FactOutcome, SourceFact};
 use steward_actors::store::{EnqueueOutcome, StoreError};
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorCode, RETRY_AFTER_S};
 use crate::app::AppState;
 use crate::sources::Command;
 use crate::tenant::TenantDoc;
@@ -45,9 +45,6 @@ pub const INGRESS_ACK_SECONDS: &str = "steward_ingress_ack_seconds";
 /// Counter of deliberately ignored events by source kind and reason class (`test_mode`,
 /// `unhandled_type`, `skipped`: a known type that carries nothing for Virtuous).
 pub const INGRESS_IGNORED_TOTAL: &str = "steward_ingress_ignored_total";
-
-/// Seconds a sender should wait before retrying a `503` (capture mailbox full or restarting).
-const RETRY_AFTER_S: u64 = 1;
 
 /// The ingress routes (registered on the main listener, outside `/v1`).
 pub fn routes(config: &mut web::ServiceConfig) {
