@@ -31,6 +31,12 @@ async fn a_held_payment_is_sent_only_after_its_release_and_once() {
 
     let held = post_stripe(&app, TENANT, &secret, &event("pi")).await;
     assert_eq!(held.1["status"], "held", "{held:?}");
+    // Capture counts the held entry like any entry it wrote.
+    let status = app.status(TENANT).await;
+    assert_eq!(
+        status["actors"]["capture"]["observed"]["entries_queued"], 1,
+        "{status}"
+    );
     // A deliberate wait: long enough for a submitter that ignored the hold to send it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stats = sandbox_json(Method::GET, "/stats").await;

@@ -314,6 +314,14 @@ impl actix::Handler<RecordFact> for super::CaptureActor {
         };
         drop(guard);
         let store = shared.store().clone();
+        match &outcome {
+            FactOutcome::Enqueued(outcomes) => self.count_enqueued(outcomes),
+            FactOutcome::Held(one) | FactOutcome::QueuedLinked(one) => {
+                self.count_enqueued(std::slice::from_ref(one))
+            }
+            FactOutcome::Marked { .. } | FactOutcome::Linked { .. } => {}
+        }
+        self.publish();
         let durable = async move { store.durable().await };
         Box::pin(durable.into_actor(self).map(move |flushed, capture, _ctx| {
             flushed?;

@@ -102,4 +102,15 @@ impl CaptureActor {
     fn behavior_hint(&mut self, entries: u64) {
         self.behavior.hints_dropped += self.core.shared.hint_new_work(entries);
     }
+
+    /// Counts enqueue outcomes that came through a source fact (a hold, a dispute) like
+    /// plain enqueues, so the observed counters cover every entry Capture wrote.
+    fn count_enqueued(&mut self, outcomes: &[EnqueueOutcome]) {
+        let queued = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
+            .count() as u64;
+        self.behavior.entries_queued += queued;
+        self.behavior.duplicates += outcomes.len() as u64 - queued;
+    }
 }
