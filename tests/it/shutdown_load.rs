@@ -35,6 +35,9 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
 /// the submitter below the ingest rate (≈ 80 gifts/s), so every SIGTERM finds entries queued
 /// and a call in flight, and the restart has a backlog to drain.
 const SANDBOX_LATENCY_MS: u64 = 250;
+/// The last round's Virtuous answers this slowly (a call in flight still ends well inside the
+/// shutdown deadline).
+const LAST_ROUND_SANDBOX_LATENCY_MS: u64 = 1_500;
 const BATCH_MAX: u64 = 20;
 /// A restarted engine with a backlog makes its first call within this long of `/readyz`
 /// (its first tick would come 7.5–15 s after the start with the default 30 s heartbeat).
@@ -168,13 +171,7 @@ async fn shutdown_load_sigterm_during_ingest_loses_and_strands_nothing() {
     org_and_tenant_on(&app, &sandbox, TENANT, 360_000, json!({})).await;
     // A slow Virtuous keeps a call in flight and entries queued most of the time, so the
     // SIGTERM also lands on the submitter mid-call, not only on the ingress.
-    sandbox
-        .call(
-            Method::PUT,
-            &format!("/_sandbox/orgs/{TENANT}/faults"),
-            Some(json!({ "latency_ms": SANDBOX_LATENCY_MS })),
-        )
-        .await;
+    set_sandbox_latency(&sandbox, SANDBOX_LATENCY_MS).await;
 
     let rounds = rounds();
     let mut obligations: BTreeSet<String> = BTreeSet::new();
@@ -184,6 +181,13 @@ async fn shutdown_load_sigterm_during_ingest_loses_and_strands_nothing() {
     let mut backlogs = Vec::new();
     let (mut restart_called_ms, mut ready_ms) = (0, 0);
     for round in 0..rounds {
+        let last_round = round + 1 == rounds;
+        if last_round {
+            // The last SIGTERM must leave a backlog (the drain-at-once check below needs one):
+            // a slower Virtuous for this round keeps the submitter behind the producers even
+            // when a busy machine slows the producers down.
+            set_sandbox_latency(&sandbox, LAST_ROUND_SANDBOX_LATENCY_MS).await;
+        }
         let sent = Arc::new(Mutex::new(Sent::default()));
         let acks = Arc::new(AtomicUsize::new(0));
         let producers = start_producers(
@@ -235,6 +239,9 @@ async fn shutdown_load_sigterm_during_ingest_loses_and_strands_nothing() {
         app.start().await;
         ready_ms = now_ms();
         backlogs.push(queue_depth(&app.status(TENANT).await));
+        if last_round {
+            set_sandbox_latency(&sandbox, SANDBOX_LATENCY_MS).await;
+        }
     }
 
     // After the last restart: everything stored drains to the sandbox.
@@ -314,4 +321,15 @@ async fn shutdown_load_sigterm_during_ingest_loses_and_strands_nothing() {
         counts["captured"],
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Every answer of the sandbox org takes `latency_ms`.
+async fn set_sandbox_latency(sandbox: &ExternalSandbox, latency_ms: u64) {
+    sandbox
+        .call(
+            Method::PUT,
+            &format!("/_sandbox/orgs/{TENANT}/faults"),
+            Some(json!({ "latency_ms": latency_ms })),
+        )
+        .await;
 }
