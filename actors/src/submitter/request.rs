@@ -37,98 +37,111 @@ pub fn refund_recheck_at_ms(enqueued_at_ms: u64, now_ms: u64, recheck_min_ms: u6
 /// Builds the request for one leased group (see `store::queue_ops` for the grouping).
 /// `gift_virtuous_id(source, source_id)` reads the gift record's Virtuous id (refunds); a
 /// refund without one waits (see [`refund_recheck_at_ms`]).
-// Size: one match over the record kinds, each arm building its request shape.
 pub fn prepare(
     group: Vec<LeasedEntry>,
     gift_virtuous_id: impl Fn(&str, &str) -> Option<String>,
     now_ms: u64,
     refund_recheck_min_ms: u64,
 ) -> Prepared {
-    let mut prepared = Prepared::default();
     let Some(first) = group.first() else {
-        return prepared;
+        return Prepared::default();
     };
     match first.entry.fact.kind {
-        RecordKind::Gift => {
-            let request = CrmWrite::GiftTransactions {
-                transaction_source: first.entry.fact.transaction_source.clone(),
-                bodies: group
-                    .iter()
-                    .map(|leased| leased.entry.fact.body_json.clone())
-                    .collect(),
-            };
-            let items = group.into_iter().map(|leased| vec![leased]).collect();
-            prepared.call = Some((request, items));
-        }
-        RecordKind::Contact => {
-            let mut merged = Map::new();
-            let mut taken = Vec::new();
-            let mut entries = group.into_iter();
-            for leased in entries.by_ref() {
-                match serde_json::from_str::<Value>(&leased.entry.fact.body_json) {
-                    Ok(Value::Object(fields)) => {
-                        merge_fields(&mut merged, fields);
-                        taken.push(leased);
-                    }
-                    // Not an object: it cannot be merged, so it goes alone, as queued (now if
-                    // it is first, else after the ones before it; order per record holds).
-                    _ if taken.is_empty() => {
-                        let body = leased.entry.fact.body_json.clone();
-                        prepared.call =
-                            Some((CrmWrite::ContactTransaction { body }, vec![vec![leased]]));
-                        break;
-                    }
-                    _ => {
-                        prepared.settle_now.push((leased, Completion::Release));
-                        break;
-                    }
-                }
-            }
-            prepared
-                .settle_now
-                .extend(entries.map(|leased| (leased, Completion::Release)));
-            if prepared.call.is_none() {
-                let body = Value::Object(merged).to_string();
-                prepared.call = Some((CrmWrite::ContactTransaction { body }, vec![taken]));
-            }
-        }
+        RecordKind::Gift => prepare_gifts(group),
+        RecordKind::Contact => prepare_contact(group),
         RecordKind::Refund => {
-            // One refund per group; any other entry is left for later.
-            let mut entries = group.into_iter();
-            let refund = entries.next().expect("group is not empty");
-            prepared
-                .settle_now
-                .extend(entries.map(|leased| (leased, Completion::Release)));
-            match gift_virtuous_id(&refund.entry.fact.source, &refund.entry.fact.source_id) {
-                None => {
-                    let recheck_at_ms = refund_recheck_at_ms(
-                        refund.entry.enqueued_at_ms,
-                        now_ms,
-                        refund_recheck_min_ms,
-                    );
-                    prepared
-                        .settle_now
-                        .push((refund, Completion::WaitForGift { recheck_at_ms }))
-                }
-                Some(gift_id) => {
-                    match fill_reversed_gift_id(&refund.entry.fact.body_json, &gift_id) {
-                        Some(body) => {
-                            prepared.call =
-                                Some((CrmWrite::ReversingTransaction { body }, vec![vec![refund]]))
-                        }
-                        None => prepared.settle_now.push((
-                            refund,
-                            Completion::Dead {
-                                reason:
-                                    "refund body is not a JSON object; reversedGiftId cannot be set"
-                                        .to_string(),
-                                status: None,
-                            },
-                        )),
-                    }
-                }
+            prepare_refund(group, gift_virtuous_id, now_ms, refund_recheck_min_ms)
+        }
+    }
+}
+
+/// Gifts of one `transactionSource`: one batch call, one item each.
+fn prepare_gifts(group: Vec<LeasedEntry>) -> Prepared {
+    let transaction_source = group[0].entry.fact.transaction_source.clone();
+    let request = CrmWrite::GiftTransactions {
+        transaction_source,
+        bodies: group
+            .iter()
+            .map(|leased| leased.entry.fact.body_json.clone())
+            .collect(),
+    };
+    let items = group.into_iter().map(|leased| vec![leased]).collect();
+    Prepared {
+        call: Some((request, items)),
+        ..Prepared::default()
+    }
+}
+
+/// One contact's queued updates merged field by field into one call.
+fn prepare_contact(group: Vec<LeasedEntry>) -> Prepared {
+    let mut prepared = Prepared::default();
+    let mut merged = Map::new();
+    let mut taken = Vec::new();
+    let mut entries = group.into_iter();
+    for leased in entries.by_ref() {
+        match serde_json::from_str::<Value>(&leased.entry.fact.body_json) {
+            Ok(Value::Object(fields)) => {
+                merge_fields(&mut merged, fields);
+                taken.push(leased);
+            }
+            // Not an object: it cannot be merged, so it goes alone, as queued (now if
+            // it is first, else after the ones before it; order per record holds).
+            _ if taken.is_empty() => {
+                let body = leased.entry.fact.body_json.clone();
+                prepared.call = Some((CrmWrite::ContactTransaction { body }, vec![vec![leased]]));
+                break;
+            }
+            _ => {
+                prepared.settle_now.push((leased, Completion::Release));
+                break;
             }
         }
+    }
+    prepared
+        .settle_now
+        .extend(entries.map(|leased| (leased, Completion::Release)));
+    if prepared.call.is_none() {
+        let body = Value::Object(merged).to_string();
+        prepared.call = Some((CrmWrite::ContactTransaction { body }, vec![taken]));
+    }
+    prepared
+}
+
+/// One refund per group (any other entry is left for later): a reversing transaction once
+/// its gift has a Virtuous id, else it waits.
+fn prepare_refund(
+    group: Vec<LeasedEntry>,
+    gift_virtuous_id: impl Fn(&str, &str) -> Option<String>,
+    now_ms: u64,
+    refund_recheck_min_ms: u64,
+) -> Prepared {
+    let mut prepared = Prepared::default();
+    let mut entries = group.into_iter();
+    let refund = entries.next().expect("group is not empty");
+    prepared
+        .settle_now
+        .extend(entries.map(|leased| (leased, Completion::Release)));
+    let Some(gift_id) = gift_virtuous_id(&refund.entry.fact.source, &refund.entry.fact.source_id)
+    else {
+        let recheck_at_ms =
+            refund_recheck_at_ms(refund.entry.enqueued_at_ms, now_ms, refund_recheck_min_ms);
+        prepared
+            .settle_now
+            .push((refund, Completion::WaitForGift { recheck_at_ms }));
+        return prepared;
+    };
+    match fill_reversed_gift_id(&refund.entry.fact.body_json, &gift_id) {
+        Some(body) => {
+            prepared.call = Some((CrmWrite::ReversingTransaction { body }, vec![vec![refund]]))
+        }
+        None => prepared.settle_now.push((
+            refund,
+            Completion::Dead {
+                reason: "refund body is not a JSON object; reversedGiftId cannot be set"
+                    .to_string(),
+                status: None,
+            },
+        )),
     }
     prepared
 }
