@@ -6,7 +6,7 @@
 //! # Layout
 //! Actors, one folder each with its helpers and tests (an actor imports no other actor):
 //! - `capture/`: [`capture`] — the door for source facts: enqueues ([`messages::Enqueue`])
-//!   and [`capture::commands`] (alerts, event marks, holds, links), decided next to the store.
+//!   and [`capture::commands`] (first-delivery alerts, event marks, holds, links), decided next to the store.
 //! - `queue/`: [`queue`] — lane depths and ready work, hints the submitter.
 //! - `submitter/`: [`submitter`] — leases, sends to Virtuous, completes;
 //!   `request.rs` turns leased entries into one request and an answer into completions.
