@@ -25,6 +25,22 @@ pub enum EnqueueError {
     Store(#[from] StoreError),
 }
 
+/// The refusals every door into a child shares (Capture's, Inbound's): its mailbox is full,
+/// or the child is not there (restarting, or the tenant stopping).
+pub trait DoorError {
+    fn mailbox_full(capacity: usize) -> Self;
+    fn unavailable() -> Self;
+}
+
+impl DoorError for EnqueueError {
+    fn mailbox_full(capacity: usize) -> Self {
+        EnqueueError::MailboxFull { capacity }
+    }
+    fn unavailable() -> Self {
+        EnqueueError::Unavailable
+    }
+}
+
 /// To Capture: write the entries, answer once they are durable.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<EnqueueOutcome>, EnqueueError>")]
@@ -186,4 +202,13 @@ pub enum DeliveryError {
     Unavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl DoorError for DeliveryError {
+    fn mailbox_full(capacity: usize) -> Self {
+        DeliveryError::MailboxFull { capacity }
+    }
+    fn unavailable() -> Self {
+        DeliveryError::Unavailable
+    }
 }

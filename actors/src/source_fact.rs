@@ -99,10 +99,7 @@ impl FactOutcome {
     /// Entries that became ready to send (for the wake-up hint).
     pub fn entries_ready(&self) -> u64 {
         if let FactOutcome::Enqueued(outcomes) = self {
-            return outcomes
-                .iter()
-                .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
-                .count() as u64;
+            return EnqueueOutcome::queued_in(outcomes) as u64;
         }
         match self {
             FactOutcome::QueuedLinked(EnqueueOutcome::Queued { .. })

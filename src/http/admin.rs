@@ -256,10 +256,7 @@ async fn enqueue_synthetic(
 }
 
 fn enqueue_answer(outcomes: &[EnqueueOutcome]) -> HttpResponse {
-    let queued = outcomes
-        .iter()
-        .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
-        .count();
+    let queued = EnqueueOutcome::queued_in(outcomes);
     HttpResponse::Accepted()
         .json(serde_json::json!({"queued": queued, "duplicates": outcomes.len() - queued}))
 }

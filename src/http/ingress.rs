@@ -175,10 +175,7 @@ impl Answer {
 
     /// `202 queued` when anything was queued, else `200 duplicate`.
     pub(crate) fn enqueued(outcomes: &[EnqueueOutcome], event_id: &str) -> Answer {
-        let queued = outcomes
-            .iter()
-            .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
-            .count();
+        let queued = EnqueueOutcome::queued_in(outcomes);
         if queued == 0 {
             return Answer::ok("duplicate", event_id, json!({}));
         }

@@ -142,10 +142,7 @@ pub fn apply(
             alerts_if_queued,
         } => {
             let outcomes = store.enqueue(entries)?;
-            if outcomes
-                .iter()
-                .any(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
-            {
+            if EnqueueOutcome::queued_in(&outcomes) > 0 {
                 for note in &alerts_if_queued {
                     raise_alert(store, note, now_ms)?;
                 }

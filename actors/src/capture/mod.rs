@@ -72,12 +72,8 @@ impl Handler<Enqueue> for CaptureActor {
                 return Box::pin(fut::ready(Err(EnqueueError::Store(error))));
             }
         };
-        let queued = outcomes
-            .iter()
-            .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
-            .count() as u64;
-        self.behavior.entries_queued += queued;
-        self.behavior.duplicates += outcomes.len() as u64 - queued;
+        self.count_enqueued(&outcomes);
+        let queued = EnqueueOutcome::queued_in(&outcomes) as u64;
         self.publish();
         // The guard leaves with this function: the message is handled, its flush is shared.
         drop(guard);
@@ -106,10 +102,7 @@ impl CaptureActor {
     /// Counts enqueue outcomes that came through a source fact (a hold, a dispute) like
     /// plain enqueues, so the observed counters cover every entry Capture wrote.
     fn count_enqueued(&mut self, outcomes: &[EnqueueOutcome]) {
-        let queued = outcomes
-            .iter()
-            .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
-            .count() as u64;
+        let queued = EnqueueOutcome::queued_in(outcomes) as u64;
         self.behavior.entries_queued += queued;
         self.behavior.duplicates += outcomes.len() as u64 - queued;
     }

@@ -15,9 +15,11 @@ pub use gauges::TenantGauges;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use actix::{Message, Recipient};
+
 use crate::budget::RateLimitHeaders;
 use crate::mailbox::MailboxGuard;
-use crate::messages::{ReconcileNow, WorkHint};
+use crate::messages::{DoorError, ReconcileNow, WorkHint};
 use crate::observe::{ActorCell, ActorKind, SUPERVISOR_NAME};
 use crate::ports::{Clock, Crm};
 use crate::settings::TenantSettings;
@@ -128,15 +130,30 @@ impl TenantShared {
     pub fn cell(&self, kind: ActorKind) -> &Arc<ActorCell> {
         &self.cells[kind.index()]
     }
-    /// A guard for one more message to `kind`'s mailbox, or `Err(capacity)` when it is full
-    /// (actix 0.13's `try_send` does not enforce capacity; the guard count does).
-    pub fn mailbox_room(&self, kind: ActorKind) -> Result<MailboxGuard, usize> {
+    /// Sends the message `make` builds to the child `kind` through `recipient` (`None`
+    /// while it restarts) and awaits its answer. A full mailbox refuses at once (actix 0.13's
+    /// `try_send` does not enforce capacity; the guard count does): back-pressure.
+    pub async fn send_through_door<M, T, E>(
+        &self,
+        kind: ActorKind,
+        recipient: Option<Recipient<M>>,
+        make: impl FnOnce(MailboxGuard) -> M,
+    ) -> Result<T, E>
+    where
+        M: Message<Result = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: DoorError + Send + 'static,
+    {
+        let recipient = recipient.ok_or_else(E::unavailable)?;
         let capacity = self.settings().mailbox_capacity;
         let mailbox = &self.cell(kind).mailbox;
         if mailbox.depth() >= capacity as u64 {
-            return Err(capacity);
+            return Err(E::mailbox_full(capacity));
         }
-        Ok(mailbox.guard())
+        recipient
+            .send(make(mailbox.guard()))
+            .await
+            .map_err(|_mailbox_closed| E::unavailable())?
     }
     pub fn run_state(&self) -> TenantRunState {
         TenantRunState::from_u8(self.run_state.load(Ordering::Acquire))

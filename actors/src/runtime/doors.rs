@@ -23,22 +23,14 @@ impl TenantHandle {
     ) -> impl Future<Output = Result<DeliveryReport, DeliveryError>> + 'static {
         let shared = Arc::clone(&self.shared);
         async move {
-            let inbound = shared
-                .addresses()
-                .inbound
-                .ok_or(DeliveryError::Unavailable)?
-                .deliver;
-            let guard = shared
-                .mailbox_room(ActorKind::Inbound)
-                .map_err(|capacity| DeliveryError::MailboxFull { capacity })?;
-            inbound
-                .send(DeliverVirtuous {
+            let inbound = shared.addresses().inbound.map(|door| door.deliver);
+            shared
+                .send_through_door(ActorKind::Inbound, inbound, |guard| DeliverVirtuous {
                     delivery,
                     names,
                     guard,
                 })
                 .await
-                .map_err(|_mailbox_closed| DeliveryError::Unavailable)?
         }
     }
 
@@ -137,21 +129,14 @@ impl TenantHandle {
         fact: crate::source_fact::SourceFact,
     ) -> impl Future<Output = Result<crate::source_fact::FactOutcome, crate::messages::EnqueueError>>
            + 'static {
-        use crate::messages::EnqueueError;
         let shared = Arc::clone(&self.shared);
         async move {
-            let capture = shared
-                .addresses()
-                .capture
-                .ok_or(EnqueueError::Unavailable)?
-                .record_fact;
-            let guard = shared
-                .mailbox_room(ActorKind::Capture)
-                .map_err(|capacity| EnqueueError::MailboxFull { capacity })?;
-            capture
-                .send(crate::source_fact::RecordFact { fact, guard })
+            let capture = shared.addresses().capture.map(|door| door.record_fact);
+            shared
+                .send_through_door(ActorKind::Capture, capture, |guard| {
+                    crate::source_fact::RecordFact { fact, guard }
+                })
                 .await
-                .map_err(|_mailbox_closed| EnqueueError::Unavailable)?
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::tests::{actor, fast_settings, observed_u64, start_test_tenant, test_store};
+use super::tests::{actor, fast_settings, observed_u64, start_test_tenant, test_store, TestStore};
 use super::*;
 use crate::messages::WorkHint;
 use crate::ports::ManualClock;
@@ -19,19 +19,7 @@ async fn start_1000_tenants_on_2_arbiters() {
     let store = test_store();
     let runtime = Runtime::new(2);
     let started = Instant::now();
-    let handles: Vec<TenantHandle> = (0..1_000)
-        .map(|index| {
-            let tenant_id = format!("t{index:04}");
-            let settings = TenantSettings::default();
-            start_test_tenant(
-                &runtime,
-                &store,
-                &tenant_id,
-                settings,
-                TenantRunState::Running,
-            )
-        })
-        .collect();
+    let handles = start_idle_tenants(&runtime, &store, 1_000);
     let spawn_elapsed = started.elapsed();
     eventually("every tenant's children started", 60_000, || {
         runtime.all_children_started()
@@ -301,19 +289,7 @@ async fn idle_cost_of_10000_tenants() {
     let (_, rss_before_kib) = process_cpu_ms_and_rss_kib();
     let runtime = Runtime::new(2);
     let started = Instant::now();
-    let handles: Vec<TenantHandle> = (0..10_000)
-        .map(|index| {
-            let tenant_id = format!("t{index:05}");
-            let settings = TenantSettings::default();
-            start_test_tenant(
-                &runtime,
-                &store,
-                &tenant_id,
-                settings,
-                TenantRunState::Running,
-            )
-        })
-        .collect();
+    let handles = start_idle_tenants(&runtime, &store, 10_000);
     eventually("every tenant's children started", 120_000, || {
         runtime.all_children_started()
     })
@@ -340,4 +316,19 @@ async fn idle_cost_of_10000_tenants() {
         rss_kib.saturating_sub(rss_before_kib) / 1024,
         stop_started.elapsed()
     );
+}
+
+/// Starts `count` running tenants with default settings and nothing queued (`t00000`…).
+fn start_idle_tenants(runtime: &Runtime, store: &TestStore, count: usize) -> Vec<TenantHandle> {
+    (0..count)
+        .map(|index| {
+            start_test_tenant(
+                runtime,
+                store,
+                &format!("t{index:05}"),
+                TenantSettings::default(),
+                TenantRunState::Running,
+            )
+        })
+        .collect()
 }

@@ -197,18 +197,13 @@ impl TenantHandle {
     ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, EnqueueError>> + 'static {
         let shared = Arc::clone(&self.shared);
         async move {
-            let capture = shared
-                .addresses()
-                .capture
-                .ok_or(EnqueueError::Unavailable)?
-                .enqueue;
-            let guard = shared
-                .mailbox_room(ActorKind::Capture)
-                .map_err(|capacity| EnqueueError::MailboxFull { capacity })?;
-            capture
-                .send(Enqueue { entries, guard })
+            let capture = shared.addresses().capture.map(|door| door.enqueue);
+            shared
+                .send_through_door(ActorKind::Capture, capture, |guard| Enqueue {
+                    entries,
+                    guard,
+                })
                 .await
-                .map_err(|_mailbox_closed| EnqueueError::Unavailable)?
         }
     }
 

@@ -143,6 +143,16 @@ pub enum EnqueueOutcome {
     Duplicate,
 }
 
+impl EnqueueOutcome {
+    /// How many of `outcomes` were written (the rest were duplicates).
+    pub fn queued_in(outcomes: &[EnqueueOutcome]) -> usize {
+        outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, EnqueueOutcome::Queued { .. }))
+            .count()
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneStat {
     pub depth: u64,
