@@ -6,20 +6,16 @@
 //! Every answer comes after the store change is durable (invariant 1).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use steward_actors::store::admin_ops::{dead_letter_attempts, dead_letter_status};
 use steward_actors::store::{DeadLetter, Lane};
 
 use super::error::{ApiError, ErrorCode};
+use super::paging::{cut_page, PageQuery};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::sources::kind_name;
 use crate::tenants::format_ms;
-
-/// Dead letters per page when `limit` is not given, and the most a page may hold.
-pub const PAGE_LIMIT_DEFAULT: usize = 100;
-pub const PAGE_LIMIT_MAX: usize = 1_000;
 
 /// The body fields that carry a record's idempotency key into Virtuous.
 pub const IDEMPOTENCY_FIELDS: [&str; 4] = [
@@ -37,13 +33,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::post().to(replay),
         )
         .route("/tenants/{id}/dead-letters/{dl}", web::delete().to(discard));
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageQuery {
-    limit: Option<usize>,
-    after: Option<u64>,
 }
 
 /// One dead letter as the API shows it: the body is the exact JSON that was refused.
@@ -73,20 +62,11 @@ async fn list(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if limit == 0 || limit > PAGE_LIMIT_MAX {
-        return Err(ApiError::new(
-            ErrorCode::InvalidField,
-            format!("limit must be 1 to {PAGE_LIMIT_MAX}"),
-        ));
-    }
-    // One more than asked tells whether another page follows.
+    let limit = query.limit()?;
     let mut page = state
         .stores
         .dead_letters_page(&path, query.after, limit + 1)?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    let next_after = has_more.then(|| page.last().map(|dead| dead.id)).flatten();
+    let next_after = cut_page(&mut page, limit, |dead| dead.id);
     let dead_letters: Vec<Value> = page.iter().map(dead_letter_json).collect();
     Ok(HttpResponse::Ok().json(json!({
         "dead_letters": dead_letters,

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod ingress;
 pub mod ops;
+pub mod paging;
 pub mod virtuous_hook;
 
 use actix_web::web;
