@@ -219,12 +219,12 @@ fn ensure_master_key_opens_the_store(
     store_path: &Path,
 ) -> anyhow::Result<()> {
     let records = store.registry().list()?;
-    let mut sealed = records.iter().filter_map(|record| {
+    let first_secrets = records.iter().filter_map(|record| {
         let (pointer, sealed) = record.sealed_secrets.first()?;
         Some((record.id.as_str(), pointer.as_str(), sealed.as_slice()))
     });
     let mut tried = 0;
-    for (tenant_id, pointer, sealed) in &mut sealed {
+    for (tenant_id, pointer, sealed) in first_secrets {
         tried += 1;
         if master_key.open(tenant_id, pointer, sealed).is_ok() {
             return Ok(());
