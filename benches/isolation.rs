@@ -65,7 +65,7 @@ async fn run(shared: bool, events: u64, connections: usize, run: usize) -> RunRe
     let watcher = {
         let watching = Arc::clone(&watching);
         let client = engine.client.clone();
-        let url = format!("{}/v1/tenants/{FAILING}", engine.main_url);
+        let url = format!("{}/v1/tenants/{FAILING}", engine.admin_url);
         tokio::spawn(async move {
             let (mut queue_max, mut mailbox_max) = (0u64, 0u64);
             while watching.load(std::sync::atomic::Ordering::Relaxed) {

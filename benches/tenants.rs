@@ -35,6 +35,8 @@ fn spawn_steward(data_dir: &Path, log: &Path) -> Child {
         .arg("serve")
         .env("STEWARD_DATA_DIR", data_dir)
         .env("STEWARD_LISTEN", "127.0.0.1:0")
+        // One listener for health, /v1 and /metrics (behind the token): never 8081.
+        .env("STEWARD_ADMIN_LISTEN", "shared")
         .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("STEWARD_LOG", "warn")
         .stdin(Stdio::null())
@@ -119,6 +121,7 @@ async fn scrape_metrics(client: &reqwest::Client, base: &str) -> (Duration, usiz
     let started = Instant::now();
     let text = client
         .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

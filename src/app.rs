@@ -15,7 +15,7 @@ use steward_sandbox::{SandboxConfig, SandboxHandle};
 
 use crate::config::Config;
 use crate::http::auth::{require_admin_token, AdminToken};
-use crate::http::error::{ApiError, ErrorCode};
+use crate::http::error::{json_error_bodies, no_route, ApiError, ErrorCode};
 use crate::http::{admin, ops};
 use crate::telemetry;
 
@@ -42,6 +42,8 @@ pub struct AppState {
     /// Each running tenant's full document, secrets included, parsed once (ingress verifies
     /// signatures and maps events with it). Kept in step by `tenants.rs`.
     pub tenant_docs: dashmap::DashMap<String, std::sync::Arc<crate::tenant::TenantDoc>>,
+    /// The last `/metrics` render, served again for [`ops::METRICS_CACHE_FOR`].
+    pub metrics_cache: ops::MetricsCache,
 }
 
 pub struct Readiness {
@@ -97,11 +99,18 @@ pub async fn serve_until(
     config: Config,
     shutdown: impl std::future::Future<Output = &'static str>,
 ) -> anyhow::Result<()> {
+    // Before anything touches the disk: every file Steward creates (sled's store files
+    // included) is private to its user — donor names and emails live there.
+    make_created_files_private();
     let listeners = config
         .listeners()
         .map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // Every address is bound before anything is created on disk: "port in use" leaves no
+    // half-made data dir behind.
+    let bound_listeners = BoundListeners::bind(&listeners)?;
+    let sandbox = start_embedded_sandbox(&config, &listeners).await?;
+    create_private_data_dir(&config.data_dir)?;
+    tracing::info!(data_dir = %config.data_dir.display(), "data dir");
     let addr_file = config.data_dir.join(LISTEN_ADDR_FILE);
     let _ = std::fs::remove_file(&addr_file);
 
@@ -109,8 +118,6 @@ pub async fn serve_until(
     telemetry::spawn_metrics_upkeep(metrics_handle.clone());
     let (store, master_key) = open_store_and_master_key(&config)?;
     let admin_token = load_or_create_admin_token(&config.data_dir)?;
-    let sandbox = start_embedded_sandbox(&config, &listeners).await?;
-    let bound_listeners = BoundListeners::bind(&listeners)?;
     let ingress_base_url = if config.public_url.is_empty() {
         format!("http://{}", bound_listeners.main_addr)
     } else {
@@ -130,6 +137,7 @@ pub async fn serve_until(
         booted: AtomicBool::new(false),
         registered_tenants: AtomicUsize::new(0),
         tenant_docs: dashmap::DashMap::new(),
+        metrics_cache: ops::MetricsCache::default(),
     });
     let bound = BoundAddresses {
         main: bound_listeners.main_addr,
@@ -184,6 +192,13 @@ fn open_store_and_master_key(config: &Config) -> anyhow::Result<(Store, MasterKe
             config.data_dir.join("master.key").display()
         );
     }
+    if !master_key_generated {
+        let key_origin = match master_key_env {
+            Some(_) => "STEWARD_MASTER_KEY".to_string(),
+            None => config.data_dir.join("master.key").display().to_string(),
+        };
+        ensure_master_key_opens_the_store(&store, &master_key, &key_origin, &store_path)?;
+    }
     if master_key_generated {
         tracing::warn!(
             path = %config.data_dir.join("master.key").display(),
@@ -191,6 +206,68 @@ fn open_store_and_master_key(config: &Config) -> anyhow::Result<(Store, MasterKe
         );
     }
     Ok((store, master_key))
+}
+
+/// A well-formed key that is not the one the stored secrets were sealed with would start
+/// a server with no tenant running and every webhook answered `404 unknown_tenant`: refuse,
+/// naming where the key came from. One secret that opens proves the key (a damaged single
+/// record is that tenant's own start error, logged at boot).
+fn ensure_master_key_opens_the_store(
+    store: &Store,
+    master_key: &MasterKey,
+    key_origin: &str,
+    store_path: &Path,
+) -> anyhow::Result<()> {
+    let records = store.registry().list()?;
+    let first_secrets = records.iter().filter_map(|record| {
+        let (pointer, sealed) = record.sealed_secrets.first()?;
+        Some((record.id.as_str(), pointer.as_str(), sealed.as_slice()))
+    });
+    let mut tried = 0;
+    for (tenant_id, pointer, sealed) in first_secrets {
+        tried += 1;
+        if master_key.open(tenant_id, pointer, sealed).is_ok() {
+            return Ok(());
+        }
+    }
+    anyhow::ensure!(
+        tried == 0,
+        "the master key from {key_origin} cannot open the secrets of the {tried} tenant(s) stored in {}: \
+         it is not the key they were sealed with; restore the original key (STEWARD_MASTER_KEY or \
+         master.key in the data dir) and start again",
+        store_path.display()
+    );
+    Ok(())
+}
+
+/// Sets the process umask to 0o077: files and directories Steward (and sled) creates are
+/// readable by their owner only. Process-wide, set once at start.
+fn make_created_files_private() {
+    // SAFETY: umask(2) only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates the data dir (0700 under the umask) and narrows an existing one to 0700: a
+/// data dir made earlier under umask 022 would leave the store readable through it.
+fn create_private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let mode = std::fs::metadata(data_dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).with_context(
+            || {
+                format!(
+                    "cannot make data_dir {} private (chmod 700)",
+                    data_dir.display()
+                )
+            },
+        )?;
+        tracing::info!(data_dir = %data_dir.display(), previous_mode = %format!("{mode:o}"), "data dir made private (mode 700)");
+    }
+    Ok(())
 }
 
 /// The embedded Virtuous simulator, when `[sandbox] embedded` is on (loudly: it is not
@@ -206,7 +283,8 @@ async fn start_embedded_sandbox(
         listen: listeners.sandbox,
         workers: 1,
     })
-    .await?;
+    .await
+    .with_context(|| format!("cannot listen on sandbox.listen {}", listeners.sandbox))?;
     tracing::warn!(
         sandbox = %handle.base_url(),
         "EMBEDDED SANDBOX: tenants with virtuous.base_url = \"embedded\" talk to a Virtuous SIMULATOR, not to Virtuous"
@@ -214,7 +292,8 @@ async fn start_embedded_sandbox(
     Ok(Some(handle))
 }
 
-/// The main listener and, when `admin_listen` is set, the admin one — bound, not yet served.
+/// The main listener and, unless `admin_listen = "shared"`, the admin one — bound, not yet
+/// served.
 struct BoundListeners {
     main: TcpListener,
     main_addr: SocketAddr,
@@ -225,7 +304,7 @@ struct BoundListeners {
 impl BoundListeners {
     fn bind(listeners: &crate::config::Listeners) -> anyhow::Result<BoundListeners> {
         let main = TcpListener::bind(listeners.main)
-            .with_context(|| format!("cannot listen on {}", listeners.main))?;
+            .with_context(|| format!("cannot listen on listen {}", listeners.main))?;
         let main_addr = main.local_addr()?;
         let admin = match listeners.admin {
             Some(addr) => Some(
@@ -273,8 +352,10 @@ impl Servers {
     }
 }
 
-/// Serves ingress and health on the main listener, and the admin API on its own listener
-/// (or on the main one when no `admin_listen` is set).
+/// The listener contract (ARCHITECTURE.md): the main listener serves `/hooks` and health
+/// only; the admin listener serves `/v1` and `/metrics`; with `admin_listen = "shared"` the
+/// main listener serves both sets, `/metrics` then behind the admin token. Every listener
+/// answers an unknown route or a wrong method in the JSON error shape.
 fn start_http_servers(
     state: &web::Data<AppState>,
     admin_token: &str,
@@ -290,13 +371,14 @@ fn start_http_servers(
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(admin_token.clone())
+                .wrap(middleware::from_fn(json_error_bodies))
                 .wrap(middleware::NormalizePath::trim())
                 .configure(crate::http::virtuous_hook::routes)
-                .route("/healthz", web::get().to(ops::healthz))
-                .route("/readyz", web::get().to(ops::readyz))
-                .configure(crate::http::ingress::routes);
+                .configure(ops::health_routes)
+                .configure(crate::http::ingress::routes)
+                .default_service(web::to(no_route));
             if admin_on_main {
-                app.configure(admin_routes)
+                app.configure(|config| admin_routes(config, MetricsAccess::AdminToken))
             } else {
                 app
             }
@@ -314,8 +396,10 @@ fn start_http_servers(
                     App::new()
                         .app_data(state.clone())
                         .app_data(admin_token.clone())
+                        .wrap(middleware::from_fn(json_error_bodies))
                         .wrap(middleware::NormalizePath::trim())
-                        .configure(admin_routes)
+                        .configure(|config| admin_routes(config, MetricsAccess::Open))
+                        .default_service(web::to(no_route))
                 })
                 .workers(1)
                 .disable_signals()
@@ -330,6 +414,14 @@ fn start_http_servers(
         main: main_server,
         admin: admin_server,
     })
+}
+
+/// Who may read `/metrics`: anyone who reaches the admin listener (loopback or an internal
+/// interface), or only holders of the admin token when it shares the ingress listener.
+#[derive(Clone, Copy)]
+enum MetricsAccess {
+    Open,
+    AdminToken,
 }
 
 /// Stops accepting, lets in-flight requests finish (their store writes and flushes
@@ -356,20 +448,24 @@ async fn shut_down(state: &AppState, servers: ServerHandles, deadline: Duration)
 }
 
 /// `/v1` (bearer token) and `/metrics`.
-fn admin_routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/metrics", web::get().to(ops::metrics))
-        .service(
-            web::scope("/v1")
-                .wrap(middleware::from_fn(require_admin_token))
-                // A bad query string answers in the JSON error shape like everything else.
-                .app_data(web::QueryConfig::default().error_handler(|err, _request| {
-                    ApiError::new(ErrorCode::MalformedBody, format!("bad query string: {err}"))
-                        .into()
-                }))
-                .configure(admin::routes)
-                .configure(crate::http::virtuous_hook::test_routes),
-        );
+fn admin_routes(config: &mut web::ServiceConfig, metrics_access: MetricsAccess) {
+    let metrics = web::resource("/metrics").route(web::get().to(ops::metrics));
+    match metrics_access {
+        MetricsAccess::Open => config.service(metrics),
+        MetricsAccess::AdminToken => {
+            config.service(metrics.wrap(middleware::from_fn(require_admin_token)))
+        }
+    };
+    config.service(
+        web::scope("/v1")
+            .wrap(middleware::from_fn(require_admin_token))
+            // A bad query string answers in the JSON error shape like everything else.
+            .app_data(web::QueryConfig::default().error_handler(|err, _request| {
+                ApiError::new(ErrorCode::MalformedBody, format!("bad query string: {err}")).into()
+            }))
+            .configure(admin::routes)
+            .configure(crate::http::virtuous_hook::test_routes),
+    );
 }
 
 async fn wait_for_shutdown_signal() -> &'static str {

@@ -21,6 +21,11 @@ const NON_CONFIG_ENV_VARS: [&str; 4] = [
     // Crash points for the crash tests (actors/src/failpoint.rs); read by `serve`.
     "STEWARD_FAILPOINTS",
 ];
+/// The admin API's own loopback listener unless configured otherwise (issue 11: a flood on
+/// the internet-facing port must not lock the operator out).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// `admin_listen` value that serves `/v1` and `/metrics` on the ingress listener.
+pub const ADMIN_LISTEN_SHARED: &str = "shared";
 /// Prefixes reserved for tests and benchmarks (never configuration keys).
 const NON_CONFIG_ENV_PREFIXES: [&str; 2] = ["STEWARD_BENCH_", "STEWARD_TEST_"];
 
@@ -41,11 +46,14 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where the store, the master key file and the generated admin token live.
+    /// Where the store, the master key file and the generated admin token live. A relative
+    /// path is resolved at load (see [`Config::load`]); after loading it is absolute.
     pub data_dir: PathBuf,
-    /// Ingress (`/hooks`), health and — unless `admin_listen` is set — `/v1` and `/metrics`.
+    /// Ingress (`/hooks`) and health — plus `/v1` and `/metrics` when `admin_listen` is
+    /// `"shared"`.
     pub listen: String,
-    /// Optional separate address for `/v1` and `/metrics`; empty = the main listener.
+    /// The admin listener (`/v1`, `/metrics`): an address (port 0 allowed), or `"shared"` to
+    /// serve them on `listen` (`/metrics` then needs the admin token too).
     pub admin_listen: String,
     /// The address sources reach Steward at (for ingress URLs in the tenant status).
     pub public_url: String,
@@ -141,7 +149,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./steward-data"),
             listen: "127.0.0.1:8080".into(),
-            admin_listen: String::new(),
+            admin_listen: DEFAULT_ADMIN_LISTEN.into(),
             public_url: String::new(),
             shutdown_deadline_s: 10,
             body_limit_bytes: 1024 * 1024,
@@ -290,18 +298,39 @@ impl Config {
                 .map(|(_, name)| format!("environment variable {name}"))
                 .unwrap_or_else(|| file_origin.clone())
         };
-        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|err| {
-            let origin = if env_keys.is_empty() {
-                file_origin.clone()
-            } else {
-                format!("{file_origin} with environment overrides")
-            };
-            ConfigError::Parse {
-                origin,
-                reason: err.to_string().trim().to_string(),
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|err| {
+                let key = err.path().to_string();
+                let reason = in_words(err.inner().message());
+                if key.is_empty() || key == "." {
+                    return ConfigError::Parse {
+                        origin: file_origin.clone(),
+                        reason,
+                    };
+                }
+                ConfigError::Invalid {
+                    origin: origin_of(&key),
+                    key,
+                    reason,
+                }
+            })?;
+        config.validate(&origin_of)?;
+        // A relative data_dir from the file (or the default, when a file is given) lives
+        // beside the file: starting from another directory must not create a second, empty
+        // instance. From the environment (or with no file) it follows the working directory,
+        // as a shell would.
+        let data_dir_from_env = env_keys.iter().any(|(key, _)| key == "data_dir");
+        let base = match file {
+            Some(path) if !data_dir_from_env => path.parent().unwrap_or(Path::new("")),
+            _ => Path::new(""),
+        };
+        config.data_dir = std::path::absolute(base.join(&config.data_dir)).map_err(|err| {
+            ConfigError::Invalid {
+                key: "data_dir".into(),
+                origin: origin_of("data_dir"),
+                reason: format!("cannot be made absolute: {err}"),
             }
         })?;
-        config.validate(&origin_of)?;
         Ok(config)
     }
 
@@ -447,10 +476,18 @@ impl Config {
                 })
             };
         let main = parse("listen", &self.listen)?;
-        let admin = if self.admin_listen.is_empty() {
-            None
-        } else {
-            Some(parse("admin_listen", &self.admin_listen)?)
+        let admin = match self.admin_listen.as_str() {
+            ADMIN_LISTEN_SHARED => None,
+            "" => {
+                return Err((
+                    "admin_listen",
+                    format!(
+                        "must not be empty: give an address like {DEFAULT_ADMIN_LISTEN} (port 0 \
+                         allowed), or \"{ADMIN_LISTEN_SHARED}\" to serve /v1 and /metrics on `listen`"
+                    ),
+                ))
+            }
+            address => Some(parse("admin_listen", address)?),
         };
         let sandbox = parse("sandbox.listen", &self.sandbox.listen)?;
         Ok(Listeners {
@@ -468,6 +505,56 @@ impl Config {
             .map(|n| n.get())
             .unwrap_or(1)
     }
+}
+
+/// A deserialisation message in words an operator reads: serde's `invalid type: string "abc",
+/// expected u8` becomes `got "abc", expected a whole number from 0 to 255`.
+fn in_words(message: &str) -> String {
+    const TYPE_WORDS: [(&str, &str); 10] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected text in quotes"),
+        (
+            "expected a sequence",
+            "expected a list like [\"10s\", \"1m\"]",
+        ),
+        ("expected a map", "expected a section"),
+        ("expected struct ", "expected a section "),
+    ];
+    let message = message.trim();
+    let mut words = match message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    {
+        // `integer `300`` → `300`; the value's own kind is said by the value.
+        Some(rest) => {
+            let rest = rest.replace('`', "");
+            let value = [
+                ("string ", "the text "),
+                ("integer ", ""),
+                ("floating point ", ""),
+                ("boolean ", ""),
+                ("sequence", "a list"),
+                ("map", "a section"),
+            ]
+            .iter()
+            .find_map(|(kind, said)| rest.strip_prefix(kind).map(|tail| format!("{said}{tail}")))
+            .unwrap_or(rest);
+            format!("got {value}")
+        }
+        None => message.to_string(),
+    };
+    for (rust, plain) in TYPE_WORDS {
+        words = words.replace(rust, plain);
+    }
+    words
 }
 
 /// `STEWARD_BUDGET__RESERVE_PCT` → `["budget", "reserve_pct"]`; `None` for variables that are

@@ -133,6 +133,7 @@ fn demo_config(data_dir: &std::path::Path) -> anyhow::Result<Config> {
     let overrides = [
         ("STEWARD_DATA_DIR", data_dir.display().to_string()),
         ("STEWARD_LISTEN", "127.0.0.1:0".into()),
+        ("STEWARD_ADMIN_LISTEN", "127.0.0.1:0".into()),
         ("STEWARD_SANDBOX__EMBEDDED", "true".into()),
         ("STEWARD_SANDBOX__LISTEN", "127.0.0.1:0".into()),
         ("STEWARD_RECONCILER__INTERVAL_S", "2".into()),

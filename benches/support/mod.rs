@@ -27,6 +27,8 @@ pub struct Engine {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub main_url: String,
+    /// The admin listener (`/v1`, `/metrics`).
+    pub admin_url: String,
     pub sandbox_url: String,
     pub client: reqwest::Client,
 }
@@ -46,6 +48,7 @@ impl Engine {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("STEWARD_DATA_DIR", &data_dir)
             .env("STEWARD_LISTEN", "127.0.0.1:0")
+            .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
             .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("STEWARD_LOG", "warn")
             .env("STEWARD_SANDBOX__EMBEDDED", "true");
@@ -68,6 +71,7 @@ impl Engine {
             child,
             dir,
             main_url: format!("http://{}", addresses["main"].as_str().unwrap()),
+            admin_url: format!("http://{}", addresses["admin"].as_str().unwrap()),
             sandbox_url: addresses["sandbox"].as_str().unwrap().to_string(),
             client,
         };
@@ -105,7 +109,7 @@ impl Engine {
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let request = self
             .client
-            .request(method.clone(), format!("{}{path}", self.main_url))
+            .request(method.clone(), format!("{}{path}", self.admin_url))
             .bearer_auth(ADMIN_TOKEN);
         json_answer(request, &method, path, body).await
     }
@@ -164,7 +168,7 @@ impl Engine {
     pub async fn histogram_totals(&self, name: &str) -> (f64, f64) {
         let text = self
             .client
-            .get(format!("{}/metrics", self.main_url))
+            .get(format!("{}/metrics", self.admin_url))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await

@@ -133,10 +133,96 @@ fn invalid_values_name_the_key_and_origin() {
 }
 
 #[test]
-fn admin_listen_is_optional() {
-    // Goal: admin_listen empty → one listener; set → a separate validated address.
+fn admin_listen_is_its_own_loopback_listener_unless_shared() {
+    // Goal: by default /v1 and /metrics get their own listener on 127.0.0.1:8081; port 0 is
+    // allowed; "shared" is the explicit opt-in to one listener; an empty value is refused
+    // with a message that points at "shared".
     let config = Config::load(None, Vec::new()).unwrap();
-    assert!(config.listeners().unwrap().admin.is_none());
+    assert_eq!(config.admin_listen, "127.0.0.1:8081");
+    assert_eq!(
+        config.listeners().unwrap().admin,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
     let config = Config::load(None, env(&[("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")])).unwrap();
     assert!(config.listeners().unwrap().admin.is_some());
+    let config = Config::load(None, env(&[("STEWARD_ADMIN_LISTEN", "shared")])).unwrap();
+    assert!(config.listeners().unwrap().admin.is_none());
+    let err = Config::load(None, env(&[("STEWARD_ADMIN_LISTEN", "")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("admin_listen") && err.contains("\"shared\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn type_errors_from_the_environment_name_the_variable_in_words() {
+    // Goal: a value of the wrong type or range from an environment variable names the
+    // variable and the key, and says what is expected in words, not Rust type names.
+    for (value, shown) in [("abc", "abc"), ("300", "300"), ("-1", "-1"), ("1.5", "1.5")] {
+        let err = Config::load(None, env(&[("STEWARD_BUDGET__RESERVE_PCT", value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("STEWARD_BUDGET__RESERVE_PCT") && err.contains("budget.reserve_pct"),
+            "{value}: {err}"
+        );
+        assert!(
+            err.contains("a whole number from 0 to 255") && err.contains(shown),
+            "{value}: {err}"
+        );
+        assert!(!err.contains("u8"), "{value}: {err}");
+    }
+    let err = Config::load(None, env(&[("STEWARD_RUNTIME__MAILBOX_CAPACITY", "lots")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("STEWARD_RUNTIME__MAILBOX_CAPACITY")
+            && err.contains("a whole number")
+            && !err.contains("usize"),
+        "{err}"
+    );
+    let err = Config::load(None, env(&[("STEWARD_SANDBOX__EMBEDDED", "yes")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("STEWARD_SANDBOX__EMBEDDED") && err.contains("true or false"),
+        "{err}"
+    );
+    // From the file: the file is named, and the words are the same.
+    let file = write_config("[budget]\nreserve_pct = \"ten\"\n");
+    let err = Config::load(Some(file.path()), Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&file.path().display().to_string())
+            && err.contains("budget.reserve_pct")
+            && err.contains("a whole number from 0 to 255"),
+        "{err}"
+    );
+}
+
+#[test]
+fn relative_data_dir_is_resolved_against_the_config_file() {
+    // Goal: a relative data_dir from the file (or the default, when a file is given) lives
+    // beside the file, whatever the working directory; from the environment or without a
+    // file it is relative to the working directory; the result is always absolute.
+    let dir = tempfile::tempdir().unwrap();
+    let conf_dir = dir.path().join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let path = conf_dir.join("steward.toml");
+    std::fs::write(&path, "data_dir = \"./data\"\n").unwrap();
+    let config = Config::load(Some(&path), Vec::new()).unwrap();
+    assert_eq!(config.data_dir, conf_dir.join("data"));
+    std::fs::write(&path, "listen = \"127.0.0.1:8080\"\n").unwrap();
+    let config = Config::load(Some(&path), Vec::new()).unwrap();
+    assert_eq!(config.data_dir, conf_dir.join("steward-data"));
+    let working_dir = std::env::current_dir().unwrap();
+    let config = Config::load(Some(&path), env(&[("STEWARD_DATA_DIR", "here")])).unwrap();
+    assert_eq!(config.data_dir, working_dir.join("here"));
+    let config = Config::load(None, Vec::new()).unwrap();
+    assert_eq!(config.data_dir, working_dir.join("steward-data"));
+    let config = Config::load(Some(&path), env(&[("STEWARD_DATA_DIR", "/srv/x")])).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/srv/x"));
 }

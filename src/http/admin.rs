@@ -14,28 +14,32 @@ use steward_actors::store::{EnqueueOutcome, EntryFact, Lane, NewEntry, RecordKin
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .route("/tenants", web::post().to(create_tenant))
-        .route("/tenants", web::get().to(list_tenants))
-        .route("/tenants/{id}", web::get().to(get_tenant))
-        .route("/tenants/{id}", web::patch().to(patch_tenant))
-        .route("/tenants/{id}", web::delete().to(delete_tenant))
-        .route("/tenants/{id}/pause", web::post().to(pause_tenant))
-        .route("/tenants/{id}/resume", web::post().to(resume_tenant))
-        .route(
-            "/tenants/{id}/_test/kill/{actor}",
-            web::post().to(kill_actor),
+        .service(
+            web::resource("/tenants")
+                .route(web::post().to(create_tenant))
+                .route(web::get().to(list_tenants)),
         )
-        .route(
-            "/tenants/{id}/_test/enqueue",
-            web::post().to(enqueue_synthetic),
+        .service(
+            web::resource("/tenants/{id}")
+                .route(web::get().to(get_tenant))
+                .route(web::patch().to(patch_tenant))
+                .route(web::delete().to(delete_tenant)),
         )
-        .route(
-            "/tenants/{id}/_test/dead-letter",
-            web::post().to(dead_letter_queued),
+        .service(web::resource("/tenants/{id}/pause").route(web::post().to(pause_tenant)))
+        .service(web::resource("/tenants/{id}/resume").route(web::post().to(resume_tenant)))
+        .service(
+            web::resource("/tenants/{id}/_test/kill/{actor}").route(web::post().to(kill_actor)),
         )
-        .route(
-            "/tenants/{id}/_test/checkpoint/{name}",
-            web::get().to(read_checkpoint),
+        .service(
+            web::resource("/tenants/{id}/_test/enqueue").route(web::post().to(enqueue_synthetic)),
+        )
+        .service(
+            web::resource("/tenants/{id}/_test/dead-letter")
+                .route(web::post().to(dead_letter_queued)),
+        )
+        .service(
+            web::resource("/tenants/{id}/_test/checkpoint/{name}")
+                .route(web::get().to(read_checkpoint)),
         )
         .configure(super::admin_dead_letters::routes)
         .configure(super::admin_records::routes)

@@ -27,12 +27,11 @@ pub const IDEMPOTENCY_FIELDS: [&str; 4] = [
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .route("/tenants/{id}/dead-letters", web::get().to(list))
-        .route(
-            "/tenants/{id}/dead-letters/{dl}/replay",
-            web::post().to(replay),
+        .service(web::resource("/tenants/{id}/dead-letters").route(web::get().to(list)))
+        .service(
+            web::resource("/tenants/{id}/dead-letters/{dl}/replay").route(web::post().to(replay)),
         )
-        .route("/tenants/{id}/dead-letters/{dl}", web::delete().to(discard));
+        .service(web::resource("/tenants/{id}/dead-letters/{dl}").route(web::delete().to(discard)));
 }
 
 /// One dead letter as the API shows it: the body is the exact JSON that was refused.

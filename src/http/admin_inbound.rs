@@ -12,9 +12,8 @@ use crate::app::AppState;
 use crate::tenants::format_ms;
 
 pub fn routes(config: &mut web::ServiceConfig) {
-    config.route(
-        "/tenants/{id}/inbound/unparsed",
-        web::get().to(list_unparsed),
+    config.service(
+        web::resource("/tenants/{id}/inbound/unparsed").route(web::get().to(list_unparsed)),
     );
 }
 

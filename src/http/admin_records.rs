@@ -21,13 +21,12 @@ const CONNECTION_TEST_WAIT_MS_MAX: u64 = 5_000;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .route(
-            "/tenants/{id}/records/{kind}/{source}/{source_id}",
-            web::get().to(get_record),
+        .service(
+            web::resource("/tenants/{id}/records/{kind}/{source}/{source_id}")
+                .route(web::get().to(get_record)),
         )
-        .route(
-            "/tenants/{id}/test-connection",
-            web::post().to(test_connection),
+        .service(
+            web::resource("/tenants/{id}/test-connection").route(web::post().to(test_connection)),
         );
 }
 

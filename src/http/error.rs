@@ -1,8 +1,11 @@
 //! The HTTP edge's one error type and its JSON shape:
 //! `{"error": {"code": "bad_signature", "message": "…"}}` (docs/operations.md).
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use steward_actors::store::StoreError;
 
@@ -111,6 +114,51 @@ impl ResponseError for ApiError {
             serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}),
         )
     }
+}
+
+/// Every listener's default service: a path no route matches is a JSON `404 not_found`.
+pub async fn no_route(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {} {}", request.method(), request.path()),
+    ))
+}
+
+/// Middleware on every listener: the bodiless `404` and `405` actix answers by itself (a
+/// resource called with a method it has no route for, a route the app does not know) get
+/// the JSON error shape; a `405` keeps actix's `Allow` header, which lists the methods the
+/// resource has. Answers that already carry a body type pass unchanged.
+pub async fn json_error_bodies(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let response = next.call(request).await?.map_into_boxed_body();
+    let code = match response.status() {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        _ => return Ok(response),
+    };
+    if response.headers().contains_key(header::CONTENT_TYPE) {
+        return Ok(response);
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let (request, _) = response.into_parts();
+    let message = match code {
+        ErrorCode::MethodNotAllowed => {
+            format!("{} does not accept {}", request.path(), request.method())
+        }
+        _ => format!("no route for {} {}", request.method(), request.path()),
+    };
+    let mut answer = ApiError::new(code, message).error_response();
+    match allow {
+        Some(allow) => {
+            answer.headers_mut().insert(header::ALLOW, allow);
+        }
+        None => {
+            answer.headers_mut().remove(header::ALLOW);
+        }
+    }
+    Ok(ServiceResponse::new(request, answer))
 }
 
 impl From<StoreError> for ApiError {

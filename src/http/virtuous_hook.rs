@@ -48,13 +48,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
 /// `runtime.test_hooks` is on.
 pub fn test_routes(config: &mut web::ServiceConfig) {
     config
-        .route(
-            "/tenants/{id}/_test/reconcile",
-            web::post().to(reconcile_now),
+        .service(
+            web::resource("/tenants/{id}/_test/reconcile").route(web::post().to(reconcile_now)),
         )
-        .route(
-            "/tenants/{id}/_test/mark-submitted",
-            web::post().to(mark_submitted),
+        .service(
+            web::resource("/tenants/{id}/_test/mark-submitted")
+                .route(web::post().to(mark_submitted)),
         );
 }
 

@@ -174,6 +174,8 @@ impl TestApp {
             .env("STEWARD_LOG", "info")
             .env("STEWARD_DATA_DIR", &data_dir)
             .env("STEWARD_LISTEN", "127.0.0.1:0")
+            // Port 0: tests run side by side (the default is 127.0.0.1:8081).
+            .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
             .env("STEWARD_SANDBOX__EMBEDDED", "true")
             .env("STEWARD_RUNTIME__TEST_HOOKS", "true")
             .env("STEWARD_RUNTIME__ARBITERS", "2")
@@ -272,11 +274,12 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The Prometheus text of `/metrics` (the token is needed only on a shared listener).
     pub async fn metrics_text(&self) -> String {
         let response = self
             .client
             .get(format!("{}/metrics", self.admin_url))
+            .bearer_auth(&self.admin_token)
             .send()
             .await
             .unwrap();

@@ -65,6 +65,7 @@ fn serve_once(data_dir: &Path) -> Served {
         .env("STEWARD_LOG", "info")
         .env("STEWARD_DATA_DIR", data_dir)
         .env("STEWARD_LISTEN", "127.0.0.1:0")
+        .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
         .env("STEWARD_SANDBOX__EMBEDDED", "true")
         .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::null())

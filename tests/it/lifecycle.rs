@@ -301,19 +301,27 @@ async fn config_errors_name_the_key_and_the_file() {
 
 #[actix_rt::test]
 async fn example_config_serves_on_a_fresh_machine() {
-    // Goal: the README's run command — `serve --config config.example.toml` in an empty
-    // directory with a clean environment (only the listen port is moved to 0, so the test
-    // cannot collide with 8080) — creates its data dir, key and token files, says loudly
-    // that it targets a simulator, answers /readyz, and runs an embedded tenant.
+    // Goal: the README's run command — `serve --config config.example.toml` with the file
+    // copied into an empty directory and a clean environment (only the listen ports are
+    // moved to 0, so the test cannot collide with 8080/8081) — creates its data dir beside
+    // the file, key and token files, says loudly that it targets a simulator, answers
+    // /readyz, and runs an embedded tenant through the admin listener.
     let dir = tempfile::tempdir().unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let example = dir.path().join("config.example.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"),
+        &example,
+    )
+    .unwrap();
     let log = std::fs::File::create(dir.path().join("steward.log")).unwrap();
     let mut child = ChildGuard(
         std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
             .env_clear()
             .env("STEWARD_LISTEN", "127.0.0.1:0")
+            .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
             .current_dir(dir.path())
-            .args(["serve", "--config", example])
+            .args(["serve", "--config"])
+            .arg(&example)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -326,10 +334,11 @@ async fn example_config_serves_on_a_fresh_machine() {
         async move { serde_json::from_str(&std::fs::read_to_string(addr_file).ok()?).ok() }
     })
     .await;
-    let base = format!("http://{}", addresses["main"].as_str().unwrap());
+    let main = format!("http://{}", addresses["main"].as_str().unwrap());
+    let base = format!("http://{}", addresses["admin"].as_str().unwrap());
     let client = reqwest::Client::new();
     wait_until(Duration::from_secs(30), "/readyz 200", || {
-        let (client, url) = (client.clone(), format!("{base}/readyz"));
+        let (client, url) = (client.clone(), format!("{main}/readyz"));
         async move { (client.get(url).send().await.ok()?.status() == 200).then_some(()) }
     })
     .await;

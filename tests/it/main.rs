@@ -32,6 +32,7 @@ mod sandbox_queries;
 mod sandbox_support;
 mod sandbox_webhooks;
 mod sandbox_writes;
+mod security;
 mod shutdown_load;
 mod submit_sandbox;
 mod virtuous_client;
