@@ -42,6 +42,8 @@ pub struct AppState {
     /// Each running tenant's full document, secrets included, parsed once (ingress verifies
     /// signatures and maps events with it). Kept in step by `tenants.rs`.
     pub tenant_docs: dashmap::DashMap<String, std::sync::Arc<crate::tenant::TenantDoc>>,
+    /// Ingress admission: deliveries and body bytes in flight (`[ingress]`).
+    pub admission: crate::http::admission::Admission,
 }
 
 pub struct Readiness {
@@ -130,6 +132,7 @@ pub async fn serve_until(
         booted: AtomicBool::new(false),
         registered_tenants: AtomicUsize::new(0),
         tenant_docs: dashmap::DashMap::new(),
+        admission: crate::http::admission::Admission::new(config.ingress.clone()),
     });
     let bound = BoundAddresses {
         main: bound_listeners.main_addr,
@@ -283,6 +286,10 @@ fn start_http_servers(
     let shutdown_timeout_s = state.config.shutdown_deadline_s;
     let admin_token = web::Data::new(AdminToken::new(admin_token));
     let admin_on_main = listeners.admin.is_none();
+    // `[ingress] max_connections` is for the listener; actix counts per worker.
+    let ingress_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ingress_connections_per_worker =
+        crate::http::admission::connections_per_worker(&state.config.ingress, ingress_workers);
     let main_server = {
         let state = state.clone();
         let admin_token = admin_token.clone();
@@ -301,6 +308,8 @@ fn start_http_servers(
                 app
             }
         })
+        .workers(ingress_workers)
+        .max_connections(ingress_connections_per_worker)
         .disable_signals()
         .shutdown_timeout(shutdown_timeout_s)
         .listen(listeners.main)?
