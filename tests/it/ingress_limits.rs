@@ -480,3 +480,32 @@ async fn malformed_requests_are_counted_and_not_logged_as_errors() {
         "an ERROR line for a malformed request:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_drops_mid_body_gives_its_place_back() {
+    // Goal: a delivery whose client closes the connection before the whole body arrived
+    // releases its place in flight at once, not at the read deadline.
+    let app = TestApp::spawn(options(&[(
+        "STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT",
+        "2",
+    )]))
+    .await;
+    app.create_tenant(&tenant_body("quitter")).await;
+    for _ in 0..4 {
+        let stream = hold_body(&app, "/hooks/quitter/stripe", 1_000, 10).await;
+        drop(stream);
+    }
+    let answer = wait_until(
+        Duration::from_secs(3),
+        "quitter to be served after its clients quit",
+        || {
+            let app = &app;
+            async move {
+                let answer = stripe_over_raw(app, "quitter", &charge_event("quit1")).await?;
+                (answer.status == 202).then_some(answer)
+            }
+        },
+    )
+    .await;
+    assert_eq!(answer.body["status"], "queued");
+}
