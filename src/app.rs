@@ -44,6 +44,8 @@ pub struct AppState {
     pub tenant_docs: dashmap::DashMap<String, std::sync::Arc<crate::tenant::TenantDoc>>,
     /// The last `/metrics` render, served again for [`ops::METRICS_CACHE_FOR`].
     pub metrics_cache: ops::MetricsCache,
+    /// Ingress admission: deliveries and body bytes in flight (`[ingress]`).
+    pub admission: crate::http::admission::Admission,
 }
 
 pub struct Readiness {
@@ -138,6 +140,7 @@ pub async fn serve_until(
         registered_tenants: AtomicUsize::new(0),
         tenant_docs: dashmap::DashMap::new(),
         metrics_cache: ops::MetricsCache::default(),
+        admission: crate::http::admission::Admission::new(config.ingress.clone()),
     });
     let bound = BoundAddresses {
         main: bound_listeners.main_addr,
@@ -364,6 +367,10 @@ fn start_http_servers(
     let shutdown_timeout_s = state.config.shutdown_deadline_s;
     let admin_token = web::Data::new(AdminToken::new(admin_token));
     let admin_on_main = listeners.admin.is_none();
+    // `[ingress] max_connections` is for the listener; actix counts per worker.
+    let ingress_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ingress_connections_per_worker =
+        crate::http::admission::connections_per_worker(&state.config.ingress, ingress_workers);
     let main_server = {
         let state = state.clone();
         let admin_token = admin_token.clone();
@@ -383,6 +390,8 @@ fn start_http_servers(
                 app
             }
         })
+        .workers(ingress_workers)
+        .max_connections(ingress_connections_per_worker)
         .disable_signals()
         .shutdown_timeout(shutdown_timeout_s)
         .listen(listeners.main)?

@@ -70,6 +70,8 @@ pub struct Config {
     pub submitter: SubmitterSection,
     pub reconciler: ReconcilerSection,
     pub sandbox: SandboxSection,
+    /// Limits of the ingress listener (issue 11: hostile clients).
+    pub ingress: IngressSection,
 }
 
 /// How queued entries are sent (docs/operations.md "Submission and budget").
@@ -161,6 +163,7 @@ impl Default for Config {
             submitter: SubmitterSection::default(),
             reconciler: ReconcilerSection::default(),
             sandbox: SandboxSection::default(),
+            ingress: IngressSection::default(),
         }
     }
 }
@@ -339,6 +342,10 @@ impl Config {
             .and_then(|()| self.validate_limits())
             .and_then(|()| self.validate_submitter())
             .and_then(|()| self.validate_reconciler_and_budget())
+            .and_then(|()| {
+                let largest_body_bytes = self.body_limit_bytes.max(self.virtuous_body_limit_bytes);
+                self.ingress.validate(largest_body_bytes as u64)
+            })
             .map_err(|(key, reason)| ConfigError::Invalid {
                 key: key.to_string(),
                 origin: origin_of(key),
@@ -599,6 +606,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     current.insert(last.clone(), value);
     Ok(())
 }
+
+mod ingress;
+pub use ingress::IngressSection;
 
 #[cfg(test)]
 mod tests;

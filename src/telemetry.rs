@@ -2,6 +2,7 @@
 //! and names the metrics the `steward` crate records (the runtime's are in
 //! `steward_actors::metrics`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -18,18 +19,83 @@ const SECONDS_BUCKETS: [f64; 16] = [
 /// Size buckets for batch-size histograms.
 const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
+/// `value` as text fit for one log line: control characters (newlines, escape bytes) and
+/// quotes are escaped, so text from outside (ids, reasons, error messages quoting a body)
+/// cannot forge a line or drive a terminal. `&str` fields need no help (the subscriber prints
+/// them with `Debug`); a `%` field carrying outside text goes through this.
+pub fn escaped(value: impl std::fmt::Display) -> String {
+    value.to_string().escape_debug().to_string()
+}
+
+/// Counter of HTTP requests refused as malformed by the HTTP server (actix-http's parse
+/// errors): counted here, logged at INFO at most once a minute, never one ERROR line each.
+pub const HTTP_MALFORMED_REQUESTS_TOTAL: &str = "steward_http_malformed_requests_total";
+/// Where actix-http logs a connection's parse errors ("stream error: …", at ERROR).
+const HTTP_DISPATCHER_TARGET: &str = "actix_http::h1::dispatcher";
+/// Malformed requests since start (the metric's value, read by the summary log line).
+static MALFORMED_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// The summary of malformed requests is logged at most this often.
+const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether an event is actix-http's ERROR about a connection it refused: any client can
+/// cause one, so it is counted rather than logged (a flood of garbage must not flood the log).
+fn is_malformed_request(metadata: &tracing::Metadata<'_>) -> bool {
+    *metadata.level() == tracing::Level::ERROR && metadata.target() == HTTP_DISPATCHER_TARGET
+}
+
+/// Counts actix-http's malformed-request errors (the fmt layer drops them).
+struct MalformedRequestCounter;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MalformedRequestCounter {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if is_malformed_request(event.metadata()) {
+            MALFORMED_REQUESTS.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(HTTP_MALFORMED_REQUESTS_TOTAL).increment(1);
+        }
+    }
+}
+
 /// Installs the tracing subscriber (filter from `STEWARD_LOG`, else `RUST_LOG`, else `info`).
 pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = std::env::var("STEWARD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    let log_lines = tracing_subscriber::fmt::layer()
         .with_target(false)
         // Logs go to stderr (stdout stays for output scripts read); colour only on a terminal.
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            !is_malformed_request(metadata)
+        }));
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(filter))
+        .with(log_lines)
+        .with(MalformedRequestCounter)
         .try_init();
+}
+
+/// Logs how many malformed requests arrived since the last summary, if any (called by the
+/// metrics upkeep; at most once per [`MALFORMED_LOG_INTERVAL`]).
+fn log_malformed_requests(last_logged_total: &mut u64) -> bool {
+    let total = MALFORMED_REQUESTS.load(Ordering::Relaxed);
+    if total > *last_logged_total {
+        tracing::info!(
+            new = total - *last_logged_total,
+            total,
+            "malformed HTTP requests refused with 400 (counted in steward_http_malformed_requests_total; this line at most once a minute)"
+        );
+        *last_logged_total = total;
+        return true;
+    }
+    false
 }
 
 /// Installs the global Prometheus recorder once per process and returns its handle.
@@ -54,6 +120,10 @@ pub fn install_metrics() -> PrometheusHandle {
                 "Time to render /metrics"
             );
             metrics::describe_gauge!(TENANTS, "Tenants registered on this node");
+            metrics::describe_counter!(
+                HTTP_MALFORMED_REQUESTS_TOTAL,
+                "HTTP requests the server refused as malformed (400, connection closed)"
+            );
             handle
         })
         .clone()
@@ -63,9 +133,16 @@ pub fn install_metrics() -> PrometheusHandle {
 pub fn spawn_metrics_upkeep(handle: PrometheusHandle) {
     actix_rt::spawn(async move {
         let mut interval = actix_rt::time::interval(Duration::from_secs(5));
+        let mut malformed_logged_total = 0;
+        let mut malformed_logged_at = std::time::Instant::now() - MALFORMED_LOG_INTERVAL;
         loop {
             interval.tick().await;
             handle.run_upkeep();
+            if malformed_logged_at.elapsed() >= MALFORMED_LOG_INTERVAL
+                && log_malformed_requests(&mut malformed_logged_total)
+            {
+                malformed_logged_at = std::time::Instant::now();
+            }
         }
     });
 }

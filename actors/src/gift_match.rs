@@ -210,8 +210,13 @@ pub fn report_duplicate(
     );
     crate::metrics::count_duplicate(tenant_id);
     match store.raise_alert(ALERT_DUPLICATE_GIFT, &message, now_ms) {
-        Ok(true) => tracing::error!(tenant_id, record = %confirmation.source_id, "{message}"),
-        Ok(false) => tracing::warn!(tenant_id, record = %confirmation.source_id, "{message}"),
+        // Ids from Virtuous and the source: escaped, so none can forge a log line.
+        Ok(true) => {
+            tracing::error!(tenant_id, record = %confirmation.source_id.escape_debug(), "{}", message.escape_debug())
+        }
+        Ok(false) => {
+            tracing::warn!(tenant_id, record = %confirmation.source_id.escape_debug(), "{}", message.escape_debug())
+        }
         Err(error) => {
             tracing::warn!(tenant_id, error = %error, "duplicate_gift alert could not be stored")
         }

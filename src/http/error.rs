@@ -30,6 +30,11 @@ pub enum ErrorCode {
     Internal,
     /// A route that exists, called with a method it does not accept (`Allow` says which).
     MethodNotAllowed,
+    /// Ingress admission refused a delivery (byte or in-flight cap): 503 + `Retry-After`,
+    /// nothing stored, the connection closed (its body is never read).
+    Overloaded,
+    /// The body did not arrive within `ingress.body_read_timeout_s`: 408, connection closed.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -50,6 +55,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 
@@ -68,6 +75,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -103,7 +112,12 @@ impl ResponseError for ApiError {
             // Every route that answers this accepts POST only (the webhook routes).
             response.insert_header((actix_web::http::header::ALLOW, "POST"));
         }
-        if self.code == ErrorCode::Unavailable {
+        if matches!(self.code, ErrorCode::Overloaded | ErrorCode::RequestTimeout) {
+            // The body was not (fully) read: close rather than drain whatever the client
+            // still sends, so a held or trickled body frees its connection now.
+            response.force_close();
+        }
+        if matches!(self.code, ErrorCode::Unavailable | ErrorCode::Overloaded) {
             // Nothing was stored: the sender should come back soon (a restarting actor).
             response.insert_header((
                 actix_web::http::header::RETRY_AFTER,

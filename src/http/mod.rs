@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_dead_letters;
 pub mod admin_inbound;
 pub mod admin_records;
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod ingress;
@@ -21,8 +22,20 @@ use error::{ApiError, ErrorCode};
 /// The declared `Content-Length` is checked first so an oversized upload is refused early.
 pub async fn read_body_limited(
     request: &actix_web::HttpRequest,
+    payload: web::Payload,
+    limit_bytes: usize,
+) -> Result<web::Bytes, ApiError> {
+    read_body_reserving(request, payload, limit_bytes, |_| Ok(())).await
+}
+
+/// [`read_body_limited`], calling `reserve(total_bytes)` before bytes are read: once with
+/// the declared `Content-Length` (before any byte), then before each chunk is kept with the
+/// total so far (ingress admission reserves them; an error stops the read).
+pub async fn read_body_reserving(
+    request: &actix_web::HttpRequest,
     mut payload: web::Payload,
     limit_bytes: usize,
+    mut reserve: impl FnMut(usize) -> Result<(), ApiError>,
 ) -> Result<web::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -38,6 +51,7 @@ pub async fn read_body_limited(
     if declared_length.is_some_and(|length| length > limit_bytes) {
         return Err(too_large());
     }
+    reserve(declared_length.unwrap_or(0))?;
     let mut body = web::BytesMut::with_capacity(declared_length.unwrap_or(0).min(limit_bytes));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| {
@@ -49,6 +63,7 @@ pub async fn read_body_limited(
         if body.len() + chunk.len() > limit_bytes {
             return Err(too_large());
         }
+        reserve(body.len() + chunk.len())?;
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())

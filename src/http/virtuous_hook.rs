@@ -75,7 +75,13 @@ async fn receive(
     let handle = state.runtime.tenant(&tenant_id).ok_or_else(|| {
         ApiError::new(ErrorCode::UnknownTenant, format!("no tenant `{tenant_id}`"))
     })?;
-    let body = read_body_limited(&request, payload, state.config.virtuous_body_limit_bytes).await?;
+    // Without a secret nothing can be verified: refused before the body is read.
+    webhook_secret(&doc.virtuous)?;
+    // Held until the answer: the tenant's place in flight and the body's reserved bytes.
+    let mut permit = state.admission.admit(&tenant_id)?;
+    let body = permit
+        .read_body(&request, payload, state.config.virtuous_body_limit_bytes)
+        .await?;
     verify_signature(&doc.virtuous, &request, &body)?;
     let delivery = parse_delivery(&body)
         .map_err(|err| ApiError::new(ErrorCode::MalformedBody, err.to_string()))?;
@@ -90,7 +96,7 @@ async fn receive(
             }
             DeliveryError::Store(err) => ApiError::from(err),
         })?;
-    tracing::debug!(tenant_id = %tenant_id, event = %event, models = report.models, confirmed = report.confirmed, duplicates = report.duplicates, unparsed = report.unparsed, "Virtuous webhook handled");
+    tracing::debug!(tenant_id = %tenant_id.escape_debug(), event = %event.escape_debug(), models = report.models, confirmed = report.confirmed, duplicates = report.duplicates, unparsed = report.unparsed, "Virtuous webhook handled");
     Ok(HttpResponse::Ok().json(json!({
         "event": event, "models": report.models,
         "confirmed": report.confirmed, "duplicates": report.duplicates,
@@ -102,17 +108,22 @@ fn bad_signature(message: &str) -> ApiError {
     ApiError::new(ErrorCode::BadSignature, message)
 }
 
+/// The tenant's Virtuous webhook secret; none → `401 bad_signature`.
+fn webhook_secret(settings: &VirtuousSettings) -> Result<&str, ApiError> {
+    settings
+        .webhook_secret
+        .as_deref()
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| bad_signature("the tenant has no virtuous.webhook_secret to verify with"))
+}
+
 /// HMAC-SHA256 of the raw body, compared in constant time (`verify_slice`).
 fn verify_signature(
     settings: &VirtuousSettings,
     request: &HttpRequest,
     body: &[u8],
 ) -> Result<(), ApiError> {
-    let secret = settings
-        .webhook_secret
-        .as_deref()
-        .filter(|secret| !secret.is_empty())
-        .ok_or_else(|| bad_signature("the tenant has no virtuous.webhook_secret to verify with"))?;
+    let secret = webhook_secret(settings)?;
     let header = request
         .headers()
         .get(settings.signature_header.as_str())

@@ -33,13 +33,23 @@ use tokio::sync::watch;
 use crate::common::{at_timeout, wait_until, SpawnOptions, TestApp};
 use crate::external_sandbox::{org_and_tenant_on, ExternalSandbox};
 
-/// The engine settings of the crash tests: fast retries (the plan's shared settings).
+/// The engine settings of the crash tests: fast retries (the plan's shared settings), and
+/// no ingress admission cap in their way: a client that drops its connection before the
+/// answer leaves its delivery running on the server, so the disconnect test's 12 senders
+/// keep far more than 16 deliveries of a tenant in flight (that cap is tested in
+/// `ingress_limits`; these tests are about what is stored).
 pub fn fast_engine() -> SpawnOptions {
     SpawnOptions {
-        env: vec![(
-            "STEWARD_SUBMITTER__RETRY_SCHEDULE".into(),
-            r#"["50ms","100ms","200ms","400ms","800ms","1s","2s","4s"]"#.into(),
-        )],
+        env: vec![
+            (
+                "STEWARD_SUBMITTER__RETRY_SCHEDULE".into(),
+                r#"["50ms","100ms","200ms","400ms","800ms","1s","2s","4s"]"#.into(),
+            ),
+            (
+                "STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT".into(),
+                "100000".into(),
+            ),
+        ],
         ..SpawnOptions::default()
     }
 }

@@ -17,6 +17,7 @@ mod crash_support;
 mod external_sandbox;
 mod fault_matrix;
 mod http_store_access;
+mod ingress_limits;
 mod ingress_platform;
 mod ingress_release;
 mod ingress_stripe;

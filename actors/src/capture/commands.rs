@@ -125,7 +125,7 @@ fn link_of_entry(
 /// Raises an alert; logs ERROR the first time its code is raised (docs/operations.md "Alerts").
 pub fn raise_alert(store: &TenantStore, note: &AlertNote, now_ms: u64) -> Result<(), StoreError> {
     if store.raise_alert(&note.code, &note.message, now_ms)? {
-        tracing::error!(tenant_id = %store.tenant_id(), alert = %note.code, message = %note.message, "alert raised");
+        tracing::error!(tenant_id = %store.tenant_id(), alert = %note.code.escape_debug(), message = %note.message.escape_debug(), "alert raised");
     }
     Ok(())
 }
@@ -200,7 +200,7 @@ fn hold(
     }
     let source_id = entry.fact.source_id.clone();
     let outcome = store.enqueue_held(entry, not_before_ms)?;
-    tracing::debug!(tenant_id = %store.tenant_id(), source_id = %source_id, ?outcome, "entry held for its link");
+    tracing::debug!(tenant_id = %store.tenant_id(), source_id = %source_id.escape_debug(), ?outcome, "entry held for its link");
     Ok(FactOutcome::Held(outcome))
 }
 
@@ -279,7 +279,7 @@ fn apply_to_held_entry(
     match outcome {
         ReleaseOutcome::Released { .. } => Ok(true),
         ReleaseOutcome::NotQueued | ReleaseOutcome::AlreadyReleased { .. } => {
-            tracing::warn!(tenant_id = %store.tenant_id(), entry_id = %entry_id, link_id = %stored.link_id, "link arrived after the hold");
+            tracing::warn!(tenant_id = %store.tenant_id(), entry_id = %entry_id.escape_debug(), link_id = %stored.link_id.escape_debug(), "link arrived after the hold");
             let note = AlertNote {
                 code: rule.late_alert_code.clone(),
                 message: stored.message(&rule.late_alert_message),

@@ -62,7 +62,7 @@ impl InboundActor {
             let kept = tenant_store.keep_unparsed(ORIGIN_VIRTUOUS_WEBHOOK, &unparsed, now_ms)?;
             report.unparsed = kept.kept;
             for (_, reason) in &unparsed {
-                tracing::warn!(tenant_id = %shared.tenant_id, reason = %reason, "Virtuous webhook event not understood; kept for the operator");
+                tracing::warn!(tenant_id = %shared.tenant_id, reason = %reason.escape_debug(), "Virtuous webhook event not understood; kept for the operator");
             }
             if kept.evicted_older + kept.dropped_new > 0 {
                 tracing::warn!(

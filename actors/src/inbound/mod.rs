@@ -180,12 +180,12 @@ impl InboundActor {
         state.registration_running = false;
         match result {
             Ok(subscription) => {
-                tracing::info!(tenant_id = %tenant_id, subscription_id = %subscription.subscription_id, url = %subscription.url, "Virtuous webhook registered");
+                tracing::info!(tenant_id = %tenant_id, subscription_id = %subscription.subscription_id.to_string().escape_debug(), url = %subscription.url.escape_debug(), "Virtuous webhook registered");
                 state.subscription = Some(subscription);
                 state.last_error = None;
             }
             Err((reason, wait_ms)) => {
-                tracing::warn!(tenant_id = %tenant_id, reason = %reason, retry_in_ms = wait_ms, "Virtuous webhook registration failed");
+                tracing::warn!(tenant_id = %tenant_id, reason = %reason.escape_debug(), retry_in_ms = wait_ms, "Virtuous webhook registration failed");
                 state.last_error = Some(reason);
                 state.next_attempt_at_ms = now_ms + wait_ms.min(REGISTRATION_RETRY_MS);
             }

@@ -10,7 +10,6 @@ use super::{
 };
 use crate::app::AppState;
 use crate::http::error::ErrorCode;
-use crate::http::read_body_limited;
 use crate::sources::platform::{
     map_event, parse_event, verify_signature, PlatformMapped, PlatformSignatureError,
 };
@@ -41,7 +40,6 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<Answer, IngressError> {
     let context = tenant_context(state, tenant_id)?;
-    let raw = read_body_limited(request, payload, state.config.body_limit_bytes).await?;
     // The tenant exists, so an unknown source is `not_found` (not `unknown_tenant`): the
     // operator learns which half of the URL is wrong.
     let Some(settings) = context.doc.sources.platforms.get(source) else {
@@ -53,6 +51,17 @@ async fn handle(
             ),
         ));
     };
+    if settings.secret.is_none() && settings.previous_secret.is_none() {
+        return Err(refuse(
+            ErrorCode::BadSignature,
+            "the tenant has no secret for this platform source to verify with",
+        ));
+    }
+    // Held until the answer: the tenant's place in flight and the body's reserved bytes.
+    let mut permit = state.admission.admit(tenant_id)?;
+    let raw = permit
+        .read_body(request, payload, state.config.body_limit_bytes)
+        .await?;
     let now_ms = now_ms();
     let now_s = (now_ms / 1000) as i64;
     let header = |name: &str| {
@@ -62,7 +71,7 @@ async fn handle(
             .and_then(|value| value.to_str().ok())
     };
     verify_signature(settings, header, &raw, now_s).map_err(|err| {
-        tracing::info!(tenant_id, source, error = %err, "platform delivery refused");
+        tracing::info!(tenant_id, source, error = %crate::telemetry::escaped(&err), "platform delivery refused");
         let code = match err {
             PlatformSignatureError::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
             _ => ErrorCode::BadSignature,
@@ -86,7 +95,7 @@ async fn handle(
             // Same choice as Stripe: a mapping error does not fix itself on a retry, so the
             // event is kept with an alert and answered 200 `rejected` (docs/ingress.md).
             let reason = err.to_string();
-            tracing::warn!(tenant_id, source, event_id, reason = %reason, "platform event rejected");
+            tracing::warn!(tenant_id, source, event_id, reason = %crate::telemetry::escaped(&reason), "platform event rejected");
             let message = format!("{source} event {event_id}: {reason}");
             let rejected = Answer::ok("rejected", event_id, json!({"reason": reason}));
             alert_once(

@@ -10,7 +10,6 @@ use super::{
 };
 use crate::app::AppState;
 use crate::http::error::ErrorCode;
-use crate::http::read_body_limited;
 use crate::sources::stripe::{
     map_event, parse_event, verify_signature, ApiEra, Mapped, SignatureError, StripeEvent,
     StripeMapping,
@@ -40,13 +39,24 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<Answer, IngressError> {
     let context = tenant_context(state, tenant_id)?;
-    let raw = read_body_limited(request, payload, state.config.body_limit_bytes).await?;
+    // Everything that refuses whatever the body is comes before the body is read.
     let Some(settings) = context.doc.sources.stripe.as_ref() else {
         return Err(refuse(
             ErrorCode::NotFound,
             "Stripe is not configured for this tenant (sources.stripe)",
         ));
     };
+    if settings.signing_secret.is_none() && settings.previous_signing_secret.is_none() {
+        return Err(refuse(
+            ErrorCode::BadSignature,
+            "the tenant has no sources.stripe.signing_secret to verify with",
+        ));
+    }
+    // Held until the answer: the tenant's place in flight and the body's reserved bytes.
+    let mut permit = state.admission.admit(tenant_id)?;
+    let raw = permit
+        .read_body(request, payload, state.config.body_limit_bytes)
+        .await?;
     let now_ms = now_ms();
     let now_s = (now_ms / 1000) as i64;
     verify(tenant_id, request, &raw, settings, now_s)?;
@@ -64,7 +74,7 @@ async fn handle(
             // 200, not 4xx: Stripe would retry a 4xx for three days and a mapping error does
             // not fix itself. The event is kept (with the reason) for staff; see docs/ingress.md.
             let reason = err.to_string();
-            tracing::warn!(tenant_id, event_id, reason = %reason, "stripe event rejected");
+            tracing::warn!(tenant_id, event_id, reason = %crate::telemetry::escaped(&reason), "stripe event rejected");
             let message = format!("event {event_id}: {reason}");
             let rejected = Answer::ok("rejected", event_id, json!({"reason": reason}));
             return alert_once(
@@ -110,7 +120,7 @@ fn verify(
     .flatten()
     .collect();
     verify_signature(header, raw, &secrets, settings.tolerance_s, now_s).map_err(|err| {
-        tracing::info!(tenant_id, error = %err, "stripe delivery refused");
+        tracing::info!(tenant_id, error = %crate::telemetry::escaped(&err), "stripe delivery refused");
         let code = match err {
             SignatureError::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
             SignatureError::Malformed(_) | SignatureError::NoMatch => ErrorCode::BadSignature,
@@ -131,7 +141,7 @@ async fn hand_over(
     let event_id = event.id.as_str();
     match mapped {
         Mapped::Ignored { reason } => {
-            tracing::debug!(tenant_id, event_id, reason = %reason, "stripe event ignored");
+            tracing::debug!(tenant_id, event_id, reason = %crate::telemetry::escaped(&reason), "stripe event ignored");
             Ok(Answer::ignored("stripe", event_id, &reason))
         }
         Mapped::Commands { commands, alerts } if alerts.is_empty() => {

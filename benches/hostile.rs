@@ -1,0 +1,347 @@
+//! Hostile-client benchmark (issue 11, items 1, 2 and 4): what slow, oversized and flooding
+//! clients of one tenant cost a neighbour tenant and the process.
+//!
+//! The real release binary with the embedded sandbox and the default `[ingress]` limits. The
+//! neighbour sends distinct signed ~2 KB `charge.succeeded` events at a fixed rate (open loop,
+//! `STEWARD_BENCH_RATE`, default 20/s; each from its own task so a slow answer never delays the
+//! schedule) for `STEWARD_BENCH_SECONDS` (default 30) alone, then as long again under attack.
+//! A neighbour request answered anything but 2xx, or not within 10 s, is a failure.
+//!
+//! Phase 1, slow and oversized connections: `STEWARD_BENCH_ATTACKERS` (default 500) raw TCP
+//! connections at another tenant, half trickling a declared 64 KiB body to `/stripe` a byte
+//! every 200 ms, half declaring 8 MiB to `/virtuous`, sending all but the last byte and holding
+//! it. Each attacker opens a new connection 250 ms after the server closes its last one (the
+//! server's `Retry-After` is 1 s), so the count stays near 500. Prints the process RSS before
+//! and at its highest during the attack (target ≤ +50 MB), the neighbour's p99 solo and under
+//! attack (target ≤ 2×) and its failures (target 0).
+//!
+//! Phase 2, a flood (item 4): another tenant posts distinct signed events in a closed loop
+//! from `STEWARD_BENCH_FLOOD_CONNECTIONS` (default 64) connections, as fast as answered; the
+//! neighbour at its fixed rate. Prints the neighbour's p99 solo and during the flood (target
+//! ≤ 2×, 0 failures) and the flood's answers by status (its `503 overloaded`s are
+//! `max_in_flight_per_tenant` at work).
+//!
+//! Smoke run: `STEWARD_BENCH_SECONDS=3 STEWARD_BENCH_ATTACKERS=40 cargo bench --bench hostile`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use support::{env_number, new_histogram, summary_ms, Engine, SignedEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const NEIGHBOUR: &str = "neighbour";
+const TARGET: &str = "target";
+const MIB: usize = 1024 * 1024;
+
+/// The neighbour's answers over one measuring window.
+struct NeighbourRun {
+    histogram: Histogram<u64>,
+    sent: u64,
+    failures: u64,
+}
+
+/// Posts `events` at `rate` per second from their own tasks; latency of each answer.
+async fn neighbour_at_rate(engine: &Engine, events: Vec<SignedEvent>, rate: u64) -> NeighbourRun {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("{}/hooks/{NEIGHBOUR}/stripe", engine.main_url);
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    let sent = events.len() as u64;
+    for event in events {
+        ticker.tick().await;
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let status = support::post_event(&client, &url, &event).await;
+            (status, started.elapsed())
+        }));
+    }
+    let mut histogram = new_histogram();
+    let mut failures = 0;
+    for task in tasks {
+        let (status, elapsed) = task.await.unwrap();
+        histogram.saturating_record(elapsed.as_micros() as u64);
+        if !(200..300).contains(&status) {
+            failures += 1;
+        }
+    }
+    NeighbourRun {
+        histogram,
+        sent,
+        failures,
+    }
+}
+
+fn neighbour_events(tag: &str, count: u64) -> Vec<SignedEvent> {
+    (0..count)
+        .map(|n| support::charge_succeeded(NEIGHBOUR, tag, n, 2_048))
+        .collect()
+}
+
+/// Resident set size of `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// What the attackers saw: connections opened, and the first status line of each answer.
+#[derive(Default)]
+struct AttackTally {
+    connections: AtomicU64,
+    answered_408: AtomicU64,
+    answered_503: AtomicU64,
+    answered_other: AtomicU64,
+    closed_unanswered: AtomicU64,
+}
+
+/// One attacker: connect, send a head and (part of) a body slowly, until the server answers
+/// or closes; again 250 ms later, until `stop`.
+async fn attacker(
+    address: String,
+    oversized: bool,
+    stop: Arc<AtomicBool>,
+    tally: Arc<AttackTally>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = TcpStream::connect(&address).await else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        tally.connections.fetch_add(1, Ordering::Relaxed);
+        let (path, declared) = if oversized {
+            (format!("/hooks/{TARGET}/virtuous"), 8 * MIB)
+        } else {
+            (format!("/hooks/{TARGET}/stripe"), 64 * 1024)
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: steward\r\nContent-Type: application/json\r\nX-Virtuous-Signature: AAAA\r\nContent-Length: {declared}\r\n\r\n"
+        );
+        let (mut reader, mut writer) = stream.split();
+        let sending = async {
+            writer.write_all(head.as_bytes()).await?;
+            if oversized {
+                let chunk = vec![b' '; 64 * 1024];
+                let mut sent = 0;
+                while sent + chunk.len() < declared {
+                    writer.write_all(&chunk).await?;
+                    sent += chunk.len();
+                }
+                writer.write_all(&chunk[..declared - sent - 1]).await?;
+                std::future::pending::<()>().await;
+            } else {
+                loop {
+                    writer.write_all(b" ").await?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let mut answer = Vec::new();
+        let receiving = async {
+            let mut buffer = [0u8; 1024];
+            while let Ok(n) = reader.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buffer[..n]);
+            }
+        };
+        tokio::select! {
+            _ = sending => {}
+            _ = receiving => {}
+            _ = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(100)).await } } => return,
+        }
+        let status_line = String::from_utf8_lossy(&answer);
+        let counter = if status_line.starts_with("HTTP/1.1 408") {
+            &tally.answered_408
+        } else if status_line.starts_with("HTTP/1.1 503") {
+            &tally.answered_503
+        } else if answer.is_empty() {
+            &tally.closed_unanswered
+        } else {
+            &tally.answered_other
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn ratio(attacked: &Histogram<u64>, solo: &Histogram<u64>) -> f64 {
+    attacked.value_at_quantile(0.99) as f64 / solo.value_at_quantile(0.99).max(1) as f64
+}
+
+async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
+    let engine = Engine::spawn(&[]).await;
+    engine
+        .create_tenant_with_org(NEIGHBOUR, 1_000_000, 10)
+        .await;
+    engine.create_tenant_with_org(TARGET, 1_000_000, 10).await;
+    // The target accepts Virtuous webhooks, so its bodies are read (and capped), not refused.
+    engine
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/{TARGET}"),
+            Some(json!({"virtuous": {"webhook_secret": "bench-webhook-secret"}})),
+        )
+        .await;
+    let pid = engine.pid();
+    let solo = neighbour_at_rate(&engine, neighbour_events("hs", rate * seconds), rate).await;
+    let rss_before = rss_bytes(pid);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(AttackTally::default());
+    let address = engine.main_url.trim_start_matches("http://").to_string();
+    let attack: Vec<_> = (0..attackers)
+        .map(|n| {
+            tokio::spawn(attacker(
+                address.clone(),
+                n % 2 == 1,
+                Arc::clone(&stop),
+                Arc::clone(&tally),
+            ))
+        })
+        .collect();
+    let sampling = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut highest = 0;
+            while !stop.load(Ordering::Relaxed) {
+                highest = highest.max(rss_bytes(pid));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            highest
+        })
+    };
+    // Let the attackers connect and fill what they can before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attacked = neighbour_at_rate(&engine, neighbour_events("ha", rate * seconds), rate).await;
+    stop.store(true, Ordering::Relaxed);
+    let rss_during = sampling.await.unwrap();
+    for task in attack {
+        let _ = task.await;
+    }
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    println!("  phase 1: {attackers} slow or oversized connections at `{TARGET}`, neighbour at {rate}/s for {seconds} s");
+    println!(
+        "    attack: {} connections opened; answered 408 {}, 503 {}, other {}; closed unanswered {}",
+        tally.connections.load(Ordering::Relaxed),
+        tally.answered_408.load(Ordering::Relaxed),
+        tally.answered_503.load(Ordering::Relaxed),
+        tally.answered_other.load(Ordering::Relaxed),
+        tally.closed_unanswered.load(Ordering::Relaxed),
+    );
+    println!(
+        "    RSS before {:.1} MB, highest during {:.1} MB: +{:.1} MB (target ≤ +50 MB)",
+        mb(rss_before),
+        mb(rss_during),
+        mb(rss_during.saturating_sub(rss_before))
+    );
+    println!("    neighbour solo:     {}", summary_ms(&solo.histogram));
+    println!(
+        "    neighbour attacked: {}",
+        summary_ms(&attacked.histogram)
+    );
+    println!(
+        "    neighbour p99 attacked/solo {:.2}× (target ≤ 2×); failures {} of {} solo, {} of {} attacked (target 0)",
+        ratio(&attacked.histogram, &solo.histogram),
+        solo.failures,
+        solo.sent,
+        attacked.failures,
+        attacked.sent
+    );
+    // A bench that measured nothing is a bug: the attack must have reached the server.
+    assert!(
+        tally.connections.load(Ordering::Relaxed) >= attackers,
+        "the attackers did not connect"
+    );
+}
+
+async fn flood(seconds: u64, rate: u64, connections: usize) {
+    let engine = Engine::spawn(&[]).await;
+    engine
+        .create_tenant_with_org(NEIGHBOUR, 1_000_000, 10)
+        .await;
+    engine.create_tenant_with_org(TARGET, 1_000_000, 10).await;
+    let solo = neighbour_at_rate(&engine, neighbour_events("fs", rate * seconds), rate).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..connections)
+        .map(|connection| {
+            let client = engine.client.clone();
+            let url = format!("{}/hooks/{TARGET}/stripe", engine.main_url);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut statuses = BTreeMap::<u16, u64>::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let tag = format!("fl{connection}x");
+                    let event = support::charge_succeeded(TARGET, &tag, n, 2_048);
+                    n += 1;
+                    *statuses
+                        .entry(support::post_event(&client, &url, &event).await)
+                        .or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let flooded = neighbour_at_rate(&engine, neighbour_events("ff", rate * seconds), rate).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut flood_statuses = BTreeMap::<u16, u64>::new();
+    for flooder in flooders {
+        for (status, count) in flooder.await.unwrap() {
+            *flood_statuses.entry(status).or_default() += count;
+        }
+    }
+    println!("  phase 2: `{TARGET}` floods from {connections} connections (closed loop), neighbour at {rate}/s for {seconds} s");
+    println!("    flood answers by status: {flood_statuses:?}");
+    println!("    neighbour solo:    {}", summary_ms(&solo.histogram));
+    println!("    neighbour flooded: {}", summary_ms(&flooded.histogram));
+    println!(
+        "    neighbour p99 flooded/solo {:.2}× (target ≤ 2×); failures {} of {} solo, {} of {} flooded (target 0)",
+        ratio(&flooded.histogram, &solo.histogram),
+        solo.failures,
+        solo.sent,
+        flooded.failures,
+        flooded.sent
+    );
+    assert!(
+        flood_statuses.values().sum::<u64>() > connections as u64,
+        "the flood sent nothing"
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = env_number("STEWARD_BENCH_SECONDS", 30);
+    let rate = env_number("STEWARD_BENCH_RATE", 20);
+    let attackers = env_number("STEWARD_BENCH_ATTACKERS", 500);
+    let flood_connections = env_number("STEWARD_BENCH_FLOOD_CONNECTIONS", 64) as usize;
+    println!("hostile-client benchmark — machine: {}", support::machine());
+    slow_and_oversized(seconds, rate, attackers).await;
+    flood(seconds, rate, flood_connections).await;
+}

@@ -1,0 +1,280 @@
+//! Ingress admission (`[ingress]`, docs/operations.md "Ingress limits"): what a webhook
+//! delivery may take before anything about it is known to be genuine.
+//!
+//! A route first decides whether the tenant and source can accept anything at all (404, 401
+//! at once, body unread), then asks [`Admission::admit`] for a [`DeliveryPermit`]:
+//! - at most `max_in_flight_per_tenant` deliveries of one tenant are handled at once, so one
+//!   tenant's flood cannot crowd a neighbour out of the workers and the store's group commit;
+//! - the body is read through the permit ([`DeliveryPermit::read_body`]): its bytes are
+//!   reserved against the global and the tenant's cap of bytes being read at once *before*
+//!   they are read (the declared `Content-Length` in full; a chunked body as it arrives), and
+//!   the read must end within `body_read_timeout_s`.
+//!
+//! Past a cap → `503 overloaded` + `Retry-After`, past the deadline → `408`; both close the
+//! connection and store nothing. The permit gives everything back when it is dropped, that
+//! is when the request ends, however it ends (answered, failed, or the client gone).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use dashmap::DashMap;
+
+use super::error::{ApiError, ErrorCode};
+use crate::config::IngressSection;
+
+/// Counter of deliveries refused by admission, by `reason` (`in_flight`, `body_bytes`,
+/// `body_bytes_tenant`, `body_timeout`). No tenant label (metric cardinality).
+pub const INGRESS_ADMISSION_REFUSED_TOTAL: &str = "steward_ingress_admission_refused_total";
+
+/// The process's admission state: one per process, in `AppState`.
+pub struct Admission {
+    limits: IngressSection,
+    body_bytes_in_flight: Arc<AtomicU64>,
+    /// Per running tenant that ever received a delivery (bounded by the tenants: routes
+    /// admit only after finding the running tenant).
+    tenants: DashMap<String, Arc<TenantLoad>>,
+}
+
+/// One tenant's share of what is in flight.
+#[derive(Default)]
+struct TenantLoad {
+    deliveries: AtomicU32,
+    body_bytes: AtomicU64,
+}
+
+/// One admitted delivery. Dropping it releases its place and its reserved bytes.
+pub struct DeliveryPermit {
+    limits: IngressSection,
+    global_bytes: Arc<AtomicU64>,
+    tenant: Arc<TenantLoad>,
+    reserved_bytes: u64,
+}
+
+fn overloaded(reason: &'static str, message: String) -> ApiError {
+    metrics::counter!(INGRESS_ADMISSION_REFUSED_TOTAL, "reason" => reason).increment(1);
+    ApiError::new(ErrorCode::Overloaded, message)
+}
+
+/// Adds `amount` to `counter` unless that would pass `cap`; whether it was added.
+fn try_add(counter: &AtomicU64, amount: u64, cap: u64) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+            current.checked_add(amount).filter(|total| *total <= cap)
+        })
+        .is_ok()
+}
+
+impl Admission {
+    pub fn new(limits: IngressSection) -> Admission {
+        metrics::describe_counter!(
+            INGRESS_ADMISSION_REFUSED_TOTAL,
+            "Webhook deliveries refused by ingress admission (503 overloaded, 408), by reason (in_flight, body_bytes, body_bytes_tenant, body_timeout)"
+        );
+        Admission {
+            limits,
+            body_bytes_in_flight: Arc::new(AtomicU64::new(0)),
+            tenants: DashMap::new(),
+        }
+    }
+
+    /// A place among the tenant's deliveries in flight, or `503 overloaded`.
+    pub fn admit(&self, tenant_id: &str) -> Result<DeliveryPermit, ApiError> {
+        // Cloned out: no dashmap guard is held past this line (STYLE.md).
+        let tenant = match self.tenants.get(tenant_id) {
+            Some(load) => Arc::clone(load.value()),
+            None => Arc::clone(
+                self.tenants
+                    .entry(tenant_id.to_string())
+                    .or_default()
+                    .value(),
+            ),
+        };
+        let cap = self.limits.max_in_flight_per_tenant;
+        let admitted = tenant
+            .deliveries
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (current < cap).then_some(current + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return Err(overloaded(
+                "in_flight",
+                format!("this tenant already has {cap} deliveries in flight (ingress.max_in_flight_per_tenant); retry later"),
+            ));
+        }
+        Ok(DeliveryPermit {
+            limits: self.limits.clone(),
+            global_bytes: Arc::clone(&self.body_bytes_in_flight),
+            tenant,
+            reserved_bytes: 0,
+        })
+    }
+}
+
+impl DeliveryPermit {
+    /// Reserves bytes so that `total_bytes` of this body are covered (only the difference is
+    /// new), against the tenant's cap and the global one; `503 overloaded` past either.
+    fn reserve_up_to(&mut self, total_bytes: u64) -> Result<(), ApiError> {
+        let Some(more) = total_bytes
+            .checked_sub(self.reserved_bytes)
+            .filter(|n| *n > 0)
+        else {
+            return Ok(());
+        };
+        let tenant_cap = self.limits.max_body_bytes_in_flight_per_tenant;
+        if !try_add(&self.tenant.body_bytes, more, tenant_cap) {
+            return Err(overloaded(
+                "body_bytes_tenant",
+                format!("this tenant's bodies being read would pass {tenant_cap} bytes (ingress.max_body_bytes_in_flight_per_tenant); retry later"),
+            ));
+        }
+        let global_cap = self.limits.max_body_bytes_in_flight;
+        if !try_add(&self.global_bytes, more, global_cap) {
+            self.tenant.body_bytes.fetch_sub(more, Ordering::AcqRel);
+            return Err(overloaded(
+                "body_bytes",
+                format!("bodies being read would pass {global_cap} bytes (ingress.max_body_bytes_in_flight); retry later"),
+            ));
+        }
+        self.reserved_bytes += more;
+        Ok(())
+    }
+
+    /// Reads the body (at most `limit_bytes`, else 413) with its bytes reserved before they
+    /// are read, within `body_read_timeout_s` (else `408 request_timeout`).
+    pub async fn read_body(
+        &mut self,
+        request: &actix_web::HttpRequest,
+        payload: web::Payload,
+        limit_bytes: usize,
+    ) -> Result<web::Bytes, ApiError> {
+        let timeout_s = self.limits.body_read_timeout_s;
+        let reading = super::read_body_reserving(request, payload, limit_bytes, |total| {
+            self.reserve_up_to(total as u64)
+        });
+        match tokio::time::timeout(Duration::from_secs(timeout_s), reading).await {
+            Ok(body) => body,
+            Err(_) => {
+                metrics::counter!(INGRESS_ADMISSION_REFUSED_TOTAL, "reason" => "body_timeout")
+                    .increment(1);
+                Err(ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!("the body did not arrive within {timeout_s} s (ingress.body_read_timeout_s)"),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for DeliveryPermit {
+    fn drop(&mut self) {
+        self.tenant.deliveries.fetch_sub(1, Ordering::AcqRel);
+        if self.reserved_bytes > 0 {
+            self.tenant
+                .body_bytes
+                .fetch_sub(self.reserved_bytes, Ordering::AcqRel);
+            self.global_bytes
+                .fetch_sub(self.reserved_bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Connections each ingress worker may hold: `max_connections` split evenly over `workers`
+/// (actix's limit is per worker), at least one each, and within what the process's file
+/// limit allows. Raises the soft `RLIMIT_NOFILE` to the hard limit first.
+pub fn connections_per_worker(limits: &IngressSection, workers: usize) -> usize {
+    /// Descriptors kept for everything but ingress connections (store, admin, clients).
+    const RESERVED_FDS: u64 = 256;
+    let mut total = limits.max_connections;
+    if let Some(file_limit) = raise_file_limit() {
+        let usable = file_limit.saturating_sub(RESERVED_FDS).max(1) as usize;
+        if usable < total {
+            tracing::warn!(
+                configured = total,
+                usable,
+                file_limit,
+                "ingress.max_connections lowered to fit the open-file limit"
+            );
+            total = usable;
+        }
+    }
+    (total / workers.max(1)).max(1)
+}
+
+/// Raises the soft open-file limit to the hard one; the resulting soft limit.
+fn raise_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> IngressSection {
+        IngressSection {
+            max_body_bytes_in_flight: 100,
+            max_body_bytes_in_flight_per_tenant: 60,
+            body_read_timeout_s: 1,
+            max_connections: 10,
+            max_in_flight_per_tenant: 2,
+        }
+    }
+
+    #[test]
+    fn permits_and_bytes_are_capped_and_given_back_on_drop() {
+        // Goal: the in-flight cap, the tenant and global byte caps refuse past their limit and
+        // a dropped permit gives back its place and its bytes.
+        let admission = Admission::new(limits());
+        let mut first = admission.admit("a").unwrap();
+        let second = admission.admit("a").unwrap();
+        assert_eq!(
+            admission.admit("a").err().map(|err| err.code),
+            Some(ErrorCode::Overloaded)
+        );
+        first.reserve_up_to(50).unwrap();
+        first.reserve_up_to(60).unwrap();
+        assert!(first.reserve_up_to(61).is_err(), "tenant cap");
+        let mut neighbour = admission.admit("b").unwrap();
+        neighbour.reserve_up_to(40).unwrap();
+        assert!(neighbour.reserve_up_to(41).is_err(), "global cap");
+        assert_eq!(admission.body_bytes_in_flight.load(Ordering::Acquire), 100);
+        drop(first);
+        drop(second);
+        assert_eq!(admission.body_bytes_in_flight.load(Ordering::Acquire), 40);
+        let mut again = admission.admit("a").unwrap();
+        again.reserve_up_to(60).unwrap();
+        drop((again, neighbour));
+        assert_eq!(admission.body_bytes_in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn connections_are_split_over_the_workers() {
+        // Goal: actix's per-worker limit times the workers never exceeds the configured total
+        // (one per worker at least).
+        let limits = limits();
+        assert_eq!(connections_per_worker(&limits, 2), 5);
+        assert_eq!(connections_per_worker(&limits, 3), 3);
+        assert_eq!(connections_per_worker(&limits, 40), 1);
+    }
+}
