@@ -62,6 +62,33 @@ pub struct Config {
     pub submitter: SubmitterSection,
     pub reconciler: ReconcilerSection,
     pub sandbox: SandboxSection,
+    pub alerts: AlertsSection,
+}
+
+/// When failures become alerts (docs/operations.md "Alerts").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Virtuous calls in a row with no answer (refused, DNS, TLS, timeout) before the alert
+    /// `crm_unreachable` (1–1000).
+    pub crm_unreachable_after: u32,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            crm_unreachable_after: 5,
+        }
+    }
+}
+
+impl AlertsSection {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1_000).contains(&self.crm_unreachable_after) {
+            return Err(("alerts.crm_unreachable_after", "must be 1 to 1000".into()));
+        }
+        Ok(())
+    }
 }
 
 /// How queued entries are sent (docs/operations.md "Submission and budget").
@@ -153,6 +180,7 @@ impl Default for Config {
             submitter: SubmitterSection::default(),
             reconciler: ReconcilerSection::default(),
             sandbox: SandboxSection::default(),
+            alerts: AlertsSection::default(),
         }
     }
 }
@@ -310,6 +338,7 @@ impl Config {
             .and_then(|()| self.validate_limits())
             .and_then(|()| self.validate_submitter())
             .and_then(|()| self.validate_reconciler_and_budget())
+            .and_then(|()| self.alerts.validate())
             .map_err(|(key, reason)| ConfigError::Invalid {
                 key: key.to_string(),
                 origin: origin_of(key),

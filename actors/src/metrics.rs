@@ -45,6 +45,9 @@ pub const BUDGET_SPENT_LAST_HOUR: &str = "steward_budget_spent_last_hour";
 /// `transient`, `unknown`, `permanent`, `too_large`, `needs_operator`, `items_rejected`,
 /// `split`).
 pub const CRM_CALLS_TOTAL: &str = "steward_crm_calls_total";
+/// Counter `{tenant}`: Virtuous calls that got no answer (refused, DNS, TLS, timeout, closed),
+/// any caller. Created on a tenant's first failure only, so quiet tenants add no series.
+pub const CRM_TRANSPORT_FAILURES_TOTAL: &str = "steward_crm_transport_failures_total";
 /// Counter `{actor}`: `429` answers received.
 pub const CRM_THROTTLED_TOTAL: &str = "steward_crm_throttled_total";
 /// Counter `{actor}`: queue entries Virtuous accepted.
@@ -120,6 +123,11 @@ pub fn describe() {
         CRM_CALLS_TOTAL,
         metrics::Unit::Count,
         "Virtuous calls by actor kind and outcome class"
+    );
+    metrics::describe_counter!(
+        CRM_TRANSPORT_FAILURES_TOTAL,
+        metrics::Unit::Count,
+        "Virtuous calls that got no answer (refused, DNS, TLS, timeout), per tenant"
     );
     metrics::describe_counter!(
         CRM_THROTTLED_TOTAL,

@@ -140,3 +140,23 @@ fn admin_listen_is_optional() {
     let config = Config::load(None, env(&[("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")])).unwrap();
     assert!(config.listeners().unwrap().admin.is_some());
 }
+
+#[test]
+fn alerts_crm_unreachable_after_is_validated_by_name() {
+    // Goal: `[alerts] crm_unreachable_after` defaults to 5, takes 1–1000 and names itself when
+    // out of range.
+    assert_eq!(Config::default().alerts.crm_unreachable_after, 5);
+    let config =
+        Config::load(None, env(&[("STEWARD_ALERTS__CRM_UNREACHABLE_AFTER", "2")])).unwrap();
+    assert_eq!(config.alerts.crm_unreachable_after, 2);
+    for bad in ["0", "1001"] {
+        let err = Config::load(None, env(&[("STEWARD_ALERTS__CRM_UNREACHABLE_AFTER", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alerts.crm_unreachable_after")
+                && err.contains("STEWARD_ALERTS__CRM_UNREACHABLE_AFTER"),
+            "{err}"
+        );
+    }
+}

@@ -21,6 +21,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/tenants/{id}", web::delete().to(delete_tenant))
         .route("/tenants/{id}/pause", web::post().to(pause_tenant))
         .route("/tenants/{id}/resume", web::post().to(resume_tenant))
+        .route("/tenants/{id}/alerts/{code}/ack", web::post().to(ack_alert))
         .route(
             "/tenants/{id}/_test/kill/{actor}",
             web::post().to(kill_actor),
@@ -109,6 +110,23 @@ async fn pause_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     Ok(HttpResponse::Ok().json(tenants::set_paused(&state, &id, true).await?))
+}
+
+/// `POST /v1/tenants/{id}/alerts/{code}/ack`: acknowledges one alert (idempotent: the first
+/// acknowledgement's time stays); 404 for an unknown tenant or an alert never raised.
+async fn ack_alert(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, code) = path.into_inner();
+    validate_tenant_id(&id)?;
+    match state.stores.ack_alert(&id, &code).await? {
+        Some(view) => Ok(HttpResponse::Ok().json(tenants::alert_json(&view))),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("tenant `{id}` has no alert `{code}`"),
+        )),
+    }
 }
 
 async fn resume_tenant(
