@@ -32,7 +32,7 @@ pub struct HealthCounters {
     crm_transport_failures: AtomicU64,
     crm_transport_failures_in_a_row: AtomicU32,
     test_events_ignored: AtomicU64,
-    /// `auth_failed` or `crm_unreachable` may be open: the next successful call resolves
+    /// `auth_failed`, `crm_misconfigured` or `crm_unreachable` may be open: the next successful call resolves
     /// them (a store write); false once done, so successful calls cost no store access.
     call_alerts_may_be_open: AtomicBool,
     /// The per-tenant failure counter, created with the first failure (a quiet tenant adds
@@ -81,7 +81,7 @@ impl TenantShared {
     /// Every Virtuous answer (or its absence), whoever called: counts transport failures,
     /// logs the first of a run (WARN, once), raises `crm_unreachable` when the run reaches
     /// `[alerts] crm_unreachable_after`; any answer ends the run, and a 2xx resolves
-    /// `crm_unreachable` and `auth_failed`.
+    /// `crm_unreachable`, `auth_failed` and `crm_misconfigured`.
     pub fn observe_reachability(&self, reply: &CrmReply, now_ms: u64) {
         let health = &self.health;
         if is_transport_failure(reply) {
@@ -124,7 +124,11 @@ impl TenantShared {
             .status
             .is_some_and(|status| (200..300).contains(&status));
         if succeeded && health.call_alerts_may_be_open.swap(false, Ordering::AcqRel) {
-            for code in [CRM_UNREACHABLE_ALERT, AUTH_FAILED_ALERT] {
+            for code in [
+                CRM_UNREACHABLE_ALERT,
+                AUTH_FAILED_ALERT,
+                CRM_MISCONFIGURED_ALERT,
+            ] {
                 self.resolve_logged(code, now_ms);
             }
         }
