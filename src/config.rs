@@ -72,6 +72,33 @@ pub struct Config {
     pub sandbox: SandboxSection,
     /// Limits of the ingress listener (issue 11: hostile clients).
     pub ingress: IngressSection,
+    pub alerts: AlertsSection,
+}
+
+/// When failures become alerts (docs/operations.md "Alerts").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Virtuous calls in a row with no answer (refused, DNS, TLS, timeout) before the alert
+    /// `crm_unreachable` (1–1000).
+    pub crm_unreachable_after: u32,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            crm_unreachable_after: 5,
+        }
+    }
+}
+
+impl AlertsSection {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1_000).contains(&self.crm_unreachable_after) {
+            return Err(("alerts.crm_unreachable_after", "must be 1 to 1000".into()));
+        }
+        Ok(())
+    }
 }
 
 /// How queued entries are sent (docs/operations.md "Submission and budget").
@@ -164,6 +191,7 @@ impl Default for Config {
             reconciler: ReconcilerSection::default(),
             sandbox: SandboxSection::default(),
             ingress: IngressSection::default(),
+            alerts: AlertsSection::default(),
         }
     }
 }
@@ -346,6 +374,7 @@ impl Config {
                 let largest_body_bytes = self.body_limit_bytes.max(self.virtuous_body_limit_bytes);
                 self.ingress.validate(largest_body_bytes as u64)
             })
+            .and_then(|()| self.alerts.validate())
             .map_err(|(key, reason)| ConfigError::Invalid {
                 key: key.to_string(),
                 origin: origin_of(key),

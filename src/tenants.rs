@@ -21,7 +21,7 @@ use steward_actors::ports::{Crm, UnconfiguredCrm};
 
 use serde_json::{json, Value};
 use steward_actors::runtime::{
-    BudgetSettings, ConfirmSettings, SubmitSettings, TenantSettings, TenantSpec,
+    AlertSettings, BudgetSettings, ConfirmSettings, SubmitSettings, TenantSettings, TenantSpec,
 };
 use steward_actors::store::{TenantRecord, TenantRunState};
 use steward_sandbox::virtuous::OrgSpec;
@@ -34,7 +34,7 @@ use crate::virtuous::crm::VirtuousCrm;
 mod admin_door;
 mod status;
 pub use admin_door::{RecordView, TenantStores};
-pub use status::{calls_to_drain, eta_s, format_ms, status};
+pub use status::{alert_json, calls_to_drain, eta_s, format_ms, status};
 
 fn store(state: &AppState) -> &steward_actors::store::Store {
     &state.stores.store
@@ -90,6 +90,9 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
             // Only with a secret to sign it: an unsigned subscription could not be verified.
             webhook_url: (!public_url.is_empty() && doc.virtuous.webhook_secret.is_some())
                 .then(|| format!("{public_url}/hooks/{}/virtuous", doc.id)),
+        },
+        alerts: AlertSettings {
+            crm_unreachable_after: config.alerts.crm_unreachable_after,
         },
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Cardinality rule (docs/operations.md): histograms are labelled by actor kind only; gauges may
 //! carry the tenant (a handful of series per tenant); anything finer lives in the admin API.
+//! Per-tenant series budget: 20 at most — today 12 always (6 mailbox, 4 lane, 2 budget gauges)
+//! plus 2 counters created on first use (duplicates, transport failures).
 
 /// Gauge `{tenant, actor}`: messages sent to the actor and not yet handled to the end.
 pub const ACTOR_MAILBOX_DEPTH: &str = "steward_actor_mailbox_depth";
@@ -28,8 +30,9 @@ pub const INBOUND_UNPARSED_TOTAL: &str = "steward_inbound_unparsed_total";
 /// Label of [`INBOUND_UNPARSED_TOTAL`]: where the event came from (`virtuous_webhook`).
 pub const LABEL_ORIGIN: &str = "origin";
 
-/// Counter `{tenant, code}`: alerts raised (first time and repeats; docs/operations.md). Created on
-/// a tenant's first alert of that code only, so quiet tenants add no series.
+/// Counter `{code}`: alerts raised (first time and repeats; docs/operations.md), all tenants
+/// together — per tenant they are in the status, and a tenant label would add a series per
+/// code past the per-tenant series budget.
 pub const ALERTS_TOTAL: &str = "steward_alerts_total";
 /// Label of [`ALERTS_TOTAL`]: the alert code.
 pub const LABEL_CODE: &str = "code";
@@ -45,6 +48,9 @@ pub const BUDGET_SPENT_LAST_HOUR: &str = "steward_budget_spent_last_hour";
 /// `transient`, `unknown`, `permanent`, `too_large`, `needs_operator`, `items_rejected`,
 /// `split`).
 pub const CRM_CALLS_TOTAL: &str = "steward_crm_calls_total";
+/// Counter `{tenant}`: Virtuous calls that got no answer (refused, DNS, TLS, timeout, closed),
+/// any caller. Created on a tenant's first failure only, so quiet tenants add no series.
+pub const CRM_TRANSPORT_FAILURES_TOTAL: &str = "steward_crm_transport_failures_total";
 /// Counter `{actor}`: `429` answers received.
 pub const CRM_THROTTLED_TOTAL: &str = "steward_crm_throttled_total";
 /// Counter `{actor}`: queue entries Virtuous accepted.
@@ -69,7 +75,7 @@ pub fn describe() {
     metrics::describe_counter!(
         ALERTS_TOTAL,
         metrics::Unit::Count,
-        "Alerts raised per tenant and code (first time and repeats)"
+        "Alerts raised per code, all tenants together (first time and repeats)"
     );
     metrics::describe_gauge!(
         ACTOR_MAILBOX_DEPTH,
@@ -120,6 +126,11 @@ pub fn describe() {
         CRM_CALLS_TOTAL,
         metrics::Unit::Count,
         "Virtuous calls by actor kind and outcome class"
+    );
+    metrics::describe_counter!(
+        CRM_TRANSPORT_FAILURES_TOTAL,
+        metrics::Unit::Count,
+        "Virtuous calls that got no answer (refused, DNS, TLS, timeout), per tenant"
     );
     metrics::describe_counter!(
         CRM_THROTTLED_TOTAL,

@@ -43,6 +43,9 @@ pub enum ConnectionErrorKind {
     ClosedBeforeAnswer,
     /// Anything else; treated like a close for writes (cannot prove it was not applied).
     Other,
+    /// Nothing was sent: the tenant's Virtuous client cannot be built as configured (a base
+    /// URL or key it cannot use, the embedded sandbox off). Needs the operator; never a 401.
+    NotConfigured,
 }
 
 /// Everything classification needs from one call, with no HTTP types.
@@ -186,6 +189,12 @@ pub fn classify(response: ResponseFacts) -> BatchOutcome {
 
 fn classify_unanswered(response: &ResponseFacts) -> Outcome {
     match response.connection_error_kind {
+        Some(ConnectionErrorKind::NotConfigured) => Outcome::NeedsOperator {
+            reason: response
+                .message
+                .clone()
+                .unwrap_or_else(|| "not sent: the Virtuous client is not configured".to_string()),
+        },
         Some(ConnectionErrorKind::Timeout) => Outcome::Transient {
             reason: "timeout: no answer in time".to_string(),
         },

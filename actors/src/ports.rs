@@ -171,10 +171,12 @@ pub struct UnconfiguredCrm {
 }
 
 impl UnconfiguredCrm {
-    fn reply(&self) -> CrmReply {
-        // Classified like a refused credential (needs operator: pause + alert), which is what
-        // it is; nothing was sent.
-        let mut facts = crate::outcome::ResponseFacts::answered(401);
+    pub(crate) fn reply(&self) -> CrmReply {
+        // Nothing was sent, and no status came back: not a 401 (the key may be fine). The
+        // classifier makes it "needs operator" (pause + alert `crm_misconfigured`).
+        let mut facts = crate::outcome::ResponseFacts::unanswered(
+            crate::outcome::ConnectionErrorKind::NotConfigured,
+        );
         facts.message = Some(format!("not sent: {}", self.reason));
         CrmReply {
             facts,

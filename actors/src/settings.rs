@@ -17,6 +17,24 @@ pub struct TenantSettings {
     pub budget: BudgetSettings,
     pub submit: SubmitSettings,
     pub confirm: ConfirmSettings,
+    pub alerts: AlertSettings,
+}
+
+/// When failures become alerts (config `[alerts]`, docs/operations.md "Alerts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Virtuous calls in a row that got no answer (refused, DNS, TLS, timeout) before the
+    /// alert `crm_unreachable` is raised.
+    pub crm_unreachable_after: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> AlertSettings {
+        AlertSettings {
+            crm_unreachable_after: 5,
+        }
+    }
 }
 
 /// How the submitter sends (config `[submitter]`, docs/operations.md).
@@ -85,6 +103,7 @@ impl Default for TenantSettings {
             budget: BudgetSettings::default(),
             submit: SubmitSettings::default(),
             confirm: ConfirmSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }

@@ -226,3 +226,23 @@ fn relative_data_dir_is_resolved_against_the_config_file() {
     let config = Config::load(Some(&path), env(&[("STEWARD_DATA_DIR", "/srv/x")])).unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/srv/x"));
 }
+
+#[test]
+fn alerts_crm_unreachable_after_is_validated_by_name() {
+    // Goal: `[alerts] crm_unreachable_after` defaults to 5, takes 1–1000 and names itself when
+    // out of range.
+    assert_eq!(Config::default().alerts.crm_unreachable_after, 5);
+    let config =
+        Config::load(None, env(&[("STEWARD_ALERTS__CRM_UNREACHABLE_AFTER", "2")])).unwrap();
+    assert_eq!(config.alerts.crm_unreachable_after, 2);
+    for bad in ["0", "1001"] {
+        let err = Config::load(None, env(&[("STEWARD_ALERTS__CRM_UNREACHABLE_AFTER", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alerts.crm_unreachable_after")
+                && err.contains("STEWARD_ALERTS__CRM_UNREACHABLE_AFTER"),
+            "{err}"
+        );
+    }
+}

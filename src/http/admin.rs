@@ -28,6 +28,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(web::resource("/tenants/{id}/pause").route(web::post().to(pause_tenant)))
         .service(web::resource("/tenants/{id}/resume").route(web::post().to(resume_tenant)))
         .service(
+            web::resource("/tenants/{id}/alerts/{code}/ack").route(web::post().to(ack_alert)),
+        )
+        .service(
             web::resource("/tenants/{id}/_test/kill/{actor}").route(web::post().to(kill_actor)),
         )
         .service(
@@ -113,6 +116,23 @@ async fn pause_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_id(&path)?;
     Ok(HttpResponse::Ok().json(tenants::set_paused(&state, &id, true).await?))
+}
+
+/// `POST /v1/tenants/{id}/alerts/{code}/ack`: acknowledges one alert (idempotent: the first
+/// acknowledgement's time stays); 404 for an unknown tenant or an alert never raised.
+async fn ack_alert(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, code) = path.into_inner();
+    validate_tenant_id(&id)?;
+    match state.stores.ack_alert(&id, &code).await? {
+        Some(view) => Ok(HttpResponse::Ok().json(tenants::alert_json(&view))),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("tenant `{id}` has no alert `{code}`"),
+        )),
+    }
 }
 
 async fn resume_tenant(

@@ -8,6 +8,7 @@
 
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
+use steward_actors::outcome::ConnectionErrorKind;
 use steward_actors::store::types::RecordState;
 use steward_actors::store::RecordKind;
 
@@ -172,9 +173,12 @@ async fn test_connection(
                     true => "the answer did not name an organization".to_string(),
                     false => format!("HTTP {}", status.unwrap_or(0)),
                 });
+            // A client that cannot be built sends nothing (and is no 401: issue 11).
+            let sent =
+                reply.facts.connection_error_kind != Some(ConnectionErrorKind::NotConfigured);
             json!({
                 "ok": false,
-                "sent": true,
+                "sent": sent,
                 "status": status,
                 "reason": reason,
                 "rate_limit": rate_limit,

@@ -6,10 +6,11 @@
 //! The `steward` crate's HTTP modules cannot reach the store itself: [`TenantStores`] keeps
 //! it private to `tenants` (issue 10: HTTP code touches no store).
 
+use steward_actors::hub::DEAD_LETTERS_ALERT;
 use steward_actors::store::admin_ops::{QueuedEntry, Replayed};
 use steward_actors::store::types::RecordState;
 use steward_actors::store::unparsed_ops::UnparsedEvent;
-use steward_actors::store::{DeadLetter, RecordKind, Store, StoreError, TenantStore};
+use steward_actors::store::{AlertView, DeadLetter, RecordKind, Store, StoreError, TenantStore};
 
 use super::now_ms;
 use crate::app::AppState;
@@ -40,6 +41,17 @@ impl TenantStores {
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.store.flush_blocking()
     }
+}
+
+/// `dead_letters` resolves when the tenant's dead-letter list is empty (after a replay or a
+/// discard; docs/operations.md "Alerts").
+fn resolve_dead_letters_alert(tenant_store: &TenantStore, id: &str) -> Result<(), ApiError> {
+    if !tenant_store.has_dead_letters()?
+        && tenant_store.resolve_alert(DEAD_LETTERS_ALERT, now_ms())?
+    {
+        tracing::info!(tenant_id = %id, alert = DEAD_LETTERS_ALERT, "alert resolved: no dead letter left");
+    }
+    Ok(())
 }
 
 /// A record with what the admin API shows beside it.
@@ -102,6 +114,7 @@ impl TenantStores {
         else {
             return Ok(None);
         };
+        resolve_dead_letters_alert(&tenant_store, id)?;
         self.store.durable().await?;
         if let Some(handle) = state.runtime.tenant(id) {
             handle.hint_work(1);
@@ -115,10 +128,10 @@ impl TenantStores {
         id: &str,
         dead_letter_id: u64,
     ) -> Result<Option<DeadLetter>, ApiError> {
-        let discarded = self
-            .registered(id)?
-            .discard_dead_letter(dead_letter_id, now_ms())?;
+        let tenant_store = self.registered(id)?;
+        let discarded = tenant_store.discard_dead_letter(dead_letter_id, now_ms())?;
         if discarded.is_some() {
+            resolve_dead_letters_alert(&tenant_store, id)?;
             self.store.durable().await?;
         }
         Ok(discarded)
@@ -146,6 +159,16 @@ impl TenantStores {
             queued,
             dead_letter,
         }))
+    }
+
+    /// Acknowledges the tenant's alert `code` (idempotent; durable before it returns).
+    /// `None`: no such alert.
+    pub async fn ack_alert(&self, id: &str, code: &str) -> Result<Option<AlertView>, ApiError> {
+        let acked = self.registered(id)?.ack_alert(code, now_ms())?;
+        if acked.is_some() {
+            self.store.durable().await?;
+        }
+        Ok(acked)
     }
 
     /// Kept inbound events with an id above `after`, oldest first, at most `limit`; and how

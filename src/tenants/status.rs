@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use steward_actors::runtime::BudgetStatus;
-use steward_actors::store::{RecordKind, TenantRunState};
+use steward_actors::store::{AlertView, RecordKind, TenantRunState};
 
 use super::{shown_doc, store, unknown_tenant};
 use crate::app::AppState;
@@ -34,14 +34,7 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let now = now_ms();
     let batch_max = state.config.submitter.batch_max;
     let lanes = lanes_json(&tenant_store, allowance_per_hour, batch_max, now)?;
-    let alerts: Vec<Value> = tenant_store
-        .alerts()?
-        .into_iter()
-        .map(|alert| {
-            json!({"code": alert.code, "message": alert.message, "first_at": format_ms(alert.first_at_ms),
-                   "last_at": format_ms(alert.last_at_ms), "count": alert.count})
-        })
-        .collect();
+    let alerts: Vec<Value> = tenant_store.alert_views()?.iter().map(alert_json).collect();
     let doc = shown_doc(state, &record)?;
     let state_name = match &runtime_status {
         None => "not_running".to_string(),
@@ -57,6 +50,8 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         "budget": runtime_status.as_ref().map(|s| budget_json(&s.budget, &doc["budget"])).unwrap_or(Value::Null),
         "counts": tenant_store.counts(),
         "alerts": alerts,
+        // Failures that speak up, counted since the tenant started (docs/operations.md).
+        "health": runtime_status.as_ref().map(|s| json!(s.health)).unwrap_or(Value::Null),
         // Virtuous webhook events kept because they could not be understood (bounded; the
         // list: GET /v1/tenants/{id}/inbound/unparsed).
         "inbound": {"unparsed_kept": tenant_store.unparsed_count()?},
@@ -65,6 +60,16 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         "created_at": format_ms(record.created_at_ms),
         "updated_at": format_ms(record.updated_at_ms),
     }))
+}
+
+/// One alert as the status and the ack route show it (docs/operations.md "Alerts"):
+/// `resolved_at` null while open, `acked_at` null until acknowledged.
+pub fn alert_json(view: &AlertView) -> Value {
+    let alert = &view.alert;
+    json!({"code": alert.code, "message": alert.message, "first_at": format_ms(alert.first_at_ms),
+           "last_at": format_ms(alert.last_at_ms), "count": alert.count,
+           "resolved_at": view.state.resolved_at_ms.map(format_ms),
+           "acked_at": view.state.acked_at_ms.map(format_ms)})
 }
 
 /// The budget status plus the configured limit, and a warning when Virtuous reports another

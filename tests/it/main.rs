@@ -4,6 +4,7 @@
 mod admin;
 mod admin_demo;
 mod admin_operations;
+mod alerts_speak;
 mod common;
 mod confirm_reconcile;
 mod confirm_support;

@@ -9,8 +9,9 @@
 
 use crate::budget::{RateLimitHeaders, AUTH_FAILED_ALERT};
 use crate::hub::TenantShared;
+use crate::outcome::ConnectionErrorKind;
 use crate::ports::CrmReply;
-use crate::store::{Lane, TenantRunState};
+use crate::store::Lane;
 
 /// What confirmation needs from the tenant's budget (a trait so unit tests can count calls).
 pub trait ReconcileBudget {
@@ -35,8 +36,18 @@ impl ReconcileBudget for TenantShared {
 
     fn settle_reconcile_call(&self, reply: &CrmReply, now_ms: u64) {
         self.observe_reply(reply);
-        if let Some(status @ (401 | 403)) = reply.facts.status {
-            self.credentials_refused(&format!("{status} on a confirmation call"), now_ms);
+        match (reply.facts.status, reply.facts.connection_error_kind) {
+            (Some(status @ (401 | 403)), _) => {
+                self.credentials_refused(&format!("{status} on a confirmation call"), now_ms);
+            }
+            (Some(status @ 300..=399), _) => self.crm_misconfigured(
+                &format!("{status} redirect on a confirmation call: check the Virtuous base URL"),
+                now_ms,
+            ),
+            (None, Some(ConnectionErrorKind::NotConfigured)) => {
+                self.crm_misconfigured(reply.facts.message.as_deref().unwrap_or("not sent"), now_ms)
+            }
+            _ => {}
         }
     }
 }
@@ -49,31 +60,11 @@ impl TenantShared {
     /// HTTP call, then [`TenantShared::observe_reply`](crate::hub::TenantShared) after.
     /// 401/403 from Virtuous (any caller): pause the tenant — nothing more is sent — mark it
     /// as waiting for the operator and raise [`AUTH_FAILED_ALERT`] (ERROR logged once). The
-    /// operator fixes the key and resumes (`TenantHandle::resume` clears the mark).
+    /// operator fixes the key and resumes (`TenantHandle::resume` clears the mark); the next
+    /// successful call resolves the alert (`health.rs`).
     pub fn credentials_refused(&self, reason: &str, now_ms: u64) {
-        self.set_run_state(TenantRunState::NeedsOperator);
         let message = format!("Virtuous refused the tenant's credentials: {reason}; submission paused until an operator fixes them and resumes");
-        // Remembered across restarts: a restarted tenant starts paused instead of spending a
-        // call to be refused again.
-        if let Err(error) = self
-            .store()
-            .registry()
-            .mark_needs_operator(&self.tenant_id, now_ms)
-        {
-            tracing::warn!(tenant_id = %self.tenant_id, error = %error, "needs_operator could not be stored");
-        }
-        match self
-            .tenant_store()
-            .raise_alert(AUTH_FAILED_ALERT, &message, now_ms)
-        {
-            Ok(true) => {
-                tracing::error!(tenant_id = %self.tenant_id, alert = AUTH_FAILED_ALERT, reason, "tenant paused: credentials refused")
-            }
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(tenant_id = %self.tenant_id, error = %error, "alert could not be stored")
-            }
-        }
+        self.wait_for_operator(AUTH_FAILED_ALERT, &message, reason, now_ms);
     }
 
     pub fn draw_call(&self, lane: Lane) -> Result<(), u64> {
@@ -86,6 +77,7 @@ impl TenantShared {
     /// hold), a `429`'s pause for the whole tenant, and the headers the status shows.
     pub fn observe_reply(&self, reply: &crate::ports::CrmReply) {
         let now_ms = self.clock.now_ms();
+        self.observe_reachability(reply, now_ms);
         self.budget.observe(reply.rate_limit, now_ms);
         if reply.facts.status == Some(429) {
             let retry_after_ms = reply

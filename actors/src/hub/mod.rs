@@ -7,10 +7,15 @@
 mod addresses;
 mod budget;
 mod gauges;
+mod health;
 
 pub use addresses::{CaptureAddress, ChildAddresses, InboundAddress, SubmitterAddress};
 pub use budget::ReconcileBudget;
 pub use gauges::TenantGauges;
+pub use health::{
+    HealthCounters, HealthView, CRM_MISCONFIGURED_ALERT, CRM_UNREACHABLE_ALERT, DEAD_LETTERS_ALERT,
+    TEST_EVENTS_IGNORED_ALERT,
+};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -39,6 +44,8 @@ pub struct TenantShared {
     /// The tenant's per-tenant gauges, registered once (a label lookup per update costs
     /// more than the update itself at 10,000 tenants).
     pub gauges: TenantGauges,
+    /// Transport failures and ignored test-mode events, counted since start (`health.rs`).
+    pub health: HealthCounters,
     /// The process-wide store: group commit ([`Store::durable`]) and the registry.
     store: Store,
     /// The tenant's data (its key prefix in `store`).
@@ -74,6 +81,7 @@ impl TenantShared {
             budget,
             leases: crate::store::LeaseTable::new(),
             gauges: TenantGauges::register(&tenant_id),
+            health: HealthCounters::new(),
             run_state: AtomicU8::new(run_state as u8),
             settings: RwLock::new(settings),
             tenant_id,

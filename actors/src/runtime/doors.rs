@@ -116,12 +116,19 @@ impl TenantHandle {
                 ids.push(dead.id);
             }
         }
+        self.shared.entries_dead_lettered(ids.len() as u64, now_ms);
         self.shared.store().durable().await?;
         Ok(ids)
     }
 }
 
 impl TenantHandle {
+    /// A test-mode event this tenant ignores (it does not accept them): counted in its
+    /// status, and the one-time hint alert `test_events_ignored`.
+    pub fn test_event_ignored(&self) {
+        self.shared.test_event_ignored(self.shared.clock.now_ms());
+    }
+
     /// Hands a source fact (alert, event mark, hold, link part) to Capture; resolves once
     /// what it changed is durable. Back-pressure as [`TenantHandle::enqueue`].
     pub fn record_fact(

@@ -22,7 +22,7 @@ use crate::messages::{Enqueue, KillChild, SetPaused, SettingsChanged, StopTenant
 pub use crate::messages::{EnqueueError, KillMode};
 pub use crate::observe::{ActorKind, ActorStatus, SUPERVISOR_NAME};
 use crate::ports::{Clock, Crm, SystemClock};
-pub use crate::settings::{ConfirmSettings, SubmitSettings, TenantSettings};
+pub use crate::settings::{AlertSettings, ConfirmSettings, SubmitSettings, TenantSettings};
 pub use crate::store::TenantRunState;
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
@@ -53,6 +53,8 @@ pub struct TenantRuntimeStatus {
     /// Every child has started at least once (readiness).
     pub children_started: bool,
     pub budget: BudgetStatus,
+    /// Transport failures and ignored test-mode events since start (`hub/health.rs`).
+    pub health: crate::hub::HealthView,
 }
 
 /// The HTTP layer's handle on one tenant. Cheap to clone.
@@ -98,6 +100,7 @@ impl TenantHandle {
             actors,
             children_started: self.children_started(),
             budget,
+            health: shared.health.view(),
         }
     }
 

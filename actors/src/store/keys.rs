@@ -18,6 +18,9 @@ pub mod section {
     pub const CHECKPOINT: u8 = 0x50;
     pub const CALL_LOG: u8 = 0x60;
     pub const ALERT: u8 = 0x70;
+    /// An alert's lifecycle (resolved, acknowledged) beside its [`super::super::Alert`], whose
+    /// bytes are pinned: `{code}` as in [`ALERT`].
+    pub const ALERT_STATE: u8 = 0x71;
     pub const COUNTS: u8 = 0x80;
     /// Records submitted but not yet confirmed: the reconciler's work list (written by the
     /// submitter's completion, removed by confirmation). Key = the record key's tail.
@@ -134,6 +137,10 @@ impl KeySpace {
 
     pub fn alert(&self, code: &str) -> Vec<u8> {
         self.string_key(section::ALERT, code)
+    }
+
+    pub fn alert_state(&self, code: &str) -> Vec<u8> {
+        self.string_key(section::ALERT_STATE, code)
     }
 
     pub fn counts(&self) -> Vec<u8> {

@@ -20,6 +20,7 @@
 //! - [`types`]: the stored value types.
 
 pub mod admin_ops;
+mod alert_ops;
 pub mod codec;
 mod completion;
 pub mod confirm_ops;
@@ -179,6 +180,24 @@ pub struct Alert {
     pub first_at_ms: u64,
     pub last_at_ms: u64,
     pub count: u64,
+}
+
+/// An alert's lifecycle, stored under its own key ([`keys::section::ALERT_STATE`]) so that
+/// the [`Alert`] bytes written before it stay as they are (docs/operations.md "Alerts").
+/// No value stored = open and not acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertState {
+    /// When its condition cleared; `None` while it is open. Raising it again reopens it.
+    pub resolved_at_ms: Option<u64>,
+    /// When an operator acknowledged it (`POST …/alerts/{code}/ack`); cleared on reopening.
+    pub acked_at_ms: Option<u64>,
+}
+
+/// An alert with its lifecycle, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertView {
+    pub alert: Alert,
+    pub state: AlertState,
 }
 
 /// The registry's record of one tenant. Secrets are sealed; `config_json` has them removed.

@@ -8,7 +8,7 @@ use super::keys::{prefix_end, section};
 use super::types::{
     CallMark, Checkpoint, DeadLetter, QueueEntry, RecordRef, RecordState, SyncState,
 };
-use super::{io_error, Alert, Lane, RecordKind, StoreError, TenantStore};
+use super::{io_error, Alert, AlertState, Lane, RecordKind, StoreError, TenantStore};
 
 impl TenantStore {
     /// A record's sync state and history, by its own key.
@@ -186,12 +186,15 @@ impl TenantStore {
         Ok(removed)
     }
 
-    /// Raises (or bumps) an alert; returns true the first time the code is raised.
+    /// Raises (or bumps) an alert; returns true when it becomes open: the first time the code
+    /// is raised, or again after it was resolved (reopened: `resolved_at` and `acked_at`
+    /// cleared, the count goes on). A repeat while open only bumps the count and returns false.
     pub fn raise_alert(&self, code: &str, message: &str, now_ms: u64) -> Result<bool, StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
         let key = inner.keys.alert(code);
-        let (alert, is_first) = match inner.read::<Alert>(&key)? {
+        let state_key = inner.keys.alert_state(code);
+        let (alert, mut opens) = match inner.read::<Alert>(&key)? {
             Some(mut alert) => {
                 alert.count += 1;
                 alert.last_at_ms = now_ms;
@@ -209,14 +212,26 @@ impl TenantStore {
                 (alert, true)
             }
         };
-        inner.tree.insert(key, encode(&alert)?).map_err(io_error)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key, encode(&alert)?);
+        // Reopened: its lifecycle starts over (no state stored = open, not acknowledged).
+        let state = inner.read::<AlertState>(&state_key)?;
+        if state.is_some_and(|state| state.resolved_at_ms.is_some()) {
+            opens = true;
+        }
+        if opens && state.is_some() {
+            batch.remove(state_key);
+        }
+        inner.tree.apply_batch(batch).map_err(io_error)?;
+        // By code only: a tenant label here would add a series per code a tenant raised,
+        // past the per-tenant series budget (docs/operations.md "Metrics"); per-tenant
+        // alerts are in the tenant status.
         metrics::counter!(
             crate::metrics::ALERTS_TOTAL,
-            crate::metrics::LABEL_TENANT => inner.tenant_id.clone(),
             crate::metrics::LABEL_CODE => code.to_owned()
         )
         .increment(1);
-        Ok(is_first)
+        Ok(opens)
     }
 
     pub fn alerts(&self) -> Result<Vec<Alert>, StoreError> {
@@ -233,6 +248,10 @@ impl TenantStore {
     pub fn clear_alert(&self, code: &str) -> Result<bool, StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
+        inner
+            .tree
+            .remove(inner.keys.alert_state(code))
+            .map_err(io_error)?;
         Ok(inner
             .tree
             .remove(inner.keys.alert(code))

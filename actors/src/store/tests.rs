@@ -496,6 +496,68 @@ fn dead_letters_checkpoints_calls_and_alerts() {
 }
 
 #[test]
+fn an_alert_resolves_is_acked_once_reopens_and_survives_a_reopen_of_the_store() {
+    // Goal: the alert lifecycle (docs/operations.md "Alerts"): resolve sets resolved_at once;
+    // ack is idempotent and unknown codes are None; raising a resolved alert reopens it
+    // (resolved_at and acked_at cleared, count + 1, `true` returned); a repeat while open keeps
+    // the ack; raise_alert_once never touches an existing alert; all of it is stored.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let tenant = store.tenant("t").unwrap();
+        assert!(
+            !tenant.resolve_alert("auth_failed", 5).unwrap(),
+            "never raised"
+        );
+        assert_eq!(tenant.ack_alert("auth_failed", 5).unwrap(), None);
+        assert!(tenant.raise_alert("auth_failed", "401", 10).unwrap());
+        assert!(tenant.resolve_alert("auth_failed", 20).unwrap());
+        assert!(!tenant.resolve_alert("auth_failed", 30).unwrap(), "once");
+        let acked = tenant.ack_alert("auth_failed", 40).unwrap().unwrap();
+        assert_eq!(
+            acked.state,
+            AlertState {
+                resolved_at_ms: Some(20),
+                acked_at_ms: Some(40)
+            }
+        );
+        let again = tenant.ack_alert("auth_failed", 50).unwrap().unwrap();
+        assert_eq!(again.state.acked_at_ms, Some(40), "idempotent");
+
+        assert!(
+            tenant.raise_alert("auth_failed", "401 again", 60).unwrap(),
+            "reopened"
+        );
+        let views = tenant.alert_views().unwrap();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].state, AlertState::default());
+        assert_eq!(views[0].alert.count, 2);
+
+        tenant.ack_alert("auth_failed", 70).unwrap();
+        assert!(!tenant.raise_alert("auth_failed", "still", 80).unwrap());
+        assert_eq!(
+            tenant.alert_state("auth_failed").unwrap().acked_at_ms,
+            Some(70)
+        );
+
+        assert!(tenant.raise_alert_once("hint", "once", 90).unwrap());
+        tenant.resolve_alert("hint", 95).unwrap();
+        assert!(!tenant.raise_alert_once("hint", "once", 99).unwrap());
+        assert_eq!(tenant.alert_state("hint").unwrap().resolved_at_ms, Some(95));
+        store.flush_blocking().unwrap();
+    }
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let tenant = store.tenant("t").unwrap();
+    let views = tenant.alert_views().unwrap();
+    assert_eq!(views.len(), 2);
+    assert_eq!(views[0].alert.code, "auth_failed");
+    assert_eq!(views[0].state.acked_at_ms, Some(70));
+    assert_eq!(views[1].state.resolved_at_ms, Some(95));
+    assert!(tenant.clear_alert("hint").unwrap());
+    assert_eq!(tenant.alert_state("hint").unwrap(), AlertState::default());
+}
+
+#[test]
 fn a_store_keeps_the_layout_it_was_created_with() {
     // Goal: reopening with another layout is refused; plain open uses the recorded one.
     let dir = tempfile::tempdir().unwrap();

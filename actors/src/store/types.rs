@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_payload, unknown_version, Versioned};
-use super::{Alert, Counts, Lane, RecordKind, StoreError, TenantRecord};
+use super::{Alert, AlertState, Counts, Lane, RecordKind, StoreError, TenantRecord};
 
 /// Most transitions kept in a record's history; older ones are dropped first.
 pub const HISTORY_LEN_MAX: usize = 64;
@@ -337,6 +337,7 @@ versioned! {
     Unconfirmed => 1,
     Counts => 1,
     Alert => 1,
+    AlertState => 1,
     TenantRecord => 1,
 }
 
@@ -490,6 +491,30 @@ mod tests {
         assert_eq!(
             hex(&encode(&tenant).unwrap()),
             format!("01{AB}{AB}{s1}{AB}{s1}ff{AB}{s1}{s1}")
+        );
+    }
+
+    #[test]
+    fn golden_bytes_pin_the_alert_state_beside_the_unchanged_alert() {
+        // Goal: an alert's lifecycle has its own pinned format (version 1: two Option<u64>),
+        // so the Alert bytes written before it need no migration.
+        let open = AlertState::default();
+        assert_eq!(hex(&encode(&open).unwrap()), "010000");
+        let resolved_and_acked = AlertState {
+            resolved_at_ms: Some(1),
+            acked_at_ms: Some(0x0102),
+        };
+        assert_eq!(
+            hex(&encode(&resolved_and_acked).unwrap()),
+            "01010100000000000000010201000000000000"
+        );
+        let decoded: AlertState = decode(&unhex("0100010201000000000000")).unwrap();
+        assert_eq!(
+            decoded,
+            AlertState {
+                resolved_at_ms: None,
+                acked_at_ms: Some(0x0102)
+            }
         );
     }
 

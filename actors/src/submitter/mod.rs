@@ -13,7 +13,10 @@
 //!   stale generation's answer is refused (by `may_act`, and by the store's lease check).
 //! - While every call fails (an outage), the tenant backs off ([`failure_backoff_ms`]).
 //! - Paused (or waiting for the operator) → it sends nothing. 401/403 → tenant paused,
-//!   `needs_operator`, alert `auth_failed`; the entries stay queued.
+//!   `needs_operator`, alert `auth_failed`; the entries stay queued. A client that cannot
+//!   be built or a redirect → the same, with alert `crm_misconfigured`.
+//! - Every answer feeds the tenant's health (`hub/health.rs`: transport failures,
+//!   `crm_unreachable`, resolving alerts on success); dead letters raise `dead_letters`.
 
 // Size: over 500 lines — one actor with its four handlers and its send loop; the request
 // mapping already lives in `request.rs`.
@@ -477,6 +480,7 @@ impl SubmitterActor {
         let shared = Arc::clone(&self.core.shared);
         let now_ms = shared.clock.now_ms();
         self.behavior.view.in_flight = false;
+        shared.observe_reachability(&reply, now_ms);
         shared.budget.observe(reply.rate_limit, now_ms);
         if reply.rate_limit.limit.is_some() || reply.rate_limit.remaining.is_some() {
             shared.record_rate_limit_headers(RateLimitHeaders {
@@ -519,7 +523,7 @@ impl SubmitterActor {
                 .increment(1);
         }
         if let Some(reason) = &settled.needs_operator {
-            self.needs_operator(reason, now_ms);
+            self.needs_operator(reason, status, now_ms);
         }
         let settings = shared.settings();
         let retry = RetryPolicy::from_settings(
@@ -591,6 +595,7 @@ impl SubmitterActor {
                     metrics::counter!(DEAD_LETTERS_TOTAL, LABEL_ACTOR => actor)
                         .increment(report.dead);
                     tracing::warn!(tenant_id = %shared.tenant_id, dead = report.dead, "entries dead-lettered");
+                    shared.entries_dead_lettered(report.dead, now_ms);
                 }
                 if report.refused_stale > 0 {
                     metrics::counter!(STALE_COMPLETIONS_REFUSED_TOTAL, LABEL_ACTOR => actor)
@@ -606,9 +611,14 @@ impl SubmitterActor {
         }
     }
 
-    /// 401/403: the tenant's shared reaction (pause, needs_operator, alert once), shown here.
-    fn needs_operator(&mut self, reason: &str, now_ms: u64) {
-        self.core.shared.credentials_refused(reason, now_ms);
+    /// 401/403 (alert `auth_failed`), or a Virtuous that cannot be called as configured — no
+    /// client, a redirect (alert `crm_misconfigured`, never reported as a 401): the tenant's
+    /// shared reaction (pause, needs_operator, alert once), shown here.
+    fn needs_operator(&mut self, reason: &str, status: Option<u16>, now_ms: u64) {
+        match status {
+            Some(401 | 403) => self.core.shared.credentials_refused(reason, now_ms),
+            _ => self.core.shared.crm_misconfigured(reason, now_ms),
+        }
         self.behavior.view.paused = true;
         self.behavior.view.needs_operator = true;
     }

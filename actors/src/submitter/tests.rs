@@ -819,3 +819,151 @@ async fn a_stopping_tenant_records_the_answer_of_the_call_in_flight_first() {
     );
     assert_eq!(fx.crm.count(), 1, "nothing new was sent while stopping");
 }
+
+/// No answer at all (what a closed port gives): a connection error, nothing sent.
+fn refused() -> CrmReply {
+    let mut facts = ResponseFacts::unanswered(crate::outcome::ConnectionErrorKind::Refused);
+    facts.message = Some("error sending request: connection refused".into());
+    CrmReply { facts, ..reply(0) }
+}
+
+fn alert_view(tenant: &TenantStore, code: &str) -> Option<crate::store::AlertView> {
+    tenant
+        .alert_views()
+        .unwrap()
+        .into_iter()
+        .find(|view| view.alert.code == code)
+}
+
+#[actix_rt::test]
+async fn unanswered_calls_raise_crm_unreachable_at_the_threshold_and_a_success_resolves_it() {
+    // Goal: calls that get no answer are counted per tenant; the 3rd in a row raises
+    // crm_unreachable once (the tenant stays running, no auth_failed); the next successful
+    // call ends the run and resolves the alert.
+    let mut settings = settings(100, vec![5; 10]);
+    settings.submit.retry_jitter_pct = 0;
+    settings.alerts.crm_unreachable_after = 3;
+    let mut calls = 0;
+    let crm = FakeCrm::scripted(move |_| {
+        calls += 1;
+        if calls <= 4 {
+            refused()
+        } else {
+            reply(200)
+        }
+    });
+    let fx = start(settings, crm).await;
+    fx.handle.enqueue(vec![gift("pi_u")]).await.unwrap();
+    fx.handle.resume();
+    eventually("the gift submitted after the outage", 5_000, || {
+        record(&fx.tenant, RecordKind::Gift, "pi_u").state == SyncState::Submitted
+    })
+    .await;
+    let health = fx.handle.status().health;
+    assert_eq!(
+        (
+            health.crm_transport_failures,
+            health.crm_transport_failures_in_a_row
+        ),
+        (4, 0)
+    );
+    let unreachable = alert_view(&fx.tenant, "crm_unreachable").expect("raised");
+    assert_eq!(unreachable.alert.count, 1, "raised once per run");
+    assert!(
+        unreachable.state.resolved_at_ms.is_some(),
+        "resolved by the success"
+    );
+    assert!(alert_view(&fx.tenant, "auth_failed").is_none());
+    assert_eq!(fx.handle.status().state, "running");
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn dead_lettered_entries_raise_dead_letters() {
+    // Goal: an entry dead-lettered by the submitter (a permanent 422) raises the alert
+    // dead_letters (open), and is no transport failure.
+    let fx = start(settings(100, vec![5]), FakeCrm::scripted(|_| reply(422))).await;
+    fx.handle.enqueue(vec![gift("pi_d")]).await.unwrap();
+    fx.handle.resume();
+    eventually("dead_letters raised", 5_000, || {
+        alert_view(&fx.tenant, "dead_letters").is_some()
+    })
+    .await;
+    let dead = alert_view(&fx.tenant, "dead_letters").unwrap();
+    assert_eq!(dead.state.resolved_at_ms, None);
+    assert!(fx.tenant.has_dead_letters().unwrap());
+    assert_eq!(fx.handle.status().health.crm_transport_failures, 0);
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn auth_failed_resolves_on_the_next_successful_call_after_the_resume() {
+    // Goal: a 401 raises auth_failed; after the operator's resume the next successful call
+    // resolves it (count stays 1).
+    let mut calls = 0;
+    let crm = FakeCrm::scripted(move |_| {
+        calls += 1;
+        reply(if calls == 1 { 401 } else { 200 })
+    });
+    let fx = start(settings(100, vec![5]), crm).await;
+    fx.handle.enqueue(vec![gift("pi_k")]).await.unwrap();
+    fx.handle.resume();
+    eventually("needs operator", 5_000, || {
+        fx.handle.status().state == "needs_operator"
+    })
+    .await;
+    assert_eq!(
+        alert_view(&fx.tenant, "auth_failed")
+            .unwrap()
+            .state
+            .resolved_at_ms,
+        None
+    );
+    fx.handle.resume();
+    eventually("auth_failed resolved", 5_000, || {
+        alert_view(&fx.tenant, "auth_failed")
+            .is_some_and(|view| view.state.resolved_at_ms.is_some())
+    })
+    .await;
+    assert_eq!(
+        alert_view(&fx.tenant, "auth_failed").unwrap().alert.count,
+        1
+    );
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_client_that_cannot_be_built_waits_for_the_operator_without_claiming_a_401() {
+    // Goal: the Crm of a tenant whose Virtuous client cannot be built answers with no status
+    // (nothing was sent): the tenant waits for the operator with alert crm_misconfigured —
+    // never auth_failed, never "refused the tenant's credentials: 401" — and it is no
+    // transport failure.
+    let unconfigured = crate::ports::UnconfiguredCrm {
+        reason: "the Virtuous client cannot be built: bad base URL `http://[::1`".into(),
+    };
+    let answer = unconfigured.reply();
+    assert_eq!(answer.facts.status, None);
+    let fx = start(
+        settings(100, vec![5]),
+        FakeCrm::scripted(move |_| answer.clone()),
+    )
+    .await;
+    fx.handle.enqueue(vec![gift("pi_c")]).await.unwrap();
+    fx.handle.resume();
+    eventually("needs operator", 5_000, || {
+        fx.handle.status().state == "needs_operator"
+    })
+    .await;
+    assert!(alert_view(&fx.tenant, "auth_failed").is_none());
+    let misconfigured = alert_view(&fx.tenant, "crm_misconfigured").expect("raised");
+    assert!(
+        misconfigured.alert.message.contains("cannot be built")
+            && !misconfigured.alert.message.contains("401")
+            && !misconfigured.alert.message.contains("credentials"),
+        "{}",
+        misconfigured.alert.message
+    );
+    assert_eq!(fx.handle.status().health.crm_transport_failures, 0);
+    assert_eq!(fx.tenant.queued_total(), 1, "kept for after the fix");
+    fx.runtime.shutdown().await;
+}

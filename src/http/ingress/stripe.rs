@@ -129,6 +129,12 @@ fn verify(
     })
 }
 
+/// The tenant takes test-mode events (`sources.stripe.accept_test_events`).
+fn accepts_test_events(context: &TenantContext) -> bool {
+    let stripe = context.doc.sources.stripe.as_ref();
+    stripe.is_some_and(|settings| settings.accept_test_events)
+}
+
 /// Hands what the event maps to over to the tenant's Capture and answers Stripe.
 async fn hand_over(
     context: &TenantContext,
@@ -142,6 +148,10 @@ async fn hand_over(
     match mapped {
         Mapped::Ignored { reason } => {
             tracing::debug!(tenant_id, event_id, reason = %crate::telemetry::escaped(&reason), "stripe event ignored");
+            if !event.livemode && !accepts_test_events(context) {
+                // Counted on the tenant, with a one-time hint alert (docs/ingress.md).
+                context.handle.test_event_ignored();
+            }
             Ok(Answer::ignored("stripe", event_id, &reason))
         }
         Mapped::Commands { commands, alerts } if alerts.is_empty() => {
