@@ -4,6 +4,7 @@
 mod admin;
 mod admin_demo;
 mod admin_operations;
+mod admin_rules;
 mod common;
 mod confirm_reconcile;
 mod confirm_support;
