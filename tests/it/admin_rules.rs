@@ -262,3 +262,23 @@ async fn a_refused_delete_under_ingress_answers_503_only_for_what_was_not_stored
         "stored events = events answered 202 (a 503 means not stored): {status}"
     );
 }
+
+#[actix_rt::test]
+async fn the_status_advertises_only_ingress_routes_that_exist() {
+    // Goal: every URL under the status's `ingress` is a route of this server (an unsigned POST is refused, never 404); a configured Mailchimp, not built yet, is not advertised.
+    let app = TestApp::spawn(SpawnOptions::default()).await;
+    let mut body = tenant_body("routes");
+    body["sources"]["mailchimp"] = json!({"url_key": "mc-key-routes"});
+    app.create_tenant(&body).await;
+    let status = app.status("routes").await;
+    let urls = status["ingress"].as_object().unwrap();
+    assert!(
+        urls.contains_key("stripe") && urls.contains_key("platform/auction-co"),
+        "{status}"
+    );
+    for (source, url) in urls {
+        let url = url.as_str().unwrap().replace("[redacted]", "x");
+        let response = app.client.post(&url).body("{}").send().await.unwrap();
+        assert_ne!(response.status(), 404, "{source}: {url} is not a route");
+    }
+}

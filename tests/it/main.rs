@@ -18,6 +18,7 @@ mod crash_support;
 mod external_sandbox;
 mod fault_matrix;
 mod http_store_access;
+mod ingress_amounts;
 mod ingress_platform;
 mod ingress_release;
 mod ingress_stripe;
