@@ -243,8 +243,23 @@ impl std::fmt::Debug for TenantDoc {
 }
 
 impl TenantDoc {
-    /// Parses a full document (defaults applied) and validates every field.
+    /// Parses a full document (defaults applied) and validates every field: what create and
+    /// patch accept.
     pub fn from_value(value: &Value) -> Result<TenantDoc, TenantDocError> {
+        let (doc, broken_rules) = TenantDoc::from_stored_value(value)?;
+        match broken_rules.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(doc),
+        }
+    }
+
+    /// A document as stored (boot): the rules a tenant needs to start are enforced; the
+    /// rules added since tenants were first stored (`validate.rs`, `new_rule_violations`)
+    /// are returned instead, so that such a tenant still starts — its queue drains, its
+    /// webhooks are answered — and carries the alert `config_invalid` until a PATCH fixes it.
+    pub fn from_stored_value(
+        value: &Value,
+    ) -> Result<(TenantDoc, Vec<TenantDocError>), TenantDocError> {
         let id = value
             .get("id")
             .and_then(Value::as_str)
@@ -264,8 +279,9 @@ impl TenantDoc {
             };
             invalid(&field, message)
         })?;
-        doc.validate()?;
-        Ok(doc)
+        doc.validate_startable()?;
+        let broken_rules = doc.new_rule_violations();
+        Ok((doc, broken_rules))
     }
 }
 
@@ -378,6 +394,39 @@ fn pointer_to_field(pointer: &str) -> String {
         .replace("~0", "~")
 }
 
+/// A `null` in a merge patch removes an optional setting (a secret rotated out, a source,
+/// a budget override); it never resets a setting that has a default: `{"virtuous":
+/// {"base_url": null}}` would silently point the tenant at production Virtuous with its key.
+/// `full` is the patched document with its defaults applied.
+pub fn refuse_null_resets(merge_patch: &Value, full: &Value) -> Result<(), TenantDocError> {
+    let mut nulls = Vec::new();
+    null_pointers(merge_patch, String::new(), &mut nulls);
+    for pointer in nulls {
+        if full.pointer(&pointer).is_some_and(|value| !value.is_null()) {
+            return Err(invalid(
+                &pointer_to_field(&pointer),
+                "null would reset it to its default; send the value you want instead",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// JSON Pointers of every `null` member in `value`.
+fn null_pointers(value: &Value, at: String, nulls: &mut Vec<String>) {
+    let Value::Object(members) = value else {
+        return;
+    };
+    for (key, member) in members {
+        let pointer = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+        if member.is_null() {
+            nulls.push(pointer);
+        } else {
+            null_pointers(member, pointer, nulls);
+        }
+    }
+}
+
 /// Validates a body and returns the full document with its defaults applied.
 pub fn normalise(body: &Value) -> Result<(TenantDoc, Value), TenantDocError> {
     if !body.is_object() {
@@ -392,3 +441,6 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod rules_tests;

@@ -5,7 +5,8 @@
 //! - create: everything that can fail (sealing, the embedded org, opening the tenant's key
 //!   space) is *prepared* first; then the registry write is made durable; then the actors
 //!   start (infallible). The answer comes last.
-//! - delete: the tenant's actors stop, its data is dropped, and only then is the registry
+//! - delete: unfinished work is looked for first, while the tenant runs (a refused delete
+//!   changes nothing); then the tenant's actors stop, its data is dropped, and only then is the registry
 //!   record removed — a crash in between leaves a registered tenant with no data (deleting
 //!   it again finishes the job), never orphaned dedup marks under a free id.
 //!
@@ -42,6 +43,9 @@ fn store(state: &AppState) -> &steward_actors::store::Store {
 
 /// Alert raised when a tenant targets the embedded sandbox but none is running.
 pub const ALERT_EMBEDDED_SANDBOX_MISSING: &str = "embedded_sandbox_missing";
+/// Alert raised at start for a stored tenant that breaks a rule added since it was saved
+/// (docs/operations.md "Tenant rules"); cleared by the PATCH that makes it valid.
+pub const ALERT_CONFIG_INVALID: &str = "config_invalid";
 
 /// The one wall clock (`steward_actors::ports::now_ms`), re-exported for the admin routes.
 pub use steward_actors::ports::now_ms;
@@ -209,7 +213,21 @@ fn check_embedded_target(state: &AppState, doc: &TenantDoc) -> Result<(), ApiErr
 /// Everything that can fail before a tenant's actors start: the document, its secrets, the
 /// embedded org, its key space. The returned spec starts infallibly.
 fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, ApiError> {
-    let doc = TenantDoc::from_value(&full_doc(state, record)?)?;
+    // Create and patch validated every rule already; a stored tenant that breaks a newer
+    // rule still starts (never strand its queue or answer its webhooks 404), with an alert.
+    let (doc, broken_rules) = TenantDoc::from_stored_value(&full_doc(state, record)?)?;
+    if !broken_rules.is_empty() {
+        let fields: Vec<String> = broken_rules.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "the stored configuration breaks a rule added since it was saved; it runs as it is \
+             until a PATCH fixes it: {}",
+            fields.join("; ")
+        );
+        tracing::warn!(tenant_id = %record.id, "{message}");
+        store(state)
+            .tenant(&record.id)?
+            .raise_alert(ALERT_CONFIG_INVALID, &message, now_ms())?;
+    }
     match (&state.sandbox, doc.virtuous.base_url.as_str()) {
         (Some(sandbox), "embedded") => {
             let api_key = doc.virtuous.api_key.clone().unwrap_or_default();
@@ -379,6 +397,7 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
     // A document read back from GET carries "[redacted]": that means "keep the stored secret".
     tenant::restore_redacted_secrets(&mut full, &stored_secrets)?;
     let (doc, full) = tenant::normalise(&full)?;
+    tenant::refuse_null_resets(&merge_patch, &full)?;
     check_embedded_target(state, &doc)?;
     let updated = seal_record(state, id, full, &record.state, record.created_at_ms);
     let prepared = prepare_tenant(state, &updated)?;
@@ -386,6 +405,10 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
     if !store(state).registry().put_keeping_run_state(&updated)? {
         return Err(unknown_tenant(id));
     }
+    // The document passed every rule: a config_invalid raised at start no longer holds.
+    store(state)
+        .tenant(id)?
+        .resolve_alert(ALERT_CONFIG_INVALID, now_ms())?;
     store(state).durable().await?;
     start_or_update(state, prepared);
     tracing::info!(tenant_id = %id, "tenant updated");
@@ -398,21 +421,27 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
-    // Stop first, then look: nothing can be captured between the check and the drop.
+    // Look first, while the tenant runs: a refused DELETE changes nothing at all — no stop,
+    // no window in which its webhooks would be answered 404 or 503.
+    if !force {
+        refuse_if_unfinished(state, id).await?;
+    }
     state.runtime.stop_tenant(id).await;
     state.tenant_docs.remove(id);
-    let queued = store(state).tenant(id)?.queued_total();
-    if queued > 0 && !force {
-        if let Ok(prepared) = prepare_tenant(state, &record) {
-            start_or_update(state, prepared);
+    // Work may have arrived between the look and the stop: look again, now that nothing
+    // can be captured, and put the tenant back if the delete is refused after all.
+    if !force {
+        if let Err(refusal) = refuse_if_unfinished(state, id).await {
+            match prepare_tenant(state, &record) {
+                Ok(prepared) => start_or_update(state, prepared),
+                Err(err) => {
+                    tracing::error!(tenant_id = %id, error = %err, "a refused delete could not start the tenant again")
+                }
+            }
+            return Err(refusal);
         }
-        return Err(ApiError::new(
-            ErrorCode::TenantHasWork,
-            format!(
-                "tenant `{id}` has {queued} queued entries; drain them or DELETE with ?force=true"
-            ),
-        ));
     }
+    let queued = store(state).tenant(id)?.queued_total();
     // Dropping a tenant's data deletes its whole key range and waits for in-flight group
     // writes: blocking work, kept off the HTTP worker's executor thread.
     let blocking_store = store(state).clone();
@@ -433,6 +462,29 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
     metrics::gauge!(crate::telemetry::TENANTS).decrement(1.0);
     tracing::info!(tenant_id = %id, queued_dropped = queued, "tenant deleted");
     Ok(())
+}
+
+/// `409 tenant_has_work` while the tenant has unfinished records (docs/operations.md
+/// "Deleting a tenant"). The count scans the tenant's gift records: off the HTTP worker.
+async fn refuse_if_unfinished(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let tenant_store = store(state).tenant(id)?;
+    let unfinished = actix_web::web::block(move || tenant_store.unfinished())
+        .await
+        .map_err(|err| {
+            ApiError::new(ErrorCode::Internal, format!("counting work failed: {err}"))
+        })??;
+    if unfinished.total() == 0 {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::TenantHasWork,
+        format!(
+            "tenant `{id}` has unfinished work: {} queued, {} awaiting confirmation, {} in \
+             needs_review; drain or resolve it, or DELETE with ?force=true (which drops it and \
+             its dedup marks)",
+            unfinished.queued, unfinished.awaiting_confirmation, unfinished.needs_review
+        ),
+    ))
 }
 
 pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Value, ApiError> {

@@ -27,9 +27,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(web::resource("/tenants/{id}/pause").route(web::post().to(pause_tenant)))
         .service(web::resource("/tenants/{id}/resume").route(web::post().to(resume_tenant)))
-        .service(
-            web::resource("/tenants/{id}/alerts/{code}/ack").route(web::post().to(ack_alert)),
-        )
+        .service(web::resource("/tenants/{id}/alerts/{code}/ack").route(web::post().to(ack_alert)))
         .service(
             web::resource("/tenants/{id}/_test/kill/{actor}").route(web::post().to(kill_actor)),
         )

@@ -238,7 +238,7 @@ mod tests {
         // Goal: Stripe's and each platform's transaction source name their ingress source; unknown ones fall back to the lowercase name.
         let doc = TenantDoc::from_value(&json!({"id": "t", "name": "T",
             "virtuous": {"api_key": "k", "webhook_secret": "w"},
-            "sources": {"stripe": {"signing_secret": "s", "transaction_source": "Card"},
+            "sources": {"stripe": {"signing_secret": "whsec_s", "transaction_source": "Card"},
                         "platforms": {"auction-co": {"secret": "p", "transaction_source": "AuctionCo"}}}}))
         .unwrap();
         let names = source_names(&doc);

@@ -1,10 +1,17 @@
 //! Validation of a tenant document: every field checked when a tenant is created or
 //! patched, each error naming its field.
+//!
+//! Two sets of rules (docs/operations.md "Tenant rules"):
+//! - [`TenantDoc::validate_startable`]: what a tenant needs to start at all. A stored
+//!   document always passed these (they predate every stored tenant).
+//! - [`TenantDoc::new_rule_violations`]: rules added after tenants were stored (issue 11).
+//!   Create and patch refuse a document that breaks one; a stored tenant that breaks one
+//!   still starts and carries the alert `config_invalid` naming the field.
 
 use super::{invalid, validate_tenant_id, PlatformSettings, TenantDoc, TenantDocError, REDACTED};
 
 impl TenantDoc {
-    pub(super) fn validate(&self) -> Result<(), TenantDocError> {
+    pub(super) fn validate_startable(&self) -> Result<(), TenantDocError> {
         if self.name.trim().is_empty() || self.name.len() > 200 {
             return Err(invalid("name", "must be 1 to 200 characters"));
         }
@@ -73,6 +80,105 @@ impl TenantDoc {
         }
         Ok(())
     }
+}
+
+impl TenantDoc {
+    /// Every rule added since tenants were first stored that this document breaks, in
+    /// document order (an empty list for a valid document).
+    pub fn new_rule_violations(&self) -> Vec<TenantDocError> {
+        let mut broken = Vec::new();
+        if let Some(problem) = base_url_problem(&self.virtuous.base_url) {
+            broken.push(invalid(
+                "virtuous.base_url",
+                format!("must be an http(s) URL or \"embedded\": {problem}"),
+            ));
+        }
+        if let Some(api_key) = &self.virtuous.api_key {
+            if api_key.chars().any(char::is_control) {
+                broken.push(invalid(
+                    "virtuous.api_key",
+                    "contains control characters (a newline or tab pasted with it?)",
+                ));
+            }
+        }
+        if let Some(stripe) = &self.sources.stripe {
+            let secrets = [
+                ("signing_secret", &stripe.signing_secret),
+                ("previous_signing_secret", &stripe.previous_signing_secret),
+            ];
+            for (key, secret) in secrets {
+                if let Some(problem) = secret.as_deref().and_then(stripe_signing_secret_problem) {
+                    broken.push(invalid(&format!("sources.stripe.{key}"), problem));
+                }
+            }
+        }
+        for (name, platform) in &self.sources.platforms {
+            // A timestamp checked for freshness but outside the signature proves nothing: a
+            // captured body replays with a fresh timestamp.
+            if platform.timestamp_header.is_some() && platform.signed_payload == "body" {
+                broken.push(invalid(
+                    &format!("sources.platforms.{name}.signed_payload"),
+                    "must be \"{timestamp}.{body}\" when timestamp_header is set: a timestamp \
+                     outside the signature lets a captured body be replayed with a fresh one \
+                     (or remove timestamp_header)",
+                ));
+            }
+        }
+        broken
+    }
+}
+
+/// Why `base_url` is not `"embedded"` or a usable http(s) base URL; `None` when it is. The
+/// reason never repeats the URL (it may carry credentials).
+fn base_url_problem(base_url: &str) -> Option<&'static str> {
+    if base_url == "embedded" {
+        return None;
+    }
+    // The URL standard drops tabs and newlines and trims spaces silently: refuse them first.
+    if base_url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Some("it contains spaces, tabs, newlines or control characters");
+    }
+    let Ok(url) = reqwest::Url::parse(base_url) else {
+        return Some("it does not parse as a URL (check the host, an IPv6 address's brackets and the port, at most 65535)");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Some("the scheme must be http or https");
+    }
+    if url.host().is_none() || url.host_str() == Some("") {
+        return Some("it has no host");
+    }
+    if url.port() == Some(0) {
+        return Some("port 0 is not a port to connect to");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some("it carries a user name or password (user:pass@): the API key is the credential; such a URL would be stored and shown unencrypted");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Some("a base URL has no query (?…) or fragment (#…)");
+    }
+    None
+}
+
+/// Why `secret` is not a Stripe webhook signing secret; `None` when it is. The reason names
+/// the kind of key received, never the key.
+fn stripe_signing_secret_problem(secret: &str) -> Option<String> {
+    const PREFIX: &str = "whsec_";
+    if secret.len() > PREFIX.len() && secret.starts_with(PREFIX) {
+        return None;
+    }
+    let received = match secret.get(..3) {
+        Some("sk_") => "; this is a secret API key (sk_…), not a signing secret",
+        Some("rk_") => "; this is a restricted API key (rk_…), not a signing secret",
+        Some("pk_") => "; this is a publishable API key (pk_…), not a signing secret",
+        _ => "",
+    };
+    Some(format!(
+        "must be the webhook endpoint's signing secret, which starts with whsec_ (Stripe \
+         Dashboard → Developers → Webhooks → the endpoint → Signing secret){received}"
+    ))
 }
 
 /// One generic platform's settings (`sources.platforms.{name}`).

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_demo;
 mod admin_operations;
+mod admin_rules;
 mod alerts_speak;
 mod common;
 mod confirm_reconcile;
@@ -18,6 +19,7 @@ mod crash_support;
 mod external_sandbox;
 mod fault_matrix;
 mod http_store_access;
+mod ingress_amounts;
 mod ingress_limits;
 mod ingress_platform;
 mod ingress_release;

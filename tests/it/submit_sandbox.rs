@@ -58,10 +58,14 @@ async fn rig(org_hourly_limit: u64, budget: BudgetSettings) -> Rig {
     });
     // Work sent before the five children run is refused (`Unavailable`); a loaded machine
     // starts them later, so wait for them rather than race them.
-    wait_until(Duration::from_secs(10), "the tenant's children to start", || {
-        let started = handle.children_started();
-        async move { started.then_some(()) }
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the tenant's children to start",
+        || {
+            let started = handle.children_started();
+            async move { started.then_some(()) }
+        },
+    )
     .await;
     Rig {
         sandbox,

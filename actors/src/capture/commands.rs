@@ -320,7 +320,9 @@ impl actix::Handler<RecordFact> for super::CaptureActor {
         }
         self.publish();
         let durable = async move { store.durable().await };
-        Box::pin(durable.into_actor(self).map(move |flushed, capture, _ctx| {
+        self.behavior.flushes_awaited += 1;
+        Box::pin(durable.into_actor(self).map(move |flushed, capture, ctx| {
+            capture.flush_answered(ctx);
             flushed?;
             let ready = outcome.entries_ready();
             if ready > 0 {

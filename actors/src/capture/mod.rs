@@ -34,6 +34,8 @@ pub struct Capture {
     batches_made_durable: u64,
     /// Wake-up hints dropped because a sibling was restarting or its mailbox was full.
     hints_dropped: u64,
+    /// Written batches whose flush is awaited: their callers are still waiting for an answer.
+    flushes_awaited: u64,
 }
 
 impl ChildBehavior for Capture {
@@ -51,6 +53,12 @@ impl ChildBehavior for Capture {
     }
     fn observed(&self) -> Capture {
         *self
+    }
+    /// A write whose answer is pending was made: a stopping tenant answers it first. Were
+    /// its future dropped, the caller would see "unavailable" (ingress: `503`, "not
+    /// stored") for an entry that is stored and will be sent.
+    fn busy(&self) -> bool {
+        self.flushes_awaited > 0
     }
 }
 
@@ -79,7 +87,9 @@ impl Handler<Enqueue> for CaptureActor {
         drop(guard);
         let store = self.core.shared.store().clone();
         let durable = async move { store.durable().await };
-        Box::pin(durable.into_actor(self).map(move |flushed, capture, _ctx| {
+        self.behavior.flushes_awaited += 1;
+        Box::pin(durable.into_actor(self).map(move |flushed, capture, ctx| {
+            capture.flush_answered(ctx);
             if let Err(error) = flushed {
                 capture.behavior.enqueue_errors += 1;
                 return Err(EnqueueError::Store(error));
@@ -94,6 +104,15 @@ impl Handler<Enqueue> for CaptureActor {
 }
 
 impl CaptureActor {
+    /// A write's flush resolved (its answer goes out in this poll, before the actor stops):
+    /// a stop deferred while answers were pending happens after the last one.
+    fn flush_answered(&mut self, ctx: &mut Context<Self>) {
+        self.behavior.flushes_awaited -= 1;
+        if self.behavior.flushes_awaited == 0 {
+            self.finish_deferred_stop(ctx);
+        }
+    }
+
     /// Hints Queue and Submitter that `entries` became ready (counted when dropped).
     fn behavior_hint(&mut self, entries: u64) {
         self.behavior.hints_dropped += self.core.shared.hint_new_work(entries);

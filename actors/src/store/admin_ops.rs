@@ -306,3 +306,61 @@ impl TenantStore {
 #[cfg(test)]
 #[path = "admin_ops_tests.rs"]
 mod tests;
+
+/// What a DELETE without `force` refuses to drop (docs/operations.md "Deleting a tenant"):
+/// dropping them also drops their dedup marks, so a redelivery after the tenant is created
+/// again would be sent — and imported — a second time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Queue entries in every lane: ready, held, waiting to retry, or leased to a call.
+    pub queued: u64,
+    /// Gifts accepted by Virtuous and not confirmed yet (the unconfirmed index).
+    pub awaiting_confirmation: u64,
+    /// Gifts the reconciler stopped waiting for: maybe imported, maybe not.
+    pub needs_review: u64,
+}
+
+impl Unfinished {
+    pub fn total(&self) -> u64 {
+        self.queued + self.awaiting_confirmation + self.needs_review
+    }
+}
+
+impl TenantStore {
+    /// Counts the tenant's [`Unfinished`] records. Contacts and refunds are not counted: no
+    /// query confirms them, so they would stay "unconfirmed" for ever, and a contact sent
+    /// again is merged, not doubled. Scans the unconfirmed index and the gift records: an
+    /// admin operation, not for a hot path.
+    pub fn unfinished(&self) -> Result<Unfinished, StoreError> {
+        let inner = self.inner();
+        inner.settle()?;
+        let gift_prefix = |section: u8| {
+            let mut prefix = inner.keys.section_prefix(section);
+            prefix.push(super::keys::record_kind_byte(RecordKind::Gift));
+            prefix
+        };
+        let mut awaiting_confirmation = 0;
+        for key in inner
+            .tree
+            .scan_prefix(gift_prefix(section::UNCONFIRMED))
+            .keys()
+        {
+            key.map_err(io_error)?;
+            awaiting_confirmation += 1;
+        }
+        let mut needs_review = 0;
+        for bytes in inner
+            .tree
+            .scan_prefix(gift_prefix(section::RECORD))
+            .values()
+        {
+            let record: RecordState = decode(&bytes.map_err(io_error)?)?;
+            needs_review += u64::from(record.state == SyncState::NeedsReview);
+        }
+        Ok(Unfinished {
+            queued: self.queued_total(),
+            awaiting_confirmation,
+            needs_review,
+        })
+    }
+}

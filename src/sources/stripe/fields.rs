@@ -37,6 +37,28 @@ pub(super) fn amount_at(object: &Value, pointer: &str) -> Option<i64> {
         .filter(|amount| *amount >= 0)
 }
 
+/// An amount field of a payment as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AmountField {
+    /// Absent or `null`.
+    Absent,
+    /// A whole, non-negative number of minor units (zero included).
+    Minor(i64),
+    /// Anything else (`"2500"`, `-1`, `25.5`, `1e308`, beyond `i64`): never read as zero.
+    Malformed,
+}
+
+/// The amount field at `pointer`.
+pub(super) fn amount_field(object: &Value, pointer: &str) -> AmountField {
+    match object.pointer(pointer) {
+        None | Some(Value::Null) => AmountField::Absent,
+        Some(value) => match value.as_i64() {
+            Some(amount) if amount >= 0 => AmountField::Minor(amount),
+            _ => AmountField::Malformed,
+        },
+    }
+}
+
 /// `YYYY-MM-DD` of `unix_s` in the tenant's time zone (docs/ingress.md "Stripe").
 pub(super) fn gift_date(unix_s: i64, tz: &TimeZone) -> Option<String> {
     let timestamp = jiff::Timestamp::from_second(unix_s).ok()?;

@@ -6,8 +6,8 @@ use serde_json::{json, Map, Value};
 use steward_actors::store::{EntryFact, Lane, RecordKind};
 
 use super::fields::{
-    amount_at, expanded_at, gift_date, gift_type, id_at, insert_opt, invoice_frequency,
-    payment_method_type, text_at, Donor,
+    amount_field, expanded_at, gift_date, gift_type, id_at, insert_opt, invoice_frequency,
+    payment_method_type, text_at, AmountField, Donor,
 };
 use super::{
     ignored, ApiEra, Mapped, StripeEvent, StripeMapping, SubscriptionLink, SOURCE,
@@ -59,6 +59,31 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// The amount in minor units of the first of `fields` that holds one above zero (a
+    /// PaymentIntent's `amount_received`, else its `amount`); `0` for a true zero, which the
+    /// caller ignores. A malformed field, or no amount at all, is a mapping error — the event
+    /// is answered `200 rejected`, kept and alerted (docs/ingress.md) — never read as zero.
+    fn amount_minor(&self, object: &Value, fields: &[&str]) -> Result<i64, SourceError> {
+        let mut zero_seen = false;
+        for field in fields {
+            match amount_field(object, &format!("/{field}")) {
+                AmountField::Minor(amount) if amount > 0 => return Ok(amount),
+                AmountField::Minor(_) => zero_seen = true,
+                AmountField::Absent => {}
+                AmountField::Malformed => {
+                    return Err(self.mapping_error(&format!(
+                        "`{field}` is not a whole, non-negative number of minor units"
+                    )))
+                }
+            }
+        }
+        if zero_seen {
+            Ok(0)
+        } else {
+            Err(self.mapping_error(&format!("no amount (`{}`)", fields.join("`, `"))))
+        }
+    }
+
     /// `payment_intent.succeeded` / `charge.succeeded`: one gift per payment, same
     /// `transactionId` and idempotency key whichever event arrives (docs/ingress.md).
     pub fn map_payment(&self, kind: PaymentObject) -> Result<Mapped, SourceError> {
@@ -85,13 +110,10 @@ impl<'a> Context<'a> {
             _ => None,
         };
         let amount_key = match kind {
-            PaymentObject::Intent => "/amount_received",
-            PaymentObject::Charge => "/amount_captured",
+            PaymentObject::Intent => "amount_received",
+            PaymentObject::Charge => "amount_captured",
         };
-        let amount_minor = amount_at(object, amount_key)
-            .filter(|amount| *amount > 0)
-            .or_else(|| amount_at(object, "/amount"))
-            .unwrap_or(0);
+        let amount_minor = self.amount_minor(object, &[amount_key, "amount"])?;
         if amount_minor == 0 {
             return Ok(ignored("payment of zero"));
         }
@@ -172,7 +194,7 @@ impl<'a> Context<'a> {
                 "invoice paid without a PaymentIntent (credit balance, out of band or zero)",
             ));
         };
-        let amount_minor = amount_at(invoice, "/amount_paid").unwrap_or(0);
+        let amount_minor = self.amount_minor(invoice, &["amount_paid"])?;
         if amount_minor == 0 {
             return Ok(ignored("invoice paid with zero"));
         }

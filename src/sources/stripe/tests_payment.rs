@@ -433,3 +433,79 @@ fn uncaptured_charges_and_unknown_types_are_ignored() {
     let plan = json!({"id": "price_1", "object": "plan"});
     assert!(is_ignored(&map(&event("plan.created", BASIL, plan))));
 }
+
+/// The reason of a `rejected` mapping (panics on any other outcome).
+pub(super) fn rejected_reason(mapped: Result<Mapped, SourceError>) -> String {
+    match mapped {
+        Err(SourceError::Mapping { reason, .. }) => reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// Amounts that are no whole, non-negative number of minor units (JSON text, as Stripe's
+/// body would carry it): a string, negative, fractional, `1e308`, 2^63 and 2^64.
+pub(super) const MALFORMED_AMOUNTS: [&str; 6] = [
+    "\"2500\"",
+    "-2500",
+    "25.5",
+    "1e308",
+    "9223372036854775808",
+    "18446744073709551616",
+];
+
+#[test]
+fn malformed_payment_amounts_are_rejected_not_ignored_as_zero() {
+    // Goal: a malformed amount in either amount field of a payment is a mapping error (200 rejected, kept, alerted), never "payment of zero".
+    for text in MALFORMED_AMOUNTS {
+        let bad: Value = serde_json::from_str(text).unwrap();
+        let cases = [
+            (
+                "charge.succeeded",
+                paid_charge(json!({"amount_captured": bad.clone()})),
+            ),
+            (
+                "charge.succeeded",
+                paid_charge(json!({"amount_captured": 0, "amount": bad.clone()})),
+            ),
+            (
+                "payment_intent.succeeded",
+                paid_intent(json!({"amount_received": bad.clone()})),
+            ),
+            (
+                "payment_intent.succeeded",
+                paid_intent(json!({"amount_received": null, "amount": bad.clone()})),
+            ),
+        ];
+        for (event_type, object) in cases {
+            let mapped = map_event(
+                &event(event_type, BASIL, object),
+                &settings(),
+                &TimeZone::UTC,
+                NOW,
+            );
+            let reason = rejected_reason(mapped);
+            assert!(reason.contains("amount"), "{text} {event_type}: {reason}");
+        }
+    }
+    let mut missing = paid_intent(json!({}));
+    missing.as_object_mut().unwrap().remove("amount");
+    missing.as_object_mut().unwrap().remove("amount_received");
+    let mapped = map_event(
+        &event("payment_intent.succeeded", BASIL, missing),
+        &settings(),
+        &TimeZone::UTC,
+        NOW,
+    );
+    assert!(rejected_reason(mapped).contains("no amount"));
+}
+
+#[test]
+fn a_true_zero_payment_is_ignored() {
+    // Goal: a well-formed zero (a 100% coupon, a $0 authorisation) carries nothing for Virtuous: 200 ignored.
+    let zero = paid_charge(json!({"amount": 0, "amount_captured": 0}));
+    let mapped = map(&event("charge.succeeded", BASIL, zero));
+    assert!(is_ignored(&mapped), "{mapped:?}");
+    let large = paid_intent(json!({"amount_received": i64::MAX, "amount": i64::MAX}));
+    let gift = only_command(map(&event("payment_intent.succeeded", BASIL, large)));
+    assert_eq!(gift.body()["amount"], "92233720368547758.07");
+}

@@ -221,3 +221,33 @@ fn basil_invoices_outside_subscriptions_and_expanded_links() {
     .unwrap();
     assert!(matches!(no_invoice, Mapped::Ignored { .. }));
 }
+
+#[test]
+fn malformed_invoice_amounts_are_rejected_not_ignored_as_zero() {
+    // Goal: a legacy invoice.paid whose amount_paid is malformed or missing is rejected (kept, alerted), a true zero ignored.
+    for text in super::tests_payment::MALFORMED_AMOUNTS {
+        let mut invoice = subscription_invoice(ApiEra::Legacy, "subscription_cycle");
+        invoice["amount_paid"] = serde_json::from_str(text).unwrap();
+        let mapped = map_event(
+            &event("invoice.paid", LEGACY, invoice),
+            &settings(),
+            &TimeZone::UTC,
+            NOW,
+        );
+        let reason = super::tests_payment::rejected_reason(mapped);
+        assert!(reason.contains("amount_paid"), "{text}: {reason}");
+    }
+    let mut missing = subscription_invoice(ApiEra::Legacy, "subscription_cycle");
+    missing.as_object_mut().unwrap().remove("amount_paid");
+    let mapped = map_event(
+        &event("invoice.paid", LEGACY, missing),
+        &settings(),
+        &TimeZone::UTC,
+        NOW,
+    );
+    assert!(super::tests_payment::rejected_reason(mapped).contains("no amount"));
+    let mut zero = subscription_invoice(ApiEra::Legacy, "subscription_cycle");
+    zero["amount_paid"] = json!(0);
+    let mapped = map(&event("invoice.paid", LEGACY, zero));
+    assert!(matches!(mapped, Mapped::Ignored { .. }), "{mapped:?}");
+}
