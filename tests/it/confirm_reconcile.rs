@@ -103,7 +103,11 @@ async fn stale_submissions_move_to_needs_review() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     reconcile_now(&app, "rec-old").await;
     let status = wait_for_count(&app, "rec-old", "needs_review", 2).await;
-    assert!(alert(&status, "needs_review").is_some(), "{status}");
+    // The pass moves the records, then raises the alert: two writes, so poll for the second.
+    wait_until(EVENTUALLY, "the needs_review alert", || async {
+        alert(&app.status("rec-old").await, "needs_review").map(|_| ())
+    })
+    .await;
     assert_eq!(status["counts"]["confirmed"], 0);
 }
 
