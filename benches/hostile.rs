@@ -22,6 +22,8 @@
 //! `max_in_flight_per_tenant` at work).
 //!
 //! Smoke run: `STEWARD_BENCH_SECONDS=3 STEWARD_BENCH_ATTACKERS=40 cargo bench --bench hostile`.
+//! `STEWARD_BENCH_PHASE=1` or `2` runs one phase; `STEWARD_BENCH_ENGINE_ENV="KEY=V,KEY=V"` passes
+//! settings to the engine (e.g. `STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT=4`).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -189,12 +191,24 @@ async fn attacker(
     }
 }
 
+/// Engine settings from `STEWARD_BENCH_ENGINE_ENV` (`KEY=V,KEY=V`), for tuning runs.
+fn engine_env() -> Vec<(&'static str, &'static str)> {
+    let text: &'static str = Box::leak(
+        std::env::var("STEWARD_BENCH_ENGINE_ENV")
+            .unwrap_or_default()
+            .into_boxed_str(),
+    );
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .collect()
+}
+
 fn ratio(attacked: &Histogram<u64>, solo: &Histogram<u64>) -> f64 {
     attacked.value_at_quantile(0.99) as f64 / solo.value_at_quantile(0.99).max(1) as f64
 }
 
 async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
-    let engine = Engine::spawn(&[]).await;
+    let engine = Engine::spawn(&engine_env()).await;
     engine
         .create_tenant_with_org(NEIGHBOUR, 1_000_000, 10)
         .await;
@@ -280,7 +294,7 @@ async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
 }
 
 async fn flood(seconds: u64, rate: u64, connections: usize) {
-    let engine = Engine::spawn(&[]).await;
+    let engine = Engine::spawn(&engine_env()).await;
     engine
         .create_tenant_with_org(NEIGHBOUR, 1_000_000, 10)
         .await;
@@ -341,7 +355,13 @@ async fn main() {
     let rate = env_number("STEWARD_BENCH_RATE", 20);
     let attackers = env_number("STEWARD_BENCH_ATTACKERS", 500);
     let flood_connections = env_number("STEWARD_BENCH_FLOOD_CONNECTIONS", 64) as usize;
+    // `1`, `2` or both (default): run one phase alone while tuning.
+    let phase = std::env::var("STEWARD_BENCH_PHASE").unwrap_or_default();
     println!("hostile-client benchmark — machine: {}", support::machine());
-    slow_and_oversized(seconds, rate, attackers).await;
-    flood(seconds, rate, flood_connections).await;
+    if phase.is_empty() || phase == "1" {
+        slow_and_oversized(seconds, rate, attackers).await;
+    }
+    if phase.is_empty() || phase == "2" {
+        flood(seconds, rate, flood_connections).await;
+    }
 }

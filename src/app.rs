@@ -392,6 +392,10 @@ fn start_http_servers(
         })
         .workers(ingress_workers)
         .max_connections(ingress_connections_per_worker)
+        // No lingering read after an answer that leaves a body unread (a refusal before the
+        // body, 408): actix would otherwise read and discard whatever the client still sends
+        // for up to a second, which lets a client that pumps a large body burn CPU.
+        .client_disconnect_timeout(Duration::ZERO)
         .disable_signals()
         .shutdown_timeout(shutdown_timeout_s)
         .listen(listeners.main)?

@@ -17,9 +17,12 @@ pub struct IngressSection {
     /// Open connections on the ingress listener (spread over its workers); further clients
     /// wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Deliveries of one tenant being handled at once (read, verified, written); past it →
-    /// `503 overloaded`.
+    /// Deliveries of one tenant being handled at once (read, verified, written); past it a
+    /// delivery waits `admission_wait_ms` for a place, then `503 overloaded`.
     pub max_in_flight_per_tenant: u32,
+    /// How long a delivery waits for one of its tenant's places before `503 overloaded`
+    /// (0 = refuse at once).
+    pub admission_wait_ms: u64,
 }
 
 impl Default for IngressSection {
@@ -30,6 +33,7 @@ impl Default for IngressSection {
             body_read_timeout_s: 10,
             max_connections: 1_024,
             max_in_flight_per_tenant: 16,
+            admission_wait_ms: 1_000,
         }
     }
 }
@@ -69,6 +73,9 @@ impl IngressSection {
                 "ingress.max_body_bytes_in_flight",
                 "must be at least ingress.max_body_bytes_in_flight_per_tenant".into(),
             ));
+        }
+        if self.admission_wait_ms > 60_000 {
+            return Err(("ingress.admission_wait_ms", "must be 0 to 60000".into()));
         }
         if self.body_read_timeout_s > 3_600 {
             return Err(("ingress.body_read_timeout_s", "must be 1 to 3600".into()));

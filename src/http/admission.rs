@@ -14,12 +14,13 @@
 //! connection and store nothing. The permit gives everything back when it is dropped, that
 //! is when the request ends, however it ends (answered, failed, or the client gone).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
 use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{ApiError, ErrorCode};
 use crate::config::IngressSection;
@@ -38,9 +39,10 @@ pub struct Admission {
 }
 
 /// One tenant's share of what is in flight.
-#[derive(Default)]
 struct TenantLoad {
-    deliveries: AtomicU32,
+    /// `max_in_flight_per_tenant` places, handed out in arrival order (tokio's semaphore is
+    /// fair), so a delivery that waits is not overtaken by later ones.
+    deliveries: Arc<Semaphore>,
     body_bytes: AtomicU64,
 }
 
@@ -50,6 +52,8 @@ pub struct DeliveryPermit {
     global_bytes: Arc<AtomicU64>,
     tenant: Arc<TenantLoad>,
     reserved_bytes: u64,
+    /// The tenant's place in flight, once taken; given back when the permit drops.
+    place: Option<OwnedSemaphorePermit>,
 }
 
 fn overloaded(reason: &'static str, message: String) -> ApiError {
@@ -79,41 +83,67 @@ impl Admission {
         }
     }
 
-    /// A place among the tenant's deliveries in flight, or `503 overloaded`.
-    pub fn admit(&self, tenant_id: &str) -> Result<DeliveryPermit, ApiError> {
+    /// A delivery's permit, before its body is read: its bytes are reserved as they are
+    /// read ([`DeliveryPermit::read_body`]), its place in flight is taken once it is proven
+    /// genuine ([`DeliveryPermit::take_place`]).
+    pub fn start(&self, tenant_id: &str) -> DeliveryPermit {
         // Cloned out: no dashmap guard is held past this line (STYLE.md).
         let tenant = match self.tenants.get(tenant_id) {
             Some(load) => Arc::clone(load.value()),
-            None => Arc::clone(
-                self.tenants
-                    .entry(tenant_id.to_string())
-                    .or_default()
-                    .value(),
-            ),
+            None => {
+                let places = self.limits.max_in_flight_per_tenant as usize;
+                Arc::clone(
+                    self.tenants
+                        .entry(tenant_id.to_string())
+                        .or_insert_with(|| {
+                            Arc::new(TenantLoad {
+                                deliveries: Arc::new(Semaphore::new(places)),
+                                body_bytes: AtomicU64::new(0),
+                            })
+                        })
+                        .value(),
+                )
+            }
         };
-        let cap = self.limits.max_in_flight_per_tenant;
-        let admitted = tenant
-            .deliveries
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                (current < cap).then_some(current + 1)
-            })
-            .is_ok();
-        if !admitted {
-            return Err(overloaded(
-                "in_flight",
-                format!("this tenant already has {cap} deliveries in flight (ingress.max_in_flight_per_tenant); retry later"),
-            ));
-        }
-        Ok(DeliveryPermit {
+        DeliveryPermit {
             limits: self.limits.clone(),
             global_bytes: Arc::clone(&self.body_bytes_in_flight),
             tenant,
             reserved_bytes: 0,
-        })
+            place: None,
+        }
     }
 }
 
 impl DeliveryPermit {
+    /// A place among the tenant's deliveries in flight (verified deliveries being written).
+    /// When all are taken the delivery waits up to `admission_wait_ms` for one, in arrival
+    /// order, then `503 overloaded`. The wait costs no CPU, so a sender that retries the
+    /// moment it is refused is slowed to the pace its tenant is served at instead of spinning.
+    pub async fn take_place(&mut self) -> Result<(), ApiError> {
+        let places = Arc::clone(&self.tenant.deliveries);
+        let place = match Arc::clone(&places).try_acquire_owned() {
+            Ok(place) => Some(place),
+            Err(_) if self.limits.admission_wait_ms == 0 => None,
+            Err(_) => tokio::time::timeout(
+                Duration::from_millis(self.limits.admission_wait_ms),
+                places.acquire_owned(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+        };
+        let Some(place) = place else {
+            let cap = self.limits.max_in_flight_per_tenant;
+            return Err(overloaded(
+                "in_flight",
+                format!("this tenant already has {cap} deliveries in flight (ingress.max_in_flight_per_tenant); retry later"),
+            ));
+        };
+        self.place = Some(place);
+        Ok(())
+    }
+
     /// Reserves bytes so that `total_bytes` of this body are covered (only the difference is
     /// new), against the tenant's cap and the global one; `503 overloaded` past either.
     fn reserve_up_to(&mut self, total_bytes: u64) -> Result<(), ApiError> {
@@ -170,7 +200,6 @@ impl DeliveryPermit {
 
 impl Drop for DeliveryPermit {
     fn drop(&mut self) {
-        self.tenant.deliveries.fetch_sub(1, Ordering::AcqRel);
         if self.reserved_bytes > 0 {
             self.tenant
                 .body_bytes
@@ -238,34 +267,72 @@ mod tests {
             body_read_timeout_s: 1,
             max_connections: 10,
             max_in_flight_per_tenant: 2,
+            admission_wait_ms: 0,
         }
     }
 
-    #[test]
-    fn permits_and_bytes_are_capped_and_given_back_on_drop() {
+    /// A permit holding a place in flight.
+    async fn placed(admission: &Admission, tenant_id: &str) -> Result<DeliveryPermit, ApiError> {
+        let mut permit = admission.start(tenant_id);
+        permit.take_place().await?;
+        Ok(permit)
+    }
+
+    #[actix_rt::test]
+    async fn places_and_bytes_are_capped_and_given_back_on_drop() {
         // Goal: the in-flight cap, the tenant and global byte caps refuse past their limit and
         // a dropped permit gives back its place and its bytes.
         let admission = Admission::new(limits());
-        let mut first = admission.admit("a").unwrap();
-        let second = admission.admit("a").unwrap();
+        let mut first = placed(&admission, "a").await.unwrap();
+        let second = placed(&admission, "a").await.unwrap();
         assert_eq!(
-            admission.admit("a").err().map(|err| err.code),
+            placed(&admission, "a").await.err().map(|err| err.code),
             Some(ErrorCode::Overloaded)
         );
         first.reserve_up_to(50).unwrap();
         first.reserve_up_to(60).unwrap();
         assert!(first.reserve_up_to(61).is_err(), "tenant cap");
-        let mut neighbour = admission.admit("b").unwrap();
+        // Reading a body needs no place: bytes are capped on their own.
+        let mut neighbour = admission.start("b");
         neighbour.reserve_up_to(40).unwrap();
         assert!(neighbour.reserve_up_to(41).is_err(), "global cap");
         assert_eq!(admission.body_bytes_in_flight.load(Ordering::Acquire), 100);
         drop(first);
         drop(second);
         assert_eq!(admission.body_bytes_in_flight.load(Ordering::Acquire), 40);
-        let mut again = admission.admit("a").unwrap();
+        let mut again = placed(&admission, "a").await.unwrap();
         again.reserve_up_to(60).unwrap();
         drop((again, neighbour));
         assert_eq!(admission.body_bytes_in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_delivery_waits_for_a_place_then_is_refused() {
+        // Goal: with admission_wait_ms set, a delivery past the cap gets the place freed
+        // within the wait, and is refused 503 only when none frees in time.
+        let admission = Admission::new(IngressSection {
+            admission_wait_ms: 300,
+            ..limits()
+        });
+        let first = placed(&admission, "a").await.unwrap();
+        let _second = placed(&admission, "a").await.unwrap();
+        let waiting = placed(&admission, "a");
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(first);
+        };
+        let (third, ()) = tokio::join!(waiting, release);
+        let _third = third.expect("the freed place is handed to the waiting delivery");
+        let started = std::time::Instant::now();
+        let refused = placed(&admission, "a").await;
+        assert_eq!(
+            refused.err().map(|err| err.code),
+            Some(ErrorCode::Overloaded)
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(290),
+            "refused only after the wait"
+        );
     }
 
     #[test]

@@ -77,12 +77,13 @@ async fn receive(
     })?;
     // Without a secret nothing can be verified: refused before the body is read.
     webhook_secret(&doc.virtuous)?;
-    // Held until the answer: the tenant's place in flight and the body's reserved bytes.
-    let mut permit = state.admission.admit(&tenant_id)?;
+    // Held until the answer: the body's reserved bytes, then the tenant's place in flight.
+    let mut permit = state.admission.start(&tenant_id);
     let body = permit
         .read_body(&request, payload, state.config.virtuous_body_limit_bytes)
         .await?;
     verify_signature(&doc.virtuous, &request, &body)?;
+    permit.take_place().await?;
     let delivery = parse_delivery(&body)
         .map_err(|err| ApiError::new(ErrorCode::MalformedBody, err.to_string()))?;
     let event = delivery.event.clone();

@@ -144,10 +144,10 @@ fn charge_event(n: &str) -> Value {
 
 #[tokio::test]
 async fn held_bodies_past_the_byte_caps_are_refused_overloaded_and_released_on_close() {
-    // Goal: bodies declared and held back count against the per-tenant and the global cap of
-    // bytes being read; past a cap a delivery is answered 503 `overloaded` + Retry-After at
-    // once and stores nothing, a neighbour within the caps is served, and closing the held
-    // connections releases their bytes.
+    // Goal: bodies being read (the bytes received so far) count against the per-tenant and
+    // the global cap of bytes being read; past a cap a delivery is answered 503 `overloaded`
+    // + Retry-After at once and stores nothing, a neighbour within the caps is served, and
+    // closing the held connections releases their bytes.
     let app = TestApp::spawn(options(&[
         (
             "STEWARD_INGRESS__MAX_BODY_BYTES_IN_FLIGHT_PER_TENANT",
@@ -163,20 +163,27 @@ async fn held_bodies_past_the_byte_caps_are_refused_overloaded_and_released_on_c
         app.create_tenant(&tenant_body(id)).await;
     }
     let mut held = Vec::new();
+    // Each sends all but the last KiB of an 8 MiB body.
     for _ in 0..2 {
-        held.push(hold_body(&app, "/hooks/cap-a/virtuous", 8 * MIB, 1024).await);
+        held.push(hold_body(&app, "/hooks/cap-a/virtuous", 8 * MIB, 8 * MIB - 1024).await);
     }
-    // cap-a's 16 MiB are taken: its next delivery is refused, whatever its size.
-    let mut refused_deliveries = 0;
+    // cap-a's 16 MiB are taken (once the server has read them): its next delivery is
+    // refused, whatever its size.
+    let mut attempts = 0;
+    let accepted_before_refusal = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let refused = wait_until(
         Duration::from_secs(10),
         "cap-a to be refused 503 overloaded",
         || {
-            refused_deliveries += 1;
-            let event = charge_event(&format!("capa{refused_deliveries}"));
+            attempts += 1;
+            let event = charge_event(&format!("capa{attempts}"));
             let app = &app;
+            let accepted = std::sync::Arc::clone(&accepted_before_refusal);
             async move {
                 let answer = stripe_over_raw(app, "cap-a", &event).await?;
+                if answer.status == 202 {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 (answer.status == 503).then_some(answer)
             }
         },
@@ -193,7 +200,7 @@ async fn held_bodies_past_the_byte_caps_are_refused_overloaded_and_released_on_c
     .await;
     assert_eq!(neighbour.0, 202, "{neighbour:?}");
     // cap-b holds 8 MiB more: 24 MiB in all, the global cap; cap-c is refused too.
-    held.push(hold_body(&app, "/hooks/cap-b/virtuous", 8 * MIB, 1024).await);
+    held.push(hold_body(&app, "/hooks/cap-b/virtuous", 8 * MIB, 8 * MIB - 1024).await);
     let refused = wait_until(
         Duration::from_secs(10),
         "cap-c to be refused 503 overloaded",
@@ -224,7 +231,10 @@ async fn held_bodies_past_the_byte_caps_are_refused_overloaded_and_released_on_c
     .await;
     assert_eq!(accepted.body["status"], "queued", "{accepted:?}");
     // Only the accepted deliveries were stored: the refused ones left nothing.
-    assert_eq!(queued_total(&app.status("cap-a").await), 1);
+    assert_eq!(
+        queued_total(&app.status("cap-a").await),
+        accepted_before_refusal.load(std::sync::atomic::Ordering::Relaxed) + 1
+    );
 }
 
 #[tokio::test]
@@ -350,53 +360,85 @@ async fn trickled_bodies_are_cut_at_the_read_deadline_within_the_connection_limi
 
 #[tokio::test]
 async fn a_tenant_past_its_in_flight_cap_is_refused_and_a_neighbour_is_not() {
-    // Goal: with `max_in_flight_per_tenant` deliveries of a tenant in flight, its next one
-    // is answered 503 `overloaded` + Retry-After and stores nothing, a neighbour is served,
-    // and the tenant is served again once its deliveries finish.
-    let app = TestApp::spawn(options(&[(
-        "STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT",
-        "2",
-    )]))
+    // Goal: with `max_in_flight_per_tenant` verified deliveries of a tenant being written
+    // (its Capture stalled), its next one is answered 503 `overloaded` + Retry-After after
+    // `admission_wait_ms` and stores nothing, a neighbour is served, and the tenant is served
+    // again once its deliveries finish; bodies still being read take no place.
+    let app = TestApp::spawn(options(&[
+        ("STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT", "2"),
+        ("STEWARD_INGRESS__ADMISSION_WAIT_MS", "200"),
+        ("STEWARD_RUNTIME__HEARTBEAT_MS", "2000"),
+        ("STEWARD_RUNTIME__RESTART_BACKOFF_INITIAL_MS", "50"),
+    ]))
     .await;
     app.create_tenant(&tenant_body("busy")).await;
     app.create_tenant(&tenant_body("calm")).await;
-    let held = vec![
+    // Unverified bodies being read hold no place: these never stop busy's deliveries.
+    let _unverified = vec![
+        hold_body(&app, "/hooks/busy/stripe", 1_000, 10).await,
         hold_body(&app, "/hooks/busy/stripe", 1_000, 10).await,
         hold_body(&app, "/hooks/busy/stripe", 1_000, 10).await,
     ];
-    let mut attempts = 0;
-    let accepted_before_refusal = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let refused = wait_until(
-        Duration::from_secs(8),
-        "busy to be refused 503 overloaded",
-        || {
-            attempts += 1;
-            let event = charge_event(&format!("busy{attempts}"));
-            let app = &app;
-            let accepted = std::sync::Arc::clone(&accepted_before_refusal);
-            async move {
-                let answer = stripe_over_raw(app, "busy", &event).await?;
-                if answer.status == 202 {
-                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                (answer.status == 503).then_some(answer)
-            }
+    let first = stripe_over_raw(&app, "busy", &charge_event("busy-first")).await;
+    assert_eq!(first.map(|answer| answer.status), Some(202));
+    let stall = app
+        .admin(
+            reqwest::Method::POST,
+            "/v1/tenants/busy/_test/kill/capture?mode=stall",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stall.status(), 202);
+    wait_until(
+        Duration::from_secs(10),
+        "busy's capture stalled",
+        || async {
+            let status = app.status("busy").await;
+            (status["actors"]["capture"]["observed"]["stalled_by_test_hook"] == true).then_some(())
         },
     )
     .await;
+    // Two verified deliveries take both places and wait on the stalled Capture.
+    let writing: Vec<_> = (0..2)
+        .map(|n| {
+            let app_url = app.main_url.clone();
+            let event = charge_event(&format!("busy-writing{n}"));
+            tokio::spawn(async move { stripe_status(&app_url, "busy", &event).await })
+        })
+        .collect();
+    wait_until(
+        Duration::from_secs(10),
+        "both writes at the stalled capture",
+        || async {
+            let status = app.status("busy").await;
+            (status["actors"]["capture"]["mailbox_depth"] == 2).then_some(())
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let refused = stripe_over_raw(&app, "busy", &charge_event("busy-refused"))
+        .await
+        .expect("an answer");
     assert_overloaded(&refused);
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "refused only after waiting admission_wait_ms ({:?})",
+        started.elapsed()
+    );
     let neighbour = post_stripe(&app, "calm", &stripe_secret("calm"), &charge_event("calm1")).await;
     assert_eq!(neighbour.0, 202, "{neighbour:?}");
-    // Nothing of the refused delivery was stored.
-    assert_eq!(
-        queued_total(&app.status("busy").await),
-        accepted_before_refusal.load(std::sync::atomic::Ordering::Relaxed)
-    );
 
-    drop(held);
+    // The stalled Capture is replaced; the two writes are answered and their places freed.
+    let mut accepted = 1;
+    for task in writing {
+        let status = task.await.unwrap();
+        assert!([202, 503].contains(&status), "{status}");
+        accepted += u64::from(status == 202);
+    }
     wait_until(
-        Duration::from_secs(8),
-        "busy to be served once its held deliveries are closed",
+        Duration::from_secs(10),
+        "busy to be served once its deliveries finish",
         || {
             let app = &app;
             async move {
@@ -406,6 +448,27 @@ async fn a_tenant_past_its_in_flight_cap_is_refused_and_a_neighbour_is_not() {
         },
     )
     .await;
+    // Stored: exactly the deliveries answered 202 (the refused one left nothing); counted as
+    // captured, since the submitter may already have sent some on.
+    assert_eq!(app.status("busy").await["counts"]["captured"], accepted + 1);
+}
+
+/// Posts a signed Stripe event with reqwest; the status.
+async fn stripe_status(main_url: &str, tenant_id: &str, event: &Value) -> u16 {
+    let body = event.to_string().into_bytes();
+    let signature = steward::sources::stripe::sign_header(
+        &stripe_secret(tenant_id),
+        crate::ingress_support::now_s(),
+        &body,
+    );
+    reqwest::Client::new()
+        .post(format!("{main_url}/hooks/{tenant_id}/stripe"))
+        .header("Stripe-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -482,17 +545,30 @@ async fn malformed_requests_are_counted_and_not_logged_as_errors() {
 }
 
 #[tokio::test]
-async fn a_client_that_drops_mid_body_gives_its_place_back() {
+async fn a_client_that_drops_mid_body_gives_its_bytes_back() {
     // Goal: a delivery whose client closes the connection before the whole body arrived
-    // releases its place in flight at once, not at the read deadline.
-    let app = TestApp::spawn(options(&[(
-        "STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT",
-        "2",
-    )]))
+    // gives back the bytes it had reserved at once, not at the read deadline: the tenant's
+    // byte cap (1 MiB) is free again for the next delivery.
+    let app = TestApp::spawn(options(&[
+        ("STEWARD_BODY_LIMIT_BYTES", &MIB.to_string()),
+        ("STEWARD_VIRTUOUS_BODY_LIMIT_BYTES", &MIB.to_string()),
+        (
+            "STEWARD_INGRESS__MAX_BODY_BYTES_IN_FLIGHT_PER_TENANT",
+            &MIB.to_string(),
+        ),
+    ]))
     .await;
     app.create_tenant(&tenant_body("quitter")).await;
+    // Each pins all but 1 KiB of the cap (a probe event is larger than that): one held body
+    // not given back would refuse the probe until the read deadline (10 s).
     for _ in 0..4 {
-        let stream = hold_body(&app, "/hooks/quitter/stripe", 1_000, 10).await;
+        let mut stream = TcpStream::connect(socket_address(&app)).await.unwrap();
+        let head = format!(
+            "POST /hooks/quitter/stripe HTTP/1.1\r\nHost: steward\r\nContent-Length: {MIB}\r\n\r\n"
+        );
+        // A body refused because the previous one is not yet given back fails to send: fine.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&vec![b' '; MIB - 1024]).await;
         drop(stream);
     }
     let answer = wait_until(

@@ -57,8 +57,8 @@ async fn handle(
             "the tenant has no secret for this platform source to verify with",
         ));
     }
-    // Held until the answer: the tenant's place in flight and the body's reserved bytes.
-    let mut permit = state.admission.admit(tenant_id)?;
+    // Held until the answer: the body's reserved bytes, then the tenant's place in flight.
+    let mut permit = state.admission.start(tenant_id);
     let raw = permit
         .read_body(request, payload, state.config.body_limit_bytes)
         .await?;
@@ -78,6 +78,7 @@ async fn handle(
         };
         refuse(code, err.to_string())
     })?;
+    permit.take_place().await?;
     let event = parse_event(settings, &raw)
         .map_err(|err| refuse(ErrorCode::MalformedBody, err.to_string()))?;
     let tz = TimeZone::get(&context.doc.time_zone).unwrap_or(TimeZone::UTC);

@@ -52,14 +52,15 @@ async fn handle(
             "the tenant has no sources.stripe.signing_secret to verify with",
         ));
     }
-    // Held until the answer: the tenant's place in flight and the body's reserved bytes.
-    let mut permit = state.admission.admit(tenant_id)?;
+    // Held until the answer: the body's reserved bytes, then the tenant's place in flight.
+    let mut permit = state.admission.start(tenant_id);
     let raw = permit
         .read_body(request, payload, state.config.body_limit_bytes)
         .await?;
     let now_ms = now_ms();
     let now_s = (now_ms / 1000) as i64;
     verify(tenant_id, request, &raw, settings, now_s)?;
+    permit.take_place().await?;
     let event =
         parse_event(&raw).map_err(|err| refuse(ErrorCode::MalformedBody, err.to_string()))?;
     let tz = TimeZone::get(&context.doc.time_zone).unwrap_or(TimeZone::UTC);
