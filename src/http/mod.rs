@@ -28,15 +28,13 @@ pub async fn read_body_limited(
     read_body_reserving(request, payload, limit_bytes, |_| Ok(())).await
 }
 
-/// Bytes of a declared `Content-Length` reserved before the first byte is read; the rest is
-/// reserved as it arrives. A typical webhook (a few KiB) is refused at once when its tenant
-/// is past a cap; a large declared body costs only what its sender really sends.
-pub const UPFRONT_RESERVATION_BYTES: usize = 64 * 1024;
+/// The most a body buffer starts with: a large declared `Content-Length` grows the buffer
+/// as its bytes really arrive, never up front.
+pub const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
 /// [`read_body_limited`], calling `reserve(total_bytes)` before bytes are read: once with
-/// the declared `Content-Length` up to [`UPFRONT_RESERVATION_BYTES`] (before any byte), then
-/// before each chunk is kept with the total so far (ingress admission reserves them; an
-/// error stops the read).
+/// the declared `Content-Length` (before any byte), then before each chunk is kept with the
+/// total so far (ingress admission reserves them; an error stops the read).
 pub async fn read_body_reserving(
     request: &actix_web::HttpRequest,
     mut payload: web::Payload,
@@ -57,12 +55,9 @@ pub async fn read_body_reserving(
     if declared_length.is_some_and(|length| length > limit_bytes) {
         return Err(too_large());
     }
-    let upfront = declared_length
-        .unwrap_or(0)
-        .min(UPFRONT_RESERVATION_BYTES)
-        .min(limit_bytes);
-    reserve(upfront)?;
-    let mut body = web::BytesMut::with_capacity(upfront);
+    reserve(declared_length.unwrap_or(0))?;
+    let mut body =
+        web::BytesMut::with_capacity(declared_length.unwrap_or(0).min(INITIAL_BODY_CAPACITY));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| {
             ApiError::new(
