@@ -223,7 +223,7 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
              until a PATCH fixes it: {}",
             fields.join("; ")
         );
-        tracing::warn!(tenant_id = %record.id, "{message}");
+        tracing::warn!(tenant_id = %record.id, "{}", message.escape_debug());
         store(state)
             .tenant(&record.id)?
             .raise_alert(ALERT_CONFIG_INVALID, &message, now_ms())?;
@@ -239,7 +239,7 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
             let message = "virtuous.base_url is \"embedded\" but [sandbox] embedded = false: nothing will reach Virtuous";
             let tenant_store = store(state).tenant(&record.id)?;
             if tenant_store.raise_alert(ALERT_EMBEDDED_SANDBOX_MISSING, message, now_ms())? {
-                tracing::error!(tenant_id = %record.id, "{message}");
+                tracing::error!(tenant_id = %record.id, "{}", message.escape_debug());
             }
         }
         _ => {}

@@ -158,7 +158,7 @@ impl<B: ChildBehavior> Child<B> {
 
     /// Stops the child with an error (the supervisor restarts it).
     pub fn fail(&mut self, error: String, ctx: &mut Context<Self>) {
-        tracing::warn!(tenant_id = %self.core.shared.tenant_id, actor = B::KIND.name(), error = %error, "child failed");
+        tracing::warn!(tenant_id = %self.core.shared.tenant_id, actor = B::KIND.name(), error = %error.to_string().escape_debug(), "child failed");
         self.core.exit = Some(ChildExit::Failed(error));
         ctx.stop();
     }

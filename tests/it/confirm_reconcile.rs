@@ -112,6 +112,44 @@ async fn stale_submissions_move_to_needs_review() {
 }
 
 #[actix_rt::test]
+async fn a_source_id_in_a_needs_review_alert_cannot_forge_a_log_line() {
+    // Goal: the needs_review alert's log line quotes a source id from outside; a newline in
+    // it is escaped, so no forged line reaches the log (issue 11, item 5).
+    let app = TestApp::spawn(SpawnOptions {
+        env: vec![(
+            "STEWARD_RECONCILER__NEEDS_REVIEW_AFTER_S".into(),
+            "1".into(),
+        )],
+        ..SpawnOptions::default()
+    })
+    .await;
+    app.create_tenant(&tenant_body("rec-forge")).await;
+    // `_test/enqueue` names the records `{prefix}{n}`: the prefix carries the forged line.
+    submit_synthetic(
+        &app,
+        "rec-forge",
+        "f\n2030-01-01T00:00:00Z ERROR forged ",
+        &[1],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    reconcile_now(&app, "rec-forge").await;
+    wait_until(EVENTUALLY, "the needs_review alert", || async {
+        alert(&app.status("rec-forge").await, "needs_review").map(|_| ())
+    })
+    .await;
+    let log = app.log();
+    assert!(
+        log.contains("needs_review") || log.contains("needs review"),
+        "the alert was logged:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|line| line.starts_with("2030-01-01")),
+        "a forged line:\n{log}"
+    );
+}
+
+#[actix_rt::test]
 async fn queued_gifts_are_submitted_then_confirmed() {
     // Goal: with the real submitter, queued gifts reach the sandbox, and after import a pass confirms every one.
     let app = TestApp::spawn(SpawnOptions::default()).await;

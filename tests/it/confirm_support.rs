@@ -66,8 +66,9 @@ pub async fn submit_synthetic(
     let queued = admin_post(
         app,
         &format!(
-            "/v1/tenants/{id}/_test/enqueue?count={}&prefix={prefix}",
-            sends.len()
+            "/v1/tenants/{id}/_test/enqueue?count={}&prefix={}",
+            sends.len(),
+            prefix.replace('\n', "%0A").replace(' ', "%20")
         ),
         None,
     )

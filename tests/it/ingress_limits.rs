@@ -374,7 +374,7 @@ async fn a_tenant_past_its_in_flight_cap_is_refused_and_a_neighbour_is_not() {
     app.create_tenant(&tenant_body("busy")).await;
     app.create_tenant(&tenant_body("calm")).await;
     // Unverified bodies being read hold no place: these never stop busy's deliveries.
-    let _unverified = vec![
+    let _unverified = [
         hold_body(&app, "/hooks/busy/stripe", 1_000, 10).await,
         hold_body(&app, "/hooks/busy/stripe", 1_000, 10).await,
         hold_body(&app, "/hooks/busy/stripe", 1_000, 10).await,

@@ -159,7 +159,7 @@ impl TenantShared {
             .raise_alert_once(TEST_EVENTS_IGNORED_ALERT, message, now_ms)
         {
             Ok(true) => {
-                tracing::warn!(tenant_id = %self.tenant_id, alert = TEST_EVENTS_IGNORED_ALERT, "{message}")
+                tracing::warn!(tenant_id = %self.tenant_id, alert = TEST_EVENTS_IGNORED_ALERT, "{}", message.escape_debug())
             }
             Ok(false) => {}
             Err(error) => {
@@ -204,7 +204,9 @@ impl TenantShared {
     /// Raises `code`; ERROR once when it opens (first time or reopened).
     fn raise_logged(&self, code: &str, message: &str, now_ms: u64) {
         match self.tenant_store().raise_alert(code, message, now_ms) {
-            Ok(true) => tracing::error!(tenant_id = %self.tenant_id, alert = code, "{message}"),
+            Ok(true) => {
+                tracing::error!(tenant_id = %self.tenant_id, alert = code, "{}", message.escape_debug())
+            }
             Ok(false) => {}
             Err(error) => {
                 tracing::warn!(tenant_id = %self.tenant_id, error = %error, "alert could not be stored")

@@ -248,7 +248,7 @@ impl ReconcilerActor {
                 state.last_pass = Some(report);
             }
             Err(error) => {
-                tracing::warn!(tenant_id = %self.core.shared.tenant_id, error = %error, "reconciliation pass failed");
+                tracing::warn!(tenant_id = %self.core.shared.tenant_id, error = %error.to_string().escape_debug(), "reconciliation pass failed");
                 state.last_error = Some(error.to_string());
             }
         }

@@ -242,7 +242,8 @@ fn review_stale(
             .raise_alert(ALERT_NEEDS_REVIEW, &message, now_ms)
             .unwrap_or(false)
         {
-            tracing::error!(tenant_id = %context.tenant_id, records = moved, "{message}");
+            // The message quotes a source id: escaped, so none can forge a log line.
+            tracing::error!(tenant_id = %context.tenant_id, records = moved, "{}", message.escape_debug());
         }
     }
     Ok(moved)
