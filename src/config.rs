@@ -325,7 +325,13 @@ impl Config {
         let origin_of = |key: &str| -> String {
             env_keys
                 .iter()
-                .find(|(env_key, _)| env_key == key || key.starts_with(&format!("{env_key}.")))
+                .find(|(env_key, _)| {
+                    // The key itself, a key below an overridden table, or (an unknown
+                    // section spelt in a variable) the section above the overridden key.
+                    env_key == key
+                        || key.starts_with(&format!("{env_key}."))
+                        || (!key.is_empty() && env_key.starts_with(&format!("{key}.")))
+                })
                 .map(|(_, name)| format!("environment variable {name}"))
                 .unwrap_or_else(|| file_origin.clone())
         };

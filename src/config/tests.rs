@@ -157,6 +157,16 @@ fn admin_listen_is_its_own_loopback_listener_unless_shared() {
 }
 
 #[test]
+fn an_unknown_section_from_the_environment_names_the_variable() {
+    // Goal: a misspelt section in a variable name (BUGDET) blames that variable, not the
+    // file or the built-in defaults.
+    let err = Config::load(None, env(&[("STEWARD_BUGDET__RESERVE_PCT", "5")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("STEWARD_BUGDET__RESERVE_PCT"), "{err}");
+}
+
+#[test]
 fn type_errors_from_the_environment_name_the_variable_in_words() {
     // Goal: a value of the wrong type or range from an environment variable names the
     // variable and the key, and says what is expected in words, not Rust type names.

@@ -46,9 +46,8 @@ impl TenantStores {
 /// `dead_letters` resolves when the tenant's dead-letter list is empty (after a replay or a
 /// discard; docs/operations.md "Alerts").
 fn resolve_dead_letters_alert(tenant_store: &TenantStore, id: &str) -> Result<(), ApiError> {
-    if !tenant_store.has_dead_letters()?
-        && tenant_store.resolve_alert(DEAD_LETTERS_ALERT, now_ms())?
-    {
+    let no_dead_letter_left = |store: &TenantStore| store.has_dead_letters().map(|any| !any);
+    if tenant_store.resolve_alert_when(DEAD_LETTERS_ALERT, now_ms(), no_dead_letter_left)? {
         tracing::info!(tenant_id = %id, alert = DEAD_LETTERS_ALERT, "alert resolved: no dead letter left");
     }
     Ok(())

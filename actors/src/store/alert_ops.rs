@@ -11,8 +11,24 @@ impl TenantStore {
     /// Marks the open alert `code` resolved at `now_ms`; true when it changed (false: never
     /// raised, or already resolved).
     pub fn resolve_alert(&self, code: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.resolve_alert_when(code, now_ms, |_| Ok(true))
+    }
+
+    /// [`Self::resolve_alert`] only if `condition_cleared` holds, checked under the same write
+    /// lock that raising takes: a raise that follows the condition's return (a dead letter
+    /// written, then `dead_letters` raised) is never lost to a resolve that read the store
+    /// before it.
+    pub fn resolve_alert_when(
+        &self,
+        code: &str,
+        now_ms: u64,
+        condition_cleared: impl FnOnce(&TenantStore) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
+        if !condition_cleared(self)? {
+            return Ok(false);
+        }
         if inner.read::<Alert>(&inner.keys.alert(code))?.is_none() {
             return Ok(false);
         }
