@@ -2,13 +2,16 @@
 //! delivery may take before anything about it is known to be genuine.
 //!
 //! A route first decides whether the tenant and source can accept anything at all (404, 401
-//! at once, body unread), then asks [`Admission::admit`] for a [`DeliveryPermit`]:
-//! - at most `max_in_flight_per_tenant` deliveries of one tenant are handled at once, so one
-//!   tenant's flood cannot crowd a neighbour out of the workers and the store's group commit;
+//! at once, body unread), then starts a [`DeliveryPermit`] ([`Admission::start`]):
 //! - the body is read through the permit ([`DeliveryPermit::read_body`]): its bytes are
 //!   reserved against the global and the tenant's cap of bytes being read at once *before*
-//!   they are read (the declared `Content-Length` in full; a chunked body as it arrives), and
-//!   the read must end within `body_read_timeout_s`.
+//!   they are read (the declared `Content-Length` in full; a chunked body as it arrives),
+//!   refused at once past a cap, and the read must end within `body_read_timeout_s`;
+//! - once the signature is verified, the permit takes one of the tenant's
+//!   `max_in_flight_per_tenant` places ([`DeliveryPermit::take_place`]), waiting up to
+//!   `admission_wait_ms` for one, so one tenant's flood is served at its own pace and cannot
+//!   crowd a neighbour out of the workers and the store's group commit. Unauthenticated or
+//!   slow clients never hold a place.
 //!
 //! Past a cap → `503 overloaded` + `Retry-After`, past the deadline → `408`; both close the
 //! connection and store nothing. The permit gives everything back when it is dropped, that
