@@ -17,7 +17,8 @@
 //!
 //! Phase 2, a flood (item 4): another tenant posts distinct signed events in a closed loop
 //! from `STEWARD_BENCH_FLOOD_CONNECTIONS` (default 64) connections, as fast as answered; the
-//! neighbour at its fixed rate. Prints the neighbour's p99 solo and during the flood (target
+//! neighbour at its fixed rate. Solo and flooded windows of 5 s alternate (as many of each as
+//! `STEWARD_BENCH_SECONDS` holds), so drift over the run falls on both figures alike. Prints the neighbour's p99 solo and during the flood (target
 //! ≤ 2×, 0 failures) and the flood's answers by status (its `503 overloaded`s are
 //! `max_in_flight_per_tenant` at work).
 //!
@@ -49,6 +50,25 @@ struct NeighbourRun {
     sent: u64,
     failures: u64,
 }
+
+impl NeighbourRun {
+    fn empty() -> NeighbourRun {
+        NeighbourRun {
+            histogram: new_histogram(),
+            sent: 0,
+            failures: 0,
+        }
+    }
+
+    fn add(&mut self, other: NeighbourRun) {
+        self.histogram.add(&other.histogram).unwrap();
+        self.sent += other.sent;
+        self.failures += other.failures;
+    }
+}
+
+/// Length of each solo and each flooded window of phase 2.
+const FLOOD_WINDOW_S: u64 = 5;
 
 /// Posts `events` at `rate` per second from their own tasks; latency of each answer.
 async fn neighbour_at_rate(engine: &Engine, events: Vec<SignedEvent>, rate: u64) -> NeighbourRun {
@@ -299,18 +319,25 @@ async fn flood(seconds: u64, rate: u64, connections: usize) {
         .create_tenant_with_org(NEIGHBOUR, 1_000_000, 10)
         .await;
     engine.create_tenant_with_org(TARGET, 1_000_000, 10).await;
-    let solo = neighbour_at_rate(&engine, neighbour_events("fs", rate * seconds), rate).await;
-
+    // Solo and flooded windows alternate, so the disk's and the machine's drift over the run
+    // falls on both figures alike.
+    let windows = (seconds / FLOOD_WINDOW_S).max(1);
     let stop = Arc::new(AtomicBool::new(false));
+    let flooding = Arc::new(AtomicBool::new(false));
     let flooders: Vec<_> = (0..connections)
         .map(|connection| {
             let client = engine.client.clone();
             let url = format!("{}/hooks/{TARGET}/stripe", engine.main_url);
             let stop = Arc::clone(&stop);
+            let flooding = Arc::clone(&flooding);
             tokio::spawn(async move {
                 let mut statuses = BTreeMap::<u16, u64>::new();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if !flooding.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
                     let tag = format!("fl{connection}x");
                     let event = support::charge_succeeded(TARGET, &tag, n, 2_048);
                     n += 1;
@@ -322,8 +349,18 @@ async fn flood(seconds: u64, rate: u64, connections: usize) {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let flooded = neighbour_at_rate(&engine, neighbour_events("ff", rate * seconds), rate).await;
+    let mut solo = NeighbourRun::empty();
+    let mut flooded = NeighbourRun::empty();
+    for window in 0..windows {
+        flooding.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let events = neighbour_events(&format!("fs{window}x"), rate * FLOOD_WINDOW_S);
+        solo.add(neighbour_at_rate(&engine, events, rate).await);
+        flooding.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let events = neighbour_events(&format!("ff{window}x"), rate * FLOOD_WINDOW_S);
+        flooded.add(neighbour_at_rate(&engine, events, rate).await);
+    }
     stop.store(true, Ordering::Relaxed);
     let mut flood_statuses = BTreeMap::<u16, u64>::new();
     for flooder in flooders {
@@ -331,7 +368,7 @@ async fn flood(seconds: u64, rate: u64, connections: usize) {
             *flood_statuses.entry(status).or_default() += count;
         }
     }
-    println!("  phase 2: `{TARGET}` floods from {connections} connections (closed loop), neighbour at {rate}/s for {seconds} s");
+    println!("  phase 2: `{TARGET}` floods from {connections} connections (closed loop), neighbour at {rate}/s; {windows} solo and {windows} flooded windows of {FLOOD_WINDOW_S} s, alternating");
     println!("    flood answers by status: {flood_statuses:?}");
     println!("    neighbour solo:    {}", summary_ms(&solo.histogram));
     println!("    neighbour flooded: {}", summary_ms(&flooded.histogram));

@@ -28,7 +28,14 @@ async fn main() {
     let connections = env_number("STEWARD_BENCH_CONNECTIONS", 64) as usize;
     let event_bytes = env_number("STEWARD_BENCH_EVENT_BYTES", 2_048) as usize;
 
-    let engine = Engine::spawn(&[]).await;
+    // `STEWARD_BENCH_MAX_IN_FLIGHT`: the engine's `ingress.max_in_flight_alone` (one tenant
+    // takes all the load here; at least `max_in_flight_per_tenant`), to measure the cap's cost.
+    let in_flight = std::env::var("STEWARD_BENCH_MAX_IN_FLIGHT").ok();
+    let settings: Vec<(&str, &str)> = in_flight
+        .as_deref()
+        .map(|cap| vec![("STEWARD_INGRESS__MAX_IN_FLIGHT_ALONE", cap)])
+        .unwrap_or_default();
+    let engine = Engine::spawn(&settings).await;
     engine.create_tenant_with_org(TENANT, 5_000, 10).await;
     engine
         .admin(

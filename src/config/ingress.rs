@@ -17,9 +17,13 @@ pub struct IngressSection {
     /// Open connections on the ingress listener (spread over its workers); further clients
     /// wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Deliveries of one tenant being handled at once (read, verified, written); past it a
-    /// delivery waits `admission_wait_ms` for a place, then `503 overloaded`.
+    /// Verified deliveries of one tenant being written at once while other tenants are
+    /// sending too; past it a delivery waits `admission_wait_ms` for a place, then `503
+    /// overloaded`.
     pub max_in_flight_per_tenant: u32,
+    /// The same while the tenant is the only one sending (no other tenant's delivery in the
+    /// last second): a lone tenant keeps the store's large write groups.
+    pub max_in_flight_alone: u32,
     /// How long a delivery waits for one of its tenant's places before `503 overloaded`
     /// (0 = refuse at once).
     pub admission_wait_ms: u64,
@@ -32,7 +36,8 @@ impl Default for IngressSection {
             max_body_bytes_in_flight_per_tenant: 16 * 1024 * 1024,
             body_read_timeout_s: 10,
             max_connections: 1_024,
-            max_in_flight_per_tenant: 16,
+            max_in_flight_per_tenant: 4,
+            max_in_flight_alone: 64,
             admission_wait_ms: 1_000,
         }
     }
@@ -72,6 +77,12 @@ impl IngressSection {
             return Err((
                 "ingress.max_body_bytes_in_flight",
                 "must be at least ingress.max_body_bytes_in_flight_per_tenant".into(),
+            ));
+        }
+        if self.max_in_flight_alone < self.max_in_flight_per_tenant {
+            return Err((
+                "ingress.max_in_flight_alone",
+                "must be at least ingress.max_in_flight_per_tenant".into(),
             ));
         }
         if self.admission_wait_ms > 60_000 {

@@ -17,7 +17,7 @@
 //! connection and store nothing. The permit gives everything back when it is dropped, that
 //! is when the request ends, however it ends (answered, failed, or the client gone).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ pub const INGRESS_ADMISSION_REFUSED_TOTAL: &str = "steward_ingress_admission_ref
 pub struct Admission {
     limits: IngressSection,
     body_bytes_in_flight: Arc<AtomicU64>,
+    contention: Arc<Contention>,
     /// Per running tenant that ever received a delivery (bounded by the tenants: routes
     /// admit only after finding the running tenant).
     tenants: DashMap<String, Arc<TenantLoad>>,
@@ -46,7 +47,42 @@ struct TenantLoad {
     /// `max_in_flight_per_tenant` places, handed out in arrival order (tokio's semaphore is
     /// fair), so a delivery that waits is not overtaken by later ones.
     deliveries: Arc<Semaphore>,
+    /// `max_in_flight_alone − max_in_flight_per_tenant` more, lent only while no other tenant
+    /// is sending: a tenant on its own keeps the store's large write groups.
+    burst: Arc<Semaphore>,
     body_bytes: AtomicU64,
+}
+
+/// Whether more than one tenant is sending: a tenant whose verified delivery follows another
+/// tenant's within [`CONTENDED_FOR`] marks the ingress contended for that long. A few atomics,
+/// no scan: cheap per delivery at any number of tenants.
+struct Contention {
+    started: std::time::Instant,
+    last_tenant: AtomicUsize,
+    last_at_ms: AtomicU64,
+    contended_until_ms: AtomicU64,
+}
+
+/// How long one delivery of another tenant keeps the per-tenant cap in force.
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
+
+impl Contention {
+    /// Notes a verified delivery of `tenant` (an identity, not a name); whether other tenants
+    /// are sending.
+    fn observe(&self, tenant: usize) -> bool {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let window_ms = CONTENDED_FOR.as_millis() as u64;
+        let last_tenant = self.last_tenant.swap(tenant, Ordering::AcqRel);
+        let last_at_ms = self.last_at_ms.swap(now_ms, Ordering::AcqRel);
+        if last_tenant != 0
+            && last_tenant != tenant
+            && now_ms.saturating_sub(last_at_ms) < window_ms
+        {
+            self.contended_until_ms
+                .fetch_max(now_ms + window_ms, Ordering::AcqRel);
+        }
+        now_ms < self.contended_until_ms.load(Ordering::Acquire)
+    }
 }
 
 /// One admitted delivery. Dropping it releases its place and its reserved bytes.
@@ -55,6 +91,7 @@ pub struct DeliveryPermit {
     global_bytes: Arc<AtomicU64>,
     tenant: Arc<TenantLoad>,
     reserved_bytes: u64,
+    contention: Arc<Contention>,
     /// The tenant's place in flight, once taken; given back when the permit drops.
     place: Option<OwnedSemaphorePermit>,
 }
@@ -82,6 +119,12 @@ impl Admission {
         Admission {
             limits,
             body_bytes_in_flight: Arc::new(AtomicU64::new(0)),
+            contention: Arc::new(Contention {
+                started: std::time::Instant::now(),
+                last_tenant: AtomicUsize::new(0),
+                last_at_ms: AtomicU64::new(0),
+                contended_until_ms: AtomicU64::new(0),
+            }),
             tenants: DashMap::new(),
         }
     }
@@ -95,12 +138,14 @@ impl Admission {
             Some(load) => Arc::clone(load.value()),
             None => {
                 let places = self.limits.max_in_flight_per_tenant as usize;
+                let burst = (self.limits.max_in_flight_alone as usize).saturating_sub(places);
                 Arc::clone(
                     self.tenants
                         .entry(tenant_id.to_string())
                         .or_insert_with(|| {
                             Arc::new(TenantLoad {
                                 deliveries: Arc::new(Semaphore::new(places)),
+                                burst: Arc::new(Semaphore::new(burst)),
                                 body_bytes: AtomicU64::new(0),
                             })
                         })
@@ -113,6 +158,7 @@ impl Admission {
             global_bytes: Arc::clone(&self.body_bytes_in_flight),
             tenant,
             reserved_bytes: 0,
+            contention: Arc::clone(&self.contention),
             place: None,
         }
     }
@@ -124,9 +170,13 @@ impl DeliveryPermit {
     /// order, then `503 overloaded`. The wait costs no CPU, so a sender that retries the
     /// moment it is refused is slowed to the pace its tenant is served at instead of spinning.
     pub async fn take_place(&mut self) -> Result<(), ApiError> {
+        let contended = self.contention.observe(Arc::as_ptr(&self.tenant) as usize);
         let places = Arc::clone(&self.tenant.deliveries);
         let place = match Arc::clone(&places).try_acquire_owned() {
             Ok(place) => Some(place),
+            Err(_) if !contended && self.tenant.burst.available_permits() > 0 => {
+                Arc::clone(&self.tenant.burst).try_acquire_owned().ok()
+            }
             Err(_) if self.limits.admission_wait_ms == 0 => None,
             Err(_) => tokio::time::timeout(
                 Duration::from_millis(self.limits.admission_wait_ms),
@@ -270,6 +320,7 @@ mod tests {
             body_read_timeout_s: 1,
             max_connections: 10,
             max_in_flight_per_tenant: 2,
+            max_in_flight_alone: 2,
             admission_wait_ms: 0,
         }
     }
@@ -307,6 +358,36 @@ mod tests {
         again.reserve_up_to(60).unwrap();
         drop((again, neighbour));
         assert_eq!(admission.body_bytes_in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_lone_tenant_borrows_places_that_a_contended_one_does_not() {
+        // Goal: alone, a tenant may have max_in_flight_alone deliveries in flight; once
+        // another tenant sends, it gets no more than max_in_flight_per_tenant.
+        let admission = Admission::new(IngressSection {
+            max_in_flight_alone: 4,
+            ..limits()
+        });
+        let mut alone = Vec::new();
+        for _ in 0..4 {
+            alone.push(placed(&admission, "a").await.expect("a place while alone"));
+        }
+        assert!(placed(&admission, "a").await.is_err(), "alone: 4 at most");
+        let _neighbour = placed(&admission, "b")
+            .await
+            .expect("the neighbour's place");
+        // Two of a's four are borrowed: giving one back lends nothing while b sends.
+        drop(alone.pop());
+        assert!(
+            placed(&admission, "a").await.is_err(),
+            "contended: no borrowed place"
+        );
+        // Its own places are still its own.
+        alone.truncate(1);
+        assert!(
+            placed(&admission, "a").await.is_ok(),
+            "contended: its own place"
+        );
     }
 
     #[actix_rt::test]

@@ -49,6 +49,10 @@ pub fn fast_engine() -> SpawnOptions {
                 "STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT".into(),
                 "100000".into(),
             ),
+            (
+                "STEWARD_INGRESS__MAX_IN_FLIGHT_ALONE".into(),
+                "100000".into(),
+            ),
         ],
         ..SpawnOptions::default()
     }

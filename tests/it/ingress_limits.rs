@@ -366,6 +366,7 @@ async fn a_tenant_past_its_in_flight_cap_is_refused_and_a_neighbour_is_not() {
     // again once its deliveries finish; bodies still being read take no place.
     let app = TestApp::spawn(options(&[
         ("STEWARD_INGRESS__MAX_IN_FLIGHT_PER_TENANT", "2"),
+        ("STEWARD_INGRESS__MAX_IN_FLIGHT_ALONE", "2"),
         ("STEWARD_INGRESS__ADMISSION_WAIT_MS", "200"),
         ("STEWARD_RUNTIME__HEARTBEAT_MS", "2000"),
         ("STEWARD_RUNTIME__RESTART_BACKOFF_INITIAL_MS", "50"),
