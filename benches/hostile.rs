@@ -4,7 +4,8 @@
 //! The real release binary with the embedded sandbox and the default `[ingress]` limits. The
 //! neighbour sends distinct signed ~2 KB `charge.succeeded` events at a fixed rate (open loop,
 //! `STEWARD_BENCH_RATE`, default 20/s; each from its own task so a slow answer never delays the
-//! schedule) for `STEWARD_BENCH_SECONDS` (default 30) alone, then as long again under attack.
+//! schedule) in windows of 5 s, alone and under attack alternately, `STEWARD_BENCH_SECONDS`
+//! (default 30) of each.
 //! A neighbour request answered anything but 2xx, or not within 10 s, is a failure.
 //!
 //! Phase 1, slow and oversized connections: `STEWARD_BENCH_ATTACKERS` (default 500) raw TCP
@@ -12,15 +13,16 @@
 //! every 200 ms, half declaring 8 MiB to `/virtuous`, sending all but the last byte and holding
 //! it. Each attacker opens a new connection 250 ms after the server closes its last one (the
 //! server's `Retry-After` is 1 s), so the count stays near 500. Prints the process RSS before
-//! and at its highest during the attack (target ≤ +50 MB), the neighbour's p99 solo and under
-//! attack (target ≤ 2×) and its failures (target 0).
+//! the first attack and at its highest over all attacked windows (target ≤ +50 MB), the
+//! neighbour's p99 solo and under attack (target ≤ 2×) and its failures (target 0). Solo and
+//! attacked windows alternate, so the disk's and the machine's drift fall on both alike.
 //!
 //! Phase 2, a flood (item 4): another tenant posts distinct signed events in a closed loop
 //! from `STEWARD_BENCH_FLOOD_CONNECTIONS` (default 64) connections, as fast as answered; the
-//! neighbour at its fixed rate. Solo and flooded windows of 5 s alternate (as many of each as
-//! `STEWARD_BENCH_SECONDS` holds), so drift over the run falls on both figures alike. Prints the neighbour's p99 solo and during the flood (target
-//! ≤ 2×, 0 failures) and the flood's answers by status (its `503 overloaded`s are
-//! `max_in_flight_per_tenant` at work).
+//! neighbour at its fixed rate, in alternating windows as in phase 1. Prints the neighbour's
+//! p99 solo and during the flood (target ≤ 2×, 0 failures) and the flood's answers by status
+//! (`max_in_flight_per_tenant` at work: its deliveries wait for a place, `503 overloaded` only
+//! past `admission_wait_ms`).
 //!
 //! Smoke run: `STEWARD_BENCH_SECONDS=3 STEWARD_BENCH_ATTACKERS=40 cargo bench --bench hostile`.
 //! `STEWARD_BENCH_PHASE=1` or `2` runs one phase; `STEWARD_BENCH_ENGINE_ENV="KEY=V,KEY=V"` passes
@@ -67,7 +69,7 @@ impl NeighbourRun {
     }
 }
 
-/// Length of each solo and each flooded window of phase 2.
+/// Length of each solo and each attacked or flooded window.
 const FLOOD_WINDOW_S: u64 = 5;
 
 /// Posts `events` at `rate` per second from their own tasks; latency of each answer.
@@ -144,10 +146,15 @@ struct AttackTally {
 async fn attacker(
     address: String,
     oversized: bool,
-    stop: Arc<AtomicBool>,
+    attacking: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
     tally: Arc<AttackTally>,
 ) {
-    while !stop.load(Ordering::Relaxed) {
+    while !done.load(Ordering::Relaxed) {
+        if !attacking.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
         let Ok(mut stream) = TcpStream::connect(&address).await else {
             tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
@@ -191,10 +198,14 @@ async fn attacker(
                 answer.extend_from_slice(&buffer[..n]);
             }
         };
-        tokio::select! {
-            _ = sending => {}
-            _ = receiving => {}
-            _ = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(100)).await } } => return,
+        // A pause (a solo window) drops the connection, unanswered and uncounted.
+        let paused = tokio::select! {
+            _ = sending => false,
+            _ = receiving => false,
+            _ = async { while attacking.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(50)).await } } => true,
+        };
+        if paused {
+            continue;
         }
         let status_line = String::from_utf8_lossy(&answer);
         let counter = if status_line.starts_with("HTTP/1.1 408") {
@@ -242,10 +253,10 @@ async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
         )
         .await;
     let pid = engine.pid();
-    let solo = neighbour_at_rate(&engine, neighbour_events("hs", rate * seconds), rate).await;
-    let rss_before = rss_bytes(pid);
-
-    let stop = Arc::new(AtomicBool::new(false));
+    // Solo and attacked windows alternate (as in phase 2), so drift falls on both alike.
+    let windows = (seconds / FLOOD_WINDOW_S).max(1);
+    let done = Arc::new(AtomicBool::new(false));
+    let attacking = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(AttackTally::default());
     let address = engine.main_url.trim_start_matches("http://").to_string();
     let attack: Vec<_> = (0..attackers)
@@ -253,32 +264,49 @@ async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
             tokio::spawn(attacker(
                 address.clone(),
                 n % 2 == 1,
-                Arc::clone(&stop),
+                Arc::clone(&attacking),
+                Arc::clone(&done),
                 Arc::clone(&tally),
             ))
         })
         .collect();
-    let sampling = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut highest = 0;
-            while !stop.load(Ordering::Relaxed) {
-                highest = highest.max(rss_bytes(pid));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            highest
-        })
-    };
-    // Let the attackers connect and fill what they can before measuring.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let attacked = neighbour_at_rate(&engine, neighbour_events("ha", rate * seconds), rate).await;
-    stop.store(true, Ordering::Relaxed);
-    let rss_during = sampling.await.unwrap();
+    let mut solo = NeighbourRun::empty();
+    let mut attacked = NeighbourRun::empty();
+    let mut rss_before = 0;
+    let mut sampling = None;
+    for window in 0..windows {
+        attacking.store(false, Ordering::Relaxed);
+        // The attack's connections are torn down before the solo window starts.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let events = neighbour_events(&format!("hs{window}x"), rate * FLOOD_WINDOW_S);
+        solo.add(neighbour_at_rate(&engine, events, rate).await);
+        if window == 0 {
+            // Before any attack: the baseline, then the highest seen from here on.
+            rss_before = rss_bytes(pid);
+            let done = Arc::clone(&done);
+            sampling = Some(tokio::spawn(async move {
+                let mut highest = 0;
+                while !done.load(Ordering::Relaxed) {
+                    highest = highest.max(rss_bytes(pid));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                highest
+            }));
+        }
+        attacking.store(true, Ordering::Relaxed);
+        // Let the attackers connect and fill what they can before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let events = neighbour_events(&format!("ha{window}x"), rate * FLOOD_WINDOW_S);
+        attacked.add(neighbour_at_rate(&engine, events, rate).await);
+    }
+    attacking.store(false, Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    let rss_during = sampling.expect("one window at least").await.unwrap();
     for task in attack {
         let _ = task.await;
     }
     let mb = |bytes: u64| bytes as f64 / 1e6;
-    println!("  phase 1: {attackers} slow or oversized connections at `{TARGET}`, neighbour at {rate}/s for {seconds} s");
+    println!("  phase 1: {attackers} slow or oversized connections at `{TARGET}`, neighbour at {rate}/s; {windows} solo and {windows} attacked windows of {FLOOD_WINDOW_S} s, alternating");
     println!(
         "    attack: {} connections opened; answered 408 {}, 503 {}, other {}; closed unanswered {}",
         tally.connections.load(Ordering::Relaxed),
