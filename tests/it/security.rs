@@ -137,13 +137,13 @@ async fn metrics_render_is_cached_for_a_second() {
     }
     let elapsed = started.elapsed();
     renders.dedup();
-    // Within a second at most one cache expiry can fall between the scrapes.
-    if elapsed < Duration::from_millis(900) {
-        assert!(
-            renders.len() <= 2,
-            "renders seen {renders:?} in {elapsed:?}"
-        );
-    }
+    // A render serves a second: over `elapsed`, at most one more render per second began
+    // (five renders without the cache; the bound holds on however slow a machine).
+    let most = 1 + elapsed.as_secs_f64().ceil() as usize;
+    assert!(
+        renders.len() <= most.min(4),
+        "renders seen {renders:?} in {elapsed:?}"
+    );
     let last = *renders.last().unwrap();
     wait_until(Duration::from_secs(10), "a fresh render", || async {
         (renders_in(&app.metrics_text().await) > last).then_some(())
@@ -173,6 +173,12 @@ async fn data_dir_and_store_files_are_private() {
     }
     let (status, _) = app.terminate();
     assert!(status.success());
+    // A data dir left world-readable (made by hand, or by an older version) is narrowed.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(mode_of(&data_dir), 0o755);
+    app.start().await;
+    assert_eq!(mode_of(&data_dir), 0o700, "{}", data_dir.display());
 }
 
 /// How a `steward serve` that should refuse to start ended.
