@@ -1,7 +1,7 @@
 //! Bulk confirmation end to end (issue 4): submitted records, the sandbox's import step, a
 //! reconciliation pass → `confirmed`; a transaction imported twice → `duplicate_detected`.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::{tenant_body, wait_until, SpawnOptions, TestApp};
 use crate::confirm_support::*;
@@ -86,9 +86,9 @@ async fn a_transaction_imported_twice_is_flagged_as_a_duplicate() {
     );
 }
 
-#[actix_rt::test]
-async fn stale_submissions_move_to_needs_review() {
-    // Goal: records not imported within needs_review_after_s become needs_review with an alert, and stop being queried.
+/// A tenant `id` whose gifts `{prefix}0…` were submitted and never imported, moved to
+/// `needs_review` by a pass past a 1 s window; waits for the count and the alert.
+async fn gifts_left_for_review(id: &str, prefix: &str, sends: &[usize]) -> (TestApp, Value) {
     let app = TestApp::spawn(SpawnOptions {
         env: vec![(
             "STEWARD_RECONCILER__NEEDS_REVIEW_AFTER_S".into(),
@@ -97,17 +97,24 @@ async fn stale_submissions_move_to_needs_review() {
         ..SpawnOptions::default()
     })
     .await;
-    app.create_tenant(&tenant_body("rec-old")).await;
-    submit_synthetic(&app, "rec-old", "old_", &[1, 1]).await;
+    app.create_tenant(&tenant_body(id)).await;
+    submit_synthetic(&app, id, prefix, sends).await;
     // Not imported: Virtuous never shows them. Past the window, a pass gives up on them.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    reconcile_now(&app, "rec-old").await;
-    let status = wait_for_count(&app, "rec-old", "needs_review", 2).await;
+    reconcile_now(&app, id).await;
+    let status = wait_for_count(&app, id, "needs_review", sends.len() as u64).await;
     // The pass moves the records, then raises the alert: two writes, so poll for the second.
     wait_until(EVENTUALLY, "the needs_review alert", || async {
-        alert(&app.status("rec-old").await, "needs_review").map(|_| ())
+        alert(&app.status(id).await, "needs_review").map(|_| ())
     })
     .await;
+    (app, status)
+}
+
+#[actix_rt::test]
+async fn stale_submissions_move_to_needs_review() {
+    // Goal: records not imported within needs_review_after_s become needs_review with an alert, and stop being queried.
+    let (_app, status) = gifts_left_for_review("rec-old", "old_", &[1, 1]).await;
     assert_eq!(status["counts"]["confirmed"], 0);
 }
 
@@ -115,29 +122,9 @@ async fn stale_submissions_move_to_needs_review() {
 async fn a_source_id_in_a_needs_review_alert_cannot_forge_a_log_line() {
     // Goal: the needs_review alert's log line quotes a source id from outside; a newline in
     // it is escaped, so no forged line reaches the log (issue 11, item 5).
-    let app = TestApp::spawn(SpawnOptions {
-        env: vec![(
-            "STEWARD_RECONCILER__NEEDS_REVIEW_AFTER_S".into(),
-            "1".into(),
-        )],
-        ..SpawnOptions::default()
-    })
-    .await;
-    app.create_tenant(&tenant_body("rec-forge")).await;
     // `_test/enqueue` names the records `{prefix}{n}`: the prefix carries the forged line.
-    submit_synthetic(
-        &app,
-        "rec-forge",
-        "f\n2030-01-01T00:00:00Z ERROR forged ",
-        &[1],
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    reconcile_now(&app, "rec-forge").await;
-    wait_until(EVENTUALLY, "the needs_review alert", || async {
-        alert(&app.status("rec-forge").await, "needs_review").map(|_| ())
-    })
-    .await;
+    let (app, _) =
+        gifts_left_for_review("rec-forge", "f\n2030-01-01T00:00:00Z ERROR forged ", &[1]).await;
     let log = app.log();
     assert!(
         log.contains("needs_review") || log.contains("needs review"),
