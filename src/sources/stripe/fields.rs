@@ -29,14 +29,6 @@ pub(super) fn expanded_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a Va
     object.pointer(pointer).filter(|value| value.is_object())
 }
 
-/// A non-negative integer amount at `pointer`.
-pub(super) fn amount_at(object: &Value, pointer: &str) -> Option<i64> {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_i64)
-        .filter(|amount| *amount >= 0)
-}
-
 /// An amount field of a payment as sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AmountField {

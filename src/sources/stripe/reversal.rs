@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 use steward_actors::store::{EntryFact, Lane, RecordKind};
 
-use super::fields::{amount_at, gift_date, id_at, insert_opt, text_at, Donor};
+use super::fields::{amount_field, gift_date, id_at, insert_opt, text_at, AmountField, Donor};
 use super::payment::{aliases, Context};
 use super::{ignored, AlertNote, Mapped, SOURCE};
 use crate::sources::amount::minor_to_major;
@@ -19,10 +19,24 @@ pub(super) fn map_refund(context: &Context<'_>) -> Result<Mapped, SourceError> {
     let charge_id = text_at(charge, "/id").ok_or_else(|| context.mapping_error("no id"))?;
     let payment_id = id_at(charge, "/payment_intent").unwrap_or(charge_id);
     let currency = text_at(charge, "/currency").unwrap_or("usd");
-    let amount_minor = amount_at(charge, "/amount").unwrap_or(0);
-    let refunded_minor = amount_at(charge, "/amount_refunded").unwrap_or(0);
-    let is_full_refund = charge.get("refunded") == Some(&Value::Bool(true))
-        || (amount_minor > 0 && refunded_minor >= amount_minor);
+    let refunded_in_full = charge.get("refunded") == Some(&Value::Bool(true));
+    let amounts = (
+        amount_field(charge, "/amount"),
+        amount_field(charge, "/amount_refunded"),
+    );
+    let (amount_minor, refunded_minor) = match amounts {
+        (AmountField::Minor(amount), AmountField::Minor(refunded)) => (amount, refunded),
+        // Stripe says it is a full refund: the amounts are not needed.
+        _ if refunded_in_full => (0, 0),
+        // Never read as zero: a "partial refund of 0 of 0" would hide a reversal.
+        _ => {
+            return Err(context.mapping_error(
+                "amount or amount_refunded is missing or not a whole number of minor units: \
+                 a full refund cannot be told from a partial one",
+            ))
+        }
+    };
+    let is_full_refund = refunded_in_full || (amount_minor > 0 && refunded_minor >= amount_minor);
     if !is_full_refund {
         return Ok(Mapped::Alert(AlertNote {
             code: PARTIAL_REFUND_ALERT.to_string(),
@@ -60,16 +74,23 @@ pub(super) fn map_dispute(context: &Context<'_>) -> Result<Mapped, SourceError> 
         .or(charge_id)
         .ok_or_else(|| context.mapping_error("the dispute names no charge or PaymentIntent"))?;
     let currency = text_at(dispute, "/currency").unwrap_or("usd");
-    let amount = minor_to_major(amount_at(dispute, "/amount").unwrap_or(0), currency);
+    // The amount only feeds the alert: an unreadable one is said so, the gift still reversed.
+    let amount = match amount_field(dispute, "/amount") {
+        AmountField::Minor(minor) => format!(
+            "{} {}",
+            minor_to_major(minor, currency),
+            currency.to_ascii_uppercase()
+        ),
+        AmountField::Absent | AmountField::Malformed => "an amount Stripe sent unreadable".into(),
+    };
     let reason = text_at(dispute, "/reason").unwrap_or("unknown");
     let notes = format!("Stripe dispute {dispute_id} ({reason}) on payment {payment_id}");
     let command = reversal_command(context, payment_id, &notes, [Some(dispute_id), charge_id])?;
     let alert = AlertNote {
         code: DISPUTE_ALERT.to_string(),
         message: format!(
-            "dispute {dispute_id} ({reason}) withdrew {amount} {} for Stripe payment {payment_id}: \
-             the gift is being reversed",
-            currency.to_ascii_uppercase()
+            "dispute {dispute_id} ({reason}) withdrew {amount} for Stripe payment {payment_id}: \
+             the gift is being reversed"
         ),
     };
     Ok(Mapped::Commands {

@@ -166,3 +166,56 @@ fn customers_without_name_or_email_are_ignored() {
     let mapped = map(&event("customer.created", BASIL, bare));
     assert!(matches!(mapped, Mapped::Ignored { .. }), "{mapped:?}");
 }
+
+#[test]
+fn a_refund_with_malformed_amounts_is_rejected_unless_stripe_says_it_is_full() {
+    // Goal: a refund whose amounts cannot be read (a string, negative, too large, missing) is
+    // a mapping error (200 rejected, kept, alerted), never a "partial refund of 0 of 0"; with
+    // `refunded: true` the amounts are not needed and the gift is reversed.
+    for (field, bad) in [
+        ("amount", json!("1000")),
+        ("amount", json!(-1)),
+        ("amount_refunded", json!(1e308)),
+        ("amount_refunded", Value::Null),
+    ] {
+        let mut charge = refunded_charge(250, json!("pi_1"));
+        charge[field] = bad.clone();
+        let result = map_event(
+            &event("charge.refunded", BASIL, charge.clone()),
+            &tests_payment::settings(),
+            &TimeZone::UTC,
+            tests_payment::NOW,
+        );
+        assert!(
+            matches!(result, Err(SourceError::Mapping { .. })),
+            "{field} = {bad}: {result:?}"
+        );
+        charge["refunded"] = json!(true);
+        let refund = only_command(map(&event("charge.refunded", BASIL, charge)));
+        assert_eq!(refund.fact.kind, RecordKind::Refund, "{field} = {bad}");
+    }
+}
+
+#[test]
+fn a_dispute_with_a_malformed_amount_still_reverses_and_says_so() {
+    // Goal: the dispute's amount only feeds the alert: an unreadable one is named as such,
+    // never "withdrew 0.00", and the gift is still reversed.
+    let dispute = patched(
+        "dispute",
+        json!({"payment_intent": "pi_1", "livemode": true, "amount": "1000"}),
+    );
+    let Mapped::Commands { commands, alerts } =
+        map(&event("charge.dispute.funds_withdrawn", BASIL, dispute))
+    else {
+        panic!("expected commands and an alert");
+    };
+    assert_eq!(commands[0].fact.kind, RecordKind::Refund);
+    assert!(
+        alerts[0]
+            .message
+            .contains("an amount Stripe sent unreadable"),
+        "{}",
+        alerts[0].message
+    );
+    assert!(!alerts[0].message.contains("0.00"), "{}", alerts[0].message);
+}
