@@ -382,7 +382,11 @@ fn start_http_servers(
     let admin_token = web::Data::new(AdminToken::new(admin_token));
     let admin_on_main = listeners.admin.is_none();
     // `[ingress] max_connections` is for the listener; actix counts per worker.
-    let ingress_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One worker per core, but never more workers than connections: actix's limit is per
+    // worker, so workers × per-worker stays within `max_connections`.
+    let ingress_workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(state.config.ingress.max_connections.max(1));
     let ingress_connections_per_worker =
         crate::http::admission::connections_per_worker(&state.config.ingress, ingress_workers);
     let main_server = {
