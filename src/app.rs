@@ -152,7 +152,7 @@ pub async fn serve_until(
 
     let started_tenants = crate::tenants::start_registered_tenants(&state).await?;
     state.booted.store(true, Ordering::Release);
-    write_atomically(&addr_file, serde_json::to_string(&bound)?.as_bytes(), 0o644)?;
+    write_atomically(&addr_file, serde_json::to_string(&bound)?.as_bytes(), 0o600)?;
     tracing::info!(listen = %bound.main, admin = ?bound.admin, tenants = started_tenants, "steward is serving");
     let servers = servers.spawn();
 
