@@ -8,14 +8,7 @@ use serde_json::{json, Value};
 use crate::common::{tenant_body, SpawnOptions, TestApp};
 
 async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = app.admin(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.admin_call(method, path, body).await
 }
 
 /// A paused tenant (nothing is submitted while the test arranges its queue).

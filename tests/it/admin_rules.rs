@@ -8,39 +8,24 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use steward_actors::store::{Store, StoreOptions};
 
-use crate::common::{tenant_body, wait_until, SpawnOptions, TestApp};
+use crate::common::{status_alert, tenant_body, wait_until, SpawnOptions, TestApp};
 use crate::confirm_support::{reconcile_now, submit_synthetic};
 use crate::ingress_support::{one_time_charge, post_stripe, stripe_event, stripe_secret, BASIL};
 
-async fn answer(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn patch(app: &TestApp, id: &str, merge_patch: Value) -> (u16, Value) {
     let path = format!("/v1/tenants/{id}");
-    answer(
-        app.admin(Method::PATCH, &path)
-            .json(&merge_patch)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    app.admin_call(Method::PATCH, &path, Some(merge_patch))
+        .await
 }
 
 async fn delete(app: &TestApp, id: &str) -> (u16, Value) {
     let path = format!("/v1/tenants/{id}");
-    answer(app.admin(Method::DELETE, &path).send().await.unwrap()).await
+    app.admin_call(Method::DELETE, &path, None).await
 }
 
 /// The alert `code` of a status while it is active (not cleared, not resolved).
 fn active_alert(status: &Value, code: &str) -> Option<Value> {
-    status["alerts"]
-        .as_array()?
-        .iter()
-        .find(|alert| alert["code"] == code && alert["resolved_at"].is_null())
-        .cloned()
+    status_alert(status, code).filter(|alert| alert["resolved_at"].is_null())
 }
 
 #[actix_rt::test]
@@ -49,14 +34,9 @@ async fn new_rules_are_refused_on_create_and_patch_and_null_never_switches_the_d
     let app = TestApp::spawn(SpawnOptions::default()).await;
     let mut api_key_as_secret = tenant_body("rules");
     api_key_as_secret["sources"]["stripe"]["signing_secret"] = json!("sk_live_51Hxyz");
-    let (status, body) = answer(
-        app.admin(Method::POST, "/v1/tenants")
-            .json(&api_key_as_secret)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = app
+        .admin_call(Method::POST, "/v1/tenants", Some(api_key_as_secret))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_field");
     let message = body["error"]["message"].as_str().unwrap();

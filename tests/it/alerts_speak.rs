@@ -8,32 +8,16 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{tenant_body, wait_until, SpawnOptions, TestApp};
+use crate::common::{status_alert, tenant_body, wait_until, SpawnOptions, TestApp};
 use crate::ingress_support::{one_time_charge, post_stripe, stripe_event, stripe_secret, BASIL};
 
 async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = app.admin(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(json!({"raw": text})),
-    )
+    app.admin_call(method, path, body).await
 }
 
 /// The alert `code` in the tenant's status, if raised.
 async fn alert(app: &TestApp, id: &str, code: &str) -> Option<Value> {
-    let status = app.status(id).await;
-    status["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|alert| alert["code"] == code)
-        .cloned()
+    status_alert(&app.status(id).await, code)
 }
 
 /// A loopback port nothing listens on (bound, then released).

@@ -268,6 +268,29 @@ impl TestApp {
             .bearer_auth(&self.admin_token)
     }
 
+    /// An admin call with an optional JSON body: the status and the answer's JSON (`null`
+    /// for an empty body, `{"raw": text}` for one that is not JSON).
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.admin(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"raw": text}))
+        };
+        (status, json)
+    }
+
     /// An admin call without a body, answered with JSON.
     pub async fn admin_json(&self, method: reqwest::Method, path: &str) -> Value {
         let response = self.admin(method, path).send().await.unwrap();
@@ -390,4 +413,59 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The alert `code` in a tenant status, if ever raised (open, resolved or acknowledged).
+pub fn status_alert(status: &Value, code: &str) -> Option<Value> {
+    status["alerts"]
+        .as_array()?
+        .iter()
+        .find(|alert| alert["code"] == code)
+        .cloned()
+}
+
+/// How a `steward serve` expected to refuse to start ended.
+pub enum Served {
+    /// It exited by itself: status and everything it printed.
+    Exited(std::process::ExitStatus, String),
+    /// It wrote `listen-addr` (it is serving): killed; what it printed.
+    Started(String),
+}
+
+/// Runs `command` (a `steward serve` whose output goes to `output_path`) until it exits or
+/// writes `addr_file`.
+pub fn serve_once(mut command: Command, output_path: &Path, addr_file: &Path) -> Served {
+    let output = std::fs::File::create(output_path).unwrap();
+    command
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output);
+    let mut child = ChildGuard(command.spawn().expect("spawn steward"));
+    let printed = || std::fs::read_to_string(output_path).unwrap_or_default();
+    wait_until_blocking(
+        Duration::from_secs(30),
+        "steward serve to exit or start serving",
+        || {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return Some(Served::Exited(status, printed()));
+            }
+            addr_file.exists().then(|| Served::Started(printed()))
+        },
+    )
+}
+
+/// A bare `steward serve` on `data_dir` with ports 0 and the embedded sandbox.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STEWARD_LOG", "info")
+        .env("STEWARD_DATA_DIR", data_dir)
+        .env("STEWARD_LISTEN", "127.0.0.1:0")
+        .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("STEWARD_SANDBOX__EMBEDDED", "true")
+        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN);
+    command
 }

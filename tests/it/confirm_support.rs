@@ -143,11 +143,4 @@ pub async fn wait_for_count(app: &TestApp, id: &str, name: &str, expected: u64) 
     .await
 }
 
-/// The alert with `code`, if raised.
-pub fn alert(status: &Value, code: &str) -> Option<Value> {
-    status["alerts"]
-        .as_array()?
-        .iter()
-        .find(|alert| alert["code"] == code)
-        .cloned()
-}
+pub use crate::common::status_alert as alert;

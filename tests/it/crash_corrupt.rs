@@ -22,15 +22,13 @@
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use reqwest::Method;
 use serde_json::json;
 
 use crate::common::{
-    files_below, tenant_body, wait_until_blocking, ChildGuard, SpawnOptions, TestApp, ADMIN_TOKEN,
+    files_below, serve_command, serve_once, tenant_body, Served, SpawnOptions, TestApp,
 };
 use crate::crash_support::CrashRig;
 
@@ -45,50 +43,13 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
-/// How a `steward serve` on a damaged store ended.
-enum Served {
-    /// It exited by itself: status and everything it printed.
-    Exited(std::process::ExitStatus, String),
-    /// It wrote `listen-addr` (it is serving): killed; what it printed.
-    Started(String),
-}
-
-/// Runs `steward serve` on `data_dir` (as TestApp does) until it exits or starts serving.
-fn serve_once(data_dir: &Path) -> Served {
-    let _ = std::fs::remove_file(data_dir.join("listen-addr"));
+/// Runs `steward serve` on `data_dir` (as TestApp does) until it exits or starts serving
+/// (then it is killed).
+fn serve_damaged(data_dir: &Path) -> Served {
+    let addr_file = data_dir.join("listen-addr");
+    let _ = std::fs::remove_file(&addr_file);
     let output_path = data_dir.with_file_name("corrupt-run.log");
-    let output = std::fs::File::create(&output_path).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_steward"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STEWARD_LOG", "info")
-        .env("STEWARD_DATA_DIR", data_dir)
-        .env("STEWARD_LISTEN", "127.0.0.1:0")
-        .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("STEWARD_SANDBOX__EMBEDDED", "true")
-        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .expect("spawn steward");
-    let mut child = ChildGuard(child);
-    let printed = || std::fs::read_to_string(&output_path).unwrap_or_default();
-    // Killed when it started serving (dropping the guard kills and reaps it).
-    wait_until_blocking(
-        Duration::from_secs(30),
-        "steward serve to exit or start serving",
-        || {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                return Some(Served::Exited(status, printed()));
-            }
-            data_dir
-                .join("listen-addr")
-                .exists()
-                .then(|| Served::Started(printed()))
-        },
-    )
+    serve_once(serve_command(data_dir), &output_path, &addr_file)
 }
 
 /// An engine that stored a few hundred entries and stopped cleanly (SIGTERM): its data dir.
@@ -133,7 +94,7 @@ fn flip_bytes(path: &Path, offset: usize, count: usize) {
 fn assert_refused(app: &TestApp) -> String {
     let data_dir = app.data_dir();
     let store = data_dir.join("store");
-    let (status, printed) = match serve_once(&data_dir) {
+    let (status, printed) = match serve_damaged(&data_dir) {
         Served::Exited(status, printed) => (status, printed),
         Served::Started(printed) => panic!("steward started on a damaged store:\n{printed}"),
     };
@@ -217,7 +178,7 @@ async fn crash_corrupt_damaged_log_is_refused_not_truncated() {
     let db = app.data_dir().join("store").join("db");
     let length = std::fs::metadata(&db).unwrap().len() as usize;
     flip_bytes(&db, length - 1, 1);
-    if let Served::Started(_) = serve_once(&app.data_dir()) {
+    if let Served::Started(_) = serve_damaged(&app.data_dir()) {
         app.start().await;
         let status = app.status("corrupt").await;
         panic!(

@@ -12,8 +12,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::{
-    files_below, tenant_body, wait_until, wait_until_blocking, ChildGuard, SpawnOptions, TestApp,
-    ADMIN_TOKEN,
+    files_below, serve_command, serve_once, tenant_body, wait_until, ChildGuard, Served,
+    SpawnOptions, TestApp, ADMIN_TOKEN,
 };
 
 /// Two well-formed master keys (32 bytes each, Base64).
@@ -179,51 +179,6 @@ async fn data_dir_and_store_files_are_private() {
     assert_eq!(mode_of(&data_dir), 0o755);
     app.start().await;
     assert_eq!(mode_of(&data_dir), 0o700, "{}", data_dir.display());
-}
-
-/// How a `steward serve` that should refuse to start ended.
-enum Served {
-    Exited(std::process::ExitStatus, String),
-    /// It wrote `listen-addr` (it is serving): killed; what it printed.
-    Started(String),
-}
-
-/// Runs `command` (a `steward serve` whose output goes to `output_path`) until it exits or
-/// writes `addr_file`.
-fn serve_once(mut command: Command, output_path: &Path, addr_file: &Path) -> Served {
-    let output = std::fs::File::create(output_path).unwrap();
-    command
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output);
-    let mut child = ChildGuard(command.spawn().expect("spawn steward"));
-    let printed = || std::fs::read_to_string(output_path).unwrap_or_default();
-    wait_until_blocking(
-        Duration::from_secs(30),
-        "steward serve to exit or start serving",
-        || {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                return Some(Served::Exited(status, printed()));
-            }
-            addr_file.exists().then(|| Served::Started(printed()))
-        },
-    )
-}
-
-/// A bare `steward serve` on `data_dir` with ports 0 and the embedded sandbox.
-fn serve_command(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
-    command
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STEWARD_LOG", "info")
-        .env("STEWARD_DATA_DIR", data_dir)
-        .env("STEWARD_LISTEN", "127.0.0.1:0")
-        .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("STEWARD_SANDBOX__EMBEDDED", "true")
-        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN);
-    command
 }
 
 fn assert_refused(served: Served, expected: &[&str]) -> String {
