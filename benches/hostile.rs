@@ -234,6 +234,54 @@ fn engine_env() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// The neighbour's figures: `windows` pairs of windows, the load off (after `settle.0`) then
+/// on (after `settle.1`), so drift over the run falls on both alike; `before_first_load`
+/// runs once, after the first solo window. Each window's events are tagged apart.
+async fn alternate_windows(
+    engine: &Engine,
+    rate: u64,
+    windows: u64,
+    load: &AtomicBool,
+    settle: (Duration, Duration),
+    tag: &str,
+    mut before_first_load: impl FnMut(),
+) -> (NeighbourRun, NeighbourRun) {
+    let mut solo = NeighbourRun::empty();
+    let mut loaded = NeighbourRun::empty();
+    for window in 0..windows {
+        load.store(false, Ordering::Relaxed);
+        tokio::time::sleep(settle.0).await;
+        let events = neighbour_events(&format!("{tag}s{window}x"), rate * FLOOD_WINDOW_S);
+        solo.add(neighbour_at_rate(engine, events, rate).await);
+        if window == 0 {
+            before_first_load();
+        }
+        load.store(true, Ordering::Relaxed);
+        tokio::time::sleep(settle.1).await;
+        let events = neighbour_events(&format!("{tag}l{window}x"), rate * FLOOD_WINDOW_S);
+        loaded.add(neighbour_at_rate(engine, events, rate).await);
+    }
+    load.store(false, Ordering::Relaxed);
+    (solo, loaded)
+}
+
+/// The neighbour's solo and loaded latency, their p99 ratio and failures.
+fn print_comparison(loaded_name: &str, solo: &NeighbourRun, loaded: &NeighbourRun) {
+    println!("    neighbour solo: {}", summary_ms(&solo.histogram));
+    println!(
+        "    neighbour {loaded_name}: {}",
+        summary_ms(&loaded.histogram)
+    );
+    println!(
+        "    neighbour p99 {loaded_name}/solo {:.2}× (target ≤ 2×); failures {} of {} solo, {} of {} {loaded_name} (target 0)",
+        ratio(&loaded.histogram, &solo.histogram),
+        solo.failures,
+        solo.sent,
+        loaded.failures,
+        loaded.sent
+    );
+}
+
 fn ratio(attacked: &Histogram<u64>, solo: &Histogram<u64>) -> f64 {
     attacked.value_at_quantile(0.99) as f64 / solo.value_at_quantile(0.99).max(1) as f64
 }
@@ -270,17 +318,18 @@ async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
             ))
         })
         .collect();
-    let mut solo = NeighbourRun::empty();
-    let mut attacked = NeighbourRun::empty();
     let mut rss_before = 0;
     let mut sampling = None;
-    for window in 0..windows {
-        attacking.store(false, Ordering::Relaxed);
-        // The attack's connections are torn down before the solo window starts.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let events = neighbour_events(&format!("hs{window}x"), rate * FLOOD_WINDOW_S);
-        solo.add(neighbour_at_rate(&engine, events, rate).await);
-        if window == 0 {
+    let (solo, attacked) = alternate_windows(
+        &engine,
+        rate,
+        windows,
+        &attacking,
+        // The attack's connections are torn down before a solo window starts, and the
+        // attackers connect and fill what they can before an attacked one is measured.
+        (Duration::from_secs(2), Duration::from_secs(2)),
+        "h",
+        || {
             // Before any attack: the baseline, then the highest seen from here on.
             rss_before = rss_bytes(pid);
             let done = Arc::clone(&done);
@@ -292,14 +341,9 @@ async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
                 }
                 highest
             }));
-        }
-        attacking.store(true, Ordering::Relaxed);
-        // Let the attackers connect and fill what they can before measuring.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let events = neighbour_events(&format!("ha{window}x"), rate * FLOOD_WINDOW_S);
-        attacked.add(neighbour_at_rate(&engine, events, rate).await);
-    }
-    attacking.store(false, Ordering::Relaxed);
+        },
+    )
+    .await;
     done.store(true, Ordering::Relaxed);
     let rss_during = sampling.expect("one window at least").await.unwrap();
     for task in attack {
@@ -321,19 +365,7 @@ async fn slow_and_oversized(seconds: u64, rate: u64, attackers: u64) {
         mb(rss_during),
         mb(rss_during.saturating_sub(rss_before))
     );
-    println!("    neighbour solo:     {}", summary_ms(&solo.histogram));
-    println!(
-        "    neighbour attacked: {}",
-        summary_ms(&attacked.histogram)
-    );
-    println!(
-        "    neighbour p99 attacked/solo {:.2}× (target ≤ 2×); failures {} of {} solo, {} of {} attacked (target 0)",
-        ratio(&attacked.histogram, &solo.histogram),
-        solo.failures,
-        solo.sent,
-        attacked.failures,
-        attacked.sent
-    );
+    print_comparison("attacked", &solo, &attacked);
     // A bench that measured nothing is a bug: the attack must have reached the server.
     assert!(
         tally.connections.load(Ordering::Relaxed) >= attackers,
@@ -377,18 +409,16 @@ async fn flood(seconds: u64, rate: u64, connections: usize) {
             })
         })
         .collect();
-    let mut solo = NeighbourRun::empty();
-    let mut flooded = NeighbourRun::empty();
-    for window in 0..windows {
-        flooding.store(false, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let events = neighbour_events(&format!("fs{window}x"), rate * FLOOD_WINDOW_S);
-        solo.add(neighbour_at_rate(&engine, events, rate).await);
-        flooding.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let events = neighbour_events(&format!("ff{window}x"), rate * FLOOD_WINDOW_S);
-        flooded.add(neighbour_at_rate(&engine, events, rate).await);
-    }
+    let (solo, flooded) = alternate_windows(
+        &engine,
+        rate,
+        windows,
+        &flooding,
+        (Duration::from_millis(500), Duration::from_millis(500)),
+        "f",
+        || {},
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut flood_statuses = BTreeMap::<u16, u64>::new();
     for flooder in flooders {
@@ -398,16 +428,7 @@ async fn flood(seconds: u64, rate: u64, connections: usize) {
     }
     println!("  phase 2: `{TARGET}` floods from {connections} connections (closed loop), neighbour at {rate}/s; {windows} solo and {windows} flooded windows of {FLOOD_WINDOW_S} s, alternating");
     println!("    flood answers by status: {flood_statuses:?}");
-    println!("    neighbour solo:    {}", summary_ms(&solo.histogram));
-    println!("    neighbour flooded: {}", summary_ms(&flooded.histogram));
-    println!(
-        "    neighbour p99 flooded/solo {:.2}× (target ≤ 2×); failures {} of {} solo, {} of {} flooded (target 0)",
-        ratio(&flooded.histogram, &solo.histogram),
-        solo.failures,
-        solo.sent,
-        flooded.failures,
-        flooded.sent
-    );
+    print_comparison("flooded", &solo, &flooded);
     assert!(
         flood_statuses.values().sum::<u64>() > connections as u64,
         "the flood sent nothing"
