@@ -19,12 +19,47 @@ const SECONDS_BUCKETS: [f64; 16] = [
 /// Size buckets for batch-size histograms.
 const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
-/// `value` as text fit for one log line: control characters (newlines, escape bytes) and
-/// quotes are escaped, so text from outside (ids, reasons, error messages quoting a body)
-/// cannot forge a line or drive a terminal. `&str` fields need no help (the subscriber prints
-/// them with `Debug`); a `%` field carrying outside text goes through this.
+/// `value` with control characters and quotes escaped, for a `%` field that carries text
+/// from outside (ids, reasons, error messages quoting a body): its quotes stay visible as
+/// part of the value. Control characters are escaped for every field and message anyway, by
+/// the log formatter ([`one_line_fields`]).
 pub fn escaped(value: impl std::fmt::Display) -> String {
     value.to_string().escape_debug().to_string()
+}
+
+/// How every field and message of a log line is written: as the default formatter does
+/// (`name=value`, the message bare), with control characters escaped in the value whatever
+/// the call site formatted — a `%` field or a message quoting text from outside cannot end
+/// the line or drive a terminal, even where [`escaped`] was forgotten.
+fn one_line_fields() -> impl for<'writer> tracing_subscriber::fmt::FormatFields<'writer> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let formatted = format!("{value:?}");
+        let text = without_control_characters(&formatted);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ")
+}
+
+/// `text` with each control character (newline, carriage return, escape…) written as its
+/// escape sequence; everything else as it is.
+fn without_control_characters(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for character in text.chars() {
+        if character.is_control() {
+            escaped.extend(character.escape_default());
+        } else {
+            escaped.push(character);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// Counter of HTTP requests refused as malformed by the HTTP server (actix-http's parse
@@ -68,6 +103,7 @@ pub fn init_logging() {
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
     let log_lines = tracing_subscriber::fmt::layer()
+        .fmt_fields(one_line_fields())
         .with_target(false)
         // Logs go to stderr (stdout stays for output scripts read); colour only on a terminal.
         .with_writer(std::io::stderr)
@@ -145,4 +181,45 @@ pub fn spawn_metrics_upkeep(handle: PrometheusHandle) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn no_field_or_message_can_break_a_log_line() {
+        // Goal: whatever a call site does — a `%` field, a message built from outside text —
+        // the line written has no raw control character: one event, one line.
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(super::one_line_fields())
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let forged = "ch_1\n2030-01-01T00:00:00Z ERROR forged \u{1b}[2J";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(reason = %forged, id = forged, "rejected {forged}");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains("reason=ch_1\\n2030"), "{text}");
+        assert!(text.contains("rejected ch_1\\n2030"), "{text}");
+    }
 }
