@@ -22,6 +22,7 @@
 //!   Contact, Mailchimp or generic-feed simulator would sit beside it as a sibling module.
 
 mod clock;
+pub mod constant_contact;
 mod faults;
 mod ratelimit;
 mod request_log;
@@ -45,6 +46,7 @@ pub struct SandboxConfig {
 pub struct SandboxHandle {
     addr: SocketAddr,
     virtuous: virtuous::Simulator,
+    constant_contact: constant_contact::Simulator,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -67,6 +69,13 @@ impl SandboxHandle {
     pub fn ensure_org(&self, spec: virtuous::OrgSpec) -> Result<(), String> {
         self.virtuous.ensure_org(spec)
     }
+    /// Creates a Constant Contact account in-process; same rules as the control API.
+    pub fn create_constant_contact_account(
+        &self,
+        spec: constant_contact::AccountSpec,
+    ) -> Result<(), String> {
+        self.constant_contact.create_account(spec)
+    }
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.server.stop(true).await;
@@ -78,7 +87,15 @@ impl SandboxHandle {
 /// or `#[actix_rt::test]`). Logs loudly that the target is a simulator.
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let virtuous = virtuous::Simulator::start();
-    let (server, addr) = server::bind(config, virtuous.routes())?;
+    let constant_contact = constant_contact::Simulator::start();
+    // Constant Contact first: its `/_sandbox/constant-contact` scope must be tried before
+    // Virtuous's `/_sandbox` scope, which would otherwise swallow it.
+    let (constant_contact_routes, virtuous_routes) = (constant_contact.routes(), virtuous.routes());
+    let routes = move |config: &mut actix_web::web::ServiceConfig| {
+        constant_contact_routes(config);
+        virtuous_routes(config);
+    };
+    let (server, addr) = server::bind(config, routes)?;
     let handle = server.handle();
     actix_web::rt::spawn(server);
     tracing::warn!(
@@ -88,6 +105,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     Ok(SandboxHandle {
         addr,
         virtuous,
+        constant_contact,
         server: handle,
     })
 }
