@@ -1,6 +1,6 @@
 //! Simulators of the platforms Steward talks to, shipped inside the `steward` binary
-//! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`). Today one
-//! simulator: a faithful Virtuous CRM+ (`docs/sandbox.md`). The crate depends on nothing of
+//! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`): Virtuous
+//! CRM+ and Constant Contact v3 (`docs/sandbox.md`). The crate depends on nothing of
 //! Steward's: a simulator knows only the wire contract of the platform it imitates.
 //!
 //! CONTRACT: [`start`], [`SandboxConfig`], [`SandboxHandle`] and [`virtuous::OrgSpec`] are
@@ -13,13 +13,13 @@
 //! - `server`: the one HTTP server (body limit, 404 fallback, no signal handling), closing a
 //!   connection unanswered, path parameters.
 //! - `clock`: `now_ms`, the crate's one wall clock.
-//! - `ratelimit`: the sliding hour and the `X-RateLimit-*` numbers.
+//! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
-//! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files). A Constant
-//!   Contact, Mailchimp or generic-feed simulator would sit beside it as a sibling module.
+//! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
+//! - [`constant_contact`]: the Constant Contact v3 simulator under `/constant-contact`.
 
 mod clock;
 pub mod constant_contact;
