@@ -331,6 +331,45 @@ async fn the_per_second_limit_and_the_daily_quota_answer_429_with_their_keys() {
     handle.stop().await;
 }
 
+#[actix_rt::test]
+async fn a_scripted_fault_answers_once_then_the_api_answers_again() {
+    // Goal: a script step on /v3/contacts answers its status once (throttled body for a bare
+    // 429), is logged, and the next call passes.
+    let handle = sandbox().await;
+    let client = Client::new(&handle);
+    let token = client.account("faults", json!({})).await;
+    let (status, _) = client
+        .control(
+            reqwest::Method::POST,
+            "/accounts/faults/script",
+            json!({"steps": [{"match": {"method": "GET", "path": "/v3/contacts"},
+                              "respond": {"status": 429}}]}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = client.get(&token, "/v3/contacts").await;
+    assert_eq!(
+        (status, body[0]["error_key"].as_str()),
+        (429, Some("throttled"))
+    );
+    assert_eq!(client.get(&token, "/v3/contacts").await.0, 200);
+    let (_, log) = client
+        .control(reqwest::Method::GET, "/accounts/faults/requests", json!({}))
+        .await;
+    let statuses: Vec<u64> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 429, 200],
+        "token refresh, the fault, the pass"
+    );
+    handle.stop().await;
+}
+
 /// Runs the futures concurrently on this task (no `futures` crate in the sandbox's deps).
 async fn futures_join_all<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
