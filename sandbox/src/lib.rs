@@ -18,11 +18,13 @@
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
-//! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files). A Constant
+//! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
+//! - [`mailchimp`]: the Mailchimp members API and audience webhooks. A Constant
 //!   Contact, Mailchimp or generic-feed simulator would sit beside it as a sibling module.
 
 mod clock;
 mod faults;
+pub mod mailchimp;
 mod ratelimit;
 mod request_log;
 mod server;
@@ -45,6 +47,7 @@ pub struct SandboxConfig {
 pub struct SandboxHandle {
     addr: SocketAddr,
     virtuous: virtuous::Simulator,
+    mailchimp: mailchimp::Simulator,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -67,10 +70,15 @@ impl SandboxHandle {
     pub fn ensure_org(&self, spec: virtuous::OrgSpec) -> Result<(), String> {
         self.virtuous.ensure_org(spec)
     }
+    /// Creates a Mailchimp account in-process; same rules as its control API.
+    pub fn create_mailchimp_account(&self, spec: mailchimp::AccountSpec) -> Result<(), String> {
+        self.mailchimp.create_account(spec)
+    }
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.server.stop(true).await;
         self.virtuous.stop();
+        self.mailchimp.stop();
     }
 }
 
@@ -78,7 +86,14 @@ impl SandboxHandle {
 /// or `#[actix_rt::test]`). Logs loudly that the target is a simulator.
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let virtuous = virtuous::Simulator::start();
-    let (server, addr) = server::bind(config, virtuous.routes())?;
+    let mailchimp = mailchimp::Simulator::start();
+    let (virtuous_routes, mailchimp_routes) = (virtuous.routes(), mailchimp.routes());
+    // Mailchimp first: its scopes must be tried before Virtuous's catch-all `/_sandbox`.
+    let routes = move |config: &mut actix_web::web::ServiceConfig| {
+        mailchimp_routes(config);
+        virtuous_routes(config);
+    };
+    let (server, addr) = server::bind(config, routes)?;
     let handle = server.handle();
     actix_web::rt::spawn(server);
     tracing::warn!(
@@ -88,6 +103,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     Ok(SandboxHandle {
         addr,
         virtuous,
+        mailchimp,
         server: handle,
     })
 }
