@@ -20,10 +20,12 @@
 //! One folder per simulated platform, each mounting its routes on the shared server:
 //! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
 //! - [`constant_contact`]: the Constant Contact v3 simulator under `/constant-contact`.
+//! - [`mailchimp`]: the Mailchimp members API and audience webhooks under `/mailchimp`.
 
 mod clock;
 pub mod constant_contact;
 mod faults;
+pub mod mailchimp;
 mod ratelimit;
 mod request_log;
 mod server;
@@ -47,6 +49,7 @@ pub struct SandboxHandle {
     addr: SocketAddr,
     virtuous: virtuous::Simulator,
     constant_contact: constant_contact::Simulator,
+    mailchimp: mailchimp::Simulator,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -76,10 +79,17 @@ impl SandboxHandle {
     ) -> Result<(), String> {
         self.constant_contact.create_account(spec)
     }
+
+    /// Creates a Mailchimp account in-process; same rules as its control API.
+    pub fn create_mailchimp_account(&self, spec: mailchimp::AccountSpec) -> Result<(), String> {
+        self.mailchimp.create_account(spec)
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.server.stop(true).await;
         self.virtuous.stop();
+        self.mailchimp.stop();
     }
 }
 
@@ -88,11 +98,17 @@ impl SandboxHandle {
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let virtuous = virtuous::Simulator::start();
     let constant_contact = constant_contact::Simulator::start();
-    // Constant Contact first: its `/_sandbox/constant-contact` scope must be tried before
-    // Virtuous's `/_sandbox` scope, which would otherwise swallow it.
-    let (constant_contact_routes, virtuous_routes) = (constant_contact.routes(), virtuous.routes());
+    let mailchimp = mailchimp::Simulator::start();
+    // The source simulators first: their `/_sandbox/…` scopes must be tried before
+    // Virtuous's catch-all `/_sandbox` scope, which would otherwise swallow them.
+    let (constant_contact_routes, mailchimp_routes, virtuous_routes) = (
+        constant_contact.routes(),
+        mailchimp.routes(),
+        virtuous.routes(),
+    );
     let routes = move |config: &mut actix_web::web::ServiceConfig| {
         constant_contact_routes(config);
+        mailchimp_routes(config);
         virtuous_routes(config);
     };
     let (server, addr) = server::bind(config, routes)?;
@@ -106,6 +122,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         addr,
         virtuous,
         constant_contact,
+        mailchimp,
         server: handle,
     })
 }
