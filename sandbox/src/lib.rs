@@ -1,6 +1,6 @@
 //! Simulators of the platforms Steward talks to, shipped inside the `steward` binary
-//! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`). Today one
-//! simulator: a faithful Virtuous CRM+ (`docs/sandbox.md`). The crate depends on nothing of
+//! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`): Virtuous
+//! CRM+ and Constant Contact v3 (`docs/sandbox.md`). The crate depends on nothing of
 //! Steward's: a simulator knows only the wire contract of the platform it imitates.
 //!
 //! CONTRACT: [`start`], [`SandboxConfig`], [`SandboxHandle`] and [`virtuous::OrgSpec`] are
@@ -13,16 +13,19 @@
 //! - `server`: the one HTTP server (body limit, 404 fallback, no signal handling), closing a
 //!   connection unanswered, path parameters.
 //! - `clock`: `now_ms`, the crate's one wall clock.
-//! - `ratelimit`: the sliding hour and the `X-RateLimit-*` numbers.
+//! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
-//! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files). A Constant
-//!   Contact, Mailchimp or generic-feed simulator would sit beside it as a sibling module.
+//! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
+//! - [`constant_contact`]: the Constant Contact v3 simulator under `/constant-contact`.
+//! - [`mailchimp`]: the Mailchimp members API and audience webhooks under `/mailchimp`.
 
 mod clock;
+pub mod constant_contact;
 mod faults;
+pub mod mailchimp;
 mod ratelimit;
 mod request_log;
 mod server;
@@ -45,6 +48,8 @@ pub struct SandboxConfig {
 pub struct SandboxHandle {
     addr: SocketAddr,
     virtuous: virtuous::Simulator,
+    constant_contact: constant_contact::Simulator,
+    mailchimp: mailchimp::Simulator,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -67,10 +72,24 @@ impl SandboxHandle {
     pub fn ensure_org(&self, spec: virtuous::OrgSpec) -> Result<(), String> {
         self.virtuous.ensure_org(spec)
     }
+    /// Creates a Constant Contact account in-process; same rules as the control API.
+    pub fn create_constant_contact_account(
+        &self,
+        spec: constant_contact::AccountSpec,
+    ) -> Result<(), String> {
+        self.constant_contact.create_account(spec)
+    }
+
+    /// Creates a Mailchimp account in-process; same rules as its control API.
+    pub fn create_mailchimp_account(&self, spec: mailchimp::AccountSpec) -> Result<(), String> {
+        self.mailchimp.create_account(spec)
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.server.stop(true).await;
         self.virtuous.stop();
+        self.mailchimp.stop();
     }
 }
 
@@ -78,7 +97,21 @@ impl SandboxHandle {
 /// or `#[actix_rt::test]`). Logs loudly that the target is a simulator.
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let virtuous = virtuous::Simulator::start();
-    let (server, addr) = server::bind(config, virtuous.routes())?;
+    let constant_contact = constant_contact::Simulator::start();
+    let mailchimp = mailchimp::Simulator::start();
+    // The source simulators first: their `/_sandbox/…` scopes must be tried before
+    // Virtuous's catch-all `/_sandbox` scope, which would otherwise swallow them.
+    let (constant_contact_routes, mailchimp_routes, virtuous_routes) = (
+        constant_contact.routes(),
+        mailchimp.routes(),
+        virtuous.routes(),
+    );
+    let routes = move |config: &mut actix_web::web::ServiceConfig| {
+        constant_contact_routes(config);
+        mailchimp_routes(config);
+        virtuous_routes(config);
+    };
+    let (server, addr) = server::bind(config, routes)?;
     let handle = server.handle();
     actix_web::rt::spawn(server);
     tracing::warn!(
@@ -88,6 +121,8 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     Ok(SandboxHandle {
         addr,
         virtuous,
+        constant_contact,
+        mailchimp,
         server: handle,
     })
 }

@@ -1,4 +1,5 @@
-//! The per-organization sliding hour: every admitted API call is remembered for 3600 s;
+//! The sliding window every simulator limits calls with: every admitted call is remembered
+//! for the window (3600 s for a Virtuous org, 1 s for Constant Contact's 4 requests/s);
 //! `X-RateLimit-Reset` is the Unix second at which the oldest remembered call expires.
 
 use std::collections::VecDeque;
@@ -28,7 +29,9 @@ pub(crate) enum Admission {
 /// calls of the same millisecond keeps memory bounded by time, not by load.
 #[derive(Debug)]
 pub(crate) struct SlidingWindow {
-    hourly_limit: u64,
+    /// Calls admitted per window.
+    limit: u64,
+    window_ms: u64,
     calls: VecDeque<(u64, u64)>,
     calls_in_window: u64,
 }
@@ -38,9 +41,16 @@ fn ceil_div(value: u64, divisor: u64) -> u64 {
 }
 
 impl SlidingWindow {
+    /// A sliding hour of `hourly_limit` calls.
     pub(crate) fn new(hourly_limit: u64) -> SlidingWindow {
+        SlidingWindow::with_window(hourly_limit, WINDOW_MS)
+    }
+
+    /// `limit` calls per sliding `window_ms`.
+    pub(crate) fn with_window(limit: u64, window_ms: u64) -> SlidingWindow {
         SlidingWindow {
-            hourly_limit,
+            limit,
+            window_ms,
             calls: VecDeque::new(),
             calls_in_window: 0,
         }
@@ -48,7 +58,7 @@ impl SlidingWindow {
 
     fn expire(&mut self, now_ms: u64) {
         while let Some(&(call_ms, count)) = self.calls.front() {
-            if call_ms + WINDOW_MS > now_ms {
+            if call_ms + self.window_ms > now_ms {
                 break;
             }
             self.calls.pop_front();
@@ -58,18 +68,21 @@ impl SlidingWindow {
 
     fn reset_unix_s(&self, now_ms: u64) -> u64 {
         let oldest_ms = self.calls.front().map_or(now_ms, |&(call_ms, _)| call_ms);
-        ceil_div(oldest_ms + WINDOW_MS, 1000)
+        ceil_div(oldest_ms + self.window_ms, 1000)
     }
 
     /// Counts the call if the window has room; otherwise says when to retry.
     pub(crate) fn try_admit(&mut self, now_ms: u64) -> Admission {
         self.expire(now_ms);
-        if self.calls_in_window >= self.hourly_limit {
-            let oldest_expiry_ms = self.calls.front().map_or(now_ms, |&(ms, _)| ms + WINDOW_MS);
+        if self.calls_in_window >= self.limit {
+            let oldest_expiry_ms = self
+                .calls
+                .front()
+                .map_or(now_ms, |&(ms, _)| ms + self.window_ms);
             let retry_after_s = ceil_div(oldest_expiry_ms.saturating_sub(now_ms), 1000).max(1);
             return Admission::Throttled {
                 headers: RateHeaders {
-                    limit: self.hourly_limit,
+                    limit: self.limit,
                     remaining: 0,
                     reset_unix_s: self.reset_unix_s(now_ms),
                 },
@@ -82,8 +95,8 @@ impl SlidingWindow {
         }
         self.calls_in_window += 1;
         Admission::Admitted(RateHeaders {
-            limit: self.hourly_limit,
-            remaining: self.hourly_limit - self.calls_in_window,
+            limit: self.limit,
+            remaining: self.limit - self.calls_in_window,
             reset_unix_s: self.reset_unix_s(now_ms),
         })
     }
