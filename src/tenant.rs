@@ -80,6 +80,15 @@ pub struct VirtuousSettings {
     pub signature_header: String,
     #[serde(default = "default_base64")]
     pub signature_encoding: String,
+    /// Contact updates go through `POST /api/Contact/Batch` (up to 100 a call, one
+    /// `referenceSource` per batch); `false` sends one `POST /api/Contact/Transaction` per
+    /// contact, as before.
+    #[serde(default = "default_true")]
+    pub contact_batch: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_base_url() -> String {
@@ -100,7 +109,105 @@ pub struct Sources {
     #[serde(default)]
     pub mailchimp: Option<MailchimpSettings>,
     #[serde(default)]
+    pub constant_contact: Option<ConstantContactSettings>,
+    #[serde(default)]
     pub platforms: BTreeMap<String, PlatformSettings>,
+}
+
+/// When a polled source runs and how far each run reads back: the fields every polled
+/// source carries (`interval_s`, `daily_at`, `overlap_s`, `parity_alert_pct`), gathered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSchedule {
+    pub interval_s: Option<u64>,
+    pub daily_at: Option<String>,
+    pub overlap_s: u64,
+    pub parity_alert_pct: f64,
+}
+
+macro_rules! poll_schedule_of {
+    ($($settings:ty),*) => {$(
+        impl $settings {
+            pub fn schedule(&self) -> PollSchedule {
+                PollSchedule {
+                    interval_s: self.interval_s,
+                    daily_at: self.daily_at.clone(),
+                    overlap_s: self.overlap_s,
+                    parity_alert_pct: self.parity_alert_pct,
+                }
+            }
+        }
+    )*};
+}
+poll_schedule_of!(
+    ConstantContactSettings,
+    MailchimpSettings,
+    PlatformPollSettings
+);
+
+fn default_overlap_s() -> u64 {
+    300
+}
+fn default_parity_alert_pct() -> f64 {
+    1.0
+}
+
+/// `sources.constant_contact`: contacts polled through the v3 API with OAuth2.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstantContactSettings {
+    /// The v3 API's base (`{base_url}/v3/contacts`); `"embedded"` = the embedded sandbox.
+    #[serde(default = "default_cc_base_url")]
+    pub base_url: String,
+    /// The OAuth2 token endpoint; `"embedded"` = the embedded sandbox's.
+    #[serde(default = "default_cc_token_url")]
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// The refresh token the customer's authorisation gave (rotated ones are stored by
+    /// Steward; a new value here — a re-authorisation — replaces them).
+    pub refresh_token: Option<String>,
+    #[serde(default = "default_cc_reference_source")]
+    pub reference_source: String,
+    /// Every this many seconds (≥ 10); or `daily_at` "HH:MM" in the tenant's `time_zone`;
+    /// never both; neither = polling off (the checkpoint is kept).
+    #[serde(default)]
+    pub interval_s: Option<u64>,
+    #[serde(default)]
+    pub daily_at: Option<String>,
+    /// Each run re-reads this many seconds before the checkpoint (deduplicated).
+    #[serde(default = "default_overlap_s")]
+    pub overlap_s: u64,
+    /// Alert when more than this percentage of a day's facts (tenant's time zone) were seen
+    /// by polling only (= missed webhooks).
+    #[serde(default = "default_parity_alert_pct")]
+    pub parity_alert_pct: f64,
+    /// The account's limits: calls per second and per day, and when the day's count resets
+    /// ("HH:MM" or "HH:MM:SS", UTC).
+    #[serde(default = "default_cc_per_second")]
+    pub requests_per_second: u32,
+    #[serde(default = "default_cc_daily_quota")]
+    pub daily_quota: u32,
+    #[serde(default = "default_quota_reset_utc")]
+    pub quota_reset_utc: String,
+}
+
+fn default_cc_base_url() -> String {
+    "https://api.cc.email".into()
+}
+fn default_cc_token_url() -> String {
+    "https://authz.constantcontact.com/oauth2/default/v1/token".into()
+}
+fn default_cc_reference_source() -> String {
+    "ConstantContact".into()
+}
+fn default_cc_per_second() -> u32 {
+    4
+}
+fn default_cc_daily_quota() -> u32 {
+    10_000
+}
+fn default_quota_reset_utc() -> String {
+    "00:00".into()
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -166,7 +273,43 @@ fn default_segment_key() -> String {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailchimpSettings {
+    /// The secret of the audience webhook's URL (`?key=…`); absent = no webhook route.
+    #[serde(default)]
     pub url_key: Option<String>,
+    /// Marketing API key (`…-us21`); with `list_id` and a schedule, members are polled.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub list_id: Option<String>,
+    /// Default: `https://{dc}.api.mailchimp.com` from the key's suffix; `"embedded"` = the
+    /// embedded sandbox.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default = "default_mailchimp_reference_source")]
+    pub reference_source: String,
+    /// Every this many seconds (≥ 10); or `daily_at` "HH:MM" in the tenant's `time_zone`;
+    /// never both; neither = polling off (the checkpoint is kept).
+    #[serde(default)]
+    pub interval_s: Option<u64>,
+    #[serde(default)]
+    pub daily_at: Option<String>,
+    /// Each run re-reads this many seconds before the checkpoint (deduplicated).
+    #[serde(default = "default_overlap_s")]
+    pub overlap_s: u64,
+    /// Alert when more than this percentage of a day's facts (tenant's time zone) were seen
+    /// by polling only (= missed webhooks).
+    #[serde(default = "default_parity_alert_pct")]
+    pub parity_alert_pct: f64,
+    /// Most API connections at once (Mailchimp allows 10 per key).
+    #[serde(default = "default_mailchimp_connections")]
+    pub max_connections: u32,
+}
+
+fn default_mailchimp_reference_source() -> String {
+    "Mailchimp".into()
+}
+fn default_mailchimp_connections() -> u32 {
+    10
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -196,6 +339,66 @@ pub struct PlatformSettings {
     pub amount_unit: String,
     #[serde(default)]
     pub events: BTreeMap<String, PlatformEventMapping>,
+    /// The platform's listing, polled with the same event mapping (`sources.platforms.{name}.poll`).
+    #[serde(default)]
+    pub poll: Option<PlatformPollSettings>,
+}
+
+/// A polled platform: an HTTP JSON listing with an updated-since parameter and cursor paging.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformPollSettings {
+    pub url: String,
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// Sealed like every secret.
+    #[serde(default)]
+    pub auth_value: Option<String>,
+    #[serde(default = "default_updated_since_param")]
+    pub updated_since_param: String,
+    /// JSON Pointer to the array of items in a page.
+    #[serde(default = "default_items_pointer")]
+    pub items: String,
+    /// JSON Pointer to the next page's cursor (absent or null ends the listing).
+    #[serde(default = "default_next_cursor_pointer")]
+    pub next_cursor: String,
+    /// The query parameter the cursor goes back in.
+    #[serde(default = "default_cursor_param")]
+    pub cursor_param: String,
+    /// JSON Pointers of an item's id and of its update time (the checkpoint).
+    #[serde(default = "default_event_id_pointer")]
+    pub item_id: String,
+    #[serde(default = "default_item_updated_at")]
+    pub item_updated_at: String,
+    /// Every this many seconds (≥ 10); or `daily_at` "HH:MM" in the tenant's `time_zone`;
+    /// never both; neither = polling off (the checkpoint is kept).
+    #[serde(default)]
+    pub interval_s: Option<u64>,
+    #[serde(default)]
+    pub daily_at: Option<String>,
+    /// Each run re-reads this many seconds before the checkpoint (deduplicated).
+    #[serde(default = "default_overlap_s")]
+    pub overlap_s: u64,
+    /// Alert when more than this percentage of a day's facts (tenant's time zone) were seen
+    /// by polling only (= missed webhooks).
+    #[serde(default = "default_parity_alert_pct")]
+    pub parity_alert_pct: f64,
+}
+
+fn default_updated_since_param() -> String {
+    "updated_since".into()
+}
+fn default_items_pointer() -> String {
+    "/items".into()
+}
+fn default_next_cursor_pointer() -> String {
+    "/next_cursor".into()
+}
+fn default_cursor_param() -> String {
+    "cursor".into()
+}
+fn default_item_updated_at() -> String {
+    "/updated_at".into()
 }
 
 fn default_platform_signature_header() -> String {
@@ -299,12 +502,16 @@ pub fn secret_pointers(doc: &Value) -> Vec<String> {
         "/sources/stripe/signing_secret".to_string(),
         "/sources/stripe/previous_signing_secret".to_string(),
         "/sources/mailchimp/url_key".to_string(),
+        "/sources/mailchimp/api_key".to_string(),
+        "/sources/constant_contact/client_secret".to_string(),
+        "/sources/constant_contact/refresh_token".to_string(),
     ];
     if let Some(platforms) = doc.pointer("/sources/platforms").and_then(Value::as_object) {
         for name in platforms.keys() {
             let escaped = name.replace('~', "~0").replace('/', "~1");
             pointers.push(format!("/sources/platforms/{escaped}/secret"));
             pointers.push(format!("/sources/platforms/{escaped}/previous_secret"));
+            pointers.push(format!("/sources/platforms/{escaped}/poll/auth_value"));
         }
     }
     pointers

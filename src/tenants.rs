@@ -271,18 +271,42 @@ struct Prepared {
 fn start_or_update(state: &AppState, prepared: Prepared) {
     let Prepared { spec, doc } = prepared;
     let id = spec.tenant_id.clone();
+    let pollers = tenant_pollers(state, &spec, &doc);
     state.tenant_docs.insert(id.clone(), doc);
-    match state.runtime.tenant(&id) {
+    let handle = match state.runtime.tenant(&id) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
         // The run state stays as it is: pause, resume and a 401 change it, not an edit.
         Some(handle) => {
             handle.update_settings(spec.settings);
             handle.replace_crm(spec.crm);
+            handle
         }
-        None => {
-            state.runtime.start_tenant(spec);
-        }
+        None => state.runtime.start_tenant(spec),
+    };
+    // Checkpoints and poller state live in the store: a changed schedule keeps them.
+    handle.replace_pollers(pollers);
+}
+
+/// The tenant's pollers; one that cannot be built is logged and left out (validation
+/// should have refused its settings).
+fn tenant_pollers(
+    state: &AppState,
+    spec: &TenantSpec,
+    doc: &TenantDoc,
+) -> Vec<steward_actors::poll::PollerSpec> {
+    let context = crate::sources::polling::PollContext {
+        tenant_id: spec.tenant_id.clone(),
+        http: crate::sources::polling::shared_http(),
+        sandbox_base_url: state.sandbox.as_ref().map(|sandbox| sandbox.base_url()),
+        store: spec.store.clone(),
+        tenant_store: spec.tenant_store.clone(),
+        master_key: state.master_key.clone(),
+    };
+    let (specs, errors) = crate::sources::polling::pollers_for(&context, doc);
+    for error in errors {
+        tracing::error!(tenant_id = %spec.tenant_id, source = %error.source, reason = %error.reason.escape_debug(), "poller not started");
     }
+    specs
 }
 
 /// Boot: every registered tenant is started again. Failures are logged and counted;

@@ -58,6 +58,7 @@ pub mod messages;
 pub mod metrics;
 pub mod observe;
 pub mod outcome;
+pub mod poll;
 pub mod ports;
 pub mod queue;
 pub mod reconciler;

@@ -1,7 +1,7 @@
 //! Traits the runtime talks through (ARCHITECTURE.md): the clock and Virtuous ([`Crm`];
 //! implemented over reqwest by the `steward` crate, by scripted fakes in tests).
 //!
-//! Poller and Destination join this file when polling and pull arrive. The store is no port:
+//! [`Poller`] is a polled source (pattern 2). Destination joins this file with pull. The store is no port:
 //! every tenant runs on the real sled store (`TenantShared::tenant_store`), and the
 //! runtime's unit tests open one in a temp dir (issue 10: a port is whole or absent).
 
@@ -218,4 +218,77 @@ impl Crm for UnconfiguredCrm {
         let reply = self.reply();
         Box::pin(async move { (reply, None) })
     }
+}
+
+/// What a poller is asked for: one page of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollRequest {
+    /// Records whose source version time is at or after this (ms since the epoch): the
+    /// checkpoint's time minus the overlap window. 0 = from the beginning.
+    pub since_ms: u64,
+    /// `None`: the first page of a run. `Some`: the cursor the previous page of this run
+    /// returned (it may carry the whole query; `since_ms` is then only informative).
+    pub cursor: Option<String>,
+}
+
+/// One record of a polled page.
+#[derive(Debug, Clone)]
+pub struct PolledItem {
+    /// The record's id at the source (Constant Contact contact id, Mailchimp member id, …).
+    pub record_id: String,
+    /// The source's version time of the record (`updated_at`, `last_changed`), ms since the
+    /// epoch: the checkpoint's time.
+    pub version_ms: u64,
+    /// The entries this version becomes, with idempotency keys of the source fact
+    /// `(source, object, id, version)` (an empty list: nothing to send), or why the record
+    /// was rejected (kept in the run report, the checkpoint still moves past it).
+    pub entries: Result<Vec<crate::store::NewEntry>, String>,
+}
+
+/// One page of a poll run.
+#[derive(Debug, Clone, Default)]
+pub struct PollPage {
+    pub items: Vec<PolledItem>,
+    /// The next page's cursor; `None` ends the run.
+    pub next_cursor: Option<String>,
+    /// Calls this page cost against the source's own limits.
+    pub calls: u32,
+}
+
+/// What one fetch produced. No HTTP types: the adapters (`steward` crate) classify.
+#[derive(Debug, Clone)]
+pub enum PollFetch {
+    Page(PollPage),
+    /// The source's short-term limit answered (Constant Contact `throttled`, Mailchimp's
+    /// connection limit): the same page again after the wait. Not a failure.
+    Throttled {
+        retry_after_ms: u64,
+        calls: u32,
+    },
+    /// The source's daily quota is spent (Constant Contact `quota_exceeded`): the poller
+    /// pauses with its progress saved until the quota resets. Not a failure.
+    QuotaExhausted {
+        calls: u32,
+    },
+    /// Credentials refused (OAuth refresh refused, 401/403): the poller stops until an
+    /// operator fixes them (alert).
+    AuthRefused {
+        message: String,
+    },
+    /// Anything else (5xx, connection error, an unreadable page): the run fails; three
+    /// failed runs in a row pause the poller with an alert.
+    Failed {
+        message: String,
+        calls: u32,
+    },
+}
+
+/// A polled source (pattern 2): "fetch the page after this checkpoint". Implemented per
+/// source by the `steward` crate (Constant Contact, Mailchimp members, generic JSON feeds);
+/// by scripted fakes in unit tests. Capture calls it one page at a time (never two fetches
+/// of one poller at once), counts its calls against the source's limits, and writes each
+/// page's entries with the checkpoint in one atomic store write. Implementations never
+/// retry on their own and never panic; the future runs on the tenant's arbiter.
+pub trait Poller: Send + Sync + 'static {
+    fn fetch(&self, request: PollRequest) -> LocalFuture<PollFetch>;
 }

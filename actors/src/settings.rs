@@ -107,3 +107,52 @@ impl Default for TenantSettings {
         }
     }
 }
+
+/// When a poller runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollSchedule {
+    /// Polling off: the poller keeps its checkpoint and state, and runs only when told to
+    /// (`POST …/pollers/{source}/run`).
+    Off,
+    /// Every `interval_ms`, counted from the start of the previous run.
+    Every { interval_ms: u64 },
+    /// Once a day at `hour:minute` in `time_zone` (an IANA name).
+    DailyAt {
+        hour: u8,
+        minute: u8,
+        time_zone: String,
+    },
+}
+
+/// A source's own limits: a second budget beside Virtuous's (docs/polling.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceLimits {
+    /// Most calls in any sliding second (Constant Contact: 4).
+    pub per_second: Option<u32>,
+    /// Most calls a day (Constant Contact: 10,000); the count resets at
+    /// `daily_reset_utc_s` seconds after 00:00 UTC.
+    pub daily: Option<u32>,
+    pub daily_reset_utc_s: u32,
+}
+
+/// One configured poller of a tenant (built by the `steward` crate from the tenant
+/// document; plain data, the port itself travels beside it in [`crate::poll::PollerSpec`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollerSettings {
+    /// The source name in entries, checkpoints and routes (`constant_contact`, `mailchimp`,
+    /// a platform name).
+    pub source: String,
+    /// What kind of source it is: the `source` label of `steward_capture_path_total`
+    /// (`constant_contact`, `mailchimp`, `platform`: bounded, whatever platforms are named).
+    pub kind: String,
+    pub schedule: PollSchedule,
+    /// Each run starts this far before the checkpoint's time (deduplicated re-read).
+    pub overlap_ms: u64,
+    pub limits: SourceLimits,
+    /// The source also has a webhook path: parity is measured and alerted on.
+    pub has_webhooks: bool,
+    /// Alert when a day's poll-only share exceeds this percentage.
+    pub parity_alert_pct: f64,
+    /// The tenant's time zone (parity days).
+    pub time_zone: String,
+}

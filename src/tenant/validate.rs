@@ -8,7 +8,10 @@
 //!   Create and patch refuse a document that breaks one; a stored tenant that breaks one
 //!   still starts and carries the alert `config_invalid` naming the field.
 
-use super::{invalid, validate_tenant_id, PlatformSettings, TenantDoc, TenantDocError, REDACTED};
+use super::{
+    invalid, validate_tenant_id, PlatformSettings, PollSchedule, TenantDoc, TenantDocError,
+    REDACTED,
+};
 
 impl TenantDoc {
     pub(super) fn validate_startable(&self) -> Result<(), TenantDocError> {
@@ -58,12 +61,101 @@ impl TenantDoc {
             )?;
         }
         if let Some(mailchimp) = &self.sources.mailchimp {
-            require_secret("sources.mailchimp.url_key", &mailchimp.url_key)?;
+            self.validate_mailchimp(mailchimp)?;
+        }
+        if let Some(cc) = &self.sources.constant_contact {
+            let field = |key: &str| format!("sources.constant_contact.{key}");
+            for (key, url) in [("base_url", &cc.base_url), ("token_url", &cc.token_url)] {
+                if let Some(problem) = base_url_problem(url) {
+                    return Err(invalid(
+                        &field(key),
+                        format!("must be an http(s) URL or \"embedded\": {problem}"),
+                    ));
+                }
+            }
+            non_empty(&field("client_id"), &cc.client_id)?;
+            require_secret(&field("client_secret"), &cc.client_secret)?;
+            require_secret(&field("refresh_token"), &cc.refresh_token)?;
+            non_empty(&field("reference_source"), &cc.reference_source)?;
+            validate_schedule("sources.constant_contact", &cc.schedule())?;
+            within(
+                &field("requests_per_second"),
+                u64::from(cc.requests_per_second),
+                1,
+                100,
+            )?;
+            within(
+                &field("daily_quota"),
+                u64::from(cc.daily_quota),
+                1,
+                10_000_000,
+            )?;
+            if crate::sources::polling::parse_utc_time_of_day(&cc.quota_reset_utc).is_none() {
+                return Err(invalid(
+                    &field("quota_reset_utc"),
+                    "must be \"HH:MM\" or \"HH:MM:SS\" (UTC)",
+                ));
+            }
         }
         for (name, platform) in &self.sources.platforms {
             validate_platform(name, platform)?;
         }
         Ok(())
+    }
+
+    fn validate_mailchimp(
+        &self,
+        mailchimp: &super::MailchimpSettings,
+    ) -> Result<(), TenantDocError> {
+        let field = |key: &str| format!("sources.mailchimp.{key}");
+        let polls = mailchimp.api_key.is_some() || mailchimp.list_id.is_some();
+        if mailchimp.url_key.is_some() || !polls {
+            // The webhook route needs its key; a source with neither path is a mistake.
+            require_secret(&field("url_key"), &mailchimp.url_key)?;
+        }
+        if polls {
+            require_secret(&field("api_key"), &mailchimp.api_key)?;
+            let api_key = mailchimp.api_key.as_deref().unwrap_or_default();
+            let has_data_center = api_key.rsplit_once('-').is_some_and(|(_, dc)| {
+                !dc.is_empty() && dc.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+            if !has_data_center {
+                return Err(invalid(
+                    &field("api_key"),
+                    "must end in its data center, e.g. `…-us21` (Mailchimp → Account → Extras → API keys)",
+                ));
+            }
+            match &mailchimp.list_id {
+                Some(list_id) => non_empty(&field("list_id"), list_id)?,
+                None => {
+                    return Err(invalid(
+                        &field("list_id"),
+                        "is required to poll members (the audience id)",
+                    ))
+                }
+            }
+        } else if mailchimp.interval_s.is_some() || mailchimp.daily_at.is_some() {
+            return Err(invalid(
+                &field("api_key"),
+                "is required to poll (with list_id)",
+            ));
+        }
+        if let Some(base_url) = &mailchimp.base_url {
+            if let Some(problem) = base_url_problem(base_url) {
+                return Err(invalid(
+                    &field("base_url"),
+                    format!("must be an http(s) URL or \"embedded\": {problem}"),
+                ));
+            }
+        }
+        non_empty(&field("reference_source"), &mailchimp.reference_source)?;
+        within(
+            &field("max_connections"),
+            u64::from(mailchimp.max_connections),
+            1,
+            10,
+        )?;
+        validate_schedule("sources.mailchimp", &mailchimp.schedule())
     }
 
     fn validate_budget(&self) -> Result<(), TenantDocError> {
@@ -190,7 +282,38 @@ fn validate_platform(name: &str, platform: &PlatformSettings) -> Result<(), Tena
             "platform names use lowercase letters, digits and '-'",
         )
     })?;
-    require_secret(&field("secret"), &platform.secret)?;
+    // A platform that is only polled has no webhook route, so no secret.
+    if platform.poll.is_none() || platform.secret.is_some() {
+        require_secret(&field("secret"), &platform.secret)?;
+    }
+    if let Some(poll) = &platform.poll {
+        let poll_field = |key: &str| format!("sources.platforms.{name}.poll.{key}");
+        if let Some(problem) = base_url_problem(&poll.url) {
+            return Err(invalid(
+                &poll_field("url"),
+                format!("must be an http(s) URL or \"embedded\": {problem}"),
+            ));
+        }
+        if poll.auth_header.is_some() != poll.auth_value.is_some() {
+            return Err(invalid(
+                &poll_field("auth_value"),
+                "auth_header and auth_value go together",
+            ));
+        }
+        if let Some(header) = &poll.auth_header {
+            non_empty(&poll_field("auth_header"), header)?;
+        }
+        non_empty(
+            &poll_field("updated_since_param"),
+            &poll.updated_since_param,
+        )?;
+        non_empty(&poll_field("cursor_param"), &poll.cursor_param)?;
+        json_pointer(&poll_field("items"), &poll.items)?;
+        json_pointer(&poll_field("next_cursor"), &poll.next_cursor)?;
+        json_pointer(&poll_field("item_id"), &poll.item_id)?;
+        json_pointer(&poll_field("item_updated_at"), &poll.item_updated_at)?;
+        validate_schedule(&format!("sources.platforms.{name}.poll"), &poll.schedule())?;
+    }
     non_empty(&field("signature_header"), &platform.signature_header)?;
     one_of(&field("encoding"), &platform.encoding, &["hex", "base64"])?;
     one_of(
@@ -219,6 +342,37 @@ fn validate_platform(name: &str, platform: &PlatformSettings) -> Result<(), Tena
         for (target, pointer) in &mapping.fields {
             json_pointer(&event_field(&format!("fields.{target}")), pointer)?;
         }
+    }
+    Ok(())
+}
+
+/// A polled source's `interval_s` / `daily_at` / `overlap_s` / `parity_alert_pct`.
+fn validate_schedule(at: &str, schedule: &PollSchedule) -> Result<(), TenantDocError> {
+    let field = |key: &str| format!("{at}.{key}");
+    if schedule.interval_s.is_some() && schedule.daily_at.is_some() {
+        return Err(invalid(
+            &field("daily_at"),
+            "set interval_s or daily_at, not both (null one of them to switch)",
+        ));
+    }
+    if let Some(interval_s) = schedule.interval_s {
+        within(&field("interval_s"), interval_s, 10, 7 * 86_400)?;
+    }
+    if let Some(daily_at) = &schedule.daily_at {
+        if crate::sources::polling::parse_hh_mm(daily_at).is_none() {
+            return Err(invalid(
+                &field("daily_at"),
+                "must be \"HH:MM\" (24-hour, in the tenant's time_zone)",
+            ));
+        }
+    }
+    within(&field("overlap_s"), schedule.overlap_s, 0, 86_400)?;
+    let pct = schedule.parity_alert_pct;
+    if !(0.0..=100.0).contains(&pct) {
+        return Err(invalid(
+            &field("parity_alert_pct"),
+            "must be between 0 and 100",
+        ));
     }
     Ok(())
 }

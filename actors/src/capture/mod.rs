@@ -18,6 +18,7 @@ use crate::observe::ActorKind;
 use crate::store::{Counts, EnqueueOutcome};
 
 pub mod commands;
+mod polling;
 
 pub type CaptureActor = Child<Capture>;
 

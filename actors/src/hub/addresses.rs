@@ -24,6 +24,7 @@ pub struct ChildAddresses {
 pub struct CaptureAddress {
     pub enqueue: Recipient<Enqueue>,
     pub record_fact: Recipient<RecordFact>,
+    pub poll: Recipient<crate::poll::PollCommand>,
 }
 
 /// Inbound, the door for Virtuous facts: webhook deliveries and the webhook registration.

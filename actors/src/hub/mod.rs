@@ -56,6 +56,10 @@ pub struct TenantShared {
     pub budget: crate::budget::SharedBudget,
     /// The submitter's in-memory queue leases (see `store::queue_ops`).
     pub leases: crate::store::LeaseTable,
+    /// The tenant's configured pollers (replaced when its document changes); Capture runs them.
+    pollers: RwLock<Arc<Vec<crate::poll::PollerSpec>>>,
+    /// What Capture's poll runs show while they run (`capture::polling`), by source.
+    pub poll_live: Mutex<std::collections::BTreeMap<String, crate::poll::PollerLive>>,
 }
 
 impl TenantShared {
@@ -93,7 +97,32 @@ impl TenantShared {
             store,
             tenant_store,
             crm: RwLock::new(crm),
+            pollers: RwLock::new(Arc::new(Vec::new())),
+            poll_live: Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// The configured pollers.
+    pub fn pollers(&self) -> Arc<Vec<crate::poll::PollerSpec>> {
+        Arc::clone(
+            &self
+                .pollers
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+    pub fn replace_pollers(&self, pollers: Vec<crate::poll::PollerSpec>) {
+        *self
+            .pollers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(pollers);
+    }
+    /// A snapshot of the running pollers' live view.
+    pub fn poll_live(&self) -> std::collections::BTreeMap<String, crate::poll::PollerLive> {
+        self.poll_live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The process-wide store: [`Store::durable`] (group commit) and the registry.
@@ -202,6 +231,20 @@ impl TenantShared {
 
     /// Hints Queue and Submitter that entries were added. Lossy on purpose: a full mailbox
     /// drops the hint (they find the work in the store anyway). Returns the hints dropped.
+    /// Tells Capture the configured pollers changed (lossy: a restarted Capture reads them
+    /// anyway).
+    pub fn hint_pollers_changed(&self) {
+        let Some(capture) = self.addresses().capture else {
+            return;
+        };
+        let guard = self.cell(ActorKind::Capture).mailbox.guard();
+        let _ = capture.poll.try_send(crate::poll::PollCommand {
+            source: None,
+            action: crate::poll::PollAction::Reload,
+            guard,
+        });
+    }
+
     pub fn hint_new_work(&self, entries_added: u64) -> u64 {
         let addresses = self.addresses();
         let capacity = self.settings().mailbox_capacity as u64;

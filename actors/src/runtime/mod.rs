@@ -167,6 +167,13 @@ impl TenantHandle {
         self.shared.replace_crm(crm);
     }
 
+    /// The tenant's pollers (its document changed or it started). Checkpoints and poller
+    /// state are in the store, so a new schedule keeps them; Capture picks the change up.
+    pub fn replace_pollers(&self, pollers: Vec<crate::poll::PollerSpec>) {
+        self.shared.replace_pollers(pollers);
+        self.shared.hint_pollers_changed();
+    }
+
     /// The tenant's Virtuous (for admin one-off calls such as the connection test, which
     /// still draw from the budget: see the budget ledger).
     pub fn crm(&self) -> Arc<dyn Crm> {

@@ -298,6 +298,7 @@ pub struct TenantStore {
 
 /// The master key that seals tenant secrets (XChaCha20-Poly1305, associated data =
 /// tenant id + field path).
+#[derive(Clone)]
 pub struct MasterKey {
     cipher: chacha20poly1305::XChaCha20Poly1305,
 }

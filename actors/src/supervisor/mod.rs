@@ -100,6 +100,7 @@ impl TenantSupervisor {
                 a.capture = Some(CaptureAddress {
                     enqueue: child.clone().recipient(),
                     record_fact: child.clone().recipient(),
+                    poll: child.clone().recipient(),
                 })
             }),
             ActorKind::Queue => start_child::<Queue>(&shared, generation, exits, |a, child| {

@@ -107,6 +107,7 @@ fn settings(shape: usize, secret: &str) -> PlatformSettings {
         transaction_source: "AuctionCo".into(),
         amount_unit: if timestamped { "major" } else { "minor" }.into(),
         events,
+        poll: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn settings() -> PlatformSettings {
         transaction_source: "AuctionCo".into(),
         amount_unit: "minor".into(),
         events,
+        poll: None,
     }
 }
 

@@ -1,0 +1,138 @@
+//! Polled sources (pattern 2; docs/polling.md): the adapters behind the actors crate's
+//! `Poller` port, built per tenant from its document.
+//!
+//! Each source's adapter lives in its own module and is built here by [`pollers_for`]:
+//! - `constant_contact`: contacts through the v3 API with OAuth2 refresh;
+//! - `mailchimp`: audience members by `since_last_changed` (the webhook's backstop);
+//! - `platform_poll`: a platform's JSON listing, mapped with its webhook mapping.
+
+use steward_actors::poll::{PollSchedule, PollerSettings, PollerSpec, SourceLimits};
+use steward_actors::store::{MasterKey, Store, TenantStore};
+
+use crate::tenant::{PollSchedule as DocSchedule, TenantDoc};
+
+/// What an adapter may use besides its settings.
+#[derive(Clone)]
+pub struct PollContext {
+    pub tenant_id: String,
+    /// One HTTP client for every poller of the process (timeouts set).
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT` of the embedded sandbox, when it runs (`"embedded"` URLs).
+    pub sandbox_base_url: Option<String>,
+    /// The process store (`durable()`: a rotated token is flushed before it is used).
+    pub store: Store,
+    /// The tenant's data (poller-private state such as a rotated refresh token).
+    pub tenant_store: TenantStore,
+    /// Seals poller-private secrets like the tenant document's.
+    pub master_key: MasterKey,
+}
+
+/// The one HTTP client of every poller (connection pool shared; each call times out).
+pub fn shared_http() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(POLL_REQUEST_TIMEOUT_S))
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
+/// Longest wait for one page (or token) answer.
+pub const POLL_REQUEST_TIMEOUT_S: u64 = 60;
+
+/// A source's poller could not be built (bad settings the validation let through): the
+/// tenant runs without it and its status says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerBuildError {
+    pub source: String,
+    pub reason: String,
+}
+
+/// The pollers of a tenant document, in a stable order. Sources with polling off are still
+/// listed (`PollSchedule::Off`): their checkpoint and state stay visible and a manual run
+/// works.
+pub fn pollers_for(
+    context: &PollContext,
+    doc: &TenantDoc,
+) -> (Vec<PollerSpec>, Vec<PollerBuildError>) {
+    let specs = Vec::new();
+    let errors = Vec::new();
+    // Each adapter pushes its spec here (constant_contact, mailchimp, platform polls).
+    let _ = (context, doc);
+    (specs, errors)
+}
+
+/// The actors' schedule of a document's poll fields (validated: `daily_at` is "HH:MM").
+pub fn schedule_of(schedule: &DocSchedule, time_zone: &str) -> PollSchedule {
+    if let Some(interval_s) = schedule.interval_s {
+        return PollSchedule::Every {
+            interval_ms: interval_s.saturating_mul(1_000),
+        };
+    }
+    if let Some((hour, minute)) = schedule.daily_at.as_deref().and_then(parse_hh_mm) {
+        return PollSchedule::DailyAt {
+            hour,
+            minute,
+            time_zone: time_zone.to_string(),
+        };
+    }
+    PollSchedule::Off
+}
+
+/// The settings of one poller from its document fields.
+pub fn poller_settings(
+    source: &str,
+    kind: &str,
+    schedule: &DocSchedule,
+    doc: &TenantDoc,
+    limits: SourceLimits,
+    has_webhooks: bool,
+) -> PollerSettings {
+    PollerSettings {
+        source: source.to_string(),
+        kind: kind.to_string(),
+        schedule: schedule_of(schedule, &doc.time_zone),
+        overlap_ms: schedule.overlap_s.saturating_mul(1_000),
+        limits,
+        has_webhooks,
+        parity_alert_pct: schedule.parity_alert_pct,
+        time_zone: doc.time_zone.clone(),
+    }
+}
+
+/// "HH:MM" → (hour, minute); `None` when malformed.
+pub fn parse_hh_mm(text: &str) -> Option<(u8, u8)> {
+    let (hour, minute) = text.split_once(':')?;
+    if hour.len() != 2 || minute.len() != 2 {
+        return None;
+    }
+    let hour: u8 = hour.parse().ok()?;
+    let minute: u8 = minute.parse().ok()?;
+    (hour < 24 && minute < 60).then_some((hour, minute))
+}
+
+/// "HH:MM" or "HH:MM:SS" (UTC) → seconds after midnight; `None` when malformed.
+pub fn parse_utc_time_of_day(text: &str) -> Option<u32> {
+    let (hh_mm, seconds) = match text.len() {
+        5 => (text, 0),
+        8 => {
+            let (hh_mm, seconds) = text.split_at(5);
+            let seconds = seconds.strip_prefix(':')?;
+            if seconds.len() != 2 {
+                return None;
+            }
+            let seconds: u32 = seconds.parse().ok()?;
+            if seconds >= 60 {
+                return None;
+            }
+            (hh_mm, seconds)
+        }
+        _ => return None,
+    };
+    let (hour, minute) = parse_hh_mm(hh_mm)?;
+    Some(u32::from(hour) * 3_600 + u32::from(minute) * 60 + seconds)
+}
