@@ -136,3 +136,61 @@ pub fn parse_utc_time_of_day(text: &str) -> Option<u32> {
     let (hour, minute) = parse_hh_mm(hh_mm)?;
     Some(u32::from(hour) * 3_600 + u32::from(minute) * 60 + seconds)
 }
+
+/// Where a person stands on email, as a polled or email-platform source says: the one
+/// convention every contact source maps to (docs/polling.md "Contacts"). Virtuous's contact
+/// transaction has no documented opt-out field, so the state travels as custom fields
+/// [`EMAIL_STATUS_FIELD`] and [`EMAIL_OPT_OUT_FIELD`]; a deletion at the source is an
+/// opt-out, never a contact delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailStatus {
+    Subscribed,
+    /// Not subscribed, not opted out (pending, transactional, never asked).
+    NotSubscribed,
+    Unsubscribed,
+    /// Bounced / cleaned addresses.
+    Cleaned,
+    /// Deleted or archived at the source.
+    Deleted,
+}
+
+/// Custom field carrying [`EmailStatus::name`].
+pub const EMAIL_STATUS_FIELD: &str = "Email Status";
+/// Custom field: `"true"` when the person must not be emailed, else `"false"`.
+pub const EMAIL_OPT_OUT_FIELD: &str = "Email Opt Out";
+
+impl EmailStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            EmailStatus::Subscribed => "subscribed",
+            EmailStatus::NotSubscribed => "not_subscribed",
+            EmailStatus::Unsubscribed => "unsubscribed",
+            EmailStatus::Cleaned => "cleaned",
+            EmailStatus::Deleted => "deleted",
+        }
+    }
+    pub fn opted_out(self) -> bool {
+        matches!(
+            self,
+            EmailStatus::Unsubscribed | EmailStatus::Cleaned | EmailStatus::Deleted
+        )
+    }
+    /// The `customFields` members of a contact transaction body.
+    pub fn custom_fields(self) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert(EMAIL_STATUS_FIELD.into(), self.name().into());
+        fields.insert(
+            EMAIL_OPT_OUT_FIELD.into(),
+            if self.opted_out() { "true" } else { "false" }.into(),
+        );
+        fields
+    }
+}
+
+/// The fact id of one version of a polled or email-platform record: `{record id}@{unix
+/// seconds of its source version}`. Both paths of a hybrid source (webhook and poll) build
+/// it the same way, so whichever arrives second is a duplicate. Stored forever inside
+/// idempotency keys ([`super::idempotency_key`]): never change the format.
+pub fn versioned_fact_id(record_id: &str, version_unix_s: i64) -> String {
+    format!("{record_id}@{version_unix_s}")
+}
