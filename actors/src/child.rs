@@ -27,6 +27,9 @@ pub trait ChildBehavior: Sized + Unpin + 'static {
     /// Periodic work. `Err` stops the child with that error (the supervisor restarts it).
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String>;
     fn observed(&self) -> Self::Observed;
+    /// Runs once when this generation has started (after its state was rebuilt): timers,
+    /// schedules.
+    fn started(_child: &mut Child<Self>, _ctx: &mut Context<Child<Self>>) {}
     /// A call is out whose answer a stopping tenant should still record (the submitter's
     /// Virtuous call: dropping it loses the answer of a write Virtuous may have applied, and
     /// the restart sends it again). Such a child defers its stop until the answer is in
@@ -226,6 +229,7 @@ impl<B: ChildBehavior> Actor for Child<B> {
         self.core.cell.mark_started(self.core.shared.clock.now_ms());
         self.publish();
         self.schedule_tick(ctx, true);
+        B::started(self, ctx);
     }
 
     /// Runs on every stop, including while unwinding from a panic in a handler (actix's

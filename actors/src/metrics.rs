@@ -30,6 +30,20 @@ pub const INBOUND_UNPARSED_TOTAL: &str = "steward_inbound_unparsed_total";
 /// Label of [`INBOUND_UNPARSED_TOTAL`]: where the event came from (`virtuous_webhook`).
 pub const LABEL_ORIGIN: &str = "origin";
 
+/// Counter `{source, path}`: facts of polled sources captured, by the path that saw them
+/// first (`webhook`, `poll`), and `both` each time the other path saw a fact too. `source` is
+/// the source's kind (`constant_contact`, `mailchimp`, `platform`): per tenant and per
+/// platform the numbers are in the parity route (`GET …/parity/{source}`).
+pub const CAPTURE_PATH_TOTAL: &str = "steward_capture_path_total";
+/// Labels of [`CAPTURE_PATH_TOTAL`].
+pub const LABEL_SOURCE: &str = "source";
+pub const LABEL_PATH: &str = "path";
+/// Counter `{source, outcome}`: poll runs ended, by source kind and outcome (`completed`,
+/// `failed`, `auth_refused`, `paused`, `reset`).
+pub const POLL_RUNS_TOTAL: &str = "steward_poll_runs_total";
+/// Counter `{source}`: calls made to polled sources, by source kind.
+pub const POLL_CALLS_TOTAL: &str = "steward_poll_calls_total";
+
 /// Counter `{code}`: alerts raised (first time and repeats; docs/operations.md), all tenants
 /// together — per tenant they are in the status, and a tenant label would add a series per
 /// code past the per-tenant series budget.
@@ -72,6 +86,21 @@ pub const LABEL_OUTCOME: &str = "outcome";
 /// Registers descriptions with the installed recorder. Call once after installing it.
 // Size: one `describe!` per metric, the one place that lists them all (Vector's habit).
 pub fn describe() {
+    metrics::describe_counter!(
+        CAPTURE_PATH_TOTAL,
+        metrics::Unit::Count,
+        "Facts of polled sources by the path that saw them first (webhook, poll), and both when the other path saw them too"
+    );
+    metrics::describe_counter!(
+        POLL_RUNS_TOTAL,
+        metrics::Unit::Count,
+        "Poll runs ended, per source kind and outcome"
+    );
+    metrics::describe_counter!(
+        POLL_CALLS_TOTAL,
+        metrics::Unit::Count,
+        "Calls made to polled sources (their own limits), per source kind"
+    );
     metrics::describe_counter!(
         ALERTS_TOTAL,
         metrics::Unit::Count,

@@ -320,7 +320,7 @@ impl actix::Handler<RecordFact> for super::CaptureActor {
         }
         self.publish();
         let durable = async move { store.durable().await };
-        self.behavior.flushes_awaited += 1;
+        self.behavior.counters.flushes_awaited += 1;
         Box::pin(durable.into_actor(self).map(move |flushed, capture, ctx| {
             capture.flush_answered(ctx);
             flushed?;

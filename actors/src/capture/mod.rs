@@ -20,11 +20,21 @@ use crate::store::{Counts, EnqueueOutcome};
 pub mod commands;
 mod polling;
 
+pub use polling::PARITY_ALERT;
+
 pub type CaptureActor = Child<Capture>;
 
 /// Capture's state; all of it is rebuilt from the store or counted since this generation.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+#[derive(Default)]
 pub struct Capture {
+    counters: CaptureCounters,
+    /// The pollers this generation runs (`polling.rs`), rebuilt from the store.
+    polls: polling::PollRuntime,
+}
+
+/// What Capture shows (status `actors.capture.observed`): counted since this generation.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+pub struct CaptureCounters {
     /// The store's counters when this generation started.
     counts_at_start: Counts,
     enqueue_requests: u64,
@@ -37,29 +47,39 @@ pub struct Capture {
     hints_dropped: u64,
     /// Written batches whose flush is awaited: their callers are still waiting for an answer.
     flushes_awaited: u64,
+    /// Poll runs in progress.
+    polls_running: u64,
 }
 
 impl ChildBehavior for Capture {
     const KIND: ActorKind = ActorKind::Capture;
-    type Observed = Capture;
+    type Observed = CaptureCounters;
 
     fn rebuild(shared: &TenantShared) -> Capture {
         Capture {
-            counts_at_start: shared.tenant_store().counts(),
-            ..Capture::default()
+            counters: CaptureCounters {
+                counts_at_start: shared.tenant_store().counts(),
+                ..CaptureCounters::default()
+            },
+            polls: polling::PollRuntime::default(),
         }
+    }
+    fn started(child: &mut CaptureActor, ctx: &mut Context<CaptureActor>) {
+        child.reload_pollers(ctx);
     }
     fn on_tick(&mut self, _shared: &TenantShared) -> Result<(), String> {
         Ok(())
     }
-    fn observed(&self) -> Capture {
-        *self
+    fn observed(&self) -> CaptureCounters {
+        let mut counters = self.counters;
+        counters.polls_running = self.polls.running();
+        counters
     }
     /// A write whose answer is pending was made: a stopping tenant answers it first. Were
     /// its future dropped, the caller would see "unavailable" (ingress: `503`, "not
     /// stored") for an entry that is stored and will be sent.
     fn busy(&self) -> bool {
-        self.flushes_awaited > 0
+        self.counters.flushes_awaited > 0
     }
 }
 
@@ -72,32 +92,67 @@ impl Handler<Enqueue> for CaptureActor {
         if !self.may_act(ctx) {
             return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
         }
-        self.behavior.enqueue_requests += 1;
+        self.behavior.counters.enqueue_requests += 1;
+        // Hybrid sources keep parity: which path saw each fact (webhooks come this way).
+        let parity_facts: Vec<(String, String, String)> = if self.behavior.polls.has_hybrid() {
+            entries
+                .iter()
+                .filter(|entry| self.behavior.polls.is_hybrid(&entry.fact.source))
+                .map(|entry| {
+                    let fact = &entry.fact;
+                    (
+                        fact.source.clone(),
+                        fact.idempotency_key.clone(),
+                        fact.source_id.clone(),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let parity_positions: Vec<bool> = if parity_facts.is_empty() {
+            Vec::new()
+        } else {
+            entries
+                .iter()
+                .map(|entry| self.behavior.polls.is_hybrid(&entry.fact.source))
+                .collect()
+        };
         let outcomes = match self.core.shared.tenant_store().enqueue(entries) {
             Ok(outcomes) => outcomes,
             Err(error) => {
-                self.behavior.enqueue_errors += 1;
+                self.behavior.counters.enqueue_errors += 1;
                 self.publish();
                 return Box::pin(fut::ready(Err(EnqueueError::Store(error))));
             }
         };
         self.count_enqueued(&outcomes);
+        if !parity_facts.is_empty() {
+            let hybrid_outcomes: Vec<EnqueueOutcome> = outcomes
+                .iter()
+                .zip(&parity_positions)
+                .filter(|(_, hybrid)| **hybrid)
+                .map(|(outcome, _)| outcome.clone())
+                .collect();
+            self.note_webhook_parity(&parity_facts, &hybrid_outcomes);
+        }
         let queued = EnqueueOutcome::queued_in(&outcomes) as u64;
         self.publish();
         // The guard leaves with this function: the message is handled, its flush is shared.
         drop(guard);
         let store = self.core.shared.store().clone();
         let durable = async move { store.durable().await };
-        self.behavior.flushes_awaited += 1;
+        self.behavior.counters.flushes_awaited += 1;
         Box::pin(durable.into_actor(self).map(move |flushed, capture, ctx| {
             capture.flush_answered(ctx);
             if let Err(error) = flushed {
-                capture.behavior.enqueue_errors += 1;
+                capture.behavior.counters.enqueue_errors += 1;
                 return Err(EnqueueError::Store(error));
             }
-            capture.behavior.batches_made_durable += 1;
+            capture.behavior.counters.batches_made_durable += 1;
             if queued > 0 {
-                capture.behavior.hints_dropped += capture.core.shared.hint_new_work(queued);
+                capture.behavior.counters.hints_dropped +=
+                    capture.core.shared.hint_new_work(queued);
             }
             Ok(outcomes)
         }))
@@ -108,22 +163,22 @@ impl CaptureActor {
     /// A write's flush resolved (its answer goes out in this poll, before the actor stops):
     /// a stop deferred while answers were pending happens after the last one.
     fn flush_answered(&mut self, ctx: &mut Context<Self>) {
-        self.behavior.flushes_awaited -= 1;
-        if self.behavior.flushes_awaited == 0 {
+        self.behavior.counters.flushes_awaited -= 1;
+        if self.behavior.counters.flushes_awaited == 0 {
             self.finish_deferred_stop(ctx);
         }
     }
 
     /// Hints Queue and Submitter that `entries` became ready (counted when dropped).
     fn behavior_hint(&mut self, entries: u64) {
-        self.behavior.hints_dropped += self.core.shared.hint_new_work(entries);
+        self.behavior.counters.hints_dropped += self.core.shared.hint_new_work(entries);
     }
 
     /// Counts enqueue outcomes that came through a source fact (a hold, a dispute) like
     /// plain enqueues, so the observed counters cover every entry Capture wrote.
     fn count_enqueued(&mut self, outcomes: &[EnqueueOutcome]) {
         let queued = EnqueueOutcome::queued_in(outcomes) as u64;
-        self.behavior.entries_queued += queued;
-        self.behavior.duplicates += outcomes.len() as u64 - queued;
+        self.behavior.counters.entries_queued += queued;
+        self.behavior.counters.duplicates += outcomes.len() as u64 - queued;
     }
 }

@@ -1,18 +1,1033 @@
 //! Capture's pollers (docs/polling.md): scheduling, runs page by page, the source's own
-//! limits, failures and run reports. Each page's entries and its checkpoint are one atomic
-//! store write (`TenantStore::enqueue_with_checkpoint`).
+//! limits, failures and run reports.
+//!
+//! A run reads pages one at a time. Each page's entries and the poller's progress (the
+//! checkpoint — the highest `(source time, record id)` taken — and the run's cursor and
+//! report so far) go into the store in one atomic write (`TenantStore::enqueue_page`), and
+//! the next page is fetched only once that write is durable: a crash repeats a page, never
+//! skips one, and a restarted Capture resumes the run from its cursor. Each run starts
+//! `overlap_ms` before the checkpoint; what it reads again is deduplicated by the entries'
+//! idempotency keys (the source fact `(source, object, id, version)`).
+//!
+//! The source's own limits are a second budget: calls per sliding second (paced here),
+//! calls per day (counted in the poller's state, reset at the source's reset time), and the
+//! source's own answers (`throttled` → wait; `quota_exceeded` → pause until the reset, with
+//! the progress saved). Neither is a failure. A failed run counts; three in a row pause the
+//! poller with the alert `poller_failed`; refused credentials pause it with
+//! `poller_auth_failed`. An operator resumes it.
+//!
+//! Nothing here is trusted to memory: a replaced Capture rebuilds every poller from the
+//! store ([`PollRuntime`] holds only caches and timers).
 
-use actix::{Context, Handler};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use actix::{
+    fut, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, SpawnHandle, WrapFuture,
+};
 
 use super::CaptureActor;
-use crate::poll::{PollCommand, PollCommandError};
+use crate::poll::{
+    PollAction, PollCommand, PollCommandError, PollFetch, PollPage, PollRequest, PollSchedule,
+    PollerLive, PollerSpec,
+};
+use crate::store::poll_ops::{
+    CapturePath, PauseReason, PollMark, PollProgress, PollerState, Rejection, RunProgress,
+    RunReport, SeenFact, REJECTIONS_KEPT,
+};
+use crate::store::{EnqueueOutcome, NewEntry, StoreError, TenantStore};
+
+/// Alert: a poller failed [`FAILED_RUNS_BEFORE_PAUSE`] runs in a row and is paused.
+pub const POLLER_FAILED_ALERT: &str = "poller_failed";
+/// Alert: a polled source refused the credentials; the poller is paused.
+pub const POLLER_AUTH_ALERT: &str = "poller_auth_failed";
+/// Alert: more than `parity_alert_pct` of a day's facts of a hybrid source were seen by
+/// polling only (missed webhooks).
+pub const PARITY_ALERT: &str = "webhooks_missed";
+/// Failed runs in a row that pause a poller.
+pub const FAILED_RUNS_BEFORE_PAUSE: u32 = 3;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Capture's pollers: per source, caches of the stored state and the timers.
+#[derive(Default)]
+pub struct PollRuntime {
+    slots: BTreeMap<String, Slot>,
+    timer: Option<SpawnHandle>,
+}
+
+impl PollRuntime {
+    /// Runs in progress.
+    pub fn running(&self) -> u64 {
+        self.slots
+            .values()
+            .filter(|slot| slot.progress.run.is_some())
+            .count() as u64
+    }
+
+    /// Whether `source` is a configured poller that also has webhooks (parity is kept).
+    pub fn is_hybrid(&self, source: &str) -> bool {
+        self.slots
+            .get(source)
+            .is_some_and(|slot| slot.spec.settings.has_webhooks)
+    }
+
+    pub fn has_hybrid(&self) -> bool {
+        self.slots
+            .values()
+            .any(|slot| slot.spec.settings.has_webhooks)
+    }
+
+    fn kind_of(&self, source: &str) -> Option<String> {
+        self.slots
+            .get(source)
+            .map(|slot| slot.spec.settings.kind.clone())
+    }
+}
+
+struct Slot {
+    spec: PollerSpec,
+    state: PollerState,
+    progress: PollProgress,
+    /// A fetch or a page's write is in flight.
+    busy: bool,
+    /// An operator asked for a run.
+    run_requested: bool,
+    /// An operator paused or reset while a page was in flight: end the run after it.
+    end_after_page: Option<&'static str>,
+    /// No call before this time (a throttled answer).
+    wait_until_ms: u64,
+    /// Send times of the calls of the last second (per-second pacing).
+    recent_calls: VecDeque<u64>,
+    /// A daily schedule's first run comes after this time (no run before it was configured).
+    daily_anchor_ms: u64,
+}
+
+/// What a poller should do now.
+enum Step {
+    Fetch,
+    /// Nothing before this time.
+    WaitUntil(u64),
+    Idle,
+}
+
+impl CaptureActor {
+    fn store(&self) -> &TenantStore {
+        self.core.shared.tenant_store()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.core.shared.clock.now_ms()
+    }
+
+    /// Takes the configured pollers (start, or the document changed): new ones are loaded
+    /// from the store, removed ones are dropped (their stored state stays), changed ones
+    /// keep their state and take the new settings.
+    pub(super) fn reload_pollers(&mut self, ctx: &mut Context<Self>) {
+        let specs = self.core.shared.pollers();
+        let now_ms = self.now_ms();
+        let mut slots = std::mem::take(&mut self.behavior.polls.slots);
+        slots.retain(|source, _| specs.iter().any(|spec| spec.settings.source == *source));
+        for spec in specs.iter() {
+            let source = spec.settings.source.clone();
+            if let Some(slot) = slots.get_mut(&source) {
+                slot.spec = spec.clone();
+                continue;
+            }
+            let store = self.store();
+            let loaded = store
+                .poller_state(&source)
+                .and_then(|state| Ok((state, store.poll_progress(&source)?)));
+            match loaded {
+                Ok((state, progress)) => {
+                    slots.insert(
+                        source,
+                        Slot {
+                            spec: spec.clone(),
+                            state,
+                            progress,
+                            busy: false,
+                            run_requested: false,
+                            end_after_page: None,
+                            wait_until_ms: 0,
+                            recent_calls: VecDeque::new(),
+                            daily_anchor_ms: now_ms,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(tenant_id = %self.core.shared.tenant_id, source = %source, error = %error, "poller state unreadable; poller not started");
+                }
+            }
+        }
+        self.behavior.polls.slots = slots;
+        self.poll_wake(ctx);
+    }
+
+    /// Starts what is due and sets the timer for what comes next.
+    fn poll_wake(&mut self, ctx: &mut Context<Self>) {
+        if !self.may_act(ctx) {
+            return;
+        }
+        let now_ms = self.now_ms();
+        let sources: Vec<String> = self.behavior.polls.slots.keys().cloned().collect();
+        let mut next_at: Option<u64> = None;
+        for source in sources {
+            match self.poll_step(&source, now_ms) {
+                Ok(Step::Fetch) => self.fetch_page(&source, ctx),
+                Ok(Step::WaitUntil(at_ms)) => {
+                    next_at = Some(next_at.map_or(at_ms, |next| next.min(at_ms)));
+                }
+                Ok(Step::Idle) => {}
+                Err(error) => {
+                    let message = format!("poller {source}: {error}");
+                    self.fail(message, ctx);
+                    return;
+                }
+            }
+        }
+        if let Some(timer) = self.behavior.polls.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(at_ms) = next_at {
+            let delay_ms = at_ms.saturating_sub(now_ms).clamp(5, 3_600_000);
+            self.behavior.polls.timer = Some(ctx.run_later(
+                Duration::from_millis(delay_ms),
+                |capture, ctx| {
+                    capture.behavior.polls.timer = None;
+                    capture.poll_wake(ctx);
+                },
+            ));
+        }
+        self.publish_poll_live(next_at);
+        self.publish();
+    }
+
+    /// Decides one poller's next step (starting a run when one is due).
+    fn poll_step(&mut self, source: &str, now_ms: u64) -> Result<Step, StoreError> {
+        let Some(slot) = self.behavior.polls.slots.get_mut(source) else {
+            return Ok(Step::Idle);
+        };
+        if slot.busy {
+            return Ok(Step::Idle);
+        }
+        if slot.state.paused.is_some() {
+            if slot.progress.run.is_some() {
+                // Paused between pages: the run ends here (its progress is saved).
+                self.end_run(source, "paused", None, now_ms)?;
+            }
+            return Ok(Step::Idle);
+        }
+        if let Some(until_ms) = slot.state.quota_wait_until_ms {
+            if until_ms > now_ms {
+                return Ok(Step::WaitUntil(until_ms));
+            }
+            slot.state.quota_wait_until_ms = None;
+        }
+        if slot.progress.run.is_none() {
+            let trigger = if slot.run_requested {
+                "operator"
+            } else {
+                match next_scheduled_run(slot) {
+                    Some(at_ms) if at_ms <= now_ms => "schedule",
+                    Some(at_ms) => return Ok(Step::WaitUntil(at_ms)),
+                    None => return Ok(Step::Idle),
+                }
+            };
+            slot.run_requested = false;
+            start_run(slot, trigger, now_ms);
+            let store = self.core.shared.tenant_store();
+            store.put_poller_state(source, &slot.state)?;
+            store.put_poll_progress(source, &slot.progress)?;
+        }
+        let slot = self
+            .behavior
+            .polls
+            .slots
+            .get_mut(source)
+            .expect("looked up above");
+        if slot.wait_until_ms > now_ms {
+            return Ok(Step::WaitUntil(slot.wait_until_ms));
+        }
+        let limits = &slot.spec.settings.limits;
+        if let Some(daily) = limits.daily {
+            roll_quota_day(&mut slot.state, limits.daily_reset_utc_s, now_ms);
+            if slot.state.quota_calls >= u64::from(daily) {
+                let until_ms = next_reset_after(limits.daily_reset_utc_s, now_ms);
+                slot.state.quota_wait_until_ms = Some(until_ms);
+                if let Some(run) = &mut slot.progress.run {
+                    run.report.quota_waits += 1;
+                }
+                self.core
+                    .shared
+                    .tenant_store()
+                    .put_poller_state(source, &slot.state)?;
+                return Ok(Step::WaitUntil(until_ms));
+            }
+        }
+        if let Some(per_second) = limits.per_second {
+            while slot
+                .recent_calls
+                .front()
+                .is_some_and(|&at| at + 1_000 <= now_ms)
+            {
+                slot.recent_calls.pop_front();
+            }
+            if slot.recent_calls.len() >= per_second as usize {
+                let oldest = *slot.recent_calls.front().expect("not empty");
+                return Ok(Step::WaitUntil(oldest + 1_000));
+            }
+        }
+        Ok(Step::Fetch)
+    }
+
+    /// Sends the next page's request; its answer comes back in [`Self::on_fetched`].
+    fn fetch_page(&mut self, source: &str, ctx: &mut Context<Self>) {
+        let now_ms = self.now_ms();
+        let Some(slot) = self.behavior.polls.slots.get_mut(source) else {
+            return;
+        };
+        let Some(run) = &slot.progress.run else {
+            return;
+        };
+        let request = PollRequest {
+            since_ms: run.since_ms,
+            cursor: run.cursor.clone(),
+        };
+        slot.busy = true;
+        // Counted when sent: the per-second window is about our own send times.
+        slot.recent_calls.push_back(now_ms);
+        slot.state.quota_calls += 1;
+        let poller = std::sync::Arc::clone(&slot.spec.poller);
+        let source = source.to_string();
+        let generation = self.core.generation;
+        ctx.spawn(
+            poller
+                .fetch(request)
+                .into_actor(self)
+                .map(move |fetch, capture, ctx| {
+                    if capture.core.generation == generation {
+                        capture.on_fetched(&source, fetch, ctx);
+                    }
+                }),
+        );
+    }
+
+    fn on_fetched(&mut self, source: &str, fetch: PollFetch, ctx: &mut Context<Self>) {
+        if !self.may_act(ctx) {
+            return;
+        }
+        let now_ms = self.now_ms();
+        let Some(slot) = self.behavior.polls.slots.get_mut(source) else {
+            return;
+        };
+        let kind = slot.spec.settings.kind.clone();
+        let calls = match &fetch {
+            PollFetch::Page(page) => page.calls,
+            PollFetch::Throttled { calls, .. }
+            | PollFetch::QuotaExhausted { calls }
+            | PollFetch::Failed { calls, .. } => *calls,
+            PollFetch::AuthRefused { .. } => 1,
+        };
+        // One call was counted when sent; an adapter may have made more (a token refresh's
+        // repeat) or none (it answered without sending).
+        for _ in 1..calls {
+            slot.recent_calls.push_back(now_ms);
+        }
+        slot.state.quota_calls = (slot.state.quota_calls + u64::from(calls)).saturating_sub(1);
+        metrics::counter!(crate::metrics::POLL_CALLS_TOTAL, crate::metrics::LABEL_SOURCE => kind)
+            .increment(u64::from(calls));
+        if let Some(run) = &mut slot.progress.run {
+            run.report.calls += u64::from(calls);
+        }
+        let result = match fetch {
+            PollFetch::Page(page) => return self.write_page(source, page, ctx),
+            PollFetch::Throttled { retry_after_ms, .. } => {
+                slot.busy = false;
+                slot.wait_until_ms = now_ms + retry_after_ms.max(1);
+                if let Some(run) = &mut slot.progress.run {
+                    run.report.throttled += 1;
+                }
+                Ok(())
+            }
+            PollFetch::QuotaExhausted { .. } => {
+                slot.busy = false;
+                let limits = &slot.spec.settings.limits;
+                slot.state.quota_wait_until_ms =
+                    Some(next_reset_after(limits.daily_reset_utc_s, now_ms));
+                if let Some(run) = &mut slot.progress.run {
+                    run.report.quota_waits += 1;
+                }
+                tracing::info!(tenant_id = %self.core.shared.tenant_id, source = %source, "source's daily quota spent; the poller waits for its reset with its progress saved");
+                let state = slot.state.clone();
+                self.store().put_poller_state(source, &state)
+            }
+            PollFetch::AuthRefused { message } => {
+                slot.busy = false;
+                slot.state.paused = Some(PauseReason::AuthRefused);
+                let alert = format!("{source}: the source refused Steward's credentials ({message}); the poller is paused until they are fixed and it is resumed");
+                self.raise(POLLER_AUTH_ALERT, &alert, now_ms)
+                    .and_then(|()| self.end_run(source, "auth_refused", Some(message), now_ms))
+            }
+            PollFetch::Failed { message, .. } => {
+                slot.busy = false;
+                self.run_failed(source, message, now_ms)
+            }
+        };
+        if let Err(error) = result {
+            self.fail(format!("poller {source}: {error}"), ctx);
+            return;
+        }
+        self.poll_wake(ctx);
+    }
+
+    /// A failed run: counted; the third in a row pauses the poller with an alert.
+    fn run_failed(&mut self, source: &str, message: String, now_ms: u64) -> Result<(), StoreError> {
+        let slot = self
+            .behavior
+            .polls
+            .slots
+            .get_mut(source)
+            .expect("caller checked");
+        slot.state.consecutive_failures += 1;
+        let failures = slot.state.consecutive_failures;
+        tracing::warn!(tenant_id = %self.core.shared.tenant_id, source = %source, failures, error = %message.escape_debug(), "poll run failed");
+        if failures >= FAILED_RUNS_BEFORE_PAUSE {
+            slot.state.paused = Some(PauseReason::Failures);
+            let alert = format!("{source}: {failures} poll runs failed in a row (last: {message}); the poller is paused until an operator resumes it");
+            self.raise(POLLER_FAILED_ALERT, &alert, now_ms)?;
+        }
+        self.end_run(source, "failed", Some(message), now_ms)
+    }
+
+    fn raise(&self, code: &str, message: &str, now_ms: u64) -> Result<(), StoreError> {
+        let note = crate::source_fact::AlertNote {
+            code: code.to_string(),
+            message: message.to_string(),
+        };
+        super::commands::raise_alert(self.store(), &note, now_ms)
+    }
+
+    /// Writes a page's entries with the poller's progress (one atomic write), then waits for
+    /// it to be durable before the next page.
+    fn write_page(&mut self, source: &str, page: PollPage, ctx: &mut Context<Self>) {
+        let now_ms = self.now_ms();
+        let written = self.apply_page(source, page, now_ms);
+        let (queued, has_more) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                self.fail(format!("poller {source}: {error}"), ctx);
+                return;
+            }
+        };
+        let store = self.core.shared.store().clone();
+        let source = source.to_string();
+        let generation = self.core.generation;
+        ctx.spawn(async move { store.durable().await }.into_actor(self).map(
+            move |flushed, capture, ctx| {
+                if capture.core.generation != generation || !capture.may_act(ctx) {
+                    return;
+                }
+                if let Err(error) = flushed {
+                    capture.fail(format!("poller {source}: {error}"), ctx);
+                    return;
+                }
+                if queued > 0 {
+                    capture.behavior.counters.hints_dropped +=
+                        capture.core.shared.hint_new_work(queued);
+                }
+                let now_ms = capture.now_ms();
+                let ended = match capture.behavior.polls.slots.get_mut(&source) {
+                    Some(slot) => {
+                        slot.busy = false;
+                        match (slot.end_after_page.take(), has_more) {
+                            (Some(outcome), _) => capture.end_run(&source, outcome, None, now_ms),
+                            (None, false) => capture.run_completed(&source, now_ms),
+                            (None, true) => Ok(()),
+                        }
+                    }
+                    None => Ok(()),
+                };
+                if let Err(error) = ended {
+                    capture.fail(format!("poller {source}: {error}"), ctx);
+                    return;
+                }
+                capture.poll_wake(ctx);
+            },
+        ));
+    }
+
+    /// The store part of a page: classification, the atomic write, parity. Returns the
+    /// entries queued and whether the run has more pages.
+    fn apply_page(
+        &mut self,
+        source: &str,
+        page: PollPage,
+        now_ms: u64,
+    ) -> Result<(u64, bool), StoreError> {
+        let store = self.core.shared.tenant_store().clone();
+        let slot = self
+            .behavior
+            .polls
+            .slots
+            .get_mut(source)
+            .expect("caller checked");
+        let hybrid = slot.spec.settings.has_webhooks;
+        let kind = slot.spec.settings.kind.clone();
+        let mut progress = slot.progress.clone();
+        let Some(run) = progress.run.as_mut() else {
+            return Ok((0, false));
+        };
+        let report = &mut run.report;
+        report.pages += 1;
+        let mut entries: Vec<NewEntry> = Vec::new();
+        let mut high: Option<PollMark> = None;
+        for item in page.items {
+            report.fetched += 1;
+            let mark = PollMark {
+                at_ms: item.version_ms,
+                record_id: item.record_id.clone(),
+            };
+            if high.as_ref().map_or(true, |high| mark > *high) {
+                high = Some(mark);
+            }
+            let item_entries = match item.entries {
+                Ok(item_entries) => item_entries,
+                Err(reason) => {
+                    report.rejected += 1;
+                    if report.rejections.len() < REJECTIONS_KEPT {
+                        report.rejections.push(Rejection {
+                            record_id: item.record_id,
+                            reason,
+                        });
+                    }
+                    continue;
+                }
+            };
+            // New record, new version of a known record, or a version seen before.
+            let mut existed = false;
+            let mut unseen = false;
+            for entry in &item_entries {
+                let fact = &entry.fact;
+                match store.get_record(fact.kind, &fact.source, &fact.source_id)? {
+                    Some(record) => {
+                        existed = true;
+                        unseen |= !record.has_seen(&fact.idempotency_key);
+                    }
+                    None => unseen = true,
+                }
+            }
+            match (unseen, existed) {
+                (false, _) => report.unchanged += 1,
+                (true, true) => report.changed += 1,
+                (true, false) => report.new += 1,
+            }
+            entries.extend(item_entries);
+        }
+        if let Some(high) = high {
+            if progress
+                .checkpoint
+                .as_ref()
+                .map_or(true, |checkpoint| high > *checkpoint)
+            {
+                progress.checkpoint = Some(high);
+            }
+        }
+        let run = progress.run.as_mut().expect("checked above");
+        run.cursor = page.next_cursor.clone();
+        run.report.checkpoint = progress.checkpoint.clone();
+        let has_more = page.next_cursor.is_some();
+        let facts: Vec<(String, String)> = if hybrid {
+            entries
+                .iter()
+                .map(|entry| {
+                    (
+                        entry.fact.idempotency_key.clone(),
+                        entry.fact.source_id.clone(),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let outcomes = store.enqueue_page(source, entries, &progress)?;
+        store.put_poller_state(source, &slot.state)?;
+        slot.progress = progress;
+        let queued = EnqueueOutcome::queued_in(&outcomes) as u64;
+        self.behavior.counters.entries_queued += queued;
+        self.behavior.counters.duplicates += outcomes.len() as u64 - queued;
+        if hybrid {
+            let seen: Vec<SeenFact<'_>> = facts
+                .iter()
+                .zip(&outcomes)
+                .map(|((key, record_id), outcome)| SeenFact {
+                    idempotency_key: key,
+                    record_id,
+                    queued: matches!(outcome, EnqueueOutcome::Queued { .. }),
+                })
+                .collect();
+            count_parity(
+                &kind,
+                CapturePath::Poll,
+                store.note_parity(source, CapturePath::Poll, &seen, now_ms)?,
+            );
+        }
+        Ok((queued, has_more))
+    }
+
+    /// The last page is durable: the run is complete.
+    fn run_completed(&mut self, source: &str, now_ms: u64) -> Result<(), StoreError> {
+        let slot = self
+            .behavior
+            .polls
+            .slots
+            .get_mut(source)
+            .expect("caller checked");
+        slot.state.consecutive_failures = 0;
+        let hybrid = slot.spec.settings.has_webhooks;
+        self.end_run(source, "completed", None, now_ms)?;
+        let failing = self
+            .behavior
+            .polls
+            .slots
+            .values()
+            .any(|slot| slot.state.paused == Some(PauseReason::Failures));
+        if !failing {
+            self.store().resolve_alert(POLLER_FAILED_ALERT, now_ms)?;
+        }
+        if hybrid {
+            self.check_parity(source, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the run in progress with `outcome`: its report is stored, its cursor dropped
+    /// (the checkpoint stays).
+    fn end_run(
+        &mut self,
+        source: &str,
+        outcome: &str,
+        error: Option<String>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let store = self.core.shared.tenant_store().clone();
+        let Some(slot) = self.behavior.polls.slots.get_mut(source) else {
+            return Ok(());
+        };
+        let Some(run) = slot.progress.run.take() else {
+            return store.put_poller_state(source, &slot.state);
+        };
+        let mut report = run.report;
+        report.finished_at_ms = Some(now_ms);
+        report.outcome = outcome.to_string();
+        report.error = error;
+        report.checkpoint = slot.progress.checkpoint.clone();
+        store.put_poll_progress(source, &slot.progress)?;
+        store.put_poller_state(source, &slot.state)?;
+        store.put_poll_run(source, &report)?;
+        metrics::counter!(
+            crate::metrics::POLL_RUNS_TOTAL,
+            crate::metrics::LABEL_SOURCE => slot.spec.settings.kind.clone(),
+            crate::metrics::LABEL_OUTCOME => outcome.to_string()
+        )
+        .increment(1);
+        tracing::info!(tenant_id = %store.tenant_id(), source = %source, outcome, pages = report.pages, fetched = report.fetched, new = report.new, changed = report.changed, unchanged = report.unchanged, rejected = report.rejected, "poll run ended");
+        Ok(())
+    }
+
+    /// Raises (or resolves) the parity alert of a hybrid source for today in the tenant's
+    /// time zone.
+    fn check_parity(&mut self, source: &str, now_ms: u64) -> Result<(), StoreError> {
+        let Some(slot) = self.behavior.polls.slots.get(source) else {
+            return Ok(());
+        };
+        let settings = &slot.spec.settings;
+        let day_start_ms = day_start_in(&settings.time_zone, now_ms);
+        let facts = self
+            .store()
+            .parity_facts(source, day_start_ms, now_ms.saturating_add(1))?;
+        let total = facts.len() as u64;
+        let poll_only = facts
+            .iter()
+            .filter(|fact| fact.first == CapturePath::Poll && !fact.both)
+            .count() as u64;
+        if total == 0 {
+            return Ok(());
+        }
+        let share_pct = poll_only as f64 * 100.0 / total as f64;
+        if share_pct > settings.parity_alert_pct {
+            let message = format!(
+                "{source}: {poll_only} of {total} facts today ({share_pct:.1} %) were seen by polling only: webhooks are being missed (threshold {} %); see GET /v1/tenants/{{id}}/parity/{source}",
+                settings.parity_alert_pct
+            );
+            self.raise(PARITY_ALERT, &message, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// What the admin API shows of running pollers.
+    fn publish_poll_live(&self, _next_at: Option<u64>) {
+        let now_ms = self.now_ms();
+        let live: BTreeMap<String, PollerLive> = self
+            .behavior
+            .polls
+            .slots
+            .iter()
+            .map(|(source, slot)| {
+                let next_run_at_ms = if slot.state.paused.is_some() {
+                    None
+                } else if let Some(until) = slot.state.quota_wait_until_ms.filter(|&u| u > now_ms) {
+                    Some(until)
+                } else if slot.progress.run.is_some() {
+                    Some(slot.wait_until_ms.max(now_ms))
+                } else {
+                    next_scheduled_run(slot)
+                };
+                (
+                    source.clone(),
+                    PollerLive {
+                        running: slot.progress.run.is_some(),
+                        next_run_at_ms,
+                    },
+                )
+            })
+            .collect();
+        *self
+            .core
+            .shared
+            .poll_live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+    }
+
+    /// Parity of entries that came through a webhook route of a hybrid source.
+    pub(super) fn note_webhook_parity(
+        &mut self,
+        facts: &[(String, String, String)],
+        outcomes: &[EnqueueOutcome],
+    ) {
+        let now_ms = self.now_ms();
+        let mut by_source: BTreeMap<&str, Vec<SeenFact<'_>>> = BTreeMap::new();
+        for ((source, key, record_id), outcome) in facts.iter().zip(outcomes) {
+            if !self.behavior.polls.is_hybrid(source) {
+                continue;
+            }
+            by_source.entry(source).or_default().push(SeenFact {
+                idempotency_key: key,
+                record_id,
+                queued: matches!(outcome, EnqueueOutcome::Queued { .. }),
+            });
+        }
+        for (source, seen) in by_source {
+            let kind = self.behavior.polls.kind_of(source).unwrap_or_default();
+            // Parity is a report: a failure to note it is logged, never the enqueue's error.
+            match self
+                .store()
+                .note_parity(source, CapturePath::Webhook, &seen, now_ms)
+            {
+                Ok(noted) => count_parity(&kind, CapturePath::Webhook, noted),
+                Err(error) => {
+                    tracing::warn!(tenant_id = %self.core.shared.tenant_id, source = %source, error = %error, "parity not recorded")
+                }
+            }
+        }
+    }
+
+    fn poll_command(
+        &mut self,
+        source: Option<String>,
+        action: PollAction,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), PollCommandError> {
+        if action == PollAction::Reload {
+            self.reload_pollers(ctx);
+            return Ok(());
+        }
+        let source = source.unwrap_or_default();
+        let now_ms = self.now_ms();
+        let store = self.core.shared.tenant_store().clone();
+        let Some(slot) = self.behavior.polls.slots.get_mut(&source) else {
+            return Err(PollCommandError::UnknownSource(source));
+        };
+        let store_error = |error: StoreError| PollCommandError::Store(error.to_string());
+        match action {
+            PollAction::Reload => unreachable!("handled above"),
+            PollAction::Run => {
+                if slot.progress.run.is_some() {
+                    return Err(PollCommandError::Conflict(format!(
+                        "`{source}` is running a poll now"
+                    )));
+                }
+                if let Some(reason) = &slot.state.paused {
+                    return Err(PollCommandError::Conflict(format!(
+                        "`{source}` is paused ({}); resume it first",
+                        pause_name(reason)
+                    )));
+                }
+                slot.run_requested = true;
+                // An operator's run does not wait for a throttle or a quota reset it cannot beat.
+            }
+            PollAction::Pause => {
+                slot.state.paused = Some(PauseReason::Operator);
+                if slot.busy {
+                    slot.end_after_page = Some("paused");
+                }
+                store
+                    .put_poller_state(&source, &slot.state)
+                    .map_err(store_error)?;
+            }
+            PollAction::Resume => {
+                slot.state.paused = None;
+                slot.state.consecutive_failures = 0;
+                slot.wait_until_ms = 0;
+                store
+                    .put_poller_state(&source, &slot.state)
+                    .map_err(store_error)?;
+                let any_failing = self
+                    .behavior
+                    .polls
+                    .slots
+                    .values()
+                    .any(|slot| slot.state.paused == Some(PauseReason::Failures));
+                let any_refused = self
+                    .behavior
+                    .polls
+                    .slots
+                    .values()
+                    .any(|slot| slot.state.paused == Some(PauseReason::AuthRefused));
+                if !any_failing {
+                    store
+                        .resolve_alert(POLLER_FAILED_ALERT, now_ms)
+                        .map_err(store_error)?;
+                }
+                if !any_refused {
+                    store
+                        .resolve_alert(POLLER_AUTH_ALERT, now_ms)
+                        .map_err(store_error)?;
+                }
+            }
+            PollAction::Reset { since_ms } => {
+                if slot.busy || slot.progress.run.is_some() {
+                    return Err(PollCommandError::Conflict(format!(
+                        "`{source}` is running a poll now; pause it (the run ends after its current page) and reset then"
+                    )));
+                }
+                slot.progress.checkpoint = Some(PollMark {
+                    at_ms: since_ms,
+                    record_id: String::new(),
+                });
+                store
+                    .put_poll_progress(&source, &slot.progress)
+                    .map_err(store_error)?;
+                tracing::info!(tenant_id = %store.tenant_id(), source = %source, since_ms, "poller reset by an operator");
+            }
+        }
+        self.poll_wake(ctx);
+        Ok(())
+    }
+}
 
 impl Handler<PollCommand> for CaptureActor {
-    type Result = Result<(), PollCommandError>;
+    type Result = ResponseActFuture<Self, Result<(), PollCommandError>>;
 
-    fn handle(&mut self, message: PollCommand, _ctx: &mut Context<Self>) -> Self::Result {
-        let PollCommand { mut guard, .. } = message;
+    fn handle(&mut self, message: PollCommand, ctx: &mut Context<Self>) -> Self::Result {
+        let PollCommand {
+            source,
+            action,
+            mut guard,
+        } = message;
         guard.mark_handling();
-        Ok(())
+        if !self.may_act(ctx) {
+            return Box::pin(fut::ready(Err(PollCommandError::Unavailable)));
+        }
+        let answered = self.poll_command(source, action, ctx);
+        drop(guard);
+        if answered.is_err() {
+            return Box::pin(fut::ready(answered));
+        }
+        // Answered once what the command changed is durable.
+        let store = self.core.shared.store().clone();
+        Box::pin(async move { store.durable().await }.into_actor(self).map(
+            |flushed, _capture, _ctx| {
+                flushed.map_err(|error| PollCommandError::Store(error.to_string()))
+            },
+        ))
+    }
+}
+
+/// The name a pause reason has in the admin API.
+pub fn pause_name(reason: &PauseReason) -> &'static str {
+    match reason {
+        PauseReason::Operator => "paused by an operator",
+        PauseReason::Failures => "paused after 3 failed runs",
+        PauseReason::AuthRefused => "paused: credentials refused",
+    }
+}
+
+fn count_parity(kind: &str, path: CapturePath, noted: crate::store::poll_ops::ParityNoted) {
+    use crate::metrics::{CAPTURE_PATH_TOTAL, LABEL_PATH, LABEL_SOURCE};
+    if noted.first_seen > 0 {
+        metrics::counter!(CAPTURE_PATH_TOTAL, LABEL_SOURCE => kind.to_string(), LABEL_PATH => path.name())
+            .increment(noted.first_seen);
+    }
+    if noted.confirmed_by_other > 0 {
+        metrics::counter!(CAPTURE_PATH_TOTAL, LABEL_SOURCE => kind.to_string(), LABEL_PATH => "both")
+            .increment(noted.confirmed_by_other);
+    }
+}
+
+/// Starts a run: since = the checkpoint's time − overlap.
+fn start_run(slot: &mut Slot, trigger: &str, now_ms: u64) {
+    let since_ms = slot.progress.checkpoint.as_ref().map_or(0, |mark| {
+        mark.at_ms.saturating_sub(slot.spec.settings.overlap_ms)
+    });
+    slot.state.runs += 1;
+    slot.state.last_run_started_ms = Some(now_ms);
+    slot.progress.run = Some(RunProgress {
+        since_ms,
+        cursor: None,
+        report: RunReport {
+            run: slot.state.runs,
+            started_at_ms: now_ms,
+            outcome: "running".to_string(),
+            trigger: trigger.to_string(),
+            since_ms,
+            checkpoint: slot.progress.checkpoint.clone(),
+            ..RunReport::default()
+        },
+    });
+}
+
+/// When the schedule runs next (`None`: polling off).
+fn next_scheduled_run(slot: &Slot) -> Option<u64> {
+    match &slot.spec.settings.schedule {
+        PollSchedule::Off => None,
+        PollSchedule::Every { interval_ms } => Some(
+            slot.state
+                .last_run_started_ms
+                .map_or(0, |started| started.saturating_add(*interval_ms)),
+        ),
+        PollSchedule::DailyAt {
+            hour,
+            minute,
+            time_zone,
+        } => {
+            let after = slot
+                .state
+                .last_run_started_ms
+                .unwrap_or(slot.daily_anchor_ms);
+            next_daily_after(after, *hour, *minute, time_zone)
+        }
+    }
+}
+
+/// The first `hour:minute` in `time_zone` strictly after `after_ms`.
+pub fn next_daily_after(after_ms: u64, hour: u8, minute: u8, time_zone: &str) -> Option<u64> {
+    let tz = jiff::tz::TimeZone::get(time_zone).ok()?;
+    let after = jiff::Timestamp::from_millisecond(i64::try_from(after_ms).ok()?).ok()?;
+    let mut date = after.to_zoned(tz.clone()).date();
+    for _ in 0..3 {
+        let at = date
+            .at(hour as i8, minute as i8, 0, 0)
+            .to_zoned(tz.clone())
+            .ok()?
+            .timestamp()
+            .as_millisecond();
+        if at > after.as_millisecond() {
+            return u64::try_from(at).ok();
+        }
+        date = date.tomorrow().ok()?;
+    }
+    None
+}
+
+/// The start of `now_ms`'s day in `time_zone` (UTC when the zone is unknown).
+pub fn day_start_in(time_zone: &str, now_ms: u64) -> u64 {
+    let utc_day_start = now_ms - now_ms % DAY_MS;
+    let Ok(tz) = jiff::tz::TimeZone::get(time_zone) else {
+        return utc_day_start;
+    };
+    let Ok(now) = jiff::Timestamp::from_millisecond(now_ms as i64) else {
+        return utc_day_start;
+    };
+    now.to_zoned(tz)
+        .start_of_day()
+        .ok()
+        .and_then(|start| u64::try_from(start.timestamp().as_millisecond()).ok())
+        .unwrap_or(utc_day_start)
+}
+
+/// The source's daily reset at or before `now_ms` (`reset_s` seconds after 00:00 UTC).
+fn last_reset_at_or_before(reset_s: u32, now_ms: u64) -> u64 {
+    let offset_ms = u64::from(reset_s) * 1_000;
+    let shifted = now_ms + DAY_MS - offset_ms;
+    shifted - shifted % DAY_MS + offset_ms - DAY_MS
+}
+
+/// The source's next daily reset after `now_ms`.
+pub fn next_reset_after(reset_s: u32, now_ms: u64) -> u64 {
+    last_reset_at_or_before(reset_s, now_ms) + DAY_MS
+}
+
+/// A new quota day started since the count began: the count starts again.
+fn roll_quota_day(state: &mut PollerState, reset_s: u32, now_ms: u64) {
+    let last_reset = last_reset_at_or_before(reset_s, now_ms);
+    if state.quota_day_start_ms < last_reset {
+        state.quota_day_start_ms = last_reset;
+        state.quota_calls = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_resets_fall_on_the_configured_second_of_the_utc_day() {
+        // Goal: the daily count resets at the source's reset time, not at our start.
+        let day = DAY_MS;
+        let reset_s = 3_600; // 01:00 UTC
+        let at_0030 = 10 * day + 1_800_000;
+        assert_eq!(
+            last_reset_at_or_before(reset_s, at_0030),
+            9 * day + 3_600_000
+        );
+        assert_eq!(next_reset_after(reset_s, at_0030), 10 * day + 3_600_000);
+        let at_0100 = 10 * day + 3_600_000;
+        assert_eq!(last_reset_at_or_before(reset_s, at_0100), at_0100);
+        assert_eq!(next_reset_after(0, 10 * day), 11 * day);
+        let mut state = PollerState {
+            quota_day_start_ms: 9 * day + 3_600_000,
+            quota_calls: 9_999,
+            ..PollerState::default()
+        };
+        roll_quota_day(&mut state, reset_s, at_0030);
+        assert_eq!(state.quota_calls, 9_999, "same quota day");
+        roll_quota_day(&mut state, reset_s, at_0100 + 1);
+        assert_eq!(state.quota_calls, 0, "a new quota day");
+    }
+
+    #[test]
+    fn daily_runs_follow_the_tenant_time_zone_across_dst() {
+        // Goal: "daily_at 02:30" in New York is 07:30 UTC in winter and 06:30 in summer.
+        let winter = jiff::Timestamp::from_second(1_767_225_600).unwrap(); // 2026-01-01T00:00Z
+        let next =
+            next_daily_after(winter.as_millisecond() as u64, 2, 30, "America/New_York").unwrap();
+        assert_eq!(
+            jiff::Timestamp::from_millisecond(next as i64)
+                .unwrap()
+                .to_string(),
+            "2026-01-01T07:30:00Z"
+        );
+        let summer = jiff::Timestamp::from_second(1_782_864_000).unwrap(); // 2026-07-01T00:00Z
+        let next =
+            next_daily_after(summer.as_millisecond() as u64, 2, 30, "America/New_York").unwrap();
+        assert_eq!(
+            jiff::Timestamp::from_millisecond(next as i64)
+                .unwrap()
+                .to_string(),
+            "2026-07-01T06:30:00Z"
+        );
+        assert_eq!(day_start_in("UTC", 10 * DAY_MS + 5), 10 * DAY_MS);
     }
 }

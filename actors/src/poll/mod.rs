@@ -69,3 +69,47 @@ pub enum PollCommandError {
     #[error("capture is not running (restarting); try again")]
     Unavailable,
 }
+
+/// One poller as the admin API shows it: settings, stored state and progress, its last
+/// finished run, and what Capture is doing now.
+#[derive(Debug, Clone)]
+pub struct PollerSnapshot {
+    pub settings: PollerSettings,
+    pub state: crate::store::poll_ops::PollerState,
+    pub progress: crate::store::poll_ops::PollProgress,
+    pub last_run: Option<crate::store::poll_ops::RunReport>,
+    pub live: PollerLive,
+}
+
+/// Every configured poller of a tenant, by source.
+pub fn snapshots(
+    shared: &crate::hub::TenantShared,
+) -> Result<Vec<PollerSnapshot>, crate::store::StoreError> {
+    let store = shared.tenant_store();
+    let live = shared.poll_live();
+    shared
+        .pollers()
+        .iter()
+        .map(|spec| {
+            let source = &spec.settings.source;
+            Ok(PollerSnapshot {
+                settings: spec.settings.clone(),
+                state: store.poller_state(source)?,
+                progress: store.poll_progress(source)?,
+                last_run: store.poll_runs(source, 1)?.into_iter().next(),
+                live: live.get(source).cloned().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+impl crate::messages::DoorError for PollCommandError {
+    fn mailbox_full(capacity: usize) -> Self {
+        PollCommandError::Conflict(format!(
+            "Capture's mailbox is full ({capacity} messages); try again"
+        ))
+    }
+    fn unavailable() -> Self {
+        PollCommandError::Unavailable
+    }
+}

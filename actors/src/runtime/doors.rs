@@ -147,3 +147,54 @@ impl TenantHandle {
         }
     }
 }
+
+impl TenantHandle {
+    /// The tenant's pollers (docs/polling.md "Admin routes").
+    pub fn pollers(&self) -> Result<Vec<crate::poll::PollerSnapshot>, StoreError> {
+        crate::poll::snapshots(&self.shared)
+    }
+
+    /// A poller's run reports, newest first.
+    pub fn poll_runs(
+        &self,
+        source: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::store::poll_ops::RunReport>, StoreError> {
+        self.shared.tenant_store().poll_runs(source, limit)
+    }
+
+    /// The parity facts of a hybrid source first seen in `[from_ms, to_ms)`.
+    pub fn parity_facts(
+        &self,
+        source: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<crate::store::poll_ops::ParityFact>, StoreError> {
+        self.shared
+            .tenant_store()
+            .parity_facts(source, from_ms, to_ms)
+    }
+
+    /// Asks Capture to run, pause, resume or reset a poller; resolves once the change is
+    /// durable.
+    pub fn poll_command(
+        &self,
+        source: &str,
+        action: crate::poll::PollAction,
+    ) -> impl Future<Output = Result<(), crate::poll::PollCommandError>> + 'static {
+        let shared = Arc::clone(&self.shared);
+        let source = source.to_string();
+        async move {
+            let capture = shared.addresses().capture.map(|door| door.poll);
+            shared
+                .send_through_door(ActorKind::Capture, capture, |guard| {
+                    crate::poll::PollCommand {
+                        source: Some(source),
+                        action,
+                        guard,
+                    }
+                })
+                .await
+        }
+    }
+}

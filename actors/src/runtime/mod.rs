@@ -474,3 +474,5 @@ mod sled_tests;
 #[cfg(test)]
 #[path = "metrics_tests.rs"]
 mod metrics_tests;
+#[cfg(test)]
+mod poll_tests;

@@ -29,6 +29,15 @@ pub mod section {
     pub const SOURCE_STATE: u8 = 0x52;
     /// Inbound events kept because they could not be understood (`store::unparsed_ops`).
     pub const INBOUND_UNPARSED: u8 = 0x54;
+    /// A poller's state (pause, failures, quota count), `{source}`; JSON (`store::poll_ops`).
+    pub const POLLER: u8 = 0x55;
+    /// A poller's run reports, `{source}\0{run seq BE}`; JSON, the last 50 kept.
+    pub const POLL_RUN: u8 = 0x56;
+    /// Parity of hybrid sources: `{source}\0{hour BE}\0{idempotency key}` → which path saw
+    /// the fact first and whether the other one saw it too; JSON.
+    pub const PARITY: u8 = 0x57;
+    /// `{idempotency key}` → the hour of its [`PARITY`] entry (the second path finds it).
+    pub const PARITY_INDEX: u8 = 0x58;
 }
 
 /// Builds the keys of one tenant's key space.
@@ -133,6 +142,20 @@ impl KeySpace {
         full.push(0);
         full.extend_from_slice(key.as_bytes());
         full
+    }
+
+    /// `{text}` under `section`.
+    pub fn text_key(&self, section: u8, text: &str) -> Vec<u8> {
+        self.string_key(section, text)
+    }
+
+    /// `{source}\0` + `tail` under `section` (sources never contain NUL).
+    pub fn source_key(&self, section: u8, source: &str, tail: &[u8]) -> Vec<u8> {
+        let mut key = self.key(section, source.len() + 1 + tail.len());
+        key.extend_from_slice(source.as_bytes());
+        key.push(0);
+        key.extend_from_slice(tail);
+        key
     }
 
     pub fn alert(&self, code: &str) -> Vec<u8> {

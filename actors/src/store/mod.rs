@@ -30,6 +30,7 @@ pub mod hold_ops;
 pub mod keys;
 pub mod layout;
 mod open;
+pub mod poll_ops;
 pub mod queue_ops;
 mod registry;
 mod secrets;

@@ -1,0 +1,439 @@
+//! Capture's pollers over the real sled store, with a scripted `Poller` (the adapters are
+//! tested against the simulators in the `steward` crate).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::tests::{fast_settings, start_test_tenant, test_store};
+use super::*;
+use crate::poll::{
+    PollAction, PollFetch, PollPage, PollRequest, PollSchedule, PolledItem, Poller, PollerSettings,
+    PollerSpec, SourceLimits,
+};
+use crate::ports::{LocalFuture, SystemClock};
+use crate::store::poll_ops::PauseReason;
+use crate::store::{EntryFact, Lane, RecordKind, TenantRunState};
+use crate::test_support::eventually;
+
+/// One scripted answer.
+enum Answer {
+    Fetch(PollFetch),
+    /// Never answers (a fetch in flight when Capture dies).
+    Hang,
+}
+
+/// A poller that answers from a script (an empty last page once it runs out) and records
+/// every request.
+#[derive(Default)]
+struct ScriptedPoller {
+    script: Mutex<VecDeque<Answer>>,
+    requests: Mutex<Vec<PollRequest>>,
+}
+
+impl ScriptedPoller {
+    fn push(&self, answer: Answer) {
+        self.script.lock().unwrap().push_back(answer);
+    }
+    fn requests(&self) -> Vec<PollRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Poller for ScriptedPoller {
+    fn fetch(&self, request: PollRequest) -> LocalFuture<PollFetch> {
+        self.requests.lock().unwrap().push(request);
+        match self.script.lock().unwrap().pop_front() {
+            Some(Answer::Fetch(fetch)) => Box::pin(async move { fetch }),
+            Some(Answer::Hang) => Box::pin(std::future::pending()),
+            None => Box::pin(async {
+                PollFetch::Page(PollPage {
+                    calls: 1,
+                    ..PollPage::default()
+                })
+            }),
+        }
+    }
+}
+
+fn contact(id: &str, version_ms: u64) -> PolledItem {
+    PolledItem {
+        record_id: id.to_string(),
+        version_ms,
+        entries: Ok(vec![NewEntry {
+            fact: EntryFact {
+                kind: RecordKind::Contact,
+                source: "cc".to_string(),
+                source_id: id.to_string(),
+                idempotency_key: format!("cc:contact:{id}@{version_ms}"),
+                lane: Lane::Live,
+                transaction_source: "CC".to_string(),
+                body_json: format!(r#"{{"referenceId":"{id}"}}"#),
+            },
+            aliases: Vec::new(),
+            now_ms: SystemClock.now_ms(),
+        }]),
+    }
+}
+
+fn page(items: Vec<PolledItem>, next_cursor: Option<&str>) -> Answer {
+    Answer::Fetch(PollFetch::Page(PollPage {
+        items,
+        next_cursor: next_cursor.map(str::to_string),
+        calls: 1,
+    }))
+}
+
+fn spec(poller: &Arc<ScriptedPoller>, limits: SourceLimits) -> PollerSpec {
+    PollerSpec {
+        settings: PollerSettings {
+            source: "cc".to_string(),
+            kind: "constant_contact".to_string(),
+            schedule: PollSchedule::Off,
+            overlap_ms: 300_000,
+            limits,
+            has_webhooks: false,
+            parity_alert_pct: 1.0,
+            time_zone: "UTC".to_string(),
+        },
+        poller: Arc::clone(poller) as Arc<dyn Poller>,
+    }
+}
+
+fn last_outcome(handle: &TenantHandle) -> Option<String> {
+    handle
+        .poll_runs("cc", 1)
+        .unwrap()
+        .first()
+        .map(|report| report.outcome.clone())
+}
+
+async fn started(
+    runtime: &Runtime,
+    store: &super::tests::TestStore,
+    poller: &Arc<ScriptedPoller>,
+    limits: SourceLimits,
+) -> TenantHandle {
+    // Paused: nothing is sent, so the queue shows what polling wrote.
+    let handle = start_test_tenant(
+        runtime,
+        store,
+        "poll",
+        fast_settings(),
+        TenantRunState::Paused,
+    );
+    eventually("children started", 5_000, || handle.children_started()).await;
+    handle.replace_pollers(vec![spec(poller, limits)]);
+    eventually("the poller to load", 5_000, || {
+        handle.pollers().unwrap().len() == 1
+    })
+    .await;
+    handle
+}
+
+#[actix_rt::test]
+async fn a_run_writes_each_page_with_its_checkpoint_and_rereads_the_overlap_without_duplicates() {
+    // Goal: pages become entries with the checkpoint in one write; the next run starts
+    // overlap before the checkpoint, and what it reads again is counted unchanged, not queued.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    poller.push(page(
+        vec![contact("a", 1_000_000), contact("b", 2_000_000)],
+        Some("c1"),
+    ));
+    poller.push(page(vec![contact("c", 3_000_000)], None));
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the run to complete", 5_000, || {
+        last_outcome(&handle).as_deref() == Some("completed")
+    })
+    .await;
+    let progress = store
+        .store
+        .tenant("poll")
+        .unwrap()
+        .poll_progress("cc")
+        .unwrap();
+    let checkpoint = progress.checkpoint.unwrap();
+    assert_eq!(
+        (checkpoint.at_ms, checkpoint.record_id.as_str()),
+        (3_000_000, "c")
+    );
+    assert!(progress.run.is_none());
+    let requests = poller.requests();
+    assert_eq!(
+        requests[0],
+        PollRequest {
+            since_ms: 0,
+            cursor: None
+        }
+    );
+    assert_eq!(requests[1].cursor.as_deref(), Some("c1"));
+    let report = handle.poll_runs("cc", 1).unwrap().remove(0);
+    assert_eq!(
+        (
+            report.pages,
+            report.fetched,
+            report.new,
+            report.changed,
+            report.unchanged
+        ),
+        (2, 3, 3, 0, 0)
+    );
+    assert_eq!(store.store.tenant("poll").unwrap().queued_total(), 3);
+
+    // Second run: b and c again (the overlap), c changed, d new, one rejected.
+    let rejected = PolledItem {
+        record_id: "bad".into(),
+        version_ms: 3_500_000,
+        entries: Err("no email".into()),
+    };
+    poller.push(page(
+        vec![
+            contact("b", 2_000_000),
+            contact("c", 3_100_000),
+            contact("d", 4_000_000),
+            rejected,
+        ],
+        None,
+    ));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the second run", 5_000, || {
+        handle.poll_runs("cc", 5).unwrap().len() == 2
+    })
+    .await;
+    let report = handle.poll_runs("cc", 1).unwrap().remove(0);
+    assert_eq!(
+        poller.requests()[2].since_ms,
+        3_000_000 - 300_000,
+        "overlap before the checkpoint"
+    );
+    assert_eq!(
+        (
+            report.new,
+            report.changed,
+            report.unchanged,
+            report.rejected
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(report.rejections[0].reason, "no email");
+    assert_eq!(
+        store.store.tenant("poll").unwrap().queued_total(),
+        5,
+        "b was not queued again"
+    );
+}
+
+#[actix_rt::test]
+async fn throttles_are_waited_out_and_a_spent_quota_waits_for_its_reset_without_failing() {
+    // Goal: the source's own limits pause the run with progress saved; neither is a failure.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    poller.push(Answer::Fetch(PollFetch::Throttled {
+        retry_after_ms: 50,
+        calls: 1,
+    }));
+    poller.push(page(vec![contact("a", 1_000)], Some("c1")));
+    poller.push(Answer::Fetch(PollFetch::QuotaExhausted { calls: 1 }));
+    poller.push(page(vec![contact("b", 2_000)], None));
+    // The daily reset two seconds from now.
+    let now_ms = SystemClock.now_ms();
+    let reset_s = ((now_ms / 1_000 + 2) % 86_400) as u32;
+    let limits = SourceLimits {
+        per_second: Some(2),
+        daily: Some(10_000),
+        daily_reset_utc_s: reset_s,
+    };
+    let handle = started(&runtime, &store, &poller, limits).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the quota wait", 5_000, || {
+        handle.pollers().unwrap()[0]
+            .state
+            .quota_wait_until_ms
+            .is_some()
+    })
+    .await;
+    let snapshot = handle.pollers().unwrap().remove(0);
+    assert_eq!(
+        snapshot.progress.run.as_ref().unwrap().cursor.as_deref(),
+        Some("c1"),
+        "progress saved"
+    );
+    assert_eq!(snapshot.state.consecutive_failures, 0);
+    eventually("the run to finish after the reset", 10_000, || {
+        last_outcome(&handle).as_deref() == Some("completed")
+    })
+    .await;
+    let report = handle.poll_runs("cc", 1).unwrap().remove(0);
+    assert_eq!(
+        (report.throttled, report.quota_waits, report.new),
+        (1, 1, 2)
+    );
+    let requests = poller.requests();
+    assert_eq!(
+        requests.last().unwrap().cursor.as_deref(),
+        Some("c1"),
+        "resumed where it stopped"
+    );
+    // Per-second pacing: never more than 2 sends in any second.
+    assert!(requests.len() >= 4);
+}
+
+#[actix_rt::test]
+async fn three_failed_runs_pause_the_poller_with_an_alert_and_resume_clears_both() {
+    // Goal: failures are counted per run; the third in a row pauses and alerts; an operator
+    // resume clears the pause and resolves the alert once a run completes.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    for _ in 0..3 {
+        poller.push(Answer::Fetch(PollFetch::Failed {
+            message: "HTTP 500".into(),
+            calls: 1,
+        }));
+    }
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    for run in 1..=3u64 {
+        handle.poll_command("cc", PollAction::Run).await.unwrap();
+        eventually("the run to fail", 5_000, || {
+            handle.poll_runs("cc", 10).unwrap().len() as u64 == run
+        })
+        .await;
+    }
+    let snapshot = handle.pollers().unwrap().remove(0);
+    assert_eq!(snapshot.state.paused, Some(PauseReason::Failures));
+    let tenant_store = store.store.tenant("poll").unwrap();
+    assert!(tenant_store
+        .alerts()
+        .unwrap()
+        .iter()
+        .any(|alert| alert.code == "poller_failed"));
+    let refused = handle.poll_command("cc", PollAction::Run).await;
+    assert!(
+        matches!(refused, Err(crate::poll::PollCommandError::Conflict(_))),
+        "{refused:?}"
+    );
+    handle.poll_command("cc", PollAction::Resume).await.unwrap();
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("a completed run", 5_000, || {
+        last_outcome(&handle).as_deref() == Some("completed")
+    })
+    .await;
+    let views = tenant_store.alert_views().unwrap();
+    let alert = views
+        .iter()
+        .find(|view| view.alert.code == "poller_failed")
+        .unwrap();
+    assert!(alert.state.resolved_at_ms.is_some());
+}
+
+#[actix_rt::test]
+async fn refused_credentials_pause_the_poller_with_an_alert() {
+    // Goal: a refused credential is not retried on a schedule: paused, alert, until resumed.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    poller.push(Answer::Fetch(PollFetch::AuthRefused {
+        message: "invalid_grant".into(),
+    }));
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the pause", 5_000, || {
+        handle.pollers().unwrap()[0].state.paused == Some(PauseReason::AuthRefused)
+    })
+    .await;
+    assert_eq!(last_outcome(&handle).as_deref(), Some("auth_refused"));
+    let alerts = store.store.tenant("poll").unwrap().alerts().unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|alert| alert.code == "poller_auth_failed"
+                && alert.message.contains("invalid_grant"))
+    );
+}
+
+#[actix_rt::test]
+async fn a_replaced_capture_resumes_the_run_from_its_stored_cursor() {
+    // Goal: memory is not storage: a Capture killed mid-run leaves the cursor in the store
+    // and its successor continues from it (nothing skipped, nothing read twice needlessly).
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    poller.push(page(vec![contact("a", 1_000)], Some("c1")));
+    poller.push(Answer::Hang);
+    poller.push(page(vec![contact("b", 2_000)], None));
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the second fetch to hang", 5_000, || {
+        poller.requests().len() == 2
+    })
+    .await;
+    handle.kill_child(ActorKind::Capture, crate::messages::KillMode::Panic);
+    eventually("the run to complete in the next generation", 10_000, || {
+        last_outcome(&handle).as_deref() == Some("completed")
+    })
+    .await;
+    let requests = poller.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[2].cursor.as_deref(), Some("c1"));
+    let report = handle.poll_runs("cc", 1).unwrap().remove(0);
+    assert_eq!(
+        (report.pages, report.new),
+        (2, 2),
+        "the report survived the restart"
+    );
+}
+
+#[actix_rt::test]
+async fn pause_reset_and_schedules_obey_the_operator() {
+    // Goal: a reset moves the checkpoint back (a re-read, deduplicated); pause stops the
+    // schedule; an interval schedule runs on its own.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    poller.push(page(vec![contact("a", 5_000_000)], None));
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("a run", 5_000, || last_outcome(&handle).is_some()).await;
+    handle
+        .poll_command(
+            "cc",
+            PollAction::Reset {
+                since_ms: 1_000_000,
+            },
+        )
+        .await
+        .unwrap();
+    poller.push(page(vec![contact("a", 5_000_000)], None));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the re-read", 5_000, || {
+        handle.poll_runs("cc", 5).unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(poller.requests()[1].since_ms, 1_000_000 - 300_000);
+    assert_eq!(handle.poll_runs("cc", 1).unwrap()[0].unchanged, 1);
+    assert_eq!(store.store.tenant("poll").unwrap().queued_total(), 1);
+
+    // An interval schedule runs by itself; a pause stops it.
+    let mut every = spec(&poller, SourceLimits::default());
+    every.settings.schedule = PollSchedule::Every { interval_ms: 50 };
+    handle.replace_pollers(vec![every]);
+    eventually("scheduled runs", 5_000, || {
+        handle.poll_runs("cc", 50).unwrap().len() >= 4
+    })
+    .await;
+    handle.poll_command("cc", PollAction::Pause).await.unwrap();
+    let after_pause = poller.requests().len();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // deliberate: no runs while paused
+    assert!(
+        poller.requests().len() <= after_pause + 1,
+        "runs continued while paused"
+    );
+    let unknown = handle.poll_command("nope", PollAction::Run).await;
+    assert!(matches!(
+        unknown,
+        Err(crate::poll::PollCommandError::UnknownSource(_))
+    ));
+}
