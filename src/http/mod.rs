@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_dead_letters;
 pub mod admin_inbound;
+pub mod admin_pollers;
 pub mod admin_records;
 pub mod admission;
 pub mod auth;

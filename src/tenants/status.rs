@@ -54,6 +54,12 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         // Virtuous webhook events kept because they could not be understood (bounded; the
         // list: GET /v1/tenants/{id}/inbound/unparsed).
         "inbound": {"unparsed_kept": tenant_store.unparsed_count()?},
+        // Polled sources (docs/polling.md): state, checkpoint, last run, next run.
+        "pollers": state
+            .runtime
+            .tenant(id)
+            .map(|handle| crate::http::admin_pollers::status_block(&handle))
+            .unwrap_or_else(|| json!([])),
         "ingress": ingress_urls(&state.ingress_base_url, id, &doc),
         "config": doc,
         "created_at": format_ms(record.created_at_ms),
