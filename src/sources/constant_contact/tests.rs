@@ -484,6 +484,30 @@ async fn a_rotated_refresh_token_is_stored_before_use_and_a_restart_uses_it() {
 }
 
 #[actix_rt::test]
+async fn an_instance_whose_token_another_rotated_takes_the_stored_one() {
+    // Goal: two instances of the poller (an old one still running beside a rebuilt one):
+    // when the other rotated the refresh token this one holds, its refused refresh retries
+    // once with the stored token instead of stopping the poller.
+    let harness = Harness::new().await;
+    let mut spec = AccountSpec::new("pair", "client-pair", "secret", "rt-pair");
+    // Every access token expires within the refresh margin: each fetch refreshes.
+    spec.access_token_ttl_ms = 1_000;
+    spec.per_second_limit = 1_000;
+    harness
+        .sandbox
+        .create_constant_contact_account(spec)
+        .unwrap();
+    let old = harness.poller("pair", "rt-pair");
+    page(fetch(&old, 0, None).await);
+    let rebuilt = harness.poller("pair", "rt-pair");
+    page(fetch(&rebuilt, 0, None).await);
+    page(fetch(&old, 0, None).await);
+    page(fetch(&rebuilt, 0, None).await);
+    assert!(harness.stored_token("rt-pair").unwrap().1);
+    harness.sandbox.stop().await;
+}
+
+#[actix_rt::test]
 async fn long_lived_refresh_tokens_keep_working_and_are_not_stored() {
     // Goal: a long-lived refresh token is answered back: nothing is stored, and new
     // instances (and later refreshes) keep using the document's token.
