@@ -9,6 +9,7 @@
 //! - [`amount`]: minor units → the decimal string Virtuous expects (zero-decimal currencies).
 
 pub mod amount;
+pub mod constant_contact;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod platform;

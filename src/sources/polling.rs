@@ -59,10 +59,15 @@ pub fn pollers_for(
     context: &PollContext,
     doc: &TenantDoc,
 ) -> (Vec<PollerSpec>, Vec<PollerBuildError>) {
-    let specs = Vec::new();
-    let errors = Vec::new();
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
     // Each adapter pushes its spec here (constant_contact, mailchimp, platform polls).
     let _ = (context, doc);
+    match super::constant_contact::poller_spec(context, doc) {
+        Some(Ok(spec)) => specs.push(spec),
+        Some(Err(error)) => errors.push(error),
+        None => {}
+    }
     (specs, errors)
 }
 
