@@ -35,6 +35,8 @@ pub fn shared_http() -> reqwest::Client {
             reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(POLL_REQUEST_TIMEOUT_S))
                 .connect_timeout(std::time::Duration::from_secs(10))
+                // A redirect could carry a bearer token or API key to another host.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default()
         })
