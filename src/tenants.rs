@@ -85,6 +85,7 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
             retry_schedule_ms: config.submitter.retry_schedule_ms(),
             retry_jitter_pct: config.submitter.retry_jitter_pct,
             lease_timeout_ms: config.submitter.lease_timeout_s * 1_000,
+            contact_batch: doc.virtuous.contact_batch,
         },
         confirm: ConfirmSettings {
             reconcile_interval_ms: config.reconciler.interval_s * 1_000,

@@ -97,6 +97,13 @@ pub enum CrmWrite {
     /// `POST /api/Contact/Transaction` — one contact transaction (`referenceSource` and
     /// `referenceId` inside the body).
     ContactTransaction { body: String },
+    /// `POST /api/Contact/Batch` — up to 100 contact transactions, one per contact record
+    /// (its queued updates merged), one `referenceSource` (a batch-level field; each body
+    /// also carries its own `referenceSource` and `referenceId`).
+    ContactBatch {
+        reference_source: String,
+        bodies: Vec<String>,
+    },
     /// `POST /api/Gift/ReversingTransaction` — `{reversedGiftId, giftDate, notes}`.
     ReversingTransaction { body: String },
 }
@@ -105,7 +112,9 @@ impl CrmWrite {
     /// Items carried (classification needs it: a 413 or a 400 on one item is permanent).
     pub fn item_count(&self) -> usize {
         match self {
-            CrmWrite::GiftTransactions { bodies, .. } => bodies.len(),
+            CrmWrite::GiftTransactions { bodies, .. } | CrmWrite::ContactBatch { bodies, .. } => {
+                bodies.len()
+            }
             CrmWrite::ContactTransaction { .. } | CrmWrite::ReversingTransaction { .. } => 1,
         }
     }

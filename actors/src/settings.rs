@@ -49,6 +49,10 @@ pub struct SubmitSettings {
     pub retry_jitter_pct: u8,
     /// A lease older than this may be taken again (stuck or replaced submitter).
     pub lease_timeout_ms: u64,
+    /// Contact updates of up to `batch_max` records with one `referenceSource` go in one
+    /// `POST /api/Contact/Batch` (tenant `virtuous.contact_batch`); false: one record's
+    /// merged updates per `POST /api/Contact/Transaction`.
+    pub contact_batch: bool,
 }
 
 impl Default for SubmitSettings {
@@ -60,6 +64,7 @@ impl Default for SubmitSettings {
             ],
             retry_jitter_pct: 20,
             lease_timeout_ms: 120_000,
+            contact_batch: true,
         }
     }
 }

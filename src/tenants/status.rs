@@ -32,9 +32,17 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         .unwrap_or(0);
     let now = now_ms();
     let batch_max = state.config.submitter.batch_max;
-    let lanes = lanes_json(&tenant_store, allowance_per_hour, batch_max, now)?;
-    let alerts: Vec<Value> = tenant_store.alert_views()?.iter().map(alert_json).collect();
     let doc = shown_doc(state, &record)?;
+    // Contacts share calls like gifts unless `virtuous.contact_batch` is off.
+    let contact_batch = doc["virtuous"]["contact_batch"].as_bool().unwrap_or(true);
+    let lanes = lanes_json(
+        &tenant_store,
+        allowance_per_hour,
+        batch_max,
+        contact_batch,
+        now,
+    )?;
+    let alerts: Vec<Value> = tenant_store.alert_views()?.iter().map(alert_json).collect();
     let state_name = match &runtime_status {
         None => "not_running".to_string(),
         Some(_) if record.run_state() != TenantRunState::Running => record.state.clone(),
@@ -98,12 +106,13 @@ fn budget_json(budget: &BudgetStatus, effective_settings: &Value) -> Value {
     shown
 }
 
-/// Entries sampled at the head of a lane to estimate how many are gifts (batched).
+/// Entries sampled at the head of a lane to estimate how many are batched (gifts, and
+/// contacts with `virtuous.contact_batch`).
 const LANE_SAMPLE_LEN: usize = 64;
 
-/// Calls needed for `depth` entries of which a share `gift_share` are gifts: gifts travel
-/// `batch_max` to a call (full batches: with a backlog, calls are what is scarce), every
-/// other entry takes a call of its own.
+/// Calls needed for `depth` entries of which a share `gift_share` are batched (gifts, and
+/// contacts when batched): they travel `batch_max` to a call (full batches: with a backlog,
+/// calls are what is scarce), every other entry takes a call of its own.
 pub fn calls_to_drain(depth: u64, gift_share: f64, batch_max: usize) -> u64 {
     let gifts = (depth as f64 * gift_share).round() as u64;
     let others = depth - gifts.min(depth);
@@ -125,6 +134,7 @@ fn lanes_json(
     tenant_store: &steward_actors::store::TenantStore,
     allowance_per_hour: u64,
     batch_max: usize,
+    contact_batch: bool,
     now: u64,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
     let mut lanes = serde_json::Map::new();
@@ -140,7 +150,11 @@ fn lanes_json(
             let sample = tenant_store.scan_lane(lane, LANE_SAMPLE_LEN)?;
             let gifts = sample
                 .iter()
-                .filter(|(_, entry)| entry.fact.kind == RecordKind::Gift)
+                .filter(|(_, entry)| match entry.fact.kind {
+                    RecordKind::Gift => true,
+                    RecordKind::Contact => contact_batch,
+                    RecordKind::Refund => false,
+                })
                 .count();
             if sample.is_empty() {
                 1.0

@@ -140,6 +140,10 @@ impl Crm for VirtuousCrm {
                 CrmWrite::ContactTransaction { body } => {
                     client.post_contact_transaction(body).await
                 }
+                CrmWrite::ContactBatch {
+                    reference_source,
+                    bodies,
+                } => client.post_contact_batch(reference_source, bodies).await,
                 CrmWrite::ReversingTransaction { body } => {
                     client.post_reversing_transaction(body).await
                 }

@@ -38,5 +38,6 @@ mod sandbox_webhooks;
 mod sandbox_writes;
 mod security;
 mod shutdown_load;
+mod submit_contact_batch;
 mod submit_sandbox;
 mod virtuous_client;

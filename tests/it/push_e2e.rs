@@ -388,6 +388,15 @@ async fn single_call_items_are_paced_to_the_allowance() {
         .send()
         .await
         .unwrap();
+    // One call per contact (batched, 120 customers would be 2 calls).
+    let patch = json!({"virtuous": {"contact_batch": false}});
+    let patched = app
+        .admin(Method::PATCH, "/v1/tenants/paced")
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
     let traffic = traffic::generate(&TrafficOptions {
         seed: 3,
         payments: 120,

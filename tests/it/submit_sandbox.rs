@@ -49,6 +49,8 @@ async fn rig(org_hourly_limit: u64, budget: BudgetSettings) -> Rig {
             budget,
             submit: SubmitSettings {
                 retry_schedule_ms: vec![50, 100, 200],
+                // One call per contact: the pacing test counts Contact/Transaction calls.
+                contact_batch: false,
                 ..SubmitSettings::default()
             },
             ..TenantSettings::default()

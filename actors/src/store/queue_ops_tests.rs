@@ -38,6 +38,7 @@ fn request(now_ms: u64, generation: u64, batch_max: usize) -> LeaseRequest {
         generation,
         batch_max,
         lease_timeout_ms: 60_000,
+        contact_batch: false,
     }
 }
 

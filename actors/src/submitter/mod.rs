@@ -348,6 +348,7 @@ impl SubmitterActor {
             generation,
             batch_max: settings.submit.batch_max.clamp(1, 100),
             lease_timeout_ms: settings.submit.lease_timeout_ms,
+            contact_batch: settings.submit.contact_batch,
         };
         let batch = match shared.tenant_store().lease_ready(&shared.leases, request) {
             Ok(batch) => batch,
@@ -400,6 +401,7 @@ impl SubmitterActor {
             },
             now_ms,
             refund_recheck_min_ms,
+            settings.submit.contact_batch,
         );
         if !prepared.settle_now.is_empty() {
             self.complete(prepared.settle_now, now_ms, retry);

@@ -5,6 +5,8 @@
 //! Bodies are the queued entries' exact JSON. Only two edits are ever made, both generic:
 //! queued updates of one contact are merged field by field (objects recursively, newest value
 //! wins, arrays and scalars replaced whole), and a refund's `reversedGiftId` is filled in.
+//! A contact group of several records becomes one `Contact/Batch` (one item per record); a
+//! record with a single update is sent as queued, byte for byte.
 
 use serde_json::{Map, Value};
 
@@ -36,19 +38,21 @@ pub fn refund_recheck_at_ms(enqueued_at_ms: u64, now_ms: u64, recheck_min_ms: u6
 
 /// Builds the request for one leased group (see `store::queue_ops` for the grouping).
 /// `gift_virtuous_id(source, source_id)` reads the gift record's Virtuous id (refunds); a
-/// refund without one waits (see [`refund_recheck_at_ms`]).
+/// refund without one waits (see [`refund_recheck_at_ms`]). `contact_batch`: contacts go as
+/// one `Contact/Batch` (else one record's `Contact/Transaction`, the other records wait).
 pub fn prepare(
     group: Vec<LeasedEntry>,
     gift_virtuous_id: impl Fn(&str, &str) -> Option<String>,
     now_ms: u64,
     refund_recheck_min_ms: u64,
+    contact_batch: bool,
 ) -> Prepared {
     let Some(first) = group.first() else {
         return Prepared::default();
     };
     match first.entry.fact.kind {
         RecordKind::Gift => prepare_gifts(group),
-        RecordKind::Contact => prepare_contact(group),
+        RecordKind::Contact => prepare_contacts(group, contact_batch),
         RecordKind::Refund => {
             prepare_refund(group, gift_virtuous_id, now_ms, refund_recheck_min_ms)
         }
@@ -72,38 +76,133 @@ fn prepare_gifts(group: Vec<LeasedEntry>) -> Prepared {
     }
 }
 
-/// One contact's queued updates merged field by field into one call.
-fn prepare_contact(group: Vec<LeasedEntry>) -> Prepared {
-    let mut prepared = Prepared::default();
+/// A contact group's entries by record (`source`, `source_id`), records in the order they
+/// first appear, each record's entries in group order (oldest first: see the leasing).
+fn by_record(group: Vec<LeasedEntry>) -> Vec<Vec<LeasedEntry>> {
+    let mut records: Vec<Vec<LeasedEntry>> = Vec::new();
+    for leased in group {
+        let fact = &leased.entry.fact;
+        let same = |record: &&mut Vec<LeasedEntry>| {
+            let first = &record[0].entry.fact;
+            first.source == fact.source && first.source_id == fact.source_id
+        };
+        match records.iter_mut().find(same) {
+            Some(record) => record.push(leased),
+            None => records.push(vec![leased]),
+        }
+    }
+    records
+}
+
+/// One record's leading updates as one body.
+enum RecordBody {
+    /// The leading object bodies merged (a single one as queued) and the entries behind it;
+    /// `rest` (a body that is not an object, and every update after it) waits.
+    Merged {
+        body: String,
+        taken: Vec<LeasedEntry>,
+        rest: Vec<LeasedEntry>,
+    },
+    /// The record's first body is not a JSON object: it cannot be merged or batched.
+    NotAnObject {
+        leased: LeasedEntry,
+        rest: Vec<LeasedEntry>,
+    },
+}
+
+fn record_body(record: Vec<LeasedEntry>) -> RecordBody {
     let mut merged = Map::new();
-    let mut taken = Vec::new();
-    let mut entries = group.into_iter();
-    for leased in entries.by_ref() {
+    let mut taken: Vec<LeasedEntry> = Vec::new();
+    let mut entries = record.into_iter();
+    while let Some(leased) = entries.next() {
         match serde_json::from_str::<Value>(&leased.entry.fact.body_json) {
             Ok(Value::Object(fields)) => {
                 merge_fields(&mut merged, fields);
                 taken.push(leased);
             }
-            // Not an object: it cannot be merged, so it goes alone, as queued (now if
-            // it is first, else after the ones before it; order per record holds).
+            // Not an object: it cannot be merged, so it goes alone, as queued (now if it is
+            // first, else after the ones before it; order per record holds).
             _ if taken.is_empty() => {
-                let body = leased.entry.fact.body_json.clone();
-                prepared.call = Some((CrmWrite::ContactTransaction { body }, vec![vec![leased]]));
-                break;
+                return RecordBody::NotAnObject {
+                    leased,
+                    rest: entries.collect(),
+                }
             }
             _ => {
-                prepared.settle_now.push((leased, Completion::Release));
-                break;
+                let mut rest = vec![leased];
+                rest.extend(entries);
+                return record_merged(merged, taken, rest);
             }
         }
     }
-    prepared
-        .settle_now
-        .extend(entries.map(|leased| (leased, Completion::Release)));
-    if prepared.call.is_none() {
-        let body = Value::Object(merged).to_string();
-        prepared.call = Some((CrmWrite::ContactTransaction { body }, vec![taken]));
+    record_merged(merged, taken, Vec::new())
+}
+
+fn record_merged(
+    merged: Map<String, Value>,
+    taken: Vec<LeasedEntry>,
+    rest: Vec<LeasedEntry>,
+) -> RecordBody {
+    let body = match &taken[..] {
+        // One update: its exact text (no re-serialisation).
+        [only] => only.entry.fact.body_json.clone(),
+        _ => Value::Object(merged).to_string(),
+    };
+    RecordBody::Merged { body, taken, rest }
+}
+
+/// Contact records: with batching, one `Contact/Batch` of one item per record (its updates
+/// merged); without, the first record's merged updates as one `Contact/Transaction` and the
+/// other records wait. A first body that is not an object goes alone, as before.
+fn prepare_contacts(group: Vec<LeasedEntry>, contact_batch: bool) -> Prepared {
+    let mut prepared = Prepared::default();
+    let reference_source = group[0].entry.fact.transaction_source.clone();
+    let mut records = by_record(group).into_iter();
+    let release = |prepared: &mut Prepared, entries: Vec<LeasedEntry>| {
+        let entries = entries
+            .into_iter()
+            .map(|leased| (leased, Completion::Release));
+        prepared.settle_now.extend(entries);
+    };
+    let mut bodies: Vec<String> = Vec::new();
+    let mut items: Vec<Vec<LeasedEntry>> = Vec::new();
+    for record in records.by_ref() {
+        match record_body(record) {
+            RecordBody::Merged { body, taken, rest } => {
+                bodies.push(body);
+                items.push(taken);
+                release(&mut prepared, rest);
+            }
+            RecordBody::NotAnObject { leased, rest } if items.is_empty() => {
+                let body = leased.entry.fact.body_json.clone();
+                prepared.call = Some((CrmWrite::ContactTransaction { body }, vec![vec![leased]]));
+                release(&mut prepared, rest);
+                break;
+            }
+            // Waits until it comes first in a group of its own.
+            RecordBody::NotAnObject { leased, rest } => {
+                release(&mut prepared, vec![leased]);
+                release(&mut prepared, rest);
+            }
+        }
+        if !contact_batch {
+            break;
+        }
     }
+    release(&mut prepared, records.flatten().collect());
+    if prepared.call.is_some() || items.is_empty() {
+        return prepared;
+    }
+    let request = if contact_batch {
+        CrmWrite::ContactBatch {
+            reference_source,
+            bodies,
+        }
+    } else {
+        let body = bodies.pop().unwrap_or_default();
+        CrmWrite::ContactTransaction { body }
+    };
+    prepared.call = Some((request, items));
     prepared
 }
 
@@ -325,7 +424,7 @@ mod tests {
                 r#"{"referenceId":"c","firstName":"Anne","tags":["y"]}"#,
             ),
         ];
-        let prepared = prepare(group, |_, _| None, 0, 0);
+        let prepared = prepare(group, |_, _| None, 0, 0, false);
         let Some((CrmWrite::ContactTransaction { body }, items)) = prepared.call else {
             panic!("expected a contact transaction");
         };
@@ -342,6 +441,150 @@ mod tests {
         );
     }
 
+    fn contact(seq: u64, id: &str, body: &str) -> LeasedEntry {
+        let mut leased = leased(RecordKind::Contact, seq, body);
+        leased.entry.fact.source_id = id.into();
+        leased.entry.fact.transaction_source = "ConstantContact".into();
+        leased
+    }
+
+    fn seqs_of(items: &[Vec<LeasedEntry>]) -> Vec<Vec<u64>> {
+        items
+            .iter()
+            .map(|item| item.iter().map(|l| l.seq).collect())
+            .collect()
+    }
+
+    fn released(prepared: &Prepared) -> Vec<u64> {
+        prepared
+            .settle_now
+            .iter()
+            .filter(|(_, completion)| *completion == Completion::Release)
+            .map(|(leased, _)| leased.seq)
+            .collect()
+    }
+
+    /// c1 (two updates), c2 and c3 (one each), as the leasing groups them.
+    fn three_records() -> Vec<LeasedEntry> {
+        vec![
+            contact(1, "c1", r#"{"referenceId":"c1","firstName":"Ann"}"#),
+            contact(2, "c1", r#"{"referenceId":"c1","lastName":"Lee"}"#),
+            contact(3, "c2", r#"{ "referenceId" : "c2", "lastName":"Poe" }"#),
+            contact(4, "c3", r#"{"referenceId":"c3","lastName":"Roe"}"#),
+        ]
+    }
+
+    #[test]
+    fn contact_records_go_as_one_batch_one_merged_item_per_record() {
+        // Goal: with batching, a group of 3 records is one Contact/Batch of 3 items under the group's referenceSource: a record's updates merged into one item, a single update sent byte for byte.
+        let prepared = prepare(three_records(), |_, _| None, 0, 0, true);
+        assert!(prepared.settle_now.is_empty());
+        let Some((
+            CrmWrite::ContactBatch {
+                reference_source,
+                bodies,
+            },
+            items,
+        )) = prepared.call
+        else {
+            panic!("expected a contact batch");
+        };
+        assert_eq!(reference_source, "ConstantContact");
+        assert_eq!(seqs_of(&items), [vec![1, 2], vec![3], vec![4]]);
+        let merged: Value = serde_json::from_str(&bodies[0]).unwrap();
+        assert_eq!(
+            merged,
+            serde_json::json!({"referenceId":"c1","firstName":"Ann","lastName":"Lee"})
+        );
+        assert_eq!(bodies[1], r#"{ "referenceId" : "c2", "lastName":"Poe" }"#);
+        assert_eq!(bodies[2], r#"{"referenceId":"c3","lastName":"Roe"}"#);
+    }
+
+    #[test]
+    fn without_batching_one_record_goes_and_the_others_wait() {
+        // Goal: contact_batch off sends the first record's merged updates as one Contact/Transaction and releases the other records unsent.
+        let prepared = prepare(three_records(), |_, _| None, 0, 0, false);
+        let Some((CrmWrite::ContactTransaction { body }, items)) = &prepared.call else {
+            panic!("expected a contact transaction");
+        };
+        assert_eq!(seqs_of(items), [vec![1, 2]]);
+        assert!(body.contains("Ann") && body.contains("Lee"), "{body}");
+        assert_eq!(released(&prepared), [3, 4]);
+    }
+
+    #[test]
+    fn a_contact_body_that_is_not_an_object_goes_alone() {
+        // Goal: a first body that is not a JSON object goes alone as a Contact/Transaction, as queued; in a later record it waits (with its record's later updates) while the other records are batched.
+        let first = vec![
+            contact(1, "c1", "[1]"),
+            contact(2, "c1", r#"{"referenceId":"c1"}"#),
+            contact(3, "c2", r#"{"referenceId":"c2"}"#),
+        ];
+        let prepared = prepare(first, |_, _| None, 0, 0, true);
+        let Some((CrmWrite::ContactTransaction { body }, items)) = &prepared.call else {
+            panic!("expected the odd body alone");
+        };
+        assert_eq!(body, "[1]");
+        assert_eq!(seqs_of(items), [vec![1]]);
+        assert_eq!(released(&prepared), [2, 3]);
+        let later = vec![
+            contact(1, "c1", r#"{"referenceId":"c1"}"#),
+            contact(2, "c2", r#"{"referenceId":"c2","a":1}"#),
+            contact(3, "c2", "\"text\""),
+            contact(4, "c2", r#"{"referenceId":"c2","b":2}"#),
+            contact(5, "c3", "[]"),
+            contact(6, "c4", r#"{"referenceId":"c4"}"#),
+        ];
+        let prepared = prepare(later, |_, _| None, 0, 0, true);
+        let Some((CrmWrite::ContactBatch { bodies, .. }, items)) = &prepared.call else {
+            panic!("expected a batch");
+        };
+        assert_eq!(seqs_of(items), [vec![1], vec![2], vec![6]]);
+        assert_eq!(bodies[1], r#"{"referenceId":"c2","a":1}"#);
+        assert_eq!(released(&prepared), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_bad_contact_named_by_the_batch_answer_is_split_off() {
+        // Goal: a 400 naming contacts[1] dead-letters that record (every update behind it) and sends the other records again as a new batch; a 413 or an unnamed 400 halves the batch by record.
+        use crate::outcome::{classify, ResponseFacts};
+        let Some((request, items)) = prepare(three_records(), |_, _| None, 0, 0, true).call else {
+            panic!("expected a call");
+        };
+        let facts = ResponseFacts {
+            model_state_keys: vec!["contacts[1].lastName".into()],
+            item_count: request.item_count(),
+            ..ResponseFacts::answered(400)
+        };
+        let settled = settle(classify(facts), items.clone(), Some(400), 10);
+        let dead: Vec<u64> = settled.completions.iter().map(|(l, _)| l.seq).collect();
+        assert_eq!(dead, [3]);
+        assert!(
+            matches!(&settled.completions[0].1, Completion::Dead { reason, status: Some(400) } if reason.contains("lastName"))
+        );
+        assert_eq!(settled.follow_ups.len(), 1);
+        let again = prepare(settled.follow_ups[0].clone(), |_, _| None, 0, 0, true);
+        let Some((CrmWrite::ContactBatch { bodies, .. }, again_items)) = again.call else {
+            panic!("expected a batch again");
+        };
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(seqs_of(&again_items), [vec![1, 2], vec![4]]);
+        for status in [413, 400] {
+            let facts = ResponseFacts {
+                item_count: 3,
+                ..ResponseFacts::answered(status)
+            };
+            let split = settle(classify(facts), items.clone(), Some(status), 10);
+            assert!(split.completions.is_empty(), "{status}");
+            let halves: Vec<Vec<u64>> = split
+                .follow_ups
+                .iter()
+                .map(|half| half.iter().map(|l| l.seq).collect())
+                .collect();
+            assert_eq!(halves, [vec![1, 2], vec![3, 4]], "{status}");
+        }
+    }
+
     #[test]
     fn refunds_wait_for_the_gift_then_carry_its_numeric_id() {
         // Goal: no gift id → waiting_for_gift without a call; a numeric id is sent as a number, other text as a string.
@@ -351,6 +594,7 @@ mod tests {
             |_, _| None,
             70,
             7,
+            false,
         );
         assert!(waiting.call.is_none());
         assert!(matches!(
@@ -368,6 +612,7 @@ mod tests {
             |source, id| (source == "stripe" && id == "id").then(|| "4242".to_string()),
             70,
             7,
+            false,
         );
         let Some((CrmWrite::ReversingTransaction { body }, _)) = ready.call else {
             panic!("expected a reversing transaction");

@@ -36,6 +36,8 @@ fn settings(batch_max: usize, retry_schedule_ms: Vec<u64>) -> TenantSettings {
             retry_schedule_ms,
             retry_jitter_pct: 20,
             lease_timeout_ms: 60_000,
+            // One call per contact, as these tests count calls; batching has its own test.
+            contact_batch: false,
         },
         ..TenantSettings::default()
     }
@@ -308,6 +310,69 @@ async fn queued_contact_updates_are_merged_into_one_call() {
         record(&fx.tenant, RecordKind::Contact, "cus_1").state,
         SyncState::Submitted
     );
+    fx.runtime.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn contacts_go_in_batches_and_a_settings_change_turns_batching_off_in_place() {
+    // Goal: with contact_batch on, 150 contacts of one referenceSource (one with 2 updates) go as 2 Contact/Batch calls (100 records, then 50) and all 151 entries complete; after update_settings turns it off, 3 more contacts go as 3 Contact/Transaction calls.
+    let mut on = settings(100, vec![20]);
+    on.submit.contact_batch = true;
+    let fx = start(on.clone(), FakeCrm::scripted(|_| reply(200))).await;
+    let mut entries = contacts(150);
+    entries.push(new_entry(
+        RecordKind::Contact,
+        "cus_7",
+        "cus_7-again",
+        "Stripe",
+        r#"{"referenceId":"cus_7","lastName":"Lee"}"#,
+    ));
+    fx.handle.enqueue(entries).await.unwrap();
+    fx.handle.resume();
+    eventually("all contacts submitted", 5_000, || {
+        fx.tenant.counts().submitted == 151
+    })
+    .await;
+    let requests = fx.crm.requests();
+    let sizes: Vec<(&str, usize)> = requests
+        .iter()
+        .map(|request| match request {
+            CrmWrite::ContactBatch {
+                reference_source,
+                bodies,
+            } => (reference_source.as_str(), bodies.len()),
+            other => panic!("not a contact batch: {other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, [("Stripe", 100), ("Stripe", 50)]);
+    let CrmWrite::ContactBatch { bodies, .. } = &requests[0] else {
+        unreachable!()
+    };
+    let merged: serde_json::Value = serde_json::from_str(&bodies[7]).unwrap();
+    assert_eq!(
+        merged,
+        serde_json::json!({"referenceId": "cus_7", "lastName": "Lee"})
+    );
+    let mut off = on;
+    off.submit.contact_batch = false;
+    fx.handle.update_settings(off);
+    let more: Vec<NewEntry> = (0..3)
+        .map(|n| {
+            let id = format!("late_{n}");
+            let body = format!(r#"{{"referenceId":"{id}"}}"#);
+            new_entry(RecordKind::Contact, &id, &id, "Stripe", &body)
+        })
+        .collect();
+    fx.handle.enqueue(more).await.unwrap();
+    eventually("the late contacts submitted", 5_000, || {
+        fx.tenant.counts().submitted == 154
+    })
+    .await;
+    let late = &fx.crm.requests()[2..];
+    assert_eq!(late.len(), 3, "{late:?}");
+    assert!(late
+        .iter()
+        .all(|request| matches!(request, CrmWrite::ContactTransaction { .. })));
     fx.runtime.shutdown().await;
 }
 

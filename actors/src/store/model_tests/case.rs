@@ -271,6 +271,7 @@ impl Case {
             generation,
             batch_max,
             lease_timeout_ms: LEASE_TIMEOUT_MS,
+            contact_batch: true,
         };
         let batch = self
             .sut
