@@ -1,7 +1,8 @@
 //! Simulators of the platforms Steward talks to, shipped inside the `steward` binary
 //! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`): Virtuous
-//! CRM+ and Constant Contact v3 (`docs/sandbox.md`). The crate depends on nothing of
-//! Steward's: a simulator knows only the wire contract of the platform it imitates.
+//! CRM+, Constant Contact v3, Mailchimp and a generic platform feed (`docs/sandbox.md`). The
+//! crate depends on nothing of Steward's: a simulator knows only the wire contract of the
+//! platform it imitates.
 //!
 //! CONTRACT: [`start`], [`SandboxConfig`], [`SandboxHandle`] and [`virtuous::OrgSpec`] are
 //! what `main`, the engine's embedded mode, tests and benchmarks use. Keep these names and
