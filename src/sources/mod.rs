@@ -12,6 +12,7 @@ pub mod amount;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod platform;
+pub mod platform_poll;
 pub mod polling;
 pub mod stripe;
 

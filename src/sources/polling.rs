@@ -59,10 +59,11 @@ pub fn pollers_for(
     context: &PollContext,
     doc: &TenantDoc,
 ) -> (Vec<PollerSpec>, Vec<PollerBuildError>) {
-    let specs = Vec::new();
-    let errors = Vec::new();
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
     // Each adapter pushes its spec here (constant_contact, mailchimp, platform polls).
     let _ = (context, doc);
+    super::platform_poll::add_specs(context, doc, &mut specs, &mut errors);
     (specs, errors)
 }
 
