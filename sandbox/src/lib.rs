@@ -1,7 +1,8 @@
 //! Simulators of the platforms Steward talks to, shipped inside the `steward` binary
 //! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`): Virtuous
-//! CRM+ and Constant Contact v3 (`docs/sandbox.md`). The crate depends on nothing of
-//! Steward's: a simulator knows only the wire contract of the platform it imitates.
+//! CRM+, Constant Contact v3, Mailchimp and a generic platform feed (`docs/sandbox.md`). The
+//! crate depends on nothing of Steward's: a simulator knows only the wire contract of the
+//! platform it imitates.
 //!
 //! CONTRACT: [`start`], [`SandboxConfig`], [`SandboxHandle`] and [`virtuous::OrgSpec`] are
 //! what `main`, the engine's embedded mode, tests and benchmarks use. Keep these names and
@@ -21,10 +22,12 @@
 //! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
 //! - [`constant_contact`]: the Constant Contact v3 simulator under `/constant-contact`.
 //! - [`mailchimp`]: the Mailchimp members API and audience webhooks under `/mailchimp`.
+//! - [`feeds`]: a generic platform listing (updated-since + cursor) under `/feeds`.
 
 mod clock;
 pub mod constant_contact;
 mod faults;
+pub mod feeds;
 pub mod mailchimp;
 mod ratelimit;
 mod request_log;
@@ -50,6 +53,7 @@ pub struct SandboxHandle {
     virtuous: virtuous::Simulator,
     constant_contact: constant_contact::Simulator,
     mailchimp: mailchimp::Simulator,
+    feeds: feeds::Simulator,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -85,6 +89,43 @@ impl SandboxHandle {
         self.mailchimp.create_account(spec)
     }
 
+    /// Creates a generic feed in-process; same rules as its control API (the same spec
+    /// again is a no-op).
+    pub fn create_feed(&self, spec: feeds::FeedSpec) -> Result<(), String> {
+        self.feeds.create_feed(spec)
+    }
+
+    /// Adds items to a feed (JSON objects with a `type`; `id`, `updated_at` optional), all
+    /// or nothing; answers their ids in order.
+    pub fn add_feed_items(
+        &self,
+        feed_id: &str,
+        items: Vec<serde_json::Value>,
+    ) -> Result<Vec<String>, String> {
+        self.feeds.add_items(feed_id, items)
+    }
+
+    /// A user's edit of a feed item (a JSON merge patch; `updated_at` bumped unless given);
+    /// answers the item.
+    pub fn edit_feed_item(
+        &self,
+        feed_id: &str,
+        item_id: &str,
+        patch: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.feeds.edit_item(feed_id, item_id, patch)
+    }
+
+    /// Gives feed items (all when `None`) exactly this ISO 8601 `updated_at` (ties).
+    pub fn touch_feed_items(
+        &self,
+        feed_id: &str,
+        updated_at: &str,
+        item_ids: Option<Vec<String>>,
+    ) -> Result<u64, String> {
+        self.feeds.touch_items(feed_id, updated_at, item_ids)
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.server.stop(true).await;
@@ -99,16 +140,19 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let virtuous = virtuous::Simulator::start();
     let constant_contact = constant_contact::Simulator::start();
     let mailchimp = mailchimp::Simulator::start();
+    let feeds = feeds::Simulator::start();
     // The source simulators first: their `/_sandbox/…` scopes must be tried before
     // Virtuous's catch-all `/_sandbox` scope, which would otherwise swallow them.
-    let (constant_contact_routes, mailchimp_routes, virtuous_routes) = (
+    let (constant_contact_routes, mailchimp_routes, feeds_routes, virtuous_routes) = (
         constant_contact.routes(),
         mailchimp.routes(),
+        feeds.routes(),
         virtuous.routes(),
     );
     let routes = move |config: &mut actix_web::web::ServiceConfig| {
         constant_contact_routes(config);
         mailchimp_routes(config);
+        feeds_routes(config);
         virtuous_routes(config);
     };
     let (server, addr) = server::bind(config, routes)?;
@@ -123,6 +167,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         virtuous,
         constant_contact,
         mailchimp,
+        feeds,
         server: handle,
     })
 }

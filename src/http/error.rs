@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Overloaded,
     /// The body did not arrive within `ingress.body_read_timeout_s`: 408, connection closed.
     RequestTimeout,
+    /// The source exists but has no webhook path (a platform that is only polled): 404.
+    SourceNotConfigured,
 }
 
 impl ErrorCode {
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::SourceNotConfigured => "source_not_configured",
         }
     }
 
@@ -65,7 +68,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::BadSignature | ErrorCode::StaleTimestamp => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::NotFound | ErrorCode::UnknownTenant => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound | ErrorCode::UnknownTenant | ErrorCode::SourceNotConfigured => {
+                StatusCode::NOT_FOUND
+            }
             ErrorCode::InvalidTenantId
             | ErrorCode::InvalidField
             | ErrorCode::MalformedBody

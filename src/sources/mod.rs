@@ -13,6 +13,7 @@ pub mod constant_contact;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod platform;
+pub mod platform_poll;
 pub mod polling;
 pub mod stripe;
 

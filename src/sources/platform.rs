@@ -18,7 +18,14 @@
 //!   `name`, `id` or `referenceId`.
 //! - Contact: `referenceId` is required; `referenceSource` is the configured
 //!   `transaction_source`. Each event is its own fact (`{referenceId}@{event id}`), like
-//!   Stripe customer updates.
+//!   Stripe customer updates — except on a platform that is also polled (`poll`) when the
+//!   event carries the record's update time at `poll.item_updated_at`: the fact is then that
+//!   version of the person, [`versioned_fact_id`]`(referenceId, update time in unix
+//!   seconds)`, the id the poll path gives it too, so a contact seen by both paths is one
+//!   fact (docs/polling.md "Polled platforms").
+//!
+//! The poll path (`platform_poll.rs`) maps each listed item with the same functions:
+//! [`event_from_value`] (the item as an event, its id at `poll.item_id`) and [`map_event`].
 
 use hmac::{Hmac, Mac};
 use jiff::tz::TimeZone;
@@ -28,6 +35,7 @@ use steward_actors::store::{EntryFact, Lane, RecordKind};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::amount::minor_to_major;
+use super::polling::versioned_fact_id;
 use super::{idempotency_key, Command, SourceError};
 use crate::tenant::PlatformSettings;
 
@@ -145,19 +153,30 @@ pub struct PlatformEvent {
     pub id: String,
     pub event_type: String,
     pub root: Value,
+    /// The record's update time (unix seconds) at `poll.item_updated_at`, read only when the
+    /// platform is also polled: a contact's fact id is then versioned (module docs).
+    pub version_unix_s: Option<i64>,
 }
 
 /// Parses the body; the event id (string or integer) and type must be present.
 pub fn parse_event(settings: &PlatformSettings, raw: &[u8]) -> Result<PlatformEvent, SourceError> {
     let root: Value = serde_json::from_slice(raw)
         .map_err(|err| SourceError::Malformed(format!("not JSON: {err}")))?;
-    let id = match root.pointer(&settings.event_id) {
-        Some(Value::String(id)) if !id.is_empty() => id.clone(),
-        Some(Value::Number(number)) if number.is_u64() || number.is_i64() => number.to_string(),
-        _ => {
+    event_from_value(settings, root, &settings.event_id)
+}
+
+/// A JSON document of the platform as an event: a webhook body (id at `event_id`) or a
+/// polled item (id at `poll.item_id`); the type is at `event_type` either way.
+pub fn event_from_value(
+    settings: &PlatformSettings,
+    root: Value,
+    id_pointer: &str,
+) -> Result<PlatformEvent, SourceError> {
+    let id = match id_at(&root, id_pointer) {
+        Some(id) => id,
+        None => {
             return Err(SourceError::Malformed(format!(
-                "no event id at `{}` (a non-empty string or an integer)",
-                settings.event_id
+                "no event id at `{id_pointer}` (a non-empty string or an integer)"
             )))
         }
     };
@@ -170,11 +189,56 @@ pub fn parse_event(settings: &PlatformSettings, raw: &[u8]) -> Result<PlatformEv
             )))
         }
     };
+    let version_unix_s = settings
+        .poll
+        .as_ref()
+        .and_then(|poll| root.pointer(&poll.item_updated_at))
+        .and_then(version_ms_of)
+        .map(|version_ms| (version_ms / 1000) as i64);
     Ok(PlatformEvent {
         id,
         event_type,
         root,
+        version_unix_s,
     })
+}
+
+/// A non-empty string or an integer at `pointer`, as text (event and item ids).
+pub fn id_at(root: &Value, pointer: &str) -> Option<String> {
+    match root.pointer(pointer) {
+        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+        Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
+            Some(number.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Numbers at or above this are unix milliseconds, below it unix seconds (1e11 s is the
+/// year 5138; 1e11 ms is 1973).
+const UNIX_MS_THRESHOLD: f64 = 1e11;
+
+/// A record's update time in unix ms: an ISO 8601 instant (offset required), or a number of
+/// unix seconds or milliseconds (told apart by size); `None` for anything else or a time
+/// before 1970.
+pub fn version_ms_of(value: &Value) -> Option<u64> {
+    let ms = match value {
+        Value::String(text) => text
+            .trim()
+            .parse::<jiff::Timestamp>()
+            .ok()?
+            .as_millisecond() as f64,
+        Value::Number(number) => {
+            let number = number.as_f64()?;
+            if number >= UNIX_MS_THRESHOLD {
+                number
+            } else {
+                number * 1000.0
+            }
+        }
+        _ => return None,
+    };
+    (ms.is_finite() && ms >= 0.0 && ms < u64::MAX as f64).then_some(ms.floor() as u64)
 }
 
 /// What one platform event means for Virtuous.
@@ -334,7 +398,10 @@ fn map_contact(
     };
     body.insert("referenceId".into(), json!(reference_id));
     body.insert("referenceSource".into(), json!(settings.transaction_source));
-    let fact_id = format!("{reference_id}@{}", event.id);
+    let fact_id = match event.version_unix_s {
+        Some(version_unix_s) => versioned_fact_id(&reference_id, version_unix_s),
+        None => format!("{reference_id}@{}", event.id),
+    };
     Ok(PlatformMapped::Command(Command {
         fact: EntryFact {
             kind: RecordKind::Contact,

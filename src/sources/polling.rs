@@ -63,13 +63,12 @@ pub fn pollers_for(
 ) -> (Vec<PollerSpec>, Vec<PollerBuildError>) {
     let mut specs = Vec::new();
     let mut errors = Vec::new();
-    // Each adapter pushes its spec here (constant_contact, mailchimp, platform polls).
-    let _ = (context, doc);
     match super::constant_contact::poller_spec(context, doc) {
         Some(Ok(spec)) => specs.push(spec),
         Some(Err(error)) => errors.push(error),
         None => {}
     }
+    super::platform_poll::add_specs(context, doc, &mut specs, &mut errors);
     (specs, errors)
 }
 

@@ -149,3 +149,45 @@ fn secrets_split_join_and_redact() {
     join_secrets(&mut full, &secrets);
     assert_eq!(full["sources"]["platforms"]["auction-co"]["secret"], "ps");
 }
+
+#[test]
+fn a_polled_platform_needs_no_secret_and_its_url_may_name_the_embedded_sandbox() {
+    // Goal: a platform with `poll` and no `secret` is valid (polled only); without `poll`
+    // the secret stays required; `poll.url` is an http(s) URL without a query, `embedded`
+    // or `embedded:/path`, anything else is refused naming the field.
+    let with_platform = |platform: Value| {
+        let mut doc = minimal();
+        doc["sources"] = json!({"platforms": {"gala-co": platform}});
+        TenantDoc::from_value(&doc)
+    };
+    let polled =
+        |url: &str| json!({"transaction_source": "GalaCo", "poll": {"url": url, "interval_s": 60}});
+    for url in [
+        "https://api.example.org/v1/changes",
+        "embedded",
+        "embedded:/feeds/gala/items",
+    ] {
+        let doc = with_platform(polled(url)).unwrap_or_else(|err| panic!("{url}: {err:?}"));
+        assert!(doc.sources.platforms["gala-co"].secret.is_none());
+    }
+    for url in [
+        "embedded:feeds",
+        "embedded:/feeds/a b",
+        "embedded:/x?y=1",
+        "https://api.example.org/changes?all=1",
+        "ftp://api.example.org/",
+    ] {
+        let err = with_platform(polled(url))
+            .err()
+            .unwrap_or_else(|| panic!("{url} accepted"));
+        assert!(
+            format!("{err:?}").contains("sources.platforms.gala-co.poll.url"),
+            "{url}: {err:?}"
+        );
+    }
+    let err = with_platform(json!({"transaction_source": "GalaCo"})).unwrap_err();
+    assert!(
+        format!("{err:?}").contains("sources.platforms.gala-co.secret"),
+        "{err:?}"
+    );
+}

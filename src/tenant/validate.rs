@@ -273,6 +273,20 @@ fn stripe_signing_secret_problem(secret: &str) -> Option<String> {
     ))
 }
 
+/// The path of an `embedded:/path` URL (a path of the embedded sandbox).
+fn embedded_path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("the embedded path starts with '/'");
+    }
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
+        return Some("the embedded path has no spaces, control characters, query or fragment");
+    }
+    None
+}
+
 /// One generic platform's settings (`sources.platforms.{name}`).
 fn validate_platform(name: &str, platform: &PlatformSettings) -> Result<(), TenantDocError> {
     let field = |key: &str| format!("sources.platforms.{name}.{key}");
@@ -288,10 +302,17 @@ fn validate_platform(name: &str, platform: &PlatformSettings) -> Result<(), Tena
     }
     if let Some(poll) = &platform.poll {
         let poll_field = |key: &str| format!("sources.platforms.{name}.poll.{key}");
-        if let Some(problem) = base_url_problem(&poll.url) {
+        let url_problem = match poll
+            .url
+            .strip_prefix(crate::sources::platform_poll::EMBEDDED_PREFIX)
+        {
+            Some(path) => embedded_path_problem(path),
+            None => base_url_problem(&poll.url),
+        };
+        if let Some(problem) = url_problem {
             return Err(invalid(
                 &poll_field("url"),
-                format!("must be an http(s) URL or \"embedded\": {problem}"),
+                format!("must be an http(s) URL, \"embedded\" or \"embedded:/path\": {problem}"),
             ));
         }
         if poll.auth_header.is_some() != poll.auth_value.is_some() {

@@ -181,7 +181,13 @@ fn ingress_urls(base: &str, id: &str, doc: &Value) -> Value {
         urls.insert("stripe".into(), json!(format!("{base}/hooks/{id}/stripe")));
     }
     if let Some(platforms) = sources["platforms"].as_object() {
-        for name in platforms.keys() {
+        // A platform that is only polled (`poll`, no `secret`) has no webhook route.
+        let polled_only =
+            |platform: &Value| platform["secret"].is_null() && !platform["poll"].is_null();
+        for (name, _) in platforms
+            .iter()
+            .filter(|(_, platform)| !polled_only(platform))
+        {
             urls.insert(
                 format!("platform/{name}"),
                 json!(format!("{base}/hooks/{id}/platform/{name}")),

@@ -283,3 +283,35 @@ async fn platform_bad_input_is_refused_with_its_code_and_queues_nothing() {
     assert_eq!(status["counts"]["captured"], 0, "{status}");
     assert_eq!(status["lanes"]["live"]["depth"], 0, "{status}");
 }
+
+#[tokio::test]
+async fn a_polled_only_platform_has_no_webhook_route() {
+    // Goal: a platform with `poll` and no `secret` is accepted (polled only); its webhook
+    // route answers 404 `source_not_configured` whatever the delivery carries, queues
+    // nothing, and the tenant status lists no webhook URL for it.
+    let mut app = TestApp::spawn(SpawnOptions::default()).await;
+    let mut body = platform_tenant("plat-polled");
+    body["sources"]["platforms"]["feed-only"] = json!({
+        "transaction_source": "FeedOnly",
+        "poll": {"url": "embedded"},
+        "events": {"donation.completed": {"kind": "gift", "fields": {"amount": "/amount"}}}});
+    app.create_tenant(&body).await;
+    let delivery = json!({"id": "evt-1", "type": "donation.completed", "amount": 100});
+    let (status, answer) = post_platform(
+        &app,
+        "plat-polled",
+        "feed-only",
+        &[("X-Signature", "whatever".to_string())],
+        delivery.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], "source_not_configured", "{answer}");
+    assert_eq!(count(&app, "plat-polled", "captured").await, 0);
+    let tenant = app.status("plat-polled").await;
+    let ingress = tenant["ingress"].as_object().unwrap();
+    assert!(ingress.contains_key("platform/auction-co"), "{tenant}");
+    assert!(!ingress.contains_key("platform/feed-only"), "{tenant}");
+    app.terminate();
+    assert!(live_entries(&app.data_dir(), "plat-polled").is_empty());
+}

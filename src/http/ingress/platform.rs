@@ -51,6 +51,15 @@ async fn handle(
             ),
         ));
     };
+    // A platform that is only polled has no webhook path (no secret to verify with).
+    if settings.secret.is_none() && settings.poll.is_some() {
+        return Err(refuse(
+            ErrorCode::SourceNotConfigured,
+            format!(
+                "the platform source `{source}` is polled only: it has no webhook route (set sources.platforms.{source}.secret to receive webhooks)"
+            ),
+        ));
+    }
     if settings.secret.is_none() && settings.previous_secret.is_none() {
         return Err(refuse(
             ErrorCode::BadSignature,

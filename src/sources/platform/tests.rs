@@ -338,3 +338,66 @@ fn a_signature_without_its_prefix_or_secret_never_matches() {
         Err(PlatformSignatureError::MissingHeader("X-Signature".into()))
     );
 }
+
+#[test]
+fn a_polled_platforms_contact_event_with_an_update_time_is_a_versioned_fact() {
+    // Goal: when the platform is also polled and the event carries the record's update time
+    // at `poll.item_updated_at`, the contact's fact id is `{referenceId}@{unix seconds}` (the
+    // poll path's id); without the time, or without `poll`, it stays `{referenceId}@{event id}`.
+    let mut polled = settings();
+    polled.poll = Some(
+        serde_json::from_value(json!({"url": "embedded", "item_updated_at": "/data/changed"}))
+            .unwrap(),
+    );
+    let root = json!({"id": "evt_c1", "type": "donor.updated",
+                      "data": {"changed": "2026-01-01T00:00:05+01:00",
+                               "donor": {"id": 77, "email": "ann@example.org"}}});
+    let versioned = command(map(&polled, &root));
+    assert_eq!(
+        versioned.fact.idempotency_key,
+        "auction-co:contact:77@1767222005"
+    );
+    let unpolled = command(map(&settings(), &root));
+    assert_eq!(
+        unpolled.fact.idempotency_key,
+        "auction-co:contact:77@evt_c1"
+    );
+    let mut no_time = root.clone();
+    no_time["data"]["changed"] = json!("soon");
+    let by_event = command(map(&polled, &no_time));
+    assert_eq!(
+        by_event.fact.idempotency_key,
+        "auction-co:contact:77@evt_c1"
+    );
+}
+
+#[test]
+fn update_times_read_as_iso_seconds_or_milliseconds() {
+    // Goal: ISO 8601 with an offset, unix seconds (fractions too) and unix ms are read;
+    // dates without a time, junk and times before 1970 are not.
+    assert_eq!(
+        version_ms_of(&json!("2026-01-01T00:00:00.5Z")),
+        Some(1_767_225_600_500)
+    );
+    assert_eq!(
+        version_ms_of(&json!(1_767_225_600)),
+        Some(1_767_225_600_000)
+    );
+    assert_eq!(
+        version_ms_of(&json!(1_767_225_600.25)),
+        Some(1_767_225_600_250)
+    );
+    assert_eq!(
+        version_ms_of(&json!(1_767_225_600_123u64)),
+        Some(1_767_225_600_123)
+    );
+    for bad in [
+        json!("2026-01-01"),
+        json!("x"),
+        json!(-5),
+        json!(null),
+        json!([1]),
+    ] {
+        assert_eq!(version_ms_of(&bad), None, "{bad}");
+    }
+}
