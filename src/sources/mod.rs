@@ -6,11 +6,13 @@
 //!
 //! # Layout
 //! - [`stripe`]: Stripe webhooks (signature, event envelope, the mapping rules of docs/ingress.md).
+//! - [`mailchimp`]: Mailchimp audiences, webhook and member poll (hybrid).
 //! - [`amount`]: minor units → the decimal string Virtuous expects (zero-decimal currencies).
 
 pub mod amount;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod mailchimp;
 pub mod platform;
 pub mod polling;
 pub mod stripe;

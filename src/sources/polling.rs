@@ -59,10 +59,10 @@ pub fn pollers_for(
     context: &PollContext,
     doc: &TenantDoc,
 ) -> (Vec<PollerSpec>, Vec<PollerBuildError>) {
-    let specs = Vec::new();
-    let errors = Vec::new();
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
     // Each adapter pushes its spec here (constant_contact, mailchimp, platform polls).
-    let _ = (context, doc);
+    super::mailchimp::poller::add_poller(context, doc, &mut specs, &mut errors);
     (specs, errors)
 }
 
