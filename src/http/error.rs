@@ -35,6 +35,9 @@ pub enum ErrorCode {
     Overloaded,
     /// The body did not arrive within `ingress.body_read_timeout_s`: 408, connection closed.
     RequestTimeout,
+    /// A webhook route of a source the tenant has, but not that path of it (a Mailchimp
+    /// source without `url_key`): 404.
+    SourceNotConfigured,
 }
 
 impl ErrorCode {
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::SourceNotConfigured => "source_not_configured",
         }
     }
 
@@ -77,6 +81,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::SourceNotConfigured => StatusCode::NOT_FOUND,
         }
     }
 }
