@@ -35,7 +35,8 @@ pub enum ErrorCode {
     Overloaded,
     /// The body did not arrive within `ingress.body_read_timeout_s`: 408, connection closed.
     RequestTimeout,
-    /// The source exists but has no webhook path (a platform that is only polled): 404.
+    /// A webhook route of a source the tenant has, but not that path of it (a platform or
+    /// Mailchimp source that is only polled): 404.
     SourceNotConfigured,
 }
 

@@ -1,5 +1,6 @@
-//! Webhook ingress (docs/ingress.md): `POST /hooks/{tenant}/stripe` and
-//! `POST /hooks/{tenant}/platform/{source}`. No admin token: each source's own signature.
+//! Webhook ingress (docs/ingress.md): `POST /hooks/{tenant}/stripe`,
+//! `POST /hooks/{tenant}/platform/{source}` and `GET|POST /hooks/{tenant}/mailchimp?key=…`.
+//! No admin token: each source's own signature (Mailchimp: the URL's key).
 //!
 //! Every route runs the same steps: find the running tenant (404 `unknown_tenant`), read the
 //! body within the limit (413), verify the signature on the raw bytes (401), parse (400),
@@ -15,7 +16,9 @@
 //! the write is durable.
 //! - [`stripe`]: the Stripe route. [`stripe_link`]: subscription holds and links.
 //! - [`platform`]: the generic platform route.
+//! - [`mailchimp`]: the Mailchimp audience webhook (form-encoded, `?key=`).
 
+mod mailchimp;
 mod platform;
 mod stripe;
 mod stripe_link;
@@ -36,8 +39,9 @@ use crate::app::AppState;
 use crate::sources::Command;
 use crate::tenant::TenantDoc;
 
-/// Counter of ingress answers by source kind (`stripe`, `platform`) and outcome (`queued`,
-/// `duplicate`, `ignored`, `held`, `linked`, `alerted`, `rejected`, or the error code).
+/// Counter of ingress answers by source kind (`stripe`, `platform`, `mailchimp`) and outcome
+/// (`queued`, `duplicate`, `ignored`, `held`, `linked`, `alerted`, `rejected`, `validated`,
+/// or the error code).
 /// No tenant label: per-tenant numbers are in the tenant status (metric cardinality, docs/operations.md).
 pub const INGRESS_REQUESTS_TOTAL: &str = "steward_ingress_requests_total";
 /// Histogram of the time from request start to answer, by source kind.
@@ -53,6 +57,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(post_only("/hooks/{tenant}/stripe").route(web::post().to(stripe::receive)))
         .service(
             post_only("/hooks/{tenant}/platform/{source}").route(web::post().to(platform::receive)),
+        )
+        // GET too: Mailchimp validates the URL with a bare GET (other methods: 405 + Allow).
+        .service(
+            web::resource("/hooks/{tenant}/mailchimp")
+                .route(web::get().to(mailchimp::validate))
+                .route(web::post().to(mailchimp::receive)),
         );
 }
 
@@ -76,7 +86,7 @@ fn describe_metrics() {
     DESCRIBED.call_once(|| {
         metrics::describe_counter!(
             INGRESS_REQUESTS_TOTAL,
-            "Webhook deliveries answered, by source kind and outcome (queued, duplicate, ignored, held, linked, alerted, rejected, or the error code)"
+            "Webhook deliveries answered, by source kind and outcome (queued, duplicate, ignored, held, linked, alerted, rejected, validated, or the error code)"
         );
         metrics::describe_counter!(
             INGRESS_IGNORED_TOTAL,

@@ -6,12 +6,14 @@
 //!
 //! # Layout
 //! - [`stripe`]: Stripe webhooks (signature, event envelope, the mapping rules of docs/ingress.md).
+//! - [`mailchimp`]: Mailchimp audiences, webhook and member poll (hybrid).
 //! - [`amount`]: minor units → the decimal string Virtuous expects (zero-decimal currencies).
 
 pub mod amount;
 pub mod constant_contact;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod mailchimp;
 pub mod platform;
 pub mod platform_poll;
 pub mod polling;

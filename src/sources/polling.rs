@@ -69,6 +69,7 @@ pub fn pollers_for(
         None => {}
     }
     super::platform_poll::add_specs(context, doc, &mut specs, &mut errors);
+    super::mailchimp::poller::add_poller(context, doc, &mut specs, &mut errors);
     (specs, errors)
 }
 

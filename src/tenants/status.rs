@@ -173,7 +173,8 @@ fn lanes_json(
 }
 
 /// The URLs of the ingress routes this server has for the tenant's configured sources
-/// (`http/ingress.rs`). `sources.mailchimp` is accepted but has no route yet: no URL.
+/// (`http/ingress.rs`). Mailchimp's URL carries its key, shown redacted (the operator
+/// pastes the `url_key` they set in its place).
 fn ingress_urls(base: &str, id: &str, doc: &Value) -> Value {
     let mut urls = serde_json::Map::new();
     let sources = &doc["sources"];
@@ -193,6 +194,15 @@ fn ingress_urls(base: &str, id: &str, doc: &Value) -> Value {
                 json!(format!("{base}/hooks/{id}/platform/{name}")),
             );
         }
+    }
+    if !sources["mailchimp"]["url_key"].is_null() {
+        urls.insert(
+            "mailchimp".into(),
+            json!(format!(
+                "{base}/hooks/{id}/mailchimp?key={}",
+                crate::tenant::REDACTED
+            )),
+        );
     }
     Value::Object(urls)
 }

@@ -245,7 +245,7 @@ async fn a_refused_delete_under_ingress_answers_503_only_for_what_was_not_stored
 
 #[actix_rt::test]
 async fn the_status_advertises_only_ingress_routes_that_exist() {
-    // Goal: every URL under the status's `ingress` is a route of this server (an unsigned POST is refused, never 404); a configured Mailchimp, not built yet, is not advertised.
+    // Goal: every URL under the status's `ingress` is a route of this server (an unsigned POST is refused, never 404), Mailchimp's included with its key redacted.
     let app = TestApp::spawn(SpawnOptions::default()).await;
     let mut body = tenant_body("routes");
     body["sources"]["mailchimp"] = json!({"url_key": "mc-key-routes"});
@@ -253,7 +253,9 @@ async fn the_status_advertises_only_ingress_routes_that_exist() {
     let status = app.status("routes").await;
     let urls = status["ingress"].as_object().unwrap();
     assert!(
-        urls.contains_key("stripe") && urls.contains_key("platform/auction-co"),
+        urls.contains_key("stripe")
+            && urls.contains_key("platform/auction-co")
+            && urls.contains_key("mailchimp"),
         "{status}"
     );
     for (source, url) in urls {

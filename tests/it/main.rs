@@ -21,6 +21,7 @@ mod fault_matrix;
 mod http_store_access;
 mod ingress_amounts;
 mod ingress_limits;
+mod ingress_mailchimp;
 mod ingress_platform;
 mod ingress_release;
 mod ingress_stripe;

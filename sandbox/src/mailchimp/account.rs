@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::md5::subscriber_hash;
+use md5::{Digest, Md5};
+
 use super::webhooks::{
     event_pairs, form_encode, is_dropped, AudienceEvent, DeliveryCounters, EventType, WebhookJob,
 };
@@ -23,11 +24,27 @@ use crate::request_log::RequestLog;
 /// Dropped events kept for `GET …/webhook/dropped` (oldest dropped first past it).
 const DROPPED_LOG_CAPACITY: usize = 10_000;
 
+/// Mailchimp's member id: hex MD5 of the lowercased email address.
+pub(crate) fn subscriber_hash(email: &str) -> String {
+    hex::encode(Md5::digest(email.trim().to_lowercase().as_bytes()))
+}
+
+/// A member's `unique_email_id`: 10 hex characters given once when the member is added and
+/// kept through email changes (assumed: Mailchimp documents it as "an identifier for the
+/// address across all of Mailchimp"). Drawn from the account, list and the account's member
+/// counter, so an address that is freed by an email change and added again gets a new one.
+fn unique_email_id(account_id: &str, list_id: &str, member_number: u64) -> String {
+    let digest = Md5::digest(format!("{account_id}/{list_id}/{member_number}").as_bytes());
+    hex::encode(&digest[..5])
+}
+
 /// One audience member.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     /// The subscriber hash of the current email (changes with `upemail`, as Mailchimp's does).
     pub(crate) id: String,
+    /// Stable through email changes; what audience webhooks send as `data[id]`.
+    pub(crate) unique_email_id: String,
     pub(crate) email_address: String,
     /// subscribed | unsubscribed | cleaned | pending | archived
     pub(crate) status: String,
@@ -48,7 +65,7 @@ impl Member {
         json!({
             "id": self.id,
             "email_address": self.email_address,
-            "unique_email_id": &self.id[..10],
+            "unique_email_id": self.unique_email_id,
             "contact_id": self.id,
             "email_type": "html",
             "status": self.status,
@@ -82,7 +99,10 @@ pub(crate) struct WebhookSettings {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct DroppedEvent {
     pub(crate) list_id: String,
+    /// The `data[id]` the event would have carried: the member's `unique_email_id`.
     pub(crate) id: String,
+    /// The member's subscriber hash when the event was dropped.
+    pub(crate) subscriber_hash: String,
     pub(crate) email: String,
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
@@ -136,6 +156,8 @@ pub(crate) struct AccountState {
     pub(crate) webhooks_fired: u64,
     pub(crate) webhooks_dropped: u64,
     pub(crate) dropped: VecDeque<DroppedEvent>,
+    /// Members ever added (the seed of each new `unique_email_id`).
+    pub(crate) members_added: u64,
 }
 
 impl AccountState {
@@ -173,12 +195,13 @@ impl Account {
     }
 
     /// Adds members as if they signed up (fires `subscribe` for subscribed ones). All or
-    /// nothing: an invalid or existing email refuses the whole batch.
+    /// nothing: an invalid or existing email refuses the whole batch. Returns each new
+    /// member's (subscriber hash, `unique_email_id`).
     pub(crate) fn add_members(
         &self,
         list_id: &str,
         changes: Vec<MemberChange>,
-    ) -> Result<Vec<String>, ChangeError> {
+    ) -> Result<Vec<(String, String)>, ChangeError> {
         let mut state = self.lock();
         let now_s = state.now_s();
         let list = state
@@ -186,6 +209,7 @@ impl Account {
             .get(list_id)
             .ok_or_else(|| ChangeError::UnknownList(list_id.to_owned()))?;
         let mut new_members = Vec::with_capacity(changes.len());
+        let mut state_members_added = state.members_added;
         for change in changes {
             let email = change.email_address.unwrap_or_default();
             if !email.contains('@') {
@@ -203,8 +227,10 @@ impl Account {
             if !STATUSES.contains(&status.as_str()) {
                 return Err(ChangeError::Invalid(format!("unknown status {status:?}")));
             }
+            state_members_added += 1;
             new_members.push(Member {
                 id,
+                unique_email_id: unique_email_id(&self.spec.id, list_id, state_members_added),
                 email_address: email,
                 status,
                 merge_fields: change.merge_fields,
@@ -212,7 +238,11 @@ impl Account {
                 last_changed_s: now_s,
             });
         }
-        let ids = new_members.iter().map(|member| member.id.clone()).collect();
+        state.members_added = state_members_added;
+        let ids = new_members
+            .iter()
+            .map(|member| (member.id.clone(), member.unique_email_id.clone()))
+            .collect();
         for member in new_members {
             if member.status == "subscribed" {
                 let event = plain_event(EventType::Subscribe);
@@ -322,7 +352,8 @@ impl Account {
             }
             state.dropped.push_back(DroppedEvent {
                 list_id: list_id.to_owned(),
-                id: member.id.clone(),
+                id: member.unique_email_id.clone(),
+                subscriber_hash: member.id.clone(),
                 email: member.email_address.clone(),
                 kind: event.kind.name(),
                 fired_at: super::webhooks::fired_at(member.last_changed_s),
@@ -464,5 +495,32 @@ impl ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subscriber_hash_is_the_md5_of_the_lowercased_email() {
+        // Goal: the id of an email is the MD5 of its lowercase form (Mailchimp's documented
+        // rule), with the RFC 1321 digest.
+        assert_eq!(
+            subscriber_hash("Urist.McVankab@Freddiesjokes.com"),
+            subscriber_hash("urist.mcvankab@freddiesjokes.com")
+        );
+        assert_eq!(subscriber_hash("abc"), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(subscriber_hash(""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+
+    #[test]
+    fn unique_email_ids_are_short_and_differ_per_member() {
+        // Goal: 10 hex characters, different for each added member of a list.
+        let first = unique_email_id("acme", "list1", 1);
+        assert_eq!(first.len(), 10);
+        assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(first, unique_email_id("acme", "list1", 2));
+        assert_ne!(first, unique_email_id("acme", "list2", 1));
     }
 }

@@ -4,14 +4,13 @@
 //!
 //! # Layout
 //! - `mod.rs`: [`AccountSpec`]; the running `Simulator` and the routes it mounts.
-//! - `md5`: the subscriber hash (member id = MD5 of the lowercased email).
-//! - `account`: the registry, one account's lists, members, counters; user-made changes.
+//! - `account`: the registry, one account's lists, members (ids: the subscriber hash, MD5 of
+//!   the lowercased email, and the stable `unique_email_id`), counters; user-made changes.
 //! - `webhooks`: form encoding, the drop draw, the delivery task.
 //! - `routes_api`: the gate (auth → connection slot → script → random faults) and the
 //!   `/mailchimp/3.0` handlers; `routes_control`: `/_sandbox/mailchimp`.
 
 mod account;
-mod md5;
 mod routes_api;
 mod routes_control;
 mod webhooks;

@@ -218,8 +218,8 @@ async fn members(
 }
 
 /// One page: members whose `last_changed` ≥ `since_last_changed` (optional `status`
-/// filter; archived members only with `status=archived`), ordered by (last_changed, id)
-/// so offsets are stable while nothing changes.
+/// filter; archived members only with `status=archived`), ordered by (last_changed, id) —
+/// reversed with `sort_dir=DESC` — so offsets are stable while nothing changes.
 fn members_page(
     state: &AccountState,
     list_id: &str,
@@ -245,6 +245,18 @@ fn members_page(
             Err(_) => return invalid("since_last_changed must be an ISO 8601 time with an offset"),
         },
     };
+    // Mailchimp's `sort_field` also takes `timestamp_opt` / `timestamp_signup`; the sandbox
+    // orders by last_changed only and refuses the others rather than ignore them.
+    if let Some(field) = query.get("sort_field") {
+        if field != "last_changed" {
+            return invalid("the sandbox sorts by sort_field=last_changed only");
+        }
+    }
+    let descending = match query.get("sort_dir").map(String::as_str) {
+        None | Some("ASC") => false,
+        Some("DESC") => true,
+        Some(_) => return invalid("sort_dir must be ASC or DESC"),
+    };
     let status = query.get("status").map(String::as_str);
     let mut selected: Vec<_> = list
         .members
@@ -258,6 +270,9 @@ fn members_page(
     selected.sort_by(|left, right| {
         (left.last_changed_s, &left.id).cmp(&(right.last_changed_s, &right.id))
     });
+    if descending {
+        selected.reverse();
+    }
     let total_items = selected.len();
     let page: Vec<Value> = selected
         .into_iter()

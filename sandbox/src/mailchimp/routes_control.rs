@@ -291,7 +291,11 @@ async fn add_members(
     };
     let list_id = path_param(&request, "list");
     match account.add_members(&list_id, new_members.members) {
-        Ok(ids) => HttpResponse::Created().json(json!({ "ids": ids })),
+        Ok(ids) => {
+            let (ids, unique_email_ids): (Vec<String>, Vec<String>) = ids.into_iter().unzip();
+            HttpResponse::Created()
+                .json(json!({ "ids": ids, "unique_email_ids": unique_email_ids }))
+        }
         Err(error) => change_failed(error),
     }
 }

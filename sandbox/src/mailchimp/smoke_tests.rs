@@ -76,7 +76,10 @@ async fn members_are_paged_by_since_last_changed() {
     // members, each once, with Mailchimp's member shape; a wrong key gets a 401 problem.
     let (handle, client) = sandbox_with_account().await;
     let ids = add_members(&handle, &client, 25).await;
-    assert_eq!(ids[3], super::md5::subscriber_hash("member3@example.org"));
+    assert_eq!(
+        ids[3],
+        super::account::subscriber_hash("member3@example.org")
+    );
     let now: Value = client
         .post(control(&handle, "/clock"))
         .json(&json!({"advance_s": 100}))
@@ -209,8 +212,9 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
 
 #[actix_rt::test]
 async fn webhooks_are_form_encoded_and_a_seeded_share_is_dropped() {
-    // Goal: subscribe events reach a loopback receiver form-encoded, fired_at equal to the
-    // member's last_changed; with drop_pct 20 the dropped ones are exactly the ones missing.
+    // Goal: subscribe events reach a loopback receiver form-encoded, data[id] the member's
+    // unique_email_id and fired_at its last_changed; with drop_pct 20 the dropped ones are
+    // exactly the ones missing.
     let (hook_sender, mut hook_receiver) =
         tokio::sync::mpsc::unbounded_channel::<HashMap<String, String>>();
     let receiver = HttpServer::new(move || {
@@ -240,7 +244,7 @@ async fn webhooks_are_form_encoded_and_a_seeded_share_is_dropped() {
         .await
         .unwrap();
     assert_eq!(put.status(), 200);
-    let ids = add_members(&handle, &client, 60).await;
+    add_members(&handle, &client, 60).await;
 
     let stats: Value = client
         .get(control(&handle, "/stats"))
@@ -262,7 +266,7 @@ async fn webhooks_are_form_encoded_and_a_seeded_share_is_dropped() {
         .iter()
         .map(|member| {
             (
-                member["id"].as_str().unwrap().to_owned(),
+                member["unique_email_id"].as_str().unwrap().to_owned(),
                 member["last_changed"].as_str().unwrap().to_owned(),
             )
         })
@@ -295,7 +299,8 @@ async fn webhooks_are_form_encoded_and_a_seeded_share_is_dropped() {
         .iter()
         .map(|event| event["id"].as_str().unwrap().to_owned())
         .collect();
-    let all: HashSet<String> = ids.into_iter().collect();
+    let all: HashSet<String> = last_changed.keys().cloned().collect();
+    assert_eq!(all.len(), 60);
     assert_eq!(dropped_ids.len(), dropped_count);
     assert!(received.is_disjoint(&dropped_ids));
     assert_eq!(
@@ -307,4 +312,82 @@ async fn webhooks_are_form_encoded_and_a_seeded_share_is_dropped() {
     );
     handle.stop().await;
     receiver_handle.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn an_email_change_keeps_the_unique_email_id_and_sorting_is_accepted() {
+    // Goal: upemail moves the subscriber hash but keeps unique_email_id (the webhook's
+    // data[id]); sort_field=last_changed&sort_dir=ASC|DESC orders by (last_changed, id) and
+    // any other sort is refused with a 400 problem.
+    let (handle, client) = sandbox_with_account().await;
+    let ids = add_members(&handle, &client, 3).await;
+    let before = members_page(&handle, &client, "count=10").await;
+    let unique_of = |page: &Value, hash: &str| -> String {
+        page["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|member| member["id"] == hash)
+            .map(|member| member["unique_email_id"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let unique = unique_of(&before, &ids[0]);
+    client
+        .post(control(&handle, "/clock"))
+        .json(&json!({"advance_s": 5}))
+        .send()
+        .await
+        .unwrap();
+    let changed: Value = client
+        .patch(control(
+            &handle,
+            &format!("/lists/list1/members/{}", ids[0]),
+        ))
+        .json(&json!({"email_address": "moved@example.org"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        changed["id"],
+        super::account::subscriber_hash("moved@example.org")
+    );
+    assert_eq!(changed["unique_email_id"], unique.as_str());
+
+    let ascending = members_page(
+        &handle,
+        &client,
+        "count=10&sort_field=last_changed&sort_dir=ASC",
+    )
+    .await;
+    let order: Vec<&str> = ascending["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| member["unique_email_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order.len(), 3);
+    assert_eq!(order[2], unique, "the edited member changed last");
+    let descending = members_page(
+        &handle,
+        &client,
+        "count=10&sort_field=last_changed&sort_dir=DESC",
+    )
+    .await;
+    assert_eq!(descending["members"][0]["unique_email_id"], unique.as_str());
+    for query in ["sort_field=timestamp_opt", "sort_dir=up"] {
+        let refused = client
+            .get(format!(
+                "{}/mailchimp/3.0/lists/list1/members?{query}",
+                handle.base_url()
+            ))
+            .basic_auth("anystring", Some(KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{query}");
+    }
+    handle.stop().await;
 }

@@ -77,7 +77,8 @@ pub(crate) fn form_encode(pairs: &[(String, String)]) -> String {
         .join("&")
 }
 
-/// The form pairs of one event; `fired_at` is the member's `last_changed` in UTC.
+/// The form pairs of one event; `fired_at` is the member's `last_changed` in UTC and
+/// `data[id]` its `unique_email_id` (assumed: the real short id, not the subscriber hash).
 pub(crate) fn event_pairs(
     event: &AudienceEvent,
     member: &Member,
@@ -86,7 +87,7 @@ pub(crate) fn event_pairs(
     let mut pairs = vec![
         ("type".to_owned(), event.kind.name().to_owned()),
         ("fired_at".to_owned(), fired_at(member.last_changed_s)),
-        ("data[id]".to_owned(), member.id.clone()),
+        ("data[id]".to_owned(), member.unique_email_id.clone()),
         ("data[list_id]".to_owned(), list_id.to_owned()),
         ("data[email]".to_owned(), member.email_address.clone()),
         ("data[email_type]".to_owned(), "html".to_owned()),
@@ -215,6 +216,7 @@ mod tests {
     fn member() -> Member {
         Member {
             id: "62eeb292278cc15f5817cb78f7790b08".into(),
+            unique_email_id: "a1b2c3d4e5".into(),
             email_address: "new+1@example.org".into(),
             status: "subscribed".into(),
             merge_fields: BTreeMap::from([
@@ -241,7 +243,7 @@ mod tests {
             body.starts_with("type=upemail&fired_at=2025-11-26+20%3A46%3A40&"),
             "{body}"
         );
-        assert!(body.contains("data%5Bid%5D=62eeb292278cc15f5817cb78f7790b08"));
+        assert!(body.contains("data%5Bid%5D=a1b2c3d4e5"), "{body}");
         assert!(body.contains("data%5Blist_id%5D=list+1"));
         assert!(body.contains("data%5Bemail%5D=new%2B1%40example.org"));
         assert!(body.contains("data%5Bold_email%5D=old%40example.org"));
