@@ -83,7 +83,10 @@ async fn open_loop(
     rate: u64,
     keep_going: Arc<std::sync::atomic::AtomicBool>,
     max: u64,
-) -> (hdrhistogram::Histogram<u64>, std::collections::BTreeMap<u16, u64>) {
+) -> (
+    hdrhistogram::Histogram<u64>,
+    std::collections::BTreeMap<u16, u64>,
+) {
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -143,8 +146,10 @@ async fn main() {
         &client,
         reqwest::Method::POST,
         &control,
-        Some(json!({"id": "bench", "client_id": "bench-client", "client_secret": "bench-secret",
-                    "refresh_token": "bench-refresh", "refresh_token_kind": "long_lived"})),
+        Some(
+            json!({"id": "bench", "client_id": "bench-client", "client_secret": "bench-secret",
+                    "refresh_token": "bench-refresh", "refresh_token_kind": "long_lived"}),
+        ),
     )
     .await;
     let generating = Instant::now();
@@ -195,8 +200,14 @@ async fn main() {
 
     // Baseline: pattern-1 acks with no poll running.
     let always = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let (baseline, baseline_statuses) =
-        open_loop(&engine, "base", rate, Arc::clone(&always), rate * baseline_s).await;
+    let (baseline, baseline_statuses) = open_loop(
+        &engine,
+        "base",
+        rate,
+        Arc::clone(&always),
+        rate * baseline_s,
+    )
+    .await;
 
     // The poll, with the same load beside it.
     let cpu_before = cpu_ms(engine.pid());
@@ -256,12 +267,21 @@ async fn main() {
         cpu_ms_used / 1_000.0,
         cpu_ms_used / (fetched.max(1) as f64 / 1_000.0)
     );
-    println!("acks, baseline ({baseline_s} s): {} {baseline_statuses:?}", summary_ms(&baseline));
-    println!("acks, during the poll:   {} {during_statuses:?}", summary_ms(&during));
+    println!(
+        "acks, baseline ({baseline_s} s): {} {baseline_statuses:?}",
+        summary_ms(&baseline)
+    );
+    println!(
+        "acks, during the poll:   {} {during_statuses:?}",
+        summary_ms(&during)
+    );
     println!(
         "pattern-1 ack p99 moved {:+.1} % while polling (target ≤ +20 %)",
         (p99(&during) / p99(&baseline).max(0.001) - 1.0) * 100.0
     );
-    assert_eq!(report["outcome"], "completed", "the poll run did not complete");
+    assert_eq!(
+        report["outcome"], "completed",
+        "the poll run did not complete"
+    );
     assert_eq!(fetched, contacts, "every contact fetched");
 }

@@ -9,11 +9,18 @@
 //! and checks the end state: one gift per unique payment, every payment `confirmed`, no
 //! dead letters. Progress is printed while it runs, a summary table at the end.
 //!
+//! Then pattern 2 (`polled`): a Constant Contact tenant whose contacts are polled (two runs
+//! with edits, unsubscribes and deletions between them) and a Mailchimp tenant whose audience
+//! webhooks lose 10 % on the way while members are polled as the backstop; it prints the
+//! parity table and checks that the facts seen by polling only are exactly the lost webhooks.
+//!
 //! # Layout
 //! - `client`: the HTTP client of the engine and of the sandbox control API.
+//! - `polled`: the Constant Contact and Mailchimp tenants (pattern 2) and the parity table.
 //! - `report`: progress lines and the summary table.
 
 mod client;
+mod polled;
 mod report;
 
 use std::path::PathBuf;
@@ -232,7 +239,14 @@ async fn drive(
             s.gifts >= t.payments() + t.refunds()
         })
         .await?;
-    watch.verify().await
+    let summaries = watch.verify().await?;
+    // Pattern 2: polled and hybrid capture, with the parity table.
+    let polled = polled::run(&client, options.seed, started, deadline).await?;
+    println!();
+    for line in polled.lines {
+        println!("steward demo: {line}");
+    }
+    Ok(summaries)
 }
 
 /// Creates the demo tenants, each with its own secrets and its own deterministic traffic.

@@ -80,6 +80,55 @@ impl DemoClient {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// An admin call by the demo's polled part: (status, JSON answer).
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.admin(method, path, body.as_ref()).await
+    }
+
+    /// A call of the sandbox's control API (`/_sandbox/…`); an error unless 2xx.
+    pub async fn sandbox_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.endpoints.sandbox_url);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("calling {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{method} {url} answered {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The sandbox organization's stats.
+    pub async fn sandbox_stats(&self, org_id: &str) -> anyhow::Result<Value> {
+        self.sandbox_call(
+            reqwest::Method::GET,
+            &format!("/_sandbox/orgs/{org_id}/stats"),
+            None,
+        )
+        .await
+    }
+
+    /// The engine's ingress base URL.
+    pub fn main_url(&self) -> &str {
+        &self.endpoints.main_url
+    }
+
     /// `POST /v1/tenants`.
     pub async fn create_tenant(&self, document: &Value) -> anyhow::Result<()> {
         let (status, answer) = self

@@ -44,6 +44,10 @@ pub const POLLER_AUTH_ALERT: &str = "poller_auth_failed";
 /// Alert: more than `parity_alert_pct` of a day's facts of a hybrid source were seen by
 /// polling only (missed webhooks).
 pub const PARITY_ALERT: &str = "webhooks_missed";
+/// A fact the poll saw first less than this long ago is not yet called a missed webhook by
+/// the parity alert: its webhook may still be on its way (the parity report shows it as
+/// `poll_only` meanwhile).
+pub const PARITY_SETTLE_MS: u64 = 120_000;
 /// Failed runs in a row that pause a poller.
 pub const FAILED_RUNS_BEFORE_PAUSE: u32 = 3;
 
@@ -646,8 +650,14 @@ impl CaptureActor {
         let facts = self
             .store()
             .parity_facts(source, day_start_ms, now_ms.saturating_add(1))?;
-        let total = facts.len() as u64;
-        let poll_only = facts
+        let settling = |fact: &crate::store::poll_ops::ParityFact| {
+            fact.first == CapturePath::Poll
+                && !fact.both
+                && now_ms.saturating_sub(fact.first_at_ms) < PARITY_SETTLE_MS
+        };
+        let settled: Vec<_> = facts.iter().filter(|fact| !settling(fact)).collect();
+        let total = settled.len() as u64;
+        let poll_only = settled
             .iter()
             .filter(|fact| fact.first == CapturePath::Poll && !fact.both)
             .count() as u64;
@@ -657,8 +667,9 @@ impl CaptureActor {
         let share_pct = poll_only as f64 * 100.0 / total as f64;
         if share_pct > settings.parity_alert_pct {
             let message = format!(
-                "{source}: {poll_only} of {total} facts today ({share_pct:.1} %) were seen by polling only: webhooks are being missed (threshold {} %); see GET /v1/tenants/{{id}}/parity/{source}",
-                settings.parity_alert_pct
+                "{source}: {poll_only} of {total} facts today ({share_pct:.1} %) were seen by polling only: webhooks are being missed (threshold {} %); see GET /v1/tenants/{}/parity/{source}",
+                settings.parity_alert_pct,
+                self.core.shared.tenant_id
             );
             self.raise(PARITY_ALERT, &message, now_ms)?;
         }
