@@ -851,9 +851,15 @@ impl Handler<PollCommand> for CaptureActor {
         if !self.may_act(ctx) {
             return Box::pin(fut::ready(Err(PollCommandError::Unavailable)));
         }
+        // Only pause, resume and reset store a change the answer vouches for; a reload or a
+        // run request writes nothing before it is answered.
+        let writes = matches!(
+            action,
+            PollAction::Pause | PollAction::Resume | PollAction::Reset { .. }
+        );
         let answered = self.poll_command(source, action, ctx);
         drop(guard);
-        if answered.is_err() {
+        if answered.is_err() || !writes {
             return Box::pin(fut::ready(answered));
         }
         // Answered once what the command changed is durable.
