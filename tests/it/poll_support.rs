@@ -28,6 +28,12 @@ pub fn sized(ci: usize, full: usize) -> usize {
     }
 }
 
+/// How long a queue of `contacts` polled contacts may take to drain: one contact
+/// transaction per call (about 15 a second on a loaded 2-core machine), plus a minute.
+pub fn drain_timeout(contacts: usize) -> Duration {
+    Duration::from_secs(60 + contacts as u64 / 8)
+}
+
 /// The reference source the tenants use (the adapter's default).
 pub const REFERENCE_SOURCE: &str = "ConstantContact";
 pub const SOURCE: &str = "constant_contact";
