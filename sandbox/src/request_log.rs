@@ -26,6 +26,26 @@ pub(crate) struct LoggedRequest {
     /// The transactionIds of a gift-transaction body (single or batch, in order; items
     /// without one are skipped); empty for every other request.
     pub(crate) transaction_ids: Vec<String>,
+    /// The `referenceId`s of the contact transactions this request queued (`POST
+    /// /api/Contact/Transaction`, `POST /api/Contact/Batch`: the accepted items, in order;
+    /// items without one are skipped); empty for every other request and for a refused one.
+    /// Tests count contact transactions per contact with it.
+    pub(crate) reference_ids: Vec<String>,
+}
+
+/// The `referenceId` of one accepted contact-transaction body (a single transaction or one
+/// batch item), when it has a text one. Called only for contacts, under the org lock.
+pub(crate) fn contact_reference_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct View {
+        #[serde(rename = "referenceId")]
+        reference_id: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<View>(body).ok()?.reference_id? {
+        serde_json::Value::String(id) => Some(id),
+        serde_json::Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    }
 }
 
 /// A bounded log: pushing beyond [`REQUEST_LOG_CAPACITY`] drops the oldest entry.
@@ -59,6 +79,7 @@ mod tests {
             path: Cow::Borrowed("/api/v2/Gift/Transactions"),
             status: 200,
             transaction_ids: vec![format!("pi_{at_ms}")],
+            reference_ids: Vec::new(),
         }
     }
 
@@ -91,7 +112,30 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"at_ms": 7, "method": "POST", "path": "/api/v2/Gift/Transactions",
-                               "status": 200, "transaction_ids": ["pi_7"]})
+                               "status": 200, "transaction_ids": ["pi_7"],
+                               "reference_ids": []})
         );
+    }
+
+    #[test]
+    fn a_contact_body_gives_its_reference_id() {
+        // Goal: the referenceId of a contact transaction or batch item is read (text or
+        // number); none, null, another type or an unreadable body give none.
+        assert_eq!(
+            contact_reference_id(br#"{"referenceSource": "CC", "referenceId": "c-1"}"#),
+            Some("c-1".to_owned())
+        );
+        assert_eq!(
+            contact_reference_id(br#"{"referenceId": 42}"#),
+            Some("42".to_owned())
+        );
+        for body in [
+            &br#"{"email": "a@b.org"}"#[..],
+            br#"{"referenceId": null}"#,
+            br#"{"referenceId": ["x"]}"#,
+            b"not json",
+        ] {
+            assert_eq!(contact_reference_id(body), None);
+        }
     }
 }

@@ -85,6 +85,7 @@ fn log(state: &mut AccountState, at_ms: u64, path: String, status: u16) {
         path: Cow::Owned(path),
         status,
         transaction_ids: Vec::new(),
+        reference_ids: Vec::new(),
     });
 }
 
@@ -261,6 +262,7 @@ async fn get_contacts(request: HttpRequest, registry: web::Data<Registry>) -> Ht
             path: Cow::Owned(path),
             status,
             transaction_ids: Vec::new(),
+            reference_ids: Vec::new(),
         });
         plan
     };

@@ -183,6 +183,7 @@ fn record(account: &Arc<Account>, at_ms: u64, route: &'static str, path: String,
         path: Cow::Owned(path),
         status,
         transaction_ids: Vec::new(),
+        reference_ids: Vec::new(),
     });
 }
 

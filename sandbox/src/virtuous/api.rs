@@ -135,6 +135,7 @@ enum Plan {
 fn record(state: &mut OrgState, endpoint: &'static str, mut logged: LoggedRequest, status: u16) {
     state.stats.record(endpoint, status);
     logged.status = status;
+    logged.reference_ids = std::mem::take(&mut state.accepted_reference_ids);
     state.requests.push(logged);
 }
 
@@ -249,6 +250,7 @@ pub(crate) async fn run(
         },
         status: CLOSED_WITHOUT_ANSWER,
         transaction_ids,
+        reference_ids: Vec::new(),
     };
     let plan = {
         let mut state = org.lock();

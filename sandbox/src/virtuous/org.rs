@@ -55,6 +55,9 @@ pub(crate) struct OrgState {
     pub(crate) stats: Stats,
     /// The last API requests, for `GET /_sandbox/orgs/{id}/requests`.
     pub(crate) requests: RequestLog,
+    /// The referenceIds of the contact transactions the request being answered queued;
+    /// moved into its request-log entry.
+    pub(crate) accepted_reference_ids: Vec<String>,
     pub(crate) delivery_forms: DeliveryForms,
 }
 
@@ -75,6 +78,7 @@ impl OrgState {
             projects: Table::default(),
             stats: Stats::default(),
             requests: RequestLog::default(),
+            accepted_reference_ids: Vec::new(),
             delivery_forms: DeliveryForms::default(),
         }
     }
@@ -92,6 +96,10 @@ impl OrgState {
 
     /// Accepts a transaction: counted as received, queued for import.
     pub(crate) fn accept(&mut self, kind: PendingKind, body: Bytes, now_ms: u64) {
+        if kind == PendingKind::Contact {
+            self.accepted_reference_ids
+                .extend(crate::request_log::contact_reference_id(&body));
+        }
         self.next_sequence += 1;
         self.pending.push_back(Pending {
             kind,
