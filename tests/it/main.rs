@@ -29,6 +29,7 @@ mod ingress_subscription;
 mod ingress_support;
 mod lifecycle;
 mod poll_constant_contact;
+mod poll_hybrid;
 mod poll_support;
 mod push_e2e;
 mod sandbox_contract;

@@ -120,6 +120,7 @@ async fn get_items(request: HttpRequest, registry: web::Data<Registry>) -> HttpR
             path: Cow::Owned(path),
             status,
             transaction_ids: Vec::new(),
+            reference_ids: Vec::new(),
         });
         plan
     };
