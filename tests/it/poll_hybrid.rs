@@ -445,7 +445,7 @@ async fn operators_run_pause_resume_reset_and_reschedule_pollers_and_bad_input_c
     )
     .await;
     assert_eq!(status, 400);
-    let (status, _) = call(Method::GET, format!("/v1/tenants/nobody/pollers"), None).await;
+    let (status, _) = call(Method::GET, "/v1/tenants/nobody/pollers".to_string(), None).await;
     assert_eq!(status, 404);
     assert_eq!(
         poller_of(&app, tenant, "feed").await["checkpoint"],
