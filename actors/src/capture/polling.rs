@@ -299,8 +299,7 @@ impl CaptureActor {
             cursor: run.cursor.clone(),
         };
         slot.busy = true;
-        // Counted when sent: the per-second window is about our own send times.
-        slot.recent_calls.push_back(now_ms);
+        // Counted against the day when sent; against the second when answered (below).
         slot.state.quota_calls += 1;
         let poller = std::sync::Arc::clone(&slot.spec.poller);
         let source = source.to_string();
@@ -333,11 +332,15 @@ impl CaptureActor {
             | PollFetch::Failed { calls, .. } => *calls,
             PollFetch::AuthRefused { .. } => 1,
         };
-        // One call was counted when sent; an adapter may have made more (a token refresh's
-        // repeat) or none (it answered without sending).
-        for _ in 1..calls {
+        // The per-second window holds answer times: the source saw each call at or before
+        // its answer, and the next call is sent after, so "the 4th call before this one was
+        // answered ≥ 1 s ago" keeps the source's own count within its limit whatever the
+        // latency (send times alone let jitter put 5 arrivals in one second).
+        for _ in 0..calls {
             slot.recent_calls.push_back(now_ms);
         }
+        // One call was counted for the day when sent; an adapter may have made more (a token
+        // refresh's repeat) or none (it answered without sending).
         slot.state.quota_calls = (slot.state.quota_calls + u64::from(calls)).saturating_sub(1);
         metrics::counter!(crate::metrics::POLL_CALLS_TOTAL, crate::metrics::LABEL_SOURCE => kind)
             .increment(u64::from(calls));
