@@ -48,6 +48,23 @@ fn running_handle(state: &AppState, tenant_id: &str) -> Result<TenantHandle, Api
     })
 }
 
+/// The running tenant's handle and its poller `source` (404 naming the configured ones).
+fn tenant_poller(
+    state: &AppState,
+    tenant_id: &str,
+    source: &str,
+) -> Result<(TenantHandle, PollerSnapshot), ApiError> {
+    let handle = running_handle(state, tenant_id)?;
+    let pollers = handle.pollers()?;
+    match pollers
+        .iter()
+        .position(|poller| poller.settings.source == source)
+    {
+        Some(at) => Ok((handle, pollers.into_iter().nth(at).expect("found"))),
+        None => Err(unknown_poller(source, &pollers)),
+    }
+}
+
 fn unknown_poller(source: &str, configured: &[PollerSnapshot]) -> ApiError {
     let names: Vec<&str> = configured
         .iter()
@@ -185,14 +202,7 @@ async fn list_runs(
     query: web::Query<RunsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, source) = path.into_inner();
-    let handle = running_handle(&state, &tenant_id)?;
-    let pollers = handle.pollers()?;
-    if !pollers
-        .iter()
-        .any(|poller| poller.settings.source == source)
-    {
-        return Err(unknown_poller(&source, &pollers));
-    }
+    let (handle, _) = tenant_poller(&state, &tenant_id, &source)?;
     let limit = query.limit.unwrap_or(POLL_RUNS_KEPT);
     if limit == 0 || limit > POLL_RUNS_KEPT {
         return Err(ApiError::new(
@@ -255,20 +265,15 @@ async fn poller_action(
             ))
         }
     };
-    let handle = running_handle(&state, &tenant_id)?;
-    let pollers = handle.pollers()?;
-    if !pollers
-        .iter()
-        .any(|poller| poller.settings.source == source)
-    {
-        return Err(unknown_poller(&source, &pollers));
-    }
+    let (handle, _) = tenant_poller(&state, &tenant_id, &source)?;
     let started_a_run = action == PollAction::Run;
     handle
         .poll_command(&source, action)
         .await
         .map_err(|error| match error {
-            PollCommandError::UnknownSource(_) => unknown_poller(&source, &pollers),
+            PollCommandError::UnknownSource(_) => {
+                unknown_poller(&source, &handle.pollers().unwrap_or_default())
+            }
             PollCommandError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
             PollCommandError::Unavailable => ApiError::new(ErrorCode::Unavailable, error.to_string()),
             PollCommandError::Store(message) => {
@@ -325,14 +330,7 @@ async fn parity(
     query: web::Query<ParityQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, source) = path.into_inner();
-    let handle = running_handle(&state, &tenant_id)?;
-    let pollers = handle.pollers()?;
-    let Some(poller) = pollers
-        .iter()
-        .find(|poller| poller.settings.source == source)
-    else {
-        return Err(unknown_poller(&source, &pollers));
-    };
+    let (handle, poller) = tenant_poller(&state, &tenant_id, &source)?;
     let now = now_ms();
     let to_ms = match &query.to {
         Some(text) => parse_time("to", text)?,

@@ -287,7 +287,6 @@ impl CaptureActor {
 
     /// Sends the next page's request; its answer comes back in [`Self::on_fetched`].
     fn fetch_page(&mut self, source: &str, ctx: &mut Context<Self>) {
-        let now_ms = self.now_ms();
         let Some(slot) = self.behavior.polls.slots.get_mut(source) else {
             return;
         };
