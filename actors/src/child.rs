@@ -30,6 +30,9 @@ pub trait ChildBehavior: Sized + Unpin + 'static {
     /// Runs once when this generation has started (after its state was rebuilt): timers,
     /// schedules.
     fn started(_child: &mut Child<Self>, _ctx: &mut Context<Child<Self>>) {}
+    /// Runs after each successful tick, with the actor's context (work a lost hint left
+    /// undone).
+    fn after_tick(_child: &mut Child<Self>, _ctx: &mut Context<Child<Self>>) {}
     /// A call is out whose answer a stopping tenant should still record (the submitter's
     /// Virtuous call: dropping it loses the answer of a write Virtuous may have applied, and
     /// the restart sends it again). Such a child defers its stop until the answer is in
@@ -191,6 +194,7 @@ impl<B: ChildBehavior> Child<B> {
             return;
         }
         self.core.cell.record_tick(self.core.shared.clock.now_ms());
+        B::after_tick(self, ctx);
         self.publish();
         self.schedule_tick(ctx, false);
     }

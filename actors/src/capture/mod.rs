@@ -67,6 +67,13 @@ impl ChildBehavior for Capture {
     fn started(child: &mut CaptureActor, ctx: &mut Context<CaptureActor>) {
         child.reload_pollers(ctx);
     }
+    /// The "pollers changed" message is a hint (a full mailbox or a restart drops it): a
+    /// tick that finds other specs in the hub reloads them.
+    fn after_tick(child: &mut CaptureActor, ctx: &mut Context<CaptureActor>) {
+        if child.behavior.polls.stale(&child.core.shared.pollers()) {
+            child.reload_pollers(ctx);
+        }
+    }
     fn on_tick(&mut self, _shared: &TenantShared) -> Result<(), String> {
         Ok(())
     }

@@ -58,9 +58,22 @@ const DAY_MS: u64 = 86_400_000;
 pub struct PollRuntime {
     slots: BTreeMap<String, Slot>,
     timer: Option<SpawnHandle>,
+    /// The specs last loaded: a tick that finds others in the hub reloads (the change's
+    /// message is only a hint).
+    loaded: Option<std::sync::Arc<Vec<PollerSpec>>>,
+    /// Numbers slots as they are created: an answer for a slot that was removed and created
+    /// again is ignored.
+    next_epoch: u64,
 }
 
 impl PollRuntime {
+    /// The hub's specs differ from the ones loaded.
+    pub fn stale(&self, current: &std::sync::Arc<Vec<PollerSpec>>) -> bool {
+        self.loaded
+            .as_ref()
+            .map_or(true, |loaded| !std::sync::Arc::ptr_eq(loaded, current))
+    }
+
     /// Runs in progress.
     pub fn running(&self) -> u64 {
         self.slots
@@ -91,6 +104,7 @@ impl PollRuntime {
 
 struct Slot {
     spec: PollerSpec,
+    epoch: u64,
     state: PollerState,
     progress: PollProgress,
     /// A fetch or a page's write is in flight.
@@ -129,6 +143,7 @@ impl CaptureActor {
     /// keep their state and take the new settings.
     pub(super) fn reload_pollers(&mut self, ctx: &mut Context<Self>) {
         let specs = self.core.shared.pollers();
+        self.behavior.polls.loaded = Some(std::sync::Arc::clone(&specs));
         let now_ms = self.now_ms();
         let mut slots = std::mem::take(&mut self.behavior.polls.slots);
         slots.retain(|source, _| specs.iter().any(|spec| spec.settings.source == *source));
@@ -144,10 +159,12 @@ impl CaptureActor {
                 .and_then(|state| Ok((state, store.poll_progress(&source)?)));
             match loaded {
                 Ok((state, progress)) => {
+                    self.behavior.polls.next_epoch += 1;
                     slots.insert(
                         source,
                         Slot {
                             spec: spec.clone(),
+                            epoch: self.behavior.polls.next_epoch,
                             state,
                             progress,
                             busy: false,
@@ -303,12 +320,19 @@ impl CaptureActor {
         let poller = std::sync::Arc::clone(&slot.spec.poller);
         let source = source.to_string();
         let generation = self.core.generation;
+        let epoch = slot.epoch;
         ctx.spawn(
             poller
                 .fetch(request)
                 .into_actor(self)
                 .map(move |fetch, capture, ctx| {
-                    if capture.core.generation == generation {
+                    let same_slot = capture
+                        .behavior
+                        .polls
+                        .slots
+                        .get(&source)
+                        .is_some_and(|slot| slot.epoch == epoch);
+                    if capture.core.generation == generation && same_slot {
                         capture.on_fetched(&source, fetch, ctx);
                     }
                 }),
@@ -345,6 +369,11 @@ impl CaptureActor {
             .increment(u64::from(calls));
         if let Some(run) = &mut slot.progress.run {
             run.report.calls += u64::from(calls);
+        }
+        if !matches!(fetch, PollFetch::Page(_)) {
+            // A pause asked while this fetch was out is applied by `poll_step` (the run
+            // ends there); the flag must not outlive this run.
+            slot.end_after_page = None;
         }
         let result = match fetch {
             PollFetch::Page(page) => return self.write_page(source, page, ctx),
@@ -530,18 +559,14 @@ impl CaptureActor {
             }
             entries.extend(item_entries);
         }
+        let run = progress.run.as_mut().expect("checked above");
         if let Some(high) = high {
-            if progress
-                .checkpoint
-                .as_ref()
-                .map_or(true, |checkpoint| high > *checkpoint)
-            {
-                progress.checkpoint = Some(high);
+            if run.high_water.as_ref().map_or(true, |mark| high > *mark) {
+                run.high_water = Some(high);
             }
         }
-        let run = progress.run.as_mut().expect("checked above");
         run.cursor = page.next_cursor.clone();
-        run.report.checkpoint = progress.checkpoint.clone();
+        run.report.checkpoint = run.high_water.clone();
         let has_more = page.next_cursor.is_some();
         let facts: Vec<(String, String)> = if hybrid {
             entries
@@ -607,8 +632,8 @@ impl CaptureActor {
         Ok(())
     }
 
-    /// Ends the run in progress with `outcome`: its report is stored, its cursor dropped
-    /// (the checkpoint stays).
+    /// Ends the run in progress with `outcome`: its report is stored, its cursor dropped; a
+    /// completed run's highest mark becomes the checkpoint.
     fn end_run(
         &mut self,
         source: &str,
@@ -623,6 +648,21 @@ impl CaptureActor {
         let Some(run) = slot.progress.run.take() else {
             return store.put_poller_state(source, &slot.state);
         };
+        // Only a completed run moves the checkpoint (to the highest mark it took): a run that
+        // failed or was paused part-way may have read its listing out of order (two listings
+        // in one run), so the next one starts again from where the last complete run ended.
+        if outcome == "completed" {
+            if let Some(high) = run.high_water {
+                if slot
+                    .progress
+                    .checkpoint
+                    .as_ref()
+                    .map_or(true, |mark| high > *mark)
+                {
+                    slot.progress.checkpoint = Some(high);
+                }
+            }
+        }
         let mut report = run.report;
         report.finished_at_ms = Some(now_ms);
         report.outcome = outcome.to_string();
@@ -791,6 +831,7 @@ impl CaptureActor {
             }
             PollAction::Resume => {
                 slot.state.paused = None;
+                slot.end_after_page = None;
                 slot.state.consecutive_failures = 0;
                 slot.wait_until_ms = 0;
                 store
@@ -905,6 +946,7 @@ fn start_run(slot: &mut Slot, trigger: &str, now_ms: u64) {
     slot.progress.run = Some(RunProgress {
         since_ms,
         cursor: None,
+        high_water: None,
         report: RunReport {
             run: slot.state.runs,
             started_at_ms: now_ms,

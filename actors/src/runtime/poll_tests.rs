@@ -20,6 +20,8 @@ enum Answer {
     Fetch(PollFetch),
     /// Never answers (a fetch in flight when Capture dies).
     Hang,
+    /// Answers once the test opens the gate.
+    Gated(Arc<tokio::sync::Notify>, PollFetch),
 }
 
 /// A poller that answers from a script (an empty last page once it runs out) and records
@@ -45,6 +47,10 @@ impl Poller for ScriptedPoller {
         match self.script.lock().unwrap().pop_front() {
             Some(Answer::Fetch(fetch)) => Box::pin(async move { fetch }),
             Some(Answer::Hang) => Box::pin(std::future::pending()),
+            Some(Answer::Gated(gate, fetch)) => Box::pin(async move {
+                gate.notified().await;
+                fetch
+            }),
             None => Box::pin(async {
                 PollFetch::Page(PollPage {
                     calls: 1,
@@ -436,4 +442,109 @@ async fn pause_reset_and_schedules_obey_the_operator() {
         unknown,
         Err(crate::poll::PollCommandError::UnknownSource(_))
     ));
+}
+
+#[actix_rt::test]
+async fn only_a_completed_run_moves_the_checkpoint() {
+    // Goal: a run that fails part-way leaves the checkpoint where the last complete run put
+    // it (a listing read in two passes may be out of order), so nothing is skipped.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    poller.push(page(vec![contact("a", 1_000_000)], None));
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("run 1", 5_000, || {
+        last_outcome(&handle).as_deref() == Some("completed")
+    })
+    .await;
+    poller.push(page(vec![contact("z", 9_000_000)], Some("c1")));
+    poller.push(Answer::Fetch(PollFetch::Failed {
+        message: "HTTP 502".into(),
+        calls: 1,
+    }));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("run 2 to fail", 5_000, || {
+        last_outcome(&handle).as_deref() == Some("failed")
+    })
+    .await;
+    let snapshot = handle.pollers().unwrap().remove(0);
+    assert_eq!(
+        snapshot.progress.checkpoint.unwrap().at_ms,
+        1_000_000,
+        "not moved by a failed run"
+    );
+    assert!(snapshot.progress.run.is_none());
+    // The next run starts from the old checkpoint again (z is re-read, deduplicated).
+    poller.push(page(vec![contact("z", 9_000_000)], None));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("run 3", 5_000, || {
+        last_outcome(&handle).as_deref() == Some("completed")
+    })
+    .await;
+    assert_eq!(poller.requests()[3].since_ms, 1_000_000 - 300_000);
+    assert_eq!(handle.poll_runs("cc", 1).unwrap()[0].unchanged, 1);
+    let snapshot = handle.pollers().unwrap().remove(0);
+    assert_eq!(snapshot.progress.checkpoint.unwrap().at_ms, 9_000_000);
+}
+
+#[actix_rt::test]
+async fn a_pause_during_a_fetch_that_fails_does_not_cut_the_next_run_short() {
+    // Goal: pause while a fetch is out, the fetch answers throttled, resume: the next run
+    // reads all its pages (a stale "end after this page" would end it after the first).
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    poller.push(Answer::Gated(
+        Arc::clone(&gate),
+        PollFetch::Throttled {
+            retry_after_ms: 10,
+            calls: 1,
+        },
+    ));
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the fetch to be out", 5_000, || {
+        poller.requests().len() == 1
+    })
+    .await;
+    handle.poll_command("cc", PollAction::Pause).await.unwrap();
+    gate.notify_one();
+    eventually("the run to end paused", 5_000, || {
+        last_outcome(&handle).as_deref() == Some("paused")
+    })
+    .await;
+    handle.poll_command("cc", PollAction::Resume).await.unwrap();
+    poller.push(page(vec![contact("a", 1_000)], Some("c1")));
+    poller.push(page(vec![contact("b", 2_000)], None));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the next run to end", 5_000, || {
+        handle.poll_runs("cc", 5).unwrap().len() == 2
+    })
+    .await;
+    let report = handle.poll_runs("cc", 1).unwrap().remove(0);
+    assert_eq!(
+        (report.outcome.as_str(), report.pages),
+        ("completed", 2),
+        "{report:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn pollers_changed_without_the_hint_are_picked_up_by_a_tick() {
+    // Goal: the "pollers changed" message is only a hint: specs replaced in the hub without
+    // it are loaded at Capture's next tick.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    let mut renamed = spec(&poller, SourceLimits::default());
+    renamed.settings.source = "cc2".to_string();
+    handle.shared.replace_pollers(vec![renamed]); // no hint sent
+    eventually("the tick to reload", 5_000, || {
+        handle.pollers().unwrap()[0].settings.source == "cc2"
+            && handle.shared.poll_live().contains_key("cc2")
+    })
+    .await;
 }

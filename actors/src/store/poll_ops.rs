@@ -28,10 +28,11 @@ pub struct PollMark {
 }
 
 /// A poller's progress: what is stored as its checkpoint (`poll:{source}`), written in the
-/// same atomic store write as the entries of each page.
+/// same atomic store write as the entries of each page. The checkpoint itself moves when a
+/// run completes; a run in progress keeps its cursor and high-water mark here.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PollProgress {
-    /// The last record taken (highest mark); `None` before the first record.
+    /// The highest mark taken by the last completed run; `None` before the first.
     pub checkpoint: Option<PollMark>,
     /// The run in progress, if any: a restarted Capture resumes it from its cursor.
     pub run: Option<RunProgress>,
@@ -44,6 +45,9 @@ pub struct RunProgress {
     pub since_ms: u64,
     /// Where the next page starts (`None`: the first page is still to be read).
     pub cursor: Option<String>,
+    /// The highest mark this run has taken: the checkpoint once the run completes.
+    #[serde(default)]
+    pub high_water: Option<PollMark>,
     /// The run's report so far.
     pub report: RunReport,
 }
