@@ -300,16 +300,10 @@ pub struct MailchimpSettings {
     /// by polling only (= missed webhooks).
     #[serde(default = "default_parity_alert_pct")]
     pub parity_alert_pct: f64,
-    /// Most API connections at once (Mailchimp allows 10 per key).
-    #[serde(default = "default_mailchimp_connections")]
-    pub max_connections: u32,
 }
 
 fn default_mailchimp_reference_source() -> String {
     "Mailchimp".into()
-}
-fn default_mailchimp_connections() -> u32 {
-    10
 }
 
 #[derive(Clone, Serialize, Deserialize)]

@@ -256,6 +256,16 @@ async fn poller_action(
                     "field `since` is invalid: it is in the future (a reset re-reads from a past time)",
                 ));
             }
+            let retention_ms = state.config.reconciler.dedup_retention_days * 86_400_000;
+            if since_ms < now_ms().saturating_sub(retention_ms) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "field `since` is invalid: it is older than the dedup retention ({} days): versions seen before then are no longer remembered and would be sent again",
+                        state.config.reconciler.dedup_retention_days
+                    ),
+                ));
+            }
             PollAction::Reset { since_ms }
         }
         other => {
@@ -265,7 +275,20 @@ async fn poller_action(
             ))
         }
     };
-    let (handle, _) = tenant_poller(&state, &tenant_id, &source)?;
+    let (handle, poller) = tenant_poller(&state, &tenant_id, &source)?;
+    if let (PollAction::Reset { since_ms }, Some(checkpoint)) =
+        (&action, &poller.progress.checkpoint)
+    {
+        if *since_ms > checkpoint.at_ms {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "field `since` is invalid: it is after the checkpoint ({}); a reset moves the checkpoint back, never forward past records not read yet",
+                    format_ms(checkpoint.at_ms)
+                ),
+            ));
+        }
+    }
     let started_a_run = action == PollAction::Run;
     handle
         .poll_command(&source, action)

@@ -46,8 +46,8 @@ pub fn shared_http() -> reqwest::Client {
 /// Longest wait for one page (or token) answer.
 pub const POLL_REQUEST_TIMEOUT_S: u64 = 60;
 
-/// A source's poller could not be built (bad settings the validation let through): the
-/// tenant runs without it and its status says why.
+/// A source's poller could not be built (an `"embedded"` URL with the embedded sandbox
+/// off): the tenant runs without it and the reason is logged at ERROR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollerBuildError {
     pub source: String,

@@ -149,12 +149,6 @@ impl TenantDoc {
             }
         }
         non_empty(&field("reference_source"), &mailchimp.reference_source)?;
-        within(
-            &field("max_connections"),
-            u64::from(mailchimp.max_connections),
-            1,
-            10,
-        )?;
         validate_schedule("sources.mailchimp", &mailchimp.schedule())
     }
 
@@ -387,7 +381,9 @@ fn validate_schedule(at: &str, schedule: &PollSchedule) -> Result<(), TenantDocE
             ));
         }
     }
-    within(&field("overlap_s"), schedule.overlap_s, 0, 86_400)?;
+    // At least a second: a source that lists strictly after its parameter would otherwise
+    // lose what changed in the checkpoint's own second after the run.
+    within(&field("overlap_s"), schedule.overlap_s, 1, 86_400)?;
     let pct = schedule.parity_alert_pct;
     if !(0.0..=100.0).contains(&pct) {
         return Err(invalid(

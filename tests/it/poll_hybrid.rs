@@ -328,6 +328,14 @@ async fn operators_run_pause_resume_reset_and_reschedule_pollers_and_bad_input_c
     let app = TestApp::spawn(SpawnOptions::default()).await;
     let sim = Sim::new(&app.sandbox_url());
     let tenant = "poll-admin";
+    // Times within the dedup retention (a reset further back is refused).
+    let now = jiff::Timestamp::now();
+    let at = |hours_ago: i64| {
+        jiff::Timestamp::from_second(now.as_second() - hours_ago * 3_600)
+            .unwrap()
+            .to_string()
+    };
+    let item_time = at(2);
     sim.call(Method::POST, "/_sandbox/feeds", Some(json!({"id": "feed"})))
         .await;
     sim.call(
@@ -335,7 +343,7 @@ async fn operators_run_pause_resume_reset_and_reschedule_pollers_and_bad_input_c
         "/_sandbox/feeds/feed/items",
         Some(
             json!({"items": [{"id": "c-1", "type": "donor.updated", "donor": "c-1",
-                               "email": "c1@example.org", "updated_at": "2026-01-02T03:04:05Z"}]}),
+                               "email": "c1@example.org", "updated_at": item_time}]}),
         ),
     )
     .await;
@@ -365,10 +373,7 @@ async fn operators_run_pause_resume_reset_and_reschedule_pollers_and_bad_input_c
     .await;
     let poller = poller_of(&app, tenant, "feed").await;
     assert_eq!(poller["last_run"]["trigger"], "schedule", "{poller}");
-    assert_eq!(
-        poller["checkpoint"]["at"], "2026-01-02T03:04:05Z",
-        "{poller}"
-    );
+    assert_eq!(poller["checkpoint"]["at"], item_time, "{poller}");
     assert_eq!(poller["checkpoint"]["record_id"], "c-1", "{poller}");
     assert_eq!(
         poller["schedule"],
@@ -417,6 +422,27 @@ async fn operators_run_pause_resume_reset_and_reschedule_pollers_and_bad_input_c
         (400, Some("malformed_body")),
         "{body}"
     );
+    let (status, body) = call(
+        Method::POST,
+        format!("{base}/reset"),
+        Some(json!({"since": at(1)})),
+    )
+    .await;
+    assert_eq!(status, 400, "a reset never moves forward: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after the checkpoint"),
+        "{body}"
+    );
+    let (status, body) = call(
+        Method::POST,
+        format!("{base}/reset"),
+        Some(json!({"since": at(24 * 91)})),
+    )
+    .await;
+    assert_eq!(status, 400, "older than the dedup retention: {body}");
     let (status, body) = call(Method::POST, format!("{base}/explode"), None).await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = call(
@@ -476,11 +502,11 @@ async fn operators_run_pause_resume_reset_and_reschedule_pollers_and_bad_input_c
     let (status, body) = call(
         Method::POST,
         format!("{base}/reset"),
-        Some(json!({"since": "2026-01-01T00:00:00Z"})),
+        Some(json!({"since": at(3)})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["checkpoint"]["at"], "2026-01-01T00:00:00Z", "{body}");
+    assert_eq!(body["checkpoint"]["at"], at(3), "{body}");
     let report = run_once(&app, tenant, "feed").await;
     assert_eq!(
         (report["fetched"].as_u64(), report["unchanged"].as_u64()),

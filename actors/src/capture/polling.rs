@@ -681,8 +681,8 @@ impl CaptureActor {
         Ok(())
     }
 
-    /// Raises (or resolves) the parity alert of a hybrid source for today in the tenant's
-    /// time zone.
+    /// Raises the parity alert of a hybrid source when today's poll-only share (tenant's time
+    /// zone) passes its threshold (the alert is acknowledged, never resolved by Steward).
     fn check_parity(&mut self, source: &str, now_ms: u64) -> Result<(), StoreError> {
         let Some(slot) = self.behavior.polls.slots.get(source) else {
             return Ok(());

@@ -87,11 +87,11 @@ pub struct RunReport {
     pub started_at_ms: u64,
     pub finished_at_ms: Option<u64>,
     /// `running`, `completed`, `failed`, `auth_refused`, `paused` (an operator's pause ended
-    /// it), `reset` (an operator's reset ended it).
+    /// it).
     pub outcome: String,
     /// Why it failed.
     pub error: Option<String>,
-    /// Why it started: `schedule`, `operator`, `resumed` (after a restart).
+    /// Why it started: `schedule` or `operator` (a restarted Capture continues the same run).
     pub trigger: String,
     pub since_ms: u64,
     pub pages: u64,

@@ -135,6 +135,10 @@ struct Cursor {
     anchor: Option<String>,
     /// Re-reads of `since_s` in a row.
     restarts: u32,
+    /// The second listing of a run: archived members (Mailchimp leaves them out of the
+    /// default listing, and an archive whose webhook was lost is an opt-out to catch).
+    #[serde(default)]
+    archived: bool,
 }
 
 impl MailchimpPoller {
@@ -177,7 +181,8 @@ async fn fetch_page(config: &MailchimpPollerConfig, request: PollRequest) -> Pol
         .and_then(|cursor| cursor.anchor.clone());
     let read_at_since = cursor.as_ref().map_or(0, |cursor| cursor.read_at_since);
     let offset = read_at_since - u64::from(anchored.is_some());
-    let members = match get_members(config, since_s, offset).await {
+    let archived = cursor.as_ref().is_some_and(|cursor| cursor.archived);
+    let members = match get_members(config, since_s, offset, archived).await {
         Ok(members) => members,
         Err(fetch) => return fetch,
     };
@@ -202,6 +207,7 @@ async fn fetch_page(config: &MailchimpPollerConfig, request: PollRequest) -> Pol
                     read_at_since: 0,
                     anchor: None,
                     restarts: restarts + 1,
+                    archived,
                 })),
                 calls: 1,
             });
@@ -215,6 +221,18 @@ async fn fetch_page(config: &MailchimpPollerConfig, request: PollRequest) -> Pol
     let next_cursor = (members.len() >= PAGE_SIZE)
         .then(|| next_cursor(&members, since_s, offset, restarts))
         .flatten()
+        .map(|cursor| Cursor { archived, ..cursor })
+        .or_else(|| {
+            // The default listing is done: the archived members changed since the run's
+            // start come next.
+            (!archived).then(|| Cursor {
+                since_s: (request.since_ms / 1_000) as i64,
+                read_at_since: 0,
+                anchor: None,
+                restarts: 0,
+                archived: true,
+            })
+        })
         .map(|cursor| cursor_text(&cursor));
     PollFetch::Page(PollPage {
         items,
@@ -242,6 +260,7 @@ fn next_cursor(
             read_at_since: offset + members.len() as u64,
             anchor,
             restarts,
+            archived: false,
         });
     }
     let at_last = members
@@ -254,6 +273,7 @@ fn next_cursor(
         read_at_since: at_last,
         anchor,
         restarts: 0,
+        archived: false,
     })
 }
 
@@ -305,6 +325,7 @@ async fn get_members(
     config: &MailchimpPollerConfig,
     since_s: Option<i64>,
     offset: u64,
+    archived: bool,
 ) -> Result<Vec<Value>, PollFetch> {
     let failed = |message: String| PollFetch::Failed { message, calls: 1 };
     let mut url = reqwest::Url::parse(&config.base_url)
@@ -321,6 +342,9 @@ async fn get_members(
     ];
     if let Some(since_s) = since_s {
         query.push(("since_last_changed", format_last_changed(since_s)));
+    }
+    if archived {
+        query.push(("status", "archived".into()));
     }
     let response = config
         .http

@@ -131,7 +131,7 @@ async fn ties_on_last_changed_across_page_boundaries_lose_nothing() {
     let unique: HashSet<&String> = all.iter().collect();
     assert_eq!(all.len(), 2_500, "each member once");
     assert_eq!(unique.len(), 2_500);
-    assert_eq!(pages, 3);
+    assert_eq!(pages, 4, "three pages, then the (empty) archived listing");
     assert!(items.iter().all(|item| item.entries.is_ok()));
     let versions: Vec<u64> = items.iter().map(|item| item.version_ms).collect();
     assert!(
@@ -425,4 +425,50 @@ async fn a_webhook_and_a_poll_of_one_edit_share_the_idempotency_key() {
     }
     handle.stop().await;
     receiver_handle.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn archived_members_are_read_by_a_second_listing_as_opt_outs() {
+    // Goal: Mailchimp leaves archived members out of the default listing; each run reads
+    // them in a second listing, so an archive whose webhook was lost still becomes an
+    // opt-out ("Email Status": deleted).
+    let (handle, client) = sandbox(AccountSpec::new("acme", KEY, &[LIST])).await;
+    let added: Value = client
+        .post(control(&handle, &format!("/lists/{LIST}/members")))
+        .json(&json!({"members": [{"email_address": "a0@example.org"},
+                                  {"email_address": "a1@example.org"},
+                                  {"email_address": "a2@example.org"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hash = added["ids"][1].as_str().unwrap().to_string();
+    let response = client
+        .post(control(
+            &handle,
+            &format!("/lists/{LIST}/members/{hash}/archive"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (items, pages) = run(&poller(&handle, KEY), 0).await;
+    assert_eq!(pages, 2, "the default listing, then the archived one");
+    assert_eq!(items.len(), 3, "{:?}", ids(&items));
+    let archived: Vec<&PolledItem> = items
+        .iter()
+        .filter(|item| {
+            let body: Value =
+                serde_json::from_str(&item.entries.as_ref().unwrap()[0].fact.body_json).unwrap();
+            body["customFields"]["Email Status"] == "deleted"
+        })
+        .collect();
+    assert_eq!(archived.len(), 1, "the archived member is an opt-out");
+    assert_eq!(
+        archived[0].record_id,
+        items.last().unwrap().record_id,
+        "read last"
+    );
 }
