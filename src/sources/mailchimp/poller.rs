@@ -225,7 +225,7 @@ async fn fetch_page(config: &MailchimpPollerConfig, request: PollRequest) -> Pol
         .or_else(|| {
             // The default listing is done: the archived members changed since the run's
             // start come next.
-            (!archived).then(|| Cursor {
+            (!archived).then_some(Cursor {
                 since_s: (request.since_ms / 1_000) as i64,
                 read_at_since: 0,
                 anchor: None,
