@@ -17,6 +17,7 @@
 //! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
+//! - `registry`: the generic registry of the source simulators' accounts and feeds.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
 //! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
@@ -30,6 +31,7 @@ mod faults;
 pub mod feeds;
 pub mod mailchimp;
 mod ratelimit;
+mod registry;
 mod request_log;
 mod server;
 pub mod virtuous;

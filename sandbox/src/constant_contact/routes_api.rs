@@ -21,6 +21,7 @@ use super::contacts::{parse_instant_ms, Listing, StatusFilter, LIMIT_DEFAULT, LI
 use crate::clock::now_ms;
 use crate::faults::{FaultDecision, RequestKey};
 use crate::ratelimit::Admission;
+use crate::registry::Entry as _;
 use crate::request_log::LoggedRequest;
 use crate::server::close_connection;
 

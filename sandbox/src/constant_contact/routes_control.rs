@@ -15,6 +15,7 @@ use super::quota::DailyQuota;
 use super::{AccountSpec, RefreshTokenKind};
 use crate::clock::now_ms;
 use crate::faults::{RandomFaults, ScriptBody};
+use crate::registry::Entry as _;
 use crate::server::path_param;
 
 /// Contacts one `generate` call may create (a limit on everything).

@@ -27,6 +27,8 @@ use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::registry::Entry as _;
+
 /// The path prefix of the simulated listings.
 pub(crate) const API_PREFIX: &str = "/feeds";
 /// The path prefix of the control API.

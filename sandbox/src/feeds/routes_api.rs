@@ -13,6 +13,7 @@ use super::feed::{FeedState, Registry};
 use super::items::{parse_instant_ms, Item, Listing};
 use crate::clock::now_ms;
 use crate::faults::{FaultDecision, RequestKey};
+use crate::registry::Entry as _;
 use crate::request_log::LoggedRequest;
 use crate::server::{close_connection, path_param};
 

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::feed::{CreateFeedError, Feed, FeedState, Generate, Registry};
 use super::FeedSpec;
 use crate::faults::{RandomFaults, ScriptBody};
+use crate::registry::Entry as _;
 use crate::server::path_param;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {

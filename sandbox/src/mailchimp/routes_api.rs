@@ -17,6 +17,7 @@ use super::account::{Account, AccountState, ConnectionSlot, Registry};
 use super::OverLimitAnswer;
 use crate::clock::now_ms;
 use crate::faults::{FaultDecision, RequestKey};
+use crate::registry::Entry as _;
 use crate::request_log::LoggedRequest;
 use crate::server::{close_connection, path_param};
 

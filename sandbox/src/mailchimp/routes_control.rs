@@ -15,6 +15,7 @@ use super::account::{
 };
 use super::AccountSpec;
 use crate::faults::{RandomFaults, ScriptBody};
+use crate::registry::Entry as _;
 use crate::server::path_param;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
