@@ -17,6 +17,7 @@
 //! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
+//! - `control`: the control APIs' shared helpers and fault routes.
 //! - `registry`: the generic registry of the source simulators' accounts and feeds.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
@@ -27,6 +28,7 @@
 
 mod clock;
 pub mod constant_contact;
+mod control;
 mod faults;
 pub mod feeds;
 pub mod mailchimp;

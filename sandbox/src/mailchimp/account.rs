@@ -443,8 +443,9 @@ impl Registry {
             })
     }
 
-    pub(crate) fn by_id(&self, id: &str) -> Option<Arc<Account>> {
-        self.accounts.by_id(id)
+    /// The accounts by id.
+    pub(crate) fn accounts(&self) -> &registry::Registry<Account> {
+        &self.accounts
     }
 
     pub(crate) fn by_key(&self, api_key: &str) -> Option<Arc<Account>> {
