@@ -16,6 +16,8 @@
 //! - `clock`: `now_ms`, the crate's one wall clock.
 //! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
+//! - `gate`: the gate's plan (answer, hang, close unanswered) and its logging, for the
+//!   simulators that decide under one lock.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 //! - `control`: the control APIs' shared helpers and fault routes.
 //! - `registry`: the generic registry of the source simulators' accounts and feeds.
@@ -31,6 +33,7 @@ pub mod constant_contact;
 mod control;
 mod faults;
 pub mod feeds;
+mod gate;
 pub mod mailchimp;
 mod ratelimit;
 mod registry;

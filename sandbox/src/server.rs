@@ -1,6 +1,6 @@
 //! The one HTTP server every simulator mounts its routes on, and the request helpers they
 //! share: closing a connection unanswered (the timeout and drop-after-apply faults) and
-//! percent-decoded path parameters.
+//! percent-decoded path parameters, status codes and query fields.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -99,6 +99,19 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// An HTTP status from its number; 500 for a number that is not one.
+pub(crate) fn status_code(status: u16) -> actix_web::http::StatusCode {
+    use actix_web::http::StatusCode;
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The fields of a query string or an `x-www-form-urlencoded` body (none if it is not one).
+pub(crate) fn query_fields(text: &str) -> std::collections::HashMap<String, String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(text)
+        .map(web::Query::into_inner)
+        .unwrap_or_default()
 }
 
 /// A numeric id path parameter; `None` (→ 404) when it is not a number.
