@@ -20,6 +20,7 @@
 //!   simulators that decide under one lock.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 //! - `control`: the control APIs' shared helpers and fault routes.
+//! - `listing`: ISO 8601 seconds, records in (updated_at, id) order, pages and cursors.
 //! - `registry`: the generic registry of the source simulators' accounts and feeds.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
@@ -34,6 +35,7 @@ mod control;
 mod faults;
 pub mod feeds;
 mod gate;
+mod listing;
 pub mod mailchimp;
 mod ratelimit;
 mod registry;

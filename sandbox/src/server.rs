@@ -59,6 +59,31 @@ where
     Ok((server.run(), addr))
 }
 
+/// Mounts one source simulator: its API under `api.0` and its control API under `control.0`
+/// (each configured by its function), both with `registry` as app data; run once per server
+/// worker. Mount it before any `/_sandbox` scope: a scope that matches a prefix does not
+/// fall through.
+pub(crate) fn mount_simulator<Registry: Send + Sync + 'static>(
+    registry: &std::sync::Arc<Registry>,
+    api: (&'static str, fn(&mut web::ServiceConfig)),
+    control: (&'static str, fn(&mut web::ServiceConfig)),
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    let registry = web::Data::from(std::sync::Arc::clone(registry));
+    move |config| {
+        config
+            .service(
+                web::scope(api.0)
+                    .app_data(registry.clone())
+                    .configure(api.1),
+            )
+            .service(
+                web::scope(control.0)
+                    .app_data(registry.clone())
+                    .configure(control.1),
+            );
+    }
+}
+
 /// Closes the request's connection without writing a byte of response.
 pub(crate) fn close_connection(request: &HttpRequest) {
     if let Some(ConnectionSocket(socket)) = request.conn_data::<ConnectionSocket>() {
