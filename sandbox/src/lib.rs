@@ -12,7 +12,8 @@
 //! Shared plumbing, the same for every simulator:
 //! - `lib.rs`: [`SandboxConfig`], [`start`] and the [`SandboxHandle`] of a running sandbox.
 //! - `server`: the one HTTP server (body limit, 404 fallback, no signal handling), closing a
-//!   connection unanswered, path parameters.
+//!   connection unanswered, path parameters, status codes, query fields, mounting a source
+//!   simulator.
 //! - `clock`: `now_ms`, the crate's one wall clock.
 //! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
@@ -22,6 +23,7 @@
 //! - `control`: the control APIs' shared helpers and fault routes.
 //! - `listing`: ISO 8601 seconds, records in (updated_at, id) order, pages and cursors.
 //! - `registry`: the generic registry of the source simulators' accounts and feeds.
+//! - `webhook_delivery`: the dispatcher that POSTs outgoing webhooks with retries.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
 //! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
@@ -42,6 +44,7 @@ mod registry;
 mod request_log;
 mod server;
 pub mod virtuous;
+mod webhook_delivery;
 
 use std::net::SocketAddr;
 
