@@ -43,6 +43,8 @@ mod ratelimit;
 mod registry;
 mod request_log;
 mod server;
+#[cfg(test)]
+mod test_support;
 pub mod virtuous;
 mod webhook_delivery;
 
