@@ -12,11 +12,18 @@
 //! Shared plumbing, the same for every simulator:
 //! - `lib.rs`: [`SandboxConfig`], [`start`] and the [`SandboxHandle`] of a running sandbox.
 //! - `server`: the one HTTP server (body limit, 404 fallback, no signal handling), closing a
-//!   connection unanswered, path parameters.
+//!   connection unanswered, path parameters, status codes, query fields, mounting a source
+//!   simulator.
 //! - `clock`: `now_ms`, the crate's one wall clock.
 //! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
+//! - `gate`: the gate's plan (answer, hang, close unanswered) and its logging, for the
+//!   simulators that decide under one lock.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
+//! - `control`: the control APIs' shared helpers and fault routes.
+//! - `listing`: ISO 8601 seconds, records in (updated_at, id) order, pages and cursors.
+//! - `registry`: the generic registry of the source simulators' accounts and feeds.
+//! - `webhook_delivery`: the dispatcher that POSTs outgoing webhooks with retries.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
 //! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
@@ -26,13 +33,20 @@
 
 mod clock;
 pub mod constant_contact;
+mod control;
 mod faults;
 pub mod feeds;
+mod gate;
+mod listing;
 pub mod mailchimp;
 mod ratelimit;
+mod registry;
 mod request_log;
 mod server;
+#[cfg(test)]
+mod test_support;
 pub mod virtuous;
+mod webhook_delivery;
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,6 @@
 //! The one HTTP server every simulator mounts its routes on, and the request helpers they
 //! share: closing a connection unanswered (the timeout and drop-after-apply faults) and
-//! percent-decoded path parameters.
+//! percent-decoded path parameters, status codes and query fields.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -59,6 +59,31 @@ where
     Ok((server.run(), addr))
 }
 
+/// Mounts one source simulator: its API under `api.0` and its control API under `control.0`
+/// (each configured by its function), both with `registry` as app data; run once per server
+/// worker. Mount it before any `/_sandbox` scope: a scope that matches a prefix does not
+/// fall through.
+pub(crate) fn mount_simulator<Registry: Send + Sync + 'static>(
+    registry: &std::sync::Arc<Registry>,
+    api: (&'static str, fn(&mut web::ServiceConfig)),
+    control: (&'static str, fn(&mut web::ServiceConfig)),
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    let registry = web::Data::from(std::sync::Arc::clone(registry));
+    move |config| {
+        config
+            .service(
+                web::scope(api.0)
+                    .app_data(registry.clone())
+                    .configure(api.1),
+            )
+            .service(
+                web::scope(control.0)
+                    .app_data(registry.clone())
+                    .configure(control.1),
+            );
+    }
+}
+
 /// Closes the request's connection without writing a byte of response.
 pub(crate) fn close_connection(request: &HttpRequest) {
     if let Some(ConnectionSocket(socket)) = request.conn_data::<ConnectionSocket>() {
@@ -99,6 +124,19 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// An HTTP status from its number; 500 for a number that is not one.
+pub(crate) fn status_code(status: u16) -> actix_web::http::StatusCode {
+    use actix_web::http::StatusCode;
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The fields of a query string or an `x-www-form-urlencoded` body (none if it is not one).
+pub(crate) fn query_fields(text: &str) -> std::collections::HashMap<String, String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(text)
+        .map(web::Query::into_inner)
+        .unwrap_or_default()
 }
 
 /// A numeric id path parameter; `None` (→ 404) when it is not a number.

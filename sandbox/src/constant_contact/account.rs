@@ -2,7 +2,7 @@
 //! the request log, under one mutex per account (accounts never wait on each other).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -12,6 +12,7 @@ use super::quota::DailyQuota;
 use super::{AccountSpec, RefreshTokenKind};
 use crate::faults::Faults;
 use crate::ratelimit::SlidingWindow;
+use crate::registry::{self, Entry, Refusal};
 use crate::request_log::RequestLog;
 
 const SECOND_MS: u64 = 1_000;
@@ -83,12 +84,11 @@ pub(crate) struct Account {
     state: Mutex<AccountState>,
 }
 
-impl Account {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, AccountState> {
-        // A panicking handler must not wedge the account for every later request.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Entry for Account {
+    type State = AccountState;
+
+    fn state(&self) -> &Mutex<AccountState> {
+        &self.state
     }
 }
 
@@ -161,10 +161,8 @@ impl AccountState {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Registry {
-    accounts: RwLock<HashMap<String, Arc<Account>>>,
-}
+/// Every account, by id.
+pub(crate) type Registry = registry::Registry<Account>;
 
 impl Registry {
     pub(crate) fn create(
@@ -173,65 +171,46 @@ impl Registry {
         same_spec_is_ok: bool,
     ) -> Result<(), CreateAccountError> {
         spec.validate().map_err(CreateAccountError::Invalid)?;
-        let mut accounts = self
-            .accounts
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(existing) = accounts.get(&spec.id) {
-            if same_spec_is_ok && existing.spec == spec {
-                return Ok(());
+        let build = || {
+            let now_ms = crate::clock::now_ms();
+            let state = AccountState {
+                client_secret: spec.client_secret.clone(),
+                refresh_token_kind: spec.refresh_token_kind,
+                refresh_token: Some(spec.refresh_token.clone()),
+                access_tokens: HashMap::new(),
+                access_token_ttl_ms: spec.access_token_ttl_ms,
+                per_second: SlidingWindow::with_window(spec.per_second_limit, SECOND_MS),
+                per_second_limit: spec.per_second_limit,
+                quota: DailyQuota::new(spec.daily_quota, now_ms),
+                faults: Faults::default(),
+                seed: spec.seed,
+                contacts: ContactStore::default(),
+                counters: Counters::default(),
+                requests: RequestLog::default(),
+                tokens_issued: 0,
+            };
+            Account {
+                id: spec.id.clone(),
+                client_id: spec.client_id.clone(),
+                spec: spec.clone(),
+                state: Mutex::new(state),
             }
-            return Err(CreateAccountError::IdTaken(spec.id));
-        }
-        if accounts
-            .values()
-            .any(|account| account.client_id == spec.client_id)
-        {
-            return Err(CreateAccountError::ClientIdTaken);
-        }
-        let now_ms = crate::clock::now_ms();
-        let state = AccountState {
-            client_secret: spec.client_secret.clone(),
-            refresh_token_kind: spec.refresh_token_kind,
-            refresh_token: Some(spec.refresh_token.clone()),
-            access_tokens: HashMap::new(),
-            access_token_ttl_ms: spec.access_token_ttl_ms,
-            per_second: SlidingWindow::with_window(spec.per_second_limit, SECOND_MS),
-            per_second_limit: spec.per_second_limit,
-            quota: DailyQuota::new(spec.daily_quota, now_ms),
-            faults: Faults::default(),
-            seed: spec.seed,
-            contacts: ContactStore::default(),
-            counters: Counters::default(),
-            requests: RequestLog::default(),
-            tokens_issued: 0,
         };
-        let account = Account {
-            id: spec.id.clone(),
-            client_id: spec.client_id.clone(),
-            spec: spec.clone(),
-            state: Mutex::new(state),
-        };
-        accounts.insert(spec.id, Arc::new(account));
-        Ok(())
-    }
-
-    pub(crate) fn by_id(&self, id: &str) -> Option<Arc<Account>> {
-        self.accounts
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(id)
-            .cloned()
+        self.insert(
+            &spec.id,
+            |existing| same_spec_is_ok && existing.spec == spec,
+            |other| other.client_id == spec.client_id,
+            build,
+        )
+        .map_err(|refusal| match refusal {
+            Refusal::IdTaken => CreateAccountError::IdTaken(spec.id.clone()),
+            Refusal::Conflict => CreateAccountError::ClientIdTaken,
+        })
     }
 
     /// The token endpoint's lookup (a cold path: a scan is fine).
     pub(crate) fn by_client_id(&self, client_id: &str) -> Option<Arc<Account>> {
-        self.accounts
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .values()
-            .find(|account| account.client_id == client_id)
-            .cloned()
+        self.find(|account| account.client_id == client_id)
     }
 
     /// The account an access token names (validity is checked under the account's lock).

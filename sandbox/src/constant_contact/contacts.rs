@@ -4,13 +4,13 @@
 //! page it ends, so contacts that share one `updated_at` are never lost or repeated across
 //! pages. `updated_at` has whole-second precision, like the real API's timestamps.
 
-use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::listing::{self, Ordered, OrderedStore};
 
 /// The largest `limit` the API accepts; the default when absent.
 pub(crate) const LIMIT_MAX: u64 = 500;
@@ -38,22 +38,7 @@ pub(crate) struct Contact {
     pub(crate) status_changed_at_s: Option<u64>,
 }
 
-pub(crate) fn iso_seconds(unix_s: u64) -> String {
-    jiff::Timestamp::from_second(unix_s as i64)
-        .map(|timestamp| timestamp.to_string())
-        .unwrap_or_default()
-}
-
-/// Parses an ISO 8601 instant (`2026-11-26T10:00:00Z`, offsets allowed) or a date
-/// (`2026-11-26`, read as 00:00 UTC) into Unix ms.
-pub(crate) fn parse_instant_ms(text: &str) -> Option<i64> {
-    if let Ok(timestamp) = text.parse::<jiff::Timestamp>() {
-        return Some(timestamp.as_millisecond());
-    }
-    let date = text.parse::<jiff::civil::Date>().ok()?;
-    let zoned = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
-    Some(zoned.timestamp().as_millisecond())
-}
+pub(crate) use crate::listing::{iso_seconds, parse_instant_ms};
 
 impl Contact {
     /// The v3 JSON form; `list_memberships` only when asked for with `include`.
@@ -156,11 +141,10 @@ pub(crate) struct Listing {
 
 impl Listing {
     pub(crate) fn to_cursor(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        listing::to_cursor(self)
     }
     pub(crate) fn from_cursor(cursor: &str) -> Option<Listing> {
-        let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        listing::from_cursor(cursor)
     }
 }
 
@@ -172,29 +156,19 @@ pub(crate) struct Page<'a> {
     pub(crate) next: Option<Listing>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct ContactStore {
-    by_id: HashMap<String, Contact>,
-    /// (`updated_at` s, `contact_id`): the listing order.
-    order: BTreeSet<(u64, String)>,
-    /// Counts created contacts, for ids.
-    created: u64,
+impl Ordered for Contact {
+    fn id(&self) -> &str {
+        &self.contact_id
+    }
+    fn updated_at_s(&self) -> u64 {
+        self.updated_at_s
+    }
 }
 
+/// An account's contacts in listing order.
+pub(crate) type ContactStore = OrderedStore<Contact>;
+
 impl ContactStore {
-    pub(crate) fn get(&self, contact_id: &str) -> Option<&Contact> {
-        self.by_id.get(contact_id)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// All contacts in listing order.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Contact> {
-        self.order.iter().filter_map(|(_, id)| self.by_id.get(id))
-    }
-
     /// A UUID-shaped id, stable for (account, creation number).
     pub(crate) fn next_id(&mut self, account_id: &str) -> String {
         self.created += 1;
@@ -213,17 +187,6 @@ impl ContactStore {
         )
     }
 
-    /// Inserts or replaces a contact, keeping the order index in step.
-    pub(crate) fn put(&mut self, contact: Contact) {
-        if let Some(previous) = self.by_id.get(&contact.contact_id) {
-            self.order
-                .remove(&(previous.updated_at_s, previous.contact_id.clone()));
-        }
-        self.order
-            .insert((contact.updated_at_s, contact.contact_id.clone()));
-        self.by_id.insert(contact.contact_id.clone(), contact);
-    }
-
     fn matches(listing: &Listing, contact: &Contact) -> bool {
         let after_ok = listing.updated_after_ms.map_or(true, |after_ms| {
             contact.updated_at_s as i64 * 1000 > after_ms
@@ -234,28 +197,20 @@ impl ContactStore {
     /// The page `listing` asks for.
     pub(crate) fn page(&self, listing: &Listing) -> Page<'_> {
         let contacts_count = self
-            .by_id
             .values()
             .filter(|contact| Self::matches(listing, contact))
             .count() as u64;
         let start = match &listing.after {
-            Some(after) => std::ops::Bound::Excluded(after.clone()),
-            None => std::ops::Bound::Unbounded,
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Unbounded,
         };
-        let mut matching = self
-            .order
-            .range((start, std::ops::Bound::Unbounded))
-            .filter_map(|(_, id)| self.by_id.get(id))
-            .filter(|contact| Self::matches(listing, contact));
-        let contacts: Vec<&Contact> = matching.by_ref().take(listing.limit as usize).collect();
-        let more = matching.next().is_some();
-        let next = match contacts.last() {
-            Some(last) if more => Some(Listing {
-                after: Some((last.updated_at_s, last.contact_id.clone())),
-                ..listing.clone()
-            }),
-            _ => None,
-        };
+        let (contacts, next_after) = self.page_from(start, listing.limit, |_, contact| {
+            Self::matches(listing, contact)
+        });
+        let next = next_after.map(|after| Listing {
+            after: Some(after),
+            ..listing.clone()
+        });
         Page {
             contacts,
             contacts_count,

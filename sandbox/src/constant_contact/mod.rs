@@ -139,20 +139,11 @@ impl Simulator {
     /// `/_sandbox/constant-contact` (run once per server worker). Mount it before any
     /// `/_sandbox` scope: a scope that matches a prefix does not fall through.
     pub(crate) fn routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
-        let registry = web::Data::from(Arc::clone(&self.registry));
-        move |config| {
-            config
-                .service(
-                    web::scope(API_PREFIX)
-                        .app_data(registry.clone())
-                        .configure(routes_api::configure),
-                )
-                .service(
-                    web::scope(CONTROL_PREFIX)
-                        .app_data(registry.clone())
-                        .configure(routes_control::configure),
-                );
-        }
+        crate::server::mount_simulator(
+            &self.registry,
+            (API_PREFIX, routes_api::configure),
+            (CONTROL_PREFIX, routes_control::configure),
+        )
     }
 
     /// Creates an account in-process; same rules as the control API. Creating an account

@@ -6,10 +6,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::time::Duration;
 
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
@@ -19,10 +17,12 @@ use serde_json::{json, Value};
 use super::account::{AccountState, RefreshRefusal, Registry};
 use super::contacts::{parse_instant_ms, Listing, StatusFilter, LIMIT_DEFAULT, LIMIT_MAX};
 use crate::clock::now_ms;
-use crate::faults::{FaultDecision, RequestKey};
+use crate::faults::RequestKey;
+use crate::gate::{path_and_query, record_get, Plan};
 use crate::ratelimit::Admission;
+use crate::registry::Entry as _;
 use crate::request_log::LoggedRequest;
-use crate::server::close_connection;
+use crate::server::{query_fields, status_code};
 
 pub(crate) const TOKEN_PATH: &str = "/oauth2/default/v1/token";
 pub(crate) const CONTACTS_PATH: &str = "/v3/contacts";
@@ -31,10 +31,6 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
         .route(CONTACTS_PATH, web::get().to(get_contacts))
         .route(TOKEN_PATH, web::post().to(token));
-}
-
-fn status_code(status: u16) -> StatusCode {
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// The v3 error shape.
@@ -46,12 +42,6 @@ pub(crate) fn v3_error(status: u16, error_key: &str, error_message: &str) -> Htt
 fn oauth_error(status: u16, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(status_code(status))
         .json(json!({"error": error, "error_description": description}))
-}
-
-fn form_fields(text: &str) -> HashMap<String, String> {
-    web::Query::<HashMap<String, String>>::from_query(text)
-        .map(web::Query::into_inner)
-        .unwrap_or_default()
 }
 
 /// `Authorization: Basic base64(client_id:client_secret)`, else the form's fields.
@@ -92,7 +82,7 @@ fn log(state: &mut AccountState, at_ms: u64, path: String, status: u16) {
 /// `POST /oauth2/default/v1/token`, `grant_type=refresh_token` only.
 async fn token(request: HttpRequest, body: Bytes, registry: web::Data<Registry>) -> HttpResponse {
     let now = now_ms();
-    let form = form_fields(&String::from_utf8_lossy(&body));
+    let form = query_fields(&String::from_utf8_lossy(&body));
     if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return oauth_error(
             400,
@@ -213,18 +203,6 @@ fn contacts_page(state: &mut AccountState, query: &HashMap<String, String>) -> H
     HttpResponse::Ok().json(body)
 }
 
-/// What the gate decided under the lock.
-enum Plan {
-    Answer {
-        response: HttpResponse,
-        latency_ms: u64,
-        close_unanswered: bool,
-    },
-    Hang {
-        timeout_ms: u64,
-    },
-}
-
 /// `GET /v3/contacts`.
 async fn get_contacts(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
     let now = now_ms();
@@ -235,57 +213,18 @@ async fn get_contacts(request: HttpRequest, registry: web::Data<Registry>) -> Ht
     let Some(account) = registry.by_access_token(token) else {
         return unauthorized();
     };
-    let query = form_fields(request.query_string());
-    let path = match request.query_string() {
-        "" => CONTACTS_PATH.to_owned(),
-        query => format!("{CONTACTS_PATH}?{query}"),
-    };
+    let query = query_fields(request.query_string());
+    let path = path_and_query(CONTACTS_PATH, request.query_string());
     let plan = {
         let mut state = account.lock();
         let plan = gate(&mut state, &request, token, &query, now);
-        let status = match &plan {
-            Plan::Answer {
-                response,
-                close_unanswered,
-                ..
-            } if !close_unanswered => response.status().as_u16(),
-            _ => 0,
-        };
-        *state
-            .counters
-            .api_requests_by_status
-            .entry(status)
-            .or_default() += 1;
-        state.requests.push(LoggedRequest {
-            at_ms: now,
-            method: "GET",
-            path: Cow::Owned(path),
-            status,
-            transaction_ids: Vec::new(),
-            reference_ids: Vec::new(),
-        });
+        let state = &mut *state;
+        let status = plan.logged_status();
+        let by_status = &mut state.counters.api_requests_by_status;
+        record_get(by_status, &mut state.requests, now, path, status);
         plan
     };
-    match plan {
-        Plan::Answer {
-            response,
-            latency_ms,
-            close_unanswered,
-        } => {
-            if latency_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(latency_ms)).await;
-            }
-            if close_unanswered {
-                close_connection(&request);
-            }
-            response
-        }
-        Plan::Hang { timeout_ms } => {
-            tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
-            close_connection(&request);
-            HttpResponse::InternalServerError().finish()
-        }
-    }
+    plan.carry_out(&request).await
 }
 
 fn gate(
@@ -295,17 +234,12 @@ fn gate(
     query: &HashMap<String, String>,
     now: u64,
 ) -> Plan {
-    let answer = |response| Plan::Answer {
-        response,
-        latency_ms: 0,
-        close_unanswered: false,
-    };
     if !state.access_token_is_valid(token, now) {
-        return answer(v3_error(401, "unauthorized", "Unauthorized"));
+        return Plan::refuse(v3_error(401, "unauthorized", "Unauthorized"));
     }
     if let Admission::Throttled { .. } = state.per_second.try_admit(now) {
         state.counters.throttled += 1;
-        return answer(v3_error(
+        return Plan::refuse(v3_error(
             429,
             "throttled",
             "Too many requests: the per-second limit was exceeded.",
@@ -313,7 +247,7 @@ fn gate(
     }
     if !state.quota.try_take(now) {
         state.counters.quota_exceeded += 1;
-        return answer(v3_error(
+        return Plan::refuse(v3_error(
             429,
             "quota_exceeded",
             "The daily API request quota has been exceeded.",
@@ -328,30 +262,17 @@ fn gate(
     };
     let latency_ms = state.faults.random.latency_ms;
     let seed = state.seed;
-    match state.faults.decide(seed, &key, sequence as u32) {
-        FaultDecision::Pass => Plan::Answer {
-            response: contacts_page(state, query),
-            latency_ms,
-            close_unanswered: false,
-        },
-        FaultDecision::Answer { status, body, .. } => {
-            let response = match (body, status) {
-                (Some(body), _) => HttpResponse::build(status_code(status)).json(body),
-                (None, 429) => v3_error(429, "throttled", "Too many requests."),
-                (None, 401) => v3_error(401, "unauthorized", "Unauthorized"),
-                (None, _) => v3_error(status, "server_error", "An internal error occurred."),
-            };
-            Plan::Answer {
-                response,
-                latency_ms,
-                close_unanswered: false,
-            }
-        }
-        FaultDecision::Hang { timeout_ms } => Plan::Hang { timeout_ms },
-        FaultDecision::ApplyThenClose => Plan::Answer {
-            response: contacts_page(state, query),
-            latency_ms,
-            close_unanswered: true,
-        },
-    }
+    let decision = state.faults.decide(seed, &key, sequence as u32);
+    let fault_answer = |status, _retry_after_s, body| match (body, status) {
+        (Some(body), _) => HttpResponse::build(status_code(status)).json(body),
+        (None, 429) => v3_error(429, "throttled", "Too many requests."),
+        (None, 401) => v3_error(401, "unauthorized", "Unauthorized"),
+        (None, _) => v3_error(status, "server_error", "An internal error occurred."),
+    };
+    Plan::from_decision(
+        decision,
+        latency_ms,
+        || contacts_page(state, query),
+        fault_answer,
+    )
 }

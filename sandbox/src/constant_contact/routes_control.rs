@@ -2,8 +2,6 @@
 //! counted): accounts, their tokens and limits, contacts changed as a user would, faults,
 //! counters and the request log.
 
-use std::sync::Arc;
-
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -14,7 +12,8 @@ use super::contacts::{parse_instant_ms, Contact, ContactStatus};
 use super::quota::DailyQuota;
 use super::{AccountSpec, RefreshTokenKind};
 use crate::clock::now_ms;
-use crate::faults::{RandomFaults, ScriptBody};
+use crate::control::{self, json_body, message, EntryPath, FaultsEntry};
+use crate::faults::Faults;
 use crate::server::path_param;
 
 /// Contacts one `generate` call may create (a limit on everything).
@@ -44,58 +43,34 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             "/accounts/{account}/contacts/{contact}/unsubscribe",
             web::post().to(unsubscribe_contact),
         )
-        .route("/accounts/{account}/faults", web::put().to(put_faults))
         .route(
             "/accounts/{account}/faults",
-            web::delete().to(delete_faults),
+            web::put().to(control::put_faults::<Account>),
         )
-        .route("/accounts/{account}/script", web::post().to(put_script))
+        .route(
+            "/accounts/{account}/faults",
+            web::delete().to(control::delete_faults::<Account>),
+        )
+        .route(
+            "/accounts/{account}/script",
+            web::post().to(control::put_script::<Account>),
+        )
         .route("/accounts/{account}/stats", web::get().to(stats))
         .route("/accounts/{account}/requests", web::get().to(requests));
 }
 
-fn message(status: u16, text: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(json!({ "message": text }))
-}
+/// Control paths name their account by `{account}`.
+const ACCOUNT: EntryPath = EntryPath {
+    param: "account",
+    noun: "account",
+};
 
-// The error is the finished rejection response, built once on a cold path.
-#[allow(clippy::result_large_err)]
-fn account_of(request: &HttpRequest, registry: &Registry) -> Result<Arc<Account>, HttpResponse> {
-    let id = path_param(request, "account");
-    registry
-        .by_id(&id)
-        .ok_or_else(|| message(404, &format!("unknown account {id:?}")))
-}
+impl FaultsEntry for Account {
+    const PATH: EntryPath = ACCOUNT;
 
-// The error is the finished rejection response, built once on a cold path.
-#[allow(clippy::result_large_err)]
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|error| message(400, &format!("invalid body: {error}")))
-}
-
-/// Runs `action` on the account's state after parsing the body; the usual 404/400 wrapping.
-fn with_body<T, Action>(
-    request: &HttpRequest,
-    registry: &Registry,
-    body: &[u8],
-    action: Action,
-) -> HttpResponse
-where
-    T: serde::de::DeserializeOwned,
-    Action: FnOnce(&mut AccountState, T) -> HttpResponse,
-{
-    let account = match account_of(request, registry) {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
-    let parsed: T = match json_body(body) {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    let mut state = account.lock();
-    action(&mut state, parsed)
+    fn faults(state: &mut AccountState) -> &mut Faults {
+        &mut state.faults
+    }
 }
 
 async fn create_account(body: Bytes, registry: web::Data<Registry>) -> HttpResponse {
@@ -142,7 +117,7 @@ async fn patch_settings(
     body: Bytes,
     registry: web::Data<Registry>,
 ) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, settings: Settings| {
+    ACCOUNT.with_body(&request, &registry, &body, |state, settings: Settings| {
         let now = now_ms();
         if settings.access_token_ttl_ms == Some(0) || settings.per_second_limit == Some(0) {
             return message(
@@ -195,7 +170,7 @@ async fn authorize(
     body: Bytes,
     registry: web::Data<Registry>,
 ) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, authorize: Authorize| {
+    ACCOUNT.with_body(&request, &registry, &body, |state, authorize: Authorize| {
         if authorize.refresh_token.trim().is_empty() {
             return message(400, "refresh_token must be non-empty");
         }
@@ -209,13 +184,10 @@ async fn authorize(
 
 /// `POST .../revoke`: the user disconnected the app; every token stops working.
 async fn revoke(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    match account_of(&request, &registry) {
-        Ok(account) => {
-            account.lock().revoke();
-            HttpResponse::NoContent().finish()
-        }
-        Err(response) => response,
-    }
+    ACCOUNT.with(&request, &registry, |state| {
+        state.revoke();
+        HttpResponse::NoContent().finish()
+    })
 }
 
 // The error is the finished rejection response, built once on a cold path.
@@ -297,7 +269,7 @@ async fn add_contacts(
     registry: web::Data<Registry>,
 ) -> HttpResponse {
     let account_id = path_param(&request, "account");
-    with_body(&request, &registry, &body, |state, add: AddContacts| {
+    ACCOUNT.with_body(&request, &registry, &body, |state, add: AddContacts| {
         let now_s = now_ms() / 1000;
         let mut stamped = Vec::with_capacity(add.contacts.len());
         for contact in add.contacts {
@@ -382,7 +354,7 @@ async fn edit_contact(
     registry: web::Data<Registry>,
 ) -> HttpResponse {
     let contact_id = path_param(&request, "contact");
-    with_body(&request, &registry, &body, |state, edit: ContactEdit| {
+    ACCOUNT.with_body(&request, &registry, &body, |state, edit: ContactEdit| {
         let updated_at = edit.updated_at.clone();
         change_contact(state, &contact_id, updated_at.as_deref(), |contact, _| {
             if let Some(email) = edit.email {
@@ -417,7 +389,7 @@ fn status_change(
     let contact_id = path_param(request, "contact");
     // An empty body is `{}`.
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    with_body(request, registry, body, |state, change: StatusChange| {
+    ACCOUNT.with_body(request, registry, body, |state, change: StatusChange| {
         change_contact(
             state,
             &contact_id,
@@ -457,7 +429,7 @@ struct Touch {
 
 /// `POST .../contacts/touch`: gives many contacts one `updated_at` (ties for paging tests).
 async fn touch(request: HttpRequest, body: Bytes, registry: web::Data<Registry>) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, touch: Touch| {
+    ACCOUNT.with_body(&request, &registry, &body, |state, touch: Touch| {
         let updated_at_s = match parse_instant_ms(&touch.updated_at).filter(|ms| *ms >= 0) {
             Some(ms) => ms as u64 / 1000,
             None => return message(400, "updated_at is not an ISO 8601 instant"),
@@ -484,90 +456,38 @@ async fn touch(request: HttpRequest, body: Bytes, registry: web::Data<Registry>)
 
 /// `GET .../contacts`: every contact, deleted ones included, in listing order.
 async fn list_contacts(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    match account_of(&request, &registry) {
-        Ok(account) => {
-            let state = account.lock();
-            let contacts: Vec<Value> = state
-                .contacts
-                .all()
-                .map(|contact| contact.to_json(true))
-                .collect();
-            HttpResponse::Ok().json(json!({ "contacts": contacts }))
-        }
-        Err(response) => response,
-    }
-}
-
-async fn put_faults(
-    request: HttpRequest,
-    body: Bytes,
-    registry: web::Data<Registry>,
-) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, faults: RandomFaults| {
-        if let Err(reason) = faults.validate() {
-            return message(400, &reason);
-        }
-        state.faults.random = faults;
-        HttpResponse::NoContent().finish()
-    })
-}
-
-async fn delete_faults(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    match account_of(&request, &registry) {
-        Ok(account) => {
-            let mut state = account.lock();
-            state.faults.random = RandomFaults::default();
-            state.faults.script.clear();
-            HttpResponse::NoContent().finish()
-        }
-        Err(response) => response,
-    }
-}
-
-async fn put_script(
-    request: HttpRequest,
-    body: Bytes,
-    registry: web::Data<Registry>,
-) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, script: ScriptBody| {
-        if let Err(reason) = script.validate() {
-            return message(400, &reason);
-        }
-        state.faults.script = script.steps.into();
-        HttpResponse::NoContent().finish()
+    ACCOUNT.with(&request, &registry, |state| {
+        let contacts: Vec<Value> = state
+            .contacts
+            .all()
+            .map(|contact| contact.to_json(true))
+            .collect();
+        HttpResponse::Ok().json(json!({ "contacts": contacts }))
     })
 }
 
 async fn stats(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    match account_of(&request, &registry) {
-        Ok(account) => {
-            let now = now_ms();
-            let mut state = account.lock();
-            let mut answer = quota_json(&mut state.quota, now);
-            answer["counters"] = json!(state.counters);
-            answer["contacts"] = json!(state.contacts.len());
-            answer["per_second_limit"] = json!(state.per_second_limit);
-            answer["access_token_ttl_ms"] = json!(state.access_token_ttl_ms);
-            answer["refresh_token_kind"] = json!(state.refresh_token_kind);
-            answer["live_access_tokens"] = json!(state
-                .access_tokens
-                .values()
-                .filter(|expires_ms| **expires_ms > now)
-                .count());
-            HttpResponse::Ok().json(answer)
-        }
-        Err(response) => response,
-    }
+    ACCOUNT.with(&request, &registry, |state| {
+        let now = now_ms();
+        let mut answer = quota_json(&mut state.quota, now);
+        answer["counters"] = json!(state.counters);
+        answer["contacts"] = json!(state.contacts.len());
+        answer["per_second_limit"] = json!(state.per_second_limit);
+        answer["access_token_ttl_ms"] = json!(state.access_token_ttl_ms);
+        answer["refresh_token_kind"] = json!(state.refresh_token_kind);
+        answer["live_access_tokens"] = json!(state
+            .access_tokens
+            .values()
+            .filter(|expires_ms| **expires_ms > now)
+            .count());
+        HttpResponse::Ok().json(answer)
+    })
 }
 
 /// `GET .../requests`: the log, oldest first (token calls and `/v3` calls).
 async fn requests(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    match account_of(&request, &registry) {
-        Ok(account) => {
-            let state = account.lock();
-            let entries: Vec<_> = state.requests.entries().iter().collect();
-            HttpResponse::Ok().json(json!({ "requests": entries }))
-        }
-        Err(response) => response,
-    }
+    ACCOUNT.with(&request, &registry, |state| {
+        let entries: Vec<_> = state.requests.entries().iter().collect();
+        HttpResponse::Ok().json(json!({ "requests": entries }))
+    })
 }

@@ -4,43 +4,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{start, SandboxConfig, SandboxHandle};
+use crate::test_support::{futures_join_all, sandbox, ControlClient};
+use crate::SandboxHandle;
 
-async fn sandbox() -> SandboxHandle {
-    start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-    })
-    .await
-    .unwrap()
-}
+/// The Constant Contact control API and the helpers below.
+struct Client(ControlClient);
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
+impl std::ops::Deref for Client {
+    type Target = ControlClient;
+
+    fn deref(&self) -> &ControlClient {
+        &self.0
+    }
 }
 
 impl Client {
     fn new(handle: &SandboxHandle) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            base: handle.base_url(),
-        }
-    }
-
-    async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .request(
-                method,
-                format!("{}/_sandbox/constant-contact{path}", self.base),
-            )
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        Client(ControlClient::new(handle, "/_sandbox/constant-contact"))
     }
 
     async fn refresh(&self, client_id: &str, refresh_token: &str) -> (u16, Value) {
@@ -94,7 +74,7 @@ async fn refresh_tokens_rotate_or_live_long_and_access_tokens_expire() {
     // Goal: a rotating refresh token is single use, a long-lived one is answered back and
     // keeps working, a revoked one is refused with invalid_grant, and an access token stops
     // working after its ttl.
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     let client = Client::new(&handle);
     let (status, _) = client
         .control(
@@ -160,7 +140,7 @@ async fn refresh_tokens_rotate_or_live_long_and_access_tokens_expire() {
 async fn paging_through_ties_loses_nothing_and_status_all_shows_deleted() {
     // Goal: 30 contacts with one updated_at, read 7 a page through `_links.next.href`, come
     // back once each; status=all adds the deleted one with deleted_at, the default omits it.
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     let client = Client::new(&handle);
     let token = client
         .account("pages", json!({"per_second_limit": 1000}))
@@ -256,7 +236,7 @@ async fn the_per_second_limit_and_the_daily_quota_answer_429_with_their_keys() {
     // Goal: a burst past 4 in a second gets 429 throttled and the log never shows more than
     // 4 admitted calls in a second; past the daily quota 429 quota_exceeded until the
     // (moved) reset, then calls pass again.
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     let client = Client::new(&handle);
     let token = client.account("limits", json!({})).await;
     let burst = (0..8).map(|_| client.get(&token, "/v3/contacts"));
@@ -335,7 +315,7 @@ async fn the_per_second_limit_and_the_daily_quota_answer_429_with_their_keys() {
 async fn a_scripted_fault_answers_once_then_the_api_answers_again() {
     // Goal: a script step on /v3/contacts answers its status once (throttled body for a bare
     // 429), is logged, and the next call passes.
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     let client = Client::new(&handle);
     let token = client.account("faults", json!({})).await;
     let (status, _) = client
@@ -368,30 +348,4 @@ async fn a_scripted_fault_answers_once_then_the_api_answers_again() {
         "token refresh, the fault, the pass"
     );
     handle.stop().await;
-}
-
-/// Runs the futures concurrently on this task (no `futures` crate in the sandbox's deps).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|context| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(done.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(context) {
-                    std::task::Poll::Ready(ready) => *output = Some(ready),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }

@@ -1,8 +1,8 @@
 //! The feed registry and one feed's state: items, faults, counters and the request log,
 //! under one mutex per feed (feeds never wait on each other); the changes a user makes.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -11,6 +11,7 @@ use super::items::{fill_template, merge_patch, parse_instant_ms, Item, ItemStore
 use super::FeedSpec;
 use crate::clock::now_ms;
 use crate::faults::Faults;
+use crate::registry::{self, Entry};
 use crate::request_log::RequestLog;
 
 /// Items one `generate` may create (a limit on everything).
@@ -221,19 +222,16 @@ pub(crate) struct Feed {
     state: Mutex<FeedState>,
 }
 
-impl Feed {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, FeedState> {
-        // A panicking handler must not wedge the feed for every later request.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Entry for Feed {
+    type State = FeedState;
+
+    fn state(&self) -> &Mutex<FeedState> {
+        &self.state
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Registry {
-    feeds: RwLock<HashMap<String, Arc<Feed>>>,
-}
+/// Every feed, by id.
+pub(crate) type Registry = registry::Registry<Feed>;
 
 impl Registry {
     pub(crate) fn create(
@@ -242,38 +240,22 @@ impl Registry {
         same_spec_is_ok: bool,
     ) -> Result<(), CreateFeedError> {
         spec.validate().map_err(CreateFeedError::Invalid)?;
-        let mut feeds = self
-            .feeds
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(existing) = feeds.get(&spec.id) {
-            if same_spec_is_ok && existing.spec == spec {
-                return Ok(());
-            }
-            return Err(CreateFeedError::IdTaken(spec.id));
-        }
-        let state = FeedState {
+        let build = || Feed {
             spec: spec.clone(),
-            items: ItemStore::default(),
-            faults: Faults::default(),
-            counters: Counters::default(),
-            requests: RequestLog::default(),
-        };
-        feeds.insert(
-            spec.id.clone(),
-            Arc::new(Feed {
-                spec,
-                state: Mutex::new(state),
+            state: Mutex::new(FeedState {
+                spec: spec.clone(),
+                items: ItemStore::default(),
+                faults: Faults::default(),
+                counters: Counters::default(),
+                requests: RequestLog::default(),
             }),
-        );
-        Ok(())
-    }
-
-    pub(crate) fn by_id(&self, id: &str) -> Option<Arc<Feed>> {
-        self.feeds
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(id)
-            .cloned()
+        };
+        self.insert(
+            &spec.id,
+            |existing| same_spec_is_ok && existing.spec == spec,
+            |_| false,
+            build,
+        )
+        .map_err(|_| CreateFeedError::IdTaken(spec.id.clone()))
     }
 }

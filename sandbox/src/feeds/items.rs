@@ -5,29 +5,14 @@
 //! Pages are ordered by (`updated_at`, `id`); a cursor names the last item of the page it
 //! ends, so items that share one `updated_at` are never lost or repeated across pages.
 
-use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// ISO 8601 UTC in whole seconds (`2026-11-26T10:00:00Z`).
-pub(crate) fn iso_seconds(unix_s: u64) -> String {
-    jiff::Timestamp::from_second(unix_s as i64)
-        .map(|timestamp| timestamp.to_string())
-        .unwrap_or_default()
-}
+use crate::listing::{self, Ordered, OrderedStore};
 
-/// Parses an ISO 8601 instant (offsets allowed) or a date (00:00 UTC) into Unix ms.
-pub(crate) fn parse_instant_ms(text: &str) -> Option<i64> {
-    if let Ok(timestamp) = text.parse::<jiff::Timestamp>() {
-        return Some(timestamp.as_millisecond());
-    }
-    let date = text.parse::<jiff::civil::Date>().ok()?;
-    let zoned = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
-    Some(zoned.timestamp().as_millisecond())
-}
+pub(crate) use crate::listing::{iso_seconds, parse_instant_ms};
 
 /// One item: its JSON object (with `id`, `type`, `updated_at` kept in step) and its time.
 #[derive(Debug, Clone)]
@@ -63,11 +48,10 @@ pub(crate) struct Listing {
 
 impl Listing {
     pub(crate) fn to_cursor(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        listing::to_cursor(self)
     }
     pub(crate) fn from_cursor(cursor: &str) -> Option<Listing> {
-        let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        listing::from_cursor(cursor)
     }
 }
 
@@ -77,76 +61,49 @@ pub(crate) struct Page<'a> {
     pub(crate) next: Option<Listing>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct ItemStore {
-    by_id: HashMap<String, Item>,
-    /// (`updated_at` s, `id`): the listing order.
-    order: BTreeSet<(u64, String)>,
-    /// Counts created items, for ids.
-    created: u64,
+impl Ordered for Item {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn updated_at_s(&self) -> u64 {
+        self.updated_at_s
+    }
 }
 
+/// A feed's items in listing order.
+pub(crate) type ItemStore = OrderedStore<Item>;
+
 impl ItemStore {
-    pub(crate) fn get(&self, id: &str) -> Option<&Item> {
-        self.by_id.get(id)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// All items in listing order.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Item> {
-        self.order.iter().filter_map(|(_, id)| self.by_id.get(id))
-    }
-
     /// `item-{n}`: the next free generated id.
     pub(crate) fn next_id(&mut self) -> String {
         loop {
             self.created += 1;
             let id = format!("item-{}", self.created);
-            if !self.by_id.contains_key(&id) {
+            if self.get(&id).is_none() {
                 return id;
             }
         }
     }
 
-    /// Inserts or replaces an item, keeping the order index in step.
-    pub(crate) fn put(&mut self, item: Item) {
-        if let Some(previous) = self.by_id.get(&item.id) {
-            self.order
-                .remove(&(previous.updated_at_s, previous.id.clone()));
-        }
-        self.order.insert((item.updated_at_s, item.id.clone()));
-        self.by_id.insert(item.id.clone(), item);
-    }
-
     /// The page `listing` asks for.
     pub(crate) fn page(&self, listing: &Listing) -> Page<'_> {
         let start = match (&listing.after, listing.updated_since_ms) {
-            (Some(after), _) => std::ops::Bound::Excluded(after.clone()),
+            (Some(after), _) => Bound::Excluded(after.clone()),
             // `updated_at` ≥ since: the first whole second at or after it.
             (None, Some(since_ms)) => {
                 let first_s = (since_ms.max(0) as u64).div_ceil(1000);
-                std::ops::Bound::Included((first_s, String::new()))
+                Bound::Included((first_s, String::new()))
             }
-            (None, None) => std::ops::Bound::Unbounded,
+            (None, None) => Bound::Unbounded,
         };
         let since_ms = listing.updated_since_ms.unwrap_or(i64::MIN);
-        let mut matching = self
-            .order
-            .range((start, std::ops::Bound::Unbounded))
-            .filter(|(updated_at_s, _)| *updated_at_s as i64 * 1000 >= since_ms)
-            .filter_map(|(_, id)| self.by_id.get(id));
-        let items: Vec<&Item> = matching.by_ref().take(listing.limit as usize).collect();
-        let more = matching.next().is_some();
-        let next = match items.last() {
-            Some(last) if more => Some(Listing {
-                after: Some((last.updated_at_s, last.id.clone())),
-                ..listing.clone()
-            }),
-            _ => None,
-        };
+        let (items, next_after) = self.page_from(start, listing.limit, |(updated_at_s, _), _| {
+            *updated_at_s as i64 * 1000 >= since_ms
+        });
+        let next = next_after.map(|after| Listing {
+            after: Some(after),
+            ..listing.clone()
+        });
         Page { items, next }
     }
 }

@@ -27,6 +27,8 @@ use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::registry::Entry as _;
+
 /// The path prefix of the simulated listings.
 pub(crate) const API_PREFIX: &str = "/feeds";
 /// The path prefix of the control API.
@@ -126,20 +128,11 @@ impl Simulator {
     /// once per server worker). Mount it before any `/_sandbox` scope: a scope that matches a
     /// prefix does not fall through.
     pub(crate) fn routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
-        let registry = web::Data::from(Arc::clone(&self.registry));
-        move |config| {
-            config
-                .service(
-                    web::scope(API_PREFIX)
-                        .app_data(registry.clone())
-                        .configure(routes_api::configure),
-                )
-                .service(
-                    web::scope(CONTROL_PREFIX)
-                        .app_data(registry.clone())
-                        .configure(routes_control::configure),
-                );
-        }
+        crate::server::mount_simulator(
+            &self.registry,
+            (API_PREFIX, routes_api::configure),
+            (CONTROL_PREFIX, routes_control::configure),
+        )
     }
 
     /// Creates a feed in-process; the same spec again is a no-op.

@@ -1,20 +1,19 @@
 //! `GET /feeds/{feed}/items`: one gate under the feed's lock (auth → scripted step →
 //! random fault → handler), then the page. Errors are `{"error", "message"}`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::time::Duration;
 
-use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::feed::{FeedState, Registry};
 use super::items::{parse_instant_ms, Item, Listing};
 use crate::clock::now_ms;
-use crate::faults::{FaultDecision, RequestKey};
-use crate::request_log::LoggedRequest;
-use crate::server::{close_connection, path_param};
+use crate::faults::RequestKey;
+use crate::gate::{path_and_query, record_get, Plan};
+use crate::registry::Entry as _;
+use crate::server::{path_param, query_fields, status_code};
 
 /// The route template a script step's `match.path` may name.
 pub(crate) const ITEMS_ROUTE: &str = "/items";
@@ -24,14 +23,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
 }
 
 pub(crate) fn error(status: u16, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .json(json!({"error": code, "message": message}))
-}
-
-fn query_fields(text: &str) -> HashMap<String, String> {
-    web::Query::<HashMap<String, String>>::from_query(text)
-        .map(web::Query::into_inner)
-        .unwrap_or_default()
+    HttpResponse::build(status_code(status)).json(json!({"error": code, "message": message}))
 }
 
 /// The listing a request asks for: its cursor (which carries the whole query), or its
@@ -76,74 +68,23 @@ fn items_page(state: &mut FeedState, query: &HashMap<String, String>) -> HttpRes
     HttpResponse::Ok().json(json!({"items": items, "next_cursor": next_cursor}))
 }
 
-/// What the gate decided under the lock.
-enum Plan {
-    Answer {
-        response: HttpResponse,
-        latency_ms: u64,
-        close_unanswered: bool,
-    },
-    Hang {
-        timeout_ms: u64,
-    },
-}
-
 async fn get_items(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
     let now = now_ms();
     let feed_id = path_param(&request, "feed");
     let Some(feed) = registry.by_id(&feed_id) else {
         return error(404, "not_found", &format!("unknown feed {feed_id:?}"));
     };
-    let path = match request.query_string() {
-        "" => request.path().to_owned(),
-        query => format!("{}?{query}", request.path()),
-    };
+    let path = path_and_query(request.path(), request.query_string());
     let plan = {
         let mut state = feed.lock();
         let plan = gate(&mut state, &request);
-        let status = match &plan {
-            Plan::Answer {
-                response,
-                close_unanswered,
-                ..
-            } if !close_unanswered => response.status().as_u16(),
-            _ => 0,
-        };
-        *state
-            .counters
-            .api_requests_by_status
-            .entry(status)
-            .or_default() += 1;
-        state.requests.push(LoggedRequest {
-            at_ms: now,
-            method: "GET",
-            path: Cow::Owned(path),
-            status,
-            transaction_ids: Vec::new(),
-            reference_ids: Vec::new(),
-        });
+        let state = &mut *state;
+        let status = plan.logged_status();
+        let by_status = &mut state.counters.api_requests_by_status;
+        record_get(by_status, &mut state.requests, now, path, status);
         plan
     };
-    match plan {
-        Plan::Answer {
-            response,
-            latency_ms,
-            close_unanswered,
-        } => {
-            if latency_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(latency_ms)).await;
-            }
-            if close_unanswered {
-                close_connection(&request);
-            }
-            response
-        }
-        Plan::Hang { timeout_ms } => {
-            tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
-            close_connection(&request);
-            HttpResponse::InternalServerError().finish()
-        }
-    }
+    plan.carry_out(&request).await
 }
 
 /// The auth header carries exactly the feed's value (when the feed has one).
@@ -158,14 +99,9 @@ fn authorized(state: &FeedState, request: &HttpRequest) -> bool {
 }
 
 fn gate(state: &mut FeedState, request: &HttpRequest) -> Plan {
-    let answer = |response| Plan::Answer {
-        response,
-        latency_ms: 0,
-        close_unanswered: false,
-    };
     if !authorized(state, request) {
         state.counters.unauthorized += 1;
-        return answer(error(401, "unauthorized", "missing or wrong credentials"));
+        return Plan::refuse(error(401, "unauthorized", "missing or wrong credentials"));
     }
     let query = query_fields(request.query_string());
     let sequence = state.counters.api_requests_by_status.values().sum::<u64>();
@@ -177,47 +113,25 @@ fn gate(state: &mut FeedState, request: &HttpRequest) -> Plan {
     };
     let latency_ms = state.faults.random.latency_ms;
     let seed = state.spec.seed;
-    match state.faults.decide(seed, &key, sequence as u32 + 1) {
-        FaultDecision::Pass => Plan::Answer {
-            response: items_page(state, &query),
-            latency_ms,
-            close_unanswered: false,
-        },
-        FaultDecision::Answer {
-            status,
-            retry_after_s,
-            body,
-            ..
-        } => {
-            let mut response = match (body, status) {
-                (Some(body), _) => HttpResponse::build(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                )
-                .json(body),
-                (None, 429) => error(429, "rate_limited", "Too many requests."),
-                (None, 401) => error(401, "unauthorized", "missing or wrong credentials"),
-                (None, _) => error(status, "server_error", "An internal error occurred."),
-            };
-            if let Some(seconds) = retry_after_s {
-                if let Ok(value) =
-                    actix_web::http::header::HeaderValue::from_str(&seconds.to_string())
-                {
-                    response
-                        .headers_mut()
-                        .insert(actix_web::http::header::RETRY_AFTER, value);
-                }
-            }
-            Plan::Answer {
-                response,
-                latency_ms,
-                close_unanswered: false,
-            }
+    let decision = state.faults.decide(seed, &key, sequence as u32 + 1);
+    let fault_answer = |status, retry_after_s: Option<u64>, body| {
+        let mut response = match (body, status) {
+            (Some(body), _) => HttpResponse::build(status_code(status)).json(body),
+            (None, 429) => error(429, "rate_limited", "Too many requests."),
+            (None, 401) => error(401, "unauthorized", "missing or wrong credentials"),
+            (None, _) => error(status, "server_error", "An internal error occurred."),
+        };
+        if let Some(seconds) = retry_after_s {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
-        FaultDecision::Hang { timeout_ms } => Plan::Hang { timeout_ms },
-        FaultDecision::ApplyThenClose => Plan::Answer {
-            response: items_page(state, &query),
-            latency_ms,
-            close_unanswered: true,
-        },
-    }
+        response
+    };
+    Plan::from_decision(
+        decision,
+        latency_ms,
+        || items_page(state, &query),
+        fault_answer,
+    )
 }

@@ -1,8 +1,6 @@
 //! The control API under `/_sandbox/feeds` (no auth, never counted): feeds, items added
 //! and changed as a user would, faults, counters and the request log.
 
-use std::sync::Arc;
-
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -10,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::feed::{CreateFeedError, Feed, FeedState, Generate, Registry};
 use super::FeedSpec;
-use crate::faults::{RandomFaults, ScriptBody};
+use crate::control::{self, json_body, message, EntryPath, FaultsEntry};
+use crate::faults::Faults;
 use crate::server::path_param;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -20,66 +19,30 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/{feed}/items", web::get().to(list_items))
         .route("/{feed}/items/touch", web::post().to(touch))
         .route("/{feed}/items/{item}", web::patch().to(edit_item))
-        .route("/{feed}/faults", web::put().to(put_faults))
-        .route("/{feed}/faults", web::delete().to(delete_faults))
-        .route("/{feed}/script", web::post().to(put_script))
+        .route("/{feed}/faults", web::put().to(control::put_faults::<Feed>))
+        .route(
+            "/{feed}/faults",
+            web::delete().to(control::delete_faults::<Feed>),
+        )
+        .route(
+            "/{feed}/script",
+            web::post().to(control::put_script::<Feed>),
+        )
         .route("/{feed}/stats", web::get().to(stats))
         .route("/{feed}/requests", web::get().to(requests));
 }
 
-fn message(status: u16, text: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(json!({ "message": text }))
-}
+/// Control paths name their feed by `{feed}`.
+const FEED: EntryPath = EntryPath {
+    param: "feed",
+    noun: "feed",
+};
 
-// The error is the finished rejection response, built once on a cold path.
-#[allow(clippy::result_large_err)]
-fn feed_of(request: &HttpRequest, registry: &Registry) -> Result<Arc<Feed>, HttpResponse> {
-    let id = path_param(request, "feed");
-    registry
-        .by_id(&id)
-        .ok_or_else(|| message(404, &format!("unknown feed {id:?}")))
-}
+impl FaultsEntry for Feed {
+    const PATH: EntryPath = FEED;
 
-// The error is the finished rejection response, built once on a cold path.
-#[allow(clippy::result_large_err)]
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|error| message(400, &format!("invalid body: {error}")))
-}
-
-/// Runs `action` on the feed's state after parsing the body; the usual 404/400 wrapping.
-fn with_body<T, Action>(
-    request: &HttpRequest,
-    registry: &Registry,
-    body: &[u8],
-    action: Action,
-) -> HttpResponse
-where
-    T: serde::de::DeserializeOwned,
-    Action: FnOnce(&mut FeedState, T) -> HttpResponse,
-{
-    let feed = match feed_of(request, registry) {
-        Ok(feed) => feed,
-        Err(response) => return response,
-    };
-    let parsed: T = match json_body(body) {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    let mut state = feed.lock();
-    action(&mut state, parsed)
-}
-
-/// Runs `action` on the feed's state; 404 for an unknown feed.
-fn with_feed(
-    request: &HttpRequest,
-    registry: &Registry,
-    action: impl FnOnce(&mut FeedState) -> HttpResponse,
-) -> HttpResponse {
-    match feed_of(request, registry) {
-        Ok(feed) => action(&mut feed.lock()),
-        Err(response) => response,
+    fn faults(state: &mut FeedState) -> &mut Faults {
+        &mut state.faults
     }
 }
 
@@ -112,7 +75,7 @@ async fn add_items(
     body: Bytes,
     registry: web::Data<Registry>,
 ) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, add: AddItems| {
+    FEED.with_body(&request, &registry, &body, |state, add: AddItems| {
         let mut ids = match state.add_items(add.items) {
             Ok(ids) => ids,
             Err(reason) => return message(400, &reason),
@@ -134,7 +97,7 @@ async fn edit_item(
     registry: web::Data<Registry>,
 ) -> HttpResponse {
     let item_id = path_param(&request, "item");
-    with_body(
+    FEED.with_body(
         &request,
         &registry,
         &body,
@@ -156,7 +119,7 @@ struct Touch {
 }
 
 async fn touch(request: HttpRequest, body: Bytes, registry: web::Data<Registry>) -> HttpResponse {
-    with_body(
+    FEED.with_body(
         &request,
         &registry,
         &body,
@@ -169,49 +132,13 @@ async fn touch(request: HttpRequest, body: Bytes, registry: web::Data<Registry>)
 
 /// `GET .../items`: every item in listing order.
 async fn list_items(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    with_feed(&request, &registry, |state| {
+    FEED.with(&request, &registry, |state| {
         HttpResponse::Ok().json(json!({ "items": state.all_items() }))
     })
 }
 
-async fn put_faults(
-    request: HttpRequest,
-    body: Bytes,
-    registry: web::Data<Registry>,
-) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, faults: RandomFaults| {
-        if let Err(reason) = faults.validate() {
-            return message(400, &reason);
-        }
-        state.faults.random = faults;
-        HttpResponse::NoContent().finish()
-    })
-}
-
-async fn delete_faults(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    with_feed(&request, &registry, |state| {
-        state.faults.random = RandomFaults::default();
-        state.faults.script.clear();
-        HttpResponse::NoContent().finish()
-    })
-}
-
-async fn put_script(
-    request: HttpRequest,
-    body: Bytes,
-    registry: web::Data<Registry>,
-) -> HttpResponse {
-    with_body(&request, &registry, &body, |state, script: ScriptBody| {
-        if let Err(reason) = script.validate() {
-            return message(400, &reason);
-        }
-        state.faults.script = script.steps.into();
-        HttpResponse::NoContent().finish()
-    })
-}
-
 async fn stats(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    with_feed(&request, &registry, |state| {
+    FEED.with(&request, &registry, |state| {
         HttpResponse::Ok().json(json!({
             "counters": state.counters,
             "items": state.items.len(),
@@ -224,7 +151,7 @@ async fn stats(request: HttpRequest, registry: web::Data<Registry>) -> HttpRespo
 
 /// `GET .../requests`: the listing calls, oldest first.
 async fn requests(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    with_feed(&request, &registry, |state| {
+    FEED.with(&request, &registry, |state| {
         let entries: Vec<_> = state.requests.entries().iter().collect();
         HttpResponse::Ok().json(json!({ "requests": entries }))
     })

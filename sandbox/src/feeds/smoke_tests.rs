@@ -2,40 +2,23 @@
 
 use serde_json::{json, Value};
 
-use crate::{start, SandboxConfig, SandboxHandle};
+use crate::test_support::{sandbox, ControlClient};
+use crate::SandboxHandle;
 
-async fn sandbox() -> SandboxHandle {
-    start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-    })
-    .await
-    .unwrap()
-}
+/// The feeds control API and the helpers below.
+struct Client(ControlClient);
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
+impl std::ops::Deref for Client {
+    type Target = ControlClient;
+
+    fn deref(&self) -> &ControlClient {
+        &self.0
+    }
 }
 
 impl Client {
     fn new(handle: &SandboxHandle) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            base: handle.base_url(),
-        }
-    }
-
-    async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .request(method, format!("{}/_sandbox/feeds{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        Client(ControlClient::new(handle, "/_sandbox/feeds"))
     }
 
     /// `GET /feeds/{feed}/items?{query}` with an optional auth header.
@@ -74,7 +57,7 @@ async fn a_feed_pages_through_ties_once_each_and_filters_by_its_updated_since_pa
     // Goal: 250 items with one updated_at (plus earlier and later ones) paged 40 at a time
     // come back once each, in (updated_at, id) order; the feed's own parameter name
     // (`changed_since`) filters with ≥; a bad limit or cursor is a JSON 400.
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     let client = Client::new(&handle);
     let (status, _) = client
         .control(
@@ -143,7 +126,7 @@ async fn auth_edits_touches_faults_and_the_log_behave_as_documented() {
     // Goal: a wrong or missing auth header is a JSON 401 (counted, logged); an edit merges
     // and bumps updated_at past the previous one; a touch ties items; a scripted 429 carries
     // Retry-After; the in-process calls work like the control API.
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     let client = Client::new(&handle);
     handle
         .create_feed(crate::feeds::FeedSpec::new("shop").with_auth("X-Api-Key", "k-1"))

@@ -3,9 +3,9 @@
 //! "as a user would" bump `last_changed` from the account clock and return the webhook jobs
 //! to send.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -19,6 +19,7 @@ use super::webhooks::{
 use super::AccountSpec;
 use crate::clock::now_ms;
 use crate::faults::Faults;
+use crate::registry::{self, Entry, Refusal};
 use crate::request_log::RequestLog;
 
 /// Dropped events kept for `GET …/webhook/dropped` (oldest dropped first past it).
@@ -186,14 +187,15 @@ pub(crate) struct Account {
     webhook_sender: mpsc::UnboundedSender<WebhookJob>,
 }
 
-impl Account {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, AccountState> {
-        // A panicking handler must not take the account down with it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+impl Entry for Account {
+    type State = AccountState;
 
+    fn state(&self) -> &Mutex<AccountState> {
+        &self.state
+    }
+}
+
+impl Account {
     /// Adds members as if they signed up (fires `subscribe` for subscribed ones). All or
     /// nothing: an invalid or existing email refuses the whole batch. Returns each new
     /// member's (subscriber hash, `unique_email_id`).
@@ -393,14 +395,14 @@ pub(crate) enum CreateAccountError {
 
 /// Every account, by id and by api key.
 pub(crate) struct Registry {
-    accounts: RwLock<HashMap<String, Arc<Account>>>,
+    accounts: registry::Registry<Account>,
     webhook_sender: mpsc::UnboundedSender<WebhookJob>,
 }
 
 impl Registry {
     pub(crate) fn new(webhook_sender: mpsc::UnboundedSender<WebhookJob>) -> Registry {
         Registry {
-            accounts: RwLock::new(HashMap::new()),
+            accounts: registry::Registry::default(),
             webhook_sender,
         }
     }
@@ -412,58 +414,43 @@ impl Registry {
         idempotent: bool,
     ) -> Result<(), CreateAccountError> {
         spec.validate().map_err(CreateAccountError::Invalid)?;
-        let mut accounts = self
-            .accounts
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(existing) = accounts.get(&spec.id) {
-            if idempotent && existing.spec.api_key == spec.api_key {
-                return Ok(());
-            }
-            return Err(CreateAccountError::IdTaken(spec.id));
-        }
-        if accounts
-            .values()
-            .any(|account| account.spec.api_key == spec.api_key)
-        {
-            return Err(CreateAccountError::KeyTaken);
-        }
-        let state = AccountState {
-            lists: spec
-                .lists
-                .iter()
-                .map(|id| (id.clone(), List::default()))
-                .collect(),
-            ..AccountState::default()
-        };
-        let account = Account {
+        let build = || Account {
             spec: spec.clone(),
-            state: Mutex::new(state),
+            state: Mutex::new(AccountState {
+                lists: spec
+                    .lists
+                    .iter()
+                    .map(|id| (id.clone(), List::default()))
+                    .collect(),
+                ..AccountState::default()
+            }),
             in_flight: AtomicU64::new(0),
             in_flight_max: AtomicU64::new(0),
             rejected_concurrency: AtomicU64::new(0),
             delivery: Arc::default(),
             webhook_sender: self.webhook_sender.clone(),
         };
-        accounts.insert(spec.id, Arc::new(account));
-        Ok(())
+        self.accounts
+            .insert(
+                &spec.id,
+                |existing| idempotent && existing.spec.api_key == spec.api_key,
+                |other| other.spec.api_key == spec.api_key,
+                build,
+            )
+            .map_err(|refusal| match refusal {
+                Refusal::IdTaken => CreateAccountError::IdTaken(spec.id.clone()),
+                Refusal::Conflict => CreateAccountError::KeyTaken,
+            })
     }
 
-    pub(crate) fn by_id(&self, id: &str) -> Option<Arc<Account>> {
-        self.accounts
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(id)
-            .cloned()
+    /// The accounts by id.
+    pub(crate) fn accounts(&self) -> &registry::Registry<Account> {
+        &self.accounts
     }
 
     pub(crate) fn by_key(&self, api_key: &str) -> Option<Arc<Account>> {
         self.accounts
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .values()
             .find(|account| account.spec.api_key == api_key)
-            .cloned()
     }
 }
 

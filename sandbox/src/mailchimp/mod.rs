@@ -124,20 +124,11 @@ impl Simulator {
     /// Mounts `/mailchimp/3.0` and `/_sandbox/mailchimp`. Mount before any `/_sandbox`
     /// scope: actix does not fall through from a matched scope.
     pub(crate) fn routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
-        let registry = web::Data::from(Arc::clone(&self.registry));
-        move |config| {
-            config
-                .service(
-                    web::scope("/mailchimp/3.0")
-                        .app_data(registry.clone())
-                        .configure(routes_api::configure),
-                )
-                .service(
-                    web::scope("/_sandbox/mailchimp")
-                        .app_data(registry.clone())
-                        .configure(routes_control::configure),
-                );
-        }
+        crate::server::mount_simulator(
+            &self.registry,
+            ("/mailchimp/3.0", routes_api::configure),
+            ("/_sandbox/mailchimp", routes_control::configure),
+        )
     }
 
     /// Creates an account in-process; the same id and key again is a no-op.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -17,8 +16,9 @@ use super::account::{Account, AccountState, ConnectionSlot, Registry};
 use super::OverLimitAnswer;
 use crate::clock::now_ms;
 use crate::faults::{FaultDecision, RequestKey};
+use crate::registry::Entry as _;
 use crate::request_log::LoggedRequest;
-use crate::server::{close_connection, path_param};
+use crate::server::{close_connection, path_param, status_code};
 
 const ERRORS_DOC: &str = "https://mailchimp.com/developer/marketing/docs/errors/";
 /// Mailchimp's documented default and maximum page sizes.
@@ -40,8 +40,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
 
 /// Mailchimp's error shape.
 pub(crate) fn problem(status: u16, title: &str, detail: &str) -> HttpResponse {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(code)
+    HttpResponse::build(status_code(status))
         .insert_header((CONTENT_TYPE, "application/problem+json; charset=utf-8"))
         .body(
             json!({"type": ERRORS_DOC, "title": title, "status": status, "detail": detail,
@@ -144,12 +143,9 @@ where
 
 fn fault_answer(status: u16, retry_after_s: Option<u64>, body: Option<Value>) -> HttpResponse {
     let mut response = match body {
-        Some(body) => {
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            HttpResponse::build(code)
-                .insert_header((CONTENT_TYPE, "application/json; charset=utf-8"))
-                .body(body.to_string())
-        }
+        Some(body) => HttpResponse::build(status_code(status))
+            .insert_header((CONTENT_TYPE, "application/json; charset=utf-8"))
+            .body(body.to_string()),
         None if status == 429 => problem(
             429,
             "Too Many Requests",

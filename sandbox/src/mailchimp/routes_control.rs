@@ -11,10 +11,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::account::{
-    Account, ChangeError, CreateAccountError, MemberChange, Registry, WebhookSettings,
+    Account, AccountState, ChangeError, CreateAccountError, MemberChange, Registry, WebhookSettings,
 };
 use super::AccountSpec;
-use crate::faults::{RandomFaults, ScriptBody};
+use crate::control::{self, json_body, message, EntryPath};
+use crate::registry::Entry as _;
 use crate::server::path_param;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -59,24 +60,16 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         );
 }
 
-fn message(status: u16, text: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(json!({ "message": text }))
-}
+/// Control paths name their account by `{account}`.
+const ACCOUNT: EntryPath = EntryPath {
+    param: "account",
+    noun: "account",
+};
 
 // The error is the finished rejection response, built once on a cold path.
 #[allow(clippy::result_large_err)]
 fn account_of(request: &HttpRequest, registry: &Registry) -> Result<Arc<Account>, HttpResponse> {
-    let id = path_param(request, "account");
-    registry
-        .by_id(&id)
-        .ok_or_else(|| message(404, &format!("unknown account {id:?}")))
-}
-
-#[allow(clippy::result_large_err)]
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|error| message(400, &format!("invalid body: {error}")))
+    ACCOUNT.find(request, registry.accounts())
 }
 
 fn change_failed(error: ChangeError) -> HttpResponse {
@@ -115,20 +108,14 @@ async fn advance_clock(
     body: Bytes,
     registry: web::Data<Registry>,
 ) -> HttpResponse {
-    let account = match account_of(&request, &registry) {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
-    let advance: ClockAdvance = match json_body(&body) {
-        Ok(advance) => advance,
-        Err(response) => return response,
-    };
-    if advance.advance_s < 0 {
-        return message(400, "advance_s must be 0 or more");
-    }
-    let mut state = account.lock();
-    state.clock_offset_s += advance.advance_s;
-    HttpResponse::Ok().json(json!({"now": super::account::last_changed(state.now_s())}))
+    let accounts = registry.accounts();
+    ACCOUNT.with_body(&request, accounts, &body, |state, advance: ClockAdvance| {
+        if advance.advance_s < 0 {
+            return message(400, "advance_s must be 0 or more");
+        }
+        state.clock_offset_s += advance.advance_s;
+        HttpResponse::Ok().json(json!({"now": super::account::last_changed(state.now_s())}))
+    })
 }
 
 async fn put_faults(
@@ -140,25 +127,19 @@ async fn put_faults(
         Ok(account) => account,
         Err(response) => return response,
     };
-    let faults: RandomFaults = match json_body(&body) {
+    let faults = match control::random_faults(&body) {
         Ok(faults) => faults,
         Err(response) => return response,
     };
-    if let Err(reason) = faults.validate() {
-        return message(400, &reason);
-    }
     account.lock().faults.random = faults.clone();
     HttpResponse::Ok().json(faults)
 }
 
 async fn delete_faults(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    match account_of(&request, &registry) {
-        Ok(account) => {
-            account.lock().faults = Default::default();
-            HttpResponse::Ok().finish()
-        }
-        Err(response) => response,
-    }
+    ACCOUNT.with(&request, registry.accounts(), |state| {
+        state.faults = Default::default();
+        HttpResponse::Ok().finish()
+    })
 }
 
 async fn put_script(
@@ -170,13 +151,10 @@ async fn put_script(
         Ok(account) => account,
         Err(response) => return response,
     };
-    let script: ScriptBody = match json_body(&body) {
+    let script = match control::script(&body) {
         Ok(script) => script,
         Err(response) => return response,
     };
-    if let Err(reason) = script.validate() {
-        return message(400, &reason);
-    }
     let steps = script.steps.len();
     account.lock().faults.script = script.steps.into();
     HttpResponse::Ok().json(json!({ "steps": steps }))
@@ -203,10 +181,9 @@ async fn stats(request: HttpRequest, registry: web::Data<Registry>) -> HttpRespo
 }
 
 async fn requests(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    match account_of(&request, &registry) {
-        Ok(account) => HttpResponse::Ok().json(account.lock().log.entries()),
-        Err(response) => response,
-    }
+    ACCOUNT.with(&request, registry.accounts(), |state| {
+        HttpResponse::Ok().json(state.log.entries())
+    })
 }
 
 async fn put_webhook(
@@ -214,60 +191,57 @@ async fn put_webhook(
     body: Bytes,
     registry: web::Data<Registry>,
 ) -> HttpResponse {
-    let account = match account_of(&request, &registry) {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
-    let settings: WebhookSettings = match json_body(&body) {
-        Ok(settings) => settings,
-        Err(response) => return response,
-    };
-    if !(0.0..=100.0).contains(&settings.drop_pct) {
-        return message(400, "drop_pct must be between 0 and 100");
-    }
-    if !settings.url.starts_with("http://") && !settings.url.starts_with("https://") {
-        return message(400, "url must be an http(s) URL");
-    }
     let list_id = path_param(&request, "list");
-    let mut state = account.lock();
-    match state.lists.get_mut(&list_id) {
+    let accounts = registry.accounts();
+    ACCOUNT.with_body(
+        &request,
+        accounts,
+        &body,
+        |state, settings: WebhookSettings| {
+            if !(0.0..=100.0).contains(&settings.drop_pct) {
+                return message(400, "drop_pct must be between 0 and 100");
+            }
+            if !settings.url.starts_with("http://") && !settings.url.starts_with("https://") {
+                return message(400, "url must be an http(s) URL");
+            }
+            set_webhook(state, &list_id, Some(settings.clone()))
+                .unwrap_or_else(|| HttpResponse::Ok().json(settings))
+        },
+    )
+}
+
+/// Sets (or removes) a list's webhook: `None` when done, else the 404 of an unknown list.
+fn set_webhook(
+    state: &mut AccountState,
+    list_id: &str,
+    webhook: Option<WebhookSettings>,
+) -> Option<HttpResponse> {
+    match state.lists.get_mut(list_id) {
         Some(list) => {
-            list.webhook = Some(settings.clone());
-            HttpResponse::Ok().json(settings)
+            list.webhook = webhook;
+            None
         }
-        None => message(404, &format!("unknown list {list_id:?}")),
+        None => Some(message(404, &format!("unknown list {list_id:?}"))),
     }
 }
 
 async fn delete_webhook(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    let account = match account_of(&request, &registry) {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
     let list_id = path_param(&request, "list");
-    let mut state = account.lock();
-    match state.lists.get_mut(&list_id) {
-        Some(list) => {
-            list.webhook = None;
-            HttpResponse::Ok().finish()
-        }
-        None => message(404, &format!("unknown list {list_id:?}")),
-    }
+    ACCOUNT.with(&request, registry.accounts(), |state| {
+        set_webhook(state, &list_id, None).unwrap_or_else(|| HttpResponse::Ok().finish())
+    })
 }
 
 async fn dropped(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    let account = match account_of(&request, &registry) {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
     let list_id = path_param(&request, "list");
-    let state = account.lock();
-    let events: Vec<_> = state
-        .dropped
-        .iter()
-        .filter(|event| event.list_id == list_id)
-        .collect();
-    HttpResponse::Ok().json(events)
+    ACCOUNT.with(&request, registry.accounts(), |state| {
+        let events: Vec<_> = state
+            .dropped
+            .iter()
+            .filter(|event| event.list_id == list_id)
+            .collect();
+        HttpResponse::Ok().json(events)
+    })
 }
 
 #[derive(Deserialize)]

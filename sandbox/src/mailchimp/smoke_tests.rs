@@ -4,21 +4,17 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::web;
 use serde_json::{json, Value};
 
 use super::AccountSpec;
-use crate::{start, SandboxConfig, SandboxHandle};
+use crate::test_support::{futures_join_all, sandbox, webhook_receiver};
+use crate::SandboxHandle;
 
 const KEY: &str = "0123456789abcdef-us21";
 
 async fn sandbox_with_account() -> (SandboxHandle, reqwest::Client) {
-    let handle = start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
-    })
-    .await
-    .unwrap();
+    let handle = sandbox(2).await;
     handle
         .create_mailchimp_account(AccountSpec::new("acme", KEY, &["list1"]))
         .unwrap();
@@ -157,7 +153,7 @@ async fn the_eleventh_simultaneous_request_is_refused() {
             .basic_auth("anystring", Some(KEY))
             .send()
     });
-    let responses = futures_join_all(requests.collect()).await;
+    let responses = futures_join_all(requests).await;
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     for response in responses {
         let response = response.unwrap();
@@ -183,58 +179,16 @@ async fn the_eleventh_simultaneous_request_is_refused() {
     handle.stop().await;
 }
 
-/// Runs the futures concurrently on this task (no `futures` crate in the sandbox).
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut handles = Vec::new();
-    for future in futures {
-        handles.push(Box::pin(future));
-    }
-    let mut outputs: Vec<Option<F::Output>> = (0..handles.len()).map(|_| None).collect();
-    std::future::poll_fn(|context| {
-        let mut pending = false;
-        for (index, future) in handles.iter_mut().enumerate() {
-            if outputs[index].is_none() {
-                match future.as_mut().poll(context) {
-                    std::task::Poll::Ready(output) => outputs[index] = Some(output),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(Option::unwrap).collect()
-}
-
 #[actix_rt::test]
 async fn webhooks_are_form_encoded_and_a_seeded_share_is_dropped() {
     // Goal: subscribe events reach a loopback receiver form-encoded, data[id] the member's
     // unique_email_id and fired_at its last_changed; with drop_pct 20 the dropped ones are
     // exactly the ones missing.
-    let (hook_sender, mut hook_receiver) =
-        tokio::sync::mpsc::unbounded_channel::<HashMap<String, String>>();
-    let receiver = HttpServer::new(move || {
-        let hook_sender = hook_sender.clone();
-        App::new().route(
-            "/hook",
-            web::post().to(move |form: web::Form<HashMap<String, String>>| {
-                let _ = hook_sender.send(form.into_inner());
-                async { HttpResponse::Ok().finish() }
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let hook_url = format!("http://{}/hook", receiver.addrs()[0]);
-    let receiver = receiver.run();
-    let receiver_handle = receiver.handle();
-    actix_web::rt::spawn(receiver);
+    let (hook_url, mut hook_receiver, receiver_handle) = webhook_receiver(|_, body| {
+        web::Query::<HashMap<String, String>>::from_query(&String::from_utf8_lossy(&body))
+            .map(web::Query::into_inner)
+            .unwrap_or_default()
+    });
 
     let (handle, client) = sandbox_with_account().await;
     let put = client

@@ -1,16 +1,15 @@
 //! Audience webhooks: the form-encoded body of one event, the seeded drop decision, and the
-//! dispatcher that POSTs them off the request path with a few retries. Delivery follows the
-//! Virtuous dispatcher's shape (one task owning the reqwest client, one task per job) but
-//! sends `application/x-www-form-urlencoded` and no signature: Mailchimp signs nothing.
+//! dispatcher that POSTs them off the request path with a few retries (the crate's
+//! `webhook_delivery`, as for Virtuous), but `application/x-www-form-urlencoded` and no signature: Mailchimp signs nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::account::Member;
 use crate::faults::stable_draw;
+use crate::webhook_delivery::{self, DeliveryPolicy, WebhookPost};
 
 /// Pauses before the 2nd and 3rd attempt (the real API retries for ~75 minutes; a sandbox
 /// keeps it short so tests stay fast).
@@ -151,60 +150,35 @@ pub(crate) struct WebhookJob {
     pub(crate) counters: Arc<DeliveryCounters>,
 }
 
-/// Starts the dispatcher on the current runtime (like the Virtuous one: a local task owning
-/// the one client, each job in its own task).
+impl WebhookPost for WebhookJob {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn post(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
+        client
+            .post(&self.url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("User-Agent", "MailChimp (steward sandbox)")
+            .body(self.body.clone())
+    }
+    fn delivered(&self) {
+        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+    fn failed(&self) {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts the dispatcher on the current runtime.
 pub(crate) fn spawn_dispatcher() -> (
     mpsc::UnboundedSender<WebhookJob>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<WebhookJob>();
-    let task = tokio::task::spawn_local(async move {
-        let client = match reqwest::Client::builder()
-            .timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS))
-            .build()
-        {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(error = %error, "sandbox Mailchimp webhook client failed to build; webhooks disabled");
-                return;
-            }
-        };
-        while let Some(job) = receiver.recv().await {
-            tokio::task::spawn_local(deliver(client.clone(), job));
-        }
-    });
-    (sender, task)
-}
-
-async fn deliver(client: reqwest::Client, job: WebhookJob) {
-    for attempt in 0..=RETRY_BACKOFF_MS.len() {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS[attempt - 1])).await;
-        }
-        let outcome = client
-            .post(&job.url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .header("User-Agent", "MailChimp (steward sandbox)")
-            .body(job.body.clone())
-            .send()
-            .await;
-        match outcome {
-            Ok(response) if response.status().is_success() => {
-                job.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Ok(response) => tracing::debug!(
-                url = %job.url, attempt = attempt + 1, status = response.status().as_u16(),
-                "sandbox Mailchimp webhook refused"
-            ),
-            Err(error) => tracing::debug!(
-                url = %job.url, attempt = attempt + 1, error = %error,
-                "sandbox Mailchimp webhook failed"
-            ),
-        }
-    }
-    tracing::warn!(url = %job.url, "sandbox Mailchimp webhook given up after retries");
-    job.counters.failed.fetch_add(1, Ordering::Relaxed);
+    webhook_delivery::spawn_dispatcher(DeliveryPolicy {
+        platform: "mailchimp",
+        timeout_ms: DELIVERY_TIMEOUT_MS,
+        retry_backoff_ms: &RETRY_BACKOFF_MS,
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use super::routes_records::{edit_contact, edit_gift};
 use super::webhooks::{Event, EventKind};
 use super::OrgSpec;
 use crate::clock::now_ms;
+use crate::control::{json_body, message};
 use crate::faults::{RandomFaults, ScriptBody};
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -34,12 +35,6 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/orgs/{org}/projects", web::post().to(create_project));
 }
 
-fn message(status: u16, text: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(json!({ "message": text }))
-}
-
 // The error is the finished rejection response, built once on a cold path.
 #[allow(clippy::result_large_err)]
 fn org_of(request: &HttpRequest, registry: &Registry) -> Result<Arc<Org>, HttpResponse> {
@@ -47,13 +42,6 @@ fn org_of(request: &HttpRequest, registry: &Registry) -> Result<Arc<Org>, HttpRe
     registry
         .by_id(id)
         .ok_or_else(|| message(404, &format!("unknown organization {id:?}")))
-}
-
-/// Parses a JSON body, answering 400 `{"message"}` with serde's reason on failure.
-// The error is the finished rejection response, built once on a cold path.
-#[allow(clippy::result_large_err)]
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|error| message(400, &format!("invalid body: {error}")))
 }
 
 async fn create_org(body: Bytes, registry: web::Data<Registry>) -> HttpResponse {

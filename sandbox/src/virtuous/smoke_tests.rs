@@ -2,22 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::webhooks::sign;
 use super::*;
-use crate::{start, SandboxConfig, SandboxHandle};
-
-async fn sandbox() -> SandboxHandle {
-    start(SandboxConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-    })
-    .await
-    .unwrap()
-}
+use crate::test_support::{sandbox, webhook_receiver};
 
 fn gift(transaction_id: &str) -> Value {
     json!({"transactionSource": "Stripe", "transactionId": transaction_id, "amount": "12.50",
@@ -28,34 +18,17 @@ fn gift(transaction_id: &str) -> Value {
 #[actix_rt::test]
 async fn a_gift_goes_from_post_to_signed_webhook() {
     // Goal: POST → 200 with rate headers → process → GiftCreate webhook with a valid signature.
-    let (hook_sender, mut hook_receiver) =
-        tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let receiver = HttpServer::new(move || {
-        let hook_sender = hook_sender.clone();
-        App::new().route(
-            "/hook",
-            web::post().to(move |request: HttpRequest, body: web::Bytes| {
-                let signature = request
-                    .headers()
-                    .get("X-Virtuous-Signature")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                let _ = hook_sender.send((signature, String::from_utf8_lossy(&body).into_owned()));
-                async { HttpResponse::Ok().finish() }
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let hook_url = format!("http://{}/hook", receiver.addrs()[0]);
-    let receiver = receiver.run();
-    let receiver_handle = receiver.handle();
-    actix_web::rt::spawn(receiver);
+    let (hook_url, mut hook_receiver, receiver_handle) = webhook_receiver(|request, body| {
+        let signature = request
+            .headers()
+            .get("X-Virtuous-Signature")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (signature, String::from_utf8_lossy(&body).into_owned())
+    });
 
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     handle
         .create_org(OrgSpec::new("smoke", "smoke-key"))
         .unwrap();
@@ -132,7 +105,7 @@ async fn a_gift_goes_from_post_to_signed_webhook() {
 #[actix_rt::test]
 async fn apply_then_close_applies_and_answers_nothing() {
     // Goal: a scripted apply_then close queues the transaction but sends zero response bytes.
-    let handle = sandbox().await;
+    let handle = sandbox(1).await;
     handle
         .create_org(OrgSpec::new("close", "close-key"))
         .unwrap();

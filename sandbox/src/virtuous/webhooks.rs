@@ -4,7 +4,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::web::Bytes;
 use base64::Engine as _;
@@ -16,6 +15,7 @@ use tokio::sync::mpsc;
 use super::records::Table;
 use super::stats::WebhookCounters;
 use super::{SignatureEncoding, WebhookDelivery};
+use crate::webhook_delivery::{self, DeliveryPolicy, WebhookPost};
 
 /// Pauses before the 2nd, 3rd and 4th attempt of a delivery.
 const RETRY_BACKOFF_MS: [u64; 3] = [100, 500, 2_000];
@@ -194,59 +194,35 @@ pub(crate) fn build_jobs(
     jobs
 }
 
-/// Starts the dispatcher on the current runtime; it owns the one reqwest client (pooled
-/// connections belong to the runtime that made them) and delivers each job in its own task.
+impl WebhookPost for WebhookJob {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn post(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
+        client
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header(SIGNATURE_HEADER, &self.signature)
+            .body(self.body.clone())
+    }
+    fn delivered(&self) {
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    fn failed(&self) {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts the dispatcher on the current runtime (the crate's `webhook_delivery`).
 pub(crate) fn spawn_dispatcher() -> (
     mpsc::UnboundedSender<WebhookJob>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<WebhookJob>();
-    let task = tokio::task::spawn_local(async move {
-        let client = match reqwest::Client::builder()
-            .timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS))
-            .build()
-        {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(error = %error, "sandbox webhook client failed to build; webhooks disabled");
-                return;
-            }
-        };
-        while let Some(job) = receiver.recv().await {
-            tokio::task::spawn_local(deliver(client.clone(), job));
-        }
-    });
-    (sender, task)
-}
-
-async fn deliver(client: reqwest::Client, job: WebhookJob) {
-    for attempt in 0..=RETRY_BACKOFF_MS.len() {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS[attempt - 1])).await;
-        }
-        let outcome = client
-            .post(&job.url)
-            .header("Content-Type", "application/json")
-            .header(SIGNATURE_HEADER, &job.signature)
-            .body(job.body.clone())
-            .send()
-            .await;
-        match outcome {
-            Ok(response) if response.status().is_success() => {
-                job.counters.sent.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Ok(response) => tracing::debug!(
-                url = %job.url, attempt = attempt + 1, status = response.status().as_u16(),
-                "sandbox webhook refused"
-            ),
-            Err(error) => tracing::debug!(
-                url = %job.url, attempt = attempt + 1, error = %error, "sandbox webhook failed"
-            ),
-        }
-    }
-    tracing::warn!(url = %job.url, "sandbox webhook given up after retries");
-    job.counters.failed.fetch_add(1, Ordering::Relaxed);
+    webhook_delivery::spawn_dispatcher(DeliveryPolicy {
+        platform: "virtuous",
+        timeout_ms: DELIVERY_TIMEOUT_MS,
+        retry_backoff_ms: &RETRY_BACKOFF_MS,
+    })
 }
 
 #[cfg(test)]
