@@ -81,28 +81,6 @@ pub struct PollerSnapshot {
     pub live: PollerLive,
 }
 
-/// Every configured poller of a tenant, by source.
-pub fn snapshots(
-    shared: &crate::hub::TenantShared,
-) -> Result<Vec<PollerSnapshot>, crate::store::StoreError> {
-    let store = shared.tenant_store();
-    let live = shared.poll_live();
-    shared
-        .pollers()
-        .iter()
-        .map(|spec| {
-            let source = &spec.settings.source;
-            Ok(PollerSnapshot {
-                settings: spec.settings.clone(),
-                state: store.poller_state(source)?,
-                progress: store.poll_progress(source)?,
-                last_run: store.poll_runs(source, 1)?.into_iter().next(),
-                live: live.get(source).cloned().unwrap_or_default(),
-            })
-        })
-        .collect()
-}
-
 impl crate::messages::DoorError for PollCommandError {
     fn mailbox_full(capacity: usize) -> Self {
         PollCommandError::Conflict(format!(

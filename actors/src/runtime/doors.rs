@@ -151,7 +151,22 @@ impl TenantHandle {
 impl TenantHandle {
     /// The tenant's pollers (docs/polling.md "Admin routes").
     pub fn pollers(&self) -> Result<Vec<crate::poll::PollerSnapshot>, StoreError> {
-        crate::poll::snapshots(&self.shared)
+        let store = self.shared.tenant_store();
+        let live = self.shared.poll_live();
+        self.shared
+            .pollers()
+            .iter()
+            .map(|spec| {
+                let source = &spec.settings.source;
+                Ok(crate::poll::PollerSnapshot {
+                    settings: spec.settings.clone(),
+                    state: store.poller_state(source)?,
+                    progress: store.poll_progress(source)?,
+                    last_run: store.poll_runs(source, 1)?.into_iter().next(),
+                    live: live.get(source).cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// A poller's run reports, newest first.
