@@ -121,6 +121,19 @@ struct Slot {
     daily_anchor_ms: u64,
 }
 
+/// Most entries one write of a page carries (see `write_page`).
+pub const PAGE_WRITE_CHUNK: usize = 64;
+
+/// A classified page, ready to write.
+struct PreparedPage {
+    entries: Vec<NewEntry>,
+    /// The progress the page brings (written with its last chunk).
+    progress: PollProgress,
+    /// (idempotency key, record id) of each entry, for parity (hybrid sources only).
+    facts: Vec<(String, String)>,
+    has_more: bool,
+}
+
 /// What a poller should do now.
 enum Step {
     Fetch,
@@ -443,63 +456,130 @@ impl CaptureActor {
         super::commands::raise_alert(self.store(), &note, now_ms)
     }
 
-    /// Writes a page's entries with the poller's progress (one atomic write), then waits for
-    /// it to be durable before the next page.
+    /// Writes a page's entries, then waits for them to be durable before the next page. A
+    /// page is written in chunks of [`PAGE_WRITE_CHUNK`] entries, each flushed before the next,
+    /// and the poller's progress goes into the same atomic write as the last chunk: a page of
+    /// hundreds of entries in one group write would hold the store's writer — and every
+    /// other tenant's acknowledgements — for tens of milliseconds. A crash between chunks
+    /// repeats the page (its progress was not written), never skips it.
     fn write_page(&mut self, source: &str, page: PollPage, ctx: &mut Context<Self>) {
-        let now_ms = self.now_ms();
-        let written = self.apply_page(source, page, now_ms);
-        let (queued, has_more) = match written {
-            Ok(written) => written,
+        let prepared = match self.prepare_page(source, page) {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => return,
             Err(error) => {
                 self.fail(format!("poller {source}: {error}"), ctx);
                 return;
             }
         };
+        let PreparedPage {
+            mut entries,
+            progress,
+            facts,
+            has_more,
+        } = prepared;
+        let tenant_store = self.core.shared.tenant_store().clone();
         let store = self.core.shared.store().clone();
+        let epoch = self.behavior.polls.slots.get(source).map(|slot| slot.epoch);
         let source = source.to_string();
         let generation = self.core.generation;
-        ctx.spawn(async move { store.durable().await }.into_actor(self).map(
-            move |flushed, capture, ctx| {
-                if capture.core.generation != generation || !capture.may_act(ctx) {
-                    return;
-                }
-                if let Err(error) = flushed {
+        let write_source = source.clone();
+        let write_progress = progress.clone();
+        let write = async move {
+            let mut outcomes = Vec::with_capacity(entries.len());
+            while entries.len() > PAGE_WRITE_CHUNK {
+                let rest = entries.split_off(PAGE_WRITE_CHUNK);
+                let chunk = std::mem::replace(&mut entries, rest);
+                outcomes.extend(tenant_store.enqueue(chunk)?);
+                store.durable().await?;
+            }
+            outcomes.extend(tenant_store.enqueue_page(&write_source, entries, &write_progress)?);
+            store.durable().await?;
+            Ok::<_, StoreError>(outcomes)
+        };
+        ctx.spawn(write.into_actor(self).map(move |written, capture, ctx| {
+            if capture.core.generation != generation || !capture.may_act(ctx) {
+                return;
+            }
+            let outcomes = match written {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
                     capture.fail(format!("poller {source}: {error}"), ctx);
                     return;
                 }
-                if queued > 0 {
-                    capture.behavior.counters.hints_dropped +=
-                        capture.core.shared.hint_new_work(queued);
-                }
-                let now_ms = capture.now_ms();
-                let ended = match capture.behavior.polls.slots.get_mut(&source) {
-                    Some(slot) => {
-                        slot.busy = false;
-                        match (slot.end_after_page.take(), has_more) {
-                            (Some(outcome), _) => capture.end_run(&source, outcome, None, now_ms),
-                            (None, false) => capture.run_completed(&source, now_ms),
-                            (None, true) => Ok(()),
-                        }
-                    }
-                    None => Ok(()),
-                };
-                if let Err(error) = ended {
-                    capture.fail(format!("poller {source}: {error}"), ctx);
-                    return;
-                }
-                capture.poll_wake(ctx);
-            },
-        ));
+            };
+            let now_ms = capture.now_ms();
+            let ended = capture.page_written(
+                &source, epoch, progress, &facts, &outcomes, has_more, now_ms,
+            );
+            if let Err(error) = ended {
+                capture.fail(format!("poller {source}: {error}"), ctx);
+                return;
+            }
+            capture.poll_wake(ctx);
+        }));
     }
 
-    /// The store part of a page: classification, the atomic write, parity. Returns the
-    /// entries queued and whether the run has more pages.
-    fn apply_page(
+    /// A page is durable: counters, parity, the wake-up hint, and the run's next step.
+    #[allow(clippy::too_many_arguments)]
+    fn page_written(
+        &mut self,
+        source: &str,
+        epoch: Option<u64>,
+        progress: PollProgress,
+        facts: &[(String, String)],
+        outcomes: &[EnqueueOutcome],
+        has_more: bool,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let queued = EnqueueOutcome::queued_in(outcomes) as u64;
+        self.behavior.counters.entries_queued += queued;
+        self.behavior.counters.duplicates += outcomes.len() as u64 - queued;
+        if queued > 0 {
+            self.behavior.counters.hints_dropped += self.core.shared.hint_new_work(queued);
+        }
+        let store = self.core.shared.tenant_store().clone();
+        let Some(slot) = self.behavior.polls.slots.get_mut(source) else {
+            return Ok(());
+        };
+        if Some(slot.epoch) != epoch {
+            // Removed and configured again while this page was written: the new slot
+            // starts from the store on its own.
+            return Ok(());
+        }
+        slot.progress = progress;
+        slot.busy = false;
+        store.put_poller_state(source, &slot.state)?;
+        if slot.spec.settings.has_webhooks {
+            let kind = slot.spec.settings.kind.clone();
+            let seen: Vec<SeenFact<'_>> = facts
+                .iter()
+                .zip(outcomes)
+                .map(|((key, record_id), outcome)| SeenFact {
+                    idempotency_key: key,
+                    record_id,
+                    queued: matches!(outcome, EnqueueOutcome::Queued { .. }),
+                })
+                .collect();
+            count_parity(
+                &kind,
+                CapturePath::Poll,
+                store.note_parity(source, CapturePath::Poll, &seen, now_ms)?,
+            );
+        }
+        match (slot.end_after_page.take(), has_more) {
+            (Some(outcome), _) => self.end_run(source, outcome, None, now_ms),
+            (None, false) => self.run_completed(source, now_ms),
+            (None, true) => Ok(()),
+        }
+    }
+
+    /// A page's classification (new, changed, unchanged, rejected) and the progress it
+    /// brings; nothing is written. `None` when no run is in progress.
+    fn prepare_page(
         &mut self,
         source: &str,
         page: PollPage,
-        now_ms: u64,
-    ) -> Result<(u64, bool), StoreError> {
+    ) -> Result<Option<PreparedPage>, StoreError> {
         let store = self.core.shared.tenant_store().clone();
         let slot = self
             .behavior
@@ -508,10 +588,9 @@ impl CaptureActor {
             .get_mut(source)
             .expect("caller checked");
         let hybrid = slot.spec.settings.has_webhooks;
-        let kind = slot.spec.settings.kind.clone();
         let mut progress = slot.progress.clone();
         let Some(run) = progress.run.as_mut() else {
-            return Ok((0, false));
+            return Ok(None);
         };
         let report = &mut run.report;
         report.pages += 1;
@@ -567,7 +646,6 @@ impl CaptureActor {
         }
         run.cursor = page.next_cursor.clone();
         run.report.checkpoint = run.high_water.clone();
-        let has_more = page.next_cursor.is_some();
         let facts: Vec<(String, String)> = if hybrid {
             entries
                 .iter()
@@ -581,29 +659,12 @@ impl CaptureActor {
         } else {
             Vec::new()
         };
-        let outcomes = store.enqueue_page(source, entries, &progress)?;
-        store.put_poller_state(source, &slot.state)?;
-        slot.progress = progress;
-        let queued = EnqueueOutcome::queued_in(&outcomes) as u64;
-        self.behavior.counters.entries_queued += queued;
-        self.behavior.counters.duplicates += outcomes.len() as u64 - queued;
-        if hybrid {
-            let seen: Vec<SeenFact<'_>> = facts
-                .iter()
-                .zip(&outcomes)
-                .map(|((key, record_id), outcome)| SeenFact {
-                    idempotency_key: key,
-                    record_id,
-                    queued: matches!(outcome, EnqueueOutcome::Queued { .. }),
-                })
-                .collect();
-            count_parity(
-                &kind,
-                CapturePath::Poll,
-                store.note_parity(source, CapturePath::Poll, &seen, now_ms)?,
-            );
-        }
-        Ok((queued, has_more))
+        Ok(Some(PreparedPage {
+            entries,
+            progress,
+            facts,
+            has_more: page.next_cursor.is_some(),
+        }))
     }
 
     /// The last page is durable: the run is complete.
