@@ -484,16 +484,51 @@ impl CaptureActor {
         let generation = self.core.generation;
         let write_source = source.clone();
         let write_progress = progress.clone();
+        let kind = self.behavior.polls.kind_of(&source).unwrap_or_default();
+        let clock = std::sync::Arc::clone(&self.core.shared.clock);
         let write = async move {
             let mut outcomes = Vec::with_capacity(entries.len());
-            while entries.len() > PAGE_WRITE_CHUNK {
-                let rest = entries.split_off(PAGE_WRITE_CHUNK);
+            let mut noted = 0;
+            loop {
+                let last = entries.len() <= PAGE_WRITE_CHUNK;
+                let rest = if last {
+                    Vec::new()
+                } else {
+                    entries.split_off(PAGE_WRITE_CHUNK)
+                };
                 let chunk = std::mem::replace(&mut entries, rest);
-                outcomes.extend(tenant_store.enqueue(chunk)?);
+                let written = if last {
+                    tenant_store.enqueue_page(&write_source, chunk, &write_progress)?
+                } else {
+                    tenant_store.enqueue(chunk)?
+                };
+                // Parity is noted with the chunk, before any await: a webhook of the same
+                // fact handled in between would otherwise find no poll fact to mark `both`.
+                if !facts.is_empty() {
+                    let seen: Vec<SeenFact<'_>> = facts[noted..noted + written.len()]
+                        .iter()
+                        .zip(&written)
+                        .map(|((key, record_id), outcome)| SeenFact {
+                            idempotency_key: key,
+                            record_id,
+                            queued: matches!(outcome, EnqueueOutcome::Queued { .. }),
+                        })
+                        .collect();
+                    let parity = tenant_store.note_parity(
+                        &write_source,
+                        CapturePath::Poll,
+                        &seen,
+                        clock.now_ms(),
+                    )?;
+                    count_parity(&kind, CapturePath::Poll, parity);
+                }
+                noted += written.len();
+                outcomes.extend(written);
                 store.durable().await?;
+                if last {
+                    break;
+                }
             }
-            outcomes.extend(tenant_store.enqueue_page(&write_source, entries, &write_progress)?);
-            store.durable().await?;
             Ok::<_, StoreError>(outcomes)
         };
         ctx.spawn(write.into_actor(self).map(move |written, capture, ctx| {
@@ -508,9 +543,7 @@ impl CaptureActor {
                 }
             };
             let now_ms = capture.now_ms();
-            let ended = capture.page_written(
-                &source, epoch, progress, &facts, &outcomes, has_more, now_ms,
-            );
+            let ended = capture.page_written(&source, epoch, progress, &outcomes, has_more, now_ms);
             if let Err(error) = ended {
                 capture.fail(format!("poller {source}: {error}"), ctx);
                 return;
@@ -519,14 +552,12 @@ impl CaptureActor {
         }));
     }
 
-    /// A page is durable: counters, parity, the wake-up hint, and the run's next step.
-    #[allow(clippy::too_many_arguments)]
+    /// A page is durable: counters, the wake-up hint, and the run's next step.
     fn page_written(
         &mut self,
         source: &str,
         epoch: Option<u64>,
         progress: PollProgress,
-        facts: &[(String, String)],
         outcomes: &[EnqueueOutcome],
         has_more: bool,
         now_ms: u64,
@@ -549,23 +580,6 @@ impl CaptureActor {
         slot.progress = progress;
         slot.busy = false;
         store.put_poller_state(source, &slot.state)?;
-        if slot.spec.settings.has_webhooks {
-            let kind = slot.spec.settings.kind.clone();
-            let seen: Vec<SeenFact<'_>> = facts
-                .iter()
-                .zip(outcomes)
-                .map(|((key, record_id), outcome)| SeenFact {
-                    idempotency_key: key,
-                    record_id,
-                    queued: matches!(outcome, EnqueueOutcome::Queued { .. }),
-                })
-                .collect();
-            count_parity(
-                &kind,
-                CapturePath::Poll,
-                store.note_parity(source, CapturePath::Poll, &seen, now_ms)?,
-            );
-        }
         match (slot.end_after_page.take(), has_more) {
             (Some(outcome), _) => self.end_run(source, outcome, None, now_ms),
             (None, false) => self.run_completed(source, now_ms),
