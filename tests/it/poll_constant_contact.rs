@@ -334,6 +334,20 @@ async fn a_rotated_refresh_token_survives_kill_9_and_never_rests_in_clear() {
     let first = run_to_completion(&app, "cc-rotate", Duration::from_secs(30)).await;
     assert_eq!(first["new"], 20, "{first}");
     assert_eq!(account.stats().await["counters"]["token_refreshes"], 1);
+    // A run's end (its report, the checkpoint) is written when it completes and flushed by
+    // the next flush; killed before that, the restarted engine finishes the same run again
+    // (deduplicated) and would count the edit below there. A pause is answered once durable:
+    // it makes the completed run durable before the kill.
+    for action in ["pause", "resume"] {
+        let (status, body) = app
+            .admin_call(
+                Method::POST,
+                &format!("/v1/tenants/cc-rotate/pollers/{SOURCE}/{action}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
     app.kill9();
     account.edit(&ids[3], "after-kill").await;
     app.start().await;

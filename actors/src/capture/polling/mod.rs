@@ -548,6 +548,17 @@ impl CaptureActor {
                 capture.fail(format!("poller {source}: {error}"), ctx);
                 return;
             }
+            if !has_more {
+                // The run's end (checkpoint, report) is written: ask for its flush now rather
+                // than with the next write (a crash before it repeats the run, deduplicated).
+                let store = capture.core.shared.store().clone();
+                ctx.spawn(
+                    async move {
+                        let _ = store.durable().await;
+                    }
+                    .into_actor(capture),
+                );
+            }
             capture.poll_wake(ctx);
         }));
     }
