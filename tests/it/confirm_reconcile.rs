@@ -125,11 +125,18 @@ async fn a_source_id_in_a_needs_review_alert_cannot_forge_a_log_line() {
     // `_test/enqueue` names the records `{prefix}{n}`: the prefix carries the forged line.
     let (app, _) =
         gifts_left_for_review("rec-forge", "f\n2030-01-01T00:00:00Z ERROR forged ", &[1]).await;
+    // The alert is stored (the status shows it) just before its line is logged: wait for it.
+    let logged = |log: &str| log.contains("needs_review") || log.contains("needs review");
+    crate::common::wait_until(
+        std::time::Duration::from_secs(10),
+        crate::common::at_timeout(|| format!("the alert to be logged:\n{}", app.log())),
+        || {
+            let log = app.log();
+            async move { logged(&log).then_some(()) }
+        },
+    )
+    .await;
     let log = app.log();
-    assert!(
-        log.contains("needs_review") || log.contains("needs review"),
-        "the alert was logged:\n{log}"
-    );
     assert!(
         !log.lines().any(|line| line.starts_with("2030-01-01")),
         "a forged line:\n{log}"
