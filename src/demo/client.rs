@@ -261,11 +261,7 @@ impl DemoClient {
             status == 200,
             "status of `{tenant_id}` answered {status}: {tenant}"
         );
-        let url = format!(
-            "{}/_sandbox/orgs/{tenant_id}/stats",
-            self.endpoints.sandbox_url
-        );
-        let stats: Value = self.http.get(&url).send().await?.json().await?;
+        let stats = self.sandbox_stats(tenant_id).await?;
         let number = |value: &Value| value.as_u64().unwrap_or(0);
         let queued = ["live", "retry", "reconcile", "backfill"]
             .iter()

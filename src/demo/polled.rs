@@ -115,14 +115,7 @@ async fn constant_contact(
         };
         client.sandbox_call(method, &path, body).await?;
     }
-    client
-        .admin_call(
-            reqwest::Method::POST,
-            &format!("/tenants/{tenant}/pollers/constant_contact/run"),
-            None,
-        )
-        .await?;
-    let second = wait_run(client, &tenant, "constant_contact", 2, deadline).await?;
+    let second = run_and_wait(client, &tenant, "constant_contact", 2, deadline).await?;
     progress(format!(
         "{tenant}: {CC_EDITED} edited, {CC_UNSUBSCRIBED} unsubscribed, {CC_DELETED} deleted; poll run 2 — {}",
         run_line(&second)
@@ -207,14 +200,7 @@ async fn mailchimp(
         .iter()
         .filter_map(|id| id.as_str().map(str::to_string))
         .collect();
-    client
-        .admin_call(
-            reqwest::Method::POST,
-            &format!("/tenants/{tenant}/pollers/mailchimp/run"),
-            None,
-        )
-        .await?;
-    wait_run(client, &tenant, "mailchimp", 2, deadline).await?;
+    run_and_wait(client, &tenant, "mailchimp", 2, deadline).await?;
     // Every member is edited once: its webhook may be lost, and the next poll finds every
     // change anyway.
     let dropped_before = dropped(client, &account, list).await?;
@@ -249,14 +235,7 @@ async fn mailchimp(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    client
-        .admin_call(
-            reqwest::Method::POST,
-            &format!("/tenants/{tenant}/pollers/mailchimp/run"),
-            None,
-        )
-        .await?;
-    let third = wait_run(client, &tenant, "mailchimp", 3, deadline).await?;
+    let third = run_and_wait(client, &tenant, "mailchimp", 3, deadline).await?;
     progress(format!(
         "{tenant}: {MC_MEMBERS} members edited once ({dropped_now} of their webhooks lost); poll run 3 — {}",
         run_line(&third)
@@ -292,6 +271,24 @@ fn run_line(run: &Value) -> String {
         "{} record(s) fetched: {} new, {} changed, {} unchanged, {} rejected, in {} page(s)",
         run["fetched"], run["new"], run["changed"], run["unchanged"], run["rejected"], run["pages"]
     )
+}
+
+/// Asks for a run of `source` (the `run`-th) and waits for its report.
+async fn run_and_wait(
+    client: &DemoClient,
+    tenant: &str,
+    source: &str,
+    run: u64,
+    deadline: Instant,
+) -> anyhow::Result<Value> {
+    client
+        .admin_call(
+            reqwest::Method::POST,
+            &format!("/tenants/{tenant}/pollers/{source}/run"),
+            None,
+        )
+        .await?;
+    wait_run(client, tenant, source, run, deadline).await
 }
 
 /// Waits until the poller's `run`-th run has finished; its report.

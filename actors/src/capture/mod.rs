@@ -100,11 +100,11 @@ impl Handler<Enqueue> for CaptureActor {
             return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
         }
         self.behavior.counters.enqueue_requests += 1;
-        // Hybrid sources keep parity: which path saw each fact (webhooks come this way).
+        // Hybrid sources keep parity: which path saw each fact (webhooks come this way);
+        // `note_webhook_parity` keeps the entries of hybrid sources.
         let parity_facts: Vec<(String, String, String)> = if self.behavior.polls.has_hybrid() {
             entries
                 .iter()
-                .filter(|entry| self.behavior.polls.is_hybrid(&entry.fact.source))
                 .map(|entry| {
                     let fact = &entry.fact;
                     (
@@ -117,14 +117,6 @@ impl Handler<Enqueue> for CaptureActor {
         } else {
             Vec::new()
         };
-        let parity_positions: Vec<bool> = if parity_facts.is_empty() {
-            Vec::new()
-        } else {
-            entries
-                .iter()
-                .map(|entry| self.behavior.polls.is_hybrid(&entry.fact.source))
-                .collect()
-        };
         let outcomes = match self.core.shared.tenant_store().enqueue(entries) {
             Ok(outcomes) => outcomes,
             Err(error) => {
@@ -135,13 +127,7 @@ impl Handler<Enqueue> for CaptureActor {
         };
         self.count_enqueued(&outcomes);
         if !parity_facts.is_empty() {
-            let hybrid_outcomes: Vec<EnqueueOutcome> = outcomes
-                .iter()
-                .zip(&parity_positions)
-                .filter(|(_, hybrid)| **hybrid)
-                .map(|(outcome, _)| outcome.clone())
-                .collect();
-            self.note_webhook_parity(&parity_facts, &hybrid_outcomes);
+            self.note_webhook_parity(&parity_facts, &outcomes);
         }
         let queued = EnqueueOutcome::queued_in(&outcomes) as u64;
         self.publish();

@@ -233,7 +233,7 @@ impl CaptureActor {
                 },
             ));
         }
-        self.publish_poll_live(next_at);
+        self.publish_poll_live();
         self.publish();
     }
 
@@ -805,7 +805,7 @@ impl CaptureActor {
     }
 
     /// What the admin API shows of running pollers.
-    fn publish_poll_live(&self, _next_at: Option<u64>) {
+    fn publish_poll_live(&self) {
         let now_ms = self.now_ms();
         let live: BTreeMap<String, PollerLive> = self
             .behavior
