@@ -11,52 +11,18 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::common::{at_timeout, wait_until, SpawnOptions, TestApp};
-use crate::poll_support::{sized, Sim};
+use crate::poll_support::{
+    last_run_number, poller_of, sized, start_run_of, wait_run_finished_of, Sim,
+};
 
-async fn pollers(app: &TestApp, tenant: &str) -> Vec<Value> {
-    let (status, body) = app
-        .admin_call(Method::GET, &format!("/v1/tenants/{tenant}/pollers"), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["pollers"].as_array().unwrap().clone()
-}
-
-async fn poller_of(app: &TestApp, tenant: &str, source: &str) -> Value {
-    pollers(app, tenant)
-        .await
-        .into_iter()
-        .find(|poller| poller["source"] == source)
-        .unwrap_or_else(|| panic!("no poller {source}"))
-}
-
-/// Starts a run of `source` and waits for it to complete; its report.
+/// Starts a run of `source` (none may be running) and waits for it to complete; its report.
 async fn run_once(app: &TestApp, tenant: &str, source: &str) -> Value {
-    let before = poller_of(app, tenant, source).await["runs"]
-        .as_u64()
-        .unwrap_or(0);
-    let (status, body) = app
-        .admin_call(
-            Method::POST,
-            &format!("/v1/tenants/{tenant}/pollers/{source}/run"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let last = std::cell::RefCell::new(Value::Null);
-    let report = wait_until(
-        Duration::from_secs(60),
-        at_timeout(|| format!("run {} of {source}: {}", before + 1, last.borrow())),
-        || async {
-            let poller = poller_of(app, tenant, source).await;
-            let done = (poller["last_run"]["run"].as_u64() == Some(before + 1))
-                .then(|| poller["last_run"].clone());
-            *last.borrow_mut() = poller;
-            done
-        },
-    )
-    .await;
-    assert_eq!(report["outcome"], "completed", "{report}");
-    report
+    let before = last_run_number(&poller_of(app, tenant, source).await);
+    assert!(
+        start_run_of(app, tenant, source).await,
+        "a run was already in progress"
+    );
+    wait_run_finished_of(app, tenant, source, before, Duration::from_secs(60)).await
 }
 
 async fn parity(app: &TestApp, tenant: &str, source: &str) -> Value {

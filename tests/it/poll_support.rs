@@ -275,6 +275,11 @@ pub async fn cc_tenant(
 
 /// The tenant's Constant Contact poller view.
 pub async fn poller(app: &TestApp, tenant: &str) -> Value {
+    poller_of(app, tenant, SOURCE).await
+}
+
+/// The view of the tenant's poller of `source`.
+pub async fn poller_of(app: &TestApp, tenant: &str, source: &str) -> Value {
     let (status, body) = app
         .admin_call(Method::GET, &format!("/v1/tenants/{tenant}/pollers"), None)
         .await;
@@ -283,9 +288,9 @@ pub async fn poller(app: &TestApp, tenant: &str) -> Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|poller| poller["source"] == SOURCE)
+        .find(|poller| poller["source"] == source)
         .cloned()
-        .unwrap_or_else(|| panic!("no {SOURCE} poller: {body}"))
+        .unwrap_or_else(|| panic!("no {source} poller: {body}"))
 }
 
 /// The number of the last finished run (0 when none).
@@ -296,10 +301,15 @@ pub fn last_run_number(poller: &Value) -> u64 {
 /// `POST …/pollers/constant_contact/run`: `true` when a run started (202), `false` when one
 /// is already running (409).
 pub async fn start_run(app: &TestApp, tenant: &str) -> bool {
+    start_run_of(app, tenant, SOURCE).await
+}
+
+/// [`start_run`] for the poller of `source`.
+pub async fn start_run_of(app: &TestApp, tenant: &str, source: &str) -> bool {
     let (status, body) = app
         .admin_call(
             Method::POST,
-            &format!("/v1/tenants/{tenant}/pollers/{SOURCE}/run"),
+            &format!("/v1/tenants/{tenant}/pollers/{source}/run"),
             None,
         )
         .await;
@@ -315,12 +325,23 @@ pub async fn wait_run_finished(
     after: u64,
     timeout: Duration,
 ) -> Value {
+    wait_run_finished_of(app, tenant, SOURCE, after, timeout).await
+}
+
+/// [`wait_run_finished`] for the poller of `source`.
+pub async fn wait_run_finished_of(
+    app: &TestApp,
+    tenant: &str,
+    source: &str,
+    after: u64,
+    timeout: Duration,
+) -> Value {
     let last = std::cell::RefCell::new(Value::Null);
     let report = wait_until(
         timeout,
         at_timeout(|| format!("a run after #{after} to finish: {}", last.borrow())),
         || async {
-            let view = poller(app, tenant).await;
+            let view = poller_of(app, tenant, source).await;
             let done = (last_run_number(&view) > after && view["run_in_progress"].is_null())
                 .then(|| view["last_run"].clone());
             *last.borrow_mut() = view;
