@@ -99,6 +99,8 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
         alerts: AlertSettings {
             crm_unreachable_after: config.alerts.crm_unreachable_after,
         },
+        // TODO(i13-destinations): from the document's `pull` block.
+        pull: steward_actors::settings::PullSettings::default(),
     }
 }
 

@@ -60,6 +60,7 @@ pub mod observe;
 pub mod outcome;
 pub mod poll;
 pub mod ports;
+pub mod pull;
 pub mod queue;
 pub mod reconciler;
 pub mod retry;

@@ -142,6 +142,14 @@ pub struct CrmGiftPage {
     pub total: u64,
 }
 
+/// One page of records read by a query, as changes (op `Upsert`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangePage {
+    pub changes: Vec<crate::virtuous_event::VirtuousChange>,
+    /// Total matches of the query (all pages).
+    pub total: u64,
+}
+
 /// Virtuous as the runtime sees it (ARCHITECTURE.md `Crm`). Implemented by the `steward`
 /// crate over reqwest; by fakes in unit tests. Every method is one HTTP call: the caller
 /// draws it from the tenant's budget *before* calling (invariant 4). Futures run on the
@@ -165,9 +173,41 @@ pub trait Crm: Send + Sync + 'static {
         transaction_source: &str,
         transaction_id: &str,
     ) -> LocalFuture<(CrmReply, Option<Option<CrmGift>>)>;
-    /// `POST /api/Webhook` subscribing `payload_url` to gift and contact events, signed
-    /// with the tenant's webhook secret; the subscription id when created.
-    fn register_webhook(&self, payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)>;
+    /// `POST /api/Webhook` subscribing `payload_url` to the events named by `flags`
+    /// (`giftCreate`, `contactNoteDelete`… — every other flag false), active, signed with the
+    /// tenant's webhook secret; the subscription id when created.
+    fn register_webhook(
+        &self,
+        payload_url: &str,
+        flags: &[String],
+    ) -> LocalFuture<(CrmReply, Option<String>)>;
+    /// `PUT /api/Webhook/{subscription_id}`: the same subscription (same id), now for
+    /// `payload_url` and `flags`, always `active: true` (a subscription is never deactivated).
+    fn update_webhook(
+        &self,
+        subscription_id: &str,
+        payload_url: &str,
+        flags: &[String],
+    ) -> LocalFuture<CrmReply>;
+    /// `POST /api/{Gift/Query/FullGift | Contact/Query/FullContact}?skip=&take=` with
+    /// `Last Modified Date OnOrAfter` the UTC day (`MM/DD/YYYY`) of `modified_on_or_after_ms`,
+    /// sorted by `Last Modified Date` ascending: the backstop poll. Only queryable kinds.
+    /// `None` page when the answer was not a readable page.
+    fn query_modified(
+        &self,
+        kind: crate::pull::ChangeKind,
+        modified_on_or_after_ms: u64,
+        skip: u64,
+        take: u32,
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)>;
+    /// One call reading the full records of `ids` (a `FullGift`/`FullContact` query with
+    /// `Gift Id`/`Contact Id` `IsAnyOf`, at most 100 ids): the re-read of webhooks that
+    /// lacked fields. Ids not returned no longer exist (or are not visible).
+    fn read_records(
+        &self,
+        kind: crate::pull::ChangeKind,
+        ids: &[String],
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)>;
     /// `GET /api/Organization/Current` (connection test): the organization name when read.
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)>;
 }
@@ -219,7 +259,38 @@ impl Crm for UnconfiguredCrm {
         let reply = self.reply();
         Box::pin(async move { (reply, None) })
     }
-    fn register_webhook(&self, _payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)> {
+    fn register_webhook(
+        &self,
+        _payload_url: &str,
+        _flags: &[String],
+    ) -> LocalFuture<(CrmReply, Option<String>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+    fn update_webhook(
+        &self,
+        _subscription_id: &str,
+        _payload_url: &str,
+        _flags: &[String],
+    ) -> LocalFuture<CrmReply> {
+        let reply = self.reply();
+        Box::pin(async move { reply })
+    }
+    fn query_modified(
+        &self,
+        _kind: crate::pull::ChangeKind,
+        _modified_on_or_after_ms: u64,
+        _skip: u64,
+        _take: u32,
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+    fn read_records(
+        &self,
+        _kind: crate::pull::ChangeKind,
+        _ids: &[String],
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)> {
         let reply = self.reply();
         Box::pin(async move { (reply, None) })
     }

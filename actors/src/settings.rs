@@ -18,6 +18,49 @@ pub struct TenantSettings {
     pub submit: SubmitSettings,
     pub confirm: ConfirmSettings,
     pub alerts: AlertSettings,
+    pub pull: PullSettings,
+}
+
+/// Pull (pattern 3; tenant document `pull`, docs/pull.md): what Inbound takes from Virtuous
+/// and keeps in the change log for the tenant's destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullSettings {
+    /// Pull is on (the document has a `pull` block): changes are logged and delivered.
+    pub enabled: bool,
+    /// Kinds subscribed, logged and delivered (`pull.events`).
+    pub events: Vec<crate::pull::ChangeKind>,
+    /// Between backstop polls (`pull.poll_interval_s`, default 3600); 0: no backstop poll.
+    pub poll_interval_ms: u64,
+    /// Each backstop poll starts this long before the last one's high-water mark.
+    pub poll_overlap_ms: u64,
+    /// Records per backstop page (`take`).
+    pub poll_take: u32,
+    /// Deliver our own writes too (`pull.include_own`; a pull-only tenant may want them).
+    pub include_own: bool,
+    /// Our `transactionSource`s and `referenceSource`s: a change naming one is our own write.
+    pub own_sources: Vec<String>,
+    /// Changes are kept this long for replay (and at least until every destination has
+    /// them).
+    pub retention_ms: u64,
+}
+
+impl Default for PullSettings {
+    fn default() -> PullSettings {
+        PullSettings {
+            enabled: false,
+            events: vec![
+                crate::pull::ChangeKind::Gift,
+                crate::pull::ChangeKind::Contact,
+            ],
+            poll_interval_ms: 3_600_000,
+            poll_overlap_ms: 300_000,
+            poll_take: 500,
+            include_own: false,
+            own_sources: Vec::new(),
+            retention_ms: 7 * 86_400_000,
+        }
+    }
 }
 
 /// When failures become alerts (config `[alerts]`, docs/operations.md "Alerts").
@@ -109,6 +152,7 @@ impl Default for TenantSettings {
             submit: SubmitSettings::default(),
             confirm: ConfirmSettings::default(),
             alerts: AlertSettings::default(),
+            pull: PullSettings::default(),
         }
     }
 }

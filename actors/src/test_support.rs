@@ -166,7 +166,11 @@ impl Crm for FakeCrm {
         assert!(!self.strict, "not used by confirmation passes");
         ready((reply(500), None))
     }
-    fn register_webhook(&self, payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)> {
+    fn register_webhook(
+        &self,
+        payload_url: &str,
+        _flags: &[String],
+    ) -> LocalFuture<(CrmReply, Option<String>)> {
         let mut registrations = self.registrations.lock().unwrap();
         registrations.push(payload_url.to_string());
         let id = format!("wh-{}", registrations.len());
@@ -176,5 +180,41 @@ impl Crm for FakeCrm {
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
         assert!(!self.strict, "not used by confirmation passes");
         ready((reply(500), None))
+    }
+    fn update_webhook(
+        &self,
+        _subscription_id: &str,
+        payload_url: &str,
+        _flags: &[String],
+    ) -> LocalFuture<CrmReply> {
+        self.registrations
+            .lock()
+            .unwrap()
+            .push(payload_url.to_string());
+        ready(reply(self.status))
+    }
+    fn query_modified(
+        &self,
+        _kind: crate::pull::ChangeKind,
+        _modified_on_or_after_ms: u64,
+        _skip: u64,
+        _take: u32,
+    ) -> LocalFuture<(CrmReply, Option<crate::ports::ChangePage>)> {
+        let status = self.status;
+        ready((
+            reply(status),
+            (status == 200).then(crate::ports::ChangePage::default),
+        ))
+    }
+    fn read_records(
+        &self,
+        _kind: crate::pull::ChangeKind,
+        _ids: &[String],
+    ) -> LocalFuture<(CrmReply, Option<crate::ports::ChangePage>)> {
+        let status = self.status;
+        ready((
+            reply(status),
+            (status == 200).then(crate::ports::ChangePage::default),
+        ))
     }
 }

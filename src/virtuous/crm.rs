@@ -210,7 +210,11 @@ impl Crm for VirtuousCrm {
         })
     }
 
-    fn register_webhook(&self, payload_url: &str) -> LocalFuture<(CrmReply, Option<String>)> {
+    fn register_webhook(
+        &self,
+        payload_url: &str,
+        _flags: &[String],
+    ) -> LocalFuture<(CrmReply, Option<String>)> {
         let client = self.client();
         let payload_url = payload_url.to_string();
         let secret = self.webhook_secret.clone();
@@ -238,6 +242,33 @@ impl Crm for VirtuousCrm {
         })
     }
 
+    fn update_webhook(
+        &self,
+        _subscription_id: &str,
+        _payload_url: &str,
+        _flags: &[String],
+    ) -> LocalFuture<CrmReply> {
+        // TODO(i13-virtuous): PUT /api/Webhook/{id}.
+        Box::pin(async move { not_sent("not built yet".to_string(), 0) })
+    }
+    fn query_modified(
+        &self,
+        _kind: steward_actors::pull::ChangeKind,
+        _modified_on_or_after_ms: u64,
+        _skip: u64,
+        _take: u32,
+    ) -> LocalFuture<(CrmReply, Option<steward_actors::ports::ChangePage>)> {
+        // TODO(i13-virtuous): FullGift / FullContact by Last Modified Date.
+        Box::pin(async move { (not_sent("not built yet".to_string(), 0), None) })
+    }
+    fn read_records(
+        &self,
+        _kind: steward_actors::pull::ChangeKind,
+        _ids: &[String],
+    ) -> LocalFuture<(CrmReply, Option<steward_actors::ports::ChangePage>)> {
+        // TODO(i13-virtuous): FullGift / FullContact with Id IsAnyOf.
+        Box::pin(async move { (not_sent("not built yet".to_string(), 0), None) })
+    }
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
         let client = self.client();
         Box::pin(async move {

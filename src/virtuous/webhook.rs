@@ -45,6 +45,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<VirtuousDelivery, NotJson> {
             return Ok(VirtuousDelivery {
                 event,
                 events: vec![unparsed(raw_body(), "`models` is not an array")],
+                changes: Vec::new(),
             })
         }
         None => {
@@ -52,6 +53,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<VirtuousDelivery, NotJson> {
             return Ok(VirtuousDelivery {
                 event: top_event.unwrap_or_default(),
                 events: vec![event],
+                changes: Vec::new(),
             });
         }
     };
@@ -64,7 +66,11 @@ pub fn parse_delivery(body: &[u8]) -> Result<VirtuousDelivery, NotJson> {
             other => unparsed(other.to_string(), "a model of `models` is not an object"),
         })
         .collect();
-    Ok(VirtuousDelivery { event, events })
+    Ok(VirtuousDelivery {
+        event,
+        events,
+        changes: Vec::new(),
+    })
 }
 
 fn unparsed(raw_json: String, reason: &str) -> VirtuousEvent {
@@ -78,6 +84,7 @@ fn unparsed_delivery(raw_json: String, reason: &str) -> VirtuousDelivery {
     VirtuousDelivery {
         event: String::new(),
         events: vec![unparsed(raw_json, reason)],
+        changes: Vec::new(),
     }
 }
 

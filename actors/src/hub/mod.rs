@@ -60,6 +60,12 @@ pub struct TenantShared {
     pollers: RwLock<Arc<Vec<crate::poll::PollerSpec>>>,
     /// What Capture's poll runs show while they run (`capture::polling`), by source.
     pub poll_live: Mutex<std::collections::BTreeMap<String, crate::poll::PollerLive>>,
+    /// The tenant's configured destinations (replaced when its document changes); Inbound
+    /// runs one delivery loop each.
+    destinations: RwLock<Arc<Vec<crate::pull::DestinationSpec>>>,
+    /// Wakes the destination loops when the change log grew (or a destination was told
+    /// something).
+    pub pull_wake: Arc<tokio::sync::Notify>,
 }
 
 impl TenantShared {
@@ -99,6 +105,8 @@ impl TenantShared {
             crm: RwLock::new(crm),
             pollers: RwLock::new(Arc::new(Vec::new())),
             poll_live: Mutex::new(std::collections::BTreeMap::new()),
+            destinations: RwLock::new(Arc::new(Vec::new())),
+            pull_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -116,6 +124,22 @@ impl TenantShared {
             .pollers
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(pollers);
+    }
+    /// The configured destinations.
+    pub fn destinations(&self) -> Arc<Vec<crate::pull::DestinationSpec>> {
+        Arc::clone(
+            &self
+                .destinations
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+    pub fn replace_destinations(&self, destinations: Vec<crate::pull::DestinationSpec>) {
+        *self
+            .destinations
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(destinations);
+        self.pull_wake.notify_waiters();
     }
     /// A snapshot of the running pollers' live view.
     pub fn poll_live(&self) -> std::collections::BTreeMap<String, crate::poll::PollerLive> {

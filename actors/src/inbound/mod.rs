@@ -120,6 +120,25 @@ impl ChildBehavior for Inbound {
     }
 }
 
+/// The subscription flags the tenant needs: gift and contact creates and updates (the
+/// confirmation path), plus every flag of the kinds pull delivers.
+pub fn subscription_flags(settings: &crate::settings::TenantSettings) -> Vec<String> {
+    let mut flags: Vec<String> = ["giftCreate", "giftUpdate", "contactCreate", "contactUpdate"]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if settings.pull.enabled {
+        for kind in &settings.pull.events {
+            for flag in kind.subscription_flags() {
+                if !flags.iter().any(|known| known == flag) {
+                    flags.push(flag.to_string());
+                }
+            }
+        }
+    }
+    flags
+}
+
 /// How one registration attempt ended.
 type Registration = Result<WebhookSubscription, (String, u64)>;
 
@@ -142,7 +161,10 @@ impl InboundActor {
             if let Err(wait_ms) = shared.try_spend_reconcile_call(shared.clock.now_ms()) {
                 return Err(("budget refused the registration call".to_string(), wait_ms));
             }
-            let (reply, subscription_id) = shared.crm().register_webhook(&url).await;
+            let (reply, subscription_id) = shared
+                .crm()
+                .register_webhook(&url, &subscription_flags(&shared.settings()))
+                .await;
             shared.settle_reconcile_call(&reply, shared.clock.now_ms());
             let subscription_id = match (reply.facts.status, subscription_id) {
                 (Some(200..=299), Some(id)) => id,
