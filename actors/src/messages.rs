@@ -189,6 +189,8 @@ pub struct DeliveryReport {
     pub duplicates: u64,
     /// Events kept because they could not be understood.
     pub unparsed: u64,
+    /// Pull: what the change log made of the delivery's changes.
+    pub pull: crate::inbound::pull::Offered,
 }
 
 /// Why a delivery was not answered with a report.

@@ -44,6 +44,43 @@ pub const POLL_RUNS_TOTAL: &str = "steward_poll_runs_total";
 /// Counter `{source}`: calls made to polled sources, by source kind.
 pub const POLL_CALLS_TOTAL: &str = "steward_poll_calls_total";
 
+/// Gauge `{destination}`: the oldest undelivered change's age, in seconds, per destination
+/// kind (`webhook`, `postgres`, `ndjson`) — the largest over the process's tenants and
+/// destinations of that kind; per tenant and destination it is in the status
+/// (`GET /v1/tenants/{id}/destinations`).
+pub const DESTINATION_LAG_SECONDS: &str = "steward_destination_lag_seconds";
+/// Counter `{destination, outcome}`: changes handled by destinations, per kind and outcome
+/// (`delivered`, `dead_lettered`, `superseded`, `own_skipped`).
+pub const DESTINATION_CHANGES_TOTAL: &str = "steward_destination_changes_total";
+/// Counter `{destination}`: failed delivery attempts (retried on the schedule).
+pub const DESTINATION_FAILURES_TOTAL: &str = "steward_destination_failures_total";
+pub const LABEL_DESTINATION: &str = "destination";
+/// Counter `{via, outcome}`: Virtuous changes offered to the change log, by how they came
+/// (`webhook`, `poll`, `reread`) and what became of them (`logged`, `stale`, `duplicate`,
+/// `reread_requested`).
+pub const PULL_CHANGES_TOTAL: &str = "steward_pull_changes_total";
+/// Counter `{outcome}`: backstop poll passes ended (`completed`, `budget_wait`, `failed`).
+pub const PULL_POLLS_TOTAL: &str = "steward_pull_polls_total";
+/// Counter: Virtuous calls made by the backstop poll and re-reads (reconcile lane).
+pub const PULL_CALLS_TOTAL: &str = "steward_pull_calls_total";
+
+/// Publishes one destination's lag; the gauge shows the largest of its kind.
+pub fn publish_destination_lag(tenant_id: &str, name: &str, kind: &str, lag_s: f64) {
+    static LAGS: std::sync::Mutex<std::collections::BTreeMap<(String, String), (String, f64)>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut lags = LAGS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    lags.insert(
+        (tenant_id.to_string(), name.to_string()),
+        (kind.to_string(), lag_s),
+    );
+    let largest = lags
+        .values()
+        .filter(|(of_kind, _)| of_kind == kind)
+        .map(|(_, lag)| *lag)
+        .fold(0.0, f64::max);
+    metrics::gauge!(DESTINATION_LAG_SECONDS, LABEL_DESTINATION => kind.to_string()).set(largest);
+}
+
 /// Counter `{code}`: alerts raised (first time and repeats; docs/operations.md), all tenants
 /// together — per tenant they are in the status, and a tenant label would add a series per
 /// code past the per-tenant series budget.
@@ -86,6 +123,36 @@ pub const LABEL_OUTCOME: &str = "outcome";
 /// Registers descriptions with the installed recorder. Call once after installing it.
 // Size: one `describe!` per metric, the one place that lists them all (Vector's habit).
 pub fn describe() {
+    metrics::describe_gauge!(
+        DESTINATION_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest change not yet delivered, largest per destination kind"
+    );
+    metrics::describe_counter!(
+        DESTINATION_CHANGES_TOTAL,
+        metrics::Unit::Count,
+        "Changes handled by destinations, per destination kind and outcome"
+    );
+    metrics::describe_counter!(
+        DESTINATION_FAILURES_TOTAL,
+        metrics::Unit::Count,
+        "Failed destination delivery attempts, per destination kind"
+    );
+    metrics::describe_counter!(
+        PULL_CHANGES_TOTAL,
+        metrics::Unit::Count,
+        "Virtuous changes offered to the change log, per path and outcome"
+    );
+    metrics::describe_counter!(
+        PULL_POLLS_TOTAL,
+        metrics::Unit::Count,
+        "Backstop poll passes ended, per outcome"
+    );
+    metrics::describe_counter!(
+        PULL_CALLS_TOTAL,
+        metrics::Unit::Count,
+        "Virtuous calls made by the backstop poll and re-reads"
+    );
     metrics::describe_counter!(
         CAPTURE_PATH_TOTAL,
         metrics::Unit::Count,

@@ -66,6 +66,8 @@ pub struct TenantShared {
     /// Wakes the destination loops when the change log grew (or a destination was told
     /// something).
     pub pull_wake: Arc<tokio::sync::Notify>,
+    /// What the destination loops show while they run, by destination name.
+    pub destination_live: Mutex<std::collections::BTreeMap<String, crate::pull::DestinationLive>>,
 }
 
 impl TenantShared {
@@ -107,6 +109,7 @@ impl TenantShared {
             poll_live: Mutex::new(std::collections::BTreeMap::new()),
             destinations: RwLock::new(Arc::new(Vec::new())),
             pull_wake: Arc::new(tokio::sync::Notify::new()),
+            destination_live: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 

@@ -13,6 +13,7 @@ use actix::{fut, ActorFutureExt, Context, Handler, ResponseActFuture, WrapFuture
 use super::InboundActor;
 use crate::gift_match::{match_delivery, report_duplicate};
 use crate::messages::{DeliverVirtuous, DeliveryError, DeliveryReport};
+use crate::pull::ChangeVia;
 use crate::store::confirm_ops::ConfirmOutcome;
 use crate::store::StoreError;
 use crate::virtuous_event::VirtuousEvent;
@@ -49,6 +50,7 @@ impl InboundActor {
                 _ => {}
             }
         }
+        report.pull = super::pull::offer(shared, &message.delivery.changes, ChangeVia::Webhook)?;
         let unparsed: Vec<(String, String)> = events
             .iter()
             .filter_map(|event| match event {
@@ -91,29 +93,33 @@ impl Handler<DeliverVirtuous> for InboundActor {
         };
         self.behavior.deliveries_handled += 1;
         self.behavior.unparsed_kept += report.unparsed;
+        self.behavior.pull.offered.logged += report.pull.logged;
+        self.behavior.pull.offered.stale += report.pull.stale;
+        self.behavior.pull.offered.duplicates += report.pull.duplicates;
+        self.behavior.pull.offered.rereads += report.pull.rereads;
         self.publish();
         drop(message);
         let store = self.core.shared.store().clone();
         let durable = async move { store.durable().await };
-        Box::pin(
-            durable
-                .into_actor(self)
-                .map(move |flushed, _inbound, _ctx| {
-                    flushed?;
-                    // Counted once durable: a counted event is one an operator can find.
-                    crate::metrics::count_confirmations(
-                        "webhook",
-                        report.confirmed + report.duplicates,
-                    );
-                    if report.unparsed > 0 {
-                        metrics::counter!(
-                            crate::metrics::INBOUND_UNPARSED_TOTAL,
-                            crate::metrics::LABEL_ORIGIN => ORIGIN_VIRTUOUS_WEBHOOK
-                        )
-                        .increment(report.unparsed);
-                    }
-                    Ok(report)
-                }),
-        )
+        Box::pin(durable.into_actor(self).map(move |flushed, inbound, ctx| {
+            flushed?;
+            report.pull.count(ChangeVia::Webhook);
+            if report.pull.logged > 0 {
+                inbound.core.shared.pull_wake.notify_waiters();
+            }
+            if report.pull.rereads > 0 {
+                inbound.reread_soon(ctx);
+            }
+            // Counted once durable: a counted event is one an operator can find.
+            crate::metrics::count_confirmations("webhook", report.confirmed + report.duplicates);
+            if report.unparsed > 0 {
+                metrics::counter!(
+                    crate::metrics::INBOUND_UNPARSED_TOTAL,
+                    crate::metrics::LABEL_ORIGIN => ORIGIN_VIRTUOUS_WEBHOOK
+                )
+                .increment(report.unparsed);
+            }
+            Ok(report)
+        }))
     }
 }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, Handler, SpawnHandle, WrapFuture};
 use serde::{Deserialize, Serialize};
 
 use crate::child::{Child, ChildBehavior};
@@ -25,7 +25,10 @@ use crate::messages::RegisterWebhook;
 use crate::observe::ActorKind;
 
 mod delivery;
+pub mod destinations;
+pub mod pull;
 pub use delivery::ORIGIN_VIRTUOUS_WEBHOOK;
+pub use destinations::DESTINATION_FAILING_ALERT;
 
 pub type InboundActor = Child<Inbound>;
 
@@ -40,7 +43,18 @@ pub struct WebhookSubscription {
     pub url: String,
     pub subscription_id: String,
     pub registered_at_ms: u64,
+    /// The flags the subscription was made (or last updated) with; absent in subscriptions
+    /// stored before pull: gift and contact creates and updates.
+    #[serde(default = "base_flags")]
+    pub flags: Vec<String>,
 }
+
+fn base_flags() -> Vec<String> {
+    BASE_FLAGS.iter().map(|flag| flag.to_string()).collect()
+}
+
+/// What confirmation needs of the subscription.
+const BASE_FLAGS: [&str; 4] = ["giftCreate", "giftUpdate", "contactCreate", "contactUpdate"];
 
 /// Reads the stored subscription (none, or unreadable → `None`: register again).
 pub fn stored_subscription(shared: &TenantShared) -> Option<WebhookSubscription> {
@@ -66,8 +80,48 @@ pub struct Inbound {
     /// Events this generation kept because they could not be understood (all kept ones:
     /// `GET /v1/tenants/{id}/inbound/unparsed`).
     pub unparsed_kept: u64,
+    /// Pull (pattern 3): the change log's intake.
+    pub pull: PullView,
     #[serde(skip)]
     registration_requested: bool,
+    #[serde(skip)]
+    loops: DestinationLoops,
+}
+
+/// Pull's intake as this generation saw it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct PullView {
+    pub enabled: bool,
+    /// Changes offered by webhooks, polls and re-reads in this generation.
+    pub offered: pull::Offered,
+    pub backstop_running: bool,
+    pub next_backstop_at_ms: Option<u64>,
+    pub last_backstop: Option<pull::BackstopReport>,
+    pub reread_running: bool,
+    pub last_reread_error: Option<String>,
+    #[serde(skip)]
+    next_reread_at_ms: u64,
+    #[serde(skip)]
+    next_prune_at_ms: u64,
+}
+
+/// The running delivery loops and the destination list they were started from.
+#[derive(Default, Clone)]
+struct DestinationLoops {
+    started_from: Option<Arc<Vec<crate::pull::DestinationSpec>>>,
+    handles: Vec<SpawnHandle>,
+}
+
+impl PartialEq for DestinationLoops {
+    fn eq(&self, _other: &DestinationLoops) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DestinationLoops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} loops", self.handles.len())
+    }
 }
 
 impl Inbound {
@@ -75,10 +129,10 @@ impl Inbound {
         let Some(url) = &self.webhook_url else {
             return false;
         };
-        let registered = self
-            .subscription
-            .as_ref()
-            .is_some_and(|subscription| &subscription.url == url);
+        let flags = subscription_flags(&shared.settings());
+        let registered = self.subscription.as_ref().is_some_and(|subscription| {
+            &subscription.url == url && same_flags(&subscription.flags, &flags)
+        });
         !registered
             && !self.registration_running
             && !self.registration_requested
@@ -96,13 +150,37 @@ impl ChildBehavior for Inbound {
         Inbound {
             webhook_url: shared.settings().confirm.webhook_url,
             subscription: stored_subscription(shared),
+            pull: PullView {
+                enabled: shared.settings().pull.enabled,
+                next_backstop_at_ms: pull::next_backstop_at(shared),
+                ..PullView::default()
+            },
             ..Inbound::default()
         }
+    }
+
+    fn started(child: &mut InboundActor, ctx: &mut Context<InboundActor>) {
+        child.restart_loops(ctx);
+    }
+
+    fn after_tick(child: &mut InboundActor, ctx: &mut Context<InboundActor>) {
+        let current = child.core.shared.destinations();
+        let same = child
+            .behavior
+            .loops
+            .started_from
+            .as_ref()
+            .is_some_and(|started| Arc::ptr_eq(started, &current));
+        if !same {
+            child.restart_loops(ctx);
+        }
+        child.pull_work(ctx);
     }
 
     fn on_tick(&mut self, shared: &TenantShared) -> Result<(), String> {
         // The URL follows the settings (a PATCH or a new public_url registers again).
         self.webhook_url = shared.settings().confirm.webhook_url;
+        self.pull.enabled = shared.settings().pull.enabled;
         if self.registration_due(shared, shared.clock.now_ms()) {
             if let Some(inbound) = shared.addresses().inbound {
                 let guard = shared.cell(ActorKind::Inbound).mailbox.guard();
@@ -139,6 +217,128 @@ pub fn subscription_flags(settings: &crate::settings::TenantSettings) -> Vec<Str
     flags
 }
 
+fn same_flags(stored: &[String], wanted: &[String]) -> bool {
+    let mut stored = stored.to_vec();
+    let mut wanted = wanted.to_vec();
+    stored.sort();
+    wanted.sort();
+    stored == wanted
+}
+
+impl InboundActor {
+    /// (Re)starts one delivery loop per configured destination (a changed document, a new
+    /// generation). A stopped loop loses nothing: its state is in the store.
+    fn restart_loops(&mut self, ctx: &mut Context<Self>) {
+        for handle in self.behavior.loops.handles.drain(..) {
+            ctx.cancel_future(handle);
+        }
+        let shared = Arc::clone(&self.core.shared);
+        let specs = shared.destinations();
+        {
+            let mut live = shared
+                .destination_live
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            live.retain(|name, _| specs.iter().any(|spec| &spec.name == name));
+        }
+        for spec in specs.iter() {
+            let run = destinations::run(Arc::clone(&shared), spec.clone());
+            self.behavior
+                .loops
+                .handles
+                .push(ctx.spawn(run.into_actor(self)));
+        }
+        self.behavior.loops.started_from = Some(specs);
+    }
+
+    /// Pull's periodic work: the backstop poll when due, waiting re-reads, the log's prune.
+    fn pull_work(&mut self, ctx: &mut Context<Self>) {
+        let shared = Arc::clone(&self.core.shared);
+        let settings = shared.settings();
+        if !settings.pull.enabled || shared.is_paused() || shared.needs_operator() {
+            return;
+        }
+        let now_ms = shared.clock.now_ms();
+        let view = &mut self.behavior.pull;
+        if !view.backstop_running {
+            let due = view.next_backstop_at_ms.is_some_and(|at| now_ms >= at);
+            if due {
+                view.backstop_running = true;
+                let pass = pull::backstop_pass(Arc::clone(&shared));
+                ctx.spawn(pass.into_actor(self).map(|report, actor, _ctx| {
+                    let view = &mut actor.behavior.pull;
+                    view.backstop_running = false;
+                    view.next_backstop_at_ms = Some(report.next_at_ms);
+                    view.offered.logged += report.logged;
+                    view.offered.stale += report.stale;
+                    view.offered.duplicates += report.duplicates;
+                    metrics::counter!(crate::metrics::PULL_POLLS_TOTAL, crate::metrics::LABEL_OUTCOME => report.outcome.clone()).increment(1);
+                    if let Some(error) = &report.error {
+                        tracing::warn!(tenant_id = %actor.core.shared.tenant_id, error = %error.escape_debug(), "backstop poll failed");
+                    }
+                    view.last_backstop = Some(report);
+                    actor.publish();
+                }));
+            }
+        }
+        self.reread_soon(ctx);
+        let view = &mut self.behavior.pull;
+        if now_ms >= view.next_prune_at_ms {
+            view.next_prune_at_ms = now_ms + 3_600_000;
+            match pull::prune(&shared) {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(tenant_id = %shared.tenant_id, removed, "change log pruned")
+                }
+                Err(error) => {
+                    tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "change log prune failed")
+                }
+            }
+        }
+    }
+
+    /// Starts a re-read pass when records wait for one (and none runs).
+    pub(crate) fn reread_soon(&mut self, ctx: &mut Context<Self>) {
+        let shared = Arc::clone(&self.core.shared);
+        let now_ms = shared.clock.now_ms();
+        let view = &mut self.behavior.pull;
+        if view.reread_running || now_ms < view.next_reread_at_ms {
+            return;
+        }
+        if !shared
+            .tenant_store()
+            .rereads(1)
+            .is_ok_and(|waiting| !waiting.is_empty())
+        {
+            return;
+        }
+        view.reread_running = true;
+        let pass = pull::reread_pass(shared);
+        ctx.spawn(pass.into_actor(self).map(|result, actor, ctx| {
+            let now_ms = actor.core.shared.clock.now_ms();
+            let view = &mut actor.behavior.pull;
+            view.reread_running = false;
+            match result {
+                Ok(offered) => {
+                    view.offered.logged += offered.logged;
+                    view.offered.stale += offered.stale;
+                    view.offered.duplicates += offered.duplicates;
+                    view.last_reread_error = None;
+                    actor.publish();
+                    // More may wait (more than one call's worth).
+                    actor.reread_soon(ctx);
+                }
+                Err(error) => {
+                    tracing::warn!(tenant_id = %actor.core.shared.tenant_id, error = %error.escape_debug(), "re-read failed; retrying later");
+                    view.last_reread_error = Some(error);
+                    view.next_reread_at_ms = now_ms + 10_000;
+                    actor.publish();
+                }
+            }
+        }));
+    }
+}
+
 /// How one registration attempt ended.
 type Registration = Result<WebhookSubscription, (String, u64)>;
 
@@ -157,20 +357,48 @@ impl InboundActor {
         self.behavior.registration_running = true;
         self.behavior.registration_attempts += 1;
         self.publish();
+        let existing = self.behavior.subscription.clone();
         let attempt = async move {
             if let Err(wait_ms) = shared.try_spend_reconcile_call(shared.clock.now_ms()) {
                 return Err(("budget refused the registration call".to_string(), wait_ms));
             }
-            let (reply, subscription_id) = shared
-                .crm()
-                .register_webhook(&url, &subscription_flags(&shared.settings()))
-                .await;
+            let flags = subscription_flags(&shared.settings());
+            // An existing subscription is updated in place (same id, still active); only a
+            // tenant without one registers.
+            let (reply, subscription_id, route) = match &existing {
+                Some(subscription) => {
+                    let reply = shared
+                        .crm()
+                        .update_webhook(&subscription.subscription_id, &url, &flags)
+                        .await;
+                    if reply.facts.status == Some(404) {
+                        // The subscription is gone on Virtuous's side: make a new one.
+                        shared.settle_reconcile_call(&reply, shared.clock.now_ms());
+                        if let Err(wait_ms) = shared.try_spend_reconcile_call(shared.clock.now_ms())
+                        {
+                            return Err((
+                                "budget refused the registration call".to_string(),
+                                wait_ms,
+                            ));
+                        }
+                        let (reply, id) = shared.crm().register_webhook(&url, &flags).await;
+                        (reply, id, "POST /api/Webhook")
+                    } else {
+                        let id = Some(subscription.subscription_id.clone());
+                        (reply, id, "PUT /api/Webhook/{id}")
+                    }
+                }
+                None => {
+                    let (reply, id) = shared.crm().register_webhook(&url, &flags).await;
+                    (reply, id, "POST /api/Webhook")
+                }
+            };
             shared.settle_reconcile_call(&reply, shared.clock.now_ms());
             let subscription_id = match (reply.facts.status, subscription_id) {
                 (Some(200..=299), Some(id)) => id,
                 (status, _) => {
                     let reason = format!(
-                        "POST /api/Webhook answered {}: {}",
+                        "{route} answered {}: {}",
                         status.map_or_else(|| "nothing".to_string(), |s| s.to_string()),
                         reply.facts.message.unwrap_or_default()
                     );
@@ -181,6 +409,7 @@ impl InboundActor {
                 url,
                 subscription_id,
                 registered_at_ms: shared.clock.now_ms(),
+                flags,
             };
             let stored = store_subscription(&shared, &subscription).await;
             stored.map(|()| subscription)

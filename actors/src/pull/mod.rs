@@ -228,3 +228,15 @@ pub enum DestinationAction {
         from_ms: u64,
     },
 }
+
+/// What a running loop shows (not stored; the stored part is `DestinationState`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DestinationLive {
+    /// `idle`, `delivering`, `retrying`, `paused`.
+    pub activity: String,
+    pub next_attempt_at_ms: Option<u64>,
+    /// Changes handed to the destination and not yet committed by it (a buffered file).
+    pub uncommitted: u64,
+    /// Age of the oldest change after the checkpoint (0 when caught up).
+    pub lag_ms: u64,
+}

@@ -38,6 +38,18 @@ pub mod section {
     pub const PARITY: u8 = 0x57;
     /// `{idempotency key}` → the hour of its [`PARITY`] entry (the second path finds it).
     pub const PARITY_INDEX: u8 = 0x58;
+    /// Pull's change log: `{seq BE}` → a `pull::StoredChange`; JSON (`store::pull_ops`).
+    pub const CHANGE_LOG: u8 = 0x59;
+    /// The newest logged version of each Virtuous record: `{kind}\0{id}`; JSON.
+    pub const PULL_LATEST: u8 = 0x5A;
+    /// A destination's state (pause, counts, last error): `{name}`; JSON.
+    pub const DEST_STATE: u8 = 0x5B;
+    /// A destination's dead letters: `{name}\0{seq BE}`; JSON.
+    pub const DEST_DEAD: u8 = 0x5C;
+    /// Changes to re-read (a webhook lacked fields): `{kind}\0{id}`; JSON.
+    pub const PULL_REREAD: u8 = 0x5D;
+    /// Dead letters an operator replayed, waiting for their destination: `{name}\0{seq BE}`.
+    pub const DEST_REDO: u8 = 0x5E;
 }
 
 /// Builds the keys of one tenant's key space.

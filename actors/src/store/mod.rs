@@ -31,6 +31,7 @@ pub mod keys;
 pub mod layout;
 mod open;
 pub mod poll_ops;
+pub mod pull_ops;
 pub mod queue_ops;
 mod registry;
 mod secrets;
