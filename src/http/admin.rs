@@ -45,6 +45,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(super::admin_dead_letters::routes)
         .configure(super::admin_records::routes)
         .configure(super::admin_pollers::routes)
+        .configure(super::admin_destinations::routes)
         .configure(super::admin_inbound::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))

@@ -6,10 +6,13 @@
 //! Every answer comes after the store change is durable (invariant 1).
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use steward_actors::store::admin_ops::{dead_letter_attempts, dead_letter_status};
+use steward_actors::store::pull_ops::DestinationDeadLetter;
 use steward_actors::store::{DeadLetter, Lane};
 
+use super::admin_pollers::running_handle;
 use super::error::{ApiError, ErrorCode};
 use super::paging::{cut_page, PageQuery};
 use super::{parse_json, read_body_limited};
@@ -56,21 +59,120 @@ pub fn dead_letter_json(dead_letter: &DeadLetter) -> Value {
     })
 }
 
+/// `?after=&limit=` plus `?destination=NAME`: a pull destination's dead letters.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    destination: Option<String>,
+}
+
+/// Which dead letters a replay or discard means (`?destination=NAME`: a pull destination's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationQuery {
+    destination: Option<String>,
+}
+
+/// A pull destination's dead letter as the API shows it (its id is the change's sequence
+/// number in the tenant's change log).
+pub fn destination_dead_letter_json(letter: &DestinationDeadLetter) -> Value {
+    let change = &letter.change;
+    json!({
+        "id": change.seq,
+        "destination": letter.destination,
+        "reason": letter.reason,
+        "status": "dead",
+        "attempts": letter.attempts,
+        "kind": change.kind.name(),
+        "op": change.op.name(),
+        "virtuous_id": change.id,
+        "modified_at": change.modified_at,
+        "body": change.record,
+        "enqueued_at": format_ms(change.received_ms),
+        "dead_at": format_ms(letter.at_ms),
+    })
+}
+
 async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<PageQuery>,
+    query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit()?;
+    let query = query.into_inner();
+    let tenant_id = path.into_inner();
+    let limit = PageQuery {
+        after: query.after,
+        limit: query.limit,
+    }
+    .limit()?;
+    if let Some(destination) = &query.destination {
+        let handle = running_handle(&state, &tenant_id)?;
+        let after = query.after.map(|seq| (destination.as_str(), seq));
+        let mut page = handle.destination_dead_letters(Some(destination), after, limit + 1)?;
+        let next_after = cut_page(&mut page, limit, |letter| letter.change.seq);
+        return Ok(HttpResponse::Ok().json(json!({
+            "dead_letters": page.iter().map(destination_dead_letter_json).collect::<Vec<_>>(),
+            "next_after": next_after,
+        })));
+    }
     let mut page = state
         .stores
-        .dead_letters_page(&path, query.after, limit + 1)?;
+        .dead_letters_page(&tenant_id, query.after, limit + 1)?;
     let next_after = cut_page(&mut page, limit, |dead| dead.id);
-    let dead_letters: Vec<Value> = page.iter().map(dead_letter_json).collect();
+    let mut dead_letters: Vec<Value> = page
+        .iter()
+        .map(|dead| {
+            let mut shown = dead_letter_json(dead);
+            shown["destination"] = Value::Null;
+            shown
+        })
+        .collect();
+    // The last page of the Virtuous-bound ones also shows the destinations' (the first of
+    // them; `?destination=NAME` pages through one destination's).
+    if next_after.is_none() && dead_letters.len() < limit {
+        if let Some(handle) = state.runtime.tenant(&tenant_id) {
+            let room = limit - dead_letters.len();
+            dead_letters.extend(
+                handle
+                    .destination_dead_letters(None, None, room)?
+                    .iter()
+                    .map(destination_dead_letter_json),
+            );
+        }
+    }
     Ok(HttpResponse::Ok().json(json!({
         "dead_letters": dead_letters,
         "next_after": next_after,
     })))
+}
+
+/// Replays or discards a destination's dead letter (`?destination=NAME`).
+async fn settle_destination_letter(
+    state: &AppState,
+    tenant_id: &str,
+    destination: &str,
+    raw_id: &str,
+    replay: bool,
+) -> Result<HttpResponse, ApiError> {
+    let handle = running_handle(state, tenant_id)?;
+    let seq = dead_letter_id(raw_id)?;
+    let found = handle
+        .settle_destination_dead_letter(destination, seq, replay)
+        .await?;
+    if !found {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no dead letter `{seq}` for destination `{destination}`"),
+        ));
+    }
+    tracing::info!(tenant_id = %tenant_id, destination = %destination, seq, replay, "destination dead letter settled by operator");
+    Ok(if replay {
+        HttpResponse::Ok().json(json!({"replayed": seq, "destination": destination}))
+    } else {
+        HttpResponse::NoContent().finish()
+    })
 }
 
 fn dead_letter_id(raw: &str) -> Result<u64, ApiError> {
@@ -140,13 +242,23 @@ fn edited_body(raw: &[u8], old_body_json: &str) -> Result<Option<String>, ApiErr
 async fn replay(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    query: web::Query<DestinationQuery>,
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, raw_id) = path.into_inner();
     state.stores.ensure_registered(&tenant_id)?;
-    let id = dead_letter_id(&raw_id)?;
     let raw = read_body_limited(&request, payload, state.config.body_limit_bytes).await?;
+    if let Some(destination) = &query.destination {
+        if !raw.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "a destination's dead letter is replayed as it is (Virtuous's record): send no body",
+            ));
+        }
+        return settle_destination_letter(&state, &tenant_id, destination, &raw_id, true).await;
+    }
+    let id = dead_letter_id(&raw_id)?;
     let dead_letter = state
         .stores
         .dead_letter(&tenant_id, id)?
@@ -172,9 +284,13 @@ async fn replay(
 async fn discard(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    query: web::Query<DestinationQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, raw_id) = path.into_inner();
     state.stores.ensure_registered(&tenant_id)?;
+    if let Some(destination) = &query.destination {
+        return settle_destination_letter(&state, &tenant_id, destination, &raw_id, false).await;
+    }
     let id = dead_letter_id(&raw_id)?;
     state
         .stores

@@ -38,7 +38,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(web::resource("/tenants/{id}/parity/{source}").route(web::get().to(parity)));
 }
 
-fn running_handle(state: &AppState, tenant_id: &str) -> Result<TenantHandle, ApiError> {
+pub(crate) fn running_handle(state: &AppState, tenant_id: &str) -> Result<TenantHandle, ApiError> {
     state.stores.ensure_registered(tenant_id)?;
     state.runtime.tenant(tenant_id).ok_or_else(|| {
         ApiError::new(
@@ -221,7 +221,7 @@ struct ResetBody {
 }
 
 /// An RFC 3339 time (`2026-01-02T03:04:05Z`) → ms since the epoch.
-fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
+pub(crate) fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
     let invalid = || {
         ApiError::new(
             ErrorCode::InvalidField,

@@ -68,6 +68,12 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
             .tenant(id)
             .map(|handle| crate::http::admin_pollers::status_block(&handle))
             .unwrap_or_else(|| json!([])),
+        // Pull destinations (docs/pull.md): state, checkpoint, lag, counts, last error.
+        "destinations": state
+            .runtime
+            .tenant(id)
+            .map(|handle| crate::http::admin_destinations::status_block(&handle))
+            .unwrap_or_else(|| json!([])),
         "ingress": ingress_urls(&state.ingress_base_url, id, &doc),
         "config": doc,
         "created_at": format_ms(record.created_at_ms),

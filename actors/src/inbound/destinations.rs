@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::hub::TenantShared;
 use crate::pull::{DeliveryAnswer, DestinationLive, DestinationSpec, StoredChange};
-use crate::store::pull_ops::{DestinationCheckpoint, DestinationDeadLetter, DestinationState};
+use crate::store::pull_ops::{DestinationDeadLetter, DestinationState};
 use crate::store::StoreError;
 
 /// Alert raised after this many failed attempts in a row.
@@ -126,9 +126,8 @@ impl Delivery {
         spec: &DestinationSpec,
     ) -> Result<u64, StoreError> {
         let store = shared.tenant_store();
-        let state = store.destination_state(&spec.name)?;
         let now_ms = shared.clock.now_ms();
-        if state.paused {
+        if store.destination_paused(&spec.name)? {
             self.live.activity = "paused".to_string();
             self.live.next_attempt_at_ms = None;
             return Ok(IDLE_WAIT_MS);
@@ -156,7 +155,7 @@ impl Delivery {
         let last_seq = batch.last().map_or(self.cursor, |change| change.seq);
         let settings = shared.settings().pull;
         let mut to_deliver = Vec::with_capacity(batch.len());
-        let mut state = state;
+        let mut state = store.destination_state(&spec.name)?;
         for change in batch {
             match skip_reason(shared, &settings, &change)? {
                 Some(outcome) => {
@@ -412,8 +411,12 @@ impl Delivery {
         }
         store.put_destination_state(&spec.name, state)?;
         if through > self.checkpoint {
-            store.put_destination_checkpoint(&spec.name, DestinationCheckpoint { seq: through })?;
-            self.checkpoint = through;
+            if store.advance_destination_checkpoint(&spec.name, self.checkpoint, through)? {
+                self.checkpoint = through;
+            } else {
+                // An operator's replay moved the checkpoint: the next step starts from it.
+                tracing::info!(tenant_id = %shared.tenant_id, destination = %spec.name, "checkpoint moved by a replay; delivering from it");
+            }
         }
         shared.store().durable().await
     }

@@ -279,7 +279,7 @@ async fn backstop_kind(
                 at_ms: change.modified_ms.unwrap_or(0),
                 record_id: change.id.clone(),
             };
-            if high.as_ref().is_none_or(|high| seen > *high) {
+            if high.as_ref().map_or(true, |high| seen > *high) {
                 high = Some(seen);
             }
         }

@@ -213,3 +213,154 @@ impl TenantHandle {
         }
     }
 }
+
+/// A destination as the admin API shows it (docs/pull.md "Admin routes").
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DestinationSnapshot {
+    pub name: String,
+    pub kind: String,
+    /// `running` or `paused`.
+    pub state: &'static str,
+    pub checkpoint: u64,
+    /// The change log's newest sequence number.
+    pub head: u64,
+    /// Changes after the checkpoint (some may be skipped rather than delivered).
+    pub pending: u64,
+    pub lag_seconds: f64,
+    pub counts: crate::store::pull_ops::DestinationState,
+    pub live: crate::pull::DestinationLive,
+}
+
+/// Why a destination command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationCommandError {
+    #[error("no destination `{0}`")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TenantHandle {
+    /// The tenant's destinations with their checkpoints, lag and counts.
+    pub fn destinations(&self) -> Result<Vec<DestinationSnapshot>, StoreError> {
+        let store = self.shared.tenant_store();
+        let head = store.change_log_head()?;
+        let live = self
+            .shared
+            .destination_live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let now_ms = self.shared.clock.now_ms();
+        self.shared
+            .destinations()
+            .iter()
+            .map(|spec| {
+                let checkpoint = store.destination_checkpoint(&spec.name)?.seq;
+                let oldest = store
+                    .changes_after(checkpoint, 1)?
+                    .first()
+                    .map(|change| change.received_ms);
+                Ok(DestinationSnapshot {
+                    name: spec.name.clone(),
+                    kind: spec.kind.clone(),
+                    state: if store.destination_paused(&spec.name)? {
+                        "paused"
+                    } else {
+                        "running"
+                    },
+                    checkpoint,
+                    head,
+                    pending: head.saturating_sub(checkpoint),
+                    lag_seconds: oldest
+                        .map_or(0.0, |at| now_ms.saturating_sub(at) as f64 / 1_000.0),
+                    counts: store.destination_state(&spec.name)?,
+                    live: live.get(&spec.name).cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Pauses, resumes or replays a destination; resolves once the change is durable. A
+    /// replay moves the checkpoint back to just before the first change received at or after
+    /// `from_ms` (to the log's head when none was).
+    pub fn destination_command(
+        &self,
+        name: &str,
+        action: crate::pull::DestinationAction,
+    ) -> impl Future<Output = Result<(), DestinationCommandError>> + 'static {
+        let shared = Arc::clone(&self.shared);
+        let name = name.to_string();
+        async move {
+            if !shared.destinations().iter().any(|spec| spec.name == name) {
+                return Err(DestinationCommandError::Unknown(name));
+            }
+            let store = shared.tenant_store();
+            match action {
+                crate::pull::DestinationAction::Pause => {
+                    store.set_destination_paused(&name, true)?
+                }
+                crate::pull::DestinationAction::Resume => {
+                    store.set_destination_paused(&name, false)?
+                }
+                crate::pull::DestinationAction::Replay { from_ms } => {
+                    let to = match store.first_change_received_from(from_ms)? {
+                        Some(seq) => seq - 1,
+                        None => store.change_log_head()?,
+                    };
+                    store.put_destination_checkpoint(
+                        &name,
+                        crate::store::pull_ops::DestinationCheckpoint { seq: to },
+                    )?;
+                }
+            }
+            shared.store().durable().await?;
+            shared.pull_wake.notify_waiters();
+            Ok(())
+        }
+    }
+
+    /// A destination's dead letters (all destinations' when `None`), oldest first.
+    pub fn destination_dead_letters(
+        &self,
+        destination: Option<&str>,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::pull_ops::DestinationDeadLetter>, StoreError> {
+        self.shared
+            .tenant_store()
+            .destination_dead_letters(destination, after, limit)
+    }
+
+    /// Replays (`replay`) or discards a destination's dead letter; `false` when there is no
+    /// such dead letter. Resolves once durable.
+    pub fn settle_destination_dead_letter(
+        &self,
+        destination: &str,
+        seq: u64,
+        replay: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + 'static {
+        let shared = Arc::clone(&self.shared);
+        let destination = destination.to_string();
+        async move {
+            let found =
+                shared
+                    .tenant_store()
+                    .settle_destination_dead_letter(&destination, seq, replay)?;
+            shared.store().durable().await?;
+            if found && replay {
+                shared.pull_wake.notify_waiters();
+            }
+            Ok(found)
+        }
+    }
+
+    /// The change log's newest entries (newest last), for "where is my record?" and the demo.
+    pub fn changes_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::pull::StoredChange>, StoreError> {
+        self.shared.tenant_store().changes_after(after, limit)
+    }
+}

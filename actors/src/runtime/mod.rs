@@ -28,6 +28,7 @@ use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
 
 mod doors;
+pub use doors::{DestinationCommandError, DestinationSnapshot};
 
 /// Everything needed to start a tenant's actors.
 pub struct TenantSpec {
@@ -172,6 +173,12 @@ impl TenantHandle {
     pub fn replace_pollers(&self, pollers: Vec<crate::poll::PollerSpec>) {
         self.shared.replace_pollers(pollers);
         self.shared.hint_pollers_changed();
+    }
+
+    /// The tenant's destinations (its document changed or it started). Checkpoints and
+    /// state are in the store; Inbound restarts its delivery loops on its next tick.
+    pub fn replace_destinations(&self, destinations: Vec<crate::pull::DestinationSpec>) {
+        self.shared.replace_destinations(destinations);
     }
 
     /// The tenant's Virtuous (for admin one-off calls such as the connection test, which

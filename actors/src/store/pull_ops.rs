@@ -91,11 +91,10 @@ pub struct DestinationCheckpoint {
     pub seq: u64,
 }
 
-/// A destination's state besides its checkpoint.
+/// A destination's counters and last error (its loop writes them; the pause and the
+/// checkpoint, which an operator also writes, are kept apart).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationState {
-    /// An operator paused it.
-    pub paused: bool,
     pub delivered: u64,
     /// Changes skipped because a newer version of the record is in the log.
     pub superseded: u64,
@@ -368,6 +367,45 @@ impl TenantStore {
         checkpoint: DestinationCheckpoint,
     ) -> Result<(), StoreError> {
         self.put_checkpoint(&checkpoint_name(name), &to_json(&checkpoint)?)
+    }
+
+    /// Moves a destination's checkpoint from `expected` to `to`, unless someone else (an
+    /// operator's replay) moved it meanwhile: false then, and nothing is written.
+    pub fn advance_destination_checkpoint(
+        &self,
+        name: &str,
+        expected: u64,
+        to: u64,
+    ) -> Result<bool, StoreError> {
+        let inner = self.inner();
+        let key = inner.keys.checkpoint(&checkpoint_name(name));
+        let _guard = inner.lock_for_write()?;
+        let stored = match inner.read::<super::Checkpoint>(&key)? {
+            Some(checkpoint) => {
+                from_json::<DestinationCheckpoint>("destination checkpoint", &checkpoint.bytes)?.seq
+            }
+            None => 0,
+        };
+        if stored != expected {
+            return Ok(false);
+        }
+        let value = super::codec::encode(&super::Checkpoint {
+            bytes: to_json(&DestinationCheckpoint { seq: to })?,
+        })?;
+        inner.tree.insert(key, value).map_err(io_error)?;
+        Ok(true)
+    }
+
+    /// Whether an operator paused the destination.
+    pub fn destination_paused(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .get_checkpoint(&format!("dest-paused:{name}"))?
+            .is_some_and(|bytes| bytes == b"true"))
+    }
+
+    pub fn set_destination_paused(&self, name: &str, paused: bool) -> Result<(), StoreError> {
+        let value: &[u8] = if paused { b"true" } else { b"false" };
+        self.put_checkpoint(&format!("dest-paused:{name}"), value)
     }
 
     pub fn destination_state(&self, name: &str) -> Result<DestinationState, StoreError> {
