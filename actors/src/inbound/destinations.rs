@@ -276,8 +276,10 @@ impl Delivery {
             return Ok(wait_ms.min(IDLE_WAIT_MS));
         }
         self.live.next_attempt_at_ms = None;
-        let was_failing = state.consecutive_failures > 0;
-        state.consecutive_failures = 0;
+        if state.consecutive_failures > 0 {
+            state.consecutive_failures = 0;
+            resolve_failing(shared, spec, now_ms)?;
+        }
         self.cursor = last_seq;
         match committed {
             Some(through) if through >= handed.last().copied().unwrap_or(0) => {
@@ -301,9 +303,6 @@ impl Delivery {
             }
         }
         self.live.uncommitted = self.uncommitted;
-        if was_failing {
-            self.resolve_failing(shared, now_ms)?;
-        }
         Ok(0)
     }
 
@@ -420,26 +419,32 @@ impl Delivery {
         }
         shared.store().durable().await
     }
+}
 
-    fn resolve_failing(&self, shared: &TenantShared, now_ms: u64) -> Result<(), StoreError> {
-        // Resolved once no destination of the tenant is failing.
-        let names: Vec<String> = shared
-            .destinations()
-            .iter()
-            .map(|spec| spec.name.clone())
-            .collect();
-        shared
-            .tenant_store()
-            .resolve_alert_when(DESTINATION_FAILING_ALERT, now_ms, |store| {
-                for name in &names {
-                    if store.destination_state(name)?.consecutive_failures >= FAILING_AFTER {
-                        return Ok(false);
-                    }
+/// Resolves `destination_failing` once no other destination of the tenant is failing
+/// (`spec` has just succeeded).
+fn resolve_failing(
+    shared: &TenantShared,
+    spec: &DestinationSpec,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let others: Vec<String> = shared
+        .destinations()
+        .iter()
+        .filter(|other| other.name != spec.name)
+        .map(|other| other.name.clone())
+        .collect();
+    shared
+        .tenant_store()
+        .resolve_alert_when(DESTINATION_FAILING_ALERT, now_ms, |store| {
+            for name in &others {
+                if store.destination_state(name)?.consecutive_failures >= FAILING_AFTER {
+                    return Ok(false);
                 }
-                Ok(true)
-            })?;
-        Ok(())
-    }
+            }
+            Ok(true)
+        })?;
+    Ok(())
 }
 
 /// Why a change needs no delivery (`None`: deliver it).

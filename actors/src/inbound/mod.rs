@@ -328,10 +328,10 @@ impl InboundActor {
                     // More may wait (more than one call's worth).
                     actor.reread_soon(ctx);
                 }
-                Err(error) => {
-                    tracing::warn!(tenant_id = %actor.core.shared.tenant_id, error = %error.escape_debug(), "re-read failed; retrying later");
+                Err((error, retry_in_ms)) => {
+                    tracing::warn!(tenant_id = %actor.core.shared.tenant_id, error = %error.escape_debug(), retry_in_ms, "re-read not done; retrying later");
                     view.last_reread_error = Some(error);
-                    view.next_reread_at_ms = now_ms + 10_000;
+                    view.next_reread_at_ms = now_ms + retry_in_ms;
                     actor.publish();
                 }
             }

@@ -28,6 +28,8 @@ use crate::virtuous_event::VirtuousChange;
 const BACKSTOP_SCHEDULE: &str = "pull:backstop";
 /// Most records one re-read call asks for.
 pub const REREAD_MAX: usize = 100;
+/// Wait after a failed re-read.
+const REREAD_RETRY_MS: u64 = 10_000;
 /// Wait after a failed backstop pass before the next attempt.
 const BACKSTOP_RETRY_MS: u64 = 300_000;
 
@@ -311,12 +313,13 @@ async fn backstop_kind(
 /// Re-reads waiting records: one call per kind and up to [`REREAD_MAX`] records. Records
 /// Virtuous no longer returns are dropped from the list (deleted, or the backstop poll will
 /// see them).
-pub async fn reread_pass(shared: Arc<TenantShared>) -> Result<Offered, String> {
+/// `Err((reason, retry in ms))` when a call was refused by the budget or failed.
+pub async fn reread_pass(shared: Arc<TenantShared>) -> Result<Offered, (String, u64)> {
     let mut total = Offered::default();
     let waiting = shared
         .tenant_store()
         .rereads(REREAD_MAX * 4)
-        .map_err(|error| error.to_string())?;
+        .map_err(failed)?;
     for kind in ChangeKind::ALL.into_iter().filter(|kind| kind.queryable()) {
         let ids: Vec<String> = waiting
             .iter()
@@ -329,35 +332,34 @@ pub async fn reread_pass(shared: Arc<TenantShared>) -> Result<Offered, String> {
         }
         let now_ms = shared.clock.now_ms();
         if let Err(wait_ms) = shared.try_spend_reconcile_call(now_ms) {
-            return Err(format!(
-                "the budget refused the re-read; next in {wait_ms} ms"
+            return Err((
+                format!("the budget refused the re-read; next in {wait_ms} ms"),
+                wait_ms,
             ));
         }
         metrics::counter!(crate::metrics::PULL_CALLS_TOTAL).increment(1);
         let (reply, page) = shared.crm().read_records(kind, &ids).await;
         shared.settle_reconcile_call(&reply, shared.clock.now_ms());
         let Some(page) = page else {
-            return Err(format!(
-                "the {} re-read answered {}",
-                kind.name(),
-                reply
-                    .facts
-                    .status
-                    .map_or_else(|| "nothing".to_string(), |status| status.to_string())
+            return Err((
+                format!(
+                    "the {} re-read answered {}",
+                    kind.name(),
+                    reply
+                        .facts
+                        .status
+                        .map_or_else(|| "nothing".to_string(), |status| status.to_string())
+                ),
+                REREAD_RETRY_MS,
             ));
         };
-        let offered =
-            offer(&shared, &page.changes, ChangeVia::Reread).map_err(|error| error.to_string())?;
+        let offered = offer(&shared, &page.changes, ChangeVia::Reread).map_err(failed)?;
         let done: Vec<(ChangeKind, String)> = ids.into_iter().map(|id| (kind, id)).collect();
         shared
             .tenant_store()
             .finish_rereads(&done)
-            .map_err(|error| error.to_string())?;
-        shared
-            .store()
-            .durable()
-            .await
-            .map_err(|error| error.to_string())?;
+            .map_err(failed)?;
+        shared.store().durable().await.map_err(failed)?;
         offered.count(ChangeVia::Reread);
         if offered.logged > 0 {
             shared.pull_wake.notify_waiters();
@@ -365,6 +367,10 @@ pub async fn reread_pass(shared: Arc<TenantShared>) -> Result<Offered, String> {
         total.add(offered);
     }
     Ok(total)
+}
+
+fn failed(error: StoreError) -> (String, u64) {
+    (error.to_string(), REREAD_RETRY_MS)
 }
 
 /// Drops changes every destination has and the retention no longer keeps.

@@ -483,3 +483,5 @@ mod sled_tests;
 mod metrics_tests;
 #[cfg(test)]
 mod poll_tests;
+#[cfg(test)]
+mod pull_tests;
