@@ -473,6 +473,19 @@ async fn switches_subscriptions_and_the_day_counter() {
     }
     let (_, now) = harness.control(Method::GET, "/switches", Value::Null).await;
     assert_eq!(now, switches);
+    let bad_org = json!({"id": "sw2", "api_key": "sw2-key", "webhook_drop_pct": 150});
+    let (status, _) = harness.control.control(Method::POST, "", bad_org).await;
+    assert_eq!(status, 400);
+    for (method, suffix) in [
+        (Method::POST, "/staff-edits"),
+        (Method::GET, "/switches"),
+        (Method::PUT, "/switches"),
+        (Method::GET, "/webhooks"),
+    ] {
+        let path = format!("/nope{suffix}");
+        let (status, _) = harness.control.control(method, &path, json!({})).await;
+        assert_eq!(status, 404, "{suffix} on an unknown org");
+    }
 
     let id = harness
         .subscribe("s", &["contactDelete", "eventCreate", "madeUpFlag"], true)
