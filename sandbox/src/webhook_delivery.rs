@@ -26,6 +26,10 @@ pub(crate) trait WebhookPost: 'static {
     fn delivered(&self);
     /// Counts a job given up after its last attempt.
     fn failed(&self);
+    /// A pause before the first attempt (a simulator delivering out of order).
+    fn delay_ms(&self) -> u64 {
+        0
+    }
 }
 
 /// Starts the dispatcher on the current runtime.
@@ -62,6 +66,9 @@ async fn deliver<Job: WebhookPost>(
     platform: &'static str,
     retry_backoff_ms: &'static [u64],
 ) {
+    if job.delay_ms() > 0 {
+        tokio::time::sleep(Duration::from_millis(job.delay_ms())).await;
+    }
     for attempt in 0..=retry_backoff_ms.len() {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(retry_backoff_ms[attempt - 1])).await;

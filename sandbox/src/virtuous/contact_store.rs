@@ -83,6 +83,13 @@ impl ContactStore {
         Some(outcome)
     }
 
+    /// Removes a contact and its index keys (a staff delete).
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Record> {
+        let contact = self.records.remove(&id)?;
+        self.reindex(id);
+        Some(contact)
+    }
+
     fn reindex(&mut self, id: u64) {
         for key in self.keys_by_contact.remove(&id).unwrap_or_default() {
             if let Some(ids) = self.index.get_mut(&key) {

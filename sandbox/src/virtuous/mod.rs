@@ -10,7 +10,10 @@
 //! - `import`: the import step: dedup, review, gift creation; `contacts` and
 //!   `contact_store`: matching.
 //! - `records`, `query`: stored records, their JSON forms, query groups and conditions.
-//! - `webhooks`: payload forms, signatures, the delivery task with retries.
+//! - `webhooks`: payload forms, signatures, the drop / reorder / abbreviated switches, the
+//!   delivery task with retries.
+//! - `staff_edits`: staff edits (gifts, contacts, projects, events, contact notes), single
+//!   and bulk, checked whole before any is applied.
 //! - `api`: the request gate (auth → rate limit → script → random faults → handler).
 //! - `routes_transactions`, `routes_reads`, `routes_records`, `routes_control`: the HTTP handlers.
 //! - `stats`: the counters behind `/_sandbox/orgs/{id}/stats`.
@@ -27,10 +30,13 @@ mod routes_control;
 mod routes_reads;
 mod routes_records;
 mod routes_transactions;
+mod staff_edits;
 mod stats;
 mod validate;
 mod webhooks;
 
+#[cfg(test)]
+mod pull_tests;
 #[cfg(test)]
 mod smoke_tests;
 
@@ -117,6 +123,75 @@ pub enum SignatureEncoding {
     Hex,
 }
 
+/// How `Last Modified Date` / `Create Date` conditions compare (real Virtuous may filter by
+/// day only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateGranularity {
+    /// A date-time value compares instants; a date-only value compares UTC days.
+    #[default]
+    Instant,
+    /// Every value is truncated to its UTC day.
+    Day,
+}
+
+/// The switches `PUT /_sandbox/orgs/{id}/switches` may change while the org runs (kept in
+/// the org's state; the rest of [`OrgSpec`] is fixed at creation).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct LiveSwitches {
+    pub(crate) webhook_abbreviated: bool,
+    pub(crate) webhook_drop_pct: f64,
+    pub(crate) webhook_reorder: bool,
+    pub(crate) query_date_granularity: DateGranularity,
+}
+
+impl LiveSwitches {
+    pub(crate) fn of(spec: &OrgSpec) -> LiveSwitches {
+        LiveSwitches {
+            webhook_abbreviated: spec.webhook_abbreviated,
+            webhook_drop_pct: spec.webhook_drop_pct,
+            webhook_reorder: spec.webhook_reorder,
+            query_date_granularity: spec.query_date_granularity,
+        }
+    }
+}
+
+/// The body of `PUT /_sandbox/orgs/{id}/switches`: the fields present are changed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SwitchesPatch {
+    webhook_abbreviated: Option<bool>,
+    webhook_drop_pct: Option<f64>,
+    webhook_reorder: Option<bool>,
+    query_date_granularity: Option<DateGranularity>,
+}
+
+impl SwitchesPatch {
+    /// The switches after the patch, or why the patch is refused (nothing changed then).
+    pub(crate) fn apply(&self, current: LiveSwitches) -> Result<LiveSwitches, String> {
+        let patched = LiveSwitches {
+            webhook_abbreviated: self
+                .webhook_abbreviated
+                .unwrap_or(current.webhook_abbreviated),
+            webhook_drop_pct: self.webhook_drop_pct.unwrap_or(current.webhook_drop_pct),
+            webhook_reorder: self.webhook_reorder.unwrap_or(current.webhook_reorder),
+            query_date_granularity: self
+                .query_date_granularity
+                .unwrap_or(current.query_date_granularity),
+        };
+        validate_drop_pct(patched.webhook_drop_pct)?;
+        Ok(patched)
+    }
+}
+
+fn validate_drop_pct(pct: f64) -> Result<(), String> {
+    if (0.0..=100.0).contains(&pct) {
+        Ok(())
+    } else {
+        Err("webhook_drop_pct must be between 0 and 100".into())
+    }
+}
+
 fn default_hourly_limit() -> u64 {
     5_000
 }
@@ -127,7 +202,9 @@ fn yes() -> bool {
 /// An organization to create (the same fields as `POST /_sandbox/orgs`; JSON-deserialisable
 /// with the defaults listed in the issue: hourly_limit 5000, review_share 0.0, processing
 /// "manual", dedup_transactions true, batch_item_error reject_all, validate_designation_sum
-/// true, webhook_delivery single, webhook_includes_transaction_ids true).
+/// true, webhook_delivery single, webhook_includes_transaction_ids true; the pull switches
+/// webhook_abbreviated false, webhook_drop_pct 0, webhook_reorder false,
+/// query_date_granularity instant).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgSpec {
@@ -158,6 +235,18 @@ pub struct OrgSpec {
     pub webhook_includes_transaction_ids: bool,
     #[serde(default)]
     pub webhook_signature_encoding: SignatureEncoding,
+    /// Gift and contact webhook models carry only `id` (and the transaction ids when
+    /// included): the receiver must re-read the record.
+    #[serde(default)]
+    pub webhook_abbreviated: bool,
+    /// Percent (0–100) of create/update webhook events never sent (deletes never dropped).
+    #[serde(default)]
+    pub webhook_drop_pct: f64,
+    /// Each webhook POST waits a random 0–200 ms first, so deliveries arrive out of order.
+    #[serde(default)]
+    pub webhook_reorder: bool,
+    #[serde(default)]
+    pub query_date_granularity: DateGranularity,
 }
 
 impl OrgSpec {
@@ -176,6 +265,10 @@ impl OrgSpec {
             webhook_delivery: WebhookDelivery::Single,
             webhook_includes_transaction_ids: true,
             webhook_signature_encoding: SignatureEncoding::Base64,
+            webhook_abbreviated: false,
+            webhook_drop_pct: 0.0,
+            webhook_reorder: false,
+            query_date_granularity: DateGranularity::Instant,
         }
     }
 
@@ -192,7 +285,7 @@ impl OrgSpec {
         if !(0.0..=1.0).contains(&self.review_share) {
             return Err("review_share must be between 0 and 1".into());
         }
-        Ok(())
+        validate_drop_pct(self.webhook_drop_pct)
     }
 }
 

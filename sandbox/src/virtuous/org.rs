@@ -11,7 +11,7 @@ use super::contact_store::ContactStore;
 use super::records::{GiftStore, Table};
 use super::stats::{Gauges, Stats, StatsSnapshot, WebhookCounters};
 use super::webhooks::{build_jobs, DeliveryForms, DeliveryPlan, Event, EventKind, WebhookJob};
-use super::{OrgSpec, Processing};
+use super::{LiveSwitches, OrgSpec, Processing};
 use crate::clock::now_ms;
 use crate::faults::Faults;
 use crate::ratelimit::SlidingWindow;
@@ -52,6 +52,11 @@ pub(crate) struct OrgState {
     pub(crate) webhooks: Table,
     pub(crate) recurring_gifts: Table,
     pub(crate) projects: Table,
+    /// Events and contact notes exist only through staff edits (they fire webhooks).
+    pub(crate) events: Table,
+    pub(crate) contact_notes: Table,
+    /// The switches that may change while the org runs.
+    pub(crate) switches: LiveSwitches,
     pub(crate) stats: Stats,
     /// The last API requests, for `GET /_sandbox/orgs/{id}/requests`.
     pub(crate) requests: RequestLog,
@@ -76,6 +81,9 @@ impl OrgState {
             webhooks: Table::default(),
             recurring_gifts: Table::default(),
             projects: Table::default(),
+            events: Table::default(),
+            contact_notes: Table::default(),
+            switches: LiveSwitches::of(spec),
             stats: Stats::default(),
             requests: RequestLog::default(),
             accepted_reference_ids: Vec::new(),
@@ -159,6 +167,8 @@ impl Org {
             delivery: self.spec.webhook_delivery,
             encoding: self.spec.webhook_signature_encoding,
             counters: &self.webhook_counters,
+            switches: state.switches,
+            seed: self.spec.seed,
         };
         build_jobs(events, &plan, &mut state.delivery_forms)
     }

@@ -1,6 +1,8 @@
 //! Contact and Gift queries: groups OR'ed, conditions inside a group AND'ed; no groups = no
 //! filter. Date values are `MM/DD/YYYY` (also `YYYY-MM-DD` or an ISO date-time); a date-only
-//! value compares calendar days (UTC), a date-time compares instants.
+//! value compares calendar days (UTC), a date-time compares instants — unless the org's
+//! `query_date_granularity` is `day`: then every `Last Modified Date` / `Create Date` value is
+//! truncated to its UTC day (what real Virtuous may do).
 
 use std::cmp::Ordering;
 
@@ -11,6 +13,7 @@ use serde_json::Value;
 use super::models::{parse_gift_date, parse_us_date, utc_date, value_text};
 use super::org::OrgState;
 use super::records::{contact_emails, contact_references, Record};
+use super::DateGranularity;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -205,7 +208,34 @@ struct Compiled {
     values: Vec<Scalar>,
 }
 
-fn compile(condition: &Condition, kind: RecordKind) -> Result<Compiled, String> {
+/// A date-time bound cut to its UTC day (day granularity).
+fn to_day(scalar: Scalar) -> Scalar {
+    match scalar {
+        Scalar::Instant(ms) => Scalar::Day(utc_date(ms)),
+        other => other,
+    }
+}
+
+impl QueryBody {
+    /// Whether a condition compares `Last Modified Date` or `Create Date` (what day
+    /// granularity changes).
+    pub(crate) fn has_date_condition(&self, kind: RecordKind) -> bool {
+        self.groups
+            .iter()
+            .flatten()
+            .flat_map(|group| &group.conditions)
+            .any(|condition| {
+                Parameter::parse(&condition.parameter, kind)
+                    .is_some_and(|parameter| parameter.kind() == FieldKind::Instant)
+            })
+    }
+}
+
+fn compile(
+    condition: &Condition,
+    kind: RecordKind,
+    granularity: DateGranularity,
+) -> Result<Compiled, String> {
     let parameter = Parameter::parse(&condition.parameter, kind)
         .ok_or_else(|| format!("Unknown query parameter '{}'.", condition.parameter))?;
     let operator = Operator::parse(&condition.operator)
@@ -243,6 +273,13 @@ fn compile(condition: &Condition, kind: RecordKind) -> Result<Compiled, String> 
     if matches!(operator, Operator::IsAnyOf | Operator::IsNoneOf) && values.is_empty() {
         values.extend(value.clone());
     }
+    let (value, secondary) =
+        if granularity == DateGranularity::Day && field_kind == FieldKind::Instant {
+            values = values.into_iter().map(to_day).collect();
+            (value.map(to_day), secondary.map(to_day))
+        } else {
+            (value, secondary)
+        };
     Ok(Compiled {
         parameter,
         operator,
@@ -390,7 +427,7 @@ pub(crate) fn run_query<'a>(
             group
                 .conditions
                 .iter()
-                .map(|condition| compile(condition, kind))
+                .map(|condition| compile(condition, kind, state.switches.query_date_granularity))
                 .collect::<Result<Vec<_>, String>>()
         })
         .collect::<Result<_, _>>()?;

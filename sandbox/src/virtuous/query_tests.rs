@@ -141,3 +141,55 @@ fn sorting_and_errors() {
     let bad_op = json!({"groups": [{"conditions": [condition("Amount", "Resembles", "1")]}]});
     assert!(ids(&state, bad_op).unwrap_err().contains("Resembles"));
 }
+
+#[test]
+fn day_granularity_truncates_date_times_to_their_day() {
+    // Goal: under query_date_granularity "day", `OnOrAfter <date-time>` matches the whole
+    // day of that date-time (and `After` starts the next day); "instant" compares instants.
+    let mut state = state_with_gifts();
+    let group = |c| json!({"groups": [{"conditions": [c]}]});
+    // Gift 2 was created at T0 + 1 day 22:13:20Z; 23:00 that day is later than it.
+    let late_that_day = "2023-11-15T23:00:00Z";
+    let on_or_after = || condition("Create Date", "OnOrAfter", late_that_day);
+    assert_eq!(ids(&state, group(on_or_after())).unwrap(), [3]);
+    state.switches.query_date_granularity = crate::virtuous::DateGranularity::Day;
+    assert_eq!(ids(&state, group(on_or_after())).unwrap(), [2, 3]);
+    let after = condition("Last Modified Date", "After", "2023-11-15T00:00:01Z");
+    assert_eq!(ids(&state, group(after)).unwrap(), [3]);
+    let any = json!({"parameter": "Create Date", "operator": "IsAnyOf",
+        "values": ["2023-11-14T01:00:00Z"]});
+    assert_eq!(ids(&state, group(any)).unwrap(), [1]);
+    let query: QueryBody = serde_json::from_value(group(on_or_after())).unwrap();
+    assert!(query.has_date_condition(RecordKind::Gift));
+    let query: QueryBody = serde_json::from_value(group(condition("Amount", "Is", "10"))).unwrap();
+    assert!(!query.has_date_condition(RecordKind::Gift));
+}
+
+#[test]
+fn ids_with_is_any_of_and_modified_order() {
+    // Goal: `Gift Id` / `Id` / `Contact Id` with IsAnyOf select by id on gift and contact
+    // queries; `sortBy: "Last Modified Date"` with `descending: false` orders by modified time.
+    let mut state = state_with_gifts();
+    let group = |c| json!({"groups": [{"conditions": [c]}]});
+    for parameter in ["Gift Id", "Id"] {
+        let any = json!({"parameter": parameter, "operator": "IsAnyOf", "values": [3, "1"]});
+        assert_eq!(ids(&state, group(any)).unwrap(), [1, 3], "{parameter}");
+    }
+    state
+        .contacts
+        .insert(Record::new(2, T0, serde_json::Map::new()));
+    let any = json!({"parameter": "Contact Id", "operator": "IsAnyOf", "values": [2]});
+    let query: QueryBody = serde_json::from_value(group(any)).unwrap();
+    let contacts: Vec<u64> = run_query(RecordKind::Contact, &query, &state)
+        .unwrap()
+        .iter()
+        .map(|record| record.id)
+        .collect();
+    assert_eq!(contacts, [2]);
+
+    state.gifts.update(1, |gift| gift.touch(T0 + 5 * DAY_MS));
+    let ascending = json!({"sortBy": "Last Modified Date", "descending": false});
+    assert_eq!(ids(&state, ascending).unwrap(), [2, 3, 1]);
+    let descending = json!({"sortBy": "Last Modified Date", "descending": true});
+    assert_eq!(ids(&state, descending).unwrap(), [1, 3, 2]);
+}

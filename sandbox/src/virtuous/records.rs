@@ -326,6 +326,11 @@ impl Table {
         self.next_id
     }
 
+    /// The id `next_id` will hand out.
+    pub(crate) fn peek_next_id(&self) -> u64 {
+        self.next_id + 1
+    }
+
     pub(crate) fn insert(&mut self, record: Record) -> u64 {
         let id = record.id;
         self.records.insert(id, record);

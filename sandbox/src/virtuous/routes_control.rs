@@ -1,6 +1,6 @@
 //! The control API under `/_sandbox` (no auth, never rate limited, never counted):
-//! organizations, the import step, review approval, staff edits, faults, stats, the request
-//! log, listings.
+//! organizations, the import step, review approval, staff edits, faults, live switches,
+//! stats, the request log, listings (webhook subscriptions included).
 
 use std::sync::Arc;
 
@@ -11,10 +11,10 @@ use serde_json::{json, Map, Value};
 
 use super::import::{approve_and_notify, import_and_notify, Selection};
 use super::org::{CreateOrgError, Org, Registry};
-use super::records::{contact_full, gift_full, gift_webhook, Record};
-use super::routes_records::{edit_contact, edit_gift};
-use super::webhooks::{Event, EventKind};
-use super::OrgSpec;
+use super::records::{contact_full, gift_full, Record};
+use super::routes_records::WEBHOOK_FLAGS;
+use super::staff_edits::{apply_edits, StaffEdit};
+use super::{OrgSpec, SwitchesPatch};
 use crate::clock::now_ms;
 use crate::control::{json_body, message};
 use crate::faults::{RandomFaults, ScriptBody};
@@ -25,6 +25,10 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/orgs/{org}/process", web::post().to(process))
         .route("/orgs/{org}/review/approve", web::post().to(approve))
         .route("/orgs/{org}/staff-edit", web::post().to(staff_edit))
+        .route("/orgs/{org}/staff-edits", web::post().to(staff_edits))
+        .route("/orgs/{org}/switches", web::get().to(get_switches))
+        .route("/orgs/{org}/switches", web::put().to(put_switches))
+        .route("/orgs/{org}/webhooks", web::get().to(list_webhooks))
         .route("/orgs/{org}/faults", web::put().to(put_faults))
         .route("/orgs/{org}/faults", web::delete().to(delete_faults))
         .route("/orgs/{org}/script", web::post().to(put_script))
@@ -76,26 +80,8 @@ async fn approve(request: HttpRequest, registry: web::Data<Registry>) -> HttpRes
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StaffEdit {
-    kind: StaffEditKind,
-    id: u64,
-    #[serde(default)]
-    changes: Map<String, Value>,
-    /// Extension: a staff member deletes the gift (fires GiftDelete).
-    #[serde(default)]
-    delete: bool,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum StaffEditKind {
-    Contact,
-    Gift,
-}
-
-/// A staff member's edit in the Virtuous UI: fires the update webhook, spends no budget.
+/// A staff member's edit in the Virtuous UI (`staff_edits`): fires its webhook, spends no
+/// budget; answers the record.
 async fn staff_edit(
     request: HttpRequest,
     body: Bytes,
@@ -109,42 +95,104 @@ async fn staff_edit(
         Ok(edit) => edit,
         Err(response) => return response,
     };
-    let now = now_ms();
-    let handled = {
-        let mut state = org.lock();
-        match (edit.kind, edit.delete) {
-            (StaffEditKind::Contact, true) => {
-                return message(400, "only gifts can be deleted by a staff edit");
-            }
-            (StaffEditKind::Contact, false) => edit_contact(&org, &mut state, edit.id, |contact| {
-                contact.merge(&edit.changes, now)
-            }),
-            (StaffEditKind::Gift, false) => edit_gift(&org, &mut state, edit.id, |gift| {
-                gift.merge(&edit.changes, now)
-            }),
-            (StaffEditKind::Gift, true) => state.gifts.remove(edit.id).map(|gift| {
-                let model = gift_webhook(&gift, org.spec.webhook_includes_transaction_ids);
-                let jobs = org.webhook_jobs(
-                    &mut state,
-                    vec![Event {
-                        kind: EventKind::GiftDelete,
-                        model,
-                    }],
-                );
-                super::api::Handled {
-                    reply: super::api::Reply::json(200, gift_full(&gift)),
-                    jobs,
-                    accepted: false,
-                }
-            }),
+    let applied = apply_edits(&org, &mut org.lock(), std::slice::from_ref(&edit), now_ms());
+    match applied {
+        Ok((mut records, jobs)) => {
+            registry.send_webhooks(jobs);
+            HttpResponse::Ok().json(records.pop().unwrap_or(Value::Null))
         }
+        Err(error) => message(error.status, &error.message),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaffEditList {
+    edits: Vec<StaffEdit>,
+}
+
+/// Many staff edits under one lock, in order, all or nothing; answers `{"records": [...]}`.
+async fn staff_edits(
+    request: HttpRequest,
+    body: Bytes,
+    registry: web::Data<Registry>,
+) -> HttpResponse {
+    let org = match org_of(&request, &registry) {
+        Ok(org) => org,
+        Err(response) => return response,
     };
-    match handled {
-        Some(handled) => {
-            registry.send_webhooks(handled.jobs);
-            handled.reply.into_response()
+    let list: StaffEditList = match json_body(&body) {
+        Ok(list) => list,
+        Err(response) => return response,
+    };
+    let applied = apply_edits(&org, &mut org.lock(), &list.edits, now_ms());
+    match applied {
+        Ok((records, jobs)) => {
+            registry.send_webhooks(jobs);
+            HttpResponse::Ok().json(json!({ "records": records }))
         }
-        None => message(404, &format!("no {:?} with id {}", edit.kind, edit.id)),
+        Err(error) => message(
+            error.status,
+            &format!("edits[{}]: {}", error.index, error.message),
+        ),
+    }
+}
+
+async fn get_switches(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    match org_of(&request, &registry) {
+        Ok(org) => HttpResponse::Ok().json(org.lock().switches),
+        Err(response) => response,
+    }
+}
+
+/// Changes the live switches (the fields present); answers the switches now in force.
+async fn put_switches(
+    request: HttpRequest,
+    body: Bytes,
+    registry: web::Data<Registry>,
+) -> HttpResponse {
+    let org = match org_of(&request, &registry) {
+        Ok(org) => org,
+        Err(response) => return response,
+    };
+    let patch: SwitchesPatch = match json_body(&body) {
+        Ok(patch) => patch,
+        Err(response) => return response,
+    };
+    let mut state = org.lock();
+    match patch.apply(state.switches) {
+        Ok(switches) => {
+            state.switches = switches;
+            HttpResponse::Ok().json(switches)
+        }
+        Err(reason) => message(400, &reason),
+    }
+}
+
+/// The org's webhook subscriptions (Virtuous has no list endpoint; tests need one): id, url,
+/// active and every flag — never the secret.
+async fn list_webhooks(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
+    match org_of(&request, &registry) {
+        Ok(org) => {
+            let state = org.lock();
+            let subscriptions: Vec<Value> = state
+                .webhooks
+                .records
+                .values()
+                .map(|subscription| {
+                    let flag = |name: &str| subscription.doc.get(name).and_then(Value::as_bool);
+                    let flags: Map<String, Value> = WEBHOOK_FLAGS
+                        .iter()
+                        .map(|name| ((*name).to_owned(), json!(flag(name).unwrap_or(false))))
+                        .collect();
+                    json!({"id": subscription.id,
+                        "url": subscription.doc.get("payloadUrl").cloned().unwrap_or(Value::Null),
+                        "active": flag("active").unwrap_or(false), "flags": flags})
+                })
+                .collect();
+            HttpResponse::Ok().json(subscriptions)
+        }
+        Err(response) => response,
     }
 }
 
@@ -285,7 +333,8 @@ async fn create_project(
     }
     let id = state.projects.next_id();
     let name = project.name.unwrap_or_else(|| project.code.clone());
-    let doc = json!({"projectCode": project.code, "name": name, "isActive": true});
+    let doc =
+        json!({"projectCode": project.code, "code": project.code, "name": name, "isActive": true});
     let Value::Object(doc) = doc else {
         unreachable!("json! of an object literal is an object")
     };

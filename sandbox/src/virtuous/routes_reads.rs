@@ -11,6 +11,7 @@ use super::api::{authenticated, Handled, Reply};
 use super::org::{OrgState, Registry};
 use super::query::{run_query, QueryBody, RecordKind};
 use super::records::{contact_full, contact_summary, gift_full, gift_summary, Record};
+use super::DateGranularity;
 use crate::server::{id_param, path_param};
 
 /// Virtuous caps `take` at 1000.
@@ -190,6 +191,11 @@ async fn query(
             Ok(input) => input,
             Err(reply) => return reply.into(),
         };
+        if state.switches.query_date_granularity == DateGranularity::Day
+            && query.has_date_condition(kind)
+        {
+            state.stats.day_granularity_queries += 1;
+        }
         match run_query(kind, &query, state) {
             Ok(records) => {
                 let total = records.len();

@@ -25,10 +25,12 @@ const FREQUENCIES: [&str; 8] = [
     "Biennially",
 ];
 
-/// Subscription flags Virtuous knows (all default to false).
-const WEBHOOK_FLAGS: [&str; 15] = [
+/// Subscription flags Virtuous knows (all default to false; others are ignored), plus the
+/// extension `contactDelete` (the real flag for contact deletes is unconfirmed).
+pub(crate) const WEBHOOK_FLAGS: [&str; 16] = [
     "contactCreate",
     "contactUpdate",
+    "contactDelete",
     "giftCreate",
     "giftUpdate",
     "giftDelete",

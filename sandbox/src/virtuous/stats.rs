@@ -18,6 +18,8 @@ pub(crate) struct Stats {
     pub(crate) imported: u64,
     pub(crate) rejected_duplicate: u64,
     pub(crate) rejected: u64,
+    /// Queries with a date condition answered under `query_date_granularity: "day"`.
+    pub(crate) day_granularity_queries: u64,
 }
 
 impl Stats {
@@ -50,6 +52,8 @@ impl Stats {
 pub(crate) struct WebhookCounters {
     pub(crate) sent: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Create/update events `webhook_drop_pct` suppressed (one per event).
+    pub(crate) dropped: AtomicU64,
 }
 
 /// The JSON shape of the stats endpoint (documented in docs/sandbox.md).
@@ -67,6 +71,8 @@ pub(crate) struct StatsSnapshot {
     pub(crate) contacts: u64,
     pub(crate) webhooks_sent: u64,
     pub(crate) webhooks_failed: u64,
+    pub(crate) webhooks_dropped: u64,
+    pub(crate) day_granularity_queries: u64,
     pub(crate) rate_window_calls: u64,
 }
 
@@ -94,6 +100,8 @@ impl StatsSnapshot {
             contacts: gauges.contacts,
             webhooks_sent: webhooks.sent.load(Ordering::Relaxed),
             webhooks_failed: webhooks.failed.load(Ordering::Relaxed),
+            webhooks_dropped: webhooks.dropped.load(Ordering::Relaxed),
+            day_granularity_queries: stats.day_granularity_queries,
             rate_window_calls: gauges.rate_window_calls,
         }
     }

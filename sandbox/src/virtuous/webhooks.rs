@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use super::records::Table;
 use super::stats::WebhookCounters;
-use super::{SignatureEncoding, WebhookDelivery};
+use super::{LiveSwitches, SignatureEncoding, WebhookDelivery};
+use crate::faults::stable_draw;
 use crate::webhook_delivery::{self, DeliveryPolicy, WebhookPost};
 
 /// Pauses before the 2nd, 3rd and 4th attempt of a delivery.
@@ -30,6 +31,17 @@ pub(crate) enum EventKind {
     GiftDelete,
     ContactCreate,
     ContactUpdate,
+    /// Extension: the real flag for contact deletes is unconfirmed.
+    ContactDelete,
+    ProjectCreate,
+    ProjectUpdate,
+    ProjectDelete,
+    EventCreate,
+    EventUpdate,
+    EventDelete,
+    ContactNoteCreate,
+    ContactNoteUpdate,
+    ContactNoteDelete,
 }
 
 impl EventKind {
@@ -40,10 +52,20 @@ impl EventKind {
             EventKind::GiftDelete => "GiftDelete",
             EventKind::ContactCreate => "ContactCreate",
             EventKind::ContactUpdate => "ContactUpdate",
+            EventKind::ContactDelete => "ContactDelete",
+            EventKind::ProjectCreate => "ProjectCreate",
+            EventKind::ProjectUpdate => "ProjectUpdate",
+            EventKind::ProjectDelete => "ProjectDelete",
+            EventKind::EventCreate => "EventCreate",
+            EventKind::EventUpdate => "EventUpdate",
+            EventKind::EventDelete => "EventDelete",
+            EventKind::ContactNoteCreate => "ContactNoteCreate",
+            EventKind::ContactNoteUpdate => "ContactNoteUpdate",
+            EventKind::ContactNoteDelete => "ContactNoteDelete",
         }
     }
 
-    /// The subscription flag that switches this event on.
+    /// The subscription flag that switches this event on: the name in camelCase.
     pub(crate) fn subscription_flag(self) -> &'static str {
         match self {
             EventKind::GiftCreate => "giftCreate",
@@ -51,15 +73,57 @@ impl EventKind {
             EventKind::GiftDelete => "giftDelete",
             EventKind::ContactCreate => "contactCreate",
             EventKind::ContactUpdate => "contactUpdate",
+            EventKind::ContactDelete => "contactDelete",
+            EventKind::ProjectCreate => "projectCreate",
+            EventKind::ProjectUpdate => "projectUpdate",
+            EventKind::ProjectDelete => "projectDelete",
+            EventKind::EventCreate => "eventCreate",
+            EventKind::EventUpdate => "eventUpdate",
+            EventKind::EventDelete => "eventDelete",
+            EventKind::ContactNoteCreate => "contactNoteCreate",
+            EventKind::ContactNoteUpdate => "contactNoteUpdate",
+            EventKind::ContactNoteDelete => "contactNoteDelete",
         }
     }
 
-    fn model_key(self) -> &'static str {
+    pub(crate) fn model_key(self) -> &'static str {
         match self {
-            EventKind::ContactCreate | EventKind::ContactUpdate => "contact",
-            _ => "gift",
+            EventKind::GiftCreate | EventKind::GiftUpdate | EventKind::GiftDelete => "gift",
+            EventKind::ContactCreate | EventKind::ContactUpdate | EventKind::ContactDelete => {
+                "contact"
+            }
+            EventKind::ProjectCreate | EventKind::ProjectUpdate | EventKind::ProjectDelete => {
+                "project"
+            }
+            EventKind::EventCreate | EventKind::EventUpdate | EventKind::EventDelete => "event",
+            EventKind::ContactNoteCreate
+            | EventKind::ContactNoteUpdate
+            | EventKind::ContactNoteDelete => "contactNote",
         }
     }
+
+    pub(crate) fn is_delete(self) -> bool {
+        matches!(
+            self,
+            EventKind::GiftDelete
+                | EventKind::ContactDelete
+                | EventKind::ProjectDelete
+                | EventKind::EventDelete
+                | EventKind::ContactNoteDelete
+        )
+    }
+}
+
+/// The longest pause `webhook_reorder` puts before a POST.
+pub(crate) const REORDER_MAX_DELAY_MS: u64 = 200;
+
+/// An abbreviated gift or contact model: `id` and the transaction ids the full model had.
+fn abbreviate(model: Value) -> Value {
+    let Value::Object(mut doc) = model else {
+        return model;
+    };
+    doc.retain(|key, _| matches!(key.as_str(), "id" | "transactionSource" | "transactionId"));
+    Value::Object(doc)
 }
 
 /// One record change to announce; `model` is already in webhook form.
@@ -76,6 +140,8 @@ pub(crate) struct WebhookJob {
     pub(crate) signature: String,
     pub(crate) body: Bytes,
     pub(crate) counters: Arc<WebhookCounters>,
+    /// Waited before the first attempt (`webhook_reorder`).
+    pub(crate) delay_ms: u64,
 }
 
 pub(crate) fn sign(secret: &str, body: &[u8], encoding: SignatureEncoding) -> String {
@@ -96,10 +162,13 @@ enum Form {
     Bulk,
 }
 
-/// The state a `mixed` delivery alternates with.
+/// The state a `mixed` delivery alternates with, and the sequence numbers of the drop and
+/// reorder draws (each draw is `stable_draw(seed, label, n)`, so a run reproduces).
 #[derive(Debug, Default)]
 pub(crate) struct DeliveryForms {
     next_mixed_is_bulk: bool,
+    drop_draws: u64,
+    delay_draws: u64,
 }
 
 impl DeliveryForms {
@@ -126,10 +195,36 @@ pub(crate) struct DeliveryPlan<'a> {
     pub(crate) delivery: WebhookDelivery,
     pub(crate) encoding: SignatureEncoding,
     pub(crate) counters: &'a Arc<WebhookCounters>,
+    pub(crate) switches: LiveSwitches,
+    pub(crate) seed: u64,
+}
+
+impl DeliveryForms {
+    /// Whether `webhook_drop_pct` drops the next create/update event.
+    fn drops(&mut self, plan: &DeliveryPlan<'_>) -> bool {
+        if plan.switches.webhook_drop_pct <= 0.0 {
+            return false;
+        }
+        self.drop_draws += 1;
+        stable_draw(plan.seed, "webhook-drop", self.drop_draws) * 100.0
+            < plan.switches.webhook_drop_pct
+    }
+
+    /// The pause before the next job's POST (0 unless `webhook_reorder`).
+    fn delay_ms(&mut self, plan: &DeliveryPlan<'_>) -> u64 {
+        if !plan.switches.webhook_reorder {
+            return 0;
+        }
+        self.delay_draws += 1;
+        let draw = stable_draw(plan.seed, "webhook-reorder", self.delay_draws);
+        (draw * (REORDER_MAX_DELAY_MS + 1) as f64) as u64
+    }
 }
 
 /// Turns one run's events into signed jobs: events are grouped by kind (in order of first
-/// appearance); each group is one bulk POST or one POST per event.
+/// appearance); each group is one bulk POST or one POST per event. The drop switch removes
+/// create/update events (counted in `webhooks_dropped`, one per event) before they are
+/// sent to anyone; the abbreviated switch cuts gift and contact models to their ids.
 pub(crate) fn build_jobs(
     events: Vec<Event>,
     plan: &DeliveryPlan<'_>,
@@ -164,7 +259,33 @@ pub(crate) fn build_jobs(
         if subscribers.is_empty() {
             continue;
         }
-        let bodies: Vec<Bytes> = match forms.next_form(plan.delivery) {
+        let models: Vec<Value> = if kind.is_delete() {
+            models
+        } else {
+            let before = models.len();
+            let kept: Vec<Value> = models.into_iter().filter(|_| !forms.drops(plan)).collect();
+            let dropped = (before - kept.len()) as u64;
+            plan.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            kept
+        };
+        if models.is_empty() {
+            continue;
+        }
+        let abbreviated =
+            plan.switches.webhook_abbreviated && matches!(kind.model_key(), "gift" | "contact");
+        let models: Vec<Value> = if abbreviated {
+            models.into_iter().map(abbreviate).collect()
+        } else {
+            models
+        };
+        // The single form `{"event": "EventCreate", "event": {…}}` cannot exist (one key
+        // twice): Event* webhooks always go in the bulk form.
+        let form = if kind.model_key() == "event" {
+            Form::Bulk
+        } else {
+            forms.next_form(plan.delivery)
+        };
+        let bodies: Vec<Bytes> = match form {
             Form::Single => models
                 .into_iter()
                 .map(|model| json!({"event": kind.name(), kind.model_key(): model}))
@@ -187,6 +308,7 @@ pub(crate) fn build_jobs(
                     signature: sign(secret, body, plan.encoding),
                     body: body.clone(),
                     counters: Arc::clone(plan.counters),
+                    delay_ms: forms.delay_ms(plan),
                 });
             }
         }
@@ -210,6 +332,9 @@ impl WebhookPost for WebhookJob {
     }
     fn failed(&self) {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    fn delay_ms(&self) -> u64 {
+        self.delay_ms
     }
 }
 
@@ -274,6 +399,8 @@ mod tests {
             delivery,
             encoding: SignatureEncoding::Base64,
             counters: &counters,
+            switches: LiveSwitches::of(&super::super::OrgSpec::new("o", "k")),
+            seed: 0,
         };
         let mut forms = DeliveryForms::default();
         let single = build_jobs(gift_events(2), &plan(WebhookDelivery::Single), &mut forms);
@@ -297,5 +424,63 @@ mod tests {
         assert_eq!(build_jobs(gift_events(2), &mixed, &mut forms).len(), 2);
         assert_eq!(build_jobs(gift_events(2), &mixed, &mut forms).len(), 1);
         assert_eq!(build_jobs(gift_events(2), &mixed, &mut forms).len(), 2);
+    }
+
+    #[test]
+    fn drop_reorder_and_abbreviated_switches() {
+        // Goal: drop_pct 100 drops every create/update (counted) but no delete; reorder gives
+        // each job a pause in 0–200 ms, not all equal; abbreviated cuts gift models to ids
+        // and leaves other kinds whole.
+        let mut table = Table::default();
+        let doc = json!({"payloadUrl": "http://127.0.0.1:9/h", "secret": "s", "active": true,
+            "giftCreate": true, "giftDelete": true, "projectCreate": true});
+        table.insert(Record::new(1, 0, doc.as_object().unwrap().clone()));
+        let counters = Arc::new(WebhookCounters::default());
+        let mut switches = LiveSwitches::of(&super::super::OrgSpec::new("o", "k"));
+        switches.webhook_drop_pct = 100.0;
+        let plan = DeliveryPlan {
+            subscriptions: &table,
+            delivery: WebhookDelivery::Single,
+            encoding: SignatureEncoding::Base64,
+            counters: &counters,
+            switches,
+            seed: 1,
+        };
+        let mut forms = DeliveryForms::default();
+        let mut events = gift_events(3);
+        events.push(Event {
+            kind: EventKind::GiftDelete,
+            model: json!({"id": 9}),
+        });
+        let jobs = build_jobs(events, &plan, &mut forms);
+        assert_eq!(jobs.len(), 1);
+        assert!(std::str::from_utf8(&jobs[0].body)
+            .unwrap()
+            .contains("GiftDelete"));
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 3);
+
+        let mut switches = plan.switches;
+        switches.webhook_drop_pct = 0.0;
+        switches.webhook_reorder = true;
+        switches.webhook_abbreviated = true;
+        let plan = DeliveryPlan { switches, ..plan };
+        let mut events: Vec<Event> = (1..=20)
+            .map(|id| Event {
+                kind: EventKind::GiftCreate,
+                model: json!({"id": id, "amount": 5, "transactionId": "t"}),
+            })
+            .collect();
+        events.push(Event {
+            kind: EventKind::ProjectCreate,
+            model: json!({"id": 1, "name": "Spring"}),
+        });
+        let jobs = build_jobs(events, &plan, &mut forms);
+        assert_eq!(jobs.len(), 21);
+        assert!(jobs.iter().all(|job| job.delay_ms <= REORDER_MAX_DELAY_MS));
+        assert!(jobs.iter().any(|job| job.delay_ms != jobs[0].delay_ms));
+        let first: Value = serde_json::from_slice(&jobs[0].body).unwrap();
+        assert_eq!(first["gift"], json!({"id": 1, "transactionId": "t"}));
+        let project: Value = serde_json::from_slice(&jobs[20].body).unwrap();
+        assert_eq!(project["project"]["name"], "Spring");
     }
 }
