@@ -14,15 +14,18 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use steward_actors::outcome::{classify, BatchOutcome, ResponseFacts};
+use steward_actors::pull::ChangeKind;
 
 use super::facts::{connection_error_kind, error_body_facts, retry_after_s, RateLimitHeaders};
-use super::wire::{GiftPage, GiftSummary, Organization, WebhookCreated, WebhookEvents};
+use super::wire::{GiftPage, GiftSummary, Organization, RecordPage, WebhookCreated, WEBHOOK_FLAGS};
 
 /// Virtuous caps `take` at 1000.
 pub const QUERY_TAKE_MAX: u32 = 1_000;
 /// Gift transactions per batch request (production integrators send 100; the true maximum is
 /// unknown).
 pub const BATCH_ITEMS_MAX: usize = 100;
+/// Ids one re-read asks for (one `IsAnyOf` condition; the caller batches).
+pub const READ_IDS_MAX: usize = 100;
 
 /// What is wrong before any request is sent.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,10 @@ pub enum VirtuousError {
     BatchSize(usize),
     #[error("take must be 1 to {QUERY_TAKE_MAX}, got {0}")]
     BadTake(u32),
+    #[error("a re-read asks for 1 to {READ_IDS_MAX} ids, got {0}")]
+    ReadIds(usize),
+    #[error("{0} records cannot be queried (only gifts and contacts)")]
+    NotQueryable(&'static str),
     #[error("building the HTTP client failed: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -259,25 +266,102 @@ impl VirtuousClient {
         decode_json(self.call(Method::GET, url, None, false, 0).await)
     }
 
-    /// `POST /api/Webhook`: subscribes `payload_url` to `events`, signed with `secret`;
-    /// `value` is the subscription id (no list endpoint exists: store it).
+    /// `POST /api/Gift/Query/FullGift` or `/api/Contact/Query/FullContact` `?skip=&take=`:
+    /// the records of `kind` whose `Last Modified Date` is on or after `modified_on_or_after`
+    /// (a UTC calendar day, sent `MM/DD/YYYY` — Virtuous may compare dates by day only),
+    /// sorted by `Last Modified Date` ascending: the backstop poll of pull.
+    pub async fn query_modified(
+        &self,
+        kind: ChangeKind,
+        modified_on_or_after: jiff::civil::Date,
+        skip: u64,
+        take: u32,
+    ) -> Result<CallResult<RecordPage>, VirtuousError> {
+        let condition = json!({"parameter": "Last Modified Date", "operator": "OnOrAfter",
+            "value": modified_on_or_after.strftime("%m/%d/%Y").to_string()});
+        self.query_full_records(kind, condition, skip, take).await
+    }
+
+    /// The full records of `ids` (`Gift Id`/`Contact Id` `IsAnyOf`, one page of
+    /// `ids.len()`): the re-read of webhook models that lacked fields. Ids not returned no
+    /// longer exist (or are not visible).
+    pub async fn read_records(
+        &self,
+        kind: ChangeKind,
+        ids: &[String],
+    ) -> Result<CallResult<RecordPage>, VirtuousError> {
+        if ids.is_empty() || ids.len() > READ_IDS_MAX {
+            return Err(VirtuousError::ReadIds(ids.len()));
+        }
+        let parameter = match kind {
+            ChangeKind::Gift => "Gift Id",
+            _ => "Contact Id",
+        };
+        let condition = json!({"parameter": parameter, "operator": "IsAnyOf", "values": ids});
+        self.query_full_records(kind, condition, 0, ids.len() as u32)
+            .await
+    }
+
+    /// One `Full*` query of `kind` with one condition, sorted by `Last Modified Date`.
+    async fn query_full_records(
+        &self,
+        kind: ChangeKind,
+        condition: serde_json::Value,
+        skip: u64,
+        take: u32,
+    ) -> Result<CallResult<RecordPage>, VirtuousError> {
+        let segments = match kind {
+            ChangeKind::Gift => ["api", "Gift", "Query", "FullGift"],
+            ChangeKind::Contact => ["api", "Contact", "Query", "FullContact"],
+            other => return Err(VirtuousError::NotQueryable(other.name())),
+        };
+        if take == 0 || take > QUERY_TAKE_MAX {
+            return Err(VirtuousError::BadTake(take));
+        }
+        let query = json!({
+            "groups": [{"conditions": [condition]}],
+            "sortBy": "Last Modified Date",
+            "descending": false,
+        });
+        let url = self.endpoint(
+            &segments,
+            &[("skip", skip.to_string()), ("take", take.to_string())],
+        );
+        let raw = self
+            .call(Method::POST, url, Some(query.to_string()), false, 0)
+            .await;
+        Ok(decode_json(raw))
+    }
+
+    /// `POST /api/Webhook`: subscribes `payload_url` to the events of `flags`
+    /// ([`WEBHOOK_FLAGS`] names), signed with `secret`; `value` is the subscription id (no
+    /// list endpoint exists: store it).
     pub async fn create_webhook(
         &self,
         payload_url: &str,
         secret: &SecretString,
-        events: WebhookEvents,
+        flags: &[String],
     ) -> CallResult<String> {
-        let mut body = serde_json::to_value(events).unwrap_or_else(|_| json!({}));
-        body["payloadUrl"] = json!(payload_url);
-        body["secret"] = json!(secret.expose_secret());
-        body["active"] = json!(true);
+        let body = webhook_body(payload_url, secret, flags);
         let url = self.endpoint(&["api", "Webhook"], &[]);
-        let raw = self
-            .call(Method::POST, url, Some(body.to_string()), true, 1)
-            .await;
+        let raw = self.call(Method::POST, url, Some(body), true, 1).await;
         let decoded: CallResult<WebhookCreated> = decode_json(raw);
         let id = decoded.value.as_ref().map(|created| created.id.clone());
         decoded.map_value(id, None)
+    }
+
+    /// `PUT /api/Webhook/{id}`: the same subscription, now for `payload_url` and `flags`
+    /// (the whole subscription is sent; always active — never deactivated from here).
+    pub async fn update_webhook(
+        &self,
+        subscription_id: &str,
+        payload_url: &str,
+        secret: &SecretString,
+        flags: &[String],
+    ) -> CallResult {
+        let body = webhook_body(payload_url, secret, flags);
+        let url = self.endpoint(&["api", "Webhook", subscription_id], &[]);
+        self.call(Method::PUT, url, Some(body), true, 1).await
     }
 
     fn endpoint(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
@@ -373,6 +457,22 @@ impl VirtuousClient {
     }
 }
 
+/// A subscription body: `payloadUrl`, `secret`, `active: true`, every [`WEBHOOK_FLAGS`] flag
+/// (`true` when in `flags`) and any other flag of `flags` `true` as asked.
+fn webhook_body(payload_url: &str, secret: &SecretString, flags: &[String]) -> String {
+    let mut body = serde_json::Map::new();
+    body.insert("payloadUrl".into(), json!(payload_url));
+    body.insert("secret".into(), json!(secret.expose_secret()));
+    body.insert("active".into(), json!(true));
+    for flag in WEBHOOK_FLAGS {
+        body.insert(flag.into(), json!(false));
+    }
+    for flag in flags {
+        body.insert(flag.clone(), json!(true));
+    }
+    serde_json::Value::Object(body).to_string()
+}
+
 /// Decodes a 2xx body as `T`; other answers keep `value: None`.
 fn decode_json<T: DeserializeOwned>(raw: CallResult) -> CallResult<T> {
     if !raw.is_success() || raw.decode_error.is_some() {
@@ -460,6 +560,63 @@ mod tests {
         assert!(matches!(
             batch_body("s", "x", "l", &too_many),
             Err(VirtuousError::BatchSize(_))
+        ));
+    }
+
+    #[test]
+    fn webhook_body_asks_for_exactly_the_flags() {
+        // Goal: the subscription body is active, carries URL and secret, sets the asked flags true (an unlisted one too) and every other known flag false.
+        let flags = vec![
+            "giftDelete".to_string(),
+            "contactNoteCreate".to_string(),
+            "futureFlag".to_string(),
+        ];
+        let body: serde_json::Value = serde_json::from_str(&webhook_body(
+            "https://x/hooks/t/virtuous",
+            &SecretString::from("s3"),
+            &flags,
+        ))
+        .unwrap();
+        assert_eq!(body["payloadUrl"], "https://x/hooks/t/virtuous");
+        assert_eq!(
+            (body["secret"].as_str(), body["active"].as_bool()),
+            (Some("s3"), Some(true))
+        );
+        for flag in WEBHOOK_FLAGS {
+            assert_eq!(
+                body[flag].as_bool(),
+                Some(flags.iter().any(|f| f == flag)),
+                "{flag}"
+            );
+        }
+        assert_eq!(body["futureFlag"], true);
+        assert_eq!(body.as_object().unwrap().len(), 3 + WEBHOOK_FLAGS.len() + 1);
+    }
+
+    #[actix_rt::test]
+    async fn queries_refuse_what_cannot_be_asked_before_sending() {
+        // Goal: a kind that cannot be queried, a take out of range and a re-read of 0 or more than 100 ids are refused without a request (port 9 is never reached).
+        let http = VirtuousClient::http_client().unwrap();
+        let key = SecretString::from("k");
+        let client =
+            VirtuousClient::new(http, "http://127.0.0.1:9/", &key, Duration::from_secs(1)).unwrap();
+        let day = jiff::civil::date(2026, 11, 26);
+        assert!(matches!(
+            client.query_modified(ChangeKind::Project, day, 0, 10).await,
+            Err(VirtuousError::NotQueryable("project"))
+        ));
+        assert!(matches!(
+            client.query_modified(ChangeKind::Gift, day, 0, 1001).await,
+            Err(VirtuousError::BadTake(1001))
+        ));
+        assert!(matches!(
+            client.read_records(ChangeKind::Contact, &[]).await,
+            Err(VirtuousError::ReadIds(0))
+        ));
+        let ids = vec!["1".to_string(); READ_IDS_MAX + 1];
+        assert!(matches!(
+            client.read_records(ChangeKind::Gift, &ids).await,
+            Err(VirtuousError::ReadIds(101))
         ));
     }
 

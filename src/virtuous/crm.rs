@@ -11,11 +11,13 @@ use std::time::Duration;
 use secrecy::SecretString;
 use steward_actors::outcome::{ConnectionErrorKind, ResponseFacts};
 use steward_actors::ports::{
-    Crm, CrmGift, CrmGiftPage, CrmReply, CrmWrite, LocalFuture, RateLimitFacts,
+    ChangePage, Crm, CrmGift, CrmGiftPage, CrmReply, CrmWrite, LocalFuture, RateLimitFacts,
 };
+use steward_actors::pull::{ChangeKind, ChangeOp};
 
-use super::client::{CallResult, VirtuousClient, VirtuousError};
-use super::wire::{GiftSummary, WebhookEvents};
+use super::client::{CallResult, VirtuousClient, VirtuousError, READ_IDS_MAX};
+use super::webhook::change_of;
+use super::wire::{GiftSummary, RecordPage};
 
 thread_local! {
     /// The pooled client of this arbiter thread (built on first use).
@@ -74,6 +76,8 @@ impl VirtuousCrm {
     }
 }
 
+const NO_WEBHOOK_SECRET: &str = "virtuous.webhook_secret is not set";
+
 /// A reply for a request that could not be made (no HTTP client, a body that is not JSON):
 /// nothing was sent, so it is a plain connection failure (transient, never "unknown").
 fn not_sent(reason: String, item_count: usize) -> CrmReply {
@@ -109,6 +113,27 @@ fn gift_of(summary: &GiftSummary) -> CrmGift {
         gift_type: summary.gift_type.clone(),
         reversed_gift_id: summary.reversed_gift_id.clone(),
         create_date_time_utc: summary.create_date_time_utc.clone(),
+    }
+}
+
+/// A query page as changes (upserts: a row is the record as it is now). A row without an id
+/// cannot be a change: it is skipped with a warning rather than failing the page, so one odd
+/// row never stalls the poll (the caller pages by the rows it got back, `total` by Virtuous).
+fn change_page_of(kind: ChangeKind, page: &RecordPage) -> ChangePage {
+    let changes = page
+        .list
+        .iter()
+        .filter_map(|row| match change_of(kind, ChangeOp::Upsert, row) {
+            Ok(change) => Some(change),
+            Err(reason) => {
+                tracing::warn!(kind = kind.name(), reason, "virtuous query row skipped");
+                None
+            }
+        })
+        .collect();
+    ChangePage {
+        changes,
+        total: page.total,
     }
 }
 
@@ -213,10 +238,11 @@ impl Crm for VirtuousCrm {
     fn register_webhook(
         &self,
         payload_url: &str,
-        _flags: &[String],
+        flags: &[String],
     ) -> LocalFuture<(CrmReply, Option<String>)> {
         let client = self.client();
         let payload_url = payload_url.to_string();
+        let flags = flags.to_vec();
         let secret = self.webhook_secret.clone();
         Box::pin(async move {
             let client = match client {
@@ -224,19 +250,9 @@ impl Crm for VirtuousCrm {
                 Err(reason) => return (not_sent(reason, 1), None),
             };
             let Some(secret) = secret else {
-                return (
-                    not_sent("virtuous.webhook_secret is not set".to_string(), 1),
-                    None,
-                );
+                return (not_sent(NO_WEBHOOK_SECRET.to_string(), 1), None);
             };
-            let events = WebhookEvents {
-                gift_create: true,
-                gift_update: true,
-                gift_delete: false,
-                contact_create: true,
-                contact_update: true,
-            };
-            let result = client.create_webhook(&payload_url, &secret, events).await;
+            let result = client.create_webhook(&payload_url, &secret, &flags).await;
             let id = result.value.clone();
             (reply_of(&result), id)
         })
@@ -244,31 +260,82 @@ impl Crm for VirtuousCrm {
 
     fn update_webhook(
         &self,
-        _subscription_id: &str,
-        _payload_url: &str,
-        _flags: &[String],
+        subscription_id: &str,
+        payload_url: &str,
+        flags: &[String],
     ) -> LocalFuture<CrmReply> {
-        // TODO(i13-virtuous): PUT /api/Webhook/{id}.
-        Box::pin(async move { not_sent("not built yet".to_string(), 0) })
+        let client = self.client();
+        let subscription_id = subscription_id.to_string();
+        let payload_url = payload_url.to_string();
+        let flags = flags.to_vec();
+        let secret = self.webhook_secret.clone();
+        Box::pin(async move {
+            let client = match client {
+                Ok(client) => client,
+                Err(reason) => return not_sent(reason, 1),
+            };
+            // The PUT replaces the whole subscription, secret included: without ours it
+            // would be sent unsigned (or not at all).
+            let Some(secret) = secret else {
+                return not_sent(NO_WEBHOOK_SECRET.to_string(), 1);
+            };
+            let result = client
+                .update_webhook(&subscription_id, &payload_url, &secret, &flags)
+                .await;
+            reply_of(&result)
+        })
     }
+
     fn query_modified(
         &self,
-        _kind: steward_actors::pull::ChangeKind,
-        _modified_on_or_after_ms: u64,
-        _skip: u64,
-        _take: u32,
-    ) -> LocalFuture<(CrmReply, Option<steward_actors::ports::ChangePage>)> {
-        // TODO(i13-virtuous): FullGift / FullContact by Last Modified Date.
-        Box::pin(async move { (not_sent("not built yet".to_string(), 0), None) })
+        kind: ChangeKind,
+        modified_on_or_after_ms: u64,
+        skip: u64,
+        take: u32,
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)> {
+        let client = self.client();
+        Box::pin(async move {
+            let client = match client {
+                Ok(client) => client,
+                Err(reason) => return (not_sent(reason, 0), None),
+            };
+            let day = utc_day(modified_on_or_after_ms);
+            match client.query_modified(kind, day, skip, take).await {
+                Ok(result) => {
+                    let page = result.value.as_ref().map(|page| change_page_of(kind, page));
+                    (reply_of(&result), page)
+                }
+                Err(err) => (not_sent(err.to_string(), 0), None),
+            }
+        })
     }
+
     fn read_records(
         &self,
-        _kind: steward_actors::pull::ChangeKind,
-        _ids: &[String],
-    ) -> LocalFuture<(CrmReply, Option<steward_actors::ports::ChangePage>)> {
-        // TODO(i13-virtuous): FullGift / FullContact with Id IsAnyOf.
-        Box::pin(async move { (not_sent("not built yet".to_string(), 0), None) })
+        kind: ChangeKind,
+        ids: &[String],
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)> {
+        debug_assert!(
+            ids.len() <= READ_IDS_MAX,
+            "the caller batches re-reads by {READ_IDS_MAX}"
+        );
+        let client = self.client();
+        let ids = ids.to_vec();
+        Box::pin(async move {
+            let client = match client {
+                Ok(client) => client,
+                Err(reason) => return (not_sent(reason, 0), None),
+            };
+            match client.read_records(kind, &ids).await {
+                Ok(result) => {
+                    let page = result.value.as_ref().map(|page| change_page_of(kind, page));
+                    (reply_of(&result), page)
+                }
+                Err(err) => (not_sent(err.to_string(), 0), None),
+            }
+        })
     }
+
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
         let client = self.client();
         Box::pin(async move {

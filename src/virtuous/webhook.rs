@@ -13,13 +13,21 @@
 //!
 //! It yields typed events ([`steward_actors::virtuous_event`], no JSON inside). A model it
 //! cannot understand becomes [`VirtuousEvent::Unparsed`] with its raw JSON and the reason;
-//! the Inbound actor keeps those for the operator. Only a body that is not JSON at all is
+//! the Inbound actor keeps those for the operator.
+//!
+//! Beside the events it yields the record changes pull needs ([`VirtuousChange`]): every
+//! `{Gift|Contact|Project|Event|ContactNote}{Create|Update|Delete}` model (keys `gift`,
+//! `contact`, `project`, `event`, `contactNote`) with an `id` — one change per model that is
+//! not [`VirtuousEvent::Unparsed`], so nothing is counted twice. Deletes and the kinds
+//! confirmation does not act on are [`VirtuousEvent::Other`] in `events`. [`change_of`]
+//! builds a change from any record object (webhook model or query row). Only a body that is not JSON at all is
 //! refused ([`NotJson`], HTTP 400): Virtuous sends JSON, so that is not a Virtuous event.
 
 use serde_json::{Map, Value};
 use steward_actors::ports::CrmGift;
+use steward_actors::pull::{ChangeKind, ChangeOp};
 use steward_actors::virtuous_event::{
-    ContactReference, VirtuousDelivery, VirtuousEvent, VirtuousEventKind,
+    ContactReference, VirtuousChange, VirtuousDelivery, VirtuousEvent, VirtuousEventKind,
 };
 
 /// The body is not JSON.
@@ -49,28 +57,33 @@ pub fn parse_delivery(body: &[u8]) -> Result<VirtuousDelivery, NotJson> {
             })
         }
         None => {
-            let event = parse_model(top, top_event.as_deref(), raw_body);
+            let (event, change) = parse_model(top, top_event.as_deref(), raw_body);
             return Ok(VirtuousDelivery {
                 event: top_event.unwrap_or_default(),
                 events: vec![event],
-                changes: Vec::new(),
+                changes: change.into_iter().collect(),
             });
         }
     };
-    let events = models
-        .into_iter()
-        .map(|model| match model {
+    let mut delivery = VirtuousDelivery {
+        event,
+        events: Vec::with_capacity(models.len()),
+        changes: Vec::new(),
+    };
+    for model in models {
+        let (event, change) = match model {
             Value::Object(fields) => {
                 parse_model(fields, top_event.as_deref(), || model.to_string())
             }
-            other => unparsed(other.to_string(), "a model of `models` is not an object"),
-        })
-        .collect();
-    Ok(VirtuousDelivery {
-        event,
-        events,
-        changes: Vec::new(),
-    })
+            other => (
+                unparsed(other.to_string(), "a model of `models` is not an object"),
+                None,
+            ),
+        };
+        delivery.events.push(event);
+        delivery.changes.extend(change);
+    }
+    Ok(delivery)
 }
 
 fn unparsed(raw_json: String, reason: &str) -> VirtuousEvent {
@@ -88,25 +101,47 @@ fn unparsed_delivery(raw_json: String, reason: &str) -> VirtuousDelivery {
     }
 }
 
-/// One model (the whole body in the single form). Its own event name wins over the
-/// delivery's.
+/// One model (the whole body in the single form): its event, and the record change it
+/// reports (none when the event is unparsed or not a record change). Its own event name
+/// wins over the delivery's.
 fn parse_model(
     model: &Map<String, Value>,
     delivery_event: Option<&str>,
     raw_json: impl Fn() -> String,
-) -> VirtuousEvent {
+) -> (VirtuousEvent, Option<VirtuousChange>) {
     let Some(name) = event_name(model).or_else(|| delivery_event.map(str::to_string)) else {
-        return unparsed(raw_json(), "no event name (`event` or `eventType`)");
+        return (
+            unparsed(raw_json(), "no event name (`event` or `eventType`)"),
+            None,
+        );
     };
-    let Some(kind) = VirtuousEventKind::parse(&name) else {
-        // An event we do not act on (`ProjectCreate`…) — unless it carries a gift or a
+    let change = change_name(&name).map(|(kind, op)| change_of_model(model, kind, op));
+    let event = match (VirtuousEventKind::parse(&name), &change) {
+        (Some(kind), _) => confirmation_event(model, kind, &raw_json),
+        // A record change confirmation does not act on (a delete, a project…): kept as
+        // `Other` when it is understood, so only its change counts.
+        (None, Some(Ok(_))) => VirtuousEvent::Other { event: name },
+        (None, Some(Err(reason))) => unparsed(raw_json(), reason),
+        // An event we do not act on (`FormSubmission`…) — unless it carries a gift or a
         // contact: then it is a name we did not recognise (`GiftCreated`, `gift_create`), and
         // the record it names must not be dropped unseen.
-        if field(model, "gift").is_some() || field(model, "contact").is_some() {
-            return unparsed(raw_json(), "an unknown event name on a gift or contact");
+        (None, None) if field(model, "gift").is_some() || field(model, "contact").is_some() => {
+            unparsed(raw_json(), "an unknown event name on a gift or contact")
         }
-        return VirtuousEvent::Other { event: name };
+        (None, None) => VirtuousEvent::Other { event: name },
     };
+    if matches!(event, VirtuousEvent::Unparsed { .. }) {
+        return (event, None);
+    }
+    (event, change.and_then(Result::ok))
+}
+
+/// The event of a `GiftCreate|GiftUpdate|ContactCreate|ContactUpdate` model.
+fn confirmation_event(
+    model: &Map<String, Value>,
+    kind: VirtuousEventKind,
+    raw_json: &impl Fn() -> String,
+) -> VirtuousEvent {
     match kind {
         VirtuousEventKind::GiftCreate | VirtuousEventKind::GiftUpdate => {
             match field(model, "gift")
@@ -147,6 +182,146 @@ fn parse_model(
     }
 }
 
+/// The record-change event names (compared in any letter case): kind and op.
+const CHANGE_NAMES: [(&str, ChangeKind, ChangeOp); 15] = [
+    ("GiftCreate", ChangeKind::Gift, ChangeOp::Upsert),
+    ("GiftUpdate", ChangeKind::Gift, ChangeOp::Upsert),
+    ("GiftDelete", ChangeKind::Gift, ChangeOp::Delete),
+    ("ContactCreate", ChangeKind::Contact, ChangeOp::Upsert),
+    ("ContactUpdate", ChangeKind::Contact, ChangeOp::Upsert),
+    ("ContactDelete", ChangeKind::Contact, ChangeOp::Delete),
+    ("ProjectCreate", ChangeKind::Project, ChangeOp::Upsert),
+    ("ProjectUpdate", ChangeKind::Project, ChangeOp::Upsert),
+    ("ProjectDelete", ChangeKind::Project, ChangeOp::Delete),
+    ("EventCreate", ChangeKind::Event, ChangeOp::Upsert),
+    ("EventUpdate", ChangeKind::Event, ChangeOp::Upsert),
+    ("EventDelete", ChangeKind::Event, ChangeOp::Delete),
+    (
+        "ContactNoteCreate",
+        ChangeKind::ContactNote,
+        ChangeOp::Upsert,
+    ),
+    (
+        "ContactNoteUpdate",
+        ChangeKind::ContactNote,
+        ChangeOp::Upsert,
+    ),
+    (
+        "ContactNoteDelete",
+        ChangeKind::ContactNote,
+        ChangeOp::Delete,
+    ),
+];
+
+fn change_name(name: &str) -> Option<(ChangeKind, ChangeOp)> {
+    CHANGE_NAMES
+        .iter()
+        .find(|(known, _, _)| known.eq_ignore_ascii_case(name))
+        .map(|&(_, kind, op)| (kind, op))
+}
+
+/// The keys a kind's record object may sit under in a model (any letter case). `event` is also the event name's key: the record is the one whose
+/// value is an object; `eventRecord` is accepted in case Virtuous avoids the clash.
+fn model_keys(kind: ChangeKind) -> &'static [&'static str] {
+    match kind {
+        ChangeKind::Gift => &["gift"],
+        ChangeKind::Contact => &["contact"],
+        ChangeKind::Project => &["project"],
+        ChangeKind::Event => &["event", "eventRecord", "event_record"],
+        ChangeKind::ContactNote => &["contactNote", "contact_note", "note"],
+    }
+}
+
+fn change_of_model(
+    model: &Map<String, Value>,
+    kind: ChangeKind,
+    op: ChangeOp,
+) -> Result<VirtuousChange, &'static str> {
+    let record = model_keys(kind)
+        .iter()
+        .find_map(|key| named(model, key, Value::is_object))
+        .and_then(Value::as_object)
+        .ok_or(match kind {
+            ChangeKind::Gift => "a gift event without a `gift` object",
+            ChangeKind::Contact => "a contact event without a `contact` object",
+            ChangeKind::Project => "a project event without a `project` object",
+            ChangeKind::Event => "an event event without an `event` object",
+            ChangeKind::ContactNote => "a contact note event without a `contactNote` object",
+        })?;
+    change_of(kind, op, record)
+}
+
+/// The change a record object reports (a webhook model's record or a FullGift/FullContact
+/// row): its `id` (number or text) is required; the rest is read leniently.
+pub fn change_of(
+    kind: ChangeKind,
+    op: ChangeOp,
+    record: &Map<String, Value>,
+) -> Result<VirtuousChange, &'static str> {
+    let id = text(field(record, "id")).ok_or(match kind {
+        ChangeKind::Gift => "a gift without an `id`",
+        ChangeKind::Contact => "a contact without an `id`",
+        ChangeKind::Project => "a project without an `id`",
+        ChangeKind::Event => "an event without an `id`",
+        ChangeKind::ContactNote => "a contact note without an `id`",
+    })?;
+    let modified_at = text(field(record, "modifiedDateTimeUtc"));
+    let origin_field = match kind {
+        ChangeKind::Gift => Some("transactionSource"),
+        ChangeKind::Contact => Some("referenceSource"),
+        _ => None,
+    };
+    Ok(VirtuousChange {
+        kind,
+        op,
+        id,
+        modified_ms: modified_at.as_deref().and_then(parse_modified_ms),
+        modified_at,
+        record_json: serde_json::to_string(record).unwrap_or_default(),
+        origin_sources: origin_field
+            .and_then(|name| text(field(record, name)))
+            .into_iter()
+            .collect(),
+        complete: record_is_complete(kind, op, record),
+    })
+}
+
+/// Whether a record has every field destinations need (`VirtuousChange::complete`).
+pub fn record_is_complete(kind: ChangeKind, op: ChangeOp, record: &Map<String, Value>) -> bool {
+    let needed: &[&str] = match (op, kind) {
+        (ChangeOp::Delete, _) => &["id"],
+        (_, ChangeKind::Gift) => &[
+            "id",
+            "modifiedDateTimeUtc",
+            "amount",
+            "giftDate",
+            "contactId",
+        ],
+        (_, ChangeKind::Contact) => &["id", "modifiedDateTimeUtc", "name"],
+        _ => &["id"],
+    };
+    needed.iter().all(|name| match field(record, name) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(text)) => !text.trim().is_empty(),
+        Some(_) => true,
+    })
+}
+
+/// `modifiedDateTimeUtc` in ms since the epoch: ISO 8601 with `Z` or an offset, or without
+/// one (then UTC, as the field's name says), any fractional seconds (.NET sends seven
+/// digits). `None` when unreadable or before 1970.
+pub fn parse_modified_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let timestamp = text.parse::<jiff::Timestamp>().ok().or_else(|| {
+        let civil = text.parse::<jiff::civil::DateTime>().ok()?;
+        civil
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|zoned| zoned.timestamp())
+    })?;
+    u64::try_from(timestamp.as_millisecond()).ok()
+}
+
 fn parse_gift(gift: &Map<String, Value>) -> Result<CrmGift, &'static str> {
     let virtuous_id = text(field(gift, "id")).ok_or("a gift without an `id`")?;
     Ok(CrmGift {
@@ -159,9 +334,25 @@ fn parse_gift(gift: &Map<String, Value>) -> Result<CrmGift, &'static str> {
     })
 }
 
-/// The event name of an object: `event` or `eventType`, keys in any case.
+/// The event name of an object: `event` or `eventType`, keys in any case (an `event` whose
+/// value is an object is an event record, not the name).
 fn event_name(object: &Map<String, Value>) -> Option<String> {
-    text(field(object, "event")).or_else(|| text(field(object, "eventType")))
+    let is_text = |value: &Value| value.is_string() || value.is_number();
+    text(named(object, "event", is_text)).or_else(|| text(named(object, "eventType", is_text)))
+}
+
+/// A field by name in any letter case whose value passes `wanted` (an exact match first).
+fn named<'a>(
+    object: &'a Map<String, Value>,
+    name: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Option<&'a Value> {
+    object.get(name).filter(|value| wanted(value)).or_else(|| {
+        object
+            .iter()
+            .find(|(key, value)| key.eq_ignore_ascii_case(name) && wanted(value))
+            .map(|(_, value)| value)
+    })
 }
 
 /// A field by name in any letter case (an exact match first).
@@ -184,126 +375,5 @@ fn text(value: Option<&Value>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn parse(value: Value) -> VirtuousDelivery {
-        parse_delivery(value.to_string().as_bytes()).unwrap()
-    }
-
-    fn only_gift(delivery: &VirtuousDelivery) -> &CrmGift {
-        match delivery.events.as_slice() {
-            [VirtuousEvent::Gift { gift, .. }] => gift,
-            other => panic!("not one gift: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn documented_single_and_bulk_forms_parse() {
-        // Goal: the forms the sandbox sends parse to typed gifts and contacts; numbers become text.
-        let single = parse(json!({"event": "GiftCreate", "gift": {"id": 7,
-            "transactionSource": "Stripe", "transactionId": 42, "customFields": {"a": 1}}}));
-        assert_eq!(single.event, "GiftCreate");
-        let gift = only_gift(&single);
-        assert_eq!(
-            (gift.virtuous_id.as_str(), gift.transaction_id.as_deref()),
-            ("7", Some("42"))
-        );
-        let bulk = parse(json!({"event": "GiftCreate", "models": [
-            {"gift": {"id": 8, "transactionSource": "Stripe", "transactionId": "pi_1",
-                      "customFields": [{"name": "a", "value": "1"}]}},
-            {"gift": {"id": 9, "giftType": "ReversingTransaction", "reversedGiftId": 7}}]}));
-        assert_eq!(bulk.events.len(), 2);
-        let contact = parse(json!({"event": "ContactCreate", "contact": {"id": 3,
-            "contactReferences": [{"source": "Stripe", "id": "cus_1"}]}}));
-        assert!(
-            matches!(&contact.events[0], VirtuousEvent::Contact { virtuous_id, references, .. }
-            if virtuous_id == "3" && references[0].id == "cus_1")
-        );
-        let other = parse(json!({"event": "ProjectCreate", "project": {"id": 1}}));
-        assert_eq!(
-            other.events,
-            vec![VirtuousEvent::Other {
-                event: "ProjectCreate".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn an_unknown_event_name_on_a_gift_is_kept_not_ignored() {
-        // Goal: a name we do not recognise on a model that carries a gift or a contact is kept with a reason; one without either is an event we do not act on.
-        for body in [
-            json!({"event": "GiftCreated", "gift": {"id": 7, "transactionId": "pi_1"}}),
-            json!({"event": "contact_update", "Contact": {"id": 3}}),
-        ] {
-            let delivery = parse(body.clone());
-            assert!(
-                matches!(&delivery.events[..], [VirtuousEvent::Unparsed { reason, .. }]
-                    if reason == "an unknown event name on a gift or contact"),
-                "{body}: {delivery:?}"
-            );
-        }
-        let event_note = parse(json!({"event": "EventCreate", "event_record": {"id": 1}}));
-        assert!(matches!(
-            &event_note.events[..],
-            [VirtuousEvent::Other { .. }]
-        ));
-    }
-
-    #[test]
-    fn lenient_shapes_parse_like_the_documented_ones() {
-        // Goal: key case, eventType, event name case, per-model names and a 0 reversed id all yield the same gift.
-        let shapes = [
-            json!({"event": "GiftCreate", "Gift": {"id": 7, "transactionSource": "S", "transactionId": "t"}}),
-            json!({"Event": "GiftCreate", "gift": {"Id": 7, "TransactionSource": "S", "TransactionId": "t"}}),
-            json!({"event": "giftCreate", "gift": {"id": 7, "transactionSource": "S", "transactionId": "t"}}),
-            json!({"eventType": "GiftCreate", "gift": {"id": "7", "transactionSource": "S", "transactionId": "t"}}),
-            json!({"event": "GiftCreate", "Models": [{"gift": {"id": 7, "transactionSource": "S", "transactionId": "t"}}]}),
-            json!({"models": [{"event": "GiftCreate", "gift": {"id": 7, "transactionSource": "S", "transactionId": "t"}}]}),
-            json!({"event": "GiftCreate", "gift": {"id": 7, "transactionSource": "S", "transactionId": "t", "reversedGiftId": 0}}),
-        ];
-        for shape in shapes {
-            let delivery = parse(shape.clone());
-            let gift = only_gift(&delivery);
-            assert_eq!(gift.virtuous_id, "7", "{shape}");
-            assert_eq!(gift.transaction_source.as_deref(), Some("S"), "{shape}");
-            assert_eq!(gift.transaction_id.as_deref(), Some("t"), "{shape}");
-            assert_eq!(gift.reversed_gift_id, None, "{shape}");
-        }
-    }
-
-    #[test]
-    fn what_cannot_be_understood_is_unparsed_with_a_reason_and_non_json_is_refused() {
-        // Goal: valid JSON that is not an event becomes Unparsed (raw JSON + reason); a bulk keeps its good models; non-JSON is an error.
-        for (body, reason) in [
-            (json!({"gift": {"id": 1}}), "no event name"),
-            (json!([1, 2]), "not a JSON object"),
-            (json!({"event": "GiftCreate"}), "without a `gift`"),
-            (json!({"event": "GiftCreate", "models": 3}), "not an array"),
-            (
-                json!({"event": "GiftCreate", "gift": {"transactionId": "t"}}),
-                "without an `id`",
-            ),
-        ] {
-            let delivery = parse(body.clone());
-            match delivery.events.as_slice() {
-                [VirtuousEvent::Unparsed {
-                    raw_json,
-                    reason: why,
-                }] => {
-                    assert!(why.contains(reason), "{body}: {why}");
-                    assert_eq!(serde_json::from_str::<Value>(raw_json).unwrap(), body);
-                }
-                other => panic!("{body}: {other:?}"),
-            }
-        }
-        let mixed = parse(json!({"event": "GiftCreate", "models": [{"gift": {"id": 1}}, "x"]}));
-        assert!(matches!(mixed.events[0], VirtuousEvent::Gift { .. }));
-        assert!(
-            matches!(&mixed.events[1], VirtuousEvent::Unparsed { raw_json, .. } if raw_json == "\"x\"")
-        );
-        assert!(parse_delivery(b"{oops").is_err());
-    }
-}
+#[path = "webhook_tests.rs"]
+mod tests;

@@ -44,15 +44,35 @@ pub struct Organization {
     pub is_active: Option<bool>,
 }
 
-/// Which events a webhook subscription receives (`POST /api/Webhook` flags).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebhookEvents {
-    pub gift_create: bool,
-    pub gift_update: bool,
-    pub gift_delete: bool,
-    pub contact_create: bool,
-    pub contact_update: bool,
+/// The webhook subscription flags (`POST|PUT /api/Webhook`): Virtuous's published list plus
+/// `contactDelete` (unpublished; contact pull asks for it). A subscription body sends each of
+/// them — `true` when asked for, `false` otherwise — because a `PUT` replaces the subscription.
+pub const WEBHOOK_FLAGS: [&str; 16] = [
+    "contactCreate",
+    "contactUpdate",
+    "contactDelete",
+    "giftCreate",
+    "giftUpdate",
+    "giftDelete",
+    "projectCreate",
+    "projectUpdate",
+    "projectDelete",
+    "formSubmission",
+    "contactNoteCreate",
+    "contactNoteUpdate",
+    "contactNoteDelete",
+    "eventCreate",
+    "eventUpdate",
+    "eventDelete",
+];
+
+/// One page of a `FullGift`/`FullContact` query read as whole records (pull keeps each row's
+/// full JSON): `{"list": [{…}], "total": n}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RecordPage {
+    pub list: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub total: u64,
 }
 
 /// The answer to `POST /api/Webhook`: the subscription's id (kept as text; no list endpoint
@@ -104,6 +124,15 @@ mod tests {
         let org: Organization =
             serde_json::from_str(r#"{"id":3,"name":"hope","isActive":true}"#).unwrap();
         assert_eq!(org.id, "3");
+        let records: RecordPage = serde_json::from_str(
+            r#"{"list":[{"id":7,"customFields":[{"name":"a","value":"1"}]}],"total":9}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (records.list[0]["id"].as_i64(), records.total),
+            (Some(7), 9)
+        );
+        assert!(serde_json::from_str::<RecordPage>(r#"{"list":[7],"total":1}"#).is_err());
         let created: WebhookCreated = serde_json::from_str(r#"{"id":"wh-9"}"#).unwrap();
         assert_eq!(created.id, "wh-9");
         assert!(serde_json::from_str::<WebhookCreated>(r#"{"id":null}"#).is_err());

@@ -46,3 +46,4 @@ mod shutdown_load;
 mod submit_contact_batch;
 mod submit_sandbox;
 mod virtuous_client;
+mod virtuous_pull;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use steward::virtuous::{CallResult, VirtuousClient, WebhookEvents};
+use steward::virtuous::{CallResult, VirtuousClient};
 use steward_actors::outcome::{BatchOutcome, ConnectionErrorKind, Outcome};
 
 use crate::sandbox_support::*;
@@ -359,13 +359,13 @@ async fn organization_and_webhook_registration() {
     let organization = current.value.expect("organization");
     assert_eq!(organization.name.as_deref(), Some(org.id.as_str()));
 
-    let events = WebhookEvents {
-        gift_create: true,
-        ..WebhookEvents::default()
-    };
     let secret = SecretString::from("whsec".to_string());
     let created = client
-        .create_webhook("http://127.0.0.1:9/hooks/t/virtuous", &secret, events)
+        .create_webhook(
+            "http://127.0.0.1:9/hooks/t/virtuous",
+            &secret,
+            &["giftCreate".to_string()],
+        )
         .await;
     assert_eq!(outcome_of(&created), Outcome::Accepted, "{}", created.body);
     let id = created.value.expect("webhook id");
