@@ -142,13 +142,7 @@ pub struct CrmGiftPage {
     pub total: u64,
 }
 
-/// One page of records read by a query, as changes (op `Upsert`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangePage {
-    pub changes: Vec<crate::virtuous_event::VirtuousChange>,
-    /// Total matches of the query (all pages).
-    pub total: u64,
-}
+pub use crate::pull::ChangePage;
 
 /// Virtuous as the runtime sees it (ARCHITECTURE.md `Crm`). Implemented by the `steward`
 /// crate over reqwest; by fakes in unit tests. Every method is one HTTP call: the caller
@@ -371,4 +365,49 @@ pub enum PollFetch {
 /// retry on their own and never panic; the future runs on the tenant's arbiter.
 pub trait Poller: Send + Sync + 'static {
     fn fetch(&self, request: PollRequest) -> LocalFuture<PollFetch>;
+}
+
+/// A partner destination (adapters in the `steward` crate: `webhook`, `postgres`, `ndjson`).
+/// Calls for one destination never overlap: the delivery loop awaits each before the next.
+/// Futures run on the tenant's arbiter. Implementations never panic.
+pub trait Destination: Send + Sync + 'static {
+    /// Delivers `items` (in `seq` order, at most the spec's `batch_max`; never empty).
+    /// Delivery is at least once: the same items may come again after a crash or a retry,
+    /// so the effect must be idempotent (upsert by id, `webhook-id`, …).
+    fn deliver(
+        &self,
+        items: Vec<crate::pull::StoredChange>,
+    ) -> LocalFuture<crate::pull::DeliveryAnswer>;
+    /// Called about once a second, and after each delivery: a buffering destination commits
+    /// what it holds once due (NDJSON's time rotation). Others answer the default.
+    fn settle(&self, _now_ms: u64) -> LocalFuture<crate::pull::DeliveryAnswer> {
+        Box::pin(async { crate::pull::DeliveryAnswer::default() })
+    }
+    /// Forget anything delivered but not committed (a buffered file): the loop is about to
+    /// read again from the checkpoint (a new generation, a retry, a replay).
+    fn reset(&self) -> LocalFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+/// A configured destination: its name, kind, limits, and its port.
+#[derive(Clone)]
+pub struct DestinationSpec {
+    /// The key under `pull.destinations` (checkpoint `dest:{name}`).
+    pub name: String,
+    /// `webhook`, `postgres` or `ndjson` (the metric label).
+    pub kind: String,
+    /// Most changes per `deliver` call.
+    pub batch_max: usize,
+    pub destination: std::sync::Arc<dyn Destination>,
+}
+
+impl std::fmt::Debug for DestinationSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("batch_max", &self.batch_max)
+            .finish_non_exhaustive()
+    }
 }

@@ -77,25 +77,4 @@ pub struct VirtuousDelivery {
     pub changes: Vec<VirtuousChange>,
 }
 
-/// One record change as Virtuous reported it (webhook model, query row or re-read).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VirtuousChange {
-    pub kind: crate::pull::ChangeKind,
-    pub op: crate::pull::ChangeOp,
-    /// The Virtuous id, as text.
-    pub id: String,
-    /// `modifiedDateTimeUtc` as given (absent when the model had none).
-    pub modified_at: Option<String>,
-    /// The same, in ms since the epoch (absent when missing or unreadable).
-    pub modified_ms: Option<u64>,
-    /// The model's JSON object, as text.
-    pub record_json: String,
-    /// The writer marks the record carries: a gift's `transactionSource`, a contact's
-    /// `referenceSource` (when the model has one at its top level). Inbound compares them
-    /// with the tenant's own sources (`PullSettings::own_sources`).
-    pub origin_sources: Vec<String>,
-    /// The model has every field destinations need (gift: `id`, `modifiedDateTimeUtc`,
-    /// `amount`, `giftDate`, `contactId`; contact: `id`, `modifiedDateTimeUtc`, `name`; other
-    /// kinds and deletes: `id`). An incomplete gift or contact is re-read once, batched.
-    pub complete: bool,
-}
+pub use crate::pull::VirtuousChange;

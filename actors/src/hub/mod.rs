@@ -62,7 +62,7 @@ pub struct TenantShared {
     pub poll_live: Mutex<std::collections::BTreeMap<String, crate::poll::PollerLive>>,
     /// The tenant's configured destinations (replaced when its document changes); Inbound
     /// runs one delivery loop each.
-    destinations: RwLock<Arc<Vec<crate::pull::DestinationSpec>>>,
+    destinations: RwLock<Arc<Vec<crate::ports::DestinationSpec>>>,
     /// Wakes the destination loops when the change log grew (or a destination was told
     /// something).
     pub pull_wake: Arc<tokio::sync::Notify>,
@@ -129,7 +129,7 @@ impl TenantShared {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(pollers);
     }
     /// The configured destinations.
-    pub fn destinations(&self) -> Arc<Vec<crate::pull::DestinationSpec>> {
+    pub fn destinations(&self) -> Arc<Vec<crate::ports::DestinationSpec>> {
         Arc::clone(
             &self
                 .destinations
@@ -137,7 +137,7 @@ impl TenantShared {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         )
     }
-    pub fn replace_destinations(&self, destinations: Vec<crate::pull::DestinationSpec>) {
+    pub fn replace_destinations(&self, destinations: Vec<crate::ports::DestinationSpec>) {
         *self
             .destinations
             .write()

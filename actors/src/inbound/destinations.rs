@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::hub::TenantShared;
-use crate::pull::{DeliveryAnswer, DestinationLive, DestinationSpec, StoredChange};
+use crate::ports::DestinationSpec;
+use crate::pull::{DeliveryAnswer, DestinationLive, StoredChange};
 use crate::store::pull_ops::{DestinationDeadLetter, DestinationState};
 use crate::store::StoreError;
 

@@ -108,7 +108,7 @@ pub struct PullView {
 /// The running delivery loops and the destination list they were started from.
 #[derive(Default, Clone)]
 struct DestinationLoops {
-    started_from: Option<Arc<Vec<crate::pull::DestinationSpec>>>,
+    started_from: Option<Arc<Vec<crate::ports::DestinationSpec>>>,
     handles: Vec<SpawnHandle>,
 }
 

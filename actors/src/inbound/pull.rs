@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{ReconcileBudget, TenantShared};
+pub use crate::pull::Offered;
 use crate::pull::{ChangeKind, ChangeVia};
 use crate::settings::PullSettings;
 use crate::store::poll_ops::PollMark;
@@ -32,43 +33,6 @@ pub const REREAD_MAX: usize = 100;
 const REREAD_RETRY_MS: u64 = 10_000;
 /// Wait after a failed backstop pass before the next attempt.
 const BACKSTOP_RETRY_MS: u64 = 300_000;
-
-/// What the log made of changes offered to it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Offered {
-    pub logged: u64,
-    pub stale: u64,
-    pub duplicates: u64,
-    pub rereads: u64,
-}
-
-impl Offered {
-    fn add(&mut self, other: Offered) {
-        self.logged += other.logged;
-        self.stale += other.stale;
-        self.duplicates += other.duplicates;
-        self.rereads += other.rereads;
-    }
-
-    /// Counts what was offered (once durable).
-    pub fn count(&self, via: ChangeVia) {
-        for (outcome, n) in [
-            ("logged", self.logged),
-            ("stale", self.stale),
-            ("duplicate", self.duplicates),
-            ("reread_requested", self.rereads),
-        ] {
-            if n > 0 {
-                metrics::counter!(
-                    crate::metrics::PULL_CHANGES_TOTAL,
-                    crate::metrics::LABEL_VIA => via.name(),
-                    crate::metrics::LABEL_OUTCOME => outcome
-                )
-                .increment(n);
-            }
-        }
-    }
-}
 
 /// Whether a change names one of our own sources.
 fn is_own(settings: &PullSettings, change: &VirtuousChange) -> bool {

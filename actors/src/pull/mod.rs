@@ -10,11 +10,7 @@
 //! log from its own checkpoint, skips changes a newer version of the same record supersedes,
 //! and moves its checkpoint only past what the destination holds durably.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
-
-use crate::ports::LocalFuture;
 
 /// What a change is about. The names are the contract (`pull.events`, the NDJSON `kind`,
 /// the Postgres table names without their plural).
@@ -175,48 +171,6 @@ impl DeliveryAnswer {
     }
 }
 
-/// A partner destination (adapters in the `steward` crate: `webhook`, `postgres`, `ndjson`).
-/// Calls for one destination never overlap: the delivery loop awaits each before the next.
-/// Futures run on the tenant's arbiter. Implementations never panic.
-pub trait Destination: Send + Sync + 'static {
-    /// Delivers `items` (in `seq` order, at most the spec's `batch_max`; never empty).
-    /// Delivery is at least once: the same items may come again after a crash or a retry,
-    /// so the effect must be idempotent (upsert by id, `webhook-id`, …).
-    fn deliver(&self, items: Vec<StoredChange>) -> LocalFuture<DeliveryAnswer>;
-    /// Called about once a second, and after each delivery: a buffering destination commits
-    /// what it holds once due (NDJSON's time rotation). Others answer the default.
-    fn settle(&self, _now_ms: u64) -> LocalFuture<DeliveryAnswer> {
-        Box::pin(async { DeliveryAnswer::default() })
-    }
-    /// Forget anything delivered but not committed (a buffered file): the loop is about to
-    /// read again from the checkpoint (a new generation, a retry, a replay).
-    fn reset(&self) -> LocalFuture<()> {
-        Box::pin(async {})
-    }
-}
-
-/// A configured destination: its name, kind, limits, and its port.
-#[derive(Clone)]
-pub struct DestinationSpec {
-    /// The key under `pull.destinations` (checkpoint `dest:{name}`).
-    pub name: String,
-    /// `webhook`, `postgres` or `ndjson` (the metric label).
-    pub kind: String,
-    /// Most changes per `deliver` call.
-    pub batch_max: usize,
-    pub destination: Arc<dyn Destination>,
-}
-
-impl std::fmt::Debug for DestinationSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DestinationSpec")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("batch_max", &self.batch_max)
-            .finish_non_exhaustive()
-    }
-}
-
 /// What an operator asks of a destination (`POST …/destinations/{name}/…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestinationAction {
@@ -239,4 +193,72 @@ pub struct DestinationLive {
     pub uncommitted: u64,
     /// Age of the oldest change after the checkpoint (0 when caught up).
     pub lag_ms: u64,
+}
+
+/// One record change as Virtuous reported it (webhook model, query row or re-read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtuousChange {
+    pub kind: ChangeKind,
+    pub op: ChangeOp,
+    /// The Virtuous id, as text.
+    pub id: String,
+    /// `modifiedDateTimeUtc` as given (absent when the model had none).
+    pub modified_at: Option<String>,
+    /// The same, in ms since the epoch (absent when missing or unreadable).
+    pub modified_ms: Option<u64>,
+    /// The model's JSON object, as text.
+    pub record_json: String,
+    /// The writer marks the record carries: a gift's `transactionSource`, a contact's
+    /// `referenceSource` (when the model has one at its top level). Inbound compares them
+    /// with the tenant's own sources (`PullSettings::own_sources`).
+    pub origin_sources: Vec<String>,
+    /// The model has every field destinations need (gift: `id`, `modifiedDateTimeUtc`,
+    /// `amount`, `giftDate`, `contactId`; contact: `id`, `modifiedDateTimeUtc`, `name`; other
+    /// kinds and deletes: `id`). An incomplete gift or contact is re-read once, batched.
+    pub complete: bool,
+}
+
+/// One page of records read by a query, as changes (op `Upsert`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangePage {
+    pub changes: Vec<VirtuousChange>,
+    /// Total matches of the query (all pages).
+    pub total: u64,
+}
+
+/// What the log made of changes offered to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Offered {
+    pub logged: u64,
+    pub stale: u64,
+    pub duplicates: u64,
+    pub rereads: u64,
+}
+
+impl Offered {
+    pub fn add(&mut self, other: Offered) {
+        self.logged += other.logged;
+        self.stale += other.stale;
+        self.duplicates += other.duplicates;
+        self.rereads += other.rereads;
+    }
+
+    /// Counts what was offered (once durable).
+    pub fn count(&self, via: ChangeVia) {
+        for (outcome, n) in [
+            ("logged", self.logged),
+            ("stale", self.stale),
+            ("duplicate", self.duplicates),
+            ("reread_requested", self.rereads),
+        ] {
+            if n > 0 {
+                metrics::counter!(
+                    crate::metrics::PULL_CHANGES_TOTAL,
+                    crate::metrics::LABEL_VIA => via.name(),
+                    crate::metrics::LABEL_OUTCOME => outcome
+                )
+                .increment(n);
+            }
+        }
+    }
 }

@@ -177,7 +177,7 @@ impl TenantHandle {
 
     /// The tenant's destinations (its document changed or it started). Checkpoints and
     /// state are in the store; Inbound restarts its delivery loops on its next tick.
-    pub fn replace_destinations(&self, destinations: Vec<crate::pull::DestinationSpec>) {
+    pub fn replace_destinations(&self, destinations: Vec<crate::ports::DestinationSpec>) {
         self.shared.replace_destinations(destinations);
     }
 

@@ -10,11 +10,8 @@ use super::tests::{fast_settings, start_test_tenant, test_store, TestStore};
 use super::*;
 use crate::gift_match::SourceNames;
 use crate::messages::DeliveryReport;
-use crate::ports::LocalFuture;
-use crate::pull::{
-    ChangeKind, ChangeOp, DeliveryAnswer, Destination, DestinationAction, DestinationSpec,
-    StoredChange,
-};
+use crate::ports::{Destination, DestinationSpec, LocalFuture};
+use crate::pull::{ChangeKind, ChangeOp, DeliveryAnswer, DestinationAction, StoredChange};
 use crate::settings::PullSettings;
 use crate::store::TenantRunState;
 use crate::test_support::eventually;
