@@ -174,6 +174,12 @@ impl TenantHandle {
         self.shared.hint_pollers_changed();
     }
 
+    /// The tenant's pull destinations (its document changed or it started). Checkpoints
+    /// are in the store; the delivery loops pick the change up.
+    pub fn replace_destinations(&self, destinations: Vec<crate::pull::DestinationSpec>) {
+        self.shared.replace_destinations(destinations);
+    }
+
     /// The tenant's Virtuous (for admin one-off calls such as the connection test, which
     /// still draw from the budget: see the budget ledger).
     pub fn crm(&self) -> Arc<dyn Crm> {
