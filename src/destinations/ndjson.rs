@@ -114,9 +114,12 @@ impl Destination for NdjsonDestination {
     fn settle(&self, now_ms: u64) -> LocalFuture<DeliveryAnswer> {
         self.blocking(
             DeliveryAnswer::retry("the file task failed"),
-            move |inner, state| match state.partial.as_ref() {
-                Some(partial) if inner.rotation_is_due(partial, now_ms) => inner.finish(state),
-                _ => DeliveryAnswer::default(),
+            move |inner, state| {
+                inner.start_once(state);
+                match state.partial.as_ref() {
+                    Some(partial) if inner.rotation_is_due(partial, now_ms) => inner.finish(state),
+                    _ => DeliveryAnswer::default(),
+                }
             },
         )
     }
@@ -136,12 +139,17 @@ impl Inner {
             || now_ms.saturating_sub(partial.opened_at_ms) >= self.rotate_ms
     }
 
-    fn deliver(&self, state: &mut State, items: &[StoredChange]) -> DeliveryAnswer {
+    /// At first use: a partial file of an earlier run holds nothing committed (its lines
+    /// come again from the checkpoint): remove it.
+    fn start_once(&self, state: &mut State) {
         if !state.started {
-            // A partial file of an earlier run holds nothing committed: its lines come again.
             self.drop_partial(state);
             state.started = true;
         }
+    }
+
+    fn deliver(&self, state: &mut State, items: &[StoredChange]) -> DeliveryAnswer {
+        self.start_once(state);
         match self.append(state, items) {
             Ok(()) => {}
             Err(err) => {
