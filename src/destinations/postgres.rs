@@ -319,9 +319,14 @@ fn row_json(table: &Table, change: &StoredChange) -> Value {
     row
 }
 
-/// `CREATE SCHEMA` and every table, idempotent.
+/// The schema (when missing) and every table, idempotent. `schema` is a checked identifier.
 pub fn create_tables_sql(schema: &str) -> String {
-    let mut sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n");
+    // `CREATE SCHEMA IF NOT EXISTS` checks the CREATE privilege on the database before it
+    // looks: a user owning an existing schema, without that privilege, would be refused.
+    let mut sql = format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '{schema}') \
+         THEN CREATE SCHEMA \"{schema}\"; END IF; END $$;\n"
+    );
     for kind in ChangeKind::ALL {
         let table = table_of(kind);
         let typed: String = table

@@ -253,3 +253,32 @@ async fn a_stopped_server_answers_retry_and_a_restarted_one_takes_the_batch() {
     let client = cluster.connect().await;
     assert_eq!(rows(&client, &schema, "gifts").await.len(), 2);
 }
+
+#[actix_rt::test]
+async fn a_user_owning_an_existing_schema_needs_no_create_on_the_database() {
+    // Goal: a partner's restricted user (no CREATE on the database) owning the schema
+    // it was given can still take deliveries: the schema is created only when missing.
+    let cluster = PgCluster::shared();
+    let schema = unique_schema("owned");
+    let role = format!("bi_{schema}");
+    let admin = cluster.connect().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; CREATE SCHEMA \"{schema}\" AUTHORIZATION {role};"
+        ))
+        .await
+        .unwrap();
+    let settings = PostgresDestinationDoc {
+        dsn: Some(
+            cluster
+                .dsn()
+                .replace("user=steward", &format!("user={role}")),
+        ),
+        schema: schema.clone(),
+        batch_max: 500,
+    };
+    let destination = PostgresDestination::new("hope", "warehouse", &settings).unwrap();
+    let answer = destination.deliver(vec![gift(1, "401", V1, 4.0)]).await;
+    assert_eq!(answer, DeliveryAnswer::committed(1));
+    assert_eq!(rows(&admin, &schema, "gifts").await.len(), 1);
+}
