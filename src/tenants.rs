@@ -617,3 +617,34 @@ pub fn list(state: &AppState) -> Result<Value, ApiError> {
         .collect();
     Ok(json!({"tenants": tenants, "total": records.len()}))
 }
+
+#[cfg(test)]
+mod pull_settings_tests {
+    use serde_json::json;
+
+    #[test]
+    fn pull_settings_come_from_the_document() {
+        // Goal: the pull block turns pull on with its events, interval, include_own and
+        // retention; own_sources are every transaction/reference source of the tenant; no
+        // block leaves pull off.
+        let body = json!({"id": "hope", "name": "Hope", "virtuous": {"api_key": "vk"},
+            "sources": {"stripe": {"signing_secret": "whsec_x"},
+                        "mailchimp": {"url_key": "k"},
+                        "platforms": {"gala": {"secret": "s", "transaction_source": "GalaCo"}}},
+            "pull": {"events": ["contact", "project"], "poll_interval_s": 0, "include_own": true,
+                     "retention_days": 3}});
+        let (doc, _) = crate::tenant::normalise(&body).unwrap();
+        let settings = super::pull_settings(&doc);
+        use steward_actors::pull::ChangeKind;
+        assert!(settings.enabled);
+        assert_eq!(settings.events, [ChangeKind::Contact, ChangeKind::Project]);
+        assert_eq!(settings.poll_interval_ms, 0);
+        assert!(settings.include_own);
+        assert_eq!(settings.retention_ms, 3 * 86_400_000);
+        assert_eq!(settings.own_sources, ["GalaCo", "Mailchimp", "Stripe"]);
+        let mut without = body.clone();
+        without.as_object_mut().unwrap().remove("pull");
+        let (doc, _) = crate::tenant::normalise(&without).unwrap();
+        assert!(!super::pull_settings(&doc).enabled);
+    }
+}
