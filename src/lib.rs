@@ -12,6 +12,7 @@
 //! - [`app`]: wiring: store, runtime, servers, lifecycle.
 //! - [`demo`]: `steward demo`, the whole loop in one process against the embedded sandbox.
 //! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`destinations`]: pull destinations (webhook, Postgres, NDJSON) behind the `Destination` port.
 //! - [`sources`]: source platforms (Stripe…): verify → parse → map to commands, pure.
 //! - [`traffic`]: a deterministic generator of signed Stripe webhook traffic (demo, tests, benches).
 //! - [`virtuous`]: the Virtuous CRM+ client; answers reduced to facts for classification.
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod destinations;
 pub mod http;
 pub mod sources;
 pub mod telemetry;

@@ -62,6 +62,9 @@ pub struct TenantDoc {
     pub sources: Sources,
     #[serde(default)]
     pub budget: Option<BudgetSettings>,
+    /// Pull (docs/pull.md): Virtuous changes delivered to the partner's destinations.
+    #[serde(default)]
+    pub pull: Option<PullDoc>,
 }
 
 fn default_time_zone() -> String {
@@ -430,6 +433,114 @@ pub struct BudgetSettings {
     pub burst_calls: Option<u32>,
 }
 
+/// `pull`: which Virtuous changes are captured and where they go (docs/pull.md).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullDoc {
+    /// Kinds subscribed and delivered: `gift`, `contact`, `project`, `event`, `contact_note`.
+    #[serde(default = "default_pull_events")]
+    pub events: Vec<String>,
+    /// Between backstop polls (`Last Modified Date`); 0 = no backstop poll, else ≥ 60.
+    #[serde(default = "default_pull_poll_interval_s")]
+    pub poll_interval_s: u64,
+    /// Deliver our own writes too (records naming one of this tenant's sources).
+    #[serde(default)]
+    pub include_own: bool,
+    /// Changes are kept this long for replay.
+    #[serde(default = "default_pull_retention_days")]
+    pub retention_days: u64,
+    #[serde(default)]
+    pub destinations: BTreeMap<String, DestinationDoc>,
+}
+
+fn default_pull_events() -> Vec<String> {
+    vec!["gift".into(), "contact".into()]
+}
+fn default_pull_poll_interval_s() -> u64 {
+    3_600
+}
+fn default_pull_retention_days() -> u64 {
+    7
+}
+
+/// `pull.destinations.{name}`: one destination, by `kind`. (JSON only, never bincode: the
+/// internal tag is fine here.)
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DestinationDoc {
+    Webhook(WebhookDestinationDoc),
+    Postgres(PostgresDestinationDoc),
+    Ndjson(NdjsonDestinationDoc),
+}
+
+impl DestinationDoc {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DestinationDoc::Webhook(_) => "webhook",
+            DestinationDoc::Postgres(_) => "postgres",
+            DestinationDoc::Ndjson(_) => "ndjson",
+        }
+    }
+}
+
+/// A signed POST per change (Standard Webhooks headers).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDestinationDoc {
+    pub url: String,
+    /// Sealed. `whsec_` + base64 (Standard Webhooks), or any 16–256 visible characters.
+    pub secret: Option<String>,
+    #[serde(default = "default_webhook_max_per_s")]
+    pub max_per_s: u32,
+    #[serde(default = "default_webhook_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_webhook_max_per_s() -> u32 {
+    10
+}
+fn default_webhook_timeout_s() -> u64 {
+    10
+}
+
+/// Tables in the partner's Postgres, upserted by Virtuous id.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresDestinationDoc {
+    /// Sealed: a libpq `key=value` string or a `postgres://` URL (no TLS yet).
+    pub dsn: Option<String>,
+    #[serde(default = "default_postgres_schema")]
+    pub schema: String,
+    #[serde(default = "default_postgres_batch_max")]
+    pub batch_max: u32,
+}
+
+fn default_postgres_schema() -> String {
+    "steward".into()
+}
+fn default_postgres_batch_max() -> u32 {
+    500
+}
+
+/// Newline-delimited JSON files in a directory, rotated by size and age.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NdjsonDestinationDoc {
+    /// An absolute path (created when missing).
+    pub dir: String,
+    #[serde(default = "default_ndjson_rotate_bytes")]
+    pub rotate_bytes: u64,
+    #[serde(default = "default_ndjson_rotate_s")]
+    pub rotate_s: u64,
+}
+
+fn default_ndjson_rotate_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_ndjson_rotate_s() -> u64 {
+    60
+}
+
 impl std::fmt::Debug for TenantDoc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantDoc")
@@ -506,6 +617,13 @@ pub fn secret_pointers(doc: &Value) -> Vec<String> {
             pointers.push(format!("/sources/platforms/{escaped}/secret"));
             pointers.push(format!("/sources/platforms/{escaped}/previous_secret"));
             pointers.push(format!("/sources/platforms/{escaped}/poll/auth_value"));
+        }
+    }
+    if let Some(destinations) = doc.pointer("/pull/destinations").and_then(Value::as_object) {
+        for name in destinations.keys() {
+            let escaped = name.replace('~', "~0").replace('/', "~1");
+            pointers.push(format!("/pull/destinations/{escaped}/secret"));
+            pointers.push(format!("/pull/destinations/{escaped}/dsn"));
         }
     }
     pointers
@@ -639,9 +757,13 @@ pub fn normalise(body: &Value) -> Result<(TenantDoc, Value), TenantDocError> {
 }
 
 mod validate;
+mod validate_pull;
 
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod rules_tests;
+
+#[cfg(test)]
+mod pull_tests;

@@ -99,8 +99,50 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
         alerts: AlertSettings {
             crm_unreachable_after: config.alerts.crm_unreachable_after,
         },
-        // TODO(i13-destinations): from the document's `pull` block.
-        pull: steward_actors::settings::PullSettings::default(),
+        pull: pull_settings(doc),
+    }
+}
+
+/// The actors' pull settings from the document's `pull` block (off without one).
+fn pull_settings(doc: &TenantDoc) -> steward_actors::settings::PullSettings {
+    use steward_actors::settings::PullSettings;
+    let Some(pull) = &doc.pull else {
+        return PullSettings::default();
+    };
+    // Our own writes name one of these: a change carrying one is marked `own`.
+    let sources = &doc.sources;
+    let mut own_sources: Vec<String> = sources
+        .stripe
+        .iter()
+        .map(|stripe| stripe.transaction_source.clone())
+        .chain(
+            sources
+                .platforms
+                .values()
+                .map(|p| p.transaction_source.clone()),
+        )
+        .chain(sources.mailchimp.iter().map(|m| m.reference_source.clone()))
+        .chain(
+            sources
+                .constant_contact
+                .iter()
+                .map(|c| c.reference_source.clone()),
+        )
+        .collect();
+    own_sources.sort();
+    own_sources.dedup();
+    PullSettings {
+        enabled: true,
+        events: pull
+            .events
+            .iter()
+            .filter_map(|name| steward_actors::pull::ChangeKind::parse(name))
+            .collect(),
+        poll_interval_ms: pull.poll_interval_s.saturating_mul(1_000),
+        include_own: pull.include_own,
+        own_sources,
+        retention_ms: pull.retention_days.saturating_mul(86_400_000),
+        ..PullSettings::default()
     }
 }
 
@@ -275,6 +317,7 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
     let Prepared { spec, doc } = prepared;
     let id = spec.tenant_id.clone();
     let pollers = tenant_pollers(state, &spec, &doc);
+    let destinations = tenant_destinations(&spec, &doc);
     state.tenant_docs.insert(id.clone(), doc);
     let handle = match state.runtime.tenant(&id) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
@@ -288,6 +331,24 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
     };
     // Checkpoints and poller state live in the store: a changed schedule keeps them.
     handle.replace_pollers(pollers);
+    handle.replace_destinations(destinations);
+}
+
+/// The tenant's pull destinations; one that cannot be built is logged and left out
+/// (validation should have refused its settings).
+fn tenant_destinations(
+    spec: &TenantSpec,
+    doc: &TenantDoc,
+) -> Vec<steward_actors::ports::DestinationSpec> {
+    let context = crate::destinations::DestinationContext {
+        tenant_id: spec.tenant_id.clone(),
+        http: crate::sources::polling::shared_http(),
+    };
+    let (specs, errors) = crate::destinations::destinations_for(&context, doc);
+    for error in errors {
+        tracing::error!(tenant_id = %spec.tenant_id, destination = %error.destination, reason = %error.reason.escape_debug(), "destination not started");
+    }
+    specs
 }
 
 /// The tenant's pollers; one that cannot be built is logged and left out (validation
@@ -555,4 +616,35 @@ pub fn list(state: &AppState) -> Result<Value, ApiError> {
         })
         .collect();
     Ok(json!({"tenants": tenants, "total": records.len()}))
+}
+
+#[cfg(test)]
+mod pull_settings_tests {
+    use serde_json::json;
+
+    #[test]
+    fn pull_settings_come_from_the_document() {
+        // Goal: the pull block turns pull on with its events, interval, include_own and
+        // retention; own_sources are every transaction/reference source of the tenant; no
+        // block leaves pull off.
+        let body = json!({"id": "hope", "name": "Hope", "virtuous": {"api_key": "vk"},
+            "sources": {"stripe": {"signing_secret": "whsec_x"},
+                        "mailchimp": {"url_key": "k"},
+                        "platforms": {"gala": {"secret": "s", "transaction_source": "GalaCo"}}},
+            "pull": {"events": ["contact", "project"], "poll_interval_s": 0, "include_own": true,
+                     "retention_days": 3}});
+        let (doc, _) = crate::tenant::normalise(&body).unwrap();
+        let settings = super::pull_settings(&doc);
+        use steward_actors::pull::ChangeKind;
+        assert!(settings.enabled);
+        assert_eq!(settings.events, [ChangeKind::Contact, ChangeKind::Project]);
+        assert_eq!(settings.poll_interval_ms, 0);
+        assert!(settings.include_own);
+        assert_eq!(settings.retention_ms, 3 * 86_400_000);
+        assert_eq!(settings.own_sources, ["GalaCo", "Mailchimp", "Stripe"]);
+        let mut without = body.clone();
+        without.as_object_mut().unwrap().remove("pull");
+        let (doc, _) = crate::tenant::normalise(&without).unwrap();
+        assert!(!super::pull_settings(&doc).enabled);
+    }
 }

@@ -190,7 +190,7 @@ pub struct DeliveryReport {
     /// Events kept because they could not be understood.
     pub unparsed: u64,
     /// Pull: what the change log made of the delivery's changes.
-    pub pull: crate::inbound::pull::Offered,
+    pub pull: crate::pull::Offered,
 }
 
 /// Why a delivery was not answered with a report.

@@ -42,7 +42,11 @@ impl TenantDoc {
         )?;
         non_empty("virtuous.signature_header", &self.virtuous.signature_header)?;
         self.validate_sources()?;
-        self.validate_budget()
+        self.validate_budget()?;
+        if let Some(pull) = &self.pull {
+            super::validate_pull::validate_pull(pull)?;
+        }
+        Ok(())
     }
 
     fn validate_sources(&self) -> Result<(), TenantDocError> {
@@ -216,7 +220,7 @@ impl TenantDoc {
 
 /// Why `base_url` is not `"embedded"` or a usable http(s) base URL; `None` when it is. The
 /// reason never repeats the URL (it may carry credentials).
-fn base_url_problem(base_url: &str) -> Option<&'static str> {
+pub(super) fn base_url_problem(base_url: &str) -> Option<&'static str> {
     if base_url == "embedded" {
         return None;
     }
@@ -394,7 +398,7 @@ fn validate_schedule(at: &str, schedule: &PollSchedule) -> Result<(), TenantDocE
     Ok(())
 }
 
-fn require_secret(field: &str, value: &Option<String>) -> Result<(), TenantDocError> {
+pub(super) fn require_secret(field: &str, value: &Option<String>) -> Result<(), TenantDocError> {
     match value {
         Some(secret) if !secret.is_empty() && secret != REDACTED => Ok(()),
         Some(secret) if secret == REDACTED => Err(invalid(
@@ -419,7 +423,7 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), TenantDocErr
     Ok(())
 }
 
-fn within(field: &str, value: u64, min: u64, max: u64) -> Result<(), TenantDocError> {
+pub(super) fn within(field: &str, value: u64, min: u64, max: u64) -> Result<(), TenantDocError> {
     if value < min || value > max {
         return Err(invalid(field, format!("must be between {min} and {max}")));
     }
