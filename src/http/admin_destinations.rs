@@ -6,6 +6,8 @@
 //! - `POST /v1/tenants/{id}/destinations/{name}/pause|resume`, and `…/replay` with
 //!   `{"from": "RFC 3339 time"}`: answered once the change is durable, with the destination.
 //!
+//! - `POST /v1/tenants/{id}/pull/poll`: a backstop poll now.
+//!
 //! Destination dead letters are listed, replayed and discarded through the dead-letter
 //! routes (`?destination=NAME`; `admin_dead_letters.rs`).
 
@@ -23,6 +25,7 @@ use crate::tenants::format_ms;
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(web::resource("/tenants/{id}/destinations").route(web::get().to(list)))
+        .service(web::resource("/tenants/{id}/pull/poll").route(web::post().to(poll_now)))
         .service(
             web::resource("/tenants/{id}/destinations/{name}/{action}")
                 .route(web::post().to(action)),
@@ -79,6 +82,23 @@ async fn list(
         "destinations": destinations.iter().map(destination_json).collect::<Vec<_>>(),
         "pull": inbound,
     })))
+}
+
+/// `POST /v1/tenants/{id}/pull/poll`: a backstop poll now (202; the pass's report shows in
+/// `GET …/destinations` under `pull.last_backstop`).
+async fn poll_now(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    let handle = running_handle(&state, &tenant_id)?;
+    if !handle.request_backstop_poll() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("tenant `{tenant_id}` does not pull (its document has no `pull` block)"),
+        ));
+    }
+    Ok(HttpResponse::Accepted().json(json!({"requested": true})))
 }
 
 #[derive(Deserialize)]

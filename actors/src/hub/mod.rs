@@ -66,6 +66,8 @@ pub struct TenantShared {
     /// Wakes the destination loops when the change log grew (or a destination was told
     /// something).
     pub pull_wake: Arc<tokio::sync::Notify>,
+    /// An operator asked for a backstop poll now (Inbound's next tick starts it).
+    pub pull_poll_requested: std::sync::atomic::AtomicBool,
     /// What the destination loops show while they run, by destination name.
     pub destination_live: Mutex<std::collections::BTreeMap<String, crate::pull::DestinationLive>>,
 }
@@ -109,6 +111,7 @@ impl TenantShared {
             poll_live: Mutex::new(std::collections::BTreeMap::new()),
             destinations: RwLock::new(Arc::new(Vec::new())),
             pull_wake: Arc::new(tokio::sync::Notify::new()),
+            pull_poll_requested: std::sync::atomic::AtomicBool::new(false),
             destination_live: Mutex::new(std::collections::BTreeMap::new()),
         }
     }

@@ -261,14 +261,18 @@ impl InboundActor {
         let now_ms = shared.clock.now_ms();
         let view = &mut self.behavior.pull;
         if !view.backstop_running {
-            let due = view.next_backstop_at_ms.is_some_and(|at| now_ms >= at);
+            let requested = shared
+                .pull_poll_requested
+                .swap(false, std::sync::atomic::Ordering::AcqRel);
+            let due = requested || view.next_backstop_at_ms.is_some_and(|at| now_ms >= at);
             if due {
                 view.backstop_running = true;
                 let pass = pull::backstop_pass(Arc::clone(&shared));
                 ctx.spawn(pass.into_actor(self).map(|report, actor, _ctx| {
                     let view = &mut actor.behavior.pull;
                     view.backstop_running = false;
-                    view.next_backstop_at_ms = Some(report.next_at_ms);
+                    view.next_backstop_at_ms = pull::next_backstop_at(&actor.core.shared)
+                        .map(|scheduled| scheduled.max(report.next_at_ms));
                     view.offered.logged += report.logged;
                     view.offered.stale += report.stale;
                     view.offered.duplicates += report.duplicates;

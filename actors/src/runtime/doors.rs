@@ -355,6 +355,18 @@ impl TenantHandle {
         }
     }
 
+    /// Asks Inbound for a backstop poll now (its next tick starts it unless one runs);
+    /// false when the tenant does not pull.
+    pub fn request_backstop_poll(&self) -> bool {
+        if !self.shared.settings().pull.enabled {
+            return false;
+        }
+        self.shared
+            .pull_poll_requested
+            .store(true, std::sync::atomic::Ordering::Release);
+        true
+    }
+
     /// The change log's newest entries (newest last), for "where is my record?" and the demo.
     pub fn changes_after(
         &self,
