@@ -271,8 +271,10 @@ impl InboundActor {
                 ctx.spawn(pass.into_actor(self).map(|report, actor, _ctx| {
                     let view = &mut actor.behavior.pull;
                     view.backstop_running = false;
+                    // A pass cut short (budget, failure) comes back when its report says,
+                    // before the schedule's next one.
                     view.next_backstop_at_ms = pull::next_backstop_at(&actor.core.shared)
-                        .map(|scheduled| scheduled.max(report.next_at_ms));
+                        .map(|scheduled| scheduled.min(report.next_at_ms));
                     view.offered.logged += report.logged;
                     view.offered.stale += report.stale;
                     view.offered.duplicates += report.duplicates;

@@ -33,6 +33,9 @@ pub const REREAD_MAX: usize = 100;
 const REREAD_RETRY_MS: u64 = 10_000;
 /// Wait after a failed backstop pass before the next attempt.
 const BACKSTOP_RETRY_MS: u64 = 300_000;
+/// Longest a backstop kind waits for budget slots within a pass before it ends the pass
+/// (`budget_wait`, resumed when the budget says).
+const BACKSTOP_BUDGET_WAIT_MAX_MS: u64 = 60_000;
 
 /// Whether a change names one of our own sources.
 fn is_own(settings: &PullSettings, change: &VirtuousChange) -> bool {
@@ -211,9 +214,18 @@ async fn backstop_kind(
         .saturating_sub(settings.poll_overlap_ms);
     let mut high = mark.clone();
     let mut skip = 0u64;
+    let mut budget_waited_ms = 0u64;
     loop {
         let now_ms = shared.clock.now_ms();
         if let Err(wait_ms) = shared.try_spend_reconcile_call(now_ms) {
+            // The budget's pacing (or the submitter's turn) asks for a short wait: wait for
+            // the slot within the pass, or the next kind's call, refused right after this
+            // kind's, would end every pass before it.
+            if budget_waited_ms.saturating_add(wait_ms) <= BACKSTOP_BUDGET_WAIT_MAX_MS {
+                budget_waited_ms += wait_ms;
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                continue;
+            }
             report.outcome = "budget_wait".to_string();
             report.next_at_ms = now_ms + wait_ms;
             return Ok(());
