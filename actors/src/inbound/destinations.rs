@@ -70,6 +70,8 @@ struct Delivery {
     uncommitted_through: Option<u64>,
     uncommitted: u64,
     next_attempt_at_ms: u64,
+    /// Skips are counted once: a retry or a rewind reads the same changes again.
+    skips_counted_through: u64,
     live: DestinationLive,
 }
 
@@ -87,6 +89,7 @@ impl Delivery {
             uncommitted_through: None,
             uncommitted: 0,
             next_attempt_at_ms: 0,
+            skips_counted_through: checkpoint,
             live: DestinationLive {
                 activity: "idle".to_string(),
                 ..DestinationLive::default()
@@ -159,16 +162,18 @@ impl Delivery {
         let mut state = store.destination_state(&spec.name)?;
         for change in batch {
             match skip_reason(shared, &settings, &change)? {
-                Some(outcome) => {
+                Some(outcome) if change.seq > self.skips_counted_through => {
                     count(spec, outcome, 1);
                     match outcome {
                         "own_skipped" => state.own_skipped += 1,
                         _ => state.superseded += 1,
                     }
                 }
+                Some(_) => {}
                 None => to_deliver.push(change),
             }
         }
+        self.skips_counted_through = self.skips_counted_through.max(last_seq);
         if to_deliver.is_empty() {
             self.cursor = last_seq;
             if self.uncommitted_through.is_none() {
