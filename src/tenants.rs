@@ -142,6 +142,7 @@ fn pull_settings(doc: &TenantDoc) -> steward_actors::settings::PullSettings {
         include_own: pull.include_own,
         own_sources,
         retention_ms: pull.retention_days.saturating_mul(86_400_000),
+        time_zone: doc.time_zone.clone(),
         ..PullSettings::default()
     }
 }

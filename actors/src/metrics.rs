@@ -66,19 +66,36 @@ pub const PULL_CALLS_TOTAL: &str = "steward_pull_calls_total";
 
 /// Publishes one destination's lag; the gauge shows the largest of its kind.
 pub fn publish_destination_lag(tenant_id: &str, name: &str, kind: &str, lag_s: f64) {
+    publish_lag_entry(tenant_id, name, Some((kind, lag_s)));
+}
+
+/// Forgets a destination's lag (removed from its tenant's document).
+pub fn forget_destination_lag(tenant_id: &str, name: &str) {
+    publish_lag_entry(tenant_id, name, None);
+}
+
+/// Sets (or removes) one destination's lag and the gauge of its kind.
+fn publish_lag_entry(tenant_id: &str, name: &str, entry: Option<(&str, f64)>) {
     static LAGS: std::sync::Mutex<std::collections::BTreeMap<(String, String), (String, f64)>> =
         std::sync::Mutex::new(std::collections::BTreeMap::new());
     let mut lags = LAGS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    lags.insert(
-        (tenant_id.to_string(), name.to_string()),
-        (kind.to_string(), lag_s),
-    );
+    let key = (tenant_id.to_string(), name.to_string());
+    let kind = match entry {
+        Some((kind, lag_s)) => {
+            lags.insert(key, (kind.to_string(), lag_s));
+            kind.to_string()
+        }
+        None => match lags.remove(&key) {
+            Some((kind, _)) => kind,
+            None => return,
+        },
+    };
     let largest = lags
         .values()
-        .filter(|(of_kind, _)| of_kind == kind)
+        .filter(|(of_kind, _)| *of_kind == kind)
         .map(|(_, lag)| *lag)
         .fold(0.0, f64::max);
-    metrics::gauge!(DESTINATION_LAG_SECONDS, LABEL_DESTINATION => kind.to_string()).set(largest);
+    metrics::gauge!(DESTINATION_LAG_SECONDS, LABEL_DESTINATION => kind).set(largest);
 }
 
 /// Counter `{code}`: alerts raised (first time and repeats; docs/operations.md), all tenants

@@ -43,6 +43,9 @@ pub struct PullSettings {
     /// Changes are kept this long for replay (and at least until every destination has
     /// them).
     pub retention_ms: u64,
+    /// The tenant's time zone: the backstop's day filter starts no later than the local
+    /// day, in case Virtuous reads `MM/DD/YYYY` in the organization's zone.
+    pub time_zone: String,
 }
 
 impl Default for PullSettings {
@@ -59,6 +62,7 @@ impl Default for PullSettings {
             include_own: false,
             own_sources: Vec::new(),
             retention_ms: 7 * 86_400_000,
+            time_zone: "UTC".to_string(),
         }
     }
 }

@@ -12,7 +12,8 @@
 //! waits on the retry schedule (`submit.retry_schedule_ms`, the schedule Virtuous calls use);
 //! when the schedule is exhausted, the first change not delivered is dead-lettered and the
 //! loop goes on. Three failures in a row raise `destination_failing`; a success resolves it.
-//! Operator replays of dead letters are delivered before the log.
+//! An operator's replay of a dead letter logs the change again (`pull_ops`), so it comes
+//! through the log like any other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,10 +146,6 @@ impl Delivery {
         if now_ms < self.next_attempt_at_ms {
             return Ok((self.next_attempt_at_ms - now_ms).min(IDLE_WAIT_MS));
         }
-        let redo = store.destination_redo(&spec.name, spec.batch_max)?;
-        if !redo.is_empty() {
-            return self.deliver_redo(shared, spec, redo).await;
-        }
         let batch = store.changes_after(self.cursor, spec.batch_max)?;
         if batch.is_empty() {
             let answer = spec.destination.settle(now_ms).await;
@@ -208,12 +205,18 @@ impl Delivery {
         let letters = dead_letters(spec, changes, &answer.rejected, "", now_ms);
         let rejected: Vec<u64> = answer.rejected.iter().map(|(seq, _)| *seq).collect();
         let committed = answer.committed_through;
-        let delivered = handed
+        let mut delivered = handed
             .iter()
             .filter(|seq| {
                 committed.is_some_and(|through| **seq <= through) && !rejected.contains(seq)
             })
             .count() as u64;
+        if self.uncommitted_through.is_some()
+            && committed.is_some_and(|through| Some(through) >= self.uncommitted_through)
+        {
+            // Earlier buffered changes were committed with these.
+            delivered += self.uncommitted;
+        }
         state.delivered += delivered;
         state.dead_lettered += letters.len() as u64;
         count(spec, "delivered", delivered);
@@ -239,14 +242,25 @@ impl Delivery {
             let attempt = state.consecutive_failures as usize;
             let mut new_through = through;
             let wait_ms = if attempt > schedule.len() {
-                // The schedule is spent: the first change not delivered becomes a dead
-                // letter, and the loop goes on with the next one.
-                if let Some(seq) = first_open {
+                // The schedule is spent: the first change the destination does not hold
+                // becomes a dead letter, and the loop goes on with the next one. It is read
+                // from the log when changes handed over in earlier batches were still
+                // uncommitted (a buffering destination loses them with this one).
+                let open = match first_open.filter(|_| self.uncommitted_through.is_none()) {
+                    Some(seq) => changes.iter().find(|change| change.seq == seq).cloned(),
+                    None => shared
+                        .tenant_store()
+                        .changes_after(through, 1)?
+                        .into_iter()
+                        .next(),
+                };
+                if let Some(change) = open {
                     let reason = format!(
                         "given up after {} attempts: {}",
                         state.consecutive_failures, retry.message
                     );
-                    letters.extend(dead_letters(spec, changes, &[(seq, reason)], "", now_ms));
+                    let seq = change.seq;
+                    letters.extend(dead_letters(spec, &[change], &[(seq, reason)], "", now_ms));
                     state.dead_lettered += 1;
                     count(spec, "dead_lettered", 1);
                     new_through = seq;
@@ -282,7 +296,8 @@ impl Delivery {
             return Ok(wait_ms.min(IDLE_WAIT_MS));
         }
         self.live.next_attempt_at_ms = None;
-        if state.consecutive_failures > 0 {
+        // A buffered answer commits nothing: it does not end a run of failures.
+        if state.consecutive_failures > 0 && committed.is_some() {
             state.consecutive_failures = 0;
             resolve_failing(shared, spec, now_ms)?;
         }
@@ -328,13 +343,33 @@ impl Delivery {
             tracing::warn!(tenant_id = %shared.tenant_id, destination = %spec.name, message = %retry.message.escape_debug(), "destination could not commit; delivering again from its checkpoint");
             let mut state = shared.tenant_store().destination_state(&spec.name)?;
             state.failures += 1;
-            state.last_error = Some(retry.message);
+            state.consecutive_failures += 1;
+            state.last_error = Some(retry.message.clone());
             state.last_error_at_ms = Some(now_ms);
+            metrics::counter!(crate::metrics::DESTINATION_FAILURES_TOTAL, crate::metrics::LABEL_DESTINATION => spec.kind.clone()).increment(1);
+            if state.consecutive_failures >= FAILING_AFTER {
+                let message = format!(
+                    "destination `{}` ({}) could not commit {} times in a row: {}",
+                    spec.name, spec.kind, state.consecutive_failures, retry.message
+                );
+                shared
+                    .tenant_store()
+                    .raise_alert(DESTINATION_FAILING_ALERT, &message, now_ms)?;
+            }
             shared
                 .tenant_store()
                 .put_destination_state(&spec.name, &state)?;
             self.rewind(spec).await;
-            self.next_attempt_at_ms = now_ms + 1_000;
+            let schedule = shared.settings().submit.retry_schedule_ms;
+            let index = (state.consecutive_failures as usize).saturating_sub(1);
+            let wait_ms = schedule
+                .get(index)
+                .or(schedule.last())
+                .copied()
+                .unwrap_or(60_000);
+            self.next_attempt_at_ms = now_ms + wait_ms;
+            self.live.activity = "retrying".to_string();
+            self.live.next_attempt_at_ms = Some(self.next_attempt_at_ms);
             return Ok(());
         }
         if answer
@@ -342,6 +377,14 @@ impl Delivery {
             .is_some_and(|committed| committed >= through)
         {
             let mut state = shared.tenant_store().destination_state(&spec.name)?;
+            // The buffered changes are held now: count them, end a run of failures.
+            state.delivered += self.uncommitted;
+            count(spec, "delivered", self.uncommitted);
+            state.last_delivered_at_ms = Some(now_ms);
+            if state.consecutive_failures > 0 {
+                state.consecutive_failures = 0;
+                resolve_failing(shared, spec, now_ms)?;
+            }
             let letters = dead_letters(spec, changes, &answer.rejected, "", now_ms);
             self.uncommitted_through = None;
             self.uncommitted = 0;
@@ -351,51 +394,6 @@ impl Delivery {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Replayed dead letters: delivered before the log, dropped when superseded.
-    async fn deliver_redo(
-        &mut self,
-        shared: &TenantShared,
-        spec: &DestinationSpec,
-        redo: Vec<StoredChange>,
-    ) -> Result<u64, StoreError> {
-        let store = shared.tenant_store();
-        let seqs: Vec<u64> = redo.iter().map(|change| change.seq).collect();
-        let mut current = Vec::new();
-        for change in redo {
-            let superseded = store
-                .latest_version(change.kind, &change.id)?
-                .is_some_and(|latest| latest.seq != change.seq);
-            if !superseded {
-                current.push(change);
-            }
-        }
-        let now_ms = shared.clock.now_ms();
-        if !current.is_empty() {
-            let answer = spec.destination.deliver(current.clone()).await;
-            if let Some(retry) = answer.retry {
-                let mut state = store.destination_state(&spec.name)?;
-                state.failures += 1;
-                state.last_error = Some(retry.message);
-                state.last_error_at_ms = Some(now_ms);
-                store.put_destination_state(&spec.name, &state)?;
-                self.rewind(spec).await;
-                self.next_attempt_at_ms = now_ms + 10_000;
-                return Ok(IDLE_WAIT_MS);
-            }
-            let letters = dead_letters(spec, &current, &answer.rejected, "replayed: ", now_ms);
-            if !letters.is_empty() {
-                store.put_destination_dead_letters(&letters)?;
-            }
-            let mut state = store.destination_state(&spec.name)?;
-            state.delivered += (current.len() - letters.len()) as u64;
-            state.dead_lettered += letters.len() as u64;
-            store.put_destination_state(&spec.name, &state)?;
-        }
-        store.finish_destination_redo(&spec.name, &seqs)?;
-        shared.store().durable().await?;
-        Ok(0)
     }
 
     /// Moves the checkpoint to `through` with the dead letters and the state, durably.

@@ -239,7 +239,13 @@ impl InboundActor {
                 .destination_live
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            live.retain(|name, _| specs.iter().any(|spec| &spec.name == name));
+            live.retain(|name, _| {
+                let kept = specs.iter().any(|spec| &spec.name == name);
+                if !kept {
+                    crate::metrics::forget_destination_lag(&shared.tenant_id, name);
+                }
+                kept
+            });
         }
         for spec in specs.iter() {
             let run = destinations::run(Arc::clone(&shared), spec.clone());
@@ -294,7 +300,11 @@ impl InboundActor {
             match pull::prune(&shared) {
                 Ok(0) => {}
                 Ok(removed) => {
-                    tracing::info!(tenant_id = %shared.tenant_id, removed, "change log pruned")
+                    tracing::info!(tenant_id = %shared.tenant_id, removed, "change log pruned");
+                    if removed >= pull::PRUNE_MAX as u64 {
+                        // More is due: come back soon, a bounded piece at a time.
+                        view.next_prune_at_ms = now_ms + 10_000;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(tenant_id = %shared.tenant_id, error = %error, "change log prune failed")

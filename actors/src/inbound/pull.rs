@@ -29,6 +29,8 @@ use crate::virtuous_event::VirtuousChange;
 const BACKSTOP_SCHEDULE: &str = "pull:backstop";
 /// Most records one re-read call asks for.
 pub const REREAD_MAX: usize = 100;
+/// Most changes one prune removes (it comes back sooner while more are due).
+pub const PRUNE_MAX: usize = 10_000;
 /// Wait after a failed re-read.
 const REREAD_RETRY_MS: u64 = 10_000;
 /// Wait after a failed backstop pass before the next attempt.
@@ -57,7 +59,12 @@ fn new_change(
         kind: change.kind,
         op: change.op,
         id: change.id.clone(),
-        version_ms: change.modified_ms.unwrap_or(now_ms),
+        // A delete takes at least its arrival time: an update still in flight, dated before
+        // the delete reached us, must not bring the record back.
+        version_ms: match change.op {
+            crate::pull::ChangeOp::Delete => change.modified_ms.unwrap_or(0).max(now_ms),
+            crate::pull::ChangeOp::Upsert => change.modified_ms.unwrap_or(now_ms),
+        },
         modified_at: change.modified_at.clone(),
         record: serde_json::from_str(&change.record_json)
             .unwrap_or_else(|_| serde_json::Value::String(change.record_json.clone())),
@@ -86,7 +93,10 @@ pub fn offer(
         if !settings.events.contains(&change.kind) {
             continue;
         }
-        if change.complete || !change.kind.queryable() || via == ChangeVia::Reread {
+        let own_unwanted = is_own(&settings, change) && !settings.include_own;
+        if change.complete || !change.kind.queryable() || via == ChangeVia::Reread || own_unwanted {
+            // An own write no destination will receive is logged as it came (for the mark
+            // two-way sync reads) rather than re-read at the budget's expense.
             logged.push(new_change(&settings, change, via, now_ms));
         } else {
             rereads.push(RereadRequest {
@@ -208,10 +218,12 @@ async fn backstop_kind(
 ) -> Result<(), StoreError> {
     let store = shared.tenant_store();
     let mark = store.backstop_mark(kind)?;
-    let since_ms = mark
-        .as_ref()
-        .map_or(report.started_at_ms, |mark| mark.at_ms)
-        .saturating_sub(settings.poll_overlap_ms);
+    let since_ms = day_filter_start(
+        mark.as_ref()
+            .map_or(report.started_at_ms, |mark| mark.at_ms)
+            .saturating_sub(settings.poll_overlap_ms),
+        &settings.time_zone,
+    );
     let mut high = mark.clone();
     let mut skip = 0u64;
     let mut budget_waited_ms = 0u64;
@@ -286,12 +298,28 @@ async fn backstop_kind(
     Ok(())
 }
 
+/// The instant whose UTC day the backstop asks for: `since_ms`, or the start of its local
+/// day in the tenant's zone when that is earlier. Virtuous filters `Last Modified Date` by day
+/// (`MM/DD/YYYY`), in a zone it does not document; starting at the earlier of the two day
+/// starts never skips the hours between local and UTC midnight (at the cost of re-reading
+/// them, which the stale-update guard drops).
+pub fn day_filter_start(since_ms: u64, time_zone: &str) -> u64 {
+    let local_day_start = (|| {
+        let tz = jiff::tz::TimeZone::get(time_zone).ok()?;
+        let at = jiff::Timestamp::from_millisecond(i64::try_from(since_ms).ok()?).ok()?;
+        let start = at.to_zoned(tz).start_of_day().ok()?;
+        u64::try_from(start.timestamp().as_millisecond()).ok()
+    })();
+    local_day_start.map_or(since_ms, |start| start.min(since_ms))
+}
+
 /// Re-reads waiting records: one call per kind and up to [`REREAD_MAX`] records. Records
 /// Virtuous no longer returns are dropped from the list (deleted, or the backstop poll will
 /// see them).
 /// `Err((reason, retry in ms))` when a call was refused by the budget or failed.
 pub async fn reread_pass(shared: Arc<TenantShared>) -> Result<Offered, (String, u64)> {
     let mut total = Offered::default();
+    let pass_started_ms = shared.clock.now_ms();
     let waiting = shared
         .tenant_store()
         .rereads(REREAD_MAX * 4)
@@ -333,7 +361,7 @@ pub async fn reread_pass(shared: Arc<TenantShared>) -> Result<Offered, (String, 
         let done: Vec<(ChangeKind, String)> = ids.into_iter().map(|id| (kind, id)).collect();
         shared
             .tenant_store()
-            .finish_rereads(&done)
+            .finish_rereads(&done, pass_started_ms)
             .map_err(failed)?;
         shared.store().durable().await.map_err(failed)?;
         offered.count(ChangeVia::Reread);
@@ -364,5 +392,22 @@ pub fn prune(shared: &TenantShared) -> Result<u64, StoreError> {
         );
     }
     let before_ms = shared.clock.now_ms().saturating_sub(settings.retention_ms);
-    store.prune_changes(below, before_ms)
+    store.prune_changes(below, before_ms, PRUNE_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_filter_start;
+
+    #[test]
+    fn the_day_filter_starts_no_later_than_the_local_day() {
+        // Goal: 03:00 UTC on Dec 7 is still Dec 6 in Chicago: the filter starts at Chicago's midnight (06:00 UTC on Dec 6); in UTC at that day's midnight; an unknown zone leaves the instant as it is.
+        let since = 1_796_612_400_000; // 2026-12-07T03:00:00Z
+        assert_eq!(
+            day_filter_start(since, "America/Chicago"),
+            1_796_536_800_000
+        );
+        assert_eq!(day_filter_start(since, "UTC"), 1_796_601_600_000);
+        assert_eq!(day_filter_start(since, "No/Such_Zone"), since);
+    }
 }

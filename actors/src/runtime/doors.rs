@@ -304,9 +304,12 @@ impl TenantHandle {
                     store.set_destination_paused(&name, false)?
                 }
                 crate::pull::DestinationAction::Replay { from_ms } => {
+                    // A replay only moves back: a `from` after the checkpoint (or after every
+                    // change) changes nothing, so no pending change is skipped.
+                    let current = store.destination_checkpoint(&name)?.seq;
                     let to = match store.first_change_received_from(from_ms)? {
-                        Some(seq) => seq - 1,
-                        None => store.change_log_head()?,
+                        Some(seq) => (seq - 1).min(current),
+                        None => current,
                     };
                     store.put_destination_checkpoint(
                         &name,
@@ -343,10 +346,12 @@ impl TenantHandle {
         let shared = Arc::clone(&self.shared);
         let destination = destination.to_string();
         async move {
-            let found =
-                shared
-                    .tenant_store()
-                    .settle_destination_dead_letter(&destination, seq, replay)?;
+            let found = shared.tenant_store().settle_destination_dead_letter(
+                &destination,
+                seq,
+                replay,
+                shared.clock.now_ms(),
+            )?;
             shared.store().durable().await?;
             if found && replay {
                 shared.pull_wake.notify_waiters();

@@ -380,7 +380,7 @@ async fn a_hanging_destination_blocks_neither_the_webhook_nor_another_destinatio
 
 #[actix_rt::test]
 async fn pause_holds_a_destination_and_replay_delivers_again_from_a_time() {
-    // Goal: a paused destination receives nothing until resumed; a replay from the start moves the checkpoint back and the newest versions are delivered again.
+    // Goal: a paused destination receives nothing until resumed; a replay never moves the checkpoint forward; a replay from a time starts at the first change received then; from the start, every newest version comes again.
     let store = test_store();
     let runtime = Runtime::new(1);
     let destination = Arc::new(ScriptedDestination::default());
@@ -393,6 +393,17 @@ async fn pause_holds_a_destination_and_replay_delivers_again_from_a_time() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(destination.received().is_empty(), "paused");
     assert_eq!(snapshot(&handle, "partner").state, "paused");
+    // A replay from after the checkpoint changes nothing: no pending change is skipped.
+    handle
+        .destination_command(
+            "partner",
+            DestinationAction::Replay {
+                from_ms: u64::MAX / 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&handle, "partner").checkpoint, 0);
     handle
         .destination_command("partner", DestinationAction::Resume)
         .await
@@ -402,12 +413,41 @@ async fn pause_holds_a_destination_and_replay_delivers_again_from_a_time() {
     })
     .await;
     assert_eq!(destination.received().len(), 2);
+    // A replay from a time between two deliveries starts at the later one.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between_ms = crate::ports::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    deliver(&handle, vec![gift("g3", 100)]).await;
+    eventually("g3 delivered", 5_000, || destination.received().len() == 3).await;
+    handle
+        .destination_command("partner", DestinationAction::Pause)
+        .await
+        .unwrap();
+    handle
+        .destination_command(
+            "partner",
+            DestinationAction::Replay {
+                from_ms: between_ms,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&handle, "partner").checkpoint, 2, "just before g3");
+    handle
+        .destination_command("partner", DestinationAction::Resume)
+        .await
+        .unwrap();
+    eventually("g3 delivered again", 5_000, || {
+        destination.received().len() == 4
+    })
+    .await;
+    assert_eq!(destination.received()[3].0, "g3");
     handle
         .destination_command("partner", DestinationAction::Replay { from_ms: 0 })
         .await
         .unwrap();
     eventually("the replay delivered", 5_000, || {
-        destination.received().len() == 4
+        destination.received().len() == 7
     })
     .await;
     eventually("caught up again", 5_000, || caught_up(&handle, "partner")).await;

@@ -48,8 +48,6 @@ pub mod section {
     pub const DEST_DEAD: u8 = 0x5C;
     /// Changes to re-read (a webhook lacked fields): `{kind}\0{id}`; JSON.
     pub const PULL_REREAD: u8 = 0x5D;
-    /// Dead letters an operator replayed, waiting for their destination: `{name}\0{seq BE}`.
-    pub const DEST_REDO: u8 = 0x5E;
 }
 
 /// Builds the keys of one tenant's key space.

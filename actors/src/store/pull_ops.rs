@@ -230,20 +230,29 @@ impl TenantStore {
             .collect()
     }
 
-    /// The first change received at or after `from_ms` (`None`: none yet); a linear scan
-    /// (replays are rare).
+    /// The first change received at or after `from_ms` (`None`: none yet). Sequence numbers
+    /// are dense above the pruned prefix and receipt times rise with them: a binary search.
     pub fn first_change_received_from(&self, from_ms: u64) -> Result<Option<u64>, StoreError> {
-        let mut after = 0;
-        loop {
-            let page = self.changes_after(after, 1_000)?;
-            let Some(last) = page.last() else {
-                return Ok(None);
-            };
-            if let Some(found) = page.iter().find(|change| change.received_ms >= from_ms) {
-                return Ok(Some(found.seq));
-            }
-            after = last.seq;
+        let Some(first) = self.changes_after(0, 1)?.into_iter().next() else {
+            return Ok(None);
+        };
+        if first.received_ms >= from_ms {
+            return Ok(Some(first.seq));
         }
+        // Invariant: the change at `low` was received before `from_ms`; none after `high`.
+        let (mut low, mut high) = (first.seq, self.change_log_head()?);
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            match self.changes_after(mid - 1, 1)?.into_iter().next() {
+                Some(change) if change.received_ms < from_ms => low = change.seq.max(mid),
+                _ => high = mid - 1,
+            }
+        }
+        Ok(self
+            .changes_after(low, 1)?
+            .into_iter()
+            .next()
+            .map(|change| change.seq))
     }
 
     /// The newest logged version of a record.
@@ -264,30 +273,31 @@ impl TenantStore {
     }
 
     /// Drops changes below `below_seq` received before `before_ms` (every destination has
-    /// them, and the retention for replays has passed). Returns how many.
-    pub fn prune_changes(&self, below_seq: u64, before_ms: u64) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        let mut after = 0;
-        'pages: loop {
-            let page = self.changes_after(after, 1_000)?;
-            if page.is_empty() {
-                break;
-            }
-            let inner = self.inner();
-            let _guard = inner.lock_for_write()?;
-            for change in &page {
-                if change.seq >= below_seq || change.received_ms >= before_ms {
-                    break 'pages;
-                }
-                inner
-                    .tree
-                    .remove(change_key(inner, change.seq))
-                    .map_err(io_error)?;
-                removed += 1;
-                after = change.seq;
-            }
+    /// them, and the retention for replays has passed), at most `limit` of them (the prune
+    /// comes back for the rest). Returns how many.
+    pub fn prune_changes(
+        &self,
+        below_seq: u64,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let page = self.changes_after(0, limit)?;
+        let prunable: Vec<u64> = page
+            .iter()
+            .take_while(|change| change.seq < below_seq && change.received_ms < before_ms)
+            .map(|change| change.seq)
+            .collect();
+        if prunable.is_empty() {
+            return Ok(0);
         }
-        Ok(removed)
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        let mut batch = sled::Batch::default();
+        for seq in &prunable {
+            batch.remove(change_key(inner, *seq));
+        }
+        inner.tree.apply_batch(batch).map_err(io_error)?;
+        Ok(prunable.len() as u64)
     }
 
     /// Records waiting for a re-read (oldest first per kind).
@@ -303,7 +313,7 @@ impl TenantStore {
             .collect()
     }
 
-    /// Asks for re-reads (a request already waiting stays as it is).
+    /// Asks for re-reads (a request already waiting takes the new request time).
     pub fn request_rereads(&self, requests: &[RereadRequest]) -> Result<(), StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
@@ -313,24 +323,37 @@ impl TenantStore {
                 section::PULL_REREAD,
                 &record_tail(request.kind, &request.id),
             );
-            if inner.tree.get(&key).map_err(io_error)?.is_none() {
-                batch.insert(key, to_json(request)?);
-            }
+            // A waiting request is refreshed: a re-read already out must not remove it.
+            batch.insert(key, to_json(request)?);
         }
         inner.tree.apply_batch(batch).map_err(io_error)
     }
 
     /// Re-reads done: the records read were appended (or were stale), the others are gone.
-    pub fn finish_rereads(&self, done: &[(ChangeKind, String)]) -> Result<(), StoreError> {
+    /// A request made after `asked_before_ms` (a newer thin webhook while the re-read was out)
+    /// stays for the next pass.
+    pub fn finish_rereads(
+        &self,
+        done: &[(ChangeKind, String)],
+        asked_before_ms: u64,
+    ) -> Result<(), StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
         let mut batch = sled::Batch::default();
         for (kind, id) in done {
-            batch.remove(
-                inner
-                    .keys
-                    .text_key(section::PULL_REREAD, &record_tail(*kind, id)),
-            );
+            let key = inner
+                .keys
+                .text_key(section::PULL_REREAD, &record_tail(*kind, id));
+            let newer = match inner.tree.get(&key).map_err(io_error)? {
+                Some(bytes) => {
+                    from_json::<RereadRequest>("re-read request", &bytes)?.requested_ms
+                        > asked_before_ms
+                }
+                None => false,
+            };
+            if !newer {
+                batch.remove(key);
+            }
         }
         inner.tree.apply_batch(batch).map_err(io_error)
     }
@@ -507,14 +530,18 @@ impl TenantStore {
         }
     }
 
-    /// Removes a dead letter; with `replay`, its change waits for the destination again
-    /// (delivered before the log, still skipped when a newer version superseded it).
+    /// Removes a dead letter; with `replay`, its change is logged again under a new sequence
+    /// number (when it is still the record's newest version; a superseded one is only
+    /// removed), so the destination — and, harmlessly, every other one — receives it again.
+    /// Answers whether the dead letter existed.
     pub fn settle_destination_dead_letter(
         &self,
         destination: &str,
         seq: u64,
         replay: bool,
+        now_ms: u64,
     ) -> Result<bool, StoreError> {
+        let head = self.change_log_head()?;
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
         let key = inner
@@ -527,48 +554,32 @@ impl TenantStore {
         let mut batch = sled::Batch::default();
         batch.remove(key);
         if replay {
-            let redo = inner
+            let change = letter.change;
+            let latest_key = inner
                 .keys
-                .source_key(section::DEST_REDO, destination, &seq.to_be_bytes());
-            batch.insert(redo, to_json(&letter.change)?);
+                .text_key(section::PULL_LATEST, &record_tail(change.kind, &change.id));
+            let latest = match inner.tree.get(&latest_key).map_err(io_error)? {
+                Some(bytes) => Some(from_json::<LatestVersion>("latest version", &bytes)?),
+                None => None,
+            };
+            if latest.map_or(true, |latest| latest.seq == change.seq) {
+                let seq = head + 1;
+                let mark = LatestVersion {
+                    version_ms: change.version_ms,
+                    seq,
+                    deleted: change.op == ChangeOp::Delete,
+                };
+                let again = StoredChange {
+                    seq,
+                    received_ms: now_ms,
+                    ..change
+                };
+                batch.insert(change_key(inner, seq), to_json(&again)?);
+                batch.insert(latest_key, to_json(&mark)?);
+            }
         }
         inner.tree.apply_batch(batch).map_err(io_error)?;
         Ok(true)
-    }
-
-    /// Replayed dead letters waiting for `destination`, oldest first.
-    pub fn destination_redo(
-        &self,
-        destination: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredChange>, StoreError> {
-        let inner = self.inner();
-        inner.settle()?;
-        inner
-            .tree
-            .scan_prefix(inner.keys.source_key(section::DEST_REDO, destination, &[]))
-            .values()
-            .take(limit)
-            .map(|value| from_json("replayed change", &value.map_err(io_error)?))
-            .collect()
-    }
-
-    pub fn finish_destination_redo(
-        &self,
-        destination: &str,
-        seqs: &[u64],
-    ) -> Result<(), StoreError> {
-        let inner = self.inner();
-        let _guard = inner.lock_for_write()?;
-        let mut batch = sled::Batch::default();
-        for seq in seqs {
-            batch.remove(inner.keys.source_key(
-                section::DEST_REDO,
-                destination,
-                &seq.to_be_bytes(),
-            ));
-        }
-        inner.tree.apply_batch(batch).map_err(io_error)
     }
 }
 
