@@ -77,10 +77,11 @@ fn webhook_id_and_body_are_stable_per_version() {
 
 #[test]
 fn partner_answers_classify_as_documented() {
-    // Goal: 2xx delivered; 408/425/429/5xx and redirects retried (Retry-After seconds
-    // honoured, capped); other 4xx rejected with the status and the first 200 characters.
+    // Goal: 2xx delivered; 408/425/429/5xx, redirects and endpoint-level 4xx (401, 403, 404,
+    // 405, 410) retried (Retry-After seconds honoured, capped); other 4xx rejected with the
+    // status and the first 200 characters.
     assert_eq!(webhook::classify(204, None, ""), WebhookVerdict::Delivered);
-    for status in [301, 408, 425, 429, 500, 503] {
+    for status in [301, 401, 403, 404, 405, 408, 410, 425, 429, 500, 503] {
         assert!(
             matches!(
                 webhook::classify(status, None, "x"),
@@ -102,7 +103,7 @@ fn partner_answers_classify_as_documented() {
         panic!("400 rejects");
     };
     assert_eq!(reason, format!("HTTP 400: {}", "e".repeat(200)));
-    for status in [401, 404, 409, 410, 422] {
+    for status in [400, 409, 413, 422] {
         assert!(
             matches!(
                 webhook::classify(status, None, ""),

@@ -91,8 +91,10 @@ pub enum WebhookVerdict {
 
 /// The one classification of a partner's answer: 2xx delivered; 408, 425, 429 and 5xx (and
 /// 3xx: redirects are not followed, the URL needs fixing) retried — `Retry-After` seconds
-/// honoured; every other status (4xx) rejects that change. A 409 is rejected too: a partner
-/// answering "conflict" to every retry would otherwise block the destination for good.
+/// honoured; 401, 403, 404, 405 and 410 say the endpoint (or our credentials to it) is wrong,
+/// not the change: retried too, so the destination shows as failing instead of turning every
+/// change into a dead letter; every other status (4xx) rejects that change. A 409 is rejected:
+/// a partner answering "conflict" to every retry would otherwise block the destination.
 pub fn classify(status: u16, retry_after: Option<&str>, answer_body: &str) -> WebhookVerdict {
     let reason = || {
         format!(
@@ -102,16 +104,20 @@ pub fn classify(status: u16, retry_after: Option<&str>, answer_body: &str) -> We
     };
     match status {
         200..=299 => WebhookVerdict::Delivered,
-        300..=399 | 408 | 425 | 429 | 500..=599 => WebhookVerdict::Retry(RetryLater {
-            message: if (300..=399).contains(&status) {
-                format!("HTTP {status}: redirects are not followed; check the destination's url")
-            } else {
-                reason()
-            },
-            retry_after_ms: retry_after
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(|seconds| seconds.saturating_mul(1_000).min(RETRY_AFTER_MAX_MS)),
-        }),
+        300..=399 | 401 | 403 | 404 | 405 | 408 | 410 | 425 | 429 | 500..=599 => {
+            WebhookVerdict::Retry(RetryLater {
+                message: if (300..=399).contains(&status) {
+                    format!(
+                        "HTTP {status}: redirects are not followed; check the destination's url"
+                    )
+                } else {
+                    reason()
+                },
+                retry_after_ms: retry_after
+                    .and_then(|value| value.trim().parse::<u64>().ok())
+                    .map(|seconds| seconds.saturating_mul(1_000).min(RETRY_AFTER_MAX_MS)),
+            })
+        }
         _ => WebhookVerdict::Rejected(reason()),
     }
 }
