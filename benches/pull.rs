@@ -182,7 +182,7 @@ impl Bench {
                     "id": tenant, "name": format!("Pull bench {tenant}"),
                     "virtuous": {"base_url": self.sandbox.url, "api_key": support::api_key(tenant),
                                  "webhook_secret": WEBHOOK_SECRET},
-                    "budget": {"hourly_limit": 1_000_000, "reserve_pct": 0},
+                    "budget": {"hourly_limit": 1_000_000, "reserve_pct": 0, "burst_calls": 100},
                     "pull": pull,
                 })),
             )
