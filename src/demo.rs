@@ -14,13 +14,19 @@
 //! webhooks lose 10 % on the way while members are polled as the backstop; it prints the
 //! parity table and checks that the facts seen by polling only are exactly the lost webhooks.
 //!
+//! Then pattern 3 (`pull`): a tenant pulling Virtuous's gift and contact changes into NDJSON
+//! files in the data dir (`pull-out/`): imports, staff edits and deletes in the sandbox, 20 %
+//! of the webhooks lost and found by a backstop poll; the files are checked against Virtuous.
+//!
 //! # Layout
 //! - `client`: the HTTP client of the engine and of the sandbox control API.
 //! - `polled`: the Constant Contact and Mailchimp tenants (pattern 2) and the parity table.
+//! - `pull`: the pull tenant (pattern 3) and its NDJSON files.
 //! - `report`: progress lines and the summary table.
 
 mod client;
 mod polled;
+mod pull;
 mod report;
 
 use std::path::PathBuf;
@@ -135,11 +141,20 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Vec<TenantSummary>> {
 }
 
 /// `serve`'s configuration for the demo: loopback, port 0, the embedded sandbox, short
-/// retry waits and a reconcile pass every 2 s so the loop closes in seconds.
+/// retry waits and a reconcile pass every 2 s so the loop closes in seconds. The main
+/// listener takes a free port chosen here, so that `public_url` can name it: the pull
+/// tenant's Virtuous webhooks are delivered there. Children tick every second (the backstop
+/// poll asked for starts on the next tick).
 fn demo_config(data_dir: &std::path::Path) -> anyhow::Result<Config> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .context("finding a free loopback port")?
+        .port();
     let overrides = [
         ("STEWARD_DATA_DIR", data_dir.display().to_string()),
-        ("STEWARD_LISTEN", "127.0.0.1:0".into()),
+        ("STEWARD_LISTEN", format!("127.0.0.1:{port}")),
+        ("STEWARD_PUBLIC_URL", format!("http://127.0.0.1:{port}")),
+        ("STEWARD_RUNTIME__HEARTBEAT_MS", "2000".into()),
         ("STEWARD_ADMIN_LISTEN", "127.0.0.1:0".into()),
         ("STEWARD_SANDBOX__EMBEDDED", "true".into()),
         ("STEWARD_SANDBOX__LISTEN", "127.0.0.1:0".into()),
@@ -242,8 +257,10 @@ async fn drive(
     let summaries = watch.verify().await?;
     // Pattern 2: polled and hybrid capture, with the parity table.
     let polled = polled::run(&client, options.seed, started, deadline).await?;
+    // Pattern 3: Virtuous changes pulled into NDJSON files.
+    let pulled = pull::run(&client, options.seed, data_dir, started, deadline).await?;
     println!();
-    for line in polled.lines {
+    for line in polled.lines.into_iter().chain(pulled) {
         println!("steward demo: {line}");
     }
     Ok(summaries)

@@ -114,6 +114,32 @@ impl DemoClient {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A call of the sandbox's Virtuous API with an organization's API key (what a partner's
+    /// other systems would send Virtuous); an error unless 2xx.
+    pub async fn sandbox_api(
+        &self,
+        api_key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.endpoints.sandbox_url);
+        let response = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(api_key)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("calling {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            bail!("{method} {url} answered {status}: {text}");
+        }
+        Ok(())
+    }
+
     /// The sandbox organization's stats.
     pub async fn sandbox_stats(&self, org_id: &str) -> anyhow::Result<Value> {
         self.sandbox_call(

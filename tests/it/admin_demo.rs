@@ -87,7 +87,9 @@ fn a_demo_that_cannot_converge_exits_1_with_the_reason_and_stops_the_engine() {
 
 #[test]
 fn the_demo_converges_with_every_payment_confirmed_exactly_once() {
-    // Goal: the README's run command works: exit 0, a summary per tenant, gifts = payments + refunds.
+    // Goal: the README's run command works: exit 0, a summary per tenant, gifts = payments + refunds;
+    // the pull tenant's NDJSON files hold the newest version of every record in Virtuous
+    // (24 gifts − 2 deleted, 12 contacts) and the 2 deletes, lost webhooks included.
     let (code, stdout, stderr, _) = run_demo(
         &[
             "--tenants",
@@ -115,4 +117,17 @@ fn the_demo_converges_with_every_payment_confirmed_exactly_once() {
         assert_eq!(cells[5], "21", "20 gifts + 1 reversal: {row}");
         assert_eq!(cells[cells.len() - 1], "0", "no dead letters: {row}");
     }
+    let pull = stdout
+        .lines()
+        .find(|line| line.starts_with("steward demo: Pull (demo-5-pull)"))
+        .unwrap_or_else(|| panic!("no pull line:\n{stdout}"));
+    assert!(
+        pull.contains("the newest line of each of 22 gifts and 12 contacts is its version in Virtuous, 2 deletes applied"),
+        "{pull}"
+    );
+    let deletes = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("gift") && line.contains("delete"))
+        .unwrap_or_else(|| panic!("no gift delete row:\n{stdout}"));
+    assert!(deletes.contains(" 2 line(s)"), "{deletes}");
 }
