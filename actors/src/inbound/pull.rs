@@ -59,12 +59,9 @@ fn new_change(
         kind: change.kind,
         op: change.op,
         id: change.id.clone(),
-        // A delete takes at least its arrival time: an update still in flight, dated before
-        // the delete reached us, must not bring the record back.
-        version_ms: match change.op {
-            crate::pull::ChangeOp::Delete => change.modified_ms.unwrap_or(0).max(now_ms),
-            crate::pull::ChangeOp::Upsert => change.modified_ms.unwrap_or(now_ms),
-        },
+        // Virtuous's time when it gives one (a delete is logged at no lower version than
+        // what it deletes: `pull_ops::admit`), else the arrival time.
+        version_ms: change.modified_ms.unwrap_or(now_ms),
         modified_at: change.modified_at.clone(),
         record: serde_json::from_str(&change.record_json)
             .unwrap_or_else(|_| serde_json::Value::String(change.record_json.clone())),
