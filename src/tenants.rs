@@ -318,7 +318,14 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
     let Prepared { spec, doc } = prepared;
     let id = spec.tenant_id.clone();
     let pollers = tenant_pollers(state, &spec, &doc);
-    let destinations = tenant_destinations(&spec, &doc);
+    // A document whose `pull` block did not change keeps its destination instances (and
+    // their delivery loops): an unrelated PATCH must not restart them, and two instances of
+    // one NDJSON destination must never write its directory at once.
+    let pull_unchanged = state.runtime.tenant(&id).is_some()
+        && state.tenant_docs.get(&id).is_some_and(|old| {
+            serde_json::to_value(&old.pull).ok() == serde_json::to_value(&doc.pull).ok()
+        });
+    let destinations = (!pull_unchanged).then(|| tenant_destinations(&spec, &doc));
     state.tenant_docs.insert(id.clone(), doc);
     let handle = match state.runtime.tenant(&id) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
@@ -332,7 +339,9 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
     };
     // Checkpoints and poller state live in the store: a changed schedule keeps them.
     handle.replace_pollers(pollers);
-    handle.replace_destinations(destinations);
+    if let Some(destinations) = destinations {
+        handle.replace_destinations(destinations);
+    }
 }
 
 /// The tenant's pull destinations; one that cannot be built is logged and left out

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::wait_until;
 use crate::confirm_support::{api_key, create_org, sandbox_stats};
 use crate::pg_support::{unique_schema, PgCluster};
 use crate::pull_support::*;
@@ -334,4 +335,63 @@ async fn wait_until_idle(app: &crate::common::TestApp, id: &str, name: &str, log
             .then_some(destination)
     })
     .await
+}
+
+#[actix_rt::test]
+async fn pull_e2e_a_patch_that_leaves_pull_alone_keeps_the_destination_running() {
+    // Goal: an unrelated PATCH (the tenant's name) neither rebuilds the NDJSON destination nor restarts its loop — its unfinished file keeps its identity, inode and birth time (a restart deletes it and writes it again) — while a PATCH of the pull block does rebuild it.
+    use std::os::unix::fs::MetadataExt;
+    let identity = |metadata: &std::fs::Metadata| (metadata.ino(), metadata.created().ok());
+    let id = "pull-patch";
+    let app = spawn_engine(&[]).await;
+    let client = app.client.clone();
+    let sandbox_url = app.sandbox_url();
+    create_org(&app, id, json!({"hourly_limit": 36_000})).await;
+    let files = tempfile::tempdir().unwrap();
+    let destination = json!({"kind": "ndjson", "dir": files.path().to_str().unwrap(),
+                             "rotate_bytes": 1_048_576, "rotate_s": 3_600});
+    app.create_tenant(&pull_tenant(
+        id,
+        json!({"poll_interval_s": 0, "destinations": {"files": destination}}),
+    ))
+    .await;
+    wait_for_subscription(&client, &sandbox_url, id, &["giftCreate", "giftDelete"]).await;
+    import_gifts(&client, &sandbox_url, id, &api_key(id), "OtherTool", "p", 3).await;
+    let partial = files.path().join(".steward-files.partial");
+    let inode = wait_until(CONVERGE, "the unfinished NDJSON file", || async {
+        let metadata = std::fs::metadata(&partial).ok()?;
+        (metadata.len() > 0).then(|| identity(&metadata))
+    })
+    .await;
+    let patch = |body: Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .admin(Method::PATCH, &format!("/v1/tenants/{id}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        }
+    };
+    patch(json!({"name": "Renamed"})).await;
+    // Deliberate: several Inbound ticks (a restart would happen on the first one).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = std::fs::metadata(&partial).expect("the unfinished file is still there");
+    assert_eq!(
+        identity(&kept),
+        inode,
+        "an unrelated PATCH restarted the destination"
+    );
+    patch(json!({"pull": {"include_own": true}})).await;
+    wait_until(
+        CONVERGE,
+        "the rebuilt destination's new unfinished file",
+        || async {
+            let metadata = std::fs::metadata(&partial).ok()?;
+            (identity(&metadata) != inode && metadata.len() > 0).then_some(())
+        },
+    )
+    .await;
 }
