@@ -27,7 +27,7 @@
 //! `STEWARD_BENCH_PG_BATCH` (500, the destination's `batch_max`); `STEWARD_BENCH_POLL_ROUNDS`
 //! (5) of `STEWARD_BENCH_POLL_CHANGES` (1,000).
 
-#[path = "support/pg.rs"]
+#[path = "../tests/it/pg_support.rs"]
 mod pg;
 #[path = "support/mod.rs"]
 mod support;
@@ -355,7 +355,7 @@ async fn main() {
     let poll_changes = env_number("STEWARD_BENCH_POLL_CHANGES", 1_000);
     println!("{}", machine_lines());
 
-    let cluster = pg::PgCluster::start();
+    let cluster = pg::PgCluster::start_durable();
     println!("postgres: {} (fsync on), on loopback", cluster.version());
     let sandbox = SandboxProcess::spawn();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

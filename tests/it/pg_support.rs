@@ -1,7 +1,8 @@
 //! A throwaway PostgreSQL cluster on loopback for the Postgres destination's tests: initdb
 //! into a temp dir, `pg_ctl start` on a free port, trust auth for user `steward`. The
 //! server binaries come from the distribution's packages (`.ci/run` installs them). As
-//! root (CI), the cluster runs as the unprivileged `postgres` user through `runuser`.
+//! root (CI), the cluster runs as the unprivileged `postgres` user through `runuser`. The pull
+//! benchmark includes this file too (`benches/pull.rs`) and starts a durable cluster.
 
 #![allow(dead_code)]
 
@@ -16,6 +17,9 @@ pub struct PgCluster {
     port: u16,
     /// Run the server binaries as `postgres` (we are root).
     as_postgres: bool,
+    /// fsync on (benchmarks: commits cost what they cost on a real server); tests run
+    /// without it.
+    durable: bool,
 }
 
 static SHARED: OnceLock<PgCluster> = OnceLock::new();
@@ -43,6 +47,15 @@ impl PgCluster {
     /// initdb + start on a free loopback port. Panics with what to do when the server
     /// binaries are missing.
     pub fn start() -> PgCluster {
+        PgCluster::start_with(false)
+    }
+
+    /// A cluster with fsync on (the benchmark's).
+    pub fn start_durable() -> PgCluster {
+        PgCluster::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> PgCluster {
         let bin = server_bin_dir();
         let root = tempfile::Builder::new()
             .prefix("steward-pg-")
@@ -55,6 +68,7 @@ impl PgCluster {
             bin,
             port: free_port(),
             as_postgres,
+            durable,
         };
         if as_postgres {
             let chowned = Command::new("chown")
@@ -104,8 +118,13 @@ impl PgCluster {
 
     /// Starts the server on the same port and data (after `stop`, and the first time).
     pub fn start_again(&self) {
+        let fast = if self.durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-c listen_addresses=127.0.0.1 -p {} -k {}{fast}",
             self.port,
             self.root.display()
         );
@@ -117,6 +136,26 @@ impl PgCluster {
             .output()
             .expect("run pg_ctl start");
         assert_success(&output, "pg_ctl start", self);
+    }
+
+    /// The server's version line (`postgres --version`).
+    pub fn version(&self) -> String {
+        Command::new(self.bin.join("postgres"))
+            .arg("--version")
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The postmaster's pid (the first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// A client connection for assertions (its driver runs on the current runtime).
