@@ -180,7 +180,14 @@ impl Inner {
             return Ok(());
         };
         if state.partial.is_none() {
-            std::fs::create_dir_all(&self.dir)?;
+            if !self.dir.is_dir() {
+                std::fs::create_dir_all(&self.dir)?;
+                // The new directory's own entry must survive a crash too (its first files
+                // are finished before the checkpoint moves past them).
+                if let Some(parent) = self.dir.parent() {
+                    sync_dir(parent)?;
+                }
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .write(true)

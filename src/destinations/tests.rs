@@ -153,6 +153,9 @@ fn typed_columns_are_read_leniently() {
     );
     assert_eq!(columns::date_of(Some(&json!("2024-13-40"))), Value::Null);
     assert_eq!(columns::date_of(Some(&json!(17))), Value::Null);
+    // Postgres refuses year 0: no typed date rather than a dead-lettered row.
+    assert_eq!(columns::date_of(Some(&json!("0000-01-01"))), Value::Null);
+    assert_eq!(columns::date_of(Some(&json!("01/01/0000"))), Value::Null);
     assert_eq!(columns::text_of(Some(&json!(42))), json!("42"));
     assert_eq!(
         columns::timestamp_rfc3339("2023-11-14T22:13:20.123").as_deref(),

@@ -152,7 +152,9 @@ pub fn date_of(value: Option<&Value>) -> Value {
         let year: i16 = parts.next()?.get(..4)?.parse().ok()?;
         jiff::civil::Date::new(year, month, day).ok()
     };
-    match iso.or_else(us) {
+    // Postgres refuses year 0 and negative years (jiff reads them): no typed date then,
+    // rather than a refused row.
+    match iso.or_else(us).filter(|date| date.year() >= 1) {
         Some(date) => Value::String(date.to_string()),
         None => Value::Null,
     }
