@@ -14,53 +14,14 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{env_number, new_histogram, summary_ms, Engine};
+use support::{env_number, new_histogram, summary_ms, Engine, SandboxProcess};
 
 const STRIPE_TENANT: &str = "acks";
 const CC_TENANT: &str = "cc-bench";
-
-/// `steward sandbox` in its own process: the Constant Contact side.
-struct SandboxProcess {
-    child: std::process::Child,
-    url: String,
-}
-
-impl SandboxProcess {
-    fn spawn() -> SandboxProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
-            .args(["sandbox", "--listen", "127.0.0.1:0"])
-            .env("STEWARD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn steward sandbox");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("sandbox prints its address");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .expect("an address")
-            .to_string();
-        SandboxProcess { child, url }
-    }
-}
-
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The process's user + system CPU time in ms (`/proc/{pid}/stat`).
 fn cpu_ms(pid: u32) -> u64 {

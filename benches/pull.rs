@@ -33,58 +33,19 @@ mod pg;
 mod support;
 
 use std::collections::HashMap;
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{env_number, new_histogram, summary_ms, Engine};
+use support::{env_number, new_histogram, summary_ms, Engine, SandboxProcess};
 
 const WEBHOOK_SECRET: &str = "bench-virtuous-webhook-secret";
 const SCHEMA: &str = "bench";
 const DESTINATION: &str = "warehouse";
 /// Gifts per import call.
 const IMPORT_BATCH: u64 = 100;
-
-/// `steward sandbox` in its own process: the Virtuous side.
-struct SandboxProcess {
-    child: std::process::Child,
-    url: String,
-}
-
-impl SandboxProcess {
-    fn spawn() -> SandboxProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
-            .args(["sandbox", "--listen", "127.0.0.1:0"])
-            .env("STEWARD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn steward sandbox");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("sandbox prints its address");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .expect("an address")
-            .to_string();
-        SandboxProcess { child, url }
-    }
-}
-
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The bench's view of the world: the engine, the sandbox, the database.
 struct Bench {

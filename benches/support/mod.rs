@@ -456,3 +456,40 @@ pub fn machine() -> String {
         .unwrap_or(1);
     format!("{cores} × {cpu}")
 }
+
+/// `steward sandbox` in its own process: the simulators the `poll` and `pull` benchmarks
+/// measure against, so their CPU is counted apart from the engine's. Killed on drop.
+pub struct SandboxProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl SandboxProcess {
+    pub fn spawn() -> SandboxProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
+            .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .env("STEWARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn steward sandbox");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("sandbox prints its address");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("an address")
+            .to_string();
+        SandboxProcess { child, url }
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
