@@ -7,16 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use steward::destinations::webhook::WebhookDestination;
 use steward::tenant::WebhookDestinationDoc;
 use steward_actors::ports::Destination;
 use steward_actors::pull::{ChangeKind, ChangeOp, ChangeVia, DeliveryAnswer, StoredChange};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+use crate::pull_support::{standard_signature_matches, PARTNER_SECRET as SECRET};
 
 /// One request as the partner saw it.
 #[derive(Debug, Clone)]
@@ -116,18 +113,15 @@ fn change(seq: u64) -> StoredChange {
     }
 }
 
-/// How a partner verifies a request (the documented recipe, written independently here).
+/// How a partner verifies a request (`pull_support`'s independent verifier).
 fn signature_is_valid(received: &Received) -> bool {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET.trim_start_matches("whsec_"))
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{}.{}.{}", received.id, received.timestamp, received.body).as_bytes());
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    received
-        .signature
-        .split(' ')
-        .any(|candidate| candidate.strip_prefix("v1,") == Some(expected.as_str()))
+    standard_signature_matches(
+        SECRET,
+        &received.id,
+        &received.timestamp,
+        &received.signature,
+        received.body.as_bytes(),
+    )
 }
 
 #[actix_rt::test]
