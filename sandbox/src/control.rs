@@ -113,17 +113,14 @@ pub(crate) async fn put_faults<Item: FaultsEntry>(
     body: Bytes,
     registry: web::Data<Registry<Item>>,
 ) -> HttpResponse {
-    let entry = match Item::PATH.find(&request, &registry) {
-        Ok(entry) => entry,
-        Err(response) => return response,
-    };
-    match random_faults(&body) {
-        Ok(faults) => {
-            Item::faults(&mut entry.lock()).random = faults;
-            HttpResponse::NoContent().finish()
-        }
-        Err(response) => response,
-    }
+    set_faults::<Item, _>(
+        &request,
+        &registry,
+        random_faults(&body),
+        |faults, random| {
+            faults.random = random;
+        },
+    )
 }
 
 /// `DELETE …/faults`: no random faults, no script.
@@ -145,13 +142,26 @@ pub(crate) async fn put_script<Item: FaultsEntry>(
     body: Bytes,
     registry: web::Data<Registry<Item>>,
 ) -> HttpResponse {
-    let entry = match Item::PATH.find(&request, &registry) {
+    set_faults::<Item, _>(&request, &registry, script(&body), |faults, script| {
+        faults.script = script.steps.into();
+    })
+}
+
+/// Applies a parsed fault body to the entry's faults: `204`, or the entry's or the body's
+/// error answer.
+fn set_faults<Item: FaultsEntry, T>(
+    request: &HttpRequest,
+    registry: &Registry<Item>,
+    parsed: Result<T, HttpResponse>,
+    apply: impl FnOnce(&mut Faults, T),
+) -> HttpResponse {
+    let entry = match Item::PATH.find(request, registry) {
         Ok(entry) => entry,
         Err(response) => return response,
     };
-    match script(&body) {
-        Ok(script) => {
-            Item::faults(&mut entry.lock()).script = script.steps.into();
+    match parsed {
+        Ok(value) => {
+            apply(Item::faults(&mut entry.lock()), value);
             HttpResponse::NoContent().finish()
         }
         Err(response) => response,

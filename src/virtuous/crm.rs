@@ -74,6 +74,17 @@ impl VirtuousCrm {
         VirtuousClient::new(http, &self.base_url, &self.api_key, self.request_timeout)
             .map_err(|err| err.to_string())
     }
+
+    /// The client and the webhook secret a subscription call needs, or why it is not sent
+    /// (a subscription without our secret could not be verified).
+    fn subscription_client(&self) -> Result<(VirtuousClient, SecretString), String> {
+        let client = self.client()?;
+        let secret = self
+            .webhook_secret
+            .clone()
+            .ok_or_else(|| NO_WEBHOOK_SECRET.to_string())?;
+        Ok((client, secret))
+    }
 }
 
 const NO_WEBHOOK_SECRET: &str = "virtuous.webhook_secret is not set";
@@ -240,17 +251,13 @@ impl Crm for VirtuousCrm {
         payload_url: &str,
         flags: &[String],
     ) -> LocalFuture<(CrmReply, Option<String>)> {
-        let client = self.client();
+        let ready = self.subscription_client();
         let payload_url = payload_url.to_string();
         let flags = flags.to_vec();
-        let secret = self.webhook_secret.clone();
         Box::pin(async move {
-            let client = match client {
-                Ok(client) => client,
+            let (client, secret) = match ready {
+                Ok(ready) => ready,
                 Err(reason) => return (not_sent(reason, 1), None),
-            };
-            let Some(secret) = secret else {
-                return (not_sent(NO_WEBHOOK_SECRET.to_string(), 1), None);
             };
             let result = client.create_webhook(&payload_url, &secret, &flags).await;
             let id = result.value.clone();
@@ -264,20 +271,16 @@ impl Crm for VirtuousCrm {
         payload_url: &str,
         flags: &[String],
     ) -> LocalFuture<CrmReply> {
-        let client = self.client();
+        // The PUT replaces the whole subscription, secret included: without ours it would be
+        // sent unsigned, so it is not sent at all.
+        let ready = self.subscription_client();
         let subscription_id = subscription_id.to_string();
         let payload_url = payload_url.to_string();
         let flags = flags.to_vec();
-        let secret = self.webhook_secret.clone();
         Box::pin(async move {
-            let client = match client {
-                Ok(client) => client,
+            let (client, secret) = match ready {
+                Ok(ready) => ready,
                 Err(reason) => return not_sent(reason, 1),
-            };
-            // The PUT replaces the whole subscription, secret included: without ours it
-            // would be sent unsigned (or not at all).
-            let Some(secret) = secret else {
-                return not_sent(NO_WEBHOOK_SECRET.to_string(), 1);
             };
             let result = client
                 .update_webhook(&subscription_id, &payload_url, &secret, &flags)
