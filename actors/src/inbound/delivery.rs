@@ -93,10 +93,7 @@ impl Handler<DeliverVirtuous> for InboundActor {
         };
         self.behavior.deliveries_handled += 1;
         self.behavior.unparsed_kept += report.unparsed;
-        self.behavior.pull.offered.logged += report.pull.logged;
-        self.behavior.pull.offered.stale += report.pull.stale;
-        self.behavior.pull.offered.duplicates += report.pull.duplicates;
-        self.behavior.pull.offered.rereads += report.pull.rereads;
+        self.behavior.pull.offered.add(report.pull);
         self.publish();
         drop(message);
         let store = self.core.shared.store().clone();

@@ -281,9 +281,7 @@ impl InboundActor {
                     // before the schedule's next one.
                     view.next_backstop_at_ms = pull::next_backstop_at(&actor.core.shared)
                         .map(|scheduled| scheduled.min(report.next_at_ms));
-                    view.offered.logged += report.logged;
-                    view.offered.stale += report.stale;
-                    view.offered.duplicates += report.duplicates;
+                    view.offered.add(report.offered);
                     metrics::counter!(crate::metrics::PULL_POLLS_TOTAL, crate::metrics::LABEL_OUTCOME => report.outcome.clone()).increment(1);
                     if let Some(error) = &report.error {
                         tracing::warn!(tenant_id = %actor.core.shared.tenant_id, error = %error.escape_debug(), "backstop poll failed");
@@ -336,9 +334,7 @@ impl InboundActor {
             view.reread_running = false;
             match result {
                 Ok(offered) => {
-                    view.offered.logged += offered.logged;
-                    view.offered.stale += offered.stale;
-                    view.offered.duplicates += offered.duplicates;
+                    view.offered.add(offered);
                     view.last_reread_error = None;
                     actor.publish();
                     // More may wait (more than one call's worth).

@@ -130,9 +130,9 @@ pub struct BackstopReport {
     pub outcome: String,
     pub calls: u64,
     pub fetched: u64,
-    pub logged: u64,
-    pub stale: u64,
-    pub duplicates: u64,
+    /// What the log made of the records read (`logged`, `stale`, `duplicates`).
+    #[serde(flatten)]
+    pub offered: Offered,
     pub error: Option<String>,
     /// Each kind's high-water mark after the pass (ms).
     pub marks: BTreeMap<String, u64>,
@@ -273,9 +273,7 @@ async fn backstop_kind(
         let offered = offer(shared, &page.changes, ChangeVia::Poll)?;
         shared.store().durable().await?;
         offered.count(ChangeVia::Poll);
-        report.logged += offered.logged;
-        report.stale += offered.stale;
-        report.duplicates += offered.duplicates;
+        report.offered.add(offered);
         if offered.logged > 0 {
             shared.pull_wake.notify_waiters();
         }

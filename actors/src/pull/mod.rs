@@ -227,7 +227,7 @@ pub struct ChangePage {
 }
 
 /// What the log made of changes offered to it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offered {
     pub logged: u64,
     pub stale: u64,
