@@ -18,23 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{env_number, new_histogram, summary_ms, Engine, SandboxProcess};
+use support::{cpu_ms, env_number, new_histogram, summary_ms, Engine, SandboxProcess};
 
 const STRIPE_TENANT: &str = "acks";
 const CC_TENANT: &str = "cc-bench";
-
-/// The process's user + system CPU time in ms (`/proc/{pid}/stat`).
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|both| both.iter().filter_map(|t| t.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ticks * 1_000 / per_second
-}
 
 /// Sends distinct signed events at `rate`/s until `keep_going` turns false (or `max` are
 /// sent); returns the ack latency histogram and the statuses.

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{env_number, new_histogram, summary_ms, Engine, SandboxProcess};
+use support::{cpu_ms, env_number, new_histogram, summary_ms, Engine, SandboxProcess};
 
 const WEBHOOK_SECRET: &str = "bench-virtuous-webhook-secret";
 const SCHEMA: &str = "bench";
@@ -206,19 +206,6 @@ impl Bench {
         })
         .await
     }
-}
-
-/// The process's user + system CPU time in ms (`/proc/{pid}/stat`).
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|both| both.iter().filter_map(|t| t.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ticks * 1_000 / per_second
 }
 
 /// CPU ms of the Postgres server: the postmaster and its children (backends, writers).

@@ -13,7 +13,7 @@ use steward::tenant::WebhookDestinationDoc;
 use steward_actors::ports::Destination;
 use steward_actors::pull::{ChangeKind, ChangeOp, ChangeVia, DeliveryAnswer, StoredChange};
 
-use crate::pull_support::{standard_signature_matches, PARTNER_SECRET as SECRET};
+use crate::pull_support::{header_text, standard_signature_matches, PARTNER_SECRET as SECRET};
 
 /// One request as the partner saw it.
 #[derive(Debug, Clone)]
@@ -46,14 +46,7 @@ async fn receive(
     body: web::Bytes,
     partner: web::Data<Partner>,
 ) -> HttpResponse {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header = |name: &str| header_text(&request, name);
     partner.received.lock().unwrap().push(Received {
         id: header("webhook-id"),
         timestamp: header("webhook-timestamp"),

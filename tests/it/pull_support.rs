@@ -618,19 +618,22 @@ fn signature_is_valid(id: &str, timestamp: &str, signature: &str, body: &[u8]) -
     fresh && standard_signature_matches(PARTNER_SECRET, id, timestamp, signature, body)
 }
 
+/// A request header as text (empty when missing or not text).
+pub fn header_text(request: &HttpRequest, name: &str) -> String {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn receive(
     request: HttpRequest,
     body: web::Bytes,
     partner: web::Data<Partner>,
 ) -> HttpResponse {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header = |name: &str| header_text(&request, name);
     if partner.failing.load(Ordering::SeqCst) {
         partner.refused_while_failing.fetch_add(1, Ordering::SeqCst);
         return HttpResponse::InternalServerError().body("partner down");
