@@ -182,13 +182,7 @@ pub async fn run(
         poll["duplicates"].as_u64().unwrap_or(0) + poll["stale"].as_u64().unwrap_or(0)
     ));
     let destination = wait(deadline, &format!("{tenant}: the NDJSON files"), || async {
-        let (_, answer) = client
-            .admin_call(
-                reqwest::Method::GET,
-                &format!("/tenants/{tenant}/destinations"),
-                None,
-            )
-            .await?;
+        let answer = destinations_view(client, &tenant).await?;
         let destination = answer["destinations"]
             .as_array()
             .and_then(|all| all.iter().find(|d| d["name"] == DESTINATION))
@@ -337,6 +331,18 @@ fn compare(
     problems
 }
 
+/// `GET /v1/tenants/{tenant}/destinations`: the destinations and the pull intake.
+async fn destinations_view(client: &DemoClient, tenant: &str) -> anyhow::Result<Value> {
+    let (_, answer) = client
+        .admin_call(
+            reqwest::Method::GET,
+            &format!("/tenants/{tenant}/destinations"),
+            None,
+        )
+        .await?;
+    Ok(answer)
+}
+
 /// Waits until a backstop pass that started after `after_ms` completed; its report.
 async fn wait_backstop(
     client: &DemoClient,
@@ -345,13 +351,7 @@ async fn wait_backstop(
     deadline: Instant,
 ) -> anyhow::Result<Value> {
     let report = wait(deadline, &format!("{tenant}: a backstop poll"), || async {
-        let (_, answer) = client
-            .admin_call(
-                reqwest::Method::GET,
-                &format!("/tenants/{tenant}/destinations"),
-                None,
-            )
-            .await?;
+        let answer = destinations_view(client, tenant).await?;
         let pull = &answer["pull"];
         let report = &pull["last_backstop"];
         if report["started_at_ms"].as_u64().unwrap_or(0) <= after_ms
