@@ -70,6 +70,7 @@ pub mod source_fact;
 pub mod store;
 pub mod submitter;
 pub mod supervisor;
+pub mod two_way;
 pub mod virtuous_event;
 
 pub use messages::{EnqueueError, KillMode};

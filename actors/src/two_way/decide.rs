@@ -1,0 +1,391 @@
+//! What an incoming change of a linked record leads to (docs/two-way.md "Loop defence"):
+//! the echo layers first, then each field by its rule. Pure: the caller holds the record's
+//! link under the pair's lock, and stores the link, the writes and the conflicts this returns
+//! in one batch.
+//!
+//! Per field a link knows the value both sides agreed on at the last completed sync
+//! (`synced`), the value each side was last seen with (`partner`, `virtuous`), and the writes
+//! decided and not yet made (`pending` per side). A side "changed since the last sync" when
+//! its value differs from `synced` (tolerantly), or when a write of the other side's value is
+//! still on its way to it.
+
+use serde_json::Value;
+
+use super::fields::{exact_hash, is_blank, same, Fields};
+use super::{Conflict, EchoLayer, Incoming, LedgerMark, Link, Mode, PairSettings, Rule, Side};
+
+/// What became of an incoming change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Older than the newest change seen from that side.
+    Stale,
+    /// One of our own writes coming back (the layer that recognised it).
+    Echo(EchoLayer),
+    /// Taken into account (it may still have led to nothing: no field changed).
+    Applied,
+}
+
+/// The effects of one change on its record.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    pub verdict: Option<Verdict>,
+    /// Fields set aside because the other side owns them (layer 4).
+    pub ownership_drops: u64,
+    /// Fields added to each side's pending write (`on`), or that would be (`observe`).
+    pub to_partner: Fields,
+    pub to_virtuous: Fields,
+    /// Conflicts opened or updated (both values as they are now).
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Decision {
+    fn verdict(verdict: Verdict) -> Decision {
+        Decision {
+            verdict: Some(verdict),
+            ..Decision::default()
+        }
+    }
+
+    pub fn writes(&self, side: Side) -> &Fields {
+        match side {
+            Side::Partner => &self.to_partner,
+            Side::Virtuous => &self.to_virtuous,
+        }
+    }
+
+    fn writes_mut(&mut self, side: Side) -> &mut Fields {
+        match side {
+            Side::Partner => &mut self.to_partner,
+            Side::Virtuous => &mut self.to_virtuous,
+        }
+    }
+}
+
+/// The value `side` will hold once what is pending lands (its pending write, else what it
+/// was last seen with).
+fn expected<'a>(link: &'a Link, side: Side, field: &str) -> Option<&'a Value> {
+    link.pending(side)
+        .get(field)
+        .or_else(|| link.values(side).get(field))
+}
+
+/// Whether `incoming` is one of our writes coming back (layers 1–3).
+fn echo_layer(
+    link: &Link,
+    pair: &PairSettings,
+    incoming: &Incoming,
+    now_ms: u64,
+) -> Option<EchoLayer> {
+    if incoming.side == Side::Virtuous && incoming.ours {
+        return Some(EchoLayer::Origin);
+    }
+    let mark = link.ledger(incoming.side)?;
+    let names: Vec<&str> = pair
+        .synced_fields()
+        .filter(|name| incoming.fields.contains_key(*name))
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    if names
+        .iter()
+        .all(|name| mark.fields.get(*name) == incoming.fields.get(*name))
+    {
+        return Some(EchoLayer::Ledger);
+    }
+    let in_window = now_ms.saturating_sub(mark.at_ms) <= pair.echo_window_ms;
+    let tolerant_equal = names
+        .iter()
+        .all(|name| same(name, mark.fields.get(*name), incoming.fields.get(*name)));
+    (in_window && tolerant_equal).then_some(EchoLayer::Window)
+}
+
+/// Decides `incoming` for `link` (mutated: seen values, versions, pending writes, ledger
+/// marks, conflicts, state). `open_conflict(field)` reads a conflict already open on the
+/// record (to update its values).
+pub fn decide(
+    link: &mut Link,
+    pair: &PairSettings,
+    incoming: &Incoming,
+    now_ms: u64,
+    open_conflict: impl Fn(&str) -> Option<Conflict>,
+) -> Decision {
+    let side = incoming.side;
+    if incoming.version_ms < link.version_ms(side) {
+        return Decision::verdict(Verdict::Stale);
+    }
+    link.set_version_ms(side, incoming.version_ms);
+    if let Some(layer) = echo_layer(link, pair, incoming, now_ms) {
+        // What the side holds now is what we wrote (or Virtuous's form of it).
+        for (name, value) in &incoming.fields {
+            link.values_mut(side).insert(name.clone(), value.clone());
+        }
+        return Decision::verdict(Verdict::Echo(layer));
+    }
+    // A real change: a later change equal to our old write is no echo.
+    link.set_ledger(side, None);
+    let mut decision = Decision::verdict(Verdict::Applied);
+    let names: Vec<&'static str> = pair
+        .synced_fields()
+        .filter(|name| incoming.fields.contains_key(*name))
+        .collect();
+    for name in names {
+        let value = incoming.fields[name].clone();
+        link.values_mut(side)
+            .insert(name.to_string(), value.clone());
+        decide_field(
+            link,
+            pair,
+            side,
+            name,
+            &value,
+            now_ms,
+            &open_conflict,
+            &mut decision,
+        );
+    }
+    if pair.mode == Mode::On {
+        for target in [Side::Partner, Side::Virtuous] {
+            let writes = decision.writes(target).clone();
+            if !writes.is_empty() {
+                order_write(link, target, &writes, now_ms);
+            }
+        }
+        link.settle_state(now_ms, &format!("{} change", side.name()));
+    } else {
+        observe_state(link, &decision, now_ms, side);
+    }
+    decision
+}
+
+// Size: the five rules side by side read as one table.
+#[allow(clippy::too_many_arguments)]
+fn decide_field(
+    link: &mut Link,
+    pair: &PairSettings,
+    side: Side,
+    name: &str,
+    value: &Value,
+    now_ms: u64,
+    open_conflict: &impl Fn(&str) -> Option<Conflict>,
+    decision: &mut Decision,
+) {
+    let other = side.other();
+    if link.conflicts.iter().any(|field| field == name) {
+        // Still waiting for a person: keep both values current, write nothing.
+        if let Some(mut conflict) = open_conflict(name) {
+            match side {
+                Side::Partner => conflict.partner = value.clone(),
+                Side::Virtuous => conflict.virtuous = value.clone(),
+            }
+            conflict.updated_ms = now_ms;
+            decision.conflicts.push(conflict);
+        }
+        return;
+    }
+    let base = link.synced.get(name).cloned();
+    let other_value = expected(link, other, name).cloned();
+    let changed_here = match &base {
+        Some(base) => !same(name, Some(value), Some(base)),
+        None => !same(name, Some(value), other_value.as_ref()),
+    };
+    if !changed_here {
+        // Back to the synced value: an earlier value of ours still on its way across is
+        // outdated.
+        if link
+            .pending(other)
+            .get(name)
+            .is_some_and(|pending| !same(name, Some(pending), Some(value)))
+        {
+            link.pending_mut(other).remove(name);
+            if !same(name, Some(value), link.values(other).get(name)) {
+                decision
+                    .writes_mut(other)
+                    .insert(name.to_string(), value.clone());
+            }
+        } else if same(name, Some(value), other_value.as_ref())
+            && link.pending(side).get(name).is_none()
+        {
+            link.synced.insert(name.to_string(), value.clone());
+        }
+        return;
+    }
+    // The other side changed since the last sync: its value differs from the synced one,
+    // or a write of it to this side is still pending.
+    let other_seen = link.values(other).get(name).cloned();
+    let other_changed = link.pending(side).contains_key(name)
+        || match &base {
+            Some(base) => !same(name, Some(base), other_seen.as_ref()),
+            None => false,
+        };
+    let owner = match pair.rule(name) {
+        Rule::DontSync => return,
+        Rule::PartnerWins => Some(Side::Partner),
+        Rule::VirtuousWins => Some(Side::Virtuous),
+        Rule::PreferPartnerUnlessBlank => {
+            let partner_value = if side == Side::Partner {
+                Some(value.clone())
+            } else {
+                expected(link, Side::Partner, name).cloned()
+            };
+            Some(if is_blank(partner_value.as_ref()) {
+                Side::Virtuous
+            } else {
+                Side::Partner
+            })
+        }
+        Rule::NewestWins => None,
+    };
+    match owner {
+        Some(owner) if owner == side => {
+            // This side owns the field: its value goes across; a correction we had queued
+            // towards this side is void.
+            link.pending_mut(side).remove(name);
+            if !same(name, Some(value), other_value.as_ref()) {
+                decision
+                    .writes_mut(other)
+                    .insert(name.to_string(), value.clone());
+            } else {
+                link.synced.insert(name.to_string(), value.clone());
+            }
+        }
+        Some(owner) => {
+            decision.ownership_drops += 1;
+            let owner_value = expected(link, owner, name).cloned().or(base);
+            if let Some(owner_value) = owner_value {
+                if !same(name, Some(value), Some(&owner_value)) {
+                    decision
+                        .writes_mut(side)
+                        .insert(name.to_string(), owner_value);
+                }
+            }
+        }
+        None if other_changed && !same(name, Some(value), other_value.as_ref()) => {
+            // Both sides changed the field since the last sync: a person decides. Whatever
+            // was on its way to either side for it stays where it is.
+            link.pending_mut(Side::Partner).remove(name);
+            link.pending_mut(Side::Virtuous).remove(name);
+            link.conflicts.push(name.to_string());
+            let (partner, virtuous) = match side {
+                Side::Partner => (value.clone(), other_value.unwrap_or(Value::Null)),
+                Side::Virtuous => (other_value.unwrap_or(Value::Null), value.clone()),
+            };
+            decision.conflicts.push(Conflict {
+                id: Conflict::id_of(&link.pair, &link.partner_id, name),
+                pair: link.pair.clone(),
+                partner_id: link.partner_id.clone(),
+                virtuous_id: link.virtuous_id.clone(),
+                field: name.to_string(),
+                synced: link.synced.get(name).cloned().unwrap_or(Value::Null),
+                partner,
+                virtuous,
+                opened_ms: now_ms,
+                updated_ms: now_ms,
+            });
+        }
+        None if other_changed => {
+            // Both sides changed it to the same value.
+            link.pending_mut(side).remove(name);
+            link.pending_mut(other).remove(name);
+            link.synced.insert(name.to_string(), value.clone());
+        }
+        None => {
+            decision
+                .writes_mut(other)
+                .insert(name.to_string(), value.clone());
+        }
+    }
+}
+
+/// Adds `fields` to the side's pending write and marks the ledger with what the side will
+/// hold once it lands.
+pub fn order_write(link: &mut Link, side: Side, fields: &Fields, now_ms: u64) {
+    let pending = link.pending_mut(side);
+    for (name, value) in fields {
+        pending.insert(name.clone(), value.clone());
+    }
+    let mut after = link.values(side).clone();
+    for (name, value) in link.pending(side) {
+        after.insert(name.clone(), value.clone());
+    }
+    link.set_ledger(
+        side,
+        Some(LedgerMark {
+            hash: exact_hash(&after),
+            fields: after,
+            at_ms: now_ms,
+        }),
+    );
+}
+
+/// Observing: nothing is pending; the state says what would happen.
+fn observe_state(link: &mut Link, decision: &Decision, now_ms: u64, side: Side) {
+    let state = if !decision.conflicts.is_empty() || !link.conflicts.is_empty() {
+        super::SyncState::Conflict
+    } else if !decision.to_virtuous.is_empty() {
+        super::SyncState::VirtuousPending
+    } else if !decision.to_partner.is_empty() {
+        super::SyncState::PartnerPending
+    } else {
+        super::SyncState::InSync
+    };
+    link.record(now_ms, state, &format!("{} change (observed)", side.name()));
+}
+
+/// A write to `side` landed with `written`: the side holds it now; fields the other side
+/// holds too are in sync; pending values that were written are done (a newer pending value
+/// stays).
+pub fn complete_write(link: &mut Link, side: Side, written: &Fields, now_ms: u64) {
+    let other = side.other();
+    for (name, value) in written {
+        link.values_mut(side).insert(name.clone(), value.clone());
+        if link.pending(side).get(name) == Some(value) {
+            link.pending_mut(side).remove(name);
+        }
+        if same(name, Some(value), expected(link, other, name)) {
+            link.synced.insert(name.clone(), value.clone());
+        }
+    }
+    link.settle_state(now_ms, &format!("written to {}", side.name()));
+}
+
+/// Settles the conflict on `field` with `value`: the value goes to each side that does not
+/// hold it, and is the synced value once both do.
+pub fn resolve(link: &mut Link, field: &str, value: &Value, now_ms: u64) -> Decision {
+    link.conflicts.retain(|name| name != field);
+    let mut decision = Decision::verdict(Verdict::Applied);
+    for side in [Side::Partner, Side::Virtuous] {
+        if !same(field, link.values(side).get(field), Some(value)) {
+            decision
+                .writes_mut(side)
+                .insert(field.to_string(), value.clone());
+        }
+    }
+    for side in [Side::Partner, Side::Virtuous] {
+        let writes = decision.writes(side).clone();
+        if !writes.is_empty() {
+            order_write(link, side, &writes, now_ms);
+        }
+    }
+    if decision.to_partner.is_empty() && decision.to_virtuous.is_empty() {
+        link.synced.insert(field.to_string(), value.clone());
+    }
+    link.settle_state(now_ms, &format!("conflict on {field} resolved"));
+    decision
+}
+
+/// A record seen on one side for the first time, linked to the other: what each side holds
+/// is recorded; fields equal on both sides are in sync.
+pub fn seed(link: &mut Link, side: Side, fields: &Fields, version_ms: u64) {
+    link.set_version_ms(side, version_ms.max(link.version_ms(side)));
+    for (name, value) in fields {
+        link.values_mut(side).insert(name.clone(), value.clone());
+        if same(
+            name,
+            Some(value),
+            link.values(side.other()).get(name.as_str()),
+        ) {
+            link.synced.insert(name.clone(), value.clone());
+        }
+    }
+}
