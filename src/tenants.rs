@@ -100,6 +100,8 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
             crm_unreachable_after: config.alerts.crm_unreachable_after,
         },
         pull: pull_settings(doc),
+        // Filled from the document's `two_way` block (docs/two-way.md).
+        two_way: Vec::new(),
     }
 }
 

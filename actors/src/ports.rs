@@ -204,6 +204,13 @@ pub trait Crm: Send + Sync + 'static {
     ) -> LocalFuture<(CrmReply, Option<ChangePage>)>;
     /// `GET /api/Organization/Current` (connection test): the organization name when read.
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)>;
+    /// `GET /api/Contact/{id}`: `Some(Some(contact))` when read, `Some(None)` on 404 (gone,
+    /// archived, merged away), `None` when the answer was unreadable. Two-way writes read the
+    /// contact before they change it.
+    fn read_contact(&self, id: &str) -> LocalFuture<(CrmReply, Option<Option<serde_json::Value>>)>;
+    /// `PUT /api/Contact/{id}` with the full contact `body` (read, then changed by two-way
+    /// sync: `two_way::fields::apply_to_virtuous`).
+    fn put_contact(&self, id: &str, body: String) -> LocalFuture<CrmReply>;
 }
 
 /// The Crm of a tenant whose Virtuous client cannot be built (no key, embedded sandbox
@@ -291,6 +298,17 @@ impl Crm for UnconfiguredCrm {
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
         let reply = self.reply();
         Box::pin(async move { (reply, None) })
+    }
+    fn read_contact(
+        &self,
+        _id: &str,
+    ) -> LocalFuture<(CrmReply, Option<Option<serde_json::Value>>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+    fn put_contact(&self, _id: &str, _body: String) -> LocalFuture<CrmReply> {
+        let reply = self.reply();
+        Box::pin(async move { reply })
     }
 }
 
@@ -408,6 +426,75 @@ impl std::fmt::Debug for DestinationSpec {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("batch_max", &self.batch_max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A partner contact as a [`PartnerWriter`] reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartnerContact {
+    /// The partner's id of the person (Mailchimp: `unique_email_id`).
+    pub id: String,
+    /// Canonical fields (`two_way::fields`).
+    pub fields: crate::two_way::Fields,
+    /// The partner's change time (ms), when it says.
+    pub version_ms: Option<u64>,
+}
+
+/// What a partner write or read led to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartnerAnswer<T> {
+    Done(T),
+    /// Try again later (timeouts, 429, 5xx); `after_ms` when the partner says.
+    Retry {
+        reason: String,
+        after_ms: Option<u64>,
+    },
+    /// The partner refused it for good (400, 404 on a list, …): a dead letter.
+    Refused {
+        reason: String,
+    },
+}
+
+/// One page of a partner's contacts (the cross-match lists them all).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PartnerPage {
+    pub contacts: Vec<PartnerContact>,
+    /// `None`: the listing is done.
+    pub next_cursor: Option<String>,
+}
+
+/// A partner's contacts write API (pattern 4; adapters in the `steward` crate: Mailchimp
+/// members, generic platforms). Writes are idempotent upserts by id, so a write repeated
+/// after a crash changes nothing. Calls of one pair never overlap (its loop awaits each).
+/// Futures run on the tenant's arbiter; implementations never retry on their own and never
+/// panic.
+pub trait PartnerWriter: Send + Sync + 'static {
+    /// Sets `set` on the partner contact `partner_id` (`None`: creates one). `current` is
+    /// what the partner held as far as Steward knows (Mailchimp finds a member by the hash
+    /// of its current email). Answers the contact as the partner holds it now.
+    fn upsert(
+        &self,
+        partner_id: Option<&str>,
+        current: &crate::two_way::Fields,
+        set: &crate::two_way::Fields,
+    ) -> LocalFuture<PartnerAnswer<PartnerContact>>;
+    /// One page of every contact (`cursor` from the previous page; `None` = the first).
+    fn list(&self, cursor: Option<String>) -> LocalFuture<PartnerAnswer<PartnerPage>>;
+}
+
+/// A configured two-way partner: the pair's name and its writer.
+#[derive(Clone)]
+pub struct PartnerSpec {
+    /// `mailchimp` or `platform:{name}` (the key under `two_way`).
+    pub pair: String,
+    pub writer: std::sync::Arc<dyn PartnerWriter>,
+}
+
+impl std::fmt::Debug for PartnerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerSpec")
+            .field("pair", &self.pair)
             .finish_non_exhaustive()
     }
 }

@@ -19,6 +19,8 @@ pub struct TenantSettings {
     pub confirm: ConfirmSettings,
     pub alerts: AlertSettings,
     pub pull: PullSettings,
+    /// Two-way pairs (pattern 4; tenant document `two_way`, docs/two-way.md).
+    pub two_way: Vec<crate::two_way::PairSettings>,
 }
 
 /// Pull (pattern 3; tenant document `pull`, docs/pull.md): what Inbound takes from Virtuous
@@ -157,6 +159,7 @@ impl Default for TenantSettings {
             confirm: ConfirmSettings::default(),
             alerts: AlertSettings::default(),
             pull: PullSettings::default(),
+            two_way: Vec::new(),
         }
     }
 }

@@ -181,6 +181,15 @@ impl Crm for FakeCrm {
         assert!(!self.strict, "not used by confirmation passes");
         ready((reply(500), None))
     }
+    fn read_contact(
+        &self,
+        _id: &str,
+    ) -> LocalFuture<(CrmReply, Option<Option<serde_json::Value>>)> {
+        ready((reply(500), None))
+    }
+    fn put_contact(&self, _id: &str, _body: String) -> LocalFuture<CrmReply> {
+        ready(reply(500))
+    }
     fn update_webhook(
         &self,
         _subscription_id: &str,

@@ -260,6 +260,25 @@ impl VirtuousClient {
         decoded.map_value(value, None)
     }
 
+    /// `GET /api/Contact/{id}`: the full contact (two-way sync reads before it writes).
+    /// `value` is `Some(None)` on 404: gone, archived or merged away.
+    pub async fn contact_by_id(&self, id: &str) -> CallResult<Option<serde_json::Value>> {
+        let url = self.endpoint(&["api", "Contact", id], &[]);
+        let raw = self.call(Method::GET, url, None, false, 0).await;
+        if raw.facts.status == Some(404) {
+            return raw.map_value(Some(None), None);
+        }
+        let decoded: CallResult<serde_json::Value> = decode_json(raw);
+        let value = decoded.value.clone().map(Some);
+        decoded.map_value(value, None)
+    }
+
+    /// `PUT /api/Contact/{id}` with the full contact (two-way sync's update).
+    pub async fn put_contact(&self, id: &str, body: String) -> CallResult {
+        let url = self.endpoint(&["api", "Contact", id], &[]);
+        self.call(Method::PUT, url, Some(body), true, 1).await
+    }
+
     /// `GET /api/Organization/Current`: the cheapest authenticated call (connection tests).
     pub async fn organization_current(&self) -> CallResult<Organization> {
         let url = self.endpoint(&["api", "Organization", "Current"], &[]);

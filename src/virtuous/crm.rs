@@ -246,6 +246,32 @@ impl Crm for VirtuousCrm {
         })
     }
 
+    fn read_contact(&self, id: &str) -> LocalFuture<(CrmReply, Option<Option<serde_json::Value>>)> {
+        let client = self.client();
+        let id = id.to_string();
+        Box::pin(async move {
+            let client = match client {
+                Ok(client) => client,
+                Err(reason) => return (not_sent(reason, 0), None),
+            };
+            let result = client.contact_by_id(&id).await;
+            let contact = result.value.clone();
+            (reply_of(&result), contact)
+        })
+    }
+
+    fn put_contact(&self, id: &str, body: String) -> LocalFuture<CrmReply> {
+        let client = self.client();
+        let id = id.to_string();
+        Box::pin(async move {
+            let client = match client {
+                Ok(client) => client,
+                Err(reason) => return not_sent(reason, 1),
+            };
+            reply_of(&client.put_contact(&id, body).await)
+        })
+    }
+
     fn register_webhook(
         &self,
         payload_url: &str,

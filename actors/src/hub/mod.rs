@@ -70,6 +70,14 @@ pub struct TenantShared {
     pub pull_poll_requested: std::sync::atomic::AtomicBool,
     /// What the destination loops show while they run, by destination name.
     pub destination_live: Mutex<std::collections::BTreeMap<String, crate::pull::DestinationLive>>,
+    /// The tenant's two-way partners (replaced when its document changes); Inbound runs one
+    /// pair loop each.
+    partners: RwLock<Arc<Vec<crate::ports::PartnerSpec>>>,
+    /// Wakes the pair loops when writes were ordered (a partner change, a resolution).
+    pub two_way_wake: Arc<tokio::sync::Notify>,
+    /// Serialises changes to the tenant's two-way links (Capture, Inbound and the admin
+    /// doors all change them).
+    pub two_way_lock: Mutex<()>,
 }
 
 impl TenantShared {
@@ -113,7 +121,27 @@ impl TenantShared {
             pull_wake: Arc::new(tokio::sync::Notify::new()),
             pull_poll_requested: std::sync::atomic::AtomicBool::new(false),
             destination_live: Mutex::new(std::collections::BTreeMap::new()),
+            partners: RwLock::new(Arc::new(Vec::new())),
+            two_way_wake: Arc::new(tokio::sync::Notify::new()),
+            two_way_lock: Mutex::new(()),
         }
+    }
+
+    /// The configured two-way partners.
+    pub fn partners(&self) -> Arc<Vec<crate::ports::PartnerSpec>> {
+        Arc::clone(
+            &self
+                .partners
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+    pub fn replace_partners(&self, partners: Vec<crate::ports::PartnerSpec>) {
+        *self
+            .partners
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(partners);
+        self.two_way_wake.notify_waiters();
     }
 
     /// The configured pollers.

@@ -181,6 +181,12 @@ impl TenantHandle {
         self.shared.replace_destinations(destinations);
     }
 
+    /// The tenant's two-way partners (its document changed or it started). Links and
+    /// pending writes are in the store; Inbound restarts its pair loops on its next tick.
+    pub fn replace_partners(&self, partners: Vec<crate::ports::PartnerSpec>) {
+        self.shared.replace_partners(partners);
+    }
+
     /// The tenant's Virtuous (for admin one-off calls such as the connection test, which
     /// still draw from the budget: see the budget ledger).
     pub fn crm(&self) -> Arc<dyn Crm> {

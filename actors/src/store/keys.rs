@@ -48,6 +48,20 @@ pub mod section {
     pub const DEST_DEAD: u8 = 0x5C;
     /// Changes to re-read (a webhook lacked fields): `{kind}\0{id}`; JSON.
     pub const PULL_REREAD: u8 = 0x5D;
+    /// Two-way links: `{pair}\0{partner id}` → `two_way::Link`; JSON (`store::two_way_ops`).
+    pub const TW_LINK: u8 = 0x61;
+    /// `{pair}\0{Virtuous id}` → the partner id of its link.
+    pub const TW_BY_VIRTUOUS: u8 = 0x62;
+    /// Links with writes pending: `{pair}\0{partner id}` → empty (the pair loop's work list).
+    pub const TW_PENDING: u8 = 0x63;
+    /// Open conflicts: `{conflict id}` → `two_way::Conflict`; JSON.
+    pub const TW_CONFLICT: u8 = 0x64;
+    /// A pair's counters and cross-match job: `{pair}\0counts`, `{pair}\0cross-match`; JSON.
+    pub const TW_STATE: u8 = 0x65;
+    /// A pair's dead letters: `{pair}\0{seq BE}`; JSON.
+    pub const TW_DEAD: u8 = 0x66;
+    /// Cross-match rows and report: `{pair}\0{p|v|r}\0{id or seq BE}`; JSON.
+    pub const TW_XMATCH: u8 = 0x67;
 }
 
 /// Builds the keys of one tenant's key space.

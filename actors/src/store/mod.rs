@@ -37,6 +37,7 @@ mod registry;
 mod secrets;
 mod tenant;
 mod tenant_data;
+pub mod two_way_ops;
 pub mod types;
 pub mod unparsed_ops;
 
@@ -144,6 +145,9 @@ pub enum EnqueueOutcome {
     Queued { seq: u64 },
     /// The idempotency key was seen before; nothing was written.
     Duplicate,
+    /// A partner change a two-way pair took (`on`): decided against the record's link
+    /// (echo dropped, writes ordered, or a conflict opened), not queued for Virtuous.
+    TwoWay,
 }
 
 impl EnqueueOutcome {

@@ -252,6 +252,12 @@ pub struct Link {
     pub pending_virtuous: Fields,
     /// Left alone by the cross-match policy: never written to either side.
     pub external_only: bool,
+    /// A Virtuous contact is to be made from the partner's values (cross-match policy
+    /// `create`): a contact transaction naming the partner id as its reference.
+    pub create_virtuous: bool,
+    /// A partner contact is to be made from Virtuous's values (cross-match policy `create`);
+    /// the link's partner id is `virtuous:{id}` until the partner answers with its own.
+    pub create_partner: bool,
     pub history: Vec<Transition>,
 }
 
