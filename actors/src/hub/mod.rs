@@ -78,6 +78,8 @@ pub struct TenantShared {
     /// Serialises changes to the tenant's two-way links (Capture, Inbound and the admin
     /// doors all change them).
     pub two_way_lock: Mutex<()>,
+    /// What the pair loops show while they run, by pair.
+    pub two_way_live: Mutex<std::collections::BTreeMap<String, crate::two_way::PairLive>>,
 }
 
 impl TenantShared {
@@ -124,7 +126,16 @@ impl TenantShared {
             partners: RwLock::new(Arc::new(Vec::new())),
             two_way_wake: Arc::new(tokio::sync::Notify::new()),
             two_way_lock: Mutex::new(()),
+            two_way_live: Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// A snapshot of the pair loops' live view.
+    pub fn two_way_live(&self) -> std::collections::BTreeMap<String, crate::two_way::PairLive> {
+        self.two_way_live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The configured two-way partners.

@@ -28,7 +28,10 @@ use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
 
 mod doors;
+mod two_way_doors;
+
 pub use doors::{DestinationCommandError, DestinationSnapshot};
+pub use two_way_doors::{PairView, TwoWayError};
 
 /// Everything needed to start a tenant's actors.
 pub struct TenantSpec {

@@ -27,7 +27,7 @@ fn gift(id: &str, now_ms: u64) -> NewEntry {
 fn queued_seq(tenant: &TenantStore, entry: NewEntry) -> u64 {
     match tenant.enqueue(vec![entry]).unwrap()[0] {
         EnqueueOutcome::Queued { seq } => seq,
-        EnqueueOutcome::Duplicate => panic!("unexpected duplicate"),
+        ref other => panic!("unexpected {other:?}"),
     }
 }
 

@@ -337,7 +337,7 @@ fn removing_queue_entries_keeps_gauges_exact() {
                 .unwrap()[0]
             {
                 EnqueueOutcome::Queued { seq } => seq,
-                EnqueueOutcome::Duplicate => panic!("fresh keys"),
+                ref other => panic!("fresh keys: {other:?}"),
             }
         })
         .collect();

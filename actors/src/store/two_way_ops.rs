@@ -11,7 +11,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::keys::{prefix_end, section};
 use super::{io_error, StoreError, TenantStore};
 use crate::two_way::cross_match::{PartnerRow, ReportRow, VirtuousRow};
-use crate::two_way::{Conflict, Link, PairCounts, Side};
+use crate::two_way::decide::{decide, Decision, Verdict};
+use crate::two_way::{Conflict, Incoming, Link, Mode, PairCounts, PairSettings, Side};
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|err| StoreError::Codec(format!("two-way state: {err}")))
@@ -80,7 +81,76 @@ fn add_counts(into: &mut PairCounts, delta: &PairCounts) {
     );
 }
 
+/// The counters one decision adds.
+pub fn decision_counts(
+    pair: &PairSettings,
+    incoming: &Incoming,
+    decision: &Decision,
+    opened: u64,
+) -> PairCounts {
+    let mut counts = PairCounts::default();
+    match incoming.side {
+        Side::Partner => counts.partner_changes = 1,
+        Side::Virtuous => counts.virtuous_changes = 1,
+    }
+    match decision.verdict {
+        Some(Verdict::Stale) => counts.stale = 1,
+        Some(Verdict::Echo(layer)) => counts.dropped(layer, 1),
+        _ => {}
+    }
+    counts.dropped_ownership += decision.ownership_drops;
+    counts.conflicts_opened = opened;
+    if pair.mode == Mode::Observe {
+        counts.would_write_partner = u64::from(!decision.to_partner.is_empty());
+        counts.would_write_virtuous = u64::from(!decision.to_virtuous.is_empty());
+    }
+    counts
+}
+
 impl TenantStore {
+    /// Decides `incoming` for `link` and stores the outcome (link, conflicts, counters) in
+    /// one batch. The caller holds the tenant's two-way lock.
+    pub fn apply_two_way_change(
+        &self,
+        pair: &PairSettings,
+        mut link: Link,
+        incoming: &Incoming,
+        now_ms: u64,
+    ) -> Result<(Link, Decision), StoreError> {
+        let before: Vec<String> = link.conflicts.clone();
+        let decision = decide(&mut link, pair, incoming, now_ms);
+        let mut conflicts = Vec::new();
+        for conflict in &decision.conflicts {
+            if before.contains(&conflict.field) {
+                // An update of an open conflict: keep its opening time and the other value.
+                let mut stored = self
+                    .two_way_conflict(&conflict.id)?
+                    .unwrap_or_else(|| conflict.clone());
+                match incoming.side {
+                    Side::Partner => stored.partner = conflict.partner.clone(),
+                    Side::Virtuous => stored.virtuous = conflict.virtuous.clone(),
+                }
+                stored.updated_ms = now_ms;
+                conflicts.push(stored);
+            } else {
+                conflicts.push(conflict.clone());
+            }
+        }
+        let opened = decision
+            .conflicts
+            .iter()
+            .filter(|conflict| !before.contains(&conflict.field))
+            .count() as u64;
+        let counts = decision_counts(pair, incoming, &decision, opened);
+        self.save_two_way(TwoWayUpdate {
+            links: vec![link.clone()],
+            conflicts,
+            counts: vec![(pair.pair.clone(), counts)],
+            ..TwoWayUpdate::default()
+        })?;
+        Ok((link, decision))
+    }
+
     fn pair_key(&self, section: u8, pair: &str, tail: &str) -> Vec<u8> {
         self.inner().keys.source_key(section, pair, tail.as_bytes())
     }

@@ -222,6 +222,116 @@ pub fn summarise(rows: &[ReportRow]) -> BTreeMap<String, u64> {
     counts
 }
 
+/// What to do with each group on approval (`POST …/cross-match/approve`). Ambiguous
+/// records are never merged: they are left as they are, listed in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// `link` (the pair syncs them from now on) or `leave`.
+    pub matched: MatchedPolicy,
+    /// `create` (a Virtuous contact is made) or `external_only` (never synced).
+    pub partner_only: OneSidePolicy,
+    /// `create` (a partner contact is made) or `external_only`.
+    pub virtuous_only: OneSidePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedPolicy {
+    Link,
+    Leave,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OneSidePolicy {
+    Create,
+    ExternalOnly,
+}
+
+/// A cross-match job's state. The names are the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Reading the partner's contacts.
+    PagingPartner,
+    /// Reading Virtuous contacts (budget-paced, reconcile lane).
+    PagingVirtuous,
+    /// The report is ready; nothing is written until an operator approves it.
+    Ready,
+    /// Applying the approved policies.
+    Applying,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    pub fn finished(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+}
+
+/// What applying the policies did (each record once).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Applied {
+    pub linked: u64,
+    pub create_virtuous: u64,
+    pub create_partner: u64,
+    pub external_only: u64,
+    pub left: u64,
+}
+
+/// A pair's cross-match job (stored; `GET /v1/tenants/{id}/cross-match` shows it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossMatchJob {
+    pub pair: String,
+    pub state: JobState,
+    pub started_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// The partner listing's next cursor (`None` before the first page and when done).
+    pub partner_cursor: Option<String>,
+    pub partner_rows: u64,
+    /// Virtuous rows read, and the total the query reported.
+    pub virtuous_rows: u64,
+    pub virtuous_total: Option<u64>,
+    /// Records per group, and up to five example rows of each.
+    pub summary: BTreeMap<String, u64>,
+    pub examples: BTreeMap<String, Vec<ReportRow>>,
+    /// Report rows stored (`GET …/cross-match/report` streams them).
+    pub report_rows: u64,
+    pub policies: Option<Policies>,
+    /// Report rows applied so far (resumes from here after a restart).
+    pub applied_through: u64,
+    pub applied: Applied,
+    /// Estimated time to finish paging Virtuous at the current allowance.
+    pub eta_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl CrossMatchJob {
+    pub fn new(pair: &str, now_ms: u64) -> CrossMatchJob {
+        CrossMatchJob {
+            pair: pair.to_string(),
+            state: JobState::PagingPartner,
+            started_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            partner_cursor: None,
+            partner_rows: 0,
+            virtuous_rows: 0,
+            virtuous_total: None,
+            summary: BTreeMap::new(),
+            examples: BTreeMap::new(),
+            report_rows: 0,
+            policies: None,
+            applied_through: 0,
+            applied: Applied::default(),
+            eta_ms: None,
+            error: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

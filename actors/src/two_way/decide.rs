@@ -101,15 +101,10 @@ fn echo_layer(
 }
 
 /// Decides `incoming` for `link` (mutated: seen values, versions, pending writes, ledger
-/// marks, conflicts, state). `open_conflict(field)` reads a conflict already open on the
-/// record (to update its values).
-pub fn decide(
-    link: &mut Link,
-    pair: &PairSettings,
-    incoming: &Incoming,
-    now_ms: u64,
-    open_conflict: impl Fn(&str) -> Option<Conflict>,
-) -> Decision {
+/// marks, conflicts, state). A change of a field already in conflict comes back as a
+/// [`Conflict`] carrying the changing side's new value only (the other `null`): the caller
+/// updates the stored conflict with it.
+pub fn decide(link: &mut Link, pair: &PairSettings, incoming: &Incoming, now_ms: u64) -> Decision {
     let side = incoming.side;
     if incoming.version_ms < link.version_ms(side) {
         return Decision::verdict(Verdict::Stale);
@@ -133,16 +128,7 @@ pub fn decide(
         let value = incoming.fields[name].clone();
         link.values_mut(side)
             .insert(name.to_string(), value.clone());
-        decide_field(
-            link,
-            pair,
-            side,
-            name,
-            &value,
-            now_ms,
-            &open_conflict,
-            &mut decision,
-        );
+        decide_field(link, pair, side, name, &value, now_ms, &mut decision);
     }
     if pair.mode == Mode::On {
         for target in [Side::Partner, Side::Virtuous] {
@@ -158,8 +144,22 @@ pub fn decide(
     decision
 }
 
+fn conflict_of(link: &Link, name: &str, partner: Value, virtuous: Value, now_ms: u64) -> Conflict {
+    Conflict {
+        id: Conflict::id_of(&link.pair, &link.partner_id, name),
+        pair: link.pair.clone(),
+        partner_id: link.partner_id.clone(),
+        virtuous_id: link.virtuous_id.clone(),
+        field: name.to_string(),
+        synced: link.synced.get(name).cloned().unwrap_or(Value::Null),
+        partner,
+        virtuous,
+        opened_ms: now_ms,
+        updated_ms: now_ms,
+    }
+}
+
 // Size: the five rules side by side read as one table.
-#[allow(clippy::too_many_arguments)]
 fn decide_field(
     link: &mut Link,
     pair: &PairSettings,
@@ -167,20 +167,17 @@ fn decide_field(
     name: &str,
     value: &Value,
     now_ms: u64,
-    open_conflict: &impl Fn(&str) -> Option<Conflict>,
     decision: &mut Decision,
 ) {
     let other = side.other();
     if link.conflicts.iter().any(|field| field == name) {
-        // Still waiting for a person: keep both values current, write nothing.
-        if let Some(mut conflict) = open_conflict(name) {
-            match side {
-                Side::Partner => conflict.partner = value.clone(),
-                Side::Virtuous => conflict.virtuous = value.clone(),
-            }
-            conflict.updated_ms = now_ms;
-            decision.conflicts.push(conflict);
-        }
+        // Still waiting for a person: keep the side's value current, write nothing.
+        let (partner, virtuous) = match side {
+            Side::Partner => (value.clone(), Value::Null),
+            Side::Virtuous => (Value::Null, value.clone()),
+        };
+        let conflict = conflict_of(link, name, partner, virtuous, now_ms);
+        decision.conflicts.push(conflict);
         return;
     }
     let base = link.synced.get(name).cloned();
@@ -270,18 +267,8 @@ fn decide_field(
                 Side::Partner => (value.clone(), other_value.unwrap_or(Value::Null)),
                 Side::Virtuous => (other_value.unwrap_or(Value::Null), value.clone()),
             };
-            decision.conflicts.push(Conflict {
-                id: Conflict::id_of(&link.pair, &link.partner_id, name),
-                pair: link.pair.clone(),
-                partner_id: link.partner_id.clone(),
-                virtuous_id: link.virtuous_id.clone(),
-                field: name.to_string(),
-                synced: link.synced.get(name).cloned().unwrap_or(Value::Null),
-                partner,
-                virtuous,
-                opened_ms: now_ms,
-                updated_ms: now_ms,
-            });
+            let conflict = conflict_of(link, name, partner, virtuous, now_ms);
+            decision.conflicts.push(conflict);
         }
         None if other_changed => {
             // Both sides changed it to the same value.

@@ -55,10 +55,6 @@ fn synced_link() -> Link {
     link
 }
 
-fn no_conflict(_: &str) -> Option<super::Conflict> {
-    None
-}
-
 #[test]
 fn a_partner_edit_goes_to_virtuous_and_its_echo_is_dropped_by_the_ledger() {
     // Goal: the write is ordered once; the exact echo (no origin mark) is layer 2's.
@@ -69,7 +65,6 @@ fn a_partner_edit_goes_to_virtuous_and_its_echo_is_dropped_by_the_ledger() {
         &settings,
         &change(Side::Partner, 10, &[("first_name", json!("Anne"))]),
         1_000,
-        no_conflict,
     );
     assert_eq!(
         decision.to_virtuous,
@@ -84,7 +79,7 @@ fn a_partner_edit_goes_to_virtuous_and_its_echo_is_dropped_by_the_ledger() {
         20,
         &[("first_name", json!("Anne")), ("email", json!("ann@x.org"))],
     );
-    let decision = decide(&mut link, &settings, &echo, 500_000, no_conflict);
+    let decision = decide(&mut link, &settings, &echo, 500_000);
     assert_eq!(decision.verdict, Some(Verdict::Echo(EchoLayer::Ledger)));
     assert!(decision.to_partner.is_empty());
 }
@@ -100,30 +95,22 @@ fn only_the_origin_layer_catches_an_echo_of_an_earlier_write() {
         &settings,
         &change(Side::Partner, 10, &[("first_name", json!("Anne"))]),
         1_000,
-        no_conflict,
     );
     decide(
         &mut link,
         &settings,
         &change(Side::Partner, 11, &[("first_name", json!("Annie"))]),
         1_001,
-        no_conflict,
     );
     let mut first_echo = change(Side::Virtuous, 20, &[("first_name", json!("Anne"))]);
-    let without_origin = decide(
-        &mut link.clone(),
-        &settings,
-        &first_echo,
-        1_002,
-        no_conflict,
-    );
+    let without_origin = decide(&mut link.clone(), &settings, &first_echo, 1_002);
     assert_eq!(
         without_origin.verdict,
         Some(Verdict::Applied),
         "not an echo by ledger or window"
     );
     first_echo.ours = true;
-    let decision = decide(&mut link, &settings, &first_echo, 1_002, no_conflict);
+    let decision = decide(&mut link, &settings, &first_echo, 1_002);
     assert_eq!(decision.verdict, Some(Verdict::Echo(EchoLayer::Origin)));
     assert!(decision.to_partner.is_empty());
 }
@@ -138,19 +125,12 @@ fn only_the_window_catches_a_reformatted_echo_and_only_inside_the_window() {
         &settings,
         &change(Side::Virtuous, 10, &[("email", json!("Ann.Lee@X.org"))]),
         1_000,
-        no_conflict,
     );
     assert_eq!(link.pending(Side::Partner)["email"], json!("Ann.Lee@X.org"));
     let reformatted = change(Side::Partner, 20, &[("email", json!("ann.lee@x.org"))]);
-    let late = decide(
-        &mut link.clone(),
-        &settings,
-        &reformatted,
-        1_000 + 121_000,
-        no_conflict,
-    );
+    let late = decide(&mut link.clone(), &settings, &reformatted, 1_000 + 121_000);
     assert_ne!(late.verdict, Some(Verdict::Echo(EchoLayer::Window)));
-    let decision = decide(&mut link, &settings, &reformatted, 5_000, no_conflict);
+    let decision = decide(&mut link, &settings, &reformatted, 5_000);
     assert_eq!(decision.verdict, Some(Verdict::Echo(EchoLayer::Window)));
     // The window never drops a different value.
     let mut link = synced_link();
@@ -159,10 +139,9 @@ fn only_the_window_catches_a_reformatted_echo_and_only_inside_the_window() {
         &settings,
         &change(Side::Virtuous, 10, &[("email", json!("ann.lee@x.org"))]),
         1_000,
-        no_conflict,
     );
     let different = change(Side::Partner, 20, &[("email", json!("ann.li@x.org"))]);
-    let decision = decide(&mut link, &settings, &different, 2_000, no_conflict);
+    let decision = decide(&mut link, &settings, &different, 2_000);
     assert_eq!(decision.verdict, Some(Verdict::Applied));
 }
 
@@ -176,7 +155,6 @@ fn only_ownership_keeps_a_field_the_other_side_owns() {
         &settings,
         &change(Side::Partner, 10, &[("email", json!("new@x.org"))]),
         1_000,
-        no_conflict,
     );
     assert_eq!(decision.ownership_drops, 1);
     assert!(decision.to_virtuous.is_empty());
@@ -190,7 +168,6 @@ fn only_ownership_keeps_a_field_the_other_side_owns() {
         &settings,
         &change(Side::Virtuous, 11, &[("email", json!("v@x.org"))]),
         1_001,
-        no_conflict,
     );
     assert_eq!(decision.to_partner, fields(&[("email", json!("v@x.org"))]));
 }
@@ -206,14 +183,12 @@ fn only_a_conflict_catches_both_sides_editing_a_shared_field() {
         &settings,
         &change(Side::Partner, 10, &[("first_name", json!("Anne"))]),
         1_000,
-        no_conflict,
     );
     let decision = decide(
         &mut link,
         &settings,
         &change(Side::Virtuous, 11, &[("first_name", json!("Annabel"))]),
         1_500,
-        no_conflict,
     );
     assert_eq!(decision.conflicts.len(), 1);
     assert_eq!(decision.conflicts[0].partner, json!("Anne"));
@@ -244,7 +219,6 @@ fn prefer_partner_unless_blank_fills_a_blank_partner_from_virtuous() {
         &settings,
         &change(Side::Partner, 10, &[("first_name", json!(""))]),
         1_000,
-        no_conflict,
     );
     assert_eq!(decision.to_partner, fields(&[("first_name", json!("Ann"))]));
     let decision = decide(
@@ -252,7 +226,6 @@ fn prefer_partner_unless_blank_fills_a_blank_partner_from_virtuous() {
         &settings,
         &change(Side::Virtuous, 11, &[("first_name", json!("Annie"))]),
         1_001,
-        no_conflict,
     );
     assert_eq!(decision.ownership_drops, 1);
     assert!(decision.to_partner.is_empty());
@@ -268,7 +241,6 @@ fn observing_writes_nothing_and_reports_what_it_would_do() {
         &settings,
         &change(Side::Partner, 10, &[("first_name", json!("Anne"))]),
         1_000,
-        no_conflict,
     );
     assert_eq!(decision.to_virtuous.len(), 1);
     assert!(link.pending(Side::Virtuous).is_empty());
@@ -286,7 +258,6 @@ fn a_stale_change_changes_nothing() {
         &settings,
         &change(Side::Partner, 10, &[("first_name", json!("Anne"))]),
         1_000,
-        no_conflict,
     );
     let before = link.clone();
     let decision = decide(
@@ -294,7 +265,6 @@ fn a_stale_change_changes_nothing() {
         &settings,
         &change(Side::Partner, 5, &[("first_name", json!("Old"))]),
         1_001,
-        no_conflict,
     );
     assert_eq!(decision.verdict, Some(Verdict::Stale));
     assert_eq!(link, before);
@@ -353,7 +323,7 @@ fn land(
         version_ms: *version,
         ours: side == Side::Virtuous,
     };
-    decide(link, settings, &echo, now, |_| None);
+    decide(link, settings, &echo, now);
     1
 }
 
@@ -383,7 +353,7 @@ proptest! {
                     world.insert((side, name.to_string()), new_value.clone());
                     version += 1;
                     edits += 1;
-                    decide(&mut link, &settings, &Incoming { side, fields: [(name.to_string(), new_value)].into_iter().collect(), version_ms: version, ours: false }, now, |_| None);
+                    decide(&mut link, &settings, &Incoming { side, fields: [(name.to_string(), new_value)].into_iter().collect(), version_ms: version, ours: false }, now);
                 }
                 Step::LandPartner => writes += land(&mut link, &settings, Side::Partner, &mut world, &mut version, now),
                 Step::LandVirtuous => writes += land(&mut link, &settings, Side::Virtuous, &mut world, &mut version, now),

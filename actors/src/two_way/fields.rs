@@ -343,6 +343,24 @@ fn set_email_method(individual: &mut Value, set: &Fields) {
     }
 }
 
+/// A value an operator gives for `field` (a conflict's resolution): text or `null` for
+/// names and email, an array of strings for tags, a bool for `subscribed`.
+pub fn check_value(field: &str, value: &Value) -> Result<Value, String> {
+    match (field, value) {
+        ("email" | "first_name" | "last_name", Value::String(_) | Value::Null) => Ok(value.clone()),
+        ("tags", Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Ok(tags_value(value))
+        }
+        ("subscribed", Value::Bool(_)) => Ok(value.clone()),
+        ("email" | "first_name" | "last_name", _) => {
+            Err(format!("`{field}` takes a string or null"))
+        }
+        ("tags", _) => Err("`tags` takes an array of strings".into()),
+        ("subscribed", _) => Err("`subscribed` takes true or false".into()),
+        _ => Err(format!("unknown field `{field}`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

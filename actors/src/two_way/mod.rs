@@ -446,3 +446,14 @@ impl PairCounts {
         *counter += n;
     }
 }
+
+/// What a pair's loop shows while it runs (not stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairLive {
+    /// `idle`, `writing`, `waiting` (retry or budget), `cross_match`, `paused` (observe).
+    pub activity: String,
+    /// The change-log position the pair has decided through.
+    pub checkpoint: u64,
+    pub last_error: Option<String>,
+    pub next_attempt_at_ms: Option<u64>,
+}
