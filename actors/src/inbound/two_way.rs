@@ -25,7 +25,9 @@ use crate::pull::{ChangeKind, ChangeOp, StoredChange};
 use crate::store::two_way_ops::{TwoWayDeadLetter, TwoWayUpdate};
 use crate::store::{Lane, StoreError};
 use crate::two_way::decide::complete_write;
-use crate::two_way::fields::{apply_to_virtuous, from_virtuous, only, virtuous_references, Fields};
+use crate::two_way::fields::{
+    apply_to_virtuous, from_virtuous, only, same, virtuous_references, Fields,
+};
 use crate::two_way::{Incoming, Link, Mode, PairCounts, PairLive, PairSettings, Side};
 
 /// Changes decided per round, and links written per round.
@@ -459,6 +461,26 @@ impl PairLoop {
                     store.apply_two_way_change(pair, link, &incoming, now_ms)?;
                 crate::metrics::count_two_way(Side::Virtuous, &decision, opened);
                 link = decided;
+            }
+            // Fields Virtuous already holds (a write repeated after a crash) are done.
+            let fresh = from_virtuous(&current);
+            let already: Fields = link
+                .pending(Side::Virtuous)
+                .iter()
+                .filter(|(name, value)| same(name, Some(value), fresh.get(name.as_str())))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            if !already.is_empty() {
+                complete_write(
+                    &mut link,
+                    Side::Virtuous,
+                    &already,
+                    self.shared.clock.now_ms(),
+                );
+                store.save_two_way(TwoWayUpdate {
+                    links: vec![link.clone()],
+                    ..TwoWayUpdate::default()
+                })?;
             }
             link.pending(Side::Virtuous).clone()
         };
