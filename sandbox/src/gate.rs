@@ -1,17 +1,21 @@
 //! The end of the gate of the source simulators that decide everything under one lock
-//! (Constant Contact, feeds): the [`Plan`] made under the lock, the status it logs and counts,
-//! and carrying it out (latency, a hang, closing unanswered) after the lock is released.
+//! (Constant Contact, feeds, partners): the [`Plan`] made under the lock, the status it logs
+//! and counts, and carrying it out (latency, a hang, closing unanswered) after the lock is
+//! released; and the whole gate of the generic simulators that answer `{"error", "message"}`
+//! (feeds, partners).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::faults::FaultDecision;
+use crate::faults::{FaultDecision, Faults, RequestKey};
 use crate::request_log::{LoggedRequest, RequestLog};
-use crate::server::close_connection;
+use crate::server::{close_connection, status_code};
 
 /// What the gate decided under the lock.
 pub(crate) enum Plan {
@@ -106,18 +110,19 @@ impl Plan {
     }
 }
 
-/// Counts one `GET` by status and logs it (`path` with its query, as the log shows it).
-pub(crate) fn record_get(
+/// Counts one request by status and logs it (`path` with its query, as the log shows it).
+pub(crate) fn record_request(
     by_status: &mut BTreeMap<u16, u64>,
     log: &mut RequestLog,
     at_ms: u64,
+    method: &'static str,
     path: String,
     status: u16,
 ) {
     *by_status.entry(status).or_default() += 1;
     log.push(LoggedRequest {
         at_ms,
-        method: "GET",
+        method,
         path: Cow::Owned(path),
         status,
         transaction_ids: Vec::new(),
@@ -131,4 +136,78 @@ pub(crate) fn path_and_query(path: &str, query: &str) -> String {
         "" => path.to_owned(),
         query => format!("{path}?{query}"),
     }
+}
+
+/// A request's method as the request log keeps it (a static name).
+pub(crate) fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// The generic simulators' error: `{"error": code, "message"}`.
+pub(crate) fn json_error(status: u16, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status_code(status)).json(json!({"error": code, "message": message}))
+}
+
+/// An entry's state behind [`json_gate`].
+pub(crate) trait JsonGated {
+    fn faults(&mut self) -> &mut Faults;
+    /// Seeds the random fault draws.
+    fn seed(&self) -> u64;
+    /// API requests counted so far: the fault draw's attempt is this + 1.
+    fn requests_so_far(&self) -> u64;
+}
+
+/// The gate of the generic simulators (feeds, partners), under the entry's lock: auth (the
+/// caller's verdict) → scripted step → random fault → `handle`. Refusals and fault answers
+/// are `{"error", "message"}` (a step's own body wins), with `Retry-After` when the fault
+/// gives one. The draw's transactionId is the query string; `route` is the template a
+/// script step's `match.path` may name.
+pub(crate) fn json_gate<State: JsonGated>(
+    state: &mut State,
+    request: &HttpRequest,
+    route: &str,
+    authorized: bool,
+    handle: impl FnOnce(&mut State) -> HttpResponse,
+) -> Plan {
+    if !authorized {
+        return Plan::refuse(json_error(
+            401,
+            "unauthorized",
+            "missing or wrong credentials",
+        ));
+    }
+    let key = RequestKey {
+        method: request.method().as_str(),
+        path: request.path(),
+        route,
+        transaction_id: request.query_string(),
+    };
+    let attempt = state.requests_so_far() as u32 + 1;
+    let seed = state.seed();
+    let faults = state.faults();
+    let latency_ms = faults.random.latency_ms;
+    let decision = faults.decide(seed, &key, attempt);
+    Plan::from_decision(decision, latency_ms, || handle(state), json_fault_answer)
+}
+
+fn json_fault_answer(status: u16, retry_after_s: Option<u64>, body: Option<Value>) -> HttpResponse {
+    let mut response = match (body, status) {
+        (Some(body), _) => HttpResponse::build(status_code(status)).json(body),
+        (None, 429) => json_error(429, "rate_limited", "Too many requests."),
+        (None, 401) => json_error(401, "unauthorized", "missing or wrong credentials"),
+        (None, _) => json_error(status, "server_error", "An internal error occurred."),
+    };
+    if let Some(seconds) = retry_after_s {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
