@@ -13,7 +13,9 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use crate::clock::now_ms;
 use crate::faults::{FaultDecision, Faults, RequestKey};
+use crate::registry::Entry;
 use crate::request_log::{LoggedRequest, RequestLog};
 use crate::server::{close_connection, status_code};
 
@@ -155,28 +157,61 @@ pub(crate) fn json_error(status: u16, code: &str, message: &str) -> HttpResponse
     HttpResponse::build(status_code(status)).json(json!({"error": code, "message": message}))
 }
 
-/// An entry's state behind [`json_gate`].
+/// An entry's state behind [`serve_json`].
 pub(crate) trait JsonGated {
     fn faults(&mut self) -> &mut Faults;
     /// Seeds the random fault draws.
     fn seed(&self) -> u64;
     /// API requests counted so far: the fault draw's attempt is this + 1.
     fn requests_so_far(&self) -> u64;
+    /// Whether the request carries the entry's credentials (counting a refusal as it likes).
+    fn authorize(&mut self, request: &HttpRequest) -> bool;
+    /// Counts and logs one request as answered (`status` 0 = closed unanswered); `route` is
+    /// the template the caller named.
+    fn record(&mut self, route: &str, request: LoggedRequest);
 }
 
-/// The gate of the generic simulators (feeds, partners), under the entry's lock: auth (the
-/// caller's verdict) → scripted step → random fault → `handle`. Refusals and fault answers
-/// are `{"error", "message"}` (a step's own body wins), with `Retry-After` when the fault
-/// gives one. The draw's transactionId is the query string; `route` is the template a
-/// script step's `match.path` may name.
-pub(crate) fn json_gate<State: JsonGated>(
+/// The gate of the generic simulators (feeds, partners): under the entry's lock, auth →
+/// scripted step → random fault → `handle`, the request counted and logged; then the plan is
+/// carried out outside the lock. Refusals and fault answers are `{"error", "message"}` (a
+/// step's own body wins), with `Retry-After` when the fault gives one. The draw's
+/// transactionId is the query string; `route` is the template a script step's `match.path`
+/// may name.
+pub(crate) async fn serve_json<Item: Entry>(
+    request: &HttpRequest,
+    entry: &Item,
+    route: &str,
+    handle: impl FnOnce(&mut Item::State) -> HttpResponse,
+) -> HttpResponse
+where
+    Item::State: JsonGated,
+{
+    let at_ms = now_ms();
+    let path = path_and_query(request.path(), request.query_string());
+    let plan = {
+        let mut state = entry.lock();
+        let plan = json_gate(&mut *state, request, route, handle);
+        let logged = LoggedRequest {
+            at_ms,
+            method: method_name(request.method()),
+            path: Cow::Owned(path),
+            status: plan.logged_status(),
+            transaction_ids: Vec::new(),
+            reference_ids: Vec::new(),
+        };
+        state.record(route, logged);
+        plan
+    };
+    plan.carry_out(request).await
+}
+
+fn json_gate<State: JsonGated>(
     state: &mut State,
     request: &HttpRequest,
     route: &str,
-    authorized: bool,
     handle: impl FnOnce(&mut State) -> HttpResponse,
 ) -> Plan {
-    if !authorized {
+    if !state.authorize(request) {
         return Plan::refuse(json_error(
             401,
             "unauthorized",

@@ -1,5 +1,6 @@
 //! `GET /feeds/{feed}/items`: the crate's JSON gate under the feed's lock (auth → scripted
-//! step → random fault → handler), then the page. Errors are `{"error", "message"}`.
+//! step → random fault → handler, counted and logged), then the page. Errors are
+//! `{"error", "message"}`.
 
 use std::collections::HashMap;
 
@@ -8,11 +9,10 @@ use serde_json::{json, Value};
 
 use super::feed::{FeedState, Registry};
 use super::items::{Item, Listing};
-use crate::clock::now_ms;
 use crate::faults::Faults;
-use crate::gate::{json_error, json_gate, method_name, path_and_query, record_request, JsonGated};
+use crate::gate::{json_error, serve_json, JsonGated};
 use crate::listing::PageRules;
-use crate::registry::Entry as _;
+use crate::request_log::LoggedRequest;
 use crate::server::{path_param, query_fields};
 
 /// The route template a script step's `match.path` may name.
@@ -31,6 +31,28 @@ impl JsonGated for FeedState {
     }
     fn requests_so_far(&self) -> u64 {
         self.counters.api_requests_by_status.values().sum()
+    }
+    /// The auth header carries exactly the feed's value (when the feed has one).
+    fn authorize(&mut self, request: &HttpRequest) -> bool {
+        let (Some(header), Some(expected)) = (&self.spec.auth_header, &self.spec.auth_value) else {
+            return true;
+        };
+        let authorized = request
+            .headers()
+            .get(header.as_str())
+            .is_some_and(|value| value.as_bytes() == expected.as_bytes());
+        if !authorized {
+            self.counters.unauthorized += 1;
+        }
+        authorized
+    }
+    fn record(&mut self, _route: &str, request: LoggedRequest) {
+        *self
+            .counters
+            .api_requests_by_status
+            .entry(request.status)
+            .or_default() += 1;
+        self.requests.push(request);
     }
 }
 
@@ -52,39 +74,13 @@ fn items_page(state: &mut FeedState, query: &HashMap<String, String>) -> HttpRes
 }
 
 async fn get_items(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    let now = now_ms();
     let feed_id = path_param(&request, "feed");
     let Some(feed) = registry.by_id(&feed_id) else {
         return json_error(404, "not_found", &format!("unknown feed {feed_id:?}"));
     };
-    let path = path_and_query(request.path(), request.query_string());
-    let plan = {
-        let mut state = feed.lock();
-        let authorized = authorized(&state, &request);
-        if !authorized {
-            state.counters.unauthorized += 1;
-        }
-        let query = query_fields(request.query_string());
-        let plan = json_gate(&mut *state, &request, ITEMS_ROUTE, authorized, |state| {
-            items_page(state, &query)
-        });
-        let state = &mut *state;
-        let status = plan.logged_status();
-        let by_status = &mut state.counters.api_requests_by_status;
-        let method = method_name(request.method());
-        record_request(by_status, &mut state.requests, now, method, path, status);
-        plan
-    };
-    plan.carry_out(&request).await
-}
-
-/// The auth header carries exactly the feed's value (when the feed has one).
-fn authorized(state: &FeedState, request: &HttpRequest) -> bool {
-    let (Some(header), Some(expected)) = (&state.spec.auth_header, &state.spec.auth_value) else {
-        return true;
-    };
-    request
-        .headers()
-        .get(header.as_str())
-        .is_some_and(|value| value.as_bytes() == expected.as_bytes())
+    let query = query_fields(request.query_string());
+    serve_json(&request, &*feed, ITEMS_ROUTE, |state| {
+        items_page(state, &query)
+    })
+    .await
 }
