@@ -41,6 +41,12 @@ impl<Item> Default for Registry<Item> {
     }
 }
 
+impl<Item> AsRef<Registry<Item>> for Registry<Item> {
+    fn as_ref(&self) -> &Registry<Item> {
+        self
+    }
+}
+
 impl<Item> Registry<Item> {
     /// Adds `build()` under `id`. When `id` is taken, nothing changes: `Ok` if
     /// `is_same(existing)` (creating the same thing again is a no-op), else `IdTaken`. An

@@ -9,23 +9,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::account::{
-    subscriber_hash, unique_email_id, Account, AccountState, DroppedEvent, List, Member,
-    DROPPED_LOG_CAPACITY,
-};
-use super::webhooks::{event_pairs, fired_at, form_encode, is_dropped, AudienceEvent};
-use super::webhooks::{EventType, WebhookJob};
+use super::account::{subscriber_hash, unique_email_id, Account, AccountState, List, Member};
+use super::webhooks::{AudienceEvent, EventType, Source};
 use crate::registry::Entry as _;
-
-/// Who made a change, as Mailchimp's webhook `sources` name them (no sandbox route makes an
-/// `admin` change).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// The control API: a subscriber or a person in the Mailchimp app.
-    User,
-    /// The Marketing API's writes.
-    Api,
-}
 
 /// What one change does to a member (the control API's `PATCH` body).
 #[derive(Debug, Default, Deserialize)]
@@ -390,56 +376,5 @@ impl Account {
         };
         self.change(state, list_id, member_id, change, Source::Api)?;
         Ok(())
-    }
-
-    /// Counts one event and sends it, unless no webhook is set, the webhook does not take
-    /// the change's source, or the event is dropped.
-    fn fire(
-        &self,
-        state: &mut AccountState,
-        list_id: &str,
-        event: &AudienceEvent,
-        member: &Member,
-        source: Source,
-    ) {
-        let Some(settings) = state
-            .lists
-            .get(list_id)
-            .and_then(|list| list.webhook.clone())
-        else {
-            return;
-        };
-        let taken = match source {
-            Source::User => settings.sources.user,
-            Source::Api => settings.sources.api,
-        };
-        if !taken {
-            state.webhooks_source_off += 1;
-            return;
-        }
-        if is_dropped(self.spec.seed, settings.drop_pct, list_id, event, member) {
-            state.webhooks_dropped += 1;
-            if state.dropped.len() >= DROPPED_LOG_CAPACITY {
-                state.dropped.pop_front();
-            }
-            state.dropped.push_back(DroppedEvent {
-                list_id: list_id.to_owned(),
-                id: member.unique_email_id.clone(),
-                subscriber_hash: member.id.clone(),
-                email: member.email_address.clone(),
-                kind: event.kind.name(),
-                fired_at: fired_at(member.last_changed_s),
-            });
-            return;
-        }
-        state.webhooks_fired += 1;
-        let job = WebhookJob {
-            url: settings.url,
-            body: form_encode(&event_pairs(event, member, list_id)),
-            counters: std::sync::Arc::clone(&self.delivery),
-        };
-        if self.webhook_sender.send(job).is_err() {
-            tracing::warn!("sandbox Mailchimp webhook dispatcher stopped; event not sent");
-        }
     }
 }

@@ -9,7 +9,8 @@
 //!   the lowercased email, and the stable `unique_email_id`), webhook settings, counters.
 //! - `members`: how members change — user changes (control API) and API writes — and the
 //!   events each fires.
-//! - `webhooks`: form encoding, the drop draw, the delivery task.
+//! - `webhooks`: firing an event (the webhook's `sources`, the drop draw), form encoding,
+//!   the delivery task.
 //! - `routes_api`: the gate (auth → connection slot → script → random faults) and the
 //!   `/mailchimp/3.0` reads; `routes_write`: its writes; `routes_control`: `/_sandbox/mailchimp`.
 
@@ -22,6 +23,8 @@ mod webhooks;
 
 #[cfg(test)]
 mod smoke_tests;
+#[cfg(test)]
+mod sources_tests;
 #[cfg(test)]
 mod write_tests;
 
