@@ -103,6 +103,17 @@ impl<Record: Ordered> OrderedStore<Record> {
         self.order.iter().filter_map(|(_, id)| self.by_id.get(id))
     }
 
+    /// `{prefix}{n}`: the next generated id no record has.
+    pub(crate) fn next_numbered_id(&mut self, prefix: &str) -> String {
+        loop {
+            self.created += 1;
+            let id = format!("{prefix}{}", self.created);
+            if self.get(&id).is_none() {
+                return id;
+            }
+        }
+    }
+
     /// Inserts or replaces a record, keeping the order index in step.
     pub(crate) fn put(&mut self, record: Record) {
         if let Some(previous) = self.by_id.get(record.id()) {

@@ -83,6 +83,24 @@ impl<Item> Registry<Item> {
             .cloned()
     }
 
+    /// Runs `action` on the locked state of entry `id`; `unknown {noun} "id"` when there is
+    /// none (the in-process calls of the source simulators).
+    pub(crate) fn with<T>(
+        &self,
+        id: &str,
+        noun: &str,
+        action: impl FnOnce(&mut Item::State) -> Result<T, String>,
+    ) -> Result<T, String>
+    where
+        Item: Entry,
+    {
+        let entry = self
+            .by_id(id)
+            .ok_or_else(|| format!("unknown {noun} {id:?}"))?;
+        let mut state = entry.lock();
+        action(&mut state)
+    }
+
     /// The first entry `matches` (a scan: for cold paths and few entries).
     pub(crate) fn find(&self, matches: impl Fn(&Item) -> bool) -> Option<Arc<Item>> {
         self.entries

@@ -44,19 +44,6 @@ impl Ordered for Item {
 /// A feed's items in listing order.
 pub(crate) type ItemStore = OrderedStore<Item>;
 
-impl ItemStore {
-    /// `item-{n}`: the next free generated id.
-    pub(crate) fn next_id(&mut self) -> String {
-        loop {
-            self.created += 1;
-            let id = format!("item-{}", self.created);
-            if self.get(&id).is_none() {
-                return id;
-            }
-        }
-    }
-}
-
 /// RFC 7386 JSON merge patch: objects merge member by member, `null` removes, anything
 /// else replaces.
 pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
@@ -101,7 +88,7 @@ mod tests {
     use super::*;
 
     fn item(store: &mut ItemStore, updated_at_s: u64) -> String {
-        let id = store.next_id();
+        let id = store.next_numbered_id("item-");
         store.put(Item {
             id: id.clone(),
             updated_at_s,

@@ -9,15 +9,14 @@ use serde_json::{json, Value};
 
 use super::account::subscriber_hash;
 use super::smoke_tests::{read_form, sandbox_with_account};
-use super::write_tests::{api, control_call, member_path};
-use crate::test_support::webhook_receiver;
-use crate::SandboxHandle;
+use super::write_tests::{api, member_path, ACCOUNT_CONTROL};
+use crate::test_support::{webhook_receiver, ControlClient};
 
 /// Waits until the account has delivered `delivered` webhooks; answers its stats.
-async fn delivered(handle: &SandboxHandle, client: &reqwest::Client, delivered: u64) -> Value {
+async fn delivered(control: &ControlClient, delivered: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, stats) = control_call(handle, client, Method::GET, "/stats", Value::Null).await;
+        let (_, stats) = control.control(Method::GET, "/stats", Value::Null).await;
         if stats["webhooks_delivered"].as_u64() >= Some(delivered) {
             return stats;
         }
@@ -34,36 +33,34 @@ async fn api_changes_fire_the_user_event_kinds_unless_the_webhook_leaves_out_api
     // user change still fires.
     let (hook_url, mut hooks, receiver) = webhook_receiver(read_form);
     let (handle, client) = sandbox_with_account().await;
-    let (status, settings) = control_call(
-        &handle,
-        &client,
-        Method::PUT,
-        "/lists/list1/webhook",
-        json!({"url": hook_url, "sources": {"user": true}}),
-    )
-    .await;
+    let control = ControlClient::new(&handle, ACCOUNT_CONTROL);
+    let (status, settings) = control
+        .control(
+            Method::PUT,
+            "/lists/list1/webhook",
+            json!({"url": hook_url, "sources": {"user": true}}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         settings["sources"],
         json!({"user": true, "admin": true, "api": true})
     );
-    let (status, _) = control_call(
-        &handle,
-        &client,
-        Method::PUT,
-        "/lists/list1/webhook",
-        json!({"url": hook_url, "sources": {"robots": true}}),
-    )
-    .await;
+    let (status, _) = control
+        .control(
+            Method::PUT,
+            "/lists/list1/webhook",
+            json!({"url": hook_url, "sources": {"robots": true}}),
+        )
+        .await;
     assert_eq!(status, 400, "unknown sources are refused");
-    control_call(
-        &handle,
-        &client,
-        Method::PUT,
-        "/lists/list1/webhook",
-        json!({"url": hook_url}),
-    )
-    .await;
+    control
+        .control(
+            Method::PUT,
+            "/lists/list1/webhook",
+            json!({"url": hook_url}),
+        )
+        .await;
 
     let hash = subscriber_hash("dee@example.org");
     let moved = subscriber_hash("dee2@example.org");
@@ -102,7 +99,7 @@ async fn api_changes_fire_the_user_event_kinds_unless_the_webhook_leaves_out_api
         Some(tags),
     )
     .await;
-    delivered(&handle, &client, 5).await;
+    delivered(&control, 5).await;
     let mut kinds: Vec<String> = (0..5)
         .map(|_| hooks.try_recv().unwrap()["type"].clone())
         .collect();
@@ -112,14 +109,13 @@ async fn api_changes_fire_the_user_event_kinds_unless_the_webhook_leaves_out_api
         ["profile", "profile", "subscribe", "unsubscribe", "upemail"]
     );
 
-    control_call(
-        &handle,
-        &client,
-        Method::PUT,
-        "/lists/list1/webhook",
-        json!({"url": hook_url, "sources": {"api": false}}),
-    )
-    .await;
+    control
+        .control(
+            Method::PUT,
+            "/lists/list1/webhook",
+            json!({"url": hook_url, "sources": {"api": false}}),
+        )
+        .await;
     let put = json!({"email_address": "dee2@example.org", "merge_fields": {"LNAME": "Api"}});
     assert_eq!(
         api(
@@ -133,16 +129,15 @@ async fn api_changes_fire_the_user_event_kinds_unless_the_webhook_leaves_out_api
         .0,
         200
     );
-    let (status, _) = control_call(
-        &handle,
-        &client,
-        Method::PATCH,
-        &member_path(&moved),
-        json!({"merge_fields": {"LNAME": "User"}}),
-    )
-    .await;
+    let (status, _) = control
+        .control(
+            Method::PATCH,
+            &member_path(&moved),
+            json!({"merge_fields": {"LNAME": "User"}}),
+        )
+        .await;
     assert_eq!(status, 200);
-    let stats = delivered(&handle, &client, 6).await;
+    let stats = delivered(&control, 6).await;
     assert_eq!(
         (
             stats["webhooks_fired"].as_u64(),

@@ -5,7 +5,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::account::subscriber_hash;
-use super::smoke_tests::{control, sandbox_with_account, KEY};
+use super::smoke_tests::{sandbox_with_account, KEY};
+use crate::test_support::ControlClient;
 use crate::SandboxHandle;
 
 /// A call to `/mailchimp/3.0{path}` with the account's key: its status and JSON answer.
@@ -27,23 +28,8 @@ pub(super) async fn api(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// A control call: its status and JSON answer.
-pub(super) async fn control_call(
-    handle: &SandboxHandle,
-    client: &reqwest::Client,
-    method: Method,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let response = client
-        .request(method, control(handle, path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+/// The control API of the account `sandbox_with_account` creates.
+pub(super) const ACCOUNT_CONTROL: &str = "/_sandbox/mailchimp/accounts/acme";
 
 pub(super) fn member_path(hash: &str) -> String {
     format!("/lists/list1/members/{hash}")
@@ -57,6 +43,7 @@ async fn put_upserts_members_keeps_their_unique_id_and_answers_problems() {
     // lists and members 404; an apply-then-close fault still applies; the stats and the log
     // name the write routes.
     let (handle, client) = sandbox_with_account().await;
+    let control = ControlClient::new(&handle, ACCOUNT_CONTROL);
     let hash = subscriber_hash("ann@example.org");
     let created = json!({"email_address": "Ann@Example.org", "status_if_new": "subscribed",
                          "merge_fields": {"FNAME": "Ann"}});
@@ -78,14 +65,9 @@ async fn put_upserts_members_keeps_their_unique_id_and_answers_problems() {
     let (_, read) = api(&handle, &client, Method::GET, &member_path(&hash), None).await;
     assert_eq!(read, member, "GET shows what PUT answered");
 
-    control_call(
-        &handle,
-        &client,
-        Method::POST,
-        "/clock",
-        json!({"advance_s": 10}),
-    )
-    .await;
+    control
+        .control(Method::POST, "/clock", json!({"advance_s": 10}))
+        .await;
     let (_, same) = api(
         &handle,
         &client,
@@ -227,7 +209,7 @@ async fn put_upserts_members_keeps_their_unique_id_and_answers_problems() {
     );
 
     let script = json!({"steps": [{"respond": {"apply_then": "close"}}]});
-    control_call(&handle, &client, Method::POST, "/script", script).await;
+    control.control(Method::POST, "/script", script).await;
     let closed = client
         .put(format!(
             "{}/mailchimp/3.0/lists/list1/members/cy@example.org",
@@ -248,7 +230,7 @@ async fn put_upserts_members_keeps_their_unique_id_and_answers_problems() {
     .await;
     assert_eq!((status, applied["status"].as_str()), (200, Some("pending")));
 
-    let (_, stats) = control_call(&handle, &client, Method::GET, "/stats", Value::Null).await;
+    let (_, stats) = control.control(Method::GET, "/stats", Value::Null).await;
     let put = &stats["requests"]["PUT /3.0/lists/{list_id}/members/{subscriber_hash}"];
     assert_eq!(
         (
@@ -269,7 +251,7 @@ async fn put_upserts_members_keeps_their_unique_id_and_answers_problems() {
         ),
         (Some(2), Some(1), Some(1))
     );
-    let (_, log) = control_call(&handle, &client, Method::GET, "/requests", Value::Null).await;
+    let (_, log) = control.control(Method::GET, "/requests", Value::Null).await;
     assert_eq!(log[0]["method"], "PUT");
     assert_eq!(
         log[0]["path"],

@@ -77,19 +77,6 @@ impl Ordered for Contact {
 /// A partner's contacts in listing order.
 pub(crate) type ContactStore = OrderedStore<Contact>;
 
-impl ContactStore {
-    /// `c-{n}`: the next free generated id.
-    pub(crate) fn next_id(&mut self) -> String {
-        loop {
-            self.created += 1;
-            let id = format!("c-{}", self.created);
-            if self.get(&id).is_none() {
-                return id;
-            }
-        }
-    }
-}
-
 /// What one write changes: `None` keeps a field; `Some(None)` (from `null`) clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Changes {

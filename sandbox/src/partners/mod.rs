@@ -31,8 +31,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::registry::Entry as _;
-
 /// The path prefix of the simulated API.
 pub(crate) const API_PREFIX: &str = "/partners";
 /// The path prefix of the control API.
@@ -161,13 +159,7 @@ impl Simulator {
         partner_id: &str,
         action: impl FnOnce(&mut partner::PartnerState) -> Result<T, String>,
     ) -> Result<T, String> {
-        let partner = self
-            .partners
-            .registry
-            .by_id(partner_id)
-            .ok_or_else(|| format!("unknown partner {partner_id:?}"))?;
-        let mut state = partner.lock();
-        action(&mut state)
+        self.partners.registry.with(partner_id, "partner", action)
     }
 
     /// Creates or replaces contacts as a user would (`quiet`: no webhooks); answers ids.

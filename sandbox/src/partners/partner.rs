@@ -215,7 +215,7 @@ impl PartnerState {
             parsed.push((id, changes));
         }
         let ids = parsed.into_iter().map(|(id, changes)| {
-            let id = id.unwrap_or_else(|| self.contacts.next_id());
+            let id = id.unwrap_or_else(|| self.contacts.next_numbered_id("c-"));
             self.write(&id, &changes, Writer::User, true, quiet);
             id
         });

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::PartnerSpec;
-use crate::test_support::{sandbox, ControlClient};
+use crate::test_support::{read_all_pages, sandbox, ControlClient};
 use crate::SandboxHandle;
 
 pub(super) const TOKEN: &str = "tok-1";
@@ -81,21 +81,11 @@ impl Client {
 
     /// Every contact id of a listing, following `next_cursor`.
     pub(super) async fn read_all(&self, first_query: &str) -> Vec<String> {
-        let mut ids = Vec::new();
-        let mut query = first_query.to_owned();
-        loop {
-            let (status, page) = self
-                .api(Method::GET, &format!("/contacts?{query}"), None)
-                .await;
-            assert_eq!(status, 200, "{page}");
-            for contact in page["items"].as_array().unwrap() {
-                ids.push(contact["id"].as_str().unwrap().to_owned());
-            }
-            match page["next_cursor"].as_str() {
-                Some(cursor) => query = format!("cursor={cursor}"),
-                None => return ids,
-            }
-        }
+        read_all_pages(first_query, |query| async move {
+            self.api(Method::GET, &format!("/contacts?{query}"), None)
+                .await
+        })
+        .await
     }
 }
 
