@@ -19,12 +19,14 @@
 //! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
 //! - `gate`: the gate's plan (answer, hang, close unanswered) and its logging, for the
-//!   simulators that decide under one lock.
+//!   simulators that decide under one lock; the whole JSON gate of feeds and partners.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 //! - `control`: the control APIs' shared helpers and fault routes.
-//! - `listing`: ISO 8601 seconds, records in (updated_at, id) order, pages and cursors.
+//! - `listing`: ISO 8601 times, records in (updated_at, id) order, pages and cursors, the
+//!   updated-since listing of feeds and partners.
 //! - `registry`: the generic registry of the source simulators' accounts and feeds.
-//! - `webhook_delivery`: the dispatcher that POSTs outgoing webhooks with retries.
+//! - `webhook_delivery`: the dispatcher that POSTs outgoing webhooks with retries (in order
+//!   per lane when a simulator asks), and the HMAC that signs them.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
 //! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
