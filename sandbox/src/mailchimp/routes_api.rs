@@ -95,6 +95,7 @@ where
     };
     let path = request.path().to_owned();
     let method = method_name(request.method());
+    let log = |status: u16| record(&account, at_ms, (method, route), path.clone(), status);
     let Some(slot) = ConnectionSlot::try_take(&account) else {
         account
             .rejected_concurrency
@@ -110,13 +111,7 @@ where
             ),
             OverLimitAnswer::Bare403 => HttpResponse::Forbidden().finish(),
         };
-        record(
-            &account,
-            at_ms,
-            (method, route),
-            path,
-            response.status().as_u16(),
-        );
+        log(response.status().as_u16());
         return response;
     };
     let (decision, latency_ms) = {
@@ -145,25 +140,19 @@ where
         FaultDecision::Hang { timeout_ms } => {
             tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
             close_connection(request);
-            record(&account, at_ms, (method, route), path, 0);
+            log(0);
             return HttpResponse::InternalServerError().finish();
         }
         FaultDecision::ApplyThenClose => {
             // The change is made (a read changes nothing), the answer never sent.
             handler(&account, &mut account.lock());
             close_connection(request);
-            record(&account, at_ms, (method, route), path, 0);
+            log(0);
             return HttpResponse::InternalServerError().finish();
         }
     };
     drop(slot);
-    record(
-        &account,
-        at_ms,
-        (method, route),
-        path,
-        response.status().as_u16(),
-    );
+    log(response.status().as_u16());
     response
 }
 
