@@ -9,15 +9,20 @@ use serde_json::json;
 
 use crate::common::wait_until;
 use crate::two_way_support::{
-    conflicts, count, echoes_dropped, link, pair_view, seed_linked, spawn_engine,
-    staff_edit, two_way_tenant, virtuous_by_partner, virtuous_field, virtuous_puts, wait_quiet,
-    Partner, PAIR,
+    conflicts, count, echoes_dropped, link, pair_view, seed_linked, spawn_engine, staff_edit,
+    two_way_tenant, virtuous_by_partner, virtuous_field, virtuous_puts, wait_quiet, Partner, PAIR,
 };
 
 const QUIET: Duration = Duration::from_secs(60);
 
 /// Waits until the Virtuous contact of `partner_id` has `field` = `value`.
-async fn wait_virtuous(app: &crate::common::TestApp, tenant: &str, partner_id: &str, field: &str, value: &str) {
+async fn wait_virtuous(
+    app: &crate::common::TestApp,
+    tenant: &str,
+    partner_id: &str,
+    field: &str,
+    value: &str,
+) {
     wait_until(
         Duration::from_secs(30),
         format!("Virtuous {partner_id}.{field} = {value}"),
@@ -51,7 +56,8 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     let app = spawn_engine(&[]).await;
     let tenant = "tw-layers";
     let partner = Partner::create(&app, "crm-layers", tenant, true).await;
-    let fields = json!({"last_name": "virtuous_wins", "tags": "dont_sync", "subscribed": "dont_sync"});
+    let fields =
+        json!({"last_name": "virtuous_wins", "tags": "dont_sync", "subscribed": "dont_sync"});
     app.create_tenant(&two_way_tenant(tenant, &partner.api_url(), "on", fields))
         .await;
     let linked = seed_linked(&app, tenant, &partner, 4).await;
@@ -63,8 +69,15 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     partner.edit("p0", json!({"first_name": "Anna"})).await;
     wait_virtuous(&app, tenant, "p0", "first_name", "Anna").await;
     wait_quiet(&app, tenant, QUIET).await;
-    assert!(echoes_dropped(&app, "origin").await > origin_before, "Virtuous's echo dropped by origin");
-    assert_eq!(partner.api_writes().await, partner_writes, "the echo was not written back");
+    assert!(
+        echoes_dropped(&app, "origin").await > origin_before,
+        "Virtuous's echo dropped by origin"
+    );
+    assert_eq!(
+        partner.api_writes().await,
+        partner_writes,
+        "the echo was not written back"
+    );
 
     // Ledger: a staff edit goes to the partner; the partner's webhook echoes it exactly.
     let ledger_before = echoes_dropped(&app, "ledger").await;
@@ -72,32 +85,64 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     staff_edit(&app, tenant, &[(linked["p1"], "first_name", "Bert")]).await;
     wait_partner(&partner, "p1", "first_name", "Bert").await;
     wait_quiet(&app, tenant, QUIET).await;
-    assert!(echoes_dropped(&app, "ledger").await > ledger_before, "the partner's echo dropped by the ledger");
-    assert_eq!(virtuous_puts(&app, tenant).await, puts, "nothing written back to Virtuous");
+    assert!(
+        echoes_dropped(&app, "ledger").await > ledger_before,
+        "the partner's echo dropped by the ledger"
+    );
+    assert_eq!(
+        virtuous_puts(&app, tenant).await,
+        puts,
+        "nothing written back to Virtuous"
+    );
 
     // Window: the partner lower-cases the email it is given; the echo differs only in case.
     let window_before = echoes_dropped(&app, "window").await;
-    staff_edit(&app, tenant, &[(linked["p2"], "email", "Carol.Mixed@Example.org")]).await;
+    staff_edit(
+        &app,
+        tenant,
+        &[(linked["p2"], "email", "Carol.Mixed@Example.org")],
+    )
+    .await;
     wait_partner(&partner, "p2", "email", "carol.mixed@example.org").await;
     wait_quiet(&app, tenant, QUIET).await;
-    assert!(echoes_dropped(&app, "window").await > window_before, "the reformatted echo dropped by the window");
-    assert_eq!(virtuous_puts(&app, tenant).await, puts, "the lower-cased form never went back");
+    assert!(
+        echoes_dropped(&app, "window").await > window_before,
+        "the reformatted echo dropped by the window"
+    );
+    assert_eq!(
+        virtuous_puts(&app, tenant).await,
+        puts,
+        "the lower-cased form never went back"
+    );
     let contacts = virtuous_by_partner(&app, tenant).await;
-    assert_eq!(virtuous_field(&contacts["p2"], "email"), json!("Carol.Mixed@Example.org"));
+    assert_eq!(
+        virtuous_field(&contacts["p2"], "email"),
+        json!("Carol.Mixed@Example.org")
+    );
 
     // Ownership: Virtuous owns last names; a partner edit is put back, Virtuous unchanged.
     let ownership_before = echoes_dropped(&app, "ownership").await;
-    partner.edit("p3", json!({"last_name": "Partnerside"})).await;
-    wait_until(Duration::from_secs(30), "the partner's last name put back", || async {
-        let contacts = partner.contacts().await;
-        (contacts.get("p3")?["last_name"] == json!("Last3")).then_some(())
-    })
+    partner
+        .edit("p3", json!({"last_name": "Partnerside"}))
+        .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the partner's last name put back",
+        || async {
+            let contacts = partner.contacts().await;
+            (contacts.get("p3")?["last_name"] == json!("Last3")).then_some(())
+        },
+    )
     .await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(echoes_dropped(&app, "ownership").await > ownership_before);
     let contacts = virtuous_by_partner(&app, tenant).await;
     assert_eq!(virtuous_field(&contacts["p3"], "last_name"), json!("Last3"));
-    assert_eq!(virtuous_puts(&app, tenant).await, puts, "Virtuous was never asked to change");
+    assert_eq!(
+        virtuous_puts(&app, tenant).await,
+        puts,
+        "Virtuous was never asked to change"
+    );
 
     let view = pair_view(&app, tenant).await;
     assert_eq!(count(&view, "dead_letters"), 0, "{view}");
@@ -145,7 +190,11 @@ async fn both_sides_editing_a_shared_field_is_a_conflict_settled_by_a_person() {
     app.admin_call(Method::POST, &format!("/v1/tenants/{tenant}/resume"), None)
         .await;
     wait_quiet(&app, tenant, QUIET).await;
-    assert_eq!(partner.contacts().await["p0"]["first_name"], "Pat", "nothing written while in conflict");
+    assert_eq!(
+        partner.contacts().await["p0"]["first_name"],
+        "Pat",
+        "nothing written while in conflict"
+    );
     let contacts = virtuous_by_partner(&app, tenant).await;
     assert_eq!(virtuous_field(&contacts["p0"], "first_name"), json!("Vic"));
     assert_eq!(link(&app, tenant, "p0").await.unwrap()["state"], "conflict");
@@ -154,7 +203,11 @@ async fn both_sides_editing_a_shared_field_is_a_conflict_settled_by_a_person() {
     let id = conflict["id"].as_str().unwrap();
     let resolve = format!("/v1/tenants/{tenant}/conflicts/{id}/resolve");
     let (status, body) = app
-        .admin_call(Method::POST, &resolve, Some(json!({"take": "value", "value": 7})))
+        .admin_call(
+            Method::POST,
+            &resolve,
+            Some(json!({"take": "value", "value": 7})),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = app
@@ -171,9 +224,13 @@ async fn both_sides_editing_a_shared_field_is_a_conflict_settled_by_a_person() {
         .admin_call(Method::POST, &resolve, Some(json!({"take": "virtuous"})))
         .await;
     assert_eq!(status, 200, "{body}");
-    wait_until(Duration::from_secs(30), "the resolution on the partner", || async {
-        (partner.contacts().await.get("p0")?["first_name"] == json!("Vic")).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the resolution on the partner",
+        || async {
+            (partner.contacts().await.get("p0")?["first_name"] == json!("Vic")).then_some(())
+        },
+    )
     .await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(conflicts(&app, tenant).await.is_empty());
@@ -191,22 +248,41 @@ async fn observing_reports_what_would_be_written_and_writes_nothing_until_on() {
     let tenant = "tw-observe";
     let partner = Partner::create(&app, "crm-observe", tenant, false).await;
     let fields = json!({"tags": "dont_sync", "subscribed": "dont_sync"});
-    app.create_tenant(&two_way_tenant(tenant, &partner.api_url(), "observe", fields.clone()))
-        .await;
+    app.create_tenant(&two_way_tenant(
+        tenant,
+        &partner.api_url(),
+        "observe",
+        fields.clone(),
+    ))
+    .await;
     seed_linked(&app, tenant, &partner, 2).await;
     wait_quiet(&app, tenant, QUIET).await;
     let puts = virtuous_puts(&app, tenant).await;
     partner.edit("p1", json!({"first_name": "Olive"})).await;
-    wait_until(Duration::from_secs(30), "the observed would-write", || async {
-        let view = pair_view(&app, tenant).await;
-        (count(&view, "would_write_virtuous") >= 1).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the observed would-write",
+        || async {
+            let view = pair_view(&app, tenant).await;
+            (count(&view, "would_write_virtuous") >= 1).then_some(())
+        },
+    )
     .await;
     wait_quiet(&app, tenant, QUIET).await;
-    assert_eq!(virtuous_puts(&app, tenant).await, puts, "observing writes nothing");
+    assert_eq!(
+        virtuous_puts(&app, tenant).await,
+        puts,
+        "observing writes nothing"
+    );
     let contacts = virtuous_by_partner(&app, tenant).await;
-    assert_eq!(virtuous_field(&contacts["p1"], "first_name"), json!("First1"));
-    assert_eq!(link(&app, tenant, "p1").await.unwrap()["state"], "virtuous_pending");
+    assert_eq!(
+        virtuous_field(&contacts["p1"], "first_name"),
+        json!("First1")
+    );
+    assert_eq!(
+        link(&app, tenant, "p1").await.unwrap()["state"],
+        "virtuous_pending"
+    );
 
     let (status, body) = app
         .admin_call(

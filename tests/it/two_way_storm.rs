@@ -17,9 +17,8 @@ use serde_json::json;
 
 use crate::common::{wait_until, TestApp};
 use crate::two_way_support::{
-    conflicts, count, echoes_dropped, org, pair_view, seed_linked, sized, spawn_engine,
-    staff_edit, two_way_tenant, virtuous_by_partner, virtuous_field, virtuous_puts, wait_quiet,
-    Partner,
+    conflicts, count, echoes_dropped, org, pair_view, seed_linked, sized, spawn_engine, staff_edit,
+    two_way_tenant, virtuous_by_partner, virtuous_field, virtuous_puts, wait_quiet, Partner,
 };
 
 const FIELDS: [&str; 2] = ["first_name", "last_name"];
@@ -44,7 +43,11 @@ struct Storm {
 async fn pause(app: &TestApp, tenant: &str, pause: bool) {
     let action = if pause { "pause" } else { "resume" };
     let (status, body) = app
-        .admin_call(Method::POST, &format!("/v1/tenants/{tenant}/{action}"), None)
+        .admin_call(
+            Method::POST,
+            &format!("/v1/tenants/{tenant}/{action}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{action}: {body}");
 }
@@ -92,17 +95,33 @@ async fn run(storm: Storm) {
         }
         if let Chaos::VirtuousOutage(outage) = storm.chaos {
             if n == storm.edits / 2 {
-                org(&app, Method::PUT, &format!("/_sandbox/orgs/{tenant}/faults"),
-                    Some(json!({"error_5xx_rate": 1.0}))).await;
+                org(
+                    &app,
+                    Method::PUT,
+                    &format!("/_sandbox/orgs/{tenant}/faults"),
+                    Some(json!({"error_5xx_rate": 1.0})),
+                )
+                .await;
                 let outage_until = Instant::now() + outage;
                 // Edits go on during the outage.
                 while Instant::now() < outage_until {
                     let (partner_id, _) = &ids[rng.gen_range(0..ids.len())];
-                    partner.edit(partner_id, json!({"first_name": format!("outage-{n}-{}", rng.gen::<u32>())})).await;
+                    partner
+                        .edit(
+                            partner_id,
+                            json!({"first_name": format!("outage-{n}-{}", rng.gen::<u32>())}),
+                        )
+                        .await;
                     human_edits += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                org(&app, Method::DELETE, &format!("/_sandbox/orgs/{tenant}/faults"), None).await;
+                org(
+                    &app,
+                    Method::DELETE,
+                    &format!("/_sandbox/orgs/{tenant}/faults"),
+                    None,
+                )
+                .await;
             }
         }
     }
@@ -112,19 +131,33 @@ async fn run(storm: Storm) {
     pause(&app, tenant, true).await;
     let mut simultaneous = BTreeSet::new();
     for (k, (partner_id, virtuous_id)) in ids.iter().take(storm.simultaneous).enumerate() {
-        partner.edit(partner_id, json!({"first_name": format!("partner-{k}")})).await;
-        staff_edit(&app, tenant, &[(*virtuous_id, "first_name", &format!("staff-{k}"))]).await;
+        partner
+            .edit(partner_id, json!({"first_name": format!("partner-{k}")}))
+            .await;
+        staff_edit(
+            &app,
+            tenant,
+            &[(*virtuous_id, "first_name", &format!("staff-{k}"))],
+        )
+        .await;
         human_edits += 2;
-        simultaneous.insert(format!("{}:{partner_id}:first_name", crate::two_way_support::PAIR));
+        simultaneous.insert(format!(
+            "{}:{partner_id}:first_name",
+            crate::two_way_support::PAIR
+        ));
     }
-    wait_until(Duration::from_secs(60), "every simultaneous edit in conflict", || async {
-        let open: BTreeSet<String> = conflicts(&app, tenant)
-            .await
-            .iter()
-            .filter_map(|conflict| conflict["id"].as_str().map(str::to_string))
-            .collect();
-        simultaneous.is_subset(&open).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "every simultaneous edit in conflict",
+        || async {
+            let open: BTreeSet<String> = conflicts(&app, tenant)
+                .await
+                .iter()
+                .filter_map(|conflict| conflict["id"].as_str().map(str::to_string))
+                .collect();
+            simultaneous.is_subset(&open).then_some(())
+        },
+    )
     .await;
     pause(&app, tenant, false).await;
 
@@ -132,7 +165,11 @@ async fn run(storm: Storm) {
         // Virtuous webhooks sent while the engine was down are lost (Virtuous does not
         // retry): the backstop poll finds those changes.
         let (status, answer) = app
-            .admin_call(Method::POST, &format!("/v1/tenants/{tenant}/pull/poll"), None)
+            .admin_call(
+                Method::POST,
+                &format!("/v1/tenants/{tenant}/pull/poll"),
+                None,
+            )
             .await;
         assert!(status == 202 || status == 200, "backstop poll: {answer}");
     }
@@ -169,13 +206,23 @@ async fn run(storm: Storm) {
             let on_partner = &partner_contacts[partner_id][field];
             let on_virtuous = virtuous_field(&virtuous_contacts[partner_id], field);
             if *on_partner != on_virtuous {
-                differences.insert(format!("{partner_id}.{field}"), (on_partner.clone(), on_virtuous));
+                differences.insert(
+                    format!("{partner_id}.{field}"),
+                    (on_partner.clone(), on_virtuous),
+                );
             }
         }
     }
-    assert!(differences.is_empty(), "{} fields differ: {differences:?}", differences.len());
+    assert!(
+        differences.is_empty(),
+        "{} fields differ: {differences:?}",
+        differences.len()
+    );
     let missing: Vec<&String> = simultaneous.difference(&resolved).collect();
-    assert!(missing.is_empty(), "simultaneous edits not surfaced as conflicts: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "simultaneous edits not surfaced as conflicts: {missing:?}"
+    );
 
     let virtuous_writes = virtuous_puts(&app, tenant).await - puts_before;
     let partner_writes = partner.api_writes().await - partner_writes_before;
@@ -199,7 +246,11 @@ async fn run(storm: Storm) {
         seeded.elapsed().as_secs_f64(),
         (seeded - started).as_secs_f64(),
     );
-    assert!(writes <= bound, "writes {writes} > bound {bound} ({human_edits} edits, {} resolutions, {kills} kills)", resolved.len());
+    assert!(
+        writes <= bound,
+        "writes {writes} > bound {bound} ({human_edits} edits, {} resolutions, {kills} kills)",
+        resolved.len()
+    );
     assert_eq!(count(&view, "dead_letters"), 0, "{view}");
 }
 

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::common::{tenant_body, wait_until, TestApp};
 
-pub use crate::pull_support::spawn_engine;
 use crate::external_sandbox::sandbox_json;
+pub use crate::pull_support::spawn_engine;
 
 /// The platform (and its pair `platform:crm`) in these tests.
 pub const PLATFORM: &str = "crm";
@@ -62,7 +62,12 @@ pub struct Partner {
 
 impl Partner {
     /// Creates the partner; its webhooks go to the tenant's platform route.
-    pub async fn create(app: &TestApp, id: &str, tenant_id: &str, normalize_emails: bool) -> Partner {
+    pub async fn create(
+        app: &TestApp,
+        id: &str,
+        tenant_id: &str,
+        normalize_emails: bool,
+    ) -> Partner {
         let partner = Partner {
             sandbox_url: app.sandbox_url(),
             id: id.to_string(),
@@ -155,15 +160,31 @@ pub async fn org(app: &TestApp, method: Method, path: &str, body: Option<Value>)
 
 /// Runs the org's import (contact transactions become contacts; webhooks fire).
 pub async fn process(app: &TestApp, tenant: &str) -> Value {
-    org(app, Method::POST, &format!("/_sandbox/orgs/{tenant}/process"), None).await
+    org(
+        app,
+        Method::POST,
+        &format!("/_sandbox/orgs/{tenant}/process"),
+        None,
+    )
+    .await
 }
 
 /// Every Virtuous contact of the org, by the partner id its reference names.
 pub async fn virtuous_by_partner(app: &TestApp, tenant: &str) -> BTreeMap<String, Value> {
-    let contacts = org(app, Method::GET, &format!("/_sandbox/orgs/{tenant}/contacts"), None).await;
+    let contacts = org(
+        app,
+        Method::GET,
+        &format!("/_sandbox/orgs/{tenant}/contacts"),
+        None,
+    )
+    .await;
     let mut by_partner = BTreeMap::new();
     for contact in contacts.as_array().unwrap() {
-        for reference in contact["contactReferences"].as_array().into_iter().flatten() {
+        for reference in contact["contactReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if reference["source"] == REFERENCE_SOURCE {
                 let id = match &reference["id"] {
                     Value::String(id) => id.clone(),
@@ -178,7 +199,9 @@ pub async fn virtuous_by_partner(app: &TestApp, tenant: &str) -> BTreeMap<String
 
 /// The primary individual of a Virtuous contact.
 pub fn individual(contact: &Value) -> &Value {
-    let individuals = contact["contactIndividuals"].as_array().expect("individuals");
+    let individuals = contact["contactIndividuals"]
+        .as_array()
+        .expect("individuals");
     individuals
         .iter()
         .find(|individual| individual["isPrimary"] == true)
@@ -195,7 +218,11 @@ pub fn virtuous_field(contact: &Value, field: &str) -> Value {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|method| method["type"].as_str().is_some_and(|kind| kind.contains("Email")))
+            .find(|method| {
+                method["type"]
+                    .as_str()
+                    .is_some_and(|kind| kind.contains("Email"))
+            })
             .map(|method| method["value"].clone())
             .unwrap_or(Value::Null),
         other => panic!("no such field {other}"),
@@ -205,7 +232,13 @@ pub fn virtuous_field(contact: &Value, field: &str) -> Value {
 /// A staff member changes fields of Virtuous contacts in the UI (one webhook each):
 /// `(contact id, field, value)` with field `first_name`, `last_name` or `email`.
 pub async fn staff_edit(app: &TestApp, tenant: &str, edits: &[(u64, &str, &str)]) {
-    let contacts = org(app, Method::GET, &format!("/_sandbox/orgs/{tenant}/contacts"), None).await;
+    let contacts = org(
+        app,
+        Method::GET,
+        &format!("/_sandbox/orgs/{tenant}/contacts"),
+        None,
+    )
+    .await;
     let mut by_id: BTreeMap<u64, Value> = contacts
         .as_array()
         .unwrap()
@@ -214,7 +247,9 @@ pub async fn staff_edit(app: &TestApp, tenant: &str, edits: &[(u64, &str, &str)]
         .collect();
     let mut list = Vec::new();
     for (id, field, value) in edits {
-        let contact = by_id.get_mut(id).unwrap_or_else(|| panic!("no contact {id}"));
+        let contact = by_id
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("no contact {id}"));
         let individuals = contact["contactIndividuals"].as_array_mut().unwrap();
         let index = individuals
             .iter()
@@ -228,7 +263,11 @@ pub async fn staff_edit(app: &TestApp, tenant: &str, edits: &[(u64, &str, &str)]
                 let methods = individual["contactMethods"].as_array_mut().unwrap();
                 let method = methods
                     .iter_mut()
-                    .find(|method| method["type"].as_str().is_some_and(|kind| kind.contains("Email")))
+                    .find(|method| {
+                        method["type"]
+                            .as_str()
+                            .is_some_and(|kind| kind.contains("Email"))
+                    })
                     .expect("an email method");
                 method["value"] = json!(value);
             }
@@ -347,7 +386,13 @@ pub async fn echoes_dropped(app: &TestApp, layer: &str) -> u64 {
 
 /// `PUT /api/Contact/{id}` calls the org received.
 pub async fn virtuous_puts(app: &TestApp, tenant: &str) -> u64 {
-    let log = org(app, Method::GET, &format!("/_sandbox/orgs/{tenant}/requests"), None).await;
+    let log = org(
+        app,
+        Method::GET,
+        &format!("/_sandbox/orgs/{tenant}/requests"),
+        None,
+    )
+    .await;
     let entries = log
         .get("requests")
         .cloned()

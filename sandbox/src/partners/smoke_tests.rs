@@ -66,9 +66,10 @@ impl Client {
         self.control(Method::GET, "/stats", Value::Null).await.1
     }
 
-    /// Waits until `webhooks[field]` reaches `count`; answers the stats.
+    /// Waits until `webhooks[field]` reaches `count` (a failed delivery is given up after
+    /// about 15 s of retries); answers the stats.
     pub(super) async fn webhooks_reach(&self, field: &str, count: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let stats = self.stats().await;
             if stats["webhooks"][field].as_u64() >= Some(count) {

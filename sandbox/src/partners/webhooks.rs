@@ -16,7 +16,7 @@ use crate::faults::stable_draw;
 use crate::webhook_delivery::{self, hmac_sha256, DeliveryPolicy, WebhookPost};
 
 /// Pauses before the 2nd, 3rd and 4th attempt.
-const RETRY_BACKOFF_MS: [u64; 3] = [100, 300, 1_000];
+const RETRY_BACKOFF_MS: [u64; 6] = [100, 300, 1_000, 2_000, 4_000, 8_000];
 const DELIVERY_TIMEOUT_MS: u64 = 5_000;
 /// Dropped events kept for `GET …/webhooks/dropped`.
 const DROPPED_LOG_CAPACITY: usize = 10_000;
