@@ -20,7 +20,10 @@ const URL_KEY: &str = "two-way-hook-key";
 
 async fn poll_once(app: &TestApp, tenant: &str) -> Value {
     let before = last_run_number(&poller_of(app, tenant, "mailchimp").await);
-    assert!(start_run_of(app, tenant, "mailchimp").await, "a run was already in progress");
+    assert!(
+        start_run_of(app, tenant, "mailchimp").await,
+        "a run was already in progress"
+    );
     wait_run_finished_of(app, tenant, "mailchimp", before, Duration::from_secs(60)).await
 }
 
@@ -28,9 +31,16 @@ async fn poll_once(app: &TestApp, tenant: &str) -> Value {
 async fn virtuous_by_member(sim: &Sim, tenant: &str) -> BTreeMap<String, Value> {
     let mut by_member = BTreeMap::new();
     for contact in sim.virtuous_contacts(tenant).await {
-        for reference in contact["contactReferences"].as_array().into_iter().flatten() {
+        for reference in contact["contactReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if reference["source"] == "Mailchimp" {
-                by_member.insert(reference["id"].as_str().unwrap().to_string(), contact.clone());
+                by_member.insert(
+                    reference["id"].as_str().unwrap().to_string(),
+                    contact.clone(),
+                );
             }
         }
     }
@@ -59,8 +69,10 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
     sim.call(
         Method::PUT,
         &format!("{account}/lists/aud/webhook"),
-        Some(json!({"url": format!("{}/hooks/{tenant}/mailchimp?key={URL_KEY}", app.main_url),
-                    "sources": {"user": true, "admin": true, "api": false}})),
+        Some(
+            json!({"url": format!("{}/hooks/{tenant}/mailchimp?key={URL_KEY}", app.main_url),
+                    "sources": {"user": true, "admin": true, "api": false}}),
+        ),
     )
     .await;
     let added = sim
@@ -79,11 +91,15 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         .map(|id| id.as_str().unwrap().to_string())
         .collect();
     // One-way push creates them in Virtuous; the pair links each when Virtuous names it.
-    let members = wait_until(Duration::from_secs(60), "both members in Virtuous", || async {
-        process(&app, tenant).await;
-        let by_member = virtuous_by_member(&sim, tenant).await;
-        (by_member.len() == 2).then_some(by_member)
-    })
+    let members = wait_until(
+        Duration::from_secs(60),
+        "both members in Virtuous",
+        || async {
+            process(&app, tenant).await;
+            let by_member = virtuous_by_member(&sim, tenant).await;
+            (by_member.len() == 2).then_some(by_member)
+        },
+    )
     .await;
     let (ann_id, ann) = members
         .iter()
@@ -105,48 +121,76 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
     wait_quiet(&app, tenant, Duration::from_secs(60)).await;
 
     // A staff edit reaches the member by PUT; Mailchimp reports it to no webhook.
-    sim.call(Method::POST, &format!("{account}/clock"), Some(json!({"advance_s": 5})))
-        .await;
+    sim.call(
+        Method::POST,
+        &format!("{account}/clock"),
+        Some(json!({"advance_s": 5})),
+    )
+    .await;
     let puts = virtuous_puts(&app, tenant).await;
     staff_edit(&app, tenant, &[(ann, "first_name", "Annie")]).await;
-    wait_until(Duration::from_secs(30), "FNAME written to Mailchimp", || async {
-        let member = sim
-            .call(Method::GET, &format!("{account}/lists/aud/members/{}", hashes[0]), None)
-            .await;
-        let member = member.get("member").cloned().unwrap_or(member);
-        (member["merge_fields"]["FNAME"] == "Annie").then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "FNAME written to Mailchimp",
+        || async {
+            let member = sim
+                .call(
+                    Method::GET,
+                    &format!("{account}/lists/aud/members/{}", hashes[0]),
+                    None,
+                )
+                .await;
+            let member = member.get("member").cloned().unwrap_or(member);
+            (member["merge_fields"]["FNAME"] == "Annie").then_some(())
+        },
+    )
     .await;
     wait_quiet(&app, tenant, Duration::from_secs(60)).await;
-    let stats = sim.call(Method::GET, &format!("{account}/stats"), None).await;
+    let stats = sim
+        .call(Method::GET, &format!("{account}/stats"), None)
+        .await;
     assert!(stats["webhooks_source_off"].as_u64() >= Some(1), "{stats}");
     // The poll sees the API-made change: the ledger drops it; nothing goes back.
     let ledger_before = echoes_dropped(&app, "ledger").await;
     let report = poll_once(&app, tenant).await;
     assert!(report["fetched"].as_u64() >= Some(1), "{report}");
-    wait_until(Duration::from_secs(30), "the polled echo dropped", || async {
-        (echoes_dropped(&app, "ledger").await > ledger_before).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the polled echo dropped",
+        || async { (echoes_dropped(&app, "ledger").await > ledger_before).then_some(()) },
+    )
     .await;
     wait_quiet(&app, tenant, Duration::from_secs(60)).await;
-    assert_eq!(virtuous_puts(&app, tenant).await, puts, "the echo never reached Virtuous");
+    assert_eq!(
+        virtuous_puts(&app, tenant).await,
+        puts,
+        "the echo never reached Virtuous"
+    );
 
     // A user's edit in Mailchimp reaches Virtuous.
-    sim.call(Method::POST, &format!("{account}/clock"), Some(json!({"advance_s": 5})))
-        .await;
+    sim.call(
+        Method::POST,
+        &format!("{account}/clock"),
+        Some(json!({"advance_s": 5})),
+    )
+    .await;
     sim.call(
         Method::PATCH,
         &format!("{account}/lists/aud/members/{}", hashes[1]),
         Some(json!({"merge_fields": {"LNAME": "Rayburn"}})),
     )
     .await;
-    wait_until(Duration::from_secs(30), "LNAME written to Virtuous", || async {
-        let by_member = virtuous_by_member(&sim, tenant).await;
-        by_member
-            .values()
-            .any(|contact| virtuous_field(contact, "last_name") == "Rayburn")
-            .then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "LNAME written to Virtuous",
+        || async {
+            let by_member = virtuous_by_member(&sim, tenant).await;
+            by_member
+                .values()
+                .any(|contact| virtuous_field(contact, "last_name") == "Rayburn")
+                .then_some(())
+        },
+    )
     .await;
     wait_quiet(&app, tenant, Duration::from_secs(60)).await;
     assert_eq!(virtuous_puts(&app, tenant).await, puts + 1);
