@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use two_way::{pair_kind, PartnerApiDoc, TwoWayPairDoc, MAILCHIMP_PAIR, PLATFORM_PAIR_PREFIX};
+
 /// What a set secret looks like in every response.
 pub const REDACTED: &str = "[redacted]";
 /// Tenant ids: lowercase letters, digits and `-`, at most this long.
@@ -65,6 +67,10 @@ pub struct TenantDoc {
     /// Pull (docs/pull.md): Virtuous changes delivered to the partner's destinations.
     #[serde(default)]
     pub pull: Option<PullDoc>,
+    /// Two-way contact sync (docs/operations.md "Two-way sync"): pairs by key,
+    /// `mailchimp` or `platform:{name}`.
+    #[serde(default)]
+    pub two_way: Option<BTreeMap<String, TwoWayPairDoc>>,
 }
 
 fn default_time_zone() -> String {
@@ -613,7 +619,7 @@ pub fn secret_pointers(doc: &Value) -> Vec<String> {
     ];
     if let Some(platforms) = doc.pointer("/sources/platforms").and_then(Value::as_object) {
         for name in platforms.keys() {
-            let escaped = name.replace('~', "~0").replace('/', "~1");
+            let escaped = pointer_token(name);
             pointers.push(format!("/sources/platforms/{escaped}/secret"));
             pointers.push(format!("/sources/platforms/{escaped}/previous_secret"));
             pointers.push(format!("/sources/platforms/{escaped}/poll/auth_value"));
@@ -621,12 +627,23 @@ pub fn secret_pointers(doc: &Value) -> Vec<String> {
     }
     if let Some(destinations) = doc.pointer("/pull/destinations").and_then(Value::as_object) {
         for name in destinations.keys() {
-            let escaped = name.replace('~', "~0").replace('/', "~1");
+            let escaped = pointer_token(name);
             pointers.push(format!("/pull/destinations/{escaped}/secret"));
             pointers.push(format!("/pull/destinations/{escaped}/dsn"));
         }
     }
+    if let Some(pairs) = doc.pointer("/two_way").and_then(Value::as_object) {
+        for pair in pairs.keys() {
+            let escaped = pointer_token(pair);
+            pointers.push(format!("/two_way/{escaped}/api/auth_value"));
+        }
+    }
     pointers
+}
+
+/// A key as one JSON Pointer token (`~` → `~0`, `/` → `~1`).
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Cuts every set secret out of `doc` (leaving `null`) and returns them by pointer.
@@ -737,7 +754,7 @@ fn null_pointers(value: &Value, at: String, nulls: &mut Vec<String>) {
         return;
     };
     for (key, member) in members {
-        let pointer = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+        let pointer = format!("{at}/{}", pointer_token(key));
         if member.is_null() {
             nulls.push(pointer);
         } else {
@@ -756,8 +773,10 @@ pub fn normalise(body: &Value) -> Result<(TenantDoc, Value), TenantDocError> {
     Ok((doc, full))
 }
 
+mod two_way;
 mod validate;
 mod validate_pull;
+mod validate_two_way;
 
 #[cfg(test)]
 mod tests;
@@ -767,3 +786,6 @@ mod rules_tests;
 
 #[cfg(test)]
 mod pull_tests;
+
+#[cfg(test)]
+mod two_way_tests;
