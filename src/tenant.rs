@@ -582,20 +582,26 @@ impl TenantDoc {
         let doc: TenantDoc = serde_path_to_error::deserialize(value.clone()).map_err(|err| {
             // The path names where the error is ("budget.reserve_pct"); for a missing or
             // unknown field serde names the field itself in its message.
-            let path = err.path().to_string();
             let message = err.inner().to_string();
-            // The path ends at the unknown field itself, but at the parent of a missing one.
-            let field = match (path.as_str(), missing_field_named_in(&message)) {
-                (".", Some(missing)) => missing,
-                (".", None) => "body".to_string(),
-                (parent, Some(missing)) => format!("{parent}.{missing}"),
-                (path, None) => path.to_string(),
-            };
-            invalid(&field, message)
+            invalid(
+                &field_of_serde_error(&err.path().to_string(), &message),
+                message,
+            )
         })?;
         doc.validate_startable()?;
         let broken_rules = doc.new_rule_violations();
         Ok((doc, broken_rules))
+    }
+}
+
+/// The field a `serde_path_to_error` error concerns: its path ends at an unknown field
+/// itself, but at the parent of a missing one (`.` is the body).
+pub(crate) fn field_of_serde_error(path: &str, message: &str) -> String {
+    match (path, missing_field_named_in(message)) {
+        (".", Some(missing)) => missing,
+        (".", None) => "body".to_string(),
+        (parent, Some(missing)) => format!("{parent}.{missing}"),
+        (path, None) => path.to_string(),
     }
 }
 
