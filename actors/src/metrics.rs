@@ -62,6 +62,19 @@ pub const PULL_CHANGES_TOTAL: &str = "steward_pull_changes_total";
 /// Counter `{outcome}`: backstop poll passes ended (`completed`, `budget_wait`, `failed`).
 pub const PULL_POLLS_TOTAL: &str = "steward_pull_polls_total";
 /// Counter: Virtuous calls made by the backstop poll and re-reads (reconcile lane).
+/// Counter `{side, outcome}`: incoming changes of linked records decided by two-way sync
+/// (`partner`, `virtuous`; `applied`, `echo`, `stale`, `unlinked`).
+pub const TWO_WAY_CHANGES_TOTAL: &str = "steward_two_way_changes_total";
+/// Counter `{layer}`: incoming two-way changes dropped as our own echoes (`origin`,
+/// `ledger`, `window`) and fields set aside because the other side owns them (`ownership`).
+pub const ECHOES_DROPPED_TOTAL: &str = "steward_echoes_dropped_total";
+pub const LABEL_LAYER: &str = "layer";
+/// Counter `{side, outcome}`: two-way writes (`partner`, `virtuous`; `written`, `retried`,
+/// `dead_lettered`).
+pub const TWO_WAY_WRITES_TOTAL: &str = "steward_two_way_writes_total";
+pub const LABEL_SIDE: &str = "side";
+/// Counter: conflicts opened (a shared field changed on both sides).
+pub const TWO_WAY_CONFLICTS_TOTAL: &str = "steward_two_way_conflicts_total";
 pub const PULL_CALLS_TOTAL: &str = "steward_pull_calls_total";
 
 /// Publishes one destination's lag; the gauge shows the largest of its kind.
@@ -154,6 +167,26 @@ pub fn describe() {
         DESTINATION_FAILURES_TOTAL,
         metrics::Unit::Count,
         "Failed destination delivery attempts, per destination kind"
+    );
+    metrics::describe_counter!(
+        TWO_WAY_CHANGES_TOTAL,
+        metrics::Unit::Count,
+        "Incoming changes decided by two-way sync, per side and outcome"
+    );
+    metrics::describe_counter!(
+        ECHOES_DROPPED_TOTAL,
+        metrics::Unit::Count,
+        "Two-way changes dropped as our own echoes, and fields kept by ownership, per layer"
+    );
+    metrics::describe_counter!(
+        TWO_WAY_WRITES_TOTAL,
+        metrics::Unit::Count,
+        "Two-way writes, per side and outcome"
+    );
+    metrics::describe_counter!(
+        TWO_WAY_CONFLICTS_TOTAL,
+        metrics::Unit::Count,
+        "Two-way conflicts opened"
     );
     metrics::describe_counter!(
         PULL_CHANGES_TOTAL,
@@ -287,5 +320,33 @@ pub fn count_duplicate(tenant_id: &str) {
 pub fn count_confirmations(via: &'static str, confirmed: u64) {
     if confirmed > 0 {
         metrics::counter!(RECORDS_CONFIRMED_TOTAL, LABEL_VIA => via).increment(confirmed);
+    }
+}
+
+/// Counts one two-way decision: its outcome, its echo layer, the fields kept by ownership,
+/// the conflicts it opened.
+pub fn count_two_way(
+    side: crate::two_way::Side,
+    decision: &crate::two_way::decide::Decision,
+    conflicts_opened: u64,
+) {
+    use crate::two_way::decide::Verdict;
+    use crate::two_way::EchoLayer;
+    let outcome = match decision.verdict {
+        Some(Verdict::Stale) => "stale",
+        Some(Verdict::Echo(_)) => "echo",
+        _ => "applied",
+    };
+    metrics::counter!(TWO_WAY_CHANGES_TOTAL, LABEL_SIDE => side.name(), LABEL_OUTCOME => outcome)
+        .increment(1);
+    if let Some(Verdict::Echo(layer)) = decision.verdict {
+        metrics::counter!(ECHOES_DROPPED_TOTAL, LABEL_LAYER => layer.name()).increment(1);
+    }
+    if decision.ownership_drops > 0 {
+        metrics::counter!(ECHOES_DROPPED_TOTAL, LABEL_LAYER => EchoLayer::Ownership.name())
+            .increment(decision.ownership_drops);
+    }
+    if conflicts_opened > 0 {
+        metrics::counter!(TWO_WAY_CONFLICTS_TOTAL).increment(conflicts_opened);
     }
 }

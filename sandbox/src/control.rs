@@ -101,21 +101,29 @@ impl EntryPath {
 
 /// An entry whose fault routes ([`put_faults`], [`delete_faults`], [`put_script`]) answer
 /// `204 No Content`.
-pub(crate) trait FaultsEntry: Entry + 'static {
+pub(crate) trait FaultsEntry: Entry + Sized + 'static {
     const PATH: EntryPath;
+    /// The app data its routes find the registry in (the registry itself, or a simulator's
+    /// struct holding it).
+    type Registries: AsRef<Registry<Self>> + 'static;
 
     fn faults(state: &mut Self::State) -> &mut Faults;
+}
+
+/// The registry in an entry's app data.
+fn registry_of<Item: FaultsEntry>(registries: &Item::Registries) -> &Registry<Item> {
+    registries.as_ref()
 }
 
 /// `PUT …/faults`: the random faults from now on.
 pub(crate) async fn put_faults<Item: FaultsEntry>(
     request: HttpRequest,
     body: Bytes,
-    registry: web::Data<Registry<Item>>,
+    registry: web::Data<Item::Registries>,
 ) -> HttpResponse {
     set_faults::<Item, _>(
         &request,
-        &registry,
+        registry_of::<Item>(&registry),
         random_faults(&body),
         |faults, random| {
             faults.random = random;
@@ -126,9 +134,9 @@ pub(crate) async fn put_faults<Item: FaultsEntry>(
 /// `DELETE …/faults`: no random faults, no script.
 pub(crate) async fn delete_faults<Item: FaultsEntry>(
     request: HttpRequest,
-    registry: web::Data<Registry<Item>>,
+    registry: web::Data<Item::Registries>,
 ) -> HttpResponse {
-    Item::PATH.with(&request, &registry, |state| {
+    Item::PATH.with(&request, registry_of::<Item>(&registry), |state| {
         let faults = Item::faults(state);
         faults.random = RandomFaults::default();
         faults.script.clear();
@@ -140,11 +148,16 @@ pub(crate) async fn delete_faults<Item: FaultsEntry>(
 pub(crate) async fn put_script<Item: FaultsEntry>(
     request: HttpRequest,
     body: Bytes,
-    registry: web::Data<Registry<Item>>,
+    registry: web::Data<Item::Registries>,
 ) -> HttpResponse {
-    set_faults::<Item, _>(&request, &registry, script(&body), |faults, script| {
-        faults.script = script.steps.into();
-    })
+    set_faults::<Item, _>(
+        &request,
+        registry_of::<Item>(&registry),
+        script(&body),
+        |faults, script| {
+            faults.script = script.steps.into();
+        },
+    )
 }
 
 /// Applies a parsed fault body to the entry's faults: `204`, or the entry's or the body's

@@ -1,17 +1,23 @@
 //! The end of the gate of the source simulators that decide everything under one lock
-//! (Constant Contact, feeds): the [`Plan`] made under the lock, the status it logs and counts,
-//! and carrying it out (latency, a hang, closing unanswered) after the lock is released.
+//! (Constant Contact, feeds, partners): the [`Plan`] made under the lock, the status it logs
+//! and counts, and carrying it out (latency, a hang, closing unanswered) after the lock is
+//! released; and the whole gate of the generic simulators that answer `{"error", "message"}`
+//! (feeds, partners).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::faults::FaultDecision;
+use crate::clock::now_ms;
+use crate::faults::{FaultDecision, Faults, RequestKey};
+use crate::registry::Entry;
 use crate::request_log::{LoggedRequest, RequestLog};
-use crate::server::close_connection;
+use crate::server::{close_connection, status_code};
 
 /// What the gate decided under the lock.
 pub(crate) enum Plan {
@@ -106,18 +112,19 @@ impl Plan {
     }
 }
 
-/// Counts one `GET` by status and logs it (`path` with its query, as the log shows it).
-pub(crate) fn record_get(
+/// Counts one request by status and logs it (`path` with its query, as the log shows it).
+pub(crate) fn record_request(
     by_status: &mut BTreeMap<u16, u64>,
     log: &mut RequestLog,
     at_ms: u64,
+    method: &'static str,
     path: String,
     status: u16,
 ) {
     *by_status.entry(status).or_default() += 1;
     log.push(LoggedRequest {
         at_ms,
-        method: "GET",
+        method,
         path: Cow::Owned(path),
         status,
         transaction_ids: Vec::new(),
@@ -131,4 +138,111 @@ pub(crate) fn path_and_query(path: &str, query: &str) -> String {
         "" => path.to_owned(),
         query => format!("{path}?{query}"),
     }
+}
+
+/// A request's method as the request log keeps it (a static name).
+pub(crate) fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// The generic simulators' error: `{"error": code, "message"}`.
+pub(crate) fn json_error(status: u16, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status_code(status)).json(json!({"error": code, "message": message}))
+}
+
+/// An entry's state behind [`serve_json`].
+pub(crate) trait JsonGated {
+    fn faults(&mut self) -> &mut Faults;
+    /// Seeds the random fault draws.
+    fn seed(&self) -> u64;
+    /// API requests counted so far: the fault draw's attempt is this + 1.
+    fn requests_so_far(&self) -> u64;
+    /// Whether the request carries the entry's credentials (counting a refusal as it likes).
+    fn authorize(&mut self, request: &HttpRequest) -> bool;
+    /// Counts and logs one request as answered (`status` 0 = closed unanswered); `route` is
+    /// the template the caller named.
+    fn record(&mut self, route: &str, request: LoggedRequest);
+}
+
+/// The gate of the generic simulators (feeds, partners): under the entry's lock, auth →
+/// scripted step → random fault → `handle`, the request counted and logged; then the plan is
+/// carried out outside the lock. Refusals and fault answers are `{"error", "message"}` (a
+/// step's own body wins), with `Retry-After` when the fault gives one. The draw's
+/// transactionId is the query string; `route` is the template a script step's `match.path`
+/// may name.
+pub(crate) async fn serve_json<Item: Entry>(
+    request: &HttpRequest,
+    entry: &Item,
+    route: &str,
+    handle: impl FnOnce(&mut Item::State) -> HttpResponse,
+) -> HttpResponse
+where
+    Item::State: JsonGated,
+{
+    let at_ms = now_ms();
+    let path = path_and_query(request.path(), request.query_string());
+    let plan = {
+        let mut state = entry.lock();
+        let plan = json_gate(&mut *state, request, route, handle);
+        let logged = LoggedRequest {
+            at_ms,
+            method: method_name(request.method()),
+            path: Cow::Owned(path),
+            status: plan.logged_status(),
+            transaction_ids: Vec::new(),
+            reference_ids: Vec::new(),
+        };
+        state.record(route, logged);
+        plan
+    };
+    plan.carry_out(request).await
+}
+
+fn json_gate<State: JsonGated>(
+    state: &mut State,
+    request: &HttpRequest,
+    route: &str,
+    handle: impl FnOnce(&mut State) -> HttpResponse,
+) -> Plan {
+    if !state.authorize(request) {
+        return Plan::refuse(json_error(
+            401,
+            "unauthorized",
+            "missing or wrong credentials",
+        ));
+    }
+    let key = RequestKey {
+        method: request.method().as_str(),
+        path: request.path(),
+        route,
+        transaction_id: request.query_string(),
+    };
+    let attempt = state.requests_so_far() as u32 + 1;
+    let seed = state.seed();
+    let faults = state.faults();
+    let latency_ms = faults.random.latency_ms;
+    let decision = faults.decide(seed, &key, attempt);
+    Plan::from_decision(decision, latency_ms, || handle(state), json_fault_answer)
+}
+
+fn json_fault_answer(status: u16, retry_after_s: Option<u64>, body: Option<Value>) -> HttpResponse {
+    let mut response = match (body, status) {
+        (Some(body), _) => HttpResponse::build(status_code(status)).json(body),
+        (None, 429) => json_error(429, "rate_limited", "Too many requests."),
+        (None, 401) => json_error(401, "unauthorized", "missing or wrong credentials"),
+        (None, _) => json_error(status, "server_error", "An internal error occurred."),
+    };
+    if let Some(seconds) = retry_after_s {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }

@@ -1,6 +1,7 @@
 //! Simulators of the platforms Steward talks to, shipped inside the `steward` binary
 //! (`steward sandbox`, and the embedded sandbox of `steward serve` / `steward demo`): Virtuous
-//! CRM+, Constant Contact v3, Mailchimp and a generic platform feed (`docs/sandbox.md`). The
+//! CRM+, Constant Contact v3, Mailchimp, a generic platform feed and a generic partner
+//! platform's contacts (`docs/sandbox.md`). The
 //! crate depends on nothing of Steward's: a simulator knows only the wire contract of the
 //! platform it imitates.
 //!
@@ -18,18 +19,22 @@
 //! - `ratelimit`: the sliding window (an hour, a second) and the `X-RateLimit-*` numbers.
 //! - `faults`: random faults by stable hash, scripted steps.
 //! - `gate`: the gate's plan (answer, hang, close unanswered) and its logging, for the
-//!   simulators that decide under one lock.
+//!   simulators that decide under one lock; the whole JSON gate of feeds and partners.
 //! - `request_log`: the bounded log behind `/_sandbox/orgs/{id}/requests`.
 //! - `control`: the control APIs' shared helpers and fault routes.
-//! - `listing`: ISO 8601 seconds, records in (updated_at, id) order, pages and cursors.
+//! - `listing`: ISO 8601 times, records in (updated_at, id) order, pages and cursors, the
+//!   updated-since listing of feeds and partners.
 //! - `registry`: the generic registry of the source simulators' accounts and feeds.
-//! - `webhook_delivery`: the dispatcher that POSTs outgoing webhooks with retries.
+//! - `webhook_delivery`: the dispatcher that POSTs outgoing webhooks with retries (in order
+//!   per lane when a simulator asks), and the HMAC that signs them.
 //!
 //! One folder per simulated platform, each mounting its routes on the shared server:
 //! - [`virtuous`]: the Virtuous CRM+ simulator (its `//!` lists its files).
 //! - [`constant_contact`]: the Constant Contact v3 simulator under `/constant-contact`.
 //! - [`mailchimp`]: the Mailchimp members API and audience webhooks under `/mailchimp`.
 //! - [`feeds`]: a generic platform listing (updated-since + cursor) under `/feeds`.
+//! - [`partners`]: a generic partner platform's contacts (write API, listing, signed
+//!   webhooks for every change) under `/partners`.
 
 mod clock;
 pub mod constant_contact;
@@ -39,6 +44,7 @@ pub mod feeds;
 mod gate;
 mod listing;
 pub mod mailchimp;
+pub mod partners;
 mod ratelimit;
 mod registry;
 mod request_log;
@@ -68,6 +74,7 @@ pub struct SandboxHandle {
     constant_contact: constant_contact::Simulator,
     mailchimp: mailchimp::Simulator,
     feeds: feeds::Simulator,
+    partners: partners::Simulator,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -140,11 +147,46 @@ impl SandboxHandle {
         self.feeds.touch_items(feed_id, updated_at, item_ids)
     }
 
+    /// Creates a partner platform in-process; same rules as its control API (the same id
+    /// and token again is a no-op).
+    pub fn create_partner(&self, spec: partners::PartnerSpec) -> Result<(), String> {
+        self.partners.create_partner(spec)
+    }
+
+    /// Creates or replaces partner contacts as a user would (objects of `id`? and the
+    /// fields; left-out fields are empty), all or nothing; `quiet` fires no webhooks
+    /// (seeding). Answers their ids in order.
+    pub fn put_partner_contacts(
+        &self,
+        partner_id: &str,
+        contacts: Vec<serde_json::Value>,
+        quiet: bool,
+    ) -> Result<Vec<String>, String> {
+        self.partners.put_contacts(partner_id, contacts, quiet)
+    }
+
+    /// A user's edit of a partner contact (keys merged, `null` clears; fires the webhook
+    /// when something changed); answers the contact.
+    pub fn edit_partner_contact(
+        &self,
+        partner_id: &str,
+        contact_id: &str,
+        changes: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.partners.edit_contact(partner_id, contact_id, changes)
+    }
+
+    /// Every contact of a partner, in listing order.
+    pub fn partner_contacts(&self, partner_id: &str) -> Result<Vec<serde_json::Value>, String> {
+        self.partners.contacts(partner_id)
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.server.stop(true).await;
         self.virtuous.stop();
         self.mailchimp.stop();
+        self.partners.stop();
     }
 }
 
@@ -155,18 +197,20 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let constant_contact = constant_contact::Simulator::start();
     let mailchimp = mailchimp::Simulator::start();
     let feeds = feeds::Simulator::start();
+    let partners = partners::Simulator::start();
     // The source simulators first: their `/_sandbox/…` scopes must be tried before
     // Virtuous's catch-all `/_sandbox` scope, which would otherwise swallow them.
-    let (constant_contact_routes, mailchimp_routes, feeds_routes, virtuous_routes) = (
+    let (constant_contact_routes, mailchimp_routes, feeds_routes) = (
         constant_contact.routes(),
         mailchimp.routes(),
         feeds.routes(),
-        virtuous.routes(),
     );
+    let (partners_routes, virtuous_routes) = (partners.routes(), virtuous.routes());
     let routes = move |config: &mut actix_web::web::ServiceConfig| {
         constant_contact_routes(config);
         mailchimp_routes(config);
         feeds_routes(config);
+        partners_routes(config);
         virtuous_routes(config);
     };
     let (server, addr) = server::bind(config, routes)?;
@@ -182,6 +226,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
         constant_contact,
         mailchimp,
         feeds,
+        partners,
         server: handle,
     })
 }

@@ -41,6 +41,12 @@ impl<Item> Default for Registry<Item> {
     }
 }
 
+impl<Item> AsRef<Registry<Item>> for Registry<Item> {
+    fn as_ref(&self) -> &Registry<Item> {
+        self
+    }
+}
+
 impl<Item> Registry<Item> {
     /// Adds `build()` under `id`. When `id` is taken, nothing changes: `Ok` if
     /// `is_same(existing)` (creating the same thing again is a no-op), else `IdTaken`. An
@@ -75,6 +81,24 @@ impl<Item> Registry<Item> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// Runs `action` on the locked state of entry `id`; `unknown {noun} "id"` when there is
+    /// none (the in-process calls of the source simulators).
+    pub(crate) fn with<T>(
+        &self,
+        id: &str,
+        noun: &str,
+        action: impl FnOnce(&mut Item::State) -> Result<T, String>,
+    ) -> Result<T, String>
+    where
+        Item: Entry,
+    {
+        let entry = self
+            .by_id(id)
+            .ok_or_else(|| format!("unknown {noun} {id:?}"))?;
+        let mut state = entry.lock();
+        action(&mut state)
     }
 
     /// The first entry `matches` (a scan: for cold paths and few entries).

@@ -1,5 +1,6 @@
 //! Helpers of the simulators' smoke tests: a sandbox on a free loopback port, a loopback
-//! webhook receiver, a control-API client, and running futures concurrently.
+//! webhook receiver, a control-API client, reading a cursor listing, and running futures
+//! concurrently.
 
 use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -86,6 +87,28 @@ impl ControlClient {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Every item id of an `{"items", "next_cursor"}` listing: `list(query)` answers one page
+/// (status and JSON); pages are followed by `cursor=` until `next_cursor` is null.
+pub(crate) async fn read_all_pages<List, Page>(first_query: &str, mut list: List) -> Vec<String>
+where
+    List: FnMut(String) -> Page,
+    Page: std::future::Future<Output = (u16, Value)>,
+{
+    let mut ids = Vec::new();
+    let mut query = first_query.to_owned();
+    loop {
+        let (status, page) = list(query).await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            ids.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("cursor={cursor}"),
+            None => return ids,
+        }
     }
 }
 

@@ -1,11 +1,23 @@
 //! Delivering outgoing webhooks off the request path, the same for every simulator that
-//! sends them (Virtuous, Mailchimp): one dispatcher task owns the reqwest client (pooled
-//! connections belong to the runtime that made them) and delivers each job in its own task,
-//! retrying a refused or failed POST after fixed pauses.
+//! sends them (Virtuous, Mailchimp, partners): one dispatcher task owns the reqwest client
+//! (pooled connections belong to the runtime that made them) and delivers each job in its own
+//! task — or, for a job with a lane, after the previous job of its lane (in order) — retrying a
+//! refused or failed POST after fixed pauses. Also the HMAC-SHA256 that signs bodies.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::sync::mpsc;
+
+/// HMAC-SHA256 of `body` with `secret`: the digest webhook signatures encode.
+pub(crate) fn hmac_sha256(secret: &str, body: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA256 takes keys of any length");
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
 
 /// How a simulator's webhooks are sent.
 pub(crate) struct DeliveryPolicy {
@@ -30,6 +42,11 @@ pub(crate) trait WebhookPost: 'static {
     fn delay_ms(&self) -> u64 {
         0
     }
+    /// Jobs of one lane are delivered one after the other, in the order they were sent
+    /// (retries included); `None` = on its own, at once.
+    fn lane(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Starts the dispatcher on the current runtime.
@@ -48,16 +65,40 @@ pub(crate) fn spawn_dispatcher<Job: WebhookPost>(
                 return;
             }
         };
+        let mut lanes: HashMap<String, mpsc::UnboundedSender<Job>> = HashMap::new();
         while let Some(job) = receiver.recv().await {
-            tokio::task::spawn_local(deliver(
-                client.clone(),
-                job,
-                policy.platform,
-                policy.retry_backoff_ms,
-            ));
+            let Some(lane) = job.lane().map(str::to_owned) else {
+                tokio::task::spawn_local(deliver(
+                    client.clone(),
+                    job,
+                    policy.platform,
+                    policy.retry_backoff_ms,
+                ));
+                continue;
+            };
+            let lane_sender = lanes
+                .entry(lane)
+                .or_insert_with(|| spawn_lane(client.clone(), &policy));
+            // A lane task ends only with the runtime; a failed send drops the job.
+            let _ = lane_sender.send(job);
         }
     });
     (sender, task)
+}
+
+/// One lane: a task that delivers its jobs one at a time, in order.
+fn spawn_lane<Job: WebhookPost>(
+    client: reqwest::Client,
+    policy: &DeliveryPolicy,
+) -> mpsc::UnboundedSender<Job> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Job>();
+    let (platform, retry_backoff_ms) = (policy.platform, policy.retry_backoff_ms);
+    tokio::task::spawn_local(async move {
+        while let Some(job) = receiver.recv().await {
+            deliver(client.clone(), job, platform, retry_backoff_ms).await;
+        }
+    });
+    sender
 }
 
 async fn deliver<Job: WebhookPost>(

@@ -183,9 +183,21 @@ impl Answer {
         Answer::ok("ignored", event_id, json!({"reason": reason}))
     }
 
-    /// `202 queued` when anything was queued, else `200 duplicate`.
+    /// `202 queued` when anything was queued, `202 two_way` when a two-way pair took the
+    /// change (decided against its record's link, docs/two-way.md), else `200 duplicate`.
     pub(crate) fn enqueued(outcomes: &[EnqueueOutcome], event_id: &str) -> Answer {
         let queued = EnqueueOutcome::queued_in(outcomes);
+        let two_way = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, EnqueueOutcome::TwoWay))
+            .count();
+        if queued == 0 && two_way > 0 {
+            return Answer {
+                status: StatusCode::ACCEPTED,
+                outcome: "two_way",
+                body: json!({"status": "two_way", "event_id": event_id, "two_way": two_way}),
+            };
+        }
         if queued == 0 {
             return Answer::ok("duplicate", event_id, json!({}));
         }

@@ -19,6 +19,7 @@ use crate::store::{Counts, EnqueueOutcome};
 
 pub mod commands;
 mod polling;
+mod two_way;
 
 pub use polling::PARITY_ALERT;
 
@@ -100,6 +101,7 @@ impl Handler<Enqueue> for CaptureActor {
             return Box::pin(fut::ready(Err(EnqueueError::Unavailable)));
         }
         self.behavior.counters.enqueue_requests += 1;
+        let mut two_way_wake = false;
         // Hybrid sources keep parity: which path saw each fact (webhooks come this way);
         // `note_webhook_parity` keeps the entries of hybrid sources.
         let parity_facts: Vec<(String, String, String)> = if self.behavior.polls.has_hybrid() {
@@ -117,8 +119,17 @@ impl Handler<Enqueue> for CaptureActor {
         } else {
             Vec::new()
         };
-        let outcomes = match self.core.shared.tenant_store().enqueue(entries) {
-            Ok(outcomes) => outcomes,
+        // Partner changes of two-way pairs are decided first (`two_way`); the rest queue.
+        let outcomes = match two_way::take(&self.core.shared, entries).and_then(|mut split| {
+            let wake = split.wake;
+            let rest = std::mem::take(&mut split.rest);
+            let queued = self.core.shared.tenant_store().enqueue(rest)?;
+            Ok((split.merge(queued), wake))
+        }) {
+            Ok((outcomes, wake)) => {
+                two_way_wake |= wake;
+                outcomes
+            }
             Err(error) => {
                 self.behavior.counters.enqueue_errors += 1;
                 self.publish();
@@ -143,6 +154,9 @@ impl Handler<Enqueue> for CaptureActor {
                 return Err(EnqueueError::Store(error));
             }
             capture.behavior.counters.batches_made_durable += 1;
+            if two_way_wake {
+                capture.core.shared.two_way_wake.notify_waiters();
+            }
             if queued > 0 {
                 capture.behavior.counters.hints_dropped +=
                     capture.core.shared.hint_new_work(queued);

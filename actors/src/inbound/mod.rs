@@ -24,9 +24,11 @@ use crate::hub::TenantShared;
 use crate::messages::RegisterWebhook;
 use crate::observe::ActorKind;
 
+mod cross_match;
 mod delivery;
 pub mod destinations;
 pub mod pull;
+pub mod two_way;
 pub use delivery::ORIGIN_VIRTUOUS_WEBHOOK;
 pub use destinations::DESTINATION_FAILING_ALERT;
 
@@ -109,6 +111,8 @@ pub struct PullView {
 #[derive(Default, Clone)]
 struct DestinationLoops {
     started_from: Option<Arc<Vec<crate::ports::DestinationSpec>>>,
+    /// The two-way partners the pair loops were started from.
+    partners_from: Option<Arc<Vec<crate::ports::PartnerSpec>>>,
     handles: Vec<SpawnHandle>,
 }
 
@@ -170,7 +174,13 @@ impl ChildBehavior for Inbound {
             .loops
             .started_from
             .as_ref()
-            .is_some_and(|started| Arc::ptr_eq(started, &current));
+            .is_some_and(|started| Arc::ptr_eq(started, &current))
+            && child
+                .behavior
+                .loops
+                .partners_from
+                .as_ref()
+                .is_some_and(|started| Arc::ptr_eq(started, &child.core.shared.partners()));
         if !same {
             child.restart_loops(ctx);
         }
@@ -255,6 +265,15 @@ impl InboundActor {
                 .push(ctx.spawn(run.into_actor(self)));
         }
         self.behavior.loops.started_from = Some(specs);
+        let partners = shared.partners();
+        for partner in partners.iter() {
+            let run = two_way::run(Arc::clone(&shared), partner.clone());
+            self.behavior
+                .loops
+                .handles
+                .push(ctx.spawn(run.into_actor(self)));
+        }
+        self.behavior.loops.partners_from = Some(partners);
     }
 
     /// Pull's periodic work: the backstop poll when due, waiting re-reads, the log's prune.

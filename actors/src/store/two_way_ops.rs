@@ -50,6 +50,8 @@ pub struct TwoWayUpdate {
     /// Counter increments, by pair.
     pub counts: Vec<(String, PairCounts)>,
     pub dead_letters: Vec<TwoWayDeadLetter>,
+    /// A cross-match job's state stored with the links it applied, by pair.
+    pub cross_match_job: Option<(String, serde_json::Value)>,
 }
 
 /// Cross-match rows kept while a job pages both sides: `p` partner, `v` Virtuous, `r` report.
@@ -116,7 +118,7 @@ impl TenantStore {
         mut link: Link,
         incoming: &Incoming,
         now_ms: u64,
-    ) -> Result<(Link, Decision), StoreError> {
+    ) -> Result<(Link, Decision, u64), StoreError> {
         let before: Vec<String> = link.conflicts.clone();
         let decision = decide(&mut link, pair, incoming, now_ms);
         let mut conflicts = Vec::new();
@@ -148,7 +150,7 @@ impl TenantStore {
             counts: vec![(pair.pair.clone(), counts)],
             ..TwoWayUpdate::default()
         })?;
-        Ok((link, decision))
+        Ok((link, decision, opened))
     }
 
     fn pair_key(&self, section: u8, pair: &str, tail: &str) -> Vec<u8> {
@@ -357,6 +359,12 @@ impl TenantStore {
         }
         for dead in &update.dead_letters {
             batch.insert(self.dead_key(&dead.pair, dead.seq), to_json(dead)?);
+        }
+        if let Some((pair, job)) = &update.cross_match_job {
+            batch.insert(
+                self.pair_key(section::TW_STATE, pair, "cross-match"),
+                to_json(job)?,
+            );
         }
         inner.tree.apply_batch(batch).map_err(io_error)?;
         Ok(())

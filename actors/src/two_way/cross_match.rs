@@ -210,7 +210,8 @@ fn one_side(group: Group, partner_id: &str) -> ReportRow {
     }
 }
 
-/// Counts per group (records, not rows: an ambiguous row counts each record in it).
+/// Counts per group: matched pairs, ambiguous keys (one row each, whatever the records it
+/// names), partner-only and Virtuous-only records.
 pub fn summarise(rows: &[ReportRow]) -> BTreeMap<String, u64> {
     let mut counts: BTreeMap<String, u64> = Group::ALL
         .iter()

@@ -182,6 +182,11 @@ fn decide_field(
     }
     let base = link.synced.get(name).cloned();
     let other_value = expected(link, other, name).cloned();
+    if base.is_none() && other_value.is_none() && !link.values(other).contains_key(name) {
+        // Nothing known of the other side's value (a record first seen from this side):
+        // there is nothing to compare with, and nothing is written on a guess.
+        return;
+    }
     let changed_here = match &base {
         Some(base) => !same(name, Some(value), Some(base)),
         None => !same(name, Some(value), other_value.as_ref()),

@@ -160,7 +160,7 @@ impl Ordered for Contact {
     fn id(&self) -> &str {
         &self.contact_id
     }
-    fn updated_at_s(&self) -> u64 {
+    fn order_time(&self) -> u64 {
         self.updated_at_s
     }
 }

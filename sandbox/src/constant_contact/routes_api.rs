@@ -18,7 +18,7 @@ use super::account::{AccountState, RefreshRefusal, Registry};
 use super::contacts::{parse_instant_ms, Listing, StatusFilter, LIMIT_DEFAULT, LIMIT_MAX};
 use crate::clock::now_ms;
 use crate::faults::RequestKey;
-use crate::gate::{path_and_query, record_get, Plan};
+use crate::gate::{path_and_query, record_request, Plan};
 use crate::ratelimit::Admission;
 use crate::registry::Entry as _;
 use crate::request_log::LoggedRequest;
@@ -221,7 +221,7 @@ async fn get_contacts(request: HttpRequest, registry: web::Data<Registry>) -> Ht
         let state = &mut *state;
         let status = plan.logged_status();
         let by_status = &mut state.counters.api_requests_by_status;
-        record_get(by_status, &mut state.requests, now, path, status);
+        record_request(by_status, &mut state.requests, now, "GET", path, status);
         plan
     };
     plan.carry_out(&request).await

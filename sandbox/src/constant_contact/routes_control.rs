@@ -67,6 +67,7 @@ const ACCOUNT: EntryPath = EntryPath {
 
 impl FaultsEntry for Account {
     const PATH: EntryPath = ACCOUNT;
+    type Registries = Registry;
 
     fn faults(state: &mut AccountState) -> &mut Faults {
         &mut state.faults

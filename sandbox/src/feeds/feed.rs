@@ -78,7 +78,7 @@ impl FeedState {
         }
         let id = match body.remove("id") {
             None | Some(Value::Null) => loop {
-                let id = self.items.next_id();
+                let id = self.items.next_numbered_id("item-");
                 if !taken.contains(&id) {
                     break id;
                 }

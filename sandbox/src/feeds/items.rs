@@ -2,17 +2,14 @@
 //!
 //! Items are free JSON objects; the store owns three of their fields: `id` (a string),
 //! `type` and `updated_at` (ISO 8601 UTC, whole seconds, like most platforms' timestamps).
-//! Pages are ordered by (`updated_at`, `id`); a cursor names the last item of the page it
-//! ends, so items that share one `updated_at` are never lost or repeated across pages.
+//! Pages are the crate's updated-since listing (`listing::SinceListing`): ordered by
+//! (`updated_at`, `id`), a cursor naming the last item of the page it ends.
 
-use std::ops::Bound;
-
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::listing::{self, Ordered, OrderedStore};
+use crate::listing::{Ordered, OrderedStore};
 
-pub(crate) use crate::listing::{iso_seconds, parse_instant_ms};
+pub(crate) use crate::listing::{iso_seconds, parse_instant_ms, SinceListing as Listing};
 
 /// One item: its JSON object (with `id`, `type`, `updated_at` kept in step) and its time.
 #[derive(Debug, Clone)]
@@ -35,78 +32,17 @@ impl Item {
     }
 }
 
-/// A listing: the query and, after the first page, where the previous page ended. The
-/// cursor is this, base64url-encoded JSON: opaque to clients, self-contained for us.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Listing {
-    /// Only items with `updated_at` at or after this (Unix ms).
-    pub(crate) updated_since_ms: Option<i64>,
-    pub(crate) limit: u64,
-    /// (`updated_at` s, `id`) of the last item already returned.
-    pub(crate) after: Option<(u64, String)>,
-}
-
-impl Listing {
-    pub(crate) fn to_cursor(&self) -> String {
-        listing::to_cursor(self)
-    }
-    pub(crate) fn from_cursor(cursor: &str) -> Option<Listing> {
-        listing::from_cursor(cursor)
-    }
-}
-
-/// One page: the items and the listing of the next page, if any.
-pub(crate) struct Page<'a> {
-    pub(crate) items: Vec<&'a Item>,
-    pub(crate) next: Option<Listing>,
-}
-
 impl Ordered for Item {
     fn id(&self) -> &str {
         &self.id
     }
-    fn updated_at_s(&self) -> u64 {
+    fn order_time(&self) -> u64 {
         self.updated_at_s
     }
 }
 
 /// A feed's items in listing order.
 pub(crate) type ItemStore = OrderedStore<Item>;
-
-impl ItemStore {
-    /// `item-{n}`: the next free generated id.
-    pub(crate) fn next_id(&mut self) -> String {
-        loop {
-            self.created += 1;
-            let id = format!("item-{}", self.created);
-            if self.get(&id).is_none() {
-                return id;
-            }
-        }
-    }
-
-    /// The page `listing` asks for.
-    pub(crate) fn page(&self, listing: &Listing) -> Page<'_> {
-        let start = match (&listing.after, listing.updated_since_ms) {
-            (Some(after), _) => Bound::Excluded(after.clone()),
-            // `updated_at` ≥ since: the first whole second at or after it.
-            (None, Some(since_ms)) => {
-                let first_s = (since_ms.max(0) as u64).div_ceil(1000);
-                Bound::Included((first_s, String::new()))
-            }
-            (None, None) => Bound::Unbounded,
-        };
-        let since_ms = listing.updated_since_ms.unwrap_or(i64::MIN);
-        let (items, next_after) = self.page_from(start, listing.limit, |(updated_at_s, _), _| {
-            *updated_at_s as i64 * 1000 >= since_ms
-        });
-        let next = next_after.map(|after| Listing {
-            after: Some(after),
-            ..listing.clone()
-        });
-        Page { items, next }
-    }
-}
 
 /// RFC 7386 JSON merge patch: objects merge member by member, `null` removes, anything
 /// else replaces.
@@ -152,7 +88,7 @@ mod tests {
     use super::*;
 
     fn item(store: &mut ItemStore, updated_at_s: u64) -> String {
-        let id = store.next_id();
+        let id = store.next_numbered_id("item-");
         store.put(Item {
             id: id.clone(),
             updated_at_s,
@@ -167,10 +103,10 @@ mod tests {
         while let Some(listing) = next {
             // Through the cursor text, as a client would.
             let listing = Listing::from_cursor(&listing.to_cursor()).unwrap();
-            let page = store.page(&listing);
-            assert!(page.items.len() as u64 <= listing.limit);
-            seen.extend(page.items.iter().map(|item| item.id.clone()));
-            next = page.next;
+            let (items, next_listing) = store.since_page(&listing);
+            assert!(items.len() as u64 <= listing.limit);
+            seen.extend(items.iter().map(|item| item.id.clone()));
+            next = next_listing;
         }
         seen
     }

@@ -27,8 +27,6 @@ use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::registry::Entry as _;
-
 /// The path prefix of the simulated listings.
 pub(crate) const API_PREFIX: &str = "/feeds";
 /// The path prefix of the control API.
@@ -147,12 +145,7 @@ impl Simulator {
         feed_id: &str,
         action: impl FnOnce(&mut feed::FeedState) -> Result<T, String>,
     ) -> Result<T, String> {
-        let feed = self
-            .registry
-            .by_id(feed_id)
-            .ok_or_else(|| format!("unknown feed {feed_id:?}"))?;
-        let mut state = feed.lock();
-        action(&mut state)
+        self.registry.with(feed_id, "feed", action)
     }
 
     /// Adds items (free JSON objects with a `type`; `id` and `updated_at` optional, as in

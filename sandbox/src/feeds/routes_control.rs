@@ -40,6 +40,7 @@ const FEED: EntryPath = EntryPath {
 
 impl FaultsEntry for Feed {
     const PATH: EntryPath = FEED;
+    type Registries = Registry;
 
     fn faults(state: &mut FeedState) -> &mut Faults {
         &mut state.faults

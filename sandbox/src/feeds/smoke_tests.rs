@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::test_support::{sandbox, ControlClient};
+use crate::test_support::{read_all_pages, sandbox, ControlClient};
 use crate::SandboxHandle;
 
 /// The feeds control API and the helpers below.
@@ -36,19 +36,10 @@ impl Client {
 
     /// Every item id of a listing, following `next_cursor`.
     async fn read_all(&self, feed: &str, first_query: &str) -> Vec<String> {
-        let mut ids = Vec::new();
-        let mut query = first_query.to_owned();
-        loop {
-            let (status, page) = self.list(feed, &query, None).await;
-            assert_eq!(status, 200, "{page}");
-            for item in page["items"].as_array().unwrap() {
-                ids.push(item["id"].as_str().unwrap().to_owned());
-            }
-            match page["next_cursor"].as_str() {
-                Some(cursor) => query = format!("cursor={cursor}"),
-                None => return ids,
-            }
-        }
+        read_all_pages(first_query, |query| async move {
+            self.list(feed, &query, None).await
+        })
+        .await
     }
 }
 

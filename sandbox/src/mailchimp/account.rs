@@ -1,7 +1,6 @@
 //! The registry of accounts and one account's state: its lists and members, webhook
-//! settings, faults, counters and request log (one mutex per account). Member changes made
-//! "as a user would" bump `last_changed` from the account clock and return the webhook jobs
-//! to send.
+//! settings, faults, counters and request log (one mutex per account). How members change
+//! is `members`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +12,7 @@ use tokio::sync::mpsc;
 
 use md5::{Digest, Md5};
 
-use super::webhooks::{
-    event_pairs, form_encode, is_dropped, AudienceEvent, DeliveryCounters, EventType, WebhookJob,
-};
+use super::webhooks::{DeliveryCounters, WebhookJob};
 use super::AccountSpec;
 use crate::clock::now_ms;
 use crate::faults::Faults;
@@ -23,7 +20,7 @@ use crate::registry::{self, Entry, Refusal};
 use crate::request_log::RequestLog;
 
 /// Dropped events kept for `GET …/webhook/dropped` (oldest dropped first past it).
-const DROPPED_LOG_CAPACITY: usize = 10_000;
+pub(crate) const DROPPED_LOG_CAPACITY: usize = 10_000;
 
 /// Mailchimp's member id: hex MD5 of the lowercased email address.
 pub(crate) fn subscriber_hash(email: &str) -> String {
@@ -34,20 +31,20 @@ pub(crate) fn subscriber_hash(email: &str) -> String {
 /// kept through email changes (assumed: Mailchimp documents it as "an identifier for the
 /// address across all of Mailchimp"). Drawn from the account, list and the account's member
 /// counter, so an address that is freed by an email change and added again gets a new one.
-fn unique_email_id(account_id: &str, list_id: &str, member_number: u64) -> String {
+pub(crate) fn unique_email_id(account_id: &str, list_id: &str, member_number: u64) -> String {
     let digest = Md5::digest(format!("{account_id}/{list_id}/{member_number}").as_bytes());
     hex::encode(&digest[..5])
 }
 
 /// One audience member.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Member {
     /// The subscriber hash of the current email (changes with `upemail`, as Mailchimp's does).
     pub(crate) id: String,
     /// Stable through email changes; what audience webhooks send as `data[id]`.
     pub(crate) unique_email_id: String,
     pub(crate) email_address: String,
-    /// subscribed | unsubscribed | cleaned | pending | archived
+    /// subscribed | unsubscribed | cleaned | pending | transactional | archived
     pub(crate) status: String,
     pub(crate) merge_fields: BTreeMap<String, String>,
     pub(crate) tags: Vec<String>,
@@ -86,7 +83,7 @@ pub(crate) fn last_changed(unix_s: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Where a list's webhooks go and how many are dropped.
+/// Where a list's webhooks go, which changes they report and how many are dropped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WebhookSettings {
@@ -94,6 +91,37 @@ pub(crate) struct WebhookSettings {
     /// Share of events (0–100 %) never sent, chosen by a stable draw.
     #[serde(default)]
     pub(crate) drop_pct: f64,
+    #[serde(default)]
+    pub(crate) sources: WebhookSources,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Mailchimp's webhook `sources`: whose changes fire events (each defaults to true).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhookSources {
+    /// Changes a subscriber or a person makes (the control API's changes).
+    #[serde(default = "yes")]
+    pub(crate) user: bool,
+    /// Changes an account admin makes (no sandbox route makes one; kept for the shape).
+    #[serde(default = "yes")]
+    pub(crate) admin: bool,
+    /// Changes made through the API (`PUT …/members/{hash}`, `POST …/tags`).
+    #[serde(default = "yes")]
+    pub(crate) api: bool,
+}
+
+impl Default for WebhookSources {
+    fn default() -> Self {
+        WebhookSources {
+            user: true,
+            admin: true,
+            api: true,
+        }
+    }
 }
 
 /// A dropped event, as `GET …/webhook/dropped` lists it.
@@ -117,34 +145,6 @@ pub(crate) struct List {
     pub(crate) webhook: Option<WebhookSettings>,
 }
 
-/// What one change does to a member.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct MemberChange {
-    #[serde(default)]
-    pub(crate) email_address: Option<String>,
-    #[serde(default)]
-    pub(crate) status: Option<String>,
-    #[serde(default)]
-    pub(crate) merge_fields: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(crate) tags: Option<Vec<String>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ChangeError {
-    #[error("unknown list {0:?}")]
-    UnknownList(String),
-    #[error("unknown member {0:?}")]
-    UnknownMember(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0:?} is already a list member")]
-    Exists(String),
-}
-
-const STATUSES: [&str; 4] = ["subscribed", "unsubscribed", "cleaned", "pending"];
-
 #[derive(Debug, Default)]
 pub(crate) struct AccountState {
     pub(crate) lists: BTreeMap<String, List>,
@@ -156,6 +156,8 @@ pub(crate) struct AccountState {
     pub(crate) requests: BTreeMap<String, BTreeMap<String, u64>>,
     pub(crate) webhooks_fired: u64,
     pub(crate) webhooks_dropped: u64,
+    /// Events not sent because the list's webhook does not take their source.
+    pub(crate) webhooks_source_off: u64,
     pub(crate) dropped: VecDeque<DroppedEvent>,
     /// Members ever added (the seed of each new `unique_email_id`).
     pub(crate) members_added: u64,
@@ -184,7 +186,7 @@ pub(crate) struct Account {
     pub(crate) in_flight_max: AtomicU64,
     pub(crate) rejected_concurrency: AtomicU64,
     pub(crate) delivery: Arc<DeliveryCounters>,
-    webhook_sender: mpsc::UnboundedSender<WebhookJob>,
+    pub(crate) webhook_sender: mpsc::UnboundedSender<WebhookJob>,
 }
 
 impl Entry for Account {
@@ -192,194 +194,6 @@ impl Entry for Account {
 
     fn state(&self) -> &Mutex<AccountState> {
         &self.state
-    }
-}
-
-impl Account {
-    /// Adds members as if they signed up (fires `subscribe` for subscribed ones). All or
-    /// nothing: an invalid or existing email refuses the whole batch. Returns each new
-    /// member's (subscriber hash, `unique_email_id`).
-    pub(crate) fn add_members(
-        &self,
-        list_id: &str,
-        changes: Vec<MemberChange>,
-    ) -> Result<Vec<(String, String)>, ChangeError> {
-        let mut state = self.lock();
-        let now_s = state.now_s();
-        let list = state
-            .lists
-            .get(list_id)
-            .ok_or_else(|| ChangeError::UnknownList(list_id.to_owned()))?;
-        let mut new_members = Vec::with_capacity(changes.len());
-        let mut state_members_added = state.members_added;
-        for change in changes {
-            let email = change.email_address.unwrap_or_default();
-            if !email.contains('@') {
-                return Err(ChangeError::Invalid(format!(
-                    "email_address {email:?} is not an email"
-                )));
-            }
-            let id = subscriber_hash(&email);
-            let taken = list.members.contains_key(&id)
-                || new_members.iter().any(|member: &Member| member.id == id);
-            if taken {
-                return Err(ChangeError::Exists(email));
-            }
-            let status = change.status.unwrap_or_else(|| "subscribed".into());
-            if !STATUSES.contains(&status.as_str()) {
-                return Err(ChangeError::Invalid(format!("unknown status {status:?}")));
-            }
-            state_members_added += 1;
-            new_members.push(Member {
-                id,
-                unique_email_id: unique_email_id(&self.spec.id, list_id, state_members_added),
-                email_address: email,
-                status,
-                merge_fields: change.merge_fields,
-                tags: change.tags.unwrap_or_default(),
-                last_changed_s: now_s,
-            });
-        }
-        state.members_added = state_members_added;
-        let ids = new_members
-            .iter()
-            .map(|member| (member.id.clone(), member.unique_email_id.clone()))
-            .collect();
-        for member in new_members {
-            if member.status == "subscribed" {
-                let event = plain_event(EventType::Subscribe);
-                self.fire(&mut state, list_id, &event, &member);
-            }
-            let list = state.lists.get_mut(list_id).expect("checked above");
-            list.members.insert(member.id.clone(), member);
-        }
-        Ok(ids)
-    }
-
-    /// A user's edit: email (→ `upemail`, the id follows the email), merge fields or tags
-    /// (→ `profile`), status (→ `unsubscribe`, `cleaned`, `subscribe`). Returns the member.
-    pub(crate) fn change_member(
-        &self,
-        list_id: &str,
-        member_id: &str,
-        change: MemberChange,
-    ) -> Result<Value, ChangeError> {
-        let mut state = self.lock();
-        let now_s = state.now_s();
-        let list = state
-            .lists
-            .get_mut(list_id)
-            .ok_or_else(|| ChangeError::UnknownList(list_id.to_owned()))?;
-        let mut member = list
-            .members
-            .get(member_id)
-            .cloned()
-            .ok_or_else(|| ChangeError::UnknownMember(member_id.to_owned()))?;
-        let mut events = Vec::new();
-        if let Some(email) = change.email_address {
-            if !email.contains('@') {
-                return Err(ChangeError::Invalid(format!(
-                    "email_address {email:?} is not an email"
-                )));
-            }
-            let new_id = subscriber_hash(&email);
-            if new_id != member.id && list.members.contains_key(&new_id) {
-                return Err(ChangeError::Exists(email));
-            }
-            let old_email = std::mem::replace(&mut member.email_address, email);
-            list.members.remove(&member.id);
-            member.id = new_id;
-            events.push(AudienceEvent {
-                old_email: Some(old_email),
-                ..plain_event(EventType::Upemail)
-            });
-        }
-        let profile_changed = !change.merge_fields.is_empty() || change.tags.is_some();
-        member.merge_fields.extend(change.merge_fields);
-        if let Some(tags) = change.tags {
-            member.tags = tags;
-        }
-        if profile_changed {
-            events.push(plain_event(EventType::Profile));
-        }
-        if let Some(status) = change.status {
-            let event = match status.as_str() {
-                "unsubscribed" => AudienceEvent {
-                    action: Some("unsub"),
-                    reason: Some("manual"),
-                    ..plain_event(EventType::Unsubscribe)
-                },
-                "cleaned" => AudienceEvent {
-                    reason: Some("hard"),
-                    ..plain_event(EventType::Cleaned)
-                },
-                "subscribed" => plain_event(EventType::Subscribe),
-                "archived" => AudienceEvent {
-                    action: Some("delete"),
-                    reason: Some("manual"),
-                    ..plain_event(EventType::Unsubscribe)
-                },
-                other => return Err(ChangeError::Invalid(format!("unknown status {other:?}"))),
-            };
-            member.status = status;
-            events.push(event);
-        }
-        member.last_changed_s = now_s;
-        list.members.insert(member.id.clone(), member.clone());
-        for event in &events {
-            self.fire(&mut state, list_id, event, &member);
-        }
-        Ok(member.to_json(list_id))
-    }
-
-    /// Counts one event and sends it, unless it is dropped or no webhook is set.
-    fn fire(
-        &self,
-        state: &mut AccountState,
-        list_id: &str,
-        event: &AudienceEvent,
-        member: &Member,
-    ) {
-        let Some(settings) = state
-            .lists
-            .get(list_id)
-            .and_then(|list| list.webhook.clone())
-        else {
-            return;
-        };
-        if is_dropped(self.spec.seed, settings.drop_pct, list_id, event, member) {
-            state.webhooks_dropped += 1;
-            if state.dropped.len() >= DROPPED_LOG_CAPACITY {
-                state.dropped.pop_front();
-            }
-            state.dropped.push_back(DroppedEvent {
-                list_id: list_id.to_owned(),
-                id: member.unique_email_id.clone(),
-                subscriber_hash: member.id.clone(),
-                email: member.email_address.clone(),
-                kind: event.kind.name(),
-                fired_at: super::webhooks::fired_at(member.last_changed_s),
-            });
-            return;
-        }
-        state.webhooks_fired += 1;
-        let job = WebhookJob {
-            url: settings.url,
-            body: form_encode(&event_pairs(event, member, list_id)),
-            counters: Arc::clone(&self.delivery),
-        };
-        if self.webhook_sender.send(job).is_err() {
-            tracing::warn!("sandbox Mailchimp webhook dispatcher stopped; event not sent");
-        }
-    }
-}
-
-fn plain_event(kind: EventType) -> AudienceEvent {
-    AudienceEvent {
-        kind,
-        action: None,
-        reason: None,
-        old_email: None,
     }
 }
 

@@ -1,22 +1,32 @@
 //! The Mailchimp Marketing API simulator (`docs/sandbox.md`, "Mailchimp"): audience members
-//! read by `since_last_changed` with `count`/`offset` paging, the 10-connection limit, and
-//! form-encoded audience webhooks (with a seeded share dropped), on the crate's shared server.
+//! read by `since_last_changed` with `count`/`offset` paging and written by the upsert `PUT`
+//! and the tags call, the 10-connection limit, and form-encoded audience webhooks (filtered
+//! by their `sources`, with a seeded share dropped), on the crate's shared server.
 //!
 //! # Layout
 //! - `mod.rs`: [`AccountSpec`]; the running `Simulator` and the routes it mounts.
 //! - `account`: the registry, one account's lists, members (ids: the subscriber hash, MD5 of
-//!   the lowercased email, and the stable `unique_email_id`), counters; user-made changes.
-//! - `webhooks`: form encoding, the drop draw, the delivery task.
+//!   the lowercased email, and the stable `unique_email_id`), webhook settings, counters.
+//! - `members`: how members change — user changes (control API) and API writes — and the
+//!   events each fires.
+//! - `webhooks`: firing an event (the webhook's `sources`, the drop draw), form encoding,
+//!   the delivery task.
 //! - `routes_api`: the gate (auth → connection slot → script → random faults) and the
-//!   `/mailchimp/3.0` handlers; `routes_control`: `/_sandbox/mailchimp`.
+//!   `/mailchimp/3.0` reads; `routes_write`: its writes; `routes_control`: `/_sandbox/mailchimp`.
 
 mod account;
+mod members;
 mod routes_api;
 mod routes_control;
+mod routes_write;
 mod webhooks;
 
 #[cfg(test)]
 mod smoke_tests;
+#[cfg(test)]
+mod sources_tests;
+#[cfg(test)]
+mod write_tests;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! `/mailchimp/3.0`: the gate every API request passes (auth → connection slot → script →
-//! random faults → handler) and the members handlers. Errors are Mailchimp's JSON problem
-//! documents (`application/problem+json`).
+//! random faults → handler) and the members reads (the writes are `routes_write`). Errors
+//! are Mailchimp's JSON problem documents (`application/problem+json`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -12,10 +12,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::account::{Account, AccountState, ConnectionSlot, Registry};
+use super::account::{subscriber_hash, Account, AccountState, ConnectionSlot, Registry};
 use super::OverLimitAnswer;
 use crate::clock::now_ms;
 use crate::faults::{FaultDecision, RequestKey};
+use crate::gate::method_name;
 use crate::registry::Entry as _;
 use crate::request_log::LoggedRequest;
 use crate::server::{close_connection, path_param, status_code};
@@ -36,6 +37,17 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             "/lists/{list_id}/members/{subscriber_hash}",
             web::get().to(member),
         );
+    super::routes_write::configure(config);
+}
+
+/// The member a `{subscriber_hash}` path segment names: the hash (any case), or an email
+/// address (the real API accepts one there too).
+pub(crate) fn member_key(segment: &str) -> String {
+    if segment.contains('@') {
+        subscriber_hash(segment)
+    } else {
+        segment.to_lowercase()
+    }
 }
 
 /// Mailchimp's error shape.
@@ -63,15 +75,15 @@ fn api_key(request: &HttpRequest) -> Option<String> {
     Some(key.to_owned())
 }
 
-/// Runs `handler` behind the gate and logs/counts the answer.
-async fn gate<Handler>(
+/// Runs `handler` (under the account's lock) behind the gate and logs/counts the answer.
+pub(crate) async fn gate<Handler>(
     request: &HttpRequest,
     registry: &Registry,
     route: &'static str,
     handler: Handler,
 ) -> HttpResponse
 where
-    Handler: FnOnce(&mut AccountState) -> HttpResponse,
+    Handler: FnOnce(&Account, &mut AccountState) -> HttpResponse,
 {
     let at_ms = now_ms();
     let Some(account) = api_key(request).and_then(|key| registry.by_key(&key)) else {
@@ -82,6 +94,8 @@ where
         );
     };
     let path = request.path().to_owned();
+    let method = method_name(request.method());
+    let log = |status: u16| record(&account, at_ms, (method, route), path.clone(), status);
     let Some(slot) = ConnectionSlot::try_take(&account) else {
         account
             .rejected_concurrency
@@ -97,14 +111,14 @@ where
             ),
             OverLimitAnswer::Bare403 => HttpResponse::Forbidden().finish(),
         };
-        record(&account, at_ms, route, path, response.status().as_u16());
+        log(response.status().as_u16());
         return response;
     };
     let (decision, latency_ms) = {
         let mut state = account.lock();
         let attempt = state.log.entries().len() as u32 + 1;
         let key = RequestKey {
-            method: "GET",
+            method,
             path: &path,
             route,
             transaction_id: request.query_string(),
@@ -116,7 +130,7 @@ where
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
     let response = match decision {
-        FaultDecision::Pass => handler(&mut account.lock()),
+        FaultDecision::Pass => handler(&account, &mut account.lock()),
         FaultDecision::Answer {
             status,
             retry_after_s,
@@ -126,18 +140,19 @@ where
         FaultDecision::Hang { timeout_ms } => {
             tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
             close_connection(request);
-            record(&account, at_ms, route, path, 0);
+            log(0);
             return HttpResponse::InternalServerError().finish();
         }
         FaultDecision::ApplyThenClose => {
-            // Reads change nothing: applying is answering nobody.
+            // The change is made (a read changes nothing), the answer never sent.
+            handler(&account, &mut account.lock());
             close_connection(request);
-            record(&account, at_ms, route, path, 0);
+            log(0);
             return HttpResponse::InternalServerError().finish();
         }
     };
     drop(slot);
-    record(&account, at_ms, route, path, response.status().as_u16());
+    log(response.status().as_u16());
     response
 }
 
@@ -165,7 +180,15 @@ fn fault_answer(status: u16, retry_after_s: Option<u64>, body: Option<Value>) ->
     response
 }
 
-fn record(account: &Arc<Account>, at_ms: u64, route: &'static str, path: String, status: u16) {
+/// Counts the request under its route and logs it; `(method, route)` as the log and the
+/// stats show them.
+fn record(
+    account: &Arc<Account>,
+    at_ms: u64,
+    (method, route): (&'static str, &'static str),
+    path: String,
+    status: u16,
+) {
     let mut state = account.lock();
     let status_key = if status == 0 {
         "closed".to_owned()
@@ -175,7 +198,7 @@ fn record(account: &Arc<Account>, at_ms: u64, route: &'static str, path: String,
     state.count_request(route, &status_key);
     state.log.push(LoggedRequest {
         at_ms,
-        method: "GET",
+        method,
         path: Cow::Owned(path),
         status,
         transaction_ids: Vec::new(),
@@ -184,13 +207,13 @@ fn record(account: &Arc<Account>, at_ms: u64, route: &'static str, path: String,
 }
 
 async fn ping(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
-    gate(&request, &registry, PING_ROUTE, |_| {
+    gate(&request, &registry, PING_ROUTE, |_, _| {
         HttpResponse::Ok().json(json!({"health_status": "Everything's Chimpy!"}))
     })
     .await
 }
 
-fn unknown_list() -> HttpResponse {
+pub(crate) fn unknown_list() -> HttpResponse {
     problem(
         404,
         "Resource Not Found",
@@ -198,7 +221,7 @@ fn unknown_list() -> HttpResponse {
     )
 }
 
-fn invalid(detail: &str) -> HttpResponse {
+pub(crate) fn invalid(detail: &str) -> HttpResponse {
     problem(400, "Invalid Resource", detail)
 }
 
@@ -208,7 +231,7 @@ async fn members(
     registry: web::Data<Registry>,
 ) -> HttpResponse {
     let list_id = path_param(&request, "list_id");
-    gate(&request, &registry, MEMBERS_ROUTE, |state| {
+    gate(&request, &registry, MEMBERS_ROUTE, |_, state| {
         members_page(state, &list_id, &query)
     })
     .await
@@ -284,8 +307,8 @@ fn members_page(
 
 async fn member(request: HttpRequest, registry: web::Data<Registry>) -> HttpResponse {
     let list_id = path_param(&request, "list_id");
-    let member_id = path_param(&request, "subscriber_hash").to_lowercase();
-    gate(&request, &registry, MEMBER_ROUTE, |state| {
+    let member_id = member_key(&path_param(&request, "subscriber_hash"));
+    gate(&request, &registry, MEMBER_ROUTE, |_, state| {
         let Some(list) = state.lists.get(&list_id) else {
             return unknown_list();
         };

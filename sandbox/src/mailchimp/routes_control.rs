@@ -10,9 +10,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::account::{
-    Account, AccountState, ChangeError, CreateAccountError, MemberChange, Registry, WebhookSettings,
-};
+use super::account::{Account, AccountState, CreateAccountError, Registry, WebhookSettings};
+use super::members::{ChangeError, MemberChange};
 use super::AccountSpec;
 use crate::control::{self, json_body, message, EntryPath};
 use crate::registry::Entry as _;
@@ -175,6 +174,7 @@ async fn stats(request: HttpRequest, registry: web::Data<Registry>) -> HttpRespo
         "members": members,
         "webhooks_fired": state.webhooks_fired,
         "webhooks_dropped": state.webhooks_dropped,
+        "webhooks_source_off": state.webhooks_source_off,
         "webhooks_delivered": account.delivery.delivered.load(Ordering::Relaxed),
         "webhooks_failed": account.delivery.failed.load(Ordering::Relaxed),
     }))

@@ -11,9 +11,9 @@ use super::AccountSpec;
 use crate::test_support::{futures_join_all, sandbox, webhook_receiver};
 use crate::SandboxHandle;
 
-const KEY: &str = "0123456789abcdef-us21";
+pub(super) const KEY: &str = "0123456789abcdef-us21";
 
-async fn sandbox_with_account() -> (SandboxHandle, reqwest::Client) {
+pub(super) async fn sandbox_with_account() -> (SandboxHandle, reqwest::Client) {
     let handle = sandbox(2).await;
     handle
         .create_mailchimp_account(AccountSpec::new("acme", KEY, &["list1"]))
@@ -21,7 +21,14 @@ async fn sandbox_with_account() -> (SandboxHandle, reqwest::Client) {
     (handle, reqwest::Client::new())
 }
 
-fn control(handle: &SandboxHandle, path: &str) -> String {
+/// A webhook POST's form fields.
+pub(super) fn read_form(_: &actix_web::HttpRequest, body: web::Bytes) -> HashMap<String, String> {
+    web::Query::<HashMap<String, String>>::from_query(&String::from_utf8_lossy(&body))
+        .map(web::Query::into_inner)
+        .unwrap_or_default()
+}
+
+pub(super) fn control(handle: &SandboxHandle, path: &str) -> String {
     format!(
         "{}/_sandbox/mailchimp/accounts/acme{path}",
         handle.base_url()
@@ -184,11 +191,7 @@ async fn webhooks_are_form_encoded_and_a_seeded_share_is_dropped() {
     // Goal: subscribe events reach a loopback receiver form-encoded, data[id] the member's
     // unique_email_id and fired_at its last_changed; with drop_pct 20 the dropped ones are
     // exactly the ones missing.
-    let (hook_url, mut hook_receiver, receiver_handle) = webhook_receiver(|_, body| {
-        web::Query::<HashMap<String, String>>::from_query(&String::from_utf8_lossy(&body))
-            .map(web::Query::into_inner)
-            .unwrap_or_default()
-    });
+    let (hook_url, mut hook_receiver, receiver_handle) = webhook_receiver(read_form);
 
     let (handle, client) = sandbox_with_account().await;
     let put = client

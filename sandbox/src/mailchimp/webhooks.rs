@@ -1,13 +1,14 @@
-//! Audience webhooks: the form-encoded body of one event, the seeded drop decision, and the
-//! dispatcher that POSTs them off the request path with a few retries (the crate's
-//! `webhook_delivery`, as for Virtuous), but `application/x-www-form-urlencoded` and no signature: Mailchimp signs nothing.
+//! Audience webhooks: firing one event (unless the webhook leaves out its source, or the
+//! seeded draw drops it), the form-encoded body, and the dispatcher that POSTs them off the
+//! request path with a few retries (the crate's `webhook_delivery`, as for Virtuous), but
+//! `application/x-www-form-urlencoded` and no signature: Mailchimp signs nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::account::Member;
+use super::account::{Account, AccountState, DroppedEvent, Member, DROPPED_LOG_CAPACITY};
 use crate::faults::stable_draw;
 use crate::webhook_delivery::{self, DeliveryPolicy, WebhookPost};
 
@@ -49,6 +50,69 @@ pub(crate) struct AudienceEvent {
     pub(crate) reason: Option<&'static str>,
     /// `upemail`: the address before the change.
     pub(crate) old_email: Option<String>,
+}
+
+/// Who made a change, as Mailchimp's webhook `sources` name them (no sandbox route makes an
+/// `admin` change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The control API: a subscriber or a person in the Mailchimp app.
+    User,
+    /// The Marketing API's writes.
+    Api,
+}
+
+impl Account {
+    /// Counts one event and sends it, unless no webhook is set, the webhook does not take
+    /// the change's source, or the event is dropped.
+    pub(crate) fn fire(
+        &self,
+        state: &mut AccountState,
+        list_id: &str,
+        event: &AudienceEvent,
+        member: &Member,
+        source: Source,
+    ) {
+        let Some(settings) = state
+            .lists
+            .get(list_id)
+            .and_then(|list| list.webhook.clone())
+        else {
+            return;
+        };
+        let taken = match source {
+            Source::User => settings.sources.user,
+            Source::Api => settings.sources.api,
+        };
+        if !taken {
+            state.webhooks_source_off += 1;
+            return;
+        }
+        if is_dropped(self.spec.seed, settings.drop_pct, list_id, event, member) {
+            state.webhooks_dropped += 1;
+            if state.dropped.len() >= DROPPED_LOG_CAPACITY {
+                state.dropped.pop_front();
+            }
+            state.dropped.push_back(DroppedEvent {
+                list_id: list_id.to_owned(),
+                id: member.unique_email_id.clone(),
+                subscriber_hash: member.id.clone(),
+                email: member.email_address.clone(),
+                kind: event.kind.name(),
+                fired_at: fired_at(member.last_changed_s),
+            });
+            return;
+        }
+        state.webhooks_fired += 1;
+        let job = WebhookJob {
+            url: settings.url,
+            body: form_encode(&event_pairs(event, member, list_id)),
+            counters: Arc::clone(&self.delivery),
+        };
+        if self.webhook_sender.send(job).is_err() {
+            tracing::warn!("sandbox Mailchimp webhook dispatcher stopped; event not sent");
+        }
+    }
 }
 
 /// Percent-encodes one form key or value (`application/x-www-form-urlencoded`: space → `+`).

@@ -287,6 +287,8 @@ fn enrich_contact(contact: &mut Record, input: &ContactInput, now_ms: u64) -> bo
         }
     }
     if changed {
+        // The import wrote last: an API client's latest-writer mark no longer holds.
+        contact.doc.remove("referenceSource");
         contact.touch(now_ms);
     }
     changed

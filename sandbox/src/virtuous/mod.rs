@@ -39,6 +39,10 @@ mod webhooks;
 mod pull_tests;
 #[cfg(test)]
 mod smoke_tests;
+#[cfg(test)]
+mod test_harness;
+#[cfg(test)]
+mod writer_tests;
 
 use std::sync::Arc;
 

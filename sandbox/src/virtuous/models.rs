@@ -9,12 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// ISO 8601 UTC with milliseconds, the form of `createDateTimeUtc` / `modifiedDateTimeUtc`.
-pub(crate) fn iso_utc(ms: u64) -> String {
-    match jiff::Timestamp::from_millisecond(ms as i64) {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        Err(_) => String::from("1970-01-01T00:00:00.000Z"),
-    }
-}
+pub(crate) use crate::listing::iso_millis as iso_utc;
 
 /// The UTC calendar day of a millisecond timestamp.
 pub(crate) fn utc_date(ms: u64) -> Date {

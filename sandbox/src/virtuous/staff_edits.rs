@@ -3,7 +3,8 @@
 //! deletes of projects, events and contact notes, each firing its webhook and spending no
 //! budget. A list of edits is checked whole first (shapes, and that every id exists at its
 //! turn, creates and deletes earlier in the list included), then applied: a bad edit changes
-//! nothing.
+//! nothing. A contact edit removes the contact's top-level `referenceSource`, the mark of an
+//! API client that wrote last.
 
 use std::collections::HashMap;
 
@@ -14,6 +15,10 @@ use super::models::iso_utc;
 use super::org::{Org, OrgState};
 use super::records::{contact_full, custom_fields_object, gift_full, gift_webhook, Record, Table};
 use super::webhooks::{Event, EventKind, WebhookJob};
+
+/// A contact's top-level key naming the API client that wrote it last (kept by `PUT
+/// /api/Contact/{id}` as its body carries it).
+const WRITER_MARK: &str = "referenceSource";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +222,10 @@ fn apply(org: &Org, state: &mut OrgState, edit: &StaffEdit, now_ms: u64) -> Opti
         (StaffEditKind::Contact, Some(id), false) => {
             let full = state.contacts.update(id, |contact| {
                 contact.merge(&edit.changes, now_ms);
+                // A person is now the latest writer: the API client's mark goes.
+                contact
+                    .doc
+                    .retain(|key, _| !key.eq_ignore_ascii_case(WRITER_MARK));
                 contact_full(contact)
             })?;
             Some((full.clone(), event(update, full)))

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use actix_web::web::Bytes;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use super::records::Table;
@@ -145,10 +143,7 @@ pub(crate) struct WebhookJob {
 }
 
 pub(crate) fn sign(secret: &str, body: &[u8], encoding: SignatureEncoding) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC-SHA256 takes keys of any length");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
+    let digest = crate::webhook_delivery::hmac_sha256(secret, body);
     match encoding {
         SignatureEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(digest),
         SignatureEncoding::Hex => hex::encode(digest),

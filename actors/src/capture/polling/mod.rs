@@ -486,6 +486,7 @@ impl CaptureActor {
         let write_progress = progress.clone();
         let kind = self.behavior.polls.kind_of(&source).unwrap_or_default();
         let clock = std::sync::Arc::clone(&self.core.shared.clock);
+        let write_shared = std::sync::Arc::clone(&self.core.shared);
         let write = async move {
             let mut outcomes = Vec::with_capacity(entries.len());
             let mut noted = 0;
@@ -497,11 +498,19 @@ impl CaptureActor {
                     entries.split_off(PAGE_WRITE_CHUNK)
                 };
                 let chunk = std::mem::replace(&mut entries, rest);
+                // Partner changes of two-way pairs are decided first; the rest queue.
+                let mut split = super::two_way::take(&write_shared, chunk)?;
+                let queue = std::mem::take(&mut split.rest);
+                let two_way_wake = split.wake;
                 let written = if last {
-                    tenant_store.enqueue_page(&write_source, chunk, &write_progress)?
+                    tenant_store.enqueue_page(&write_source, queue, &write_progress)?
                 } else {
-                    tenant_store.enqueue(chunk)?
+                    tenant_store.enqueue(queue)?
                 };
+                let written = split.merge(written);
+                if two_way_wake {
+                    write_shared.two_way_wake.notify_waiters();
+                }
                 // Parity is noted with the chunk, before any await: a webhook of the same
                 // fact handled in between would otherwise find no poll fact to mark `both`.
                 if !facts.is_empty() {
