@@ -244,3 +244,6 @@ pub(crate) fn id_text(value: Option<&Value>) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sandbox_tests;

@@ -87,7 +87,11 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
     }
     for i in 0..truth.by_email {
         // Case and whitespace variants on the partner side.
-        let email = if i % 2 == 0 { format!(" Mail{i}@Example.ORG ") } else { format!("MAIL{i}@example.org") };
+        let email = if i % 2 == 0 {
+            format!(" Mail{i}@Example.ORG ")
+        } else {
+            format!("MAIL{i}@example.org")
+        };
         let row = next(email);
         virtuous_rows.push(json!({"referenceSource": "OtherTool", "referenceId": format!("o-mail{i}"),
             "email": format!("mail{i}@example.org"), "firstName": row["first_name"], "lastName": row["last_name"]}));
@@ -135,16 +139,29 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
     }
     virtuous_contacts(&app, tenant, virtuous_rows).await;
     // The duplicates get one address each pair (an API edit of the second copy).
-    let contacts = org(&app, Method::GET, &format!("/_sandbox/orgs/{tenant}/contacts"), None).await;
+    let contacts = org(
+        &app,
+        Method::GET,
+        &format!("/_sandbox/orgs/{tenant}/contacts"),
+        None,
+    )
+    .await;
     let key = format!("vk-secret-{tenant}-apikey");
     for contact in contacts.as_array().unwrap() {
         let text = contact.to_string();
         for i in 0..truth.virtuous_duplicates {
             if text.contains(&format!("dup{i}-copy1@example.org")) {
-                let body = text.replace(&format!("dup{i}-copy1@example.org"), &format!("dup{i}@example.org"));
+                let body = text.replace(
+                    &format!("dup{i}-copy1@example.org"),
+                    &format!("dup{i}@example.org"),
+                );
                 let response = app
                     .client
-                    .put(format!("{}/api/Contact/{}", app.sandbox_url(), contact["id"]))
+                    .put(format!(
+                        "{}/api/Contact/{}",
+                        app.sandbox_url(),
+                        contact["id"]
+                    ))
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
                     .body(body)
@@ -153,10 +170,17 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
                     .unwrap();
                 assert_eq!(response.status(), 200);
             } else if text.contains(&format!("dup{i}-copy0@example.org")) {
-                let body = text.replace(&format!("dup{i}-copy0@example.org"), &format!("DUP{i}@example.org"));
+                let body = text.replace(
+                    &format!("dup{i}-copy0@example.org"),
+                    &format!("DUP{i}@example.org"),
+                );
                 let response = app
                     .client
-                    .put(format!("{}/api/Contact/{}", app.sandbox_url(), contact["id"]))
+                    .put(format!(
+                        "{}/api/Contact/{}",
+                        app.sandbox_url(),
+                        contact["id"]
+                    ))
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
                     .body(body)
@@ -187,30 +211,44 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
     assert_eq!(status, 409, "one job at a time");
     app.kill9();
     app.start().await;
-    let job = wait_until(Duration::from_secs(120), "the cross-match report", || async {
-        let job = app
-            .admin_json(Method::GET, &format!("/v1/tenants/{tenant}/cross-match"))
-            .await;
-        (job["state"] == "ready").then_some(job)
-    })
+    let job = wait_until(
+        Duration::from_secs(120),
+        "the cross-match report",
+        || async {
+            let job = app
+                .admin_json(Method::GET, &format!("/v1/tenants/{tenant}/cross-match"))
+                .await;
+            (job["state"] == "ready").then_some(job)
+        },
+    )
     .await;
     let summary = &job["summary"];
     let matched = truth.by_reference + truth.by_email;
     assert_eq!(summary["matched"], matched, "{job}");
-    assert_eq!(summary["ambiguous"], truth.families + truth.virtuous_duplicates, "{job}");
+    assert_eq!(
+        summary["ambiguous"],
+        truth.families + truth.virtuous_duplicates,
+        "{job}"
+    );
     assert_eq!(summary["partner_only"], truth.partner_only, "{job}");
     assert_eq!(summary["virtuous_only"], truth.virtuous_only, "{job}");
     assert_eq!(job["partner_rows"], partner_rows.len(), "{job}");
 
     // The report, line by line.
     let response = app
-        .admin(Method::GET, &format!("/v1/tenants/{tenant}/cross-match/report?pair={PAIR}"))
+        .admin(
+            Method::GET,
+            &format!("/v1/tenants/{tenant}/cross-match/report?pair={PAIR}"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let rows: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     assert_eq!(rows.len() as u64, job["report_rows"].as_u64().unwrap());
     for row in rows.iter().filter(|row| row["group"] == "matched") {
         let partner_id = row["partner_ids"][0].as_str().unwrap();
@@ -232,8 +270,10 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
         .admin_call(
             Method::POST,
             &format!("/v1/tenants/{tenant}/cross-match/approve"),
-            Some(json!({"pair": PAIR, "policies": {"matched": "link", "partner_only": "create",
-                                                   "virtuous_only": "external_only"}})),
+            Some(
+                json!({"pair": PAIR, "policies": {"matched": "link", "partner_only": "create",
+                                                   "virtuous_only": "external_only"}}),
+            ),
         )
         .await;
     assert_eq!(status, 202, "{body}");
@@ -245,33 +285,51 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
     })
     .await;
     assert_eq!(done["applied"]["linked"], matched, "{done}");
-    assert_eq!(done["applied"]["create_virtuous"], truth.partner_only, "{done}");
-    assert_eq!(done["applied"]["external_only"], truth.virtuous_only, "{done}");
+    assert_eq!(
+        done["applied"]["create_virtuous"], truth.partner_only,
+        "{done}"
+    );
+    assert_eq!(
+        done["applied"]["external_only"], truth.virtuous_only,
+        "{done}"
+    );
     let (status, _) = app
         .admin_call(
             Method::POST,
             &format!("/v1/tenants/{tenant}/cross-match/approve"),
-            Some(json!({"pair": PAIR, "policies": {"matched": "link", "partner_only": "create",
-                                                   "virtuous_only": "create"}})),
+            Some(
+                json!({"pair": PAIR, "policies": {"matched": "link", "partner_only": "create",
+                                                   "virtuous_only": "create"}}),
+            ),
         )
         .await;
     assert_eq!(status, 409, "approval is applied once");
 
     // Partner-only records went to Virtuous as contact transactions, each exactly once.
-    let created = wait_until(Duration::from_secs(60), "the partner-only creations", || async {
-        let log = org(&app, Method::GET, &format!("/_sandbox/orgs/{tenant}/requests"), None).await;
-        let mut sent: BTreeMap<String, u64> = BTreeMap::new();
-        for entry in log.as_array().into_iter().flatten() {
-            for id in entry["reference_ids"].as_array().into_iter().flatten() {
-                if let Some(id) = id.as_str() {
-                    if partner_only.contains(id) {
-                        *sent.entry(id.to_string()).or_default() += 1;
+    let created = wait_until(
+        Duration::from_secs(60),
+        "the partner-only creations",
+        || async {
+            let log = org(
+                &app,
+                Method::GET,
+                &format!("/_sandbox/orgs/{tenant}/requests"),
+                None,
+            )
+            .await;
+            let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+            for entry in log.as_array().into_iter().flatten() {
+                for id in entry["reference_ids"].as_array().into_iter().flatten() {
+                    if let Some(id) = id.as_str() {
+                        if partner_only.contains(id) {
+                            *sent.entry(id.to_string()).or_default() += 1;
+                        }
                     }
                 }
             }
-        }
-        (sent.len() == partner_only.len()).then_some(sent)
-    })
+            (sent.len() == partner_only.len()).then_some(sent)
+        },
+    )
     .await;
     assert!(created.values().all(|times| *times == 1), "{created:?}");
     // Matched records are linked to the right contact; the Virtuous-only ones never reach
@@ -296,8 +354,15 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
                 None,
             )
             .await;
-        assert!(status == 404 || link["virtuous_id"].is_null(), "{partner_id}: {link}");
+        assert!(
+            status == 404 || link["virtuous_id"].is_null(),
+            "{partner_id}: {link}"
+        );
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(partner.api_writes().await, 0, "nothing was made on the partner");
+    assert_eq!(
+        partner.api_writes().await,
+        0,
+        "nothing was made on the partner"
+    );
 }
