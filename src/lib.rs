@@ -13,6 +13,7 @@
 //! - [`demo`]: `steward demo`, the whole loop in one process against the embedded sandbox.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`destinations`]: pull destinations (webhook, Postgres, NDJSON) behind the `Destination` port.
+//! - [`partners`]: two-way partners (Mailchimp members, platform contacts) behind the `PartnerWriter` port.
 //! - [`sources`]: source platforms (Stripe…): verify → parse → map to commands, pure.
 //! - [`traffic`]: a deterministic generator of signed Stripe webhook traffic (demo, tests, benches).
 //! - [`virtuous`]: the Virtuous CRM+ client; answers reduced to facts for classification.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod destinations;
 pub mod http;
+pub mod partners;
 pub mod sources;
 pub mod telemetry;
 pub mod tenant;

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use two_way::{pair_kind, PartnerApiDoc, TwoWayPairDoc, MAILCHIMP_PAIR, PLATFORM_PAIR_PREFIX};
+
 /// What a set secret looks like in every response.
 pub const REDACTED: &str = "[redacted]";
 /// Tenant ids: lowercase letters, digits and `-`, at most this long.
@@ -65,6 +67,10 @@ pub struct TenantDoc {
     /// Pull (docs/pull.md): Virtuous changes delivered to the partner's destinations.
     #[serde(default)]
     pub pull: Option<PullDoc>,
+    /// Two-way contact sync (docs/operations.md "Two-way sync"): pairs by key,
+    /// `mailchimp` or `platform:{name}`.
+    #[serde(default)]
+    pub two_way: Option<BTreeMap<String, TwoWayPairDoc>>,
 }
 
 fn default_time_zone() -> String {
@@ -576,20 +582,26 @@ impl TenantDoc {
         let doc: TenantDoc = serde_path_to_error::deserialize(value.clone()).map_err(|err| {
             // The path names where the error is ("budget.reserve_pct"); for a missing or
             // unknown field serde names the field itself in its message.
-            let path = err.path().to_string();
             let message = err.inner().to_string();
-            // The path ends at the unknown field itself, but at the parent of a missing one.
-            let field = match (path.as_str(), missing_field_named_in(&message)) {
-                (".", Some(missing)) => missing,
-                (".", None) => "body".to_string(),
-                (parent, Some(missing)) => format!("{parent}.{missing}"),
-                (path, None) => path.to_string(),
-            };
-            invalid(&field, message)
+            invalid(
+                &field_of_serde_error(&err.path().to_string(), &message),
+                message,
+            )
         })?;
         doc.validate_startable()?;
         let broken_rules = doc.new_rule_violations();
         Ok((doc, broken_rules))
+    }
+}
+
+/// The field a `serde_path_to_error` error concerns: its path ends at an unknown field
+/// itself, but at the parent of a missing one (`.` is the body).
+pub(crate) fn field_of_serde_error(path: &str, message: &str) -> String {
+    match (path, missing_field_named_in(message)) {
+        (".", Some(missing)) => missing,
+        (".", None) => "body".to_string(),
+        (parent, Some(missing)) => format!("{parent}.{missing}"),
+        (path, None) => path.to_string(),
     }
 }
 
@@ -613,7 +625,7 @@ pub fn secret_pointers(doc: &Value) -> Vec<String> {
     ];
     if let Some(platforms) = doc.pointer("/sources/platforms").and_then(Value::as_object) {
         for name in platforms.keys() {
-            let escaped = name.replace('~', "~0").replace('/', "~1");
+            let escaped = pointer_token(name);
             pointers.push(format!("/sources/platforms/{escaped}/secret"));
             pointers.push(format!("/sources/platforms/{escaped}/previous_secret"));
             pointers.push(format!("/sources/platforms/{escaped}/poll/auth_value"));
@@ -621,12 +633,23 @@ pub fn secret_pointers(doc: &Value) -> Vec<String> {
     }
     if let Some(destinations) = doc.pointer("/pull/destinations").and_then(Value::as_object) {
         for name in destinations.keys() {
-            let escaped = name.replace('~', "~0").replace('/', "~1");
+            let escaped = pointer_token(name);
             pointers.push(format!("/pull/destinations/{escaped}/secret"));
             pointers.push(format!("/pull/destinations/{escaped}/dsn"));
         }
     }
+    if let Some(pairs) = doc.pointer("/two_way").and_then(Value::as_object) {
+        for pair in pairs.keys() {
+            let escaped = pointer_token(pair);
+            pointers.push(format!("/two_way/{escaped}/api/auth_value"));
+        }
+    }
     pointers
+}
+
+/// A key as one JSON Pointer token (`~` → `~0`, `/` → `~1`).
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Cuts every set secret out of `doc` (leaving `null`) and returns them by pointer.
@@ -737,7 +760,7 @@ fn null_pointers(value: &Value, at: String, nulls: &mut Vec<String>) {
         return;
     };
     for (key, member) in members {
-        let pointer = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+        let pointer = format!("{at}/{}", pointer_token(key));
         if member.is_null() {
             nulls.push(pointer);
         } else {
@@ -756,8 +779,10 @@ pub fn normalise(body: &Value) -> Result<(TenantDoc, Value), TenantDocError> {
     Ok((doc, full))
 }
 
+mod two_way;
 mod validate;
 mod validate_pull;
+mod validate_two_way;
 
 #[cfg(test)]
 mod tests;
@@ -767,3 +792,6 @@ mod rules_tests;
 
 #[cfg(test)]
 mod pull_tests;
+
+#[cfg(test)]
+mod two_way_tests;

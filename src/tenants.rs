@@ -100,17 +100,74 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
             crm_unreachable_after: config.alerts.crm_unreachable_after,
         },
         pull: pull_settings(doc),
-        // Filled from the document's `two_way` block (docs/two-way.md).
-        two_way: Vec::new(),
+        two_way: two_way_settings(doc),
     }
 }
 
-/// The actors' pull settings from the document's `pull` block (off without one).
-fn pull_settings(doc: &TenantDoc) -> steward_actors::settings::PullSettings {
-    use steward_actors::settings::PullSettings;
-    let Some(pull) = &doc.pull else {
-        return PullSettings::default();
+/// The actors' pair settings from the document's `two_way` block (validated: every pair
+/// names a configured source).
+fn two_way_settings(doc: &TenantDoc) -> Vec<steward_actors::two_way::PairSettings> {
+    use steward_actors::two_way::{PairKind, PairSettings};
+    let Some(pairs) = &doc.two_way else {
+        return Vec::new();
     };
+    pairs
+        .iter()
+        .filter_map(|(pair, settings)| {
+            let kind = tenant::pair_kind(pair)?;
+            // The source name the pair's partner changes carry (`EntryFact::source`) and the
+            // reference source its contacts carry in Virtuous.
+            let (source, reference_source) = match &kind {
+                PairKind::Mailchimp => (
+                    crate::sources::mailchimp::SOURCE.to_string(),
+                    doc.sources.mailchimp.as_ref()?.reference_source.clone(),
+                ),
+                PairKind::Platform(name) => (
+                    name.clone(),
+                    doc.sources.platforms.get(name)?.transaction_source.clone(),
+                ),
+            };
+            Some(PairSettings {
+                pair: pair.clone(),
+                kind,
+                mode: settings.mode,
+                echo_window_ms: settings.echo_window_s.saturating_mul(1_000),
+                rules: settings.fields.clone(),
+                source,
+                reference_source,
+            })
+        })
+        .collect()
+}
+
+/// The actors' pull settings from the document's `pull` block (off without one). Two-way
+/// pairs need the contact change log: with pairs, pull is on, logs contacts (only contacts
+/// when there is no `pull` block) and counts each pair's reference source as our own.
+fn pull_settings(doc: &TenantDoc) -> steward_actors::settings::PullSettings {
+    use steward_actors::pull::ChangeKind;
+    use steward_actors::settings::PullSettings;
+    let pairs = two_way_settings(doc);
+    let mut settings = match &doc.pull {
+        Some(pull) => PullSettings {
+            events: pull
+                .events
+                .iter()
+                .filter_map(|name| ChangeKind::parse(name))
+                .collect(),
+            poll_interval_ms: pull.poll_interval_s.saturating_mul(1_000),
+            include_own: pull.include_own,
+            retention_ms: pull.retention_days.saturating_mul(86_400_000),
+            ..PullSettings::default()
+        },
+        None if !pairs.is_empty() => PullSettings {
+            events: vec![ChangeKind::Contact],
+            ..PullSettings::default()
+        },
+        None => return PullSettings::default(),
+    };
+    if !pairs.is_empty() && !settings.events.contains(&ChangeKind::Contact) {
+        settings.events.push(ChangeKind::Contact);
+    }
     // Our own writes name one of these: a change carrying one is marked `own`.
     let sources = &doc.sources;
     let mut own_sources: Vec<String> = sources
@@ -130,22 +187,15 @@ fn pull_settings(doc: &TenantDoc) -> steward_actors::settings::PullSettings {
                 .iter()
                 .map(|c| c.reference_source.clone()),
         )
+        .chain(pairs.into_iter().map(|pair| pair.reference_source))
         .collect();
     own_sources.sort();
     own_sources.dedup();
     PullSettings {
         enabled: true,
-        events: pull
-            .events
-            .iter()
-            .filter_map(|name| steward_actors::pull::ChangeKind::parse(name))
-            .collect(),
-        poll_interval_ms: pull.poll_interval_s.saturating_mul(1_000),
-        include_own: pull.include_own,
         own_sources,
-        retention_ms: pull.retention_days.saturating_mul(86_400_000),
         time_zone: doc.time_zone.clone(),
-        ..PullSettings::default()
+        ..settings
     }
 }
 
@@ -328,6 +378,14 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
             serde_json::to_value(&old.pull).ok() == serde_json::to_value(&doc.pull).ok()
         });
     let destinations = (!pull_unchanged).then(|| tenant_destinations(&spec, &doc));
+    // Likewise the two-way writers: kept while neither `two_way` nor the sources its pairs
+    // write with changed (a new instance restarts the pair's loop).
+    let partners_unchanged = state.runtime.tenant(&id).is_some()
+        && state
+            .tenant_docs
+            .get(&id)
+            .is_some_and(|old| partner_settings_of(&old) == partner_settings_of(&doc));
+    let partners = (!partners_unchanged).then(|| tenant_partners(state, &spec, &doc));
     state.tenant_docs.insert(id.clone(), doc);
     let handle = match state.runtime.tenant(&id) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
@@ -344,6 +402,51 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
     if let Some(destinations) = destinations {
         handle.replace_destinations(destinations);
     }
+    if let Some(partners) = partners {
+        handle.replace_partners(partners);
+    }
+}
+
+/// What the two-way writers are built from: the `two_way` block and the sources its pairs
+/// name (secrets included: a rotated key makes new writers).
+fn partner_settings_of(doc: &TenantDoc) -> Value {
+    let Some(pairs) = &doc.two_way else {
+        return Value::Null;
+    };
+    let platforms: serde_json::Map<String, Value> = pairs
+        .keys()
+        .filter_map(|pair| match tenant::pair_kind(pair)? {
+            steward_actors::two_way::PairKind::Platform(name) => {
+                let platform = doc.sources.platforms.get(&name)?;
+                Some((name, serde_json::to_value(platform).ok()?))
+            }
+            steward_actors::two_way::PairKind::Mailchimp => None,
+        })
+        .collect();
+    let mailchimp = pairs
+        .contains_key(tenant::MAILCHIMP_PAIR)
+        .then(|| serde_json::to_value(&doc.sources.mailchimp).ok())
+        .flatten();
+    json!({"two_way": serde_json::to_value(pairs).ok(), "mailchimp": mailchimp, "platforms": platforms})
+}
+
+/// The tenant's two-way writers; one that cannot be built is logged and left out
+/// (validation should have refused its settings).
+fn tenant_partners(
+    state: &AppState,
+    spec: &TenantSpec,
+    doc: &TenantDoc,
+) -> Vec<steward_actors::ports::PartnerSpec> {
+    let context = crate::partners::PartnerContext {
+        tenant_id: spec.tenant_id.clone(),
+        http: crate::sources::polling::shared_http(),
+        sandbox_base_url: state.sandbox.as_ref().map(|sandbox| sandbox.base_url()),
+    };
+    let (specs, errors) = crate::partners::partners_for(&context, doc);
+    for error in errors {
+        tracing::error!(tenant_id = %spec.tenant_id, pair = %error.pair, reason = %error.reason.escape_debug(), "two-way partner not started");
+    }
+    specs
 }
 
 /// The tenant's pull destinations; one that cannot be built is logged and left out
@@ -658,5 +761,96 @@ mod pull_settings_tests {
         without.as_object_mut().unwrap().remove("pull");
         let (doc, _) = crate::tenant::normalise(&without).unwrap();
         assert!(!super::pull_settings(&doc).enabled);
+    }
+}
+
+#[cfg(test)]
+mod two_way_settings_tests {
+    use serde_json::json;
+    use steward_actors::pull::ChangeKind;
+    use steward_actors::two_way::{Mode, PairKind, Rule};
+
+    fn doc(extra: serde_json::Value) -> crate::tenant::TenantDoc {
+        let mut body = json!({"id": "hope", "name": "Hope", "virtuous": {"api_key": "vk"},
+            "sources": {"mailchimp": {"api_key": "0123abcd-us21", "list_id": "l1",
+                                      "reference_source": "MC"},
+                        "platforms": {"gala": {"secret": "s", "transaction_source": "GalaCo"}}},
+            "two_way": {"mailchimp": {"mode": "on", "echo_window_s": 30,
+                                      "fields": {"tags": "virtuous_wins"}},
+                        "platform:gala": {"api": {"url": "http://127.0.0.1:9/p",
+                                                  "auth_value": "Bearer t"}}}});
+        json_patch::merge(&mut body, &extra);
+        crate::tenant::normalise(&body).unwrap().0
+    }
+
+    #[test]
+    fn pairs_come_from_the_document_with_their_sources() {
+        // Goal: each pair carries its kind, mode, window in ms, rules, the source name its
+        // partner changes carry and the reference source of its contacts in Virtuous.
+        let pairs = super::two_way_settings(&doc(json!({})));
+        assert_eq!(pairs.len(), 2);
+        let mailchimp = &pairs[0];
+        assert_eq!(mailchimp.pair, "mailchimp");
+        assert_eq!(mailchimp.kind, PairKind::Mailchimp);
+        assert_eq!(mailchimp.mode, Mode::On);
+        assert_eq!(mailchimp.echo_window_ms, 30_000);
+        assert_eq!(mailchimp.rule("tags"), Rule::VirtuousWins);
+        assert_eq!(mailchimp.source, "mailchimp");
+        assert_eq!(mailchimp.reference_source, "MC");
+        let gala = &pairs[1];
+        assert_eq!(gala.kind, PairKind::Platform("gala".into()));
+        assert_eq!(gala.mode, Mode::Observe);
+        assert_eq!(gala.echo_window_ms, 120_000);
+        assert_eq!(gala.source, "gala");
+        assert_eq!(gala.reference_source, "GalaCo");
+        assert!(super::two_way_settings(&doc(json!({"two_way": null}))).is_empty());
+    }
+
+    #[test]
+    fn pairs_turn_pull_on_for_contacts() {
+        // Goal: pairs without a pull block log contacts only (with pull's other defaults);
+        // a pull block keeps its settings and gains contacts; the pairs' reference sources
+        // are our own.
+        let settings = super::pull_settings(&doc(json!({})));
+        assert!(settings.enabled);
+        assert_eq!(settings.events, [ChangeKind::Contact]);
+        assert_eq!(settings.poll_interval_ms, 3_600_000);
+        assert_eq!(settings.own_sources, ["GalaCo", "MC"]);
+        let settings = super::pull_settings(&doc(
+            json!({"pull": {"events": ["gift"], "poll_interval_s": 0, "retention_days": 2}}),
+        ));
+        assert_eq!(settings.events, [ChangeKind::Gift, ChangeKind::Contact]);
+        assert_eq!(settings.poll_interval_ms, 0);
+        assert_eq!(settings.retention_ms, 2 * 86_400_000);
+        let no_pairs = json!({"two_way": {"mailchimp": null, "platform:gala": null}});
+        assert!(!super::pull_settings(&doc(no_pairs)).enabled);
+    }
+
+    #[test]
+    fn partner_writers_are_rebuilt_only_when_their_settings_change() {
+        // Goal: a PATCH of an unrelated field keeps the writers; a pair, its API secret or
+        // the Mailchimp key makes new ones.
+        let base = super::partner_settings_of(&doc(json!({})));
+        assert_eq!(
+            base,
+            super::partner_settings_of(&doc(json!({"name": "Hope 2"})))
+        );
+        assert_eq!(
+            base,
+            super::partner_settings_of(&doc(
+                json!({"sources": {"stripe": {"signing_secret": "whsec_x"}}})
+            ))
+        );
+        for changed in [
+            json!({"two_way": {"mailchimp": {"mode": "observe"}}}),
+            json!({"two_way": {"platform:gala": {"api": {"auth_value": "Bearer u"}}}}),
+            json!({"sources": {"mailchimp": {"api_key": "9999abcd-us21"}}}),
+        ] {
+            assert_ne!(
+                base,
+                super::partner_settings_of(&doc(changed.clone())),
+                "{changed}"
+            );
+        }
     }
 }

@@ -32,7 +32,7 @@ impl PageQuery {
 
 /// Cuts a page read with `limit + 1` items (one more than asked tells whether another page
 /// follows) to `limit`, and gives the next page's `after`.
-pub fn cut_page<T>(page: &mut Vec<T>, limit: usize, id: impl Fn(&T) -> u64) -> Option<u64> {
+pub fn cut_page<T, Id>(page: &mut Vec<T>, limit: usize, id: impl Fn(&T) -> Id) -> Option<Id> {
     let has_more = page.len() > limit;
     page.truncate(limit);
     has_more.then(|| page.last().map(id)).flatten()

@@ -80,20 +80,37 @@ pub fn listing_url(
     url: &str,
     sandbox_base_url: Option<&str>,
 ) -> Result<reqwest::Url, String> {
+    resolve_url(
+        "poll.url",
+        url,
+        &EMBEDDED_FEED_PATH.replace("{name}", name),
+        sandbox_base_url,
+    )
+}
+
+/// A configured URL (`what` names its setting in errors), its embedded forms resolved
+/// against the sandbox: `"embedded"` → `embedded_path`, `"embedded:/path"` → that path.
+pub fn resolve_url(
+    what: &str,
+    url: &str,
+    embedded_path: &str,
+    sandbox_base_url: Option<&str>,
+) -> Result<reqwest::Url, String> {
     let embedded_path = if url == "embedded" {
-        Some(EMBEDDED_FEED_PATH.replace("{name}", name))
+        Some(embedded_path)
     } else {
-        url.strip_prefix(EMBEDDED_PREFIX).map(str::to_owned)
+        url.strip_prefix(EMBEDDED_PREFIX)
     };
     let full = match embedded_path {
         Some(path) => {
-            let base = sandbox_base_url
-                .ok_or("poll.url names the embedded sandbox, which is not running")?;
+            let base = sandbox_base_url.ok_or_else(|| {
+                format!("{what} names the embedded sandbox, which is not running")
+            })?;
             format!("{}{path}", base.trim_end_matches('/'))
         }
         None => url.to_owned(),
     };
-    reqwest::Url::parse(&full).map_err(|err| format!("poll.url does not parse: {err}"))
+    reqwest::Url::parse(&full).map_err(|err| format!("{what} does not parse: {err}"))
 }
 
 /// The adapter: one platform's listing.

@@ -46,6 +46,7 @@ impl TenantDoc {
         if let Some(pull) = &self.pull {
             super::validate_pull::validate_pull(pull)?;
         }
+        super::validate_two_way::validate_two_way(self)?;
         Ok(())
     }
 
@@ -272,7 +273,7 @@ fn stripe_signing_secret_problem(secret: &str) -> Option<String> {
 }
 
 /// The path of an `embedded:/path` URL (a path of the embedded sandbox).
-fn embedded_path_problem(path: &str) -> Option<&'static str> {
+pub(super) fn embedded_path_problem(path: &str) -> Option<&'static str> {
     if !path.starts_with('/') {
         return Some("the embedded path starts with '/'");
     }
@@ -409,7 +410,7 @@ pub(super) fn require_secret(field: &str, value: &Option<String>) -> Result<(), 
     }
 }
 
-fn non_empty(field: &str, value: &str) -> Result<(), TenantDocError> {
+pub(super) fn non_empty(field: &str, value: &str) -> Result<(), TenantDocError> {
     if value.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
     }

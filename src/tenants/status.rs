@@ -74,6 +74,13 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
             .tenant(id)
             .map(|handle| crate::http::admin_destinations::status_block(&handle))
             .unwrap_or_else(|| json!([])),
+        // Two-way pairs (docs/operations.md "Two-way sync"): mode, counters, pending,
+        // conflicts, the pair loop's activity and the cross-match's progress and ETA.
+        "two_way": state
+            .runtime
+            .tenant(id)
+            .map(|handle| crate::http::admin_two_way::status_block(&handle))
+            .unwrap_or_else(|| json!([])),
         "ingress": ingress_urls(&state.ingress_base_url, id, &doc),
         "config": doc,
         "created_at": format_ms(record.created_at_ms),
