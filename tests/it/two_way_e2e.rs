@@ -58,8 +58,11 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     let partner = Partner::create(&app, "crm-layers", tenant, true).await;
     let fields =
         json!({"last_name": "virtuous_wins", "tags": "dont_sync", "subscribed": "dont_sync"});
-    app.create_tenant(&two_way_tenant(tenant, &partner.api_url(), "on", fields))
-        .await;
+    crate::two_way_support::create_tenant(
+        &app,
+        &two_way_tenant(tenant, &partner.api_url(), "on", fields),
+    )
+    .await;
     let linked = seed_linked(&app, tenant, &partner, 4).await;
     wait_quiet(&app, tenant, QUIET).await;
 
@@ -166,8 +169,11 @@ async fn both_sides_editing_a_shared_field_is_a_conflict_settled_by_a_person() {
     let tenant = "tw-conflict";
     let partner = Partner::create(&app, "crm-conflict", tenant, false).await;
     let fields = json!({"tags": "dont_sync", "subscribed": "dont_sync"});
-    app.create_tenant(&two_way_tenant(tenant, &partner.api_url(), "on", fields))
-        .await;
+    crate::two_way_support::create_tenant(
+        &app,
+        &two_way_tenant(tenant, &partner.api_url(), "on", fields),
+    )
+    .await;
     let linked = seed_linked(&app, tenant, &partner, 2).await;
     wait_quiet(&app, tenant, QUIET).await;
 
@@ -248,12 +254,10 @@ async fn observing_reports_what_would_be_written_and_writes_nothing_until_on() {
     let tenant = "tw-observe";
     let partner = Partner::create(&app, "crm-observe", tenant, false).await;
     let fields = json!({"tags": "dont_sync", "subscribed": "dont_sync"});
-    app.create_tenant(&two_way_tenant(
-        tenant,
-        &partner.api_url(),
-        "observe",
-        fields.clone(),
-    ))
+    crate::two_way_support::create_tenant(
+        &app,
+        &two_way_tenant(tenant, &partner.api_url(), "observe", fields.clone()),
+    )
     .await;
     seed_linked(&app, tenant, &partner, 2).await;
     wait_quiet(&app, tenant, QUIET).await;

@@ -65,7 +65,7 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
                                           "base_url": "embedded"});
     body["two_way"] = json!({"mailchimp": {"mode": "on",
         "fields": {"tags": "dont_sync", "subscribed": "dont_sync"}}});
-    app.create_tenant(&body).await;
+    crate::two_way_support::create_tenant(&app, &body).await;
     sim.call(
         Method::PUT,
         &format!("{account}/lists/aud/webhook"),

@@ -60,7 +60,7 @@ async fn run(storm: Storm) {
     let fields = json!({"tags": "dont_sync", "subscribed": "dont_sync"});
     let mut body = two_way_tenant(tenant, &partner.api_url(), "on", fields);
     body["pull"] = json!({"events": ["contact"], "poll_interval_s": 3_600});
-    app.create_tenant(&body).await;
+    crate::two_way_support::create_tenant(&app, &body).await;
     let linked = seed_linked(&app, tenant, &partner, storm.contacts).await;
     wait_quiet(&app, tenant, Duration::from_secs(120)).await;
     let puts_before = virtuous_puts(&app, tenant).await;

@@ -33,6 +33,8 @@ use crate::two_way::{Incoming, Link, Mode, Overwrite, PairCounts, PairLive, Pair
 /// Changes decided per round, and links written per round.
 const CHANGES_PER_ROUND: usize = 200;
 const WRITES_PER_ROUND: usize = 100;
+/// Longest wait for the `PUT` after its read.
+const SECOND_CALL_WAIT_MAX_MS: u64 = 60_000;
 /// Most ids one `FullContact` read takes.
 const READ_IDS_MAX: usize = 100;
 /// Longest idle wait.
@@ -414,6 +416,23 @@ impl PairLoop {
         self.shared.draw_call(Lane::Live)
     }
 
+    /// Draws the second call of a write whose first one (the read) was made: waits for its
+    /// turn (at most a minute) rather than drop the read and spend it again later.
+    async fn draw_second(&self) -> Result<(), u64> {
+        loop {
+            match self.draw() {
+                Ok(()) => return Ok(()),
+                Err(at_ms) => {
+                    let wait_ms = at_ms.saturating_sub(self.shared.clock.now_ms());
+                    if wait_ms > SECOND_CALL_WAIT_MAX_MS {
+                        return Err(at_ms);
+                    }
+                    tokio::time::sleep(Duration::from_millis(wait_ms.max(1))).await;
+                }
+            }
+        }
+    }
+
     /// Reads the Virtuous contacts the round will write in one `FullContact` query (at most
     /// 100 ids: one call instead of one `GET` each), when two or more are due. Answers the
     /// contacts read by id (a contact not returned is read alone later), or when the budget
@@ -563,7 +582,7 @@ impl PairLoop {
         if to_set.is_empty() {
             return Ok(Step::Done);
         }
-        if let Err(at_ms) = self.draw() {
+        if let Err(at_ms) = self.draw_second().await {
             return Ok(Step::Wait(at_ms));
         }
         let body = apply_to_virtuous(&current, &to_set, &pair.reference_source);
