@@ -135,7 +135,7 @@ async fn writer(
             latency_us.record(latency).expect("in histogram range");
             match outcome {
                 EnqueueOutcome::Queued { seq } => answered.push((tenant_index, seq)),
-                EnqueueOutcome::Duplicate => panic!("keys are unique"),
+                other => panic!("keys are unique and no pair is configured: {other:?}"),
             }
         }
         n += entries_per_call;

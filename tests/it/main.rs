@@ -56,6 +56,7 @@ mod submit_contact_batch;
 mod submit_sandbox;
 mod two_way_cross_match;
 mod two_way_e2e;
+mod two_way_mailchimp;
 mod two_way_storm;
 mod two_way_support;
 mod virtuous_client;

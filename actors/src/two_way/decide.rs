@@ -124,8 +124,21 @@ pub fn decide(link: &mut Link, pair: &PairSettings, incoming: &Incoming, now_ms:
         .synced_fields()
         .filter(|name| incoming.fields.contains_key(*name))
         .collect();
+    let overwritten = overwritten_by_us(link, incoming);
     for name in names {
         let value = incoming.fields[name].clone();
+        if let Some(ours) = overwritten.get(name) {
+            // Our PUT, made over an older read, replaced this edit: Virtuous holds ours;
+            // the edit waits for a person with both values.
+            link.values_mut(side).insert(name.to_string(), ours.clone());
+            if !link.conflicts.iter().any(|field| field == name) {
+                link.pending_mut(Side::Partner).remove(name);
+                link.conflicts.push(name.to_string());
+                let conflict = conflict_of(link, name, ours.clone(), value, now_ms);
+                decision.conflicts.push(conflict);
+            }
+            continue;
+        }
         link.values_mut(side)
             .insert(name.to_string(), value.clone());
         decide_field(link, pair, side, name, &value, now_ms, &mut decision);
@@ -142,6 +155,30 @@ pub fn decide(link: &mut Link, pair: &PairSettings, incoming: &Incoming, now_ms:
         observe_state(link, &decision, now_ms, side);
     }
     decision
+}
+
+/// The fields of a Virtuous change that our last `PUT` overwrote: the change is dated after
+/// the version that write read and before the version it made, and differs from what it set.
+fn overwritten_by_us(link: &Link, incoming: &Incoming) -> Fields {
+    let Some(mark) = link.virtuous_overwrite.as_ref() else {
+        return Fields::new();
+    };
+    if incoming.side != Side::Virtuous
+        || incoming.version_ms <= mark.read_ms
+        || incoming.version_ms >= mark.written_ms
+    {
+        return Fields::new();
+    }
+    mark.fields
+        .iter()
+        .filter(|(name, ours)| {
+            incoming
+                .fields
+                .get(name.as_str())
+                .is_some_and(|theirs| !same(name, Some(theirs), Some(ours)))
+        })
+        .map(|(name, ours)| (name.clone(), ours.clone()))
+        .collect()
 }
 
 fn conflict_of(link: &Link, name: &str, partner: Value, virtuous: Value, now_ms: u64) -> Conflict {

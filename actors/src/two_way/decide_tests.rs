@@ -270,6 +270,53 @@ fn a_stale_change_changes_nothing() {
     assert_eq!(link, before);
 }
 
+#[test]
+fn an_edit_our_put_overwrote_is_a_conflict_not_a_loss() {
+    // Goal: a staff edit dated between the version our PUT read and the one it made was
+    // replaced by our write: it opens a conflict with both values instead of going across.
+    let settings = pair(Mode::On, &[]);
+    let mut link = synced_link();
+    let decision = decide(
+        &mut link,
+        &settings,
+        &change(Side::Partner, 10, &[("first_name", json!("Anne"))]),
+        1_000,
+    );
+    complete_write(&mut link, Side::Virtuous, &decision.to_virtuous, 1_100);
+    link.virtuous_overwrite = Some(super::Overwrite {
+        read_ms: 100,
+        written_ms: 200,
+        fields: fields(&[("first_name", json!("Anne"))]),
+    });
+    let staff = change(Side::Virtuous, 150, &[("first_name", json!("Stacy"))]);
+    let decision = decide(&mut link, &settings, &staff, 1_200);
+    assert!(
+        decision.to_partner.is_empty(),
+        "the overwritten value does not go across"
+    );
+    assert_eq!(decision.conflicts.len(), 1);
+    assert_eq!(decision.conflicts[0].partner, json!("Anne"));
+    assert_eq!(decision.conflicts[0].virtuous, json!("Stacy"));
+    assert_eq!(
+        link.values(Side::Virtuous)["first_name"],
+        json!("Anne"),
+        "Virtuous holds ours"
+    );
+    // An edit after our write is an ordinary change.
+    let mut link = synced_link();
+    link.virtuous_overwrite = Some(super::Overwrite {
+        read_ms: 100,
+        written_ms: 200,
+        fields: fields(&[("first_name", json!("Ann"))]),
+    });
+    let later = change(Side::Virtuous, 250, &[("first_name", json!("Later"))]);
+    let decision = decide(&mut link, &settings, &later, 1_300);
+    assert_eq!(
+        decision.to_partner,
+        fields(&[("first_name", json!("Later"))])
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Edit(Side, usize, usize),

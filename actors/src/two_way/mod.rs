@@ -216,6 +216,14 @@ pub struct LedgerMark {
     pub at_ms: u64,
 }
 
+/// A write made over a version read just before it (see [`Link::virtuous_overwrite`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overwrite {
+    pub read_ms: u64,
+    pub written_ms: u64,
+    pub fields: Fields,
+}
+
 /// One transition of a record's sync state (bounded history in the link).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
@@ -250,6 +258,10 @@ pub struct Link {
     /// Writes decided and not yet made, per side: field → value to set.
     pub pending_partner: Fields,
     pub pending_virtuous: Fields,
+    /// Our last `PUT` of the Virtuous contact: the version we read before it, the version
+    /// it made, and what it set. A Virtuous change dated between the two was overwritten by
+    /// it: a conflict, never silently lost.
+    pub virtuous_overwrite: Option<Overwrite>,
     /// Left alone by the cross-match policy: never written to either side.
     pub external_only: bool,
     /// A Virtuous contact is to be made from the partner's values (cross-match policy
