@@ -370,8 +370,10 @@ async fn approve(
     Ok(HttpResponse::Accepted().json(job_json(&job)))
 }
 
-/// The pair a path names, when the tenant has it (404 naming the configured ones).
-fn configured_pair(state: &AppState, tenant_id: &str, pair: &str) -> Result<(), ApiError> {
+/// The running tenant's handle, for a pair the path names (404 naming the configured ones
+/// when the tenant has no such pair).
+fn pair_handle(state: &AppState, tenant_id: &str, pair: &str) -> Result<TenantHandle, ApiError> {
+    let handle = running_handle(state, tenant_id)?;
     let configured: Vec<String> = state
         .tenant_docs
         .get(tenant_id)
@@ -382,7 +384,7 @@ fn configured_pair(state: &AppState, tenant_id: &str, pair: &str) -> Result<(), 
         })
         .unwrap_or_default();
     if configured.iter().any(|known| known == pair) {
-        return Ok(());
+        return Ok(handle);
     }
     Err(ApiError::new(
         ErrorCode::NotFound,
@@ -419,8 +421,7 @@ async fn records(
     query: web::Query<RecordsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, pair) = path.into_inner();
-    let handle = running_handle(&state, &tenant_id)?;
-    configured_pair(&state, &tenant_id, &pair)?;
+    let handle = pair_handle(&state, &tenant_id, &pair)?;
     let query = query.into_inner();
     if let Some(virtuous_id) = &query.virtuous_id {
         let link = handle
@@ -443,8 +444,7 @@ async fn record(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, pair, partner_id) = path.into_inner();
-    let handle = running_handle(&state, &tenant_id)?;
-    configured_pair(&state, &tenant_id, &pair)?;
+    let handle = pair_handle(&state, &tenant_id, &pair)?;
     let link = handle
         .two_way_link(&pair, Some(&partner_id), None)?
         .ok_or_else(|| no_link(&pair, &format!("with partner id `{partner_id}`")))?;
@@ -457,8 +457,7 @@ async fn dead_letters(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, pair) = path.into_inner();
-    let handle = running_handle(&state, &tenant_id)?;
-    configured_pair(&state, &tenant_id, &pair)?;
+    let handle = pair_handle(&state, &tenant_id, &pair)?;
     let limit = query.limit()?;
     let mut page = handle.two_way_dead_letters(&pair, query.after.unwrap_or(0), limit + 1)?;
     let next_after = cut_page(&mut page, limit, |letter| letter.seq);

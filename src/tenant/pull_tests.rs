@@ -11,7 +11,8 @@ fn with_pull(pull: Value) -> Value {
     json!({"id": "hope", "name": "Hope", "virtuous": {"api_key": "vk"}, "pull": pull})
 }
 
-fn field_of(body: &Value) -> String {
+/// The field a refused document names (panics when it is accepted).
+pub(super) fn field_of(body: &Value) -> String {
     match normalise(body) {
         Err(TenantDocError::InvalidField { field, .. }) => field,
         Err(other) => panic!("{body}: expected invalid_field, got {other:?}"),

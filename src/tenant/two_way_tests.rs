@@ -1,6 +1,7 @@
 //! The `two_way` block of the tenant document: defaults, validation naming each field,
 //! the sealed partner API secret.
 
+use super::pull_tests::field_of;
 use super::*;
 use serde_json::json;
 use steward_actors::two_way::{Mode, PairKind, Rule};
@@ -17,14 +18,6 @@ fn with_two_way(two_way: Value) -> Value {
 
 fn gala_api() -> Value {
     json!({"url": "http://127.0.0.1:9/partners/p1", "auth_value": AUTH})
-}
-
-fn field_of(body: &Value) -> String {
-    match normalise(body) {
-        Err(TenantDocError::InvalidField { field, .. }) => field,
-        Err(other) => panic!("{body}: expected invalid_field, got {other:?}"),
-        Ok(_) => panic!("{body}: accepted"),
-    }
 }
 
 #[test]
