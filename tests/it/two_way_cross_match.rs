@@ -11,8 +11,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::wait_until;
+use crate::external_sandbox::ExternalSandbox;
 use crate::two_way_support::{
-    org, process, sized, spawn_engine, two_way_tenant, Partner, PAIR, REFERENCE_SOURCE,
+    org, process, sized, spawn_engine, two_way_tenant, Partner, Sandbox, PAIR, REFERENCE_SOURCE,
 };
 
 /// The generated truth: how many records of each kind.
@@ -26,12 +27,12 @@ struct Truth {
 }
 
 /// Contact transactions "another tool" posts straight to the org, then imported.
-async fn virtuous_contacts(app: &crate::common::TestApp, tenant: &str, contacts: Vec<Value>) {
+async fn virtuous_contacts(sandbox: &Sandbox, tenant: &str, contacts: Vec<Value>) {
     let key = format!("vk-secret-{tenant}-apikey");
     for chunk in contacts.chunks(100) {
-        let response = app
+        let response = sandbox
             .client
-            .post(format!("{}/api/Contact/Batch", app.sandbox_url()))
+            .post(format!("{}/api/Contact/Batch", sandbox.url))
             .bearer_auth(&key)
             .json(&json!({"contacts": chunk}))
             .send()
@@ -40,7 +41,7 @@ async fn virtuous_contacts(app: &crate::common::TestApp, tenant: &str, contacts:
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
     // The org imports at once.
-    process(app, tenant).await;
+    process(sandbox, tenant).await;
 }
 
 fn person(email: &str, n: usize) -> Value {
@@ -57,14 +58,18 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
         partner_only: sized(15, 1_500),
         virtuous_only: sized(10, 1_000),
     };
+    // The sandbox lives in its own process: the engine is killed mid-job.
+    let external = ExternalSandbox::start();
+    let sandbox = Sandbox::external(&external);
     let mut app = spawn_engine(&[]).await;
     let tenant = "tw-xmatch";
-    let partner = Partner::create(&app, "crm-xmatch", tenant, false).await;
+    let partner = Partner::create(&app, &sandbox, "crm-xmatch", tenant, false).await;
     // Emails are compared but not synced here: linking writes nothing, so every write seen
     // comes from the approved policies.
     let fields = json!({"email": "dont_sync", "tags": "dont_sync", "subscribed": "dont_sync"});
     crate::two_way_support::create_tenant(
         &app,
+        &sandbox,
         &two_way_tenant(tenant, &partner.api_url(), "on", fields),
     )
     .await;
@@ -140,10 +145,10 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
             )
             .await;
     }
-    virtuous_contacts(&app, tenant, virtuous_rows).await;
+    virtuous_contacts(&sandbox, tenant, virtuous_rows).await;
     // The duplicates get one address each pair (an API edit of the second copy).
     let contacts = org(
-        &app,
+        &sandbox,
         Method::GET,
         &format!("/_sandbox/orgs/{tenant}/contacts"),
         None,
@@ -314,7 +319,7 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
         "the partner-only creations",
         || async {
             let log = org(
-                &app,
+                &sandbox,
                 Method::GET,
                 &format!("/_sandbox/orgs/{tenant}/requests"),
                 None,

@@ -10,14 +10,15 @@ use serde_json::json;
 use crate::common::wait_until;
 use crate::two_way_support::{
     conflicts, count, echoes_dropped, link, pair_view, seed_linked, spawn_engine, staff_edit,
-    two_way_tenant, virtuous_by_partner, virtuous_field, virtuous_puts, wait_quiet, Partner, PAIR,
+    two_way_tenant, virtuous_by_partner, virtuous_field, virtuous_puts, wait_quiet, Partner,
+    Sandbox, PAIR,
 };
 
 const QUIET: Duration = Duration::from_secs(60);
 
 /// Waits until the Virtuous contact of `partner_id` has `field` = `value`.
 async fn wait_virtuous(
-    app: &crate::common::TestApp,
+    sandbox: &Sandbox,
     tenant: &str,
     partner_id: &str,
     field: &str,
@@ -27,7 +28,7 @@ async fn wait_virtuous(
         Duration::from_secs(30),
         format!("Virtuous {partner_id}.{field} = {value}"),
         || async {
-            let contacts = virtuous_by_partner(app, tenant).await;
+            let contacts = virtuous_by_partner(sandbox, tenant).await;
             (virtuous_field(contacts.get(partner_id)?, field) == json!(value)).then_some(())
         },
     )
@@ -54,23 +55,25 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     // partner lower-cases the email it was given), by ownership (a partner edit of a field
     // Virtuous owns is put back) — and none is written again.
     let app = spawn_engine(&[]).await;
+    let sandbox = Sandbox::embedded(&app);
     let tenant = "tw-layers";
-    let partner = Partner::create(&app, "crm-layers", tenant, true).await;
+    let partner = Partner::create(&app, &sandbox, "crm-layers", tenant, true).await;
     let fields =
         json!({"last_name": "virtuous_wins", "tags": "dont_sync", "subscribed": "dont_sync"});
     crate::two_way_support::create_tenant(
         &app,
+        &sandbox,
         &two_way_tenant(tenant, &partner.api_url(), "on", fields),
     )
     .await;
-    let linked = seed_linked(&app, tenant, &partner, 4).await;
+    let linked = seed_linked(&app, &sandbox, tenant, &partner, 4).await;
     wait_quiet(&app, tenant, QUIET).await;
 
     // Origin: a partner edit goes to Virtuous; Virtuous's echo names us.
     let origin_before = echoes_dropped(&app, "origin").await;
     let partner_writes = partner.api_writes().await;
     partner.edit("p0", json!({"first_name": "Anna"})).await;
-    wait_virtuous(&app, tenant, "p0", "first_name", "Anna").await;
+    wait_virtuous(&sandbox, tenant, "p0", "first_name", "Anna").await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(
         echoes_dropped(&app, "origin").await > origin_before,
@@ -84,8 +87,8 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
 
     // Ledger: a staff edit goes to the partner; the partner's webhook echoes it exactly.
     let ledger_before = echoes_dropped(&app, "ledger").await;
-    let puts = virtuous_puts(&app, tenant).await;
-    staff_edit(&app, tenant, &[(linked["p1"], "first_name", "Bert")]).await;
+    let puts = virtuous_puts(&sandbox, tenant).await;
+    staff_edit(&sandbox, tenant, &[(linked["p1"], "first_name", "Bert")]).await;
     wait_partner(&partner, "p1", "first_name", "Bert").await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(
@@ -93,7 +96,7 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
         "the partner's echo dropped by the ledger"
     );
     assert_eq!(
-        virtuous_puts(&app, tenant).await,
+        virtuous_puts(&sandbox, tenant).await,
         puts,
         "nothing written back to Virtuous"
     );
@@ -101,7 +104,7 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     // Window: the partner lower-cases the email it is given; the echo differs only in case.
     let window_before = echoes_dropped(&app, "window").await;
     staff_edit(
-        &app,
+        &sandbox,
         tenant,
         &[(linked["p2"], "email", "Carol.Mixed@Example.org")],
     )
@@ -113,11 +116,11 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
         "the reformatted echo dropped by the window"
     );
     assert_eq!(
-        virtuous_puts(&app, tenant).await,
+        virtuous_puts(&sandbox, tenant).await,
         puts,
         "the lower-cased form never went back"
     );
-    let contacts = virtuous_by_partner(&app, tenant).await;
+    let contacts = virtuous_by_partner(&sandbox, tenant).await;
     assert_eq!(
         virtuous_field(&contacts["p2"], "email"),
         json!("Carol.Mixed@Example.org")
@@ -139,10 +142,10 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     .await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(echoes_dropped(&app, "ownership").await > ownership_before);
-    let contacts = virtuous_by_partner(&app, tenant).await;
+    let contacts = virtuous_by_partner(&sandbox, tenant).await;
     assert_eq!(virtuous_field(&contacts["p3"], "last_name"), json!("Last3"));
     assert_eq!(
-        virtuous_puts(&app, tenant).await,
+        virtuous_puts(&sandbox, tenant).await,
         puts,
         "Virtuous was never asked to change"
     );
@@ -166,15 +169,17 @@ async fn both_sides_editing_a_shared_field_is_a_conflict_settled_by_a_person() {
     // open one conflict with both values; nothing is written for the field until a person
     // resolves it; the chosen value then reaches both sides.
     let app = spawn_engine(&[]).await;
+    let sandbox = Sandbox::embedded(&app);
     let tenant = "tw-conflict";
-    let partner = Partner::create(&app, "crm-conflict", tenant, false).await;
+    let partner = Partner::create(&app, &sandbox, "crm-conflict", tenant, false).await;
     let fields = json!({"tags": "dont_sync", "subscribed": "dont_sync"});
     crate::two_way_support::create_tenant(
         &app,
+        &sandbox,
         &two_way_tenant(tenant, &partner.api_url(), "on", fields),
     )
     .await;
-    let linked = seed_linked(&app, tenant, &partner, 2).await;
+    let linked = seed_linked(&app, &sandbox, tenant, &partner, 2).await;
     wait_quiet(&app, tenant, QUIET).await;
 
     // Paused, the engine decides both edits but writes neither.
@@ -183,7 +188,7 @@ async fn both_sides_editing_a_shared_field_is_a_conflict_settled_by_a_person() {
         .await;
     assert_eq!(status, 200);
     partner.edit("p0", json!({"first_name": "Pat"})).await;
-    staff_edit(&app, tenant, &[(linked["p0"], "first_name", "Vic")]).await;
+    staff_edit(&sandbox, tenant, &[(linked["p0"], "first_name", "Vic")]).await;
     let conflict = wait_until(Duration::from_secs(30), "the conflict", || async {
         conflicts(&app, tenant).await.into_iter().find(|conflict| {
             conflict["partner_id"] == "p0"
@@ -201,7 +206,7 @@ async fn both_sides_editing_a_shared_field_is_a_conflict_settled_by_a_person() {
         "Pat",
         "nothing written while in conflict"
     );
-    let contacts = virtuous_by_partner(&app, tenant).await;
+    let contacts = virtuous_by_partner(&sandbox, tenant).await;
     assert_eq!(virtuous_field(&contacts["p0"], "first_name"), json!("Vic"));
     assert_eq!(link(&app, tenant, "p0").await.unwrap()["state"], "conflict");
 
@@ -251,17 +256,19 @@ async fn observing_reports_what_would_be_written_and_writes_nothing_until_on() {
     // Goal: in `observe` a partner edit of a linked record is matched and reported, and
     // Virtuous is not changed; after a PATCH to `on` the next edit is written.
     let app = spawn_engine(&[]).await;
+    let sandbox = Sandbox::embedded(&app);
     let tenant = "tw-observe";
-    let partner = Partner::create(&app, "crm-observe", tenant, false).await;
+    let partner = Partner::create(&app, &sandbox, "crm-observe", tenant, false).await;
     let fields = json!({"tags": "dont_sync", "subscribed": "dont_sync"});
     crate::two_way_support::create_tenant(
         &app,
+        &sandbox,
         &two_way_tenant(tenant, &partner.api_url(), "observe", fields.clone()),
     )
     .await;
-    seed_linked(&app, tenant, &partner, 2).await;
+    seed_linked(&app, &sandbox, tenant, &partner, 2).await;
     wait_quiet(&app, tenant, QUIET).await;
-    let puts = virtuous_puts(&app, tenant).await;
+    let puts = virtuous_puts(&sandbox, tenant).await;
     partner.edit("p1", json!({"first_name": "Olive"})).await;
     wait_until(
         Duration::from_secs(30),
@@ -274,11 +281,11 @@ async fn observing_reports_what_would_be_written_and_writes_nothing_until_on() {
     .await;
     wait_quiet(&app, tenant, QUIET).await;
     assert_eq!(
-        virtuous_puts(&app, tenant).await,
+        virtuous_puts(&sandbox, tenant).await,
         puts,
         "observing writes nothing"
     );
-    let contacts = virtuous_by_partner(&app, tenant).await;
+    let contacts = virtuous_by_partner(&sandbox, tenant).await;
     assert_eq!(
         virtuous_field(&contacts["p1"], "first_name"),
         json!("First1")
@@ -297,6 +304,6 @@ async fn observing_reports_what_would_be_written_and_writes_nothing_until_on() {
         .await;
     assert_eq!(status, 200, "{body}");
     partner.edit("p1", json!({"first_name": "Olivia"})).await;
-    wait_virtuous(&app, tenant, "p1", "first_name", "Olivia").await;
-    assert!(virtuous_puts(&app, tenant).await > puts, "on: written");
+    wait_virtuous(&sandbox, tenant, "p1", "first_name", "Olivia").await;
+    assert!(virtuous_puts(&sandbox, tenant).await > puts, "on: written");
 }

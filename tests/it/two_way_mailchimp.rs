@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::common::{wait_until, TestApp};
 use crate::poll_support::{last_run_number, poller_of, start_run_of, wait_run_finished_of, Sim};
 use crate::two_way_support::{
-    echoes_dropped, process, spawn_engine, staff_edit, virtuous_field, virtuous_puts, wait_quiet,
+    echoes_dropped, process, spawn_engine, staff_edit, virtuous_field, virtuous_puts, wait_quiet_of,
 };
 
 const MC_KEY: &str = "0123456789abcdef0123456789abcdef-us21";
@@ -50,6 +50,7 @@ async fn virtuous_by_member(sim: &Sim, tenant: &str) -> BTreeMap<String, Value> 
 #[actix_rt::test]
 async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_only_by_polling() {
     let app = spawn_engine(&[]).await;
+    let sandbox = crate::two_way_support::Sandbox::embedded(&app);
     let sim = Sim::new(&app.sandbox_url());
     let tenant = "tw-mailchimp";
     let account = format!("/_sandbox/mailchimp/accounts/{tenant}");
@@ -65,7 +66,7 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
                                           "base_url": "embedded"});
     body["two_way"] = json!({"mailchimp": {"mode": "on",
         "fields": {"tags": "dont_sync", "subscribed": "dont_sync"}}});
-    crate::two_way_support::create_tenant(&app, &body).await;
+    crate::two_way_support::create_tenant(&app, &sandbox, &body).await;
     sim.call(
         Method::PUT,
         &format!("{account}/lists/aud/webhook"),
@@ -95,7 +96,7 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         Duration::from_secs(60),
         "both members in Virtuous",
         || async {
-            process(&app, tenant).await;
+            process(&sandbox, tenant).await;
             let by_member = virtuous_by_member(&sim, tenant).await;
             (by_member.len() == 2).then_some(by_member)
         },
@@ -118,7 +119,7 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         (status == 200 && link["virtuous_id"].is_string()).then_some(())
     })
     .await;
-    wait_quiet(&app, tenant, Duration::from_secs(60)).await;
+    wait_quiet_of(&app, tenant, "mailchimp", Duration::from_secs(60)).await;
 
     // A staff edit reaches the member by PUT; Mailchimp reports it to no webhook.
     sim.call(
@@ -127,8 +128,8 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         Some(json!({"advance_s": 5})),
     )
     .await;
-    let puts = virtuous_puts(&app, tenant).await;
-    staff_edit(&app, tenant, &[(ann, "first_name", "Annie")]).await;
+    let puts = virtuous_puts(&sandbox, tenant).await;
+    staff_edit(&sandbox, tenant, &[(ann, "first_name", "Annie")]).await;
     wait_until(
         Duration::from_secs(30),
         "FNAME written to Mailchimp",
@@ -145,7 +146,7 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         },
     )
     .await;
-    wait_quiet(&app, tenant, Duration::from_secs(60)).await;
+    wait_quiet_of(&app, tenant, "mailchimp", Duration::from_secs(60)).await;
     let stats = sim
         .call(Method::GET, &format!("{account}/stats"), None)
         .await;
@@ -160,9 +161,9 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         || async { (echoes_dropped(&app, "ledger").await > ledger_before).then_some(()) },
     )
     .await;
-    wait_quiet(&app, tenant, Duration::from_secs(60)).await;
+    wait_quiet_of(&app, tenant, "mailchimp", Duration::from_secs(60)).await;
     assert_eq!(
-        virtuous_puts(&app, tenant).await,
+        virtuous_puts(&sandbox, tenant).await,
         puts,
         "the echo never reached Virtuous"
     );
@@ -192,6 +193,6 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         },
     )
     .await;
-    wait_quiet(&app, tenant, Duration::from_secs(60)).await;
-    assert_eq!(virtuous_puts(&app, tenant).await, puts + 1);
+    wait_quiet_of(&app, tenant, "mailchimp", Duration::from_secs(60)).await;
+    assert_eq!(virtuous_puts(&sandbox, tenant).await, puts + 1);
 }

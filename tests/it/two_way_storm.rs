@@ -16,9 +16,11 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::common::{wait_until, TestApp};
+use crate::external_sandbox::ExternalSandbox;
 use crate::two_way_support::{
     conflicts, count, echoes_dropped, org, pair_view, seed_linked, sized, spawn_engine, staff_edit,
     two_way_tenant, virtuous_by_partner, virtuous_field, virtuous_puts, wait_quiet, Partner,
+    Sandbox,
 };
 
 const FIELDS: [&str; 2] = ["first_name", "last_name"];
@@ -54,16 +56,22 @@ async fn pause(app: &TestApp, tenant: &str, pause: bool) {
 
 async fn run(storm: Storm) {
     let started = Instant::now();
+    // Under kill -9 the sandbox lives in its own process, so it outlives the engine.
+    let external = matches!(storm.chaos, Chaos::Kill9(_)).then(ExternalSandbox::start);
     let mut app = spawn_engine(&[]).await;
+    let sandbox = match &external {
+        Some(external) => Sandbox::external(external),
+        None => Sandbox::embedded(&app),
+    };
     let tenant = "tw-storm";
-    let partner = Partner::create(&app, "crm-storm", tenant, false).await;
+    let partner = Partner::create(&app, &sandbox, "crm-storm", tenant, false).await;
     let fields = json!({"tags": "dont_sync", "subscribed": "dont_sync"});
     let mut body = two_way_tenant(tenant, &partner.api_url(), "on", fields);
     body["pull"] = json!({"events": ["contact"], "poll_interval_s": 3_600});
-    crate::two_way_support::create_tenant(&app, &body).await;
-    let linked = seed_linked(&app, tenant, &partner, storm.contacts).await;
+    crate::two_way_support::create_tenant(&app, &sandbox, &body).await;
+    let linked = seed_linked(&app, &sandbox, tenant, &partner, storm.contacts).await;
     wait_quiet(&app, tenant, Duration::from_secs(120)).await;
-    let puts_before = virtuous_puts(&app, tenant).await;
+    let puts_before = virtuous_puts(&sandbox, tenant).await;
     let partner_writes_before = partner.api_writes().await;
     let seeded = Instant::now();
 
@@ -82,7 +90,7 @@ async fn run(storm: Storm) {
         if rng.gen_bool(0.5) {
             partner.edit(partner_id, json!({field: value})).await;
         } else {
-            staff_edit(&app, tenant, &[(*virtuous_id, field, &value)]).await;
+            staff_edit(&sandbox, tenant, &[(*virtuous_id, field, &value)]).await;
         }
         human_edits += 1;
         if rng.gen_bool(0.7) {
@@ -96,7 +104,7 @@ async fn run(storm: Storm) {
         if let Chaos::VirtuousOutage(outage) = storm.chaos {
             if n == storm.edits / 2 {
                 org(
-                    &app,
+                    &sandbox,
                     Method::PUT,
                     &format!("/_sandbox/orgs/{tenant}/faults"),
                     Some(json!({"error_5xx_rate": 1.0})),
@@ -116,7 +124,7 @@ async fn run(storm: Storm) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 org(
-                    &app,
+                    &sandbox,
                     Method::DELETE,
                     &format!("/_sandbox/orgs/{tenant}/faults"),
                     None,
@@ -135,7 +143,7 @@ async fn run(storm: Storm) {
             .edit(partner_id, json!({"first_name": format!("partner-{k}")}))
             .await;
         staff_edit(
-            &app,
+            &sandbox,
             tenant,
             &[(*virtuous_id, "first_name", &format!("staff-{k}"))],
         )
@@ -199,7 +207,7 @@ async fn run(storm: Storm) {
 
     // Every synced field equal on both sides.
     let partner_contacts = partner.contacts().await;
-    let virtuous_contacts = virtuous_by_partner(&app, tenant).await;
+    let virtuous_contacts = virtuous_by_partner(&sandbox, tenant).await;
     let mut differences = BTreeMap::new();
     for (partner_id, _) in &ids {
         for field in FIELDS {
@@ -224,7 +232,7 @@ async fn run(storm: Storm) {
         "simultaneous edits not surfaced as conflicts: {missing:?}"
     );
 
-    let virtuous_writes = virtuous_puts(&app, tenant).await - puts_before;
+    let virtuous_writes = virtuous_puts(&sandbox, tenant).await - puts_before;
     let partner_writes = partner.api_writes().await - partner_writes_before;
     let writes = virtuous_writes + partner_writes;
     // A kill can repeat the write that was on its way (an upsert: harmless).

@@ -53,43 +53,75 @@ pub fn two_way_tenant(id: &str, partner_url: &str, mode: &str, fields: Value) ->
     body
 }
 
+/// The sandbox a test's Virtuous org and partner live in: the engine's embedded one, or an
+/// `ExternalSandbox` process that outlives a kill -9 of the engine.
+#[derive(Clone)]
+pub struct Sandbox {
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+impl Sandbox {
+    pub fn embedded(app: &TestApp) -> Sandbox {
+        Sandbox {
+            url: app.sandbox_url(),
+            client: app.client.clone(),
+        }
+    }
+
+    pub fn external(external: &crate::external_sandbox::ExternalSandbox) -> Sandbox {
+        Sandbox {
+            url: external.url.clone(),
+            client: external.client.clone(),
+        }
+    }
+
+    /// A control or API call that must answer 2xx; its JSON.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        sandbox_json(&self.client, &self.url, method, path, body).await
+    }
+}
+
 /// Creates the tenant's Virtuous org first (imports at once, an allowance that never slows
 /// a test: the embedded org a tenant gets by default allows 5,000 calls an hour), then the
 /// tenant (its `virtuous.base_url` "embedded" finds the org by id and key).
-pub async fn create_tenant(app: &TestApp, body: &Value) -> Value {
+pub async fn create_tenant(app: &TestApp, sandbox: &Sandbox, body: &Value) -> Value {
     let id = body["id"].as_str().unwrap();
-    org(
-        app,
-        Method::POST,
-        "/_sandbox/orgs",
-        Some(
-            json!({"id": id, "api_key": body["virtuous"]["api_key"], "hourly_limit": 1_000_000,
+    let mut body = body.clone();
+    if sandbox.url != app.sandbox_url() {
+        body["virtuous"]["base_url"] = json!(sandbox.url);
+    }
+    sandbox
+        .call(
+            Method::POST,
+            "/_sandbox/orgs",
+            Some(
+                json!({"id": id, "api_key": body["virtuous"]["api_key"], "hourly_limit": 1_000_000,
                      "processing": "immediate"}),
-        ),
-    )
-    .await;
-    app.create_tenant(body).await
+            ),
+        )
+        .await;
+    app.create_tenant(&body).await
 }
 
 /// The partner platform of a test, in the engine's embedded sandbox.
 pub struct Partner {
-    pub sandbox_url: String,
+    pub sandbox: Sandbox,
     pub id: String,
-    pub client: reqwest::Client,
 }
 
 impl Partner {
     /// Creates the partner; its webhooks go to the tenant's platform route.
     pub async fn create(
         app: &TestApp,
+        sandbox: &Sandbox,
         id: &str,
         tenant_id: &str,
         normalize_emails: bool,
     ) -> Partner {
         let partner = Partner {
-            sandbox_url: app.sandbox_url(),
+            sandbox: sandbox.clone(),
             id: id.to_string(),
-            client: app.client.clone(),
         };
         let webhook_url = format!("{}/hooks/{tenant_id}/platform/{PLATFORM}", app.main_url);
         partner
@@ -105,11 +137,11 @@ impl Partner {
 
     /// The contacts API base the tenant's pair writes to.
     pub fn api_url(&self) -> String {
-        format!("{}/partners/{}", self.sandbox_url, self.id)
+        format!("{}/partners/{}", self.sandbox.url, self.id)
     }
 
     pub async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        sandbox_json(&self.client, &self.sandbox_url, method, path, body).await
+        self.sandbox.call(method, path, body).await
     }
 
     /// People created by their users (webhooks fire: the engine hears of each).
@@ -171,15 +203,15 @@ impl Partner {
     }
 }
 
-/// A call to the tenant's Virtuous org in the embedded sandbox.
-pub async fn org(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Value {
-    sandbox_json(&app.client, &app.sandbox_url(), method, path, body).await
+/// A call to the sandbox (the tenant's Virtuous org, its control API).
+pub async fn org(sandbox: &Sandbox, method: Method, path: &str, body: Option<Value>) -> Value {
+    sandbox.call(method, path, body).await
 }
 
 /// Runs the org's import (contact transactions become contacts; webhooks fire).
-pub async fn process(app: &TestApp, tenant: &str) -> Value {
+pub async fn process(sandbox: &Sandbox, tenant: &str) -> Value {
     org(
-        app,
+        sandbox,
         Method::POST,
         &format!("/_sandbox/orgs/{tenant}/process"),
         None,
@@ -188,9 +220,9 @@ pub async fn process(app: &TestApp, tenant: &str) -> Value {
 }
 
 /// Every Virtuous contact of the org, by the partner id its reference names.
-pub async fn virtuous_by_partner(app: &TestApp, tenant: &str) -> BTreeMap<String, Value> {
+pub async fn virtuous_by_partner(sandbox: &Sandbox, tenant: &str) -> BTreeMap<String, Value> {
     let contacts = org(
-        app,
+        sandbox,
         Method::GET,
         &format!("/_sandbox/orgs/{tenant}/contacts"),
         None,
@@ -249,9 +281,9 @@ pub fn virtuous_field(contact: &Value, field: &str) -> Value {
 
 /// A staff member changes fields of Virtuous contacts in the UI (one webhook each):
 /// `(contact id, field, value)` with field `first_name`, `last_name` or `email`.
-pub async fn staff_edit(app: &TestApp, tenant: &str, edits: &[(u64, &str, &str)]) {
+pub async fn staff_edit(sandbox: &Sandbox, tenant: &str, edits: &[(u64, &str, &str)]) {
     let contacts = org(
-        app,
+        sandbox,
         Method::GET,
         &format!("/_sandbox/orgs/{tenant}/contacts"),
         None,
@@ -294,13 +326,14 @@ pub async fn staff_edit(app: &TestApp, tenant: &str, edits: &[(u64, &str, &str)]
         list.push(json!({"kind": "contact", "id": id,
                          "changes": {"contactIndividuals": contact["contactIndividuals"].clone()}}));
     }
-    crate::pull_support::staff_edits(&app.client, &app.sandbox_url(), tenant, &list).await;
+    crate::pull_support::staff_edits(&sandbox.client, &sandbox.url, tenant, &list).await;
 }
 
 /// Seeds `count` partner contacts (`p0`…), lets one-way push create them in Virtuous, and
 /// waits until the pair has linked each: partner id → Virtuous id.
 pub async fn seed_linked(
     app: &TestApp,
+    sandbox: &Sandbox,
     tenant: &str,
     partner: &Partner,
     count: usize,
@@ -317,8 +350,8 @@ pub async fn seed_linked(
         Duration::from_secs(120),
         format!("{count} partner contacts in Virtuous"),
         || async {
-            process(app, tenant).await;
-            let by_partner = virtuous_by_partner(app, tenant).await;
+            process(sandbox, tenant).await;
+            let by_partner = virtuous_by_partner(sandbox, tenant).await;
             (by_partner.len() >= count).then(|| {
                 by_partner
                     .iter()
@@ -345,15 +378,20 @@ pub async fn seed_linked(
     linked
 }
 
-/// The pair as the admin API shows it.
+/// The pair `platform:crm` as the admin API shows it.
 pub async fn pair_view(app: &TestApp, tenant: &str) -> Value {
+    pair_view_of(app, tenant, PAIR).await
+}
+
+/// A pair as the admin API shows it.
+pub async fn pair_view_of(app: &TestApp, tenant: &str, pair: &str) -> Value {
     let view = app
         .admin_json(Method::GET, &format!("/v1/tenants/{tenant}/two-way"))
         .await;
     view["pairs"]
         .as_array()
-        .and_then(|pairs| pairs.iter().find(|pair| pair["pair"] == PAIR).cloned())
-        .unwrap_or_else(|| panic!("no pair {PAIR} in {view}"))
+        .and_then(|pairs| pairs.iter().find(|view| view["pair"] == pair).cloned())
+        .unwrap_or_else(|| panic!("no pair {pair} in {view}"))
 }
 
 /// A record's link (`None` until the pair knows it).
@@ -397,9 +435,9 @@ pub async fn echoes_dropped(app: &TestApp, layer: &str) -> u64 {
 }
 
 /// `PUT /api/Contact/{id}` calls the org received.
-pub async fn virtuous_puts(app: &TestApp, tenant: &str) -> u64 {
+pub async fn virtuous_puts(sandbox: &Sandbox, tenant: &str) -> u64 {
     let log = org(
-        app,
+        sandbox,
         Method::GET,
         &format!("/_sandbox/orgs/{tenant}/requests"),
         None,
@@ -426,10 +464,15 @@ pub async fn virtuous_puts(app: &TestApp, tenant: &str) -> u64 {
 /// Waits until the pair is quiet: nothing pending, nothing queued, the change log read to
 /// its end, and the same counters for two looks a second apart.
 pub async fn wait_quiet(app: &TestApp, tenant: &str, timeout: Duration) -> Value {
+    wait_quiet_of(app, tenant, PAIR, timeout).await
+}
+
+/// [`wait_quiet`] for a named pair.
+pub async fn wait_quiet_of(app: &TestApp, tenant: &str, pair: &str, timeout: Duration) -> Value {
     let deadline = std::time::Instant::now() + timeout;
     let mut last: Option<Value> = None;
     loop {
-        let view = pair_view(app, tenant).await;
+        let view = pair_view_of(app, tenant, pair).await;
         let status = app.status(tenant).await;
         let quiet = view["pending"] == 0 && crate::common::queued_total(&status) == 0;
         if quiet && last.as_ref() == Some(&view["counts"]) {
