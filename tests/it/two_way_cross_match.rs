@@ -163,13 +163,9 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
                     &format!("dup{i}-copy1@example.org"),
                     &format!("dup{i}@example.org"),
                 );
-                let response = app
+                let response = sandbox
                     .client
-                    .put(format!(
-                        "{}/api/Contact/{}",
-                        app.sandbox_url(),
-                        contact["id"]
-                    ))
+                    .put(format!("{}/api/Contact/{}", sandbox.url, contact["id"]))
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
                     .body(body)
@@ -182,13 +178,9 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
                     &format!("dup{i}-copy0@example.org"),
                     &format!("DUP{i}@example.org"),
                 );
-                let response = app
+                let response = sandbox
                     .client
-                    .put(format!(
-                        "{}/api/Contact/{}",
-                        app.sandbox_url(),
-                        contact["id"]
-                    ))
+                    .put(format!("{}/api/Contact/{}", sandbox.url, contact["id"]))
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
                     .body(body)

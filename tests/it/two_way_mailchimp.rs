@@ -134,14 +134,20 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         Duration::from_secs(30),
         "FNAME written to Mailchimp",
         || async {
-            let member = sim
-                .call(
-                    Method::GET,
-                    &format!("{account}/lists/aud/members/{}", hashes[0]),
-                    None,
-                )
-                .await;
-            let member = member.get("member").cloned().unwrap_or(member);
+            let member: Value = app
+                .client
+                .get(format!(
+                    "{}/mailchimp/3.0/lists/aud/members/{}",
+                    app.sandbox_url(),
+                    hashes[0]
+                ))
+                .basic_auth("steward", Some(MC_KEY))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             (member["merge_fields"]["FNAME"] == "Annie").then_some(())
         },
     )
