@@ -28,6 +28,7 @@ mod client;
 mod polled;
 mod pull;
 mod report;
+mod two_way;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -259,8 +260,10 @@ async fn drive(
     let polled = polled::run(&client, options.seed, started, deadline).await?;
     // Pattern 3: Virtuous changes pulled into NDJSON files.
     let pulled = pull::run(&client, options.seed, data_dir, started, deadline).await?;
+    // Pattern 4: two-way contact sync with a partner CRM.
+    let two_way = two_way::run(&client, options.seed, started, deadline).await?;
     println!();
-    for line in polled.lines.into_iter().chain(pulled) {
+    for line in polled.lines.into_iter().chain(pulled).chain(two_way) {
         println!("steward demo: {line}");
     }
     Ok(summaries)

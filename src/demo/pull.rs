@@ -376,7 +376,11 @@ async fn wait_backstop(
 }
 
 /// Polls `check` every 100 ms until it answers `Some`, or fails at the deadline.
-async fn wait<T, F, Fut>(deadline: Instant, what: &str, mut check: F) -> anyhow::Result<T>
+pub(super) async fn wait<T, F, Fut>(
+    deadline: Instant,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
