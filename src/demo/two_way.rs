@@ -138,7 +138,7 @@ pub async fn run(
     let (status, job) = client
         .admin_call(
             Method::POST,
-            &format!("/v1/tenants/{tenant}/cross-match"),
+            &format!("/tenants/{tenant}/cross-match"),
             Some(json!({"pair": PAIR})),
         )
         .await?;
@@ -151,11 +151,7 @@ pub async fn run(
         &format!("{tenant}: the cross-match report"),
         || async {
             let (_, job) = client
-                .admin_call(
-                    Method::GET,
-                    &format!("/v1/tenants/{tenant}/cross-match"),
-                    None,
-                )
+                .admin_call(Method::GET, &format!("/tenants/{tenant}/cross-match"), None)
                 .await?;
             Ok((job["state"] == "ready").then_some(job))
         },
@@ -169,7 +165,7 @@ pub async fn run(
     let (status, body) = client
         .admin_call(
             Method::POST,
-            &format!("/v1/tenants/{tenant}/cross-match/approve"),
+            &format!("/tenants/{tenant}/cross-match/approve"),
             Some(
                 json!({"pair": PAIR, "policies": {"matched": "link", "partner_only": "create",
                                                    "virtuous_only": "external_only"}}),
@@ -182,11 +178,7 @@ pub async fn run(
         &format!("{tenant}: the approval applied"),
         || async {
             let (_, job) = client
-                .admin_call(
-                    Method::GET,
-                    &format!("/v1/tenants/{tenant}/cross-match"),
-                    None,
-                )
+                .admin_call(Method::GET, &format!("/tenants/{tenant}/cross-match"), None)
                 .await?;
             Ok((job["state"] == "done").then_some(()))
         },
@@ -195,7 +187,7 @@ pub async fn run(
     let (status, body) = client
         .admin_call(
             Method::PATCH,
-            &format!("/v1/tenants/{tenant}"),
+            &format!("/tenants/{tenant}"),
             Some(json!({"two_way": {PAIR: {"mode": "on"}}})),
         )
         .await?;
@@ -247,7 +239,7 @@ pub async fn run(
     admin_ok(
         client,
         Method::POST,
-        &format!("/v1/tenants/{tenant}/pause"),
+        &format!("/tenants/{tenant}/pause"),
         None,
     )
     .await?;
@@ -256,11 +248,7 @@ pub async fn run(
     staff_edit(client, &tenant, cy, "firstName", "Cyril").await?;
     let conflict = wait(deadline, &format!("{tenant}: the conflict"), || async {
         let (_, body) = client
-            .admin_call(
-                Method::GET,
-                &format!("/v1/tenants/{tenant}/conflicts"),
-                None,
-            )
+            .admin_call(Method::GET, &format!("/tenants/{tenant}/conflicts"), None)
             .await?;
         Ok(body["conflicts"]
             .as_array()
@@ -270,19 +258,22 @@ pub async fn run(
     admin_ok(
         client,
         Method::POST,
-        &format!("/v1/tenants/{tenant}/resume"),
+        &format!("/tenants/{tenant}/resume"),
         None,
     )
     .await?;
     progress(format!(
         "{tenant}: conflict on {}'s {}: partner {} vs Virtuous {}; the operator takes the partner's",
-        conflict["partner_id"], conflict["field"], conflict["partner"], conflict["virtuous"]
+        conflict["partner_id"].as_str().unwrap_or("?"),
+        conflict["field"].as_str().unwrap_or("?"),
+        conflict["partner"],
+        conflict["virtuous"]
     ));
     let id = conflict["id"].as_str().context("a conflict id")?;
     admin_ok(
         client,
         Method::POST,
-        &format!("/v1/tenants/{tenant}/conflicts/{id}/resolve"),
+        &format!("/tenants/{tenant}/conflicts/{id}/resolve"),
         Some(json!({"take": "partner"})),
     )
     .await?;
@@ -297,7 +288,7 @@ pub async fn run(
 
     // Every linked record agrees on both sides.
     let (_, view) = client
-        .admin_call(Method::GET, &format!("/v1/tenants/{tenant}/two-way"), None)
+        .admin_call(Method::GET, &format!("/tenants/{tenant}/two-way"), None)
         .await?;
     let counts = &view["pairs"][0]["counts"];
     for id in ["ann", "bo", "cy", "di", "max", "noa"] {
@@ -347,7 +338,7 @@ async fn link(
     let (status, body) = client
         .admin_call(
             Method::GET,
-            &format!("/v1/tenants/{tenant}/two-way/{PAIR}/records/{partner_id}"),
+            &format!("/tenants/{tenant}/two-way/{PAIR}/records/{partner_id}"),
             None,
         )
         .await?;
