@@ -35,27 +35,13 @@ struct Bench {
     http: reqwest::Client,
 }
 
-async fn call(request: reqwest::RequestBuilder, what: &str) -> Value {
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("{what}: {err}"));
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    assert!(status.is_success(), "{what} → {status}: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 impl Bench {
     async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self.http.request(
+        let request = self.http.request(
             method.clone(),
             format!("{}/_sandbox{path}", self.sandbox.url),
         );
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        call(request, &format!("{method} /_sandbox{path}")).await
+        support::json_answer(request, &method, path, body).await
     }
 
     /// An org, a partner whose webhooks reach the tenant, and the tenant pairing them.
@@ -236,7 +222,7 @@ async fn cross_match(bench: &Bench) {
             .post(format!("{}/api/Contact/Batch", bench.sandbox.url))
             .bearer_auth(&key)
             .json(&json!({"contacts": batch}));
-        call(request, "POST /api/Contact/Batch").await;
+        support::json_answer(request, &Method::POST, "/api/Contact/Batch", None).await;
     }
     bench
         .control(

@@ -257,7 +257,7 @@ pub fn signing_secret(tenant_id: &str) -> String {
 
 /// Sends `request` (with `body` as JSON); panics unless 2xx; the JSON answer (`Null` when
 /// empty).
-async fn json_answer(
+pub async fn json_answer(
     mut request: reqwest::RequestBuilder,
     method: &reqwest::Method,
     path: &str,

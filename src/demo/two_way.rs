@@ -354,6 +354,11 @@ async fn virtuous_id(client: &DemoClient, tenant: &str, partner_id: &str) -> any
 
 async fn contact_of(client: &DemoClient, tenant: &str, partner_id: &str) -> anyhow::Result<Value> {
     let id = virtuous_id(client, tenant, partner_id).await?;
+    virtuous_contact(client, tenant, id).await
+}
+
+/// The Virtuous contact `id` as the sandbox holds it.
+async fn virtuous_contact(client: &DemoClient, tenant: &str, id: u64) -> anyhow::Result<Value> {
     let contacts = client
         .sandbox_call(
             Method::GET,
@@ -411,17 +416,7 @@ async fn staff_edit(
     key: &str,
     value: &str,
 ) -> anyhow::Result<()> {
-    let contacts = client
-        .sandbox_call(
-            Method::GET,
-            &format!("/_sandbox/orgs/{tenant}/contacts"),
-            None,
-        )
-        .await?;
-    let contact = contacts
-        .as_array()
-        .and_then(|all| all.iter().find(|contact| contact["id"] == id).cloned())
-        .with_context(|| format!("Virtuous contact {id}"))?;
+    let contact = virtuous_contact(client, tenant, id).await?;
     let mut individuals = contact["contactIndividuals"].clone();
     individuals[0][key] = json!(value);
     client

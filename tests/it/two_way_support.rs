@@ -76,6 +76,18 @@ impl Sandbox {
         }
     }
 
+    /// Every contact of the tenant's Virtuous org (full form).
+    pub async fn contacts(&self, tenant: &str) -> Vec<Value> {
+        let contacts = self
+            .call(
+                Method::GET,
+                &format!("/_sandbox/orgs/{tenant}/contacts"),
+                None,
+            )
+            .await;
+        contacts.as_array().cloned().expect("a list of contacts")
+    }
+
     /// A control or API call that must answer 2xx; its JSON.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         sandbox_json(&self.client, &self.url, method, path, body).await
@@ -224,15 +236,8 @@ pub async fn process(sandbox: &Sandbox, tenant: &str) -> Value {
 
 /// Every Virtuous contact of the org, by the partner id its reference names.
 pub async fn virtuous_by_partner(sandbox: &Sandbox, tenant: &str) -> BTreeMap<String, Value> {
-    let contacts = org(
-        sandbox,
-        Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/contacts"),
-        None,
-    )
-    .await;
     let mut by_partner = BTreeMap::new();
-    for contact in contacts.as_array().unwrap() {
+    for contact in &sandbox.contacts(tenant).await {
         for reference in contact["contactReferences"]
             .as_array()
             .into_iter()
@@ -285,16 +290,9 @@ pub fn virtuous_field(contact: &Value, field: &str) -> Value {
 /// A staff member changes fields of Virtuous contacts in the UI (one webhook each):
 /// `(contact id, field, value)` with field `first_name`, `last_name` or `email`.
 pub async fn staff_edit(sandbox: &Sandbox, tenant: &str, edits: &[(u64, &str, &str)]) {
-    let contacts = org(
-        sandbox,
-        Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/contacts"),
-        None,
-    )
-    .await;
-    let mut by_id: BTreeMap<u64, Value> = contacts
-        .as_array()
-        .unwrap()
+    let mut by_id: BTreeMap<u64, Value> = sandbox
+        .contacts(tenant)
+        .await
         .iter()
         .map(|contact| (contact["id"].as_u64().unwrap(), contact.clone()))
         .collect();

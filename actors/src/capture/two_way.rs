@@ -95,10 +95,7 @@ fn decide_entry(
     };
     let partner_id = &entry.fact.source_id;
     let store = shared.tenant_store();
-    let _guard = shared
-        .two_way_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = shared.two_way_guard();
     let link = store.two_way_link(&pair.pair, partner_id)?;
     match link {
         Some(link) if link.external_only => Ok(pair.mode == Mode::On),

@@ -130,6 +130,13 @@ impl TenantShared {
         }
     }
 
+    /// Holds the tenant's two-way lock: links are read, decided and stored under it.
+    pub fn two_way_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.two_way_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// A snapshot of the pair loops' live view.
     pub fn two_way_live(&self) -> std::collections::BTreeMap<String, crate::two_way::PairLive> {
         self.two_way_live

@@ -213,10 +213,7 @@ fn apply(
             .map(|row| (row.id.clone(), row))
             .collect()
     };
-    let _guard = shared
-        .two_way_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = shared.two_way_guard();
     let mut update = TwoWayUpdate::default();
     for (seq, row) in &rows {
         if let Some(link) = applied_link(

@@ -209,11 +209,7 @@ impl PairLoop {
     ) -> Result<bool, StoreError> {
         let store = self.shared.tenant_store();
         let now_ms = self.shared.clock.now_ms();
-        let _guard = self
-            .shared
-            .two_way_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self.shared.two_way_guard();
         let mut link = store.two_way_link_by_virtuous(&pair.pair, &change.id)?;
         if link.is_none() {
             // First sight: Virtuous names the partner record among its references.
@@ -372,11 +368,7 @@ impl PairLoop {
         let attempts = self.backoff.attempts(side, partner_id).max(1);
         self.backoff.clear(side, partner_id);
         let store = self.shared.tenant_store();
-        let _guard = self
-            .shared
-            .two_way_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self.shared.two_way_guard();
         let Some(mut link) = store.two_way_link(&pair.pair, partner_id)? else {
             return Ok(());
         };
@@ -526,11 +518,7 @@ impl PairLoop {
         // no longer needs writing); what is still pending is written over the fresh record.
         let to_set = {
             let store = self.shared.tenant_store();
-            let _guard = self
-                .shared
-                .two_way_lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _guard = self.shared.two_way_guard();
             let Some(mut link) = store.two_way_link(&pair.pair, &link.partner_id)? else {
                 return Ok(Step::Nothing);
             };
@@ -633,11 +621,7 @@ impl PairLoop {
             return Ok(crm_failure(&reply));
         }
         let store = self.shared.tenant_store();
-        let _guard = self
-            .shared
-            .two_way_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self.shared.two_way_guard();
         if let Some(mut link) = store.two_way_link(&pair.pair, &link.partner_id)? {
             link.create_virtuous = false;
             link.pending_virtuous.clear();
@@ -704,11 +688,7 @@ impl PairLoop {
     ) -> Result<(), StoreError> {
         let store = self.shared.tenant_store();
         let now_ms = self.shared.clock.now_ms();
-        let _guard = self
-            .shared
-            .two_way_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self.shared.two_way_guard();
         let Some(mut link) = store.two_way_link(&pair.pair, partner_id)? else {
             return Ok(());
         };

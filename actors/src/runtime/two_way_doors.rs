@@ -106,10 +106,7 @@ impl TenantHandle {
     ) -> Result<Link, TwoWayError> {
         let shared = Arc::clone(&self.shared);
         let link = {
-            let _guard = shared
-                .two_way_lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _guard = shared.two_way_guard();
             let store = shared.tenant_store();
             let conflict = store
                 .two_way_conflict(id)?

@@ -3,7 +3,7 @@
 //! open conflicts, counters, dead letters, and the cross-match job with its rows and report.
 //!
 //! Values are JSON. Every change to a pair's state is one atomic batch ([`TwoWayUpdate`]);
-//! callers hold the tenant's two-way lock (`TenantShared::two_way_lock`) around the read,
+//! callers hold the tenant's two-way lock (`TenantShared::two_way_guard`) around the read,
 //! the decision and this write, and await the store's flush before they acknowledge.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
