@@ -177,3 +177,16 @@ fn the_partner_api_secret_is_sealed_and_redacted() {
     join_secrets(&mut full, &secrets);
     assert_eq!(full["two_way"]["platform:gala"]["api"]["auth_value"], AUTH);
 }
+
+#[test]
+fn two_pairs_sharing_a_reference_source_are_refused() {
+    // Goal: each pair recognises its own Virtuous writes by its reference source, so two
+    // pairs may not share one (case-insensitively); distinct ones are fine.
+    let mut body = with_two_way(json!({"mailchimp": {}, "platform:gala": {"api": gala_api()}}));
+    body["sources"]["mailchimp"]["reference_source"] = json!("galaco");
+    let error = normalise(&body).err().expect("refused");
+    let text = error.to_string();
+    assert!(text.contains("shares its reference source"), "{text}");
+    body["sources"]["mailchimp"]["reference_source"] = json!("Mailchimp");
+    assert!(normalise(&body).is_ok());
+}

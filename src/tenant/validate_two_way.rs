@@ -11,6 +11,9 @@ pub(super) fn validate_two_way(doc: &TenantDoc) -> Result<(), TenantDocError> {
     let Some(pairs) = &doc.two_way else {
         return Ok(());
     };
+    // Each pair recognises its own writes by its reference source: two pairs sharing one
+    // would take each other's writes for their own echoes.
+    let mut reference_sources: Vec<(String, &str)> = Vec::new();
     for (pair, settings) in pairs {
         let at = format!("two_way.{pair}");
         let kind = pair_kind(pair).ok_or_else(|| {
@@ -20,9 +23,29 @@ pub(super) fn validate_two_way(doc: &TenantDoc) -> Result<(), TenantDocError> {
             )
         })?;
         validate_pair_settings(&at, settings)?;
-        match kind {
-            PairKind::Mailchimp => validate_mailchimp_pair(doc, &at, settings)?,
-            PairKind::Platform(name) => validate_platform_pair(doc, &at, &name, settings)?,
+        let reference_source = match &kind {
+            PairKind::Mailchimp => {
+                validate_mailchimp_pair(doc, &at, settings)?;
+                doc.sources.mailchimp.as_ref().map(|m| m.reference_source.clone())
+            }
+            PairKind::Platform(name) => {
+                validate_platform_pair(doc, &at, name, settings)?;
+                doc.sources.platforms.get(name).map(|p| p.transaction_source.clone())
+            }
+        };
+        if let Some(reference_source) = reference_source {
+            if let Some((_, other)) = reference_sources
+                .iter()
+                .find(|(known, _)| known.eq_ignore_ascii_case(&reference_source))
+            {
+                return Err(invalid(
+                    &at,
+                    format!(
+                        "shares its reference source `{reference_source}` with two_way.{other}: each pair needs its own (it marks the pair's writes in Virtuous)"
+                    ),
+                ));
+            }
+            reference_sources.push((reference_source, pair.as_str()));
         }
     }
     Ok(())

@@ -258,7 +258,7 @@ impl PairLoop {
             side: Side::Virtuous,
             fields: from_virtuous(&change.record),
             version_ms: change.version_ms,
-            ours: change.own,
+            ours: written_by(pair, &change.record),
         };
         let (link, decision, opened) = store.apply_two_way_change(pair, link, &incoming, now_ms)?;
         crate::metrics::count_two_way(Side::Virtuous, &decision, opened);
@@ -529,10 +529,7 @@ impl PairLoop {
                 && only(&fresh, names.iter().copied())
                     != only(link.values(Side::Virtuous), names.iter().copied());
             if unseen {
-                let ours = current
-                    .get("referenceSource")
-                    .and_then(Value::as_str)
-                    .is_some_and(|source| source.eq_ignore_ascii_case(&pair.reference_source));
+                let ours = written_by(pair, &current);
                 let incoming = Incoming {
                     side: Side::Virtuous,
                     fields: fresh,
@@ -772,6 +769,16 @@ fn count_write(side: Side, outcome: &'static str) {
         crate::metrics::LABEL_OUTCOME => outcome
     )
     .increment(1);
+}
+
+/// Whether a Virtuous contact names this pair as its latest writer (its top-level
+/// `referenceSource`, which the pair's `PUT` sets): another pair's write is not this pair's
+/// echo.
+fn written_by(pair: &PairSettings, contact: &Value) -> bool {
+    contact
+        .get("referenceSource")
+        .and_then(Value::as_str)
+        .is_some_and(|source| source.eq_ignore_ascii_case(&pair.reference_source))
 }
 
 /// The version a `PUT` answer shows (its `modifiedDateTimeUtc`), when it has one.
