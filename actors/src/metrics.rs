@@ -61,7 +61,6 @@ pub const LABEL_DESTINATION: &str = "destination";
 pub const PULL_CHANGES_TOTAL: &str = "steward_pull_changes_total";
 /// Counter `{outcome}`: backstop poll passes ended (`completed`, `budget_wait`, `failed`).
 pub const PULL_POLLS_TOTAL: &str = "steward_pull_polls_total";
-/// Counter: Virtuous calls made by the backstop poll and re-reads (reconcile lane).
 /// Counter `{side, outcome}`: incoming changes of linked records decided by two-way sync
 /// (`partner`, `virtuous`; `applied`, `echo`, `stale`, `unlinked`).
 pub const TWO_WAY_CHANGES_TOTAL: &str = "steward_two_way_changes_total";
@@ -75,6 +74,7 @@ pub const TWO_WAY_WRITES_TOTAL: &str = "steward_two_way_writes_total";
 pub const LABEL_SIDE: &str = "side";
 /// Counter: conflicts opened (a shared field changed on both sides).
 pub const TWO_WAY_CONFLICTS_TOTAL: &str = "steward_two_way_conflicts_total";
+/// Counter: Virtuous calls made by the backstop poll and re-reads (reconcile lane).
 pub const PULL_CALLS_TOTAL: &str = "steward_pull_calls_total";
 
 /// Publishes one destination's lag; the gauge shows the largest of its kind.

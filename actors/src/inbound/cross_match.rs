@@ -166,7 +166,6 @@ fn report(
         }
     }
     job.report_rows = rows.len() as u64;
-    job.state = JobState::Ready;
     job.eta_ms = None;
     job.updated_at_ms = shared.clock.now_ms();
     let numbered: Vec<(u64, ReportRow)> = rows
@@ -174,12 +173,13 @@ fn report(
         .enumerate()
         .map(|(index, row)| (index as u64 + 1, row))
         .collect();
-    for chunk in numbered.chunks(5_000) {
+    // The rows first (a crash between chunks matches again), then `ready` with the last.
+    let chunks: Vec<&[(u64, ReportRow)]> = numbered.chunks(5_000).collect();
+    for chunk in chunks.iter().take(chunks.len().saturating_sub(1)) {
         store.save_cross_match(&pair.pair, &job, &[], &[], chunk)?;
     }
-    if numbered.is_empty() {
-        store.save_cross_match(&pair.pair, &job, &[], &[], &[])?;
-    }
+    job.state = JobState::Ready;
+    store.save_cross_match(&pair.pair, &job, &[], &[], chunks.last().copied().unwrap_or(&[]))?;
     Ok(())
 }
 

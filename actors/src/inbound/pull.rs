@@ -372,19 +372,27 @@ fn failed(error: StoreError) -> (String, u64) {
     (error.to_string(), REREAD_RETRY_MS)
 }
 
-/// Drops changes every destination has and the retention no longer keeps.
+/// Drops changes every destination and two-way pair has and the retention no longer keeps.
 pub fn prune(shared: &TenantShared) -> Result<u64, StoreError> {
     let settings = shared.settings().pull;
     let store = shared.tenant_store();
     // The newest change always stays: the log's head numbers the next one.
     let mut below = store.change_log_head()?;
-    for spec in shared.destinations().iter() {
-        below = below.min(
-            store
-                .destination_checkpoint(&spec.name)?
-                .seq
-                .saturating_add(1),
-        );
+    // Every destination's checkpoint, and every two-way pair's (configured, running or not).
+    let names = shared
+        .destinations()
+        .iter()
+        .map(|spec| spec.name.clone())
+        .chain(
+            shared
+                .settings()
+                .two_way
+                .iter()
+                .map(|pair| super::two_way::checkpoint_name(&pair.pair)),
+        )
+        .collect::<Vec<_>>();
+    for name in names {
+        below = below.min(store.destination_checkpoint(&name)?.seq.saturating_add(1));
     }
     let before_ms = shared.clock.now_ms().saturating_sub(settings.retention_ms);
     store.prune_changes(below, before_ms, PRUNE_MAX)

@@ -33,7 +33,9 @@ use crate::two_way::{Incoming, Link, Mode, Overwrite, PairCounts, PairLive, Pair
 /// Changes decided per round, and links written per round.
 const CHANGES_PER_ROUND: usize = 200;
 const WRITES_PER_ROUND: usize = 100;
-/// Longest wait for the `PUT` after its read.
+/// A contact prefetched for a round's writes is used this long; later ones are read again.
+const PREFETCH_FRESH_MS: u64 = 2_000;
+/// Longest wait for a write's second call.
 const SECOND_CALL_WAIT_MAX_MS: u64 = 60_000;
 /// Most ids one `FullContact` read takes.
 const READ_IDS_MAX: usize = 100;
@@ -189,7 +191,9 @@ impl PairLoop {
             let superseded = store
                 .latest_version(change.kind, &change.id)?
                 .is_some_and(|latest| latest.seq > change.seq);
-            if !superseded {
+            // A superseded change still matters when our PUT replaced it (it is dated between
+            // the version that write read and the one it made): it becomes a conflict.
+            if !superseded || self.overwritten(pair, change)? {
                 wake |= self.virtuous_change(pair, change)?;
             }
         }
@@ -199,6 +203,17 @@ impl PairLoop {
             self.shared.two_way_wake.notify_waiters();
         }
         Ok(changes.len())
+    }
+
+    /// Whether `change` falls inside the window of our last `PUT` of its contact.
+    fn overwritten(&self, pair: &PairSettings, change: &StoredChange) -> Result<bool, StoreError> {
+        let link = self
+            .shared
+            .tenant_store()
+            .two_way_link_by_virtuous(&pair.pair, &change.id)?;
+        Ok(link
+            .and_then(|link| link.virtuous_overwrite)
+            .is_some_and(|mark| change.version_ms > mark.read_ms && change.version_ms < mark.written_ms))
     }
 
     /// One Virtuous change; true when it ordered a write.
@@ -285,23 +300,31 @@ impl PairLoop {
                 return Ok(false);
             }
         };
+        let prefetched_at_ms = self.shared.clock.now_ms();
         for partner_id in ids {
-            let now_ms = self.shared.clock.now_ms();
-            let Some(link) = store.two_way_link(&pair.pair, &partner_id)? else {
-                continue;
-            };
             for side in [Side::Virtuous, Side::Partner] {
+                let now_ms = self.shared.clock.now_ms();
                 if !self.backoff.due(side, &partner_id, now_ms) {
                     let at = self.backoff.failures[&(side, partner_id.clone())].1;
                     next_attempt = Some(next_attempt.map_or(at, |next: u64| next.min(at)));
                     continue;
                 }
+                // Read afresh for each side: the other side's write, or a change decided
+                // meanwhile (a conflict), may have changed what is pending.
+                let Some(link) = store.two_way_link(&pair.pair, &partner_id)? else {
+                    break;
+                };
+                if link.external_only {
+                    break;
+                }
                 let outcome = match side {
                     Side::Virtuous => {
+                        // A prefetched contact is used only while it is fresh.
                         let current = link
                             .virtuous_id
                             .as_ref()
-                            .and_then(|id| prefetched.remove(id));
+                            .and_then(|id| prefetched.remove(id))
+                            .filter(|_| now_ms.saturating_sub(prefetched_at_ms) <= PREFETCH_FRESH_MS);
                         self.write_virtuous(pair, &link, current).await?
                     }
                     Side::Partner => self.write_partner(pair, &link).await?,
@@ -358,6 +381,7 @@ impl PairLoop {
         if retried.is_some() {
             count_write(side, "retried");
             let store = self.shared.tenant_store();
+            let _guard = self.shared.two_way_guard();
             store.save_two_way(TwoWayUpdate {
                 counts: vec![(pair.pair.clone(), counts)],
                 ..TwoWayUpdate::default()
@@ -494,11 +518,16 @@ impl PairLoop {
         if link.pending(Side::Virtuous).is_empty() {
             return Ok(Step::Nothing);
         }
+        // The PUT's call is drawn first: once the contact is read, nothing waits before the
+        // write (a staff edit in between would be overwritten).
+        if let Err(at_ms) = self.draw() {
+            return Ok(Step::Wait(at_ms));
+        }
         let crm = self.shared.crm();
         let contact = match prefetched {
             Some(current) => Some(Some(current)),
             None => {
-                if let Err(at_ms) = self.draw() {
+                if let Err(at_ms) = self.draw_second().await {
                     return Ok(Step::Wait(at_ms));
                 }
                 let (reply, contact) = crm.read_contact(&virtuous_id).await;
@@ -562,13 +591,10 @@ impl PairLoop {
                     ..TwoWayUpdate::default()
                 })?;
             }
-            link.pending(Side::Virtuous).clone()
+            without_conflicts(&link, Side::Virtuous)
         };
         if to_set.is_empty() {
             return Ok(Step::Done);
-        }
-        if let Err(at_ms) = self.draw_second().await {
-            return Ok(Step::Wait(at_ms));
         }
         let body = apply_to_virtuous(&current, &to_set, &pair.reference_source);
         let reply = crm.put_contact(&virtuous_id, body.to_string()).await;
@@ -645,15 +671,17 @@ impl PairLoop {
         pair: &PairSettings,
         link: &Link,
     ) -> Result<Step, StoreError> {
-        let to_set = link.pending(Side::Partner).clone();
+        let to_set = without_conflicts(link, Side::Partner);
         if to_set.is_empty() && !link.create_partner {
             return Ok(Step::Nothing);
         }
+        // The partner's own pace: wait for the next call's turn, then go on.
         let now_ms = self.shared.clock.now_ms();
         if now_ms < self.next_partner_call_ms {
-            return Ok(Step::Wait(self.next_partner_call_ms));
+            let wait_ms = self.next_partner_call_ms - now_ms;
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         }
-        self.next_partner_call_ms = now_ms + 1_000 / PARTNER_CALLS_PER_S;
+        self.next_partner_call_ms = self.shared.clock.now_ms() + 1_000 / PARTNER_CALLS_PER_S;
         let target = (!link.create_partner).then_some(link.partner_id.as_str());
         let answer = self
             .partner
@@ -691,6 +719,12 @@ impl PairLoop {
         };
         complete_write(&mut link, side, fields, now_ms);
         if side == Side::Virtuous {
+            // Virtuous's versions up to the one our PUT made are known: an older change that
+            // arrives later is stale (or, inside the window, a conflict).
+            if let Some(mark) = &overwrite {
+                let known = mark.read_ms.max(mark.written_ms);
+                link.virtuous_version_ms = link.virtuous_version_ms.max(known);
+            }
             link.virtuous_overwrite = overwrite;
         }
         let mut removed = Vec::new();
@@ -728,6 +762,15 @@ enum Step {
         after_ms: Option<u64>,
     },
     Refused(String),
+}
+
+/// What is pending to `side`, less the fields waiting for a person.
+fn without_conflicts(link: &Link, side: Side) -> Fields {
+    link.pending(side)
+        .iter()
+        .filter(|(name, _)| !link.conflicts.contains(name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 fn reply_ok(reply: &crate::ports::CrmReply) -> bool {

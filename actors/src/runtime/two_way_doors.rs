@@ -184,20 +184,24 @@ impl TenantHandle {
     /// waiting for approval is kept: 409).
     pub async fn start_cross_match(&self, pair: &str) -> Result<CrossMatchJob, TwoWayError> {
         self.pair_settings(pair)?;
-        let store = self.shared.tenant_store();
-        let current: Option<CrossMatchJob> = store.cross_match_job(pair)?;
-        if let Some(job) = current.filter(|job| !job.state.finished()) {
-            return Err(TwoWayError::NotNow(format!(
-                "the cross-match of `{pair}` is {}; it must finish (or be approved) first",
-                serde_json::to_value(job.state)
-                    .ok()
-                    .and_then(|state| state.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            )));
-        }
-        store.clear_cross_match(pair)?;
-        let job = CrossMatchJob::new(pair, self.shared.clock.now_ms());
-        store.save_cross_match(pair, &job, &[], &[], &[])?;
+        let job = {
+            let _guard = self.shared.two_way_guard();
+            let store = self.shared.tenant_store();
+            let current: Option<CrossMatchJob> = store.cross_match_job(pair)?;
+            if let Some(job) = current.filter(|job| !job.state.finished()) {
+                return Err(TwoWayError::NotNow(format!(
+                    "the cross-match of `{pair}` is {}; it must finish (or be approved) first",
+                    serde_json::to_value(job.state)
+                        .ok()
+                        .and_then(|state| state.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                )));
+            }
+            store.clear_cross_match(pair)?;
+            let job = CrossMatchJob::new(pair, self.shared.clock.now_ms());
+            store.save_cross_match(pair, &job, &[], &[], &[])?;
+            job
+        };
         self.shared.store().durable().await?;
         self.shared.two_way_wake.notify_waiters();
         Ok(job)
@@ -242,6 +246,7 @@ impl TenantHandle {
         policies: Policies,
     ) -> Result<CrossMatchJob, TwoWayError> {
         self.pair_settings(pair)?;
+        let guard = self.shared.two_way_guard();
         let store = self.shared.tenant_store();
         let mut job: CrossMatchJob = store
             .cross_match_job(pair)?
@@ -256,6 +261,7 @@ impl TenantHandle {
         job.policies = Some(policies);
         job.updated_at_ms = self.shared.clock.now_ms();
         store.save_cross_match(pair, &job, &[], &[], &[])?;
+        drop(guard);
         self.shared.store().durable().await?;
         self.shared.two_way_wake.notify_waiters();
         Ok(job)

@@ -95,11 +95,24 @@ pub fn cross_match(
                 .push(row.id.as_str());
         }
     }
+    // A Virtuous contact naming several of these partner records is ambiguous for each.
+    let partner_ids: BTreeSet<&str> = partners.iter().map(|row| row.id.as_str()).collect();
+    let named_by: BTreeMap<&str, usize> = virtuous
+        .iter()
+        .map(|row| {
+            let named = row
+                .partner_refs
+                .iter()
+                .filter(|id| partner_ids.contains(id.as_str()))
+                .count();
+            (row.id.as_str(), named)
+        })
+        .collect();
     for partner in partners {
         let Some(found) = by_reference.get(partner.id.as_str()) else {
             continue;
         };
-        let group = if found.len() == 1 {
+        let group = if found.len() == 1 && named_by.get(found[0]).copied().unwrap_or(0) <= 1 {
             Group::Matched
         } else {
             Group::Ambiguous
@@ -405,5 +418,15 @@ mod tests {
         let counts = summarise(&rows);
         assert_eq!(counts["matched"], 3);
         assert_eq!(counts["ambiguous"], 2);
+    }
+
+    #[test]
+    fn a_virtuous_contact_naming_two_partner_records_matches_neither() {
+        // Goal: references are checked both ways; a contact naming p1 and p2 is ambiguous.
+        let partners = vec![partner("p1", "a@x.org"), partner("p2", "b@x.org")];
+        let virtuous = vec![contact("v1", "c@x.org", &["p1", "p2"])];
+        let rows = cross_match(&partners, &virtuous, |_| None);
+        assert_eq!(group_of(&rows, "p1"), Group::Ambiguous);
+        assert_eq!(group_of(&rows, "p2"), Group::Ambiguous);
     }
 }

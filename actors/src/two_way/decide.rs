@@ -106,8 +106,18 @@ fn echo_layer(
 /// updates the stored conflict with it.
 pub fn decide(link: &mut Link, pair: &PairSettings, incoming: &Incoming, now_ms: u64) -> Decision {
     let side = incoming.side;
+    let overwritten = overwritten_by_us(link, pair, incoming);
     if incoming.version_ms < link.version_ms(side) {
-        return Decision::verdict(Verdict::Stale);
+        if overwritten.is_empty() {
+            return Decision::verdict(Verdict::Stale);
+        }
+        // Older than our PUT, which replaced it: its fields wait for a person, nothing else.
+        let mut decision = Decision::verdict(Verdict::Applied);
+        for (name, ours) in &overwritten {
+            open_overwrite_conflict(link, name, ours, &incoming.fields[name], now_ms, &mut decision);
+        }
+        link.settle_state(now_ms, "an edit our write replaced");
+        return decision;
     }
     link.set_version_ms(side, incoming.version_ms);
     if let Some(layer) = echo_layer(link, pair, incoming, now_ms) {
@@ -124,19 +134,10 @@ pub fn decide(link: &mut Link, pair: &PairSettings, incoming: &Incoming, now_ms:
         .synced_fields()
         .filter(|name| incoming.fields.contains_key(*name))
         .collect();
-    let overwritten = overwritten_by_us(link, incoming);
     for name in names {
         let value = incoming.fields[name].clone();
         if let Some(ours) = overwritten.get(name) {
-            // Our PUT, made over an older read, replaced this edit: Virtuous holds ours;
-            // the edit waits for a person with both values.
-            link.values_mut(side).insert(name.to_string(), ours.clone());
-            if !link.conflicts.iter().any(|field| field == name) {
-                link.pending_mut(Side::Partner).remove(name);
-                link.conflicts.push(name.to_string());
-                let conflict = conflict_of(link, name, ours.clone(), value, now_ms);
-                decision.conflicts.push(conflict);
-            }
+            open_overwrite_conflict(link, name, ours, &value, now_ms, &mut decision);
             continue;
         }
         link.values_mut(side)
@@ -159,7 +160,7 @@ pub fn decide(link: &mut Link, pair: &PairSettings, incoming: &Incoming, now_ms:
 
 /// The fields of a Virtuous change that our last `PUT` overwrote: the change is dated after
 /// the version that write read and before the version it made, and differs from what it set.
-fn overwritten_by_us(link: &Link, incoming: &Incoming) -> Fields {
+fn overwritten_by_us(link: &Link, pair: &PairSettings, incoming: &Incoming) -> Fields {
     let Some(mark) = link.virtuous_overwrite.as_ref() else {
         return Fields::new();
     };
@@ -171,6 +172,8 @@ fn overwritten_by_us(link: &Link, incoming: &Incoming) -> Fields {
     }
     mark.fields
         .iter()
+        // An owned field's edit loses by its rule anyway: only shared fields conflict.
+        .filter(|(name, _)| pair.rule(name) == Rule::NewestWins)
         .filter(|(name, ours)| {
             incoming
                 .fields
@@ -179,6 +182,27 @@ fn overwritten_by_us(link: &Link, incoming: &Incoming) -> Fields {
         })
         .map(|(name, ours)| (name.clone(), ours.clone()))
         .collect()
+}
+
+/// Our `PUT` replaced this Virtuous edit of `name`: Virtuous holds ours; the edit waits for
+/// a person with both values.
+fn open_overwrite_conflict(
+    link: &mut Link,
+    name: &str,
+    ours: &Value,
+    theirs: &Value,
+    now_ms: u64,
+    decision: &mut Decision,
+) {
+    link.values_mut(Side::Virtuous)
+        .insert(name.to_string(), ours.clone());
+    if link.conflicts.iter().any(|field| field == name) {
+        return;
+    }
+    link.pending_mut(Side::Partner).remove(name);
+    link.conflicts.push(name.to_string());
+    let conflict = conflict_of(link, name, ours.clone(), theirs.clone(), now_ms);
+    decision.conflicts.push(conflict);
 }
 
 fn conflict_of(link: &Link, name: &str, partner: Value, virtuous: Value, now_ms: u64) -> Conflict {
