@@ -26,11 +26,17 @@ pub(super) fn validate_two_way(doc: &TenantDoc) -> Result<(), TenantDocError> {
         let reference_source = match &kind {
             PairKind::Mailchimp => {
                 validate_mailchimp_pair(doc, &at, settings)?;
-                doc.sources.mailchimp.as_ref().map(|m| m.reference_source.clone())
+                doc.sources
+                    .mailchimp
+                    .as_ref()
+                    .map(|m| m.reference_source.clone())
             }
             PairKind::Platform(name) => {
                 validate_platform_pair(doc, &at, name, settings)?;
-                doc.sources.platforms.get(name).map(|p| p.transaction_source.clone())
+                doc.sources
+                    .platforms
+                    .get(name)
+                    .map(|p| p.transaction_source.clone())
             }
         };
         if let Some(reference_source) = reference_source {

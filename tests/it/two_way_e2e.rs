@@ -70,13 +70,13 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     wait_quiet(&app, tenant, QUIET).await;
 
     // Origin: a partner edit goes to Virtuous; Virtuous's echo names us.
-    let origin_before = echoes_dropped(&app, "origin").await;
+    let origin_before = echoes_dropped(&app, tenant, PAIR, "origin").await;
     let partner_writes = partner.api_writes().await;
     partner.edit("p0", json!({"first_name": "Anna"})).await;
     wait_virtuous(&sandbox, tenant, "p0", "first_name", "Anna").await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(
-        echoes_dropped(&app, "origin").await > origin_before,
+        echoes_dropped(&app, tenant, PAIR, "origin").await > origin_before,
         "Virtuous's echo dropped by origin"
     );
     assert_eq!(
@@ -86,13 +86,13 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     );
 
     // Ledger: a staff edit goes to the partner; the partner's webhook echoes it exactly.
-    let ledger_before = echoes_dropped(&app, "ledger").await;
+    let ledger_before = echoes_dropped(&app, tenant, PAIR, "ledger").await;
     let puts = virtuous_puts(&sandbox, tenant).await;
     staff_edit(&sandbox, tenant, &[(linked["p1"], "first_name", "Bert")]).await;
     wait_partner(&partner, "p1", "first_name", "Bert").await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(
-        echoes_dropped(&app, "ledger").await > ledger_before,
+        echoes_dropped(&app, tenant, PAIR, "ledger").await > ledger_before,
         "the partner's echo dropped by the ledger"
     );
     assert_eq!(
@@ -102,7 +102,7 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     );
 
     // Window: the partner lower-cases the email it is given; the echo differs only in case.
-    let window_before = echoes_dropped(&app, "window").await;
+    let window_before = echoes_dropped(&app, tenant, PAIR, "window").await;
     staff_edit(
         &sandbox,
         tenant,
@@ -112,7 +112,7 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     wait_partner(&partner, "p2", "email", "carol.mixed@example.org").await;
     wait_quiet(&app, tenant, QUIET).await;
     assert!(
-        echoes_dropped(&app, "window").await > window_before,
+        echoes_dropped(&app, tenant, PAIR, "window").await > window_before,
         "the reformatted echo dropped by the window"
     );
     assert_eq!(
@@ -127,7 +127,7 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     );
 
     // Ownership: Virtuous owns last names; a partner edit is put back, Virtuous unchanged.
-    let ownership_before = echoes_dropped(&app, "ownership").await;
+    let ownership_before = echoes_dropped(&app, tenant, PAIR, "ownership").await;
     partner
         .edit("p3", json!({"last_name": "Partnerside"}))
         .await;
@@ -141,7 +141,7 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
     )
     .await;
     wait_quiet(&app, tenant, QUIET).await;
-    assert!(echoes_dropped(&app, "ownership").await > ownership_before);
+    assert!(echoes_dropped(&app, tenant, PAIR, "ownership").await > ownership_before);
     let contacts = virtuous_by_partner(&sandbox, tenant).await;
     assert_eq!(virtuous_field(&contacts["p3"], "last_name"), json!("Last3"));
     assert_eq!(
@@ -150,6 +150,11 @@ async fn each_echo_layer_drops_what_only_it_can_recognise() {
         "Virtuous was never asked to change"
     );
 
+    let metrics = app.metrics_text().await;
+    for layer in ["origin", "ledger", "window", "ownership"] {
+        let series = format!("steward_echoes_dropped_total{{layer=\"{layer}\"}}");
+        assert!(metrics.contains(&series), "{series} in /metrics");
+    }
     let view = pair_view(&app, tenant).await;
     assert_eq!(count(&view, "dead_letters"), 0, "{view}");
     let record = link(&app, tenant, "p0").await.expect("p0's link");

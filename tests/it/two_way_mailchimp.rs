@@ -158,13 +158,16 @@ async fn a_mailchimp_audience_syncs_both_ways_and_api_made_changes_come_back_onl
         .await;
     assert!(stats["webhooks_source_off"].as_u64() >= Some(1), "{stats}");
     // The poll sees the API-made change: the ledger drops it; nothing goes back.
-    let ledger_before = echoes_dropped(&app, "ledger").await;
+    let ledger_before = echoes_dropped(&app, tenant, "mailchimp", "ledger").await;
     let report = poll_once(&app, tenant).await;
     assert!(report["fetched"].as_u64() >= Some(1), "{report}");
     wait_until(
         Duration::from_secs(30),
         "the polled echo dropped",
-        || async { (echoes_dropped(&app, "ledger").await > ledger_before).then_some(()) },
+        || async {
+            (echoes_dropped(&app, tenant, "mailchimp", "ledger").await > ledger_before)
+                .then_some(())
+        },
     )
     .await;
     wait_quiet_of(&app, tenant, "mailchimp", Duration::from_secs(60)).await;

@@ -240,7 +240,10 @@ async fn run(storm: Storm) {
     let view = pair_view(&app, tenant).await;
     let mut layers = BTreeMap::new();
     for layer in ["origin", "ledger", "window", "ownership"] {
-        layers.insert(layer, echoes_dropped(&app, layer).await);
+        layers.insert(
+            layer,
+            echoes_dropped(&app, tenant, crate::two_way_support::PAIR, layer).await,
+        );
     }
     println!(
         "two-way storm {:?}: {} contacts, {human_edits} human edits, {writes} writes \

@@ -439,16 +439,13 @@ pub fn count(view: &Value, name: &str) -> u64 {
     view["counts"][name].as_u64().unwrap_or(0)
 }
 
-/// `steward_echoes_dropped_total{layer}` now.
-pub async fn echoes_dropped(app: &TestApp, layer: &str) -> u64 {
-    let text = app.metrics_text().await;
-    text.lines()
-        .filter(|line| {
-            line.starts_with("steward_echoes_dropped_total")
-                && line.contains(&format!("layer=\"{layer}\""))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+/// Echoes the pair dropped by `layer` (`origin`, `ledger`, `window`, `ownership`): the pair's
+/// own counter (the metric `steward_echoes_dropped_total{layer}` is process-wide).
+pub async fn echoes_dropped(app: &TestApp, tenant: &str, pair: &str, layer: &str) -> u64 {
+    count(
+        &pair_view_of(app, tenant, pair).await,
+        &format!("dropped_{layer}"),
+    )
 }
 
 /// `PUT /api/Contact/{id}` calls the org received.

@@ -179,7 +179,13 @@ fn report(
         store.save_cross_match(&pair.pair, &job, &[], &[], chunk)?;
     }
     job.state = JobState::Ready;
-    store.save_cross_match(&pair.pair, &job, &[], &[], chunks.last().copied().unwrap_or(&[]))?;
+    store.save_cross_match(
+        &pair.pair,
+        &job,
+        &[],
+        &[],
+        chunks.last().copied().unwrap_or(&[]),
+    )?;
     Ok(())
 }
 

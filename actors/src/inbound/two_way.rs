@@ -213,7 +213,9 @@ impl PairLoop {
             .two_way_link_by_virtuous(&pair.pair, &change.id)?;
         Ok(link
             .and_then(|link| link.virtuous_overwrite)
-            .is_some_and(|mark| change.version_ms > mark.read_ms && change.version_ms < mark.written_ms))
+            .is_some_and(|mark| {
+                change.version_ms > mark.read_ms && change.version_ms < mark.written_ms
+            }))
     }
 
     /// One Virtuous change; true when it ordered a write.
@@ -324,7 +326,9 @@ impl PairLoop {
                             .virtuous_id
                             .as_ref()
                             .and_then(|id| prefetched.remove(id))
-                            .filter(|_| now_ms.saturating_sub(prefetched_at_ms) <= PREFETCH_FRESH_MS);
+                            .filter(|_| {
+                                now_ms.saturating_sub(prefetched_at_ms) <= PREFETCH_FRESH_MS
+                            });
                         self.write_virtuous(pair, &link, current).await?
                     }
                     Side::Partner => self.write_partner(pair, &link).await?,
@@ -432,8 +436,8 @@ impl PairLoop {
         self.shared.draw_call(Lane::Live)
     }
 
-    /// Draws the second call of a write whose first one (the read) was made: waits for its
-    /// turn (at most a minute) rather than drop the read and spend it again later.
+    /// Draws a call of a write under way (a round's reads are spent already): waits for its
+    /// turn (at most a minute) rather than end the round and spend the reads again.
     async fn draw_second(&self) -> Result<(), u64> {
         loop {
             match self.draw() {
@@ -515,12 +519,12 @@ impl PairLoop {
         let Some(virtuous_id) = link.virtuous_id.clone() else {
             return Ok(Step::Nothing);
         };
-        if link.pending(Side::Virtuous).is_empty() {
+        if without_conflicts(link, Side::Virtuous).is_empty() {
             return Ok(Step::Nothing);
         }
-        // The PUT's call is drawn first: once the contact is read, nothing waits before the
-        // write (a staff edit in between would be overwritten).
-        if let Err(at_ms) = self.draw() {
+        // The PUT's call is drawn first (waiting for its turn): once the contact is read,
+        // nothing waits before the write (a staff edit in between would be overwritten).
+        if let Err(at_ms) = self.draw_second().await {
             return Ok(Step::Wait(at_ms));
         }
         let crm = self.shared.crm();

@@ -114,7 +114,14 @@ pub fn decide(link: &mut Link, pair: &PairSettings, incoming: &Incoming, now_ms:
         // Older than our PUT, which replaced it: its fields wait for a person, nothing else.
         let mut decision = Decision::verdict(Verdict::Applied);
         for (name, ours) in &overwritten {
-            open_overwrite_conflict(link, name, ours, &incoming.fields[name], now_ms, &mut decision);
+            open_overwrite_conflict(
+                link,
+                name,
+                ours,
+                &incoming.fields[name],
+                now_ms,
+                &mut decision,
+            );
         }
         link.settle_state(now_ms, "an edit our write replaced");
         return decision;
@@ -199,7 +206,9 @@ fn open_overwrite_conflict(
     if link.conflicts.iter().any(|field| field == name) {
         return;
     }
+    // Nothing goes either way for the field until a person decides.
     link.pending_mut(Side::Partner).remove(name);
+    link.pending_mut(Side::Virtuous).remove(name);
     link.conflicts.push(name.to_string());
     let conflict = conflict_of(link, name, ours.clone(), theirs.clone(), now_ms);
     decision.conflicts.push(conflict);
