@@ -119,6 +119,21 @@ async fn calls_per_edits(bench: &Bench) {
     let edits = env_number("STEWARD_BENCH_EDITS", 1_000) as usize;
     let tenant = "tw-edits";
     bench.setup(tenant, 360_000, true).await;
+    // Virtuous does not retry webhooks: the subscription must exist before the imports.
+    support::wait_for(
+        Duration::from_secs(60),
+        "Steward's webhook subscription",
+        || async {
+            let hooks = bench
+                .control(Method::GET, &format!("/orgs/{tenant}/webhooks"), None)
+                .await;
+            hooks
+                .as_array()
+                .is_some_and(|all| all.iter().any(|hook| hook["active"] == true))
+                .then_some(())
+        },
+    )
+    .await;
     let contacts: Vec<Value> = (0..edits)
         .map(|n| {
             json!({"id": format!("p{n}"), "email": format!("p{n}@bench.example"),
