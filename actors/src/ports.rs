@@ -194,6 +194,15 @@ pub trait Crm: Send + Sync + 'static {
         skip: u64,
         take: u32,
     ) -> LocalFuture<(CrmReply, Option<ChangePage>)>;
+    /// `POST /api/Contact/Query/FullContact?skip=0&take=` with `Contact Id GreaterThan
+    /// after_id`, sorted by `Id`: every contact, page after page, on a key that edits made
+    /// during the listing cannot shift (the cross-match). `total` is what remains after
+    /// `after_id`. `None` page when the answer was not a readable page.
+    fn query_contacts_after(
+        &self,
+        after_id: u64,
+        take: u32,
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)>;
     /// One call reading the full records of `ids` (a `FullGift`/`FullContact` query with
     /// `Gift Id`/`Contact Id` `IsAnyOf`, at most 100 ids): the re-read of webhooks that
     /// lacked fields. Ids not returned no longer exist (or are not visible).
@@ -296,6 +305,14 @@ impl Crm for UnconfiguredCrm {
         Box::pin(async move { (reply, None) })
     }
     fn organization_current(&self) -> LocalFuture<(CrmReply, Option<String>)> {
+        let reply = self.reply();
+        Box::pin(async move { (reply, None) })
+    }
+    fn query_contacts_after(
+        &self,
+        _after_id: u64,
+        _take: u32,
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)> {
         let reply = self.reply();
         Box::pin(async move { (reply, None) })
     }

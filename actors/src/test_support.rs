@@ -181,6 +181,13 @@ impl Crm for FakeCrm {
         assert!(!self.strict, "not used by confirmation passes");
         ready((reply(500), None))
     }
+    fn query_contacts_after(
+        &self,
+        _after_id: u64,
+        _take: u32,
+    ) -> LocalFuture<(CrmReply, Option<crate::pull::ChangePage>)> {
+        ready((reply(500), None))
+    }
     fn read_contact(
         &self,
         _id: &str,

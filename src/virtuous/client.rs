@@ -298,7 +298,20 @@ impl VirtuousClient {
     ) -> Result<CallResult<RecordPage>, VirtuousError> {
         let condition = json!({"parameter": "Last Modified Date", "operator": "OnOrAfter",
             "value": modified_on_or_after.strftime("%m/%d/%Y").to_string()});
-        self.query_full_records(kind, condition, skip, take).await
+        self.query_full_records(kind, condition, "Last Modified Date", skip, take)
+            .await
+    }
+
+    /// `POST /api/Contact/Query/FullContact?skip=0&take=` with `Contact Id GreaterThan
+    /// after_id`, sorted by `Id`: keyset paging over every contact (the cross-match).
+    pub async fn contacts_after(
+        &self,
+        after_id: u64,
+        take: u32,
+    ) -> Result<CallResult<RecordPage>, VirtuousError> {
+        let condition = json!({"parameter": "Contact Id", "operator": "GreaterThan", "value": after_id.to_string()});
+        self.query_full_records(ChangeKind::Contact, condition, "Id", 0, take)
+            .await
     }
 
     /// The full records of `ids` (`Gift Id`/`Contact Id` `IsAnyOf`, one page of
@@ -317,7 +330,7 @@ impl VirtuousClient {
             _ => "Contact Id",
         };
         let condition = json!({"parameter": parameter, "operator": "IsAnyOf", "values": ids});
-        self.query_full_records(kind, condition, 0, ids.len() as u32)
+        self.query_full_records(kind, condition, "Last Modified Date", 0, ids.len() as u32)
             .await
     }
 
@@ -326,6 +339,7 @@ impl VirtuousClient {
         &self,
         kind: ChangeKind,
         condition: serde_json::Value,
+        sort_by: &str,
         skip: u64,
         take: u32,
     ) -> Result<CallResult<RecordPage>, VirtuousError> {
@@ -339,7 +353,7 @@ impl VirtuousClient {
         }
         let query = json!({
             "groups": [{"conditions": [condition]}],
-            "sortBy": "Last Modified Date",
+            "sortBy": sort_by,
             "descending": false,
         });
         let url = self.endpoint(

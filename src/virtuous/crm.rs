@@ -315,6 +315,30 @@ impl Crm for VirtuousCrm {
         })
     }
 
+    fn query_contacts_after(
+        &self,
+        after_id: u64,
+        take: u32,
+    ) -> LocalFuture<(CrmReply, Option<ChangePage>)> {
+        let client = self.client();
+        Box::pin(async move {
+            let client = match client {
+                Ok(client) => client,
+                Err(reason) => return (not_sent(reason, 0), None),
+            };
+            match client.contacts_after(after_id, take).await {
+                Ok(result) => {
+                    let page = result
+                        .value
+                        .as_ref()
+                        .map(|page| change_page_of(ChangeKind::Contact, page));
+                    (reply_of(&result), page)
+                }
+                Err(err) => (not_sent(err.to_string(), 0), None),
+            }
+        })
+    }
+
     fn query_modified(
         &self,
         kind: ChangeKind,

@@ -8,7 +8,6 @@
 
 use crate::hub::TenantShared;
 use crate::ports::{PartnerAnswer, PartnerSpec};
-use crate::pull::ChangeKind;
 use crate::store::two_way_ops::TwoWayUpdate;
 use crate::store::{Lane, StoreError};
 use crate::two_way::cross_match::{
@@ -94,9 +93,10 @@ async fn page_virtuous(
     if let Err(_at_ms) = shared.draw_call(Lane::Reconcile) {
         return Ok(false);
     }
+    // Keyset paging by id: edits made while the job reads cannot shift a page.
     let (reply, page) = shared
         .crm()
-        .query_modified(ChangeKind::Contact, 0, job.virtuous_rows, take)
+        .query_contacts_after(job.virtuous_after_id, take)
         .await;
     shared.observe_reply(&reply);
     let Some(page) = page else {
@@ -124,11 +124,18 @@ async fn page_virtuous(
             }
         })
         .collect();
+    // `total` counts what remains after the cursor: the whole is what was read plus it.
+    job.virtuous_total = Some(job.virtuous_rows + page.total);
     job.virtuous_rows += rows.len() as u64;
-    job.virtuous_total = Some(page.total);
+    let last_id = rows
+        .iter()
+        .filter_map(|row| row.id.parse::<u64>().ok())
+        .max();
+    job.virtuous_after_id =
+        last_id.map_or(job.virtuous_after_id, |id| id.max(job.virtuous_after_id));
     job.error = None;
     job.updated_at_ms = now_ms;
-    let done = rows.len() < take as usize || job.virtuous_rows >= page.total;
+    let done = rows.len() < take as usize || last_id.is_none();
     if !done {
         store.save_cross_match(&pair.pair, &job, &[], &rows, &[])?;
         return Ok(true);

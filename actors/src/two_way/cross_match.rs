@@ -309,6 +309,9 @@ pub struct CrossMatchJob {
     /// Virtuous rows read, and the total the query reported.
     pub virtuous_rows: u64,
     pub virtuous_total: Option<u64>,
+    /// The highest Virtuous contact id read (the listing goes on after it).
+    #[serde(default)]
+    pub virtuous_after_id: u64,
     /// Records per group, and up to five example rows of each.
     pub summary: BTreeMap<String, u64>,
     pub examples: BTreeMap<String, Vec<ReportRow>>,
@@ -334,6 +337,7 @@ impl CrossMatchJob {
             partner_rows: 0,
             virtuous_rows: 0,
             virtuous_total: None,
+            virtuous_after_id: 0,
             summary: BTreeMap::new(),
             examples: BTreeMap::new(),
             report_rows: 0,
