@@ -326,16 +326,10 @@ impl Crm for VirtuousCrm {
                 Ok(client) => client,
                 Err(reason) => return (not_sent(reason, 0), None),
             };
-            match client.contacts_after(after_id, take).await {
-                Ok(result) => {
-                    let page = result
-                        .value
-                        .as_ref()
-                        .map(|page| change_page_of(ChangeKind::Contact, page));
-                    (reply_of(&result), page)
-                }
-                Err(err) => (not_sent(err.to_string(), 0), None),
-            }
+            page_answer(
+                ChangeKind::Contact,
+                client.contacts_after(after_id, take).await,
+            )
         })
     }
 
@@ -353,13 +347,7 @@ impl Crm for VirtuousCrm {
                 Err(reason) => return (not_sent(reason, 0), None),
             };
             let day = utc_day(modified_on_or_after_ms);
-            match client.query_modified(kind, day, skip, take).await {
-                Ok(result) => {
-                    let page = result.value.as_ref().map(|page| change_page_of(kind, page));
-                    (reply_of(&result), page)
-                }
-                Err(err) => (not_sent(err.to_string(), 0), None),
-            }
+            page_answer(kind, client.query_modified(kind, day, skip, take).await)
         })
     }
 
@@ -403,5 +391,20 @@ impl Crm for VirtuousCrm {
                 .map(|org| org.name.clone().unwrap_or_else(|| org.id.clone()));
             (reply_of(&result), name)
         })
+    }
+}
+
+/// A query's answer as the runtime sees it: the reply and its page of changes (`None` when
+/// the answer was not a readable page, or the query was not sent).
+fn page_answer(
+    kind: ChangeKind,
+    result: Result<CallResult<RecordPage>, VirtuousError>,
+) -> (CrmReply, Option<ChangePage>) {
+    match result {
+        Ok(result) => {
+            let page = result.value.as_ref().map(|page| change_page_of(kind, page));
+            (reply_of(&result), page)
+        }
+        Err(err) => (not_sent(err.to_string(), 0), None),
     }
 }
