@@ -207,8 +207,8 @@ fn open_overwrite_conflict(
         return;
     }
     // Nothing goes either way for the field until a person decides.
-    link.pending_mut(Side::Partner).remove(name);
-    link.pending_mut(Side::Virtuous).remove(name);
+    withdraw(link, Side::Partner, name);
+    withdraw(link, Side::Virtuous, name);
     link.conflicts.push(name.to_string());
     let conflict = conflict_of(link, name, ours.clone(), theirs.clone(), now_ms);
     decision.conflicts.push(conflict);
@@ -269,7 +269,7 @@ fn decide_field(
             .get(name)
             .is_some_and(|pending| !same(name, Some(pending), Some(value)))
         {
-            link.pending_mut(other).remove(name);
+            withdraw(link, other, name);
             if !same(name, Some(value), link.values(other).get(name)) {
                 decision
                     .writes_mut(other)
@@ -312,7 +312,7 @@ fn decide_field(
         Some(owner) if owner == side => {
             // This side owns the field: its value goes across; a correction we had queued
             // towards this side is void.
-            link.pending_mut(side).remove(name);
+            withdraw(link, side, name);
             if !same(name, Some(value), other_value.as_ref()) {
                 decision
                     .writes_mut(other)
@@ -335,8 +335,8 @@ fn decide_field(
         None if other_changed && !same(name, Some(value), other_value.as_ref()) => {
             // Both sides changed the field since the last sync: a person decides. Whatever
             // was on its way to either side for it stays where it is.
-            link.pending_mut(Side::Partner).remove(name);
-            link.pending_mut(Side::Virtuous).remove(name);
+            withdraw(link, Side::Partner, name);
+            withdraw(link, Side::Virtuous, name);
             link.conflicts.push(name.to_string());
             let (partner, virtuous) = match side {
                 Side::Partner => (value.clone(), other_value.unwrap_or(Value::Null)),
@@ -347,8 +347,8 @@ fn decide_field(
         }
         None if other_changed => {
             // Both sides changed it to the same value.
-            link.pending_mut(side).remove(name);
-            link.pending_mut(other).remove(name);
+            withdraw(link, side, name);
+            withdraw(link, other, name);
             link.synced.insert(name.to_string(), value.clone());
         }
         None => {
@@ -357,6 +357,34 @@ fn decide_field(
                 .insert(name.to_string(), value.clone());
         }
     }
+}
+
+/// Takes `name` off the side's pending write (it will not be written). The ledger then says
+/// what the side holds with what is still pending — none when nothing is: a later change
+/// equal to a withdrawn value is a person's, not our echo.
+fn withdraw(link: &mut Link, side: Side, name: &str) {
+    if link.pending_mut(side).remove(name).is_none() {
+        return;
+    }
+    let Some(at_ms) = link.ledger(side).map(|mark| mark.at_ms) else {
+        return;
+    };
+    if link.pending(side).is_empty() {
+        link.set_ledger(side, None);
+        return;
+    }
+    let mut after = link.values(side).clone();
+    for (field, value) in link.pending(side) {
+        after.insert(field.clone(), value.clone());
+    }
+    link.set_ledger(
+        side,
+        Some(LedgerMark {
+            hash: exact_hash(&after),
+            fields: after,
+            at_ms,
+        }),
+    );
 }
 
 /// Adds `fields` to the side's pending write and marks the ledger with what the side will
