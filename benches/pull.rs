@@ -306,18 +306,7 @@ async fn main() {
     let cluster = pg::PgCluster::start_durable();
     println!("postgres: {} (fsync on), on loopback", cluster.version());
     let sandbox = SandboxProcess::spawn();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let public_url = format!("http://{listen}");
-    let engine = Engine::spawn(&[
-        ("STEWARD_LISTEN", &listen),
-        ("STEWARD_PUBLIC_URL", &public_url),
-        ("STEWARD_RUNTIME__HEARTBEAT_MS", "1000"),
-    ])
-    .await;
+    let engine = Engine::spawn_public().await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .timeout(Duration::from_secs(60))

@@ -341,18 +341,7 @@ async fn cross_match(bench: &Bench) {
 async fn main() {
     println!("two-way bench on {}", support::machine());
     let sandbox = SandboxProcess::spawn();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let public_url = format!("http://{listen}");
-    let engine = Engine::spawn(&[
-        ("STEWARD_LISTEN", &listen),
-        ("STEWARD_PUBLIC_URL", &public_url),
-        ("STEWARD_RUNTIME__HEARTBEAT_MS", "1000"),
-    ])
-    .await;
+    let engine = Engine::spawn_public().await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(120))

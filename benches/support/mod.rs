@@ -79,6 +79,23 @@ impl Engine {
         engine
     }
 
+    /// Starts the engine on a known port with `public_url` on it (so simulated webhooks
+    /// reach it) and children ticking every second.
+    pub async fn spawn_public() -> Engine {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let public_url = format!("http://{listen}");
+        Engine::spawn(&[
+            ("STEWARD_LISTEN", &listen),
+            ("STEWARD_PUBLIC_URL", &public_url),
+            ("STEWARD_RUNTIME__HEARTBEAT_MS", "1000"),
+        ])
+        .await
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("steward.log")
     }

@@ -325,31 +325,20 @@ async fn the_cross_match_reports_the_truth_survives_a_crash_and_applies_the_appr
     // Matched records are linked to the right contact; the Virtuous-only ones never reach
     // the partner; ambiguous partner records stay unlinked.
     for partner_id in expected_matched.keys() {
-        let (status, link) = app
-            .admin_call(
-                Method::GET,
-                &format!("/v1/tenants/{tenant}/two-way/{PAIR}/records/{partner_id}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{partner_id}");
-        let link = link.get("link").cloned().unwrap_or(link);
+        let link = crate::two_way_support::link(&app, tenant, partner_id)
+            .await
+            .unwrap_or_else(|| panic!("{partner_id} has no link"));
         assert!(link["virtuous_id"].as_str().is_some(), "{link}");
     }
     for partner_id in &ambiguous_partners {
-        let (status, link) = app
-            .admin_call(
-                Method::GET,
-                &format!("/v1/tenants/{tenant}/two-way/{PAIR}/records/{partner_id}"),
-                None,
-            )
-            .await;
+        let link = crate::two_way_support::link(&app, tenant, partner_id).await;
         assert!(
-            status == 404 || link["virtuous_id"].is_null(),
-            "{partner_id}: {link}"
+            link.as_ref()
+                .map_or(true, |link| link["virtuous_id"].is_null()),
+            "{partner_id}: {link:?}"
         );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    crate::two_way_support::wait_quiet(&app, tenant, Duration::from_secs(60)).await;
     assert_eq!(
         partner.api_writes().await,
         0,

@@ -49,17 +49,19 @@ impl Split {
 
 /// Decides the entries two-way pairs take; the rest go on to the queue.
 pub(crate) fn take(shared: &TenantShared, entries: Vec<NewEntry>) -> Result<Split, StoreError> {
+    if !shared.has_two_way() {
+        return Ok(Split {
+            taken: vec![None; entries.len()],
+            rest: entries,
+            wake: false,
+        });
+    }
     let pairs = shared.settings().two_way;
     let mut split = Split {
         rest: Vec::with_capacity(entries.len()),
         taken: Vec::with_capacity(entries.len()),
         wake: false,
     };
-    if pairs.is_empty() {
-        split.taken = vec![None; entries.len()];
-        split.rest = entries;
-        return Ok(split);
-    }
     for entry in entries {
         let pair = pairs.iter().find(|pair| {
             entry.fact.kind == RecordKind::Contact && pair.source == entry.fact.source

@@ -230,6 +230,16 @@ impl TenantShared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
+    /// Whether the tenant has two-way pairs (read without copying the settings: Capture
+    /// asks on every enqueue).
+    pub fn has_two_way(&self) -> bool {
+        !self
+            .settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .two_way
+            .is_empty()
+    }
     pub fn replace_settings(&self, settings: TenantSettings) {
         *self
             .settings
