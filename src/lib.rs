@@ -19,6 +19,7 @@
 //! - [`virtuous`]: the Virtuous CRM+ client; answers reduced to facts for classification.
 
 pub mod app;
+pub mod backfill;
 pub mod config;
 pub mod demo;
 pub mod destinations;

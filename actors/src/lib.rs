@@ -46,6 +46,7 @@
 //! This crate knows records, lanes, budgets and outcomes. It does not know HTTP, JSON wire
 //! formats of any platform, or reqwest.
 
+pub mod backfill;
 pub mod budget;
 pub mod capture;
 pub mod child;
