@@ -68,6 +68,11 @@ pub const TWO_WAY_CHANGES_TOTAL: &str = "steward_two_way_changes_total";
 /// `ledger`, `window`) and fields set aside because the other side owns them (`ownership`).
 pub const ECHOES_DROPPED_TOTAL: &str = "steward_echoes_dropped_total";
 pub const LABEL_LAYER: &str = "layer";
+/// Counter `{phase, outcome}`: backfill rows read (`dry_run`, `run`; `payment`, `skipped`,
+/// `rejected`), all tenants together.
+pub const BACKFILL_ROWS_TOTAL: &str = "steward_backfill_rows_total";
+/// Counter: entries backfill jobs put in the `backfill` lane (duplicates not counted).
+pub const BACKFILL_ENTRIES_QUEUED_TOTAL: &str = "steward_backfill_entries_queued_total";
 /// Counter `{side, outcome}`: two-way writes (`partner`, `virtuous`; `written`, `retried`,
 /// `dead_lettered`).
 pub const TWO_WAY_WRITES_TOTAL: &str = "steward_two_way_writes_total";
@@ -167,6 +172,16 @@ pub fn describe() {
         DESTINATION_FAILURES_TOTAL,
         metrics::Unit::Count,
         "Failed destination delivery attempts, per destination kind"
+    );
+    metrics::describe_counter!(
+        BACKFILL_ROWS_TOTAL,
+        metrics::Unit::Count,
+        "Backfill rows read, per phase (dry run or run) and outcome"
+    );
+    metrics::describe_counter!(
+        BACKFILL_ENTRIES_QUEUED_TOTAL,
+        metrics::Unit::Count,
+        "Entries backfill jobs queued in the backfill lane"
     );
     metrics::describe_counter!(
         TWO_WAY_CHANGES_TOTAL,

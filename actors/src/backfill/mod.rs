@@ -63,7 +63,10 @@ impl JobState {
 
     /// No further change (but `GET` still shows it).
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Done | JobState::Cancelled | JobState::Failed)
+        matches!(
+            self,
+            JobState::Done | JobState::Cancelled | JobState::Failed
+        )
     }
 }
 
@@ -212,6 +215,8 @@ pub struct Progress {
     pub dead: u64,
     /// When the recount last ran.
     pub recounted_at_ms: u64,
+    /// Every row of the file was read into the queue.
+    pub read_complete: bool,
 }
 
 /// One backfill job (checkpoint `backfill:{id}`).
@@ -329,4 +334,100 @@ pub fn kind_name(kind: crate::store::RecordKind) -> &'static str {
         crate::store::RecordKind::Contact => "contact",
         crate::store::RecordKind::Refund => "refund",
     }
+}
+
+/// What an operator (or the admin API) asks of a job. Capture applies it: every write of a
+/// job document happens in Capture, one at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackfillAction {
+    /// A new job from a validated spec (state `awaiting_file`).
+    Create { spec: JobSpec },
+    /// The file was uploaded (`bytes` long): the dry run starts (`validating`).
+    FileReady { bytes: u64 },
+    /// `ready → running`.
+    Start,
+    /// `running → paused`: nothing more is read into the queue (entries already queued, at
+    /// most the feed window, still go).
+    Pause,
+    /// `paused → running`.
+    Resume,
+    /// Any state but a final one → `cancelled` (as with pause, queued entries still go).
+    Cancel,
+}
+
+impl BackfillAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackfillAction::Create { .. } => "create",
+            BackfillAction::FileReady { .. } => "file",
+            BackfillAction::Start => "start",
+            BackfillAction::Pause => "pause",
+            BackfillAction::Resume => "resume",
+            BackfillAction::Cancel => "cancel",
+        }
+    }
+}
+
+/// To Capture: apply `action` to job `job_id`; answers the job once the change is durable.
+#[derive(actix::Message)]
+#[rtype(result = "Result<BackfillJob, BackfillCommandError>")]
+pub struct BackfillCommand {
+    pub job_id: String,
+    pub action: BackfillAction,
+    pub guard: crate::mailbox::MailboxGuard,
+}
+
+/// Why a backfill command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackfillCommandError {
+    #[error("no backfill `{0}`")]
+    Unknown(String),
+    /// The job's state does not allow the action (HTTP 409 `invalid_transition`).
+    #[error("{0}")]
+    InvalidTransition(String),
+    /// A job with this id exists already.
+    #[error("backfill `{0}` exists already")]
+    Exists(String),
+    #[error("the tenant's capture mailbox is full ({capacity})")]
+    MailboxFull { capacity: usize },
+    #[error("the tenant is not running (restarting or stopping); try again")]
+    Unavailable,
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl crate::messages::DoorError for BackfillCommandError {
+    fn mailbox_full(capacity: usize) -> Self {
+        BackfillCommandError::MailboxFull { capacity }
+    }
+    fn unavailable() -> Self {
+        BackfillCommandError::Unavailable
+    }
+}
+
+/// The state `action` takes a job in `state` to, or why it cannot.
+pub fn transition(state: JobState, action: &BackfillAction) -> Result<JobState, String> {
+    let next = match (state, action) {
+        (JobState::AwaitingFile, BackfillAction::FileReady { .. }) => JobState::Validating,
+        (JobState::Ready, BackfillAction::Start) => JobState::Running,
+        (JobState::Running, BackfillAction::Pause) => JobState::Paused,
+        (JobState::Paused, BackfillAction::Resume) => JobState::Running,
+        (state, BackfillAction::Cancel) if !state.is_final() => JobState::Cancelled,
+        (state, action) => {
+            let needs = match action {
+                BackfillAction::Create { .. } => "no job",
+                BackfillAction::FileReady { .. } => "awaiting_file (a file is uploaded once)",
+                BackfillAction::Start => "ready (the dry run must finish first)",
+                BackfillAction::Pause => "running",
+                BackfillAction::Resume => "paused",
+                BackfillAction::Cancel => "a state that is not final",
+            };
+            return Err(format!(
+                "cannot {} a backfill that is {}: it must be {needs}",
+                action.name(),
+                state.name()
+            ));
+        }
+    };
+    Ok(next)
 }

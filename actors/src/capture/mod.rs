@@ -17,6 +17,7 @@ use crate::messages::{Enqueue, EnqueueError};
 use crate::observe::ActorKind;
 use crate::store::{Counts, EnqueueOutcome};
 
+mod backfill;
 pub mod commands;
 mod polling;
 mod two_way;
@@ -31,6 +32,8 @@ pub struct Capture {
     counters: CaptureCounters,
     /// The pollers this generation runs (`polling.rs`), rebuilt from the store.
     polls: polling::PollRuntime,
+    /// Backfill jobs' reader and timers (`backfill.rs`); the jobs are in the store.
+    backfills: backfill::BackfillRuntime,
 }
 
 /// What Capture shows (status `actors.capture.observed`): counted since this generation.
@@ -63,16 +66,22 @@ impl ChildBehavior for Capture {
                 ..CaptureCounters::default()
             },
             polls: polling::PollRuntime::default(),
+            backfills: backfill::BackfillRuntime::default(),
         }
     }
     fn started(child: &mut CaptureActor, ctx: &mut Context<CaptureActor>) {
         child.reload_pollers(ctx);
+        child.backfill_wake(ctx);
     }
     /// The "pollers changed" message is a hint (a full mailbox or a restart drops it): a
     /// tick that finds other specs in the hub reloads them.
     fn after_tick(child: &mut CaptureActor, ctx: &mut Context<CaptureActor>) {
         if child.behavior.polls.stale(&child.core.shared.pollers()) {
             child.reload_pollers(ctx);
+        }
+        // Timers are the backfill's clock; a tick restarts one that was lost.
+        if !child.behavior.backfills.busy() {
+            child.backfill_wake(ctx);
         }
     }
     fn on_tick(&mut self, _shared: &TenantShared) -> Result<(), String> {

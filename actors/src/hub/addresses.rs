@@ -25,6 +25,7 @@ pub struct CaptureAddress {
     pub enqueue: Recipient<Enqueue>,
     pub record_fact: Recipient<RecordFact>,
     pub poll: Recipient<crate::poll::PollCommand>,
+    pub backfill: Recipient<crate::backfill::BackfillCommand>,
 }
 
 /// Inbound, the door for Virtuous facts: webhook deliveries and the webhook registration.

@@ -80,6 +80,9 @@ pub struct TenantShared {
     pub two_way_lock: Mutex<()>,
     /// What the pair loops show while they run, by pair.
     pub two_way_live: Mutex<std::collections::BTreeMap<String, crate::two_way::PairLive>>,
+    /// Reads the tenant's backfill files (replaced when its document changes); `None`
+    /// until the `steward` crate sets it. Capture runs the jobs.
+    backfill_files: RwLock<Option<Arc<dyn crate::backfill::BackfillFiles>>>,
 }
 
 impl TenantShared {
@@ -127,6 +130,7 @@ impl TenantShared {
             two_way_wake: Arc::new(tokio::sync::Notify::new()),
             two_way_lock: Mutex::new(()),
             two_way_live: Mutex::new(std::collections::BTreeMap::new()),
+            backfill_files: RwLock::new(None),
         }
     }
 
@@ -160,6 +164,20 @@ impl TenantShared {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(partners);
         self.two_way_wake.notify_waiters();
+    }
+
+    /// The backfill files' adapter, once set.
+    pub fn backfill_files(&self) -> Option<Arc<dyn crate::backfill::BackfillFiles>> {
+        self.backfill_files
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+    pub fn replace_backfill_files(&self, files: Arc<dyn crate::backfill::BackfillFiles>) {
+        *self
+            .backfill_files
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(files);
     }
 
     /// The configured pollers.

@@ -27,6 +27,7 @@ pub use crate::store::TenantRunState;
 use crate::store::{EnqueueOutcome, NewEntry, Store, TenantStore};
 use crate::supervisor::TenantSupervisor;
 
+mod backfill_doors;
 mod doors;
 mod two_way_doors;
 

@@ -62,6 +62,11 @@ pub mod section {
     pub const TW_DEAD: u8 = 0x66;
     /// Cross-match rows and report: `{pair}\0{p|v|r}\0{id or seq BE}`; JSON.
     pub const TW_XMATCH: u8 = 0x67;
+    /// A backfill job's rejected rows: `{job}\0{row BE}`; JSON.
+    pub const BACKFILL_REJECT: u8 = 0x68;
+    /// A backfill job's queued entries, for its progress: `{job}\0{row BE}{index}`; a
+    /// record reference.
+    pub const BACKFILL_ROW: u8 = 0x69;
 }
 
 /// Builds the keys of one tenant's key space.

@@ -21,6 +21,7 @@
 
 pub mod admin_ops;
 mod alert_ops;
+pub mod backfill_ops;
 pub mod codec;
 mod completion;
 pub mod confirm_ops;

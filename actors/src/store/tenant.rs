@@ -513,7 +513,7 @@ impl TenantInner {
         self.read_unsettled(key)
     }
 
-    fn read_unsettled<T: super::codec::Versioned>(
+    pub(crate) fn read_unsettled<T: super::codec::Versioned>(
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {

@@ -101,6 +101,7 @@ impl TenantSupervisor {
                     enqueue: child.clone().recipient(),
                     record_fact: child.clone().recipient(),
                     poll: child.clone().recipient(),
+                    backfill: child.clone().recipient(),
                 })
             }),
             ActorKind::Queue => start_child::<Queue>(&shared, generation, exits, |a, child| {
