@@ -386,6 +386,10 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
             .get(&id)
             .is_some_and(|old| partner_settings_of(&old) == partner_settings_of(&doc));
     let partners = (!partners_unchanged).then(|| tenant_partners(state, &spec, &doc));
+    let backfill_files = Arc::new(crate::backfill::FileBackfills {
+        dir: backfill_dir(state, &id),
+        doc: Arc::clone(&doc),
+    });
     state.tenant_docs.insert(id.clone(), doc);
     let handle = match state.runtime.tenant(&id) {
         // Settings apply in place: no restart, no window in which the tenant looks missing.
@@ -405,6 +409,12 @@ fn start_or_update(state: &AppState, prepared: Prepared) {
     if let Some(partners) = partners {
         handle.replace_partners(partners);
     }
+    handle.replace_backfill_files(backfill_files);
+}
+
+/// Where a tenant's uploaded backfill files are kept (`{data_dir}/backfills/{tenant}`).
+pub fn backfill_dir(state: &AppState, tenant_id: &str) -> std::path::PathBuf {
+    state.config.data_dir.join("backfills").join(tenant_id)
 }
 
 /// What the two-way writers are built from: the `two_way` block and the sources its pairs

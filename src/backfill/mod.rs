@@ -27,11 +27,21 @@ pub struct SpecError {
 /// Checks a file job's spec against the tenant document: a known source, a format, a
 /// mapping that produces the live path's source id for that source.
 pub fn validate_spec(doc: &TenantDoc, spec: &JobSpec) -> Result<(), SpecError> {
-    let _ = (doc, spec);
-    Err(SpecError {
-        path: "mapping".into(),
-        message: "not built yet".into(),
-    })
+    // Placeholder until the mapping checks land: the format and the label only.
+    let _ = doc;
+    if spec.format != "csv" && spec.format != "ndjson" {
+        return Err(SpecError {
+            path: "format".into(),
+            message: "must be `csv` or `ndjson`".into(),
+        });
+    }
+    if spec.label.trim().is_empty() {
+        return Err(SpecError {
+            path: "label".into(),
+            message: "must not be empty".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The adapter: a tenant's backfill files under `dir`, mapped with `doc`'s settings.
