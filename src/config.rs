@@ -163,6 +163,8 @@ pub struct BudgetSection {
     pub hourly_limit: u64,
     pub reserve_pct: u8,
     pub burst_calls: u32,
+    /// The backfill lane's guaranteed share of calls while live work waits (0–100).
+    pub backfill_pct: u8,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -231,6 +233,7 @@ impl Default for BudgetSection {
             hourly_limit: 5_000,
             reserve_pct: 10,
             burst_calls: 1,
+            backfill_pct: 20,
         }
     }
 }
@@ -502,6 +505,9 @@ impl Config {
         }
         if self.budget.reserve_pct > 90 {
             return Err(("budget.reserve_pct", "must be 0 to 90".into()));
+        }
+        if self.budget.backfill_pct > 100 {
+            return Err(("budget.backfill_pct", "must be 0 to 100".into()));
         }
         Ok(())
     }

@@ -437,6 +437,8 @@ pub struct BudgetSettings {
     pub hourly_limit: Option<u64>,
     pub reserve_pct: Option<u8>,
     pub burst_calls: Option<u32>,
+    /// The backfill lane's guaranteed share of calls while live work waits (0–100).
+    pub backfill_pct: Option<u8>,
 }
 
 /// `pull`: which Virtuous changes are captured and where they go (docs/pull.md).

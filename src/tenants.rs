@@ -68,6 +68,9 @@ fn effective_budget(state: &AppState, doc: &TenantDoc) -> BudgetSettings {
         burst_calls: own
             .and_then(|b| b.burst_calls)
             .unwrap_or(defaults.burst_calls),
+        backfill_pct: own
+            .and_then(|b| b.backfill_pct)
+            .unwrap_or(defaults.backfill_pct),
     }
 }
 

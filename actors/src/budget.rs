@@ -46,6 +46,9 @@ pub struct BudgetSettings {
     pub reserve_pct: u8,
     /// Calls that may go back to back before pacing applies.
     pub burst_calls: u32,
+    /// The `backfill` lane's guaranteed share of the submitter's calls while live work
+    /// waits, 0–100 (it gets every spare call anyway).
+    pub backfill_pct: u8,
 }
 
 impl Default for BudgetSettings {
@@ -54,6 +57,7 @@ impl Default for BudgetSettings {
             hourly_limit: 5_000,
             reserve_pct: 10,
             burst_calls: 1,
+            backfill_pct: 20,
         }
     }
 }
@@ -519,6 +523,7 @@ mod tests {
             hourly_limit,
             reserve_pct,
             burst_calls,
+            ..BudgetSettings::default()
         }
     }
 

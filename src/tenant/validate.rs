@@ -165,6 +165,9 @@ impl TenantDoc {
             if let Some(reserve_pct) = budget.reserve_pct {
                 within("budget.reserve_pct", u64::from(reserve_pct), 0, 90)?;
             }
+            if let Some(backfill_pct) = budget.backfill_pct {
+                within("budget.backfill_pct", u64::from(backfill_pct), 0, 100)?;
+            }
             if let Some(burst) = budget.burst_calls {
                 within("budget.burst_calls", u64::from(burst), 1, 100)?;
             }

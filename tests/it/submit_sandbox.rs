@@ -110,6 +110,7 @@ async fn submit_drains_queued_gifts_in_full_batches_within_the_budget() {
         hourly_limit: 36_000,
         reserve_pct: 10,
         burst_calls: 1,
+        backfill_pct: 20,
     };
     let rig = rig(36_000, budget).await;
     let entries: Vec<NewEntry> = (0..1_000)
@@ -159,6 +160,7 @@ async fn submit_waits_out_a_429_and_retries_a_503_without_losing_a_gift() {
         hourly_limit: 360_000,
         reserve_pct: 10,
         burst_calls: 1,
+        backfill_pct: 20,
     };
     let rig = rig(360_000, budget).await;
     let script = json!({"steps": [
@@ -209,6 +211,7 @@ async fn submit_budget_issue_test_53_to_55_calls_in_6_s_paced_and_no_429() {
         hourly_limit: 36_000,
         reserve_pct: 10,
         burst_calls: 1,
+        backfill_pct: 20,
     };
     let rig = rig(36_000, budget).await;
     let entries: Vec<NewEntry> = (0..500)
@@ -266,6 +269,7 @@ async fn submit_drain_10k_gifts_measure() {
         hourly_limit: 36_000,
         reserve_pct: 10,
         burst_calls: 1,
+        backfill_pct: 20,
     };
     let rig = rig(36_000, budget).await;
     for chunk in 0..10 {

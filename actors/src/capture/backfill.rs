@@ -156,7 +156,7 @@ impl CaptureActor {
             } else {
                 self.backfill_later(RECHECK_MS, ctx);
             }
-        } else if jobs.iter().any(|job| recount_wanted(job)) {
+        } else if jobs.iter().any(recount_wanted) {
             self.backfill_later(RECOUNT_EVERY_MS, ctx);
         }
     }

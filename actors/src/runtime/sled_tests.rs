@@ -107,6 +107,7 @@ async fn budget_status_reads_the_call_log_in_sled() {
             hourly_limit: 1_000,
             reserve_pct: 20,
             burst_calls: 1,
+            backfill_pct: 20,
         },
         ..fast_settings()
     };

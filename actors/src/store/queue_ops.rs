@@ -134,6 +134,9 @@ pub struct LeaseRequest {
     /// A contact group holds up to `batch_max` records of one transaction source (one
     /// `Contact/Batch`); false: one record's updates (one `Contact/Transaction`).
     pub contact_batch: bool,
+    /// The backfill lane's turn (its guaranteed share, `budget.backfill_pct`): the group
+    /// comes from the `backfill` lane alone when it has a ready one, else as usual.
+    pub backfill_first: bool,
 }
 
 /// One leased entry.
@@ -473,6 +476,92 @@ fn choose_contacts(
     }
 }
 
+/// Scans `entries` (a queue prefix in key order: lane priority then seq) far enough to settle
+/// the next group (see [`TenantStore::lease_ready`]); returns the scanned entries and the
+/// choice among them. `last_lane`: the last non-empty lane of the scan; `skip_contacts`:
+/// leave contact entries out (their order may depend on entries in other lanes).
+fn scan_and_choose(
+    mut entries: sled::Iter,
+    leases: &LeaseTable,
+    request: &LeaseRequest,
+    last_lane: Option<Lane>,
+    keys: &super::keys::KeySpace,
+    skip_contacts: bool,
+) -> Result<(Vec<Scanned>, Choice), StoreError> {
+    let now_ms = request.now_ms;
+    let batch_max = request.batch_max.max(1);
+    // Scanned entries, lane priority then seq.
+    let mut scanned: Vec<Scanned> = Vec::new();
+    let mut limit = (batch_max * 4 + 256).min(LEASE_SCAN_MAX);
+    let choice = loop {
+        let mut exhausted = false;
+        while scanned.len() < limit {
+            let Some(item) = entries.next() else {
+                exhausted = true;
+                break;
+            };
+            let (key, bytes) = item.map_err(io_error)?;
+            let seq = keys
+                .seq_of_queue_key(&key)
+                .ok_or_else(|| StoreError::Codec(format!("malformed queue key {key:?}")))?;
+            let entry = Scanned::read(seq, bytes)?;
+            if !(skip_contacts && entry.kind == RecordKind::Contact) {
+                scanned.push(entry);
+            }
+        }
+        let choice = choose(&scanned, leases, now_ms, batch_max, request.contact_batch);
+        let in_last_lane = |lane: Lane| Some(lane) == last_lane;
+        let settled = exhausted
+            || scanned.len() >= LEASE_SCAN_MAX
+            || (choice.full
+                && choice
+                    .chosen
+                    .iter()
+                    .all(|&at| in_last_lane(scanned[at].lane))
+                && scanned.last().is_some_and(|last| in_last_lane(last.lane)));
+        if settled {
+            break choice;
+        }
+        limit = (limit * 4).min(LEASE_SCAN_MAX);
+    };
+    Ok((scanned, choice))
+}
+
+/// Decodes the chosen entries and leases them.
+fn lease_chosen(
+    (scanned, choice): (Vec<Scanned>, Choice),
+    leases: &LeaseTable,
+    request: &LeaseRequest,
+) -> Result<LeaseBatch, StoreError> {
+    let mut batch = LeaseBatch {
+        entries: Vec::with_capacity(choice.chosen.len()),
+        next_ready_at_ms: choice.next_ready_at_ms,
+        more_ready: choice.more_ready,
+    };
+    for at in choice.chosen {
+        let entry = &scanned[at];
+        batch.entries.push(LeasedEntry {
+            lane: entry.lane,
+            seq: entry.seq,
+            entry: decode(&entry.bytes)?,
+        });
+    }
+    let expires_at_ms = request
+        .now_ms
+        .saturating_add(request.lease_timeout_ms.max(1));
+    let mut table = leases.lock();
+    for leased in &batch.entries {
+        table.insert(
+            leased.key(),
+            Lease {
+                generation: request.generation,
+                expires_at_ms,
+            },
+        );
+    }
+    Ok(batch)
+}
+
 impl TenantStore {
     /// Leases the next group of ready entries (see the module docs for priority, ordering
     /// and grouping). An empty batch leases nothing.
@@ -489,73 +578,43 @@ impl TenantStore {
     ) -> Result<LeaseBatch, StoreError> {
         let inner = self.inner();
         inner.settle()?;
-        let now_ms = request.now_ms;
-        let batch_max = request.batch_max.max(1);
         let lane_stats = self.lane_stats();
         let last_nonempty_lane = Lane::ALL
             .into_iter()
             .rev()
             .find(|&lane| lane_stats[lane as usize].1.depth > 0);
-        let mut entries = inner
+        // The backfill lane's turn: gifts and reversals from its own prefix first (their
+        // records never have an entry in another lane: a gift is one fact, queued once).
+        // Contact entries are left to the full scan below, which keeps a record's order
+        // across lanes.
+        if request.backfill_first && lane_stats[Lane::Backfill as usize].1.depth > 0 {
+            let backfill = inner
+                .tree
+                .scan_prefix(inner.keys.lane_prefix(Lane::Backfill));
+            let choice = scan_and_choose(
+                backfill,
+                leases,
+                &request,
+                Some(Lane::Backfill),
+                &inner.keys,
+                true,
+            )?;
+            if !choice.1.chosen.is_empty() {
+                return lease_chosen(choice, leases, &request);
+            }
+        }
+        let entries = inner
             .tree
             .scan_prefix(inner.keys.section_prefix(section::QUEUE));
-        // Scanned entries, lane priority then seq.
-        let mut scanned: Vec<Scanned> = Vec::new();
-        let mut limit = (batch_max * 4 + 256).min(LEASE_SCAN_MAX);
-        let choice = loop {
-            let mut exhausted = false;
-            while scanned.len() < limit {
-                let Some(item) = entries.next() else {
-                    exhausted = true;
-                    break;
-                };
-                let (key, bytes) = item.map_err(io_error)?;
-                let seq = inner
-                    .keys
-                    .seq_of_queue_key(&key)
-                    .ok_or_else(|| StoreError::Codec(format!("malformed queue key {key:?}")))?;
-                scanned.push(Scanned::read(seq, bytes)?);
-            }
-            let choice = choose(&scanned, leases, now_ms, batch_max, request.contact_batch);
-            let in_last_lane = |lane: Lane| Some(lane) == last_nonempty_lane;
-            let settled = exhausted
-                || scanned.len() >= LEASE_SCAN_MAX
-                || (choice.full
-                    && choice
-                        .chosen
-                        .iter()
-                        .all(|&at| in_last_lane(scanned[at].lane))
-                    && scanned.last().is_some_and(|last| in_last_lane(last.lane)));
-            if settled {
-                break choice;
-            }
-            limit = (limit * 4).min(LEASE_SCAN_MAX);
-        };
-        let mut batch = LeaseBatch {
-            entries: Vec::with_capacity(choice.chosen.len()),
-            next_ready_at_ms: choice.next_ready_at_ms,
-            more_ready: choice.more_ready,
-        };
-        for at in choice.chosen {
-            let entry = &scanned[at];
-            batch.entries.push(LeasedEntry {
-                lane: entry.lane,
-                seq: entry.seq,
-                entry: decode(&entry.bytes)?,
-            });
-        }
-        let expires_at_ms = now_ms.saturating_add(request.lease_timeout_ms.max(1));
-        let mut table = leases.lock();
-        for leased in &batch.entries {
-            table.insert(
-                leased.key(),
-                Lease {
-                    generation: request.generation,
-                    expires_at_ms,
-                },
-            );
-        }
-        Ok(batch)
+        let choice = scan_and_choose(
+            entries,
+            leases,
+            &request,
+            last_nonempty_lane,
+            &inner.keys,
+            false,
+        )?;
+        lease_chosen(choice, leases, &request)
     }
 
     /// Completes leased entries in one atomic sled batch (queue, records, dead letters,

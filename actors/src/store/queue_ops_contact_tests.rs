@@ -57,6 +57,7 @@ fn request(now_ms: u64, batch_max: usize, contact_batch: bool) -> LeaseRequest {
         batch_max,
         lease_timeout_ms: 60_000,
         contact_batch,
+        backfill_first: false,
     }
 }
 

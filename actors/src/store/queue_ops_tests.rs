@@ -39,6 +39,7 @@ fn request(now_ms: u64, generation: u64, batch_max: usize) -> LeaseRequest {
         batch_max,
         lease_timeout_ms: 60_000,
         contact_batch: false,
+        backfill_first: false,
     }
 }
 
@@ -610,4 +611,46 @@ fn a_long_queue_still_keeps_order_across_lanes() {
         leased += batch.entries.len();
     }
     assert_eq!(leased, 999);
+}
+
+#[test]
+fn the_backfill_turn_leases_backfill_gifts_ahead_of_live_ones_but_never_a_contact() {
+    // Goal: with `backfill_first`, a group comes from the backfill lane (gifts, up to batch_max) even while live gifts wait; a backfill contact entry is left to the usual lease (its record's order may involve other lanes); without the turn, live goes first.
+    let (_dir, _store, tenant) = open();
+    let mut entries: Vec<NewEntry> = (0..5)
+        .map(|n| gift(&format!("live{n}"), Lane::Live))
+        .collect();
+    entries.push(entry(
+        RecordKind::Contact,
+        "cus_1",
+        "c-1",
+        Lane::Backfill,
+        "Stripe",
+    ));
+    entries.extend((0..5).map(|n| gift(&format!("old{n}"), Lane::Backfill)));
+    tenant.enqueue(entries).unwrap();
+    let leases = LeaseTable::new();
+    let usual = tenant.lease_ready(&leases, request(2_000, 1, 3)).unwrap();
+    assert!(usual.entries.iter().all(|leased| leased.lane == Lane::Live));
+    assert_eq!(usual.entries.len(), 3);
+    let turn = LeaseRequest {
+        backfill_first: true,
+        ..request(2_000, 1, 3)
+    };
+    let backfill = tenant.lease_ready(&leases, turn).unwrap();
+    assert_eq!(backfill.entries.len(), 3);
+    assert!(backfill
+        .entries
+        .iter()
+        .all(|leased| leased.lane == Lane::Backfill && leased.entry.fact.kind == RecordKind::Gift));
+    // The rest of the backfill gifts, then nothing but the contact is left in that lane:
+    // the turn falls back to the usual lease (the two live gifts left).
+    let more = tenant.lease_ready(&leases, turn).unwrap();
+    assert_eq!(more.entries.len(), 2);
+    let fallback = tenant.lease_ready(&leases, turn).unwrap();
+    assert!(fallback
+        .entries
+        .iter()
+        .all(|leased| leased.lane == Lane::Live));
+    assert_eq!(fallback.entries.len(), 2);
 }

@@ -112,6 +112,10 @@ pub struct SubmitterView {
     pub failed_calls_in_a_row: u32,
     /// No call before this (the tenant backs off while Virtuous keeps failing).
     pub failure_backoff_until_ms: Option<u64>,
+    /// Calls that carried `backfill` entries (this generation).
+    pub backfill_calls: u64,
+    /// Calls since the last one that carried `backfill` entries (its guaranteed share).
+    pub calls_since_backfill: u32,
 }
 
 /// The submitter's state: rebuilt from the store at every start; nothing else survives.
@@ -343,12 +347,17 @@ impl SubmitterActor {
             }
             return NextGroup::Send(group);
         }
+        let backfill_first = backfill_turn(
+            settings.budget.backfill_pct,
+            self.behavior.view.calls_since_backfill,
+        );
         let request = LeaseRequest {
             now_ms,
             generation,
             batch_max: settings.submit.batch_max.clamp(1, 100),
             lease_timeout_ms: settings.submit.lease_timeout_ms,
             contact_batch: settings.submit.contact_batch,
+            backfill_first,
         };
         let batch = match shared.tenant_store().lease_ready(&shared.leases, request) {
             Ok(batch) => batch,
@@ -447,7 +456,17 @@ impl SubmitterActor {
             .unwrap_or(0)
             .saturating_add(1);
         let item_count = request.item_count();
+        let carries_backfill = items
+            .iter()
+            .flatten()
+            .any(|leased| leased.lane == Lane::Backfill);
         let view = &mut self.behavior.view;
+        if carries_backfill {
+            view.backfill_calls += 1;
+            view.calls_since_backfill = 0;
+        } else {
+            view.calls_since_backfill = view.calls_since_backfill.saturating_add(1);
+        }
         view.in_flight = true;
         view.calls += 1;
         view.items_sent += item_count as u64;
@@ -703,3 +722,14 @@ impl Handler<SetPaused> for SubmitterActor {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+/// Whether the next lease is the `backfill` lane's turn: with a guaranteed share of `pct` %,
+/// at least one call in every `ceil(100 / pct)` carries backfill entries while live work
+/// waits (when live has none, the usual lease reaches the backfill lane by itself).
+pub fn backfill_turn(pct: u8, calls_since_backfill: u32) -> bool {
+    if pct == 0 {
+        return false;
+    }
+    let every = 100u32.div_ceil(u32::from(pct.min(100)));
+    calls_since_backfill.saturating_add(1) >= every
+}

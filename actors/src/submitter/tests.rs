@@ -30,6 +30,7 @@ fn settings(batch_max: usize, retry_schedule_ms: Vec<u64>) -> TenantSettings {
             hourly_limit: 3_600_000,
             reserve_pct: 0,
             burst_calls: 10,
+            backfill_pct: 20,
         },
         submit: SubmitSettings {
             batch_max,
@@ -734,6 +735,7 @@ async fn paced_calls(hourly_limit: u64, items: usize, window_ms: u64) -> (Vec<u6
         hourly_limit,
         reserve_pct: 10,
         burst_calls: 1,
+        backfill_pct: 20,
     };
     let fx = start(settings, FakeCrm::scripted(|_| reply(200))).await;
     fx.handle.enqueue(contacts(items)).await.unwrap();
@@ -1031,4 +1033,17 @@ async fn a_client_that_cannot_be_built_waits_for_the_operator_without_claiming_a
     assert_eq!(fx.handle.status().health.crm_transport_failures, 0);
     assert_eq!(fx.tenant.queued_total(), 1, "kept for after the fix");
     fx.runtime.shutdown().await;
+}
+
+#[test]
+fn the_backfill_turn_comes_once_in_every_ceil_100_over_pct_calls() {
+    // Goal: the guaranteed share: 20 % → every 5th call, 100 % → every call, 0 % → never, 30 % → every 4th.
+    use crate::submitter::backfill_turn;
+    let turns = |pct: u8| (0..20u32).filter(|&since| backfill_turn(pct, since)).min();
+    assert_eq!(turns(20), Some(4));
+    assert_eq!(turns(100), Some(0));
+    assert_eq!(turns(30), Some(3));
+    assert_eq!(turns(0), None);
+    assert!(!backfill_turn(20, 3));
+    assert!(backfill_turn(20, 4));
 }

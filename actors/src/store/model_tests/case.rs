@@ -272,6 +272,7 @@ impl Case {
             batch_max,
             lease_timeout_ms: LEASE_TIMEOUT_MS,
             contact_batch: true,
+            backfill_first: false,
         };
         let batch = self
             .sut
