@@ -147,6 +147,15 @@ impl CaptureActor {
         let running = jobs
             .iter()
             .find(|job| job.state == JobState::Running && !job.progress.read_complete);
+        let was_feeding = self
+            .core
+            .shared
+            .backfill_feeding
+            .swap(running.is_some(), std::sync::atomic::Ordering::AcqRel);
+        if was_feeding && running.is_none() {
+            // The last short batch of backfill gifts may go now.
+            self.behavior_hint(1);
+        }
         if let Some(job) = validating {
             self.backfill_step(job.clone(), Purpose::DryRun, ctx);
         } else if let Some(job) = running {

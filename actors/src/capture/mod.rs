@@ -22,6 +22,7 @@ pub mod commands;
 mod polling;
 mod two_way;
 
+pub use backfill::FEED_WINDOW as BACKFILL_FEED_WINDOW;
 pub use polling::PARITY_ALERT;
 
 pub type CaptureActor = Child<Capture>;

@@ -83,6 +83,9 @@ pub struct TenantShared {
     /// Reads the tenant's backfill files (replaced when its document changes); `None`
     /// until the `steward` crate sets it. Capture runs the jobs.
     backfill_files: RwLock<Option<Arc<dyn crate::backfill::BackfillFiles>>>,
+    /// A running backfill job is still reading its file: the submitter sends only full
+    /// batches of backfill gifts (a short one would be filled by the next chunk).
+    pub backfill_feeding: std::sync::atomic::AtomicBool,
 }
 
 impl TenantShared {
@@ -131,6 +134,7 @@ impl TenantShared {
             two_way_lock: Mutex::new(()),
             two_way_live: Mutex::new(std::collections::BTreeMap::new()),
             backfill_files: RwLock::new(None),
+            backfill_feeding: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -489,6 +489,8 @@ mod tests;
 mod sled_tests;
 
 #[cfg(test)]
+mod backfill_tests;
+#[cfg(test)]
 #[path = "metrics_tests.rs"]
 mod metrics_tests;
 #[cfg(test)]

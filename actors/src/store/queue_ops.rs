@@ -137,6 +137,9 @@ pub struct LeaseRequest {
     /// The backfill lane's turn (its guaranteed share, `budget.backfill_pct`): the group
     /// comes from the `backfill` lane alone when it has a ready one, else as usual.
     pub backfill_first: bool,
+    /// Fewest backfill gifts a group may carry (`batch_max` while a backfill job is still
+    /// reading its file, so each call is full; else 1): a smaller one waits.
+    pub backfill_min_gifts: usize,
 }
 
 /// One leased entry.
@@ -527,12 +530,22 @@ fn scan_and_choose(
     Ok((scanned, choice))
 }
 
-/// Decodes the chosen entries and leases them.
+/// Decodes the chosen entries and leases them (nothing for a backfill gift group smaller
+/// than `backfill_min_gifts`: it waits to be filled).
 fn lease_chosen(
-    (scanned, choice): (Vec<Scanned>, Choice),
+    (scanned, mut choice): (Vec<Scanned>, Choice),
     leases: &LeaseTable,
     request: &LeaseRequest,
 ) -> Result<LeaseBatch, StoreError> {
+    let short_backfill_gifts = !choice.chosen.is_empty()
+        && choice.chosen.len() < request.backfill_min_gifts
+        && choice
+            .chosen
+            .iter()
+            .all(|&at| scanned[at].lane == Lane::Backfill && scanned[at].kind == RecordKind::Gift);
+    if short_backfill_gifts {
+        choice.chosen.clear();
+    }
     let mut batch = LeaseBatch {
         entries: Vec::with_capacity(choice.chosen.len()),
         next_ready_at_ms: choice.next_ready_at_ms,

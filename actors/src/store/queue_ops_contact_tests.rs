@@ -58,6 +58,7 @@ fn request(now_ms: u64, batch_max: usize, contact_batch: bool) -> LeaseRequest {
         lease_timeout_ms: 60_000,
         contact_batch,
         backfill_first: false,
+        backfill_min_gifts: 1,
     }
 }
 

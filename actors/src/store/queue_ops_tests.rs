@@ -40,6 +40,7 @@ fn request(now_ms: u64, generation: u64, batch_max: usize) -> LeaseRequest {
         lease_timeout_ms: 60_000,
         contact_batch: false,
         backfill_first: false,
+        backfill_min_gifts: 1,
     }
 }
 

@@ -358,6 +358,11 @@ impl SubmitterActor {
             lease_timeout_ms: settings.submit.lease_timeout_ms,
             contact_batch: settings.submit.contact_batch,
             backfill_first,
+            backfill_min_gifts: if shared.backfill_feeding.load(Ordering::Acquire) {
+                settings.submit.batch_max.clamp(1, 100)
+            } else {
+                1
+            },
         };
         let batch = match shared.tenant_store().lease_ready(&shared.leases, request) {
             Ok(batch) => batch,

@@ -273,6 +273,7 @@ impl Case {
             lease_timeout_ms: LEASE_TIMEOUT_MS,
             contact_batch: true,
             backfill_first: false,
+            backfill_min_gifts: 1,
         };
         let batch = self
             .sut
