@@ -19,6 +19,7 @@ mod crash_support;
 mod destination_ndjson;
 mod destination_postgres;
 mod destination_webhook;
+mod evolve;
 mod external_sandbox;
 mod fault_matrix;
 mod http_store_access;
