@@ -178,3 +178,111 @@ async fn a_platform_moves_from_polled_to_hybrid_to_webhook_by_patch_without_a_ga
         "{pollers}"
     );
 }
+
+/// A user's edit of every contact in `range` of the partner: it gains the tag `{tag}{n}`
+/// (a matched Virtuous contact learns new tags from a contact transaction; it keeps its
+/// name).
+async fn edit_all(
+    partner: &crate::two_way_support::Partner,
+    range: std::ops::Range<usize>,
+    tag: &str,
+) {
+    for n in range {
+        partner
+            .edit(&format!("p{n}"), json!({"tags": [format!("{tag}{n}")]}))
+            .await;
+    }
+}
+
+/// Whether a Virtuous contact carries `tag`.
+fn has_tag(contact: &Value, tag: &str) -> bool {
+    contact["tags"]
+        .as_array()
+        .is_some_and(|tags| tags.iter().any(|t| t == tag))
+        || contact["tags"]
+            .as_str()
+            .is_some_and(|tags| tags.split(';').any(|t| t.trim() == tag))
+}
+
+fn people(range: std::ops::Range<usize>) -> Vec<Value> {
+    range
+        .map(|n| {
+            json!({"id": format!("p{n}"), "email": format!("person{n}@example.org"),
+                   "first_name": format!("First{n}"), "last_name": format!("Last{n}"),
+                   "tags": [], "subscribed": true})
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_one_way_tenant_turns_on_two_way_observe_by_patch_without_a_gap_or_a_duplicate() {
+    // Goal: a platform's contacts are pushed one way while people are added and edited; a PATCH adds a two-way pair in `observe` mode midway; every person ends in Virtuous once with their latest edit (a new tag: a matched contact keeps its name), and observe writes nothing to either side.
+    use crate::two_way_support::{
+        create_tenant, process, two_way_tenant, virtuous_by_partner, virtuous_puts, Partner,
+        Sandbox,
+    };
+    let app = crate::pull_support::spawn_engine(&[]).await;
+    let sandbox = Sandbox::embedded(&app);
+    let tenant = "evolve-tw";
+    let partner = Partner::create(&app, &sandbox, "crm-evolve", tenant, false).await;
+    let full = two_way_tenant(tenant, &partner.api_url(), "observe", json!({}));
+    let mut one_way = full.clone();
+    one_way.as_object_mut().unwrap().remove("two_way");
+    create_tenant(&app, &sandbox, &one_way).await;
+
+    partner.add(people(0..30)).await;
+    edit_all(&partner, 0..30, "early").await;
+    patch(&app, tenant, json!({"two_way": full["two_way"].clone()})).await;
+    partner.add(people(30..60)).await;
+    edit_all(&partner, 0..60, "final").await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let by_partner = loop {
+        process(&sandbox, tenant).await;
+        let by_partner = virtuous_by_partner(&sandbox, tenant).await;
+        let stale: Vec<String> = (0..60)
+            .filter(|n| {
+                !by_partner
+                    .get(&format!("p{n}"))
+                    .is_some_and(|contact| has_tag(contact, &format!("final{n}")))
+            })
+            .map(|n| {
+                let seen = by_partner
+                    .get(&format!("p{n}"))
+                    .map(|contact| contact["tags"].clone());
+                format!("p{n}={seen:?}")
+            })
+            .collect();
+        if stale.is_empty() {
+            break by_partner;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in Virtuous with their last edit after 90 s: {stale:?}; status {}",
+            app.status(tenant).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(by_partner.len(), 60);
+    let contacts = sandbox.contacts(tenant).await;
+    assert_eq!(
+        contacts.len(),
+        60,
+        "one Virtuous contact per person, none twice"
+    );
+    assert_eq!(
+        partner.api_writes().await,
+        0,
+        "observe writes nothing to the partner"
+    );
+    assert_eq!(
+        virtuous_puts(&sandbox, tenant).await,
+        0,
+        "observe writes nothing to Virtuous"
+    );
+    let (status, view) = app
+        .admin_call(Method::GET, &format!("/v1/tenants/{tenant}/two-way"), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert!(view.to_string().contains("observe"), "{view}");
+}
