@@ -63,7 +63,10 @@ impl JobState {
 
     /// No further change (but `GET` still shows it).
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Done | JobState::Cancelled | JobState::Failed)
+        matches!(
+            self,
+            JobState::Done | JobState::Cancelled | JobState::Failed
+        )
     }
 }
 
