@@ -27,6 +27,8 @@ mod tests_reader;
 mod tests_spec;
 #[cfg(test)]
 mod tests_stripe_export;
+#[cfg(test)]
+mod tests_stripe_live;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,13 +1,15 @@
 //! Helpers shared by the backfill tests: tenant documents, specs, files and full reads.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 use steward_actors::backfill::{ClassifiedRow, Cursor, JobSpec, RowOutcome};
 
-use super::FileBackfills;
+use super::{FileBackfills, STRIPE_EXPORT_PRESET};
 use crate::tenant::TenantDoc;
+use crate::traffic::stripe_export::{COLUMNS, METADATA_COLUMNS};
 
 /// The time entries are stamped with in tests.
 pub const NOW_MS: u64 = 1_767_225_600_000;
@@ -109,4 +111,71 @@ pub fn first_body(row: &ClassifiedRow) -> Value {
         }
         other => panic!("row {} is not a payment: {other:?}", row.row),
     }
+}
+
+// The Stripe export preset.
+
+pub const EXPORT_JOB: &str = "exp1";
+
+pub fn preset_job() -> steward_actors::backfill::JobSpec {
+    spec("stripe", "csv", json!(STRIPE_EXPORT_PRESET), "Stripe 2025")
+}
+
+pub fn read_export(bytes: &[u8], tenant: TenantDoc, chunk: usize) -> Vec<ClassifiedRow> {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), EXPORT_JOB, "csv", bytes);
+    let (rows, _) = read_all(
+        &files(dir.path(), tenant),
+        EXPORT_JOB,
+        &preset_job(),
+        Cursor::default(),
+        chunk,
+        true,
+    );
+    rows
+}
+
+/// An export with the Dashboard's header and the given rows (cells by column name; the
+/// rest empty).
+pub fn export_of(rows: &[BTreeMap<&str, String>]) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header: Vec<&str> = COLUMNS
+        .iter()
+        .chain(METADATA_COLUMNS.iter())
+        .copied()
+        .collect();
+    writer.write_record(&header).unwrap();
+    for row in rows {
+        let cells: Vec<String> = header
+            .iter()
+            .map(|c| row.get(c).cloned().unwrap_or_default())
+            .collect();
+        writer.write_record(&cells).unwrap();
+    }
+    writer.into_inner().unwrap()
+}
+
+/// A paid card charge of 12.34 USD, overridden by `changes`.
+pub fn paid_row(changes: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
+    let mut row: BTreeMap<&str, String> = [
+        ("id", "ch_1"),
+        ("Created (UTC)", "2025-03-01 10:00:00"),
+        ("Amount", "12.34"),
+        ("Amount Refunded", "0.00"),
+        ("Currency", "usd"),
+        ("Mode", "Live"),
+        ("Status", "Paid"),
+        ("Captured", "true"),
+        ("Customer Email", "ada@example.org"),
+        ("Card Name", "Ada Lovelace"),
+        ("PaymentIntent ID", "pi_1"),
+        ("Payment Source Type", "card"),
+    ]
+    .into_iter()
+    .map(|(column, value)| (column, value.to_string()))
+    .collect();
+    for (column, value) in changes {
+        row.insert(column, value.to_string());
+    }
+    row
 }
