@@ -6,6 +6,7 @@ mod admin_demo;
 mod admin_operations;
 mod admin_rules;
 mod alerts_speak;
+mod backfill_e2e;
 mod common;
 mod confirm_reconcile;
 mod confirm_support;
