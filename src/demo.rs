@@ -24,6 +24,7 @@
 //! - `pull`: the pull tenant (pattern 3) and its NDJSON files.
 //! - `report`: progress lines and the summary table.
 
+mod backfill;
 mod client;
 mod polled;
 mod pull;
@@ -262,8 +263,16 @@ async fn drive(
     let pulled = pull::run(&client, options.seed, data_dir, started, deadline).await?;
     // Pattern 4: two-way contact sync with a partner CRM.
     let two_way = two_way::run(&client, options.seed, started, deadline).await?;
+    // Pattern 5: history from a Stripe payments export beside live payments.
+    let backfilled = backfill::run(&client, options.seed, started, deadline).await?;
     println!();
-    for line in polled.lines.into_iter().chain(pulled).chain(two_way) {
+    for line in polled
+        .lines
+        .into_iter()
+        .chain(pulled)
+        .chain(two_way)
+        .chain(backfilled)
+    {
         println!("steward demo: {line}");
     }
     Ok(summaries)

@@ -90,6 +90,29 @@ impl DemoClient {
         self.admin(method, path, body.as_ref()).await
     }
 
+    /// Uploads `bytes` to an admin route (`PUT`, raw body of `content_type`): (status, JSON
+    /// answer).
+    pub async fn admin_upload(
+        &self,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}/v1{path}", self.endpoints.admin_url);
+        let response = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.endpoints.admin_token)
+            .header("Content-Type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("uploading to {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// A call of the sandbox's control API (`/_sandbox/…`); an error unless 2xx.
     pub async fn sandbox_call(
         &self,
