@@ -6,6 +6,8 @@ mod admin_demo;
 mod admin_operations;
 mod admin_rules;
 mod alerts_speak;
+mod backfill_admin;
+mod backfill_support;
 mod common;
 mod confirm_reconcile;
 mod confirm_support;
