@@ -8,6 +8,7 @@ mod admin_rules;
 mod alerts_speak;
 mod backfill_admin;
 mod backfill_support;
+mod cli_backfill;
 mod common;
 mod confirm_reconcile;
 mod confirm_support;
