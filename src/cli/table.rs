@@ -114,6 +114,26 @@ pub fn thousands(number: u64) -> String {
     text
 }
 
+/// A decimal string with thousands separators in its whole part: `19309656.00` →
+/// `19,309,656.00`, `-1234` → `-1,234`; anything that is not a plain decimal unchanged.
+pub fn decimal_thousands(decimal: &str) -> String {
+    let (sign, unsigned) = match decimal.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", decimal),
+    };
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let Ok(whole_number) = whole.parse::<u64>() else {
+        return decimal.to_string();
+    };
+    match fraction {
+        Some(fraction) => format!("{sign}{}.{fraction}", thousands(whole_number)),
+        None => format!("{sign}{}", thousands(whole_number)),
+    }
+}
+
 /// A JSON number as [`thousands`], `-` when absent.
 pub fn count(value: &serde_json::Value) -> String {
     value.as_u64().map_or_else(|| "-".to_string(), thousands)
@@ -190,6 +210,10 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(12_345_678), "12,345,678");
+        assert_eq!(decimal_thousands("19309656.00"), "19,309,656.00");
+        assert_eq!(decimal_thousands("-1234"), "-1,234");
+        assert_eq!(decimal_thousands("12.5"), "12.5");
+        assert_eq!(decimal_thousands("n/a"), "n/a");
         assert_eq!(duration_words(45), "45 s");
         assert_eq!(duration_words(61), "2 min");
         assert_eq!(duration_words(3_600), "1 h");

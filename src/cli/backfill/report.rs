@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use crate::cli::table::{bytes_words, count, duration_words, key_values, thousands, Table};
+use crate::cli::table::{
+    bytes_words, count, decimal_thousands, duration_words, key_values, thousands, Table,
+};
 
 /// Rejected rows the dry-run report lists (all of them: `steward backfill rejects`).
 pub const REPORT_REJECTS_SHOWN: usize = 20;
@@ -181,7 +183,10 @@ pub fn dry_run_text(job: &Value, tenant_id: &str) -> String {
     let mut amounts = Table::new(&["CURRENCY", "AMOUNT"]);
     if let Some(sums) = dry_run["amounts"].as_object() {
         for (currency, amount) in sums {
-            amounts.row(vec![currency.to_uppercase(), text(amount)]);
+            amounts.row(vec![
+                currency.to_uppercase(),
+                decimal_thousands(&text(amount)),
+            ]);
         }
     }
     if !amounts.is_empty() {
@@ -288,7 +293,7 @@ mod tests {
             "0.03 h (about 2 min)",
             "SKIPPED REASON      ROWS\nfailed payment       120\nuncaptured payment    80\n",
             "ALERT           ROWS\npartial_refund    12\n",
-            "CURRENCY     AMOUNT\nUSD       123456.78\n",
+            "CURRENCY      AMOUNT\nUSD       123,456.78\n",
             "ROW  REASON\n 17  `Amount` `abc` is not a number\n",
             "150 rejected rows in all: steward backfill rejects --tenant hope-shelter bf_",
         ] {
