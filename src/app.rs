@@ -46,6 +46,8 @@ pub struct AppState {
     pub metrics_cache: ops::MetricsCache,
     /// Ingress admission: deliveries and body bytes in flight (`[ingress]`).
     pub admission: crate::http::admission::Admission,
+    /// Backfill files being uploaded (one upload of a job at a time).
+    pub backfill_uploads: crate::http::admin_backfill::upload::UploadsInProgress,
 }
 
 pub struct Readiness {
@@ -142,6 +144,7 @@ pub async fn serve_until(
         tenant_docs: dashmap::DashMap::new(),
         metrics_cache: ops::MetricsCache::default(),
         admission: crate::http::admission::Admission::new(config.ingress.clone()),
+        backfill_uploads: Default::default(),
     });
     let bound = BoundAddresses {
         main: bound_listeners.main_addr,

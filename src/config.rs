@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `STEWARD_` prefix that are not configuration keys.
-const NON_CONFIG_ENV_VARS: [&str; 4] = [
+const NON_CONFIG_ENV_VARS: [&str; 5] = [
     "STEWARD_ADMIN_TOKEN",
+    // The admin API's URL for the command line (`steward backfill …`); `serve` ignores it.
+    "STEWARD_ADMIN_URL",
     "STEWARD_MASTER_KEY",
     "STEWARD_LOG",
     // Crash points for the crash tests (actors/src/failpoint.rs); read by `serve`.
@@ -73,6 +75,25 @@ pub struct Config {
     /// Limits of the ingress listener (issue 11: hostile clients).
     pub ingress: IngressSection,
     pub alerts: AlertsSection,
+    /// Backfill jobs (docs/backfill.md).
+    pub backfill: BackfillSection,
+}
+
+/// Backfill jobs (docs/backfill.md "Admin API").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackfillSection {
+    /// Largest file `PUT /v1/tenants/{id}/backfills/{b}/file` accepts (streamed to disk,
+    /// never held in memory); larger → 413 and nothing kept.
+    pub max_file_bytes: u64,
+}
+
+impl Default for BackfillSection {
+    fn default() -> Self {
+        BackfillSection {
+            max_file_bytes: 4 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// When failures become alerts (docs/operations.md "Alerts").
@@ -194,6 +215,7 @@ impl Default for Config {
             sandbox: SandboxSection::default(),
             ingress: IngressSection::default(),
             alerts: AlertsSection::default(),
+            backfill: BackfillSection::default(),
         }
     }
 }
@@ -408,7 +430,8 @@ impl Config {
 
     /// Values that must be positive, and the store and runtime bounds.
     fn validate_limits(&self) -> Result<(), (&'static str, String)> {
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
+            ("backfill.max_file_bytes", self.backfill.max_file_bytes),
             ("shutdown_deadline_s", self.shutdown_deadline_s),
             ("body_limit_bytes", self.body_limit_bytes as u64),
             (

@@ -5,6 +5,8 @@
 //! the binary is its own crate, [`steward_sandbox`] (`sandbox/`).
 //!
 //! # Layout
+//! - [`cli`]: the command line's admin client (`steward backfill …`): URL and token lookup,
+//!   `--json` or tables, progress bars.
 //! - [`config`]: the configuration file and `STEWARD_…` overrides, validated at start.
 //! - [`tenant`]: the tenant document of the admin API (JSON, defaults, secrets).
 //! - [`tenants`]: tenant operations behind the admin API, and boot.
@@ -20,6 +22,7 @@
 
 pub mod app;
 pub mod backfill;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod destinations;

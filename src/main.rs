@@ -48,19 +48,26 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Backfill jobs of a tenant through the admin API of a running `steward serve`:
+    /// create, upload, dry-run, start, pause, resume, cancel, status, list, rejects.
+    Backfill(steward::cli::backfill::BackfillArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let command = match Cli::parse().command {
+        // A client of the admin API: no engine, no log; errors as `steward: code: message`.
+        Command::Backfill(args) => return steward::cli::finish(steward::cli::backfill::run(args)),
+        engine_command => engine_command,
+    };
     let log_filter_given =
         std::env::var_os("STEWARD_LOG").is_some() || std::env::var_os("RUST_LOG").is_some();
-    if matches!(cli.command, Command::Demo { .. }) && !log_filter_given {
+    if matches!(command, Command::Demo { .. }) && !log_filter_given {
         // The demo prints its own progress; the engine's log shows only problems. Set while
         // the process has one thread (before any runtime starts).
         std::env::set_var("STEWARD_LOG", "warn");
     }
     steward::telemetry::init_logging();
-    let outcome = match cli.command {
+    let outcome = match command {
         Command::Serve { config } => serve(config),
         Command::Sandbox { listen } => run_sandbox(listen),
         Command::Demo {
@@ -76,6 +83,8 @@ fn main() -> std::process::ExitCode {
             timeout_s,
             data_dir,
         }),
+        // Answered above, before the log starts.
+        Command::Backfill(_) => Ok(()),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -38,6 +38,13 @@ pub enum ErrorCode {
     /// A webhook route of a source the tenant has, but not that path of it (a platform or
     /// Mailchimp source that is only polled): 404.
     SourceNotConfigured,
+    /// A backfill job's spec was refused (422): the message names the field.
+    InvalidBackfill,
+    /// A backfill job's state does not allow the action (409): start needs `ready`, pause
+    /// `running`, resume `paused`, cancel anything not final, an upload `awaiting_file`.
+    InvalidTransition,
+    /// A body whose `Content-Type` is not the one the route expects (415).
+    UnsupportedMediaType,
 }
 
 impl ErrorCode {
@@ -61,6 +68,9 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::SourceNotConfigured => "source_not_configured",
+            ErrorCode::InvalidBackfill => "invalid_backfill",
+            ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -76,7 +86,11 @@ impl ErrorCode {
             | ErrorCode::InvalidField
             | ErrorCode::MalformedBody
             | ErrorCode::IdempotencyFieldsChanged => StatusCode::BAD_REQUEST,
-            ErrorCode::Conflict | ErrorCode::TenantHasWork => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::TenantHasWork | ErrorCode::InvalidTransition => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::InvalidBackfill => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,6 +2,7 @@
 //! later, webhook ingress (`/hooks`).
 
 pub mod admin;
+pub mod admin_backfill;
 pub mod admin_dead_letters;
 pub mod admin_destinations;
 pub mod admin_inbound;

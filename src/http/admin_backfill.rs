@@ -1,0 +1,432 @@
+//! Backfill jobs in the admin API (docs/backfill.md "Admin API"):
+//!
+//! - `POST /v1/tenants/{id}/backfills` with `{"source", "format", "mapping", "label"}` → 201
+//!   with the job (`awaiting_file`); a spec the tenant cannot run → 422 `invalid_backfill`
+//!   naming the field.
+//! - `PUT /v1/tenants/{id}/backfills/{b}/file`: the raw file, streamed to disk
+//!   (`admin_backfill/upload.rs`); the dry run then starts by itself (`validating`).
+//! - `GET /v1/tenants/{id}/backfills`, `GET …/backfills/{b}` (the job view,
+//!   `admin_backfill/view.rs`), `GET …/backfills/{b}/rejects` (NDJSON, every rejected row).
+//! - `POST …/backfills/{b}/start|pause|resume|cancel`: 409 `invalid_transition` when the
+//!   job's state does not allow it.
+//!
+//! Jobs change only in the tenant's Capture (`TenantHandle::backfill_command`), answered
+//! once the change is durable; reads come from the store through the handle.
+
+pub mod upload;
+pub mod view;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::Value;
+use steward_actors::backfill::{
+    transition, BackfillAction, BackfillCommandError, BackfillJob, JobSpec, INLINE_REJECTS_MAX,
+};
+use steward_actors::runtime::TenantHandle;
+
+use super::admin_pollers::running_handle;
+use super::error::{ApiError, ErrorCode};
+use super::{parse_json, read_body_limited};
+use crate::app::AppState;
+use crate::backfill::{validate_spec, FileBackfills};
+use view::{job_json, BudgetUse};
+
+/// Rejected rows read per page of the NDJSON stream.
+pub const REJECTS_PAGE_ROWS: usize = 1_000;
+/// Job ids: `bf_` and this many lowercase letters and digits.
+const JOB_ID_RANDOM_CHARS: usize = 12;
+const JOB_ID_PREFIX: &str = "bf_";
+
+pub const BACKFILLS_PATH: &str = "/tenants/{id}/backfills";
+pub const BACKFILL_PATH: &str = "/tenants/{id}/backfills/{backfill}";
+pub const FILE_PATH: &str = "/tenants/{id}/backfills/{backfill}/file";
+pub const REJECTS_PATH: &str = "/tenants/{id}/backfills/{backfill}/rejects";
+pub const ACTION_PATH: &str = "/tenants/{id}/backfills/{backfill}/{action}";
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource(BACKFILLS_PATH)
+                .route(web::post().to(create))
+                .route(web::get().to(list)),
+        )
+        .service(web::resource(BACKFILL_PATH).route(web::get().to(get)))
+        .service(web::resource(FILE_PATH).route(web::put().to(upload_file)))
+        .service(web::resource(REJECTS_PATH).route(web::get().to(rejects)))
+        .service(web::resource(ACTION_PATH).route(web::post().to(action)));
+}
+
+/// A new job id: `bf_` + 12 random lowercase letters and digits.
+pub fn new_job_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    let random: String = (0..JOB_ID_RANDOM_CHARS)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect();
+    format!("{JOB_ID_PREFIX}{random}")
+}
+
+/// Whether `id` has the shape [`new_job_id`] gives (ids name files: nothing else is looked
+/// up).
+pub fn is_job_id(id: &str) -> bool {
+    id.strip_prefix(JOB_ID_PREFIX).is_some_and(|random| {
+        random.len() == JOB_ID_RANDOM_CHARS
+            && random
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit())
+    })
+}
+
+fn unknown_job(job_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no backfill `{job_id}`"))
+}
+
+/// The job `job_id` of the tenant (404 when there is none).
+fn job_of(handle: &TenantHandle, job_id: &str) -> Result<BackfillJob, ApiError> {
+    if !is_job_id(job_id) {
+        return Err(unknown_job(job_id));
+    }
+    handle
+        .backfill_job(job_id)?
+        .ok_or_else(|| unknown_job(job_id))
+}
+
+fn budget_of(handle: &TenantHandle) -> BudgetUse {
+    let (calls_last_hour, allowance_per_hour) = handle.budget_use();
+    BudgetUse {
+        allowance_per_hour,
+        calls_last_hour,
+    }
+}
+
+/// A job with its first rejected rows, as `GET …/backfills/{b}` shows it.
+fn full_view(handle: &TenantHandle, job: &BackfillJob) -> Result<Value, ApiError> {
+    let rejects = handle.backfill_rejects(&job.id, 0, INLINE_REJECTS_MAX)?;
+    Ok(job_json(job, budget_of(handle), Some(&rejects)))
+}
+
+/// A refused command as the API answers it.
+fn command_error(tenant_id: &str, error: BackfillCommandError) -> ApiError {
+    match error {
+        BackfillCommandError::Unknown(job_id) => unknown_job(&job_id),
+        BackfillCommandError::InvalidTransition(message) => {
+            ApiError::new(ErrorCode::InvalidTransition, message)
+        }
+        BackfillCommandError::Exists(_) => ApiError::new(ErrorCode::Conflict, error.to_string()),
+        BackfillCommandError::MailboxFull { .. } | BackfillCommandError::Unavailable => {
+            ApiError::new(ErrorCode::Unavailable, error.to_string())
+        }
+        BackfillCommandError::Store(message) => {
+            tracing::error!(tenant_id = %tenant_id, error = %message, "backfill command failed in the store");
+            ApiError::new(ErrorCode::Internal, "the store failed; see the server log")
+        }
+    }
+}
+
+fn invalid_backfill(field: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidBackfill,
+        format!("field `{field}` is invalid: {reason}"),
+    )
+}
+
+/// The body of `POST …/backfills` (a file job).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    source: String,
+    format: String,
+    /// A preset name or a mapping object.
+    mapping: Value,
+    label: String,
+}
+
+/// The spec a create body asks for; 422 `invalid_backfill` naming the field otherwise.
+fn spec_of(body: Value) -> Result<JobSpec, ApiError> {
+    let Some(object) = body.as_object() else {
+        return Err(invalid_backfill(
+            "body",
+            "must be an object {\"source\", \"format\", \"mapping\", \"label\"}",
+        ));
+    };
+    if let Some(field) = ["from", "to"]
+        .into_iter()
+        .find(|key| object.contains_key(*key))
+    {
+        return Err(invalid_backfill(
+            field,
+            "a source's full listing through its poller (`from`/`to`) is not built yet; \
+             create a file backfill (`format`, `mapping`) and upload the file",
+        ));
+    }
+    let create: CreateBody = serde_path_to_error::deserialize(body).map_err(|error| {
+        let message = error.inner().to_string();
+        let field = match unknown_field_named_in(&message) {
+            Some(unknown) => unknown,
+            None => crate::tenant::field_of_serde_error(&error.path().to_string(), &message),
+        };
+        invalid_backfill(&field, message)
+    })?;
+    let mapping_json = match &create.mapping {
+        Value::String(_) | Value::Object(_) => create.mapping.to_string(),
+        _ => {
+            return Err(invalid_backfill(
+                "mapping",
+                "must be a preset name (\"stripe_payments_export\") or a mapping object",
+            ))
+        }
+    };
+    Ok(JobSpec {
+        source: create.source,
+        format: create.format,
+        mapping_json,
+        label: create.label,
+    })
+}
+
+/// serde's "unknown field `name`, expected …" → `name`.
+fn unknown_field_named_in(message: &str) -> Option<String> {
+    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
+    Some(field.to_string())
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    let handle = running_handle(&state, &tenant_id)?;
+    let body = read_body_limited(&request, payload, state.config.body_limit_bytes).await?;
+    let spec = spec_of(parse_json(&body)?)?;
+    // Cloned out: a map reference is never held across an await (STYLE.md).
+    let doc = state
+        .tenant_docs
+        .get(&tenant_id)
+        .map(|doc| Arc::clone(doc.value()))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("tenant `{tenant_id}` is not running (see its status and the log)"),
+            )
+        })?;
+    validate_spec(&doc, &spec).map_err(|error| invalid_backfill(&error.path, error.message))?;
+    let job_id = new_job_id();
+    let job = handle
+        .backfill_command(&job_id, BackfillAction::Create { spec })
+        .await
+        .map_err(|error| command_error(&tenant_id, error))?;
+    tracing::info!(tenant_id = %tenant_id, job = %job.id, label = %job.spec.label, "backfill created");
+    Ok(HttpResponse::Created().json(job_json(&job, budget_of(&handle), Some(&[]))))
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let handle = running_handle(&state, &path.into_inner())?;
+    let budget = budget_of(&handle);
+    let jobs: Vec<Value> = handle
+        .backfill_jobs()?
+        .iter()
+        .map(|job| job_json(job, budget, None))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfills": jobs })))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, job_id) = path.into_inner();
+    let handle = running_handle(&state, &tenant_id)?;
+    let job = job_of(&handle, &job_id)?;
+    Ok(HttpResponse::Ok().json(full_view(&handle, &job)?))
+}
+
+async fn upload_file(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, job_id) = path.into_inner();
+    let handle = running_handle(&state, &tenant_id)?;
+    let job = job_of(&handle, &job_id)?;
+    let file_ready = BackfillAction::FileReady { bytes: 0 };
+    transition(job.state, &file_ready)
+        .map_err(|message| ApiError::new(ErrorCode::InvalidTransition, message))?;
+    upload::check_content_type(&request, &job.spec.format)?;
+    let limit_bytes = state.config.backfill.max_file_bytes;
+    if upload::declared_length(&request).is_some_and(|length| length > limit_bytes) {
+        return Err(upload::too_large(limit_bytes));
+    }
+    let Some(_place) = state.backfill_uploads.take(&tenant_id, &job_id) else {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("an upload of backfill `{job_id}` is in progress"),
+        ));
+    };
+    let dir = crate::tenants::backfill_dir(&state, &tenant_id);
+    let final_path = FileBackfills::file_path(&dir, &job_id, &job.spec.format);
+    let bytes = upload::stream_to_file(payload, final_path.clone(), limit_bytes).await?;
+    let job = match handle
+        .backfill_command(&job_id, BackfillAction::FileReady { bytes })
+        .await
+    {
+        Ok(job) => job,
+        Err(error) => {
+            if matches!(
+                error,
+                BackfillCommandError::InvalidTransition(_) | BackfillCommandError::Unknown(_)
+            ) {
+                // The job changed meanwhile (cancelled): its file is not wanted. Other
+                // failures keep it: uploading again replaces it.
+                let _ = std::fs::remove_file(&final_path);
+            }
+            return Err(command_error(&tenant_id, error));
+        }
+    };
+    tracing::info!(tenant_id = %tenant_id, job = %job_id, bytes, "backfill file uploaded; dry run started");
+    Ok(HttpResponse::Ok().json(full_view(&handle, &job)?))
+}
+
+async fn rejects(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, job_id) = path.into_inner();
+    let handle = running_handle(&state, &tenant_id)?;
+    let job = job_of(&handle, &job_id)?;
+    // Page by page: every rejected row, never all in memory. A store error mid-stream cuts
+    // the body short (the client sees it, never a silently short list).
+    let rows = futures_util::stream::unfold(Some(0u64), move |after| {
+        let handle = handle.clone();
+        let job_id = job.id.clone();
+        async move {
+            let after = after?;
+            match handle.backfill_rejects(&job_id, after, REJECTS_PAGE_ROWS) {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let mut text = Vec::new();
+                    for reject in &page {
+                        let line = serde_json::json!({"row": reject.row, "reason": reject.reason});
+                        text.extend_from_slice(line.to_string().as_bytes());
+                        text.push(b'\n');
+                    }
+                    let next = (page.len() >= REJECTS_PAGE_ROWS)
+                        .then(|| page.last().map(|reject| reject.row))
+                        .flatten();
+                    Some((Ok::<_, ApiError>(web::Bytes::from(text)), next))
+                }
+                Err(error) => Some((Err(ApiError::from(error)), None)),
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(rows))
+}
+
+async fn action(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, job_id, action_name) = path.into_inner();
+    let action = match action_name.as_str() {
+        "start" => BackfillAction::Start,
+        "pause" => BackfillAction::Pause,
+        "resume" => BackfillAction::Resume,
+        "cancel" => BackfillAction::Cancel,
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no backfill action `{other}` (start, pause, resume, cancel)"),
+            ))
+        }
+    };
+    let handle = running_handle(&state, &tenant_id)?;
+    job_of(&handle, &job_id)?;
+    let job = handle
+        .backfill_command(&job_id, action)
+        .await
+        .map_err(|error| command_error(&tenant_id, error))?;
+    Ok(HttpResponse::Ok().json(full_view(&handle, &job)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn job_ids_have_one_shape() {
+        // Goal: generated ids pass the check; anything that could name another file fails.
+        for _ in 0..100 {
+            let id = new_job_id();
+            assert!(is_job_id(&id), "{id}");
+        }
+        for bad in [
+            "bf_ABCDEFGHIJKL",
+            "bf_abc",
+            "../etc/passwd",
+            "bf_abcdefghijk.",
+            "",
+        ] {
+            assert!(!is_job_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_bodies_are_refused_naming_the_field() {
+        // Goal: each bad body names its field; a listing (`from`/`to`) says it is not built.
+        let good = json!({"source": "stripe", "format": "csv",
+                          "mapping": "stripe_payments_export", "label": "2024"});
+        let spec = spec_of(good.clone()).unwrap();
+        assert_eq!(spec.mapping_json, "\"stripe_payments_export\"");
+        let cases = [
+            (
+                json!({"format": "csv", "mapping": "m", "label": "l"}),
+                "source",
+            ),
+            (
+                json!({"source": "stripe", "format": "csv", "mapping": 5, "label": "l"}),
+                "mapping",
+            ),
+            (
+                json!({"source": "stripe", "format": 7, "mapping": "m", "label": "l"}),
+                "format",
+            ),
+            (
+                json!({"source": "stripe", "format": "csv", "mapping": "m", "label": "l", "colour": 1}),
+                "colour",
+            ),
+            (
+                json!({"source": "constant_contact", "from": "2024-01-01"}),
+                "from",
+            ),
+            (json!([1, 2]), "body"),
+        ];
+        for (body, field) in cases {
+            let refused = spec_of(body.clone()).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::InvalidBackfill, "{body}");
+            assert!(
+                refused
+                    .message
+                    .starts_with(&format!("field `{field}` is invalid")),
+                "{body}: {}",
+                refused.message
+            );
+        }
+        let listing = spec_of(json!({"source": "constant_contact", "to": "x"})).unwrap_err();
+        assert!(
+            listing.message.contains("not built yet"),
+            "{}",
+            listing.message
+        );
+    }
+}
