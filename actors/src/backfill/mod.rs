@@ -16,17 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::source_fact::AlertNote;
 use crate::store::NewEntry;
 
-/// Checkpoint-name prefix of job documents (`backfill:{id}`).
-pub const JOB_CHECKPOINT_PREFIX: &str = "backfill:";
+pub use crate::store::backfill_ops::{job_checkpoint, RejectedRow, JOB_CHECKPOINT_PREFIX};
+
 /// Rejected rows kept inline in a job's report (all of them are downloadable).
 pub const INLINE_REJECTS_MAX: usize = 1_000;
 /// Most gift transactions in one Virtuous call (the submitter's batch bound).
 pub const GIFTS_PER_CALL: u64 = 100;
-
-/// The checkpoint name of job `id`.
-pub fn job_checkpoint(id: &str) -> String {
-    format!("{JOB_CHECKPOINT_PREFIX}{id}")
-}
 
 /// A job's state. `awaiting_file → validating → ready → running ⇄ paused → done |
 /// cancelled`; `failed` when the file cannot be read at all (the reason is in `error`).
@@ -181,13 +176,6 @@ pub struct RowCounts {
     pub alerts: BTreeMap<String, u64>,
     /// Sum of gift amounts (minor units) per currency.
     pub amount_minor: BTreeMap<String, i64>,
-}
-
-/// A rejected row (stored; the first [`INLINE_REJECTS_MAX`] are shown inline).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RejectedRow {
-    pub row: u64,
-    pub reason: String,
 }
 
 /// The dry run's report.
@@ -394,15 +382,6 @@ pub enum BackfillCommandError {
     Unavailable,
     #[error("store: {0}")]
     Store(String),
-}
-
-impl crate::messages::DoorError for BackfillCommandError {
-    fn mailbox_full(capacity: usize) -> Self {
-        BackfillCommandError::MailboxFull { capacity }
-    }
-    fn unavailable() -> Self {
-        BackfillCommandError::Unavailable
-    }
 }
 
 /// The state `action` takes a job in `state` to, or why it cannot.

@@ -131,7 +131,7 @@ impl CaptureActor {
             return;
         }
         let store = self.backfill_store();
-        let jobs = match store.backfill_jobs() {
+        let jobs = match store.backfill_jobs::<BackfillJob>() {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "backfill jobs unreadable");
@@ -239,7 +239,7 @@ impl CaptureActor {
         job.error = Some(message);
         job.updated_at_ms = now_ms;
         job.finished_at_ms = Some(now_ms);
-        if let Err(error) = store.put_backfill_job(&job) {
+        if let Err(error) = store.put_backfill_job(&job.id, &job) {
             tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "backfill job write failed");
         }
         self.backfill_later(RECHECK_MS, ctx);
@@ -260,7 +260,7 @@ impl CaptureActor {
             chunk,
             known,
         } = read;
-        let job = match store.backfill_job(&job_id) {
+        let job = match store.backfill_job::<BackfillJob>(&job_id) {
             Ok(Some(job)) => job,
             Ok(None) => return self.backfill_wake(ctx),
             Err(error) => {
@@ -332,7 +332,7 @@ impl CaptureActor {
             job.state = JobState::Ready;
             tracing::info!(tenant_id = %store.tenant_id(), job = %job.id, rows = job.dry_run.counts.rows, calls = job.dry_run.calls_needed, "backfill dry run done");
         }
-        store.put_backfill_job(&job)
+        store.put_backfill_job(&job.id, &job)
     }
 
     /// Queues a chunk's entries with the job's new cursor and counts in one atomic write;
@@ -397,7 +397,7 @@ impl CaptureActor {
         if chunk.end {
             job.progress.read_complete = true;
         }
-        let outcomes = store.enqueue_backfill_chunk(&job, entries)?;
+        let outcomes = store.enqueue_backfill_chunk(&job.id, &job, entries)?;
         let queued = EnqueueOutcome::queued_in(&outcomes) as u64;
         metrics::counter!(BACKFILL_ENTRIES_QUEUED_TOTAL).increment(queued);
         self.count_enqueued(&outcomes);
@@ -487,7 +487,7 @@ impl CaptureActor {
 
     fn apply_recount(&mut self, id: &str, recount: BackfillRecount) {
         let store = self.backfill_store();
-        let Ok(Some(mut job)) = store.backfill_job(id) else {
+        let Ok(Some(mut job)) = store.backfill_job::<BackfillJob>(id) else {
             return;
         };
         let now_ms = self.core.shared.clock.now_ms();
@@ -503,7 +503,7 @@ impl CaptureActor {
             tracing::info!(tenant_id = %store.tenant_id(), job = %job.id, queued = job.progress.queued, "backfill done");
         }
         job.updated_at_ms = now_ms;
-        if let Err(error) = store.put_backfill_job(&job) {
+        if let Err(error) = store.put_backfill_job(&job.id, &job) {
             tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "backfill job write failed");
         }
     }
@@ -517,7 +517,9 @@ impl CaptureActor {
         let store = self.backfill_store();
         let store_error = |error: StoreError| BackfillCommandError::Store(error.to_string());
         let now_ms = self.core.shared.clock.now_ms();
-        let existing = store.backfill_job(job_id).map_err(store_error)?;
+        let existing = store
+            .backfill_job::<BackfillJob>(job_id)
+            .map_err(store_error)?;
         let job = match (existing, action) {
             (Some(_), BackfillAction::Create { .. }) => {
                 return Err(BackfillCommandError::Exists(job_id.to_string()))
@@ -553,7 +555,7 @@ impl CaptureActor {
                 job
             }
         };
-        store.put_backfill_job(&job).map_err(store_error)?;
+        store.put_backfill_job(&job.id, &job).map_err(store_error)?;
         Ok(job)
     }
 }

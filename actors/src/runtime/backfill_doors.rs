@@ -11,6 +11,16 @@ use crate::backfill::{
 use crate::observe::ActorKind;
 use crate::store::StoreError;
 
+// Here rather than beside the error: `backfill` stays below `messages` in the module layers.
+impl crate::messages::DoorError for BackfillCommandError {
+    fn mailbox_full(capacity: usize) -> Self {
+        BackfillCommandError::MailboxFull { capacity }
+    }
+    fn unavailable() -> Self {
+        BackfillCommandError::Unavailable
+    }
+}
+
 impl TenantHandle {
     /// Asks Capture to apply `action` to job `job_id`; resolves with the job once the change
     /// is durable.
@@ -39,7 +49,7 @@ impl TenantHandle {
 
     /// Every job of the tenant, oldest first.
     pub fn backfill_jobs(&self) -> Result<Vec<BackfillJob>, StoreError> {
-        let mut jobs = self.shared.tenant_store().backfill_jobs()?;
+        let mut jobs: Vec<BackfillJob> = self.shared.tenant_store().backfill_jobs()?;
         jobs.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         Ok(jobs)
     }

@@ -10,13 +10,27 @@
 use std::ops::Bound;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
 use super::keys::{prefix_end, section};
 use super::types::{Checkpoint, RecordRef, RecordState};
 use super::{io_error, EnqueueOutcome, EntryFact, NewEntry, StoreError, SyncState, TenantStore};
-use crate::backfill::{job_checkpoint, BackfillJob, RejectedRow, JOB_CHECKPOINT_PREFIX};
+
+/// Checkpoint-name prefix of job documents (`backfill:{id}`).
+pub const JOB_CHECKPOINT_PREFIX: &str = "backfill:";
+
+/// The checkpoint name of job `id`.
+pub fn job_checkpoint(id: &str) -> String {
+    format!("{JOB_CHECKPOINT_PREFIX}{id}")
+}
+
+/// A rejected row (stored; the first `backfill::INLINE_REJECTS_MAX` are shown inline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRow {
+    pub row: u64,
+    pub reason: String,
+}
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|err| StoreError::Codec(format!("backfill: {err}")))
@@ -41,15 +55,16 @@ pub struct BackfillRecount {
 }
 
 impl TenantStore {
-    /// Job `id`, if any.
-    pub fn backfill_job(&self, id: &str) -> Result<Option<BackfillJob>, StoreError> {
+    /// Job `id`, if any. (The job's type, `backfill::BackfillJob`, lives above the store:
+    /// the store only keeps its JSON.)
+    pub fn backfill_job<J: DeserializeOwned>(&self, id: &str) -> Result<Option<J>, StoreError> {
         self.get_checkpoint(&job_checkpoint(id))?
             .map(|bytes| from_json("backfill job", &bytes))
             .transpose()
     }
 
     /// Every job, by id.
-    pub fn backfill_jobs(&self) -> Result<Vec<BackfillJob>, StoreError> {
+    pub fn backfill_jobs<J: DeserializeOwned>(&self) -> Result<Vec<J>, StoreError> {
         let inner = self.inner();
         inner.settle()?;
         let prefix = inner.keys.checkpoint(JOB_CHECKPOINT_PREFIX);
@@ -62,17 +77,18 @@ impl TenantStore {
     }
 
     /// Stores a job document on its own (state changes, dry-run progress).
-    pub fn put_backfill_job(&self, job: &BackfillJob) -> Result<(), StoreError> {
-        self.put_checkpoint(&job_checkpoint(&job.id), &to_json(job)?)
+    pub fn put_backfill_job<J: Serialize>(&self, id: &str, job: &J) -> Result<(), StoreError> {
+        self.put_checkpoint(&job_checkpoint(id), &to_json(job)?)
     }
 
     /// Enqueues a chunk's entries and stores the job document in the same atomic write.
-    pub fn enqueue_backfill_chunk(
+    pub fn enqueue_backfill_chunk<J: Serialize>(
         &self,
-        job: &BackfillJob,
+        id: &str,
+        job: &J,
         entries: Vec<NewEntry>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        self.enqueue_with_checkpoint(entries, &job_checkpoint(&job.id), &to_json(job)?)
+        self.enqueue_with_checkpoint(entries, &job_checkpoint(id), &to_json(job)?)
     }
 
     /// Whether the store already has this fact (its record saw the idempotency key): the dry
