@@ -57,6 +57,7 @@ pub mod inbound;
 pub mod mailbox;
 pub mod messages;
 pub mod metrics;
+pub mod money;
 pub mod observe;
 pub mod outcome;
 pub mod poll;
