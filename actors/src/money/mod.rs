@@ -215,6 +215,41 @@ pub fn utc_midnight_ms(day: jiff::civil::Date) -> Option<u64> {
     u64::try_from(zoned.timestamp().as_millisecond()).ok()
 }
 
+/// The latest `hour:minute` in `time_zone` at or before `now_ms` (ms), with its local day:
+/// when the nightly run was last due. UTC when the zone is empty or unknown.
+pub fn last_daily_at(
+    hour: u8,
+    minute: u8,
+    time_zone: &str,
+    now_ms: u64,
+) -> Option<(u64, jiff::civil::Date)> {
+    let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let now = jiff::Timestamp::from_millisecond(i64::try_from(now_ms).ok()?).ok()?;
+    let mut date = now.to_zoned(tz.clone()).date();
+    for _ in 0..3 {
+        let at = date
+            .at(hour as i8, minute as i8, 0, 0)
+            .to_zoned(tz.clone())
+            .ok()?
+            .timestamp();
+        if at <= now {
+            return Some((u64::try_from(at.as_millisecond()).ok()?, date));
+        }
+        date = date.yesterday().ok()?;
+    }
+    None
+}
+
+/// The nightly run's days for the run due on local day `date`: the previous
+/// [`NIGHTLY_DAYS`] days, `date` itself excluded.
+pub fn nightly_range(date: jiff::civil::Date) -> Option<(jiff::civil::Date, jiff::civil::Date)> {
+    let to = date.yesterday().ok()?;
+    let from = date
+        .checked_sub(jiff::Span::new().days(NIGHTLY_DAYS))
+        .ok()?;
+    Some((from, to))
+}
+
 // ---------------------------------------------------------------------------------------
 // Jobs
 // ---------------------------------------------------------------------------------------
@@ -342,6 +377,8 @@ pub struct JobRequest {
 pub enum RequestError {
     #[error("no gift source `{name}` is configured (configured: {configured})")]
     UnknownSource { name: String, configured: String },
+    #[error("`{0}` is not a day (YYYY-MM-DD)")]
+    InvalidDay(String),
     #[error("`to` ({to}) is before `from` ({from})")]
     EmptyRange { from: String, to: String },
     #[error("reconciliation {id} is already {state}; one runs at a time")]

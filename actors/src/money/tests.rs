@@ -97,3 +97,29 @@ fn days_are_canonical_and_ranges_count_both_ends() {
     let job_from = utc_midnight_ms(parse_day("1970-01-03").unwrap()).unwrap();
     assert_eq!(job_from, 2 * 86_400_000);
 }
+
+#[test]
+fn the_nightly_run_is_due_at_its_local_time_for_the_previous_seven_days() {
+    // Goal: the latest daily_at at or before now, in the tenant's zone (DST included), and
+    // the seven days before its local day.
+    let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap().as_millisecond() as u64;
+    // 01:30 in New York on 2026-03-10 is 05:30Z (EDT since 2026-03-08).
+    let (due_ms, day) =
+        last_daily_at(1, 30, "America/New_York", at("2026-03-10T12:00:00Z")).unwrap();
+    assert_eq!(due_ms, at("2026-03-10T05:30:00Z"));
+    assert_eq!(day.to_string(), "2026-03-10");
+    // Before today's time: yesterday's.
+    let (due_ms, day) =
+        last_daily_at(1, 30, "America/New_York", at("2026-03-10T05:00:00Z")).unwrap();
+    assert_eq!(due_ms, at("2026-03-09T05:30:00Z"));
+    assert_eq!(day.to_string(), "2026-03-09");
+    // Unknown zone: UTC.
+    let (due_ms, _) = last_daily_at(0, 0, "", at("2026-03-10T00:00:00Z")).unwrap();
+    assert_eq!(due_ms, at("2026-03-10T00:00:00Z"));
+    let (from, to) = nightly_range(parse_day("2026-03-10").unwrap()).unwrap();
+    assert_eq!(
+        (from.to_string(), to.to_string()),
+        ("2026-03-03".into(), "2026-03-09".into())
+    );
+    assert_eq!(days_inclusive(from, to), NIGHTLY_DAYS);
+}
