@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(first.gift_designations, ["SPR"]);
         assert_eq!(money.list[1].gift_day().as_deref(), Some("2026-11-26"));
         assert!(money.list[1].gift_designations.is_empty());
-        assert_eq!((money.list[2].gift_day(), money.list[2].amount.clone()), (None, None));
+        assert_eq!(
+            (money.list[2].gift_day(), money.list[2].amount.clone()),
+            (None, None)
+        );
         assert_eq!(created.id, "wh-9");
         assert!(serde_json::from_str::<WebhookCreated>(r#"{"id":null}"#).is_err());
     }
