@@ -15,6 +15,7 @@
 
 mod objects;
 mod payments;
+pub mod stripe_export;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

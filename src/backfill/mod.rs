@@ -2,13 +2,43 @@
 //! classifying each row with the live path's mapping — the [`steward_actors::backfill::BackfillFiles`]
 //! port's adapter. One classifier serves the dry run and the real run.
 //!
-//! - [`validate_spec`]: a job's spec checked against the tenant document at `POST …/backfills`.
-//! - [`FileBackfills`]: opens a job's file at a cursor (`{dir}/{job}.{csv|ndjson}`).
+//! # Layout
+//! - [`validate_spec`]: a job's spec checked against the tenant document at `POST …/backfills`
+//!   (`spec`: the mapping model and its checks).
+//! - [`FileBackfills`]: opens a job's file at a cursor (`{dir}/{job}.{csv|ndjson}`) as a
+//!   [`RowReader`] (`reader`: streamed, resumable CSV and NDJSON readers).
+//! - `classify`: the one classifier, row → [`steward_actors::backfill::RowOutcome`], with the
+//!   live path's entries in the `backfill` lane and the job's label as every gift's `batch`.
+//! - `generic`: mapping objects (the platform sources' model, plus row filters).
+//! - `stripe_export`: the `stripe_payments_export` preset (the Stripe Dashboard's export).
 
+mod classify;
+mod generic;
+pub mod reader;
+pub mod spec;
+pub mod stripe_export;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests_generic;
+#[cfg(test)]
+mod tests_reader;
+#[cfg(test)]
+mod tests_spec;
+#[cfg(test)]
+mod tests_stripe_export;
+#[cfg(test)]
+mod tests_stripe_live;
+
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use steward_actors::backfill::{BackfillFiles, Cursor, JobSpec, RowReader};
+
+pub use classify::{Classifier, Row};
+pub use reader::{Clock, CsvRows, NdjsonRows, RECORD_BYTES_MAX};
+use spec::{check_spec, Format};
 
 use crate::tenant::TenantDoc;
 
@@ -25,23 +55,9 @@ pub struct SpecError {
 }
 
 /// Checks a file job's spec against the tenant document: a known source, a format, a
-/// mapping that produces the live path's source id for that source.
+/// mapping that produces the live path's source id for that source, a label.
 pub fn validate_spec(doc: &TenantDoc, spec: &JobSpec) -> Result<(), SpecError> {
-    // Placeholder until the mapping checks land: the format and the label only.
-    let _ = doc;
-    if spec.format != "csv" && spec.format != "ndjson" {
-        return Err(SpecError {
-            path: "format".into(),
-            message: "must be `csv` or `ndjson`".into(),
-        });
-    }
-    if spec.label.trim().is_empty() {
-        return Err(SpecError {
-            path: "label".into(),
-            message: "must not be empty".into(),
-        });
-    }
-    Ok(())
+    check_spec(doc, spec).map(|_| ())
 }
 
 /// The adapter: a tenant's backfill files under `dir`, mapped with `doc`'s settings.
@@ -55,11 +71,38 @@ impl FileBackfills {
     pub fn file_path(dir: &Path, job_id: &str, format: &str) -> PathBuf {
         dir.join(format!("{job_id}.{format}"))
     }
+
+    /// [`BackfillFiles::open`] with the clock that stamps the entries.
+    pub fn open_with_clock(
+        &self,
+        job_id: &str,
+        spec: &JobSpec,
+        at: Cursor,
+        clock: Clock,
+    ) -> Result<Box<dyn RowReader>, String> {
+        // Checked again: the tenant's settings may have changed since the job was created.
+        let checked = check_spec(&self.doc, spec).map_err(|err| err.to_string())?;
+        let path = FileBackfills::file_path(&self.dir, job_id, &spec.format);
+        let file =
+            File::open(&path).map_err(|err| format!("cannot open {}: {err}", path.display()))?;
+        let doc = &self.doc;
+        match checked.format {
+            Format::Csv => {
+                let classifier_for =
+                    |header: &csv::StringRecord| Classifier::for_csv(doc, spec, job_id, header);
+                let rows = CsvRows::open(file, at, classifier_for, clock)?;
+                Ok(Box::new(rows))
+            }
+            Format::Ndjson => {
+                let classifier = Classifier::for_ndjson(doc, spec, job_id)?;
+                Ok(Box::new(NdjsonRows::open(file, at, classifier, clock)?))
+            }
+        }
+    }
 }
 
 impl BackfillFiles for FileBackfills {
     fn open(&self, job_id: &str, spec: &JobSpec, at: Cursor) -> Result<Box<dyn RowReader>, String> {
-        let _ = (job_id, spec, at);
-        Err("not built yet".into())
+        self.open_with_clock(job_id, spec, at, steward_actors::ports::now_ms)
     }
 }

@@ -9,10 +9,13 @@
 //! - `fields`: defensive JSON accessors, the donor, `giftType`, `frequency`.
 //! - `payment`: gifts from payments and invoices, subscription holds and links.
 //! - `reversal`: refunds, disputes and customers.
+//! - [`record`]: payment records (a row of the Dashboard's payments export) mapped with the
+//!   same rules, for backfills.
 
 mod fields;
 pub mod link;
 mod payment;
+pub mod record;
 mod reversal;
 pub mod signature;
 #[cfg(test)]
@@ -26,6 +29,8 @@ use jiff::tz::TimeZone;
 use serde_json::Value;
 
 pub use payment::apply_link;
+pub use record::{map_payment_record, DisputeRecord, PaymentRecord, RecordMapped};
+pub use reversal::{DISPUTE_ALERT, PARTIAL_REFUND_ALERT};
 pub use signature::{sign_header, verify_signature, SignatureError};
 
 use super::{Command, SourceError};

@@ -73,7 +73,7 @@ pub(super) fn id_body(seed: u64, n: usize) -> String {
     format!("{seed:x}x{n:06}")
 }
 
-fn donor(rng: &mut StdRng, seed: u64, n: usize, customer_share: f64) -> Donor {
+pub(super) fn donor(rng: &mut StdRng, seed: u64, n: usize, customer_share: f64) -> Donor {
     let first_name = FIRST_NAMES[rng.gen_range(0..FIRST_NAMES.len())].to_string();
     let last_name = LAST_NAMES[rng.gen_range(0..LAST_NAMES.len())].to_string();
     let (city, state, postal_prefix) = CITIES[rng.gen_range(0..CITIES.len())];

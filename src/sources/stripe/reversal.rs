@@ -74,8 +74,43 @@ pub(super) fn map_dispute(context: &Context<'_>) -> Result<Mapped, SourceError> 
         .or(charge_id)
         .ok_or_else(|| context.mapping_error("the dispute names no charge or PaymentIntent"))?;
     let currency = text_at(dispute, "/currency").unwrap_or("usd");
+    let withdrawn = WithdrawnFunds {
+        dispute_id: Some(dispute_id),
+        charge_id,
+        payment_id,
+        amount: amount_field(dispute, "/amount"),
+        currency,
+        reason: text_at(dispute, "/reason").unwrap_or("unknown"),
+    };
+    dispute_reversal(context, &withdrawn)
+}
+
+/// A dispute that withdrew a payment's funds. Only the live event names the dispute: a
+/// payment record (the Dashboard's export) gives its amount, status and reason.
+pub(super) struct WithdrawnFunds<'a> {
+    pub dispute_id: Option<&'a str>,
+    pub charge_id: Option<&'a str>,
+    pub payment_id: &'a str,
+    pub amount: AmountField,
+    pub currency: &'a str,
+    pub reason: &'a str,
+}
+
+/// The reversal of a payment whose funds a dispute withdrew, and the alert for staff.
+pub(super) fn dispute_reversal(
+    context: &Context<'_>,
+    withdrawn: &WithdrawnFunds<'_>,
+) -> Result<Mapped, SourceError> {
+    let WithdrawnFunds {
+        dispute_id,
+        charge_id,
+        payment_id,
+        currency,
+        reason,
+        ..
+    } = *withdrawn;
     // The amount only feeds the alert: an unreadable one is said so, the gift still reversed.
-    let amount = match amount_field(dispute, "/amount") {
+    let amount = match withdrawn.amount {
         AmountField::Minor(minor) => format!(
             "{} {}",
             minor_to_major(minor, currency),
@@ -83,14 +118,17 @@ pub(super) fn map_dispute(context: &Context<'_>) -> Result<Mapped, SourceError> 
         ),
         AmountField::Absent | AmountField::Malformed => "an amount Stripe sent unreadable".into(),
     };
-    let reason = text_at(dispute, "/reason").unwrap_or("unknown");
-    let notes = format!("Stripe dispute {dispute_id} ({reason}) on payment {payment_id}");
-    let command = reversal_command(context, payment_id, &notes, [Some(dispute_id), charge_id])?;
+    let named = |prefix: &str| match dispute_id {
+        Some(id) => format!("{prefix} {id} ({reason})"),
+        None => format!("{prefix} ({reason})"),
+    };
+    let notes = format!("{} on payment {payment_id}", named("Stripe dispute"));
+    let command = reversal_command(context, payment_id, &notes, [dispute_id, charge_id])?;
     let alert = AlertNote {
         code: DISPUTE_ALERT.to_string(),
         message: format!(
-            "dispute {dispute_id} ({reason}) withdrew {amount} for Stripe payment {payment_id}: \
-             the gift is being reversed"
+            "{} withdrew {amount} for Stripe payment {payment_id}: the gift is being reversed",
+            named("dispute")
         ),
     };
     Ok(Mapped::Commands {
