@@ -38,8 +38,9 @@ pub struct JobContext<'a> {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobRun {
-    /// The job ended (`done` or `failed`) and is stored.
-    Finished(ReconciliationJob),
+    /// The job ended (`done` or `failed`) and is stored (boxed: a report is large beside
+    /// the other variants).
+    Finished(Box<ReconciliationJob>),
     /// Not finished: come back after this long (the budget refused, or a call failed).
     Wait { wait_ms: u64 },
     /// Not finished: stopped between pages (replaced, or the tenant paused).
@@ -107,7 +108,7 @@ pub async fn run_job(
         }
         context.store.put_reconciliation_page(&job, &rows)?;
         if last_page {
-            return finish(&context, job).map(JobRun::Finished);
+            return finish(&context, job).map(|job| JobRun::Finished(Box::new(job)));
         }
     }
 }
@@ -162,7 +163,7 @@ fn failed_call(
         job.finished_at_ms = Some(context.clock.now_ms());
         context.store.finish_reconciliation(&job)?;
         crate::metrics::count_reconciliation("failed");
-        return Ok(JobRun::Finished(job));
+        return Ok(JobRun::Finished(Box::new(job)));
     }
     context.store.put_reconciliation_job(&job)?;
     let wait_ms = FAILED_CALL_WAIT_MS

@@ -254,7 +254,7 @@ async fn a_job_pages_within_the_budget_resumes_at_its_skip_and_lists_each_differ
         "{}",
         alert.message
     );
-    assert_eq!(tenant.reconciliation_job("rec-1").unwrap().unwrap(), done);
+    assert_eq!(tenant.reconciliation_job("rec-1").unwrap().unwrap(), *done);
 }
 
 #[actix_rt::test]
@@ -330,7 +330,7 @@ async fn failed_calls_wait_longer_each_time_then_fail_the_job() {
                 current = tenant.reconciliation_job("rec-1").unwrap().unwrap();
             }
             JobRun::Finished(job) => {
-                current = job;
+                current = *job;
                 break;
             }
             JobRun::Stopped => panic!("never stopped"),

@@ -214,10 +214,10 @@ impl TenantStore {
     /// yet confirmed: its unconfirmed-index key is there).
     pub fn gift_awaits_import(&self, source: &str, source_id: &str) -> Result<bool, StoreError> {
         let inner = self.inner();
-        Ok(inner
+        inner
             .tree
             .contains_key(inner.keys.unconfirmed(RecordKind::Gift, source, source_id))
-            .map_err(io_error)?)
+            .map_err(io_error)
     }
 
     /// A new job id (`rec-{n}`, unique in the process's store).
