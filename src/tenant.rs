@@ -71,6 +71,19 @@ pub struct TenantDoc {
     /// `mailchimp` or `platform:{name}`.
     #[serde(default)]
     pub two_way: Option<BTreeMap<String, TwoWayPairDoc>>,
+    /// Money reconciliation (docs/backfill.md "Money reconciliation").
+    #[serde(default)]
+    pub reconciliation: Option<ReconciliationDoc>,
+}
+
+/// `reconciliation`: when the nightly money reconciliation runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationDoc {
+    /// `"HH:MM"` in the tenant's `time_zone`: every day then, the previous 7 days of each
+    /// gift source are reconciled. Absent or `null`: no nightly run.
+    #[serde(default)]
+    pub daily_at: Option<String>,
 }
 
 fn default_time_zone() -> String {

@@ -104,6 +104,40 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
         },
         pull: pull_settings(doc),
         two_way: two_way_settings(doc),
+        reconciliation: reconciliation_settings(doc),
+    }
+}
+
+/// Money reconciliation's settings: the gift sources (Stripe; platforms that map a gift)
+/// with their `transactionSource`s, and the nightly time.
+fn reconciliation_settings(doc: &TenantDoc) -> steward_actors::settings::ReconciliationSettings {
+    use steward_actors::settings::{MoneySource, ReconciliationSettings};
+    let stripe = doc.sources.stripe.iter().map(|stripe| MoneySource {
+        source: crate::sources::stripe::SOURCE.to_string(),
+        transaction_source: stripe.transaction_source.clone(),
+    });
+    let platforms = doc
+        .sources
+        .platforms
+        .iter()
+        .filter(|(_, platform)| {
+            platform
+                .events
+                .values()
+                .any(|mapping| mapping.kind != "contact")
+        })
+        .map(|(name, platform)| MoneySource {
+            source: name.clone(),
+            transaction_source: platform.transaction_source.clone(),
+        });
+    ReconciliationSettings {
+        daily_at: doc
+            .reconciliation
+            .as_ref()
+            .and_then(|reconciliation| reconciliation.daily_at.as_deref())
+            .and_then(crate::sources::polling::parse_hh_mm),
+        time_zone: doc.time_zone.clone(),
+        sources: stripe.chain(platforms).collect(),
     }
 }
 
@@ -865,5 +899,35 @@ mod two_way_settings_tests {
                 "{changed}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod reconciliation_settings_tests {
+    use serde_json::json;
+
+    #[test]
+    fn gift_sources_and_the_nightly_time_come_from_the_document() {
+        // Goal: Stripe and the platforms that map a gift are the money sources (with their
+        // transactionSource); a contacts-only platform is not; daily_at becomes (h, m).
+        let body = json!({"id": "hope", "name": "Hope", "time_zone": "Europe/Paris",
+            "virtuous": {"api_key": "vk"},
+            "sources": {"stripe": {"signing_secret": "whsec_x"},
+                        "platforms": {
+                            "gala": {"secret": "s", "transaction_source": "GalaCo",
+                                     "events": {"sale": {"kind": "gift", "fields": {"amount": "/a"}}}},
+                            "crm": {"secret": "s", "transaction_source": "Crm",
+                                    "events": {"person": {"kind": "contact", "fields": {"referenceId": "/id"}}}}}},
+            "reconciliation": {"daily_at": "03:15"}});
+        let doc = crate::tenant::normalise(&body).unwrap().0;
+        let settings = super::reconciliation_settings(&doc);
+        let sources: Vec<(&str, &str)> = settings
+            .sources
+            .iter()
+            .map(|s| (s.source.as_str(), s.transaction_source.as_str()))
+            .collect();
+        assert_eq!(sources, [("stripe", "Stripe"), ("gala", "GalaCo")]);
+        assert_eq!(settings.daily_at, Some((3, 15)));
+        assert_eq!(settings.time_zone, "Europe/Paris");
     }
 }

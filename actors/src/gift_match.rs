@@ -236,6 +236,7 @@ mod tests {
             gift_type: None,
             reversed_gift_id: None,
             create_date_time_utc: None,
+            ..CrmGift::default()
         }
     }
 

@@ -12,7 +12,8 @@
 //!   `request.rs` turns leased entries into one request and an answer into completions.
 //! - `inbound/`: [`inbound`] — the door for Virtuous facts: webhook deliveries (matched,
 //!   confirmed, or kept when not understood) and the webhook registration.
-//! - `reconciler/`: [`reconciler`] — confirmation passes (`pass.rs`: paged FullGift queries).
+//! - `reconciler/`: [`reconciler`] — confirmation passes (`pass.rs`: paged FullGift queries)
+//!   and money reconciliation jobs (`money_job.rs`, `reconciliations.rs`).
 //! - `supervisor/`: [`supervisor`] — `TenantSupervisor` starts, watches (deaths and
 //!   no-progress) and restarts the five children with backoff; the one module that knows
 //!   the actor types.
@@ -36,6 +37,8 @@
 //!   prefix in one of 64 shared trees (the default layout; a tree per tenant is the older
 //!   one), a versioned codec, group commit, the tenant registry and sealed secrets.
 //! - [`outcome`]: the one outcome classification function, over plain facts.
+//! - [`money`]: money reconciliation's plain data and pure report (per day and project, the
+//!   differences by transaction id).
 //! - [`retry`]: the retry policy — schedule, jitter, `Retry-After` floor and the
 //!   retry / dead-letter decision the store applies (pure).
 //! - [`failpoint`]: named crash points for the crash tests.
@@ -57,6 +60,7 @@ pub mod inbound;
 pub mod mailbox;
 pub mod messages;
 pub mod metrics;
+pub mod money;
 pub mod observe;
 pub mod outcome;
 pub mod poll;

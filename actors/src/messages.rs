@@ -86,6 +86,14 @@ pub struct ReconcileNow {
     pub guard: MailboxGuard,
 }
 
+/// To the Reconciler: a money reconciliation job may be waiting (a hint: it reads the
+/// store).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunReconciliations {
+    pub guard: MailboxGuard,
+}
+
 /// How a test kills a child (test-only hook, exposed over HTTP only behind a test flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

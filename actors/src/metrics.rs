@@ -158,6 +158,7 @@ pub const LABEL_OUTCOME: &str = "outcome";
 /// Registers descriptions with the installed recorder. Call once after installing it.
 // Size: one `describe!` per metric, the one place that lists them all (Vector's habit).
 pub fn describe() {
+    describe_money();
     metrics::describe_gauge!(
         DESTINATION_LAG_SECONDS,
         metrics::Unit::Seconds,
@@ -364,4 +365,35 @@ pub fn count_two_way(
     if conflicts_opened > 0 {
         metrics::counter!(TWO_WAY_CONFLICTS_TOTAL).increment(conflicts_opened);
     }
+}
+
+/// Counter `{outcome}`: money facts the submitter's completions recorded for reconciliation
+/// (`recorded`, `refunded`; `unreadable`: an accepted gift whose body gave no money, left
+/// out; `refund_without_gift`: a reversal whose gift has no fact).
+pub const MONEY_FACTS_TOTAL: &str = "steward_money_facts_total";
+/// Counter `{outcome}`: money reconciliations ended (`clean`, `mismatch`, `failed`), all
+/// tenants together (per tenant: the jobs in the admin API).
+pub const RECONCILIATIONS_TOTAL: &str = "steward_reconciliations_total";
+
+fn describe_money() {
+    metrics::describe_counter!(
+        MONEY_FACTS_TOTAL,
+        metrics::Unit::Count,
+        "Money facts recorded when Virtuous accepted gifts and reversals, per outcome"
+    );
+    metrics::describe_counter!(
+        RECONCILIATIONS_TOTAL,
+        metrics::Unit::Count,
+        "Money reconciliations ended, per outcome (clean, mismatch, failed)"
+    );
+}
+
+/// One money fact outcome (`money_ops.rs`).
+pub fn count_money_fact(outcome: &'static str) {
+    metrics::counter!(MONEY_FACTS_TOTAL, LABEL_OUTCOME => outcome).increment(1);
+}
+
+/// One reconciliation ended with `outcome`.
+pub fn count_reconciliation(outcome: &'static str) {
+    metrics::counter!(RECONCILIATIONS_TOTAL, LABEL_OUTCOME => outcome).increment(1);
 }

@@ -121,7 +121,7 @@ impl CrmWrite {
 }
 
 /// A gift as Virtuous reports it (FullGift query, lookup, webhook).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrmGift {
     /// Virtuous gift id, as text.
     pub virtuous_id: String,
@@ -132,6 +132,15 @@ pub struct CrmGift {
     /// For reversals: the gift they reverse, when Virtuous says.
     pub reversed_gift_id: Option<String>,
     pub create_date_time_utc: Option<String>,
+    /// `amount` in major units, as Virtuous wrote it (a number or text, kept as text;
+    /// money reconciliation converts it exactly).
+    pub amount: Option<String>,
+    /// `giftDate` as a day `YYYY-MM-DD` (`None` when absent or unreadable).
+    pub gift_date: Option<String>,
+    /// `currencyCode`, as given.
+    pub currency_code: Option<String>,
+    /// The project code of each designation (`giftDesignations[].projectCode`), in order.
+    pub project_codes: Vec<String>,
 }
 
 /// One page of a gift query.

@@ -21,6 +21,30 @@ pub struct TenantSettings {
     pub pull: PullSettings,
     /// Two-way pairs (pattern 4; tenant document `two_way`, docs/two-way.md).
     pub two_way: Vec<crate::two_way::PairSettings>,
+    /// Money reconciliation (tenant document `reconciliation`, docs/backfill.md).
+    pub reconciliation: ReconciliationSettings,
+}
+
+/// Money reconciliation: the tenant's gift sources and the nightly run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconciliationSettings {
+    /// `reconciliation.daily_at` as (hour, minute) in `time_zone`: every day then, the
+    /// previous 7 days of each gift source are reconciled. `None`: no nightly run.
+    pub daily_at: Option<(u8, u8)>,
+    /// The tenant's time zone (an IANA name; UTC when empty).
+    pub time_zone: String,
+    /// The gift sources (`stripe`, platforms with a gift mapping) and their
+    /// `transactionSource`s.
+    pub sources: Vec<MoneySource>,
+}
+
+/// A gift source, as reconciliation names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoneySource {
+    /// The source name of its entries and money facts (`stripe`, a platform name).
+    pub source: String,
+    pub transaction_source: String,
 }
 
 /// Pull (pattern 3; tenant document `pull`, docs/pull.md): what Inbound takes from Virtuous
@@ -160,6 +184,7 @@ impl Default for TenantSettings {
             alerts: AlertSettings::default(),
             pull: PullSettings::default(),
             two_way: Vec::new(),
+            reconciliation: ReconciliationSettings::default(),
         }
     }
 }

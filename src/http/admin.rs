@@ -49,6 +49,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(super::admin_inbound::routes)
         .configure(super::admin_two_way::routes)
         .configure(super::admin_backfill::routes)
+        .configure(super::admin_reconciliations::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));

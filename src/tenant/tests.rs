@@ -191,3 +191,37 @@ fn a_polled_platform_needs_no_secret_and_its_url_may_name_the_embedded_sandbox()
         "{err:?}"
     );
 }
+
+#[test]
+fn reconciliation_daily_at_is_a_time_of_day() {
+    // Goal: `reconciliation.daily_at` takes "HH:MM" or null; anything else, or another key
+    // in the block, is refused naming the field.
+    let with = |reconciliation: Value| {
+        let mut doc = minimal();
+        doc["reconciliation"] = reconciliation;
+        doc
+    };
+    let (doc, full) = normalise(&with(json!({"daily_at": "02:30"}))).unwrap();
+    assert_eq!(full["reconciliation"]["daily_at"], "02:30");
+    assert_eq!(
+        doc.reconciliation.unwrap().daily_at.as_deref(),
+        Some("02:30")
+    );
+    assert!(normalise(&with(json!({"daily_at": null}))).is_ok());
+    assert!(normalise(&minimal()).unwrap().1["reconciliation"].is_null());
+    for (bad, field) in [
+        (json!({"daily_at": "2:30"}), "reconciliation.daily_at"),
+        (json!({"daily_at": "24:00"}), "reconciliation.daily_at"),
+        (
+            json!({"daily_at": "02:30", "days": 3}),
+            "reconciliation.days",
+        ),
+    ] {
+        match normalise(&with(bad.clone())) {
+            Err(TenantDocError::InvalidField { field: named, .. }) => {
+                assert_eq!(named, field, "{bad}")
+            }
+            other => panic!("{bad}: {:?}", other.map(|(_, full)| full)),
+        }
+    }
+}

@@ -47,6 +47,26 @@ impl TenantDoc {
             super::validate_pull::validate_pull(pull)?;
         }
         super::validate_two_way::validate_two_way(self)?;
+        self.validate_reconciliation()?;
+        Ok(())
+    }
+
+    /// `reconciliation.daily_at`: "HH:MM" (a key newer than every stored document, so a
+    /// startable rule).
+    fn validate_reconciliation(&self) -> Result<(), TenantDocError> {
+        let Some(daily_at) = self
+            .reconciliation
+            .as_ref()
+            .and_then(|reconciliation| reconciliation.daily_at.as_deref())
+        else {
+            return Ok(());
+        };
+        if crate::sources::polling::parse_hh_mm(daily_at).is_none() {
+            return Err(invalid(
+                "reconciliation.daily_at",
+                "must be \"HH:MM\" (24-hour, in the tenant's time_zone)",
+            ));
+        }
         Ok(())
     }
 

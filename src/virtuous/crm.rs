@@ -124,6 +124,10 @@ fn gift_of(summary: &GiftSummary) -> CrmGift {
         gift_type: summary.gift_type.clone(),
         reversed_gift_id: summary.reversed_gift_id.clone(),
         create_date_time_utc: summary.create_date_time_utc.clone(),
+        amount: summary.amount.clone(),
+        gift_date: summary.gift_day(),
+        currency_code: summary.currency_code.clone(),
+        project_codes: summary.gift_designations.clone(),
     }
 }
 

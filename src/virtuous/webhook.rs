@@ -24,6 +24,7 @@
 //! refused ([`NotJson`], HTTP 400): Virtuous sends JSON, so that is not a Virtuous event.
 
 use serde_json::{Map, Value};
+use steward_actors::money::canonical_day;
 use steward_actors::ports::CrmGift;
 use steward_actors::pull::{ChangeKind, ChangeOp};
 use steward_actors::virtuous_event::{
@@ -331,6 +332,17 @@ fn parse_gift(gift: &Map<String, Value>) -> Result<CrmGift, &'static str> {
         gift_type: text(field(gift, "giftType")),
         reversed_gift_id: text(field(gift, "reversedGiftId")).filter(|id| id != "0"),
         create_date_time_utc: text(field(gift, "createDateTimeUtc")),
+        amount: text(field(gift, "amount")),
+        gift_date: text(field(gift, "giftDate")).and_then(|date| canonical_day(&date)),
+        currency_code: text(field(gift, "currencyCode")),
+        project_codes: match field(gift, "giftDesignations") {
+            Some(Value::Array(designations)) => designations
+                .iter()
+                .filter_map(Value::as_object)
+                .filter_map(|designation| text(field(designation, "projectCode")))
+                .collect(),
+            _ => Vec::new(),
+        },
     })
 }
 

@@ -22,6 +22,44 @@ pub struct GiftSummary {
     /// ISO 8601 UTC, as sent (kept as text: the format is [D]).
     #[serde(default)]
     pub create_date_time_utc: Option<String>,
+    /// Major units, a number or text (kept as text: money is never a float here).
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub amount: Option<String>,
+    /// `2026-11-26T00:00:00`, `2026-11-26` or `11/26/2026` (read into a day by
+    /// [`GiftSummary::gift_day`]).
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub gift_date: Option<String>,
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub currency_code: Option<String>,
+    /// Each designation's project code; a designation without one, or a value that is not
+    /// a list of objects, gives none (a page never fails on it).
+    #[serde(default, deserialize_with = "designation_codes")]
+    pub gift_designations: Vec<String>,
+}
+
+impl GiftSummary {
+    /// `giftDate` as a day `YYYY-MM-DD`.
+    pub fn gift_day(&self) -> Option<String> {
+        self.gift_date
+            .as_deref()
+            .and_then(steward_actors::money::canonical_day)
+    }
+}
+
+/// `giftDesignations[{projectId, projectCode, amountDesignated}]` → the project codes.
+fn designation_codes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    let Some(serde_json::Value::Array(designations)) = value else {
+        return Ok(Vec::new());
+    };
+    Ok(designations
+        .iter()
+        .filter_map(|designation| match designation.get("projectCode") {
+            Some(serde_json::Value::String(code)) if !code.is_empty() => Some(code.clone()),
+            Some(serde_json::Value::Number(code)) => Some(code.to_string()),
+            _ => None,
+        })
+        .collect())
 }
 
 /// One page of a query: `{"list": [...], "total": n}`.
@@ -134,6 +172,24 @@ mod tests {
         );
         assert!(serde_json::from_str::<RecordPage>(r#"{"list":[7],"total":1}"#).is_err());
         let created: WebhookCreated = serde_json::from_str(r#"{"id":"wh-9"}"#).unwrap();
+        let money: GiftPage = serde_json::from_str(
+            r#"{"list":[{"id":1,"amount":-12.5,"giftDate":"2026-11-26T00:00:00","currencyCode":"USD",
+                "giftDesignations":[{"projectId":3,"projectCode":"SPR","amountDesignated":12.5},{"projectId":4}]},
+               {"id":2,"amount":"7.00","giftDate":"11/26/2026","giftDesignations":null},
+               {"id":3,"giftDate":"soon","giftDesignations":{"odd":true}}],"total":3}"#,
+        )
+        .unwrap();
+        let first = &money.list[0];
+        assert_eq!(first.amount.as_deref(), Some("-12.5"));
+        assert_eq!(first.gift_day().as_deref(), Some("2026-11-26"));
+        assert_eq!(first.currency_code.as_deref(), Some("USD"));
+        assert_eq!(first.gift_designations, ["SPR"]);
+        assert_eq!(money.list[1].gift_day().as_deref(), Some("2026-11-26"));
+        assert!(money.list[1].gift_designations.is_empty());
+        assert_eq!(
+            (money.list[2].gift_day(), money.list[2].amount.clone()),
+            (None, None)
+        );
         assert_eq!(created.id, "wh-9");
         assert!(serde_json::from_str::<WebhookCreated>(r#"{"id":null}"#).is_err());
     }

@@ -46,6 +46,7 @@ mod pull_e2e;
 mod pull_failures;
 mod pull_support;
 mod push_e2e;
+mod reconciliation;
 mod sandbox_contract;
 mod sandbox_entry;
 mod sandbox_faults;

@@ -4,7 +4,9 @@
 use actix::Recipient;
 
 use crate::messages::DeliverVirtuous;
-use crate::messages::{Enqueue, ReconcileNow, RegisterWebhook, SetPaused, Wake, WorkHint};
+use crate::messages::{
+    Enqueue, ReconcileNow, RegisterWebhook, RunReconciliations, SetPaused, Wake, WorkHint,
+};
 use crate::observe::ActorKind;
 use crate::source_fact::RecordFact;
 
@@ -16,6 +18,8 @@ pub struct ChildAddresses {
     pub submitter: Option<SubmitterAddress>,
     pub inbound: Option<InboundAddress>,
     pub reconciler: Option<Recipient<ReconcileNow>>,
+    /// The reconciler again: money reconciliation jobs wait for it.
+    pub reconciliations: Option<Recipient<RunReconciliations>>,
 }
 
 /// Capture, the door for source facts: plain enqueues and typed facts (holds, links, marks,
@@ -50,7 +54,10 @@ impl ChildAddresses {
             ActorKind::Queue => self.queue = None,
             ActorKind::Submitter => self.submitter = None,
             ActorKind::Inbound => self.inbound = None,
-            ActorKind::Reconciler => self.reconciler = None,
+            ActorKind::Reconciler => {
+                self.reconciler = None;
+                self.reconciliations = None;
+            }
         }
     }
 }

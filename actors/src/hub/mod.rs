@@ -8,6 +8,7 @@ mod addresses;
 mod budget;
 mod gauges;
 mod health;
+mod reconciliation;
 
 pub use addresses::{CaptureAddress, ChildAddresses, InboundAddress, SubmitterAddress};
 pub use budget::ReconcileBudget;
@@ -86,6 +87,8 @@ pub struct TenantShared {
     /// A running backfill job is still reading its file: the submitter sends only full
     /// batches of backfill gifts (a short one would be filled by the next chunk).
     pub backfill_feeding: std::sync::atomic::AtomicBool,
+    /// Serialises creating and starting money reconciliation jobs (one runs at a time).
+    reconciliation_lock: Mutex<()>,
 }
 
 impl TenantShared {
@@ -135,6 +138,7 @@ impl TenantShared {
             two_way_live: Mutex::new(std::collections::BTreeMap::new()),
             backfill_files: RwLock::new(None),
             backfill_feeding: std::sync::atomic::AtomicBool::new(false),
+            reconciliation_lock: Mutex::new(()),
         }
     }
 

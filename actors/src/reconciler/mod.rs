@@ -9,7 +9,9 @@
 //! it waits for Virtuous. Nothing survives a restart but what the store holds: the next
 //! generation finds the unconfirmed index and starts over.
 
+pub mod money_job;
 pub mod pass;
+mod reconciliations;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,6 +63,12 @@ pub struct Reconciler {
     /// The dedup prune runs on a blocking thread; one at a time.
     #[serde(skip)]
     prune_running: PruneFlag,
+    /// Money reconciliation: the job this generation runs now, if any.
+    pub money_job: Option<String>,
+    /// Why the latest money reconciliation run stopped or failed.
+    pub money_last_error: Option<String>,
+    #[serde(skip)]
+    money: reconciliations::MoneyRuns,
 }
 
 /// Shared flag of a prune in progress (compared by value only for `observed`'s equality).
@@ -90,6 +98,8 @@ impl ChildBehavior for Reconciler {
         };
         Reconciler {
             next_pass_at_ms: now_ms + first_in_ms,
+            // A job left running by the previous generation resumes at the first tick.
+            money: reconciliations::MoneyRuns::due_now(),
             ..Reconciler::default()
         }
     }
@@ -105,6 +115,7 @@ impl ChildBehavior for Reconciler {
                 .min(now_ms + FIRST_PASS_DELAY_MS.start());
         }
         self.was_blocked = blocked;
+        self.check_nightly(shared, now_ms);
         if !self.pass_running && !self.pass_requested && now_ms >= self.next_pass_at_ms {
             // The tick has no actor context: the pass starts in the message handler.
             self.pass_requested = shared.request_reconcile_pass();
@@ -114,6 +125,10 @@ impl ChildBehavior for Reconciler {
 
     fn observed(&self) -> Reconciler {
         self.clone()
+    }
+
+    fn after_tick(child: &mut ReconcilerActor, ctx: &mut Context<ReconcilerActor>) {
+        child.start_money_job_if_due(ctx);
     }
 }
 

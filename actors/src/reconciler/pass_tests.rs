@@ -37,6 +37,10 @@ pub(crate) fn gift(id: u64, source: &str, transaction_id: &str) -> CrmGift {
         gift_type: Some("Credit".into()),
         reversed_gift_id: None,
         create_date_time_utc: None,
+        amount: Some("10.00".into()),
+        gift_date: Some("2026-01-02".into()),
+        currency_code: Some("USD".into()),
+        project_codes: Vec::new(),
     }
 }
 

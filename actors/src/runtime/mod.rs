@@ -29,6 +29,7 @@ use crate::supervisor::TenantSupervisor;
 
 mod backfill_doors;
 mod doors;
+mod reconciliation_doors;
 mod two_way_doors;
 
 pub use doors::{DestinationCommandError, DestinationSnapshot};

@@ -24,6 +24,8 @@ pub(super) struct Completing<'a> {
     /// One history entry per record and completion, even for merged entries.
     transitioned: HashSet<Vec<u8>>,
     done_keys: Vec<(Lane, u64)>,
+    /// Money facts of accepted gifts and reversals, in the same batch (`money_ops.rs`).
+    money: super::money_ops::MoneyWrites,
 }
 
 impl<'a> Completing<'a> {
@@ -39,6 +41,7 @@ impl<'a> Completing<'a> {
             records: HashMap::new(),
             transitioned: HashSet::new(),
             done_keys: Vec::new(),
+            money: super::money_ops::MoneyWrites::default(),
         }
     }
 
@@ -192,8 +195,19 @@ impl<'a> Completing<'a> {
         self.move_record(record_key, SyncState::Submitted, "accepted by Virtuous");
         self.counts.submitted += 1;
         self.report.accepted += 1;
-        if entry.fact.kind == RecordKind::Refund {
-            return Ok(());
+        // Accepted money is what reconciliation compares with Virtuous; in this batch, so a
+        // crash keeps both or neither (a re-send records the same fact again).
+        match entry.fact.kind {
+            RecordKind::Gift => {
+                self.money
+                    .gift_accepted(self.inner, &mut self.batch, &entry.fact)?
+            }
+            RecordKind::Refund => {
+                self.money
+                    .reversal_accepted(self.inner, &mut self.batch, &entry.fact)?;
+                return Ok(());
+            }
+            RecordKind::Contact => {}
         }
         let keys = &self.inner.keys;
         let index_key =

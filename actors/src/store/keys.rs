@@ -67,7 +67,20 @@ pub mod section {
     /// A backfill job's queued entries, for its progress: `{job}\0{row BE}{index}`; a
     /// record reference.
     pub const BACKFILL_ROW: u8 = 0x69;
+    /// Money facts of gifts Virtuous accepted: `{source}\0{day YYYY-MM-DD}\0{transaction
+    /// id}` → a `money::StoredMoney`; JSON (`store::money_ops`). Days sort as text.
+    pub const MONEY_FACT: u8 = 0x6A;
+    /// Beside the money facts, two kinds of keys told apart by their first byte:
+    /// `i{source}\0{transaction id}` → the day of its [`MONEY_FACT`] (a reversal finds its
+    /// gift); `v{job}\0{Virtuous id}` → a `money::VirtuousRow` a running reconciliation
+    /// read (removed when the job ends); JSON.
+    pub const MONEY_AUX: u8 = 0x6B;
 }
+
+/// First byte after [`section::MONEY_AUX`]: a money fact's index entry.
+const MONEY_INDEX_TAG: u8 = b'i';
+/// First byte after [`section::MONEY_AUX`]: a reconciliation's Virtuous row.
+const RECON_ROW_TAG: u8 = b'v';
 
 /// Builds the keys of one tenant's key space.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +197,41 @@ impl KeySpace {
         key.extend_from_slice(source.as_bytes());
         key.push(0);
         key.extend_from_slice(tail);
+        key
+    }
+
+    /// `{source}\0{day}\0{transaction id}` under [`section::MONEY_FACT`].
+    pub fn money_fact(&self, source: &str, day: &str, transaction_id: &str) -> Vec<u8> {
+        let mut key = self.money_day_prefix(source, day);
+        key.extend_from_slice(transaction_id.as_bytes());
+        key
+    }
+
+    /// `{source}\0{day}\0`: the money facts of one source and day.
+    pub fn money_day_prefix(&self, source: &str, day: &str) -> Vec<u8> {
+        let mut key = self.source_key(section::MONEY_FACT, source, day.as_bytes());
+        key.push(0);
+        key
+    }
+
+    /// `i{source}\0{transaction id}` under [`section::MONEY_AUX`].
+    pub fn money_index(&self, source: &str, transaction_id: &str) -> Vec<u8> {
+        let mut key = self.key(section::MONEY_AUX, 2 + source.len() + transaction_id.len());
+        key.push(MONEY_INDEX_TAG);
+        key.extend_from_slice(source.as_bytes());
+        key.push(0);
+        key.extend_from_slice(transaction_id.as_bytes());
+        key
+    }
+
+    /// `v{job}\0{Virtuous id}` under [`section::MONEY_AUX`] (`virtuous_id` empty: the job's
+    /// prefix).
+    pub fn recon_row(&self, job_id: &str, virtuous_id: &str) -> Vec<u8> {
+        let mut key = self.key(section::MONEY_AUX, 2 + job_id.len() + virtuous_id.len());
+        key.push(RECON_ROW_TAG);
+        key.extend_from_slice(job_id.as_bytes());
+        key.push(0);
+        key.extend_from_slice(virtuous_id.as_bytes());
         key
     }
 
@@ -308,6 +356,18 @@ mod tests {
             let kb = KeySpace::tenant_prefixed(&b);
             prop_assert!(!ka.counts().starts_with(kb.tenant_prefix()));
             prop_assert!(!kb.dedup("x").starts_with(ka.tenant_prefix()));
+        }
+
+        #[test]
+        fn money_keys_sort_by_day_and_never_mix(source in "[a-z]{1,8}", d1 in 1u8..29, d2 in 1u8..29, id in "[a-z0-9_]{0,8}") {
+            // Goal: a source's money facts sort by day; index and row keys never share a prefix.
+            let keys = KeySpace::tenant_prefixed("t");
+            let day = |d: u8| format!("2026-02-{d:02}");
+            let (a, b) = (keys.money_fact(&source, &day(d1), &id), keys.money_fact(&source, &day(d2), "zz"));
+            prop_assert_eq!(a.cmp(&b).is_lt(), d1 < d2 || (d1 == d2 && id.as_str() < "zz"));
+            prop_assert!(a.starts_with(&keys.money_day_prefix(&source, &day(d1))));
+            prop_assert!(!keys.money_index(&source, &id).starts_with(&keys.recon_row(&source, "")));
+            prop_assert!(!keys.recon_row(&source, &id).starts_with(&keys.money_index(&source, "")));
         }
 
         #[test]

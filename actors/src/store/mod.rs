@@ -30,6 +30,7 @@ pub mod group_commit;
 pub mod hold_ops;
 pub mod keys;
 pub mod layout;
+pub mod money_ops;
 mod open;
 pub mod poll_ops;
 pub mod pull_ops;

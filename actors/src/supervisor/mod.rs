@@ -126,7 +126,8 @@ impl TenantSupervisor {
             }),
             ActorKind::Reconciler => {
                 start_child::<Reconciler>(&shared, generation, exits, |a, child| {
-                    a.reconciler = Some(child.clone().recipient())
+                    a.reconciler = Some(child.clone().recipient());
+                    a.reconciliations = Some(child.clone().recipient());
                 })
             }
         };

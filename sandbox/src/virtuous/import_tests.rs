@@ -225,3 +225,39 @@ fn delayed_selection_takes_only_due_items() {
     assert_eq!(report.imported, 1);
     assert_eq!(state.pending.len(), 1);
 }
+
+#[test]
+fn a_full_gift_carries_the_money_reconciliation_reads() {
+    // Goal: a FullGift row has the amount, the day, the currency and each designation's
+    // project code; its reversal is negative, dated on its own day, and names its gift.
+    let spec = OrgSpec::new("o", "k");
+    let mut state = OrgState::new(&spec);
+    let body = json!({"transactionSource": "Stripe", "transactionId": "m1", "amount": "12.34",
+        "currencyCode": "EUR", "giftDate": "2026-11-26", "giftType": "Credit",
+        "designations": [{"code": "SPRING", "amountDesignated": "12.34"}],
+        "contact": {"email": "m@example.org"}});
+    import(&spec, &mut state, Bytes::from(body.to_string()));
+    let gift = state.gifts.by_transaction("Stripe", "m1").unwrap().clone();
+    let full = super::super::records::gift_full(&gift);
+    assert_eq!(full["amount"], json!(12.34));
+    assert_eq!(full["giftDate"], "2026-11-26T00:00:00");
+    assert_eq!(full["currencyCode"], "EUR");
+    assert_eq!(full["giftDesignations"][0]["projectCode"], "SPRING");
+    let reversal = json!({"reversedGiftId": gift.id, "giftDate": "2026-12-01", "notes": "refund"});
+    state.accept(
+        PendingKind::Reversal,
+        Bytes::from(reversal.to_string()),
+        NOW,
+    );
+    run_import(&spec, &mut state, Selection::All, NOW);
+    let reversed = state
+        .gifts
+        .records
+        .values()
+        .find(|record| record.doc.get("reversedGiftId") == Some(&json!(gift.id)))
+        .map(super::super::records::gift_full)
+        .unwrap();
+    assert_eq!(reversed["amount"], json!(-12.34));
+    assert_eq!(reversed["giftType"], "ReversingTransaction");
+    assert_eq!(reversed["giftDate"], "2026-12-01T00:00:00");
+}
