@@ -205,6 +205,12 @@ pub struct Progress {
     pub recounted_at_ms: u64,
     /// Every row of the file was read into the queue.
     pub read_complete: bool,
+    /// The earliest and latest gift days the run queued (`YYYY-MM-DD`): the money
+    /// reconciliation's range.
+    pub first_day: Option<String>,
+    pub last_day: Option<String>,
+    /// The money reconciliation asked for once every entry was confirmed (its id).
+    pub reconciliation: Option<String>,
 }
 
 /// One backfill job (checkpoint `backfill:{id}`).

@@ -35,8 +35,11 @@ use crate::store::backfill_ops::BackfillRecount;
 use crate::store::types::RecordRef;
 use crate::store::{EnqueueOutcome, Lane, StoreError, TenantStore};
 
-/// Rows read per chunk.
+/// Rows read per chunk of the real run.
 pub const CHUNK_ROWS: usize = 200;
+/// Rows read per chunk of the dry run (nothing is queued: larger chunks, fewer writes of the
+/// job's progress).
+pub const DRY_RUN_CHUNK_ROWS: usize = 2_000;
 /// The `backfill` lane is fed while it holds fewer entries than this (10 full calls).
 pub const FEED_WINDOW: u64 = 1_000;
 /// How often a running job's entries are recounted from their records.
@@ -88,8 +91,8 @@ struct ReadChunk {
     known: Vec<Vec<bool>>,
 }
 
-fn read_chunk(mut reader: Box<dyn RowReader>, store: TenantStore) -> ReadChunk {
-    let chunk = reader.read(CHUNK_ROWS);
+fn read_chunk(mut reader: Box<dyn RowReader>, store: TenantStore, rows: usize) -> ReadChunk {
+    let chunk = reader.read(rows);
     let known = match &chunk {
         Ok(chunk) => chunk
             .rows
@@ -214,7 +217,11 @@ impl CaptureActor {
         };
         self.behavior.backfills.busy = true;
         let store = self.backfill_store();
-        let read = tokio::task::spawn_blocking(move || read_chunk(reader, store));
+        let rows = match purpose {
+            Purpose::DryRun => DRY_RUN_CHUNK_ROWS,
+            Purpose::Run => CHUNK_ROWS,
+        };
+        let read = tokio::task::spawn_blocking(move || read_chunk(reader, store, rows));
         ctx.spawn(read.into_actor(self).map(move |read, capture, ctx| {
             capture.behavior.backfills.busy = false;
             match read {
@@ -295,7 +302,11 @@ impl CaptureActor {
                         reader,
                     });
                 }
-                self.after_chunk(queued, ctx);
+                match purpose {
+                    // Nothing queued: no flush to wait for before the next chunk.
+                    Purpose::DryRun => self.backfill_later(0, ctx),
+                    Purpose::Run => self.after_chunk(queued, ctx),
+                }
             }
             Err(error) => {
                 tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "backfill chunk write failed");
@@ -358,10 +369,13 @@ impl CaptureActor {
                 RowOutcome::Payment {
                     entries: row_entries,
                     alerts: row_alerts,
-                    ..
+                    money,
                 } => {
                     if !payment_known(row_known) {
                         alerts.extend(row_alerts);
+                        if let Some(money) = money {
+                            widen_days(&mut job.progress, &money.day);
+                        }
                     }
                     for (position, mut entry) in row_entries.into_iter().enumerate() {
                         let entry_known = row_known.get(position).copied().unwrap_or(false);
@@ -502,6 +516,31 @@ impl CaptureActor {
             job.finished_at_ms = Some(now_ms);
             tracing::info!(tenant_id = %store.tenant_id(), job = %job.id, queued = job.progress.queued, "backfill done");
         }
+        // Virtuous imports asynchronously: the money is compared once every entry is
+        // confirmed (or dead), not when the run ends.
+        let settled = job.progress.confirmed + job.progress.dead >= job.progress.queued;
+        if job.state == JobState::Done
+            && settled
+            && job.progress.queued > 0
+            && job.progress.reconciliation.is_none()
+        {
+            if let (Some(from), Some(to)) = (&job.progress.first_day, &job.progress.last_day) {
+                let reason = format!("backfill {} confirmed", job.id);
+                match self
+                    .core
+                    .shared
+                    .request_reconciliation(&job.spec.source, from, to, &reason)
+                {
+                    Ok(reconciliation) => {
+                        tracing::info!(tenant_id = %store.tenant_id(), job = %job.id, reconciliation = %reconciliation.id, "money reconciliation requested");
+                        job.progress.reconciliation = Some(reconciliation.id);
+                    }
+                    Err(error) => {
+                        tracing::warn!(tenant_id = %store.tenant_id(), job = %job.id, error = %error, "money reconciliation not requested");
+                    }
+                }
+            }
+        }
         job.updated_at_ms = now_ms;
         if let Err(error) = store.put_backfill_job(&job.id, &job) {
             tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "backfill job write failed");
@@ -557,6 +596,20 @@ impl CaptureActor {
         };
         store.put_backfill_job(&job.id, &job).map_err(store_error)?;
         Ok(job)
+    }
+}
+
+/// Widens the run's range of gift days with `day`.
+fn widen_days(progress: &mut crate::backfill::Progress, day: &str) {
+    if progress
+        .first_day
+        .as_deref()
+        .map_or(true, |first| day < first)
+    {
+        progress.first_day = Some(day.to_string());
+    }
+    if progress.last_day.as_deref().map_or(true, |last| day > last) {
+        progress.last_day = Some(day.to_string());
     }
 }
 

@@ -49,7 +49,8 @@ pub struct BackfillRecount {
     pub waiting: u64,
     /// Accepted by Virtuous, not yet confirmed.
     pub submitted: u64,
-    /// Confirmed (or found as a duplicate, or handed to review).
+    /// Confirmed (or found as a duplicate, or handed to review; reversals and contacts once
+    /// accepted: they have no confirmation step).
     pub confirmed: u64,
     pub dead: u64,
 }
@@ -187,6 +188,11 @@ impl TenantStore {
                 &reference.source_id,
             ))?;
             match record.map(|record| record.state) {
+                // Reversals and contacts have no confirmation step (Virtuous names no
+                // transaction for them): accepted is as far as they go.
+                Some(SyncState::Submitted) if reference.kind != super::RecordKind::Gift => {
+                    recount.confirmed += 1
+                }
                 Some(SyncState::Submitted) => recount.submitted += 1,
                 Some(
                     SyncState::Confirmed
