@@ -386,10 +386,13 @@ fn choose(
         let fits = at > first_at
             && chosen.len() < batch_max
             && match first.kind {
-                // Gifts: one per record (never coalesced), one transaction source.
+                // Gifts: one per record (never coalesced), one transaction source; history
+                // never rides in a live call (a full batch is a slower call, and live waits
+                // for it).
                 RecordKind::Gift => {
                     entry.kind == RecordKind::Gift
                         && entry.transaction_source == first.transaction_source
+                        && (entry.lane == Lane::Backfill) == (first.lane == Lane::Backfill)
                         && !records_taken.contains(&entry.record)
                         && rules.is_earliest(entry)
                 }
@@ -530,6 +533,16 @@ fn scan_and_choose(
     Ok((scanned, choice))
 }
 
+/// A group of backfill gifts smaller than `backfill_min_gifts` (it waits to be filled).
+fn is_short_backfill_group(scanned: &[Scanned], choice: &Choice, request: &LeaseRequest) -> bool {
+    !choice.chosen.is_empty()
+        && choice.chosen.len() < request.backfill_min_gifts
+        && choice
+            .chosen
+            .iter()
+            .all(|&at| scanned[at].lane == Lane::Backfill && scanned[at].kind == RecordKind::Gift)
+}
+
 /// Decodes the chosen entries and leases them (nothing for a backfill gift group smaller
 /// than `backfill_min_gifts`: it waits to be filled).
 fn lease_chosen(
@@ -537,13 +550,7 @@ fn lease_chosen(
     leases: &LeaseTable,
     request: &LeaseRequest,
 ) -> Result<LeaseBatch, StoreError> {
-    let short_backfill_gifts = !choice.chosen.is_empty()
-        && choice.chosen.len() < request.backfill_min_gifts
-        && choice
-            .chosen
-            .iter()
-            .all(|&at| scanned[at].lane == Lane::Backfill && scanned[at].kind == RecordKind::Gift);
-    if short_backfill_gifts {
+    if is_short_backfill_group(&scanned, &choice, request) {
         choice.chosen.clear();
     }
     let mut batch = LeaseBatch {
@@ -612,7 +619,10 @@ impl TenantStore {
                 &inner.keys,
                 true,
             )?;
-            if !choice.1.chosen.is_empty() {
+            // A short group of backfill gifts waits to be filled: the usual lease goes on.
+            if !choice.1.chosen.is_empty()
+                && !is_short_backfill_group(&choice.0, &choice.1, &request)
+            {
                 return lease_chosen(choice, leases, &request);
             }
         }

@@ -655,3 +655,43 @@ fn the_backfill_turn_leases_backfill_gifts_ahead_of_live_ones_but_never_a_contac
         .all(|leased| leased.lane == Lane::Live));
     assert_eq!(fallback.entries.len(), 2);
 }
+
+#[test]
+fn a_short_group_of_backfill_gifts_waits_on_its_turn_and_live_goes_instead() {
+    // Goal: while a backfill is still reading its file (`backfill_min_gifts` = batch_max), its turn with fewer gifts than that leases live entries instead of nothing (live is never starved by a backfill waiting to fill a batch); once the minimum is 1 the short group goes.
+    let (_dir, _store, tenant) = open();
+    // Another transaction source, so the backfill gifts cannot ride in the live batch.
+    let mut entries: Vec<NewEntry> = (0..3)
+        .map(|n| gift(&format!("live{n}"), Lane::Live))
+        .collect();
+    entries.extend((0..5).map(|n| {
+        let id = format!("old{n}");
+        entry(
+            RecordKind::Gift,
+            &id,
+            &format!("k-{id}"),
+            Lane::Backfill,
+            "History",
+        )
+    }));
+    tenant.enqueue(entries).unwrap();
+    let leases = LeaseTable::new();
+    let filling = LeaseRequest {
+        backfill_first: true,
+        backfill_min_gifts: 100,
+        ..request(2_000, 1, 100)
+    };
+    let batch = tenant.lease_ready(&leases, filling).unwrap();
+    assert_eq!(batch.entries.len(), 3);
+    assert!(batch.entries.iter().all(|leased| leased.lane == Lane::Live));
+    // Only the short backfill group is left: it waits while the file is being read…
+    let waiting = tenant.lease_ready(&leases, filling).unwrap();
+    assert!(waiting.entries.is_empty());
+    // …and goes once it is not.
+    let read = LeaseRequest {
+        backfill_min_gifts: 1,
+        ..filling
+    };
+    let last = tenant.lease_ready(&leases, read).unwrap();
+    assert_eq!(last.entries.len(), 5);
+}

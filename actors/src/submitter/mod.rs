@@ -418,6 +418,16 @@ impl SubmitterActor {
             settings.submit.contact_batch,
         );
         if !prepared.settle_now.is_empty() {
+            // A backfill refund still waiting for its gift used the backfill's turn: the next
+            // lease is live's again (else every waiting refund would be looked at before any
+            // live entry).
+            if prepared
+                .settle_now
+                .iter()
+                .any(|(leased, _)| leased.lane == Lane::Backfill)
+            {
+                self.behavior.view.calls_since_backfill = 0;
+            }
             self.complete(prepared.settle_now, now_ms, retry);
         }
         let Some((request, items)) = prepared.call else {

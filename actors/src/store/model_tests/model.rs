@@ -40,7 +40,9 @@ pub(super) struct Model {
 
 impl Model {
     /// What `lease_ready` must pick: one transaction source and one entry per record, so
-    /// the first `batch_max` ready, unleased entries by lane priority then seq.
+    /// the first `batch_max` ready, unleased entries by lane priority then seq — of the
+    /// first one's kind of lane: backfill entries never ride in a group of the other lanes,
+    /// nor those in a backfill group.
     pub(super) fn lease_choice(&self, batch_max: usize) -> (Vec<(Lane, u64)>, bool, Option<u64>) {
         let now = self.now_ms;
         let mut eligible = Vec::new();
@@ -60,7 +62,12 @@ impl Model {
                 eligible.push(key);
             }
         }
-        let more_ready = eligible.len() > batch_max;
+        let backfill_group = eligible
+            .first()
+            .is_some_and(|(lane, _)| *lane == Lane::Backfill);
+        let total = eligible.len();
+        eligible.retain(|(lane, _)| (*lane == Lane::Backfill) == backfill_group);
+        let more_ready = total > eligible.len().min(batch_max);
         eligible.truncate(batch_max);
         (eligible, more_ready, next_ready_at_ms)
     }
