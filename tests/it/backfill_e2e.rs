@@ -672,6 +672,34 @@ async fn kill_9_loops_during_a_backfill_resume_it_with_nothing_lost_and_nothing_
         positions.windows(2).all(|pair| pair[0] <= pair[1]),
         "rows read never went back: {positions:?}"
     );
+    assert!(
+        positions
+            .iter()
+            .any(|&rows| rows > 0 && rows < export.data_rows),
+        "a kill landed while the file was being read: {positions:?}"
+    );
+    let reversed = export.reversed_payment_ids().len();
+    let gifts = wait_until(
+        Duration::from_secs(60),
+        "every reversal in Virtuous",
+        || async {
+            let gifts = sandbox_json(
+                &sandbox.client,
+                &sandbox.url,
+                Method::GET,
+                &format!("/_sandbox/orgs/{tenant}/gifts"),
+                None,
+            )
+            .await;
+            (reversal_count(&gifts) >= reversed).then_some(gifts)
+        },
+    )
+    .await;
+    assert_eq!(
+        reversal_count(&gifts),
+        reversed,
+        "one reversal per reversed payment"
+    );
     eprintln!(
         "backfill kill -9: {cycles} cycles, rows read at each kill {positions:?}, done {:.1} s after the last; {}",
         deadline.elapsed().as_secs_f64(),

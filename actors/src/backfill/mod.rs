@@ -20,6 +20,8 @@ pub use crate::store::backfill_ops::{job_checkpoint, RejectedRow, JOB_CHECKPOINT
 
 /// Rejected rows kept inline in a job's report (all of them are downloadable).
 pub const INLINE_REJECTS_MAX: usize = 1_000;
+/// The `backfill` lane is fed while it holds fewer entries than this (10 full calls).
+pub const FEED_WINDOW: u64 = 1_000;
 /// Most gift transactions in one Virtuous call (the submitter's batch bound).
 pub const GIFTS_PER_CALL: u64 = 100;
 

@@ -40,8 +40,7 @@ pub const CHUNK_ROWS: usize = 200;
 /// Rows read per chunk of the dry run (nothing is queued: larger chunks, fewer writes of the
 /// job's progress).
 pub const DRY_RUN_CHUNK_ROWS: usize = 2_000;
-/// The `backfill` lane is fed while it holds fewer entries than this (10 full calls).
-pub const FEED_WINDOW: u64 = 1_000;
+pub use crate::backfill::FEED_WINDOW;
 /// How often a running job's entries are recounted from their records.
 pub const RECOUNT_EVERY_MS: u64 = 2_000;
 /// How often a finished job's confirmations are recounted until all are confirmed.
@@ -159,15 +158,14 @@ impl CaptureActor {
             // The last short batch of backfill gifts may go now.
             self.behavior_hint(1);
         }
-        if let Some(job) = validating {
+        let depth = store.lane_stats()[Lane::Backfill as usize].1.depth;
+        // A running job's feed first (its entries wait on it), then a dry run's step.
+        if let Some(job) = running.filter(|_| depth < FEED_WINDOW) {
+            self.backfill_step(job.clone(), Purpose::Run, ctx);
+        } else if let Some(job) = validating {
             self.backfill_step(job.clone(), Purpose::DryRun, ctx);
-        } else if let Some(job) = running {
-            let depth = store.lane_stats()[Lane::Backfill as usize].1.depth;
-            if depth < FEED_WINDOW {
-                self.backfill_step(job.clone(), Purpose::Run, ctx);
-            } else {
-                self.backfill_later(RECHECK_MS, ctx);
-            }
+        } else if running.is_some() {
+            self.backfill_later(RECHECK_MS, ctx);
         } else if jobs.iter().any(recount_wanted) {
             self.backfill_later(RECOUNT_EVERY_MS, ctx);
         }
@@ -238,14 +236,28 @@ impl CaptureActor {
         }));
     }
 
-    fn backfill_failed(&mut self, mut job: BackfillJob, message: String, ctx: &mut Context<Self>) {
+    fn backfill_failed(&mut self, job: BackfillJob, message: String, ctx: &mut Context<Self>) {
         let store = self.backfill_store();
+        // As the store has it now: an operator's command since the read stands.
+        let mut job = match store.backfill_job::<BackfillJob>(&job.id) {
+            Ok(Some(current)) if !current.state.is_final() => current,
+            _ => job,
+        };
+        if job.state.is_final() {
+            return self.backfill_later(RECHECK_MS, ctx);
+        }
         tracing::error!(tenant_id = %store.tenant_id(), job = %job.id, error = %message, "backfill failed");
         let now_ms = self.core.shared.clock.now_ms();
-        job.state = JobState::Failed;
+        // A run that cannot go on (its file, or the tenant's settings it maps with, changed)
+        // pauses with the reason: an operator can fix and resume it. A dry run fails.
+        if matches!(job.state, JobState::Running | JobState::Paused) {
+            job.state = JobState::Paused;
+        } else {
+            job.state = JobState::Failed;
+            job.finished_at_ms = Some(now_ms);
+        }
         job.error = Some(message);
         job.updated_at_ms = now_ms;
-        job.finished_at_ms = Some(now_ms);
         if let Err(error) = store.put_backfill_job(&job.id, &job) {
             tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "backfill job write failed");
         }
@@ -511,7 +523,13 @@ impl CaptureActor {
         job.progress.recounted_at_ms = now_ms;
         // Done once every row is read and every entry the job indexed left the queue. (An
         // entry queued in this chunk is indexed before it is written: it counts as waiting.)
-        if job.state == JobState::Running && job.progress.read_complete && recount.waiting == 0 {
+        // The recount's scan may have started before the last chunk's index was written:
+        // only a scan that saw every entry the job queued can call it done.
+        if job.state == JobState::Running
+            && job.progress.read_complete
+            && recount.waiting == 0
+            && recount.entries >= job.progress.queued
+        {
             job.state = JobState::Done;
             job.finished_at_ms = Some(now_ms);
             tracing::info!(tenant_id = %store.tenant_id(), job = %job.id, queued = job.progress.queued, "backfill done");
@@ -576,6 +594,8 @@ impl CaptureActor {
                         job.dry_run = Default::default();
                     }
                     BackfillAction::Start => job.started_at_ms = Some(now_ms),
+                    // The operator fixed what paused it (or chose to go on).
+                    BackfillAction::Resume => job.error = None,
                     BackfillAction::Cancel => job.finished_at_ms = Some(now_ms),
                     _ => {}
                 }
@@ -619,6 +639,10 @@ fn recount_wanted(job: &BackfillJob) -> bool {
         JobState::Running | JobState::Paused => true,
         JobState::Done | JobState::Cancelled => {
             job.progress.confirmed + job.progress.dead < job.progress.queued
+                || (job.state == JobState::Done
+                    && job.progress.queued > 0
+                    && job.progress.first_day.is_some()
+                    && job.progress.reconciliation.is_none())
         }
         _ => false,
     }

@@ -87,6 +87,9 @@ pub struct TenantShared {
     /// A running backfill job is still reading its file: the submitter sends only full
     /// batches of backfill gifts (a short one would be filled by the next chunk).
     pub backfill_feeding: std::sync::atomic::AtomicBool,
+    /// When the submitter's calls that carried backfill entries went, over the last hour: a
+    /// job's estimate counts the live lane's use of the allowance without them.
+    backfill_calls: Mutex<std::collections::VecDeque<u64>>,
     /// Serialises creating and starting money reconciliation jobs (one runs at a time).
     reconciliation_lock: Mutex<()>,
 }
@@ -138,6 +141,7 @@ impl TenantShared {
             two_way_live: Mutex::new(std::collections::BTreeMap::new()),
             backfill_files: RwLock::new(None),
             backfill_feeding: std::sync::atomic::AtomicBool::new(false),
+            backfill_calls: Mutex::new(std::collections::VecDeque::new()),
             reconciliation_lock: Mutex::new(()),
         }
     }
@@ -172,6 +176,31 @@ impl TenantShared {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(partners);
         self.two_way_wake.notify_waiters();
+    }
+
+    /// Notes a call that carried backfill entries (at `now_ms`), forgetting those older than
+    /// the budget's hour.
+    pub fn note_backfill_call(&self, now_ms: u64) {
+        let mut calls = self
+            .backfill_calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        calls.push_back(now_ms);
+        let since_ms = now_ms.saturating_sub(crate::budget::BUDGET_WINDOW_MS);
+        while calls.front().is_some_and(|&at| at < since_ms) {
+            calls.pop_front();
+        }
+    }
+
+    /// Calls that carried backfill entries since `since_ms` (this process's; a restart
+    /// forgets them: the estimate then counts them as live use for up to an hour).
+    pub fn backfill_calls_since(&self, since_ms: u64) -> u64 {
+        self.backfill_calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|&&at| at >= since_ms)
+            .count() as u64
     }
 
     /// The backfill files' adapter, once set.

@@ -72,10 +72,17 @@ impl TenantHandle {
         self.shared.replace_backfill_files(files);
     }
 
-    /// Calls made in the last hour (all lanes) and the allowance, for a job's estimate.
+    /// Calls the other lanes made in the last hour (the backfill's own calls left out) and
+    /// the allowance, for a job's estimate.
     pub fn budget_use(&self) -> (u64, u64) {
         let now_ms = self.shared.clock.now_ms();
         let view = self.shared.budget.view(now_ms);
-        (view.calls_in_window, view.allowance_per_hour)
+        let backfill = self
+            .shared
+            .backfill_calls_since(now_ms.saturating_sub(crate::budget::BUDGET_WINDOW_MS));
+        (
+            view.calls_in_window.saturating_sub(backfill),
+            view.allowance_per_hour,
+        )
     }
 }

@@ -201,7 +201,11 @@ impl TenantStore {
                     | SyncState::InSync,
                 ) => recount.confirmed += 1,
                 Some(SyncState::Dead) => recount.dead += 1,
-                _ => recount.waiting += 1,
+                // Still in a lane (or not yet written: the chunk's write is on its way).
+                Some(SyncState::Pending | SyncState::Retrying | SyncState::WaitingForGift)
+                | None => recount.waiting += 1,
+                // Left the queue (a two-way state of a contact the job updated).
+                Some(_) => recount.submitted += 1,
             }
         }
         Ok(recount)

@@ -229,7 +229,9 @@ impl<'a> Completing<'a> {
         Ok(())
     }
 
-    /// Another attempt later, in the retry lane (same seq: the record's order survives).
+    /// Another attempt later, in the retry lane (same seq: the record's order survives); a
+    /// backfill entry stays in the backfill lane (history never jumps ahead of live retries,
+    /// and keeps to the backfill's share).
     fn retry_at(
         &mut self,
         leased: &LeasedEntry,
@@ -241,16 +243,21 @@ impl<'a> Completing<'a> {
     ) -> Result<(), StoreError> {
         entry.attempts = attempts;
         entry.not_before_ms = not_before_ms;
-        if leased.lane != Lane::Retry {
+        let lane = if leased.lane == Lane::Backfill {
+            Lane::Backfill
+        } else {
+            Lane::Retry
+        };
+        if leased.lane != lane {
             self.remove_from_queue(leased);
-            let slot = &mut self.added[Lane::Retry as usize];
+            let slot = &mut self.added[lane as usize];
             slot.0 += 1;
             slot.1 = slot.1.min(entry.enqueued_at_ms);
-            entry.fact.lane = Lane::Retry;
+            entry.fact.lane = lane;
         }
         self.move_record(record_key, SyncState::Retrying, reason);
         self.batch.insert(
-            self.inner.keys.queue_entry(Lane::Retry, leased.seq),
+            self.inner.keys.queue_entry(lane, leased.seq),
             encode(&entry)?,
         );
         self.report.retried += 1;

@@ -358,7 +358,15 @@ impl SubmitterActor {
             lease_timeout_ms: settings.submit.lease_timeout_ms,
             contact_batch: settings.submit.contact_batch,
             backfill_first,
-            backfill_min_gifts: if shared.backfill_feeding.load(Ordering::Acquire) {
+            // A short group of backfill gifts waits to be filled only while the job's reader
+            // can still add to the lane (below its window): else it goes, so another
+            // source's gifts or a full window can never hold it for good.
+            backfill_min_gifts: if shared.backfill_feeding.load(Ordering::Acquire)
+                && shared.tenant_store().lane_stats()[Lane::Backfill as usize]
+                    .1
+                    .depth
+                    < crate::backfill::FEED_WINDOW
+            {
                 settings.submit.batch_max.clamp(1, 100)
             } else {
                 1
@@ -475,6 +483,9 @@ impl SubmitterActor {
             .iter()
             .flatten()
             .any(|leased| leased.lane == Lane::Backfill);
+        if carries_backfill {
+            self.core.shared.note_backfill_call(now_ms);
+        }
         let view = &mut self.behavior.view;
         if carries_backfill {
             view.backfill_calls += 1;

@@ -114,8 +114,14 @@ impl Model {
                 match RETRY_SCHEDULE_MS.get(entry.attempts as usize - 1) {
                     Some(&base_ms) => {
                         entry.not_before_ms = now + base_ms.max(retry_after_ms.unwrap_or(0));
-                        entry.fact.lane = Lane::Retry;
-                        self.queued.insert((Lane::Retry, seq), entry);
+                        // A backfill entry keeps its lane.
+                        let lane = if entry.fact.lane == Lane::Backfill {
+                            Lane::Backfill
+                        } else {
+                            Lane::Retry
+                        };
+                        entry.fact.lane = lane;
+                        self.queued.insert((lane, seq), entry);
                         self.record(&id).state = SyncState::Retrying;
                         Applied::Retried
                     }
