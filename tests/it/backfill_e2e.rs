@@ -233,6 +233,60 @@ async fn gift_counts(client: &reqwest::Client, url: &str, tenant: &str) -> BTree
     counts
 }
 
+/// Waits until every expected payment has its gift in Virtuous, asserts none has two; the
+/// gifts by transactionId.
+async fn each_payment_once(
+    client: &reqwest::Client,
+    url: &str,
+    tenant: &str,
+    expected: &[String],
+) -> BTreeMap<String, u64> {
+    let counts = wait_until(
+        Duration::from_secs(60),
+        "every payment's gift in Virtuous",
+        || async {
+            let counts = gift_counts(client, url, tenant).await;
+            expected
+                .iter()
+                .all(|id| counts.contains_key(id))
+                .then_some(counts)
+        },
+    )
+    .await;
+    let twice: Vec<&String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(twice.is_empty(), "gifts made twice: {twice:?}");
+    counts
+}
+
+/// Waits until Virtuous holds `reversed` reversals and asserts there is no extra one.
+async fn each_reversal_once(client: &reqwest::Client, url: &str, tenant: &str, reversed: usize) {
+    let gifts = wait_until(
+        Duration::from_secs(120),
+        "every reversal in Virtuous",
+        || async {
+            let gifts = sandbox_json(
+                client,
+                url,
+                Method::GET,
+                &format!("/_sandbox/orgs/{tenant}/gifts"),
+                None,
+            )
+            .await;
+            (reversal_count(&gifts) >= reversed).then_some(gifts)
+        },
+    )
+    .await;
+    assert_eq!(
+        reversal_count(&gifts),
+        reversed,
+        "one reversal per reversed payment"
+    );
+}
+
 fn reversal_count(gifts: &Value) -> usize {
     gifts
         .as_array()
@@ -418,54 +472,14 @@ async fn a_stripe_export_beside_live_payments_makes_one_gift_per_payment_and_kee
         .iter()
         .map(|p| p.payment_id.clone())
         .collect();
-    let counts = wait_until(
-        Duration::from_secs(60),
-        "every payment's gift in Virtuous",
-        || async {
-            let counts = gift_counts(&client, &sandbox_url, tenant).await;
-            expected
-                .iter()
-                .all(|id| counts.contains_key(id))
-                .then_some(counts)
-        },
-    )
-    .await;
-    let twice: Vec<&String> = counts
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
-    assert!(twice.is_empty(), "gifts made twice: {twice:?}");
-    let reversed = export.reversed_payment_ids().len();
-    wait_until(
-        Duration::from_secs(120),
-        "every reversal in Virtuous",
-        || async {
-            let gifts = sandbox_json(
-                &client,
-                &sandbox_url,
-                Method::GET,
-                &format!("/_sandbox/orgs/{tenant}/gifts"),
-                None,
-            )
-            .await;
-            (reversal_count(&gifts) >= reversed).then_some(())
-        },
-    )
-    .await;
-    let gifts = sandbox_json(
+    each_payment_once(&client, &sandbox_url, tenant, &expected).await;
+    each_reversal_once(
         &client,
         &sandbox_url,
-        Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/gifts"),
-        None,
+        tenant,
+        export.reversed_payment_ids().len(),
     )
     .await;
-    assert_eq!(
-        reversal_count(&gifts),
-        reversed,
-        "one reversal per reversed payment"
-    );
 
     // The estimate against the calls the run spent (gift batches and reversals). The file's
     // payments that also arrived live and came first are duplicates the dry run could not
@@ -648,24 +662,7 @@ async fn kill_9_loops_during_a_backfill_resume_it_with_nothing_lost_and_nothing_
         .iter()
         .map(|p| p.payment_id.clone())
         .collect();
-    let counts = wait_until(
-        Duration::from_secs(60),
-        "every payment's gift in Virtuous",
-        || async {
-            let counts = gift_counts(&sandbox.client, &sandbox.url, tenant).await;
-            expected
-                .iter()
-                .all(|id| counts.contains_key(id))
-                .then_some(counts)
-        },
-    )
-    .await;
-    let twice: Vec<&String> = counts
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
-    assert!(twice.is_empty(), "gifts made twice: {twice:?}");
+    let counts = each_payment_once(&sandbox.client, &sandbox.url, tenant, &expected).await;
     let extra: Vec<&String> = counts.keys().filter(|id| !expected.contains(id)).collect();
     assert!(extra.is_empty(), "gifts no payment explains: {extra:?}");
     assert!(
@@ -678,28 +675,13 @@ async fn kill_9_loops_during_a_backfill_resume_it_with_nothing_lost_and_nothing_
             .any(|&rows| rows > 0 && rows < export.data_rows),
         "a kill landed while the file was being read: {positions:?}"
     );
-    let reversed = export.reversed_payment_ids().len();
-    let gifts = wait_until(
-        Duration::from_secs(60),
-        "every reversal in Virtuous",
-        || async {
-            let gifts = sandbox_json(
-                &sandbox.client,
-                &sandbox.url,
-                Method::GET,
-                &format!("/_sandbox/orgs/{tenant}/gifts"),
-                None,
-            )
-            .await;
-            (reversal_count(&gifts) >= reversed).then_some(gifts)
-        },
+    each_reversal_once(
+        &sandbox.client,
+        &sandbox.url,
+        tenant,
+        export.reversed_payment_ids().len(),
     )
     .await;
-    assert_eq!(
-        reversal_count(&gifts),
-        reversed,
-        "one reversal per reversed payment"
-    );
     eprintln!(
         "backfill kill -9: {cycles} cycles, rows read at each kill {positions:?}, done {:.1} s after the last; {}",
         deadline.elapsed().as_secs_f64(),
