@@ -123,6 +123,8 @@ fn progress_json(job: &BackfillJob) -> Value {
         "confirmed": progress.confirmed,
         "dead": progress.dead,
         "percent": percent(job),
+        // The money reconciliation asked for once every entry was confirmed (its id).
+        "reconciliation": progress.reconciliation,
     })
 }
 
