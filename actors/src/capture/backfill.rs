@@ -22,8 +22,12 @@
 //!
 //! Nothing is trusted to memory: the open reader is a cache of the stored cursor.
 
-use actix::WrapFuture;
-use actix::{fut, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, SpawnHandle};
+// Size: ~690 lines — one job loop with its commands; the recount (`maybe_recount`,
+// `apply_recount`, ~110 lines) is the part to move to a file of its own next time.
+
+use actix::{
+    fut, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, SpawnHandle, WrapFuture,
+};
 
 use super::CaptureActor;
 use crate::backfill::{
