@@ -66,8 +66,12 @@ async fn a_transaction_imported_twice_is_flagged_as_a_duplicate() {
     assert_eq!(report["imported"], 4, "dedup is off: {report}");
 
     reconcile_now(&app, "rec-dup").await;
-    let status = wait_for_count(&app, "rec-dup", "confirmed", 3).await;
-    let duplicate = alert(&status, "duplicate_gift").expect("duplicate_gift alert");
+    wait_for_count(&app, "rec-dup", "confirmed", 3).await;
+    // The pass moves the records, then raises the alert: two writes, so poll for the second.
+    let duplicate = wait_until(EVENTUALLY, "the duplicate_gift alert", || async {
+        alert(&app.status("rec-dup").await, "duplicate_gift")
+    })
+    .await;
     assert_eq!(duplicate["count"], 1, "{duplicate}");
     assert!(
         duplicate["message"].as_str().unwrap().contains("dup_0"),
