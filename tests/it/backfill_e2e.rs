@@ -189,16 +189,21 @@ async fn send_live(app: &TestApp, tenant: &str, event: &GeneratedEvent) -> (Syst
     panic!("live {} answered 503 fifty times", event.id);
 }
 
-/// The sandbox's request log: transactionId → when its first gift request arrived (Unix ms).
-async fn first_sent_ms(client: &reqwest::Client, url: &str, tenant: &str) -> BTreeMap<String, u64> {
-    let requests = sandbox_json(
+/// `GET /_sandbox/orgs/{tenant}/{what}` (the org's `gifts`, `requests`, `stats`).
+async fn org_get(client: &reqwest::Client, url: &str, tenant: &str, what: &str) -> Value {
+    sandbox_json(
         client,
         url,
         Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/requests"),
+        &format!("/_sandbox/orgs/{tenant}/{what}"),
         None,
     )
-    .await;
+    .await
+}
+
+/// The sandbox's request log: transactionId → when its first gift request arrived (Unix ms).
+async fn first_sent_ms(client: &reqwest::Client, url: &str, tenant: &str) -> BTreeMap<String, u64> {
+    let requests = org_get(client, url, tenant, "requests").await;
     let mut first = BTreeMap::new();
     for request in requests.as_array().unwrap() {
         let at_ms = request["at_ms"].as_u64().unwrap();
@@ -213,14 +218,7 @@ async fn first_sent_ms(client: &reqwest::Client, url: &str, tenant: &str) -> BTr
 
 /// transactionId → how many gifts the org holds with it (reversals not counted).
 async fn gift_counts(client: &reqwest::Client, url: &str, tenant: &str) -> BTreeMap<String, u64> {
-    let gifts = sandbox_json(
-        client,
-        url,
-        Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/gifts"),
-        None,
-    )
-    .await;
+    let gifts = org_get(client, url, tenant, "gifts").await;
     let mut counts = BTreeMap::new();
     for gift in gifts.as_array().unwrap() {
         if gift["giftType"] == "ReversingTransaction" {
@@ -268,14 +266,7 @@ async fn each_reversal_once(client: &reqwest::Client, url: &str, tenant: &str, r
         Duration::from_secs(120),
         "every reversal in Virtuous",
         || async {
-            let gifts = sandbox_json(
-                client,
-                url,
-                Method::GET,
-                &format!("/_sandbox/orgs/{tenant}/gifts"),
-                None,
-            )
-            .await;
+            let gifts = org_get(client, url, tenant, "gifts").await;
             (reversal_count(&gifts) >= reversed).then_some(gifts)
         },
     )
@@ -565,28 +556,14 @@ fn export_for_during() -> StripeExport {
 
 /// Every API call the org answered.
 async fn sandbox_calls(client: &reqwest::Client, url: &str, tenant: &str) -> u64 {
-    let stats = sandbox_json(
-        client,
-        url,
-        Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/stats"),
-        None,
-    )
-    .await;
+    let stats = org_get(client, url, tenant, "stats").await;
     crate::external_sandbox::total_calls(&stats)
 }
 
 /// Calls that carried the backfill's entries: gift batches whose gifts carry `label` as
 /// their batch (read from the org's gifts) and reversals of those gifts.
 async fn backfill_calls(client: &reqwest::Client, url: &str, tenant: &str, label: &str) -> u64 {
-    let gifts = sandbox_json(
-        client,
-        url,
-        Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/gifts"),
-        None,
-    )
-    .await;
+    let gifts = org_get(client, url, tenant, "gifts").await;
     let labelled: std::collections::BTreeSet<String> = gifts
         .as_array()
         .unwrap()
@@ -594,14 +571,7 @@ async fn backfill_calls(client: &reqwest::Client, url: &str, tenant: &str, label
         .filter(|gift| gift["batch"] == label && gift["giftType"] != "ReversingTransaction")
         .filter_map(|gift| gift["transactionId"].as_str().map(str::to_string))
         .collect();
-    let requests = sandbox_json(
-        client,
-        url,
-        Method::GET,
-        &format!("/_sandbox/orgs/{tenant}/requests"),
-        None,
-    )
-    .await;
+    let requests = org_get(client, url, tenant, "requests").await;
     let gift_calls = requests
         .as_array()
         .unwrap()

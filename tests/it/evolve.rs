@@ -77,19 +77,6 @@ async fn poll_once(app: &TestApp, tenant: &str) {
     }
 }
 
-fn transaction_ids(requests: &[Value]) -> Vec<String> {
-    requests
-        .iter()
-        .flat_map(|request| {
-            request["transaction_ids"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .map(|id| id.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_platform_moves_from_polled_to_hybrid_to_webhook_by_patch_without_a_gap_or_a_duplicate() {
     // Goal: donations keep coming while the tenant is PATCHed from a polled platform to hybrid (webhooks added) and then to webhooks only (poll removed); every donation reaches Virtuous exactly once, including those made around each PATCH.
@@ -153,13 +140,23 @@ async fn a_platform_moves_from_polled_to_hybrid_to_webhook_by_patch_without_a_ga
     }
     let total = n;
     wait_until(Duration::from_secs(60), "every donation sent", || async {
-        let ids = transaction_ids(&sim.virtuous_requests(tenant).await);
+        let ids = sim.transaction_ids(tenant).await;
         (ids.len() >= total).then_some(())
     })
     .await;
-    // A little longer: a duplicate would show up now.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let mut ids = transaction_ids(&sim.virtuous_requests(tenant).await);
+    // Nothing left to send and no call in flight: a duplicate would be in the log by now.
+    wait_until(
+        Duration::from_secs(30),
+        "the tenant's queue drained",
+        || async {
+            let status = app.status(tenant).await;
+            let idle = crate::common::queued_total(&status) == 0
+                && status["actors"]["submitter"]["observed"]["in_flight"] == false;
+            idle.then_some(())
+        },
+    )
+    .await;
+    let mut ids = sim.transaction_ids(tenant).await;
     ids.sort();
     let mut expected: Vec<String> = (1..=total).map(|n| format!("don-{n}")).collect();
     expected.sort();

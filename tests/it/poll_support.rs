@@ -94,6 +94,22 @@ impl Sim {
             .expect("the request log is an array")
     }
 
+    /// The transactionIds of every gift request the org received, in order (a gift sent
+    /// twice appears twice).
+    pub async fn transaction_ids(&self, org_id: &str) -> Vec<String> {
+        self.virtuous_requests(org_id)
+            .await
+            .iter()
+            .flat_map(|request| {
+                request["transaction_ids"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|id| id.as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Contact transactions Virtuous received per `referenceId` (from the request log's
     /// `reference_ids`), and how many contact writes the log holds in all.
     pub async fn contact_transactions(&self, org_id: &str) -> BTreeMap<String, u64> {
