@@ -26,7 +26,8 @@ pub const FEED_WINDOW: u64 = 1_000;
 pub const GIFTS_PER_CALL: u64 = 100;
 
 /// A job's state. `awaiting_file → validating → ready → running ⇄ paused → done |
-/// cancelled`; `failed` when the file cannot be read at all (the reason is in `error`).
+/// cancelled` (a listing job starts at `validating`); `failed` when the file or the
+/// listing cannot be read at all (the reason is in `error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -80,15 +81,46 @@ pub struct JobSpec {
     pub mapping_json: String,
     /// The `batch` label every gift carries.
     pub label: String,
+    /// A listing job (no file): the source's full listing through its poller, records whose
+    /// source version time lies in the window. `format` is then `"listing"` and
+    /// `mapping_json` empty: the poller's own mapping makes the entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<ListingWindow>,
 }
+
+/// The format name of a listing job.
+pub const LISTING_FORMAT: &str = "listing";
+
+/// A listing job's window: records whose source version time (`updated_at`,
+/// `last_changed`) lies in `[from_ms, to_ms]` (ms since the epoch). The listing is read from
+/// `from_ms` on; records after `to_ms` are skipped (the live poller takes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingWindow {
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+impl ListingWindow {
+    pub fn contains(&self, version_ms: u64) -> bool {
+        (self.from_ms..=self.to_ms).contains(&version_ms)
+    }
+}
+
+/// Why a listed record is skipped: its version lies outside the job's window.
+pub const OUTSIDE_WINDOW: &str = "changed outside the window";
 
 /// Where a reader stands in a file: the byte offset of the next unread record and the row
 /// number of the last record read (rows are numbered as a spreadsheet shows them: in a CSV
 /// the header is row 1, so the first data record is row 2; in NDJSON the first line is row 1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In a listing job: `offset` counts the pages read, `row` the records read (the first is
+/// row 1), and `page` is the source's cursor of the next page (`None` before the first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     pub offset: u64,
     pub row: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
 }
 
 /// A gift's money, for the dry run's totals and money reconciliation.
@@ -154,6 +186,12 @@ pub trait RowReader: Send {
 /// `steward` crate's adapter, in `TenantShared::backfill_files`).
 pub trait BackfillFiles: Send + Sync + 'static {
     fn open(&self, job_id: &str, spec: &JobSpec, at: Cursor) -> Result<Box<dyn RowReader>, String>;
+    /// A listing job's record (one item of its source's poller page, inside the window) as
+    /// a row: the entries the live poll queues for it, in the `backfill` lane with the
+    /// job's label as every gift's `batch`, and the gift's money; a record the poller could
+    /// not map is [`RowOutcome::Rejected`] with its id in the reason. The same function
+    /// serves the listing's dry run and its real run.
+    fn classify_listed(&self, spec: &JobSpec, item: crate::ports::PolledItem) -> RowOutcome;
 }
 
 /// Row counts, shared by the dry run and the real run.
@@ -236,10 +274,16 @@ pub struct BackfillJob {
 
 impl BackfillJob {
     pub fn new(id: String, spec: JobSpec, now_ms: u64) -> BackfillJob {
+        // A listing has no file: its dry run starts at once.
+        let state = if spec.listing.is_some() {
+            JobState::Validating
+        } else {
+            JobState::AwaitingFile
+        };
         BackfillJob {
             id,
             spec,
-            state: JobState::AwaitingFile,
+            state,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             file_bytes: None,

@@ -50,13 +50,23 @@ pub const RECOUNT_EVERY_MS: u64 = 2_000;
 /// How often a finished job's confirmations are recounted until all are confirmed.
 const RECOUNT_DONE_EVERY_MS: u64 = 10_000;
 /// Wait when the lane is full, the adapter is not set yet, or the store failed.
-const RECHECK_MS: u64 = 250;
+pub(super) const RECHECK_MS: u64 = 250;
 
 /// What a reader was opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(super) enum Purpose {
     DryRun,
     Run,
+}
+
+impl Purpose {
+    /// Where the job's reader for this purpose stands.
+    pub(super) fn cursor_of(self, job: &BackfillJob) -> &Cursor {
+        match self {
+            Purpose::DryRun => &job.dry_run.cursor,
+            Purpose::Run => &job.cursor,
+        }
+    }
 }
 
 struct OpenReader {
@@ -72,9 +82,11 @@ struct OpenReader {
 pub struct BackfillRuntime {
     reader: Option<OpenReader>,
     /// A chunk is being read or written.
-    busy: bool,
+    pub(super) busy: bool,
     timer: Option<SpawnHandle>,
     recounting: bool,
+    /// A listing's page reads that failed in a row.
+    pub(super) listing_failures: u32,
     last_recount_ms: u64,
     last_done_recount_ms: u64,
 }
@@ -175,7 +187,7 @@ impl CaptureActor {
         }
     }
 
-    fn backfill_later(&mut self, delay_ms: u64, ctx: &mut Context<Self>) {
+    pub(super) fn backfill_later(&mut self, delay_ms: u64, ctx: &mut Context<Self>) {
         if let Some(timer) = self.behavior.backfills.timer.take() {
             ctx.cancel_future(timer);
         }
@@ -189,12 +201,13 @@ impl CaptureActor {
         self.behavior.backfills.timer = Some(handle);
     }
 
-    /// Reads the next chunk of `job` for `purpose` off the actor's thread.
+    /// Reads the next chunk of `job` for `purpose` off the actor's thread (a listing job's
+    /// next page: `backfill_listing.rs`).
     fn backfill_step(&mut self, job: BackfillJob, purpose: Purpose, ctx: &mut Context<Self>) {
-        let at = match purpose {
-            Purpose::DryRun => job.dry_run.cursor,
-            Purpose::Run => job.cursor,
-        };
+        if job.spec.listing.is_some() {
+            return self.listing_step(job, purpose, ctx);
+        }
+        let at = purpose.cursor_of(&job).clone();
         let cached = self
             .behavior
             .backfills
@@ -217,12 +230,25 @@ impl CaptureActor {
                 }
             }
         };
-        self.behavior.backfills.busy = true;
-        let store = self.backfill_store();
         let rows = match purpose {
             Purpose::DryRun => DRY_RUN_CHUNK_ROWS,
             Purpose::Run => CHUNK_ROWS,
         };
+        self.read_off_thread(job, purpose, reader, rows, ctx);
+    }
+
+    /// Reads `rows` rows from `reader` and looks their entries up in the store, off the
+    /// actor's thread; the chunk then goes to [`Self::chunk_read`].
+    pub(super) fn read_off_thread(
+        &mut self,
+        job: BackfillJob,
+        purpose: Purpose,
+        reader: Box<dyn RowReader>,
+        rows: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        self.behavior.backfills.busy = true;
+        let store = self.backfill_store();
         let read = tokio::task::spawn_blocking(move || read_chunk(reader, store, rows));
         ctx.spawn(read.into_actor(self).map(move |read, capture, ctx| {
             capture.behavior.backfills.busy = false;
@@ -240,7 +266,12 @@ impl CaptureActor {
         }));
     }
 
-    fn backfill_failed(&mut self, job: BackfillJob, message: String, ctx: &mut Context<Self>) {
+    pub(super) fn backfill_failed(
+        &mut self,
+        job: BackfillJob,
+        message: String,
+        ctx: &mut Context<Self>,
+    ) {
         let store = self.backfill_store();
         // As the store has it now: an operator's command since the read stands.
         let mut job = match store.backfill_job::<BackfillJob>(&job.id) {
@@ -302,15 +333,17 @@ impl CaptureActor {
             Ok(chunk) => chunk,
             Err(message) => return self.backfill_failed(job, message, ctx),
         };
-        let next = chunk.next;
+        let next = chunk.next.clone();
         let end = chunk.end;
+        // A listing's reader holds one fetched page: nothing to keep open.
+        let file_job = job.spec.listing.is_none();
         let written = match purpose {
             Purpose::DryRun => self.dry_run_chunk(job, chunk, &known).map(|()| 0),
             Purpose::Run => self.run_chunk(job, chunk, &known),
         };
         match written {
             Ok(queued) => {
-                if !end {
+                if !end && file_job {
                     self.behavior.backfills.reader = Some(OpenReader {
                         job_id,
                         purpose,
@@ -351,7 +384,7 @@ impl CaptureActor {
             }
         }
         store.put_backfill_rejects(&job.id, &rejects)?;
-        job.dry_run.cursor = chunk.next;
+        job.dry_run.cursor = chunk.next.clone();
         job.updated_at_ms = self.core.shared.clock.now_ms();
         if chunk.end {
             job.dry_run.complete = true;
@@ -421,7 +454,7 @@ impl CaptureActor {
         for alert in &alerts {
             super::commands::raise_alert(&store, alert, now_ms)?;
         }
-        job.cursor = chunk.next;
+        job.cursor = chunk.next.clone();
         job.progress.queued += fresh;
         job.updated_at_ms = now_ms;
         if chunk.end {

@@ -18,6 +18,7 @@ use crate::observe::ActorKind;
 use crate::store::{Counts, EnqueueOutcome};
 
 mod backfill;
+mod backfill_listing;
 pub mod commands;
 mod polling;
 mod two_way;

@@ -75,6 +75,7 @@ impl RowReader for MemoryReader {
             next: Cursor {
                 offset: end,
                 row: end + 1,
+                page: None,
             },
             end: end == self.rows,
         })
@@ -88,11 +89,37 @@ impl BackfillFiles for MemoryFiles {
         _spec: &JobSpec,
         at: Cursor,
     ) -> Result<Box<dyn RowReader>, String> {
+        let next = at.offset;
         self.opened_at.lock().unwrap().push(at);
         Ok(Box::new(MemoryReader {
             rows: self.rows,
-            next: at.offset,
+            next,
         }))
+    }
+
+    fn classify_listed(&self, spec: &JobSpec, item: crate::ports::PolledItem) -> RowOutcome {
+        listed_outcome(spec, item)
+    }
+}
+
+/// The test's classifier of a listed record: its entries in the `backfill` lane, or a
+/// reject naming the record.
+fn listed_outcome(_spec: &JobSpec, item: crate::ports::PolledItem) -> RowOutcome {
+    match item.entries {
+        Ok(entries) => RowOutcome::Payment {
+            entries: entries
+                .into_iter()
+                .map(|mut entry| {
+                    entry.fact.lane = Lane::Backfill;
+                    entry
+                })
+                .collect(),
+            alerts: Vec::new(),
+            money: None,
+        },
+        Err(reason) => RowOutcome::Rejected {
+            reason: format!("record {}: {reason}", item.record_id),
+        },
     }
 }
 
@@ -102,6 +129,7 @@ fn spec() -> JobSpec {
         format: "csv".into(),
         mapping_json: r#""stripe_payments_export""#.into(),
         label: "history".into(),
+        listing: None,
     }
 }
 

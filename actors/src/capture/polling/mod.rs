@@ -25,7 +25,10 @@ use std::time::Duration;
 use actix::{ActorFutureExt, AsyncContext, Context, SpawnHandle, WrapFuture};
 
 mod commands;
+mod listing;
 mod schedule;
+
+pub(super) use listing::ListingGate;
 
 use schedule::{day_start_in, next_reset_after, next_scheduled_run, roll_quota_day};
 
@@ -283,12 +286,8 @@ impl CaptureActor {
         if slot.wait_until_ms > now_ms {
             return Ok(Step::WaitUntil(slot.wait_until_ms));
         }
-        let limits = &slot.spec.settings.limits;
-        if let Some(daily) = limits.daily {
-            roll_quota_day(&mut slot.state, limits.daily_reset_utc_s, now_ms);
-            if slot.state.quota_calls >= u64::from(daily) {
-                let until_ms = next_reset_after(limits.daily_reset_utc_s, now_ms);
-                slot.state.quota_wait_until_ms = Some(until_ms);
+        match limits_wait(slot, now_ms) {
+            Some(LimitWait::Quota(until_ms)) => {
                 if let Some(run) = &mut slot.progress.run {
                     run.report.quota_waits += 1;
                 }
@@ -296,23 +295,11 @@ impl CaptureActor {
                     .shared
                     .tenant_store()
                     .put_poller_state(source, &slot.state)?;
-                return Ok(Step::WaitUntil(until_ms));
+                Ok(Step::WaitUntil(until_ms))
             }
+            Some(LimitWait::Second(at_ms)) => Ok(Step::WaitUntil(at_ms)),
+            None => Ok(Step::Fetch),
         }
-        if let Some(per_second) = limits.per_second {
-            while slot
-                .recent_calls
-                .front()
-                .is_some_and(|&at| at + 1_000 <= now_ms)
-            {
-                slot.recent_calls.pop_front();
-            }
-            if slot.recent_calls.len() >= per_second as usize {
-                let oldest = *slot.recent_calls.front().expect("not empty");
-                return Ok(Step::WaitUntil(oldest + 1_000));
-            }
-        }
-        Ok(Step::Fetch)
     }
 
     /// Sends the next page's request; its answer comes back in [`Self::on_fetched`].
@@ -360,26 +347,7 @@ impl CaptureActor {
         let Some(slot) = self.behavior.polls.slots.get_mut(source) else {
             return;
         };
-        let kind = slot.spec.settings.kind.clone();
-        let calls = match &fetch {
-            PollFetch::Page(page) => page.calls,
-            PollFetch::Throttled { calls, .. }
-            | PollFetch::QuotaExhausted { calls }
-            | PollFetch::Failed { calls, .. } => *calls,
-            PollFetch::AuthRefused { .. } => 1,
-        };
-        // The per-second window holds answer times: the source saw each call at or before
-        // its answer, and the next call is sent after, so "the 4th call before this one was
-        // answered ≥ 1 s ago" keeps the source's own count within its limit whatever the
-        // latency (send times alone let jitter put 5 arrivals in one second).
-        for _ in 0..calls {
-            slot.recent_calls.push_back(now_ms);
-        }
-        // One call was counted for the day when sent; an adapter may have made more (a token
-        // refresh's repeat) or none (it answered without sending).
-        slot.state.quota_calls = (slot.state.quota_calls + u64::from(calls)).saturating_sub(1);
-        metrics::counter!(crate::metrics::POLL_CALLS_TOTAL, crate::metrics::LABEL_SOURCE => kind)
-            .increment(u64::from(calls));
+        let calls = count_answer(slot, &fetch, now_ms);
         if let Some(run) = &mut slot.progress.run {
             run.report.calls += u64::from(calls);
         }
@@ -915,4 +883,64 @@ fn start_run(slot: &mut Slot, trigger: &str, now_ms: u64) {
             ..RunReport::default()
         },
     });
+}
+
+/// Why the source's own limits hold the next call back, and until when.
+enum LimitWait {
+    /// The day's quota is spent (`quota_wait_until_ms` is set).
+    Quota(u64),
+    /// The per-second window is full.
+    Second(u64),
+}
+
+/// Whether the source's own limits (calls a day, calls a second) allow a call now. Rolls the
+/// quota day; a spent quota sets the slot's `quota_wait_until_ms` (the caller stores it).
+fn limits_wait(slot: &mut Slot, now_ms: u64) -> Option<LimitWait> {
+    let limits = &slot.spec.settings.limits;
+    if let Some(daily) = limits.daily {
+        roll_quota_day(&mut slot.state, limits.daily_reset_utc_s, now_ms);
+        if slot.state.quota_calls >= u64::from(daily) {
+            let until_ms = next_reset_after(limits.daily_reset_utc_s, now_ms);
+            slot.state.quota_wait_until_ms = Some(until_ms);
+            return Some(LimitWait::Quota(until_ms));
+        }
+    }
+    if let Some(per_second) = limits.per_second {
+        while slot
+            .recent_calls
+            .front()
+            .is_some_and(|&at| at + 1_000 <= now_ms)
+        {
+            slot.recent_calls.pop_front();
+        }
+        if slot.recent_calls.len() >= per_second as usize {
+            let oldest = *slot.recent_calls.front().expect("not empty");
+            return Some(LimitWait::Second(oldest + 1_000));
+        }
+    }
+    None
+}
+
+/// Counts an answer's calls against the source's limits (and the metric); returns them.
+fn count_answer(slot: &mut Slot, fetch: &PollFetch, now_ms: u64) -> u32 {
+    let calls = match fetch {
+        PollFetch::Page(page) => page.calls,
+        PollFetch::Throttled { calls, .. }
+        | PollFetch::QuotaExhausted { calls }
+        | PollFetch::Failed { calls, .. } => *calls,
+        PollFetch::AuthRefused { .. } => 1,
+    };
+    // The per-second window holds answer times: the source saw each call at or before its
+    // answer, and the next call is sent after, so "the 4th call before this one was answered
+    // ≥ 1 s ago" keeps the source's own count within its limit whatever the latency (send
+    // times alone let jitter put 5 arrivals in one second).
+    for _ in 0..calls {
+        slot.recent_calls.push_back(now_ms);
+    }
+    // One call was counted for the day when sent; an adapter may have made more (a token
+    // refresh's repeat) or none (it answered without sending).
+    slot.state.quota_calls = (slot.state.quota_calls + u64::from(calls)).saturating_sub(1);
+    metrics::counter!(crate::metrics::POLL_CALLS_TOTAL, crate::metrics::LABEL_SOURCE => slot.spec.settings.kind.clone())
+        .increment(u64::from(calls));
+    calls
 }
