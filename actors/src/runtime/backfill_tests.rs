@@ -33,7 +33,7 @@ fn row_outcome(n: u64) -> RowOutcome {
     }
 }
 
-fn gift_entry(id: &str, lane: Lane) -> NewEntry {
+pub(super) fn gift_entry(id: &str, lane: Lane) -> NewEntry {
     NewEntry {
         fact: EntryFact {
             kind: RecordKind::Gift,
@@ -50,9 +50,9 @@ fn gift_entry(id: &str, lane: Lane) -> NewEntry {
 }
 
 /// A file of `rows` data rows; the cursor's offset is the index of the next row.
-struct MemoryFiles {
-    rows: u64,
-    opened_at: Mutex<Vec<Cursor>>,
+pub(super) struct MemoryFiles {
+    pub(super) rows: u64,
+    pub(super) opened_at: Mutex<Vec<Cursor>>,
 }
 
 struct MemoryReader {
@@ -133,7 +133,7 @@ fn spec() -> JobSpec {
     }
 }
 
-fn start(
+pub(super) fn start(
     runtime: &Runtime,
     store: &TestStore,
     crm: Arc<FakeCrm>,
@@ -158,12 +158,12 @@ fn start(
     handle
 }
 
-fn job(handle: &TenantHandle) -> BackfillJob {
+pub(super) fn job(handle: &TenantHandle) -> BackfillJob {
     handle.backfill_job("bf_1").unwrap().unwrap()
 }
 
 /// Transaction ids of every gift written, in order.
-fn gifts_sent(crm: &FakeCrm) -> Vec<String> {
+pub(super) fn gifts_sent(crm: &FakeCrm) -> Vec<String> {
     crm.requests()
         .into_iter()
         .flat_map(|request| match request {

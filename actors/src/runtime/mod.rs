@@ -490,6 +490,8 @@ mod tests;
 mod sled_tests;
 
 #[cfg(test)]
+mod backfill_listing_tests;
+#[cfg(test)]
 mod backfill_tests;
 #[cfg(test)]
 #[path = "metrics_tests.rs"]

@@ -16,7 +16,7 @@ use crate::store::{EntryFact, Lane, RecordKind, TenantRunState};
 use crate::test_support::eventually;
 
 /// One scripted answer.
-enum Answer {
+pub(super) enum Answer {
     Fetch(PollFetch),
     /// Never answers (a fetch in flight when Capture dies).
     Hang,
@@ -27,16 +27,16 @@ enum Answer {
 /// A poller that answers from a script (an empty last page once it runs out) and records
 /// every request.
 #[derive(Default)]
-struct ScriptedPoller {
+pub(super) struct ScriptedPoller {
     script: Mutex<VecDeque<Answer>>,
     requests: Mutex<Vec<PollRequest>>,
 }
 
 impl ScriptedPoller {
-    fn push(&self, answer: Answer) {
+    pub(super) fn push(&self, answer: Answer) {
         self.script.lock().unwrap().push_back(answer);
     }
-    fn requests(&self) -> Vec<PollRequest> {
+    pub(super) fn requests(&self) -> Vec<PollRequest> {
         self.requests.lock().unwrap().clone()
     }
 }
@@ -89,7 +89,7 @@ fn page(items: Vec<PolledItem>, next_cursor: Option<&str>) -> Answer {
     }))
 }
 
-fn spec(poller: &Arc<ScriptedPoller>, limits: SourceLimits) -> PollerSpec {
+pub(super) fn spec(poller: &Arc<ScriptedPoller>, limits: SourceLimits) -> PollerSpec {
     PollerSpec {
         settings: PollerSettings {
             source: "cc".to_string(),
