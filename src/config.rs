@@ -65,6 +65,9 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// Largest accepted body on `/hooks/{tenant}/virtuous` (bulk deliveries are large).
     pub virtuous_body_limit_bytes: usize,
+    /// `text` (one readable line an event) or `json` (one JSON object a line, for a log
+    /// stack). The filter is `STEWARD_LOG`.
+    pub log_format: crate::telemetry::LogFormat,
     pub store: StoreSection,
     pub runtime: RuntimeSection,
     pub virtuous: VirtuousSection,
@@ -206,6 +209,7 @@ impl Default for Config {
             shutdown_deadline_s: 10,
             body_limit_bytes: 1024 * 1024,
             virtuous_body_limit_bytes: 8 * 1024 * 1024,
+            log_format: crate::telemetry::LogFormat::Text,
             store: StoreSection::default(),
             runtime: RuntimeSection::default(),
             virtuous: VirtuousSection::default(),

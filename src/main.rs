@@ -66,7 +66,10 @@ fn main() -> std::process::ExitCode {
         // the process has one thread (before any runtime starts).
         std::env::set_var("STEWARD_LOG", "warn");
     }
-    steward::telemetry::init_logging();
+    if !matches!(command, Command::Serve { .. }) {
+        // `serve` starts its log once its configuration (`log_format`) is read.
+        steward::telemetry::init_logging(steward::telemetry::LogFormat::Text);
+    }
     let outcome = match command {
         Command::Serve { config } => serve(config),
         Command::Sandbox { listen } => run_sandbox(listen),
@@ -98,6 +101,7 @@ fn main() -> std::process::ExitCode {
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = steward::config::Config::load(config_path.as_deref(), std::env::vars())?;
+    steward::telemetry::init_logging(config.log_format);
     if let Ok(spec) = std::env::var("STEWARD_FAILPOINTS") {
         let armed =
             steward_actors::failpoint::configure(&spec).map_err(|err| anyhow::anyhow!(err))?;

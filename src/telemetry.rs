@@ -94,26 +94,54 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MalformedRequestCo
     }
 }
 
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line an event (`name=value` fields, control characters escaped).
+    #[default]
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `message` and the event's fields at the
+    /// top level (`tenant_id`, `actor`, `event_id`, …), for a log stack.
+    Json,
+}
+
 /// Installs the tracing subscriber (filter from `STEWARD_LOG`, else `RUST_LOG`, else `info`).
-pub fn init_logging() {
+/// Lines go to stderr (stdout stays for output scripts read).
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let filter = std::env::var("STEWARD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
-    let log_lines = tracing_subscriber::fmt::layer()
-        .fmt_fields(one_line_fields())
-        .with_target(false)
-        // Logs go to stderr (stdout stays for output scripts read); colour only on a terminal.
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-            !is_malformed_request(metadata)
-        }));
+    let not_malformed =
+        || tracing_subscriber::filter::filter_fn(|metadata| !is_malformed_request(metadata));
+    let text_lines = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(one_line_fields())
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            // Colour only on a terminal.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(not_malformed())
+    });
+    // JSON escapes control characters itself; the fields are the call sites' (no bodies, no
+    // secrets are ever logged: docs/operations.md "Logs").
+    let json_lines = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_target(true)
+            .with_writer(std::io::stderr)
+            .with_filter(not_malformed())
+    });
     let _ = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new(filter))
-        .with(log_lines)
+        .with(text_lines)
+        .with(json_lines)
         .with(MalformedRequestCounter)
         .try_init();
 }

@@ -8,6 +8,7 @@ mod admin_rules;
 mod alerts_speak;
 mod backfill_admin;
 mod backfill_e2e;
+
 mod backfill_support;
 mod cli_backfill;
 mod common;
@@ -36,6 +37,7 @@ mod ingress_stripe;
 mod ingress_subscription;
 mod ingress_support;
 mod lifecycle;
+mod logs_json;
 mod pg_support;
 mod poll_constant_contact;
 mod poll_hybrid;
