@@ -36,6 +36,9 @@ pub const AUTH_FAILED_ALERT: &str = "auth_failed";
 
 /// One hour, the budget window.
 pub const BUDGET_WINDOW_MS: u64 = 3_600_000;
+/// Calls the pacing bucket holds for live entries beyond `burst_calls` while a backfill
+/// takes every spare call ([`BudgetLedger::try_spend_live_reserve`]).
+pub const LIVE_RESERVE_CALLS: u64 = 1;
 
 /// Budget settings of a tenant (`budget.*` in the tenant document).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,11 +216,23 @@ impl BudgetLedger {
     /// The earliest time (≥ `now_ms`) a priority call may be made; `u64::MAX` when the
     /// allowance is 0.
     pub fn next_call_at(&self, now_ms: u64) -> u64 {
+        self.next_call_at_with(now_ms, 0)
+    }
+
+    /// The earliest time a call on live's reserve may be made: the bucket holds
+    /// [`LIVE_RESERVE_CALLS`] more than `burst_calls` for it (see [`Self::try_spend_live_reserve`]).
+    pub fn live_reserve_at(&self, now_ms: u64) -> u64 {
+        self.next_call_at_with(now_ms, LIVE_RESERVE_CALLS)
+    }
+
+    /// [`Self::next_call_at`] with `extra_burst` more calls in the bucket (the hourly window
+    /// and the holds are the same).
+    fn next_call_at_with(&self, now_ms: u64, extra_burst: u64) -> u64 {
         let allowance = self.allowance();
         if allowance == 0 {
             return u64::MAX;
         }
-        let burst = u64::from(self.settings.burst_calls.max(1));
+        let burst = u64::from(self.settings.burst_calls.max(1)) + extra_burst;
         let pacing_us = self
             .tat_us
             .saturating_sub((burst - 1).saturating_mul(self.interval_us()));
@@ -292,6 +307,25 @@ impl BudgetLedger {
         } else {
             self.priority_calls_since_low = self.priority_calls_since_low.saturating_add(1);
         }
+        Ok(())
+    }
+
+    /// Grants and spends a call on live's reserve now (the submitter sends live entries
+    /// only with it, while a backfill holds the lane's calls), or tells when to ask again.
+    /// The hourly window and the holds apply as to any call: only the pacing's burst is one
+    /// call deeper, so a live payment arriving right after a backfill batch is not made to
+    /// wait a whole pacing interval. Each reserve call delays the next ordinary call by one
+    /// interval, so the rate over time stays `A/3600`.
+    pub fn try_spend_live_reserve(&mut self, now_ms: u64) -> Result<(), u64> {
+        let next = self.live_reserve_at(now_ms);
+        if next > now_ms {
+            return Err(next);
+        }
+        if self.low_lane_is_owed(now_ms) {
+            return Err(now_ms.saturating_add(self.interval_us().div_ceil(1_000)));
+        }
+        self.spend(now_ms);
+        self.priority_calls_since_low = self.priority_calls_since_low.saturating_add(1);
         Ok(())
     }
 
@@ -402,18 +436,52 @@ impl SharedBudget {
         now_ms: u64,
         store: &TenantStore,
     ) -> Result<(), u64> {
+        self.draw_with(settings, now_ms, store, |ledger| {
+            ledger.try_spend(lane, now_ms)
+        })
+    }
+
+    /// Draws one call on live's reserve ([`BudgetLedger::try_spend_live_reserve`]), recorded
+    /// in the call log like any other.
+    pub fn draw_live_reserve(
+        &self,
+        settings: BudgetSettings,
+        now_ms: u64,
+        store: &TenantStore,
+    ) -> Result<(), u64> {
+        self.draw_with(settings, now_ms, store, |ledger| {
+            ledger.try_spend_live_reserve(now_ms)
+        })
+    }
+
+    fn draw_with(
+        &self,
+        settings: BudgetSettings,
+        now_ms: u64,
+        store: &TenantStore,
+        spend: impl FnOnce(&mut BudgetLedger) -> Result<(), u64>,
+    ) -> Result<(), u64> {
         {
             let mut ledger = self.lock();
             if ledger.settings() != settings {
                 ledger.set_settings(settings);
             }
-            ledger.try_spend(lane, now_ms)?;
+            spend(&mut ledger)?;
         }
         if let Err(error) = store.record_call(now_ms) {
             // The in-memory window still counts the call; only a restart could forget it.
             tracing::warn!(tenant_id = %store.tenant_id(), error = %error, "call log write failed");
         }
         Ok(())
+    }
+
+    /// When a call on live's reserve could be drawn.
+    pub fn live_reserve_at(&self, settings: BudgetSettings, now_ms: u64) -> u64 {
+        let mut ledger = self.lock();
+        if ledger.settings() != settings {
+            ledger.set_settings(settings);
+        }
+        ledger.live_reserve_at(now_ms)
     }
 
     /// When a call at `lane` could be drawn.
@@ -578,6 +646,55 @@ mod tests {
         assert_eq!(ledger.next_call_at(140), 200);
         ledger.spend(260);
         assert_eq!(ledger.next_call_at(260), 360);
+    }
+
+    #[test]
+    fn live_reserve_lets_one_call_go_at_once_after_a_paced_call_and_the_hour_stays_within_the_allowance(
+    ) {
+        // Goal: right after an ordinary call (burst 1, interval 100 ms) the next ordinary call waits 100 ms but a reserve call goes at once; the reserve call then delays the next ordinary one by an interval; taking every ordinary slot and every reserve slot for two hours never puts more than the allowance in any hour.
+        let mut ledger = BudgetLedger::new(settings(36_000, 0, 1), 0, Vec::new());
+        ledger.spend(100);
+        assert_eq!(ledger.next_call_at(100), 200);
+        assert_eq!(ledger.live_reserve_at(100), 100);
+        ledger.try_spend_live_reserve(100).unwrap();
+        assert_eq!(
+            ledger.next_call_at(100),
+            300,
+            "the reserve call took a slot"
+        );
+        assert_eq!(
+            ledger.try_spend_live_reserve(150),
+            Err(200),
+            "one reserve call, refilled after an interval"
+        );
+
+        let clock = ManualClock::new(10_000);
+        let mut ledger = BudgetLedger::new(settings(36_000, 0, 1), 10_000, Vec::new());
+        let mut calls = Vec::new();
+        let until_ms = 10_000 + 2 * BUDGET_WINDOW_MS;
+        loop {
+            let now = clock.now_ms();
+            let next = ledger.next_call_at(now).min(ledger.live_reserve_at(now));
+            if next > until_ms {
+                break;
+            }
+            clock.set_ms(next);
+            let granted = ledger.try_spend_live_reserve(next).is_ok()
+                || ledger.try_spend(Lane::Live, next).is_ok();
+            assert!(granted, "a slot was open at {next}");
+            calls.push(next);
+        }
+        assert!(
+            max_in_any_window(&calls) as u64 <= ledger.allowance(),
+            "{} calls in one hour, allowance {}",
+            max_in_any_window(&calls),
+            ledger.allowance()
+        );
+        assert!(
+            calls.len() as u64 >= 2 * ledger.allowance() - 2,
+            "{}",
+            calls.len()
+        );
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub const LABEL_LAYER: &str = "layer";
 pub const BACKFILL_ROWS_TOTAL: &str = "steward_backfill_rows_total";
 /// Counter: entries backfill jobs put in the `backfill` lane (duplicates not counted).
 pub const BACKFILL_ENTRIES_QUEUED_TOTAL: &str = "steward_backfill_entries_queued_total";
+/// Counter: calls made on live's reserve (live entries sent at once while a backfill takes
+/// every other spare call), all tenants together.
+pub const LIVE_RESERVE_CALLS_TOTAL: &str = "steward_live_reserve_calls_total";
 /// Counter `{side, outcome}`: two-way writes (`partner`, `virtuous`; `written`, `retried`,
 /// `dead_lettered`).
 pub const TWO_WAY_WRITES_TOTAL: &str = "steward_two_way_writes_total";
@@ -183,6 +186,11 @@ pub fn describe() {
         BACKFILL_ENTRIES_QUEUED_TOTAL,
         metrics::Unit::Count,
         "Entries backfill jobs queued in the backfill lane"
+    );
+    metrics::describe_counter!(
+        LIVE_RESERVE_CALLS_TOTAL,
+        metrics::Unit::Count,
+        "Calls made on live's reserve while a backfill took the other spare calls"
     );
     metrics::describe_counter!(
         TWO_WAY_CHANGES_TOTAL,

@@ -117,8 +117,10 @@ async fn a_platforms_listing_backfill_makes_one_gift_per_donation_in_its_window_
         .admin_call(
             Method::POST,
             &format!("/v1/tenants/{tenant}/backfills"),
-            Some(json!({"source": "hist", "from": "2026-01-01", "to": "2026-01-31",
-                        "label": LABEL})),
+            Some(
+                json!({"source": "hist", "from": "2026-01-01", "to": "2026-01-31",
+                        "label": LABEL}),
+            ),
         )
         .await;
     assert_eq!(status, 201, "{created}");
@@ -146,7 +148,10 @@ async fn a_platforms_listing_backfill_makes_one_gift_per_donation_in_its_window_
         ),
         "old-* are before the listing's start, new-* after the window: {dry}"
     );
-    assert_eq!(dry["skip_reasons"]["changed outside the window"], 10, "{dry}");
+    assert_eq!(
+        dry["skip_reasons"]["changed outside the window"], 10,
+        "{dry}"
+    );
     let new_gifts = inside - live_before;
     assert_eq!(dry["calls_needed"], new_gifts.div_ceil(100), "{dry}");
     let reject_rows: Vec<u64> = dry["rejects"]

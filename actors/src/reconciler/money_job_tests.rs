@@ -86,6 +86,7 @@ fn store_with_accepted(
             contact_batch: false,
             backfill_first: false,
             backfill_min_gifts: 1,
+            live_only: false,
         };
         let batch = tenant.lease_ready(&leases, request).unwrap();
         if batch.entries.is_empty() {

@@ -55,6 +55,7 @@ fn request(generation: u64) -> LeaseRequest {
         contact_batch: false,
         backfill_first: false,
         backfill_min_gifts: 1,
+        live_only: false,
     }
 }
 

@@ -140,6 +140,9 @@ pub struct LeaseRequest {
     /// Fewest backfill gifts a group may carry (`batch_max` while a backfill job is still
     /// reading its file, so each call is full; else 1): a smaller one waits.
     pub backfill_min_gifts: usize,
+    /// The call is the budget's live reserve (`budget::LIVE_RESERVE_CALLS`): a group of the
+    /// `backfill` lane is not leased (nothing is).
+    pub live_only: bool,
 }
 
 /// One leased entry.
@@ -544,13 +547,22 @@ fn is_short_backfill_group(scanned: &[Scanned], choice: &Choice, request: &Lease
 }
 
 /// Decodes the chosen entries and leases them (nothing for a backfill gift group smaller
-/// than `backfill_min_gifts`: it waits to be filled).
+/// than `backfill_min_gifts`: it waits to be filled; nothing for a backfill group when the
+/// call is live's reserve).
 fn lease_chosen(
     (scanned, mut choice): (Vec<Scanned>, Choice),
     leases: &LeaseTable,
     request: &LeaseRequest,
 ) -> Result<LeaseBatch, StoreError> {
-    if is_short_backfill_group(&scanned, &choice, request) {
+    let backfill_group = || {
+        choice
+            .chosen
+            .iter()
+            .all(|&at| scanned[at].lane == Lane::Backfill)
+    };
+    if is_short_backfill_group(&scanned, &choice, request)
+        || (request.live_only && backfill_group())
+    {
         choice.chosen.clear();
     }
     let mut batch = LeaseBatch {

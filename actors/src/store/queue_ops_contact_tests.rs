@@ -59,6 +59,7 @@ fn request(now_ms: u64, batch_max: usize, contact_batch: bool) -> LeaseRequest {
         contact_batch,
         backfill_first: false,
         backfill_min_gifts: 1,
+        live_only: false,
     }
 }
 

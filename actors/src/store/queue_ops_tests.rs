@@ -41,6 +41,7 @@ fn request(now_ms: u64, generation: u64, batch_max: usize) -> LeaseRequest {
         contact_batch: false,
         backfill_first: false,
         backfill_min_gifts: 1,
+        live_only: false,
     }
 }
 
@@ -694,4 +695,40 @@ fn a_short_group_of_backfill_gifts_waits_on_its_turn_and_live_goes_instead() {
     };
     let last = tenant.lease_ready(&leases, read).unwrap();
     assert_eq!(last.entries.len(), 5);
+}
+
+#[test]
+fn a_call_on_lives_reserve_leases_live_entries_and_never_a_backfill_group() {
+    // Goal: with `live_only` (a call on live's reserve) the lease takes the ready live entries, and once only backfill entries are left it leases nothing (they wait for an ordinary call, which takes them).
+    let (_dir, _store, tenant) = open();
+    let mut entries: Vec<NewEntry> = (0..2)
+        .map(|n| gift(&format!("live{n}"), Lane::Live))
+        .collect();
+    entries.extend((0..4).map(|n| {
+        let id = format!("old{n}");
+        entry(
+            RecordKind::Gift,
+            &id,
+            &format!("k-{id}"),
+            Lane::Backfill,
+            "History",
+        )
+    }));
+    tenant.enqueue(entries).unwrap();
+    let leases = LeaseTable::new();
+    let reserve = LeaseRequest {
+        live_only: true,
+        ..request(2_000, 1, 100)
+    };
+    let live = tenant.lease_ready(&leases, reserve).unwrap();
+    assert_eq!(live.entries.len(), 2);
+    assert!(live.entries.iter().all(|leased| leased.lane == Lane::Live));
+    let nothing = tenant.lease_ready(&leases, reserve).unwrap();
+    assert!(nothing.entries.is_empty(), "{:?}", nothing.entries);
+    let ordinary = tenant.lease_ready(&leases, request(2_000, 1, 100)).unwrap();
+    assert_eq!(ordinary.entries.len(), 4);
+    assert!(ordinary
+        .entries
+        .iter()
+        .all(|leased| leased.lane == Lane::Backfill));
 }

@@ -116,6 +116,8 @@ pub struct SubmitterView {
     pub backfill_calls: u64,
     /// Calls since the last one that carried `backfill` entries (its guaranteed share).
     pub calls_since_backfill: u32,
+    /// Calls made on live's reserve (this generation).
+    pub live_reserve_calls: u64,
 }
 
 /// The submitter's state: rebuilt from the store at every start; nothing else survives.
@@ -127,6 +129,9 @@ pub struct Submitter {
     /// The earliest pending timer.
     wake_at_ms: Option<u64>,
     call_log_pruned_at_ms: u64,
+    /// The group being sent goes on live's reserve (drawn with
+    /// `SharedBudget::draw_live_reserve`).
+    on_reserve: bool,
 }
 
 /// Wakes a newly started submitter when the store already holds work. It finds work by
@@ -330,7 +335,9 @@ impl SubmitterActor {
         let next_call_at_ms = shared
             .budget
             .next_call_at(Lane::Live, settings.budget, now_ms);
-        if next_call_at_ms > now_ms {
+        self.behavior.on_reserve =
+            next_call_at_ms > now_ms && self.live_reserve_open(shared, settings, now_ms);
+        if next_call_at_ms > now_ms && !self.behavior.on_reserve {
             // Work may be waiting: say so (lane priority) and wake when the call is due.
             shared.budget.set_priority_work(true);
             self.behavior.view.next_call_at_ms = Some(next_call_at_ms);
@@ -347,10 +354,12 @@ impl SubmitterActor {
             }
             return NextGroup::Send(group);
         }
-        let backfill_first = backfill_turn(
-            settings.budget.backfill_pct,
-            self.behavior.view.calls_since_backfill,
-        );
+        let on_reserve = self.behavior.on_reserve;
+        let backfill_first = !on_reserve
+            && backfill_turn(
+                settings.budget.backfill_pct,
+                self.behavior.view.calls_since_backfill,
+            );
         let request = LeaseRequest {
             now_ms,
             generation,
@@ -371,6 +380,7 @@ impl SubmitterActor {
             } else {
                 1
             },
+            live_only: on_reserve,
         };
         let batch = match shared.tenant_store().lease_ready(&shared.leases, request) {
             Ok(batch) => batch,
@@ -382,6 +392,14 @@ impl SubmitterActor {
         };
         if let Some(ready_at_ms) = batch.next_ready_at_ms {
             self.schedule_wake(ready_at_ms, ctx);
+        }
+        if batch.entries.is_empty() && on_reserve {
+            // No live entry ready for the reserve: the backfill waits for its slot.
+            shared.budget.set_priority_work(true);
+            self.behavior.view.next_call_at_ms = Some(next_call_at_ms);
+            self.schedule_wake(next_call_at_ms, ctx);
+            self.finish_round(shared);
+            return NextGroup::Stop;
         }
         if batch.entries.is_empty() {
             shared.budget.set_priority_work(false);
@@ -441,11 +459,20 @@ impl SubmitterActor {
         let Some((request, items)) = prepared.call else {
             return Round::Continue;
         };
-        if let Err(retry_at_ms) =
+        let drawn = if self.behavior.on_reserve {
+            shared
+                .budget
+                .draw_live_reserve(settings.budget, now_ms, shared.tenant_store())
+        } else {
             shared
                 .budget
                 .draw(Lane::Live, settings.budget, now_ms, shared.tenant_store())
-        {
+        };
+        if drawn.is_ok() && self.behavior.on_reserve {
+            self.behavior.view.live_reserve_calls += 1;
+            metrics::counter!(crate::metrics::LIVE_RESERVE_CALLS_TOTAL).increment(1);
+        }
+        if let Err(retry_at_ms) = drawn {
             // Raced with another lane: keep the group leased and send it first.
             self.behavior
                 .follow_ups
@@ -456,6 +483,25 @@ impl SubmitterActor {
         }
         self.send(request, items, now_ms, ctx);
         Round::Done
+    }
+
+    /// Whether the next call may go on live's reserve: a backfill holds the budget's spare
+    /// calls (its lane has entries), live or retry entries wait, no follow-up is due, and
+    /// the reserve's slot is open.
+    fn live_reserve_open(
+        &self,
+        shared: &TenantShared,
+        settings: &TenantSettings,
+        now_ms: u64,
+    ) -> bool {
+        if !self.behavior.follow_ups.is_empty() {
+            return false;
+        }
+        let lanes = shared.tenant_store().lane_stats();
+        let depth = |lane: Lane| lanes[lane as usize].1.depth;
+        depth(Lane::Backfill) > 0
+            && depth(Lane::Live) + depth(Lane::Retry) > 0
+            && shared.budget.live_reserve_at(settings.budget, now_ms) <= now_ms
     }
 
     fn finish_round(&mut self, shared: &TenantShared) {

@@ -274,6 +274,7 @@ impl Case {
             contact_batch: true,
             backfill_first: false,
             backfill_min_gifts: 1,
+            live_only: false,
         };
         let batch = self
             .sut
