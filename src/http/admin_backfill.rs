@@ -184,6 +184,7 @@ fn spec_of(body: Value) -> Result<JobSpec, ApiError> {
         format: create.format,
         mapping_json,
         label: create.label,
+        listing: None,
     })
 }
 

@@ -192,6 +192,7 @@ mod tests {
             format: "csv".into(),
             mapping_json: "\"stripe_payments_export\"".into(),
             label: "history-2024".into(),
+            listing: None,
         };
         let mut job = BackfillJob::new("bf_abcdefghijkl".into(), spec, 1_767_225_600_000);
         job.state = state;
