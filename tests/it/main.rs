@@ -8,6 +8,7 @@ mod admin_rules;
 mod alerts_speak;
 mod backfill_admin;
 mod backfill_e2e;
+mod backfill_listing;
 mod backfill_support;
 mod cli_backfill;
 mod common;
