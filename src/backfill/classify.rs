@@ -3,12 +3,14 @@
 //!
 //! Entries are the live path's, built by the live mapping functions: same kind, source,
 //! source id, idempotency key, transaction source and body — except the `backfill` lane and
-//! the gift body's `batch`, set to the job's label.
+//! the gift body's `batch`, set to the job's label. A listing job's records ([`listed`])
+//! come with the poller's entries already made: they get the same two changes.
 
 use csv::StringRecord;
 use jiff::tz::TimeZone;
 use serde_json::{json, Value};
-use steward_actors::backfill::{MoneyFact, RowOutcome};
+use steward_actors::backfill::{JobSpec, MoneyFact, RowOutcome};
+use steward_actors::ports::PolledItem;
 use steward_actors::source_fact::AlertNote;
 use steward_actors::store::{Lane, NewEntry, RecordKind};
 
@@ -75,7 +77,7 @@ impl Classifier {
     /// column the header lacks is an error for the whole file).
     pub fn for_csv(
         doc: &TenantDoc,
-        spec: &steward_actors::backfill::JobSpec,
+        spec: &JobSpec,
         job_id: &str,
         header: &StringRecord,
     ) -> Result<Classifier, String> {
@@ -95,11 +97,7 @@ impl Classifier {
     }
 
     /// For an NDJSON file.
-    pub fn for_ndjson(
-        doc: &TenantDoc,
-        spec: &steward_actors::backfill::JobSpec,
-        job_id: &str,
-    ) -> Result<Classifier, String> {
+    pub fn for_ndjson(doc: &TenantDoc, spec: &JobSpec, job_id: &str) -> Result<Classifier, String> {
         let (context, mapping, format) = job_context(doc, spec, job_id)?;
         match (format, mapping) {
             (Format::Ndjson, Mapping::Generic(mapping)) => {
@@ -144,10 +142,54 @@ impl Classifier {
         deducted_minor: i64,
         now_ms: u64,
     ) -> RowOutcome {
-        let mut money = None;
-        let mut entries = Vec::with_capacity(commands.len());
-        for command in commands {
-            let mut entry = command.into_new_entry(now_ms);
+        let entries = commands
+            .into_iter()
+            .map(|command| command.into_new_entry(now_ms));
+        let (entries, money) = backfill_entries(entries, &self.context.label, deducted_minor);
+        RowOutcome::Payment {
+            entries,
+            alerts,
+            money,
+        }
+    }
+}
+
+/// A listing job's record (a polled item inside the window) as a row: the entries the live
+/// poll queues for it as backfill entries, with the first gift's money; a record the poller
+/// could not map is rejected naming it, one with nothing to send skipped.
+pub(crate) fn listed(spec: &JobSpec, item: PolledItem) -> RowOutcome {
+    match item.entries {
+        Err(reason) => RowOutcome::Rejected {
+            reason: format!("record {}: {reason}", item.record_id),
+        },
+        Ok(entries) if entries.is_empty() => RowOutcome::Skipped {
+            reason: NOTHING_TO_SEND.to_string(),
+        },
+        Ok(entries) => {
+            let (entries, money) = backfill_entries(entries, spec.label.trim(), 0);
+            RowOutcome::Payment {
+                entries,
+                alerts: Vec::new(),
+                money,
+            }
+        }
+    }
+}
+
+/// Why a listed record whose version the live poll would send nothing for is skipped.
+pub const NOTHING_TO_SEND: &str = "nothing to send";
+
+/// The live path's entries as backfill entries: in the `backfill` lane, every gift's body
+/// with `batch` set to `label`; and the money of the first gift (less `deducted_minor`).
+fn backfill_entries(
+    entries: impl IntoIterator<Item = NewEntry>,
+    label: &str,
+    deducted_minor: i64,
+) -> (Vec<NewEntry>, Option<MoneyFact>) {
+    let mut money = None;
+    let entries = entries
+        .into_iter()
+        .map(|mut entry| {
             entry.fact.lane = Lane::Backfill;
             if entry.fact.kind == RecordKind::Gift {
                 let mut body: Value = serde_json::from_str(&entry.fact.body_json)
@@ -155,17 +197,13 @@ impl Classifier {
                 if money.is_none() {
                     money = money_of(&entry, &body, deducted_minor);
                 }
-                body["batch"] = json!(self.context.label);
+                body["batch"] = json!(label);
                 entry.fact.body_json = body.to_string();
             }
-            entries.push(entry);
-        }
-        RowOutcome::Payment {
-            entries,
-            alerts,
-            money,
-        }
-    }
+            entry
+        })
+        .collect();
+    (entries, money)
 }
 
 /// What a set of rules makes of one row, before it becomes entries.
@@ -187,7 +225,7 @@ pub(crate) enum Mapped {
 
 fn job_context(
     doc: &TenantDoc,
-    spec: &steward_actors::backfill::JobSpec,
+    spec: &JobSpec,
     job_id: &str,
 ) -> Result<(JobContext, Mapping, Format), String> {
     let checked = check_spec(doc, spec).map_err(|err| err.to_string())?;

@@ -1,6 +1,7 @@
 //! Backfill files (pattern 5, docs/backfill.md): reading an uploaded CSV or NDJSON file and
 //! classifying each row with the live path's mapping — the [`steward_actors::backfill::BackfillFiles`]
-//! port's adapter. One classifier serves the dry run and the real run.
+//! port's adapter. One classifier serves the dry run and the real run. A listing job (a
+//! source's listing read through its poller, no file) has its records classified here too.
 //!
 //! # Layout
 //! - [`validate_spec`]: a job's spec checked against the tenant document at `POST …/backfills`
@@ -8,7 +9,8 @@
 //! - [`FileBackfills`]: opens a job's file at a cursor (`{dir}/{job}.{csv|ndjson}`) as a
 //!   [`RowReader`] (`reader`: streamed, resumable CSV and NDJSON readers).
 //! - `classify`: the one classifier, row → [`steward_actors::backfill::RowOutcome`], with the
-//!   live path's entries in the `backfill` lane and the job's label as every gift's `batch`.
+//!   live path's entries in the `backfill` lane and the job's label as every gift's `batch`;
+//!   a listing job's polled record the same way ([`BackfillFiles::classify_listed`]).
 //! - `generic`: mapping objects (the platform sources' model, plus row filters).
 //! - `stripe_export`: the `stripe_payments_export` preset (the Stripe Dashboard's export).
 
@@ -22,6 +24,8 @@ mod test_support;
 #[cfg(test)]
 mod tests_generic;
 #[cfg(test)]
+mod tests_listing;
+#[cfg(test)]
 mod tests_reader;
 #[cfg(test)]
 mod tests_spec;
@@ -34,11 +38,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use steward_actors::backfill::{BackfillFiles, Cursor, JobSpec, RowReader};
+use steward_actors::backfill::{BackfillFiles, Cursor, JobSpec, RowOutcome, RowReader};
+use steward_actors::ports::PolledItem;
 
-pub use classify::{Classifier, Row};
+pub use classify::{Classifier, Row, NOTHING_TO_SEND};
 pub use reader::{Clock, CsvRows, NdjsonRows, RECORD_BYTES_MAX};
-use spec::{check_spec, Format};
+use spec::{check_spec, validate_listing, Format};
 
 use crate::tenant::TenantDoc;
 
@@ -54,10 +59,14 @@ pub struct SpecError {
     pub message: String,
 }
 
-/// Checks a file job's spec against the tenant document: a known source, a format, a
-/// mapping that produces the live path's source id for that source, a label.
+/// Checks a job's spec against the tenant document. A file job: a known source, a format, a
+/// mapping that produces the live path's source id for that source, a label. A listing job
+/// ([`validate_listing`]): a source the tenant polls, a window, a label.
 pub fn validate_spec(doc: &TenantDoc, spec: &JobSpec) -> Result<(), SpecError> {
-    check_spec(doc, spec).map(|_| ())
+    match spec.listing {
+        Some(_) => validate_listing(doc, spec),
+        None => check_spec(doc, spec).map(|_| ()),
+    }
 }
 
 /// The adapter: a tenant's backfill files under `dir`, mapped with `doc`'s settings.
@@ -80,6 +89,12 @@ impl FileBackfills {
         at: Cursor,
         clock: Clock,
     ) -> Result<Box<dyn RowReader>, String> {
+        if spec.listing.is_some() {
+            return Err(format!(
+                "backfill {job_id} reads the {} listing through its poller: it has no file to open",
+                spec.source
+            ));
+        }
         // Checked again: the tenant's settings may have changed since the job was created.
         let checked = check_spec(&self.doc, spec).map_err(|err| err.to_string())?;
         let path = FileBackfills::file_path(&self.dir, job_id, &spec.format);
@@ -104,5 +119,9 @@ impl FileBackfills {
 impl BackfillFiles for FileBackfills {
     fn open(&self, job_id: &str, spec: &JobSpec, at: Cursor) -> Result<Box<dyn RowReader>, String> {
         self.open_with_clock(job_id, spec, at, steward_actors::ports::now_ms)
+    }
+
+    fn classify_listed(&self, spec: &JobSpec, item: PolledItem) -> RowOutcome {
+        classify::listed(spec, item)
     }
 }

@@ -103,6 +103,7 @@ impl CsvRows {
                 Cursor {
                     offset: header_end,
                     row: 1,
+                    page: None,
                 },
             )
         } else {
@@ -175,12 +176,13 @@ impl RowReader for CsvRows {
             self.cursor = Cursor {
                 offset: self.base_offset + self.reader.position().byte(),
                 row,
+                page: None,
             };
             rows.push(ClassifiedRow { row, outcome });
         }
         Ok(RowChunk {
             rows,
-            next: self.cursor,
+            next: self.cursor.clone(),
             end,
         })
     }
@@ -261,6 +263,7 @@ impl RowReader for NdjsonRows {
             self.cursor = Cursor {
                 offset: self.cursor.offset + consumed,
                 row,
+                page: None,
             };
             if cut {
                 rows.push(ClassifiedRow {
@@ -284,7 +287,7 @@ impl RowReader for NdjsonRows {
         }
         Ok(RowChunk {
             rows,
-            next: self.cursor,
+            next: self.cursor.clone(),
             end,
         })
     }

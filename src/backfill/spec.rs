@@ -1,5 +1,7 @@
-//! A file job's spec, parsed and checked against the tenant document (`POST …/backfills`
-//! answers 422 `invalid_backfill` with the [`SpecError`]'s field path).
+//! A job's spec, parsed and checked against the tenant document (`POST …/backfills`
+//! answers 422 `invalid_backfill` with the [`SpecError`]'s field path): a file job's by
+//! [`check_spec`], a listing job's (`{"source", "from", "to"}`) by [`validate_listing`] with
+//! its window from [`parse_window`].
 //!
 //! The mapping is a preset name or an object in the platform sources' model
 //! (docs/ingress.md "Generic platforms"), plus row filters:
@@ -8,8 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
 use serde_json::{Map, Value};
-use steward_actors::backfill::JobSpec;
+use steward_actors::backfill::{JobSpec, ListingWindow, LISTING_FORMAT};
 
 use super::{SpecError, STRIPE_EXPORT_PRESET};
 use crate::tenant::TenantDoc;
@@ -108,19 +112,7 @@ fn error(path: &str, message: impl Into<String>) -> SpecError {
 
 /// Checks `spec` against `doc` (module docs); the first error found, naming its field.
 pub fn check_spec(doc: &TenantDoc, spec: &JobSpec) -> Result<CheckedSpec, SpecError> {
-    let label = spec.label.trim();
-    if label.is_empty() {
-        return Err(error(
-            "label",
-            "must not be empty (it is every gift's `batch`)",
-        ));
-    }
-    if spec.label.chars().count() > LABEL_CHARS_MAX {
-        return Err(error(
-            "label",
-            format!("must be at most {LABEL_CHARS_MAX} characters"),
-        ));
-    }
+    check_label(spec)?;
     let format = Format::parse(&spec.format).ok_or_else(|| {
         error(
             "format",
@@ -160,6 +152,123 @@ pub fn check_spec(doc: &TenantDoc, spec: &JobSpec) -> Result<CheckedSpec, SpecEr
         }
     }
     Ok(CheckedSpec { format, mapping })
+}
+
+/// Every job's label: not empty (it is every gift's `batch`), not too long.
+fn check_label(spec: &JobSpec) -> Result<(), SpecError> {
+    if spec.label.trim().is_empty() {
+        return Err(error(
+            "label",
+            "must not be empty (it is every gift's `batch`)",
+        ));
+    }
+    if spec.label.chars().count() > LABEL_CHARS_MAX {
+        return Err(error(
+            "label",
+            format!("must be at most {LABEL_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a listing job's spec against `doc`: a label, a window, and a source the tenant
+/// polls (the key of its poller: a listing is read through it).
+pub fn validate_listing(doc: &TenantDoc, spec: &JobSpec) -> Result<(), SpecError> {
+    let Some(window) = spec.listing else {
+        return Err(error("from", "required: a listing job has a window"));
+    };
+    check_label(spec)?;
+    if spec.format != LISTING_FORMAT || !spec.mapping_json.is_empty() {
+        return Err(error(
+            "format",
+            "a listing job has no `format` or `mapping`: the poller's own mapping makes its entries",
+        ));
+    }
+    check_window(&window)?;
+    let polled = crate::sources::polling::polled_sources(doc);
+    if !polled.contains(&spec.source) {
+        let known = if polled.is_empty() {
+            "the tenant polls no source".to_string()
+        } else {
+            format!("polled: {}", polled.join(", "))
+        };
+        return Err(error(
+            "source",
+            format!(
+                "`{}` is not a source the tenant polls ({known}); a listing is read through \
+                 the source's poller",
+                spec.source
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A listing's window from its bounds as written (each an RFC 3339 timestamp or a day
+/// `YYYY-MM-DD`, UTC: `from` its first millisecond, `to` its last); `to` absent is `now_ms`.
+/// `from` must come before `to`.
+pub fn parse_window(from: &str, to: Option<&str>, now_ms: u64) -> Result<ListingWindow, SpecError> {
+    let window = ListingWindow {
+        from_ms: parse_bound("from", from, DayEdge::First)?,
+        to_ms: match to {
+            Some(to) => parse_bound("to", to, DayEdge::Last)?,
+            None => now_ms,
+        },
+    };
+    check_window(&window)?;
+    Ok(window)
+}
+
+fn check_window(window: &ListingWindow) -> Result<(), SpecError> {
+    if window.from_ms >= window.to_ms {
+        return Err(error(
+            "from",
+            format!(
+                "must be before `to` ({} is not before {})",
+                crate::tenants::format_ms(window.from_ms),
+                crate::tenants::format_ms(window.to_ms)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Which millisecond of a day a bound written as a day is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DayEdge {
+    First,
+    Last,
+}
+
+/// One bound of the window (`field` names it in errors) in ms since the epoch.
+fn parse_bound(field: &str, text: &str, edge: DayEdge) -> Result<u64, SpecError> {
+    let text = text.trim();
+    let refused = || {
+        error(
+            field,
+            format!(
+                "`{text}` is not an RFC 3339 time (`2024-01-31T00:00:00Z`) or a day (`2024-01-31`)"
+            ),
+        )
+    };
+    let is_day = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
+    let timestamp = if is_day {
+        let day: Date = text.parse().map_err(|_| refused())?;
+        let start_of = |day: Date| day.to_zoned(TimeZone::UTC).map(|zoned| zoned.timestamp());
+        match edge {
+            DayEdge::First => start_of(day).map_err(|_| refused())?,
+            // The next day's first millisecond, less one.
+            DayEdge::Last => day
+                .tomorrow()
+                .and_then(start_of)
+                .and_then(|next| next.checked_sub(jiff::SignedDuration::from_millis(1)))
+                .map_err(|_| refused())?,
+        }
+    } else {
+        text.parse::<jiff::Timestamp>().map_err(|_| refused())?
+    };
+    u64::try_from(timestamp.as_millisecond())
+        .map_err(|_| error(field, format!("`{text}` is before 1970")))
 }
 
 /// The mapping from its JSON text: a preset name (a JSON string, or the bare name) or an

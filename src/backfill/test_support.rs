@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use steward_actors::backfill::{ClassifiedRow, Cursor, JobSpec, RowOutcome};
+use steward_actors::backfill::{
+    ClassifiedRow, Cursor, JobSpec, ListingWindow, RowOutcome, LISTING_FORMAT,
+};
 
 use super::{FileBackfills, STRIPE_EXPORT_PRESET};
 use crate::tenant::TenantDoc;
@@ -21,7 +23,25 @@ pub fn fixed_clock() -> u64 {
 /// A tenant with Stripe (the default metadata keys, `GENERAL` as the default project) and
 /// the platform `auction-co` (minor units, `donation.completed` mapped as in docs/ingress.md).
 pub fn doc() -> TenantDoc {
-    TenantDoc::from_value(&json!({"id": "t1", "name": "T", "time_zone": "UTC",
+    TenantDoc::from_value(&doc_json()).expect("the test tenant is valid")
+}
+
+/// [`doc`] with polled sources: Constant Contact, the platform `gala-co` (auction-co's
+/// mapping, its listing polled) and Mailchimp's members. `auction-co` is still not polled.
+pub fn polled_doc() -> TenantDoc {
+    let mut tenant = doc_json();
+    let sources = &mut tenant["sources"];
+    sources["constant_contact"] = json!({"client_id": "c", "client_secret": "s",
+        "refresh_token": "r", "interval_s": 300});
+    sources["mailchimp"] = json!({"api_key": "key-us21", "list_id": "l1", "interval_s": 300});
+    let mut gala = sources["platforms"]["auction-co"].clone();
+    gala["poll"] = json!({"url": "https://gala.example/api/donations", "interval_s": 60});
+    sources["platforms"]["gala-co"] = gala;
+    TenantDoc::from_value(&tenant).expect("the polled test tenant is valid")
+}
+
+fn doc_json() -> Value {
+    json!({"id": "t1", "name": "T", "time_zone": "UTC",
         "virtuous": {"api_key": "k", "webhook_secret": "w"},
         "sources": {
             "stripe": {"signing_secret": "whsec_1", "default_project_code": "GENERAL",
@@ -31,8 +51,7 @@ pub fn doc() -> TenantDoc {
                 "events": {"donation.completed": {"kind": "gift", "fields": {
                     "amount": "/data/amount", "currencyCode": "/data/currency",
                     "transactionId": "/data/donation_id", "giftDate": "/data/paid_at",
-                    "contact.email": "/data/donor/email"}}}}}}}))
-    .expect("the test tenant is valid")
+                    "contact.email": "/data/donor/email"}}}}}}})
 }
 
 pub fn spec(source: &str, format: &str, mapping: Value, label: &str) -> JobSpec {
@@ -41,6 +60,18 @@ pub fn spec(source: &str, format: &str, mapping: Value, label: &str) -> JobSpec 
         format: format.to_string(),
         mapping_json: mapping.to_string(),
         label: label.to_string(),
+        listing: None,
+    }
+}
+
+/// A listing job's spec: `source` in the window `[from_ms, to_ms]`.
+pub fn listing_spec(source: &str, from_ms: u64, to_ms: u64, label: &str) -> JobSpec {
+    JobSpec {
+        source: source.to_string(),
+        format: LISTING_FORMAT.to_string(),
+        mapping_json: String::new(),
+        label: label.to_string(),
+        listing: Some(ListingWindow { from_ms, to_ms }),
     }
 }
 

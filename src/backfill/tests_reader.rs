@@ -253,7 +253,8 @@ fn ndjson_lines_are_rows_and_blank_lines_count_but_are_not_reported() {
         cursor,
         Cursor {
             offset: text.len() as u64,
-            row: 7
+            row: 7,
+            page: None,
         }
     );
     assert_eq!(first_body(&rows[0])["amount"], json!("25.00"));

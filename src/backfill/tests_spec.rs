@@ -52,6 +52,7 @@ fn good_specs_pass() {
         format: "csv".into(),
         mapping_json: STRIPE_EXPORT_PRESET.into(),
         label: "x".into(),
+        listing: None,
     };
     validate_spec(&tenant, &bare).unwrap();
 }

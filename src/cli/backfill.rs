@@ -2,7 +2,9 @@
 //!
 //! `create` → `upload` (the file streamed, a bar on its bytes) → `dry-run` (waits for the
 //! report, then prints it) → `start` → `status --watch`; `pause`, `resume`, `cancel`,
-//! `list`, `rejects`. Each takes `--tenant ID`; `--json` prints the API's job view instead.
+//! `list`, `rejects`. `create --from [--to]` makes a backfill of a polled source's listing
+//! instead: no upload, its dry run starts at once. Each takes `--tenant ID`; `--json` prints
+//! the API's job view instead.
 
 pub mod report;
 
@@ -37,19 +39,29 @@ pub struct TenantArg {
 
 #[derive(Subcommand, Debug)]
 pub enum BackfillCommand {
-    /// Create a file backfill (state `awaiting_file`); then `upload` its file.
+    /// Create a file backfill (state `awaiting_file`; then `upload` its file), or with
+    /// `--from` a backfill of a polled source's listing (its dry run starts at once).
     Create {
         #[command(flatten)]
         tenant: TenantArg,
-        /// The source whose idempotency keys the rows get: `stripe`, or a platform's name.
+        /// The source whose idempotency keys the rows get: `stripe`, or a platform's name; with
+        /// `--from`, a source the tenant polls (`constant_contact`, `mailchimp`, a platform).
         #[arg(long)]
         source: String,
-        /// `csv` or `ndjson`.
+        /// `csv` or `ndjson` (a file backfill).
         #[arg(long, default_value = "csv")]
         format: String,
-        /// A preset (`stripe_payments_export`) or `@file.json` holding a mapping object.
-        #[arg(long)]
-        mapping: String,
+        /// A preset (`stripe_payments_export`) or `@file.json` holding a mapping object (a
+        /// file backfill).
+        #[arg(long, required_unless_present = "from")]
+        mapping: Option<String>,
+        /// Read the source's listing from this time on (RFC 3339, or a day `YYYY-MM-DD`, UTC)
+        /// instead of a file.
+        #[arg(long, conflicts_with_all = ["format", "mapping"])]
+        from: Option<String>,
+        /// The listing's end (RFC 3339, or a day: its end); default now.
+        #[arg(long, requires = "from", conflicts_with_all = ["format", "mapping"])]
+        to: Option<String>,
         /// The `batch` label every gift carries.
         #[arg(long)]
         label: String,
@@ -123,8 +135,21 @@ pub fn run(args: BackfillArgs) -> Result<(), CliError> {
             source,
             format,
             mapping,
+            from,
+            to,
             label,
-        } => create(&admin, &tenant.tenant, source, format, &mapping, label),
+        } => {
+            let what = match (from, mapping) {
+                (Some(from), _) => Creating::Listing { from, to },
+                (None, Some(mapping)) => Creating::File { format, mapping },
+                (None, None) => {
+                    return Err(CliError::Failed(
+                        "give --mapping (a file backfill) or --from (a source's listing)".into(),
+                    ))
+                }
+            };
+            create(&admin, &tenant.tenant, source, what, label)
+        }
         BackfillCommand::Upload { tenant, job, file } => upload(&admin, &tenant.tenant, &job, file),
         BackfillCommand::DryRun { tenant, job } => dry_run(&admin, &tenant.tenant, &job),
         BackfillCommand::Start { tenant, job } => act(&admin, &tenant.tenant, &job, "start"),
@@ -167,26 +192,49 @@ fn show(admin: &Admin, job: &Value, render: impl FnOnce(&Value) -> String) {
     }
 }
 
+/// What `create` makes: a file backfill or a source's listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creating {
+    File { format: String, mapping: String },
+    Listing { from: String, to: Option<String> },
+}
+
+/// The body of `POST …/backfills` for `what`.
+pub fn create_body(source: String, what: &Creating, label: String) -> Result<Value, CliError> {
+    let mut body = serde_json::json!({"source": source, "label": label});
+    match what {
+        Creating::File { format, mapping } => {
+            body["format"] = Value::String(format.clone());
+            body["mapping"] = mapping_value(mapping)?;
+        }
+        Creating::Listing { from, to } => {
+            body["from"] = Value::String(from.clone());
+            if let Some(to) = to {
+                body["to"] = Value::String(to.clone());
+            }
+        }
+    }
+    Ok(body)
+}
+
 fn create(
     admin: &Admin,
     tenant_id: &str,
     source: String,
-    format: String,
-    mapping: &str,
+    what: Creating,
     label: String,
 ) -> Result<(), CliError> {
-    let body = serde_json::json!({
-        "source": source,
-        "format": format,
-        "mapping": mapping_value(mapping)?,
-        "label": label,
-    });
+    let body = create_body(source, &what, label)?;
     let job = admin.post(&jobs_path(tenant_id), Some(&body))?;
     show(admin, &job, |job| {
+        let job_id = job["id"].as_str().unwrap_or("JOB");
+        let next = match what {
+            Creating::File { .. } => format!("upload --tenant {tenant_id} {job_id} FILE"),
+            Creating::Listing { .. } => format!("dry-run --tenant {tenant_id} {job_id}"),
+        };
         format!(
-            "{}\nnext: steward backfill upload --tenant {tenant_id} {} FILE\n",
-            report::status_text(job).trim_end(),
-            job["id"].as_str().unwrap_or("JOB")
+            "{}\nnext: steward backfill {next}\n",
+            report::status_text(job).trim_end()
         )
     });
     Ok(())
@@ -194,6 +242,12 @@ fn create(
 
 fn upload(admin: &Admin, tenant_id: &str, job_id: &str, file: PathBuf) -> Result<(), CliError> {
     let job = admin.get(&job_path(tenant_id, job_id))?;
+    if job.get("listing").is_some() {
+        return Err(CliError::Failed(format!(
+            "backfill {job_id} reads its source's listing: a listing job has no file (its dry \
+             run started when it was created: steward backfill dry-run --tenant {tenant_id} {job_id})"
+        )));
+    }
     let format = job["format"].as_str().unwrap_or("csv");
     let content_type = crate::http::admin_backfill::upload::content_type_of(format);
     let opened = std::fs::File::open(&file)
@@ -258,10 +312,7 @@ fn dry_run(admin: &Admin, tenant_id: &str, job_id: &str) -> Result<(), CliError>
         &path,
         |job| {
             bar.set_position(job["dry_run"]["bytes_read"].as_u64().unwrap_or(0));
-            bar.set_message(format!(
-                "{} rows read",
-                super::table::count(&job["dry_run"]["rows_read"])
-            ));
+            bar.set_message(report::dry_run_read(job));
         },
         |job| job["state"] != "validating",
     )?;
@@ -347,4 +398,100 @@ fn rejects(admin: &Admin, tenant_id: &str, job_id: &str) -> Result<(), CliError>
         let _ = write!(out, "{}", table.render());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::*;
+
+    /// `steward backfill …` parsed alone.
+    #[derive(Parser, Debug)]
+    struct Backfill {
+        #[command(subcommand)]
+        command: BackfillCommand,
+    }
+
+    fn parsed(args: &str) -> Result<BackfillCommand, clap::Error> {
+        let words = std::iter::once("backfill").chain(args.split_whitespace());
+        Backfill::try_parse_from(words).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn create_takes_a_file_s_mapping_or_a_listing_s_window() {
+        // Goal: `--from` (with `--to` or not) makes a listing; `--mapping` a file backfill
+        // with its format; `--from` beside `--format` or `--mapping`, `--to` alone or
+        // neither `--mapping` nor `--from` are refused by the parser.
+        let listing =
+            parsed("create --tenant t --source constant_contact --from 2024-01-01 --to 2024-06-30 --label cc")
+                .unwrap();
+        let BackfillCommand::Create {
+            from, to, mapping, ..
+        } = listing
+        else {
+            panic!("{listing:?}");
+        };
+        assert_eq!(
+            (from.as_deref(), to.as_deref(), mapping),
+            (Some("2024-01-01"), Some("2024-06-30"), None)
+        );
+        let file =
+            parsed("create --tenant t --source stripe --mapping stripe_payments_export --label l")
+                .unwrap();
+        let BackfillCommand::Create {
+            format,
+            mapping,
+            from,
+            ..
+        } = file
+        else {
+            panic!("{file:?}");
+        };
+        assert_eq!(
+            (format.as_str(), mapping.as_deref(), from),
+            ("csv", Some("stripe_payments_export"), None)
+        );
+        for refused in [
+            "create --tenant t --source cc --from 2024-01-01 --mapping m --label l",
+            "create --tenant t --source cc --from 2024-01-01 --format ndjson --label l",
+            "create --tenant t --source cc --to 2024-01-01 --mapping m --label l",
+            "create --tenant t --source cc --to 2024-01-01 --label l",
+            "create --tenant t --source cc --label l",
+        ] {
+            assert!(parsed(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_create_body_is_a_file_s_or_a_listing_s() {
+        // Goal: a listing's body has `from` (and `to` when given), no format or mapping; a
+        // file's has its format and mapping.
+        let listing = Creating::Listing {
+            from: "2024-01-01".into(),
+            to: None,
+        };
+        assert_eq!(
+            create_body("mailchimp".into(), &listing, "l".into()).unwrap(),
+            json!({"source": "mailchimp", "from": "2024-01-01", "label": "l"})
+        );
+        let window = Creating::Listing {
+            from: "2024-01-01".into(),
+            to: Some("2024-02-01T00:00:00Z".into()),
+        };
+        assert_eq!(
+            create_body("gala-co".into(), &window, "l".into()).unwrap()["to"],
+            "2024-02-01T00:00:00Z"
+        );
+        let file = Creating::File {
+            format: "csv".into(),
+            mapping: "stripe_payments_export".into(),
+        };
+        assert_eq!(
+            create_body("stripe".into(), &file, "l".into()).unwrap(),
+            json!({"source": "stripe", "format": "csv",
+                   "mapping": "stripe_payments_export", "label": "l"})
+        );
+    }
 }

@@ -1,10 +1,12 @@
 //! Backfill jobs in the admin API (docs/backfill.md "Admin API"):
 //!
 //! - `POST /v1/tenants/{id}/backfills` with `{"source", "format", "mapping", "label"}` → 201
-//!   with the job (`awaiting_file`); a spec the tenant cannot run → 422 `invalid_backfill`
-//!   naming the field.
+//!   with the job (`awaiting_file`); with `{"source", "from", "to"?, "label"}` (a source's
+//!   listing through its poller, no file) → 201 with the job already `validating`; a spec the
+//!   tenant cannot run → 422 `invalid_backfill` naming the field.
 //! - `PUT /v1/tenants/{id}/backfills/{b}/file`: the raw file, streamed to disk
-//!   (`admin_backfill/upload.rs`); the dry run then starts by itself (`validating`).
+//!   (`admin_backfill/upload.rs`); the dry run then starts by itself (`validating`). A
+//!   listing job has no file: 409.
 //! - `GET /v1/tenants/{id}/backfills`, `GET …/backfills/{b}` (the job view,
 //!   `admin_backfill/view.rs`), `GET …/backfills/{b}/rejects` (NDJSON, every rejected row).
 //! - `POST …/backfills/{b}/start|pause|resume|cancel`: 409 `invalid_transition` when the
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use steward_actors::backfill::{
     transition, BackfillAction, BackfillCommandError, BackfillJob, JobSpec, INLINE_REJECTS_MAX,
+    LISTING_FORMAT,
 };
 use steward_actors::runtime::TenantHandle;
 
@@ -31,6 +34,7 @@ use super::admin_pollers::running_handle;
 use super::error::{ApiError, ErrorCode};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
+use crate::backfill::spec::parse_window;
 use crate::backfill::{validate_spec, FileBackfills};
 use view::{job_json, BudgetUse};
 
@@ -133,7 +137,7 @@ fn invalid_backfill(field: &str, reason: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// The body of `POST …/backfills` (a file job).
+/// The body of `POST …/backfills` for a file job.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -144,32 +148,52 @@ struct CreateBody {
     label: String,
 }
 
-/// The spec a create body asks for; 422 `invalid_backfill` naming the field otherwise.
-fn spec_of(body: Value) -> Result<JobSpec, ApiError> {
+/// The body of `POST …/backfills` for a listing job (a source's listing through its poller).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListingBody {
+    source: String,
+    /// An RFC 3339 time or a day `YYYY-MM-DD` (UTC).
+    from: String,
+    /// As `from`; absent = now.
+    #[serde(default)]
+    to: Option<String>,
+    label: String,
+}
+
+/// The spec a create body asks for (a listing when it has `from` or `to`; its `to` defaults
+/// to `now_ms`); 422 `invalid_backfill` naming the field otherwise.
+fn spec_of(body: Value, now_ms: u64) -> Result<JobSpec, ApiError> {
     let Some(object) = body.as_object() else {
         return Err(invalid_backfill(
             "body",
-            "must be an object {\"source\", \"format\", \"mapping\", \"label\"}",
+            "must be an object: {\"source\", \"format\", \"mapping\", \"label\"} (a file) \
+             or {\"source\", \"from\", \"to\", \"label\"} (a source's listing)",
         ));
     };
-    if let Some(field) = ["from", "to"]
-        .into_iter()
-        .find(|key| object.contains_key(*key))
-    {
-        return Err(invalid_backfill(
-            field,
-            "a source's full listing through its poller (`from`/`to`) is not built yet; \
-             create a file backfill (`format`, `mapping`) and upload the file",
-        ));
+    if object.contains_key("from") || object.contains_key("to") {
+        if let Some(field) = ["format", "mapping"]
+            .into_iter()
+            .find(|key| object.contains_key(*key))
+        {
+            return Err(invalid_backfill(
+                field,
+                "a source's listing (`from`/`to`) has no `format` or `mapping`: the source's \
+                 poller maps its records as the live poll does",
+            ));
+        }
+        let listing: ListingBody = deserialize_body(body)?;
+        let window = parse_window(&listing.from, listing.to.as_deref(), now_ms)
+            .map_err(|error| invalid_backfill(&error.path, error.message))?;
+        return Ok(JobSpec {
+            source: listing.source,
+            format: LISTING_FORMAT.to_string(),
+            mapping_json: String::new(),
+            label: listing.label,
+            listing: Some(window),
+        });
     }
-    let create: CreateBody = serde_path_to_error::deserialize(body).map_err(|error| {
-        let message = error.inner().to_string();
-        let field = match unknown_field_named_in(&message) {
-            Some(unknown) => unknown,
-            None => crate::tenant::field_of_serde_error(&error.path().to_string(), &message),
-        };
-        invalid_backfill(&field, message)
-    })?;
+    let create: CreateBody = deserialize_body(body)?;
     let mapping_json = match &create.mapping {
         Value::String(_) | Value::Object(_) => create.mapping.to_string(),
         _ => {
@@ -184,6 +208,19 @@ fn spec_of(body: Value) -> Result<JobSpec, ApiError> {
         format: create.format,
         mapping_json,
         label: create.label,
+        listing: None,
+    })
+}
+
+/// A create body as `T`; 422 `invalid_backfill` naming the unknown, missing or mistyped field.
+fn deserialize_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|error| {
+        let message = error.inner().to_string();
+        let field = match unknown_field_named_in(&message) {
+            Some(unknown) => unknown,
+            None => crate::tenant::field_of_serde_error(&error.path().to_string(), &message),
+        };
+        invalid_backfill(&field, message)
     })
 }
 
@@ -202,7 +239,7 @@ async fn create(
     let tenant_id = path.into_inner();
     let handle = running_handle(&state, &tenant_id)?;
     let body = read_body_limited(&request, payload, state.config.body_limit_bytes).await?;
-    let spec = spec_of(parse_json(&body)?)?;
+    let spec = spec_of(parse_json(&body)?, crate::tenants::now_ms())?;
     // Cloned out: a map reference is never held across an await (STYLE.md).
     let doc = state
         .tenant_docs
@@ -257,6 +294,7 @@ async fn upload_file(
     let (tenant_id, job_id) = path.into_inner();
     let handle = running_handle(&state, &tenant_id)?;
     let job = job_of(&handle, &job_id)?;
+    takes_a_file(&job)?;
     let file_ready = BackfillAction::FileReady { bytes: 0 };
     transition(job.state, &file_ready)
         .map_err(|message| ApiError::new(ErrorCode::InvalidTransition, message))?;
@@ -293,6 +331,21 @@ async fn upload_file(
     };
     tracing::info!(tenant_id = %tenant_id, job = %job_id, bytes, "backfill file uploaded; dry run started");
     Ok(HttpResponse::Ok().json(full_view(&handle, &job)?))
+}
+
+/// 409 `conflict` for a listing job: it reads its source's listing, it has no file.
+fn takes_a_file(job: &BackfillJob) -> Result<(), ApiError> {
+    match job.spec.listing {
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "backfill `{}` is a listing job: a listing job has no file (it reads the `{}` \
+                 listing through the source's poller; its dry run starts when it is created)",
+                job.id, job.spec.source
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 async fn rejects(
@@ -361,6 +414,7 @@ async fn action(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::ResponseError;
     use serde_json::json;
 
     #[test]
@@ -381,13 +435,30 @@ mod tests {
         }
     }
 
+    /// 2026-01-01T00:00:00Z: "now" of the create bodies' tests.
+    const NOW_MS: u64 = 1_767_225_600_000;
+
+    /// The field a refused body names (asserting the code and the message's shape).
+    fn refused_field(body: Value) -> String {
+        let refused = spec_of(body.clone(), NOW_MS).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidBackfill, "{body}");
+        assert_eq!(refused.status_code().as_u16(), 422);
+        let field = refused
+            .message
+            .strip_prefix("field `")
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or_else(|| panic!("{body}: {}", refused.message));
+        field.to_string()
+    }
+
     #[test]
     fn create_bodies_are_refused_naming_the_field() {
-        // Goal: each bad body names its field; a listing (`from`/`to`) says it is not built.
+        // Goal: each bad body names its field, a file body's and a listing body's alike.
         let good = json!({"source": "stripe", "format": "csv",
                           "mapping": "stripe_payments_export", "label": "2024"});
-        let spec = spec_of(good.clone()).unwrap();
+        let spec = spec_of(good.clone(), NOW_MS).unwrap();
         assert_eq!(spec.mapping_json, "\"stripe_payments_export\"");
+        assert_eq!(spec.listing, None);
         let cases = [
             (
                 json!({"format": "csv", "mapping": "m", "label": "l"}),
@@ -407,26 +478,147 @@ mod tests {
             ),
             (
                 json!({"source": "constant_contact", "from": "2024-01-01"}),
+                "label",
+            ),
+            (
+                json!({"source": "constant_contact", "to": "2024-01-01", "label": "l"}),
+                "from",
+            ),
+            (
+                json!({"source": "constant_contact", "from": "2024-01-01", "label": "l", "colour": 1}),
+                "colour",
+            ),
+            (
+                json!({"source": "constant_contact", "from": 20240101, "label": "l"}),
                 "from",
             ),
             (json!([1, 2]), "body"),
         ];
         for (body, field) in cases {
-            let refused = spec_of(body.clone()).unwrap_err();
-            assert_eq!(refused.code, ErrorCode::InvalidBackfill, "{body}");
-            assert!(
-                refused
-                    .message
-                    .starts_with(&format!("field `{field}` is invalid")),
-                "{body}: {}",
-                refused.message
-            );
+            assert_eq!(refused_field(body.clone()), field, "{body}");
         }
-        let listing = spec_of(json!({"source": "constant_contact", "to": "x"})).unwrap_err();
-        assert!(
-            listing.message.contains("not built yet"),
-            "{}",
-            listing.message
+    }
+
+    #[test]
+    fn a_listing_body_is_a_window_of_days_or_times() {
+        // Goal: a day is its first millisecond as `from` and its last as `to` (UTC); an
+        // RFC 3339 time is that instant whatever its offset; no `to` is now; the spec is a
+        // listing (format `listing`, no mapping).
+        let spec = spec_of(
+            json!({"source": "constant_contact", "from": "2024-01-01", "to": "2024-01-31",
+                   "label": "cc history"}),
+            NOW_MS,
+        )
+        .unwrap();
+        assert_eq!(spec.source, "constant_contact");
+        assert_eq!(spec.label, "cc history");
+        assert_eq!(spec.format, LISTING_FORMAT);
+        assert_eq!(spec.mapping_json, "");
+        let window = spec.listing.unwrap();
+        assert_eq!(
+            crate::tenants::format_ms(window.from_ms),
+            "2024-01-01T00:00:00Z"
         );
+        assert_eq!(
+            crate::tenants::format_ms(window.to_ms),
+            "2024-01-31T23:59:59.999Z"
+        );
+        let times = spec_of(
+            json!({"source": "gala-co", "from": "2024-01-01T02:00:00+02:00",
+                   "to": "2024-02-01T12:30:00.250Z", "label": "l"}),
+            NOW_MS,
+        )
+        .unwrap()
+        .listing
+        .unwrap();
+        assert_eq!(times.from_ms, window.from_ms, "the offset is applied");
+        assert_eq!(
+            crate::tenants::format_ms(times.to_ms),
+            "2024-02-01T12:30:00.25Z"
+        );
+        let open = spec_of(
+            json!({"source": "mailchimp", "from": "2025-06-01", "label": "l"}),
+            NOW_MS,
+        )
+        .unwrap()
+        .listing
+        .unwrap();
+        assert_eq!(open.to_ms, NOW_MS, "no `to`: now");
+        let one_day = spec_of(
+            json!({"source": "mailchimp", "from": "2025-06-01", "to": "2025-06-01", "label": "l"}),
+            NOW_MS,
+        )
+        .unwrap()
+        .listing
+        .unwrap();
+        assert_eq!(
+            one_day.to_ms - one_day.from_ms,
+            86_400_000 - 1,
+            "one whole day"
+        );
+    }
+
+    #[test]
+    fn a_listing_body_with_a_bad_window_or_a_file_s_fields_names_the_field() {
+        // Goal: `from` not before `to` names `from`; a bound that is neither a day nor an
+        // RFC 3339 time names itself; `format` or `mapping` beside `from`/`to` are refused by
+        // name with the reason.
+        let listing = |from: &str, to: Option<&str>| {
+            let mut body = json!({"source": "constant_contact", "from": from, "label": "l"});
+            if let Some(to) = to {
+                body["to"] = json!(to);
+            }
+            body
+        };
+        let cases = [
+            (listing("2024-02-01", Some("2024-01-01")), "from"),
+            (
+                listing("2024-01-01T00:00:00Z", Some("2024-01-01T00:00:00Z")),
+                "from",
+            ),
+            (listing("2026-02-01", None), "from"),
+            (listing("2024-13-01", Some("2024-12-31")), "from"),
+            (listing("2024-01-01", Some("yesterday")), "to"),
+            (listing("2024-01-01 00:00", Some("2024-12-31")), "from"),
+            (listing("1969-12-31", Some("2024-12-31")), "from"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(refused_field(body.clone()), field, "{body}");
+        }
+        let mut with_format = listing("2024-01-01", None);
+        with_format["format"] = json!("csv");
+        assert_eq!(refused_field(with_format.clone()), "format");
+        let message = spec_of(with_format, NOW_MS).unwrap_err().message;
+        assert!(message.contains("no `format` or `mapping`"), "{message}");
+        let with_mapping = json!({"source": "stripe", "to": "2024-01-01", "label": "l",
+                                  "mapping": "stripe_payments_export"});
+        assert_eq!(refused_field(with_mapping), "mapping");
+    }
+
+    #[test]
+    fn a_listing_job_takes_no_file() {
+        // Goal: PUT …/file on a listing job is 409 saying it has no file; a file job may
+        // take one.
+        let listing_spec = spec_of(
+            json!({"source": "constant_contact", "from": "2024-01-01", "label": "l"}),
+            NOW_MS,
+        )
+        .unwrap();
+        let listing_job = BackfillJob::new("bf_abcdefghijkl".into(), listing_spec, NOW_MS);
+        let refused = takes_a_file(&listing_job).unwrap_err();
+        assert_eq!(refused.status_code().as_u16(), 409);
+        assert!(
+            refused.message.contains("a listing job has no file"),
+            "{}",
+            refused.message
+        );
+        let file_spec = spec_of(
+            json!({"source": "stripe", "format": "csv",
+                   "mapping": "stripe_payments_export", "label": "2024"}),
+            NOW_MS,
+        )
+        .unwrap();
+        let file_job = BackfillJob::new("bf_abcdefghijkm".into(), file_spec, NOW_MS);
+        takes_a_file(&file_job).unwrap();
     }
 }

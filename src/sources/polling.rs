@@ -73,6 +73,34 @@ pub fn pollers_for(
     (specs, errors)
 }
 
+/// The sources a tenant document polls, by the key each poller gets (its
+/// `PollerSettings.source`, the key of its slot), in [`pollers_for`]'s order: Constant
+/// Contact when configured, every platform with a `poll` section, Mailchimp with an
+/// `api_key` and a `list_id`. Read from the document alone (a poller whose URL cannot be
+/// resolved is listed still: the document asks for it, and its build error is logged).
+pub fn polled_sources(doc: &TenantDoc) -> Vec<String> {
+    let sources = &doc.sources;
+    let constant_contact = sources
+        .constant_contact
+        .as_ref()
+        .map(|_| super::constant_contact::SOURCE.to_string());
+    let platforms = sources
+        .platforms
+        .iter()
+        .filter(|(_, platform)| platform.poll.is_some())
+        .map(|(name, _)| name.clone());
+    let mailchimp = sources
+        .mailchimp
+        .as_ref()
+        .filter(|settings| settings.api_key.is_some() && settings.list_id.is_some())
+        .map(|_| super::mailchimp::SOURCE.to_string());
+    constant_contact
+        .into_iter()
+        .chain(platforms)
+        .chain(mailchimp)
+        .collect()
+}
+
 /// The actors' schedule of a document's poll fields (validated: `daily_at` is "HH:MM").
 pub fn schedule_of(schedule: &DocSchedule, time_zone: &str) -> PollSchedule {
     if let Some(interval_s) = schedule.interval_s {

@@ -22,8 +22,9 @@ fn error_of(answer: &Value) -> (&str, &str) {
 
 #[actix_rt::test]
 async fn jobs_are_created_listed_and_refused_by_shape() {
-    // Goal: create → 201 awaiting_file with the view's fields; bad bodies → 422 naming the
-    // field with nothing created; unknown tenant or job → 404; the list leaves rejects out.
+    // Goal: create → 201 awaiting_file with the view's fields; bad bodies (a listing of a
+    // source the tenant does not poll among them) → 422 naming the field with nothing
+    // created; unknown tenant or job → 404; the list leaves rejects out.
     let app = app_with_tenant(TENANT, SpawnOptions::default()).await;
     let jobs_path = format!("/v1/tenants/{TENANT}/backfills");
     let job = create_job(&app, TENANT, "history-2024").await;
@@ -83,8 +84,16 @@ async fn jobs_are_created_listed_and_refused_by_shape() {
             "label",
         ),
         (
-            json!({"source": "constant_contact", "from": "2024-01-01T00:00:00Z", "to": "2025-01-01T00:00:00Z"}),
+            json!({"source": "constant_contact", "from": "2024-01-01T00:00:00Z", "to": "2025-01-01T00:00:00Z", "label": "x"}),
+            "source",
+        ),
+        (
+            json!({"source": "auction-co", "from": "2025-01-01", "to": "2024-01-01", "label": "x"}),
             "from",
+        ),
+        (
+            json!({"source": "auction-co", "from": "2024-01-01", "format": "csv", "label": "x"}),
+            "format",
         ),
     ];
     for (body, field) in bad_bodies {
@@ -100,10 +109,13 @@ async fn jobs_are_created_listed_and_refused_by_shape() {
         .admin_call(
             Method::POST,
             &jobs_path,
-            Some(json!({"source": "constant_contact", "from": "2024-01-01T00:00:00Z"})),
+            Some(json!({"source": "auction-co", "from": "2024-01-01T00:00:00Z", "label": "x"})),
         )
         .await;
-    assert!(error_of(&listing).1.contains("not built yet"), "{listing}");
+    assert!(
+        error_of(&listing).1.contains("the tenant polls no source"),
+        "a listing is read through a poller: {listing}"
+    );
 
     let (status, list) = app.admin_call(Method::GET, &jobs_path, None).await;
     assert_eq!(status, 200);

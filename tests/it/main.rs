@@ -9,7 +9,7 @@ mod alerts_speak;
 mod backfill_admin;
 mod backfill_e2e;
 mod backfill_listing;
-
+mod backfill_listing_platform;
 mod backfill_support;
 mod cli_backfill;
 mod common;

@@ -46,6 +46,19 @@ pub fn progress_line(job: &Value) -> String {
     )
 }
 
+/// How far the dry run read: rows of a file, records and pages of a listing.
+pub fn dry_run_read(job: &Value) -> String {
+    let dry_run = &job["dry_run"];
+    match dry_run.get("pages_read") {
+        Some(pages) => format!(
+            "{} records read ({} pages)",
+            count(&dry_run["rows_read"]),
+            count(pages)
+        ),
+        None => format!("{} rows read", count(&dry_run["rows_read"])),
+    }
+}
+
 /// A job's state, progress and ETA.
 pub fn status_text(job: &Value) -> String {
     let progress = &job["progress"];
@@ -53,23 +66,29 @@ pub fn status_text(job: &Value) -> String {
         ("backfill", text(&job["id"])),
         ("label", text(&job["label"])),
         ("state", text(&job["state"])),
-        (
-            "source",
-            format!(
-                "{} ({}, mapping {})",
-                text(&job["source"]),
-                text(&job["format"]),
-                text(&job["mapping"])
-            ),
-        ),
-        (
-            "file",
-            job["file_bytes"]
-                .as_u64()
-                .map_or_else(|| "not uploaded".to_string(), bytes_words),
-        ),
-        ("created", text(&job["created_at"])),
     ];
+    let listing = job.get("listing");
+    let read = match listing {
+        Some(window) => format!(
+            "its listing, changed from {} to {}",
+            text(&window["from"]),
+            text(&window["to"])
+        ),
+        None => format!(
+            "{}, mapping {}",
+            text(&job["format"]),
+            text(&job["mapping"])
+        ),
+    };
+    pairs.push(("source", format!("{} ({read})", text(&job["source"]))));
+    if listing.is_none() {
+        let file = job["file_bytes"].as_u64();
+        pairs.push((
+            "file",
+            file.map_or_else(|| "not uploaded".to_string(), bytes_words),
+        ));
+    }
+    pairs.push(("created", text(&job["created_at"])));
     if !job["started_at"].is_null() {
         pairs.push(("started", text(&job["started_at"])));
     }
@@ -77,10 +96,7 @@ pub fn status_text(job: &Value) -> String {
         pairs.push(("finished", text(&job["finished_at"])));
     }
     if job["state"] == "validating" {
-        pairs.push((
-            "dry run",
-            format!("{} rows read", count(&job["dry_run"]["rows_read"])),
-        ));
+        pairs.push(("dry run", dry_run_read(job)));
     }
     pairs.extend([
         ("rows read", count(&progress["rows_read"])),
@@ -336,5 +352,40 @@ mod tests {
         }
         assert!(list.contains("bf_abcdefghijkl  history"), "{list}");
         assert_eq!(list_text(&json!({"backfills": []})), "no backfills\n");
+    }
+
+    #[test]
+    fn a_listing_job_shows_its_window_instead_of_a_file() {
+        // Goal: a listing's status names its source and window, no mapping or file; its dry
+        // run counts records and pages.
+        let mut job = ready_job();
+        let view = job.as_object_mut().unwrap();
+        view.remove("mapping");
+        view.insert("format".into(), json!("listing"));
+        view.insert("file_bytes".into(), Value::Null);
+        view.insert(
+            "listing".into(),
+            json!({"from": "2024-01-01T00:00:00Z", "to": "2024-12-31T23:59:59.999Z"}),
+        );
+        view.insert("state".into(), json!("validating"));
+        let dry_run = job["dry_run"].as_object_mut().unwrap();
+        dry_run.remove("bytes_read");
+        dry_run.insert("pages_read".into(), json!(10));
+        let status = status_text(&job);
+        assert!(
+            status.contains(
+                "stripe (its listing, changed from 2024-01-01T00:00:00Z to 2024-12-31T23:59:59.999Z)"
+            ),
+            "{status}"
+        );
+        assert!(
+            !status.contains("mapping") && !status.contains("file"),
+            "{status}"
+        );
+        assert!(
+            status.contains("dry run       5,000 records read (10 pages)"),
+            "{status}"
+        );
+        assert_eq!(dry_run_read(&ready_job()), "5,000 rows read");
     }
 }

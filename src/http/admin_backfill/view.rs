@@ -25,10 +25,14 @@ const ENTRY_KINDS: [&str; 3] = ["gift", "refund", "contact"];
 
 /// The job view. `rejects`: the first rejected rows for the single-job view; `None` leaves
 /// `dry_run.rejects` out (the list).
+///
+/// A listing job shows its window (`"listing": {"from", "to"}`, RFC 3339) instead of a
+/// mapping, and the pages of the source's listing read (`pages_read`) instead of the bytes
+/// of a file; its rows are the records read.
 pub fn job_json(job: &BackfillJob, budget: BudgetUse, rejects: Option<&[RejectedRow]>) -> Value {
     let mapping = serde_json::from_str::<Value>(&job.spec.mapping_json)
         .unwrap_or_else(|_| Value::String(job.spec.mapping_json.clone()));
-    json!({
+    let mut shown = json!({
         "id": job.id,
         "label": job.spec.label,
         "source": job.spec.source,
@@ -43,7 +47,29 @@ pub fn job_json(job: &BackfillJob, budget: BudgetUse, rejects: Option<&[Rejected
         "progress": progress_json(job),
         "eta_s": eta_s(job, budget),
         "error": job.error,
-    })
+    });
+    if let Some(window) = job.spec.listing {
+        if let Some(view) = shown.as_object_mut() {
+            view.remove("mapping");
+        }
+        shown["listing"] = json!({
+            "from": format_ms(window.from_ms),
+            "to": format_ms(window.to_ms),
+        });
+        shown["dry_run"] = read_in_pages(shown["dry_run"].take());
+        shown["progress"] = read_in_pages(shown["progress"].take());
+    }
+    shown
+}
+
+/// A listing's part of the view (`dry_run`, `progress`): its `bytes_read` is the pages read.
+fn read_in_pages(mut part: Value) -> Value {
+    if let Some(fields) = part.as_object_mut() {
+        if let Some(pages) = fields.remove("bytes_read") {
+            fields.insert("pages_read".to_string(), pages);
+        }
+    }
+    part
 }
 
 /// The dry run's calls: its final estimate once complete, the estimate so far before.
@@ -192,6 +218,7 @@ mod tests {
             format: "csv".into(),
             mapping_json: "\"stripe_payments_export\"".into(),
             label: "history-2024".into(),
+            listing: None,
         };
         let mut job = BackfillJob::new("bf_abcdefghijkl".into(), spec, 1_767_225_600_000);
         job.state = state;
@@ -250,6 +277,58 @@ mod tests {
         }
         let listed = job_json(&job, BUDGET, None);
         assert!(listed["dry_run"].get("rejects").is_none());
+    }
+
+    #[test]
+    fn a_listing_job_shows_its_window_and_pages_instead_of_a_mapping_and_bytes() {
+        // Goal: a listing job's view has `listing` with RFC 3339 bounds and no `mapping`; its
+        // dry run and progress count pages read (no `bytes_read`) and records as rows; its
+        // percent and ETA come as a file job's do.
+        let spec = JobSpec {
+            source: "constant_contact".into(),
+            format: steward_actors::backfill::LISTING_FORMAT.into(),
+            mapping_json: String::new(),
+            label: "cc history".into(),
+            listing: Some(steward_actors::backfill::ListingWindow {
+                from_ms: 1_704_067_200_000,
+                to_ms: 1_735_689_599_999,
+            }),
+        };
+        let mut job = BackfillJob::new("bf_abcdefghijkl".into(), spec, 1_767_225_600_000);
+        assert_eq!(
+            job.state,
+            JobState::Validating,
+            "a listing starts validating"
+        );
+        job.dry_run.cursor.offset = 3;
+        job.dry_run.counts.rows = 1_200;
+        job.dry_run.complete = true;
+        job.dry_run.calls_needed = 100;
+        job.state = JobState::Running;
+        job.cursor.offset = 2;
+        job.progress.counts.rows = 1_000;
+        job.progress.queued = 1_000;
+        job.progress.read_complete = true;
+        job.progress.submitted = 500;
+        let view = job_json(&job, BUDGET, None);
+        assert_eq!(
+            view["listing"],
+            json!({"from": "2024-01-01T00:00:00Z", "to": "2024-12-31T23:59:59.999Z"})
+        );
+        assert!(view.get("mapping").is_none(), "{view}");
+        assert_eq!(view["format"], "listing");
+        assert_eq!(view["file_bytes"], Value::Null);
+        assert_eq!(view["dry_run"]["pages_read"], 3);
+        assert_eq!(view["dry_run"]["rows_read"], 1_200);
+        assert!(view["dry_run"].get("bytes_read").is_none(), "{view}");
+        assert_eq!(view["progress"]["pages_read"], 2);
+        assert_eq!(view["progress"]["rows_read"], 1_000);
+        assert!(view["progress"].get("bytes_read").is_none(), "{view}");
+        assert_eq!(view["progress"]["percent"], 50.0);
+        assert_eq!(view["eta_s"], 50, "as a file job's: 50 calls at 1 a second");
+        let file_view = job_json(&self::job(JobState::Ready), BUDGET, None);
+        assert!(file_view.get("listing").is_none(), "{file_view}");
+        assert_eq!(file_view["dry_run"]["bytes_read"], 0);
     }
 
     #[test]
