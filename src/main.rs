@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "steward",
-    version,
+    version = steward::telemetry::VERSION_LINE,
     about = "Multi-tenant sync engine between nonprofits' source platforms and Virtuous CRM+"
 )]
 struct Cli {

@@ -9,6 +9,35 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const METRICS_RENDER_SECONDS: &str = "steward_metrics_render_seconds";
+/// Gauge `{version, revision}`, always 1: what this process was built from.
+pub const BUILD_INFO: &str = "steward_build_info";
+
+/// The crate's version and the git revision it was built from (`unknown` outside a git
+/// checkout), as `steward --version` prints them.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("STEWARD_GIT_REVISION");
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("STEWARD_GIT_REVISION"),
+    ")"
+);
+
+/// The process collector (`process_*` metrics), sampled before each `/metrics` render.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let collector = metrics_process::Collector::default();
+        collector.describe();
+        collector
+    })
+}
+
+/// Samples the process's CPU, memory, file descriptors and threads into the `process_*`
+/// gauges (called by the `/metrics` render).
+pub fn collect_process_metrics() {
+    process_collector().collect();
+}
 pub const TENANTS: &str = "steward_tenants";
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 50 µs to 60 s.
@@ -184,6 +213,12 @@ pub fn install_metrics() -> PrometheusHandle {
                 "Time to render /metrics"
             );
             metrics::describe_gauge!(TENANTS, "Tenants registered on this node");
+            metrics::describe_gauge!(
+                BUILD_INFO,
+                "Always 1: the version and git revision this process was built from"
+            );
+            metrics::gauge!(BUILD_INFO, "version" => VERSION, "revision" => REVISION).set(1.0);
+            collect_process_metrics();
             metrics::describe_counter!(
                 HTTP_MALFORMED_REQUESTS_TOTAL,
                 "HTTP requests the server refused as malformed (400, connection closed)"

@@ -33,6 +33,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
                 let started = Instant::now();
                 // A blocked arbiter cannot update its own lag gauge: refresh the probes here.
                 let _ = render_state.runtime.arbiter_lag_ms();
+                crate::telemetry::collect_process_metrics();
                 let text = render_state.metrics.render();
                 metrics::histogram!(crate::telemetry::METRICS_RENDER_SECONDS)
                     .record(started.elapsed().as_secs_f64());

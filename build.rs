@@ -1,0 +1,25 @@
+//! Build info: the git revision Steward is built from (`steward --version`,
+//! `steward_build_info`), or `unknown` outside a git checkout.
+
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let output = Command::new("git").args(args).output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let text = text.trim();
+    (output.status.success() && !text.is_empty()).then(|| text.to_string())
+}
+
+fn main() {
+    let revision = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=STEWARD_GIT_REVISION={revision}");
+    println!("cargo:rerun-if-changed=build.rs");
+    // Built again when HEAD moves: the file naming the branch, the branch's ref, packed refs.
+    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={git_dir}/HEAD");
+        println!("cargo:rerun-if-changed={git_dir}/packed-refs");
+        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={git_dir}/{reference}");
+        }
+    }
+}
