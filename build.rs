@@ -1,5 +1,6 @@
 //! Build info: the git revision Steward is built from (`steward --version`,
-//! `steward_build_info`), or `unknown` outside a git checkout.
+//! `steward_build_info`): `STEWARD_BUILD_REVISION` when set, else the checkout's HEAD, else
+//! `unknown`.
 
 use std::process::Command;
 
@@ -11,7 +12,14 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let revision = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // A build without the git directory (a container build) may name its revision.
+    println!("cargo:rerun-if-env-changed=STEWARD_BUILD_REVISION");
+    let given = std::env::var("STEWARD_BUILD_REVISION")
+        .ok()
+        .filter(|revision| !revision.trim().is_empty());
+    let revision = given
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=STEWARD_GIT_REVISION={revision}");
     println!("cargo:rerun-if-changed=build.rs");
     // Built again when HEAD moves: the file naming the branch, the branch's ref, packed refs.

@@ -23,6 +23,7 @@ mod crash_disconnect;
 mod crash_failpoints;
 mod crash_kill9;
 mod crash_support;
+mod deploy;
 mod destination_ndjson;
 mod destination_postgres;
 mod destination_webhook;
