@@ -142,6 +142,9 @@ impl TestApp {
             admin_token: ADMIN_TOKEN.to_string(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                // Below the engine's keep-alive (actix-web's 5 s): a connection the server is
+                // closing as idle is never taken for a request (hyper's IncompleteMessage).
+                .pool_idle_timeout(Duration::from_secs(3))
                 .build()
                 .unwrap(),
         };
