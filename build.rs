@@ -22,12 +22,16 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=STEWARD_GIT_REVISION={revision}");
     println!("cargo:rerun-if-changed=build.rs");
-    // Built again when HEAD moves: the file naming the branch, the branch's ref, packed refs.
-    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={git_dir}/HEAD");
-        println!("cargo:rerun-if-changed={git_dir}/packed-refs");
-        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={git_dir}/{reference}");
+    // Built again when HEAD moves: the file naming the branch, the branch's ref, packed refs
+    // (paths as git resolves them, worktrees included). Only paths that exist: cargo runs a
+    // build script again on every build while a path it watches is missing.
+    let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
 }

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `STEWARD_` prefix that are not configuration keys.
-const NON_CONFIG_ENV_VARS: [&str; 5] = [
+const NON_CONFIG_ENV_VARS: [&str; 6] = [
     "STEWARD_ADMIN_TOKEN",
+    // The revision a build names (build.rs); harmless if still set when `serve` runs.
+    "STEWARD_BUILD_REVISION",
     // The admin API's URL for the command line (`steward backfill …`); `serve` ignores it.
     "STEWARD_ADMIN_URL",
     "STEWARD_MASTER_KEY",

@@ -158,7 +158,8 @@ impl BudgetLedger {
     }
 
     /// Empties the bucket at `now_ms`: the next call waits one interval (a start or restart
-    /// never refills it).
+    /// never refills it; live's reserve, one call deeper, may still go at once — the hourly
+    /// window, loaded from the call log, bounds it as every call).
     fn empty_bucket(&mut self, now_ms: u64) {
         let burst = u64::from(self.settings.burst_calls.max(1));
         self.tat_us = now_ms

@@ -46,6 +46,12 @@ async fn json_logs_are_one_object_a_line_with_tenant_ids_and_never_a_secret_or_a
             .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
         for field in ["timestamp", "level", "message"] {
             assert!(object.get(field).is_some(), "no `{field}`: {line}");
+            // A field named like the line's own keys would repeat a key (log stacks refuse it).
+            assert_eq!(
+                line.matches(&format!("\"{field}\":")).count(),
+                1,
+                "`{field}` twice: {line}"
+            );
         }
         if object["tenant_id"] == tenant {
             tenant_lines += 1;

@@ -85,8 +85,8 @@ pub struct BackfillRuntime {
     pub(super) busy: bool,
     timer: Option<SpawnHandle>,
     recounting: bool,
-    /// A listing's page reads that failed in a row.
-    pub(super) listing_failures: u32,
+    /// A listing job's page reads that failed in a row (job id, count).
+    pub(super) listing_failures: Option<(String, u32)>,
     last_recount_ms: u64,
     last_done_recount_ms: u64,
 }
@@ -165,12 +165,15 @@ impl CaptureActor {
         let running = jobs
             .iter()
             .find(|job| job.state == JobState::Running && !job.progress.read_complete);
+        // Short batches wait to be filled only behind a file, which reads on at once; a
+        // listing may wait on its source (a quota's reset) for hours.
+        let feeding = running.is_some_and(|job| job.spec.listing.is_none());
         let was_feeding = self
             .core
             .shared
             .backfill_feeding
-            .swap(running.is_some(), std::sync::atomic::Ordering::AcqRel);
-        if was_feeding && running.is_none() {
+            .swap(feeding, std::sync::atomic::Ordering::AcqRel);
+        if was_feeding && !feeding {
             // The last short batch of backfill gifts may go now.
             self.behavior_hint(1);
         }

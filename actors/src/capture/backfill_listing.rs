@@ -19,10 +19,13 @@ use crate::backfill::{
 use crate::poll::{PollFetch, PollPage, PollRequest};
 
 /// Failed page reads in a row that stop a listing (a running job pauses with the reason, a
-/// dry run fails).
-pub const LISTING_FAILURES_BEFORE_STOP: u32 = 3;
-/// Wait after a failed page read, times the failures in a row.
+/// dry run fails): with the waits below, a source down for about 3 minutes.
+pub const LISTING_FAILURES_BEFORE_STOP: u32 = 5;
+/// Wait after the first failed page read; each further failure in a row waits 4× longer
+/// (2 s, 8 s, 32 s, 128 s).
 const LISTING_RETRY_MS: u64 = 2_000;
+/// How often a listing whose poller an operator paused looks again.
+const PAUSED_RECHECK_MS: u64 = 1_000;
 
 /// A reader over one fetched page (already classified).
 struct FetchedPage(Option<RowChunk>);
@@ -46,6 +49,15 @@ impl CaptureActor {
         let Some(window) = job.spec.listing else {
             return;
         };
+        // The tenant's adapters are set after it starts (pollers, then the backfill files):
+        // until then a missing poller means nothing.
+        if self.core.shared.backfill_files().is_none() {
+            return self.backfill_later(RECHECK_MS, ctx);
+        }
+        let current = self.core.shared.pollers();
+        if self.behavior.polls.stale(&current) {
+            self.reload_pollers(ctx);
+        }
         let now_ms = self.core.shared.clock.now_ms();
         let gate = match self.listing_gate(&job.spec.source, now_ms) {
             Ok(gate) => gate,
@@ -60,9 +72,15 @@ impl CaptureActor {
                 return self.backfill_later(at_ms.saturating_sub(now_ms).max(1), ctx)
             }
             ListingGate::Busy => return self.backfill_later(RECHECK_MS, ctx),
+            ListingGate::Paused => return self.backfill_later(PAUSED_RECHECK_MS, ctx),
             ListingGate::NoPoller => {
+                let next = if purpose == Purpose::Run {
+                    "configure its polling, then resume the job"
+                } else {
+                    "configure its polling, then create the job again"
+                };
                 let message = format!(
-                    "the tenant has no poller for source `{}`: a listing is read through the source's poller (configure its polling, then resume)",
+                    "the tenant has no poller for source `{}`: a listing is read through the source's poller ({next})",
                     job.spec.source
                 );
                 return self.backfill_failed(job, message, ctx);
@@ -104,7 +122,7 @@ impl CaptureActor {
         let source = job.spec.source.clone();
         match fetch {
             PollFetch::Page(page) => {
-                self.behavior.backfills.listing_failures = 0;
+                self.behavior.backfills.listing_failures = None;
                 let Some(chunk) = self.listing_rows(&job, &at, page) else {
                     // No adapter yet: the page is read again (the cursor did not move).
                     return self.backfill_later(RECHECK_MS, ctx);
@@ -123,17 +141,25 @@ impl CaptureActor {
             }
             PollFetch::Failed { message, .. } => {
                 let backfills = &mut self.behavior.backfills;
-                backfills.listing_failures += 1;
-                let failures = backfills.listing_failures;
+                let failures = match &mut backfills.listing_failures {
+                    Some((id, count)) if *id == job.id => {
+                        *count += 1;
+                        *count
+                    }
+                    other => {
+                        *other = Some((job.id.clone(), 1));
+                        1
+                    }
+                };
                 tracing::warn!(tenant_id = %self.core.shared.tenant_id, job = %job.id, source = %source, failures, error = %message.escape_debug(), "a listing page read failed");
                 if failures >= LISTING_FAILURES_BEFORE_STOP {
-                    backfills.listing_failures = 0;
+                    backfills.listing_failures = None;
                     let message = format!(
                         "{failures} page reads of the {source} listing failed in a row (last: {message})"
                     );
                     return self.backfill_failed(job, message, ctx);
                 }
-                self.backfill_later(LISTING_RETRY_MS * u64::from(failures), ctx);
+                self.backfill_later(LISTING_RETRY_MS << (2 * (failures - 1)), ctx);
             }
         }
     }

@@ -125,7 +125,7 @@ fn link_of_entry(
 /// Raises an alert; logs ERROR the first time its code is raised (docs/operations.md "Alerts").
 pub fn raise_alert(store: &TenantStore, note: &AlertNote, now_ms: u64) -> Result<(), StoreError> {
     if store.raise_alert(&note.code, &note.message, now_ms)? {
-        tracing::error!(tenant_id = %store.tenant_id(), alert = %note.code.escape_debug(), message = %note.message.escape_debug(), "alert raised");
+        tracing::error!(tenant_id = %store.tenant_id(), alert = %note.code.escape_debug(), detail = %note.message.escape_debug(), "alert raised");
     }
     Ok(())
 }

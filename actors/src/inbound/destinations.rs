@@ -287,7 +287,7 @@ impl Delivery {
                 shared
                     .tenant_store()
                     .raise_alert(DESTINATION_FAILING_ALERT, &message, now_ms)?;
-                tracing::warn!(tenant_id = %shared.tenant_id, destination = %spec.name, message = %message.escape_debug(), "destination failing");
+                tracing::warn!(tenant_id = %shared.tenant_id, destination = %spec.name, detail = %message.escape_debug(), "destination failing");
             }
             shared
                 .tenant_store()
@@ -340,7 +340,7 @@ impl Delivery {
         };
         let now_ms = shared.clock.now_ms();
         if let Some(retry) = answer.retry {
-            tracing::warn!(tenant_id = %shared.tenant_id, destination = %spec.name, message = %retry.message.escape_debug(), "destination could not commit; delivering again from its checkpoint");
+            tracing::warn!(tenant_id = %shared.tenant_id, destination = %spec.name, detail = %retry.message.escape_debug(), "destination could not commit; delivering again from its checkpoint");
             let mut state = shared.tenant_store().destination_state(&spec.name)?;
             state.failures += 1;
             state.consecutive_failures += 1;

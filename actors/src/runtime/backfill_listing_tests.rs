@@ -173,20 +173,25 @@ async fn a_listing_is_read_page_by_page_from_the_window_dry_run_first_and_sends_
 }
 
 #[actix_rt::test]
-async fn a_listing_spends_the_sources_own_daily_quota_and_waits_for_its_reset() {
-    // Goal: a listing's pages count against the source's daily quota like the poller's own calls: with 2 calls a day, the third page is not asked and the poller's state holds the wait until the reset; the job stays validating at its cursor.
+async fn a_listing_spends_the_sources_own_daily_quota_and_leaves_the_live_poller_its_share() {
+    // Goal: a listing's pages count against the source's daily quota like the poller's own calls, and a listing stops at 80 % of it: with 5 calls a day the fifth page is not asked (the day's count shows 4, one left for the live poller); the job stays validating at its cursor.
     let store = test_store();
     let runtime = Runtime::new(1);
     let crm = FakeCrm::scripted(|_| reply(200));
     let poller = Arc::new(ScriptedPoller::default());
     let limits = SourceLimits {
-        daily: Some(2),
+        daily: Some(5),
         ..SourceLimits::default()
     };
     let handle = with_poller(&runtime, &store, &crm, &poller, limits).await;
-    poller.push(page(vec![gift("g1", 1_000)], Some("c1")));
-    poller.push(page(vec![gift("g2", 1_000)], Some("c2")));
-    poller.push(page(vec![gift("g3", 1_000)], None));
+    for n in 1..=5 {
+        let next = format!("c{n}");
+        poller.push(page(
+            vec![gift(&format!("g{n}"), 1_000)],
+            Some(next.as_str()),
+        ));
+    }
+    poller.push(page(vec![gift("g6", 1_000)], None));
     handle
         .backfill_command(
             "bf_1",
@@ -196,23 +201,21 @@ async fn a_listing_spends_the_sources_own_daily_quota_and_waits_for_its_reset() 
         )
         .await
         .unwrap();
-    eventually("two pages read", 5_000, || {
-        job(&handle).dry_run.cursor.offset == 2
+    eventually("four pages read", 5_000, || {
+        job(&handle).dry_run.cursor.offset == 4
     })
     .await;
-    eventually("the quota's wait noted", 5_000, || {
-        handle.pollers().unwrap()[0]
-            .state
-            .quota_wait_until_ms
-            .is_some()
-    })
-    .await;
-    // Deliberate: a third call would come within milliseconds if the quota were not kept.
+    // Deliberate: a fifth call would come within milliseconds if the share were not kept.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(poller.requests().len(), 2, "no call past the daily quota");
+    assert_eq!(poller.requests().len(), 4, "no call past 80 % of the quota");
+    assert_eq!(
+        handle.pollers().unwrap()[0].state.quota_calls,
+        4,
+        "the listing's calls are the source's day's calls"
+    );
     let waiting = job(&handle);
     assert_eq!(waiting.state, JobState::Validating);
-    assert_eq!(waiting.dry_run.cursor.page.as_deref(), Some("c2"));
+    assert_eq!(waiting.dry_run.cursor.page.as_deref(), Some("c4"));
     runtime.shutdown().await;
 }
 

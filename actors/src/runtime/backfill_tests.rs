@@ -328,3 +328,68 @@ async fn a_restarted_tenant_resumes_the_run_at_its_stored_cursor_and_sends_nothi
     assert_eq!(sent, expected);
     runtime.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_live_gift_goes_on_lives_reserve_at_once_while_a_backfill_takes_every_paced_call() {
+    // Goal: with calls paced 400 ms apart and backfill gifts waiting for every slot, a live gift queued right after a backfill call is sent long before the next paced slot — on live's reserve, counted in the submitter's view — and the backfill goes on.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let crm = FakeCrm::scripted(|_| reply(200));
+    let handle = runtime.start_tenant(TenantSpec {
+        tenant_id: "reserve".into(),
+        store: store.store.clone(),
+        tenant_store: store.store.tenant("reserve").unwrap(),
+        settings: TenantSettings {
+            budget: crate::budget::BudgetSettings {
+                hourly_limit: 9_000,
+                reserve_pct: 0,
+                ..crate::budget::BudgetSettings::default()
+            },
+            ..fast_settings()
+        },
+        run_state: TenantRunState::Running,
+        crm: crm.clone(),
+    });
+    eventually("children started", 5_000, || handle.children_started()).await;
+    // One call each (another transaction source each): the lane has work for every slot.
+    let history: Vec<NewEntry> = (0..12)
+        .map(|n| {
+            let mut entry = gift_entry(&format!("old{n}"), Lane::Backfill);
+            entry.fact.transaction_source = format!("History{n}");
+            entry
+        })
+        .collect();
+    handle.enqueue(history).await.unwrap();
+    eventually("two backfill calls", 5_000, || crm.count() >= 2).await;
+    // Right after a backfill call: the next paced slot is about 400 ms away.
+    let before = crm.count();
+    eventually("the next backfill call", 5_000, || crm.count() > before).await;
+    let queued_at = std::time::Instant::now();
+    handle
+        .enqueue(vec![gift_entry("live1", Lane::Live)])
+        .await
+        .unwrap();
+    eventually("the live gift sent", 2_000, || {
+        gifts_sent(&crm).contains(&"live1".to_string())
+    })
+    .await;
+    let waited = queued_at.elapsed();
+    assert!(
+        waited < std::time::Duration::from_millis(200),
+        "the live gift waited {waited:?}: a paced slot, not the reserve"
+    );
+    let observed = &handle.status().actors["submitter"].observed;
+    assert!(
+        observed["live_reserve_calls"].as_u64() >= Some(1),
+        "{observed}"
+    );
+    eventually("the backfill done", 10_000, || {
+        gifts_sent(&crm)
+            .iter()
+            .filter(|id| id.starts_with("old"))
+            .count()
+            == 12
+    })
+    .await;
+    runtime.shutdown().await;
+}

@@ -358,8 +358,9 @@ fn choose(
     leases: &LeaseTable,
     now_ms: u64,
     batch_max: usize,
-    contact_batch: bool,
+    request: &LeaseRequest,
 ) -> Choice {
+    let contact_batch = request.contact_batch;
     let rules = Eligibility::of(scanned, leases, now_ms);
     // The first must be its record's earliest entry (else an earlier entry of the record
     // sits in a lower lane: it goes first).
@@ -377,7 +378,13 @@ fn choose(
     let first = &scanned[first_at];
     if first.kind == RecordKind::Contact {
         let records_max = if contact_batch { batch_max } else { 1 };
-        return choose_contacts(scanned, &rules, first_at, batch_max, records_max);
+        return choose_contacts(
+            scanned,
+            &rules,
+            first_at,
+            (batch_max, records_max),
+            request.live_only,
+        );
     }
     let mut records_taken: HashSet<u64> = HashSet::from([first.record]);
     let mut chosen: Vec<usize> = vec![first_at];
@@ -424,15 +431,17 @@ fn choose_contacts(
     scanned: &[Scanned],
     rules: &Eligibility,
     first_at: usize,
-    batch_max: usize,
-    records_max: usize,
+    (batch_max, records_max): (usize, usize),
+    live_only: bool,
 ) -> Choice {
     let first = &scanned[first_at];
+    // On live's reserve, a record whose earliest entry is history waits for an ordinary call.
     let joins = |entry: &Scanned| {
         entry.kind == RecordKind::Contact
             && entry.transaction_source == first.transaction_source
             && rules.eligible(entry)
             && rules.is_earliest(entry)
+            && !(live_only && entry.lane == Lane::Backfill)
     };
     // The records, in scan order from the first (a record starts at its earliest entry).
     let mut records: Vec<u64> = Vec::new();
@@ -518,7 +527,7 @@ fn scan_and_choose(
                 scanned.push(entry);
             }
         }
-        let choice = choose(&scanned, leases, now_ms, batch_max, request.contact_batch);
+        let choice = choose(&scanned, leases, now_ms, batch_max, request);
         let in_last_lane = |lane: Lane| Some(lane) == last_lane;
         let settled = exhausted
             || scanned.len() >= LEASE_SCAN_MAX

@@ -269,3 +269,33 @@ fn order_per_record_holds_with_gifts_and_refunds_between() {
         .unwrap();
     assert_eq!(keys(&later), ["c3-u2", "c3-u3", "c1-u2"]);
 }
+
+#[test]
+fn a_call_on_lives_reserve_takes_live_contacts_and_leaves_backfill_ones() {
+    // Goal: on live's reserve (`live_only`) a Contact/Batch takes the live contact records only — backfill-lane contacts of the same reference source wait for an ordinary call, which takes them.
+    let (_dir, _store, tenant) = open();
+    tenant
+        .enqueue(vec![
+            contact("old-1", "k-old-1", Lane::Backfill, "ConstantContact"),
+            live("new-1", "k-new-1"),
+            contact("old-2", "k-old-2", Lane::Backfill, "ConstantContact"),
+            live("new-2", "k-new-2"),
+        ])
+        .unwrap();
+    let leases = LeaseTable::new();
+    let reserve = LeaseRequest {
+        live_only: true,
+        ..request(2_000, 100, true)
+    };
+    let live_batch = tenant.lease_ready(&leases, reserve).unwrap();
+    assert_eq!(keys(&live_batch), vec!["k-new-1", "k-new-2"]);
+    assert!(tenant
+        .lease_ready(&leases, reserve)
+        .unwrap()
+        .entries
+        .is_empty());
+    let ordinary = tenant
+        .lease_ready(&leases, request(2_000, 100, true))
+        .unwrap();
+    assert_eq!(keys(&ordinary), vec!["k-old-1", "k-old-2"]);
+}

@@ -13,6 +13,9 @@ use crate::poll::PollFetch;
 use crate::ports::Poller;
 use crate::store::StoreError;
 
+/// Share (%) of a source's daily quota a listing leaves to the live poller.
+pub const LIVE_QUOTA_SHARE_PCT: u64 = 20;
+
 /// Whether a listing's next page may be fetched now.
 pub enum ListingGate {
     /// Fetch with this poller now; the slot is marked busy until
@@ -22,6 +25,8 @@ pub enum ListingGate {
     WaitUntil(u64),
     /// The poller's own page is in flight.
     Busy,
+    /// An operator paused the source's poller: its listing waits too.
+    Paused,
     /// The tenant has no poller for this source.
     NoPoller,
 }
@@ -40,6 +45,9 @@ impl CaptureActor {
         if slot.busy {
             return Ok(ListingGate::Busy);
         }
+        if slot.state.paused.is_some() {
+            return Ok(ListingGate::Paused);
+        }
         if let Some(until_ms) = slot.state.quota_wait_until_ms {
             if until_ms > now_ms {
                 return Ok(ListingGate::WaitUntil(until_ms));
@@ -56,6 +64,17 @@ impl CaptureActor {
             }
             Some(LimitWait::Second(at_ms)) => return Ok(ListingGate::WaitUntil(at_ms)),
             None => {}
+        }
+        // The last share of the day's quota is the live poller's.
+        let limits = &slot.spec.settings.limits;
+        if let Some(daily) = limits.daily {
+            let listing_max = u64::from(daily) * (100 - LIVE_QUOTA_SHARE_PCT) / 100;
+            if slot.state.quota_calls >= listing_max {
+                return Ok(ListingGate::WaitUntil(next_reset_after(
+                    limits.daily_reset_utc_s,
+                    now_ms,
+                )));
+            }
         }
         slot.busy = true;
         // Counted against the day when sent (as the poller's own calls are).
