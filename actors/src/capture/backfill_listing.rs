@@ -10,7 +10,7 @@
 
 use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 
-use super::backfill::{Purpose, RECHECK_MS};
+use super::backfill::{Purpose, RECHECK_MS, RECOUNT_EVERY_MS};
 use super::polling::ListingGate;
 use super::CaptureActor;
 use crate::backfill::{
@@ -68,8 +68,11 @@ impl CaptureActor {
         };
         let (poller, epoch) = match gate {
             ListingGate::Go { poller, epoch } => (poller, epoch),
+            // Looked at again at least every recount period: a wait of hours (a quota's
+            // reset) must not hold the job's recount, nor an operator's command, that long.
             ListingGate::WaitUntil(at_ms) => {
-                return self.backfill_later(at_ms.saturating_sub(now_ms).max(1), ctx)
+                let wait_ms = at_ms.saturating_sub(now_ms).clamp(1, RECOUNT_EVERY_MS);
+                return self.backfill_later(wait_ms, ctx);
             }
             ListingGate::Busy => return self.backfill_later(RECHECK_MS, ctx),
             ListingGate::Paused => return self.backfill_later(PAUSED_RECHECK_MS, ctx),
