@@ -89,6 +89,14 @@ pub fn write_file(dir: &Path, job: &str, format: &str, bytes: &[u8]) {
 
 /// Reads the whole file from `at` in chunks of `chunk` rows, reopening the file at the
 /// returned cursor after every chunk when `reopen` (as a restarted job would).
+/// The job id of the files the tests write.
+pub const JOB: &str = "b7";
+
+/// Every row of job `JOB`'s file in `dir`, read in chunks of 10 with `tenant`'s settings.
+pub fn rows_of(dir: &Path, tenant: TenantDoc, job: &JobSpec) -> Vec<ClassifiedRow> {
+    read_all(&files(dir, tenant), JOB, job, Cursor::default(), 10, false).0
+}
+
 pub fn read_all(
     files: &FileBackfills,
     job: &str,

@@ -3,13 +3,11 @@
 
 use jiff::tz::TimeZone;
 use serde_json::{json, Value};
-use steward_actors::backfill::{Cursor, MoneyFact, RowOutcome};
+use steward_actors::backfill::{MoneyFact, RowOutcome};
 use steward_actors::store::{Lane, RecordKind};
 
 use super::test_support::*;
 use crate::sources::platform::{self, PlatformMapped};
-
-const JOB: &str = "b7";
 
 /// The live webhook body of an auction-co donation (docs/ingress.md "Generic platforms").
 fn donation_event(event_id: &str, donation_id: &str) -> Value {
@@ -45,14 +43,7 @@ fn a_donation_in_a_file_has_the_live_key_and_body() {
         json!({"fields": fields}),
         "Auction history",
     );
-    let (rows, _) = read_all(
-        &files(dir.path(), tenant.clone()),
-        JOB,
-        &job,
-        Cursor::default(),
-        10,
-        false,
-    );
+    let rows = rows_of(dir.path(), tenant.clone(), &job);
     let RowOutcome::Payment {
         entries,
         alerts,
@@ -98,14 +89,7 @@ fn csv_job(filters: Value) -> steward_actors::backfill::JobSpec {
 fn read_csv(text: &str, job: &steward_actors::backfill::JobSpec) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), JOB, "csv", text.as_bytes());
-    let (rows, _) = read_all(
-        &files(dir.path(), doc()),
-        JOB,
-        job,
-        Cursor::default(),
-        10,
-        false,
-    );
+    let rows = rows_of(dir.path(), doc(), job);
     rows.iter().map(summary).collect()
 }
 
@@ -159,14 +143,7 @@ fn ndjson_filters_compare_numbers_and_booleans_as_text() {
             "filters": [{"field": "/test", "not_in": [true]}, {"field": "/state", "in": [1, ""]}]}),
         "l",
     );
-    let (rows, _) = read_all(
-        &files(dir.path(), doc()),
-        JOB,
-        &job,
-        Cursor::default(),
-        10,
-        false,
-    );
+    let rows = rows_of(dir.path(), doc(), &job);
     let summaries: Vec<String> = rows.iter().map(summary).collect();
     assert_eq!(
         summaries,
@@ -220,14 +197,7 @@ fn csv_cells_read_like_the_platform_json() {
     write_file(dir.path(), JOB, "csv", text.as_bytes());
     let mut tenant = doc();
     tenant.time_zone = "America/Chicago".into();
-    let (rows, _) = read_all(
-        &files(dir.path(), tenant),
-        JOB,
-        &csv_job(json!([])),
-        Cursor::default(),
-        10,
-        false,
-    );
+    let rows = rows_of(dir.path(), tenant, &csv_job(json!([])));
     let body = first_body(&rows[0]);
     // 2025-01-02T00:00:00Z is still January 1 in Chicago.
     assert_eq!(body["giftDate"], json!("2025-01-01"));
@@ -252,14 +222,7 @@ fn contact_rows_are_each_their_own_fact() {
         json!({"kind": "contact", "fields": {"referenceId": "Donor", "email": "Email", "firstName": "First"}}),
         "People",
     );
-    let (rows, _) = read_all(
-        &files(dir.path(), doc()),
-        JOB,
-        &job,
-        Cursor::default(),
-        10,
-        false,
-    );
+    let rows = rows_of(dir.path(), doc(), &job);
     let keys: Vec<String> = rows.iter().map(summary).collect();
     assert_eq!(
         keys,
@@ -297,14 +260,7 @@ fn a_generic_stripe_file_uses_stripe_keys_and_transaction_source() {
             "contact.email": "/email"}}),
         "Stripe API dump",
     );
-    let (rows, _) = read_all(
-        &files(dir.path(), doc()),
-        JOB,
-        &job,
-        Cursor::default(),
-        10,
-        false,
-    );
+    let rows = rows_of(dir.path(), doc(), &job);
     assert_eq!(summary(&rows[0]), "1:payment:stripe:gift:pi_77");
     let body = first_body(&rows[0]);
     assert_eq!(body["transactionSource"], json!("Stripe"));

@@ -33,16 +33,7 @@ pub async fn run(
     let tenant = format!("demo-{seed}-backfill");
     let api_key = format!("vk_demo_{:016x}", rand::random::<u64>());
     let secret = format!("whsec_demo_{:016x}", rand::random::<u64>());
-    client
-        .sandbox_call(
-            Method::POST,
-            "/_sandbox/orgs",
-            Some(
-                json!({"id": tenant, "api_key": api_key, "hourly_limit": 100_000,
-                        "processing": "immediate"}),
-            ),
-        )
-        .await?;
+    client.create_immediate_org(&tenant, &api_key).await?;
     let mut document = tenant_document(&tenant, &secret, &api_key);
     document["budget"] = json!({"hourly_limit": 36_000, "reserve_pct": 10});
     client.create_tenant(&document).await?;

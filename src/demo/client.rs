@@ -113,6 +113,16 @@ impl DemoClient {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// A Virtuous organization in the sandbox that imports at once (no import step) with a
+    /// budget that never slows a demo.
+    pub async fn create_immediate_org(&self, id: &str, api_key: &str) -> anyhow::Result<()> {
+        let org = serde_json::json!({"id": id, "api_key": api_key, "hourly_limit": 100_000,
+                                     "processing": "immediate"});
+        self.sandbox_call(reqwest::Method::POST, "/_sandbox/orgs", Some(org))
+            .await
+            .map(|_| ())
+    }
+
     /// A call of the sandbox's control API (`/_sandbox/…`); an error unless 2xx.
     pub async fn sandbox_call(
         &self,

@@ -39,16 +39,7 @@ pub async fn run(
     let partner_token = format!("pt_demo_{:016x}", rand::random::<u64>());
     let partner_secret = format!("ps_demo_{:016x}", rand::random::<u64>());
     // Virtuous imports at once here, so the demo need not run the import step.
-    client
-        .sandbox_call(
-            Method::POST,
-            "/_sandbox/orgs",
-            Some(
-                json!({"id": tenant, "api_key": api_key, "hourly_limit": 100_000,
-                         "processing": "immediate"}),
-            ),
-        )
-        .await?;
+    client.create_immediate_org(&tenant, &api_key).await?;
     client
         .sandbox_call(
             Method::POST,

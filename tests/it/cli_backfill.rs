@@ -69,14 +69,11 @@ fn write_export(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-#[actix_rt::test]
-async fn cli_json_parses_tables_name_columns_and_errors_exit_non_zero() {
-    // Goal: create/upload/list/status with --json print JSON that parses; the list and status
-    // tables name their columns; a refused start prints `invalid_transition: …` on stderr
-    // (no panic, nothing on stdout) and exits 1; --url with STEWARD_ADMIN_TOKEN works too.
-    let app = app_with_token_file().await;
-    let created = json_of(&via_data_dir(
-        &app,
+/// `create --json` of a Stripe-export job labelled `label` (through the data dir's token);
+/// the job it prints.
+fn create_export_job(app: &TestApp, label: &str) -> Value {
+    json_of(&via_data_dir(
+        app,
         &[
             "create",
             "--tenant",
@@ -86,10 +83,19 @@ async fn cli_json_parses_tables_name_columns_and_errors_exit_non_zero() {
             "--mapping",
             "stripe_payments_export",
             "--label",
-            "cli-2024",
+            label,
             "--json",
         ],
-    ));
+    ))
+}
+
+#[actix_rt::test]
+async fn cli_json_parses_tables_name_columns_and_errors_exit_non_zero() {
+    // Goal: create/upload/list/status with --json print JSON that parses; the list and status
+    // tables name their columns; a refused start prints `invalid_transition: …` on stderr
+    // (no panic, nothing on stdout) and exits 1; --url with STEWARD_ADMIN_TOKEN works too.
+    let app = app_with_token_file().await;
+    let created = create_export_job(&app, "cli-2024");
     assert_eq!(created["state"], "awaiting_file", "{created}");
     let job_id = created["id"].as_str().unwrap().to_string();
 
@@ -216,21 +222,7 @@ async fn cli_dry_run_prints_the_report_and_watch_follows_to_done() {
     // its tables (summary, skipped by reason, rejects with their rows); `--json` parses;
     // `start` then `status --watch --json` returns once the job is done.
     let app = app_with_token_file().await;
-    let created = json_of(&via_data_dir(
-        &app,
-        &[
-            "create",
-            "--tenant",
-            TENANT,
-            "--source",
-            "stripe",
-            "--mapping",
-            "stripe_payments_export",
-            "--label",
-            "cli-flow",
-            "--json",
-        ],
-    ));
+    let created = create_export_job(&app, "cli-flow");
     let job_id = created["id"].as_str().unwrap().to_string();
     let file = write_export(app.dir.path());
     let uploaded = via_data_dir(

@@ -56,18 +56,60 @@ fn page(items: Vec<PolledItem>, next_cursor: Option<&str>) -> Answer {
     }))
 }
 
-/// The listing: g1 (also live), g2, an unmappable record, then g3 changed after the window
-/// and g4.
-fn push_listing(poller: &ScriptedPoller) {
-    poller.push(page(
+/// The listing's first page: g1 (also live), g2, an unmappable record.
+fn first_page() -> Answer {
+    page(
         vec![
             gift("g1", 1_000),
             gift("g2", 2_000),
             unmappable("bad", 1_500),
         ],
         Some("c1"),
-    ));
-    poller.push(page(vec![gift("g3", 9_000), gift("g4", 3_000)], None));
+    )
+}
+
+/// Its second and last: g3 changed after the window, and g4.
+fn second_page() -> Answer {
+    page(vec![gift("g3", 9_000), gift("g4", 3_000)], None)
+}
+
+fn push_listing(poller: &ScriptedPoller) {
+    poller.push(first_page());
+    poller.push(second_page());
+}
+
+/// A running tenant polling the scripted source, over the real store.
+struct Fixture {
+    runtime: Runtime,
+    crm: Arc<FakeCrm>,
+    poller: Arc<ScriptedPoller>,
+    handle: TenantHandle,
+    _store: super::tests::TestStore,
+}
+
+impl Fixture {
+    async fn start(limits: SourceLimits) -> Fixture {
+        let store = test_store();
+        let runtime = Runtime::new(1);
+        let crm = FakeCrm::scripted(|_| reply(200));
+        let poller = Arc::new(ScriptedPoller::default());
+        let handle = with_poller(&runtime, &store, &crm, &poller, limits).await;
+        Fixture {
+            runtime,
+            crm,
+            poller,
+            handle,
+            _store: store,
+        }
+    }
+}
+
+/// Creates listing job `bf_1` of `spec`.
+async fn create(handle: &TenantHandle, spec: JobSpec) -> crate::backfill::BackfillJob {
+    handle
+        .backfill_command("bf_1", BackfillAction::Create { spec })
+        .await
+        .unwrap()
 }
 
 async fn with_poller(
@@ -102,11 +144,13 @@ fn cursors(poller: &ScriptedPoller) -> Vec<(u64, Option<String>)> {
 #[actix_rt::test]
 async fn a_listing_is_read_page_by_page_from_the_window_dry_run_first_and_sends_each_record_once() {
     // Goal: a listing job starts validating with no file; its dry run reads every page from the window's start (counting the record outside the window as skipped, the unmappable one as rejected with its row, the one seen live as known) and queues nothing; the run reads the listing again and sends each new gift once, in the backfill lane, and ends done.
-    let store = test_store();
-    let runtime = Runtime::new(1);
-    let crm = FakeCrm::scripted(|_| reply(200));
-    let poller = Arc::new(ScriptedPoller::default());
-    let handle = with_poller(&runtime, &store, &crm, &poller, SourceLimits::default()).await;
+    let Fixture {
+        runtime,
+        crm,
+        poller,
+        handle,
+        _store,
+    } = Fixture::start(SourceLimits::default()).await;
     handle
         .enqueue(vec![gift_entry("g1", Lane::Live)])
         .await
@@ -114,15 +158,7 @@ async fn a_listing_is_read_page_by_page_from_the_window_dry_run_first_and_sends_
     eventually("the live gift sent", 5_000, || gifts_sent(&crm).len() == 1).await;
 
     push_listing(&poller);
-    let created = handle
-        .backfill_command(
-            "bf_1",
-            BackfillAction::Create {
-                spec: listing_spec(),
-            },
-        )
-        .await
-        .unwrap();
+    let created = create(&handle, listing_spec()).await;
     assert_eq!(created.state, JobState::Validating, "no file to wait for");
     eventually("the dry run to finish", 10_000, || {
         job(&handle).state == JobState::Ready
@@ -175,15 +211,17 @@ async fn a_listing_is_read_page_by_page_from_the_window_dry_run_first_and_sends_
 #[actix_rt::test]
 async fn a_listing_spends_the_sources_own_daily_quota_and_leaves_the_live_poller_its_share() {
     // Goal: a listing's pages count against the source's daily quota like the poller's own calls, and a listing stops at 80 % of it: with 5 calls a day the fifth page is not asked (the day's count shows 4, one left for the live poller); the job stays validating at its cursor.
-    let store = test_store();
-    let runtime = Runtime::new(1);
-    let crm = FakeCrm::scripted(|_| reply(200));
-    let poller = Arc::new(ScriptedPoller::default());
-    let limits = SourceLimits {
+    let Fixture {
+        runtime,
+        crm: _crm,
+        poller,
+        handle,
+        _store,
+    } = Fixture::start(SourceLimits {
         daily: Some(5),
         ..SourceLimits::default()
-    };
-    let handle = with_poller(&runtime, &store, &crm, &poller, limits).await;
+    })
+    .await;
     for n in 1..=5 {
         let next = format!("c{n}");
         poller.push(page(
@@ -192,15 +230,7 @@ async fn a_listing_spends_the_sources_own_daily_quota_and_leaves_the_live_poller
         ));
     }
     poller.push(page(vec![gift("g6", 1_000)], None));
-    handle
-        .backfill_command(
-            "bf_1",
-            BackfillAction::Create {
-                spec: listing_spec(),
-            },
-        )
-        .await
-        .unwrap();
+    create(&handle, listing_spec()).await;
     eventually("four pages read", 5_000, || {
         job(&handle).dry_run.cursor.offset == 4
     })
@@ -222,25 +252,19 @@ async fn a_listing_spends_the_sources_own_daily_quota_and_leaves_the_live_poller
 #[actix_rt::test]
 async fn a_failed_page_is_read_again_and_refused_credentials_pause_the_run_until_resumed() {
     // Goal: a failed page read is retried at the same cursor; a source that refuses the credentials during the run pauses the job with the reason; resumed, the run reads on from its stored cursor and completes with each gift once.
-    let store = test_store();
-    let runtime = Runtime::new(1);
-    let crm = FakeCrm::scripted(|_| reply(200));
-    let poller = Arc::new(ScriptedPoller::default());
-    let handle = with_poller(&runtime, &store, &crm, &poller, SourceLimits::default()).await;
+    let Fixture {
+        runtime,
+        crm,
+        poller,
+        handle,
+        _store,
+    } = Fixture::start(SourceLimits::default()).await;
     poller.push(Answer::Fetch(PollFetch::Failed {
         message: "503 from the source".into(),
         calls: 1,
     }));
     push_listing(&poller);
-    handle
-        .backfill_command(
-            "bf_1",
-            BackfillAction::Create {
-                spec: listing_spec(),
-            },
-        )
-        .await
-        .unwrap();
+    create(&handle, listing_spec()).await;
     eventually("the dry run to finish", 10_000, || {
         job(&handle).state == JobState::Ready
     })
@@ -251,14 +275,7 @@ async fn a_failed_page_is_read_again_and_refused_credentials_pause_the_run_until
         "the failed first page asked again"
     );
 
-    poller.push(page(
-        vec![
-            gift("g1", 1_000),
-            gift("g2", 2_000),
-            unmappable("bad", 1_500),
-        ],
-        Some("c1"),
-    ));
+    poller.push(first_page());
     poller.push(Answer::Fetch(PollFetch::AuthRefused {
         message: "401 invalid_token".into(),
     }));
@@ -275,7 +292,7 @@ async fn a_failed_page_is_read_again_and_refused_credentials_pause_the_run_until
     assert!(error.contains("credentials"), "{error}");
     assert_eq!(paused.cursor.page.as_deref(), Some("c1"));
 
-    poller.push(page(vec![gift("g3", 9_000), gift("g4", 3_000)], None));
+    poller.push(second_page());
     handle
         .backfill_command("bf_1", BackfillAction::Resume)
         .await
@@ -299,17 +316,16 @@ async fn a_failed_page_is_read_again_and_refused_credentials_pause_the_run_until
 #[actix_rt::test]
 async fn a_listing_job_without_a_poller_for_its_source_fails_with_the_reason() {
     // Goal: a listing job for a source the tenant does not poll fails its dry run with a reason naming the source, and asks nothing.
-    let store = test_store();
-    let runtime = Runtime::new(1);
-    let crm = FakeCrm::scripted(|_| reply(200));
-    let poller = Arc::new(ScriptedPoller::default());
-    let handle = with_poller(&runtime, &store, &crm, &poller, SourceLimits::default()).await;
+    let Fixture {
+        runtime,
+        crm: _crm,
+        poller,
+        handle,
+        _store,
+    } = Fixture::start(SourceLimits::default()).await;
     let mut spec = listing_spec();
     spec.source = "mailchimp".into();
-    handle
-        .backfill_command("bf_1", BackfillAction::Create { spec })
-        .await
-        .unwrap();
+    create(&handle, spec).await;
     eventually("the job to fail", 5_000, || {
         job(&handle).state == JobState::Failed
     })
