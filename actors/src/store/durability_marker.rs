@@ -27,7 +27,7 @@ use super::{io_error, StoreError};
 /// The marker file, inside sled's directory (sled ignores files it does not know).
 pub(crate) const MARKER_FILE: &str = "steward-durable-marker";
 /// The counter's key in sled's default tree.
-const MARKER_KEY: &[u8] = b"steward/durable-marker";
+pub(crate) const MARKER_KEY: &[u8] = b"steward/durable-marker";
 /// Longest time between two updates of the marker file while flushes happen.
 pub(crate) const MARKER_FILE_INTERVAL_MS: u64 = 1_000;
 

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::gate::SnapshotGate;
 use super::{io_error, StoreError};
 
 /// The flush the thread runs (sled's `Db::flush` in production, a controllable hook in tests).
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     applied_through: AtomicU64,
     /// Signalled when `applied_through` moves or the store is poisoned.
     applied: Condvar,
+    /// Passed for every merged write (`gate.rs`).
+    gate: Arc<SnapshotGate>,
 }
 
 impl Shared {
@@ -151,8 +154,13 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(flush: FlushFn) -> Result<GroupCommit, StoreError> {
+    /// Starts the writer thread; its merged writes pass `gate` (a snapshot holds them back).
+    pub(crate) fn start(
+        gate: Arc<SnapshotGate>,
+        flush: FlushFn,
+    ) -> Result<GroupCommit, StoreError> {
         let shared = Arc::new(Shared {
+            gate,
             state: Mutex::new(State::default()),
             work_available: Condvar::new(),
             applied_through: AtomicU64::new(0),
@@ -288,7 +296,10 @@ fn take_work(shared: &Shared) -> Option<TakenWork> {
 fn apply_taken_group(shared: &Shared, group: Vec<TreeWrites>, group_through: u64) {
     let calls = group.len();
     let apply_started_at = Instant::now();
-    let result = apply_group(group);
+    let result = {
+        let _pass = shared.gate.pass();
+        apply_group(group)
+    };
     let apply_micros = apply_started_at.elapsed().as_micros() as u64;
     let mut state = shared.lock();
     state.stats.groups_applied += 1;
@@ -468,7 +479,7 @@ mod tests {
     fn a_waiter_registered_during_a_flush_waits_for_the_next_one() {
         // Goal: waiters are answered only after a flush that began after they registered.
         let (flush, started, release, completed) = gated_flush();
-        let group = GroupCommit::start(flush).unwrap();
+        let group = GroupCommit::start(Arc::default(), flush).unwrap();
 
         let mut early = group.register().unwrap();
         assert_eq!(recv(&started), 1);
@@ -499,7 +510,7 @@ mod tests {
     fn many_waiters_share_one_flush() {
         // Goal: waiters registered while idle are all answered by a single flush.
         let (flush, started, release, _completed) = gated_flush();
-        let group = GroupCommit::start(flush).unwrap();
+        let group = GroupCommit::start(Arc::default(), flush).unwrap();
         let mut first = group.register().unwrap();
         assert_eq!(recv(&started), 1);
         release.send(()).unwrap();
@@ -524,13 +535,16 @@ mod tests {
         // Goal: a flush that panics reports an error to its waiters (none waits forever), and
         // the store stays poisoned: a later flush that succeeds must not report durability.
         let mut calls = 0;
-        let group = GroupCommit::start(Box::new(move || {
-            calls += 1;
-            if calls == 1 {
-                panic!("simulated flush panic");
-            }
-            Ok(())
-        }))
+        let group = GroupCommit::start(
+            Arc::default(),
+            Box::new(move || {
+                calls += 1;
+                if calls == 1 {
+                    panic!("simulated flush panic");
+                }
+                Ok(())
+            }),
+        )
         .unwrap();
         let mut first = group.register().unwrap();
         assert!(
@@ -546,15 +560,18 @@ mod tests {
     fn flush_errors_reach_every_waiter_and_shutdown_refuses_new_ones() {
         // Goal: a failed flush is reported to its waiters and poisons the store; after
         // shutdown, registration on a healthy store is Closed.
-        let group =
-            GroupCommit::start(Box::new(|| Err(StoreError::Io("disk full".into())))).unwrap();
+        let group = GroupCommit::start(
+            Arc::default(),
+            Box::new(|| Err(StoreError::Io("disk full".into()))),
+        )
+        .unwrap();
         let mut answer = group.register().unwrap();
         assert!(matches!(wait_answer(&mut answer), Err(StoreError::Io(m)) if m == "disk full"));
         assert!(
             matches!(group.register(), Err(StoreError::Io(m)) if m == "disk full"),
             "the store stays poisoned after a failed flush"
         );
-        let healthy = GroupCommit::start(Box::new(|| Ok(()))).unwrap();
+        let healthy = GroupCommit::start(Arc::default(), Box::new(|| Ok(()))).unwrap();
         let mut answer = healthy.register().unwrap();
         wait_answer(&mut answer).unwrap();
         healthy.shutdown();
@@ -569,7 +586,7 @@ mod tests {
         let good = db.open_tree("good").unwrap();
         let doomed = db.open_tree("doomed").unwrap();
         assert!(db.drop_tree("doomed").unwrap());
-        let group = GroupCommit::start(Box::new(|| Ok(()))).unwrap();
+        let group = GroupCommit::start(Arc::default(), Box::new(|| Ok(()))).unwrap();
         let shared = group.shared();
         let ticket = shared
             .submit(TreeWrites {

@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::codec::{decode, encode, Versioned};
+use super::gate::{GatedTree, SnapshotGate};
 use super::keys::{prefix_end, KeySpace};
 use super::{io_error, StoreError};
 
@@ -82,25 +85,31 @@ impl Layout {
     }
 
     /// Opens (creating on first use) the tree and key space of a tenant.
-    pub fn locate(
+    pub(crate) fn locate(
         self,
         db: &sled::Db,
+        gate: &Arc<SnapshotGate>,
         tenant_id: &str,
-    ) -> Result<(sled::Tree, KeySpace), StoreError> {
+    ) -> Result<(GatedTree, KeySpace), StoreError> {
         let tree = db.open_tree(self.tree_name(tenant_id)).map_err(io_error)?;
-        Ok((tree, self.key_space(tenant_id)))
+        Ok((
+            GatedTree::new(tree, Arc::clone(gate)),
+            self.key_space(tenant_id),
+        ))
     }
 
     /// Removes every key of a tenant.
-    pub fn drop_tenant(
+    pub(crate) fn drop_tenant(
         self,
         db: &sled::Db,
-        tree: &sled::Tree,
+        gate: &SnapshotGate,
+        tree: &GatedTree,
         keys: &KeySpace,
         tenant_id: &str,
     ) -> Result<(), StoreError> {
         match self {
             Layout::TreePerTenant => {
+                let _pass = gate.pass();
                 db.drop_tree(self.tree_name(tenant_id)).map_err(io_error)?;
                 Ok(())
             }
@@ -111,7 +120,7 @@ impl Layout {
 
 /// Removes all keys under `prefix`, in bounded batches (a big tenant must not build one
 /// gigantic batch in memory).
-pub fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn remove_prefix(tree: &GatedTree, prefix: &[u8]) -> Result<(), StoreError> {
     const KEYS_PER_BATCH_MAX: usize = 10_000;
     let end = prefix_end(prefix);
     loop {

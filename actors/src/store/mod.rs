@@ -26,6 +26,7 @@ pub mod codec;
 mod completion;
 pub mod confirm_ops;
 mod durability_marker;
+mod gate;
 pub mod group_commit;
 pub mod hold_ops;
 pub mod keys;
@@ -37,6 +38,8 @@ pub mod pull_ops;
 pub mod queue_ops;
 mod registry;
 mod secrets;
+mod snapshot;
+pub mod snapshot_format;
 mod tenant;
 mod tenant_data;
 pub mod two_way_ops;
@@ -54,6 +57,7 @@ pub use queue_ops::{
     LEASE_SCAN_MAX,
 };
 pub use secrets::MASTER_KEY_FILE;
+pub use snapshot::{restore_backup, BackupStats, RestoreStats};
 pub use types::{
     CallMark, Checkpoint, DeadLetter, DedupMark, EntryFact, QueueEntry, RecordRef, RecordState,
     SeenKey, SyncState, Transition, Unconfirmed,
@@ -294,7 +298,7 @@ pub struct Store {
 /// The tenant registry (its own tree). All writes must be followed by `Store::durable`.
 #[derive(Clone)]
 pub struct TenantRegistry {
-    tree: sled::Tree,
+    tree: gate::GatedTree,
 }
 
 /// One tenant's data: queue lanes, records, dead letters, checkpoints, budget ledger,
@@ -313,5 +317,7 @@ pub struct MasterKey {
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::durability_marker::DurabilityMarker;
+use super::gate::{GatedTree, SnapshotGate};
 use super::{
     group_commit, io_error, layout, registry, FlushStats, Layout, Store, StoreError, StoreOptions,
     TenantRegistry, TenantStore,
@@ -16,10 +17,12 @@ use super::{
 pub(crate) struct StoreInner {
     // Declared first so it is dropped first: its thread answers the last waiters with a
     // final flush before the `Db` handles go away.
-    group_commit: group_commit::GroupCommit,
-    db: sled::Db,
+    pub(crate) group_commit: group_commit::GroupCommit,
+    pub(crate) db: sled::Db,
     /// How far the store is known durable (refuses a store that lost flushed writes).
     marker: Arc<DurabilityMarker>,
+    /// Held shared by every mutation, exclusively by a snapshot (`gate.rs`).
+    pub(crate) gate: Arc<SnapshotGate>,
     path: PathBuf,
     layout: Layout,
     registry: TenantRegistry,
@@ -132,23 +135,30 @@ impl Store {
         let db = open_db(&config, path)?;
         let marker = Arc::new(DurabilityMarker::check(&db, path)?);
         let layout = layout::resolve(&db, layout)?;
-        let registry =
-            TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);
+        let gate = Arc::new(SnapshotGate::default());
+        let registry = TenantRegistry::new(GatedTree::new(
+            db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?,
+            Arc::clone(&gate),
+        ));
         let flush_db = db.clone();
         let log_file = open_log_file(path)?;
         let flush_marker = Arc::clone(&marker);
-        let group_commit = group_commit::GroupCommit::start(Box::new(move || {
-            let counter = flush_marker.stamp(&flush_db)?;
-            flush_db.flush().map_err(io_error)?;
-            sync_log_file(&log_file)?;
-            flush_marker.flushed(counter, false)
-        }))?;
+        let group_commit = group_commit::GroupCommit::start(
+            Arc::clone(&gate),
+            Box::new(move || {
+                let counter = flush_marker.stamp(&flush_db)?;
+                flush_db.flush().map_err(io_error)?;
+                sync_log_file(&log_file)?;
+                flush_marker.flushed(counter, false)
+            }),
+        )?;
         tracing::info!(path = %path.display(), layout = ?layout, "store opened");
         Ok(Store {
             inner: Arc::new(StoreInner {
                 group_commit,
                 db,
                 marker,
+                gate,
                 path: path.to_owned(),
                 layout,
                 registry,
@@ -164,7 +174,10 @@ impl Store {
         }
         let entry = self.inner.tenants.entry(tenant_id.to_owned());
         let tenant = entry.or_try_insert_with(|| {
-            let (tree, keys) = self.inner.layout.locate(&self.inner.db, tenant_id)?;
+            let (tree, keys) =
+                self.inner
+                    .layout
+                    .locate(&self.inner.db, &self.inner.gate, tenant_id)?;
             TenantStore::open(
                 self.inner.db.clone(),
                 tree,
@@ -182,9 +195,13 @@ impl Store {
         let tenant = self.tenant(tenant_id)?;
         let _write_guard = tenant.mark_dropped()?;
         let inner = tenant.inner();
-        self.inner
-            .layout
-            .drop_tenant(&self.inner.db, &inner.tree, &inner.keys, tenant_id)?;
+        self.inner.layout.drop_tenant(
+            &self.inner.db,
+            &self.inner.gate,
+            &inner.tree,
+            &inner.keys,
+            tenant_id,
+        )?;
         // Forget the handle only now: until the data is gone, `tenant()` keeps returning the
         // dropped handle (writes refused) rather than rebuilding gauges from half-deleted keys.
         self.inner.tenants.remove(tenant_id);

@@ -7,7 +7,7 @@ use super::{io_error, StoreError, TenantRecord, TenantRegistry, TenantRunState};
 pub const REGISTRY_TREE: &str = "registry";
 
 impl TenantRegistry {
-    pub(crate) fn new(tree: sled::Tree) -> TenantRegistry {
+    pub(crate) fn new(tree: super::gate::GatedTree) -> TenantRegistry {
         TenantRegistry { tree }
     }
 

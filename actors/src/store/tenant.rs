@@ -202,7 +202,7 @@ pub(crate) struct TenantInner {
     pub(crate) tenant_id: String,
     /// For `generate_id` (monotonic seqs across the whole `Db`).
     pub(crate) db: sled::Db,
-    pub(crate) tree: sled::Tree,
+    pub(crate) tree: super::gate::GatedTree,
     pub(crate) keys: KeySpace,
     /// Serialises read-check-write sequences (dedup, record history, counters, alerts), and
     /// holds the records of enqueue calls submitted but not yet applied.
@@ -222,7 +222,7 @@ impl TenantStore {
     /// depths and oldest ages from a prefix scan of the queue section (never `Tree::len`).
     pub(crate) fn open(
         db: sled::Db,
-        tree: sled::Tree,
+        tree: super::gate::GatedTree,
         keys: KeySpace,
         tenant_id: &str,
         writer: Arc<Shared>,
@@ -326,7 +326,7 @@ impl TenantStore {
             ..
         } = call;
         let ticket = inner.writer.submit(TreeWrites {
-            tree: inner.tree.clone(),
+            tree: inner.tree.raw().clone(),
             inserts,
         })?;
         inner.last_ticket.store(ticket, Ordering::Release);
