@@ -271,7 +271,7 @@ fn return_large_buffers_to_the_system() {
 
 /// Creates the data dir (0700 under the umask) and narrows an existing one to 0700: a
 /// data dir made earlier under umask 022 would leave the store readable through it.
-fn create_private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;

@@ -51,12 +51,19 @@ enum Command {
     /// Backfill jobs of a tenant through the admin API of a running `steward serve`:
     /// create, upload, dry-run, start, pause, resume, cancel, status, list, rejects.
     Backfill(steward::cli::backfill::BackfillArgs),
+    /// A consistent backup of a running `steward serve` (its store and data files, never
+    /// the master key), written to a new file.
+    Backup(steward::cli::backup::BackupArgs),
+    /// Restores a backup into a new or empty data dir (no server running on it).
+    Restore(steward::cli::backup::RestoreArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let command = match Cli::parse().command {
         // A client of the admin API: no engine, no log; errors as `steward: code: message`.
         Command::Backfill(args) => return steward::cli::finish(steward::cli::backfill::run(args)),
+        Command::Backup(args) => return steward::cli::finish(steward::cli::backup::backup(args)),
+        Command::Restore(args) => return steward::cli::finish(steward::cli::backup::restore(args)),
         engine_command => engine_command,
     };
     let log_filter_given =
@@ -87,7 +94,7 @@ fn main() -> std::process::ExitCode {
             data_dir,
         }),
         // Answered above, before the log starts.
-        Command::Backfill(_) => Ok(()),
+        Command::Backfill(_) | Command::Backup(_) | Command::Restore(_) => Ok(()),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -33,6 +33,7 @@ use crate::tenant::{self, TenantDoc};
 use crate::virtuous::crm::VirtuousCrm;
 
 mod admin_door;
+pub mod backup;
 mod status;
 pub use admin_door::{RecordView, TenantStores};
 pub use status::{alert_json, calls_to_drain, eta_s, format_ms, status};

@@ -7,11 +7,13 @@
 //!   calls, a streamed upload; an API error becomes [`CliError::Api`] with its code.
 //! - [`table`]: tables and numbers for people; [`progress`]: bars on stderr.
 //! - [`backfill`]: `steward backfill create|upload|dry-run|start|pause|resume|cancel|status|list`.
+//! - [`backup`]: `steward backup` (admin API) and `steward restore` (offline).
 //!
 //! Output: `--json` prints the API's JSON on stdout (for scripts); otherwise tables. Errors
 //! go to stderr as `steward: {code}: {message}` with exit status 1.
 
 pub mod backfill;
+pub mod backup;
 pub mod progress;
 pub mod table;
 
@@ -231,13 +233,26 @@ impl Admin {
 
     /// `GET /v1{path}`, the answer to read as it arrives (NDJSON).
     pub fn get_reader(&self, path: &str) -> Result<reqwest::blocking::Response, CliError> {
-        let response = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .map_err(|error| CliError::Unreachable {
-                url: self.base_url.clone(),
-                reason: error_chain(&error),
-            })?;
+        self.reader(reqwest::Method::GET, path)
+    }
+
+    /// `POST /v1{path}` without a body, the answer to read as it arrives (a backup).
+    pub fn post_reader(&self, path: &str) -> Result<reqwest::blocking::Response, CliError> {
+        self.reader(reqwest::Method::POST, path)
+    }
+
+    fn reader(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::blocking::Response, CliError> {
+        let response =
+            self.request(method, path)
+                .send()
+                .map_err(|error| CliError::Unreachable {
+                    url: self.base_url.clone(),
+                    reason: error_chain(&error),
+                })?;
         let status = response.status().as_u16();
         if status >= 400 {
             return Err(api_error(status, &response.text().unwrap_or_default()));

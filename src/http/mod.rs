@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_backfill;
+pub mod admin_backup;
 pub mod admin_dead_letters;
 pub mod admin_destinations;
 pub mod admin_inbound;

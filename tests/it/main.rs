@@ -11,6 +11,7 @@ mod backfill_e2e;
 mod backfill_listing;
 mod backfill_listing_platform;
 mod backfill_support;
+mod backup_restore;
 mod build_info;
 mod cli_backfill;
 mod common;
