@@ -24,10 +24,10 @@ pub(crate) struct StoreInner {
     /// Held shared by every mutation, exclusively by a snapshot (`gate.rs`).
     pub(crate) gate: Arc<SnapshotGate>,
     path: PathBuf,
-    layout: Layout,
-    registry: TenantRegistry,
+    pub(crate) layout: Layout,
+    pub(crate) registry: TenantRegistry,
     /// Open tenants: one handle (one write lock, one set of gauges) per tenant.
-    tenants: DashMap<String, TenantStore>,
+    pub(crate) tenants: DashMap<String, TenantStore>,
 }
 
 /// Maps an error of `sled::Config::open`: corruption means refuse to start, never repair.

@@ -28,6 +28,11 @@ impl TenantRegistry {
         Ok(())
     }
 
+    /// The stored bytes of a record (a tenant export copies them as they are).
+    pub(crate) fn raw_get(&self, tenant_id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        self.tree.get(tenant_id.as_bytes()).map_err(io_error)
+    }
+
     pub fn get(&self, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
         match self.tree.get(tenant_id.as_bytes()).map_err(io_error)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),

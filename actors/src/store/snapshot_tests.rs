@@ -191,3 +191,148 @@ fn the_durability_marker_stays_out_of_a_backup() {
         }
     }
 }
+
+fn registered(store: &Store, id: &str) {
+    let record = TenantRecord {
+        id: id.into(),
+        config_json: "{}".into(),
+        sealed_secrets: Vec::new(),
+        state: "running".into(),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    assert!(store.registry().insert_new(&record).unwrap());
+}
+
+fn export_bytes(store: &Store, id: &str) -> Vec<u8> {
+    let (writer, _) = store
+        .write_tenant_export(id, Vec::new(), 1, "test")
+        .unwrap();
+    writer.finish().unwrap().0
+}
+
+#[test]
+fn a_tenant_moves_between_layouts_with_its_queue_records_counters_and_call_log() {
+    // Goal: an export from a tree-per-tenant store imports into a shared-tree store (and back)
+    // with the same queue, records, counters and budget call log; other tenants of either
+    // store are untouched; new entries there get sequence numbers above the moved ones.
+    for (from, to) in [
+        (
+            Layout::TreePerTenant,
+            Layout::SharedTrees { shard_count: 4 },
+        ),
+        (
+            Layout::SharedTrees { shard_count: 4 },
+            Layout::TreePerTenant,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let source =
+            Store::open_with_layout(&dir.path().join("a"), StoreOptions::default(), Some(from))
+                .unwrap();
+        let target =
+            Store::open_with_layout(&dir.path().join("b"), StoreOptions::default(), Some(to))
+                .unwrap();
+        registered(&source, "mover");
+        let mover = source.tenant("mover").unwrap();
+        let mut last_seq = 0;
+        for n in 0..30 {
+            if let EnqueueOutcome::Queued { seq } =
+                mover.enqueue(vec![entry(&format!("m{n}"))]).unwrap()[0]
+            {
+                last_seq = seq;
+            }
+        }
+        mover.record_call(1_000).unwrap();
+        mover.record_call(2_000).unwrap();
+        source
+            .tenant("stays")
+            .unwrap()
+            .enqueue(vec![entry("s")])
+            .unwrap();
+        target
+            .tenant("other")
+            .unwrap()
+            .enqueue(vec![entry("o")])
+            .unwrap();
+        let bytes = export_bytes(&source, "mover");
+
+        let mut reader = SnapshotReader::open(&bytes[..]).unwrap();
+        let mut checked = None;
+        let (record, stats) = target
+            .import_tenant(
+                &mut reader,
+                |record| {
+                    checked = Some(record.id.clone());
+                    Ok(())
+                },
+                |path, _| panic!("no files: {path}"),
+            )
+            .unwrap();
+        assert_eq!(checked.as_deref(), Some("mover"));
+        assert_eq!(record.id, "mover");
+        assert!(stats.entries > 30, "{stats:?}");
+        assert!(
+            target.registry().get("mover").unwrap().is_none(),
+            "the caller registers"
+        );
+        let moved = target.tenant("mover").unwrap();
+        assert_eq!(moved.queued_total(), 30);
+        assert_eq!(moved.counts(), mover.counts());
+        assert_eq!(
+            moved.calls_since(0).unwrap(),
+            2,
+            "the budget's call log moved"
+        );
+        assert!(moved
+            .get_record(RecordKind::Gift, "stripe", "pi_m7")
+            .unwrap()
+            .is_some());
+        assert_eq!(target.tenant("other").unwrap().queued_total(), 1);
+        assert_eq!(source.tenant("stays").unwrap().queued_total(), 1);
+        let EnqueueOutcome::Queued { seq } = moved.enqueue(vec![entry("after")]).unwrap()[0] else {
+            panic!("queued");
+        };
+        assert!(seq > last_seq, "{seq} > {last_seq}");
+    }
+}
+
+#[test]
+fn a_refused_or_damaged_import_leaves_no_key_of_the_tenant() {
+    // Goal: a record refused by the caller's check writes nothing; a stream damaged after
+    // its first keys removes what it wrote.
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(&dir.path().join("a"), StoreOptions::default()).unwrap();
+    let target = Store::open(&dir.path().join("b"), StoreOptions::default()).unwrap();
+    registered(&source, "mover");
+    let mover = source.tenant("mover").unwrap();
+    for n in 0..20 {
+        mover.enqueue(vec![entry(&format!("m{n}"))]).unwrap();
+    }
+    let bytes = export_bytes(&source, "mover");
+
+    let mut reader = SnapshotReader::open(&bytes[..]).unwrap();
+    let err = target
+        .import_tenant(
+            &mut reader,
+            |_| Err(StoreError::Io("refused".into())),
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"));
+    assert_eq!(target.tenant("mover").unwrap().queued_total(), 0);
+
+    let mut damaged = bytes.clone();
+    let at = damaged.len() - 40;
+    damaged[at] ^= 0xFF;
+    let mut reader = SnapshotReader::open(&damaged[..]).unwrap();
+    assert!(target
+        .import_tenant(&mut reader, |_| Ok(()), |_, _| Ok(()))
+        .is_err());
+    let inner = target.tenant("mover").unwrap();
+    assert_eq!(inner.queued_total(), 0);
+    assert!(inner
+        .get_record(RecordKind::Gift, "stripe", "pi_m3")
+        .unwrap()
+        .is_none());
+}
