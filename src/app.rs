@@ -36,12 +36,16 @@ pub struct AppState {
     pub admin_lock: tokio::sync::Mutex<()>,
     /// Set once boot has tried to start every registered tenant.
     pub booted: AtomicBool,
-    /// Tenants in the registry (kept with every create and delete; a registry scan per
-    /// `/readyz` would cost milliseconds at 10,000 tenants).
+    /// Tenants in the registry that run here (not `moved`), kept with every create, delete,
+    /// export and import (a registry scan per `/readyz` would cost milliseconds at 10,000
+    /// tenants).
     pub registered_tenants: AtomicUsize,
     /// Each running tenant's full document, secrets included, parsed once (ingress verifies
     /// signatures and maps events with it). Kept in step by `tenants.rs`.
     pub tenant_docs: dashmap::DashMap<String, std::sync::Arc<crate::tenant::TenantDoc>>,
+    /// Tenants exported to another instance (`moved`): never started here; their webhooks are
+    /// answered 503 `moved`.
+    pub moved_tenants: dashmap::DashSet<String>,
     /// The last `/metrics` render, served again for [`ops::METRICS_CACHE_FOR`].
     pub metrics_cache: ops::MetricsCache,
     /// Ingress admission: deliveries and body bytes in flight (`[ingress]`).
@@ -116,6 +120,7 @@ pub async fn serve_until(
     let sandbox = start_embedded_sandbox(&config, &listeners).await?;
     create_private_data_dir(&config.data_dir)?;
     tracing::info!(data_dir = %config.data_dir.display(), "data dir");
+    crate::tenants::backup::clear_tmp(&config.data_dir);
     let addr_file = config.data_dir.join(LISTEN_ADDR_FILE);
     let _ = std::fs::remove_file(&addr_file);
 
@@ -142,6 +147,7 @@ pub async fn serve_until(
         booted: AtomicBool::new(false),
         registered_tenants: AtomicUsize::new(0),
         tenant_docs: dashmap::DashMap::new(),
+        moved_tenants: dashmap::DashSet::new(),
         metrics_cache: ops::MetricsCache::default(),
         admission: crate::http::admission::Admission::new(config.ingress.clone()),
         backfill_uploads: Default::default(),

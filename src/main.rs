@@ -56,6 +56,8 @@ enum Command {
     Backup(steward::cli::backup::BackupArgs),
     /// Restores a backup into a new or empty data dir (no server running on it).
     Restore(steward::cli::backup::RestoreArgs),
+    /// A tenant of a running `steward serve`: export (move it away) or import.
+    Tenant(steward::cli::tenant::TenantArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Backfill(args) => return steward::cli::finish(steward::cli::backfill::run(args)),
         Command::Backup(args) => return steward::cli::finish(steward::cli::backup::backup(args)),
         Command::Restore(args) => return steward::cli::finish(steward::cli::backup::restore(args)),
+        Command::Tenant(args) => return steward::cli::finish(steward::cli::tenant::run(args)),
         engine_command => engine_command,
     };
     let log_filter_given =
@@ -94,7 +97,9 @@ fn main() -> std::process::ExitCode {
             data_dir,
         }),
         // Answered above, before the log starts.
-        Command::Backfill(_) | Command::Backup(_) | Command::Restore(_) => Ok(()),
+        Command::Backfill(_) | Command::Backup(_) | Command::Restore(_) | Command::Tenant(_) => {
+            Ok(())
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

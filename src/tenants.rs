@@ -34,6 +34,7 @@ use crate::virtuous::crm::VirtuousCrm;
 
 mod admin_door;
 pub mod backup;
+pub mod moving;
 mod status;
 pub use admin_door::{RecordView, TenantStores};
 pub use status::{alert_json, calls_to_drain, eta_s, format_ms, status};
@@ -539,7 +540,14 @@ fn tenant_pollers(
 /// Boot: every registered tenant is started again. Failures are logged and counted;
 /// `/readyz` stays 503 while any registered tenant is not running.
 pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize> {
-    let records = store(state).registry().list()?;
+    let (moved, records): (Vec<TenantRecord>, Vec<TenantRecord>) = store(state)
+        .registry()
+        .list()?
+        .into_iter()
+        .partition(|record| record.run_state() == TenantRunState::Moved);
+    for record in moved {
+        state.moved_tenants.insert(record.id);
+    }
     state
         .registered_tenants
         .store(records.len(), Ordering::Release);
@@ -641,6 +649,7 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
+    refuse_if_moved(&record)?;
     let stored_secrets = open_secrets(state, &record)?;
     let mut full = stored_doc(&record)?;
     tenant::join_secrets(&mut full, &stored_secrets);
@@ -672,6 +681,9 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
         .registry()
         .get(id)?
         .ok_or_else(|| unknown_tenant(id))?;
+    // A moved tenant's work went with its export: nothing here is unfinished.
+    let moved = record.run_state() == TenantRunState::Moved;
+    let force = force || moved;
     // Look first, while the tenant runs: a refused DELETE changes nothing at all — no stop,
     // no window in which its webhooks would be answered 404 or 503.
     if !force {
@@ -709,10 +721,28 @@ pub async fn delete(state: &AppState, id: &str, force: bool) -> Result<(), ApiEr
         )
     })??;
     store(state).durable().await?;
-    state.registered_tenants.fetch_sub(1, Ordering::AcqRel);
-    metrics::gauge!(crate::telemetry::TENANTS).decrement(1.0);
-    tracing::info!(tenant_id = %id, queued_dropped = queued, "tenant deleted");
+    if state.moved_tenants.remove(id).is_none() {
+        state.registered_tenants.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(crate::telemetry::TENANTS).decrement(1.0);
+    }
+    tracing::info!(tenant_id = %id, queued_dropped = queued, moved, "tenant deleted");
     Ok(())
+}
+
+/// `409 conflict` for an admin action that would run or change a tenant exported to another
+/// instance.
+fn refuse_if_moved(record: &TenantRecord) -> Result<(), ApiError> {
+    if record.run_state() != TenantRunState::Moved {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Conflict,
+        format!(
+            "tenant `{}` was exported to another instance (state `moved`); change it there. \
+             Here it can only be exported again or deleted",
+            record.id
+        ),
+    ))
 }
 
 /// `409 tenant_has_work` while the tenant has unfinished records (docs/operations.md
@@ -745,6 +775,7 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Valu
             .registry()
             .get(id)?
             .ok_or_else(|| unknown_tenant(id))?;
+        refuse_if_moved(&record)?;
         record.set_run_state(if paused {
             TenantRunState::Paused
         } else {

@@ -8,6 +8,7 @@
 //! - [`table`]: tables and numbers for people; [`progress`]: bars on stderr.
 //! - [`backfill`]: `steward backfill create|upload|dry-run|start|pause|resume|cancel|status|list`.
 //! - [`backup`]: `steward backup` (admin API) and `steward restore` (offline).
+//! - [`tenant`]: `steward tenant export|import` (moving a tenant between instances).
 //!
 //! Output: `--json` prints the API's JSON on stdout (for scripts); otherwise tables. Errors
 //! go to stderr as `steward: {code}: {message}` with exit status 1.
@@ -16,6 +17,7 @@ pub mod backfill;
 pub mod backup;
 pub mod progress;
 pub mod table;
+pub mod tenant;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -280,8 +282,30 @@ impl Admin {
         body: impl Read + Send + 'static,
         length: u64,
     ) -> Result<Value, CliError> {
+        self.send_stream(reqwest::Method::PUT, path, content_type, body, length)
+    }
+
+    /// `POST /v1{path}` with a streamed body, like [`Admin::put_stream`].
+    pub fn post_stream(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Read + Send + 'static,
+        length: u64,
+    ) -> Result<Value, CliError> {
+        self.send_stream(reqwest::Method::POST, path, content_type, body, length)
+    }
+
+    fn send_stream(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: impl Read + Send + 'static,
+        length: u64,
+    ) -> Result<Value, CliError> {
         let request = self
-            .request(reqwest::Method::PUT, path)
+            .request(method, path)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(reqwest::blocking::Body::sized(body, length));
         self.send_json(request)

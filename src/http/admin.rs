@@ -51,6 +51,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(super::admin_backfill::routes)
         .configure(super::admin_reconciliations::routes)
         .configure(super::admin_backup::routes)
+        .configure(super::admin_moves::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));

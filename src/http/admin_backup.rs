@@ -76,8 +76,35 @@ async fn backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         took_ms = summary.took_ms,
         "backup made"
     );
-    let file = made.file;
-    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+    let mut answer = file_answer(&format!("steward-backup-{now_ms}.stwd"), summary.bytes);
+    answer
+        .insert_header(("Steward-Backup-Entries", summary.entries.to_string()))
+        .insert_header(("Steward-Backup-Files", summary.files.to_string()))
+        .insert_header((
+            "Steward-Backup-Writes-Held-Ms",
+            summary.writes_held_ms.to_string(),
+        ));
+    Ok(answer.streaming(file_chunks(made.file)))
+}
+
+/// The head of an answer that is a downloaded file of `bytes` bytes.
+pub fn file_answer(file_name: &str, bytes: u64) -> actix_web::HttpResponseBuilder {
+    let mut answer = HttpResponse::Ok();
+    answer
+        .content_type("application/octet-stream")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{file_name}\""),
+        ))
+        .no_chunking(bytes);
+    answer
+}
+
+/// A file's bytes as an answer's body, read off the executor in chunks.
+pub fn file_chunks(
+    file: std::fs::File,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
+    futures_util::stream::unfold(Some(file), |file| async move {
         let mut file = file?;
         let read = web::block(move || {
             let mut chunk = vec![0u8; CHUNK_BYTES];
@@ -92,7 +119,7 @@ async fn backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             Ok(Err(err)) => Some((
                 Err(ApiError::new(
                     ErrorCode::Internal,
-                    format!("reading the backup failed: {err}"),
+                    format!("reading the file failed: {err}"),
                 )),
                 None,
             )),
@@ -101,19 +128,5 @@ async fn backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
                 None,
             )),
         }
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .insert_header((
-            "Content-Disposition",
-            format!("attachment; filename=\"steward-backup-{now_ms}.stwd\""),
-        ))
-        .insert_header(("Steward-Backup-Entries", summary.entries.to_string()))
-        .insert_header(("Steward-Backup-Files", summary.files.to_string()))
-        .insert_header((
-            "Steward-Backup-Writes-Held-Ms",
-            summary.writes_held_ms.to_string(),
-        ))
-        .no_chunking(summary.bytes)
-        .streaming(chunks))
+    })
 }

@@ -45,6 +45,10 @@ pub enum ErrorCode {
     InvalidTransition,
     /// A body whose `Content-Type` is not the one the route expects (415).
     UnsupportedMediaType,
+    /// The tenant was exported to another instance (`moved`): its webhooks are answered 503
+    /// with a long `Retry-After` (senders retry until traffic is routed there); admin actions
+    /// that would run it are 409.
+    Moved,
 }
 
 impl ErrorCode {
@@ -71,6 +75,7 @@ impl ErrorCode {
             ErrorCode::InvalidBackfill => "invalid_backfill",
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Moved => "moved",
         }
     }
 
@@ -92,7 +97,7 @@ impl ErrorCode {
             ErrorCode::InvalidBackfill => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::Moved => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -120,6 +125,9 @@ impl ApiError {
 
 /// Seconds a sender should wait before retrying a `503` (a mailbox full, an actor restarting).
 pub const RETRY_AFTER_S: u64 = 1;
+/// The same for a tenant that moved to another instance: until its traffic is routed there,
+/// coming back every second would only load this one.
+pub const MOVED_RETRY_AFTER_S: u64 = 60;
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -142,6 +150,13 @@ impl ResponseError for ApiError {
             response.insert_header((
                 actix_web::http::header::RETRY_AFTER,
                 RETRY_AFTER_S.to_string(),
+            ));
+        }
+        if self.code == ErrorCode::Moved {
+            // Nothing was stored; the tenant lives on another instance now.
+            response.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                MOVED_RETRY_AFTER_S.to_string(),
             ));
         }
         response.json(

@@ -249,6 +249,9 @@ pub(crate) fn tenant_context(
     tenant_id: &str,
 ) -> Result<TenantContext, IngressError> {
     let unknown = || {
+        if state.moved_tenants.contains(tenant_id) {
+            return IngressError::Api(crate::tenants::moving::moved_error(tenant_id));
+        }
         refuse(
             ErrorCode::UnknownTenant,
             format!(

@@ -7,6 +7,7 @@ pub mod admin_backup;
 pub mod admin_dead_letters;
 pub mod admin_destinations;
 pub mod admin_inbound;
+pub mod admin_moves;
 pub mod admin_pollers;
 pub mod admin_reconciliations;
 pub mod admin_records;

@@ -57,6 +57,14 @@ pub fn test_routes(config: &mut web::ServiceConfig) {
         );
 }
 
+/// No running tenant: `503 moved` when it was exported to another instance, else 404.
+fn unknown(state: &AppState, tenant_id: &str) -> ApiError {
+    if state.moved_tenants.contains(tenant_id) {
+        return crate::tenants::moving::moved_error(tenant_id);
+    }
+    ApiError::new(ErrorCode::UnknownTenant, format!("no tenant `{tenant_id}`"))
+}
+
 async fn receive(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -69,12 +77,11 @@ async fn receive(
         .tenant_docs
         .get(&tenant_id)
         .map(|entry| std::sync::Arc::clone(entry.value()))
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownTenant, format!("no tenant `{tenant_id}`"))
-        })?;
-    let handle = state.runtime.tenant(&tenant_id).ok_or_else(|| {
-        ApiError::new(ErrorCode::UnknownTenant, format!("no tenant `{tenant_id}`"))
-    })?;
+        .ok_or_else(|| unknown(&state, &tenant_id))?;
+    let handle = state
+        .runtime
+        .tenant(&tenant_id)
+        .ok_or_else(|| unknown(&state, &tenant_id))?;
     // Without a secret nothing can be verified: refused before the body is read.
     webhook_secret(&doc.virtuous)?;
     // Held until the answer: the body's reserved bytes, then the tenant's place in flight.

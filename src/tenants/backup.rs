@@ -82,32 +82,16 @@ impl TenantStores {
         }
         let _running = RunningGuard;
         let started = Instant::now();
-        let tmp_dir = data_dir.join(TMP_DIR);
-        std::fs::create_dir_all(&tmp_dir).map_err(|err| io("cannot create", &tmp_dir, err))?;
-        let path = tmp_dir.join(format!("backup-{now_ms}-{}.partial", std::process::id()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|err| io("cannot create", &path, err))?;
-        // Unlinked at once: a crash or a dropped download leaves nothing behind.
-        std::fs::remove_file(&path).map_err(|err| io("cannot unlink", &path, err))?;
+        let file = unlinked_temp_file(data_dir, "backup", now_ms)?;
         let (mut writer, stats) = self.store.write_backup(
             BufWriter::new(file),
             now_ms,
             crate::telemetry::VERSION_LINE,
         )?;
-        let files = add_data_files(&mut writer, data_dir)?;
+        let files = add_data_files(&mut writer, data_dir, &DATA_SUBDIRS)?;
         let (out, counts) = writer.finish()?;
-        let mut file = out
-            .into_inner()
-            .map_err(|err| BackupError::Io(format!("cannot write the backup: {err}")))?;
-        file.sync_data()
-            .and_then(|()| file.rewind())
-            .map_err(|err| BackupError::Io(format!("cannot write the backup: {err}")))?;
         Ok(BackupFile {
-            file,
+            file: rewound(out)?,
             summary: BackupSummary {
                 entries: counts.entries,
                 files,
@@ -119,11 +103,56 @@ impl TenantStores {
     }
 }
 
-/// Every finished file under [`DATA_SUBDIRS`] (hidden names are uploads in progress), in a
-/// stable order.
-fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, BackupError> {
+/// A new file in `{data_dir}/tmp`, unlinked at once: a crash or a dropped download leaves
+/// nothing behind.
+pub(super) fn unlinked_temp_file(
+    data_dir: &Path,
+    what: &str,
+    now_ms: u64,
+) -> Result<File, BackupError> {
+    let tmp_dir = data_dir.join(TMP_DIR);
+    std::fs::create_dir_all(&tmp_dir).map_err(|err| io("cannot create", &tmp_dir, err))?;
+    let path = tmp_dir.join(format!("{what}-{now_ms}-{}.partial", std::process::id()));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|err| io("cannot create", &path, err))?;
+    std::fs::remove_file(&path).map_err(|err| io("cannot unlink", &path, err))?;
+    Ok(file)
+}
+
+/// Removes what an earlier process left in `{data_dir}/tmp` (an import cut off by a crash;
+/// backups there are unlinked while written, so none stays).
+pub fn clear_tmp(data_dir: &Path) {
+    let tmp_dir = data_dir.join(TMP_DIR);
+    let Ok(entries) = std::fs::read_dir(&tmp_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(err) = std::fs::remove_file(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), error = %err, "a leftover temporary file could not be removed");
+        }
+    }
+}
+
+/// The written stream's file, synced and rewound for reading.
+pub(super) fn rewound(out: BufWriter<File>) -> Result<File, BackupError> {
+    let mut file = out
+        .into_inner()
+        .map_err(|err| BackupError::Io(format!("cannot write the stream: {err}")))?;
+    file.sync_data()
+        .and_then(|()| file.rewind())
+        .map_err(|err| BackupError::Io(format!("cannot write the stream: {err}")))?;
+    Ok(file)
+}
+
+/// Every finished file under `subdirs` of the data dir (hidden names are uploads in
+/// progress), in a stable order.
+fn data_files(data_dir: &Path, subdirs: &[&str]) -> Result<Vec<(String, PathBuf)>, BackupError> {
     let mut found = Vec::new();
-    for subdir in DATA_SUBDIRS {
+    for subdir in subdirs {
         let mut pending = vec![PathBuf::from(subdir)];
         while let Some(relative) = pending.pop() {
             let dir = data_dir.join(&relative);
@@ -154,12 +183,14 @@ fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, BackupError> {
     Ok(found)
 }
 
-fn add_data_files<W: Write>(
+/// Adds every finished file under `subdirs` of the data dir to the stream.
+pub(super) fn add_data_files<W: Write>(
     writer: &mut SnapshotWriter<W>,
     data_dir: &Path,
+    subdirs: &[&str],
 ) -> Result<u64, BackupError> {
     let mut count = 0;
-    for (relative, path) in data_files(data_dir)? {
+    for (relative, path) in data_files(data_dir, subdirs)? {
         let file = match File::open(&path) {
             Ok(file) => file,
             // Removed since it was listed (a cancelled job's upload): not part of the state.
@@ -186,7 +217,7 @@ pub struct RestoreSummary {
 
 /// A file record's path, if it is one a backup writes (relative, under [`DATA_SUBDIRS`], no
 /// `..`): a crafted backup cannot write outside the data dir.
-fn safe_relative(path: &str) -> Option<PathBuf> {
+pub(super) fn safe_relative(path: &str) -> Option<PathBuf> {
     let relative = PathBuf::from(path);
     let mut components = relative.components();
     let first = components.next()?;
@@ -245,13 +276,20 @@ fn restore_file<R: std::io::Read>(
             "not a readable Steward backup: a file outside the data dir's own places ({path})"
         ))
     })?;
-    let target = data_dir.join(relative);
+    write_file(&data_dir.join(relative), reader)
+}
+
+/// Writes the body of the file record just read to `target` (creating its directory).
+pub(super) fn write_file<R: std::io::Read>(
+    target: &Path,
+    reader: &mut SnapshotReader<R>,
+) -> Result<(), StoreError> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|err| StoreError::Io(format!("cannot create {}: {err}", parent.display())))?;
     }
     let mut out = BufWriter::new(
-        File::create(&target)
+        File::create(target)
             .map_err(|err| StoreError::Io(format!("cannot create {}: {err}", target.display())))?,
     );
     reader.copy_file(&mut out)?;

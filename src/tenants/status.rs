@@ -44,6 +44,7 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
     )?;
     let alerts: Vec<Value> = tenant_store.alert_views()?.iter().map(alert_json).collect();
     let state_name = match &runtime_status {
+        None if record.run_state() == TenantRunState::Moved => record.state.clone(),
         None => "not_running".to_string(),
         Some(_) if record.run_state() != TenantRunState::Running => record.state.clone(),
         Some(runtime) => runtime.state.clone(),

@@ -66,6 +66,7 @@ mod security;
 mod shutdown_load;
 mod submit_contact_batch;
 mod submit_sandbox;
+mod tenant_move;
 mod two_way_cross_match;
 mod two_way_e2e;
 mod two_way_mailchimp;

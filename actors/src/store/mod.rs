@@ -241,13 +241,17 @@ pub enum TenantRunState {
     /// Virtuous refused the credentials (401/403): paused, and it starts paused after a
     /// restart instead of spending a call to be refused again; a resume clears it.
     NeedsOperator = 2,
+    /// Exported to another instance (`steward tenant export`): never runs here again; its
+    /// webhooks are answered 503. Only a delete changes it.
+    Moved = 3,
 }
 
 impl TenantRunState {
-    pub const ALL: [TenantRunState; 3] = [
+    pub const ALL: [TenantRunState; 4] = [
         TenantRunState::Running,
         TenantRunState::Paused,
         TenantRunState::NeedsOperator,
+        TenantRunState::Moved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -255,6 +259,7 @@ impl TenantRunState {
             TenantRunState::Running => "running",
             TenantRunState::Paused => "paused",
             TenantRunState::NeedsOperator => "needs_operator",
+            TenantRunState::Moved => "moved",
         }
     }
 
@@ -274,7 +279,8 @@ impl TenantRunState {
         match value {
             0 => TenantRunState::Running,
             1 => TenantRunState::Paused,
-            _ => TenantRunState::NeedsOperator,
+            2 => TenantRunState::NeedsOperator,
+            _ => TenantRunState::Moved,
         }
     }
 }

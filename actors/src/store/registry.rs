@@ -118,6 +118,7 @@ mod tests {
             (TenantRunState::Running, "running"),
             (TenantRunState::Paused, "paused"),
             (TenantRunState::NeedsOperator, "needs_operator"),
+            (TenantRunState::Moved, "moved"),
         ] {
             assert_eq!(state.name(), name);
             assert_eq!(TenantRunState::parse(name), Some(state));

@@ -141,6 +141,17 @@ impl TenantStore {
         Ok(())
     }
 
+    /// Removes a checkpoint; true when there was one.
+    pub fn remove_checkpoint(&self, name: &str) -> Result<bool, StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        Ok(inner
+            .tree
+            .remove(inner.keys.checkpoint(name))
+            .map_err(io_error)?
+            .is_some())
+    }
+
     /// Budget call log: record one Virtuous call at `at_ms`.
     pub fn record_call(&self, at_ms: u64) -> Result<(), StoreError> {
         let inner = self.inner();
