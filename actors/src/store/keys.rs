@@ -21,6 +21,12 @@ pub mod section {
     /// An alert's lifecycle (resolved, acknowledged) beside its [`super::super::Alert`], whose
     /// bytes are pinned: `{code}` as in [`ALERT`].
     pub const ALERT_STATE: u8 = 0x71;
+    /// Alert notifications waiting for the sinks (`store::alert_outbox`): `{seq BE}` → an
+    /// `AlertNotice`; JSON. Written in the same batch as the alert change it tells of.
+    pub const ALERT_OUTBOX: u8 = 0x72;
+    /// What the sinks were last told of a code (`{code}` → a `NoticeState`; JSON): the
+    /// cooldown's memory.
+    pub const ALERT_NOTICE_STATE: u8 = 0x73;
     pub const COUNTS: u8 = 0x80;
     /// Records submitted but not yet confirmed: the reconciler's work list (written by the
     /// submitter's completion, removed by confirmation). Key = the record key's tail.
@@ -241,6 +247,23 @@ impl KeySpace {
 
     pub fn alert_state(&self, code: &str) -> Vec<u8> {
         self.string_key(section::ALERT_STATE, code)
+    }
+
+    /// `{seq BE}` under [`section::ALERT_OUTBOX`]: notices sort in the order written.
+    pub fn alert_notice(&self, seq: u64) -> Vec<u8> {
+        let mut key = self.key(section::ALERT_OUTBOX, 8);
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    }
+
+    pub fn alert_notice_state(&self, code: &str) -> Vec<u8> {
+        self.string_key(section::ALERT_NOTICE_STATE, code)
+    }
+
+    /// Reads the seq back from an outbox key.
+    pub fn seq_of_alert_notice_key(&self, key: &[u8]) -> Option<u64> {
+        let tail = key.get(self.prefix.len() + 1..)?;
+        Some(u64::from_be_bytes(tail.try_into().ok()?))
     }
 
     pub fn counts(&self) -> Vec<u8> {

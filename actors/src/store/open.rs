@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::alert_outbox::AlertOutbox;
 use super::durability_marker::DurabilityMarker;
+use super::process_alerts::ProcessAlerts;
 use super::{
     group_commit, io_error, layout, registry, FlushStats, Layout, Store, StoreError, StoreOptions,
     TenantRegistry, TenantStore,
@@ -17,7 +19,7 @@ pub(crate) struct StoreInner {
     // Declared first so it is dropped first: its thread answers the last waiters with a
     // final flush before the `Db` handles go away.
     group_commit: group_commit::GroupCommit,
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     /// How far the store is known durable (refuses a store that lost flushed writes).
     marker: Arc<DurabilityMarker>,
     path: PathBuf,
@@ -25,6 +27,10 @@ pub(crate) struct StoreInner {
     registry: TenantRegistry,
     /// Open tenants: one handle (one write lock, one set of gauges) per tenant.
     tenants: DashMap<String, TenantStore>,
+    /// Alert notices: the policy and the dispatcher's wake-up, shared with every tenant.
+    pub(crate) alert_outbox: Arc<AlertOutbox>,
+    /// The process's own alerts (their tree).
+    pub(crate) process_alerts: ProcessAlerts,
 }
 
 /// Maps an error of `sled::Config::open`: corruption means refuse to start, never repair.
@@ -134,6 +140,7 @@ impl Store {
         let layout = layout::resolve(&db, layout)?;
         let registry =
             TenantRegistry::new(db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?);
+        let process_alerts = ProcessAlerts::open(&db)?;
         let flush_db = db.clone();
         let log_file = open_log_file(path)?;
         let flush_marker = Arc::clone(&marker);
@@ -153,6 +160,8 @@ impl Store {
                 layout,
                 registry,
                 tenants: DashMap::new(),
+                alert_outbox: Arc::new(AlertOutbox::new(options.alert_notices)),
+                process_alerts,
             }),
         })
     }
@@ -171,6 +180,7 @@ impl Store {
                 keys,
                 tenant_id,
                 self.inner.group_commit.shared(),
+                Arc::clone(&self.inner.alert_outbox),
             )
         })?;
         Ok(tenant.value().clone())
