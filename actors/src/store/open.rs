@@ -238,6 +238,12 @@ impl Store {
         self.inner.group_commit.poisoned()
     }
 
+    /// Poisons the store as a failed flush would.
+    #[cfg(test)]
+    pub(crate) fn poison_for_test(&self, error: StoreError) {
+        self.inner.group_commit.poison_for_test(error);
+    }
+
     pub fn layout(&self) -> Layout {
         self.inner.layout
     }
