@@ -33,6 +33,35 @@ use crate::store::{AlertOutbox, NoticeEvent, NoticeOwner, QueuedNotice, Store};
 
 /// The code of the notice told from memory when the store fails.
 pub const STORE_FAILED_ALERT: &str = "store_failed";
+/// The process alert of a data dir whose filesystem is nearly full (raised by the `steward`
+/// crate, which looks at the disk).
+pub const DISK_NEARLY_FULL_ALERT: &str = "disk_nearly_full";
+
+/// Every alert code, tenants' and the process's (the `codes` a sink may filter on; the
+/// tables of docs/operations.md "Alerts" and "Alerting" list the same, a test checks it).
+pub const ALERT_CODES: [&str; 21] = [
+    "auth_failed",
+    "crm_misconfigured",
+    "crm_unreachable",
+    "dead_letters",
+    "destination_failing",
+    "duplicate_gift",
+    "needs_review",
+    "stripe_partial_refund",
+    "stripe_dispute_funds_withdrawn",
+    "stripe_event_rejected",
+    "platform_event_rejected",
+    "subscription_link_late",
+    "embedded_sandbox_missing",
+    "test_events_ignored",
+    "poller_failed",
+    "poller_auth_failed",
+    "webhooks_missed",
+    "money_mismatch",
+    "config_invalid",
+    DISK_NEARLY_FULL_ALERT,
+    STORE_FAILED_ALERT,
+];
 
 /// What a sink is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -233,3 +233,31 @@ async fn a_failed_store_is_told_from_memory_once() {
         .raise_process_alert("disk_nearly_full", "m", 1)
         .is_err());
 }
+
+#[test]
+fn the_alert_codes_are_the_documented_ones() {
+    // Goal: ALERT_CODES (what a sink's `codes` may name) lists exactly the codes of the
+    // docs/operations.md tables headed `| code | raised when | resolves |` (tenants' alerts,
+    // the process's).
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut documented = Vec::new();
+    let mut in_code_table = false;
+    for line in text.lines() {
+        if line.starts_with("| code | raised when | resolves |") {
+            in_code_table = true;
+        } else if !line.starts_with('|') {
+            in_code_table = false;
+        } else if in_code_table && line.starts_with("| `") {
+            let cell = line.split('|').nth(1).unwrap_or_default();
+            documented.extend(
+                cell.split(',')
+                    .map(|code| code.trim().trim_matches('`').to_owned()),
+            );
+        }
+    }
+    documented.sort();
+    let mut known: Vec<String> = super::ALERT_CODES.iter().map(|c| c.to_string()).collect();
+    known.sort();
+    assert_eq!(documented, known);
+}
