@@ -7,10 +7,8 @@ use std::time::Duration;
 use super::{AlertSink, Dispatcher, DispatcherSettings, Notification, SinkVerdict};
 use crate::ports::LocalFuture;
 use crate::retry::RetrySchedule;
-use crate::store::{
-    NoticeEvent, NoticePolicy, Store, StoreError, StoreOptions, TenantRecord, TenantStore,
-};
-use crate::test_support::eventually;
+use crate::store::{NoticeEvent, NoticePolicy, Store, StoreError, StoreOptions, TenantStore};
+use crate::test_support::{eventually, registered_tenant};
 
 /// One scripted answer: a verdict now, or no answer at all (the attempt times out).
 #[derive(Clone)]
@@ -96,18 +94,7 @@ fn open(dir: &std::path::Path, cooldown_ms: u64) -> (Store, TenantStore) {
         ..StoreOptions::default()
     };
     let store = Store::open(dir, options).unwrap();
-    store
-        .registry()
-        .insert_new(&TenantRecord {
-            id: "t1".into(),
-            config_json: "{}".into(),
-            sealed_secrets: Vec::new(),
-            state: "running".into(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        })
-        .unwrap();
-    let tenant = store.tenant("t1").unwrap();
+    let tenant = registered_tenant(&store, "t1");
     (store, tenant)
 }
 

@@ -213,7 +213,7 @@ impl AlertSpace<'_> {
             batch.remove(state_key);
         }
         let noted = if opens {
-            self.note_opened(&mut batch, code, message, now_ms)?
+            self.note(&mut batch, NoticeEvent::Raised, code, message, now_ms)?
         } else {
             Noted::Nothing
         };
@@ -240,7 +240,13 @@ impl AlertSpace<'_> {
         let mut batch = sled::Batch::default();
         batch.insert(state_key, encode(&state)?);
         let alert: Alert = decode(&alert_bytes)?;
-        let noted = self.note_resolved(&mut batch, code, &alert.message, now_ms)?;
+        let noted = self.note(
+            &mut batch,
+            NoticeEvent::Resolved,
+            code,
+            &alert.message,
+            now_ms,
+        )?;
         self.tree.apply_batch(batch).map_err(io_error)?;
         self.announce(noted, code);
         Ok(true)
@@ -253,58 +259,14 @@ impl AlertSpace<'_> {
         }
     }
 
-    /// The notice of an alert that opens: withdraw a resolve still held for the standing
-    /// raise (suppressed), or queue `alert.raised`.
-    fn note_opened(
+    /// The notice of an alert change. Opening: withdraw a resolve still held for the
+    /// standing raise (suppressed), or queue `alert.raised`. Resolving: queue
+    /// `alert.resolved`, held until the cooldown since the standing raise has passed —
+    /// nothing when no raise stands (sinks were configured after it, or it was dropped).
+    fn note(
         &self,
         batch: &mut sled::Batch,
-        code: &str,
-        message: &str,
-        now_ms: u64,
-    ) -> Result<Noted, StoreError> {
-        if self.outbox.policy.is_none() {
-            return Ok(Noted::Nothing);
-        }
-        let mut state = self.notice_state(code)?;
-        if let Some(seq) = state.resolve_seq {
-            let held = match self.get(&self.keys.alert_notice(seq))? {
-                Some(bytes) => !from_json::<AlertNotice>("alert notice", &bytes)?.claimed,
-                None => false,
-            };
-            if held {
-                batch.remove(self.keys.alert_notice(seq));
-                state.resolve_seq = None;
-                batch.insert(self.keys.alert_notice_state(code), to_json(&state)?);
-                return Ok(Noted::Suppressed);
-            }
-        }
-        let notice = AlertNotice {
-            event: NoticeEvent::Raised,
-            code: code.to_owned(),
-            message: message.to_owned(),
-            at_ms: now_ms,
-            not_before_ms: now_ms,
-            claimed: false,
-        };
-        let queued = self.queue_notice(batch, &notice)?;
-        let state = NoticeState {
-            raised_at_ms: queued.is_some().then_some(now_ms),
-            resolve_seq: None,
-        };
-        batch.insert(self.keys.alert_notice_state(code), to_json(&state)?);
-        Ok(if queued.is_some() {
-            Noted::Queued
-        } else {
-            Noted::Dropped
-        })
-    }
-
-    /// The notice of an alert that resolves: `alert.resolved`, held until the cooldown since
-    /// the standing raise has passed; nothing when no raise stands (sinks were configured
-    /// after it, or its raise was dropped).
-    fn note_resolved(
-        &self,
-        batch: &mut sled::Batch,
+        event: NoticeEvent,
         code: &str,
         message: &str,
         now_ms: u64,
@@ -313,33 +275,57 @@ impl AlertSpace<'_> {
             return Ok(Noted::Nothing);
         };
         let mut state = self.notice_state(code)?;
-        let Some(raised_at_ms) = state.raised_at_ms else {
-            return Ok(Noted::Nothing);
+        let (queued, state) = match event {
+            NoticeEvent::Raised => {
+                if let Some(seq) = state.resolve_seq {
+                    let held = match self.get(&self.keys.alert_notice(seq))? {
+                        Some(bytes) => !from_json::<AlertNotice>("alert notice", &bytes)?.claimed,
+                        None => false,
+                    };
+                    if held {
+                        batch.remove(self.keys.alert_notice(seq));
+                        state.resolve_seq = None;
+                        batch.insert(self.keys.alert_notice_state(code), to_json(&state)?);
+                        return Ok(Noted::Suppressed);
+                    }
+                }
+                let queued = self.queue_notice(batch, event, code, message, now_ms, now_ms)?;
+                let state = NoticeState {
+                    raised_at_ms: queued.is_some().then_some(now_ms),
+                    resolve_seq: None,
+                };
+                (queued, state)
+            }
+            NoticeEvent::Resolved => {
+                let (Some(raised_at_ms), None) = (state.raised_at_ms, state.resolve_seq) else {
+                    return Ok(Noted::Nothing);
+                };
+                let not_before_ms = now_ms.max(raised_at_ms.saturating_add(policy.cooldown_ms));
+                let queued =
+                    self.queue_notice(batch, event, code, message, now_ms, not_before_ms)?;
+                if queued.is_none() {
+                    return Ok(Noted::Dropped);
+                }
+                state.resolve_seq = queued;
+                (queued, state)
+            }
         };
-        if state.resolve_seq.is_some() {
-            return Ok(Noted::Nothing);
-        }
-        let notice = AlertNotice {
-            event: NoticeEvent::Resolved,
-            code: code.to_owned(),
-            message: message.to_owned(),
-            at_ms: now_ms,
-            not_before_ms: now_ms.max(raised_at_ms.saturating_add(policy.cooldown_ms)),
-            claimed: false,
-        };
-        let Some(seq) = self.queue_notice(batch, &notice)? else {
-            return Ok(Noted::Dropped);
-        };
-        state.resolve_seq = Some(seq);
         batch.insert(self.keys.alert_notice_state(code), to_json(&state)?);
-        Ok(Noted::Queued)
+        Ok(match queued {
+            Some(_) => Noted::Queued,
+            None => Noted::Dropped,
+        })
     }
 
-    /// Adds `notice` to the batch under a new seq; `None` when the outbox is full.
+    /// Adds a notice to the batch under a new seq; `None` when the outbox is full.
     fn queue_notice(
         &self,
         batch: &mut sled::Batch,
-        notice: &AlertNotice,
+        event: NoticeEvent,
+        code: &str,
+        message: &str,
+        at_ms: u64,
+        not_before_ms: u64,
     ) -> Result<Option<u64>, StoreError> {
         let waiting = self
             .tree
@@ -350,8 +336,16 @@ impl AlertSpace<'_> {
         if waiting >= NOTICES_PER_OWNER_MAX {
             return Ok(None);
         }
+        let notice = AlertNotice {
+            event,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            at_ms,
+            not_before_ms,
+            claimed: false,
+        };
         let seq = self.db.generate_id().map_err(io_error)?;
-        batch.insert(self.keys.alert_notice(seq), to_json(notice)?);
+        batch.insert(self.keys.alert_notice(seq), to_json(&notice)?);
         Ok(Some(seq))
     }
 

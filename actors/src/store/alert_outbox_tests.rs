@@ -2,7 +2,8 @@
 //! held resolve and its withdrawal, claims, the process's alerts, and the limit.
 
 use super::alert_outbox::{NoticeEvent, NoticeOwner, NoticePolicy, NOTICES_PER_OWNER_MAX};
-use super::{Store, StoreOptions, TenantRecord, TenantStore};
+use super::{Store, StoreOptions, TenantStore};
+use crate::test_support::registered_tenant;
 
 const COOLDOWN_MS: u64 = 1_000;
 
@@ -21,22 +22,6 @@ fn notifying(dir: &std::path::Path) -> Store {
             cooldown_ms: COOLDOWN_MS,
         }),
     )
-}
-
-/// A registered tenant's store (the dispatcher's scans go through the registry).
-fn registered(store: &Store, id: &str) -> TenantStore {
-    store
-        .registry()
-        .insert_new(&TenantRecord {
-            id: id.into(),
-            config_json: "{}".into(),
-            sealed_secrets: Vec::new(),
-            state: "running".into(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        })
-        .unwrap();
-    store.tenant(id).unwrap()
 }
 
 /// (event, code, not_before_ms) of each waiting notice, oldest first.
@@ -60,7 +45,7 @@ fn an_alert_that_opens_queues_its_notice_in_the_same_write_and_survives_a_reopen
     let dir = tempfile::tempdir().unwrap();
     {
         let store = notifying(dir.path());
-        let tenant = registered(&store, "t1");
+        let tenant = registered_tenant(&store, "t1");
         assert!(tenant
             .raise_alert("crm_unreachable", "5 failures", 100)
             .unwrap());
@@ -86,7 +71,7 @@ fn an_alert_that_opens_queues_its_notice_in_the_same_write_and_survives_a_reopen
 
     let quiet_dir = tempfile::tempdir().unwrap();
     let quiet = open(quiet_dir.path(), None);
-    let tenant = registered(&quiet, "t1");
+    let tenant = registered_tenant(&quiet, "t1");
     assert!(tenant.raise_alert("dead_letters", "1", 1).unwrap());
     assert!(tenant.resolve_alert("dead_letters", 2).unwrap());
     assert!(waiting(&tenant).is_empty());
@@ -99,7 +84,7 @@ fn a_resolve_is_held_for_the_cooldown_and_a_reopening_withdraws_it() {
     // sent) a reopening queues a new raise; resolving twice queues one resolve.
     let dir = tempfile::tempdir().unwrap();
     let store = notifying(dir.path());
-    let tenant = registered(&store, "t1");
+    let tenant = registered_tenant(&store, "t1");
     let outbox = store.alert_outbox();
     tenant.raise_alert("dead_letters", "1 dead", 100).unwrap();
     assert_eq!(
@@ -172,8 +157,12 @@ fn process_alerts_have_their_own_outbox_and_the_scan_sees_every_registered_owner
         (views[0].alert.count, views[0].state.resolved_at_ms),
         (2, None)
     );
-    registered(&store, "a").raise_alert("x", "m", 30).unwrap();
-    registered(&store, "b").raise_alert("y", "m", 40).unwrap();
+    registered_tenant(&store, "a")
+        .raise_alert("x", "m", 30)
+        .unwrap();
+    registered_tenant(&store, "b")
+        .raise_alert("y", "m", 40)
+        .unwrap();
     let owners: Vec<(NoticeOwner, String)> = store
         .all_alert_notices()
         .unwrap()
@@ -209,7 +198,7 @@ fn a_full_outbox_drops_new_notices_and_keeps_the_alerts() {
     // opens but its notice is dropped, and its resolve is not queued either.
     let dir = tempfile::tempdir().unwrap();
     let store = notifying(dir.path());
-    let tenant = registered(&store, "t1");
+    let tenant = registered_tenant(&store, "t1");
     for index in 0..NOTICES_PER_OWNER_MAX {
         tenant
             .raise_alert(&format!("code_{index}"), "m", 1)

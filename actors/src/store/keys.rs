@@ -159,9 +159,7 @@ impl KeySpace {
     }
 
     pub fn dead_letter(&self, id: u64) -> Vec<u8> {
-        let mut key = self.key(section::DEAD_LETTER, 8);
-        key.extend_from_slice(&id.to_be_bytes());
-        key
+        self.u64_key(section::DEAD_LETTER, id)
     }
 
     pub fn checkpoint(&self, name: &str) -> Vec<u8> {
@@ -251,9 +249,7 @@ impl KeySpace {
 
     /// `{seq BE}` under [`section::ALERT_OUTBOX`]: notices sort in the order written.
     pub fn alert_notice(&self, seq: u64) -> Vec<u8> {
-        let mut key = self.key(section::ALERT_OUTBOX, 8);
-        key.extend_from_slice(&seq.to_be_bytes());
-        key
+        self.u64_key(section::ALERT_OUTBOX, seq)
     }
 
     pub fn alert_notice_state(&self, code: &str) -> Vec<u8> {
@@ -262,12 +258,18 @@ impl KeySpace {
 
     /// Reads the seq back from an outbox key.
     pub fn seq_of_alert_notice_key(&self, key: &[u8]) -> Option<u64> {
-        let tail = key.get(self.prefix.len() + 1..)?;
-        Some(u64::from_be_bytes(tail.try_into().ok()?))
+        self.u64_at(key, 1)
     }
 
     pub fn counts(&self) -> Vec<u8> {
         self.key(section::COUNTS, 0)
+    }
+
+    /// `{number BE}` under `section`.
+    fn u64_key(&self, section: u8, number: u64) -> Vec<u8> {
+        let mut key = self.key(section, 8);
+        key.extend_from_slice(&number.to_be_bytes());
+        key
     }
 
     fn string_key(&self, section: u8, text: &str) -> Vec<u8> {
@@ -278,7 +280,12 @@ impl KeySpace {
 
     /// Reads the seq back from a queue key.
     pub fn seq_of_queue_key(&self, key: &[u8]) -> Option<u64> {
-        let tail = key.get(self.prefix.len() + 2..)?;
+        self.u64_at(key, 2)
+    }
+
+    /// The big-endian integer that ends `key`, `after` bytes past the tenant prefix.
+    fn u64_at(&self, key: &[u8], after: usize) -> Option<u64> {
+        let tail = key.get(self.prefix.len() + after..)?;
         Some(u64::from_be_bytes(tail.try_into().ok()?))
     }
 
