@@ -128,6 +128,8 @@ pub async fn serve_until(
     telemetry::spawn_metrics_upkeep(metrics_handle.clone());
     let (store, master_key) = open_store_and_master_key(&config)?;
     let admin_token = load_or_create_admin_token(&config.data_dir)?;
+    // Before the tenants start: notices they queue at boot are delivered from the first one.
+    crate::alert_sinks::start(&config, &store)?;
     let ingress_base_url = if config.public_url.is_empty() {
         format!("http://{}", bound_listeners.main_addr)
     } else {
@@ -191,6 +193,7 @@ fn open_store_and_master_key(config: &Config) -> anyhow::Result<(Store, MasterKe
         &store_path,
         StoreOptions {
             cache_capacity_bytes: config.store.cache_capacity_bytes,
+            alert_notices: crate::alert_sinks::notice_policy(config),
         },
     )?;
     let master_key_env = std::env::var("STEWARD_MASTER_KEY").ok();

@@ -79,6 +79,7 @@ pub struct Config {
     pub sandbox: SandboxSection,
     /// Limits of the ingress listener (issue 11: hostile clients).
     pub ingress: IngressSection,
+    /// When failures become alerts, and the sinks alerts are sent to.
     pub alerts: AlertsSection,
     /// Backfill jobs (docs/backfill.md).
     pub backfill: BackfillSection,
@@ -98,32 +99,6 @@ impl Default for BackfillSection {
         BackfillSection {
             max_file_bytes: 4 * 1024 * 1024 * 1024,
         }
-    }
-}
-
-/// When failures become alerts (docs/operations.md "Alerts").
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsSection {
-    /// Virtuous calls in a row with no answer (refused, DNS, TLS, timeout) before the alert
-    /// `crm_unreachable` (1–1000).
-    pub crm_unreachable_after: u32,
-}
-
-impl Default for AlertsSection {
-    fn default() -> Self {
-        AlertsSection {
-            crm_unreachable_after: 5,
-        }
-    }
-}
-
-impl AlertsSection {
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !(1..=1_000).contains(&self.crm_unreachable_after) {
-            return Err(("alerts.crm_unreachable_after", "must be 1 to 1000".into()));
-        }
-        Ok(())
     }
 }
 
@@ -677,7 +652,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     Ok(())
 }
 
+mod alerts;
 mod ingress;
+pub use alerts::{AlertSinkConfig, AlertSinkKind, AlertsSection};
 pub use ingress::IngressSection;
 
 #[cfg(test)]

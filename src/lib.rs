@@ -12,6 +12,7 @@
 //! - [`tenants`]: tenant operations behind the admin API, and boot.
 //! - [`http`]: actix-web — admin API, metrics, health.
 //! - [`app`]: wiring: store, runtime, servers, lifecycle.
+//! - [`alert_sinks`]: where alerts are sent (webhook, Slack) and the disk-space alert.
 //! - [`demo`]: `steward demo`, the whole loop in one process against the embedded sandbox.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`destinations`]: pull destinations (webhook, Postgres, NDJSON) behind the `Destination` port.
@@ -20,6 +21,7 @@
 //! - [`traffic`]: a deterministic generator of signed Stripe webhook traffic (demo, tests, benches).
 //! - [`virtuous`]: the Virtuous CRM+ client; answers reduced to facts for classification.
 
+pub mod alert_sinks;
 pub mod app;
 pub mod backfill;
 pub mod cli;

@@ -42,6 +42,8 @@
 //! - [`retry`]: the retry policy — schedule, jitter, `Retry-After` floor and the
 //!   retry / dead-letter decision the store applies (pure).
 //! - [`failpoint`]: named crash points for the crash tests.
+//! - [`alerting`]: the process's alert dispatcher — the store's alert outboxes to the
+//!   sinks behind the [`alerting::AlertSink`] port, with retries (no tenant waits on it).
 //!
 //! Above them, [`runtime`]: [`runtime::Runtime`] (one arbiter per core, tenants spread over
 //! them) and [`runtime::TenantHandle`], what the `steward` crate talks to.
@@ -49,6 +51,7 @@
 //! This crate knows records, lanes, budgets and outcomes. It does not know HTTP, JSON wire
 //! formats of any platform, or reqwest.
 
+pub mod alerting;
 pub mod backfill;
 pub mod budget;
 pub mod capture;

@@ -125,6 +125,20 @@ fn publish_lag_entry(tenant_id: &str, name: &str, entry: Option<(&str, f64)>) {
 pub const ALERTS_TOTAL: &str = "steward_alerts_total";
 /// Label of [`ALERTS_TOTAL`]: the alert code.
 pub const LABEL_CODE: &str = "code";
+/// Counter `{outcome}`: alert notices decided where the alert changed (docs/operations.md
+/// "Alerting"): `queued` (in the outbox), `suppressed` (a reopening within the cooldown
+/// withdrew a held resolve), `dropped` (the owner's outbox was full), `unstored` (the store
+/// failed: told from memory).
+pub const ALERT_NOTICES_TOTAL: &str = "steward_alert_notices_total";
+/// Counter `{sink, outcome}`: attempts to deliver a notice to a sink, by the sink's kind
+/// (`webhook`, `slack`): `sent`, `retried` (failed, tried again later), `failed` (given up:
+/// refused, or the retry schedule spent).
+pub const ALERT_NOTIFICATIONS_TOTAL: &str = "steward_alert_notifications_total";
+/// Label of [`ALERT_NOTIFICATIONS_TOTAL`]: the sink's kind.
+pub const LABEL_SINK: &str = "sink";
+/// Gauge: notices waiting for at least one sink (every owner's outbox, and a store failure's
+/// notice held in memory).
+pub const ALERT_OUTBOX_DEPTH: &str = "steward_alert_outbox_depth";
 
 /// Gauge `{tenant, lane}`: entries waiting in a lane.
 pub const LANE_DEPTH: &str = "steward_lane_depth";
@@ -162,6 +176,7 @@ pub const LABEL_OUTCOME: &str = "outcome";
 // Size: one `describe!` per metric, the one place that lists them all (Vector's habit).
 pub fn describe() {
     describe_money();
+    describe_alert_notices();
     metrics::describe_gauge!(
         DESTINATION_LAG_SECONDS,
         metrics::Unit::Seconds,
@@ -393,6 +408,24 @@ fn describe_money() {
         RECONCILIATIONS_TOTAL,
         metrics::Unit::Count,
         "Money reconciliations ended, per outcome (clean, mismatch, failed)"
+    );
+}
+
+fn describe_alert_notices() {
+    metrics::describe_counter!(
+        ALERT_NOTICES_TOTAL,
+        metrics::Unit::Count,
+        "Alert notices decided when alerts changed, per outcome (queued, suppressed, dropped, unstored)"
+    );
+    metrics::describe_counter!(
+        ALERT_NOTIFICATIONS_TOTAL,
+        metrics::Unit::Count,
+        "Alert notice deliveries per sink kind and outcome (sent, retried, failed)"
+    );
+    metrics::describe_gauge!(
+        ALERT_OUTBOX_DEPTH,
+        metrics::Unit::Count,
+        "Alert notices waiting for at least one sink"
     );
 }
 

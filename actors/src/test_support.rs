@@ -234,3 +234,23 @@ impl Crm for FakeCrm {
         ))
     }
 }
+
+/// A tenant registered in `store`'s registry (scans over every tenant go through it) and its
+/// store.
+pub(crate) fn registered_tenant(
+    store: &crate::store::Store,
+    id: &str,
+) -> crate::store::TenantStore {
+    store
+        .registry()
+        .insert_new(&crate::store::TenantRecord {
+            id: id.into(),
+            config_json: "{}".into(),
+            sealed_secrets: Vec::new(),
+            state: "running".into(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        })
+        .unwrap();
+    store.tenant(id).unwrap()
+}

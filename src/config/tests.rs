@@ -256,3 +256,69 @@ fn alerts_crm_unreachable_after_is_validated_by_name() {
         );
     }
 }
+
+#[test]
+fn alert_sinks_are_read_and_each_problem_names_its_key() {
+    // Goal: `[[alerts.sinks]]` tables load (webhook with its secret, slack with codes); an
+    // unknown kind, a bad URL, a webhook without a secret, a weak secret and an unknown
+    // code each stop start-up naming the sink's key and the file — never the secret.
+    let file = write_config(
+        "[alerts]\ncooldown_s = 60\n\n[[alerts.sinks]]\nkind = \"webhook\"\nurl = \"https://ops.example.org/h\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n[[alerts.sinks]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\ncodes = [\"crm_unreachable\", \"disk_nearly_full\"]\n",
+    );
+    let config = Config::load(Some(file.path()), Vec::new()).unwrap();
+    let sinks = &config.alerts.sinks;
+    assert_eq!((sinks.len(), config.alerts.cooldown_s), (2, 60));
+    assert_eq!(
+        (sinks[0].kind, sinks[1].kind),
+        (AlertSinkKind::Webhook, AlertSinkKind::Slack)
+    );
+    assert!(
+        !format!("{config:?}").contains("MfKQ9r8"),
+        "Debug redacts the secret"
+    );
+    let cases = [
+        (
+            "kind = \"pager\"\nurl = \"https://x.org\"",
+            "alerts.sinks[0].kind",
+            "pager",
+        ),
+        (
+            "kind = \"slack\"\nurl = \"ftp://x.org\"",
+            "alerts.sinks[0].url",
+            "http",
+        ),
+        (
+            "kind = \"webhook\"\nurl = \"https://x.org\"",
+            "alerts.sinks[0].secret",
+            "required",
+        ),
+        (
+            "kind = \"webhook\"\nurl = \"https://x.org\"\nsecret = \"short\"",
+            "alerts.sinks[0].secret",
+            "16",
+        ),
+        (
+            "kind = \"slack\"\nurl = \"https://x.org\"\ncodes = [\"crm_unreachabel\"]",
+            "alerts.sinks[0].codes",
+            "crm_unreachabel",
+        ),
+    ];
+    for (table, key, detail) in cases {
+        let file = write_config(&format!("[[alerts.sinks]]\n{table}\n"));
+        let err = Config::load(Some(file.path()), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(detail), "{table}: {err}");
+        assert!(err.contains(&file.path().display().to_string()), "{err}");
+        assert!(!err.contains("short\""), "{err}");
+    }
+    let from_env = Config::load(
+        None,
+        env(&[(
+            "STEWARD_ALERTS__SINKS",
+            r#"[{kind = "slack", url = "https://hooks.slack.com/x"}]"#,
+        )]),
+    )
+    .unwrap();
+    assert_eq!(from_env.alerts.sinks.len(), 1);
+}

@@ -208,52 +208,60 @@ impl Inner {
 
     async fn post(&self, change: &StoredChange) -> WebhookVerdict {
         let id = webhook_id(&self.tenant_id, change);
-        let body = body(change);
-        let timestamp_s = steward_actors::ports::now_ms() / 1_000;
-        let sent = self
-            .http
-            .post(self.url.clone())
-            .timeout(self.timeout)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp_s.to_string())
-            .header(
-                "webhook-signature",
-                signature(&self.key, &id, timestamp_s, &body),
-            )
-            .body(body)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(err) => {
-                let what = if err.is_timeout() {
-                    "timed out"
-                } else if err.is_connect() {
-                    "could not connect"
-                } else {
-                    "request failed"
-                };
-                return WebhookVerdict::Retry(RetryLater {
-                    // Without the URL: it may carry a token in its query.
-                    message: format!("{what}: {}", err.without_url()),
-                    retry_after_ms: None,
-                });
-            }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string);
-        // Only a refusal's body is kept (its first characters); a large answer is not read
-        // past what the timeout allows.
-        let answer_body = if response.status().is_success() {
-            String::new()
-        } else {
-            response.text().await.unwrap_or_default()
-        };
-        classify(status, retry_after.as_deref(), &answer_body)
+        let request = signed_post(&self.http, &self.url, &self.key, &id, body(change));
+        send_and_classify(request.timeout(self.timeout)).await
     }
+}
+
+/// A JSON POST of `body` to `url` with the Standard Webhooks headers (`webhook-id`,
+/// `webhook-timestamp` of now, `webhook-signature` keyed by `key`).
+pub fn signed_post(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    key: &[u8],
+    id: &str,
+    body: String,
+) -> reqwest::RequestBuilder {
+    let timestamp_s = steward_actors::ports::now_ms() / 1_000;
+    http.post(url.clone())
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp_s.to_string())
+        .header("webhook-signature", signature(key, id, timestamp_s, &body))
+        .body(body)
+}
+
+/// Sends `request` and reads the answer with [`classify`]; no answer at all (refused,
+/// timed out) is retried. Errors never name the URL (it may carry a token).
+pub async fn send_and_classify(request: reqwest::RequestBuilder) -> WebhookVerdict {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(err) => {
+            let what = if err.is_timeout() {
+                "timed out"
+            } else if err.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            return WebhookVerdict::Retry(RetryLater {
+                message: format!("{what}: {}", err.without_url()),
+                retry_after_ms: None,
+            });
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    // Only a refusal's body is kept (its first characters); a large answer is not read
+    // past what the timeout allows.
+    let answer_body = if response.status().is_success() {
+        String::new()
+    } else {
+        response.text().await.unwrap_or_default()
+    };
+    classify(status, retry_after.as_deref(), &answer_body)
 }

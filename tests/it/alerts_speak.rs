@@ -21,7 +21,7 @@ async fn alert(app: &TestApp, id: &str, code: &str) -> Option<Value> {
 }
 
 /// A loopback port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
+pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }

@@ -472,3 +472,28 @@ pub fn serve_command(data_dir: &Path) -> Command {
         .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN);
     command
 }
+
+/// Serves `handler` for every request on a free loopback port (one worker, on the current
+/// actix system), with `state` as its `web::Data`: a receiver a test can flip at runtime.
+/// Its base URL.
+pub fn serve_receiver<T, F, Args>(state: std::sync::Arc<T>, handler: F) -> String
+where
+    T: Send + Sync + 'static,
+    F: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    use actix_web::{web, App, HttpServer};
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(handler.clone()))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("bind the receiver");
+    let url = format!("http://{}", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+    url
+}

@@ -5,6 +5,7 @@ mod admin;
 mod admin_demo;
 mod admin_operations;
 mod admin_rules;
+mod alert_sinks;
 mod alerts_speak;
 mod backfill_admin;
 mod backfill_e2e;

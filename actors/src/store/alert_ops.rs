@@ -9,7 +9,7 @@ use super::{io_error, Alert, AlertState, AlertView, StoreError, TenantStore};
 
 impl TenantStore {
     /// Marks the open alert `code` resolved at `now_ms`; true when it changed (false: never
-    /// raised, or already resolved).
+    /// raised, or already resolved). Its notice for the sinks goes in the same write.
     pub fn resolve_alert(&self, code: &str, now_ms: u64) -> Result<bool, StoreError> {
         self.resolve_alert_when(code, now_ms, |_| Ok(true))
     }
@@ -29,20 +29,7 @@ impl TenantStore {
         if !condition_cleared(self)? {
             return Ok(false);
         }
-        if inner.read::<Alert>(&inner.keys.alert(code))?.is_none() {
-            return Ok(false);
-        }
-        let state_key = inner.keys.alert_state(code);
-        let mut state = inner.read::<AlertState>(&state_key)?.unwrap_or_default();
-        if state.resolved_at_ms.is_some() {
-            return Ok(false);
-        }
-        state.resolved_at_ms = Some(now_ms);
-        inner
-            .tree
-            .insert(state_key, encode(&state)?)
-            .map_err(io_error)?;
-        Ok(true)
+        inner.alert_space().resolve(code, now_ms)
     }
 
     /// Acknowledges the alert `code` (idempotent: the first acknowledgement's time stays);

@@ -215,6 +215,12 @@ impl GroupCommit {
         self.shared.lock().poisoned.clone()
     }
 
+    /// Poisons the store as a failed flush would (tests of what a failed store does).
+    #[cfg(test)]
+    pub(crate) fn poison_for_test(&self, error: StoreError) {
+        self.shared.lock().poisoned = Some(error);
+    }
+
     /// Flushes for the waiters still registered, then stops the thread (idempotent).
     pub fn shutdown(&self) {
         self.shared.lock().closing = true;

@@ -21,6 +21,12 @@ pub mod section {
     /// An alert's lifecycle (resolved, acknowledged) beside its [`super::super::Alert`], whose
     /// bytes are pinned: `{code}` as in [`ALERT`].
     pub const ALERT_STATE: u8 = 0x71;
+    /// Alert notifications waiting for the sinks (`store::alert_outbox`): `{seq BE}` → an
+    /// `AlertNotice`; JSON. Written in the same batch as the alert change it tells of.
+    pub const ALERT_OUTBOX: u8 = 0x72;
+    /// What the sinks were last told of a code (`{code}` → a `NoticeState`; JSON): the
+    /// cooldown's memory.
+    pub const ALERT_NOTICE_STATE: u8 = 0x73;
     pub const COUNTS: u8 = 0x80;
     /// Records submitted but not yet confirmed: the reconciler's work list (written by the
     /// submitter's completion, removed by confirmation). Key = the record key's tail.
@@ -153,9 +159,7 @@ impl KeySpace {
     }
 
     pub fn dead_letter(&self, id: u64) -> Vec<u8> {
-        let mut key = self.key(section::DEAD_LETTER, 8);
-        key.extend_from_slice(&id.to_be_bytes());
-        key
+        self.u64_key(section::DEAD_LETTER, id)
     }
 
     pub fn checkpoint(&self, name: &str) -> Vec<u8> {
@@ -243,8 +247,29 @@ impl KeySpace {
         self.string_key(section::ALERT_STATE, code)
     }
 
+    /// `{seq BE}` under [`section::ALERT_OUTBOX`]: notices sort in the order written.
+    pub fn alert_notice(&self, seq: u64) -> Vec<u8> {
+        self.u64_key(section::ALERT_OUTBOX, seq)
+    }
+
+    pub fn alert_notice_state(&self, code: &str) -> Vec<u8> {
+        self.string_key(section::ALERT_NOTICE_STATE, code)
+    }
+
+    /// Reads the seq back from an outbox key.
+    pub fn seq_of_alert_notice_key(&self, key: &[u8]) -> Option<u64> {
+        self.u64_at(key, 1)
+    }
+
     pub fn counts(&self) -> Vec<u8> {
         self.key(section::COUNTS, 0)
+    }
+
+    /// `{number BE}` under `section`.
+    fn u64_key(&self, section: u8, number: u64) -> Vec<u8> {
+        let mut key = self.key(section, 8);
+        key.extend_from_slice(&number.to_be_bytes());
+        key
     }
 
     fn string_key(&self, section: u8, text: &str) -> Vec<u8> {
@@ -255,7 +280,12 @@ impl KeySpace {
 
     /// Reads the seq back from a queue key.
     pub fn seq_of_queue_key(&self, key: &[u8]) -> Option<u64> {
-        let tail = key.get(self.prefix.len() + 2..)?;
+        self.u64_at(key, 2)
+    }
+
+    /// The big-endian integer that ends `key`, `after` bytes past the tenant prefix.
+    fn u64_at(&self, key: &[u8], after: usize) -> Option<u64> {
+        let tail = key.get(self.prefix.len() + after..)?;
         Some(u64::from_be_bytes(tail.try_into().ok()?))
     }
 

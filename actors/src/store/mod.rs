@@ -18,9 +18,12 @@
 //!   confirmation, held-entry and admin operations.
 //! - `registry`, `secrets`: [`TenantRegistry`] and [`MasterKey`].
 //! - [`types`]: the stored value types.
+//! - `alert_ops`, [`alert_outbox`], `process_alerts`: an alert's lifecycle, the notices it
+//!   queues for the sinks in the same write, and the process's own alerts.
 
 pub mod admin_ops;
 mod alert_ops;
+pub mod alert_outbox;
 pub mod backfill_ops;
 pub mod codec;
 mod completion;
@@ -34,6 +37,7 @@ pub mod layout;
 pub mod money_ops;
 mod open;
 pub mod poll_ops;
+mod process_alerts;
 pub mod pull_ops;
 pub mod queue_ops;
 pub(crate) mod registry;
@@ -51,6 +55,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use alert_outbox::{
+    AlertNotice, AlertOutbox, NoticeEvent, NoticeOwner, NoticePolicy, QueuedNotice,
+};
 pub use group_commit::FlushStats;
 pub use layout::{Layout, DEFAULT_LAYOUT};
 pub use queue_ops::{
@@ -96,12 +103,16 @@ pub(crate) fn io_error(err: sled::Error) -> StoreError {
 pub struct StoreOptions {
     /// sled page cache; `store.cache_capacity_bytes` (default 256 MiB).
     pub cache_capacity_bytes: u64,
+    /// How alert changes queue notices for the sinks; `None` (no sink configured): none is
+    /// queued.
+    pub alert_notices: Option<NoticePolicy>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_capacity_bytes: 256 * 1024 * 1024,
+            alert_notices: None,
         }
     }
 }
@@ -322,6 +333,8 @@ pub struct MasterKey {
     cipher: chacha20poly1305::XChaCha20Poly1305,
 }
 
+#[cfg(test)]
+mod alert_outbox_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

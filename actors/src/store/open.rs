@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::alert_outbox::AlertOutbox;
 use super::durability_marker::DurabilityMarker;
 use super::gate::{GatedTree, SnapshotGate};
+use super::process_alerts::ProcessAlerts;
 use super::{
     group_commit, io_error, layout, registry, FlushStats, Layout, Store, StoreError, StoreOptions,
     TenantRegistry, TenantStore,
@@ -28,6 +30,10 @@ pub(crate) struct StoreInner {
     pub(crate) registry: TenantRegistry,
     /// Open tenants: one handle (one write lock, one set of gauges) per tenant.
     pub(crate) tenants: DashMap<String, TenantStore>,
+    /// Alert notices: the policy and the dispatcher's wake-up, shared with every tenant.
+    pub(crate) alert_outbox: Arc<AlertOutbox>,
+    /// The process's own alerts (their tree).
+    pub(crate) process_alerts: ProcessAlerts,
 }
 
 /// Maps an error of `sled::Config::open`: corruption means refuse to start, never repair.
@@ -140,6 +146,7 @@ impl Store {
             db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?,
             Arc::clone(&gate),
         ));
+        let process_alerts = ProcessAlerts::open(&db, &gate)?;
         let flush_db = db.clone();
         let log_file = open_log_file(path)?;
         let flush_marker = Arc::clone(&marker);
@@ -163,6 +170,8 @@ impl Store {
                 layout,
                 registry,
                 tenants: DashMap::new(),
+                alert_outbox: Arc::new(AlertOutbox::new(options.alert_notices)),
+                process_alerts,
             }),
         })
     }
@@ -184,6 +193,7 @@ impl Store {
                 keys,
                 tenant_id,
                 self.inner.group_commit.shared(),
+                Arc::clone(&self.inner.alert_outbox),
             )
         })?;
         Ok(tenant.value().clone())
@@ -243,6 +253,12 @@ impl Store {
     /// Why the store refuses writes, once a write group or a flush failed (until restart).
     pub fn failure(&self) -> Option<StoreError> {
         self.inner.group_commit.poisoned()
+    }
+
+    /// Poisons the store as a failed flush would.
+    #[cfg(test)]
+    pub(crate) fn poison_for_test(&self, error: StoreError) {
+        self.inner.group_commit.poison_for_test(error);
     }
 
     pub fn layout(&self) -> Layout {

@@ -12,11 +12,11 @@ use super::keys::{prefix_end, section};
 use super::{io_error, StoreError, TenantStore};
 use crate::pull::{ChangeKind, ChangeOp, ChangeVia, StoredChange};
 
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|err| StoreError::Codec(format!("pull state: {err}")))
 }
 
-fn from_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn from_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|err| StoreError::Codec(format!("{what}: {err}")))
 }
 

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::alert_outbox::{AlertOutbox, AlertSpace, NoticeOwner};
 use super::codec::{decode, encode};
 use super::group_commit::{Shared, TreeWrites};
 use super::keys::KeySpace;
@@ -215,6 +216,8 @@ pub(crate) struct TenantInner {
     pub(crate) counts: CountCells,
     /// Set by `Store::drop_tenant_data`: writes through old handles are refused.
     dropped: AtomicBool,
+    /// Where alert changes queue their notices (shared by the whole store).
+    alert_outbox: Arc<AlertOutbox>,
 }
 
 impl TenantStore {
@@ -226,6 +229,7 @@ impl TenantStore {
         keys: KeySpace,
         tenant_id: &str,
         writer: Arc<Shared>,
+        alert_outbox: Arc<AlertOutbox>,
     ) -> Result<TenantStore, StoreError> {
         let inner = TenantInner {
             tenant_id: tenant_id.to_owned(),
@@ -238,6 +242,7 @@ impl TenantStore {
             lanes: Default::default(),
             counts: CountCells::default(),
             dropped: AtomicBool::new(false),
+            alert_outbox,
         };
         for lane in Lane::ALL {
             let (depth, oldest) = inner.scan_lane_gauge(lane)?;
@@ -456,6 +461,17 @@ impl TenantInner {
             return Err(StoreError::Closed);
         }
         Ok(guard)
+    }
+
+    /// The tenant's alerts and their notices (callers hold the write lock).
+    pub(crate) fn alert_space(&self) -> AlertSpace<'_> {
+        AlertSpace {
+            owner: NoticeOwner::Tenant(self.tenant_id.clone()),
+            db: &self.db,
+            tree: &self.tree,
+            keys: &self.keys,
+            outbox: &self.alert_outbox,
+        }
     }
 
     /// The counters as last written (queue_ops reads them under the write lock).

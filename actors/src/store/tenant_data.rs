@@ -8,7 +8,7 @@ use super::keys::{prefix_end, section};
 use super::types::{
     CallMark, Checkpoint, DeadLetter, QueueEntry, RecordRef, RecordState, SyncState,
 };
-use super::{io_error, Alert, AlertState, Lane, RecordKind, StoreError, TenantStore};
+use super::{io_error, Alert, Lane, RecordKind, StoreError, TenantStore};
 
 impl TenantStore {
     /// A record's sync state and history, by its own key.
@@ -200,40 +200,11 @@ impl TenantStore {
     /// Raises (or bumps) an alert; returns true when it becomes open: the first time the code
     /// is raised, or again after it was resolved (reopened: `resolved_at` and `acked_at`
     /// cleared, the count goes on). A repeat while open only bumps the count and returns false.
+    /// An alert that opens queues its notice for the sinks in the same write (`alert_outbox`).
     pub fn raise_alert(&self, code: &str, message: &str, now_ms: u64) -> Result<bool, StoreError> {
         let inner = self.inner();
         let _guard = inner.lock_for_write()?;
-        let key = inner.keys.alert(code);
-        let state_key = inner.keys.alert_state(code);
-        let (alert, mut opens) = match inner.read::<Alert>(&key)? {
-            Some(mut alert) => {
-                alert.count += 1;
-                alert.last_at_ms = now_ms;
-                alert.message = message.to_owned();
-                (alert, false)
-            }
-            None => {
-                let alert = Alert {
-                    code: code.to_owned(),
-                    message: message.to_owned(),
-                    first_at_ms: now_ms,
-                    last_at_ms: now_ms,
-                    count: 1,
-                };
-                (alert, true)
-            }
-        };
-        let mut batch = sled::Batch::default();
-        batch.insert(key, encode(&alert)?);
-        // Reopened: its lifecycle starts over (no state stored = open, not acknowledged).
-        let state = inner.read::<AlertState>(&state_key)?;
-        if state.is_some_and(|state| state.resolved_at_ms.is_some()) {
-            opens = true;
-        }
-        if opens && state.is_some() {
-            batch.remove(state_key);
-        }
-        inner.tree.apply_batch(batch).map_err(io_error)?;
+        let opens = inner.alert_space().raise(code, message, now_ms)?;
         // By code only: a tenant label here would add a series per code a tenant raised,
         // past the per-tenant series budget (docs/operations.md "Metrics"); per-tenant
         // alerts are in the tenant status.
