@@ -30,7 +30,7 @@ fn describe_metrics() {
         metrics::describe_histogram!(
             BACKUP_WRITES_HELD_SECONDS,
             metrics::Unit::Seconds,
-            "How long a backup held the store's writes back while it copied the store"
+            "The longest a backup held one tree's writes back while it copied that tree"
         );
         metrics::describe_gauge!(
             BACKUP_BYTES,
@@ -43,7 +43,15 @@ fn describe_metrics() {
 async fn backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     describe_metrics();
     let now_ms = steward_actors::ports::now_ms();
-    let made = web::block(move || state.stores.write_backup(&state.config.data_dir, now_ms))
+    // Tenants are not created, deleted or moved while the store is copied: the registry
+    // and the tenants' trees then agree in the copy.
+    let _admin = state.admin_lock.lock().await;
+    let copying = state.clone();
+    let made = web::block(move || {
+        copying
+            .stores
+            .write_backup(&copying.config.data_dir, now_ms)
+    })
         .await
         .map_err(|err| ApiError::new(ErrorCode::Internal, format!("the backup failed: {err}")))?;
     let made = match made {

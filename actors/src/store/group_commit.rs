@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::gate::SnapshotGate;
+use super::gate::GatedTree;
 use super::{io_error, StoreError};
 
 /// The flush the thread runs (sled's `Db::flush` in production, a controllable hook in tests).
@@ -51,7 +51,7 @@ pub struct FlushStats {
 
 /// One call's writes (inserts only) into one tree; applied atomically with its group.
 pub(crate) struct TreeWrites {
-    pub(crate) tree: sled::Tree,
+    pub(crate) tree: GatedTree,
     pub(crate) inserts: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -81,8 +81,6 @@ pub(crate) struct Shared {
     applied_through: AtomicU64,
     /// Signalled when `applied_through` moves or the store is poisoned.
     applied: Condvar,
-    /// Passed for every merged write (`gate.rs`).
-    gate: Arc<SnapshotGate>,
 }
 
 impl Shared {
@@ -154,13 +152,9 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer thread; its merged writes pass `gate` (a snapshot holds them back).
-    pub(crate) fn start(
-        gate: Arc<SnapshotGate>,
-        flush: FlushFn,
-    ) -> Result<GroupCommit, StoreError> {
+    /// Starts the writer thread; its merged writes pass their trees' snapshot gates.
+    pub(crate) fn start(flush: FlushFn) -> Result<GroupCommit, StoreError> {
         let shared = Arc::new(Shared {
-            gate,
             state: Mutex::new(State::default()),
             work_available: Condvar::new(),
             applied_through: AtomicU64::new(0),
@@ -302,10 +296,7 @@ fn take_work(shared: &Shared) -> Option<TakenWork> {
 fn apply_taken_group(shared: &Shared, group: Vec<TreeWrites>, group_through: u64) {
     let calls = group.len();
     let apply_started_at = Instant::now();
-    let result = {
-        let _pass = shared.gate.pass();
-        apply_group(group)
-    };
+    let result = apply_group(group);
     let apply_micros = apply_started_at.elapsed().as_micros() as u64;
     let mut state = shared.lock();
     state.stats.groups_applied += 1;
@@ -396,18 +387,24 @@ fn answer_waiters(
 /// win over earlier ones, as in submission order.
 fn apply_group(group: Vec<TreeWrites>) -> Result<(), StoreError> {
     let mut tree_index: HashMap<sled::IVec, usize> = HashMap::new();
-    let mut trees: Vec<sled::Tree> = Vec::new();
+    let mut gated: Vec<GatedTree> = Vec::new();
     let mut batches: Vec<sled::Batch> = Vec::new();
     for writes in group {
-        let index = *tree_index.entry(writes.tree.name()).or_insert_with(|| {
-            trees.push(writes.tree.clone());
-            batches.push(sled::Batch::default());
-            trees.len() - 1
-        });
+        let index = *tree_index
+            .entry(writes.tree.raw().name())
+            .or_insert_with(|| {
+                gated.push(writes.tree.clone());
+                batches.push(sled::Batch::default());
+                gated.len() - 1
+            });
         for (key, value) in writes.inserts {
             batches[index].insert(key, value);
         }
     }
+    // Each tree's gate, once (the trees are distinct): a snapshot copying one of them holds
+    // the group back until it is done.
+    let _passes: Vec<_> = gated.iter().map(|tree| tree.gate().pass()).collect();
+    let trees: Vec<sled::Tree> = gated.iter().map(|tree| tree.raw().clone()).collect();
     // A panic inside sled must not strand the writers waiting for this group.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if trees.len() == 1 {
@@ -485,7 +482,7 @@ mod tests {
     fn a_waiter_registered_during_a_flush_waits_for_the_next_one() {
         // Goal: waiters are answered only after a flush that began after they registered.
         let (flush, started, release, completed) = gated_flush();
-        let group = GroupCommit::start(Arc::default(), flush).unwrap();
+        let group = GroupCommit::start(flush).unwrap();
 
         let mut early = group.register().unwrap();
         assert_eq!(recv(&started), 1);
@@ -516,7 +513,7 @@ mod tests {
     fn many_waiters_share_one_flush() {
         // Goal: waiters registered while idle are all answered by a single flush.
         let (flush, started, release, _completed) = gated_flush();
-        let group = GroupCommit::start(Arc::default(), flush).unwrap();
+        let group = GroupCommit::start(flush).unwrap();
         let mut first = group.register().unwrap();
         assert_eq!(recv(&started), 1);
         release.send(()).unwrap();
@@ -541,16 +538,13 @@ mod tests {
         // Goal: a flush that panics reports an error to its waiters (none waits forever), and
         // the store stays poisoned: a later flush that succeeds must not report durability.
         let mut calls = 0;
-        let group = GroupCommit::start(
-            Arc::default(),
-            Box::new(move || {
-                calls += 1;
-                if calls == 1 {
-                    panic!("simulated flush panic");
-                }
-                Ok(())
-            }),
-        )
+        let group = GroupCommit::start(Box::new(move || {
+            calls += 1;
+            if calls == 1 {
+                panic!("simulated flush panic");
+            }
+            Ok(())
+        }))
         .unwrap();
         let mut first = group.register().unwrap();
         assert!(
@@ -566,18 +560,15 @@ mod tests {
     fn flush_errors_reach_every_waiter_and_shutdown_refuses_new_ones() {
         // Goal: a failed flush is reported to its waiters and poisons the store; after
         // shutdown, registration on a healthy store is Closed.
-        let group = GroupCommit::start(
-            Arc::default(),
-            Box::new(|| Err(StoreError::Io("disk full".into()))),
-        )
-        .unwrap();
+        let group =
+            GroupCommit::start(Box::new(|| Err(StoreError::Io("disk full".into())))).unwrap();
         let mut answer = group.register().unwrap();
         assert!(matches!(wait_answer(&mut answer), Err(StoreError::Io(m)) if m == "disk full"));
         assert!(
             matches!(group.register(), Err(StoreError::Io(m)) if m == "disk full"),
             "the store stays poisoned after a failed flush"
         );
-        let healthy = GroupCommit::start(Arc::default(), Box::new(|| Ok(()))).unwrap();
+        let healthy = GroupCommit::start(Box::new(|| Ok(()))).unwrap();
         let mut answer = healthy.register().unwrap();
         wait_answer(&mut answer).unwrap();
         healthy.shutdown();
@@ -589,10 +580,10 @@ mod tests {
         // Goal: when a group cannot be applied, its writers, waiters and later writes get errors.
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let good = db.open_tree("good").unwrap();
-        let doomed = db.open_tree("doomed").unwrap();
+        let good = GatedTree::new(db.open_tree("good").unwrap(), Arc::default());
+        let doomed = GatedTree::new(db.open_tree("doomed").unwrap(), Arc::default());
         assert!(db.drop_tree("doomed").unwrap());
-        let group = GroupCommit::start(Arc::default(), Box::new(|| Ok(()))).unwrap();
+        let group = GroupCommit::start(Box::new(|| Ok(()))).unwrap();
         let shared = group.shared();
         let ticket = shared
             .submit(TreeWrites {
@@ -615,6 +606,9 @@ mod tests {
                 inserts: vec![(b"k".to_vec(), b"v".to_vec())],
             })
             .is_err());
-        assert!(good.is_empty(), "a poisoned store applies nothing more");
+        assert!(
+            good.raw().is_empty(),
+            "a poisoned store applies nothing more"
+        );
     }
 }

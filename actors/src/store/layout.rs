@@ -6,10 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-
 use super::codec::{decode, encode, Versioned};
-use super::gate::{GatedTree, SnapshotGate};
+use super::gate::{GatedTree, Gates};
 use super::keys::{prefix_end, KeySpace};
 use super::{io_error, StoreError};
 
@@ -88,28 +86,24 @@ impl Layout {
     pub(crate) fn locate(
         self,
         db: &sled::Db,
-        gate: &Arc<SnapshotGate>,
+        gates: &Gates,
         tenant_id: &str,
     ) -> Result<(GatedTree, KeySpace), StoreError> {
-        let tree = db.open_tree(self.tree_name(tenant_id)).map_err(io_error)?;
-        Ok((
-            GatedTree::new(tree, Arc::clone(gate)),
-            self.key_space(tenant_id),
-        ))
+        let tree = gates.tree(db, self.tree_name(tenant_id).as_bytes())?;
+        Ok((tree, self.key_space(tenant_id)))
     }
 
     /// Removes every key of a tenant.
     pub(crate) fn drop_tenant(
         self,
         db: &sled::Db,
-        gate: &SnapshotGate,
         tree: &GatedTree,
         keys: &KeySpace,
         tenant_id: &str,
     ) -> Result<(), StoreError> {
         match self {
             Layout::TreePerTenant => {
-                let _pass = gate.pass();
+                let _pass = tree.gate().pass();
                 db.drop_tree(self.tree_name(tenant_id)).map_err(io_error)?;
                 Ok(())
             }

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 
 use super::alert_outbox::AlertOutbox;
 use super::durability_marker::DurabilityMarker;
-use super::gate::{GatedTree, SnapshotGate};
+use super::gate::Gates;
 use super::process_alerts::ProcessAlerts;
 use super::{
     group_commit, io_error, layout, registry, FlushStats, Layout, Store, StoreError, StoreOptions,
@@ -23,8 +23,8 @@ pub(crate) struct StoreInner {
     pub(crate) db: sled::Db,
     /// How far the store is known durable (refuses a store that lost flushed writes).
     marker: Arc<DurabilityMarker>,
-    /// Held shared by every mutation, exclusively by a snapshot (`gate.rs`).
-    pub(crate) gate: Arc<SnapshotGate>,
+    /// Each tree's gate: held shared by every mutation, exclusively by a snapshot (`gate.rs`).
+    pub(crate) gates: Gates,
     path: PathBuf,
     pub(crate) layout: Layout,
     pub(crate) registry: TenantRegistry,
@@ -141,31 +141,25 @@ impl Store {
         let db = open_db(&config, path)?;
         let marker = Arc::new(DurabilityMarker::check(&db, path)?);
         let layout = layout::resolve(&db, layout)?;
-        let gate = Arc::new(SnapshotGate::default());
-        let registry = TenantRegistry::new(GatedTree::new(
-            db.open_tree(registry::REGISTRY_TREE).map_err(io_error)?,
-            Arc::clone(&gate),
-        ));
-        let process_alerts = ProcessAlerts::open(&db, &gate)?;
+        let gates = Gates::default();
+        let registry = TenantRegistry::new(gates.tree(&db, registry::REGISTRY_TREE.as_bytes())?);
+        let process_alerts = ProcessAlerts::open(&db, &gates)?;
         let flush_db = db.clone();
         let log_file = open_log_file(path)?;
         let flush_marker = Arc::clone(&marker);
-        let group_commit = group_commit::GroupCommit::start(
-            Arc::clone(&gate),
-            Box::new(move || {
-                let counter = flush_marker.stamp(&flush_db)?;
-                flush_db.flush().map_err(io_error)?;
-                sync_log_file(&log_file)?;
-                flush_marker.flushed(counter, false)
-            }),
-        )?;
+        let group_commit = group_commit::GroupCommit::start(Box::new(move || {
+            let counter = flush_marker.stamp(&flush_db)?;
+            flush_db.flush().map_err(io_error)?;
+            sync_log_file(&log_file)?;
+            flush_marker.flushed(counter, false)
+        }))?;
         tracing::info!(path = %path.display(), layout = ?layout, "store opened");
         Ok(Store {
             inner: Arc::new(StoreInner {
                 group_commit,
                 db,
                 marker,
-                gate,
+                gates,
                 path: path.to_owned(),
                 layout,
                 registry,
@@ -186,7 +180,7 @@ impl Store {
             let (tree, keys) =
                 self.inner
                     .layout
-                    .locate(&self.inner.db, &self.inner.gate, tenant_id)?;
+                    .locate(&self.inner.db, &self.inner.gates, tenant_id)?;
             TenantStore::open(
                 self.inner.db.clone(),
                 tree,
@@ -205,13 +199,9 @@ impl Store {
         let tenant = self.tenant(tenant_id)?;
         let _write_guard = tenant.mark_dropped()?;
         let inner = tenant.inner();
-        self.inner.layout.drop_tenant(
-            &self.inner.db,
-            &self.inner.gate,
-            &inner.tree,
-            &inner.keys,
-            tenant_id,
-        )?;
+        self.inner
+            .layout
+            .drop_tenant(&self.inner.db, &inner.tree, &inner.keys, tenant_id)?;
         // Forget the handle only now: until the data is gone, `tenant()` keeps returning the
         // dropped handle (writes refused) rather than rebuilding gauges from half-deleted keys.
         self.inner.tenants.remove(tenant_id);

@@ -5,11 +5,11 @@
 //! the one [`AlertSpace`] code. A store that failed (`Store::failure`) refuses these writes
 //! too: that alert is told by the dispatcher from memory (`crate::alerting`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::alert_outbox::{AlertSpace, NoticeOwner};
 use super::codec::decode;
-use super::gate::{GatedTree, SnapshotGate};
+use super::gate::{GatedTree, Gates};
 use super::keys::{section, KeySpace};
 use super::{io_error, Alert, AlertState, AlertView, Store, StoreError};
 
@@ -24,12 +24,9 @@ pub(crate) struct ProcessAlerts {
 }
 
 impl ProcessAlerts {
-    pub(crate) fn open(db: &sled::Db, gate: &Arc<SnapshotGate>) -> Result<ProcessAlerts, StoreError> {
+    pub(crate) fn open(db: &sled::Db, gates: &Gates) -> Result<ProcessAlerts, StoreError> {
         Ok(ProcessAlerts {
-            tree: GatedTree::new(
-                db.open_tree(PROCESS_ALERTS_TREE).map_err(io_error)?,
-                Arc::clone(gate),
-            ),
+            tree: gates.tree(db, PROCESS_ALERTS_TREE.as_bytes())?,
             keys: KeySpace::whole_tree(),
             lock: Mutex::new(()),
         })

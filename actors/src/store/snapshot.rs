@@ -1,6 +1,6 @@
 //! Backup and restore of the whole store (docs/operations.md "Backup and restore"): a running
-//! store copies itself behind the closed snapshot gate (`gate.rs`), and a backup restores
-//! into a new, empty store directory.
+//! store copies itself a tree at a time behind that tree's closed snapshot gate (`gate.rs`),
+//! and a backup restores into a new, empty store directory.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -10,7 +10,7 @@ use super::durability_marker::MARKER_KEY;
 use super::snapshot_format::{
     SnapshotCounts, SnapshotHeader, SnapshotItem, SnapshotKind, SnapshotReader, SnapshotWriter,
 };
-use super::{io_error, Store, StoreError};
+use super::{io_error, registry, Store, StoreError};
 
 /// Entries restored per sled batch (a large tree is never one batch in memory).
 const RESTORE_BATCH_ENTRIES: usize = 10_000;
@@ -20,7 +20,7 @@ const RESTORE_BATCH_ENTRIES: usize = 10_000;
 pub struct BackupStats {
     pub trees: u64,
     pub entries: u64,
-    /// How long writes were held back (the gate closed).
+    /// The longest time one tree's writes were held back (its gate closed).
     pub gate_closed_ms: u64,
 }
 
@@ -38,25 +38,33 @@ impl Store {
         let db = &self.inner.db;
         // Enqueues submitted before the call are in the copy, acknowledged or not yet.
         self.inner.group_commit.shared().wait_all_applied()?;
-        let closed = self.inner.gate.close();
-        let started = Instant::now();
-        // Above every sequence number handed out so far.
-        let id_floor = db.generate_id().map_err(io_error)? + 1;
         let header = SnapshotHeader {
             kind: SnapshotKind::Backup,
             created_at_ms,
             steward_version: steward_version.to_owned(),
-            id_floor,
             tenant: None,
         };
         let mut writer = SnapshotWriter::start(out, &header)?;
         let mut stats = BackupStats::default();
         let mut names = db.tree_names();
-        names.sort();
+        // The registry last: a tenant created during the backup then has its record with
+        // at most part of its first writes (as if it had been created a moment later),
+        // never data without a record. (The admin API also holds its mutations back while
+        // a backup runs.)
+        names.sort_by_key(|name| {
+            (
+                &name[..] == registry::REGISTRY_TREE.as_bytes(),
+                name.clone(),
+            )
+        });
         for name in names {
             let tree = db.open_tree(&name).map_err(io_error)?;
             writer.tree(&name)?;
             stats.trees += 1;
+            // One tree at a time: only writes to this tree wait while it is copied.
+            let gate = self.inner.gates.of(&name);
+            let closed = gate.close();
+            let started = Instant::now();
             for item in tree.iter() {
                 let (key, value) = item.map_err(io_error)?;
                 // The durability marker describes this store's own log, not the copy's.
@@ -66,9 +74,12 @@ impl Store {
                 writer.entry(&key, &value)?;
                 stats.entries += 1;
             }
+            drop(closed);
+            let held_ms = started.elapsed().as_millis() as u64;
+            stats.gate_closed_ms = stats.gate_closed_ms.max(held_ms);
         }
-        stats.gate_closed_ms = started.elapsed().as_millis() as u64;
-        drop(closed);
+        // Above every sequence number in the copy.
+        writer.set_id_floor(db.generate_id().map_err(io_error)? + 1);
         Ok((writer, stats))
     }
 }
@@ -129,7 +140,6 @@ fn restore_into<R: Read>(
     store_path: &Path,
     file: &mut impl FnMut(&str, &mut SnapshotReader<R>) -> Result<(), StoreError>,
 ) -> Result<RestoreStats, StoreError> {
-    let id_floor = reader.header().id_floor;
     let db = sled::Config::new()
         .path(store_path)
         .open()
@@ -171,7 +181,7 @@ fn restore_into<R: Read>(
     if let Some(target) = &tree {
         target.apply_batch(batch).map_err(io_error)?;
     }
-    advance_ids(&db, id_floor)?;
+    advance_ids(&db, counts.id_floor)?;
     db.flush().map_err(io_error)?;
     Ok(RestoreStats {
         entries: counts.entries,

@@ -5,7 +5,7 @@
 //! records:  0x01 tree   · u16 name length · name          (entries below go to this tree)
 //!           0x02 entry  · u32 key length · key · u32 value length · value
 //!           0x03 file   · u16 path length · path · u64 length · bytes   (a file of the data dir)
-//! 0xFF end · u64 entries · u64 files · SHA-256 of every byte before the digest
+//! 0xFF end · u64 entries · u64 files · u64 id floor · SHA-256 of every byte before the digest
 //! ```
 //! All integers big-endian. A reader refuses a stream whose digest does not match, so a
 //! truncated or damaged file is never taken for a whole one; it learns that only at the end,
@@ -45,9 +45,6 @@ pub struct SnapshotHeader {
     pub created_at_ms: u64,
     /// The Steward version that wrote it.
     pub steward_version: String,
-    /// Every sequence number the source store handed out is below this: a store that takes
-    /// the data moves its own sequence past it, so new entries never reuse a key.
-    pub id_floor: u64,
     /// The tenant of a [`SnapshotKind::Tenant`] stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -60,6 +57,10 @@ pub struct SnapshotCounts {
     pub files: u64,
     /// Bytes of the stream.
     pub bytes: u64,
+    /// Every sequence number in the copied data is below this (taken after the copy): a
+    /// store that takes the data moves its own sequence past it, so new entries never reuse
+    /// a key.
+    pub id_floor: u64,
 }
 
 fn format_error(detail: impl std::fmt::Display) -> StoreError {
@@ -152,11 +153,17 @@ impl<W: Write> SnapshotWriter<W> {
         Ok(())
     }
 
+    /// Sets the id floor the end record carries (the store, after its copy).
+    pub fn set_id_floor(&mut self, id_floor: u64) {
+        self.counts.id_floor = id_floor;
+    }
+
     /// Writes the end record and the digest; returns the output and the counts.
     pub fn finish(mut self) -> Result<(W, SnapshotCounts), StoreError> {
         self.put(&[TAG_END])?;
         self.put(&self.counts.entries.to_be_bytes())?;
         self.put(&self.counts.files.to_be_bytes())?;
+        self.put(&self.counts.id_floor.to_be_bytes())?;
         let digest = self.digest.finalize_reset();
         self.out.write_all(&digest).map_err(write_error)?;
         self.out.flush().map_err(write_error)?;
@@ -200,7 +207,6 @@ impl<R: Read> SnapshotReader<R> {
                 kind: SnapshotKind::Backup,
                 created_at_ms: 0,
                 steward_version: String::new(),
-                id_floor: 0,
                 tenant: None,
             },
             file_left: 0,
@@ -297,6 +303,7 @@ impl<R: Read> SnapshotReader<R> {
             TAG_END => {
                 let entries = u64::from_be_bytes(self.take_array()?);
                 let files = u64::from_be_bytes(self.take_array()?);
+                self.counts.id_floor = u64::from_be_bytes(self.take_array()?);
                 let expected = self.digest.finalize_reset();
                 let mut found = [0u8; 32];
                 self.input
@@ -360,7 +367,6 @@ mod tests {
             kind: SnapshotKind::Backup,
             created_at_ms: 1,
             steward_version: "test".into(),
-            id_floor: 42,
             tenant: None,
         }
     }
@@ -374,6 +380,7 @@ mod tests {
             .file("backfills/a/b.csv", 5, &mut &b"hello"[..])
             .unwrap();
         writer.entry(b"k3", b"").unwrap();
+        writer.set_id_floor(42);
         writer.finish().unwrap().0
     }
 
@@ -425,7 +432,7 @@ mod tests {
         let SnapshotItem::End(counts) = items[6] else {
             panic!("no end: {items:?}");
         };
-        assert_eq!((counts.entries, counts.files), (3, 1));
+        assert_eq!((counts.entries, counts.files, counts.id_floor), (3, 1, 42));
         assert_eq!(counts.bytes, bytes.len() as u64);
     }
 

@@ -331,7 +331,7 @@ impl TenantStore {
             ..
         } = call;
         let ticket = inner.writer.submit(TreeWrites {
-            tree: inner.tree.raw().clone(),
+            tree: inner.tree.clone(),
             inserts,
         })?;
         inner.last_ticket.store(ticket, Ordering::Release);

@@ -29,6 +29,8 @@ pub struct ImportStats {
     pub entries: u64,
     pub files: u64,
     pub bytes: u64,
+    /// The exporter's sequence numbers were all below this.
+    pub id_floor: u64,
 }
 
 impl Store {
@@ -46,7 +48,6 @@ impl Store {
         self.inner.group_commit.shared().wait_all_applied()?;
         let inner = tenant.inner();
         let db = &self.inner.db;
-        let _closed = self.inner.gate.close();
         let record = self
             .inner
             .registry
@@ -56,7 +57,6 @@ impl Store {
             kind: SnapshotKind::Tenant,
             created_at_ms,
             steward_version: steward_version.to_owned(),
-            id_floor: db.generate_id().map_err(io_error)? + 1,
             tenant: Some(tenant_id.to_owned()),
         };
         let mut writer = SnapshotWriter::start(out, &header)?;
@@ -65,11 +65,15 @@ impl Store {
         writer.tree(TENANT_KEYS_TREE)?;
         let prefix = inner.keys.tenant_prefix();
         let mut entries = 0;
-        for item in inner.tree.scan_prefix(prefix) {
-            let (key, value) = item.map_err(io_error)?;
-            writer.entry(&key[prefix.len()..], &value)?;
-            entries += 1;
+        {
+            let _closed = inner.tree.gate().close();
+            for item in inner.tree.scan_prefix(prefix) {
+                let (key, value) = item.map_err(io_error)?;
+                writer.entry(&key[prefix.len()..], &value)?;
+                entries += 1;
+            }
         }
+        writer.set_id_floor(db.generate_id().map_err(io_error)? + 1);
         Ok((writer, entries))
     }
 
@@ -116,7 +120,7 @@ impl Store {
         let (tree, keys) =
             self.inner
                 .layout
-                .locate(&self.inner.db, &self.inner.gate, &tenant_id)?;
+                .locate(&self.inner.db, &self.inner.gates, &tenant_id)?;
         // No handle of the tenant may be cached from before: its gauges would be wrong.
         self.inner.tenants.remove(&tenant_id);
         remove_prefix(&tree, keys.tenant_prefix())?;
@@ -128,7 +132,7 @@ impl Store {
                 return Err(err);
             }
         };
-        advance_ids(&self.inner.db, header.id_floor)?;
+        advance_ids(&self.inner.db, stats.id_floor)?;
         Ok((record, stats))
     }
 }
@@ -166,6 +170,7 @@ fn write_keys<R: Read>(
                     entries,
                     files: counts.files,
                     bytes: counts.bytes,
+                    id_floor: counts.id_floor,
                 });
             }
         }
