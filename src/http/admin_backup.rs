@@ -52,8 +52,8 @@ async fn backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             .stores
             .write_backup(&copying.config.data_dir, now_ms)
     })
-        .await
-        .map_err(|err| ApiError::new(ErrorCode::Internal, format!("the backup failed: {err}")))?;
+    .await
+    .map_err(|err| ApiError::new(ErrorCode::Internal, format!("the backup failed: {err}")))?;
     let made = match made {
         Ok(made) => made,
         Err(BackupError::Busy) => {

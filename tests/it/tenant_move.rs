@@ -64,7 +64,7 @@ struct Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
     let sandbox = Arc::new(ExternalSandbox::start());
-    let a = instance().await;
+    let mut a = instance().await;
     let b = instance().await;
     org_and_tenant_on(
         &a,
@@ -239,8 +239,41 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
         !a_log.contains("tenant imported"),
         "A only exported the tenant"
     );
-    // A runs no actor of the tenant any more: nothing there can submit.
+    // A runs no actor of the tenant any more: nothing there can submit; a restart keeps it so.
     let a_after = a.status(TENANT).await;
     assert_eq!(a_after["state"], "moved");
     assert_eq!(a_after["actors"], json!({}), "{a_after}");
+    a.terminate();
+    a.start().await;
+    let a_restarted = a.status(TENANT).await;
+    assert_eq!(a_restarted["state"], "moved", "{a_restarted}");
+    assert_eq!(a_restarted["actors"], json!({}), "{a_restarted}");
+    let event = stripe_event(
+        "evt_late",
+        "charge.succeeded",
+        BASIL,
+        one_time_charge("late", 100),
+    );
+    let body = event.to_string().into_bytes();
+    let late = a
+        .client
+        .post(format!("{}/hooks/{TENANT}/stripe", a.main_url))
+        .header("content-type", "application/json")
+        .header(
+            "Stripe-Signature",
+            steward::sources::stripe::sign_header(&stripe_secret_of(TENANT), now_s(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 503);
+    assert_eq!(late.headers()["retry-after"], "60");
+    // Deleting the moved copy needs no force: its work went with the export.
+    let deleted = a
+        .admin(Method::DELETE, &format!("/v1/tenants/{TENANT}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
 }
