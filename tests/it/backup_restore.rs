@@ -5,39 +5,21 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use steward_actors::store::{RecordKind, Store, StoreOptions};
 
-use crate::common::{tenant_body, wait_until, SpawnOptions, TestApp, ADMIN_TOKEN};
+use crate::common::{
+    output_text, steward_cli, tenant_body, wait_until, SpawnOptions, TestApp, ADMIN_TOKEN,
+};
 use crate::ingress_support::{one_time_charge, post_stripe, stripe_event, stripe_secret, BASIL};
 
 const TENANT: &str = "bk";
 const SENDERS: usize = 6;
 /// Payments acknowledged before the backup starts.
 const ACKS_BEFORE_BACKUP: usize = 150;
-
-fn steward(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .expect("run steward")
-}
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// The payment ids whose records a stopped data dir holds, of those asked about.
 fn records_present(data_dir: &Path, payments: &BTreeSet<String>) -> BTreeSet<String> {
@@ -98,7 +80,7 @@ async fn a_backup_under_load_restores_every_acknowledged_payment_into_a_new_data
     let backup_file = app.dir.path().join("steward.backup");
     let (admin_url, file) = (app.admin_url.clone(), backup_file.clone());
     let output = tokio::task::spawn_blocking(move || {
-        steward(&[
+        steward_cli(&[
             "backup",
             "--url",
             &admin_url,
@@ -113,7 +95,7 @@ async fn a_backup_under_load_restores_every_acknowledged_payment_into_a_new_data
     for sender in senders {
         sender.await.unwrap();
     }
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     assert!(
         during > before.len(),
         "ingest went on while the backup was made ({} → {during})",
@@ -127,7 +109,7 @@ async fn a_backup_under_load_restores_every_acknowledged_payment_into_a_new_data
 
     // A second backup to the same name is refused and leaves the file alone.
     let size = std::fs::metadata(&backup_file).unwrap().len();
-    let again = steward(&[
+    let again = steward_cli(&[
         "backup",
         "--url",
         &app.admin_url,
@@ -135,23 +117,23 @@ async fn a_backup_under_load_restores_every_acknowledged_payment_into_a_new_data
         backup_file.to_str().unwrap(),
     ]);
     assert!(
-        !again.status.success() && text(&again).contains("exists"),
+        !again.status.success() && output_text(&again).contains("exists"),
         "{}",
-        text(&again)
+        output_text(&again)
     );
     assert_eq!(std::fs::metadata(&backup_file).unwrap().len(), size);
 
     // Restore into a new data dir, with the original's master key (never in the backup).
     let copy_dir = tempfile::tempdir().unwrap();
     let copy_data = copy_dir.path().join("data");
-    let output = steward(&[
+    let output = steward_cli(&[
         "restore",
         "--from",
         backup_file.to_str().unwrap(),
         "--data-dir",
         copy_data.to_str().unwrap(),
     ]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     assert!(
         !copy_data.join("master.key").exists(),
         "the master key is not in a backup"
@@ -171,7 +153,7 @@ async fn a_backup_under_load_restores_every_acknowledged_payment_into_a_new_data
     .unwrap();
 
     // A used target is refused and left as it was; so is a damaged backup.
-    let refused = steward(&[
+    let refused = steward_cli(&[
         "restore",
         "--from",
         backup_file.to_str().unwrap(),
@@ -179,9 +161,9 @@ async fn a_backup_under_load_restores_every_acknowledged_payment_into_a_new_data
         copy_data.to_str().unwrap(),
     ]);
     assert!(
-        !refused.status.success() && text(&refused).contains("not empty"),
+        !refused.status.success() && output_text(&refused).contains("not empty"),
         "{}",
-        text(&refused)
+        output_text(&refused)
     );
     let damaged = copy_dir.path().join("damaged.backup");
     let mut bytes = std::fs::read(&backup_file).unwrap();
@@ -189,15 +171,18 @@ async fn a_backup_under_load_restores_every_acknowledged_payment_into_a_new_data
     bytes[middle] ^= 0xFF;
     std::fs::write(&damaged, &bytes).unwrap();
     let target = copy_dir.path().join("never");
-    let refused = steward(&[
+    let refused = steward_cli(&[
         "restore",
         "--from",
         damaged.to_str().unwrap(),
         "--data-dir",
         target.to_str().unwrap(),
     ]);
-    assert!(!refused.status.success(), "{}", text(&refused));
-    assert!(text(&refused).contains("damaged") || text(&refused).contains("not a readable"));
+    assert!(!refused.status.success(), "{}", output_text(&refused));
+    assert!(
+        output_text(&refused).contains("damaged")
+            || output_text(&refused).contains("not a readable")
+    );
     assert!(!target.exists(), "a failed restore leaves nothing");
 
     // The copy runs: the tenant is there and its restored entries reach Virtuous (the copy's

@@ -497,3 +497,25 @@ where
     actix_rt::spawn(server.run());
     url
 }
+
+/// Runs the `steward` command line (a client of the admin API, or `restore`) with the test
+/// admin token, nothing else from the environment but `PATH`.
+pub fn steward_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run steward")
+}
+
+/// A command's exit status and output, for assertion messages.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

@@ -90,6 +90,22 @@ impl ExternalSandbox {
         gifts.as_array().cloned().unwrap_or_default()
     }
 
+    /// How many gifts the org holds per `transactionId`.
+    pub async fn gifts_by_transaction(
+        &self,
+        org_id: &str,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let mut gifts = std::collections::BTreeMap::new();
+        for gift in self.gifts(org_id).await {
+            let id = gift["transactionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            *gifts.entry(id).or_insert(0) += 1;
+        }
+        gifts
+    }
+
     /// Every API call the org answered so far (all routes, all statuses, closes included).
     pub async fn calls(&self, org_id: &str) -> u64 {
         total_calls(&self.stats(org_id).await)

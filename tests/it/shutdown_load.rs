@@ -264,14 +264,7 @@ async fn shutdown_load_sigterm_during_ingest_loses_and_strands_nothing() {
         "the backlog waited {first_call_after_ready_ms} ms after the restart"
     );
     sandbox.process(TENANT).await;
-    let mut gifts: BTreeMap<String, usize> = BTreeMap::new();
-    for gift in sandbox.gifts(TENANT).await {
-        let id = gift["transactionId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        *gifts.entry(id).or_insert(0) += 1;
-    }
+    let gifts = sandbox.gifts_by_transaction(TENANT).await;
     let lost: Vec<&String> = obligations
         .iter()
         .filter(|id| !gifts.contains_key(*id))

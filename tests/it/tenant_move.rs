@@ -4,8 +4,6 @@
 //! becomes exactly one gift in the one Virtuous org both instances talk to (its duplicate
 //! check off, so a second send would show), and the budget's call log moved with the tenant.
 
-use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -13,7 +11,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{queued_total, wait_until, SpawnOptions, TestApp, ADMIN_TOKEN};
+use crate::common::{output_text, queued_total, steward_cli, wait_until, SpawnOptions, TestApp};
 use crate::external_sandbox::{org_and_tenant_on, stripe_secret_of, ExternalSandbox};
 use crate::ingress_support::{now_s, one_time_charge, stripe_event, BASIL};
 
@@ -23,25 +21,6 @@ const ACKS_BEFORE_EXPORT: usize = 120;
 const ACKS_AFTER_IMPORT: usize = 80;
 /// Both instances seal secrets with this key (instances that exchange tenants share one).
 const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-fn steward(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .expect("run steward")
-}
-
-fn shown(output: &std::process::Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 async fn instance() -> TestApp {
     TestApp::spawn(SpawnOptions {
@@ -147,7 +126,7 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
     let file = a.dir.path().join("mover.stwd");
     let (a_admin, path) = (a.admin_url.clone(), file.clone());
     let exported = tokio::task::spawn_blocking(move || {
-        steward(&[
+        steward_cli(&[
             "tenant",
             "export",
             TENANT,
@@ -159,7 +138,7 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
     })
     .await
     .unwrap();
-    assert!(exported.status.success(), "{}", shown(&exported));
+    assert!(exported.status.success(), "{}", output_text(&exported));
     let at_export = acks.load(Ordering::Relaxed);
     let a_status = a.status(TENANT).await;
     assert_eq!(a_status["state"], "moved", "{a_status}");
@@ -167,7 +146,7 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
     // Import into B, then route the traffic there.
     let b_admin = b.admin_url.clone();
     let imported = tokio::task::spawn_blocking(move || {
-        steward(&[
+        steward_cli(&[
             "tenant",
             "import",
             "--url",
@@ -178,7 +157,7 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
     })
     .await
     .unwrap();
-    assert!(imported.status.success(), "{}", shown(&imported));
+    assert!(imported.status.success(), "{}", output_text(&imported));
     let b_status = b.status(TENANT).await;
     assert!(
         b_status["budget"]["spent_last_hour"].as_u64().unwrap() > 0,
@@ -216,14 +195,7 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
     })
     .await;
     sandbox.process(TENANT).await;
-    let mut gifts: BTreeMap<String, usize> = BTreeMap::new();
-    for gift in sandbox.gifts(TENANT).await {
-        let id = gift["transactionId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        *gifts.entry(id).or_insert(0) += 1;
-    }
+    let gifts = sandbox.gifts_by_transaction(TENANT).await;
     let lost: Vec<&String> = seen
         .acknowledged
         .iter()

@@ -7,19 +7,7 @@ use super::snapshot_format::{SnapshotItem, SnapshotReader};
 use super::*;
 
 fn entry(key: &str) -> NewEntry {
-    NewEntry {
-        fact: EntryFact {
-            kind: RecordKind::Gift,
-            source: "stripe".into(),
-            source_id: format!("pi_{key}"),
-            idempotency_key: key.into(),
-            lane: Lane::Live,
-            transaction_source: "Stripe".into(),
-            body_json: format!("{{\"transactionId\":\"{key}\"}}"),
-        },
-        aliases: vec![format!("evt_{key}")],
-        now_ms: 1,
-    }
+    super::tests::new_entry(key, Lane::Live, 1)
 }
 
 fn backup_bytes(store: &Store) -> (Vec<u8>, BackupStats) {
@@ -193,15 +181,7 @@ fn the_durability_marker_stays_out_of_a_backup() {
 }
 
 fn registered(store: &Store, id: &str) {
-    let record = TenantRecord {
-        id: id.into(),
-        config_json: "{}".into(),
-        sealed_secrets: Vec::new(),
-        state: "running".into(),
-        created_at_ms: 1,
-        updated_at_ms: 1,
-    };
-    assert!(store.registry().insert_new(&record).unwrap());
+    crate::test_support::registered_tenant(store, id);
 }
 
 fn export_bytes(store: &Store, id: &str) -> Vec<u8> {

@@ -16,7 +16,7 @@ fn open(dir: &Path, layout: Layout) -> Store {
     Store::open_with_layout(dir, StoreOptions::default(), Some(layout)).unwrap()
 }
 
-fn new_entry(key: &str, lane: Lane, now_ms: u64) -> NewEntry {
+pub(super) fn new_entry(key: &str, lane: Lane, now_ms: u64) -> NewEntry {
     NewEntry {
         fact: EntryFact {
             kind: RecordKind::Gift,
