@@ -57,6 +57,26 @@ impl ContactStore {
         self.next_id
     }
 
+    /// The last id handed out (0: none yet).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The store as it was kept: the contacts (indices rebuilt) and the last id handed out.
+    pub(crate) fn restored(
+        last_id: u64,
+        contacts: impl IntoIterator<Item = Record>,
+    ) -> ContactStore {
+        let mut store = ContactStore {
+            next_id: last_id,
+            ..ContactStore::default()
+        };
+        for contact in contacts {
+            store.insert(contact);
+        }
+        store
+    }
+
     pub(crate) fn insert(&mut self, contact: Record) {
         let id = contact.id;
         self.records.insert(id, contact);

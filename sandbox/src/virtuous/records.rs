@@ -7,8 +7,10 @@ use serde_json::{json, Map, Value};
 
 use super::models::{field, iso_utc, value_text};
 
-/// A record as a JSON document plus the timestamps queries compare.
-#[derive(Debug, Clone)]
+/// A record as a JSON document plus the timestamps queries compare (kept on disk as is by
+/// `persist`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Record {
     pub(crate) id: u64,
     pub(crate) created_ms: u64,
@@ -272,6 +274,23 @@ impl GiftStore {
         self.next_id
     }
 
+    /// The last id handed out (0: none yet).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The store as it was kept: the records (the index rebuilt) and the last id handed out.
+    pub(crate) fn restored(last_id: u64, gifts: impl IntoIterator<Item = Record>) -> GiftStore {
+        let mut store = GiftStore {
+            next_id: last_id,
+            ..GiftStore::default()
+        };
+        for gift in gifts {
+            store.insert(gift);
+        }
+        store
+    }
+
     pub(crate) fn insert(&mut self, gift: Record) {
         if let Some(key) = transaction_key(&gift) {
             self.by_transaction.entry(key).or_default().insert(gift.id);
@@ -329,6 +348,22 @@ impl Table {
     /// The id `next_id` will hand out.
     pub(crate) fn peek_next_id(&self) -> u64 {
         self.next_id + 1
+    }
+
+    /// The last id handed out (0: none yet).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The table as it was kept: the records and the last id handed out.
+    pub(crate) fn restored(last_id: u64, records: impl IntoIterator<Item = Record>) -> Table {
+        Table {
+            records: records
+                .into_iter()
+                .map(|record| (record.id, record))
+                .collect(),
+            next_id: last_id,
+        }
     }
 
     pub(crate) fn insert(&mut self, record: Record) -> u64 {
