@@ -183,10 +183,16 @@ fn sandbox_auto_process_after_ms_is_validated_by_name() {
             && err.contains("a day"),
         "{err}"
     );
-    let err = Config::load(None, env(&[("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "-1")]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS"), "{err}");
+    let err = Config::load(
+        None,
+        env(&[("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "-1")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS"),
+        "{err}"
+    );
 }
 
 #[test]

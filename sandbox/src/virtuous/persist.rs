@@ -268,11 +268,16 @@ impl Keeper {
                     self.orgs_dir.display()
                 )
             })?;
-            tracing::info!(org = %id, gifts = org.lock().gifts.records.len(), pending = org.lock().pending.len(), "sandbox organization restored");
+            let (gifts, pending) = {
+                let state = org.lock();
+                (state.gifts.records.len(), state.pending.len())
+            };
+            tracing::info!(org = %id, gifts, pending, "sandbox organization restored");
             restored.push(org);
         }
         for org in &restored {
-            if !org.lock().pending.is_empty() {
+            let has_pending = !org.lock().pending.is_empty();
+            if has_pending {
                 follow_processing_mode(org, &self.registry);
             }
         }
