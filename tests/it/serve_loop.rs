@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{at_timeout, wait_until, SpawnOptions, TestApp};
+use crate::common::{
+    at_timeout, serve_command, serve_once, wait_until, Served, SpawnOptions, TestApp,
+};
 use crate::ingress_support::{one_time_charge, post_stripe, stripe_event, BASIL};
 
 const STRIPE_SECRET: &str = "whsec_serve_loop";
@@ -151,4 +153,34 @@ async fn a_payment_confirms_by_itself_and_a_restart_keeps_the_organization() {
     assert_eq!(sandbox_gift_ids(&app).await, ["pi_first", "pi_second"]);
     let status = app.status("loop").await;
     assert_eq!(status["counts"]["confirmed"], 2, "{status}");
+}
+
+#[test]
+fn a_kept_organization_that_cannot_be_read_refuses_to_start() {
+    // Goal: a damaged file in `{data_dir}/sandbox/` stops `serve` with a message naming it —
+    // never a silently empty simulated CRM — and the file is left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let orgs_dir = data_dir.join("sandbox/virtuous");
+    std::fs::create_dir_all(&orgs_dir).unwrap();
+    let damaged = orgs_dir.join("loop.json");
+    std::fs::write(&damaged, b"{\"format_version\": 1, \"spec\": {").unwrap();
+    let served = serve_once(
+        serve_command(&data_dir),
+        &dir.path().join("steward.log"),
+        &data_dir.join("listen-addr"),
+    );
+    let (status, printed) = match served {
+        Served::Exited(status, printed) => (status, printed),
+        Served::Started(printed) => panic!("steward started:\n{printed}"),
+    };
+    assert!(!status.success(), "{status}:\n{printed}");
+    assert!(
+        printed.contains(&damaged.display().to_string()) && printed.contains("cannot be read"),
+        "{printed}"
+    );
+    assert_eq!(
+        std::fs::read(&damaged).unwrap(),
+        b"{\"format_version\": 1, \"spec\": {"
+    );
 }
