@@ -3,6 +3,7 @@
 //! sandbox's import step or a reconciliation pass, and a restart on the same data dir keeps
 //! the simulated organization (gifts and all) while new gifts keep confirming.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -12,6 +13,7 @@ use crate::common::{
     at_timeout, serve_command, serve_once, wait_until, Served, SpawnOptions, TestApp,
 };
 use crate::ingress_support::{one_time_charge, post_stripe, stripe_event, BASIL};
+use crate::push_e2e::gift_ids;
 
 const STRIPE_SECRET: &str = "whsec_serve_loop";
 /// Well within "seconds": the organization imports 300 ms after arrival, its webhook comes
@@ -69,25 +71,12 @@ async fn pay_and_see_confirmed(app: &TestApp, n: &str) -> Value {
     .await
 }
 
-/// The transaction ids of the organization's gifts (control API, not counted).
-async fn sandbox_gift_ids(app: &TestApp) -> Vec<String> {
-    let gifts: Value = app
-        .client
-        .get(format!("{}/_sandbox/orgs/loop/gifts", app.sandbox_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut ids: Vec<String> = gifts
-        .as_array()
-        .unwrap()
+/// One gift for each of `transaction_ids` (the shape of `push_e2e::gift_ids`).
+fn one_each(transaction_ids: &[&str]) -> BTreeMap<String, usize> {
+    transaction_ids
         .iter()
-        .map(|gift| gift["transactionId"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
+        .map(|id| (id.to_string(), 1))
+        .collect()
 }
 
 #[actix_rt::test]
@@ -116,7 +105,7 @@ async fn a_payment_confirms_by_itself_and_a_restart_keeps_the_organization() {
     assert!(record["virtuous_id"].as_str().is_some(), "{record}");
     let status = app.status("loop").await;
     assert_eq!(status["counts"]["confirmed"], 1, "{status}");
-    assert_eq!(sandbox_gift_ids(&app).await, ["pi_first"]);
+    assert_eq!(gift_ids(&app, "loop").await, one_each(&["pi_first"]));
     let kept = app.data_dir().join("sandbox/virtuous/loop.json");
     // Written a moment after the import (changes are written together).
     let kept_text = wait_until(CONFIRMED_WITHIN, "the gift written to disk", || async {
@@ -133,8 +122,8 @@ async fn a_payment_confirms_by_itself_and_a_restart_keeps_the_organization() {
     assert!(exit.success(), "{exit}");
     app.start().await;
     assert_eq!(
-        sandbox_gift_ids(&app).await,
-        ["pi_first"],
+        gift_ids(&app, "loop").await,
+        one_each(&["pi_first"]),
         "the organization came back with its gift"
     );
     let (_, record) = app
@@ -150,7 +139,10 @@ async fn a_payment_confirms_by_itself_and_a_restart_keeps_the_organization() {
     wait_for_webhook_here(&app).await;
     let record = pay_and_see_confirmed(&app, "second").await;
     assert!(record["virtuous_id"].as_str().is_some(), "{record}");
-    assert_eq!(sandbox_gift_ids(&app).await, ["pi_first", "pi_second"]);
+    assert_eq!(
+        gift_ids(&app, "loop").await,
+        one_each(&["pi_first", "pi_second"])
+    );
     let status = app.status("loop").await;
     assert_eq!(status["counts"]["confirmed"], 2, "{status}");
 }

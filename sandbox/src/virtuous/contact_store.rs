@@ -62,19 +62,9 @@ impl ContactStore {
         self.next_id
     }
 
-    /// The store as it was kept: the contacts (indices rebuilt) and the last id handed out.
-    pub(crate) fn restored(
-        last_id: u64,
-        contacts: impl IntoIterator<Item = Record>,
-    ) -> ContactStore {
-        let mut store = ContactStore {
-            next_id: last_id,
-            ..ContactStore::default()
-        };
-        for contact in contacts {
-            store.insert(contact);
-        }
-        store
+    /// Ids go on after `last_id` (a store read back from disk).
+    pub(crate) fn set_last_id(&mut self, last_id: u64) {
+        self.next_id = last_id;
     }
 
     pub(crate) fn insert(&mut self, contact: Record) {

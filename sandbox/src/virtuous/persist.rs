@@ -85,8 +85,19 @@ impl<'a> SavedTable<'a> {
         }
     }
 
-    fn into_records(self) -> impl Iterator<Item = Record> + 'a {
-        self.records.into_iter().map(Cow::into_owned)
+    /// The kept records in a new store (through its `insert`, so its indices are rebuilt),
+    /// its ids going on after the kept last one.
+    fn into_store<Store: Default>(
+        self,
+        set_last_id: fn(&mut Store, u64),
+        insert: impl Fn(&mut Store, Record),
+    ) -> Store {
+        let mut store = Store::default();
+        set_last_id(&mut store, self.last_id);
+        for record in self.records {
+            insert(&mut store, record.into_owned());
+        }
+        store
     }
 }
 
@@ -165,10 +176,17 @@ fn deserialize_org(bytes: &[u8]) -> Result<Org, String> {
     state.next_individual_id = saved.next_individual_id;
     state.pending = restored_pending(saved.pending).collect();
     state.review = restored_pending(saved.review).collect();
-    state.gifts = GiftStore::restored(saved.gifts.last_id, saved.gifts.into_records());
-    state.contacts = ContactStore::restored(saved.contacts.last_id, saved.contacts.into_records());
-    let restore_table =
-        |table: SavedTable<'static>| Table::restored(table.last_id, table.into_records());
+    state.gifts = saved
+        .gifts
+        .into_store(GiftStore::set_last_id, GiftStore::insert);
+    state.contacts = saved
+        .contacts
+        .into_store(ContactStore::set_last_id, ContactStore::insert);
+    let restore_table = |table: SavedTable<'static>| {
+        table.into_store(Table::set_last_id, |table: &mut Table, record| {
+            table.insert(record);
+        })
+    };
     state.webhooks = restore_table(saved.webhooks);
     state.recurring_gifts = restore_table(saved.recurring_gifts);
     state.projects = restore_table(saved.projects);

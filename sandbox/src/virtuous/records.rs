@@ -279,16 +279,9 @@ impl GiftStore {
         self.next_id
     }
 
-    /// The store as it was kept: the records (the index rebuilt) and the last id handed out.
-    pub(crate) fn restored(last_id: u64, gifts: impl IntoIterator<Item = Record>) -> GiftStore {
-        let mut store = GiftStore {
-            next_id: last_id,
-            ..GiftStore::default()
-        };
-        for gift in gifts {
-            store.insert(gift);
-        }
-        store
+    /// Ids go on after `last_id` (a store read back from disk).
+    pub(crate) fn set_last_id(&mut self, last_id: u64) {
+        self.next_id = last_id;
     }
 
     pub(crate) fn insert(&mut self, gift: Record) {
@@ -355,15 +348,9 @@ impl Table {
         self.next_id
     }
 
-    /// The table as it was kept: the records and the last id handed out.
-    pub(crate) fn restored(last_id: u64, records: impl IntoIterator<Item = Record>) -> Table {
-        Table {
-            records: records
-                .into_iter()
-                .map(|record| (record.id, record))
-                .collect(),
-            next_id: last_id,
-        }
+    /// Ids go on after `last_id` (a table read back from disk).
+    pub(crate) fn set_last_id(&mut self, last_id: u64) {
+        self.next_id = last_id;
     }
 
     pub(crate) fn insert(&mut self, record: Record) -> u64 {
