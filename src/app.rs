@@ -305,8 +305,9 @@ fn create_private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
 pub const SANDBOX_DIR: &str = "sandbox";
 
 /// The embedded Virtuous simulator, when `[sandbox] embedded` is on (loudly: it is not
-/// Virtuous), with its organizations kept in `{data_dir}/sandbox/`: what an earlier run kept
-/// comes back (a kept file that cannot be read refuses the start, naming it).
+/// Virtuous), with its organizations kept in `{data_dir}/sandbox/` unless
+/// `keep_organizations = false`: what an earlier run kept comes back (a kept file that cannot
+/// be read refuses the start, naming it).
 async fn start_embedded_sandbox(
     config: &Config,
     listeners: &crate::config::Listeners,
@@ -318,8 +319,15 @@ async fn start_embedded_sandbox(
         listen: listeners.sandbox,
         workers: 1,
     };
-    let state_dir = config.data_dir.join(SANDBOX_DIR);
-    let handle = match steward_sandbox::start_keeping_state(sandbox_config, &state_dir).await {
+    let started = if config.sandbox.keep_organizations {
+        let state_dir = config.data_dir.join(SANDBOX_DIR);
+        steward_sandbox::start_keeping_state(sandbox_config, &state_dir).await
+    } else {
+        steward_sandbox::start(sandbox_config)
+            .await
+            .map_err(StartError::Listen)
+    };
+    let handle = match started {
         Ok(handle) => handle,
         Err(StartError::Listen(error)) => {
             return Err(anyhow::Error::new(error).context(format!(

@@ -206,6 +206,9 @@ pub struct SandboxSection {
     /// listener (no `public_url` needed), so imported gifts confirm at once; a tenant without
     /// `virtuous.webhook_secret` is given a generated one. `false`: only with `public_url`.
     pub webhooks_to_engine: bool,
+    /// The Virtuous organizations are kept in `{data_dir}/sandbox/` across restarts;
+    /// `false`: in memory only (a restart empties them; benchmarks).
+    pub keep_organizations: bool,
 }
 
 /// The longest `sandbox.auto_process_after_ms`: a day.
@@ -330,6 +333,7 @@ impl Default for SandboxSection {
             listen: "127.0.0.1:0".into(),
             auto_process_after_ms: 2_000,
             webhooks_to_engine: true,
+            keep_organizations: true,
         }
     }
 }

@@ -163,6 +163,7 @@ fn sandbox_auto_process_after_ms_is_validated_by_name() {
     let defaults = Config::default().sandbox;
     assert_eq!(defaults.auto_process_after_ms, 2_000);
     assert!(defaults.webhooks_to_engine);
+    assert!(defaults.keep_organizations);
     let config = Config::load(
         None,
         env(&[
