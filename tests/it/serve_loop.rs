@@ -29,6 +29,7 @@ fn serve_loop_options() -> SpawnOptions {
                 "300".into(),
             ),
             ("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE".into(), "true".into()),
+            ("STEWARD_SANDBOX__KEEP_ORGANIZATIONS".into(), "true".into()),
         ],
         ..SpawnOptions::default()
     }
@@ -117,6 +118,9 @@ async fn a_payment_confirms_by_itself_and_a_restart_keeps_the_organization() {
         !kept_text.contains("vk-serve-loop"),
         "the api key is never written"
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "private to its user: {mode:o}");
 
     let (exit, _) = app.terminate();
     assert!(exit.success(), "{exit}");
@@ -157,8 +161,10 @@ fn a_kept_organization_that_cannot_be_read_refuses_to_start() {
     std::fs::create_dir_all(&orgs_dir).unwrap();
     let damaged = orgs_dir.join("loop.json");
     std::fs::write(&damaged, b"{\"format_version\": 1, \"spec\": {").unwrap();
+    let mut command = serve_command(&data_dir);
+    command.env("STEWARD_SANDBOX__KEEP_ORGANIZATIONS", "true");
     let served = serve_once(
-        serve_command(&data_dir),
+        command,
         &dir.path().join("steward.log"),
         &data_dir.join("listen-addr"),
     );
