@@ -11,7 +11,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use steward_actors::runtime::Runtime;
 use steward_actors::store::{MasterKey, Store, StoreOptions};
-use steward_sandbox::{SandboxConfig, SandboxHandle};
+use steward_sandbox::{SandboxConfig, SandboxHandle, StartError};
 
 use crate::config::Config;
 use crate::http::auth::{require_admin_token, AdminToken};
@@ -31,6 +31,10 @@ pub struct AppState {
     pub sandbox: Option<SandboxHandle>,
     /// Base of the ingress URLs shown in tenant status (`public_url`, else the listener).
     pub ingress_base_url: String,
+    /// The main listener as the embedded sandbox, in this process, reaches it (an unspecified
+    /// address becomes loopback): where tenants on it receive their Virtuous webhooks
+    /// (`[sandbox] webhooks_to_engine`).
+    pub own_ingress_url: String,
     /// Serialises admin mutations (create, patch, delete, pause) — they are rare, and one
     /// lock keeps "check then write" on the registry simple.
     pub admin_lock: tokio::sync::Mutex<()>,
@@ -130,6 +134,7 @@ pub async fn serve_until(
     let admin_token = load_or_create_admin_token(&config.data_dir)?;
     // Before the tenants start: notices they queue at boot are delivered from the first one.
     crate::alert_sinks::start(&config, &store)?;
+    let own_ingress_url = own_ingress_url(bound_listeners.main_addr);
     let ingress_base_url = if config.public_url.is_empty() {
         format!("http://{}", bound_listeners.main_addr)
     } else {
@@ -145,6 +150,7 @@ pub async fn serve_until(
         metrics: metrics_handle,
         sandbox,
         ingress_base_url,
+        own_ingress_url,
         admin_lock: tokio::sync::Mutex::new(()),
         booted: AtomicBool::new(false),
         registered_tenants: AtomicUsize::new(0),
@@ -180,6 +186,11 @@ pub async fn serve_until(
     )
     .await;
     state.stores.flush_blocking()?;
+    if let Some(sandbox) = &state.sandbox {
+        if let Err(error) = sandbox.save_kept_state().await {
+            tracing::error!(error = %error.escape_debug(), "the embedded sandbox's organizations could not all be saved");
+        }
+    }
     let _ = std::fs::remove_file(&addr_file);
     tracing::info!("store flushed; bye");
     Ok(())
@@ -299,8 +310,13 @@ pub(crate) fn create_private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the embedded sandbox keeps its Virtuous organizations across restarts.
+pub const SANDBOX_DIR: &str = "sandbox";
+
 /// The embedded Virtuous simulator, when `[sandbox] embedded` is on (loudly: it is not
-/// Virtuous).
+/// Virtuous), with its organizations kept in `{data_dir}/sandbox/` unless
+/// `keep_organizations = false`: what an earlier run kept comes back (a kept file that cannot
+/// be read refuses the start, naming it).
 async fn start_embedded_sandbox(
     config: &Config,
     listeners: &crate::config::Listeners,
@@ -308,17 +324,46 @@ async fn start_embedded_sandbox(
     if !config.sandbox.embedded {
         return Ok(None);
     }
-    let handle = steward_sandbox::start(SandboxConfig {
+    let sandbox_config = SandboxConfig {
         listen: listeners.sandbox,
         workers: 1,
-    })
-    .await
-    .with_context(|| format!("cannot listen on sandbox.listen {}", listeners.sandbox))?;
+    };
+    let started = if config.sandbox.keep_organizations {
+        let state_dir = config.data_dir.join(SANDBOX_DIR);
+        steward_sandbox::start_keeping_state(sandbox_config, &state_dir).await
+    } else {
+        steward_sandbox::start(sandbox_config)
+            .await
+            .map_err(StartError::Listen)
+    };
+    let handle = match started {
+        Ok(handle) => handle,
+        Err(StartError::Listen(error)) => {
+            return Err(anyhow::Error::new(error).context(format!(
+                "cannot listen on sandbox.listen {}",
+                listeners.sandbox
+            )))
+        }
+        Err(StartError::KeptState(reason)) => anyhow::bail!("{reason}"),
+    };
     tracing::warn!(
         sandbox = %handle.base_url(),
         "EMBEDDED SANDBOX: tenants with virtuous.base_url = \"embedded\" talk to a Virtuous SIMULATOR, not to Virtuous"
     );
     Ok(Some(handle))
+}
+
+/// `http://{addr}` as this process reaches it: an unspecified address (`0.0.0.0`, `[::]`)
+/// becomes the loopback address of its family.
+fn own_ingress_url(main_addr: SocketAddr) -> String {
+    let mut reachable = main_addr;
+    if main_addr.ip().is_unspecified() {
+        reachable.set_ip(match main_addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{reachable}")
 }
 
 /// The main listener and, unless `admin_listen = "shared"`, the admin one — bound, not yet

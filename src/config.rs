@@ -174,6 +174,31 @@ pub struct SandboxSection {
     /// Start a Virtuous simulator inside the process (demos and development only).
     pub embedded: bool,
     pub listen: String,
+    /// An organization the engine makes for a tenant imports each transaction by itself this
+    /// long after it arrived; 0 = never (`POST /_sandbox/orgs/{id}/process` imports).
+    pub auto_process_after_ms: u64,
+    /// Tenants on the embedded sandbox register their Virtuous webhook on this engine's own
+    /// listener (no `public_url` needed), so imported gifts confirm at once; a tenant without
+    /// `virtuous.webhook_secret` is given a generated one. `false`: only with `public_url`.
+    pub webhooks_to_engine: bool,
+    /// The Virtuous organizations are kept in `{data_dir}/sandbox/` across restarts;
+    /// `false`: in memory only (a restart empties them; benchmarks).
+    pub keep_organizations: bool,
+}
+
+/// The longest `sandbox.auto_process_after_ms`: a day.
+const AUTO_PROCESS_AFTER_MS_MAX: u64 = 86_400_000;
+
+impl SandboxSection {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.auto_process_after_ms > AUTO_PROCESS_AFTER_MS_MAX {
+            return Err((
+                "sandbox.auto_process_after_ms",
+                format!("must be 0 (off) to {AUTO_PROCESS_AFTER_MS_MAX} (a day), in milliseconds"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -281,6 +306,9 @@ impl Default for SandboxSection {
         SandboxSection {
             embedded: false,
             listen: "127.0.0.1:0".into(),
+            auto_process_after_ms: 2_000,
+            webhooks_to_engine: true,
+            keep_organizations: true,
         }
     }
 }
@@ -387,6 +415,7 @@ impl Config {
                 self.ingress.validate(largest_body_bytes as u64)
             })
             .and_then(|()| self.alerts.validate())
+            .and_then(|()| self.sandbox.validate())
             .map_err(|(key, reason)| ConfigError::Invalid {
                 key: key.to_string(),
                 origin: origin_of(key),

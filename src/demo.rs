@@ -160,6 +160,10 @@ fn demo_config(data_dir: &std::path::Path) -> anyhow::Result<Config> {
         ("STEWARD_ADMIN_LISTEN", "127.0.0.1:0".into()),
         ("STEWARD_SANDBOX__EMBEDDED", "true".into()),
         ("STEWARD_SANDBOX__LISTEN", "127.0.0.1:0".into()),
+        // The demo runs the import step itself (and shows it), and registers webhooks only
+        // for the tenants that ask, through `public_url`.
+        ("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "0".into()),
+        ("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE", "false".into()),
         ("STEWARD_RECONCILER__INTERVAL_S", "2".into()),
         (
             "STEWARD_SUBMITTER__RETRY_SCHEDULE",

@@ -76,9 +76,62 @@ fn effective_budget(state: &AppState, doc: &TenantDoc) -> BudgetSettings {
     }
 }
 
+/// Where Virtuous delivers the tenant's webhooks: a tenant on the embedded sandbox, this
+/// engine's own listener (`[sandbox] webhooks_to_engine`); otherwise `public_url`. Only with
+/// a secret to sign them: an unsigned subscription could not be verified.
+fn virtuous_webhook_url(state: &AppState, doc: &TenantDoc) -> Option<String> {
+    doc.virtuous.webhook_secret.as_ref()?;
+    let to_engine = doc.virtuous.base_url == "embedded" && state.config.sandbox.webhooks_to_engine;
+    let base = if to_engine {
+        state.own_ingress_url.as_str()
+    } else {
+        state.config.public_url.trim_end_matches('/')
+    };
+    (!base.is_empty()).then(|| format!("{base}/hooks/{}/virtuous", doc.id))
+}
+
+/// A tenant on the embedded sandbox whose webhooks come to this engine needs a secret to
+/// verify them: one is generated when the document has none (stored sealed like any secret,
+/// shown `"[redacted]"`).
+fn give_embedded_tenant_a_webhook_secret(state: &AppState, doc: &mut TenantDoc, full: &mut Value) {
+    let needs_one = doc.virtuous.base_url == "embedded"
+        && state.config.sandbox.webhooks_to_engine
+        && doc.virtuous.webhook_secret.is_none();
+    if !needs_one {
+        return;
+    }
+    use base64::Engine;
+    let secret =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    full["virtuous"]["webhook_secret"] = json!(secret);
+    doc.virtuous.webhook_secret = Some(secret);
+}
+
+/// The organization the embedded sandbox makes for a tenant: it imports on its own after
+/// `[sandbox] auto_process_after_ms` (0: manual), and signs its webhooks in the tenant's
+/// encoding.
+fn embedded_org_spec(state: &AppState, doc: &TenantDoc, tenant_id: &str) -> OrgSpec {
+    use steward_sandbox::virtuous::{Processing, SignatureEncoding};
+    let processing = match state.config.sandbox.auto_process_after_ms {
+        0 => Processing::Manual,
+        delay_ms => Processing::Delayed { delay_ms },
+    };
+    let webhook_signature_encoding = if doc.virtuous.signature_encoding.eq_ignore_ascii_case("hex")
+    {
+        SignatureEncoding::Hex
+    } else {
+        SignatureEncoding::Base64
+    };
+    let api_key = doc.virtuous.api_key.clone().unwrap_or_default();
+    OrgSpec {
+        processing,
+        webhook_signature_encoding,
+        ..OrgSpec::new(tenant_id, api_key)
+    }
+}
+
 fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
     let config = &state.config;
-    let public_url = config.public_url.trim_end_matches('/');
     TenantSettings {
         heartbeat_ms: config.runtime.heartbeat_ms,
         restart_backoff_initial_ms: config.runtime.restart_backoff_initial_ms,
@@ -97,9 +150,7 @@ fn tenant_settings(state: &AppState, doc: &TenantDoc) -> TenantSettings {
             needs_review_after_ms: config.reconciler.needs_review_after_s * 1_000,
             query_take: config.reconciler.query_take,
             dedup_retention_ms: config.reconciler.dedup_retention_days * 86_400_000,
-            // Only with a secret to sign it: an unsigned subscription could not be verified.
-            webhook_url: (!public_url.is_empty() && doc.virtuous.webhook_secret.is_some())
-                .then(|| format!("{public_url}/hooks/{}/virtuous", doc.id)),
+            webhook_url: virtuous_webhook_url(state, doc),
         },
         alerts: AlertSettings {
             crm_unreachable_after: config.alerts.crm_unreachable_after,
@@ -367,10 +418,21 @@ fn prepare_tenant(state: &AppState, record: &TenantRecord) -> Result<Prepared, A
     }
     match (&state.sandbox, doc.virtuous.base_url.as_str()) {
         (Some(sandbox), "embedded") => {
-            let api_key = doc.virtuous.api_key.clone().unwrap_or_default();
-            sandbox.ensure_org(OrgSpec::new(&record.id, &api_key)).map_err(|err| {
+            if !sandbox.has_virtuous_org(&record.id)
+                && store(state).registry().get(&record.id)?.is_some()
+            {
+                // A tenant that ran before finds no organization kept for it (a data dir of
+                // an older version, or `sandbox/` removed): it starts empty, and what the
+                // tenant submitted before will not be confirmed.
+                tracing::warn!(tenant_id = %record.id, "the embedded sandbox kept no organization for this tenant: it starts empty; records submitted before stay unconfirmed");
+            }
+            sandbox.ensure_org(embedded_org_spec(state, &doc, &record.id)).map_err(|err| {
                 ApiError::new(ErrorCode::InvalidField, format!("field `virtuous.api_key` is invalid: the embedded sandbox refused it ({err})"))
             })?;
+            // A kept organization's subscriptions came back without their secret.
+            if let Some(secret) = &doc.virtuous.webhook_secret {
+                let _ = sandbox.restore_webhook_secret(&record.id, secret);
+            }
         }
         (None, "embedded") => {
             let message = "virtuous.base_url is \"embedded\" but [sandbox] embedded = false: nothing will reach Virtuous";
@@ -568,9 +630,10 @@ pub async fn start_registered_tenants(state: &AppState) -> anyhow::Result<usize>
 }
 
 pub async fn create(state: &AppState, body: Value) -> Result<Value, ApiError> {
-    let (doc, full) = tenant::normalise(&body)?;
+    let (mut doc, mut full) = tenant::normalise(&body)?;
     tenant::reject_redacted_secrets(&full)?;
     check_embedded_target(state, &doc)?;
+    give_embedded_tenant_a_webhook_secret(state, &mut doc, &mut full);
     let guard = state.admin_lock.lock().await;
     if store(state).registry().get(&doc.id)?.is_some() {
         return Err(ApiError::new(
@@ -656,9 +719,10 @@ pub async fn patch(state: &AppState, id: &str, merge_patch: Value) -> Result<Val
     json_patch::merge(&mut full, &merge_patch);
     // A document read back from GET carries "[redacted]": that means "keep the stored secret".
     tenant::restore_redacted_secrets(&mut full, &stored_secrets)?;
-    let (doc, full) = tenant::normalise(&full)?;
+    let (mut doc, mut full) = tenant::normalise(&full)?;
     tenant::refuse_null_resets(&merge_patch, &full)?;
     check_embedded_target(state, &doc)?;
+    give_embedded_tenant_a_webhook_secret(state, &mut doc, &mut full);
     let updated = seal_record(state, id, full, &record.state, record.created_at_ms);
     let prepared = prepare_tenant(state, &updated)?;
     // The run state is not the document's: a 401 or a pause may change it meanwhile.

@@ -51,7 +51,12 @@ impl Engine {
             .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
             .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("STEWARD_LOG", "warn")
-            .env("STEWARD_SANDBOX__EMBEDDED", "true");
+            .env("STEWARD_SANDBOX__EMBEDDED", "true")
+            // The engine alone is measured: no simulator writing its organizations to disk,
+            // importing on its own or sending webhooks the benchmark did not ask for.
+            .env("STEWARD_SANDBOX__KEEP_ORGANIZATIONS", "false")
+            .env("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "0")
+            .env("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE", "false");
         for (key, value) in extra_env {
             command.env(key, value);
         }

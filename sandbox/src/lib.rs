@@ -7,11 +7,13 @@
 //!
 //! CONTRACT: [`start`], [`SandboxConfig`], [`SandboxHandle`] and [`virtuous::OrgSpec`] are
 //! what `main`, the engine's embedded mode, tests and benchmarks use. Keep these names and
-//! signatures.
+//! signatures. [`start_keeping_state`] is the engine's embedded mode: the same sandbox, its
+//! Virtuous organizations kept in a directory across restarts.
 //!
 //! # Layout
 //! Shared plumbing, the same for every simulator:
-//! - `lib.rs`: [`SandboxConfig`], [`start`] and the [`SandboxHandle`] of a running sandbox.
+//! - `lib.rs`: [`SandboxConfig`], [`start`] / [`start_keeping_state`] and the
+//!   [`SandboxHandle`] of a running sandbox.
 //! - `server`: the one HTTP server (body limit, 404 fallback, no signal handling), closing a
 //!   connection unanswered, path parameters, status codes, query fields, mounting a source
 //!   simulator.
@@ -55,6 +57,7 @@ pub mod virtuous;
 mod webhook_delivery;
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 pub use faults::{RandomFaults, ScriptStep, StepMatch, StepRespond};
 
@@ -65,6 +68,16 @@ pub struct SandboxConfig {
     pub listen: SocketAddr,
     /// actix-web worker threads (0 = one per core).
     pub workers: usize,
+}
+
+/// Why [`start_keeping_state`] did not start a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Listen(#[source] std::io::Error),
+    /// What was kept cannot be read back (the message names the file).
+    #[error("{0}")]
+    KeptState(String),
 }
 
 /// A running sandbox.
@@ -97,6 +110,25 @@ impl SandboxHandle {
     pub fn ensure_org(&self, spec: virtuous::OrgSpec) -> Result<(), String> {
         self.virtuous.ensure_org(spec)
     }
+    /// Whether a Virtuous organization with this id exists (created, or kept from an
+    /// earlier run).
+    pub fn has_virtuous_org(&self, id: &str) -> bool {
+        self.virtuous.has_org(id)
+    }
+
+    /// Secrets are never written to disk: the webhook subscriptions of a kept organization
+    /// come back without theirs, and sign with `secret` once this gives it back (the embedded
+    /// mode: the secret its tenant registered with).
+    pub fn restore_webhook_secret(&self, org_id: &str, secret: &str) -> Result<(), String> {
+        self.virtuous.restore_webhook_secret(org_id, secret)
+    }
+
+    /// Writes the kept Virtuous organizations' latest changes now (no-op without a state
+    /// directory); `steward serve` calls it at shutdown.
+    pub async fn save_kept_state(&self) -> Result<(), String> {
+        self.virtuous.save().await
+    }
+
     /// Creates a Constant Contact account in-process; same rules as the control API.
     pub fn create_constant_contact_account(
         &self,
@@ -181,9 +213,12 @@ impl SandboxHandle {
         self.partners.contacts(partner_id)
     }
 
-    /// Stops the server gracefully.
+    /// Stops the server gracefully (kept organizations written first).
     pub async fn stop(self) {
         self.server.stop(true).await;
+        if let Err(error) = self.virtuous.save().await {
+            tracing::warn!(error = %error, "sandbox organizations not saved at stop");
+        }
         self.virtuous.stop();
         self.mailchimp.stop();
         self.partners.stop();
@@ -193,7 +228,28 @@ impl SandboxHandle {
 /// Starts a sandbox inside the current actix/tokio runtime (call from `#[actix_web::main]`
 /// or `#[actix_rt::test]`). Logs loudly that the target is a simulator.
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
-    let virtuous = virtuous::Simulator::start();
+    start_with(config, virtuous::Simulator::start()).await
+}
+
+/// [`start`], with the Virtuous organizations kept in `state_dir` (`{dir}/virtuous/`, created
+/// at the first change): what an earlier run kept comes back first, pending imports included,
+/// then every change is written within a moment (`docs/sandbox.md` "Kept across restarts").
+/// A kept file that cannot be read refuses the start ([`StartError::KeptState`], naming it).
+/// Other simulators (Constant Contact, Mailchimp, feeds, partners) stay in memory.
+pub async fn start_keeping_state(
+    config: SandboxConfig,
+    state_dir: &Path,
+) -> Result<SandboxHandle, StartError> {
+    let virtuous = virtuous::Simulator::start_keeping(state_dir).map_err(StartError::KeptState)?;
+    start_with(config, virtuous)
+        .await
+        .map_err(StartError::Listen)
+}
+
+async fn start_with(
+    config: SandboxConfig,
+    virtuous: virtuous::Simulator,
+) -> std::io::Result<SandboxHandle> {
     let constant_contact = constant_contact::Simulator::start();
     let mailchimp = mailchimp::Simulator::start();
     let feeds = feeds::Simulator::start();

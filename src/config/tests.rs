@@ -157,6 +157,46 @@ fn admin_listen_is_its_own_loopback_listener_unless_shared() {
 }
 
 #[test]
+fn sandbox_auto_process_after_ms_is_validated_by_name() {
+    // Goal: `[sandbox] auto_process_after_ms` defaults to 2000 (with the webhooks to the engine
+    // on), takes 0 (off) to a day, and names itself and its origin when out of range.
+    let defaults = Config::default().sandbox;
+    assert_eq!(defaults.auto_process_after_ms, 2_000);
+    assert!(defaults.webhooks_to_engine);
+    assert!(defaults.keep_organizations);
+    let config = Config::load(
+        None,
+        env(&[
+            ("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "0"),
+            ("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.sandbox.auto_process_after_ms, 0);
+    assert!(!config.sandbox.webhooks_to_engine);
+    let file = write_config("[sandbox]\nauto_process_after_ms = 86400001\n");
+    let err = Config::load(Some(file.path()), Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sandbox.auto_process_after_ms")
+            && err.contains(&file.path().display().to_string())
+            && err.contains("a day"),
+        "{err}"
+    );
+    let err = Config::load(
+        None,
+        env(&[("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "-1")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unknown_section_from_the_environment_names_the_variable() {
     // Goal: a misspelt section in a variable name (BUGDET) blames that variable, not the
     // file or the built-in defaults.

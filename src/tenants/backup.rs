@@ -24,7 +24,7 @@ use steward_actors::store::{restore_backup, StoreError};
 use super::TenantStores;
 
 /// Directories of the data dir whose files a backup carries, besides the store.
-pub const DATA_SUBDIRS: [&str; 2] = ["backfills", "sandbox"];
+pub const DATA_SUBDIRS: [&str; 2] = ["backfills", crate::app::SANDBOX_DIR];
 /// Where a backup is written before it is served.
 pub const TMP_DIR: &str = "tmp";
 /// The store's directory inside the data dir.
@@ -164,7 +164,9 @@ fn data_files(data_dir: &Path, subdirs: &[&str]) -> Result<Vec<(String, PathBuf)
             for entry in entries {
                 let entry = entry.map_err(|err| io("cannot read", &dir, err))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
+                // Hidden names are uploads in progress, `.tmp` the simulator's saves in
+                // progress (renamed over the kept file when whole).
+                if name.starts_with('.') || name.ends_with(".tmp") {
                     continue;
                 }
                 let kind = entry

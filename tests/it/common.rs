@@ -180,6 +180,12 @@ impl TestApp {
             // Port 0: tests run side by side (the default is 127.0.0.1:8081).
             .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
             .env("STEWARD_SANDBOX__EMBEDDED", "true")
+            // Tests drive the embedded sandbox's import step, choose where Virtuous webhooks
+            // go, and keep its organizations in memory: writing a large one under its lock
+            // skews this debug build's latency figures (`serve_loop` turns all three on).
+            .env("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "0")
+            .env("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE", "false")
+            .env("STEWARD_SANDBOX__KEEP_ORGANIZATIONS", "false")
             .env("STEWARD_RUNTIME__TEST_HOOKS", "true")
             .env("STEWARD_RUNTIME__ARBITERS", "2")
             .env("STEWARD_SHUTDOWN_DEADLINE_S", "5");
@@ -469,6 +475,9 @@ pub fn serve_command(data_dir: &Path) -> Command {
         .env("STEWARD_LISTEN", "127.0.0.1:0")
         .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
         .env("STEWARD_SANDBOX__EMBEDDED", "true")
+        .env("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "0")
+        .env("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE", "false")
+        .env("STEWARD_SANDBOX__KEEP_ORGANIZATIONS", "false")
         .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN);
     command
 }

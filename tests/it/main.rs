@@ -64,6 +64,7 @@ mod sandbox_support;
 mod sandbox_webhooks;
 mod sandbox_writes;
 mod security;
+mod serve_loop;
 mod shutdown_load;
 mod submit_contact_batch;
 mod submit_sandbox;

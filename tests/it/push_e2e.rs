@@ -128,7 +128,7 @@ async fn tenant_status(app: &TestApp, tenant_id: &str) -> Value {
 use crate::external_sandbox::total_calls as sandbox_calls;
 
 /// The `transactionId`s of the org's gifts, with how many gifts carry each.
-async fn gift_ids(app: &TestApp, org: &str) -> BTreeMap<String, usize> {
+pub async fn gift_ids(app: &TestApp, org: &str) -> BTreeMap<String, usize> {
     let gifts = sandbox_call(
         app,
         Method::GET,

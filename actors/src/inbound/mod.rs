@@ -165,6 +165,9 @@ impl ChildBehavior for Inbound {
 
     fn started(child: &mut InboundActor, ctx: &mut Context<InboundActor>) {
         child.restart_loops(ctx);
+        // Register at once when due, not at the first tick (up to half a heartbeat later): a
+        // gift imported meanwhile would wait for the reconciler's next pass to be confirmed.
+        child.register(ctx);
     }
 
     fn after_tick(child: &mut InboundActor, ctx: &mut Context<InboundActor>) {
@@ -373,6 +376,10 @@ impl InboundActor {
 /// How one registration attempt ended.
 type Registration = Result<WebhookSubscription, (String, u64)>;
 
+/// The reason of an attempt the budget made wait (no call made): an info, not a warning —
+/// a tenant's first attempt meets a budget that starts empty.
+const BUDGET_REFUSED: &str = "budget refused the registration call";
+
 impl InboundActor {
     fn register(&mut self, ctx: &mut Context<Self>) {
         let shared = Arc::clone(&self.core.shared);
@@ -391,7 +398,7 @@ impl InboundActor {
         let existing = self.behavior.subscription.clone();
         let attempt = async move {
             if let Err(wait_ms) = shared.try_spend_reconcile_call(shared.clock.now_ms()) {
-                return Err(("budget refused the registration call".to_string(), wait_ms));
+                return Err((BUDGET_REFUSED.to_string(), wait_ms));
             }
             let flags = subscription_flags(&shared.settings());
             // An existing subscription is updated in place (same id, still active); only a
@@ -407,10 +414,7 @@ impl InboundActor {
                         shared.settle_reconcile_call(&reply, shared.clock.now_ms());
                         if let Err(wait_ms) = shared.try_spend_reconcile_call(shared.clock.now_ms())
                         {
-                            return Err((
-                                "budget refused the registration call".to_string(),
-                                wait_ms,
-                            ));
+                            return Err((BUDGET_REFUSED.to_string(), wait_ms));
                         }
                         let (reply, id) = shared.crm().register_webhook(&url, &flags).await;
                         (reply, id, "POST /api/Webhook")
@@ -467,9 +471,25 @@ impl InboundActor {
                 state.last_error = None;
             }
             Err((reason, wait_ms)) => {
-                tracing::warn!(tenant_id = %tenant_id, reason = %reason.escape_debug(), retry_in_ms = wait_ms, "Virtuous webhook registration failed");
+                if reason == BUDGET_REFUSED {
+                    tracing::info!(tenant_id = %tenant_id, retry_in_ms = wait_ms, "Virtuous webhook registration waits for the budget");
+                } else {
+                    tracing::warn!(tenant_id = %tenant_id, reason = %reason.escape_debug(), retry_in_ms = wait_ms, "Virtuous webhook registration failed");
+                }
                 state.last_error = Some(reason);
-                state.next_attempt_at_ms = now_ms + wait_ms.min(REGISTRATION_RETRY_MS);
+                let retry_in_ms = wait_ms.min(REGISTRATION_RETRY_MS);
+                state.next_attempt_at_ms = now_ms + retry_in_ms;
+                // Tried again when the wait is over, not at the first tick after it: a
+                // tenant's first attempt meets a budget that starts empty (one pacing
+                // interval), and the webhook should be there before the first import.
+                ctx.run_later(
+                    std::time::Duration::from_millis(retry_in_ms),
+                    |actor, ctx| {
+                        if actor.may_act(ctx) {
+                            actor.register(ctx);
+                        }
+                    },
+                );
             }
         }
         self.publish();

@@ -10,12 +10,11 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::import::{import_and_notify, Selection};
+use super::import::follow_processing_mode;
 use super::org::{Org, OrgState, Registry};
 use super::stats::CLOSED_WITHOUT_ANSWER;
 use super::validate::{ModelState, INVALID_MESSAGE};
 use super::webhooks::WebhookJob;
-use super::Processing;
 use crate::clock::now_ms;
 use crate::faults::{FaultDecision, RequestKey};
 use crate::ratelimit::{Admission, RateHeaders};
@@ -219,6 +218,12 @@ fn decide(
     }
 }
 
+/// Whether a call of `endpoint` may change what an org keeps on disk: every write (reads
+/// and queries only move counters, which are not kept).
+fn changes_records(endpoint: &str) -> bool {
+    !endpoint.starts_with("GET ") && !endpoint.contains("/Query")
+}
+
 /// Runs one authenticated API call through the gate. `endpoint` is the stats key
 /// ("METHOD /route/template"); `transaction_id` feeds the fault draw ("" when none);
 /// `transaction_ids` are the body's transactionIds for the request log (empty when none).
@@ -256,6 +261,9 @@ pub(crate) async fn run(
         let mut state = org.lock();
         decide(&org, &mut state, &key, endpoint, logged, handler)
     };
+    if changes_records(endpoint) {
+        registry.note_change(&org);
+    }
     match plan {
         Plan::Hang { timeout_ms } => {
             actix_web::rt::time::sleep(Duration::from_millis(timeout_ms)).await;
@@ -296,24 +304,6 @@ pub(crate) async fn run(
                 HeaderValue::from(rate.reset_unix_s),
             );
             response
-        }
-    }
-}
-
-fn follow_processing_mode(org: &Arc<Org>, registry: &web::Data<Registry>) {
-    match org.processing() {
-        Processing::Manual => {}
-        Processing::Immediate => {
-            import_and_notify(org, registry, Selection::All);
-        }
-        Processing::Delayed { delay_ms } => {
-            let org = Arc::clone(org);
-            let registry = registry.clone();
-            actix_web::rt::spawn(async move {
-                actix_web::rt::time::sleep(Duration::from_millis(delay_ms)).await;
-                let due_by = now_ms().saturating_sub(delay_ms);
-                import_and_notify(&org, &registry, Selection::ReceivedBy(due_by));
-            });
         }
     }
 }

@@ -57,6 +57,16 @@ impl ContactStore {
         self.next_id
     }
 
+    /// The last id handed out (0: none yet).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Ids go on after `last_id` (a store read back from disk).
+    pub(crate) fn set_last_id(&mut self, last_id: u64) {
+        self.next_id = last_id;
+    }
+
     pub(crate) fn insert(&mut self, contact: Record) {
         let id = contact.id;
         self.records.insert(id, contact);

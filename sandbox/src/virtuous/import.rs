@@ -2,6 +2,9 @@
 //! by id, then references, then email, then first + last name + postal code; a share waits in
 //! review; gifts dedup on transactionSource + transactionId when the org says so.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::{json, Map, Value};
 
 use super::contacts::{upsert_contact, ContactInput};
@@ -12,7 +15,7 @@ use super::org::{Org, OrgState, Pending, PendingKind, Registry};
 use super::records::{custom_fields_object, gift_webhook, Record};
 use super::validate::GIFT_TYPES;
 use super::webhooks::{Event, EventKind};
-use super::OrgSpec;
+use super::{OrgSpec, Processing};
 use crate::clock::now_ms;
 use crate::faults::stable_draw;
 
@@ -46,8 +49,30 @@ pub(crate) fn import_and_notify(
         let (report, events) = run_import(&org.spec, &mut state, selection, now);
         (report, org.webhook_jobs(&mut state, events))
     };
+    registry.note_change(org);
     registry.send_webhooks(jobs);
     report
+}
+
+/// What the org's processing mode does once transactions were accepted (or, after a
+/// restart, found pending): nothing (manual), an import now (immediate), or one
+/// `delay_ms` from now of what had arrived `delay_ms` before it (delayed).
+pub(crate) fn follow_processing_mode(org: &Arc<Org>, registry: &Arc<Registry>) {
+    match org.processing() {
+        Processing::Manual => {}
+        Processing::Immediate => {
+            import_and_notify(org, registry, Selection::All);
+        }
+        Processing::Delayed { delay_ms } => {
+            let org = Arc::clone(org);
+            let registry = Arc::clone(registry);
+            actix_web::rt::spawn(async move {
+                actix_web::rt::time::sleep(Duration::from_millis(delay_ms)).await;
+                let due_by = now_ms().saturating_sub(delay_ms);
+                import_and_notify(&org, &registry, Selection::ReceivedBy(due_by));
+            });
+        }
+    }
 }
 
 /// Imports what waits in review and hands the webhooks to the dispatcher.
@@ -58,6 +83,7 @@ pub(crate) fn approve_and_notify(org: &Org, registry: &Registry) -> ImportReport
         let (report, events) = approve_review(&org.spec, &mut state, now);
         (report, org.webhook_jobs(&mut state, events))
     };
+    registry.note_change(org);
     registry.send_webhooks(jobs);
     report
 }

@@ -17,6 +17,7 @@
 //! - `api`: the request gate (auth → rate limit → script → random faults → handler).
 //! - `routes_transactions`, `routes_reads`, `routes_records`, `routes_control`: the HTTP handlers.
 //! - `stats`: the counters behind `/_sandbox/orgs/{id}/stats`.
+//! - `persist`: orgs kept on disk across restarts (the embedded mode of `steward serve`).
 
 mod api;
 mod contact_store;
@@ -24,6 +25,7 @@ mod contacts;
 mod import;
 mod models;
 mod org;
+mod persist;
 mod query;
 mod records;
 mod routes_control;
@@ -141,7 +143,8 @@ pub enum DateGranularity {
 
 /// The switches `PUT /_sandbox/orgs/{id}/switches` may change while the org runs (kept in
 /// the org's state; the rest of [`OrgSpec`] is fixed at creation).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LiveSwitches {
     pub(crate) webhook_abbreviated: bool,
     pub(crate) webhook_drop_pct: f64,
@@ -297,6 +300,8 @@ impl OrgSpec {
 pub(crate) struct Simulator {
     registry: Arc<org::Registry>,
     dispatcher: tokio::task::JoinHandle<()>,
+    /// When the orgs are kept on disk: the keeper and its saver task.
+    keeper: Option<(Arc<persist::Keeper>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Simulator {
@@ -306,7 +311,44 @@ impl Simulator {
         Simulator {
             registry: Arc::new(org::Registry::new(webhook_sender)),
             dispatcher,
+            keeper: None,
         }
+    }
+
+    /// Starts with the orgs kept in `dir` (none the first time) and keeps every change there
+    /// (`persist`). A kept file that cannot be read is the error, naming it.
+    pub(crate) fn start_keeping(dir: &std::path::Path) -> Result<Simulator, String> {
+        let mut simulator = Simulator::start();
+        let keeper = Arc::new(persist::Keeper::new(dir, Arc::clone(&simulator.registry)));
+        if let Err(error) = keeper.restore() {
+            simulator.stop();
+            return Err(error);
+        }
+        let saver = keeper.spawn_saver();
+        simulator.keeper = Some((keeper, saver));
+        Ok(simulator)
+    }
+
+    /// Writes what changed since the last write now (nothing to do when nothing is kept).
+    pub(crate) async fn save(&self) -> Result<(), String> {
+        match &self.keeper {
+            Some((keeper, _)) => keeper.save_changed().await,
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn has_org(&self, id: &str) -> bool {
+        self.registry.by_id(id).is_some()
+    }
+
+    /// Gives the org's subscriptions that came back from disk without their secret this one.
+    pub(crate) fn restore_webhook_secret(&self, org_id: &str, secret: &str) -> Result<(), String> {
+        let org = self
+            .registry
+            .by_id(org_id)
+            .ok_or_else(|| format!("unknown organization {org_id:?}"))?;
+        persist::restore_webhook_secret(&org, secret);
+        Ok(())
     }
 
     /// Mounts the Virtuous API and the `/_sandbox` control API (run once per server worker).
@@ -341,8 +383,11 @@ impl Simulator {
         }
     }
 
-    /// Stops webhook delivery (the server is stopped by the handle).
+    /// Stops webhook delivery and the saver (the server is stopped by the handle).
     pub(crate) fn stop(&self) {
         self.dispatcher.abort();
+        if let Some((_, saver)) = &self.keeper {
+            saver.abort();
+        }
     }
 }

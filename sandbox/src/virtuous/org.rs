@@ -2,6 +2,7 @@
 //! behind one std `Mutex` per org so organizations never contend with each other.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use actix_web::web::Bytes;
@@ -18,7 +19,8 @@ use crate::ratelimit::SlidingWindow;
 use crate::request_log::RequestLog;
 
 /// What an accepted transaction is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum PendingKind {
     Gift,
     Contact,
@@ -45,7 +47,7 @@ pub(crate) struct OrgState {
     attempts: HashMap<String, u32>,
     pub(crate) pending: VecDeque<Pending>,
     pub(crate) review: Vec<Pending>,
-    next_sequence: u64,
+    pub(crate) next_sequence: u64,
     pub(crate) gifts: GiftStore,
     pub(crate) contacts: ContactStore,
     pub(crate) next_individual_id: u64,
@@ -146,9 +148,27 @@ pub(crate) struct Org {
     pub(crate) number: u64,
     state: Mutex<OrgState>,
     pub(crate) webhook_counters: Arc<WebhookCounters>,
+    /// Changed since it was last written to disk (`persist`; never read without a keeper).
+    unsaved: AtomicBool,
 }
 
 impl Org {
+    /// An org with `state` (a new one, or one read back from disk).
+    pub(crate) fn new(spec: OrgSpec, number: u64, state: OrgState) -> Org {
+        Org {
+            spec,
+            number,
+            state: Mutex::new(state),
+            webhook_counters: Arc::new(WebhookCounters::default()),
+            unsaved: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the "changed since written" mark (the keeper is about to write the org).
+    pub(crate) fn take_unsaved(&self) -> bool {
+        self.unsaved.swap(false, Ordering::AcqRel)
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, OrgState> {
         // A panic while holding the lock leaves the state as it was at the panic; the
         // simulator keeps serving rather than failing every later request.
@@ -207,6 +227,8 @@ pub(crate) struct Registry {
     by_id: RwLock<HashMap<String, Arc<Org>>>,
     by_api_key: RwLock<HashMap<String, Arc<Org>>>,
     webhook_sender: mpsc::UnboundedSender<WebhookJob>,
+    /// Wakes the keeper's saver after a change (a stored permit when nobody waits).
+    pub(crate) changes: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -215,7 +237,37 @@ impl Registry {
             by_id: RwLock::new(HashMap::new()),
             by_api_key: RwLock::new(HashMap::new()),
             webhook_sender,
+            changes: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Marks `org` changed (call after the change, the lock released or still held): a
+    /// keeper writes it again soon.
+    pub(crate) fn note_change(&self, org: &Org) {
+        org.unsaved.store(true, Ordering::Release);
+        self.changes.notify_one();
+    }
+
+    /// Every org, in no particular order.
+    pub(crate) fn all(&self) -> Vec<Arc<Org>> {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Adds an org read back from disk. It has no api key until the embedded mode gives it
+    /// one again ([`Registry::rotate_api_key`]); an id read twice is refused.
+    pub(crate) fn restore(&self, org: Org) -> Result<Arc<Org>, CreateOrgError> {
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        if by_id.contains_key(&org.spec.id) {
+            return Err(CreateOrgError::IdTaken(org.spec.id));
+        }
+        let org = Arc::new(org);
+        by_id.insert(org.spec.id.clone(), Arc::clone(&org));
+        Ok(org)
     }
 
     /// Creates an org; `idempotent` (the embedded mode) treats the same id + key as success.
@@ -235,15 +287,12 @@ impl Registry {
         if by_key.contains_key(&spec.api_key) {
             return Err(CreateOrgError::KeyTaken);
         }
-        let org = Arc::new(Org {
-            number: by_id.len() as u64 + 1,
-            state: Mutex::new(OrgState::new(&spec)),
-            webhook_counters: Arc::new(WebhookCounters::default()),
-            spec,
-        });
+        let state = OrgState::new(&spec);
+        let org = Arc::new(Org::new(spec, by_id.len() as u64 + 1, state));
         tracing::info!(org = %org.spec.id, hourly_limit = org.spec.hourly_limit, "sandbox organization created");
         by_key.insert(org.spec.api_key.clone(), Arc::clone(&org));
-        by_id.insert(org.spec.id.clone(), org);
+        by_id.insert(org.spec.id.clone(), Arc::clone(&org));
+        self.note_change(&org);
         Ok(())
     }
 

@@ -7,8 +7,10 @@ use serde_json::{json, Map, Value};
 
 use super::models::{field, iso_utc, value_text};
 
-/// A record as a JSON document plus the timestamps queries compare.
-#[derive(Debug, Clone)]
+/// A record as a JSON document plus the timestamps queries compare (kept on disk as is by
+/// `persist`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Record {
     pub(crate) id: u64,
     pub(crate) created_ms: u64,
@@ -272,6 +274,16 @@ impl GiftStore {
         self.next_id
     }
 
+    /// The last id handed out (0: none yet).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Ids go on after `last_id` (a store read back from disk).
+    pub(crate) fn set_last_id(&mut self, last_id: u64) {
+        self.next_id = last_id;
+    }
+
     pub(crate) fn insert(&mut self, gift: Record) {
         if let Some(key) = transaction_key(&gift) {
             self.by_transaction.entry(key).or_default().insert(gift.id);
@@ -329,6 +341,16 @@ impl Table {
     /// The id `next_id` will hand out.
     pub(crate) fn peek_next_id(&self) -> u64 {
         self.next_id + 1
+    }
+
+    /// The last id handed out (0: none yet).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Ids go on after `last_id` (a table read back from disk).
+    pub(crate) fn set_last_id(&mut self, last_id: u64) {
+        self.next_id = last_id;
     }
 
     pub(crate) fn insert(&mut self, record: Record) -> u64 {

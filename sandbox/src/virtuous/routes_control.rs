@@ -98,6 +98,7 @@ async fn staff_edit(
     let applied = apply_edits(&org, &mut org.lock(), std::slice::from_ref(&edit), now_ms());
     match applied {
         Ok((mut records, jobs)) => {
+            registry.note_change(&org);
             registry.send_webhooks(jobs);
             HttpResponse::Ok().json(records.pop().unwrap_or(Value::Null))
         }
@@ -128,6 +129,7 @@ async fn staff_edits(
     let applied = apply_edits(&org, &mut org.lock(), &list.edits, now_ms());
     match applied {
         Ok((records, jobs)) => {
+            registry.note_change(&org);
             registry.send_webhooks(jobs);
             HttpResponse::Ok().json(json!({ "records": records }))
         }
@@ -163,6 +165,7 @@ async fn put_switches(
     match patch.apply(state.switches) {
         Ok(switches) => {
             state.switches = switches;
+            registry.note_change(&org);
             HttpResponse::Ok().json(switches)
         }
         Err(reason) => message(400, &reason),
@@ -341,5 +344,6 @@ async fn create_project(
     let record = Record::new(id, now_ms(), doc);
     let body = Value::Object(record.doc.clone());
     state.projects.insert(record);
+    registry.note_change(&org);
     HttpResponse::Created().json(body)
 }
