@@ -96,9 +96,10 @@ pub fn download(admin: &Admin, route: &str, to: &Path, what: &str) -> Result<u64
             )));
         }
         verify(&partial)?;
-        std::fs::rename(&partial, to).map_err(|error| {
-            CliError::Failed(format!("cannot rename to {}: {error}", to.display()))
-        })?;
+        // A link, not a rename: it fails rather than replace a file made at `to` meanwhile.
+        std::fs::hard_link(&partial, to)
+            .map_err(|error| CliError::Failed(format!("cannot write {}: {error}", to.display())))?;
+        let _ = std::fs::remove_file(&partial);
         Ok(copied)
     })();
     if written.is_err() {

@@ -75,6 +75,16 @@ impl TenantStores {
         Ok(self.store.tenant(id)?)
     }
 
+    /// [`Self::registered`] for a change: `409` for a tenant exported to another instance
+    /// (its data went with the export; a change here would never be sent, nor moved).
+    fn registered_for_change(&self, id: &str) -> Result<TenantStore, ApiError> {
+        let tenant_store = self.registered(id)?;
+        if let Some(record) = self.store.registry().get(id)? {
+            super::refuse_if_moved(&record)?;
+        }
+        Ok(tenant_store)
+    }
+
     /// 404 unless `id` is a registered tenant.
     pub fn ensure_registered(&self, id: &str) -> Result<(), ApiError> {
         self.registered(id).map(|_| ())
@@ -107,7 +117,7 @@ impl TenantStores {
         dead_letter_id: u64,
         edited_body_json: Option<String>,
     ) -> Result<Option<Replayed>, ApiError> {
-        let tenant_store = self.registered(id)?;
+        let tenant_store = self.registered_for_change(id)?;
         let Some(replayed) =
             tenant_store.replay_dead_letter(dead_letter_id, edited_body_json, now_ms())?
         else {
@@ -127,7 +137,7 @@ impl TenantStores {
         id: &str,
         dead_letter_id: u64,
     ) -> Result<Option<DeadLetter>, ApiError> {
-        let tenant_store = self.registered(id)?;
+        let tenant_store = self.registered_for_change(id)?;
         let discarded = tenant_store.discard_dead_letter(dead_letter_id, now_ms())?;
         if discarded.is_some() {
             resolve_dead_letters_alert(&tenant_store, id)?;
@@ -163,7 +173,7 @@ impl TenantStores {
     /// Acknowledges the tenant's alert `code` (idempotent; durable before it returns).
     /// `None`: no such alert.
     pub async fn ack_alert(&self, id: &str, code: &str) -> Result<Option<AlertView>, ApiError> {
-        let acked = self.registered(id)?.ack_alert(code, now_ms())?;
+        let acked = self.registered_for_change(id)?.ack_alert(code, now_ms())?;
         if acked.is_some() {
             self.store.durable().await?;
         }

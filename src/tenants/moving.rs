@@ -66,16 +66,13 @@ fn tenant_subdir(tenant_id: &str) -> String {
 /// Marks the tenant `moved`, stops it and writes its export (see the module's comment).
 pub async fn export(state: &AppState, id: &str) -> Result<ExportFile, ApiError> {
     let _guard = state.admin_lock.lock().await;
-    let mut record = store(state)
+    let before = store(state)
         .registry()
-        .get(id)?
+        .mark_moved(id, now_ms())?
         .ok_or_else(|| unknown_tenant(id))?;
-    if record.run_state() != TenantRunState::Moved {
+    if before != TenantRunState::Moved {
         let tenant_store = store(state).tenant(id)?;
-        tenant_store.put_checkpoint(MOVED_FROM_CHECKPOINT, record.state.as_bytes())?;
-        record.set_run_state(TenantRunState::Moved);
-        record.updated_at_ms = now_ms();
-        store(state).registry().put(&record)?;
+        tenant_store.put_checkpoint(MOVED_FROM_CHECKPOINT, before.name().as_bytes())?;
         store(state).durable().await?;
         // From here on its webhooks are answered 503 `moved`.
         state.moved_tenants.insert(id.to_string());
@@ -190,19 +187,23 @@ pub async fn import(state: &AppState, path: PathBuf) -> Result<serde_json::Value
     .map_err(|err| ApiError::new(ErrorCode::Internal, format!("the import failed: {err}")))??;
     let mut record = imported;
     let id = record.id.clone();
-    let tenant_store = store(state).tenant(&id)?;
-    let moved_from = tenant_store.get_checkpoint(MOVED_FROM_CHECKPOINT)?;
-    record.set_run_state(state_before_move(&record, moved_from));
-    record.updated_at_ms = now_ms();
-    tenant_store.remove_checkpoint(MOVED_FROM_CHECKPOINT)?;
-    let prepared = prepare_tenant(state, &record)?;
-    if !store(state).registry().insert_new(&record)? {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("tenant `{id}` exists"),
-        ));
-    }
-    store(state).durable().await?;
+    let registered = register_imported(state, &mut record).await;
+    let prepared = match registered {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            // Nothing of a refused import stays: a later create of the id must not start on
+            // the imported queue.
+            let blocking_store = store(state).clone();
+            let tenant_id = id.clone();
+            let dropped =
+                actix_web::web::block(move || blocking_store.drop_tenant_data(&tenant_id)).await;
+            if !matches!(dropped, Ok(Ok(()))) {
+                tracing::error!(tenant_id = %id, "a failed import's data could not be removed");
+            }
+            let _ = std::fs::remove_dir_all(state.config.data_dir.join(tenant_subdir(&id)));
+            return Err(err);
+        }
+    };
     start_or_update(state, prepared);
     state.registered_tenants.fetch_add(1, Ordering::AcqRel);
     metrics::gauge!(crate::telemetry::TENANTS).increment(1.0);
@@ -210,6 +211,28 @@ pub async fn import(state: &AppState, path: PathBuf) -> Result<serde_json::Value
     await_children_started(state, &id).await;
     tracing::info!(tenant_id = %id, state = %record.state, "tenant imported");
     shown_doc(state, &record)
+}
+
+/// The imported tenant's run state, its start, its registry record (last) made durable.
+async fn register_imported(
+    state: &AppState,
+    record: &mut TenantRecord,
+) -> Result<super::Prepared, ApiError> {
+    let id = record.id.clone();
+    let tenant_store = store(state).tenant(&id)?;
+    let moved_from = tenant_store.get_checkpoint(MOVED_FROM_CHECKPOINT)?;
+    record.set_run_state(state_before_move(record, moved_from));
+    record.updated_at_ms = now_ms();
+    tenant_store.remove_checkpoint(MOVED_FROM_CHECKPOINT)?;
+    let prepared = prepare_tenant(state, record)?;
+    if !store(state).registry().insert_new(record)? {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("tenant `{id}` exists"),
+        ));
+    }
+    store(state).durable().await?;
+    Ok(prepared)
 }
 
 /// What an import checks of the record before it writes anything.
@@ -224,6 +247,7 @@ impl CheckState {
         store: &steward_actors::store::Store,
         record: &TenantRecord,
     ) -> Result<(), ApiError> {
+        crate::tenant::validate_tenant_id(&record.id)?;
         if store.registry().get(&record.id)?.is_some() {
             let mut refusal = ApiError::new(
                 ErrorCode::Conflict,
@@ -256,6 +280,12 @@ impl CheckState {
                 format!("the tenant's document: {err}"),
             )
         })?;
+        if doc["id"] != record.id.as_str() {
+            return Err(ApiError::new(
+                ErrorCode::MalformedBody,
+                "the tenant's document names another id than its record",
+            ));
+        }
         if doc["virtuous"]["base_url"] == "embedded" && !self.embedded {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,

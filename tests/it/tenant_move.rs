@@ -241,6 +241,16 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
         .unwrap();
     assert_eq!(late.status(), 503);
     assert_eq!(late.headers()["retry-after"], "60");
+    // Nothing of it changes here any more: an alert acknowledgement is refused too.
+    let ack = a
+        .admin(
+            Method::POST,
+            &format!("/v1/tenants/{TENANT}/alerts/crm_unreachable/ack"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), 409);
     // Deleting the moved copy needs no force: its work went with the export.
     let deleted = a
         .admin(Method::DELETE, &format!("/v1/tenants/{TENANT}"))

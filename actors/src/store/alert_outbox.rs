@@ -429,11 +429,17 @@ impl Store {
         Arc::clone(&self.inner.alert_outbox)
     }
 
-    /// Every waiting notice: the process's, then each registered tenant's, oldest first per
+    /// Every waiting notice: the process's, then each registered tenant's (not a `moved`
+    /// one's), oldest first per
     /// owner. A scan of every tenant: at start and now and then, not per notice.
     pub fn all_alert_notices(&self) -> Result<Vec<QueuedNotice>, StoreError> {
         let mut notices = self.alert_notices_of(&NoticeOwner::Process)?;
         for record in self.registry().list()? {
+            // A moved tenant's notices went with its export: the instance that has it sends
+            // them.
+            if record.run_state() == super::TenantRunState::Moved {
+                continue;
+            }
             notices.extend(self.alert_notices_of(&NoticeOwner::Tenant(record.id))?);
         }
         Ok(notices)

@@ -76,6 +76,35 @@ impl TenantRegistry {
         }
     }
 
+    /// Marks a tenant [`TenantRunState::Moved`] (atomically: a concurrent `needs_operator`
+    /// or admin write is never overwritten with stale fields); returns the run state it had,
+    /// `None` when it is not registered. Not flushed: the caller's next flush covers it.
+    pub fn mark_moved(
+        &self,
+        tenant_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<TenantRunState>, StoreError> {
+        loop {
+            let Some(current) = self.tree.get(tenant_id.as_bytes()).map_err(io_error)? else {
+                return Ok(None);
+            };
+            let mut record: TenantRecord = decode(&current)?;
+            let before = record.run_state();
+            if before == TenantRunState::Moved {
+                return Ok(Some(before));
+            }
+            record.set_run_state(TenantRunState::Moved);
+            record.updated_at_ms = now_ms;
+            let swapped = self
+                .tree
+                .compare_and_swap(tenant_id.as_bytes(), Some(current), Some(encode(&record)?))
+                .map_err(io_error)?;
+            if swapped.is_ok() {
+                return Ok(Some(before));
+            }
+        }
+    }
+
     /// Writes `record` but keeps the stored run state (atomically): an admin edit of the
     /// document never puts back a run state that a concurrent 401 (`needs_operator`) or
     /// pause changed after the edit read the record. `Ok(false)` when not registered.

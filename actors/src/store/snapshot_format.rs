@@ -26,8 +26,9 @@ const TAG_FILE: u8 = 0x03;
 const TAG_END: u8 = 0xFF;
 /// A header larger than this is not one of ours.
 const HEADER_BYTES_MAX: u32 = 1024 * 1024;
-/// sled keys and values are far smaller; a larger length is damage.
-const ITEM_BYTES_MAX: u32 = 512 * 1024 * 1024;
+/// A stored value is at most 64 MiB (`codec.rs`); a larger length is damage, refused before
+/// anything is allocated for it.
+const ITEM_BYTES_MAX: u32 = 64 * 1024 * 1024 + 1024;
 
 /// What a stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +111,7 @@ impl<W: Write> SnapshotWriter<W> {
         let len = u32::try_from(bytes.len())
             .ok()
             .filter(|len| *len <= ITEM_BYTES_MAX)
-            .ok_or_else(|| format_error("an item over 512 MiB"))?;
+            .ok_or_else(|| format_error("an item over 64 MiB"))?;
         self.put(&len.to_be_bytes())?;
         self.put(bytes)
     }
@@ -311,6 +312,10 @@ impl<R: Read> SnapshotReader<R> {
                     .map_err(|_| format_error("it ends before its digest (truncated)"))?;
                 if found[..] != expected[..] {
                     return Err(format_error("its SHA-256 digest does not match (damaged)"));
+                }
+                let mut extra = [0u8; 1];
+                if matches!(self.input.read(&mut extra), Ok(n) if n > 0) {
+                    return Err(format_error("bytes follow its end"));
                 }
                 if entries != self.counts.entries || files != self.counts.files {
                     return Err(format_error("its counts do not match its records"));

@@ -316,3 +316,30 @@ fn a_refused_or_damaged_import_leaves_no_key_of_the_tenant() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn marking_a_tenant_moved_returns_its_earlier_state_once() {
+    // Goal: the export learns the run state a tenant had (to start it in that state on the
+    // other instance); marking it again changes nothing; an unknown tenant is None.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    registered(&store, "mover");
+    assert!(store.registry().mark_needs_operator("mover", 5).unwrap());
+    assert_eq!(
+        store.registry().mark_moved("mover", 6).unwrap(),
+        Some(TenantRunState::NeedsOperator)
+    );
+    assert_eq!(
+        store.registry().get("mover").unwrap().unwrap().run_state(),
+        TenantRunState::Moved
+    );
+    assert_eq!(
+        store.registry().mark_moved("mover", 7).unwrap(),
+        Some(TenantRunState::Moved)
+    );
+    assert!(
+        !store.registry().mark_needs_operator("mover", 8).unwrap(),
+        "a moved tenant stays moved"
+    );
+    assert_eq!(store.registry().mark_moved("nobody", 9).unwrap(), None);
+}
