@@ -259,7 +259,8 @@ fn upload(admin: &Admin, tenant_id: &str, job_id: &str, file: PathBuf) -> Result
     let bar = bytes_bar(length, bars_shown(admin.json));
     bar.set_message("uploading");
     let reader = CountingReader::new(opened, bar.clone());
-    let answer = admin.put_stream(
+    let answer = admin.send_stream(
+        reqwest::Method::PUT,
         &format!("{}/file", job_path(tenant_id, job_id)),
         content_type,
         reader,

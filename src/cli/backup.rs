@@ -59,9 +59,16 @@ pub fn verify(path: &Path) -> Result<(u64, u64), CliError> {
     }
 }
 
+/// What a downloaded stream holds: its bytes, store entries and files.
+pub struct Downloaded {
+    pub bytes: u64,
+    pub entries: u64,
+    pub files: u64,
+}
+
 /// Streams the answer of `POST /v1{route}` into `to` (through a hidden partial name, checked,
-/// then renamed): never a half-written file at `to`.
-pub fn download(admin: &Admin, route: &str, to: &Path, what: &str) -> Result<u64, CliError> {
+/// then linked): never a half-written file at `to`.
+pub fn download(admin: &Admin, route: &str, to: &Path, what: &str) -> Result<Downloaded, CliError> {
     if to.exists() {
         return Err(CliError::Failed(format!(
             "{} exists: give a new file name",
@@ -95,12 +102,16 @@ pub fn download(admin: &Admin, route: &str, to: &Path, what: &str) -> Result<u64
                 "the {what} download ended after {copied} of {length} bytes"
             )));
         }
-        verify(&partial)?;
+        let (entries, files) = verify(&partial)?;
         // A link, not a rename: it fails rather than replace a file made at `to` meanwhile.
         std::fs::hard_link(&partial, to)
             .map_err(|error| CliError::Failed(format!("cannot write {}: {error}", to.display())))?;
         let _ = std::fs::remove_file(&partial);
-        Ok(copied)
+        Ok(Downloaded {
+            bytes: copied,
+            entries,
+            files,
+        })
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
@@ -111,8 +122,11 @@ pub fn download(admin: &Admin, route: &str, to: &Path, what: &str) -> Result<u64
 /// `steward backup --to FILE`.
 pub fn backup(args: BackupArgs) -> Result<(), CliError> {
     let admin = Admin::connect(&args.admin)?;
-    let bytes = download(&admin, "/backup", &args.to, "backup")?;
-    let (entries, files) = verify(&args.to)?;
+    let Downloaded {
+        bytes,
+        entries,
+        files,
+    } = download(&admin, "/backup", &args.to, "backup")?;
     if admin.json {
         admin.print_json(&serde_json::json!({
             "file": args.to.display().to_string(),

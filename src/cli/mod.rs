@@ -273,30 +273,9 @@ impl Admin {
         self.send_json(request)
     }
 
-    /// `PUT /v1{path}` with `length` bytes read from `body` as they are sent (never the
-    /// whole file in memory).
-    pub fn put_stream(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: impl Read + Send + 'static,
-        length: u64,
-    ) -> Result<Value, CliError> {
-        self.send_stream(reqwest::Method::PUT, path, content_type, body, length)
-    }
-
-    /// `POST /v1{path}` with a streamed body, like [`Admin::put_stream`].
-    pub fn post_stream(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: impl Read + Send + 'static,
-        length: u64,
-    ) -> Result<Value, CliError> {
-        self.send_stream(reqwest::Method::POST, path, content_type, body, length)
-    }
-
-    fn send_stream(
+    /// `method /v1{path}` with `length` bytes read from `body` as they are sent (never the
+    /// whole file in memory): a backfill's upload, a tenant import.
+    pub fn send_stream(
         &self,
         method: reqwest::Method,
         path: &str,

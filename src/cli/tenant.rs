@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::backup::{download, verify};
+use super::backup::{download, verify, Downloaded};
 use super::progress::{bars_shown, bytes_bar, CountingReader};
 use super::{Admin, AdminArgs, CliError};
 
@@ -42,8 +42,11 @@ pub fn run(args: TenantArgs) -> Result<(), CliError> {
     let admin = Admin::connect(&args.admin)?;
     match args.command {
         TenantCommand::Export { id, to } => {
-            let bytes = download(&admin, &format!("/tenants/{id}/export"), &to, "export")?;
-            let (entries, files) = verify(&to)?;
+            let Downloaded {
+                bytes,
+                entries,
+                files,
+            } = download(&admin, &format!("/tenants/{id}/export"), &to, "export")?;
             if admin.json {
                 admin.print_json(&serde_json::json!({
                     "tenant": id, "file": to.display().to_string(),
@@ -74,7 +77,8 @@ pub fn run(args: TenantArgs) -> Result<(), CliError> {
                 .len();
             let bar = bytes_bar(length, bars_shown(admin.json));
             bar.set_message("uploading the export");
-            let answer = admin.post_stream(
+            let answer = admin.send_stream(
+                reqwest::Method::POST,
                 "/tenant-imports",
                 "application/octet-stream",
                 CountingReader::new(opened, bar.clone()),

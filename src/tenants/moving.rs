@@ -248,19 +248,16 @@ impl CheckState {
         record: &TenantRecord,
     ) -> Result<(), ApiError> {
         crate::tenant::validate_tenant_id(&record.id)?;
-        if store.registry().get(&record.id)?.is_some() {
-            let mut refusal = ApiError::new(
+        if let Some(existing) = store.registry().get(&record.id)? {
+            let hint = if existing.run_state() == TenantRunState::Moved {
+                " (moved away from here: delete it here first to take it back)"
+            } else {
+                ""
+            };
+            return Err(ApiError::new(
                 ErrorCode::Conflict,
-                format!("tenant `{}` exists on this instance", record.id),
-            );
-            if let Some(existing) = store.registry().get(&record.id)? {
-                if existing.run_state() == TenantRunState::Moved {
-                    refusal
-                        .message
-                        .push_str(" (moved away from here: delete it here first to take it back)");
-                }
-            }
-            return Err(refusal);
+                format!("tenant `{}` exists on this instance{hint}", record.id),
+            ));
         }
         for (pointer, sealed) in &record.sealed_secrets {
             if self.master_key.open(&record.id, pointer, sealed).is_err() {

@@ -51,79 +51,78 @@ impl TenantRegistry {
             .collect()
     }
 
-    /// A running tenant becomes [`TenantRunState::NeedsOperator`] (atomically: a concurrent admin
-    /// write is never overwritten with stale fields). `Ok(false)` when it was not running or
-    /// is not registered. Not flushed: the caller's next flush covers it.
-    pub fn mark_needs_operator(&self, tenant_id: &str, now_ms: u64) -> Result<bool, StoreError> {
-        loop {
-            let Some(current) = self.tree.get(tenant_id.as_bytes()).map_err(io_error)? else {
-                return Ok(false);
-            };
-            let mut record: TenantRecord = decode(&current)?;
-            if record.run_state() != TenantRunState::Running {
-                return Ok(false);
-            }
-            record.set_run_state(TenantRunState::NeedsOperator);
-            record.updated_at_ms = now_ms;
-            let swapped = self
-                .tree
-                .compare_and_swap(tenant_id.as_bytes(), Some(current), Some(encode(&record)?))
-                .map_err(io_error)?;
-            if swapped.is_ok() {
-                return Ok(true);
-            }
-            // Changed meanwhile (an admin write): decide again on the new value.
-        }
-    }
-
-    /// Marks a tenant [`TenantRunState::Moved`] (atomically: a concurrent `needs_operator`
-    /// or admin write is never overwritten with stale fields); returns the run state it had,
-    /// `None` when it is not registered. Not flushed: the caller's next flush covers it.
-    pub fn mark_moved(
+    /// Read-modify-write of a record by compare-and-swap, so a concurrent write is never
+    /// overwritten with stale fields: `change` sees the stored record and answers `Ok` to
+    /// write it as changed, `Err` to leave it; it runs again on the new value when the record
+    /// changed meanwhile. `None` when not registered. Not flushed: the caller's next flush
+    /// covers it.
+    fn swap_record<T>(
         &self,
         tenant_id: &str,
-        now_ms: u64,
-    ) -> Result<Option<TenantRunState>, StoreError> {
+        mut change: impl FnMut(&mut TenantRecord) -> Result<T, T>,
+    ) -> Result<Option<T>, StoreError> {
         loop {
             let Some(current) = self.tree.get(tenant_id.as_bytes()).map_err(io_error)? else {
                 return Ok(None);
             };
             let mut record: TenantRecord = decode(&current)?;
-            let before = record.run_state();
-            if before == TenantRunState::Moved {
-                return Ok(Some(before));
-            }
-            record.set_run_state(TenantRunState::Moved);
-            record.updated_at_ms = now_ms;
+            let answer = match change(&mut record) {
+                Ok(answer) => answer,
+                Err(answer) => return Ok(Some(answer)),
+            };
             let swapped = self
                 .tree
                 .compare_and_swap(tenant_id.as_bytes(), Some(current), Some(encode(&record)?))
                 .map_err(io_error)?;
             if swapped.is_ok() {
-                return Ok(Some(before));
+                return Ok(Some(answer));
             }
         }
+    }
+
+    /// A running tenant becomes [`TenantRunState::NeedsOperator`] (atomically). `Ok(false)`
+    /// when it was not running or is not registered.
+    pub fn mark_needs_operator(&self, tenant_id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let marked = self.swap_record(tenant_id, |record| {
+            if record.run_state() != TenantRunState::Running {
+                return Err(false);
+            }
+            record.set_run_state(TenantRunState::NeedsOperator);
+            record.updated_at_ms = now_ms;
+            Ok(true)
+        })?;
+        Ok(marked.unwrap_or(false))
+    }
+
+    /// Marks a tenant [`TenantRunState::Moved`] (atomically); returns the run state it had,
+    /// `None` when it is not registered.
+    pub fn mark_moved(
+        &self,
+        tenant_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<TenantRunState>, StoreError> {
+        self.swap_record(tenant_id, |record| {
+            let before = record.run_state();
+            if before == TenantRunState::Moved {
+                return Err(before);
+            }
+            record.set_run_state(TenantRunState::Moved);
+            record.updated_at_ms = now_ms;
+            Ok(before)
+        })
     }
 
     /// Writes `record` but keeps the stored run state (atomically): an admin edit of the
     /// document never puts back a run state that a concurrent 401 (`needs_operator`) or
     /// pause changed after the edit read the record. `Ok(false)` when not registered.
     pub fn put_keeping_run_state(&self, record: &TenantRecord) -> Result<bool, StoreError> {
-        let mut record = record.clone();
-        loop {
-            let Some(current) = self.tree.get(record.id.as_bytes()).map_err(io_error)? else {
-                return Ok(false);
-            };
-            let stored: TenantRecord = decode(&current)?;
-            record.state = stored.state;
-            let swapped = self
-                .tree
-                .compare_and_swap(record.id.as_bytes(), Some(current), Some(encode(&record)?))
-                .map_err(io_error)?;
-            if swapped.is_ok() {
-                return Ok(true);
-            }
-        }
+        let written = self.swap_record(&record.id, |stored| {
+            let state = std::mem::take(&mut stored.state);
+            *stored = record.clone();
+            stored.state = state;
+            Ok::<_, ()>(())
+        })?;
+        Ok(written.is_some())
     }
 
     pub fn remove(&self, tenant_id: &str) -> Result<bool, StoreError> {
