@@ -15,6 +15,7 @@ mod backfill_support;
 mod backup_restore;
 mod build_info;
 mod cli_backfill;
+mod cli_operator;
 mod common;
 mod confirm_reconcile;
 mod confirm_support;
