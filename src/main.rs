@@ -70,7 +70,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let command = match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Sandbox { .. } | Command::Demo { .. }
+    ) {
+        steward::cli::end_quietly_on_closed_stdout();
+    }
+    let command = match cli.command {
         // A client of the admin API: no engine, no log; errors as `steward: code: message`.
         Command::Backfill(args) => return steward::cli::finish(steward::cli::backfill::run(args)),
         Command::Backup(args) => return steward::cli::finish(steward::cli::backup::backup(args)),

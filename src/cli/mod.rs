@@ -84,6 +84,17 @@ pub enum CliError {
     Failed(String),
 }
 
+/// A command-line client piped into `head` ends quietly when the reader goes away, as Unix
+/// tools do, instead of panicking on a failed print. Only the client commands: the engine
+/// keeps SIGPIPE ignored, so a closed socket is an error it handles.
+pub fn end_quietly_on_closed_stdout() {
+    // SAFETY: called first thing in `main`, before any thread starts; restores the default
+    // action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Prints a command's outcome and gives the process's exit status.
 pub fn finish(outcome: Result<(), CliError>) -> std::process::ExitCode {
     match outcome {
