@@ -77,9 +77,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Not `restore` either: it writes a store, and must not die half-way because the
+    // terminal that started it went away.
     if !matches!(
         cli.command,
-        Command::Serve { .. } | Command::Sandbox { .. } | Command::Demo { .. }
+        Command::Serve { .. }
+            | Command::Sandbox { .. }
+            | Command::Demo { .. }
+            | Command::Restore(_)
     ) {
         steward::cli::end_quietly_on_closed_stdout();
     }

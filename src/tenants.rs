@@ -861,7 +861,6 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Valu
     status(state, id)
 }
 
-/// `GET /v1/tenants`: every tenant's id, name and state.
 #[cfg(test)]
 mod pull_settings_tests {
     use serde_json::json;

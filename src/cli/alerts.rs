@@ -10,8 +10,8 @@ use super::table::Table;
 use super::tenant_admin::{show, text};
 use super::{Admin, AdminArgs, CliError};
 
-/// Most tenants `alerts list` reads without `--tenant`.
-const FLEET_TENANTS_MAX: usize = 500;
+/// Tenants per fleet page `alerts list` reads without `--tenant`.
+const FLEET_PAGE: usize = 500;
 
 #[derive(Args, Debug)]
 pub struct AlertsArgs {
@@ -75,20 +75,28 @@ pub fn run(args: AlertsArgs) -> Result<(), CliError> {
             show(&admin, &alerts, alerts_table)
         }
         AlertsCommand::List { tenant: None } => {
-            let page = admin.get(&format!("/tenants?sort=-alerts&limit={FLEET_TENANTS_MAX}"))?;
+            // Sorted by open alerts, most first: the walk stops at the first tenant with none.
+            let first_page = format!("/tenants?sort=-alerts&limit={FLEET_PAGE}");
+            let mut page = admin.get(&first_page)?;
             let mut open = Vec::new();
-            for tenant in page["tenants"].as_array().into_iter().flatten() {
-                if tenant["open_alerts"].as_u64().unwrap_or(0) == 0 {
-                    break;
-                }
-                let id = text(&tenant["id"]);
-                let status = admin.get(&format!("/tenants/{id}"))?;
-                for alert in status["alerts"].as_array().into_iter().flatten() {
-                    if alert_state(alert) == "open" {
-                        let mut alert = alert.clone();
-                        alert["tenant"] = json!(id);
-                        open.push(alert);
+            'pages: loop {
+                for tenant in page["tenants"].as_array().into_iter().flatten() {
+                    if tenant["open_alerts"].as_u64() == Some(0) {
+                        break 'pages;
                     }
+                    let id = text(&tenant["id"]);
+                    let status = admin.get(&format!("/tenants/{id}"))?;
+                    for alert in status["alerts"].as_array().into_iter().flatten() {
+                        if alert_state(alert) == "open" {
+                            let mut alert = alert.clone();
+                            alert["tenant"] = json!(id);
+                            open.push(alert);
+                        }
+                    }
+                }
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => page = admin.get(&format!("{first_page}&cursor={cursor}"))?,
+                    None => break,
                 }
             }
             show(&admin, &json!({"alerts": open}), |found| {

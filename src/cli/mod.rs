@@ -345,6 +345,20 @@ impl Admin {
     }
 }
 
+/// `text` as one URL path segment: every byte but the unreserved ones (letters, digits,
+/// `-._~`) percent-encoded (form encoding would turn a space into `+`, which a path keeps).
+pub fn path_segment(text: &str) -> String {
+    let mut segment = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            segment.push(char::from(byte));
+        } else {
+            segment.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    segment
+}
+
 /// An error with its causes (reqwest's top message alone says little: "error sending
 /// request").
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -346,8 +346,11 @@ pub fn run_conflicts(args: ConflictsArgs) -> Result<(), CliError> {
                     json!({"take": "value", "value": value})
                 }
             };
-            let escaped: String = form_urlencoded::byte_serialize(conflict.as_bytes()).collect();
-            let path = format!("/tenants/{}/conflicts/{escaped}/resolve", tenant.tenant);
+            let path = format!(
+                "/tenants/{}/conflicts/{}/resolve",
+                tenant.tenant,
+                super::path_segment(&conflict)
+            );
             let answer = admin.post(&path, Some(&body))?;
             show(&admin, &answer, |_| {
                 format!("conflict {conflict} resolved\n")

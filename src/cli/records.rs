@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::backfill::TenantArg;
 use super::table::{key_values, Table};
 use super::tenant_admin::{query_pair, show, text};
-use super::{Admin, AdminArgs, CliError};
+use super::{path_segment, Admin, AdminArgs, CliError};
 
 #[derive(Args, Debug)]
 pub struct RecordsArgs {
@@ -42,7 +42,7 @@ pub enum RecordsCommand {
             conflicts_with = "virtuous_id"
         )]
         email: Option<String>,
-        /// The Virtuous id (a gift's or a contact's).
+        /// The Virtuous id a record was confirmed with (gifts).
         #[arg(long)]
         virtuous_id: Option<String>,
     },
@@ -86,9 +86,7 @@ pub fn record_text(record: &Value) -> String {
         ));
     }
     if let Some(id) = record["dead_letter"]["id"].as_u64() {
-        shown.push_str(&format!(
-            "dead letter {id}: steward dlq show --tenant <id> {id}\n"
-        ));
+        shown.push_str(&format!("dead letter {id}: see steward dlq show {id}\n"));
     }
     shown
 }
@@ -102,14 +100,12 @@ pub fn run(args: RecordsArgs) -> Result<(), CliError> {
             source,
             source_id,
         } => {
-            let escape =
-                |part: &str| form_urlencoded::byte_serialize(part.as_bytes()).collect::<String>();
             let path = format!(
                 "/tenants/{}/records/{}/{}/{}",
                 tenant.tenant,
-                escape(&kind),
-                escape(&source),
-                escape(&source_id)
+                path_segment(&kind),
+                path_segment(&source),
+                path_segment(&source_id)
             );
             let record = admin.get(&path)?;
             show(&admin, &record, record_text)

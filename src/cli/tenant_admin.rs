@@ -82,7 +82,9 @@ pub fn fleet_table(page: &Value) -> String {
         thousands(total)
     ));
     if let Some(cursor) = page["next_cursor"].as_str() {
-        shown.push_str(&format!("; next page: --cursor {cursor}"));
+        shown.push_str(&format!(
+            "; next page: the same command with --cursor {cursor}"
+        ));
     }
     shown.push('\n');
     shown

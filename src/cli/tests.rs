@@ -91,3 +91,11 @@ fn api_errors_keep_their_code_and_message() {
     let raw = api_error(502, "Bad Gateway");
     assert_eq!(raw.to_string(), "http_502: Bad Gateway");
 }
+
+#[test]
+fn path_segments_are_percent_encoded() {
+    // Goal: a space is %20 (not `+`), a slash cannot split the path, unreserved bytes stay.
+    assert_eq!(super::path_segment("a b/c"), "a%20b%2Fc");
+    assert_eq!(super::path_segment("pi_1-x.y~z"), "pi_1-x.y~z");
+    assert_eq!(super::path_segment("é"), "%C3%A9");
+}

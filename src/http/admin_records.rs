@@ -143,7 +143,8 @@ struct FindQuery {
 }
 
 /// `GET /v1/tenants/{id}/records?email=` or `?virtuous_id=`: the records indexed under a
-/// donor email or a Virtuous id (at most 50), each as the record route shows it.
+/// donor email or a Virtuous id (at most 50, in key order: kind, source, source id;
+/// `truncated` says there were more), each as the record route shows it.
 async fn find_records(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -171,9 +172,12 @@ async fn find_records(
             ))
         }
     };
-    let found = state
+    // One more than shown tells whether the answer was cut.
+    let mut found = state
         .stores
-        .find_records(&tenant_id, lookup, &value, FOUND_RECORDS_MAX)?;
+        .find_records(&tenant_id, lookup, &value, FOUND_RECORDS_MAX + 1)?;
+    let truncated = found.len() > FOUND_RECORDS_MAX;
+    found.truncate(FOUND_RECORDS_MAX);
     let mut records = Vec::with_capacity(found.len());
     for record in found {
         let shown = record_view_json(
@@ -185,7 +189,7 @@ async fn find_records(
         )?;
         records.extend(shown);
     }
-    Ok(HttpResponse::Ok().json(json!({"records": records})))
+    Ok(HttpResponse::Ok().json(json!({"records": records, "truncated": truncated})))
 }
 
 async fn test_connection(

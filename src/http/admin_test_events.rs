@@ -3,7 +3,8 @@
 //! for one new payment, signs them with the tenant's signing secret and posts them to its own
 //! Stripe ingress route, so they take the real path: signature, dedup, mapping, queue. Only a
 //! tenant with `sources.stripe.accept_test_events` takes them; another one acknowledges and
-//! ignores them, as it would Stripe's, and the answer says so.
+//! ignores them, as it would Stripe's, and the answer says so. An event the ingress refuses
+//! (busy, not ready) makes the answer `503 unavailable` with the ingress's status.
 
 use std::time::Duration;
 
@@ -79,10 +80,7 @@ async fn trigger_stripe(
         )
     })?;
     if state.moved_tenants.contains(&tenant_id) {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("tenant `{tenant_id}` was moved to another instance"),
-        ));
+        return Err(crate::tenants::moving::moved_error(&tenant_id));
     }
     let doc = state.tenant_docs.get(&tenant_id).map(|doc| doc.clone());
     let Some(doc) = doc else {
@@ -112,6 +110,8 @@ async fn trigger_stripe(
     let url = format!("{}/hooks/{tenant_id}/stripe", state.own_ingress_url);
     let client = reqwest::Client::builder()
         .timeout(DELIVERY_TIMEOUT)
+        // The engine's own listener: never through a proxy set for Virtuous's calls.
+        .no_proxy()
         .build()
         .map_err(|error| ApiError::new(ErrorCode::Internal, error.to_string()))?;
     let mut delivered = Vec::with_capacity(events.len());
@@ -132,10 +132,23 @@ async fn trigger_stripe(
                     format!("the Stripe ingress route at {url} did not answer: {error}"),
                 )
             })?;
-        let status = response.status().as_u16();
+        let status = response.status();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            // The ingress refused it (busy, not ready, a secret changed meanwhile): say so now
+            // rather than let the caller wait for a record that will not come.
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the Stripe ingress route answered {} to test event {} ({}): {answer}",
+                    status.as_u16(),
+                    event.id,
+                    event.event_type
+                ),
+            ));
+        }
         delivered.push(json!({"id": event.id, "type": event.event_type,
-                              "status": status, "answer": answer}));
+                              "status": status.as_u16(), "answer": answer}));
     }
     tracing::info!(tenant_id = %tenant_id, kind = ?trigger.kind, payment_id = %payment_id, taken, "test-mode Stripe events delivered");
     let hint = (!taken).then_some(

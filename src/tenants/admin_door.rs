@@ -146,7 +146,6 @@ impl TenantStores {
         Ok(discarded)
     }
 
-    /// A record by id or alias, with its queued entries and its dead letter.
     /// Records indexed under a donor email or a Virtuous id (`store::record_index`), at most
     /// `limit`; `value` normalised by the caller.
     pub fn find_records(
@@ -159,6 +158,7 @@ impl TenantStores {
         Ok(self.registered(id)?.find_records(lookup, value, limit)?)
     }
 
+    /// A record by id or alias, with its queued entries and its dead letter.
     pub fn record_view(
         &self,
         id: &str,

@@ -84,9 +84,27 @@ impl SortKey {
 /// or at an offset (other sorts, whose order moves with the figures anyway).
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
-enum Cursor {
+enum Position {
     After(String),
     Offset(usize),
+}
+
+/// A `next_cursor`: the position and the view (sort and filters) it belongs to, so a cursor
+/// sent with another view is refused instead of paging it wrongly.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Cursor {
+    at: Position,
+    view: String,
+}
+
+/// The view a cursor belongs to: everything of the query but its limit and cursor.
+fn view_of(query: &FleetQuery) -> String {
+    format!(
+        "{}|{}|{}",
+        query.sort.as_deref().unwrap_or("id"),
+        query.state.as_deref().unwrap_or(""),
+        query.q.as_deref().unwrap_or("")
+    )
 }
 
 impl Cursor {
@@ -127,7 +145,9 @@ struct Row {
     depth: u64,
     oldest_age_s: u64,
     budget: Option<(u64, u64)>,
-    open_alerts: u64,
+    /// Read only for the rows a page shows (or for every row when sorting by it); `None` when
+    /// the tenant's alerts could not be read (logged).
+    open_alerts: Option<u64>,
 }
 
 impl Row {
@@ -154,6 +174,21 @@ fn name_of(record: &TenantRecord) -> String {
         .unwrap_or_default()
 }
 
+/// The open alerts of a row's tenant; `None`, logged, when they cannot be read (one tenant's
+/// damaged alert never fails the whole fleet page).
+fn count_open_alerts(state: &AppState, id: &str) -> Option<u64> {
+    let counted = store(state)
+        .tenant(id)
+        .and_then(|tenant_store| tenant_store.open_alert_count());
+    match counted {
+        Ok(open) => Some(open),
+        Err(error) => {
+            tracing::warn!(tenant_id = %id, error = %error, "the fleet list cannot read the tenant's alerts");
+            None
+        }
+    }
+}
+
 fn row(state: &AppState, record: TenantRecord, name: String, now: u64) -> Result<Row, ApiError> {
     let handle = state.runtime.tenant(&record.id);
     let state_name = match handle {
@@ -175,7 +210,6 @@ fn row(state: &AppState, record: TenantRecord, name: String, now: u64) -> Result
             json!({"depth": stat.depth, "oldest_age_s": age_s}),
         );
     }
-    let open_alerts = tenant_store.open_alert_count()?;
     Ok(Row {
         id: record.id,
         name,
@@ -184,7 +218,7 @@ fn row(state: &AppState, record: TenantRecord, name: String, now: u64) -> Result
         depth,
         oldest_age_s,
         budget: handle.map(|handle| handle.budget_spent()),
-        open_alerts,
+        open_alerts: None,
     })
 }
 
@@ -206,7 +240,14 @@ pub fn list(state: &AppState, query: &FleetQuery) -> Result<Value, ApiError> {
             ));
         }
     }
+    let view = view_of(query);
     let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    if cursor.as_ref().is_some_and(|cursor| cursor.view != view) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "cursor belongs to another sort or filter: page with the same sort, state and q",
+        ));
+    }
     let needle = query.q.as_deref().map(str::to_lowercase);
     let now = now_ms();
     let mut rows = Vec::new();
@@ -228,27 +269,45 @@ pub fn list(state: &AppState, query: &FleetQuery) -> Result<Value, ApiError> {
         rows.push(row);
     }
     let total = rows.len();
+    if sort == SortKey::Alerts {
+        for row in &mut rows {
+            row.open_alerts = count_open_alerts(state, &row.id);
+        }
+    }
     sort_rows(&mut rows, sort, descending);
-    let start = match &cursor {
+    let start = match cursor.map(|cursor| cursor.at) {
         None => 0,
-        Some(Cursor::Offset(offset)) => (*offset).min(total),
-        Some(Cursor::After(after)) => rows
+        Some(Position::Offset(offset)) => offset.min(total),
+        Some(Position::After(after)) => rows
             .iter()
             .position(|row| {
                 if descending {
-                    row.id < *after
+                    row.id < after
                 } else {
-                    row.id > *after
+                    row.id > after
                 }
             })
             .unwrap_or(total),
     };
     let end = (start + limit).min(total);
-    let next_cursor = (end < total).then(|| match sort {
-        SortKey::Id => Cursor::After(rows[end - 1].id.clone()).encode(),
-        _ => Cursor::Offset(end).encode(),
+    let next_cursor = (end < total).then(|| {
+        let at = match sort {
+            SortKey::Id => Position::After(rows[end - 1].id.clone()),
+            _ => Position::Offset(end),
+        };
+        Cursor {
+            at,
+            view: view.clone(),
+        }
+        .encode()
     });
-    let tenants: Vec<Value> = rows[start..end].iter().map(Row::to_json).collect();
+    let page = &mut rows[start..end];
+    if sort != SortKey::Alerts {
+        for row in page.iter_mut() {
+            row.open_alerts = count_open_alerts(state, &row.id);
+        }
+    }
+    let tenants: Vec<Value> = page.iter().map(Row::to_json).collect();
     Ok(json!({"tenants": tenants, "total": total, "next_cursor": next_cursor}))
 }
 
@@ -280,7 +339,11 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
         // Goal: a cursor this API gave decodes to itself; anything else is a 400.
-        for cursor in [Cursor::After("hope".into()), Cursor::Offset(150)] {
+        for at in [Position::After("hope".into()), Position::Offset(150)] {
+            let cursor = Cursor {
+                at,
+                view: "id||".into(),
+            };
             assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         }
         for garbage in ["", "!!", "bm90IGpzb24"] {

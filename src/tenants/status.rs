@@ -59,7 +59,13 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
             Some(runtime) => {
                 let mut budget = budget_json(&runtime.budget, &doc["budget"]);
                 // Calls in each minute of the last hour, oldest first (the dashboard's chart).
-                budget["per_minute"] = json!(tenant_store.calls_per_minute(now, BUDGET_CHART_MINUTES)?);
+                let per_minute = tenant_store
+                    .calls_per_minute(now, BUDGET_CHART_MINUTES)
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(tenant_id = %id, error = %error, "budget call log unreadable; the chart shows 0");
+                        vec![0; BUDGET_CHART_MINUTES]
+                    });
+                budget["per_minute"] = json!(per_minute);
                 budget
             }
             None => Value::Null,

@@ -219,6 +219,16 @@ impl TenantStore {
         let mut batch = sled::Batch::default();
         batch.remove(dead_letter_key);
         batch.insert(inner.keys.queue_entry(Lane::Live, seq), encode(&entry)?);
+        if edited {
+            let index_key = super::record_index::email_index_key(
+                &inner.keys,
+                &entry.fact.body_json,
+                &record_key,
+            );
+            if let Some(index_key) = index_key {
+                batch.insert(index_key, Vec::new());
+            }
+        }
         batch.insert(record_key, encode(&record)?);
         batch.insert(inner.keys.counts(), encode(&counts)?);
         inner.tree.apply_batch(batch).map_err(io_error)?;

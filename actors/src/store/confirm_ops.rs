@@ -228,11 +228,9 @@ impl TenantStore {
                     &confirmation.source,
                     &confirmation.source_id,
                 ));
-                if let Some(id) = record
-                    .virtuous_id
-                    .as_deref()
-                    .and_then(normalise_virtuous_id)
-                {
+                // Every id it was confirmed with: a duplicate's other gifts find it too.
+                let ids = confirmation.virtuous_ids.iter().chain(&record.virtuous_id);
+                for id in ids.filter_map(|id| normalise_virtuous_id(id)) {
                     let index = section::RECORD_BY_VIRTUOUS_ID;
                     batch.insert(inner.keys.record_index(index, &id, &record_key), Vec::new());
                 }

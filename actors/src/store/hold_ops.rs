@@ -112,6 +112,11 @@ impl TenantStore {
         record.transition(state, reason, now_ms, false);
         let mut batch = sled::Batch::default();
         batch.insert(queue_key, encode(&queued)?);
+        if let Some(index_key) =
+            super::record_index::email_index_key(&inner.keys, body_json, &record_key)
+        {
+            batch.insert(index_key, Vec::new());
+        }
         batch.insert(record_key, encode(&record)?);
         if !aliases.is_empty() {
             let reference = encode(&RecordRef {

@@ -1,17 +1,19 @@
 //! Finding records by donor email and by Virtuous id (`GET /v1/tenants/{id}/records?email=`
 //! or `?virtuous_id=`): two index sections kept with the records.
 //!
-//! - `RECORD_BY_EMAIL`: written in the same batch as the record whenever an entry whose body
-//!   carries an email (`email`, `emailAddress`, or either inside `contact`) is enqueued for
-//!   it. A donor whose email changes is found under both.
-//! - `RECORD_BY_VIRTUOUS_ID`: written in the same batch as the record's confirmation.
+//! - `RECORD_BY_EMAIL`: written in the same batch as the record whenever a body carrying an
+//!   email (`email`, `emailAddress`, or either inside `contact`) is written for it: an
+//!   enqueue, an edited dead-letter replay, the release of a held entry. A donor whose email
+//!   changes is found under both.
+//! - `RECORD_BY_VIRTUOUS_ID`: written in the same batch as the record's confirmation, for
+//!   every Virtuous id it was confirmed with (a duplicate's too).
 //!
 //! An index key points at a record key; a record gone since (retention) is skipped on read.
 //! Records written before the index existed are found once they are written again.
 
 use serde::Deserialize;
 
-use super::keys::section;
+use super::keys::{section, KeySpace};
 use super::types::RecordState;
 use super::{io_error, StoreError, TenantStore};
 
@@ -63,6 +65,14 @@ impl EmailFields {
 pub fn email_of_body(body_json: &str) -> Option<String> {
     let fields: EmailFields = serde_json::from_str(body_json).ok()?;
     fields.first().as_deref().and_then(normalise_email)
+}
+
+/// The email index key of a record whose entry carries `body_json`, when it carries an
+/// email: every write of a record's body (enqueue, edited replay, release of a held entry)
+/// adds it to the record's batch.
+pub fn email_index_key(keys: &KeySpace, body_json: &str, record_key: &[u8]) -> Option<Vec<u8>> {
+    let email = email_of_body(body_json)?;
+    Some(keys.record_index(section::RECORD_BY_EMAIL, &email, record_key))
 }
 
 /// A Virtuous id as indexed: trimmed; `None` when empty or holding a control character.
