@@ -1,0 +1,258 @@
+//! The dashboard (`/ui/`) in a real browser against the real binary: log in, find a tenant
+//! among 1,000, open a dead letter, edit and replay it until its record is `submitted`, find
+//! the record by email and read its timeline, acknowledge an alert; a screenshot of each page
+//! in `target/screenshots/`.
+
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{tenant_body, wait_until, SpawnOptions, TestApp};
+use crate::webdriver::{browser_available, Browser};
+
+/// The tenant the flow looks for, among [`FLEET_SIZE`] − 1 others.
+const TENANT: &str = "harbor-light";
+const FLEET_SIZE: usize = 1_000;
+/// Concurrent creations: tenant creation holds the admin lock for its registry write, so
+/// more in flight only queue behind it.
+const CREATE_CONCURRENCY: usize = 16;
+/// The synthetic gifts' contact email (`_test/enqueue`).
+const DONOR_EMAIL: &str = "test@example.org";
+
+/// Creates the fleet through the admin API (the way an operator's tooling would): the
+/// seconds it took.
+async fn create_fleet(app: &TestApp) -> f64 {
+    let started = Instant::now();
+    let bodies = (0..FLEET_SIZE - 1).map(|index| {
+        json!({"id": format!("org-{index:04}"), "name": format!("Organization {index:04}"),
+               "virtuous": {"base_url": "embedded", "api_key": format!("vk-org-{index:04}-key")}})
+    });
+    let created: Vec<u16> = stream::iter(bodies)
+        .map(|body| async move {
+            let (status, _) = app
+                .admin_call(Method::POST, "/v1/tenants", Some(body))
+                .await;
+            status
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect()
+        .await;
+    assert!(created.iter().all(|status| *status == 201), "{created:?}");
+    app.create_tenant(&tenant_body(TENANT)).await;
+    started.elapsed().as_secs_f64()
+}
+
+/// The tenant under test gets one dead letter (with its `dead_letters` alert) whose record
+/// the flow replays.
+async fn dead_letter_one_gift(app: &TestApp) {
+    app.wait_ready().await;
+    let tenant = format!("/v1/tenants/{TENANT}");
+    let (status, _) = app
+        .admin_call(Method::POST, &format!("{tenant}/pause"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = app
+        .admin_call(
+            Method::POST,
+            &format!("{tenant}/_test/enqueue?count=1&prefix=gift-ui-"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = app
+        .admin_call(
+            Method::POST,
+            &format!("{tenant}/_test/dead-letter?count=1&status=422&reason=amount%20invalid"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = app
+        .admin_call(Method::POST, &format!("{tenant}/resume"), None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// Replaces a form field's text by typing (what an operator does).
+async fn retype(browser: &Browser, css: &str, text: &str) {
+    let field = browser.wait_for(css).await;
+    browser.clear(&field).await;
+    browser.type_text(&field, text).await;
+}
+
+#[actix_rt::test]
+async fn an_operator_drives_the_dashboard_in_a_browser() {
+    // Goal: the browser flow passes in Chromium against the real binary, and every
+    // page it visits is saved as a screenshot.
+    if !browser_available("an_operator_drives_the_dashboard_in_a_browser") {
+        return;
+    }
+    let test_started = Instant::now();
+    let app = TestApp::spawn(SpawnOptions::default()).await;
+    let fleet_s = create_fleet(&app).await;
+    eprintln!("browser: {FLEET_SIZE} tenants created in {fleet_s:.1} s");
+    dead_letter_one_gift(&app).await;
+    let browser = Browser::start().await;
+
+    // Log in: a wrong token shows the form again, the right one opens the fleet.
+    browser.goto(&format!("{}/ui/", app.admin_url)).await;
+    assert!(browser.current_url().await.ends_with("/ui/login"));
+    retype(&browser, "#token", "not-the-token").await;
+    browser
+        .click(&browser.wait_for("#login-submit").await)
+        .await;
+    browser
+        .wait_for_text("#login-error", Duration::from_secs(10), |text| {
+            text.contains("not the admin token")
+        })
+        .await;
+    browser.screenshot("login").await;
+    retype(&browser, "#token", &app.admin_token).await;
+    browser
+        .click(&browser.wait_for("#login-submit").await)
+        .await;
+    browser
+        .wait_for_text("#fleet-summary", Duration::from_secs(20), |text| {
+            text.starts_with("1,000 tenants")
+        })
+        .await;
+    assert_eq!(browser.count("#fleet-table tbody tr").await, 50, "one page");
+    browser.screenshot("fleet").await;
+
+    // Find the tenant among 1,000 by filtering, and open it.
+    retype(&browser, "#fleet-filter", "harbor").await;
+    browser
+        .wait_for_text("#fleet-summary", Duration::from_secs(10), |text| {
+            text.starts_with("1 tenant matches")
+        })
+        .await;
+    browser.screenshot("fleet-filtered").await;
+    let link = browser
+        .wait_for(&format!("tr[data-tenant='{TENANT}'] a.tenant-link"))
+        .await;
+    browser.click(&link).await;
+    browser.wait_for("#lanes").await;
+    browser
+        .wait_for("tr[data-alert='dead_letters'] button.ack")
+        .await;
+    browser.screenshot("tenant").await;
+
+    // Open its dead letter; the guard refuses an id edit; an amount edit replays and the
+    // record is sent.
+    browser
+        .click(&browser.wait_for("#open-dead-letters").await)
+        .await;
+    browser
+        .click(&browser.wait_for("a.dead-letter-link").await)
+        .await;
+    let editor = browser.wait_for("#dl-body").await;
+    let shown = browser.value(&editor).await;
+    assert!(shown.contains("\n  \"amount\""), "formatted JSON: {shown}");
+    let mut body: Value = serde_json::from_str(&shown).unwrap();
+    let mut id_changed = body.clone();
+    id_changed["transactionId"] = json!("another-id");
+    retype(
+        &browser,
+        "#dl-body",
+        &serde_json::to_string_pretty(&id_changed).unwrap(),
+    )
+    .await;
+    browser
+        .wait_for_text("#dl-check", Duration::from_secs(5), |text| {
+            text.contains("idempotency guard: transactionId")
+        })
+        .await;
+    assert!(
+        !browser
+            .is_enabled(&browser.wait_for("#dl-replay").await)
+            .await
+    );
+    body["amount"] = json!("2.00");
+    retype(
+        &browser,
+        "#dl-body",
+        &serde_json::to_string_pretty(&body).unwrap(),
+    )
+    .await;
+    browser
+        .wait_for_text("#dl-check", Duration::from_secs(5), |text| {
+            text.starts_with("Edited")
+        })
+        .await;
+    browser.screenshot("dead-letter").await;
+    browser.click(&browser.wait_for("#dl-replay").await).await;
+    browser
+        .wait_for_text("#dl-record-state", Duration::from_secs(60), |text| {
+            text == "submitted"
+        })
+        .await;
+    browser.screenshot("dead-letter-replayed").await;
+
+    // Find the record by email and read its timeline.
+    browser
+        .goto(&format!("{}/ui/#/tenant/{TENANT}/records", app.admin_url))
+        .await;
+    retype(&browser, "#record-query", DONOR_EMAIL).await;
+    browser
+        .click(&browser.wait_for("#record-search-submit").await)
+        .await;
+    let timeline = browser
+        .wait_for_text("#records .timeline", Duration::from_secs(10), |text| {
+            text.contains("submitted")
+        })
+        .await;
+    for step in [
+        "dead",
+        "replayed by operator, edited",
+        "pending → submitted",
+    ] {
+        assert!(
+            timeline.contains(step),
+            "{step} in the timeline:\n{timeline}"
+        );
+    }
+    browser.screenshot("record-timeline").await;
+
+    // Acknowledge the alert.
+    browser
+        .goto(&format!("{}/ui/#/tenant/{TENANT}", app.admin_url))
+        .await;
+    let ack = browser
+        .wait_for("tr[data-alert='dead_letters'] button.ack")
+        .await;
+    browser.click(&ack).await;
+    browser
+        .wait_for_text(
+            "tr[data-alert='dead_letters'] .alert-status",
+            Duration::from_secs(10),
+            |text| text.starts_with("acknowledged"),
+        )
+        .await;
+    browser.screenshot("tenant-alert-acknowledged").await;
+    let status = app.status(TENANT).await;
+    let alert = crate::common::status_alert(&status, "dead_letters").unwrap();
+    assert!(alert["acked_at"].is_string(), "{alert}");
+
+    // Log out: the cookie no longer opens the page.
+    browser.click(&browser.wait_for("#logout").await).await;
+    browser.wait_for("#login-submit").await;
+    browser.goto(&format!("{}/ui/", app.admin_url)).await;
+    wait_until(
+        Duration::from_secs(5),
+        "the login form after logout",
+        || async {
+            browser
+                .current_url()
+                .await
+                .ends_with("/ui/login")
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "browser: flow done in {:.1} s (fleet creation included)",
+        test_started.elapsed().as_secs_f64()
+    );
+}
