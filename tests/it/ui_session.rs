@@ -78,6 +78,13 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// The status of a read of the tenant with this cookie alone.
+async fn reads(app: &TestApp, cookie: &str) -> StatusCode {
+    call(app, Method::GET, "/v1/tenants/guarded", cookie, None)
+        .await
+        .0
+}
+
 #[actix_rt::test]
 async fn sessions_need_the_token_and_their_own_csrf_token() {
     // Goal: the dashboard's login, cookie, CSRF and logout rules hold against the real binary.
@@ -116,15 +123,11 @@ async fn sessions_need_the_token_and_their_own_csrf_token() {
 
     let first = open_session(&app).await;
     let second = open_session(&app).await;
-    let (status, _) = call(
-        &app,
-        Method::GET,
-        "/v1/tenants/guarded",
-        &first.cookie,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "a cookie reads");
+    assert_eq!(
+        reads(&app, &first.cookie).await,
+        StatusCode::OK,
+        "a cookie reads"
+    );
 
     let pause = "/v1/tenants/guarded/pause";
     let (status, error) = call(&app, Method::POST, pause, &first.cookie, None).await;
@@ -160,8 +163,7 @@ async fn sessions_need_the_token_and_their_own_csrf_token() {
     assert_eq!(app.status("guarded").await["state"], "paused");
 
     let forged = "steward_session=forged-session-id";
-    let (status, _) = call(&app, Method::GET, "/v1/tenants/guarded", forged, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reads(&app, forged).await, StatusCode::UNAUTHORIZED);
 
     // Logout needs the session's CSRF token, then the cookie opens nothing.
     let logout = |csrf_token: &str| {
@@ -183,22 +185,14 @@ async fn sessions_need_the_token_and_their_own_csrf_token() {
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
-    let (status, _) = call(
-        &app,
-        Method::GET,
-        "/v1/tenants/guarded",
-        &first.cookie,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "the session ended");
-    let (status, _) = call(
-        &app,
-        Method::GET,
-        "/v1/tenants/guarded",
-        &second.cookie,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "other sessions live on");
+    assert_eq!(
+        reads(&app, &first.cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "the session ended"
+    );
+    assert_eq!(
+        reads(&app, &second.cookie).await,
+        StatusCode::OK,
+        "other sessions live on"
+    );
 }
