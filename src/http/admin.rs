@@ -75,8 +75,11 @@ async fn create_tenant(
     Ok(HttpResponse::Created().json(created))
 }
 
-async fn list_tenants(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(tenants::list(&state)?))
+async fn list_tenants(
+    state: web::Data<AppState>,
+    query: web::Query<tenants::fleet::FleetQuery>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(tenants::fleet::list(&state, &query)?))
 }
 
 async fn get_tenant(
