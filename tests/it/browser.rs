@@ -20,6 +20,8 @@ const FLEET_SIZE: usize = 1_000;
 const CREATE_CONCURRENCY: usize = 16;
 /// The synthetic gifts' contact email (`_test/enqueue`).
 const DONOR_EMAIL: &str = "test@example.org";
+/// The timeline of the replayed record (the first synthetic gift) among the email's records.
+const REPLAYED_TIMELINE: &str = "article[data-record='synthetic:gift:gift-ui-0'] .timeline";
 
 /// Creates the fleet through the admin API (the way an operator's tooling would): the
 /// seconds it took.
@@ -44,9 +46,9 @@ async fn create_fleet(app: &TestApp) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// The tenant under test gets one dead letter (with its `dead_letters` alert) whose record
-/// the flow replays.
-async fn dead_letter_one_gift(app: &TestApp) {
+/// The tenant under test gets two dead letters (and the `dead_letters` alert): the flow
+/// replays the first; the second keeps the alert open for the flow to acknowledge.
+async fn dead_letter_two_gifts(app: &TestApp) {
     app.wait_ready().await;
     let tenant = format!("/v1/tenants/{TENANT}");
     let (status, _) = app
@@ -56,7 +58,7 @@ async fn dead_letter_one_gift(app: &TestApp) {
     let (status, body) = app
         .admin_call(
             Method::POST,
-            &format!("{tenant}/_test/enqueue?count=1&prefix=gift-ui-"),
+            &format!("{tenant}/_test/enqueue?count=2&prefix=gift-ui-"),
             None,
         )
         .await;
@@ -64,7 +66,7 @@ async fn dead_letter_one_gift(app: &TestApp) {
     let (status, body) = app
         .admin_call(
             Method::POST,
-            &format!("{tenant}/_test/dead-letter?count=1&status=422&reason=amount%20invalid"),
+            &format!("{tenant}/_test/dead-letter?count=2&status=422&reason=amount%20invalid"),
             None,
         )
         .await;
@@ -82,6 +84,22 @@ async fn retype(browser: &Browser, css: &str, text: &str) {
     browser.type_text(&field, text).await;
 }
 
+/// Types `body` into the dead letter's editor; the page's verdict on it (`#dl-check`).
+async fn edit_body(browser: &Browser, body: &Value) -> String {
+    let previous = browser
+        .wait_for_text("#dl-check", Duration::from_secs(5), |_| true)
+        .await;
+    retype(
+        browser,
+        "#dl-body",
+        &serde_json::to_string_pretty(body).unwrap(),
+    )
+    .await;
+    browser
+        .wait_for_text("#dl-check", Duration::from_secs(5), |text| text != previous)
+        .await
+}
+
 #[actix_rt::test]
 async fn an_operator_drives_the_dashboard_in_a_browser() {
     // Goal: the browser flow passes in Chromium against the real binary, and every
@@ -93,7 +111,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     let app = TestApp::spawn(SpawnOptions::default()).await;
     let fleet_s = create_fleet(&app).await;
     eprintln!("browser: {FLEET_SIZE} tenants created in {fleet_s:.1} s");
-    dead_letter_one_gift(&app).await;
+    dead_letter_two_gifts(&app).await;
     let browser = Browser::start().await;
 
     // Log in: a wrong token shows the form again, the right one opens the fleet.
@@ -145,7 +163,11 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
         .click(&browser.wait_for("#open-dead-letters").await)
         .await;
     browser
-        .click(&browser.wait_for("a.dead-letter-link").await)
+        .click(
+            &browser
+                .wait_for("tr[data-dead-letter='0'] a.dead-letter-link")
+                .await,
+        )
         .await;
     let editor = browser.wait_for("#dl-body").await;
     let shown = browser.value(&editor).await;
@@ -153,34 +175,19 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     let mut body: Value = serde_json::from_str(&shown).unwrap();
     let mut id_changed = body.clone();
     id_changed["transactionId"] = json!("another-id");
-    retype(
-        &browser,
-        "#dl-body",
-        &serde_json::to_string_pretty(&id_changed).unwrap(),
-    )
-    .await;
-    browser
-        .wait_for_text("#dl-check", Duration::from_secs(5), |text| {
-            text.contains("idempotency guard: transactionId")
-        })
-        .await;
+    let check = edit_body(&browser, &id_changed).await;
     assert!(
-        !browser
-            .is_enabled(&browser.wait_for("#dl-replay").await)
-            .await
+        check.contains("idempotency guard: transactionId"),
+        "{check}"
+    );
+    let replay = browser.wait_for("#dl-replay").await;
+    assert!(
+        !browser.is_enabled(&replay).await,
+        "the guard disables Replay"
     );
     body["amount"] = json!("2.00");
-    retype(
-        &browser,
-        "#dl-body",
-        &serde_json::to_string_pretty(&body).unwrap(),
-    )
-    .await;
-    browser
-        .wait_for_text("#dl-check", Duration::from_secs(5), |text| {
-            text.starts_with("Edited")
-        })
-        .await;
+    let check = edit_body(&browser, &body).await;
+    assert!(check.starts_with("Edited"), "{check}");
     browser.screenshot("dead-letter").await;
     browser.click(&browser.wait_for("#dl-replay").await).await;
     browser
@@ -199,7 +206,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
         .click(&browser.wait_for("#record-search-submit").await)
         .await;
     let timeline = browser
-        .wait_for_text("#records .timeline", Duration::from_secs(10), |text| {
+        .wait_for_text(REPLAYED_TIMELINE, Duration::from_secs(10), |text| {
             text.contains("submitted")
         })
         .await;

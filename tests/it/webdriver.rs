@@ -13,6 +13,8 @@ use crate::common::{wait_until, ChildGuard};
 
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long a test waits for an element to appear.
+const ELEMENT_WAIT: Duration = Duration::from_secs(20);
 /// The W3C key of an element reference in a command's answer.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Chromium flags this CI needs: no sandbox (root in a container), no GPU, and nothing that
@@ -184,12 +186,47 @@ impl Browser {
     /// The first element `css` selects, waiting for it to appear (the page draws after its
     /// API calls answer).
     pub async fn wait_for(&self, css: &str) -> Element {
-        wait_until(
-            Duration::from_secs(20),
-            format!("`{css}` on the page"),
-            || async { self.find_all(css).await.ok()?.into_iter().next() },
-        )
-        .await
+        let deadline = std::time::Instant::now() + ELEMENT_WAIT;
+        loop {
+            if let Some(found) = self
+                .find_all(css)
+                .await
+                .ok()
+                .and_then(|found| found.into_iter().next())
+            {
+                return found;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out after {ELEMENT_WAIT:?} waiting for `{css}`; {}",
+                    self.describe_failure().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the page showed when a wait failed (its notice and main text), with a
+    /// screenshot `target/screenshots/failure.png`.
+    async fn describe_failure(&self) -> String {
+        self.screenshot("failure").await;
+        let mut shown = format!("url {}", self.current_url().await);
+        for css in ["#notice", "main", "body"] {
+            if let Some(element) = self
+                .find_all(css)
+                .await
+                .ok()
+                .and_then(|found| found.into_iter().next())
+            {
+                let text = self.try_text(&element).await.unwrap_or_default();
+                shown.push_str(&format!(
+                    "\n{css}: {}",
+                    text.chars().take(2_000).collect::<String>()
+                ));
+                break;
+            }
+        }
+        shown
     }
 
     /// Waits until the first element `css` selects has a text for which `accept` holds; the
@@ -247,46 +284,38 @@ impl Browser {
 
     /// Types `text` into the element as keystrokes.
     pub async fn type_text(&self, element: &Element, text: &str) {
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{}/value", element.0),
-            Some(json!({"text": text})),
-        )
-        .await;
+        let path = format!("/element/{}/value", element.0);
+        self.command(reqwest::Method::POST, &path, Some(json!({"text": text})))
+            .await;
+    }
+
+    /// `GET /element/{id}/{what}`: the element's text, a property, whether it is enabled.
+    async fn read_element(&self, element: &Element, what: &str) -> Result<Value, String> {
+        let path = format!("/element/{}/{what}", element.0);
+        self.try_command(reqwest::Method::GET, &path, None).await
     }
 
     async fn try_text(&self, element: &Element) -> Result<String, String> {
-        let text = self
-            .try_command(
-                reqwest::Method::GET,
-                &format!("/element/{}/text", element.0),
-                None,
-            )
-            .await?;
+        let text = self.read_element(element, "text").await?;
         Ok(text.as_str().unwrap_or_default().to_string())
     }
 
     /// A form field's current value (the `value` property).
     pub async fn value(&self, element: &Element) -> String {
-        let value = self
-            .command(
-                reqwest::Method::GET,
-                &format!("/element/{}/property/value", element.0),
-                None,
-            )
-            .await;
-        value.as_str().unwrap_or_default().to_string()
+        let value = self.read_element(element, "property/value").await;
+        value
+            .unwrap_or_else(|err| panic!("WebDriver: {err}"))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn is_enabled(&self, element: &Element) -> bool {
-        let enabled = self
-            .command(
-                reqwest::Method::GET,
-                &format!("/element/{}/enabled", element.0),
-                None,
-            )
-            .await;
-        enabled.as_bool().unwrap_or(false)
+        let enabled = self.read_element(element, "enabled").await;
+        enabled
+            .unwrap_or_else(|err| panic!("WebDriver: {err}"))
+            .as_bool()
+            .unwrap_or(false)
     }
 
     /// Saves the viewport as `target/screenshots/{name}.png`; the path.

@@ -54,12 +54,12 @@ const Steward = (() => {
       if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
       else node.setAttribute(name, value === true ? "" : String(value));
     }
-    append(node, children);
-    return node;
+    return append(node, ...children);
   }
 
-  function append(node, children) {
-    for (const child of children.flat()) {
+  // Like `node.append`, but arrays are spread and null, undefined and false are skipped.
+  function append(node, ...children) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -147,7 +147,7 @@ const Steward = (() => {
       }
       return;
     }
-    main.append(el("p", {}, "No such page. "), el("a", { href: "#/fleet" }, "Back to the fleet"));
+    append(main, el("p", {}, "No such page. "), el("a", { href: "#/fleet" }, "Back to the fleet"));
   }
 
   window.addEventListener("hashchange", render);

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, table, formatNumber, formatValue, breadcrumbs, tenantHref } = Steward;
+  const { api, append, el, table, formatNumber, formatValue, breadcrumbs, tenantHref } = Steward;
   // The fields that carry the record's idempotency key into Virtuous; the server refuses a
   // replay that changes, adds or removes any of them (`idempotency_fields_changed`).
   const IDEMPOTENCY_FIELDS = ["transactionSource", "transactionId", "referenceSource", "referenceId"];
@@ -31,7 +31,7 @@
       el("td", {}, letter.reason),
       el("td", { class: "num" }, formatNumber(letter.attempts)),
       el("td", {}, letter.dead_at)));
-    main.append(el("h1", {}, "Dead letters of " + tenantId),
+    append(main, el("h1", {}, "Dead letters of " + tenantId),
       letters.length
         ? table({ id: "dead-letters", class: "data" }, ["Id", "Kind", "Source id", "Reason", "Attempts", "Dead at"], rows)
         : el("p", { class: "muted" }, "No dead letters."),
@@ -183,7 +183,7 @@
       }
     });
 
-    main.append(el("h1", {}, "Dead letter " + letter.id),
+    append(main, el("h1", {}, "Dead letter " + letter.id),
       el("dl", { class: "facts" },
         [["Reason", letter.reason], ["Status", letter.status], ["Attempts", letter.attempts],
           ["Kind", letter.kind], ["Source", letter.source || letter.destination],

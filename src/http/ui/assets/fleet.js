@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, table, formatSeconds, formatNumber, breadcrumbs, tenantHref } = Steward;
+  const { api, append, el, table, formatSeconds, formatNumber, breadcrumbs, tenantHref } = Steward;
   const PAGE_SIZE = 50;
   const LANES = ["live", "retry", "reconcile", "backfill"];
   const STATES = ["", "running", "paused", "needs_operator", "not_running", "moved"];
@@ -93,7 +93,7 @@
     breadcrumbs(["Fleet", null]);
     const [filter, state] = controls();
     const summary = el("span", { id: "fleet-summary", class: "muted" }, "Loading…");
-    main.append(el("h1", {}, "Fleet"), el("div", { class: "toolbar" }, filter, state, summary));
+    append(main, el("h1", {}, "Fleet"), el("div", { class: "toolbar" }, filter, state, summary));
     if (fleet.q) {
       filter.focus();
       filter.setSelectionRange(filter.value.length, filter.value.length);
@@ -112,7 +112,7 @@
       type: "button", id: "fleet-next", disabled: !page.next_cursor,
       onclick: () => { fleet.cursors.push(page.next_cursor); Steward.render(); },
     }, "Next →");
-    main.append(
+    append(main,
       table({ id: "fleet-table", class: "data" },
         COLUMNS.map(([label, key]) => sortHeader(label, key)), tenants.map(tenantRow)),
       tenants.length === 0 ? el("p", { class: "muted" }, "No tenant matches.") : null,

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, table, formatValue, breadcrumbs, tenantHref } = Steward;
+  const { api, append, el, table, formatValue, breadcrumbs, tenantHref } = Steward;
   const SEARCHES = [
     ["email", "Email"], ["virtuous_id", "Virtuous id"], ["source_id", "Source id"],
   ];
@@ -74,25 +74,29 @@
     return table({ class: "data timeline" }, ["At", "Transition", "Reason"], rows);
   }
 
-  function recordCard(record) {
+  function recordCard(tenantId, record) {
+    const deadLetter = record.dead_letter
+      ? el("a", { href: tenantHref(tenantId, "/dead-letters/" + record.dead_letter.id) }, String(record.dead_letter.id))
+      : null;
     return el("article", { class: "record", "data-record": record.idempotency_key },
       el("h2", {}, record.kind + " " + record.source + "/" + record.source_id + " ",
         el("span", { class: "state state-" + record.state + " record-state" }, record.state)),
       el("dl", { class: "facts" },
         [["Virtuous id", record.virtuous_id], ["Idempotency key", record.idempotency_key],
           ["Updated", record.updated_at], ["Queued", (record.queued || []).map((queued) => queued.lane).join(", ") || null],
-          ["Dead letter", record.dead_letter ? record.dead_letter.id : null]]
-          .map(([label, value]) => [el("dt", {}, label), el("dd", {}, formatValue(value))])),
+          ["Dead letter", deadLetter]]
+          .map(([label, value]) => [el("dt", {}, label),
+            el("dd", {}, value instanceof Node ? value : formatValue(value))])),
       el("h3", {}, "Timeline"), timeline(record));
   }
 
   Steward.route(/^\/tenant\/([^/]+)\/records$/, async (main, [tenantId], query, isCurrent) => {
     breadcrumbs(["Fleet", "#/fleet"], [tenantId, tenantHref(tenantId)], ["Records", null]);
-    main.append(el("h1", {}, "Find a record of " + tenantId), searchForm(tenantId, query));
+    append(main, el("h1", {}, "Find a record of " + tenantId), searchForm(tenantId, query));
     const records = await findRecords(tenantId, query);
     if (!isCurrent() || records === null) return;
-    main.append(el("p", { id: "record-count", class: "muted" },
+    append(main, el("p", { id: "record-count", class: "muted" },
       records.length === 1 ? "1 record" : records.length + " records"),
-    el("div", { id: "records" }, records.map(recordCard)));
+    el("div", { id: "records" }, records.map((record) => recordCard(tenantId, record))));
   });
 })();

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, table, formatSeconds, formatNumber, formatValue, breadcrumbs, tenantHref } = Steward;
+  const { api, append, el, table, formatSeconds, formatNumber, formatValue, breadcrumbs, tenantHref } = Steward;
   const SVG = "http://www.w3.org/2000/svg";
 
   function svg(tag, attributes) {
@@ -119,7 +119,7 @@
     const status = await api("GET", "/v1/tenants/" + encodeURIComponent(tenantId));
     if (!isCurrent()) return;
     const counts = status.counts || {};
-    main.append(
+    append(main,
       el("h1", {}, status.name || status.id, " ",
         el("span", { id: "tenant-state", class: "state state-" + status.state }, status.state)),
       el("p", { class: "links" },
