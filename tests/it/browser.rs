@@ -139,6 +139,27 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     assert_eq!(browser.count("#fleet-table tbody tr").await, 50, "one page");
     browser.screenshot("fleet").await;
 
+    // Pages and sorting come from the server: Next, Previous, and id descending.
+    browser.click(&browser.wait_for("#fleet-next").await).await;
+    browser
+        .wait_for_text("#fleet-summary", Duration::from_secs(10), |text| {
+            text.ends_with("page 2")
+        })
+        .await;
+    browser.wait_for("tr[data-tenant='org-0049']").await;
+    browser.click(&browser.wait_for("#fleet-prev").await).await;
+    browser
+        .wait_for(&format!("tr[data-tenant='{TENANT}']"))
+        .await;
+    browser
+        .click(&browser.wait_for("button.sort[data-sort='id']").await)
+        .await;
+    browser
+        .wait_for_text("#fleet-table tbody tr", Duration::from_secs(10), |text| {
+            text.starts_with("org-0998")
+        })
+        .await;
+
     // Find the tenant among 1,000 by filtering, and open it.
     retype(&browser, "#fleet-filter", "harbor").await;
     browser
