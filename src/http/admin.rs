@@ -52,6 +52,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(super::admin_reconciliations::routes)
         .configure(super::admin_backup::routes)
         .configure(super::admin_moves::routes)
+        .configure(super::admin_test_events::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));
