@@ -50,31 +50,21 @@ async fn create_fleet(app: &TestApp) -> f64 {
 /// replays the first; the second keeps the alert open for the flow to acknowledge.
 async fn dead_letter_two_gifts(app: &TestApp) {
     app.wait_ready().await;
-    let tenant = format!("/v1/tenants/{TENANT}");
-    let (status, _) = app
-        .admin_call(Method::POST, &format!("{tenant}/pause"), None)
-        .await;
-    assert_eq!(status, 200);
-    let (status, body) = app
-        .admin_call(
-            Method::POST,
-            &format!("{tenant}/_test/enqueue?count=2&prefix=gift-ui-"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let (status, body) = app
-        .admin_call(
-            Method::POST,
-            &format!("{tenant}/_test/dead-letter?count=2&status=422&reason=amount%20invalid"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, _) = app
-        .admin_call(Method::POST, &format!("{tenant}/resume"), None)
-        .await;
-    assert_eq!(status, 200);
+    // Paused while the queue is arranged, so the submitter takes nothing meanwhile.
+    let steps = [
+        ("pause", 200),
+        ("_test/enqueue?count=2&prefix=gift-ui-", 202),
+        (
+            "_test/dead-letter?count=2&status=422&reason=amount%20invalid",
+            200,
+        ),
+        ("resume", 200),
+    ];
+    for (step, expected_status) in steps {
+        let path = format!("/v1/tenants/{TENANT}/{step}");
+        let (status, body) = app.admin_call(Method::POST, &path, None).await;
+        assert_eq!(status, expected_status, "{step}: {body}");
+    }
 }
 
 /// Replaces a form field's text by typing (what an operator does).
@@ -118,9 +108,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     browser.goto(&format!("{}/ui/", app.admin_url)).await;
     assert!(browser.current_url().await.ends_with("/ui/login"));
     retype(&browser, "#token", "not-the-token").await;
-    browser
-        .click(&browser.wait_for("#login-submit").await)
-        .await;
+    browser.click_on("#login-submit").await;
     browser
         .wait_for_text("#login-error", Duration::from_secs(10), |text| {
             text.contains("not the admin token")
@@ -128,9 +116,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
         .await;
     browser.screenshot("login").await;
     retype(&browser, "#token", &app.admin_token).await;
-    browser
-        .click(&browser.wait_for("#login-submit").await)
-        .await;
+    browser.click_on("#login-submit").await;
     browser
         .wait_for_text("#fleet-summary", Duration::from_secs(20), |text| {
             text.starts_with("1,000 tenants")
@@ -140,20 +126,18 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     browser.screenshot("fleet").await;
 
     // Pages and sorting come from the server: Next, Previous, and id descending.
-    browser.click(&browser.wait_for("#fleet-next").await).await;
+    browser.click_on("#fleet-next").await;
     browser
         .wait_for_text("#fleet-summary", Duration::from_secs(10), |text| {
             text.ends_with("page 2")
         })
         .await;
     browser.wait_for("tr[data-tenant='org-0049']").await;
-    browser.click(&browser.wait_for("#fleet-prev").await).await;
+    browser.click_on("#fleet-prev").await;
     browser
         .wait_for(&format!("tr[data-tenant='{TENANT}']"))
         .await;
-    browser
-        .click(&browser.wait_for("button.sort[data-sort='id']").await)
-        .await;
+    browser.click_on("button.sort[data-sort='id']").await;
     browser
         .wait_for_text("#fleet-table tbody tr", Duration::from_secs(10), |text| {
             text.starts_with("org-0998")
@@ -180,9 +164,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
 
     // Open its dead letter; the guard refuses an id edit; an amount edit replays and the
     // record is sent.
-    browser
-        .click(&browser.wait_for("#open-dead-letters").await)
-        .await;
+    browser.click_on("#open-dead-letters").await;
     browser
         .click(
             &browser
@@ -210,7 +192,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     let check = edit_body(&browser, &body).await;
     assert!(check.starts_with("Edited"), "{check}");
     browser.screenshot("dead-letter").await;
-    browser.click(&browser.wait_for("#dl-replay").await).await;
+    browser.click_on("#dl-replay").await;
     browser
         .wait_for_text("#dl-record-state", Duration::from_secs(60), |text| {
             text == "submitted"
@@ -223,9 +205,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
         .goto(&format!("{}/ui/#/tenant/{TENANT}/records", app.admin_url))
         .await;
     retype(&browser, "#record-query", DONOR_EMAIL).await;
-    browser
-        .click(&browser.wait_for("#record-search-submit").await)
-        .await;
+    browser.click_on("#record-search-submit").await;
     let timeline = browser
         .wait_for_text(REPLAYED_TIMELINE, Duration::from_secs(10), |text| {
             text.contains("submitted")
@@ -264,7 +244,7 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     assert!(alert["acked_at"].is_string(), "{alert}");
 
     // Log out: the cookie no longer opens the page.
-    browser.click(&browser.wait_for("#logout").await).await;
+    browser.click_on("#logout").await;
     browser.wait_for("#login-submit").await;
     browser.goto(&format!("{}/ui/", app.admin_url)).await;
     wait_until(

@@ -78,6 +78,18 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Pauses the tenant with a cookie and, optionally, a CSRF header.
+async fn pause(app: &TestApp, cookie: &str, csrf_token: Option<&str>) -> (StatusCode, Value) {
+    call(
+        app,
+        Method::POST,
+        "/v1/tenants/guarded/pause",
+        cookie,
+        csrf_token,
+    )
+    .await
+}
+
 /// The status of a read of the tenant with this cookie alone.
 async fn reads(app: &TestApp, cookie: &str) -> StatusCode {
     call(app, Method::GET, "/v1/tenants/guarded", cookie, None)
@@ -129,18 +141,10 @@ async fn sessions_need_the_token_and_their_own_csrf_token() {
         "a cookie reads"
     );
 
-    let pause = "/v1/tenants/guarded/pause";
-    let (status, error) = call(&app, Method::POST, pause, &first.cookie, None).await;
+    let (status, error) = pause(&app, &first.cookie, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
     assert_eq!(error["error"]["code"], "csrf_failed");
-    let (status, error) = call(
-        &app,
-        Method::POST,
-        pause,
-        &first.cookie,
-        Some(&second.csrf_token),
-    )
-    .await;
+    let (status, error) = pause(&app, &first.cookie, Some(&second.csrf_token)).await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
@@ -151,14 +155,7 @@ async fn sessions_need_the_token_and_their_own_csrf_token() {
         "running",
         "nothing changed"
     );
-    let (status, paused) = call(
-        &app,
-        Method::POST,
-        pause,
-        &first.cookie,
-        Some(&first.csrf_token),
-    )
-    .await;
+    let (status, paused) = pause(&app, &first.cookie, Some(&first.csrf_token)).await;
     assert_eq!(status, StatusCode::OK, "{paused}");
     assert_eq!(app.status("guarded").await["state"], "paused");
 

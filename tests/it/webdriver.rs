@@ -273,6 +273,12 @@ impl Browser {
         .await;
     }
 
+    /// Waits for the first element `css` selects, then clicks it.
+    pub async fn click_on(&self, css: &str) {
+        let element = self.wait_for(css).await;
+        self.click(&element).await;
+    }
+
     pub async fn clear(&self, element: &Element) {
         self.command(
             reqwest::Method::POST,
