@@ -16,7 +16,9 @@
   function budgetChart(perMinute) {
     const width = 360;
     const height = 80;
-    const highest = Math.max(1, ...perMinute);
+    const peak = Math.max(0, ...perMinute);
+    // The tallest bar fills the chart; an idle hour draws none.
+    const highest = Math.max(1, peak);
     const barWidth = width / perMinute.length;
     const chart = svg("svg", {
       id: "budget-chart", viewBox: "0 0 " + width + " " + (height + 14), width, height: height + 14,
@@ -33,8 +35,9 @@
       bar.append(title);
       chart.append(bar);
     });
+    chart.append(svg("line", { x1: 0, y1: height + 0.5, x2: width, y2: height + 0.5, class: "baseline" }));
     const axis = svg("text", { x: 0, y: height + 12, class: "axis" });
-    axis.textContent = "−60 min · peak " + highest + " calls/min · now";
+    axis.textContent = "−60 min · peak " + peak + " calls/min · now";
     chart.append(axis);
     return chart;
   }
@@ -52,8 +55,13 @@
       budget.warning ? el("p", { class: "warning" }, budget.warning) : null);
   }
 
+  // Lanes in the order the submitter serves them; any other after them.
+  const LANE_ORDER = ["live", "retry", "reconcile", "backfill"];
+
   function lanesSection(lanes) {
-    const rows = Object.entries(lanes || {}).map(([lane, stat]) => el("tr", { "data-lane": lane },
+    const rank = (lane) => (LANE_ORDER.includes(lane) ? LANE_ORDER.indexOf(lane) : LANE_ORDER.length);
+    const ordered = Object.entries(lanes || {}).sort(([a], [b]) => rank(a) - rank(b));
+    const rows = ordered.map(([lane, stat]) => el("tr", { "data-lane": lane },
       el("td", {}, lane), el("td", { class: "num" }, formatNumber(stat.depth)),
       el("td", { class: "num" }, formatSeconds(stat.oldest_age_s)),
       el("td", { class: "num" }, stat.eta_s === null ? "—" : formatSeconds(stat.eta_s))));
