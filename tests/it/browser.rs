@@ -243,6 +243,23 @@ async fn an_operator_drives_the_dashboard_in_a_browser() {
     let alert = crate::common::status_alert(&status, "dead_letters").unwrap();
     assert!(alert["acked_at"].is_string(), "{alert}");
 
+    // The pages ran under their Content-Security-Policy without breaking it, and threw
+    // nothing.
+    let console = browser.console_messages().await;
+    assert!(
+        console
+            .iter()
+            .any(|message| message.contains("status of 401")),
+        "the console was read: the wrong token's 401 is in it: {console:#?}"
+    );
+    assert!(
+        !console
+            .iter()
+            .any(|message| message.contains("Content Security Policy")
+                || message.contains("Uncaught")),
+        "{console:#?}"
+    );
+
     // Log out: the cookie no longer opens the page.
     browser.click_on("#logout").await;
     browser.wait_for("#login-submit").await;

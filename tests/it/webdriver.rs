@@ -19,7 +19,7 @@ const ELEMENT_WAIT: Duration = Duration::from_secs(20);
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Chromium flags this CI needs: no sandbox (root in a container), no GPU, and nothing that
 /// reaches the network on its own (the network is closed: those calls would stall it).
-const CHROMIUM_FLAGS: [&str; 9] = [
+const CHROMIUM_FLAGS: [&str; 10] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -29,6 +29,8 @@ const CHROMIUM_FLAGS: [&str; 9] = [
     "--disable-component-update",
     "--disable-sync",
     "--window-size=1360,900",
+    // A container's /dev/shm is often 64 MiB: Chromium's renderer would crash in it.
+    "--disable-dev-shm-usage",
 ];
 
 /// Whether this machine can run browser tests. Without the browser a test says so and passes,
@@ -106,6 +108,8 @@ impl Browser {
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+            // The console's messages, so a test can check the page broke no rule (CSP).
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let answer: Value = client
             .post(format!("{driver_url}/session"))
@@ -322,6 +326,23 @@ impl Browser {
             .unwrap_or_else(|err| panic!("WebDriver: {err}"))
             .as_bool()
             .unwrap_or(false)
+    }
+
+    /// The browser console's messages since the last call (chromedriver's log endpoint).
+    pub async fn console_messages(&self) -> Vec<String> {
+        let entries = self
+            .command(
+                reqwest::Method::POST,
+                "/se/log",
+                Some(json!({"type": "browser"})),
+            )
+            .await;
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|entry| format!("{} {}", entry["level"], entry["message"]))
+            .collect()
     }
 
     /// Saves the viewport as `target/screenshots/{name}.png`; the path.
