@@ -12,6 +12,7 @@
 //!   and `export|import` (moving a tenant between instances).
 //! - [`dlq`]: `steward dlq list|show|replay|discard`; [`records`]: `steward records
 //!   show|find`; [`alerts`]: `steward alerts list|ack`; [`trigger`]: `steward trigger stripe`.
+//! - [`patterns`]: `steward pollers`, `steward destinations`, `steward conflicts`.
 //!
 //! Output: `--json` prints the API's JSON on stdout (for scripts); otherwise tables. Errors
 //! go to stderr as `steward: {code}: {message}` with exit status 1.
@@ -20,6 +21,7 @@ pub mod alerts;
 pub mod backfill;
 pub mod backup;
 pub mod dlq;
+pub mod patterns;
 pub mod progress;
 pub mod records;
 pub mod table;
