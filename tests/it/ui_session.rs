@@ -161,6 +161,18 @@ async fn sessions_need_the_token_and_their_own_csrf_token() {
 
     let forged = "steward_session=forged-session-id";
     assert_eq!(reads(&app, forged).await, StatusCode::UNAUTHORIZED);
+    let wrong_bearer = plain_client()
+        .get(format!("{}/v1/tenants/guarded", app.admin_url))
+        .header(COOKIE, &first.cookie)
+        .bearer_auth("not-the-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong_bearer.status(),
+        StatusCode::UNAUTHORIZED,
+        "a wrong bearer token is refused even beside a live cookie"
+    );
 
     // Logout needs the session's CSRF token, then the cookie opens nothing.
     let logout = |csrf_token: &str| {
