@@ -437,6 +437,9 @@ fn start_http_servers(
 ) -> anyhow::Result<Servers> {
     let shutdown_timeout_s = state.config.shutdown_deadline_s;
     let admin_token = web::Data::new(AdminToken::new(admin_token));
+    // The dashboard's sessions, shared by both listeners (with `admin_listen = "shared"` the
+    // dashboard is on the main one).
+    let ui_sessions = web::Data::new(crate::http::ui::session::UiSessions::default());
     let admin_on_main = listeners.admin.is_none();
     // `[ingress] max_connections` is for the listener; actix counts per worker.
     // One worker per core, but never more workers than connections: actix's limit is per
@@ -449,10 +452,12 @@ fn start_http_servers(
     let main_server = {
         let state = state.clone();
         let admin_token = admin_token.clone();
+        let ui_sessions = ui_sessions.clone();
         HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(admin_token.clone())
+                .app_data(ui_sessions.clone())
                 .wrap(middleware::from_fn(json_error_bodies))
                 .wrap(middleware::NormalizePath::trim())
                 .configure(crate::http::virtuous_hook::routes)
@@ -484,6 +489,7 @@ fn start_http_servers(
                     App::new()
                         .app_data(state.clone())
                         .app_data(admin_token.clone())
+                        .app_data(ui_sessions.clone())
                         .wrap(middleware::from_fn(json_error_bodies))
                         .wrap(middleware::NormalizePath::trim())
                         .configure(|config| admin_routes(config, MetricsAccess::Open))
@@ -535,8 +541,9 @@ async fn shut_down(state: &AppState, servers: ServerHandles, deadline: Duration)
     }
 }
 
-/// `/v1` (bearer token) and `/metrics`.
+/// `/v1` (bearer token or a dashboard session), `/metrics` and the dashboard `/ui/`.
 fn admin_routes(config: &mut web::ServiceConfig, metrics_access: MetricsAccess) {
+    config.configure(crate::http::ui::routes);
     let metrics = web::resource("/metrics").route(web::get().to(ops::metrics));
     match metrics_access {
         MetricsAccess::Open => config.service(metrics),

@@ -1,4 +1,5 @@
-//! Bearer admin-token check for every `/v1` route, compared in constant time.
+//! The admin check for every `/v1` route: the bearer token, compared in constant time, or a
+//! dashboard session cookie with its CSRF token on state-changing calls (`ui/session.rs`).
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -8,6 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, ErrorCode};
+use super::ui::session::{SessionCheck, UiSessions};
 
 /// The admin token, kept as its SHA-256 so comparisons take the same time whatever the
 /// length of the presented token.
@@ -29,7 +31,9 @@ impl AdminToken {
     }
 }
 
-/// Middleware: 401 `unauthorized` unless `Authorization: Bearer <admin token>`.
+/// Middleware: passes `Authorization: Bearer <admin token>`, or a dashboard session's cookie
+/// (with `X-CSRF-Token` on POST, PUT, PATCH and DELETE: else 403 `csrf_failed`, nothing
+/// done); anything else is 401 `unauthorized`.
 pub async fn require_admin_token(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -45,14 +49,28 @@ pub async fn require_admin_token(
         (Some(token), Some(presented)) => token.matches(presented),
         _ => false,
     };
-    if !token_is_valid {
-        let error = ApiError::new(
+    if token_is_valid {
+        return Ok(next.call(request).await?.map_into_boxed_body());
+    }
+    let session_check = match (presented, request.app_data::<web::Data<UiSessions>>()) {
+        // A wrong bearer token is refused even beside a valid cookie.
+        (None, Some(sessions)) => {
+            sessions.check(request.request(), steward_actors::ports::now_ms())
+        }
+        _ => SessionCheck::NoSession,
+    };
+    let error = match session_check {
+        SessionCheck::Valid => return Ok(next.call(request).await?.map_into_boxed_body()),
+        SessionCheck::CsrfFailed => ApiError::new(
+            ErrorCode::CsrfFailed,
+            "a dashboard session needs its `X-CSRF-Token` header on every state-changing call",
+        ),
+        SessionCheck::NoSession => ApiError::new(
             ErrorCode::Unauthorized,
             "a valid `Authorization: Bearer <admin token>` header is required",
-        );
-        return Ok(request.into_response(error.error_response()));
-    }
-    Ok(next.call(request).await?.map_into_boxed_body())
+        ),
+    };
+    Ok(request.into_response(error.error_response()))
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub enum ErrorCode {
     /// with a long `Retry-After` (senders retry until traffic is routed there); admin actions
     /// that would run it are 409.
     Moved,
+    /// A dashboard session's state-changing call without its `X-CSRF-Token` (missing, or
+    /// another session's): 403, nothing done.
+    CsrfFailed,
 }
 
 impl ErrorCode {
@@ -76,6 +79,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Moved => "moved",
+            ErrorCode::CsrfFailed => "csrf_failed",
         }
     }
 
@@ -102,6 +106,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::CsrfFailed => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod ingress;
 pub mod ops;
 pub mod paging;
+pub mod ui;
 pub mod virtuous_hook;
 
 use actix_web::web;
