@@ -7,6 +7,7 @@ use serde_json::json;
 use steward_actors::store::unparsed_ops::UNPARSED_KEPT_MAX;
 
 use super::error::ApiError;
+use super::openapi::{TenantErrors, TenantPath};
 use super::paging::{cut_page, PageQuery};
 use crate::app::AppState;
 use crate::tenants::format_ms;
@@ -17,6 +18,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
     );
 }
 
+/// `GET /v1/tenants/{id}/inbound/unparsed`: Virtuous events kept because they could not be
+/// understood, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/inbound/unparsed",
+    tag = "records",
+    params(TenantPath, PageQuery),
+    responses(
+        (status = 200, description = "`{\"events\": [...], \"kept\", \"kept_max\", \"next_after\"}`", body = Object),
+        TenantErrors,
+    )
+)]
 async fn list_unparsed(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -16,6 +16,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod ingress;
+pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod virtuous_hook;

@@ -43,6 +43,7 @@ mod ingress_subscription;
 mod ingress_support;
 mod lifecycle;
 mod logs_json;
+mod openapi;
 mod pg_support;
 mod poll_constant_contact;
 mod poll_hybrid;
