@@ -56,8 +56,17 @@ enum Command {
     Backup(steward::cli::backup::BackupArgs),
     /// Restores a backup into a new or empty data dir (no server running on it).
     Restore(steward::cli::backup::RestoreArgs),
-    /// A tenant of a running `steward serve`: export (move it away) or import.
+    /// Tenants of a running `steward serve`: list, show, create, patch, pause, resume,
+    /// delete, test-connection; export (move one away) or import.
     Tenant(steward::cli::tenant::TenantArgs),
+    /// Dead letters of a tenant: list, show, replay (as is or edited), discard.
+    Dlq(steward::cli::dlq::DlqArgs),
+    /// Where is my record? By source id or alias, donor email or Virtuous id.
+    Records(steward::cli::records::RecordsArgs),
+    /// Alerts: list (a tenant's, or every open one) and acknowledge.
+    Alerts(steward::cli::alerts::AlertsArgs),
+    /// Test events through the real ingress path (`trigger stripe`), like `stripe trigger`.
+    Trigger(steward::cli::trigger::TriggerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +76,10 @@ fn main() -> std::process::ExitCode {
         Command::Backup(args) => return steward::cli::finish(steward::cli::backup::backup(args)),
         Command::Restore(args) => return steward::cli::finish(steward::cli::backup::restore(args)),
         Command::Tenant(args) => return steward::cli::finish(steward::cli::tenant::run(args)),
+        Command::Dlq(args) => return steward::cli::finish(steward::cli::dlq::run(args)),
+        Command::Records(args) => return steward::cli::finish(steward::cli::records::run(args)),
+        Command::Alerts(args) => return steward::cli::finish(steward::cli::alerts::run(args)),
+        Command::Trigger(args) => return steward::cli::finish(steward::cli::trigger::run(args)),
         engine_command => engine_command,
     };
     let log_filter_given =
@@ -97,9 +110,14 @@ fn main() -> std::process::ExitCode {
             data_dir,
         }),
         // Answered above, before the log starts.
-        Command::Backfill(_) | Command::Backup(_) | Command::Restore(_) | Command::Tenant(_) => {
-            Ok(())
-        }
+        Command::Backfill(_)
+        | Command::Backup(_)
+        | Command::Restore(_)
+        | Command::Tenant(_)
+        | Command::Dlq(_)
+        | Command::Records(_)
+        | Command::Alerts(_)
+        | Command::Trigger(_) => Ok(()),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

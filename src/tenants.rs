@@ -34,6 +34,7 @@ use crate::virtuous::crm::VirtuousCrm;
 
 mod admin_door;
 pub mod backup;
+pub mod fleet;
 pub mod moving;
 mod status;
 pub use admin_door::{RecordView, TenantStores};
@@ -866,21 +867,6 @@ pub async fn set_paused(state: &AppState, id: &str, paused: bool) -> Result<Valu
 }
 
 /// `GET /v1/tenants`: every tenant's id, name and state.
-pub fn list(state: &AppState) -> Result<Value, ApiError> {
-    let records = store(state).registry().list()?;
-    let tenants: Vec<Value> = records
-        .iter()
-        .map(|record| {
-            let name = serde_json::from_str::<Value>(&record.config_json)
-                .ok()
-                .and_then(|doc| doc.get("name").cloned())
-                .unwrap_or(Value::Null);
-            json!({"id": record.id, "name": name, "state": record.state})
-        })
-        .collect();
-    Ok(json!({"tenants": tenants, "total": records.len()}))
-}
-
 #[cfg(test)]
 mod pull_settings_tests {
     use serde_json::json;

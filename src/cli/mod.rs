@@ -8,16 +8,24 @@
 //! - [`table`]: tables and numbers for people; [`progress`]: bars on stderr.
 //! - [`backfill`]: `steward backfill create|upload|dry-run|start|pause|resume|cancel|status|list`.
 //! - [`backup`]: `steward backup` (admin API) and `steward restore` (offline).
-//! - [`tenant`]: `steward tenant export|import` (moving a tenant between instances).
+//! - [`tenant`]: `steward tenant list|show|create|patch|pause|resume|delete|test-connection`
+//!   and `export|import` (moving a tenant between instances).
+//! - [`dlq`]: `steward dlq list|show|replay|discard`; [`records`]: `steward records
+//!   show|find`; [`alerts`]: `steward alerts list|ack`; [`trigger`]: `steward trigger stripe`.
 //!
 //! Output: `--json` prints the API's JSON on stdout (for scripts); otherwise tables. Errors
 //! go to stderr as `steward: {code}: {message}` with exit status 1.
 
+pub mod alerts;
 pub mod backfill;
 pub mod backup;
+pub mod dlq;
 pub mod progress;
+pub mod records;
 pub mod table;
 pub mod tenant;
+pub mod tenant_admin;
+pub mod trigger;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -218,6 +226,10 @@ impl Admin {
 
     fn send_json(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value, CliError> {
         let body = self.send(request)?;
+        // 204 No Content (a delete, a discard).
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
         serde_json::from_str(&body).map_err(|error| {
             CliError::Failed(format!(
                 "the admin API answered something that is not JSON: {error}"
@@ -271,6 +283,27 @@ impl Admin {
             request = request.json(body);
         }
         self.send_json(request)
+    }
+
+    /// `PATCH /v1{path}` with a JSON merge patch.
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        let request = self
+            .request(reqwest::Method::PATCH, path)
+            .timeout(CALL_TIMEOUT)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/merge-patch+json",
+            )
+            .body(body.to_string());
+        self.send_json(request)
+    }
+
+    /// `DELETE /v1{path}`; `Null` for an empty answer.
+    pub fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.send_json(
+            self.request(reqwest::Method::DELETE, path)
+                .timeout(CALL_TIMEOUT),
+        )
     }
 
     /// `method /v1{path}` with `length` bytes read from `body` as they are sent (never the

@@ -1,5 +1,6 @@
-//! `steward tenant export ID --to FILE` and `steward tenant import --from FILE`: moving a
-//! tenant between instances through their admin APIs (docs/operations.md "Moving a tenant").
+//! `steward tenant …`: the tenant routes (`list|show|create|patch|pause|resume|delete|
+//! test-connection`, in [`super::tenant_admin`]), and `export ID --to FILE` / `import --from
+//! FILE`: moving a tenant between instances (docs/operations.md "Moving a tenant").
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::backup::{download, verify, Downloaded};
 use super::progress::{bars_shown, bytes_bar, CountingReader};
+use super::tenant_admin::TenantAction;
 use super::{Admin, AdminArgs, CliError};
 
 #[derive(Args, Debug)]
@@ -19,6 +21,68 @@ pub struct TenantArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
+    /// The fleet: every tenant with state, queued entries, oldest age, budget used and open
+    /// alerts, a page at a time.
+    List {
+        /// Only tenants in this state (running, paused, needs_operator, moved, not_running).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only tenants whose id or name contains this (any case).
+        #[arg(long, short = 'q')]
+        query: Option<String>,
+        /// id (default), name, state, depth, oldest_age, budget_used or alerts; a leading
+        /// `-` sorts descending (write `--sort=-depth`).
+        #[arg(long, allow_hyphen_values = true)]
+        sort: Option<String>,
+        /// Tenants per page (1 to 500; default 50).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The next page: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One tenant's status: state, lanes with ETA, budget, record counts, alerts, ingress URLs.
+    Show {
+        /// The tenant's id.
+        id: String,
+    },
+    /// Registers a tenant from a JSON document (docs/operations.md "Tenant document").
+    Create {
+        /// The document (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+    /// Changes a tenant with a JSON merge patch (RFC 7396).
+    Patch {
+        /// The tenant's id.
+        id: String,
+        /// The merge patch (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+    /// Stops sending to Virtuous; webhooks are still accepted and queued.
+    Pause {
+        /// The tenant's id.
+        id: String,
+    },
+    /// Sends again (also clears `needs_operator` after a credential fix).
+    Resume {
+        /// The tenant's id.
+        id: String,
+    },
+    /// Deletes the tenant and its data. Refused while it has queued work unless --force.
+    Delete {
+        /// The tenant's id.
+        id: String,
+        /// Delete even with queued entries (they are lost).
+        #[arg(long)]
+        force: bool,
+    },
+    /// One call to Virtuous with the tenant's key (from its budget): does the key work?
+    TestConnection {
+        /// The tenant's id.
+        id: String,
+    },
     /// Writes the tenant's export to a new file and leaves it `moved` on this instance: it
     /// stops, never submits here again, and its webhooks are answered 503 (senders retry)
     /// until its traffic is routed to the instance that imports it.
@@ -40,6 +104,32 @@ pub enum TenantCommand {
 
 pub fn run(args: TenantArgs) -> Result<(), CliError> {
     let admin = Admin::connect(&args.admin)?;
+    let action = match &args.command {
+        TenantCommand::List {
+            state,
+            query,
+            sort,
+            limit,
+            cursor,
+        } => Some(TenantAction::List {
+            state: state.as_deref(),
+            q: query.as_deref(),
+            sort: sort.as_deref(),
+            limit: *limit,
+            cursor: cursor.as_deref(),
+        }),
+        TenantCommand::Show { id } => Some(TenantAction::Show(id)),
+        TenantCommand::Create { from } => Some(TenantAction::Create(from)),
+        TenantCommand::Patch { id, from } => Some(TenantAction::Patch(id, from)),
+        TenantCommand::Pause { id } => Some(TenantAction::Pause(id)),
+        TenantCommand::Resume { id } => Some(TenantAction::Resume(id)),
+        TenantCommand::Delete { id, force } => Some(TenantAction::Delete(id, *force)),
+        TenantCommand::TestConnection { id } => Some(TenantAction::TestConnection(id)),
+        TenantCommand::Export { .. } | TenantCommand::Import { .. } => None,
+    };
+    if let Some(action) = action {
+        return super::tenant_admin::run(&admin, action);
+    }
     match args.command {
         TenantCommand::Export { id, to } => {
             let Downloaded {
@@ -97,5 +187,6 @@ pub fn run(args: TenantArgs) -> Result<(), CliError> {
             }
             Ok(())
         }
+        _ => unreachable!("handled above"),
     }
 }

@@ -54,6 +54,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(super::admin_reconciliations::routes)
         .configure(super::admin_backup::routes)
         .configure(super::admin_moves::routes)
+        .configure(super::admin_test_events::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such admin route"))
         }));
@@ -96,15 +97,21 @@ async fn create_tenant(
     Ok(HttpResponse::Created().json(created))
 }
 
-/// `GET /v1/tenants`: every tenant's id, name and state.
+/// `GET /v1/tenants`: a page of tenants, filtered and sorted (`tenants::fleet`).
 #[utoipa::path(
     get,
     path = "/v1/tenants",
     tag = "tenants",
-    responses((status = 200, description = "`{\"tenants\": [{\"id\", \"name\", \"state\"}], \"total\"}`", body = Object))
+    responses(
+        (status = 200, description = "`{\"tenants\": [{\"id\", \"name\", \"state\", \"lanes\", \"depth\", \"oldest_age_s\", \"budget\", \"open_alerts\"}], \"total\", \"next_cursor\"}`", body = Object),
+        (status = 400, response = BadRequest),
+    )
 )]
-async fn list_tenants(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(tenants::list(&state)?))
+async fn list_tenants(
+    state: web::Data<AppState>,
+    query: web::Query<tenants::fleet::FleetQuery>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(tenants::fleet::list(&state, &query)?))
 }
 
 /// `GET /v1/tenants/{id}`: the tenant's status (docs/operations.md "Tenant status").

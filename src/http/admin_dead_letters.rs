@@ -1,4 +1,5 @@
-//! Dead letters in the admin API (docs/operations.md): list, replay as-is or edited, discard.
+//! Dead letters in the admin API (docs/operations.md): list, show one, replay as-is or
+//! edited, discard.
 //!
 //! A replay may edit a body but never its idempotency fields (invariant 3): the old and the
 //! new body are compared field by field on `transactionSource`, `transactionId`,
@@ -36,7 +37,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/tenants/{id}/dead-letters/{dl}/replay").route(web::post().to(replay)),
         )
-        .service(web::resource("/tenants/{id}/dead-letters/{dl}").route(web::delete().to(discard)));
+        .service(
+            web::resource("/tenants/{id}/dead-letters/{dl}")
+                .route(web::get().to(show))
+                .route(web::delete().to(discard)),
+        );
 }
 
 /// One dead letter as the API shows it: the body is the exact JSON that was refused.
@@ -360,6 +365,37 @@ async fn replay(
         seq: replayed.seq,
         state: replayed.record.state.name(),
     }))
+}
+
+/// `GET …/dead-letters/{dl}` (`?destination=NAME`: a pull destination's): one dead letter,
+/// as the list shows it.
+async fn show(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<DestinationQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, raw_id) = path.into_inner();
+    state.stores.ensure_registered(&tenant_id)?;
+    let id = dead_letter_id(&raw_id)?;
+    if let Some(destination) = &query.destination {
+        let handle = running_handle(&state, &tenant_id)?;
+        let after = id
+            .checked_sub(1)
+            .map(|before| (destination.as_str(), before));
+        let letter = handle
+            .destination_dead_letters(Some(destination), after, 1)?
+            .into_iter()
+            .find(|letter| letter.change.seq == id)
+            .ok_or_else(|| no_dead_letter(id))?;
+        return Ok(HttpResponse::Ok().json(destination_dead_letter_json(&letter)));
+    }
+    let dead_letter = state
+        .stores
+        .dead_letter(&tenant_id, id)?
+        .ok_or_else(|| no_dead_letter(id))?;
+    let mut shown = dead_letter_json(&dead_letter);
+    shown["destination"] = Value::Null;
+    Ok(HttpResponse::Ok().json(shown))
 }
 
 /// `DELETE /v1/tenants/{id}/dead-letters/{dl}`: discards it for good.

@@ -2,13 +2,17 @@
 //!
 //! - `GET /v1/tenants/{id}/records/{kind}/{source}/{source_id}`: the record's state, keys
 //!   and full history; `source_id` may be any alias (PaymentIntent, charge, event id…).
+//! - `GET /v1/tenants/{id}/records?email=` or `?virtuous_id=`: the records a donor email or a
+//!   Virtuous id leads to (indexes kept with the records: `store::record_index`).
 //! - `POST /v1/tenants/{id}/test-connection`: one `GET /api/Organization/Current` with the
 //!   tenant's key, drawn from its budget like every other call (invariant 4). A refused key
 //!   or an unreachable Virtuous is an *answer* (`200 {"ok": false, …}`), not a server error.
 
 use actix_web::{web, HttpResponse};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use steward_actors::outcome::ConnectionErrorKind;
+use steward_actors::store::record_index::{normalise_email, normalise_virtuous_id, RecordLookup};
 use steward_actors::store::types::RecordState;
 use steward_actors::store::RecordKind;
 
@@ -23,6 +27,7 @@ const CONNECTION_TEST_WAIT_MS_MAX: u64 = 5_000;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .service(web::resource("/tenants/{id}/records").route(web::get().to(find_records)))
         .service(
             web::resource("/tenants/{id}/records/{kind}/{source}/{source_id}")
                 .route(web::get().to(get_record)),
@@ -90,15 +95,30 @@ async fn get_record(
     let (tenant_id, kind_name, source, id_or_alias) = path.into_inner();
     state.stores.ensure_registered(&tenant_id)?;
     let kind = parse_kind(&kind_name)?;
-    let view = state
-        .stores
-        .record_view(&tenant_id, kind, &source, &id_or_alias)?
-        .ok_or_else(|| {
+    let shown =
+        record_view_json(&state, &tenant_id, kind, &source, &id_or_alias)?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
                 format!("no {kind_name} record `{source}/{id_or_alias}` (by id or alias)"),
             )
         })?;
+    Ok(HttpResponse::Ok().json(shown))
+}
+
+/// A record with its queued entries and dead letter, as the record route shows it.
+fn record_view_json(
+    state: &AppState,
+    tenant_id: &str,
+    kind: RecordKind,
+    source: &str,
+    id_or_alias: &str,
+) -> Result<Option<Value>, ApiError> {
+    let Some(view) = state
+        .stores
+        .record_view(tenant_id, kind, source, id_or_alias)?
+    else {
+        return Ok(None);
+    };
     let record = view.record;
     let queued: Vec<Value> = view
         .queued
@@ -120,7 +140,64 @@ async fn get_record(
         .dead_letter
         .map(|dead| super::admin_dead_letters::dead_letter_json(&dead))
         .unwrap_or(Value::Null);
-    Ok(HttpResponse::Ok().json(record_json(&record, queued, dead_letter)))
+    Ok(Some(record_json(&record, queued, dead_letter)))
+}
+
+/// Most records a search answers with.
+const FOUND_RECORDS_MAX: usize = 50;
+
+/// `?email=` or `?virtuous_id=` (exactly one).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindQuery {
+    email: Option<String>,
+    virtuous_id: Option<String>,
+}
+
+/// `GET /v1/tenants/{id}/records?email=` or `?virtuous_id=`: the records indexed under a
+/// donor email or a Virtuous id (at most 50), each as the record route shows it.
+async fn find_records(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<FindQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    state.stores.ensure_registered(&tenant_id)?;
+    let (lookup, value) = match (&query.email, &query.virtuous_id) {
+        (Some(email), None) => (
+            RecordLookup::Email,
+            normalise_email(email).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidField, "email is not an email address")
+            })?,
+        ),
+        (None, Some(id)) => (
+            RecordLookup::VirtuousId,
+            normalise_virtuous_id(id).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidField, "virtuous_id is empty or not an id")
+            })?,
+        ),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "give exactly one of email or virtuous_id (a source id: GET …/records/{kind}/{source}/{source_id})",
+            ))
+        }
+    };
+    let found = state
+        .stores
+        .find_records(&tenant_id, lookup, &value, FOUND_RECORDS_MAX)?;
+    let mut records = Vec::with_capacity(found.len());
+    for record in found {
+        let shown = record_view_json(
+            &state,
+            &tenant_id,
+            record.kind,
+            &record.source,
+            &record.source_id,
+        )?;
+        records.extend(shown);
+    }
+    Ok(HttpResponse::Ok().json(json!({"records": records})))
 }
 
 /// `POST /v1/tenants/{id}/test-connection`: one Virtuous call with the tenant's key.

@@ -11,6 +11,7 @@ pub mod admin_moves;
 pub mod admin_pollers;
 pub mod admin_reconciliations;
 pub mod admin_records;
+pub mod admin_test_events;
 pub mod admin_two_way;
 pub mod admission;
 pub mod auth;

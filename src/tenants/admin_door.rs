@@ -147,6 +147,18 @@ impl TenantStores {
     }
 
     /// A record by id or alias, with its queued entries and its dead letter.
+    /// Records indexed under a donor email or a Virtuous id (`store::record_index`), at most
+    /// `limit`; `value` normalised by the caller.
+    pub fn find_records(
+        &self,
+        id: &str,
+        lookup: steward_actors::store::record_index::RecordLookup,
+        value: &str,
+        limit: usize,
+    ) -> Result<Vec<steward_actors::store::types::RecordState>, ApiError> {
+        Ok(self.registered(id)?.find_records(lookup, value, limit)?)
+    }
+
     pub fn record_view(
         &self,
         id: &str,

@@ -55,7 +55,15 @@ pub fn status(state: &AppState, id: &str) -> Result<Value, ApiError> {
         "state": state_name,
         "actors": runtime_status.as_ref().map(|s| json!(s.actors)).unwrap_or_else(|| json!({})),
         "lanes": lanes,
-        "budget": runtime_status.as_ref().map(|s| budget_json(&s.budget, &doc["budget"])).unwrap_or(Value::Null),
+        "budget": match runtime_status.as_ref() {
+            Some(runtime) => {
+                let mut budget = budget_json(&runtime.budget, &doc["budget"]);
+                // Calls in each minute of the last hour, oldest first (the dashboard's chart).
+                budget["per_minute"] = json!(tenant_store.calls_per_minute(now, BUDGET_CHART_MINUTES)?);
+                budget
+            }
+            None => Value::Null,
+        },
         "counts": tenant_store.counts(),
         "alerts": alerts,
         // Failures that speak up, counted since the tenant started (docs/operations.md).
@@ -119,6 +127,9 @@ fn budget_json(budget: &BudgetStatus, effective_settings: &Value) -> Value {
     shown["warning"] = json!(warning);
     shown
 }
+
+/// Minutes in the status's `budget.per_minute` (the budget's one-hour window).
+const BUDGET_CHART_MINUTES: usize = 60;
 
 /// Entries sampled at the head of a lane to estimate how many are batched (gifts, and
 /// contacts with `virtuous.contact_batch`).

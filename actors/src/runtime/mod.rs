@@ -110,6 +110,13 @@ impl TenantHandle {
         }
     }
 
+    /// Calls made in the budget's window (the last hour) and the allowance, from the budget's
+    /// cells in memory: cheap enough for a fleet page of hundreds of tenants.
+    pub fn budget_spent(&self) -> (u64, u64) {
+        let view = self.shared.budget.view(self.shared.clock.now_ms());
+        (view.calls_in_window, view.allowance_per_hour)
+    }
+
     /// The supervisor is alive and every child has started at least once (a child that is
     /// restarting now does not make the tenant unready; a dead supervisor does).
     pub fn children_started(&self) -> bool {

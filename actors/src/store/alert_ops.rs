@@ -52,6 +52,16 @@ impl TenantStore {
         Ok(Some(AlertView { alert, state }))
     }
 
+    /// Alerts neither resolved nor acknowledged: the ones still asking for someone (the
+    /// fleet view's `open_alerts`).
+    pub fn open_alert_count(&self) -> Result<u64, StoreError> {
+        let views = self.alert_views()?;
+        let open = views
+            .iter()
+            .filter(|view| view.state.resolved_at_ms.is_none() && view.state.acked_at_ms.is_none());
+        Ok(open.count() as u64)
+    }
+
     /// Every alert with its lifecycle, by code.
     pub fn alert_views(&self) -> Result<Vec<AlertView>, StoreError> {
         let inner = self.inner();

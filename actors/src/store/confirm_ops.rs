@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use super::codec::{decode, encode};
 use super::keys::section;
+use super::record_index::normalise_virtuous_id;
 use super::types::{RecordState, SyncState, Unconfirmed};
 use super::{io_error, RecordKind, StoreError, TenantStore};
 
@@ -227,6 +228,14 @@ impl TenantStore {
                     &confirmation.source,
                     &confirmation.source_id,
                 ));
+                if let Some(id) = record
+                    .virtuous_id
+                    .as_deref()
+                    .and_then(normalise_virtuous_id)
+                {
+                    let index = section::RECORD_BY_VIRTUOUS_ID;
+                    batch.insert(inner.keys.record_index(index, &id, &record_key), Vec::new());
+                }
                 batch.insert(record_key.clone(), encode(&record)?);
                 touched.insert(record_key, record);
             }

@@ -31,6 +31,12 @@ pub mod section {
     /// Records submitted but not yet confirmed: the reconciler's work list (written by the
     /// submitter's completion, removed by confirmation). Key = the record key's tail.
     pub const UNCONFIRMED: u8 = 0x22;
+    /// Records by donor email (lowercased): `{email}\0{record key tail}` → empty. Written
+    /// with the record whenever an entry carrying an email is enqueued for it.
+    pub const RECORD_BY_EMAIL: u8 = 0x23;
+    /// Records by Virtuous id: `{id}\0{record key tail}` → empty. Written with the record's
+    /// confirmation.
+    pub const RECORD_BY_VIRTUOUS_ID: u8 = 0x24;
     /// Source-specific state (Stripe subscription link parts…), `{name}\0{key}`.
     pub const SOURCE_STATE: u8 = 0x52;
     /// Inbound events kept because they could not be understood (`store::unparsed_ops`).
@@ -147,6 +153,31 @@ impl KeySpace {
         key.extend_from_slice(&source_len.to_be_bytes());
         key.extend_from_slice(&source.as_bytes()[..usize::from(source_len)]);
         key.extend_from_slice(source_id.as_bytes());
+        key
+    }
+
+    /// The key under an index section (`RECORD_BY_EMAIL`, `RECORD_BY_VIRTUOUS_ID`) that
+    /// points `value` to the record `record_key` (one of [`KeySpace::record`]).
+    pub fn record_index(&self, index: u8, value: &str, record_key: &[u8]) -> Vec<u8> {
+        let tail = &record_key[self.prefix.len() + 1..];
+        let mut key = self.record_index_prefix(index, value);
+        key.extend_from_slice(tail);
+        key
+    }
+
+    /// Every index key of `value` starts with this.
+    pub fn record_index_prefix(&self, index: u8, value: &str) -> Vec<u8> {
+        let mut key = self.key(index, value.len() + 1);
+        key.extend_from_slice(value.as_bytes());
+        key.push(0);
+        key
+    }
+
+    /// The record key an index key (of `value`) points to.
+    pub fn record_of_index_key(&self, index: u8, value: &str, index_key: &[u8]) -> Vec<u8> {
+        let tail = &index_key[self.record_index_prefix(index, value).len()..];
+        let mut key = self.key(section::RECORD, tail.len());
+        key.extend_from_slice(tail);
         key
     }
 

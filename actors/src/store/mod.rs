@@ -40,6 +40,7 @@ pub mod poll_ops;
 mod process_alerts;
 pub mod pull_ops;
 pub mod queue_ops;
+pub mod record_index;
 pub(crate) mod registry;
 mod secrets;
 mod snapshot;

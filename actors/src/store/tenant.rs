@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::alert_outbox::{AlertOutbox, AlertSpace, NoticeOwner};
 use super::codec::{decode, encode};
 use super::group_commit::{Shared, TreeWrites};
-use super::keys::KeySpace;
+use super::keys::{section, KeySpace};
 use super::types::{EntryFact, QueueEntry, RecordRef, RecordState, SyncState};
 use super::{io_error, Counts, EnqueueOutcome, Lane, LaneStat, NewEntry, StoreError, TenantStore};
 
@@ -150,6 +150,12 @@ impl<'a> EnqueueCall<'a> {
     fn note_in_record(&mut self, fact: &EntryFact, now_ms: u64) -> Result<Option<u64>, StoreError> {
         let inner = self.inner;
         let record_key = inner.keys.record(fact.kind, &fact.source, &fact.source_id);
+        // The donor email's index key, written with the record (`store::record_index`).
+        let email_index = super::record_index::email_of_body(&fact.body_json).map(|email| {
+            inner
+                .keys
+                .record_index(section::RECORD_BY_EMAIL, &email, &record_key)
+        });
         let (record, changed) = match self.records.entry(record_key) {
             Entry::Occupied(occupied) => occupied.into_mut(),
             Entry::Vacant(vacant) => {
@@ -182,6 +188,9 @@ impl<'a> EnqueueCall<'a> {
         record.remember_key(&fact.idempotency_key, now_ms);
         record.last_seq = Some(seq);
         record.transition(SyncState::Pending, "enqueued", now_ms, is_new);
+        if let Some(index_key) = email_index {
+            self.inserts.push((index_key, Vec::new()));
+        }
         Ok(Some(seq))
     }
 

@@ -182,6 +182,39 @@ impl TenantStore {
         Ok(count)
     }
 
+    /// Calls recorded in each of the `minutes` whole minutes that end at `now_ms`, oldest
+    /// first (the status page's budget chart).
+    pub fn calls_per_minute(&self, now_ms: u64, minutes: usize) -> Result<Vec<u64>, StoreError> {
+        const MINUTE_MS: u64 = 60_000;
+        if minutes == 0 {
+            return Ok(Vec::new());
+        }
+        let mut counts = vec![0; minutes];
+        let span_ms = MINUTE_MS * minutes as u64;
+        let since_ms = now_ms.saturating_sub(span_ms);
+        let inner = self.inner();
+        let start = inner.keys.call(since_ms, 0);
+        let end = prefix_end(&inner.keys.section_prefix(section::CALL_LOG));
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let time_at = inner.keys.section_prefix(section::CALL_LOG).len();
+        for item in inner
+            .tree
+            .range::<Vec<u8>, _>((Bound::Included(start), upper))
+            .keys()
+        {
+            let key = item.map_err(io_error)?;
+            let Some(at_bytes) = key.get(time_at..time_at + 8) else {
+                continue;
+            };
+            let at_ms = u64::from_be_bytes(at_bytes.try_into().unwrap_or_default());
+            let minute = ((at_ms.saturating_sub(since_ms) / MINUTE_MS) as usize).min(minutes - 1);
+            if let Some(count) = counts.get_mut(minute) {
+                *count += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Removes call-log keys older than `before_ms`; returns how many were removed.
     pub fn prune_calls_before(&self, before_ms: u64) -> Result<u64, StoreError> {
         let inner = self.inner();
