@@ -115,6 +115,15 @@ struct ReplayAnswer {
     state: &'static str,
 }
 
+/// A replay's answer: a Virtuous-bound dead letter's, or a pull destination's
+/// (`?destination=NAME`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum Replayed {
+    Entry(ReplayAnswer),
+    Destination(DestinationReplayAnswer),
+}
+
 /// A destination's dead letter replayed.
 #[derive(Serialize, ToSchema)]
 struct DestinationReplayAnswer {
@@ -230,10 +239,10 @@ async fn settle_destination_letter(
     }
     tracing::info!(tenant_id = %tenant_id, destination = %destination, seq, replay, "destination dead letter settled by operator");
     Ok(if replay {
-        HttpResponse::Ok().json(DestinationReplayAnswer {
+        HttpResponse::Ok().json(Replayed::Destination(DestinationReplayAnswer {
             replayed: seq,
             destination: destination.to_string(),
-        })
+        }))
     } else {
         HttpResponse::NoContent().finish()
     })
@@ -320,7 +329,7 @@ fn edited_body(raw: &[u8], old_body_json: &str) -> Result<Option<String>, ApiErr
         example = json!({"body": {"transactionSource": "Stripe", "transactionId": "pi_3Nq", "amount": "25.00"}})
     ),
     responses(
-        (status = 200, description = "Replayed and durable (a destination's: `{\"replayed\", \"destination\"}`)", body = ReplayAnswer),
+        (status = 200, description = "Replayed and durable", body = Replayed),
         RunningTenantErrors,
         (status = 413, response = PayloadTooLarge),
     )
@@ -358,13 +367,13 @@ async fn replay(
         // Replayed or discarded by a concurrent request in between.
         .ok_or_else(|| no_dead_letter(id))?;
     tracing::info!(tenant_id = %tenant_id, dead_letter_id = id, seq = replayed.seq, edited = replayed.edited, "dead letter replayed by operator");
-    Ok(HttpResponse::Ok().json(ReplayAnswer {
+    Ok(HttpResponse::Ok().json(Replayed::Entry(ReplayAnswer {
         replayed: id,
         edited: replayed.edited,
         lane: Lane::Live.name(),
         seq: replayed.seq,
         state: replayed.record.state.name(),
-    }))
+    })))
 }
 
 /// `GET …/dead-letters/{dl}` (`?destination=NAME`: a pull destination's): one dead letter,

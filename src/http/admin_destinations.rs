@@ -166,7 +166,7 @@ fn unknown_destination(name: &str, handle: &TenantHandle) -> ApiError {
     path = "/v1/tenants/{id}/destinations/{name}/{action}",
     tag = "pull",
     params(TenantPath, ("name" = String, Path, description = "The destination's name", example = "warehouse"), ("action" = String, Path, description = "`pause`, `resume` or `replay`")),
-    request_body(content = ReplayBody, description = "Only for `replay`: the time to deliver again from", example = json!({"from": "2026-01-02T03:04:05Z"})),
+    request_body(content = Option<ReplayBody>, description = "Only for `replay`: the time to deliver again from", example = json!({"from": "2026-01-02T03:04:05Z"})),
     responses(
         (status = 200, description = "The destination after the action", body = Object),
         RunningTenantErrors,

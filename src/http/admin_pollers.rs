@@ -271,7 +271,7 @@ pub(crate) fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
     path = "/v1/tenants/{id}/pollers/{source}/{action}",
     tag = "pollers",
     params(TenantPath, ("source" = String, Path, description = "The source's ingress key", example = "stripe"), ("action" = String, Path, description = "`run`, `pause`, `resume` or `reset`")),
-    request_body(content = ResetBody, description = "Only for `reset`: the time to re-read from", example = json!({"since": "2026-01-02T03:04:05Z"})),
+    request_body(content = Option<ResetBody>, description = "Only for `reset`: the time to re-read from", example = json!({"since": "2026-01-02T03:04:05Z"})),
     responses(
         (status = 200, description = "The poller after `pause`, `resume` or `reset`", body = Object),
         (status = 202, description = "The poller, a run requested (`run`)", body = Object),
