@@ -67,10 +67,23 @@ enum Command {
     Alerts(steward::cli::alerts::AlertsArgs),
     /// Test events through the real ingress path (`trigger stripe`), like `stripe trigger`.
     Trigger(steward::cli::trigger::TriggerArgs),
+    /// Polled sources of a tenant: list, runs, run now, pause, resume, reset the checkpoint.
+    Pollers(steward::cli::patterns::PollersArgs),
+    /// Pull destinations of a tenant: list, pause, resume; run the backstop poll.
+    Destinations(steward::cli::patterns::DestinationsArgs),
+    /// Two-way conflicts of a tenant: list and resolve.
+    Conflicts(steward::cli::patterns::ConflictsArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let command = match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Sandbox { .. } | Command::Demo { .. }
+    ) {
+        steward::cli::end_quietly_on_closed_stdout();
+    }
+    let command = match cli.command {
         // A client of the admin API: no engine, no log; errors as `steward: code: message`.
         Command::Backfill(args) => return steward::cli::finish(steward::cli::backfill::run(args)),
         Command::Backup(args) => return steward::cli::finish(steward::cli::backup::backup(args)),
@@ -80,6 +93,15 @@ fn main() -> std::process::ExitCode {
         Command::Records(args) => return steward::cli::finish(steward::cli::records::run(args)),
         Command::Alerts(args) => return steward::cli::finish(steward::cli::alerts::run(args)),
         Command::Trigger(args) => return steward::cli::finish(steward::cli::trigger::run(args)),
+        Command::Pollers(args) => {
+            return steward::cli::finish(steward::cli::patterns::run_pollers(args))
+        }
+        Command::Destinations(args) => {
+            return steward::cli::finish(steward::cli::patterns::run_destinations(args))
+        }
+        Command::Conflicts(args) => {
+            return steward::cli::finish(steward::cli::patterns::run_conflicts(args))
+        }
         engine_command => engine_command,
     };
     let log_filter_given =
@@ -117,7 +139,10 @@ fn main() -> std::process::ExitCode {
         | Command::Dlq(_)
         | Command::Records(_)
         | Command::Alerts(_)
-        | Command::Trigger(_) => Ok(()),
+        | Command::Trigger(_)
+        | Command::Pollers(_)
+        | Command::Destinations(_)
+        | Command::Conflicts(_) => Ok(()),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

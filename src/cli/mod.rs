@@ -12,6 +12,7 @@
 //!   and `export|import` (moving a tenant between instances).
 //! - [`dlq`]: `steward dlq list|show|replay|discard`; [`records`]: `steward records
 //!   show|find`; [`alerts`]: `steward alerts list|ack`; [`trigger`]: `steward trigger stripe`.
+//! - [`patterns`]: `steward pollers`, `steward destinations`, `steward conflicts`.
 //!
 //! Output: `--json` prints the API's JSON on stdout (for scripts); otherwise tables. Errors
 //! go to stderr as `steward: {code}: {message}` with exit status 1.
@@ -20,6 +21,7 @@ pub mod alerts;
 pub mod backfill;
 pub mod backup;
 pub mod dlq;
+pub mod patterns;
 pub mod progress;
 pub mod records;
 pub mod table;
@@ -82,6 +84,17 @@ pub enum CliError {
     /// Anything else: no URL or token found, a file that cannot be read, a failed job.
     #[error("{0}")]
     Failed(String),
+}
+
+/// A command-line client piped into `head` ends quietly when the reader goes away, as Unix
+/// tools do, instead of panicking on a failed print. Only the client commands: the engine
+/// keeps SIGPIPE ignored, so a closed socket is an error it handles.
+pub fn end_quietly_on_closed_stdout() {
+    // SAFETY: called first thing in `main`, before any thread starts; restores the default
+    // action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Prints a command's outcome and gives the process's exit status.

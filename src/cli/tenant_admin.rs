@@ -88,6 +88,9 @@ pub fn fleet_table(page: &Value) -> String {
     shown
 }
 
+/// The lanes, highest priority first.
+const LANE_ORDER: [&str; 4] = ["live", "retry", "reconcile", "backfill"];
+
 /// A tenant's status for people: state, lanes, budget, counts, alerts, ingress URLs.
 pub fn status_text(status: &Value) -> String {
     let budget = &status["budget"];
@@ -110,9 +113,14 @@ pub fn status_text(status: &Value) -> String {
         shown.push_str(&format!("warning: {warning}\n"));
     }
     let mut lanes = Table::new(&["LANE", "QUEUED", "OLDEST", "ETA"]);
-    for (name, lane) in status["lanes"].as_object().into_iter().flatten() {
+    // In the order the submitter serves them.
+    for name in LANE_ORDER {
+        let lane = &status["lanes"][name];
+        if lane.is_null() {
+            continue;
+        }
         lanes.row(vec![
-            name.clone(),
+            name.to_string(),
             count(&lane["depth"]),
             lane["oldest_age_s"]
                 .as_u64()
@@ -195,19 +203,16 @@ pub fn run(admin: &Admin, action: TenantAction) -> Result<(), CliError> {
             let doc = read_json_file(file)?;
             let created = admin.post("/tenants", Some(&doc))?;
             show(admin, &created, |created| {
-                format!(
-                    "tenant {} created (state {})\n\n{}",
-                    text(&created["id"]),
-                    text(&created["state"]),
-                    status_text(created)
-                )
+                let id = text(&created["id"]);
+                format!("tenant {id} created; its status: steward tenant show {id}\n")
             })
         }
         TenantAction::Patch(id, file) => {
             let patch = read_json_file(file)?;
             let patched = admin.patch(&format!("/tenants/{id}"), &patch)?;
             show(admin, &patched, |patched| {
-                format!("tenant {id} changed\n\n{}", status_text(patched))
+                let doc = serde_json::to_string_pretty(patched).unwrap_or_default();
+                format!("tenant {id} changed; its document now (secrets redacted):\n{doc}\n")
             })
         }
         TenantAction::Pause(id) | TenantAction::Resume(id) => {

@@ -242,3 +242,43 @@ async fn a_trigger_for_a_tenant_that_ignores_test_events_says_how_to_fix_it() {
     assert!(!ok);
     assert!(stderr.contains("accept_test_events"), "{stderr}");
 }
+
+#[actix_rt::test]
+async fn the_pattern_commands_reach_their_routes() {
+    // Goal: `destinations list|pause|resume|poll`, `pollers list|run` and `conflicts list`
+    // speak to the tenant's routes: a destination is listed, paused and resumed; an unknown
+    // poller is refused with the API's message naming what is configured.
+    let app = TestApp::spawn(SpawnOptions::default()).await;
+    let files = tempfile::tempdir().unwrap();
+    let mut body = tenant_body("pat");
+    body["pull"] = json!({"events": ["gift"], "poll_interval_s": 0, "destinations": {
+        "files": {"kind": "ndjson", "dir": files.path().to_str().unwrap(),
+                  "rotate_bytes": 1024, "rotate_s": 1}}});
+    app.create_tenant(&body).await;
+    app.wait_ready().await;
+
+    let listed = cli_ok(&app, &["destinations", "list", "--tenant", "pat"]);
+    let row = listed
+        .lines()
+        .find(|line| line.starts_with("files"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("ndjson"), "{listed}");
+    let paused = cli_json(&app, &["destinations", "pause", "--tenant", "pat", "files"]);
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let resumed = cli_ok(
+        &app,
+        &["destinations", "resume", "--tenant", "pat", "files"],
+    );
+    assert!(resumed.contains("state running"), "{resumed}");
+    assert!(cli_ok(&app, &["destinations", "poll", "--tenant", "pat"]).contains("started"));
+
+    assert_eq!(
+        cli_ok(&app, &["pollers", "list", "--tenant", "pat"]),
+        "no polled sources\n"
+    );
+    let (ok, _, stderr) = cli(&app, &["pollers", "run", "--tenant", "pat", "feed"]);
+    assert!(!ok);
+    assert!(stderr.contains("no poller `feed`"), "{stderr}");
+    let conflicts = cli_json(&app, &["conflicts", "list", "--tenant", "pat"]);
+    assert_eq!(conflicts["conflicts"], json!([]), "{conflicts}");
+}
