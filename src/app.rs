@@ -558,6 +558,7 @@ fn admin_routes(config: &mut web::ServiceConfig, metrics_access: MetricsAccess) 
             .app_data(web::QueryConfig::default().error_handler(|err, _request| {
                 ApiError::new(ErrorCode::MalformedBody, format!("bad query string: {err}")).into()
             }))
+            .configure(crate::http::openapi::routes)
             .configure(admin::routes)
             .configure(crate::http::virtuous_hook::test_routes),
     );

@@ -800,14 +800,19 @@ fn refuse_if_moved(record: &TenantRecord) -> Result<(), ApiError> {
     if record.run_state() != TenantRunState::Moved {
         return Ok(());
     }
-    Err(ApiError::new(
+    Err(moved_here(&record.id))
+}
+
+/// `409 conflict` for an admin action on a tenant exported to another instance: its data
+/// and its actors went with the export.
+pub fn moved_here(id: &str) -> ApiError {
+    ApiError::new(
         ErrorCode::Conflict,
         format!(
-            "tenant `{}` was exported to another instance (state `moved`); change it there. \
-             Here it can only be exported again or deleted",
-            record.id
+            "tenant `{id}` was exported to another instance (state `moved`); change it there. \
+             Here it can only be exported again or deleted"
         ),
-    ))
+    )
 }
 
 /// `409 tenant_has_work` while the tenant has unfinished records (docs/operations.md

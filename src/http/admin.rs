@@ -3,8 +3,10 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{BadRequest, Conflict, PayloadTooLarge, TenantErrors, TenantPath};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
@@ -65,6 +67,25 @@ fn tenant_id(path: &web::Path<String>) -> Result<String, ApiError> {
     Ok(id.to_string())
 }
 
+/// `POST /v1/tenants`: registers a tenant from its document and starts it.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    request_body(
+        content = Object,
+        description = "The tenant document (docs/operations.md \"Tenant rules\"); secrets are sealed at rest and shown redacted",
+        example = json!({"id": "hope", "name": "Hope Foundation", "time_zone": "America/New_York",
+            "virtuous": {"api_key": "vk_live_example", "base_url": "https://api.virtuoussoftware.com"},
+            "sources": {"stripe": {"signing_secret": "whsec_example"}}})
+    ),
+    responses(
+        (status = 201, description = "Created and started: the document as stored, secrets redacted, the effective budget shown", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn create_tenant(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -76,6 +97,17 @@ async fn create_tenant(
     Ok(HttpResponse::Created().json(created))
 }
 
+/// `GET /v1/tenants`: a page of tenants, filtered and sorted (`tenants::fleet`).
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    params(tenants::fleet::FleetQuery),
+    responses(
+        (status = 200, description = "`{\"tenants\": [{\"id\", \"name\", \"state\", \"lanes\", \"depth\", \"oldest_age_s\", \"budget\", \"open_alerts\"}], \"total\", \"next_cursor\"}`", body = Object),
+        (status = 400, response = BadRequest),
+    )
+)]
 async fn list_tenants(
     state: web::Data<AppState>,
     query: web::Query<tenants::fleet::FleetQuery>,
@@ -83,6 +115,17 @@ async fn list_tenants(
     Ok(HttpResponse::Ok().json(tenants::fleet::list(&state, &query)?))
 }
 
+/// `GET /v1/tenants/{id}`: the tenant's status (docs/operations.md "Tenant status").
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The status: actors, lanes, budget, counts, alerts, health, pollers, destinations, two_way, ingress, config", body = Object),
+        TenantErrors,
+    )
+)]
 async fn get_tenant(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -91,6 +134,24 @@ async fn get_tenant(
     Ok(HttpResponse::Ok().json(tenants::status(&state, &id)?))
 }
 
+/// `PATCH /v1/tenants/{id}`: a JSON merge patch of the tenant document.
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    params(TenantPath),
+    request_body(
+        content = Object,
+        description = "A JSON merge patch (RFC 7396) of the tenant document; `null` removes an optional setting",
+        example = json!({"name": "Hope Foundation (US)", "budget": {"hourly_limit": 1500}})
+    ),
+    responses(
+        (status = 200, description = "The changed document, secrets redacted", body = Object),
+        TenantErrors,
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn patch_tenant(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -103,12 +164,27 @@ async fn patch_tenant(
     Ok(HttpResponse::Ok().json(tenants::patch(&state, &id, merge_patch).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
+    /// Delete even with unfinished work (queued, awaiting confirmation, needing review).
     #[serde(default)]
     force: bool,
 }
 
+/// `DELETE /v1/tenants/{id}`: stops the tenant and deletes its data (docs/operations.md
+/// "Deleting a tenant").
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{1,64}$", example = "retired"), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        TenantErrors,
+        (status = 409, response = Conflict),
+    )
+)]
 async fn delete_tenant(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -119,6 +195,18 @@ async fn delete_tenant(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `POST /v1/tenants/{id}/pause`: stops submission; capture goes on.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/pause",
+    tag = "tenants",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's status", body = Object),
+        TenantErrors,
+        (status = 409, response = Conflict),
+    )
+)]
 async fn pause_tenant(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -129,6 +217,20 @@ async fn pause_tenant(
 
 /// `POST /v1/tenants/{id}/alerts/{code}/ack`: acknowledges one alert (idempotent: the first
 /// acknowledgement's time stays); 404 for an unknown tenant or an alert never raised.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/alerts/{code}/ack",
+    tag = "tenants",
+    params(
+        TenantPath,
+        ("code" = String, Path, description = "The alert's code", example = "budget_exhausted"),
+    ),
+    responses(
+        (status = 200, description = "The alert: `code`, `message`, `first_at`, `last_at`, `count`, `resolved_at`, `acked_at`", body = Object),
+        TenantErrors,
+        (status = 409, response = Conflict),
+    )
+)]
 async fn ack_alert(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -144,6 +246,18 @@ async fn ack_alert(
     }
 }
 
+/// `POST /v1/tenants/{id}/resume`: submission starts again.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/resume",
+    tag = "tenants",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The tenant's status", body = Object),
+        TenantErrors,
+        (status = 409, response = Conflict),
+    )
+)]
 async fn resume_tenant(
     state: web::Data<AppState>,
     path: web::Path<String>,

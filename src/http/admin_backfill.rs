@@ -32,6 +32,9 @@ use steward_actors::runtime::TenantHandle;
 
 use super::admin_pollers::running_handle;
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{
+    PayloadTooLarge, RunningTenantErrors, TenantPath, Unprocessable, UnsupportedMediaType,
+};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::backfill::spec::parse_window;
@@ -230,6 +233,21 @@ fn unknown_field_named_in(message: &str) -> Option<String> {
     Some(field.to_string())
 }
 
+/// `POST /v1/tenants/{id}/backfills`: a new backfill job.
+#[utoipa::path(
+    post,
+    operation_id = "create_backfill",
+    path = "/v1/tenants/{id}/backfills",
+    tag = "backfills",
+    params(TenantPath),
+    request_body(content = Object, description = "A file job `{\"source\", \"format\", \"mapping\", \"label\"}` or a listing job `{\"source\", \"from\", \"to\", \"label\"}` (docs/backfill.md)", example = json!({"source": "stripe", "format": "csv", "mapping": "stripe_payments", "label": "2024 import"})),
+    responses(
+        (status = 201, description = "The job (`validating`, or `awaiting_file` for a file job)", body = Object),
+        RunningTenantErrors,
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -261,6 +279,18 @@ async fn create(
     Ok(HttpResponse::Created().json(job_json(&job, budget_of(&handle), Some(&[]))))
 }
 
+/// `GET /v1/tenants/{id}/backfills`: the tenant's backfill jobs.
+#[utoipa::path(
+    get,
+    operation_id = "list_backfills",
+    path = "/v1/tenants/{id}/backfills",
+    tag = "backfills",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "`{\"backfills\": [...]}`", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -275,6 +305,18 @@ async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "backfills": jobs })))
 }
 
+/// `GET /v1/tenants/{id}/backfills/{backfill}`: one job.
+#[utoipa::path(
+    get,
+    operation_id = "get_backfill",
+    path = "/v1/tenants/{id}/backfills/{backfill}",
+    tag = "backfills",
+    params(TenantPath, ("backfill" = String, Path, description = "The backfill job's id", example = "bf_1")),
+    responses(
+        (status = 200, description = "The job with its counts, budget use and first rejects", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn get(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -285,6 +327,20 @@ async fn get(
     Ok(HttpResponse::Ok().json(full_view(&handle, &job)?))
 }
 
+/// `PUT /v1/tenants/{id}/backfills/{backfill}/file`: the job's file, streamed to disk.
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{id}/backfills/{backfill}/file",
+    tag = "backfills",
+    params(TenantPath, ("backfill" = String, Path, description = "The backfill job's id", example = "bf_1")),
+    request_body(content((String = "text/csv"), (String = "application/x-ndjson")), description = "The file, as the job's `format` says"),
+    responses(
+        (status = 200, description = "The job, its file stored", body = Object),
+        RunningTenantErrors,
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+    )
+)]
 async fn upload_file(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -348,6 +404,17 @@ fn takes_a_file(job: &BackfillJob) -> Result<(), ApiError> {
     }
 }
 
+/// `GET /v1/tenants/{id}/backfills/{backfill}/rejects`: every rejected row.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/backfills/{backfill}/rejects",
+    tag = "backfills",
+    params(TenantPath, ("backfill" = String, Path, description = "The backfill job's id", example = "bf_1")),
+    responses(
+        (status = 200, description = "One `{\"row\", \"reason\"}` line per rejected row", content_type = "application/x-ndjson", body = String),
+        RunningTenantErrors,
+    )
+)]
 async fn rejects(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -385,6 +452,18 @@ async fn rejects(
         .streaming(rows))
 }
 
+/// `POST /v1/tenants/{id}/backfills/{backfill}/{action}`: start, pause, resume, cancel.
+#[utoipa::path(
+    post,
+    operation_id = "backfill_action",
+    path = "/v1/tenants/{id}/backfills/{backfill}/{action}",
+    tag = "backfills",
+    params(TenantPath, ("backfill" = String, Path, description = "The backfill job's id", example = "bf_1"), ("action" = String, Path, description = "`start`, `pause`, `resume` or `cancel`")),
+    responses(
+        (status = 200, description = "The job after the action", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn action(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,

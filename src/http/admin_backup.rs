@@ -7,6 +7,7 @@ use std::sync::Once;
 use actix_web::{web, HttpResponse};
 
 use super::error::{ApiError, ErrorCode};
+use super::openapi::Conflict;
 use crate::app::AppState;
 use crate::tenants::backup::BackupError;
 
@@ -40,6 +41,16 @@ fn describe_metrics() {
     });
 }
 
+/// `POST /v1/backup`: a consistent copy of the whole store.
+#[utoipa::path(
+    post,
+    path = "/v1/backup",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The backup file, streamed (`steward restore` reads it)", content_type = "application/octet-stream", body = String),
+        (status = 409, response = Conflict),
+    )
+)]
 async fn backup(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     describe_metrics();
     let now_ms = steward_actors::ports::now_ms();

@@ -7,14 +7,16 @@
 //! Every answer comes after the store change is durable (invariant 1).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use steward_actors::store::admin_ops::{dead_letter_attempts, dead_letter_status};
 use steward_actors::store::pull_ops::DestinationDeadLetter;
 use steward_actors::store::{DeadLetter, Lane};
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin_pollers::running_handle;
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{PayloadTooLarge, RunningTenantErrors, TenantPath};
 use super::paging::{cut_page, PageQuery};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
@@ -65,19 +67,69 @@ pub fn dead_letter_json(dead_letter: &DeadLetter) -> Value {
 }
 
 /// `?after=&limit=` plus `?destination=NAME`: a pull destination's dead letters.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
+    /// The last id of the previous page (its `next_after`).
     after: Option<u64>,
+    /// The page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// A pull destination's name: its dead letters instead of the Virtuous-bound ones.
     destination: Option<String>,
 }
 
 /// Which dead letters a replay or discard means (`?destination=NAME`: a pull destination's).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DestinationQuery {
+    /// A pull destination's name: the dead letter is that destination's.
     destination: Option<String>,
+}
+
+/// A page of dead letters, oldest first.
+#[derive(Serialize, ToSchema)]
+struct DeadLetterPage {
+    /// Each: `id`, `reason`, `status`, `attempts`, `kind`, `source`, `source_id`, `lane`,
+    /// `idempotency_key`, `transaction_source`, `body` (the exact JSON refused),
+    /// `enqueued_at`, `dead_at`, `destination` (`null` for a Virtuous-bound one).
+    dead_letters: Vec<Value>,
+    /// The `after` of the next page; `null` on the last page.
+    next_after: Option<u64>,
+}
+
+/// A Virtuous-bound dead letter replayed: back in the `live` lane, durable.
+#[derive(Serialize, ToSchema)]
+struct ReplayAnswer {
+    /// The dead letter's id.
+    replayed: u64,
+    /// Whether the request edited the body.
+    edited: bool,
+    /// The lane the entry went back to (`live`).
+    lane: &'static str,
+    /// The entry's new sequence number.
+    seq: u64,
+    /// The record's state now (`pending`).
+    state: &'static str,
+}
+
+/// A replay's answer: a Virtuous-bound dead letter's, or a pull destination's
+/// (`?destination=NAME`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum Replayed {
+    Entry(ReplayAnswer),
+    Destination(DestinationReplayAnswer),
+}
+
+/// A destination's dead letter replayed.
+#[derive(Serialize, ToSchema)]
+struct DestinationReplayAnswer {
+    /// The change's sequence number.
+    replayed: u64,
+    destination: String,
 }
 
 /// A pull destination's dead letter as the API shows it (its id is the change's sequence
@@ -100,6 +152,19 @@ pub fn destination_dead_letter_json(letter: &DestinationDeadLetter) -> Value {
     })
 }
 
+/// `GET /v1/tenants/{id}/dead-letters`: a page of dead letters (docs/operations.md "Dead
+/// letters").
+#[utoipa::path(
+    get,
+    operation_id = "list_dead_letters",
+    path = "/v1/tenants/{id}/dead-letters",
+    tag = "dead letters",
+    params(TenantPath, DeadLetterQuery),
+    responses(
+        (status = 200, description = "A page, oldest first", body = DeadLetterPage),
+        RunningTenantErrors,
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -117,10 +182,10 @@ async fn list(
         let after = query.after.map(|seq| (destination.as_str(), seq));
         let mut page = handle.destination_dead_letters(Some(destination), after, limit + 1)?;
         let next_after = cut_page(&mut page, limit, |letter| letter.change.seq);
-        return Ok(HttpResponse::Ok().json(json!({
-            "dead_letters": page.iter().map(destination_dead_letter_json).collect::<Vec<_>>(),
-            "next_after": next_after,
-        })));
+        return Ok(HttpResponse::Ok().json(DeadLetterPage {
+            dead_letters: page.iter().map(destination_dead_letter_json).collect(),
+            next_after,
+        }));
     }
     let mut page = state
         .stores
@@ -147,10 +212,10 @@ async fn list(
             );
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "dead_letters": dead_letters,
-        "next_after": next_after,
-    })))
+    Ok(HttpResponse::Ok().json(DeadLetterPage {
+        dead_letters,
+        next_after,
+    }))
 }
 
 /// Replays or discards a destination's dead letter (`?destination=NAME`).
@@ -174,7 +239,10 @@ async fn settle_destination_letter(
     }
     tracing::info!(tenant_id = %tenant_id, destination = %destination, seq, replay, "destination dead letter settled by operator");
     Ok(if replay {
-        HttpResponse::Ok().json(json!({"replayed": seq, "destination": destination}))
+        HttpResponse::Ok().json(Replayed::Destination(DestinationReplayAnswer {
+            replayed: seq,
+            destination: destination.to_string(),
+        }))
     } else {
         HttpResponse::NoContent().finish()
     })
@@ -244,6 +312,28 @@ fn edited_body(raw: &[u8], old_body_json: &str) -> Result<Option<String>, ApiErr
     Ok(Some(new_body.to_string()))
 }
 
+/// `POST /v1/tenants/{id}/dead-letters/{dl}/replay`: as-is (no body, `{}`) or edited
+/// (`{"body": {…}}`, idempotency fields unchanged).
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/dead-letters/{dl}/replay",
+    tag = "dead letters",
+    params(
+        TenantPath,
+        ("dl" = String, Path, description = "The dead letter's id", example = "17"),
+        DestinationQuery,
+    ),
+    request_body(
+        content = Object,
+        description = "Empty, `{}`, or `{\"body\": {…}}`: the edited Virtuous body",
+        example = json!({"body": {"transactionSource": "Stripe", "transactionId": "pi_3Nq", "amount": "25.00"}})
+    ),
+    responses(
+        (status = 200, description = "Replayed and durable", body = Replayed),
+        RunningTenantErrors,
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn replay(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -277,17 +367,32 @@ async fn replay(
         // Replayed or discarded by a concurrent request in between.
         .ok_or_else(|| no_dead_letter(id))?;
     tracing::info!(tenant_id = %tenant_id, dead_letter_id = id, seq = replayed.seq, edited = replayed.edited, "dead letter replayed by operator");
-    Ok(HttpResponse::Ok().json(json!({
-        "replayed": id,
-        "edited": replayed.edited,
-        "lane": Lane::Live.name(),
-        "seq": replayed.seq,
-        "state": replayed.record.state.name(),
+    Ok(HttpResponse::Ok().json(Replayed::Entry(ReplayAnswer {
+        replayed: id,
+        edited: replayed.edited,
+        lane: Lane::Live.name(),
+        seq: replayed.seq,
+        state: replayed.record.state.name(),
     })))
 }
 
 /// `GET …/dead-letters/{dl}` (`?destination=NAME`: a pull destination's): one dead letter,
 /// as the list shows it.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/dead-letters/{dl}",
+    tag = "dead letters",
+    operation_id = "show_dead_letter",
+    params(
+        TenantPath,
+        ("dl" = String, Path, description = "The dead letter's id", example = "17"),
+        DestinationQuery,
+    ),
+    responses(
+        (status = 200, description = "One dead letter, as the list shows it", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn show(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -317,6 +422,21 @@ async fn show(
     Ok(HttpResponse::Ok().json(shown))
 }
 
+/// `DELETE /v1/tenants/{id}/dead-letters/{dl}`: discards it for good.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}/dead-letters/{dl}",
+    tag = "dead letters",
+    params(
+        TenantPath,
+        ("dl" = String, Path, description = "The dead letter's id", example = "17"),
+        DestinationQuery,
+    ),
+    responses(
+        (status = 204, description = "Discarded, durable"),
+        RunningTenantErrors,
+    )
+)]
 async fn discard(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -12,13 +12,15 @@
 //! routes (`?destination=NAME`; `admin_dead_letters.rs`).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use steward_actors::pull::DestinationAction;
 use steward_actors::runtime::{DestinationCommandError, DestinationSnapshot, TenantHandle};
+use utoipa::ToSchema;
 
 use super::admin_pollers::{parse_time, running_handle};
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{RunningTenantErrors, TenantPath};
 use crate::app::AppState;
 use crate::tenants::format_ms;
 
@@ -66,6 +68,18 @@ pub fn status_block(handle: &TenantHandle) -> Value {
     }
 }
 
+/// `GET /v1/tenants/{id}/destinations`: the tenant's pull destinations.
+#[utoipa::path(
+    get,
+    operation_id = "list_destinations",
+    path = "/v1/tenants/{id}/destinations",
+    tag = "pull",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "`{\"destinations\": [...]}`: state, checkpoint, lag, counts, last error", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -86,6 +100,17 @@ async fn list(
 
 /// `POST /v1/tenants/{id}/pull/poll`: a backstop poll now (202; the pass's report shows in
 /// `GET …/destinations` under `pull.last_backstop`).
+/// `POST /v1/tenants/{id}/pull/poll`: runs the backstop poll now.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/pull/poll",
+    tag = "pull",
+    params(TenantPath),
+    responses(
+        (status = 202, description = "The backstop poll is requested", body = PollRequested),
+        RunningTenantErrors,
+    )
+)]
 async fn poll_now(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -98,12 +123,19 @@ async fn poll_now(
             format!("tenant `{tenant_id}` does not pull (its document has no `pull` block)"),
         ));
     }
-    Ok(HttpResponse::Accepted().json(json!({"requested": true})))
+    Ok(HttpResponse::Accepted().json(PollRequested { requested: true }))
 }
 
-#[derive(Deserialize)]
+/// The backstop poll was asked for; it runs on the tenant's inbound actor.
+#[derive(Serialize, ToSchema)]
+struct PollRequested {
+    requested: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayBody {
+    /// An RFC 3339 time: changes received since then are delivered again.
     from: String,
 }
 
@@ -127,6 +159,19 @@ fn unknown_destination(name: &str, handle: &TenantHandle) -> ApiError {
     )
 }
 
+/// `POST /v1/tenants/{id}/destinations/{name}/{action}`: pause, resume, or replay from a time.
+#[utoipa::path(
+    post,
+    operation_id = "destination_action",
+    path = "/v1/tenants/{id}/destinations/{name}/{action}",
+    tag = "pull",
+    params(TenantPath, ("name" = String, Path, description = "The destination's name", example = "warehouse"), ("action" = String, Path, description = "`pause`, `resume` or `replay`")),
+    request_body(content = Option<ReplayBody>, description = "Only for `replay`: the time to deliver again from", example = json!({"from": "2026-01-02T03:04:05Z"})),
+    responses(
+        (status = 200, description = "The destination after the action", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn action(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,

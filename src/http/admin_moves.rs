@@ -9,6 +9,7 @@ use actix_web::{web, HttpResponse};
 use super::admin_backfill::upload::stream_to_file;
 use super::admin_backup::{file_answer, file_chunks};
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{BadRequest, Conflict, TenantErrors};
 use crate::app::AppState;
 use crate::tenant::validate_tenant_id;
 
@@ -41,6 +42,18 @@ fn counted<T>(direction: &'static str, outcome: &Result<T, ApiError>) {
         .increment(1);
 }
 
+/// `POST /v1/tenants/{id}/export`: moves a tenant out (docs/operations.md "Moving a tenant").
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/export",
+    tag = "operations",
+    params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{1,64}$", example = "retired")),
+    responses(
+        (status = 200, description = "The tenant's export file; the tenant is `moved` here from now on", content_type = "application/octet-stream", body = String),
+        TenantErrors,
+        (status = 409, response = Conflict),
+    )
+)]
 async fn export(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -57,6 +70,18 @@ async fn export(
     Ok(answer.streaming(file_chunks(made.file)))
 }
 
+/// `POST /v1/tenant-imports`: imports an exported tenant and starts it.
+#[utoipa::path(
+    post,
+    path = "/v1/tenant-imports",
+    tag = "operations",
+    request_body(content = String, content_type = "application/octet-stream", description = "An export file"),
+    responses(
+        (status = 201, description = "The imported tenant, started", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+    )
+)]
 async fn import(
     state: web::Data<AppState>,
     payload: web::Payload,

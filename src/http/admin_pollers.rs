@@ -16,8 +16,10 @@ use steward_actors::runtime::TenantHandle;
 use steward_actors::store::poll_ops::{
     CapturePath, PauseReason, PollMark, RunReport, PARITY_EXAMPLES, POLL_RUNS_KEPT,
 };
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{RunningTenantErrors, TenantPath};
 use crate::app::AppState;
 use crate::tenants::{format_ms, now_ms};
 
@@ -40,6 +42,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 pub(crate) fn running_handle(state: &AppState, tenant_id: &str) -> Result<TenantHandle, ApiError> {
     state.stores.ensure_registered(tenant_id)?;
+    // Exported: not "not running (see the log)", which a retry could outwait.
+    if state.moved_tenants.contains(tenant_id) {
+        return Err(crate::tenants::moved_here(tenant_id));
+    }
     state.runtime.tenant(tenant_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unavailable,
@@ -181,6 +187,17 @@ pub fn status_block(handle: &TenantHandle) -> Value {
     }
 }
 
+/// `GET /v1/tenants/{id}/pollers`: the tenant's polled sources.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/pollers",
+    tag = "pollers",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "`{\"pollers\": [...]}`: each poller's state, schedule, checkpoint, last and next run", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn list_pollers(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -191,11 +208,25 @@ async fn list_pollers(
         .json(json!({"pollers": pollers.iter().map(poller_json).collect::<Vec<_>>()})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RunsQuery {
+    /// How many runs, newest first (1 to the number kept).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
+/// `GET /v1/tenants/{id}/pollers/{source}/runs`: the poller's latest runs.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/pollers/{source}/runs",
+    tag = "pollers",
+    params(TenantPath, ("source" = String, Path, description = "The source's ingress key", example = "stripe"), RunsQuery),
+    responses(
+        (status = 200, description = "`{\"runs\": [...]}`, newest first", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn list_runs(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -214,9 +245,10 @@ async fn list_runs(
     Ok(HttpResponse::Ok().json(json!({"runs": runs.iter().map(run_json).collect::<Vec<_>>()})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetBody {
+    /// An RFC 3339 time in the past, within the dedup retention.
     since: String,
 }
 
@@ -232,6 +264,20 @@ pub(crate) fn parse_time(field: &str, text: &str) -> Result<u64, ApiError> {
     u64::try_from(at.as_millisecond()).map_err(|_| invalid())
 }
 
+/// `POST /v1/tenants/{id}/pollers/{source}/{action}`: run now, pause, resume, or reset the
+/// checkpoint to a past time.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/pollers/{source}/{action}",
+    tag = "pollers",
+    params(TenantPath, ("source" = String, Path, description = "The source's ingress key", example = "stripe"), ("action" = String, Path, description = "`run`, `pause`, `resume` or `reset`")),
+    request_body(content = Option<ResetBody>, description = "Only for `reset`: the time to re-read from", example = json!({"since": "2026-01-02T03:04:05Z"})),
+    responses(
+        (status = 200, description = "The poller after `pause`, `resume` or `reset`", body = Object),
+        (status = 202, description = "The poller, a run requested (`run`)", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn poller_action(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
@@ -317,10 +363,13 @@ async fn poller_action(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ParityQuery {
+    /// An RFC 3339 time (default: a day before `to`).
     from: Option<String>,
+    /// An RFC 3339 time (default: now).
     to: Option<String>,
 }
 
@@ -347,6 +396,17 @@ impl HourCounts {
     }
 }
 
+/// `GET /v1/tenants/{id}/parity/{source}`: a hybrid source's parity report.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/parity/{source}",
+    tag = "pollers",
+    params(TenantPath, ("source" = String, Path, description = "The source's ingress key", example = "stripe"), ParityQuery),
+    responses(
+        (status = 200, description = "Per hour: records seen by both paths, by the webhook only, by the poll only, with examples", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn parity(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

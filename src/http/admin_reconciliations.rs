@@ -20,6 +20,7 @@ use steward_actors::money::{
 
 use super::admin_pollers::running_handle;
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{PayloadTooLarge, RunningTenantErrors, TenantPath, Unprocessable};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::sources::amount::minor_to_major;
@@ -61,18 +62,16 @@ impl From<steward_actors::store::StoreError> for ReconciliationApiError {
 impl ResponseError for ReconciliationApiError {
     fn status_code(&self) -> actix_web::http::StatusCode {
         match self {
-            ReconciliationApiError::Invalid { .. } => {
-                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ReconciliationApiError::Invalid { .. } => ErrorCode::InvalidReconciliation.status(),
             ReconciliationApiError::Api(error) => error.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ReconciliationApiError::Invalid { .. } => HttpResponse::UnprocessableEntity().json(
-                json!({"error": {"code": "invalid_reconciliation", "message": self.to_string()}}),
-            ),
+            ReconciliationApiError::Invalid { .. } => {
+                ApiError::new(ErrorCode::InvalidReconciliation, self.to_string()).error_response()
+            }
             ReconciliationApiError::Api(error) => error.error_response(),
         }
     }
@@ -128,6 +127,21 @@ fn parse_body(body: &Value) -> Result<Asked, ReconciliationApiError> {
     Ok(Asked { source, from, to })
 }
 
+/// `POST /v1/tenants/{id}/reconciliations`: reconciles a source's money over days.
+#[utoipa::path(
+    post,
+    operation_id = "create_reconciliation",
+    path = "/v1/tenants/{id}/reconciliations",
+    tag = "reconciliations",
+    params(TenantPath),
+    request_body(content = Object, description = "`{\"source\", \"from\", \"to\"}`: days `YYYY-MM-DD`, inclusive", example = json!({"source": "stripe", "from": "2026-01-01", "to": "2026-01-31"})),
+    responses(
+        (status = 202, description = "The job, queued", body = Object),
+        RunningTenantErrors,
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -157,6 +171,18 @@ async fn create(
     Ok(HttpResponse::Accepted().json(job_json(&job, true)))
 }
 
+/// `GET /v1/tenants/{id}/reconciliations`: the tenant's jobs.
+#[utoipa::path(
+    get,
+    operation_id = "list_reconciliations",
+    path = "/v1/tenants/{id}/reconciliations",
+    tag = "reconciliations",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "`{\"reconciliations\": [...]}`", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -170,6 +196,18 @@ async fn list(
     Ok(HttpResponse::Ok().json(json!({"reconciliations": jobs})))
 }
 
+/// `GET /v1/tenants/{id}/reconciliations/{job}`: one job.
+#[utoipa::path(
+    get,
+    operation_id = "get_reconciliation",
+    path = "/v1/tenants/{id}/reconciliations/{job}",
+    tag = "reconciliations",
+    params(TenantPath, ("job" = String, Path, description = "The reconciliation job's id", example = "rc_1")),
+    responses(
+        (status = 200, description = "The job with its report", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn get(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

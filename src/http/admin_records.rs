@@ -17,6 +17,7 @@ use steward_actors::store::types::RecordState;
 use steward_actors::store::RecordKind;
 
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{RunningTenantErrors, TenantErrors, TenantPath};
 use crate::app::AppState;
 use crate::sources::kind_name;
 use crate::tenants::{format_ms, now_ms};
@@ -76,6 +77,17 @@ fn record_json(record: &RecordState, queued: Vec<Value>, dead_letter: Value) -> 
     })
 }
 
+/// `GET /v1/tenants/{id}/records/{kind}/{source}/{source_id}`: where a record is.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/records/{kind}/{source}/{source_id}",
+    tag = "records",
+    params(TenantPath, ("kind" = String, Path, description = "`gift`, `contact` or `refund`", example = "gift"), ("source" = String, Path, description = "The source's ingress key", example = "stripe"), ("source_id" = String, Path, description = "The record's id or any alias", example = "pi_3NqExample")),
+    responses(
+        (status = 200, description = "`state`, `idempotency_key`, `virtuous_id`, `updated_at`, `history`, `queued`, `dead_letter`", body = Object),
+        TenantErrors,
+    )
+)]
 async fn get_record(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String, String)>,
@@ -135,16 +147,31 @@ fn record_view_json(
 const FOUND_RECORDS_MAX: usize = 50;
 
 /// `?email=` or `?virtuous_id=` (exactly one).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FindQuery {
+    /// A donor email (any case).
+    #[param(example = "ann@example.org")]
     email: Option<String>,
+    /// A Virtuous id the record was confirmed with.
+    #[param(example = "1234")]
     virtuous_id: Option<String>,
 }
 
 /// `GET /v1/tenants/{id}/records?email=` or `?virtuous_id=`: the records indexed under a
 /// donor email or a Virtuous id (at most 50, in key order: kind, source, source id;
 /// `truncated` says there were more), each as the record route shows it.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/records",
+    tag = "records",
+    params(TenantPath, FindQuery),
+    responses(
+        (status = 200, description = "`{\"records\": [record…], \"truncated\"}`: at most 50, each as the record route shows it", body = Object),
+        TenantErrors,
+    )
+)]
 async fn find_records(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -192,19 +219,24 @@ async fn find_records(
     Ok(HttpResponse::Ok().json(json!({"records": records, "truncated": truncated})))
 }
 
+/// `POST /v1/tenants/{id}/test-connection`: one Virtuous call with the tenant's key.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/test-connection",
+    tag = "records",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "`{\"ok\": true, …}` or `{\"ok\": false, \"error\", …}`: a refused key is an answer", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn test_connection(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = path.into_inner();
-    // 404 for an unknown tenant before "not running".
-    state.stores.ensure_registered(&tenant_id)?;
-    let handle = state.runtime.tenant(&tenant_id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unavailable,
-            format!("tenant `{tenant_id}` is not running (see its status and the log)"),
-        )
-    })?;
+    // 404 for an unknown tenant, 409 for a moved one, before "not running".
+    let handle = super::admin_pollers::running_handle(&state, &tenant_id)?;
     // Invariant 4: the call is drawn from the tenant's budget before it is made; a slot
     // that opens within a few seconds (pacing) is waited for, a spent hour is an answer.
     let mut waited_ms = 0;

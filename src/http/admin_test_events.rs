@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{PayloadTooLarge, RunningTenantErrors, TenantPath};
 use super::{parse_json, read_body_limited};
 use crate::app::AppState;
 use crate::traffic::{generate, sign, Expected, TrafficOptions};
@@ -27,7 +28,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 /// What the test events stand for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TestEventKind {
     /// A one-time payment (`payment_intent.succeeded` or `charge.succeeded`).
@@ -38,9 +39,9 @@ pub enum TestEventKind {
     Refund,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TriggerRequest {
+pub struct TriggerRequest {
     kind: TestEventKind,
 }
 
@@ -63,6 +64,18 @@ fn traffic_options(kind: TestEventKind, seed: u64, now_s: i64) -> TrafficOptions
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/test-events/stripe",
+    tag = "tenants",
+    params(TenantPath),
+    request_body(content = TriggerRequest, example = json!({"kind": "payment"})),
+    responses(
+        (status = 202, description = "`{\"kind\", \"payment_id\", \"donor_email\", \"taken\", \"hint\", \"events\": [{\"id\", \"type\", \"status\", \"answer\"}], \"record\"}`", body = Object),
+        RunningTenantErrors,
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn trigger_stripe(
     state: web::Data<AppState>,
     path: web::Path<String>,

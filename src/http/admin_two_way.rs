@@ -20,9 +20,11 @@ use serde_json::{json, Value};
 use steward_actors::runtime::{PairView, TenantHandle, TwoWayError};
 use steward_actors::two_way::cross_match::{CrossMatchJob, JobState, Policies};
 use steward_actors::two_way::Resolution;
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin_pollers::running_handle;
 use super::error::{ApiError, ErrorCode};
+use super::openapi::{RunningTenantErrors, TenantPath};
 use super::paging::{cut_page, PageQuery};
 use super::parse_json;
 use crate::app::AppState;
@@ -114,6 +116,17 @@ pub fn status_block(handle: &TenantHandle) -> Value {
     }
 }
 
+/// `GET /v1/tenants/{id}/two-way`: the tenant's two-way pairs.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/two-way",
+    tag = "two-way",
+    params(TenantPath),
+    responses(
+        (status = 200, description = "`{\"pairs\": [...]}`: mode, counters, pending, conflicts, the pair loop, the cross-match", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn pairs(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -123,10 +136,14 @@ async fn pairs(
 }
 
 /// `?after={id}&limit=` over ids that are text (conflicts, links).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TextPageQuery {
+    /// The last id of the previous page (its `next_after`).
     after: Option<String>,
+    /// The page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -140,6 +157,17 @@ impl TextPageQuery {
     }
 }
 
+/// `GET /v1/tenants/{id}/conflicts`: open conflicts, a page.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/conflicts",
+    tag = "two-way",
+    params(TenantPath, TextPageQuery),
+    responses(
+        (status = 200, description = "`{\"conflicts\": [...], \"next_after\"}`", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn conflicts(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -190,6 +218,18 @@ pub fn resolution_of(body: &Value) -> Result<Resolution, ApiError> {
     }
 }
 
+/// `POST /v1/tenants/{id}/conflicts/{conflict}/resolve`: settles one conflict.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/conflicts/{conflict}/resolve",
+    tag = "two-way",
+    params(TenantPath, ("conflict" = String, Path, description = "The conflict's id", example = "mailchimp:a1b2:email")),
+    request_body(content = Object, description = "`{\"take\": \"partner\" | \"virtuous\"}` or `{\"take\": \"value\", \"value\": …}`", example = json!({"take": "partner"})),
+    responses(
+        (status = 200, description = "`{\"link\": …}`: the record's link after the resolution", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn resolve(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -225,12 +265,25 @@ fn body_of<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
+    /// `mailchimp` or `platform:{name}`.
     pair: String,
 }
 
+/// `POST /v1/tenants/{id}/cross-match`: starts matching both sides of a pair.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/cross-match",
+    tag = "two-way",
+    params(TenantPath),
+    request_body(content = StartBody, example = json!({"pair": "mailchimp"})),
+    responses(
+        (status = 202, description = "The job, started", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn start_cross_match(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -246,9 +299,11 @@ async fn start_cross_match(
 }
 
 /// `?pair=` (absent: the job started last).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PairQuery {
+    /// The pair (default: the job started last).
     pair: Option<String>,
 }
 
@@ -267,6 +322,17 @@ fn job_of(handle: &TenantHandle, pair: Option<&str>) -> Result<CrossMatchJob, Ap
     })
 }
 
+/// `GET /v1/tenants/{id}/cross-match`: the job's progress.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/cross-match",
+    tag = "two-way",
+    params(TenantPath, PairQuery),
+    responses(
+        (status = 200, description = "The job: state, counts, ETA", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn cross_match(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -295,6 +361,17 @@ pub fn report_chunk(
     (web::Bytes::from(text), next)
 }
 
+/// `GET /v1/tenants/{id}/cross-match/report`: the finished job's report.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/cross-match/report",
+    tag = "two-way",
+    params(TenantPath, PairQuery),
+    responses(
+        (status = 200, description = "One JSON line per match, then the totals", content_type = "application/x-ndjson", body = String),
+        RunningTenantErrors,
+    )
+)]
 async fn report(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -345,6 +422,18 @@ struct ApproveBody {
     policies: Policies,
 }
 
+/// `POST /v1/tenants/{id}/cross-match/approve`: applies the report once.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/cross-match/approve",
+    tag = "two-way",
+    params(TenantPath),
+    request_body(content = Object, description = "`{\"pair\", \"policies\"}` (docs/operations.md \"Two-way sync\")", example = json!({"pair": "mailchimp", "policies": {"matched": "link"}})),
+    responses(
+        (status = 202, description = "The job, applying", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn approve(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -400,11 +489,16 @@ fn pair_handle(state: &AppState, tenant_id: &str, pair: &str) -> Result<TenantHa
 }
 
 /// `?virtuous_id=` (one link) or `?after=&limit=` (a page of links, partner-id order).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RecordsQuery {
+    /// One link: the one of this Virtuous contact.
     virtuous_id: Option<String>,
+    /// The last partner id of the previous page (its `next_after`).
     after: Option<String>,
+    /// The page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -415,6 +509,17 @@ fn no_link(pair: &str, which: &str) -> ApiError {
     )
 }
 
+/// `GET /v1/tenants/{id}/two-way/{pair}/records`: the pair's links.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/two-way/{pair}/records",
+    tag = "two-way",
+    params(TenantPath, ("pair" = String, Path, description = "The pair: `mailchimp` or `platform:{name}`", example = "mailchimp"), RecordsQuery),
+    responses(
+        (status = 200, description = "`{\"links\": [...], \"next_after\"}`, or `{\"link\"}` with `?virtuous_id=`", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn records(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -439,6 +544,17 @@ async fn records(
     Ok(HttpResponse::Ok().json(json!({"links": page, "next_after": next_after})))
 }
 
+/// `GET /v1/tenants/{id}/two-way/{pair}/records/{partner_id}`: one link.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/two-way/{pair}/records/{partner_id}",
+    tag = "two-way",
+    params(TenantPath, ("pair" = String, Path, description = "The pair: `mailchimp` or `platform:{name}`", example = "mailchimp"), ("partner_id" = String, Path, description = "The partner's record id", example = "a1b2c3")),
+    responses(
+        (status = 200, description = "`{\"link\": …}`: sync state and history", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn record(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
@@ -451,6 +567,17 @@ async fn record(
     Ok(HttpResponse::Ok().json(json!({ "link": link })))
 }
 
+/// `GET /v1/tenants/{id}/two-way/{pair}/dead-letters`: the pair's refused writes.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/two-way/{pair}/dead-letters",
+    tag = "two-way",
+    params(TenantPath, ("pair" = String, Path, description = "The pair: `mailchimp` or `platform:{name}`", example = "mailchimp"), PageQuery),
+    responses(
+        (status = 200, description = "`{\"dead_letters\": [...], \"next_after\"}`", body = Object),
+        RunningTenantErrors,
+    )
+)]
 async fn dead_letters(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -6,13 +6,17 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use steward_actors::store::StoreError;
 
 use crate::tenant::TenantDocError;
 
-/// The machine-readable error codes of the external contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The machine-readable error codes of the external contract. Their wire names are the serde
+/// names (`snake_case`), which the OpenAPI document's `ErrorCode` enum is generated from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Unauthorized,
     NotFound,
@@ -52,6 +56,8 @@ pub enum ErrorCode {
     /// A dashboard session's state-changing call without its `X-CSRF-Token` (missing, or
     /// another session's): 403, nothing done.
     CsrfFailed,
+    /// A money reconciliation's body was refused (422): the message names the field.
+    InvalidReconciliation,
 }
 
 impl ErrorCode {
@@ -80,10 +86,11 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Moved => "moved",
             ErrorCode::CsrfFailed => "csrf_failed",
+            ErrorCode::InvalidReconciliation => "invalid_reconciliation",
         }
     }
 
-    fn status(self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::Unauthorized | ErrorCode::BadSignature | ErrorCode::StaleTimestamp => {
                 StatusCode::UNAUTHORIZED
@@ -98,7 +105,9 @@ impl ErrorCode {
             ErrorCode::Conflict | ErrorCode::TenantHasWork | ErrorCode::InvalidTransition => {
                 StatusCode::CONFLICT
             }
-            ErrorCode::InvalidBackfill => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidBackfill | ErrorCode::InvalidReconciliation => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable | ErrorCode::Moved => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +118,20 @@ impl ErrorCode {
             ErrorCode::CsrfFailed => StatusCode::FORBIDDEN,
         }
     }
+}
+
+/// Every error answer's body: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a code for programs, a message for people.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// Names the field, id or limit concerned; its wording is not part of the contract.
+    pub message: String,
 }
 
 /// An error answered to an HTTP client.
@@ -164,9 +187,12 @@ impl ResponseError for ApiError {
                 MOVED_RETRY_AFTER_S.to_string(),
             ));
         }
-        response.json(
-            serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}),
-        )
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        })
     }
 }
 
@@ -236,6 +262,21 @@ impl From<TenantDocError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_written_as_its_documented_name() {
+        // Goal: the wire name of every code (serde, which the OpenAPI enum is generated
+        // from) is `as_str`, which logs and metrics use; the document lists every variant.
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(ErrorCode::schema()).unwrap();
+        let names = schema["enum"].as_array().expect("an enum schema");
+        assert!(names.len() >= 23, "{schema}");
+        for name in names {
+            let code: ErrorCode = serde_json::from_value(name.clone()).unwrap();
+            assert_eq!(code.as_str(), name.as_str().unwrap());
+            assert_eq!(serde_json::to_value(code).unwrap(), *name);
+        }
+    }
 
     #[test]
     fn an_unavailable_answer_says_when_to_come_back() {

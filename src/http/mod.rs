@@ -17,6 +17,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod ingress;
+pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod ui;

@@ -2,17 +2,21 @@
 //! `?after={last id of the previous page}&limit={1..1000}`, answered with `next_after`.
 
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorCode};
 
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
 pub const PAGE_LIMIT_MAX: usize = 1_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// The last id of the previous page.
+    /// The last id of the previous page (its `next_after`).
     pub after: Option<u64>,
+    /// The page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -19,14 +19,16 @@ pub const FLEET_LIMIT_DEFAULT: usize = 50;
 pub const FLEET_LIMIT_MAX: usize = 500;
 
 /// The query of `GET /v1/tenants`; unknown parameters are refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FleetQuery {
     /// A state name (`running`, `paused`, `needs_operator`, `moved`, `not_running`).
     pub state: Option<String>,
     /// A case-insensitive part of the id or the name.
     pub q: Option<String>,
     /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -45,6 +45,7 @@ mod ingress_subscription;
 mod ingress_support;
 mod lifecycle;
 mod logs_json;
+mod openapi;
 mod operator_api;
 mod pg_support;
 mod poll_constant_contact;

@@ -251,6 +251,18 @@ async fn a_tenant_moves_under_traffic_losing_and_duplicating_nothing() {
         .await
         .unwrap();
     assert_eq!(ack.status(), 409);
+    // Nor do the routes that need its actors say "not running, see the log" (503, which a
+    // retry could outwait): it is a conflict, as schemathesis found.
+    for path in ["pollers", "backfills", "two-way"] {
+        let (status, answer) = a
+            .admin_call(Method::GET, &format!("/v1/tenants/{TENANT}/{path}"), None)
+            .await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (409, &json!("conflict")),
+            "{path}: {answer}"
+        );
+    }
     // Deleting the moved copy needs no force: its work went with the export.
     let deleted = a
         .admin(Method::DELETE, &format!("/v1/tenants/{TENANT}"))
