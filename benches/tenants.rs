@@ -52,7 +52,10 @@ async fn wait_for_address(data_dir: &Path, child: &mut Child) -> String {
         if let Some(status) = child.try_wait().unwrap() {
             let log = data_dir.parent().map(|dir| dir.join("steward.log"));
             let text = log.and_then(|log| std::fs::read_to_string(log).ok());
-            panic!("steward exited early: {status}; log:\n{}", text.unwrap_or_default());
+            panic!(
+                "steward exited early: {status}; log:\n{}",
+                text.unwrap_or_default()
+            );
         }
         if let Ok(text) = std::fs::read_to_string(data_dir.join("listen-addr")) {
             let addresses: serde_json::Value = serde_json::from_str(&text).unwrap();
