@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `STEWARD_` prefix that are not configuration keys.
-const NON_CONFIG_ENV_VARS: [&str; 6] = [
+const NON_CONFIG_ENV_VARS: [&str; 7] = [
     "STEWARD_ADMIN_TOKEN",
     // The revision a build names (build.rs); harmless if still set when `serve` runs.
     "STEWARD_BUILD_REVISION",
+    // The revision build.rs gives the compiler; cargo also sets it in the environment of the
+    // tests and benchmarks it runs, and their `steward serve` children inherit it.
+    "STEWARD_GIT_REVISION",
     // The admin API's URL for the command line (`steward backfill …`); `serve` ignores it.
     "STEWARD_ADMIN_URL",
     "STEWARD_MASTER_KEY",

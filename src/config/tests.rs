@@ -86,6 +86,7 @@ fn environment_overrides_nested_keys_and_shortcuts() {
             ("STEWARD_LISTEN", "127.0.0.1:9999"),
             ("STEWARD_ADMIN_TOKEN", "not-a-config-key"),
             ("STEWARD_BENCH_SECONDS", "3"),
+            ("STEWARD_GIT_REVISION", "0123456789ab"),
             ("PATH", "/usr/bin"),
         ]),
     )
