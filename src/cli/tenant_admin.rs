@@ -303,7 +303,7 @@ mod tests {
         assert!(shown.contains("2 min"), "{shown}");
         assert!(shown.contains("4,500"), "{shown}");
         assert!(
-            shown.contains("2 of 3 tenants; next page: --cursor abc"),
+            shown.contains("2 of 3 tenants; next page: the same command with --cursor abc"),
             "{shown}"
         );
         let pine = shown.lines().find(|line| line.starts_with("pine")).unwrap();
