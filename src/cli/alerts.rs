@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::backfill::TenantArg;
 use super::table::Table;
-use super::tenant_admin::{show, text};
+use super::{show, text};
 use super::{Admin, AdminArgs, CliError};
 
 /// Tenants per fleet page `alerts list` reads without `--tenant`.

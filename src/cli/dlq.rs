@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::backfill::TenantArg;
 use super::table::Table;
-use super::tenant_admin::{read_json_file, show, text};
+use super::{read_json_file, show, text};
 use super::{Admin, AdminArgs, CliError};
 
 #[derive(Args, Debug)]

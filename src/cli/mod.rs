@@ -345,6 +345,56 @@ impl Admin {
     }
 }
 
+/// A JSON string field, `-` when absent or not text.
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON document from a file, or from stdin when `path` is `-`.
+pub fn read_json_file(path: &Path) -> Result<Value, CliError> {
+    let mut raw = String::new();
+    let shown = path.display();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut raw)
+            .map_err(|error| CliError::Failed(format!("cannot read stdin: {error}")))?;
+    } else {
+        raw = std::fs::read_to_string(path)
+            .map_err(|error| CliError::Failed(format!("cannot read {shown}: {error}")))?;
+    }
+    serde_json::from_str(&raw)
+        .map_err(|error| CliError::Failed(format!("{shown} is not JSON: {error}")))
+}
+
+/// `-` for no query value, else `&key=value` with the value escaped.
+pub fn query_pair(key: &str, value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!(
+            "&{key}={}",
+            form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        ),
+        None => String::new(),
+    }
+}
+
+/// Prints the API's JSON with `--json`, else `for_people(value)`.
+pub fn show(
+    admin: &Admin,
+    value: &Value,
+    for_people: impl FnOnce(&Value) -> String,
+) -> Result<(), CliError> {
+    if admin.json {
+        admin.print_json(value);
+    } else {
+        print!("{}", for_people(value));
+    }
+    Ok(())
+}
+
 /// `text` as one URL path segment: every byte but the unreserved ones (letters, digits,
 /// `-._~`) percent-encoded (form encoding would turn a space into `+`, which a path keeps).
 pub fn path_segment(text: &str) -> String {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::backfill::TenantArg;
 use super::table::{count, Table};
-use super::tenant_admin::{show, text};
+use super::{show, text};
 use super::{Admin, AdminArgs, CliError};
 
 #[derive(Args, Debug)]
@@ -325,7 +325,7 @@ pub fn run_conflicts(args: ConflictsArgs) -> Result<(), CliError> {
             after,
         } => {
             let mut path = format!("/tenants/{}/conflicts?limit={limit}", tenant.tenant);
-            path.push_str(&super::tenant_admin::query_pair("after", after.as_deref()));
+            path.push_str(&super::query_pair("after", after.as_deref()));
             let answer = admin.get(&path)?;
             show(&admin, &answer, conflicts_table)
         }

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::backfill::TenantArg;
 use super::table::{key_values, Table};
-use super::tenant_admin::{query_pair, show, text};
 use super::{path_segment, Admin, AdminArgs, CliError};
+use super::{query_pair, show, text};
 
 #[derive(Args, Debug)]
 pub struct RecordsArgs {

@@ -2,49 +2,12 @@
 //! routes of the admin API, with tables for people and the API's JSON with `--json`
 //! (docs/cli.md).
 
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::table::{count, duration_words, key_values, thousands, Table};
-use super::{Admin, CliError};
-
-/// A JSON string field, `-` when absent or not text.
-pub fn text(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// A JSON document from a file, or from stdin when `path` is `-`.
-pub fn read_json_file(path: &Path) -> Result<Value, CliError> {
-    let mut raw = String::new();
-    let shown = path.display();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_string(&mut raw)
-            .map_err(|error| CliError::Failed(format!("cannot read stdin: {error}")))?;
-    } else {
-        raw = std::fs::read_to_string(path)
-            .map_err(|error| CliError::Failed(format!("cannot read {shown}: {error}")))?;
-    }
-    serde_json::from_str(&raw)
-        .map_err(|error| CliError::Failed(format!("{shown} is not JSON: {error}")))
-}
-
-/// `-` for no query value, else `&key=value` with the value escaped.
-pub fn query_pair(key: &str, value: Option<&str>) -> String {
-    match value {
-        Some(value) => format!(
-            "&{key}={}",
-            form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
-        ),
-        None => String::new(),
-    }
-}
+use super::{query_pair, read_json_file, show, text, Admin, CliError};
 
 /// The fleet page as a table (ids, states, lanes, budget, alerts).
 pub fn fleet_table(page: &Value) -> String {
@@ -253,7 +216,7 @@ pub fn run(admin: &Admin, action: TenantAction) -> Result<(), CliError> {
                     .into_iter()
                     .flatten()
                     .filter(|(key, _)| key.as_str() != "ok")
-                    .map(|(key, value)| (key.as_str(), super::tenant_admin::text(value)))
+                    .map(|(key, value)| (key.as_str(), text(value)))
                     .collect();
                 shown.push_str(&key_values(&pairs));
                 shown
@@ -267,20 +230,6 @@ pub fn run(admin: &Admin, action: TenantAction) -> Result<(), CliError> {
             }
         }
     }
-}
-
-/// Prints the API's JSON with `--json`, else `for_people(value)`.
-pub fn show(
-    admin: &Admin,
-    value: &Value,
-    for_people: impl FnOnce(&Value) -> String,
-) -> Result<(), CliError> {
-    if admin.json {
-        admin.print_json(value);
-    } else {
-        print!("{}", for_people(value));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::backfill::TenantArg;
 use super::progress::{bars_shown, spinner};
 use super::records::record_text;
-use super::tenant_admin::text;
+use super::text;
 use super::{Admin, AdminArgs, CliError};
 
 /// How often the gift's record is read while waiting.

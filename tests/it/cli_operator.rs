@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{output_text, steward_cli, tenant_body, SpawnOptions, TestApp};
+use crate::common::{paused_dead_letters, steward_cli, tenant_body, SpawnOptions, TestApp};
 
 /// Runs a command against `app`; the output and whether it succeeded.
 fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
@@ -19,15 +19,9 @@ fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
 }
 
 fn cli_ok(app: &TestApp, args: &[&str]) -> String {
-    let mut full = args.to_vec();
-    full.extend(["--url", app.admin_url.as_str()]);
-    let output = steward_cli(&full);
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        output_text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let (ok, stdout, stderr) = cli(app, args);
+    assert!(ok, "{args:?}: stdout: {stdout}\nstderr: {stderr}");
+    stdout
 }
 
 fn cli_json(app: &TestApp, args: &[&str]) -> Value {
@@ -145,31 +139,10 @@ async fn a_triggered_payment_is_followed_found_and_its_dead_letters_handled() {
     );
     assert_eq!(record["source_id"], payment_id.as_str());
 
-    let (status, _) = app
-        .admin_call(reqwest::Method::POST, "/v1/tenants/gala/pause", None)
-        .await;
-    assert_eq!(status, 200);
-    let (status, body) = app
-        .admin_call(
-            reqwest::Method::POST,
-            "/v1/tenants/gala/_test/enqueue?count=2&prefix=cli",
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let (status, body) = app
-        .admin_call(
-            reqwest::Method::POST,
-            "/v1/tenants/gala/_test/dead-letter?count=2&status=422&reason=amount%20invalid",
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let ids: Vec<String> = body["dead_lettered"]
-        .as_array()
-        .unwrap()
+    let ids: Vec<String> = paused_dead_letters(&app, "gala", 2, "cli", "amount%20invalid")
+        .await
         .iter()
-        .map(|id| id.to_string())
+        .map(u64::to_string)
         .collect();
 
     let listed = cli_ok(&app, &["dlq", "list", "--tenant", "gala"]);

@@ -528,3 +528,35 @@ pub fn output_text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// Pauses tenant `id` (nothing is sent while the test arranges its queue), enqueues `count`
+/// synthetic gifts (`prefix`-numbered) and turns them into dead letters refused with a 422
+/// and `reason` (URL-encoded); their ids, oldest first. Needs the test hooks.
+pub async fn paused_dead_letters(
+    app: &TestApp,
+    id: &str,
+    count: usize,
+    prefix: &str,
+    reason: &str,
+) -> Vec<u64> {
+    let post = reqwest::Method::POST;
+    let (status, body) = app
+        .admin_call(post.clone(), &format!("/v1/tenants/{id}/pause"), None)
+        .await;
+    assert_eq!(status, 200, "pause: {body}");
+    let enqueue = format!("/v1/tenants/{id}/_test/enqueue?count={count}&prefix={prefix}");
+    let (status, body) = app.admin_call(post.clone(), &enqueue, None).await;
+    assert_eq!(status, 202, "enqueue: {body}");
+    let dead =
+        format!("/v1/tenants/{id}/_test/dead-letter?count={count}&status=422&reason={reason}");
+    let (status, body) = app.admin_call(post, &dead, None).await;
+    assert_eq!(status, 200, "dead-letter: {body}");
+    let ids: Vec<u64> = body["dead_lettered"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ids in {body}"))
+        .iter()
+        .map(|id| id.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), count, "{body}");
+    ids
+}

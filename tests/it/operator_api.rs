@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{tenant_body, wait_until, SpawnOptions, TestApp};
+use crate::common::{paused_dead_letters, tenant_body, wait_until, SpawnOptions, TestApp};
 use crate::confirm_support::{import, reconcile_now, EVENTUALLY};
 
 fn ids_of(page: &Value) -> Vec<String> {
@@ -266,31 +266,16 @@ async fn one_dead_letter_is_shown_by_its_id() {
     let app = TestApp::spawn(SpawnOptions::default()).await;
     app.create_tenant(&tenant_body("dl1")).await;
     app.wait_ready().await;
-    let (status, _) = app
-        .admin_call(Method::POST, "/v1/tenants/dl1/pause", None)
-        .await;
-    assert_eq!(status, 200);
-    let (status, body) = app
-        .admin_call(
-            Method::POST,
-            "/v1/tenants/dl1/_test/enqueue?count=2&prefix=dlx",
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let (status, body) = app
-        .admin_call(
-            Method::POST,
-            "/v1/tenants/dl1/_test/dead-letter?count=2&status=422&reason=bad%20amount",
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let ids = paused_dead_letters(&app, "dl1", 2, "dlx", "bad%20amount").await;
     let (_, list) = app
         .admin_call(Method::GET, "/v1/tenants/dl1/dead-letters", None)
         .await;
     let items = list["dead_letters"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "{list}");
+    let listed: Vec<u64> = items
+        .iter()
+        .map(|item| item["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, ids, "{list}");
     for item in items {
         let id = item["id"].as_u64().unwrap();
         let (status, one) = app
