@@ -1018,14 +1018,27 @@ impl FingerprintCheck {
                 .is_some()
                 && store.find_record_by_alias(alias)?.is_none()
         };
-        Ok(changed.then(|| crate::source_fact::AlertNote {
+        if !changed {
+            return Ok(None);
+        }
+        let body: serde_json::Value = serde_json::from_str(&fact.body_json).unwrap_or_default();
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        };
+        Ok(Some(crate::source_fact::AlertNote {
             code: crate::ports::GIFT_CHANGED_ALERT.to_string(),
             message: format!(
-                "{}: gift {} changed its amount or date at the source after Steward captured it \
-                 ({}); Virtuous keeps the first version: adjust the gift by hand",
+                "{}: gift {} changed at the source after Steward captured it (now {} {} on {}); \
+                 Virtuous keeps the first version: adjust the gift by hand",
                 fact.source,
                 fact.source_id,
-                alias.rsplit(':').next().unwrap_or_default()
+                text("amount"),
+                body.get("currencyCode")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
+                text("giftDate"),
             ),
         }))
     }
