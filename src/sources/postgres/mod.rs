@@ -47,6 +47,25 @@ pub const CHANGES_TOTAL: &str = "steward_cdc_changes_total";
 pub const SLOT_LAG_BYTES: &str = "steward_cdc_slot_lag_bytes";
 pub const SLOT_LOST_TOTAL: &str = "steward_cdc_slot_lost_total";
 
+/// Registers the CDC metrics' descriptions (next to the actors crate's).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        CHANGES_TOTAL,
+        metrics::Unit::Count,
+        "Changes read from partners' Postgres databases, per operation"
+    );
+    metrics::describe_histogram!(
+        SLOT_LAG_BYTES,
+        metrics::Unit::Bytes,
+        "WAL a CDC replication slot holds beyond its confirmed position, at each read"
+    );
+    metrics::describe_counter!(
+        SLOT_LOST_TOTAL,
+        metrics::Unit::Count,
+        "CDC replication slots found missing, lost or moved past Steward's position"
+    );
+}
+
 /// Longest wait for a connection or one statement.
 const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
