@@ -8,7 +8,7 @@
 //! platform sources' mapping model ([`super::platform::map_event`]), one table one event
 //! type. Identity: a gift is the row, `(table, primary key)`; a contact is one version of
 //! the row, `(table, primary key, row version)` (the `updated_at` column, else a hash of the
-//! values). A gift entry carries the fingerprint of its amount and date
+//! mapped body). A gift entry carries the fingerprint of its amount and date
 //! ([`gift_fingerprint_alias`]): a later version with another fingerprint raises
 //! `source_gift_changed` in the polling machinery, never a second gift.
 
