@@ -679,6 +679,25 @@ async fn a_source_position_travels_with_the_pages_and_their_alerts_and_changed_g
         Some("P2")
     );
 
+    // Read again (an outbox's overlap, a repeat after a crash): told once, not at every read.
+    poller.push(Answer::Fetch(PollFetch::Page(PollPage {
+        items: vec![gift("g1", "12.00"), gift("g3", "2.00")],
+        ..Default::default()
+    })));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the third run", 5_000, || {
+        handle.poll_runs("cc", 5).unwrap().len() == 3
+    })
+    .await;
+    let raised = tenant
+        .alerts()
+        .unwrap()
+        .into_iter()
+        .find(|alert| alert.code == crate::poll::GIFT_CHANGED_ALERT)
+        .unwrap();
+    assert_eq!(raised.count, 2, "a change already told is quiet");
+    assert_eq!(tenant.queued_total(), 3);
+
     handle
         .poll_command("cc", PollAction::Reset { since_ms: 0 })
         .await

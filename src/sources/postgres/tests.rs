@@ -94,6 +94,12 @@ fn a_contact_row_is_one_fact_per_version() {
         first,
         "an update is a new version"
     );
+    let with_unmapped = row(json!({"org": "7", "id": "9", "email": "a@example.org", "notes": "x"}));
+    assert_eq!(
+        key(with_unmapped),
+        first,
+        "a column the mapping does not read is no new version"
+    );
 
     let versioned = settings(json!({"tables": {"public.people": {"primary_key": ["id"],
         "kind": "contact", "updated_at": "changed_at", "fields": {"referenceId": "/id"}}}}));
