@@ -315,7 +315,11 @@ async fn poller_action(
                 ));
             }
             let retention_ms = state.config.reconciler.dedup_retention_days * 86_400_000;
-            if since_ms < now_ms().saturating_sub(retention_ms) {
+            // A Postgres source's reset is a new snapshot of every row, whatever `since`
+            // says (docs/cdc.md): the time bounds nothing there.
+            let postgres = tenant_poller(&state, &tenant_id, &source)
+                .is_ok_and(|(_, poller)| poller.settings.kind == crate::sources::postgres::KIND);
+            if !postgres && since_ms < now_ms().saturating_sub(retention_ms) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidField,
                     format!(
@@ -334,9 +338,11 @@ async fn poller_action(
         }
     };
     let (handle, poller) = tenant_poller(&state, &tenant_id, &source)?;
-    if let (PollAction::Reset { since_ms }, Some(checkpoint)) =
-        (&action, &poller.progress.checkpoint)
-    {
+    if let (PollAction::Reset { since_ms }, Some(checkpoint), false) = (
+        &action,
+        &poller.progress.checkpoint,
+        poller.settings.kind == crate::sources::postgres::KIND,
+    ) {
         if *since_ms > checkpoint.at_ms {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,

@@ -188,11 +188,15 @@ pub(super) fn validate_postgres_source(
                 "name at least one column",
             ));
         }
-        let columns = table.primary_key.iter().chain(table.updated_at.iter());
-        for column in columns {
+        let columns = table
+            .primary_key
+            .iter()
+            .map(|column| ("primary_key", column))
+            .chain(table.updated_at.iter().map(|column| ("updated_at", column)));
+        for (key, column) in columns {
             if !identifier_is_valid(column) {
                 return Err(invalid(
-                    &table_field("primary_key"),
+                    &table_field(key),
                     format!("`{column}` is not a plain column name ([a-z0-9_])"),
                 ));
             }

@@ -180,21 +180,25 @@ impl Inner {
         let Some(position) = position else {
             return self.first_start(client, slot, page).await;
         };
+        let stored = parse_lsn(&position.lsn).unwrap_or(0);
         let healthy = match &slot {
             None => false,
             Some(slot) if slot.wal_status == "lost" => false,
-            Some(slot) => {
-                position.lost || slot.confirmed <= parse_lsn(&position.lsn).unwrap_or(u64::MAX)
-            }
+            Some(_) if position.lost => true,
+            // Ahead of the stored position: made again, or advanced by someone else.
+            // Behind the server's own flushed WAL: another server (a migration, a restore)
+            // whose history is not the one the position was taken from.
+            Some(slot) => slot.confirmed <= stored && stored <= slot.flushed,
         };
         if !healthy {
             return self.slot_lost(client, slot, position, page).await;
         }
         let slot = slot.expect("healthy");
         if position.lost {
-            // An operator made a slot again: it starts where it was made.
+            // An operator made a slot again: a new snapshot from now.
             tracing::info!(source = %self.mapper.source(), slot = %self.slot, "replication slot exists again; taking a new snapshot");
-            page.position = Some(self.snapshot_start(slot.confirmed));
+            let lsn = self.fresh_start(client, &slot).await?;
+            page.position = Some(self.snapshot_start(lsn));
             page.next_cursor = Some("snapshot".into());
             return Ok(PollFetch::Page(page));
         }
@@ -304,8 +308,9 @@ impl Inner {
                 tables.join(", ")
             )));
         }
+        self.check_server(client).await?;
         let lsn = match slot {
-            Some(slot) if slot.wal_status != "lost" => slot.confirmed,
+            Some(slot) if slot.wal_status != "lost" => self.fresh_start(client, &slot).await?,
             Some(_) if self.create_slot => {
                 self.drop_slot(client).await?;
                 self.create(client).await?
@@ -322,6 +327,69 @@ impl Inner {
         page.position = Some(self.snapshot_start(lsn));
         page.next_cursor = Some("snapshot".into());
         Ok(PollFetch::Page(page))
+    }
+
+    /// A snapshot starts from the server's flushed WAL, not from an older slot position: the
+    /// snapshot reads every row as it is now, and replaying older changes after it would send
+    /// contacts' older versions last (and call older gift amounts changes). The slot is moved
+    /// there first; nothing is stored yet, so nothing stored is skipped.
+    async fn fresh_start(&self, client: &Client, slot: &SlotRow) -> Result<u64, SourceFailure> {
+        if slot.flushed <= slot.confirmed {
+            return Ok(slot.confirmed);
+        }
+        let target = format_lsn(slot.flushed);
+        client
+            .execute(
+                "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                &[&self.slot, &target],
+            )
+            .await
+            .map_err(|err| {
+                classify(
+                    &err,
+                    "moving the replication slot to now before the snapshot",
+                )
+            })?;
+        Ok(slot.flushed)
+    }
+
+    /// What the first start needs of the server: Postgres 13 or newer (`wal_status`), and
+    /// every configured table in the publication (a table left out would be snapshotted once
+    /// and then never streamed).
+    async fn check_server(&self, client: &Client) -> Result<(), SourceFailure> {
+        let version: String = client
+            .query_one("SHOW server_version_num", &[])
+            .await
+            .map_err(|err| classify(&err, "reading the server version"))?
+            .get(0);
+        if version.parse::<u32>().unwrap_or(0) < 130_000 {
+            return Err(SourceFailure::Other(format!(
+                "the server is PostgreSQL {version} (server_version_num): logical mode needs 13 or newer; use outbox mode"
+            )));
+        }
+        let rows = client
+            .query(
+                "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1",
+                &[&self.publication],
+            )
+            .await
+            .map_err(|err| classify(&err, "reading pg_publication_tables"))?;
+        let published: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        let missing: Vec<&str> = self
+            .mapper
+            .tables()
+            .filter(|table| !published.iter().any(|name| name == table))
+            .collect();
+        if !missing.is_empty() {
+            return Err(SourceFailure::Other(format!(
+                "publication {} does not publish {}: ALTER PUBLICATION {} ADD TABLE {};",
+                self.publication,
+                missing.join(", "),
+                self.publication,
+                missing.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     async fn drop_slot(&self, client: &Client) -> Result<(), SourceFailure> {
@@ -344,13 +412,20 @@ impl Inner {
             Some(slot) if slot.wal_status == "lost" => {
                 "is lost (Postgres removed WAL it still needed)".to_string()
             }
-            Some(slot) => format!(
+            Some(slot) if slot.confirmed > parse_lsn(&position.lsn).unwrap_or(0) => format!(
                 "is at {}, past the {} Steward stored (it was made again or advanced by someone else)",
                 format_lsn(slot.confirmed),
                 position.lsn
             ),
+            Some(slot) => format!(
+                "is on a server whose WAL ends at {}, before the {} Steward stored (another server, or one restored from a backup)",
+                format_lsn(slot.flushed),
+                position.lsn
+            ),
         };
-        metrics::counter!(SLOT_LOST_TOTAL).increment(1);
+        if !position.lost {
+            metrics::counter!(SLOT_LOST_TOTAL).increment(1);
+        }
         let remedy = if self.create_slot {
             "Steward creates a new slot and takes a new snapshot (deduplicated)".to_string()
         } else {
@@ -366,19 +441,33 @@ impl Inner {
                 self.slot
             ),
         });
-        tracing::error!(source = %self.mapper.source(), slot = %self.slot, why = %why, "replication slot lost");
+        if !position.lost {
+            tracing::error!(source = %self.mapper.source(), slot = %self.slot, why = %why, "replication slot lost");
+        }
+        let lost = Position {
+            lost: true,
+            ..position
+        };
         if self.create_slot {
-            if slot.is_some() {
-                self.drop_slot(client).await?;
+            let remade = async {
+                if slot.is_some() {
+                    self.drop_slot(client).await?;
+                }
+                self.create(client).await
+            };
+            match remade.await {
+                Ok(lsn) => {
+                    page.position = Some(self.snapshot_start(lsn));
+                    page.next_cursor = Some("snapshot".into());
+                }
+                // Still told (the alert is on this page); the next run tries again.
+                Err(failure) => {
+                    tracing::warn!(source = %self.mapper.source(), slot = %self.slot, error = ?failure, "could not make the replication slot again");
+                    page.position = Some(position_text(&lost));
+                }
             }
-            let lsn = self.create(client).await?;
-            page.position = Some(self.snapshot_start(lsn));
-            page.next_cursor = Some("snapshot".into());
         } else {
-            page.position = Some(position_text(&Position {
-                lost: true,
-                ..position
-            }));
+            page.position = Some(position_text(&lost));
         }
         Ok(PollFetch::Page(page))
     }
@@ -426,6 +515,9 @@ impl Inner {
         let last_key = rows
             .last()
             .and_then(|row| self.mapper.key_values(&table, row));
+        if read == u64::from(self.batch) && last_key.is_none() {
+            return Err(super::full_page_without_key(&table, &key));
+        }
         let now = now_ms();
         for row in rows {
             page.items
@@ -451,6 +543,8 @@ impl Inner {
         if next.is_none() {
             tracing::info!(source = %self.mapper.source(), rows = at.rows + read, "snapshot taken; streaming from the slot");
         }
+        page.alerts
+            .extend(super::rejection_alert(self.mapper.source(), &page.items));
         page.position = Some(position_text(&Position {
             snapshot: next,
             ..position
@@ -580,6 +674,8 @@ impl Inner {
                 ),
             });
         }
+        page.alerts
+            .extend(super::rejection_alert(self.mapper.source(), &page.items));
         page.position = Some(position_text(&Position {
             lsn: format_lsn(through),
             snapshot: None,

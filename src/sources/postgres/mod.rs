@@ -39,6 +39,9 @@ pub const KIND: &str = "postgres";
 pub const GIFT_DELETED_ALERT: &str = "source_gift_deleted";
 /// Alert: the replication slot is missing, lost, or ahead of what Steward stored.
 pub const SLOT_LOST_ALERT: &str = "cdc_slot_lost";
+/// Alert: rows that cannot become a gift or contact (the run report has them too, but a
+/// logical source's runs are many and short).
+pub const ROW_REJECTED_ALERT: &str = "source_row_rejected";
 /// Alert: the slot holds more WAL than `lag_alert_bytes`.
 pub const SLOT_LAG_ALERT: &str = "cdc_slot_lag";
 
@@ -162,12 +165,26 @@ impl Connector {
                     tracing::warn!(tenant_id = %tenant_id, source = %source, error = %describe(&err), "postgres source connection ended");
                 }
             });
+            // Literals are written with only `'` doubled: standard strings must be on. A
+            // statement the server runs longer than this is cancelled there too, so a peek
+            // given up on here does not keep the slot busy.
             client
                 .batch_execute(
-                    "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 1",
+                    "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 1; \
+                     SET standard_conforming_strings = on; SET statement_timeout = '55s'",
                 )
                 .await
                 .map_err(|err| classify(&err, "setting up the session"))?;
+            let encoding: String = client
+                .query_one("SHOW server_encoding", &[])
+                .await
+                .map_err(|err| classify(&err, "reading the server encoding"))?
+                .get(0);
+            if encoding != "UTF8" && encoding != "SQL_ASCII" {
+                return Err(SourceFailure::Other(format!(
+                    "the database's encoding is {encoding}: changes are read as the server stores them, and Steward reads UTF8 only"
+                )));
+            }
             *guard = Some(client);
         }
         let client = guard.as_ref().expect("connected above");
@@ -220,6 +237,39 @@ fn classify(err: &tokio_postgres::Error, doing: &str) -> SourceFailure {
     }
 }
 
+/// The alert for a page's rows that could not be mapped, naming the first few.
+pub fn rejection_alert(
+    source: &str,
+    items: &[steward_actors::poll::PolledItem],
+) -> Option<steward_actors::source_fact::AlertNote> {
+    let rejected: Vec<String> = items
+        .iter()
+        .filter_map(|item| match &item.entries {
+            Err(reason) => Some(format!("{}: {reason}", item.record_id)),
+            Ok(_) => None,
+        })
+        .collect();
+    let first = rejected.first()?;
+    Some(steward_actors::source_fact::AlertNote {
+        code: ROW_REJECTED_ALERT.into(),
+        message: format!(
+            "{source}: {} row(s) could not be sent and were skipped (first: {first}); fix the \
+             rows or the mapping, then update the rows (or reset the poller) to send them",
+            rejected.len()
+        ),
+    })
+}
+
+/// A keyset page that came back full must end in a key to go on from: otherwise the
+/// configured key is not the table's (nullable, or missing from the rows).
+pub fn full_page_without_key(table: &str, key: &[String]) -> SourceFailure {
+    SourceFailure::Other(format!(
+        "a page of {table} ended in a row without its key ({}): is primary_key the table's \
+         primary key?",
+        key.join(", ")
+    ))
+}
+
 /// `"schema"."table"` (names validated as plain identifiers; quoted all the same).
 pub fn quoted_table(table: &str) -> String {
     match table.split_once('.') {
@@ -264,6 +314,7 @@ struct TableMap {
     updated_at: Option<String>,
     /// The column `giftDate` reads, when it names one (`/given_at` → `given_at`).
     gift_date_column: Option<String>,
+    maps_gift_date: bool,
 }
 
 /// Rows → entries, the same for the stream, the snapshot and the outbox.
@@ -317,6 +368,7 @@ impl RowMapper {
                             .and_then(|pointer| pointer.strip_prefix('/'))
                             .filter(|column| !column.contains('/'))
                             .map(str::to_string),
+                        maps_gift_date: spec.fields.contains_key("giftDate"),
                     },
                 )
             })
@@ -457,9 +509,14 @@ impl RowMapper {
                     body.get("currencyCode")
                         .and_then(Value::as_str)
                         .unwrap_or_default(),
-                    body.get("giftDate")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
+                    // An unmapped `giftDate` is the day of capture, not the gift's: not compared.
+                    if map.maps_gift_date {
+                        body.get("giftDate")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                    } else {
+                        ""
+                    },
                 ]);
                 command.aliases.push(gift_fingerprint_alias(
                     &self.source,

@@ -132,6 +132,9 @@ impl Inner {
             let at = row.get(&updated_at)?.as_str()?.to_string();
             Some((at, self.mapper.key_values(&table, row)?))
         });
+        if read == self.batch as usize && last.is_none() {
+            return Err(super::full_page_without_key(&table, &key));
+        }
         // The first run of a source reads everything it has: history, in the backfill lane.
         let lane = if since_ms == 0 {
             Lane::Backfill
@@ -161,6 +164,8 @@ impl Inner {
             });
         }
         metrics::counter!(CHANGES_TOTAL, "op" => "outbox").increment(read as u64);
+        page.alerts
+            .extend(super::rejection_alert(self.mapper.source(), &page.items));
         let next = if read < self.batch as usize {
             self.mapper
                 .tables()
