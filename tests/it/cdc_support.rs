@@ -710,3 +710,74 @@ fn cdc_support_parses_and_prints_lsns() {
     assert_eq!(gift_cents(&json!({"amount": 12.34})), Some(1234));
     assert_eq!(gift_cents(&json!({"amount": "0.07"})), Some(7));
 }
+
+#[tokio::test]
+async fn cdc_support_the_logical_cluster_decodes_and_copy_commits_rows_together() {
+    // Goal: the test infrastructure the CDC tests lean on is what they assume — the shared
+    // cluster runs wal_level=logical, the tables are in the publication, and `copy_gifts`
+    // writes its rows in one transaction (one commit LSN), read here through a
+    // `test_decoding` slot of the test's own.
+    let db = CdcDb::create("cdcinfra").await;
+    let level: String = db
+        .client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level, "logical");
+    let published: i64 = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1",
+            &[&db.publication],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(published, 2);
+    let slot = format!("{}_infra", db.schema);
+    db.client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'test_decoding')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<GiftRow> = (1..=5).map(GiftRow::numbered).collect();
+    db.copy_gifts(&rows).await;
+    db.insert_gifts(&[GiftRow::numbered(6), GiftRow::numbered(7)])
+        .await;
+    let changes = db
+        .client
+        .query(
+            "SELECT xid::text, data FROM pg_logical_slot_peek_changes($1, NULL, NULL)",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    let mut inserts_by_xid: BTreeMap<String, usize> = BTreeMap::new();
+    for change in &changes {
+        let data: &str = change.get(1);
+        if data.starts_with(&format!("table {}: INSERT", db.gifts())) {
+            *inserts_by_xid.entry(change.get(0)).or_insert(0) += 1;
+        }
+    }
+    let mut sizes: Vec<usize> = inserts_by_xid.values().copied().collect();
+    sizes.sort();
+    let all: Vec<(String, String)> = changes
+        .iter()
+        .map(|change| (change.get(0), change.get(1)))
+        .collect();
+    assert_eq!(
+        sizes,
+        [2, 5],
+        "inserts per transaction: {inserts_by_xid:?}; changes {all:?}"
+    );
+    let row = slot_row(&db.client, &slot).await.expect("the slot");
+    assert_eq!(row.plugin.as_deref(), Some("test_decoding"));
+    assert!(row.confirmed_flush_lsn.is_some());
+    db.client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+}

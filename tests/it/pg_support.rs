@@ -149,10 +149,13 @@ impl PgCluster {
 
     /// Starts the server on the same port and data (after `stop`, and the first time).
     pub fn start_again(&self) {
-        let fast = if self.durable {
-            ""
-        } else {
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        let fast = match (self.durable, self.logical) {
+            (true, _) => "",
+            (false, false) => " -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            // Commits flush their WAL (without fsync: cheap) before they return, as on a
+            // partner's server: logical decoding reads only flushed WAL, so a change is
+            // readable as soon as its transaction has committed.
+            (false, true) => " -c fsync=off -c full_page_writes=off",
         };
         let logical = if self.logical {
             " -c wal_level=logical -c max_replication_slots=32 -c max_wal_senders=32"
