@@ -55,7 +55,7 @@ fn start_writer(
 ) -> tokio::task::JoinHandle<Written> {
     let (gifts, people) = (db.gifts(), db.people());
     tokio::spawn(async move {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_cdc);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x05ee_dcdc);
         let mut written = Written::default();
         let mut next_gift = 1i64;
         let mut next_person = 1i64;
