@@ -179,7 +179,10 @@ async fn assert_one_gift_per_row(rig: &Rig, expected: &BTreeMap<i64, GiftRow>) {
 }
 
 /// Checks the people's contacts: one Virtuous contact per person with its latest email,
-/// and `versions[id]` contact transactions for each (every version once).
+/// and at least one and at most `versions[id]` contact transactions for each. (Each version
+/// is its own captured fact — the callers check the engine's count — but versions of one
+/// contact queued together travel merged in one Contact/Batch item, newest value winning:
+/// docs/polling.md "Contacts in bulk".)
 async fn assert_contact_versions(
     rig: &Rig,
     latest: &BTreeMap<i64, PersonRow>,
@@ -204,9 +207,9 @@ async fn assert_contact_versions(
             }
         }
         let sent = transactions.get(&reference).copied().unwrap_or(0);
-        if sent != versions[id] {
+        if sent == 0 || sent > versions[id] {
             wrong.push(format!(
-                "person {id}: {sent} contact transactions (want {}, one per version)",
+                "person {id}: {sent} contact transactions (want 1 to {}, its versions)",
                 versions[id]
             ));
         }
@@ -242,8 +245,9 @@ async fn cdc_logical_each_gift_row_is_one_gift_and_contact_versions_arrive() {
     // Goal: 2,000 row changes (10,000 full) over the two tables — multi-row INSERTs,
     // single-row INSERTs, a COPY (many rows at one LSN), one transaction of ≥ 500 gift rows,
     // UPDATEs and DELETEs — end with exactly one gift per gift row, carrying the row's
-    // first amount and email; every contact version (insert, each update) reaches Virtuous
-    // once and the contact ends with the latest email; gift updates and deletes raise
+    // first amount and email; every contact version (insert, each update) is captured once
+    // and the Virtuous contact ends with the latest email (at most one contact transaction
+    // per version: versions queued together are merged); gift updates and deletes raise
     // `source_gift_changed` / `source_gift_deleted`; the engine captured exactly one fact
     // per gift row and per contact version.
     let started = Instant::now();
@@ -949,5 +953,108 @@ async fn cdc_logical_an_idle_source_advances_its_slot_while_other_tables_are_wri
         written - start,
         waited.elapsed().as_secs_f64()
     );
+    rig.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_logical_without_create_slot_runs_fail_naming_the_sql_and_a_reset_resnapshots() {
+    // Goal: with `create_slot: false` and no slot, runs fail with a message naming the SQL
+    // to run (and Steward creates nothing); once an operator has run it, the source snapshots
+    // and streams; `POST …/reset {"since": "1970-01-01T00:00:00Z"}` then re-snapshots every
+    // row without sending any of them again.
+    let rig = Rig::start("cdcnoslot", "cdc-noslot", json!({"create_slot": false})).await;
+    let db = &rig.db;
+    let wait = Duration::from_secs(60);
+    let last = std::cell::RefCell::new(Value::Null);
+    let report = wait_until(
+        wait,
+        at_timeout(|| format!("a failed run: {}", last.borrow())),
+        || async {
+            let view = rig.poller().await;
+            let report =
+                (view["last_run"]["outcome"] == "failed").then(|| view["last_run"].clone());
+            *last.borrow_mut() = view;
+            report
+        },
+    )
+    .await;
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("pg_create_logical_replication_slot") && error.contains(&db.slot),
+        "the failure names the SQL to run: {report}"
+    );
+    assert!(db.slot_row().await.is_none(), "Steward created the slot");
+
+    // The operator runs it and resumes the poller (paused if three runs failed meanwhile).
+    db.execute(&format!(
+        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+        db.slot
+    ))
+    .await;
+    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "resume", None).await;
+    assert_eq!(status, 200, "resume: {body}");
+    wait_streaming(&rig.app, &rig.tenant, NAME, wait).await;
+    let rows: Vec<GiftRow> = (1..=20).map(GiftRow::numbered).collect();
+    db.insert_gifts(&rows).await;
+    db.insert_people(&[PersonRow::numbered(1, 0)]).await;
+    rig.wait_captured(21, wait).await;
+    wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, 20, wait).await;
+
+    // Reset to the epoch (paused first, so no read is in progress): a new snapshot.
+    let snapshot_metric =
+        |text: &str| metric_sum(text, "steward_cdc_changes_total{op=\"snapshot\"}");
+    let before = snapshot_metric(&rig.app.metrics_text().await);
+    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "pause", None).await;
+    assert_eq!(status, 200, "pause: {body}");
+    let last = std::cell::RefCell::new(Value::Null);
+    wait_until(
+        wait,
+        at_timeout(|| format!("the poller paused and idle: {}", last.borrow())),
+        || async {
+            let view = rig.poller().await;
+            let done =
+                (view["state"] == "paused" && view["run_in_progress"].is_null()).then_some(());
+            *last.borrow_mut() = view;
+            done
+        },
+    )
+    .await;
+    let (status, body) = poller_action(
+        &rig.app,
+        &rig.tenant,
+        NAME,
+        "reset",
+        Some(json!({"since": "1970-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 200, "reset: {body}");
+    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "resume", None).await;
+    assert_eq!(status, 200, "resume: {body}");
+    let last = std::cell::Cell::new(0.0);
+    wait_until(
+        wait,
+        at_timeout(|| {
+            format!(
+                "the re-snapshot to read 21 rows (snapshot changes {} → {})",
+                before,
+                last.get()
+            )
+        }),
+        || async {
+            let now = snapshot_metric(&rig.app.metrics_text().await);
+            last.set(now);
+            (now >= before + 21.0).then_some(())
+        },
+    )
+    .await;
+    wait_streaming(&rig.app, &rig.tenant, NAME, wait).await;
+    // A barrier: a new row after the re-snapshot.
+    db.insert_gifts(&[GiftRow::numbered(21)]).await;
+    rig.wait_captured(22, wait).await;
+    wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, 21, wait).await;
+    let expected: BTreeMap<i64, GiftRow> = (1..=21).map(|id| (id, GiftRow::numbered(id))).collect();
+    assert_one_gift_per_row(&rig, &expected).await;
+    let transactions = contact_transactions(&rig.sandbox, &rig.tenant).await;
+    assert_eq!(transactions.get("1"), Some(&1), "{transactions:?}");
     rig.finish().await;
 }

@@ -174,10 +174,12 @@ async fn cdc_outbox_reads_ties_across_pages_once_and_later_contact_versions() {
                 person.email
             ));
         }
+        // Versions of one contact queued together travel merged (docs/polling.md "Contacts
+        // in bulk"): 1 to (versions) transactions; the engine's count above has each version.
         let sent = transactions.get(&reference).copied().unwrap_or(0);
-        if sent != u64::from(version) + 1 {
+        if sent == 0 || sent > u64::from(version) + 1 {
             wrong.push(format!(
-                "person {id}: {sent} contact transactions (want {})",
+                "person {id}: {sent} contact transactions (want 1 to {})",
                 version + 1
             ));
         }
