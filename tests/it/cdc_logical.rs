@@ -1058,3 +1058,91 @@ async fn cdc_logical_without_create_slot_runs_fail_naming_the_sql_and_a_reset_re
     assert_eq!(transactions.get("1"), Some(&1), "{transactions:?}");
     rig.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_logical_a_slot_advanced_past_the_stored_position_is_treated_as_lost() {
+    // Goal: someone advances the slot past what Steward stored (the changes in between
+    // would never be decoded again): the engine must not trust it — `cdc_slot_lost`, a new
+    // slot, a re-snapshot — so the rows written in that stretch still arrive, once each.
+    let rig = Rig::start("cdcahead", "cdc-ahead", json!({})).await;
+    wait_streaming(&rig.app, &rig.tenant, NAME, Duration::from_secs(60)).await;
+    let db = &rig.db;
+    let wait = Duration::from_secs(60);
+    db.insert_gifts(&(1..=10).map(GiftRow::numbered).collect::<Vec<_>>())
+        .await;
+    rig.wait_captured(10, wait).await;
+    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "pause", None).await;
+    assert_eq!(status, 200, "pause: {body}");
+    let last = std::cell::RefCell::new(Value::Null);
+    let paused = wait_until(
+        Duration::from_secs(30),
+        at_timeout(|| format!("the poller paused and idle: {}", last.borrow())),
+        || async {
+            let view = rig.poller().await;
+            let done = (view["state"] == "paused" && view["run_in_progress"].is_null())
+                .then(|| view.clone());
+            *last.borrow_mut() = view;
+            done
+        },
+    )
+    .await;
+    let stored = position_lsn(&paused).expect("a stored position");
+    db.insert_gifts(&(11..=20).map(GiftRow::numbered).collect::<Vec<_>>())
+        .await;
+    let target = db.current_lsn().await;
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        Duration::from_secs(30),
+        at_timeout(|| {
+            format!(
+                "advancing the slot to {}: {}",
+                format_lsn(target),
+                last.borrow()
+            )
+        }),
+        || async {
+            let advanced = db
+                .client
+                .execute(
+                    "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                    &[&db.slot, &format_lsn(target)],
+                )
+                .await;
+            match advanced {
+                Ok(_) => Some(()),
+                Err(error) => {
+                    *last.borrow_mut() = format!("{error:?}");
+                    None
+                }
+            }
+        },
+    )
+    .await;
+    let ahead = db.confirmed_flush_lsn().await;
+    assert!(
+        ahead > stored,
+        "slot {} vs stored {}",
+        format_lsn(ahead),
+        format_lsn(stored)
+    );
+
+    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "resume", None).await;
+    assert_eq!(status, 200, "resume: {body}");
+    wait_alert(&rig.app, &rig.tenant, "cdc_slot_lost", wait).await;
+    rig.wait_captured(20, wait).await;
+    wait_streaming(&rig.app, &rig.tenant, NAME, wait).await;
+    db.insert_gifts(&[GiftRow::numbered(21)]).await;
+    rig.wait_captured(21, wait).await;
+    wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, 21, wait).await;
+    let expected: BTreeMap<i64, GiftRow> = (1..=21).map(|id| (id, GiftRow::numbered(id))).collect();
+    assert_one_gift_per_row(&rig, &expected).await;
+    let confirmed = db.confirmed_flush_lsn().await;
+    let position = position_lsn(&rig.poller().await).unwrap();
+    assert!(
+        confirmed <= position,
+        "after recovery the slot ({}) is ahead of the stored position ({})",
+        format_lsn(confirmed),
+        format_lsn(position)
+    );
+    rig.finish().await;
+}
