@@ -24,7 +24,7 @@ use crate::cdc_support::{
     wait_streaming, CdcDb, GiftRow, PersonRow, TRANSACTION_SOURCE,
 };
 use crate::common::{at_timeout, status_alert, wait_until, SpawnOptions, TestApp};
-use crate::poll_support::sized;
+use crate::poll_support::{last_run_number, sized};
 
 /// The source's name in every test here.
 const NAME: &str = "eventsdb";
@@ -91,6 +91,25 @@ impl Rig {
             "facts captured (each gift row once, each contact version once): counts {}",
             self.counts().await
         );
+    }
+
+    /// Pauses the source and waits until no read is in progress; the view.
+    async fn pause_and_wait_idle(&self) -> Value {
+        let (status, body) = poller_action(&self.app, &self.tenant, NAME, "pause", None).await;
+        assert_eq!(status, 200, "pause: {body}");
+        let last = std::cell::RefCell::new(Value::Null);
+        wait_until(
+            Duration::from_secs(30),
+            at_timeout(|| format!("the poller paused and idle: {}", last.borrow())),
+            || async {
+                let view = self.poller().await;
+                let done = (view["state"] == "paused" && view["run_in_progress"].is_null())
+                    .then(|| view.clone());
+                *last.borrow_mut() = view;
+                done
+            },
+        )
+        .await
     }
 
     /// Ends the test: the engine stops first (it would create the slot again), then the slot
@@ -793,21 +812,7 @@ async fn cdc_logical_a_dropped_slot_is_recreated_and_resnapshotted_without_dupli
     wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, 100, wait).await;
 
     // Pause, and wait until no read is in progress.
-    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "pause", None).await;
-    assert_eq!(status, 200, "pause: {body}");
-    let last = std::cell::RefCell::new(Value::Null);
-    wait_until(
-        Duration::from_secs(30),
-        at_timeout(|| format!("the poller to be paused and idle: {}", last.borrow())),
-        || async {
-            let view = rig.poller().await;
-            let done =
-                (view["state"] == "paused" && view["run_in_progress"].is_null()).then_some(());
-            *last.borrow_mut() = view;
-            done
-        },
-    )
-    .await;
+    rig.pause_and_wait_idle().await;
     db.drop_slot().await;
     assert!(db.slot_row().await.is_none());
 
@@ -957,14 +962,20 @@ async fn cdc_logical_an_idle_source_advances_its_slot_while_other_tables_are_wri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdc_logical_without_create_slot_runs_fail_naming_the_sql_and_a_reset_resnapshots() {
-    // Goal: with `create_slot: false` and no slot, runs fail with a message naming the SQL
-    // to run (and Steward creates nothing); once an operator has run it, the source snapshots
-    // and streams; `POST …/reset {"since": "1970-01-01T00:00:00Z"}` then re-snapshots every
-    // row without sending any of them again.
+async fn cdc_logical_without_create_slot_steward_names_the_sql_and_creates_no_slot() {
+    // Goal: with `create_slot: false`, Steward never creates a slot. At the first start
+    // without one, runs fail with a message naming the SQL to run; once an operator has run
+    // it, the source snapshots and streams. When that slot is later dropped, `cdc_slot_lost`
+    // is raised and the SQL is named again (in the alert or the run's error); once the
+    // operator creates the slot again, a new snapshot brings the rows written meanwhile,
+    // once each.
     let rig = Rig::start("cdcnoslot", "cdc-noslot", json!({"create_slot": false})).await;
     let db = &rig.db;
     let wait = Duration::from_secs(60);
+    let create_sql = format!(
+        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+        db.slot
+    );
     let last = std::cell::RefCell::new(Value::Null);
     let report = wait_until(
         wait,
@@ -986,39 +997,92 @@ async fn cdc_logical_without_create_slot_runs_fail_naming_the_sql_and_a_reset_re
     assert!(db.slot_row().await.is_none(), "Steward created the slot");
 
     // The operator runs it and resumes the poller (paused if three runs failed meanwhile).
-    db.execute(&format!(
-        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
-        db.slot
-    ))
-    .await;
+    db.execute(&create_sql).await;
     let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "resume", None).await;
     assert_eq!(status, 200, "resume: {body}");
     wait_streaming(&rig.app, &rig.tenant, NAME, wait).await;
-    let rows: Vec<GiftRow> = (1..=20).map(GiftRow::numbered).collect();
-    db.insert_gifts(&rows).await;
+    db.insert_gifts(&(1..=20).map(GiftRow::numbered).collect::<Vec<_>>())
+        .await;
     db.insert_people(&[PersonRow::numbered(1, 0)]).await;
     rig.wait_captured(21, wait).await;
     wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, 20, wait).await;
 
-    // Reset to the epoch (paused first, so no read is in progress): a new snapshot.
-    let snapshot_metric =
-        |text: &str| metric_sum(text, "steward_cdc_changes_total{op=\"snapshot\"}");
-    let before = snapshot_metric(&rig.app.metrics_text().await);
-    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "pause", None).await;
-    assert_eq!(status, 200, "pause: {body}");
+    // The slot is dropped while the poller is paused; rows change meanwhile.
+    rig.pause_and_wait_idle().await;
+    db.drop_slot().await;
+    db.insert_gifts(&(21..=30).map(GiftRow::numbered).collect::<Vec<_>>())
+        .await;
+    db.update_person(&PersonRow::numbered(1, 1)).await;
+    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "resume", None).await;
+    assert_eq!(status, 200, "resume: {body}");
+    let alert = wait_alert(&rig.app, &rig.tenant, "cdc_slot_lost", wait).await;
     let last = std::cell::RefCell::new(Value::Null);
     wait_until(
         wait,
-        at_timeout(|| format!("the poller paused and idle: {}", last.borrow())),
+        at_timeout(|| {
+            format!(
+                "the SQL named after the loss: alert {alert}, poller {}",
+                last.borrow()
+            )
+        }),
         || async {
+            let status = rig.app.status(&rig.tenant).await;
+            let alert = status_alert(&status, "cdc_slot_lost").unwrap_or(Value::Null);
             let view = rig.poller().await;
+            let named = |text: &Value| {
+                text.as_str()
+                    .is_some_and(|text| text.contains("pg_create_logical_replication_slot"))
+            };
             let done =
-                (view["state"] == "paused" && view["run_in_progress"].is_null()).then_some(());
+                (named(&alert["message"]) || named(&view["last_run"]["error"])).then_some(());
             *last.borrow_mut() = view;
             done
         },
     )
     .await;
+    // A few reads later there is still no slot: Steward does not make one.
+    let runs = last_run_number(&rig.poller().await);
+    wait_until(wait, "three more reads", || async {
+        (last_run_number(&rig.poller().await) >= runs + 3).then_some(())
+    })
+    .await;
+    assert!(db.slot_row().await.is_none(), "Steward created the slot");
+    assert_eq!(
+        rig.counts().await["captured"],
+        21,
+        "nothing read without a slot"
+    );
+
+    db.execute(&create_sql).await;
+    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "resume", None).await;
+    assert_eq!(status, 200, "resume: {body}");
+    // 10 new gift rows and the person's new version.
+    rig.wait_captured(32, wait).await;
+    wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, 30, wait).await;
+    let expected: BTreeMap<i64, GiftRow> = (1..=30).map(|id| (id, GiftRow::numbered(id))).collect();
+    assert_one_gift_per_row(&rig, &expected).await;
+    rig.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_logical_a_reset_to_the_epoch_resnapshots_without_sending_again() {
+    // Goal: the contract's `POST …/pollers/{name}/reset {"since": "1970-01-01T00:00:00Z"}`
+    // (docs/cdc.md: "any since") takes a new snapshot of every row, and none is sent again.
+    let rig = Rig::start("cdcreset", "cdc-reset", json!({})).await;
+    wait_streaming(&rig.app, &rig.tenant, NAME, Duration::from_secs(60)).await;
+    let db = &rig.db;
+    let wait = Duration::from_secs(60);
+    db.insert_gifts(&(1..=20).map(GiftRow::numbered).collect::<Vec<_>>())
+        .await;
+    db.insert_people(&[PersonRow::numbered(1, 0)]).await;
+    rig.wait_captured(21, wait).await;
+    wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, 20, wait).await;
+
+    // Paused first, so no read is in progress.
+    let snapshot_metric =
+        |text: &str| metric_sum(text, "steward_cdc_changes_total{op=\"snapshot\"}");
+    let before = snapshot_metric(&rig.app.metrics_text().await);
+    rig.pause_and_wait_idle().await;
     let (status, body) = poller_action(
         &rig.app,
         &rig.tenant,
@@ -1058,7 +1122,6 @@ async fn cdc_logical_without_create_slot_runs_fail_naming_the_sql_and_a_reset_re
     assert_eq!(transactions.get("1"), Some(&1), "{transactions:?}");
     rig.finish().await;
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_logical_a_slot_advanced_past_the_stored_position_is_treated_as_lost() {
     // Goal: someone advances the slot past what Steward stored (the changes in between
@@ -1071,21 +1134,7 @@ async fn cdc_logical_a_slot_advanced_past_the_stored_position_is_treated_as_lost
     db.insert_gifts(&(1..=10).map(GiftRow::numbered).collect::<Vec<_>>())
         .await;
     rig.wait_captured(10, wait).await;
-    let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "pause", None).await;
-    assert_eq!(status, 200, "pause: {body}");
-    let last = std::cell::RefCell::new(Value::Null);
-    let paused = wait_until(
-        Duration::from_secs(30),
-        at_timeout(|| format!("the poller paused and idle: {}", last.borrow())),
-        || async {
-            let view = rig.poller().await;
-            let done = (view["state"] == "paused" && view["run_in_progress"].is_null())
-                .then(|| view.clone());
-            *last.borrow_mut() = view;
-            done
-        },
-    )
-    .await;
+    let paused = rig.pause_and_wait_idle().await;
     let stored = position_lsn(&paused).expect("a stored position");
     db.insert_gifts(&(11..=20).map(GiftRow::numbered).collect::<Vec<_>>())
         .await;
