@@ -1,7 +1,8 @@
-//! Goal: kill -9 the engine again and again while a writer streams inserts and updates into
-//! a partner's Postgres (issue 18, logical mode): no gift row is lost, none is sent twice,
-//! every contact version is captured once, and the slot is never advanced past what the
-//! store holds (the slot is never "lost" by a crash either).
+//! Goal: kill -9 the engine again and again — during its initial snapshot, then while it
+//! streams — while a writer streams inserts and updates into a partner's Postgres (issue 18,
+//! logical mode): no gift row is lost, none is sent twice, every contact version is captured
+//! once, and the slot is never advanced past what the store holds (the slot is never "lost"
+//! by a crash either).
 //!
 //! Size: 10 kill cycles in CI, 20 with `STEWARD_FULL_POLL_TESTS=1`. `STEWARD_CRASH_SEED`
 //! repeats a run's kill timings and writes; a failing run keeps its data dir and log (path
@@ -12,7 +13,7 @@
 //! the rows and versions written. Prints one `RELIABILITY:` line.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use crate::cdc_support::{
     alert_codes, cdc_poller, cdc_tenant, format_lsn, gift_cents, insert_gifts_sql,
     insert_people_sql, logical_source, position_lsn, slot_row, update_person_sql, virtuous_gifts,
-    wait_gifts_and_drained, wait_streaming, CdcDb, GiftRow, PersonRow,
+    wait_gifts_and_drained, CdcDb, GiftRow, PersonRow,
 };
 use crate::common::{at_timeout, wait_until, TestApp};
 use crate::crash_support::{crash_seed, fast_engine};
@@ -33,20 +34,46 @@ use crate::poll_support::sized;
 
 const NAME: &str = "crashdb";
 
-/// What the writer committed: the first version of every gift row, and each person's
-/// number of versions (insert + updates).
+/// What the writer committed: the first version of every gift row, every amount each row
+/// had (a row the snapshot reads after an update is captured with the newer amount), and
+/// each person's latest version number (versions 0..=n: insert + updates).
 #[derive(Default)]
 struct Written {
     gifts: BTreeMap<i64, GiftRow>,
+    amounts: BTreeMap<i64, Vec<i64>>,
     person_versions: BTreeMap<i64, u32>,
     transactions: u64,
     gift_updates: u64,
 }
 
+/// Rows that exist before the source is added: PRE_GIFTS gift rows and PRE_PEOPLE people
+/// from id PRE_BASE + 1 (the writer never touches them, so the snapshot alone brings them).
+/// The writer's own ids start at 1, below them: once the snapshot's keyset cursor is past
+/// its first page, new rows fall behind it (the stream alone brings them), so the snapshot
+/// ends after a few pages instead of chasing the writer.
+const PRE_BASE: i64 = 1_000_000;
+const PRE_GIFTS: i64 = 400;
+const PRE_PEOPLE: i64 = 50;
+
+/// Names the kept data dir and log when the test fails.
+struct KeepOnPanic(std::path::PathBuf, std::path::PathBuf);
+
+impl Drop for KeepOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "cdc crash: data dir kept at {} (log {})",
+                self.0.display(),
+                self.1.display()
+            );
+        }
+    }
+}
+
 /// Streams small transactions into the two tables until stopped: multi-row gift INSERTs,
 /// gift UPDATEs (a new email, or a new amount), new people, new person versions, and mixed
-/// transactions. Only committed work is recorded (a failed statement panics: Postgres stays
-/// up throughout).
+/// transactions — on its own rows only (ids below the pre-existing ones). Only committed
+/// work is recorded (a failed statement panics: Postgres stays up throughout).
 fn start_writer(
     db: &CdcDb,
     client: tokio_postgres::Client,
@@ -65,6 +92,7 @@ fn start_writer(
             let mut new_gifts = Vec::new();
             let mut person_change: Option<(i64, u32)> = None;
             let mut gift_update = false;
+            let mut amount_bump: Option<i64> = None;
             let add_gifts = |count: i64, next_gift: &mut i64, new_gifts: &mut Vec<GiftRow>| {
                 let rows: Vec<GiftRow> = (0..count)
                     .map(|k| GiftRow::numbered(*next_gift + k))
@@ -81,6 +109,7 @@ fn start_writer(
                 50..=64 if !written.gifts.is_empty() => {
                     let id = rng.gen_range(1..next_gift);
                     statements.push(if rng.gen_bool(0.3) {
+                        amount_bump = Some(id);
                         format!("UPDATE {gifts} SET amount = amount + 1 WHERE id = {id}")
                     } else {
                         format!(
@@ -121,7 +150,12 @@ fn start_writer(
             written.transactions += 1;
             written.gift_updates += u64::from(gift_update);
             for row in new_gifts {
+                written.amounts.insert(row.id, vec![row.amount_cents]);
                 written.gifts.insert(row.id, row);
+            }
+            if let Some(id) = amount_bump {
+                let amounts = written.amounts.get_mut(&id).expect("a written row");
+                amounts.push(amounts.last().unwrap() + 100);
             }
             if let Some((id, version)) = person_change {
                 written.person_versions.insert(id, version);
@@ -194,30 +228,56 @@ fn start_sampler(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the_slot() {
-    // Goal: N kill -9 cycles (10 CI, 20 full) at random moments while a writer streams
-    // inserts and updates: afterwards every gift row written is exactly one gift in
-    // Virtuous (0 lost, 0 duplicates) with its first amount, the engine captured exactly one
-    // fact per gift row and per contact version, at every kill the slot's confirmed_flush_lsn
-    // is at or behind the position the store holds, and no cdc_slot_lost was raised.
+    // Goal: N kill -9 cycles (10 CI, 20 full) at random moments — the first one early, in
+    // the initial snapshot of 450 pre-existing rows (100 a page), the rest mostly while it
+    // streams — while a writer streams inserts and updates: afterwards every gift row is
+    // exactly one gift in Virtuous (0 lost, 0 duplicates) with an amount the row had, the
+    // engine captured exactly one fact per gift row and per contact version, at every kill
+    // the slot's confirmed_flush_lsn is at or behind the position the store holds, and no
+    // cdc_slot_lost was raised.
     let started = Instant::now();
     let cycles = sized(10, 20);
     let seed = crash_seed();
     eprintln!("cdc crash: seed {seed} (STEWARD_CRASH_SEED), {cycles} cycles");
     let db = CdcDb::create("cdccrash").await;
+    let pre_gifts: Vec<GiftRow> = (PRE_BASE + 1..=PRE_BASE + PRE_GIFTS)
+        .map(GiftRow::numbered)
+        .collect();
+    for chunk in pre_gifts.chunks(100) {
+        db.insert_gifts(chunk).await;
+    }
+    let pre_people: Vec<PersonRow> = (PRE_BASE + 1..=PRE_BASE + PRE_PEOPLE)
+        .map(|id| PersonRow::numbered(id, 0))
+        .collect();
+    db.insert_people(&pre_people).await;
     let sandbox = ExternalSandbox::start();
     let mut app = TestApp::spawn(fast_engine()).await;
     app.dir.disable_cleanup(true);
+    let _keep = KeepOnPanic(app.data_dir(), app.log_path());
     let tenant = "cdc-crash";
     cdc_tenant(
         &app,
         &sandbox.url,
         &sandbox.url,
         tenant,
-        json!({"postgres": {NAME: logical_source(&db, json!({}))}}),
+        json!({"postgres": {NAME: logical_source(&db, json!({"batch": 100}))}}),
         json!({}),
     )
     .await;
-    wait_streaming(&app, tenant, NAME, Duration::from_secs(60)).await;
+    // The writer starts once the slot exists and a position is stored: every commit after
+    // that is in the stream (the snapshot may read some of them too: duplicates).
+    let last = std::cell::RefCell::new(Value::Null);
+    wait_until(
+        Duration::from_secs(60),
+        at_timeout(|| format!("a stored position: {}", last.borrow())),
+        || async {
+            let view = cdc_poller(&app, tenant, NAME).await;
+            let stored = position_lsn(&view).map(|_| ());
+            *last.borrow_mut() = view;
+            stored
+        },
+    )
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = start_writer(&db, db.cluster.connect().await, seed, Arc::clone(&stop));
@@ -237,11 +297,15 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
     // grows, so the position read after the restart is at or past the one stored at the
     // kill, which is at or past the slot's: confirmed ≤ position, whatever the kill cut.
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let kills_checked = Arc::new(AtomicU64::new(0));
     let mut at_kills = Vec::new();
     let mut failures = Vec::new();
     for cycle in 0..cycles {
-        let up_ms = rng.gen_range(200..=1_200);
+        // The first kill comes early, inside the initial snapshot (a few pages).
+        let up_ms = if cycle == 0 {
+            rng.gen_range(50..=300)
+        } else {
+            rng.gen_range(200..=1_200)
+        };
         tokio::time::sleep(Duration::from_millis(up_ms)).await;
         admin_url.send_replace(None);
         app.kill9();
@@ -249,19 +313,27 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
         app.start().await;
         admin_url.send_replace(Some(app.admin_url.clone()));
         let last = std::cell::RefCell::new(Value::Null);
-        let position = wait_until(
+        let (position, in_snapshot) = wait_until(
             Duration::from_secs(30),
             at_timeout(|| format!("a stored position after restart {cycle}: {}", last.borrow())),
             || async {
                 let view = cdc_poller(&app, tenant, NAME).await;
-                let position = position_lsn(&view);
+                let position =
+                    position_lsn(&view).map(|lsn| (lsn, view["position"]["snapshot"].clone()));
                 *last.borrow_mut() = view;
                 position
             },
         )
         .await;
-        kills_checked.fetch_add(1, Ordering::Relaxed);
-        at_kills.push((up_ms, format_lsn(confirmed), format_lsn(position)));
+        let phase = match in_snapshot.as_object() {
+            None => "streaming".to_string(),
+            Some(snapshot) => format!(
+                "snapshot of {} after {}",
+                snapshot["table"].as_str().unwrap_or("?"),
+                snapshot["after"]
+            ),
+        };
+        at_kills.push((up_ms, format_lsn(confirmed), format_lsn(position), phase));
         if confirmed > position {
             failures.push(format!(
                 "kill {cycle} after {up_ms} ms: slot confirmed_flush_lsn {} > stored position {}",
@@ -274,25 +346,32 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
     let written = writer.await.unwrap();
     let (samples, violations) = sampler.await.unwrap();
     let loop_done = started.elapsed();
+    let kills_in_snapshot = at_kills
+        .iter()
+        .filter(|kill| kill.3.starts_with("snapshot"))
+        .count();
+
+    // What must be in Virtuous: the pre-existing rows and the writer's.
+    let mut rows = written.gifts.clone();
+    let mut amounts = written.amounts.clone();
+    for row in &pre_gifts {
+        rows.insert(row.id, row.clone());
+        amounts.insert(row.id, vec![row.amount_cents]);
+    }
+    let gift_rows = rows.len() as u64;
+    let contact_versions: u64 = PRE_PEOPLE as u64
+        + written
+            .person_versions
+            .values()
+            .map(|version| u64::from(*version) + 1)
+            .sum::<u64>();
+    let expected_facts = gift_rows + contact_versions;
 
     // Let everything through, then count.
-    let gift_rows = written.gifts.len() as u64;
-    let contact_versions: u64 = written
-        .person_versions
-        .values()
-        .map(|version| u64::from(*version) + 1)
-        .sum();
-    let expected_facts = gift_rows + contact_versions;
     let last = std::cell::RefCell::new(Value::Null);
     let captured = wait_until(
         Duration::from_secs(120),
-        at_timeout(|| {
-            format!(
-                "{expected_facts} facts captured (data dir {}): {}",
-                app.data_dir().display(),
-                last.borrow()
-            )
-        }),
+        at_timeout(|| format!("{expected_facts} facts captured: {}", last.borrow())),
         || async {
             let counts = app.status(tenant).await["counts"].clone();
             let captured = counts["captured"].as_u64().unwrap_or(0);
@@ -311,25 +390,25 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
     .await;
     let drained = started.elapsed();
     let gifts = virtuous_gifts(&sandbox.url, tenant, &db.gifts()).await;
-    let lost: Vec<i64> = written
-        .gifts
+    let lost: Vec<i64> = rows
         .keys()
         .filter(|row| !gifts.by_row.contains_key(row))
         .copied()
         .collect();
     let duplicates = gifts.duplicates();
-    let altered: Vec<String> = written
-        .gifts
+    let unexpected: Vec<i64> = gifts
+        .by_row
+        .keys()
+        .filter(|row| !rows.contains_key(row))
+        .copied()
+        .collect();
+    let altered: Vec<String> = amounts
         .iter()
-        .filter_map(|(row, truth)| {
+        .filter_map(|(row, had)| {
             let gift = gifts.by_row.get(row)?.first()?;
-            (gift_cents(gift) != Some(truth.amount_cents)).then(|| {
-                format!(
-                    "row {row}: {} (want {})",
-                    gift["amount"],
-                    truth.amount_text()
-                )
-            })
+            let cents = gift_cents(gift);
+            (!cents.is_some_and(|cents| had.contains(&cents)))
+                .then(|| format!("row {row}: {} (the row had {had:?} cents)", gift["amount"]))
         })
         .collect();
     let stats = sandbox
@@ -337,26 +416,30 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
         .await;
     let codes = alert_codes(&app, tenant).await;
     eprintln!(
-        "RELIABILITY: cdc logical: {} kill -9 cycles, writer transactions {}, gift rows {gift_rows} \
-         ({} gift updates), contact versions {contact_versions}, facts captured {captured} (want \
-         {expected_facts}), lost {}, duplicate gifts {}, altered {}, foreign {}, Virtuous \
-         transactions received {} (rejected as duplicate {}), slot ≤ position at {} kills and in \
-         {samples} samples ({} violations), loop {:.1} s, drained {:.1} s after the loop; seed {seed}",
+        "RELIABILITY: cdc logical: {} kill -9 cycles ({kills_in_snapshot} restarted inside the \
+         initial snapshot), writer transactions {}, gift rows {gift_rows} ({PRE_GIFTS} before \
+         the source, {} gift updates), contact versions {contact_versions}, facts captured \
+         {captured} (want {expected_facts}), lost {}, duplicate gifts {}, altered {}, foreign {}, \
+         Virtuous transactions received {} (rejected as duplicate {}), slot ≤ position at {} \
+         kills and in {samples} samples ({} violations), loop {:.1} s, drained {:.1} s after \
+         the loop; seed {seed}",
         at_kills.len(),
         written.transactions,
         written.gift_updates,
         lost.len(),
         duplicates.len(),
         altered.len(),
-        gifts.foreign.len(),
+        gifts.foreign.len() + unexpected.len(),
         stats["transactions_received"],
         stats["rejected_duplicate"],
-        kills_checked.load(Ordering::Relaxed),
+        at_kills.len() - failures.len(),
         violations.len(),
         loop_done.as_secs_f64(),
         (drained - loop_done).as_secs_f64(),
     );
-    eprintln!("cdc crash: (kill after ms, slot at kill, position after restart): {at_kills:?}");
+    eprintln!(
+        "cdc crash: (kill after ms, slot at kill, position after restart, phase after restart): {at_kills:?}"
+    );
 
     assert!(
         failures.is_empty(),
@@ -373,9 +456,8 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
     );
     assert!(
         lost.is_empty(),
-        "LOST {} gift rows (data dir {}): {:?}",
+        "LOST {} gift rows: {:?}",
         lost.len(),
-        app.data_dir().display(),
         &lost[..lost.len().min(20)]
     );
     assert!(
@@ -383,13 +465,13 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
         "duplicate gifts (row, gifts): {duplicates:?}"
     );
     assert!(
-        gifts.foreign.is_empty(),
-        "gifts no row explains: {:?}",
+        gifts.foreign.is_empty() && unexpected.is_empty(),
+        "gifts no row explains: {:?} {unexpected:?}",
         gifts.foreign
     );
     assert!(
         altered.is_empty(),
-        "gifts differ from their row: {altered:?}"
+        "gifts with an amount their row never had: {altered:?}"
     );
     assert_eq!(
         captured, expected_facts,
@@ -402,8 +484,9 @@ async fn cdc_crash_kill9_loop_loses_and_duplicates_no_gift_and_never_outruns_the
         "alerts after kills: {codes:?}"
     );
     assert!(
-        gift_rows >= 200,
-        "invalid run: only {gift_rows} gift rows written"
+        written.gifts.len() >= 200,
+        "invalid run: the writer made only {} gift rows",
+        written.gifts.len()
     );
     app.dir.disable_cleanup(false);
     drop(app);
