@@ -747,14 +747,27 @@ async fn cdc_support_the_logical_cluster_decodes_and_copy_commits_rows_together(
     db.copy_gifts(&rows).await;
     db.insert_gifts(&[GiftRow::numbered(6), GiftRow::numbered(7)])
         .await;
-    let changes = db
-        .client
-        .query(
-            "SELECT xid::text, data FROM pg_logical_slot_peek_changes($1, NULL, NULL)",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    // Decoding reads flushed WAL only (synchronous_commit is off): wait for both commits.
+    let changes = wait_until(
+        Duration::from_secs(10),
+        "both transactions decodable",
+        || async {
+            let changes = db
+                .client
+                .query(
+                    "SELECT xid::text, data FROM pg_logical_slot_peek_changes($1, NULL, NULL)",
+                    &[&slot],
+                )
+                .await
+                .unwrap();
+            let commits = changes
+                .iter()
+                .filter(|change| change.get::<_, &str>(1).starts_with("COMMIT"))
+                .count();
+            (commits >= 2).then_some(changes)
+        },
+    )
+    .await;
     let mut inserts_by_xid: BTreeMap<String, usize> = BTreeMap::new();
     for change in &changes {
         let data: &str = change.get(1);
