@@ -1138,14 +1138,17 @@ async fn cdc_logical_a_slot_advanced_past_the_stored_position_is_treated_as_lost
     let stored = position_lsn(&paused).expect("a stored position");
     db.insert_gifts(&(11..=20).map(GiftRow::numbered).collect::<Vec<_>>())
         .await;
+    // The slot advances only as far as WAL is flushed (synchronous_commit is off): advance
+    // it until it has passed the ten new rows' commit.
     let target = db.current_lsn().await;
     let last = std::cell::RefCell::new(String::new());
     wait_until(
         Duration::from_secs(30),
         at_timeout(|| {
             format!(
-                "advancing the slot to {}: {}",
+                "advancing the slot past {} (stored {}): {}",
                 format_lsn(target),
+                format_lsn(stored),
                 last.borrow()
             )
         }),
@@ -1157,22 +1160,24 @@ async fn cdc_logical_a_slot_advanced_past_the_stored_position_is_treated_as_lost
                     &[&db.slot, &format_lsn(target)],
                 )
                 .await;
-            match advanced {
-                Ok(_) => Some(()),
-                Err(error) => {
-                    *last.borrow_mut() = format!("{error:?}");
-                    None
-                }
+            if let Err(error) = advanced {
+                *last.borrow_mut() = format!("{error:?}");
+                return None;
             }
+            let ahead = db.confirmed_flush_lsn().await;
+            *last.borrow_mut() = format!("slot at {}", format_lsn(ahead));
+            (ahead >= target).then_some(())
         },
     )
     .await;
     let ahead = db.confirmed_flush_lsn().await;
     assert!(
         ahead > stored,
-        "slot {} vs stored {}",
+        "slot {} vs stored {} (target {}; poller now {})",
         format_lsn(ahead),
-        format_lsn(stored)
+        format_lsn(stored),
+        format_lsn(target),
+        rig.poller().await
     );
 
     let (status, body) = poller_action(&rig.app, &rig.tenant, NAME, "resume", None).await;

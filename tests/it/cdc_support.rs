@@ -200,11 +200,13 @@ impl CdcDb {
         self.execute(&update_person_sql(&self.people(), row)).await;
     }
 
-    /// `pg_current_wal_lsn()`: the end of the WAL written so far.
+    /// `pg_current_wal_insert_lsn()`: the end of the WAL inserted so far, so past every
+    /// commit made before (`pg_current_wal_lsn()` is the write position, which lags under
+    /// synchronous_commit=off).
     pub async fn current_lsn(&self) -> u64 {
         let row = self
             .client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await
             .unwrap();
         parse_lsn(row.get::<_, &str>(0))

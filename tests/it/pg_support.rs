@@ -151,8 +151,8 @@ impl PgCluster {
     pub fn start_again(&self) {
         // synchronous_commit=off for the logical cluster too, as a partner's server tuned for
         // speed may run: a commit returns before its WAL is flushed, and logical decoding
-        // reads only flushed WAL, so a CDC reader must never take the insert position
-        // (`pg_current_wal_lsn()`) for what it has read.
+        // reads only flushed WAL, so a CDC reader must never take a position past
+        // `pg_current_wal_flush_lsn()` for what it has read.
         let fast = if self.durable {
             ""
         } else {
