@@ -385,17 +385,11 @@ async fn cdc_logical_each_gift_row_is_one_gift_and_contact_versions_arrive() {
     assert!(changes >= 2_000 * scale, "{changes} row changes");
 
     let contact_versions: u64 = versions.values().sum();
+    // About 9,000 facts take a minute on a loaded 2-core machine at full size.
+    let drain = Duration::from_secs(60 + 60 * scale as u64);
     let expected_facts = gift_rows as u64 + contact_versions;
-    rig.wait_captured(expected_facts, Duration::from_secs(120))
-        .await;
-    wait_gifts_and_drained(
-        &rig.app,
-        &rig.sandbox,
-        &rig.tenant,
-        gift_rows as u64,
-        Duration::from_secs(120),
-    )
-    .await;
+    rig.wait_captured(expected_facts, drain).await;
+    wait_gifts_and_drained(&rig.app, &rig.sandbox, &rig.tenant, gift_rows as u64, drain).await;
     let drained = started.elapsed();
 
     let expected: BTreeMap<i64, GiftRow> = (1..=gift_rows)
@@ -599,6 +593,7 @@ async fn cdc_logical_initial_snapshot_overlaps_the_stream_without_duplicates() {
     // anything is sent.
     let started = Instant::now();
     let existing = sized(1_000, 5_000) as i64; // gift rows 2, 4, …; the writer adds odd ids
+    let long = Duration::from_secs(sized(90, 300) as u64);
     let existing_people = 40i64;
     let db = CdcDb::create("cdcsnap").await;
     let even: Vec<GiftRow> = (1..=existing).map(|n| GiftRow::numbered(2 * n)).collect();
@@ -674,7 +669,7 @@ async fn cdc_logical_initial_snapshot_overlaps_the_stream_without_duplicates() {
     let snapshot_seen = std::cell::Cell::new(0u32);
     let last = std::cell::RefCell::new(Value::Null);
     wait_until(
-        Duration::from_secs(90),
+        long,
         at_timeout(|| format!("the snapshot to end: {}", last.borrow())),
         || async {
             let view = cdc_poller(&app, tenant, NAME).await;
@@ -703,7 +698,7 @@ async fn cdc_logical_initial_snapshot_overlaps_the_stream_without_duplicates() {
     let expected_facts = gifts_total + people_total;
     let last = std::cell::RefCell::new(Value::Null);
     let captured = wait_until(
-        Duration::from_secs(60),
+        long,
         at_timeout(|| format!("{expected_facts} facts captured: {}", last.borrow())),
         || async {
             let status = app.status(tenant).await;
@@ -742,14 +737,7 @@ async fn cdc_logical_initial_snapshot_overlaps_the_stream_without_duplicates() {
         .admin_call(Method::POST, &format!("/v1/tenants/{tenant}/resume"), None)
         .await;
     assert_eq!(status, 200, "resume: {body}");
-    wait_gifts_and_drained(
-        &app,
-        &sandbox,
-        tenant,
-        gifts_total,
-        Duration::from_secs(120),
-    )
-    .await;
+    wait_gifts_and_drained(&app, &sandbox, tenant, gifts_total, long).await;
 
     let rig = Rig {
         app,
