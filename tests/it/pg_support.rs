@@ -1,5 +1,6 @@
-//! A throwaway PostgreSQL cluster on loopback for the Postgres destination's tests: initdb
-//! into a temp dir, `pg_ctl start` on a free port, trust auth for user `steward`. The
+//! A throwaway PostgreSQL cluster on loopback for the Postgres destination's and the CDC
+//! source's tests: initdb into a temp dir, `pg_ctl start` on a free port, trust auth for user
+//! `steward` (a superuser, so it may also replicate). The
 //! server binaries come from the distribution's packages (`.ci/run` installs them). As
 //! root (CI), the cluster runs as the unprivileged `postgres` user through `runuser`. The pull
 //! benchmark includes this file too (`benches/pull.rs`) and starts a durable cluster.
@@ -20,12 +21,21 @@ pub struct PgCluster {
     /// fsync on (benchmarks: commits cost what they cost on a real server); tests run
     /// without it.
     durable: bool,
+    /// `wal_level=logical` with room for many replication slots (the CDC source's tests).
+    logical: bool,
 }
 
 static SHARED: OnceLock<PgCluster> = OnceLock::new();
+static SHARED_LOGICAL: OnceLock<PgCluster> = OnceLock::new();
 
 extern "C" fn stop_shared_cluster() {
     if let Some(cluster) = SHARED.get() {
+        cluster.stop_immediately_and_remove();
+    }
+}
+
+extern "C" fn stop_shared_logical_cluster() {
+    if let Some(cluster) = SHARED_LOGICAL.get() {
         cluster.stop_immediately_and_remove();
     }
 }
@@ -44,18 +54,38 @@ impl PgCluster {
         })
     }
 
+    /// One logical-decoding cluster ([`PgCluster::start_logical`]) for every CDC test (each
+    /// uses its own schema, publication and slot); stopped and removed when the test binary
+    /// exits.
+    pub fn shared_logical() -> &'static PgCluster {
+        SHARED_LOGICAL.get_or_init(|| {
+            let cluster = PgCluster::start_logical();
+            // SAFETY: registers a plain `extern "C" fn` that only reads a static.
+            unsafe {
+                libc::atexit(stop_shared_logical_cluster);
+            }
+            cluster
+        })
+    }
+
     /// initdb + start on a free loopback port. Panics with what to do when the server
     /// binaries are missing.
     pub fn start() -> PgCluster {
-        PgCluster::start_with(false)
+        PgCluster::start_with(false, false)
     }
 
     /// A cluster with fsync on (the benchmark's).
     pub fn start_durable() -> PgCluster {
-        PgCluster::start_with(true)
+        PgCluster::start_with(true, false)
     }
 
-    fn start_with(durable: bool) -> PgCluster {
+    /// A cluster a CDC source can read: `wal_level=logical`, 32 replication slots and 32
+    /// WAL senders (tests share it, one slot each).
+    pub fn start_logical() -> PgCluster {
+        PgCluster::start_with(false, true)
+    }
+
+    fn start_with(durable: bool, logical: bool) -> PgCluster {
         let bin = server_bin_dir();
         let root = tempfile::Builder::new()
             .prefix("steward-pg-")
@@ -69,6 +99,7 @@ impl PgCluster {
             port: free_port(),
             as_postgres,
             durable,
+            logical,
         };
         if as_postgres {
             let chowned = Command::new("chown")
@@ -118,13 +149,22 @@ impl PgCluster {
 
     /// Starts the server on the same port and data (after `stop`, and the first time).
     pub fn start_again(&self) {
+        // synchronous_commit=off for the logical cluster too, as a partner's server tuned for
+        // speed may run: a commit returns before its WAL is flushed, and logical decoding
+        // reads only flushed WAL, so a CDC reader must never take a position past
+        // `pg_current_wal_flush_lsn()` for what it has read.
         let fast = if self.durable {
             ""
         } else {
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         };
+        let logical = if self.logical {
+            " -c wal_level=logical -c max_replication_slots=32 -c max_wal_senders=32"
+        } else {
+            ""
+        };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {}{fast}",
+            "-c listen_addresses=127.0.0.1 -p {} -k {}{fast}{logical}",
             self.port,
             self.root.display()
         );
