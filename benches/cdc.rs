@@ -467,7 +467,7 @@ async fn main() {
     .await;
     // A page in flight when the pause came ends first: settled when the count stands still.
     let mut settled = bench.captured().await;
-    loop {
+    for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let now = bench.captured().await;
         if now == settled {
