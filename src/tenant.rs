@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use postgres_source::{
+    split_table_name, PostgresSourceSettings, PostgresTable, MODE_LOGICAL, MODE_OUTBOX,
+};
 pub use two_way::{pair_kind, PartnerApiDoc, TwoWayPairDoc, MAILCHIMP_PAIR, PLATFORM_PAIR_PREFIX};
 
 /// What a set secret looks like in every response.
@@ -134,6 +137,9 @@ pub struct Sources {
     pub constant_contact: Option<ConstantContactSettings>,
     #[serde(default)]
     pub platforms: BTreeMap<String, PlatformSettings>,
+    /// Partners' own Postgres databases (CDC; `sources.postgres.{name}`).
+    #[serde(default)]
+    pub postgres: BTreeMap<String, PostgresSourceSettings>,
 }
 
 /// When a polled source runs and how far each run reads back: the fields every polled
@@ -358,6 +364,33 @@ pub struct PlatformSettings {
     /// The platform's listing, polled with the same event mapping (`sources.platforms.{name}.poll`).
     #[serde(default)]
     pub poll: Option<PlatformPollSettings>,
+}
+
+impl PlatformSettings {
+    /// Only a mapping (no webhook route, no listing): how a Postgres source maps its rows
+    /// with the platforms' mapping model, one table one event type.
+    pub fn mapping_only(
+        transaction_source: &str,
+        amount_unit: &str,
+        events: BTreeMap<String, PlatformEventMapping>,
+    ) -> Self {
+        PlatformSettings {
+            secret: None,
+            previous_secret: None,
+            signature_header: default_platform_signature_header(),
+            encoding: default_hex(),
+            signature_prefix: String::new(),
+            timestamp_header: None,
+            tolerance_s: default_tolerance_s(),
+            signed_payload: default_signed_payload(),
+            event_id: default_event_id_pointer(),
+            event_type: default_event_type_pointer(),
+            transaction_source: transaction_source.to_string(),
+            amount_unit: amount_unit.to_string(),
+            events,
+            poll: None,
+        }
+    }
 }
 
 /// A polled platform: an HTTP JSON listing with an updated-since parameter and cursor paging.
@@ -646,6 +679,11 @@ pub fn secret_pointers(doc: &Value) -> Vec<String> {
             pointers.push(format!("/sources/platforms/{escaped}/poll/auth_value"));
         }
     }
+    if let Some(sources) = doc.pointer("/sources/postgres").and_then(Value::as_object) {
+        for name in sources.keys() {
+            pointers.push(format!("/sources/postgres/{}/dsn", pointer_token(name)));
+        }
+    }
     if let Some(destinations) = doc.pointer("/pull/destinations").and_then(Value::as_object) {
         for name in destinations.keys() {
             let escaped = pointer_token(name);
@@ -794,6 +832,7 @@ pub fn normalise(body: &Value) -> Result<(TenantDoc, Value), TenantDocError> {
     Ok((doc, full))
 }
 
+mod postgres_source;
 mod two_way;
 mod validate;
 mod validate_pull;

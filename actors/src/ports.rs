@@ -339,7 +339,7 @@ impl Crm for UnconfiguredCrm {
 }
 
 /// What a poller is asked for: one page of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollRequest {
     /// Records whose source version time is at or after this (ms since the epoch): the
     /// checkpoint's time minus the overlap window. 0 = from the beginning.
@@ -347,6 +347,13 @@ pub struct PollRequest {
     /// `None`: the first page of a run. `Some`: the cursor the previous page of this run
     /// returned (it may carry the whole query; `since_ms` is then only informative).
     pub cursor: Option<String>,
+    /// The source's own position as the store holds it durably (a Postgres slot's LSN and
+    /// snapshot progress: [`PollPage::position`]); `None` before a page has set one. A
+    /// source confirms it to its server only now, since the store already has it.
+    pub position: Option<String>,
+    /// A backfill job's listing asks, not a run: a source without a listing answers
+    /// `Failed`.
+    pub listing: bool,
 }
 
 /// One record of a polled page.
@@ -371,7 +378,46 @@ pub struct PollPage {
     pub next_cursor: Option<String>,
     /// Calls this page cost against the source's own limits.
     pub calls: u32,
+    /// The source's own position after this page (kept in the poller's progress, written
+    /// in the same atomic write as the page's entries, and handed back in the next
+    /// request); `None` keeps the stored one.
+    pub position: Option<String>,
+    /// Alerts the page raises (a deleted gift row, a lost slot), before its entries are
+    /// written: a crash repeats them, never loses them.
+    pub alerts: Vec<crate::source_fact::AlertNote>,
+    /// Alert codes the page resolves (a slot's lag back under its limit).
+    pub resolve: Vec<String>,
+    /// What the source says of itself now (a slot's lag), shown with the poller.
+    pub source_status: Option<SourceStatus>,
 }
+
+/// A source's own state as its adapter last read it (a Postgres slot: lag and WAL status).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStatus {
+    /// The replication slot read.
+    pub slot: Option<String>,
+    /// The position the source's server holds for Steward (`confirmed_flush_lsn`).
+    pub confirmed: Option<String>,
+    /// How far the server's newest write is past that position, in bytes.
+    pub lag_bytes: Option<u64>,
+    /// The slot's `wal_status` (`reserved`, `extended`, `unreserved`, `lost`).
+    pub wal_status: Option<String>,
+    pub checked_at_ms: u64,
+}
+
+/// The alias a gift entry carries to remember the fingerprint (amount and date) it was
+/// first captured with. A later version of the same gift fact carries its own; when the
+/// record exists without that alias, the gift changed at the source after capture: the
+/// polling machinery raises [`GIFT_CHANGED_ALERT`] (never a second gift).
+pub fn gift_fingerprint_alias(source: &str, source_id: &str, fingerprint: &str) -> String {
+    format!("{source}:{FINGERPRINT_MARK}{source_id}:{fingerprint}")
+}
+
+/// The marker inside [`gift_fingerprint_alias`].
+pub const FINGERPRINT_MARK: &str = "fp:";
+
+/// Alert: a captured gift's amount or date changed at its source.
+pub const GIFT_CHANGED_ALERT: &str = "source_gift_changed";
 
 /// What one fetch produced. No HTTP types: the adapters (`steward` crate) classify.
 #[derive(Debug, Clone)]

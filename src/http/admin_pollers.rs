@@ -170,6 +170,18 @@ pub fn poller_json(poller: &PollerSnapshot) -> Value {
         "run_in_progress": poller.progress.run.as_ref().map(|run| run_json(&run.report)),
         "last_run": poller.last_run.as_ref().map(run_json),
         "next_run_at": poller.live.next_run_at_ms.map(format_ms),
+        // A source's own position (a Postgres slot's LSN and snapshot progress): stored as
+        // JSON text by its adapter; shown parsed, or as the text it is.
+        "position": poller.progress.position.as_deref().map(|text| {
+            serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        }),
+        "source_status": poller.live.source_status.as_ref().map(|status| json!({
+            "slot": status.slot,
+            "confirmed_flush_lsn": status.confirmed,
+            "lag_bytes": status.lag_bytes,
+            "wal_status": status.wal_status,
+            "checked_at": format_ms(status.checked_at_ms),
+        })),
         "consecutive_failures": state.consecutive_failures,
         "runs": state.runs,
         "limits": {

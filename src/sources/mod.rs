@@ -17,6 +17,7 @@ pub mod mailchimp;
 pub mod platform;
 pub mod platform_poll;
 pub mod polling;
+pub mod postgres;
 pub mod stripe;
 
 use serde_json::Value;

@@ -314,6 +314,7 @@ impl Inner {
                 .collect(),
             next_cursor,
             calls: 0,
+            ..Default::default()
         })
     }
 

@@ -4,7 +4,8 @@
 //! Each source's adapter lives in its own module and is built here by [`pollers_for`]:
 //! - `constant_contact`: contacts through the v3 API with OAuth2 refresh;
 //! - `mailchimp`: audience members by `since_last_changed` (the webhook's backstop);
-//! - `platform_poll`: a platform's JSON listing, mapped with its webhook mapping.
+//! - `platform_poll`: a platform's JSON listing, mapped with its webhook mapping;
+//! - `postgres`: a partner's own database (CDC: a logical replication slot, or an outbox).
 
 use steward_actors::poll::{PollSchedule, PollerSettings, PollerSpec, SourceLimits};
 use steward_actors::store::{MasterKey, Store, TenantStore};
@@ -70,6 +71,7 @@ pub fn pollers_for(
     }
     super::platform_poll::add_specs(context, doc, &mut specs, &mut errors);
     super::mailchimp::poller::add_poller(context, doc, &mut specs, &mut errors);
+    super::postgres::add_specs(context, doc, &mut specs, &mut errors);
     (specs, errors)
 }
 
@@ -94,10 +96,12 @@ pub fn polled_sources(doc: &TenantDoc) -> Vec<String> {
         .as_ref()
         .filter(|settings| settings.api_key.is_some() && settings.list_id.is_some())
         .map(|_| super::mailchimp::SOURCE.to_string());
+    let postgres = sources.postgres.keys().cloned();
     constant_contact
         .into_iter()
         .chain(platforms)
         .chain(mailchimp)
+        .chain(postgres)
         .collect()
 }
 

@@ -125,6 +125,13 @@ impl TenantDoc {
         for (name, platform) in &self.sources.platforms {
             validate_platform(name, platform)?;
         }
+        for (name, source) in &self.sources.postgres {
+            super::postgres_source::validate_postgres_source(
+                name,
+                source,
+                &self.sources.platforms,
+            )?;
+        }
         Ok(())
     }
 

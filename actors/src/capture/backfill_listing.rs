@@ -93,6 +93,8 @@ impl CaptureActor {
         let request = PollRequest {
             since_ms: window.from_ms,
             cursor: at.page.clone(),
+            position: None,
+            listing: true,
         };
         self.behavior.backfills.busy = true;
         ctx.spawn(

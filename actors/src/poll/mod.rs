@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-pub use crate::ports::{PollFetch, PollPage, PollRequest, PolledItem, Poller};
+pub use crate::ports::{
+    gift_fingerprint_alias, PollFetch, PollPage, PollRequest, PolledItem, Poller, SourceStatus,
+    GIFT_CHANGED_ALERT,
+};
 pub use crate::settings::{PollSchedule, PollerSettings, SourceLimits};
 
 /// A configured poller: its settings and its port.
@@ -29,6 +32,8 @@ pub struct PollerLive {
     pub running: bool,
     /// When the next run starts (scheduled, after a throttle, or at a quota reset).
     pub next_run_at_ms: Option<u64>,
+    /// What the source last said of itself (a Postgres slot's lag and WAL status).
+    pub source_status: Option<SourceStatus>,
 }
 
 /// What an operator (or a changed document) asks of Capture's pollers.
@@ -44,7 +49,8 @@ pub enum PollAction {
     /// credential).
     Resume,
     /// Re-read from this source time: the checkpoint moves back (already captured facts stay
-    /// deduplicated, so a reset never causes duplicates or deletions).
+    /// deduplicated, so a reset never causes duplicates or deletions). A source's own
+    /// position is dropped too: a Postgres source takes a new snapshot.
     Reset { since_ms: u64 },
 }
 

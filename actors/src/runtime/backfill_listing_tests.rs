@@ -53,6 +53,7 @@ fn page(items: Vec<PolledItem>, next_cursor: Option<&str>) -> Answer {
         items,
         next_cursor: next_cursor.map(str::to_string),
         calls: 1,
+        ..Default::default()
     }))
 }
 

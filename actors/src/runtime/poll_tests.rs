@@ -86,6 +86,7 @@ fn page(items: Vec<PolledItem>, next_cursor: Option<&str>) -> Answer {
         items,
         next_cursor: next_cursor.map(str::to_string),
         calls: 1,
+        ..Default::default()
     }))
 }
 
@@ -171,7 +172,8 @@ async fn a_run_writes_each_page_with_its_checkpoint_and_rereads_the_overlap_with
         requests[0],
         PollRequest {
             since_ms: 0,
-            cursor: None
+            cursor: None,
+            ..Default::default()
         }
     );
     assert_eq!(requests[1].cursor.as_deref(), Some("c1"));

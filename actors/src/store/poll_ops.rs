@@ -36,6 +36,10 @@ pub struct PollProgress {
     pub checkpoint: Option<PollMark>,
     /// The run in progress, if any: a restarted Capture resumes it from its cursor.
     pub run: Option<RunProgress>,
+    /// The source's own position (a Postgres slot's LSN and snapshot progress), opaque
+    /// here; kept across runs, cleared by a reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 /// A run in progress.

@@ -346,6 +346,7 @@ impl Inner {
             items,
             next_cursor,
             calls,
+            ..Default::default()
         })
     }
 }

@@ -198,7 +198,13 @@ fn page(fetch: PollFetch) -> PollPage {
 }
 
 async fn fetch(spec: &PollerSpec, since_ms: u64, cursor: Option<String>) -> PollFetch {
-    spec.poller.fetch(PollRequest { since_ms, cursor }).await
+    spec.poller
+        .fetch(PollRequest {
+            since_ms,
+            cursor,
+            ..Default::default()
+        })
+        .await
 }
 
 /// Every item of a whole run from `since_ms`, and the pages' sizes and calls.

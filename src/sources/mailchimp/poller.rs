@@ -210,6 +210,7 @@ async fn fetch_page(config: &MailchimpPollerConfig, request: PollRequest) -> Pol
                     archived,
                 })),
                 calls: 1,
+                ..Default::default()
             });
         }
     }
@@ -238,6 +239,7 @@ async fn fetch_page(config: &MailchimpPollerConfig, request: PollRequest) -> Pol
         items,
         next_cursor,
         calls: 1,
+        ..Default::default()
     })
 }
 

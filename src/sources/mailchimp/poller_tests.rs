@@ -101,7 +101,15 @@ async fn run(poller: &MailchimpPoller, since_ms: u64) -> (Vec<PolledItem>, usize
     let mut items = Vec::new();
     let mut cursor = None;
     for pages in 1..=50 {
-        let page = page_of(poller.fetch(PollRequest { since_ms, cursor }).await);
+        let page = page_of(
+            poller
+                .fetch(PollRequest {
+                    since_ms,
+                    cursor,
+                    ..Default::default()
+                })
+                .await,
+        );
         assert_eq!(page.calls, 1, "one call per page");
         items.extend(page.items);
         match page.next_cursor {
@@ -171,6 +179,7 @@ async fn members_edited_during_the_listing_are_not_lost() {
             .fetch(PollRequest {
                 since_ms: 0,
                 cursor: None,
+                ..Default::default()
             })
             .await,
     );
@@ -192,6 +201,7 @@ async fn members_edited_during_the_listing_are_not_lost() {
                 .fetch(PollRequest {
                     since_ms: 0,
                     cursor: Some(next),
+                    ..Default::default()
                 })
                 .await,
         );
@@ -279,6 +289,7 @@ async fn throttled_answer(over_limit: OverLimitAnswer) -> PollFetch {
         .fetch(PollRequest {
             since_ms: 0,
             cursor: None,
+            ..Default::default()
         })
         .await;
     let _ = held.await;
@@ -313,6 +324,7 @@ async fn a_bad_key_is_refused_and_server_errors_fail() {
     let request = PollRequest {
         since_ms: 0,
         cursor: None,
+        ..Default::default()
     };
     match poller(&handle, wrong_key).fetch(request.clone()).await {
         PollFetch::AuthRefused { message } => {

@@ -57,6 +57,7 @@ fn first(since_ms: u64) -> PollRequest {
     PollRequest {
         since_ms,
         cursor: None,
+        ..Default::default()
     }
 }
 
@@ -376,6 +377,7 @@ fn listing_urls_resolve_embedded_forms_and_carry_since_and_cursor() {
     let request = PollRequest {
         since_ms: 1_767_225_600_250,
         cursor: Some("a b&c".into()),
+        ..Default::default()
     };
     assert_eq!(
         poller.inner.page_url(&request).as_str(),

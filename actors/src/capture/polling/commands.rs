@@ -95,6 +95,7 @@ impl CaptureActor {
                     at_ms: since_ms,
                     record_id: String::new(),
                 });
+                slot.progress.position = None;
                 store
                     .put_poll_progress(&source, &slot.progress)
                     .map_err(store_error)?;

@@ -122,6 +122,8 @@ struct Slot {
     recent_calls: VecDeque<u64>,
     /// A daily schedule's first run comes after this time (no run before it was configured).
     daily_anchor_ms: u64,
+    /// What the source last said of itself (a Postgres slot's lag).
+    source_status: Option<crate::poll::SourceStatus>,
 }
 
 /// Most entries one write of a page carries (see `write_page`).
@@ -189,6 +191,7 @@ impl CaptureActor {
                             wait_until_ms: 0,
                             recent_calls: VecDeque::new(),
                             daily_anchor_ms: now_ms,
+                            source_status: None,
                         },
                     );
                 }
@@ -313,6 +316,8 @@ impl CaptureActor {
         let request = PollRequest {
             since_ms: run.since_ms,
             cursor: run.cursor.clone(),
+            position: slot.progress.position.clone(),
+            listing: false,
         };
         slot.busy = true;
         // Counted against the day when sent; against the second when answered (below).
@@ -591,9 +596,25 @@ impl CaptureActor {
             .expect("caller checked");
         let hybrid = slot.spec.settings.has_webhooks;
         let mut progress = slot.progress.clone();
-        let Some(run) = progress.run.as_mut() else {
+        if progress.run.is_none() {
             return Ok(None);
-        };
+        }
+        if page.source_status.is_some() {
+            slot.source_status = page.source_status.clone();
+        }
+        // The page's alerts go first: a crash before its entries are written repeats them.
+        let now_ms = self.core.shared.clock.now_ms();
+        for note in &page.alerts {
+            super::commands::raise_alert(&store, note, now_ms)?;
+        }
+        for code in &page.resolve {
+            store.resolve_alert(code, now_ms)?;
+        }
+        if page.position.is_some() {
+            progress.position = page.position.clone();
+        }
+        let mut fingerprints = FingerprintCheck::default();
+        let run = progress.run.as_mut().expect("checked above");
         let report = &mut run.report;
         report.pages += 1;
         let mut entries: Vec<NewEntry> = Vec::new();
@@ -620,6 +641,11 @@ impl CaptureActor {
                     continue;
                 }
             };
+            for entry in &item_entries {
+                if let Some(note) = fingerprints.check(&store, entry)? {
+                    super::commands::raise_alert(&store, &note, now_ms)?;
+                }
+            }
             // New record, new version of a known record, or a version seen before.
             let mut existed = false;
             let mut unseen = false;
@@ -804,6 +830,7 @@ impl CaptureActor {
                     PollerLive {
                         running: slot.progress.run.is_some(),
                         next_run_at_ms,
+                        source_status: slot.source_status.clone(),
                     },
                 )
             })
@@ -943,4 +970,63 @@ fn count_answer(slot: &mut Slot, fetch: &PollFetch, now_ms: u64) -> u32 {
     metrics::counter!(crate::metrics::POLL_CALLS_TOTAL, crate::metrics::LABEL_SOURCE => slot.spec.settings.kind.clone())
         .increment(u64::from(calls));
     calls
+}
+
+/// Gift fingerprints of one page ([`crate::ports::gift_fingerprint_alias`]): a gift entry
+/// whose record is known (in the store, or earlier in this page) without the entry's
+/// fingerprint changed at its source after capture.
+#[derive(Default)]
+struct FingerprintCheck {
+    /// Record key (source, source id) → the fingerprint aliases earlier entries of the page
+    /// carried.
+    in_page: BTreeMap<(String, String), Vec<String>>,
+}
+
+impl FingerprintCheck {
+    fn check(
+        &mut self,
+        store: &TenantStore,
+        entry: &NewEntry,
+    ) -> Result<Option<crate::source_fact::AlertNote>, StoreError> {
+        let fact = &entry.fact;
+        if fact.kind != crate::store::RecordKind::Gift {
+            return Ok(None);
+        }
+        let prefix = format!(
+            "{}:{}{}:",
+            fact.source,
+            crate::ports::FINGERPRINT_MARK,
+            fact.source_id
+        );
+        let Some(alias) = entry
+            .aliases
+            .iter()
+            .find(|alias| alias.starts_with(&prefix))
+        else {
+            return Ok(None);
+        };
+        let key = (fact.source.clone(), fact.source_id.clone());
+        let earlier = self.in_page.entry(key).or_default();
+        let known_here = !earlier.is_empty();
+        let same_here = earlier.contains(alias);
+        earlier.push(alias.clone());
+        let changed = if known_here {
+            !same_here && store.find_record_by_alias(alias)?.is_none()
+        } else {
+            store
+                .get_record(fact.kind, &fact.source, &fact.source_id)?
+                .is_some()
+                && store.find_record_by_alias(alias)?.is_none()
+        };
+        Ok(changed.then(|| crate::source_fact::AlertNote {
+            code: crate::ports::GIFT_CHANGED_ALERT.to_string(),
+            message: format!(
+                "{}: gift {} changed its amount or date at the source after Steward captured it \
+                 ({}); Virtuous keeps the first version: adjust the gift by hand",
+                fact.source,
+                fact.source_id,
+                alias.rsplit(':').next().unwrap_or_default()
+            ),
+        }))
+    }
 }
