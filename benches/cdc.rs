@@ -180,6 +180,31 @@ impl Bench {
         }
     }
 
+    /// The poller's runs that started at or after `since`: (runs, pages, changes fetched).
+    async fn runs_since(&self, since: jiff::Timestamp) -> (u64, u64, u64) {
+        let answer = self
+            .engine
+            .admin(
+                Method::GET,
+                &format!("/v1/tenants/{TENANT}/pollers/{SOURCE}/runs?limit=50"),
+                None,
+            )
+            .await;
+        let runs: Vec<&Value> = answer["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|run| {
+                run["started_at"]
+                    .as_str()
+                    .and_then(|at| at.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|at| at >= since)
+            })
+            .collect();
+        let sum = |key: &str| runs.iter().filter_map(|run| run[key].as_u64()).sum();
+        (runs.len() as u64, sum("pages"), sum("fetched"))
+    }
+
     /// `steward_cdc_changes_total` by `op` from `/metrics` (empty when absent).
     async fn cdc_changes(&self) -> Vec<(String, f64)> {
         let text = self
@@ -524,10 +549,15 @@ async fn main() {
     let target = bench.expected_captured();
     let metrics_before = bench.cdc_changes().await;
     let cpu_before = bench.cpu();
+    let resumed_wall = jiff::Timestamp::now();
     let resumed = Instant::now();
     bench.poller_action("resume").await;
     let mut first_seen: Option<Instant> = None;
     let mut last = before_resume;
+    // How far the slot's restart_lsn trailed its confirmed_flush_lsn during the drain: a
+    // peek (and an advance) decodes from restart_lsn.
+    let mut restart_trail_max = 0i64;
+    let mut polls = 0u64;
     let drained_at = loop {
         let now = bench.captured().await;
         if now > before_resume && first_seen.is_none() {
@@ -536,6 +566,12 @@ async fn main() {
         last = last.max(now);
         if last >= target {
             break Instant::now();
+        }
+        polls += 1;
+        if polls % 25 == 0 {
+            if let Some(slot) = bench.slot().await {
+                restart_trail_max = restart_trail_max.max(slot.retained_bytes - slot.lag_bytes);
+            }
         }
         assert!(
             resumed.elapsed() < Duration::from_secs(600),
@@ -566,6 +602,14 @@ async fn main() {
         first_s * 1_000.0
     );
     println!("   {throughput_cpu}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (drain_runs, drain_pages, drain_fetched) = bench.runs_since(resumed_wall).await;
+    println!(
+        "   poller: {drain_runs} run(s), {drain_pages} pages, {drain_fetched} changes fetched since the resume: {:.0} changes and {:.0} ms a page; restart_lsn trailed confirmed_flush_lsn by up to {:.1} MiB during the drain",
+        drain_fetched as f64 / drain_pages.max(1) as f64,
+        drain_s * 1_000.0 / drain_pages.max(1) as f64,
+        restart_trail_max as f64 / MIB
+    );
     println!(
         "   steward_cdc_changes_total: {}",
         if metric_delta.is_empty() {
@@ -583,6 +627,8 @@ async fn main() {
 
     // 2. Latency commit → entry ready at a steady rate.
     let section_base = bench.captured().await;
+    let section_wall = jiff::Timestamp::now();
+    let runs_before = bench.poller().await["runs"].as_u64().unwrap_or(0);
     let committed = Arc::new(Mutex::new(Vec::new()));
     let writer_done = Arc::new(AtomicBool::new(false));
     let cpu_before = bench.cpu();
@@ -656,6 +702,12 @@ async fn main() {
         summary_ms(&status_us)
     );
     println!("   {latency_cpu}");
+    let runs_started = bench.poller().await["runs"].as_u64().unwrap_or(0) - runs_before;
+    let (kept_runs, kept_pages, _) = bench.runs_since(section_wall).await;
+    println!(
+        "   poller: {runs_started} runs started over the section; the {kept_runs} kept read {kept_pages} pages ({:.1} a run)",
+        kept_pages as f64 / kept_runs.max(1) as f64
+    );
     assert_eq!(never_seen, 0, "section 2: every committed row captured");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
@@ -801,6 +853,15 @@ async fn main() {
         "| catch-up after restart (exec → lag < 1 MiB and backlog captured, load going on) | **{catch_up_s:.2} s** (/readyz {ready_s:.2} s; backlog {backlog} rows at {catch_up_rate:.0} changes/s from exec) |"
     );
     println!();
+    println!(
+        "load average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "checked: {inserted} rows committed = {} entries captured; {duplicates} duplicates after the restart",
         final_captured - bench.base
