@@ -207,6 +207,7 @@ pub fn install_metrics() -> PrometheusHandle {
             // A second recorder in one process (tests) keeps the first; its handle is shared.
             let _ = metrics::set_global_recorder(recorder);
             steward_actors::metrics::describe();
+            crate::sources::postgres::describe_metrics();
             metrics::describe_histogram!(
                 METRICS_RENDER_SECONDS,
                 metrics::Unit::Seconds,

@@ -185,6 +185,17 @@ pub fn validate_listing(doc: &TenantDoc, spec: &JobSpec) -> Result<(), SpecError
         ));
     }
     check_window(&window)?;
+    if doc.sources.postgres.contains_key(&spec.source) {
+        return Err(error(
+            "source",
+            format!(
+                "`{}` is a Postgres source: it has no listing to backfill from; its tables are \
+                 snapshotted when it is added, and again after a reset of its poller \
+                 (docs/cdc.md)",
+                spec.source
+            ),
+        ));
+    }
     let polled = crate::sources::polling::polled_sources(doc);
     if !polled.contains(&spec.source) {
         let known = if polled.is_empty() {

@@ -37,6 +37,10 @@ pub fn polled_doc() -> TenantDoc {
     let mut gala = sources["platforms"]["auction-co"].clone();
     gala["poll"] = json!({"url": "https://gala.example/api/donations", "interval_s": 60});
     sources["platforms"]["gala-co"] = gala;
+    sources["postgres"] = json!({"events-db": {"dsn": "host=127.0.0.1 user=steward dbname=events",
+        "mode": "logical", "transaction_source": "Events DB",
+        "tables": {"public.gifts": {"primary_key": ["id"], "kind": "gift",
+            "fields": {"amount": "/amount", "contact.email": "/email"}}}}});
     TenantDoc::from_value(&tenant).expect("the polled test tenant is valid")
 }
 

@@ -36,10 +36,14 @@ fn a_listing_reads_a_source_the_tenant_polls() {
         assert!(
             refused
                 .message
-                .contains("polled: constant_contact, gala-co, mailchimp"),
+                .contains("polled: constant_contact, gala-co, mailchimp, events-db"),
             "{refused}"
         );
     }
+    // A Postgres source is polled but has no listing: its snapshot is the history.
+    let postgres = refusal(&tenant, "events-db", FROM_MS, TO_MS, "history");
+    assert_eq!(postgres.path, "source");
+    assert!(postgres.message.contains("snapshotted"), "{postgres}");
     let nothing_polled = refusal(&doc(), "constant_contact", FROM_MS, TO_MS, "history");
     assert_eq!(nothing_polled.path, "source");
     assert!(
@@ -99,7 +103,10 @@ fn the_polled_sources_are_the_keys_of_the_tenant_s_pollers() {
         .map(|spec| spec.settings.source.clone())
         .collect();
     assert_eq!(crate::sources::polling::polled_sources(&tenant), keys);
-    assert_eq!(keys, ["constant_contact", "gala-co", "mailchimp"]);
+    assert_eq!(
+        keys,
+        ["constant_contact", "gala-co", "mailchimp", "events-db"]
+    );
 }
 
 /// A gala-co listing item of donation `donation_id`, its entries made as the platform's

@@ -93,7 +93,7 @@ fn schedule_json(schedule: &PollSchedule) -> Value {
     match schedule {
         PollSchedule::Off => json!({"kind": "off"}),
         PollSchedule::Every { interval_ms } => {
-            json!({"kind": "interval", "interval_s": interval_ms / 1_000})
+            json!({"kind": "interval", "interval_s": interval_ms / 1_000, "interval_ms": interval_ms})
         }
         PollSchedule::DailyAt {
             hour,

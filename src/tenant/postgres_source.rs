@@ -66,7 +66,7 @@ pub struct PostgresTable {
     /// Virtuous field (dotted for nesting) → JSON Pointer into the row (`/column`).
     pub fields: BTreeMap<String, String>,
     /// The row's update time column: the order outbox mode reads by (required there); in
-    /// logical mode, a contact row's version (else a hash of its values).
+    /// logical mode, a contact row's version (else a hash of the mapped body).
     #[serde(default)]
     pub updated_at: Option<String>,
 }

@@ -225,3 +225,126 @@ fn reconciliation_daily_at_is_a_time_of_day() {
         }
     }
 }
+
+fn with_postgres_source(source: Value) -> Value {
+    let mut doc = minimal();
+    doc["sources"] = json!({"postgres": {"events-db": source}});
+    doc
+}
+
+fn postgres_source() -> Value {
+    json!({"dsn": "host=127.0.0.1 user=steward dbname=events", "mode": "logical",
+           "transaction_source": "Events DB",
+           "tables": {"public.gifts": {"primary_key": ["id"], "kind": "gift",
+                                       "fields": {"amount": "/amount", "contact.email": "/email"}},
+                      "public.people": {"primary_key": ["id"], "kind": "contact", "updated_at": "changed_at",
+                                        "fields": {"referenceId": "/id"}}}})
+}
+
+#[test]
+fn a_postgres_source_is_validated_field_by_field_and_its_dsn_is_a_secret() {
+    // Goal: a valid source is taken with its defaults; each bad field is refused by its path
+    // with the reason; the DSN leaves the stored document like every secret.
+    let (doc, mut full) = normalise(&with_postgres_source(postgres_source())).unwrap();
+    let source = &doc.sources.postgres["events-db"];
+    assert_eq!(source.slot_name("events-db"), "steward_events_db");
+    assert_eq!(source.publication_name("events-db"), "steward_events_db");
+    assert_eq!(
+        (source.batch, source.interval_ms(), source.create_slot),
+        (500, 1_000, false)
+    );
+    let secrets = split_secrets(&mut full);
+    assert_eq!(secrets.len(), 2, "the api key and the dsn");
+    assert!(!full.to_string().contains("host=127.0.0.1"));
+
+    let field = "sources.postgres.events-db";
+    let cases: Vec<(Value, String, &str)> = vec![
+        (
+            json!({"mode": "wal2json"}),
+            format!("{field}.mode"),
+            "logical",
+        ),
+        (json!({"dsn": null}), format!("{field}.dsn"), "required"),
+        (
+            json!({"dsn": "sslmode=require host=x user=y"}),
+            format!("{field}.dsn"),
+            "TLS",
+        ),
+        (
+            json!({"slot": "Bad-Slot"}),
+            format!("{field}.slot"),
+            "a-z0-9_",
+        ),
+        (json!({"batch": 0}), format!("{field}.batch"), "between"),
+        (
+            json!({"interval_ms": 5}),
+            format!("{field}.interval_ms"),
+            "between",
+        ),
+        (
+            json!({"amount_unit": "cents"}),
+            format!("{field}.amount_unit"),
+            "major",
+        ),
+        (
+            json!({"tables": {}}),
+            format!("{field}.tables"),
+            "at least one",
+        ),
+        (
+            json!({"tables": {"gifts": {"primary_key": ["id"], "kind": "gift", "fields": {"amount": "/a"}}}}),
+            format!("{field}.tables.gifts"),
+            "schema.table",
+        ),
+        (
+            json!({"tables": {"public.gifts": {"primary_key": [], "kind": "gift", "fields": {"amount": "/a"}}}}),
+            format!("{field}.tables.public.gifts.primary_key"),
+            "at least one",
+        ),
+        (
+            json!({"tables": {"public.gifts": {"primary_key": ["Id;drop"], "kind": "gift", "fields": {"amount": "/a"}}}}),
+            format!("{field}.tables.public.gifts.primary_key"),
+            "plain column",
+        ),
+        (
+            json!({"tables": {"public.gifts": {"primary_key": ["id"], "kind": "pledge", "fields": {"amount": "/a"}}}}),
+            format!("{field}.tables.public.gifts.kind"),
+            "gift",
+        ),
+        (
+            json!({"tables": {"public.gifts": {"primary_key": ["id"], "kind": "gift", "fields": {"email": "/e"}}}}),
+            format!("{field}.tables.public.gifts.fields"),
+            "amount",
+        ),
+        (
+            json!({"tables": {"public.gifts": {"primary_key": ["id"], "kind": "gift", "fields": {"amount": "amount"}}}}),
+            format!("{field}.tables.public.gifts.fields.amount"),
+            "JSON Pointer",
+        ),
+        (
+            json!({"mode": "outbox", "tables": {"public.gifts": {"primary_key": ["id"], "kind": "gift", "fields": {"amount": "/a"}}}}),
+            format!("{field}.tables.public.gifts.updated_at"),
+            "outbox",
+        ),
+    ];
+    for (patch, expected_field, reason) in cases {
+        let mut source = postgres_source();
+        for (key, value) in patch.as_object().unwrap() {
+            source[key] = value.clone();
+        }
+        match normalise(&with_postgres_source(source)) {
+            Err(TenantDocError::InvalidField { field, reason: why }) => {
+                assert_eq!(field, expected_field, "{patch}: {why}");
+                assert!(why.contains(reason), "{patch}: {why}");
+            }
+            other => panic!("{patch}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+    let mut doc = minimal();
+    doc["sources"] = json!({"platforms": {"events-db": {"secret": "s", "transaction_source": "X"}},
+                            "postgres": {"events-db": postgres_source()}});
+    assert!(
+        normalise(&doc).is_err(),
+        "a name two sources share is refused"
+    );
+}

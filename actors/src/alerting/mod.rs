@@ -39,7 +39,7 @@ pub const DISK_NEARLY_FULL_ALERT: &str = "disk_nearly_full";
 
 /// Every alert code, tenants' and the process's (the `codes` a sink may filter on; the
 /// tables of docs/operations.md "Alerts" and "Alerting" list the same, a test checks it).
-pub const ALERT_CODES: [&str; 21] = [
+pub const ALERT_CODES: [&str; 25] = [
     "auth_failed",
     "crm_misconfigured",
     "crm_unreachable",
@@ -57,6 +57,10 @@ pub const ALERT_CODES: [&str; 21] = [
     "poller_failed",
     "poller_auth_failed",
     "webhooks_missed",
+    "source_gift_changed",
+    "source_gift_deleted",
+    "cdc_slot_lost",
+    "cdc_slot_lag",
     "money_mismatch",
     "config_invalid",
     DISK_NEARLY_FULL_ALERT,

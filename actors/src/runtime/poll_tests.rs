@@ -11,6 +11,7 @@ use crate::poll::{
     PollerSpec, SourceLimits,
 };
 use crate::ports::{LocalFuture, SystemClock};
+use crate::source_fact::AlertNote;
 use crate::store::poll_ops::PauseReason;
 use crate::store::{EntryFact, Lane, RecordKind, TenantRunState};
 use crate::test_support::eventually;
@@ -549,4 +550,161 @@ async fn pollers_changed_without_the_hint_are_picked_up_by_a_tick() {
             && handle.shared.poll_live().contains_key("cc2")
     })
     .await;
+}
+
+fn gift(id: &str, fingerprint: &str) -> PolledItem {
+    PolledItem {
+        record_id: id.to_string(),
+        version_ms: 1_000,
+        entries: Ok(vec![NewEntry {
+            fact: EntryFact {
+                kind: RecordKind::Gift,
+                source: "cc".to_string(),
+                source_id: id.to_string(),
+                idempotency_key: format!("cc:gift:{id}"),
+                lane: Lane::Live,
+                transaction_source: "CC".to_string(),
+                body_json: format!(r#"{{"amount":"{fingerprint}","giftDate":"2026-12-07"}}"#),
+            },
+            aliases: vec![crate::poll::gift_fingerprint_alias("cc", id, fingerprint)],
+            now_ms: SystemClock.now_ms(),
+        }]),
+    }
+}
+
+fn open_alert(tenant: &crate::store::TenantStore, code: &str) -> Option<String> {
+    let alert = tenant
+        .alerts()
+        .unwrap()
+        .into_iter()
+        .find(|alert| alert.code == code)?;
+    let state = tenant.alert_state(code).unwrap();
+    state.resolved_at_ms.is_none().then_some(alert.message)
+}
+
+#[actix_rt::test]
+async fn a_source_position_travels_with_the_pages_and_their_alerts_and_changed_gifts_alert() {
+    // Goal: a page's position is stored with its entries and handed back in every later
+    // request (a Postgres slot is advanced only to it); a page's alerts are raised and its
+    // resolves resolve; a gift seen again with another fingerprint — in a later page or the
+    // same one — raises `source_gift_changed` and queues nothing; the same fingerprint is
+    // quiet; a reset drops the position.
+    let store = test_store();
+    let runtime = Runtime::new(1);
+    let poller = Arc::new(ScriptedPoller::default());
+    poller.push(Answer::Fetch(PollFetch::Page(PollPage {
+        items: vec![gift("g1", "10.00")],
+        next_cursor: Some("more".into()),
+        position: Some("P1".into()),
+        alerts: vec![AlertNote {
+            code: "cdc_slot_lag".into(),
+            message: "behind".into(),
+        }],
+        ..Default::default()
+    })));
+    poller.push(Answer::Fetch(PollFetch::Page(PollPage {
+        items: vec![gift("g1", "10.00"), gift("g2", "5.00")],
+        next_cursor: None,
+        resolve: vec!["cdc_slot_lag".into()],
+        ..Default::default()
+    })));
+    let handle = started(&runtime, &store, &poller, SourceLimits::default()).await;
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the run to complete", 5_000, || {
+        last_outcome(&handle).as_deref() == Some("completed")
+    })
+    .await;
+    let requests = poller.requests();
+    assert_eq!(requests[0].position, None);
+    assert_eq!(requests[1].position.as_deref(), Some("P1"));
+    let tenant = store.store.tenant("poll").unwrap();
+    assert_eq!(
+        tenant.poll_progress("cc").unwrap().position.as_deref(),
+        Some("P1"),
+        "a page without a position keeps the stored one"
+    );
+    assert_eq!(tenant.queued_total(), 2);
+    assert_eq!(
+        open_alert(&tenant, "cdc_slot_lag"),
+        None,
+        "raised, then resolved"
+    );
+    assert!(tenant
+        .alerts()
+        .unwrap()
+        .iter()
+        .any(|alert| alert.code == "cdc_slot_lag"));
+    assert_eq!(open_alert(&tenant, crate::poll::GIFT_CHANGED_ALERT), None);
+
+    // g1 again with another amount; g3 new and changed within the page.
+    poller.push(Answer::Fetch(PollFetch::Page(PollPage {
+        items: vec![
+            gift("g1", "12.00"),
+            gift("g3", "1.00"),
+            gift("g3", "1.00"),
+            gift("g3", "2.00"),
+        ],
+        position: Some("P2".into()),
+        ..Default::default()
+    })));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the second run", 5_000, || {
+        handle.poll_runs("cc", 5).unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(poller.requests()[2].position.as_deref(), Some("P1"));
+    let message =
+        open_alert(&tenant, crate::poll::GIFT_CHANGED_ALERT).expect("a changed gift alerts");
+    assert!(
+        message.contains("g3") && message.contains("now 2.00"),
+        "{message}"
+    );
+    let raised = tenant
+        .alerts()
+        .unwrap()
+        .into_iter()
+        .find(|alert| alert.code == crate::poll::GIFT_CHANGED_ALERT)
+        .unwrap();
+    assert_eq!(
+        raised.count, 2,
+        "g1 (changed since an earlier page) and g3 (within the page), not g3's repeat"
+    );
+    assert_eq!(
+        tenant.queued_total(),
+        3,
+        "only g3's first version is queued"
+    );
+    assert_eq!(
+        tenant.poll_progress("cc").unwrap().position.as_deref(),
+        Some("P2")
+    );
+
+    // Read again (an outbox's overlap, a repeat after a crash): told once, not at every read.
+    poller.push(Answer::Fetch(PollFetch::Page(PollPage {
+        items: vec![gift("g1", "12.00"), gift("g3", "2.00")],
+        ..Default::default()
+    })));
+    handle.poll_command("cc", PollAction::Run).await.unwrap();
+    eventually("the third run", 5_000, || {
+        handle.poll_runs("cc", 5).unwrap().len() == 3
+    })
+    .await;
+    let raised = tenant
+        .alerts()
+        .unwrap()
+        .into_iter()
+        .find(|alert| alert.code == crate::poll::GIFT_CHANGED_ALERT)
+        .unwrap();
+    assert_eq!(raised.count, 2, "a change already told is quiet");
+    assert_eq!(tenant.queued_total(), 3);
+
+    handle
+        .poll_command("cc", PollAction::Reset { since_ms: 0 })
+        .await
+        .unwrap();
+    assert_eq!(
+        tenant.poll_progress("cc").unwrap().position,
+        None,
+        "a reset starts the source over"
+    );
 }

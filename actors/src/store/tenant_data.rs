@@ -31,6 +31,29 @@ impl TenantStore {
         self.get_record(reference.kind, &reference.source, &reference.source_id)
     }
 
+    /// Points `alias` at a record (a polled gift's fingerprint already alerted on, so its
+    /// next re-read is quiet). Not flushed here: the caller's next flush carries it.
+    pub fn add_alias(
+        &self,
+        alias: &str,
+        kind: RecordKind,
+        source: &str,
+        source_id: &str,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner();
+        let _guard = inner.lock_for_write()?;
+        let reference = encode(&super::types::RecordRef {
+            kind,
+            source: source.to_string(),
+            source_id: source_id.to_string(),
+        })?;
+        inner
+            .tree
+            .insert(inner.keys.alias(alias), reference)
+            .map_err(io_error)?;
+        Ok(())
+    }
+
     /// Moves a record to `to` with a history entry; `None` when the record does not exist.
     pub fn transition_record(
         &self,

@@ -69,7 +69,10 @@ pub struct SnapshotAt {
 struct SlotRow {
     confirmed: u64,
     wal_status: String,
-    current: u64,
+    /// `pg_current_wal_flush_lsn()`: logical decoding reads only flushed WAL, so this — not
+    /// the insert position, ahead of it under `synchronous_commit = off` — is the horizon a
+    /// read may claim to have seen everything before.
+    flushed: u64,
     lag_bytes: u64,
 }
 
@@ -206,7 +209,7 @@ impl Inner {
             .query(
                 "SELECT confirmed_flush_lsn::text, coalesce(wal_status, ''), \
                         pg_current_wal_lsn()::text, plugin::text, database::text = current_database()::text, \
-                        slot_type \
+                        slot_type, pg_current_wal_flush_lsn()::text \
                  FROM pg_replication_slots WHERE slot_name = $1",
                 &[&self.slot],
             )
@@ -235,10 +238,11 @@ impl Inner {
         let current: String = row.get(2);
         let confirmed = confirmed.as_deref().and_then(parse_lsn).unwrap_or(0);
         let current = parse_lsn(&current).unwrap_or(0);
+        let flushed: String = row.get(6);
         Ok(Some(SlotRow {
             confirmed,
             wal_status: row.get(1),
-            current,
+            flushed: parse_lsn(&flushed).unwrap_or(0),
             lag_bytes: current.saturating_sub(confirmed),
         }))
     }
@@ -504,7 +508,9 @@ impl Inner {
                 .await
                 .map_err(|err| classify(&err, "advancing the replication slot"))?;
         }
-        let horizon = slot.current.max(stored);
+        // Everything before the horizon that is published comes back in this read, unless
+        // the batch is full: the horizon is flushed WAL only (see `SlotRow::flushed`).
+        let horizon = slot.flushed.max(stored);
         let horizon_text = format_lsn(horizon);
         let limit = i32::try_from(self.batch).unwrap_or(i32::MAX);
         let rows = client

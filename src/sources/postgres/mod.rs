@@ -7,8 +7,8 @@
 //! Both map a row — `{column: text | null}` in Postgres's own text format — with the
 //! platform sources' mapping model ([`super::platform::map_event`]), one table one event
 //! type. Identity: a gift is the row, `(table, primary key)`; a contact is one version of
-//! the row, `(table, primary key, row version)` (the `updated_at` column, else a hash of its
-//! values). A gift entry carries the fingerprint of its amount and date
+//! the row, `(table, primary key, row version)` (the `updated_at` column, else a hash of the
+//! mapped body). A gift entry carries the fingerprint of its amount and date
 //! ([`gift_fingerprint_alias`]): a later version with another fingerprint raises
 //! `source_gift_changed` in the polling machinery, never a second gift.
 
@@ -46,6 +46,25 @@ pub const SLOT_LAG_ALERT: &str = "cdc_slot_lag";
 pub const CHANGES_TOTAL: &str = "steward_cdc_changes_total";
 pub const SLOT_LAG_BYTES: &str = "steward_cdc_slot_lag_bytes";
 pub const SLOT_LOST_TOTAL: &str = "steward_cdc_slot_lost_total";
+
+/// Registers the CDC metrics' descriptions (next to the actors crate's).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        CHANGES_TOTAL,
+        metrics::Unit::Count,
+        "Changes read from partners' Postgres databases, per operation"
+    );
+    metrics::describe_histogram!(
+        SLOT_LAG_BYTES,
+        metrics::Unit::Bytes,
+        "WAL a CDC replication slot holds beyond its confirmed position, at each read"
+    );
+    metrics::describe_counter!(
+        SLOT_LOST_TOTAL,
+        metrics::Unit::Count,
+        "CDC replication slots found missing, lost or moved past Steward's position"
+    );
+}
 
 /// Longest wait for a connection or one statement.
 const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -359,8 +378,12 @@ impl RowMapper {
                 map.primary_key.join(", ")
             )
         })?;
-        let version = match map.kind {
-            RecordKind::Contact => Some(self.row_version(table, &row)),
+        let version_column = match map.kind {
+            RecordKind::Contact => self
+                .updated_at(table)
+                .and_then(|column| row.get(column))
+                .and_then(Value::as_str)
+                .map(str::to_string),
             _ => None,
         };
         let event = PlatformEvent {
@@ -385,7 +408,10 @@ impl RowMapper {
         command.aliases.clear();
         match map.kind {
             RecordKind::Contact => {
-                let version = version.unwrap_or_default();
+                // The row's version: its update time, else what is sent (so a change to a
+                // column the mapping does not read is no new version).
+                let version = version_column
+                    .unwrap_or_else(|| format!("h{}", fingerprint(&[&command.fact.body_json])));
                 command.fact.idempotency_key = idempotency_key(
                     &self.source,
                     RecordKind::Contact,
@@ -414,25 +440,6 @@ impl RowMapper {
             }
         }
         Ok(vec![command.into_new_entry(now_ms)])
-    }
-
-    /// A contact row's version: its `updated_at` column's text, else a hash of its values.
-    fn row_version(&self, table: &str, row: &Map<String, Value>) -> String {
-        if let Some(text) = self
-            .updated_at(table)
-            .and_then(|column| row.get(column))
-            .and_then(Value::as_str)
-        {
-            return text.to_string();
-        }
-        let mut pairs: Vec<(&String, &Value)> = row.iter().collect();
-        pairs.sort_by(|a, b| a.0.cmp(b.0));
-        let parts: Vec<String> = pairs
-            .iter()
-            .map(|(column, value)| format!("{column}={value}"))
-            .collect();
-        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-        format!("h{}", fingerprint(&parts))
     }
 
     pub fn source(&self) -> &str {

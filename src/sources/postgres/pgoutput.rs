@@ -240,10 +240,12 @@ fn tuple(reader: &mut Reader<'_>, relation: &Relation) -> Result<Map<String, Val
                     .map_err(|_| format!("column {column} of {} is not UTF-8", relation.name))?;
                 row.insert(column.clone(), Value::String(text.to_string()));
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "column {column} of {} has the value kind {:?} (binary values are not asked for)",
                 relation.name, other as char
-            )),
+            ))
+            }
         }
     }
     Ok(row)

@@ -644,6 +644,12 @@ impl CaptureActor {
             for entry in &item_entries {
                 if let Some(note) = fingerprints.check(&store, entry)? {
                     super::commands::raise_alert(&store, &note, now_ms)?;
+                    // Told once: the changed fingerprint now finds the record too (written
+                    // after the alert, so a crash keeps the alert if it keeps this).
+                    let fact = &entry.fact;
+                    if let Some(alias) = fingerprint_alias_of(entry) {
+                        store.add_alias(alias, fact.kind, &fact.source, &fact.source_id)?;
+                    }
                 }
             }
             // New record, new version of a known record, or a version seen before.
@@ -972,6 +978,22 @@ fn count_answer(slot: &mut Slot, fetch: &PollFetch, now_ms: u64) -> u32 {
     calls
 }
 
+/// The fingerprint alias a gift entry carries, if any.
+fn fingerprint_alias_of(entry: &NewEntry) -> Option<&str> {
+    let fact = &entry.fact;
+    let prefix = format!(
+        "{}:{}{}:",
+        fact.source,
+        crate::ports::FINGERPRINT_MARK,
+        fact.source_id
+    );
+    entry
+        .aliases
+        .iter()
+        .find(|alias| alias.starts_with(&prefix))
+        .map(String::as_str)
+}
+
 /// Gift fingerprints of one page ([`crate::ports::gift_fingerprint_alias`]): a gift entry
 /// whose record is known (in the store, or earlier in this page) without the entry's
 /// fingerprint changed at its source after capture.
@@ -992,24 +1014,14 @@ impl FingerprintCheck {
         if fact.kind != crate::store::RecordKind::Gift {
             return Ok(None);
         }
-        let prefix = format!(
-            "{}:{}{}:",
-            fact.source,
-            crate::ports::FINGERPRINT_MARK,
-            fact.source_id
-        );
-        let Some(alias) = entry
-            .aliases
-            .iter()
-            .find(|alias| alias.starts_with(&prefix))
-        else {
+        let Some(alias) = fingerprint_alias_of(entry) else {
             return Ok(None);
         };
         let key = (fact.source.clone(), fact.source_id.clone());
         let earlier = self.in_page.entry(key).or_default();
         let known_here = !earlier.is_empty();
-        let same_here = earlier.contains(alias);
-        earlier.push(alias.clone());
+        let same_here = earlier.iter().any(|known| known == alias);
+        earlier.push(alias.to_string());
         let changed = if known_here {
             !same_here && store.find_record_by_alias(alias)?.is_none()
         } else {
@@ -1018,14 +1030,27 @@ impl FingerprintCheck {
                 .is_some()
                 && store.find_record_by_alias(alias)?.is_none()
         };
-        Ok(changed.then(|| crate::source_fact::AlertNote {
+        if !changed {
+            return Ok(None);
+        }
+        let body: serde_json::Value = serde_json::from_str(&fact.body_json).unwrap_or_default();
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        };
+        Ok(Some(crate::source_fact::AlertNote {
             code: crate::ports::GIFT_CHANGED_ALERT.to_string(),
             message: format!(
-                "{}: gift {} changed its amount or date at the source after Steward captured it \
-                 ({}); Virtuous keeps the first version: adjust the gift by hand",
+                "{}: gift {} changed at the source after Steward captured it (now {} {} on {}); \
+                 Virtuous keeps the first version: adjust the gift by hand",
                 fact.source,
                 fact.source_id,
-                alias.rsplit(':').next().unwrap_or_default()
+                text("amount"),
+                body.get("currencyCode")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
+                text("giftDate"),
             ),
         }))
     }
