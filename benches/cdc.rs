@@ -180,8 +180,9 @@ impl Bench {
         }
     }
 
-    /// The poller's runs that started at or after `since`: (runs, pages, changes fetched).
-    async fn runs_since(&self, since: jiff::Timestamp) -> (u64, u64, u64) {
+    /// The poller's runs numbered above `after` (its `runs` counter before), kept or in
+    /// progress: (runs, pages, changes fetched, the runs' outcomes and pages).
+    async fn runs_after(&self, after: u64) -> (u64, u64, u64, String) {
         let answer = self
             .engine
             .admin(
@@ -190,19 +191,32 @@ impl Bench {
                 None,
             )
             .await;
-        let runs: Vec<&Value> = answer["runs"]
+        let mut runs: Vec<Value> = answer["runs"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|run| {
-                run["started_at"]
-                    .as_str()
-                    .and_then(|at| at.parse::<jiff::Timestamp>().ok())
-                    .is_some_and(|at| at >= since)
-            })
+            .filter(|run| run["run"].as_u64().is_some_and(|n| n > after))
+            .cloned()
             .collect();
+        let current = self.poller().await["run_in_progress"].clone();
+        if current["run"].as_u64().is_some_and(|n| n > after)
+            && !runs.iter().any(|run| run["run"] == current["run"])
+        {
+            runs.push(current);
+        }
         let sum = |key: &str| runs.iter().filter_map(|run| run[key].as_u64()).sum();
-        (runs.len() as u64, sum("pages"), sum("fetched"))
+        let mut shown: Vec<String> = runs
+            .iter()
+            .filter(|run| run["fetched"].as_u64().unwrap_or(0) > 0)
+            .map(|run| format!("#{} {} {} pages", run["run"], run["outcome"], run["pages"]))
+            .collect();
+        shown.reverse();
+        (
+            runs.len() as u64,
+            sum("pages"),
+            sum("fetched"),
+            shown.join(", "),
+        )
     }
 
     /// `steward_cdc_changes_total` by `op` from `/metrics` (empty when absent).
@@ -549,7 +563,7 @@ async fn main() {
     let target = bench.expected_captured();
     let metrics_before = bench.cdc_changes().await;
     let cpu_before = bench.cpu();
-    let resumed_wall = jiff::Timestamp::now();
+    let runs_before_resume = bench.poller().await["runs"].as_u64().unwrap_or(0);
     let resumed = Instant::now();
     bench.poller_action("resume").await;
     let mut first_seen: Option<Instant> = None;
@@ -603,9 +617,10 @@ async fn main() {
     );
     println!("   {throughput_cpu}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (drain_runs, drain_pages, drain_fetched) = bench.runs_since(resumed_wall).await;
+    let (drain_runs, drain_pages, drain_fetched, drain_shown) =
+        bench.runs_after(runs_before_resume).await;
     println!(
-        "   poller: {drain_runs} run(s), {drain_pages} pages, {drain_fetched} changes fetched since the resume: {:.0} changes and {:.0} ms a page; restart_lsn trailed confirmed_flush_lsn by up to {:.1} MiB during the drain",
+        "   poller: {drain_runs} run(s) since the resume ({drain_shown}), {drain_pages} pages, {drain_fetched} changes fetched: {:.0} changes and {:.0} ms a page; restart_lsn trailed confirmed_flush_lsn by up to {:.1} MiB during the drain",
         drain_fetched as f64 / drain_pages.max(1) as f64,
         drain_s * 1_000.0 / drain_pages.max(1) as f64,
         restart_trail_max as f64 / MIB
@@ -627,7 +642,6 @@ async fn main() {
 
     // 2. Latency commit → entry ready at a steady rate.
     let section_base = bench.captured().await;
-    let section_wall = jiff::Timestamp::now();
     let runs_before = bench.poller().await["runs"].as_u64().unwrap_or(0);
     let committed = Arc::new(Mutex::new(Vec::new()));
     let writer_done = Arc::new(AtomicBool::new(false));
@@ -703,7 +717,7 @@ async fn main() {
     );
     println!("   {latency_cpu}");
     let runs_started = bench.poller().await["runs"].as_u64().unwrap_or(0) - runs_before;
-    let (kept_runs, kept_pages, _) = bench.runs_since(section_wall).await;
+    let (kept_runs, kept_pages, _, _) = bench.runs_after(runs_before).await;
     println!(
         "   poller: {runs_started} runs started over the section; the {kept_runs} kept read {kept_pages} pages ({:.1} a run)",
         kept_pages as f64 / kept_runs.max(1) as f64
