@@ -14,6 +14,11 @@
 //! webhooks lose 10 % on the way while members are polled as the backstop; it prints the
 //! parity table and checks that the facts seen by polling only are exactly the lost webhooks.
 //!
+//! Then CDC (`cdc`): a partner's own PostgreSQL database as a source. A throwaway cluster
+//! (`initdb`, `pg_ctl`, logical decoding on) is snapshotted and streamed through a
+//! replication slot; every donation row must be exactly one gift in Virtuous. Without
+//! PostgreSQL's server binaries the part is skipped with one line.
+//!
 //! Then pattern 3 (`pull`): a tenant pulling Virtuous's gift and contact changes into NDJSON
 //! files in the data dir (`pull-out/`): imports, staff edits and deletes in the sandbox, 20 %
 //! of the webhooks lost and found by a backstop poll; the files are checked against Virtuous.
@@ -21,11 +26,14 @@
 //! # Layout
 //! - `client`: the HTTP client of the engine and of the sandbox control API.
 //! - `polled`: the Constant Contact and Mailchimp tenants (pattern 2) and the parity table.
+//! - `cdc`, `pg_cluster`: the Postgres source and the throwaway cluster it reads.
 //! - `pull`: the pull tenant (pattern 3) and its NDJSON files.
 //! - `report`: progress lines and the summary table.
 
 mod backfill;
+mod cdc;
 mod client;
+mod pg_cluster;
 mod polled;
 mod pull;
 mod report;
@@ -263,6 +271,8 @@ async fn drive(
     let summaries = watch.verify().await?;
     // Pattern 2: polled and hybrid capture, with the parity table.
     let polled = polled::run(&client, options.seed, started, deadline).await?;
+    // CDC: a partner's Postgres as a source (skipped without PostgreSQL's server binaries).
+    let cdc = cdc::run(&client, options.seed, started, deadline).await?;
     // Pattern 3: Virtuous changes pulled into NDJSON files.
     let pulled = pull::run(&client, options.seed, data_dir, started, deadline).await?;
     // Pattern 4: two-way contact sync with a partner CRM.
@@ -273,6 +283,7 @@ async fn drive(
     for line in polled
         .lines
         .into_iter()
+        .chain(cdc)
         .chain(pulled)
         .chain(two_way)
         .chain(backfilled)

@@ -384,11 +384,19 @@ pub struct PollPage {
     pub position: Option<String>,
     /// Alerts the page raises (a deleted gift row, a lost slot), before its entries are
     /// written: a crash repeats them, never loses them.
-    pub alerts: Vec<crate::source_fact::AlertNote>,
+    pub alerts: Vec<AlertNote>,
     /// Alert codes the page resolves (a slot's lag back under its limit).
     pub resolve: Vec<String>,
     /// What the source says of itself now (a slot's lag), shown with the poller.
     pub source_status: Option<SourceStatus>,
+}
+
+/// An alert for staff (also `source_fact::AlertNote`: defined here, below every module that
+/// raises one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertNote {
+    pub code: String,
+    pub message: String,
 }
 
 /// A source's own state as its adapter last read it (a Postgres slot: lag and WAL status).

@@ -4,12 +4,7 @@
 
 use crate::store::{EnqueueOutcome, NewEntry, RecordKind};
 
-/// An alert for staff.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertNote {
-    pub code: String,
-    pub message: String,
-}
+pub use crate::ports::AlertNote;
 
 /// How a source links held entries: where its link parts live and what a link changes.
 /// Messages may name `{entry}`, `{target}` and `{link}`.

@@ -90,6 +90,24 @@ impl DemoClient {
         self.admin(method, path, body.as_ref()).await
     }
 
+    /// The engine's Prometheus text (`GET /metrics` on the admin listener).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("{}/metrics", self.endpoints.admin_url);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.endpoints.admin_token)
+            .send()
+            .await
+            .with_context(|| format!("calling {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("GET {url} answered {status}: {text}");
+        }
+        Ok(text)
+    }
+
     /// Uploads `bytes` to an admin route (`PUT`, raw body of `content_type`): (status, JSON
     /// answer).
     pub async fn admin_upload(

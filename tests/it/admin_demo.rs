@@ -89,7 +89,8 @@ fn a_demo_that_cannot_converge_exits_1_with_the_reason_and_stops_the_engine() {
 fn the_demo_converges_with_every_payment_confirmed_exactly_once() {
     // Goal: the README's run command works: exit 0, a summary per tenant, gifts = payments + refunds;
     // the pull tenant's NDJSON files hold the newest version of every record in Virtuous
-    // (24 gifts − 2 deleted, 12 contacts) and the 2 deletes, lost webhooks included.
+    // (24 gifts − 2 deleted, 12 contacts) and the 2 deletes, lost webhooks included; the CDC
+    // part streams a Postgres table into one gift per row.
     let (code, stdout, stderr, _) = run_demo(
         &[
             "--tenants",
@@ -130,4 +131,33 @@ fn the_demo_converges_with_every_payment_confirmed_exactly_once() {
         .find(|line| line.trim_start().starts_with("gift") && line.contains("delete"))
         .unwrap_or_else(|| panic!("no gift delete row:\n{stdout}"));
     assert!(deletes.contains(" 2 line(s)"), "{deletes}");
+    // The CDC part: a throwaway PostgreSQL cluster when the server binaries exist (they do
+    // in CI: .ci/run installs them), else one line saying it was skipped.
+    let cdc = stdout
+        .lines()
+        .find(|line| line.starts_with("steward demo: CDC (Postgres"))
+        .unwrap_or_else(|| panic!("no CDC line:\n{stdout}"));
+    if postgres_server_binaries_exist() {
+        assert!(
+            cdc.contains("250 rows snapshotted, 118 changes streamed")
+                && cdc.contains("300 gifts in Virtuous for 300 donation rows")
+                && cdc.contains("alerts: source_gift_changed, source_gift_deleted"),
+            "{cdc}"
+        );
+    } else {
+        assert!(cdc.contains("skipped"), "{cdc}");
+    }
+}
+
+/// Whether the demo finds PostgreSQL server binaries: a `/usr/lib/postgresql/*/bin` with `initdb`
+/// and `pg_ctl`.
+fn postgres_server_binaries_exist() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()
+        })
 }

@@ -249,11 +249,21 @@ pub fn timestamp_ms(text: &str) -> Option<u64> {
     u64::try_from(ms).ok()
 }
 
+/// Whether a timestamp's text carries a UTC offset (`…+00`, `…-05:30`): a `timestamptz`.
+fn has_offset(text: &str) -> bool {
+    let Some(time_at) = text.find([' ', 'T']) else {
+        return false;
+    };
+    text[time_at..].contains(['+', '-']) || text.ends_with('Z')
+}
+
 /// How one table's rows map.
 struct TableMap {
     primary_key: Vec<String>,
     kind: RecordKind,
     updated_at: Option<String>,
+    /// The column `giftDate` reads, when it names one (`/given_at` → `given_at`).
+    gift_date_column: Option<String>,
 }
 
 /// Rows → entries, the same for the stream, the snapshot and the outbox.
@@ -301,6 +311,12 @@ impl RowMapper {
                             RecordKind::Gift
                         },
                         updated_at: spec.updated_at.clone(),
+                        gift_date_column: spec
+                            .fields
+                            .get("giftDate")
+                            .and_then(|pointer| pointer.strip_prefix('/'))
+                            .filter(|column| !column.contains('/'))
+                            .map(str::to_string),
                     },
                 )
             })
@@ -386,6 +402,19 @@ impl RowMapper {
                 .map(str::to_string),
             _ => None,
         };
+        let mut row = row;
+        if let Some(column) = &map.gift_date_column {
+            // A `timestamptz` prints in UTC here: as unix seconds it is dated in the tenant's
+            // time zone, like every other source's gifts. A plain `date` stays as it is.
+            let instant = row
+                .get(column)
+                .and_then(Value::as_str)
+                .filter(|text| has_offset(text))
+                .and_then(timestamp_ms);
+            if let Some(ms) = instant {
+                row.insert(column.clone(), Value::from(ms / 1_000));
+            }
+        }
         let event = PlatformEvent {
             id: id.record_id.clone(),
             event_type: table.to_string(),

@@ -70,6 +70,26 @@ fn a_gift_row_is_one_fact_whatever_its_version() {
 }
 
 #[test]
+fn a_timestamptz_gift_date_is_the_day_in_the_tenant_s_time_zone() {
+    let mapper = RowMapper::new("events", &settings(json!({})), "America/Chicago");
+    let mut row = gift_row("1.00");
+    row.insert("given_at".into(), json!("2026-12-07 00:03:00+00"));
+    let entries = mapper
+        .map_row("public.gifts", row.clone(), Lane::Live, 1)
+        .unwrap();
+    let body: Value = serde_json::from_str(&entries[0].fact.body_json).unwrap();
+    assert_eq!(
+        body["giftDate"], "2026-12-06",
+        "18:03 in Chicago the day before"
+    );
+    // A plain `date` column is the day it says.
+    row.insert("given_at".into(), json!("2026-12-07"));
+    let entries = mapper.map_row("public.gifts", row, Lane::Live, 1).unwrap();
+    let body: Value = serde_json::from_str(&entries[0].fact.body_json).unwrap();
+    assert_eq!(body["giftDate"], "2026-12-07");
+}
+
+#[test]
 fn a_contact_row_is_one_fact_per_version() {
     let mapper = RowMapper::new("events", &settings(json!({})), "UTC");
     let person = |email: &str| row(json!({"org": "7", "id": "9", "email": email}));

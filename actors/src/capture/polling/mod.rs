@@ -1042,14 +1042,15 @@ impl FingerprintCheck {
         Ok(Some(crate::source_fact::AlertNote {
             code: crate::ports::GIFT_CHANGED_ALERT.to_string(),
             message: format!(
-                "{}: gift {} changed at the source after Steward captured it (now {} {} on {}); \
+                "{}: gift {} changed at the source after Steward captured it (now {}{} on {}); \
                  Virtuous keeps the first version: adjust the gift by hand",
                 fact.source,
                 fact.source_id,
                 text("amount"),
                 body.get("currencyCode")
                     .and_then(serde_json::Value::as_str)
-                    .unwrap_or(""),
+                    .map(|code| format!(" {code}"))
+                    .unwrap_or_default(),
                 text("giftDate"),
             ),
         }))
