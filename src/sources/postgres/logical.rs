@@ -70,7 +70,7 @@ struct SlotRow {
     confirmed: u64,
     wal_status: String,
     /// `pg_current_wal_flush_lsn()`: logical decoding reads only flushed WAL, so this — not
-    /// the insert position, ahead of it under `synchronous_commit = off` — is the horizon a
+    /// the write position, ahead of it under `synchronous_commit = off` — is the horizon a
     /// read may claim to have seen everything before.
     flushed: u64,
     lag_bytes: u64,
