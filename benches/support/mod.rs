@@ -31,6 +31,8 @@ pub struct Engine {
     pub admin_url: String,
     pub sandbox_url: String,
     pub client: reqwest::Client,
+    /// The `extra_env` it was started with (a restart uses them again).
+    extra_env: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -40,32 +42,11 @@ impl Engine {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        let log = std::fs::File::create(dir.path().join("steward.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("STEWARD_DATA_DIR", &data_dir)
-            .env("STEWARD_LISTEN", "127.0.0.1:0")
-            .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("STEWARD_LOG", "warn")
-            .env("STEWARD_SANDBOX__EMBEDDED", "true")
-            // The engine alone is measured: no simulator writing its organizations to disk,
-            // importing on its own or sending webhooks the benchmark did not ask for.
-            .env("STEWARD_SANDBOX__KEEP_ORGANIZATIONS", "false")
-            .env("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "0")
-            .env("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE", "false");
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn steward");
+        let extra_env: Vec<(String, String)> = extra_env
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        let mut child = spawn_serve(dir.path(), &extra_env);
         let addresses = wait_for_addresses(&data_dir, &mut child).await;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
@@ -79,9 +60,27 @@ impl Engine {
             admin_url: format!("http://{}", addresses["admin"].as_str().unwrap()),
             sandbox_url: addresses["sandbox"].as_str().unwrap().to_string(),
             client,
+            extra_env,
         };
         engine.wait_ready().await;
         engine
+    }
+
+    /// Starts the engine again on the same data dir with the same settings (after
+    /// [`Engine::stop`]; stops it first when it still runs). Its listeners move to new
+    /// ports (the URLs are updated); waits for `/readyz`.
+    pub async fn restart(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+        let data_dir = self.dir.path().join("data");
+        let _ = std::fs::remove_file(data_dir.join("listen-addr"));
+        self.child = spawn_serve(self.dir.path(), &self.extra_env);
+        let addresses = wait_for_addresses(&data_dir, &mut self.child).await;
+        self.main_url = format!("http://{}", addresses["main"].as_str().unwrap());
+        self.admin_url = format!("http://{}", addresses["admin"].as_str().unwrap());
+        self.sandbox_url = addresses["sandbox"].as_str().unwrap().to_string();
+        self.wait_ready().await;
     }
 
     /// Starts the engine on a known port with `public_url` on it (so simulated webhooks
@@ -248,6 +247,42 @@ impl Drop for Engine {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `steward serve` on `{dir}/data` with the benchmarks' settings and `extra_env`, its output
+/// appended to `{dir}/steward.log`.
+fn spawn_serve(dir: &Path, extra_env: &[(String, String)]) -> Child {
+    let data_dir = dir.join("data");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("steward.log"))
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STEWARD_DATA_DIR", &data_dir)
+        .env("STEWARD_LISTEN", "127.0.0.1:0")
+        .env("STEWARD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("STEWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("STEWARD_LOG", "warn")
+        .env("STEWARD_SANDBOX__EMBEDDED", "true")
+        // The engine alone is measured: no simulator writing its organizations to disk,
+        // importing on its own or sending webhooks the benchmark did not ask for.
+        .env("STEWARD_SANDBOX__KEEP_ORGANIZATIONS", "false")
+        .env("STEWARD_SANDBOX__AUTO_PROCESS_AFTER_MS", "0")
+        .env("STEWARD_SANDBOX__WEBHOOKS_TO_ENGINE", "false");
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn steward")
 }
 
 async fn wait_for_addresses(data_dir: &Path, child: &mut Child) -> Value {
