@@ -175,7 +175,10 @@ impl Bench {
         CpuSample {
             at: Instant::now(),
             engine: cpu_ms(self.engine.pid()),
-            postgres: self.cluster.postmaster_pid().map_or(0, postgres_cpu_ms),
+            postgres: self
+                .cluster
+                .postmaster_pid()
+                .map_or(0, support::postgres_cpu_ms),
             bench: cpu_ms(std::process::id()),
         }
     }
@@ -261,31 +264,6 @@ fn cpu_split(before: CpuSample, after: CpuSample) -> String {
         share(before.postgres, after.postgres),
         share(before.bench, after.bench),
     )
-}
-
-/// CPU ms of the Postgres server: the postmaster and its children (backends, walsenders,
-/// writers).
-fn postgres_cpu_ms(postmaster: u32) -> u64 {
-    let mut total = cpu_ms(postmaster);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let parent = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<u32>().ok());
-        if parent == Some(postmaster) {
-            total += cpu_ms(pid);
-        }
-    }
-    total
 }
 
 fn machine_line() -> String {

@@ -208,30 +208,6 @@ impl Bench {
     }
 }
 
-/// CPU ms of the Postgres server: the postmaster and its children (backends, writers).
-fn postgres_cpu_ms(postmaster: u32) -> u64 {
-    let mut total = cpu_ms(postmaster);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let parent = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<u32>().ok());
-        if parent == Some(postmaster) {
-            total += cpu_ms(pid);
-        }
-    }
-    total
-}
-
 /// CPU of every process the bench watches, for a split over a window.
 #[derive(Clone, Copy)]
 struct CpuSample {
@@ -248,7 +224,10 @@ impl Bench {
             at: Instant::now(),
             engine: cpu_ms(self.engine.pid()),
             sandbox: cpu_ms(self.sandbox.child.id()),
-            postgres: self.cluster.postmaster_pid().map_or(0, postgres_cpu_ms),
+            postgres: self
+                .cluster
+                .postmaster_pid()
+                .map_or(0, support::postgres_cpu_ms),
             bench: cpu_ms(std::process::id()),
         }
     }

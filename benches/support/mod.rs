@@ -563,3 +563,27 @@ pub fn cpu_ms(pid: u32) -> u64 {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * 1_000 / per_second
 }
+
+/// CPU ms of the Postgres server: the postmaster and its children (backends, writers).
+pub fn postgres_cpu_ms(postmaster: u32) -> u64 {
+    let mut total = cpu_ms(postmaster);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if parent == Some(postmaster) {
+            total += cpu_ms(pid);
+        }
+    }
+    total
+}
