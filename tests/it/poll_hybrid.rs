@@ -332,7 +332,7 @@ async fn operators_run_pause_resume_reset_and_reschedule_pollers_and_bad_input_c
     assert_eq!(poller["checkpoint"]["record_id"], "c-1", "{poller}");
     assert_eq!(
         poller["schedule"],
-        json!({"kind": "interval", "interval_s": 3600})
+        json!({"kind": "interval", "interval_s": 3600, "interval_ms": 3_600_000})
     );
     assert!(poller["next_run_at"].is_string(), "{poller}");
     let status = app.status(tenant).await;
