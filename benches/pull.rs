@@ -246,25 +246,8 @@ fn cpu_split(before: CpuSample, after: CpuSample) -> String {
 }
 
 fn machine_lines() -> String {
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or("unknown memory".to_string(), |kb| {
-            format!("{:.1} GiB", kb as f64 / 1_048_576.0)
-        });
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+    let memory = support::total_memory();
+    let load = support::load_average();
     format!(
         "machine: {}, {memory}; load average at start {load}",
         support::machine()

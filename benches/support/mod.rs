@@ -587,3 +587,30 @@ pub fn postgres_cpu_ms(postmaster: u32) -> u64 {
     }
     total
 }
+
+/// The machine's memory (`MemTotal`), as "23.5 GiB", or "unknown memory".
+pub fn total_memory() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or("unknown memory".to_string(), |kb| {
+            format!("{:.1} GiB", kb as f64 / 1_048_576.0)
+        })
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}

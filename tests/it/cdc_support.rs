@@ -18,6 +18,7 @@ use crate::common::{at_timeout, queued_total, status_alert, wait_until, TestApp}
 use crate::external_sandbox::sandbox_json;
 use crate::pg_support::{unique_schema, PgCluster};
 use crate::poll_support::poller_of;
+pub use crate::poll_support::virtuous_emails as contact_emails;
 
 /// Gifts' `transactionSource` and contacts' `referenceSource` of every CDC test tenant.
 pub const TRANSACTION_SOURCE: &str = "Events DB";
@@ -539,23 +540,6 @@ pub async fn virtuous_contacts(sandbox_url: &str, org: &str) -> BTreeMap<u64, Va
         .expect("contacts is an array")
         .iter()
         .map(|contact| (contact["id"].as_u64().unwrap(), contact.clone()))
-        .collect()
-}
-
-/// The emails of a Virtuous contact (lower case).
-pub fn contact_emails(contact: &Value) -> Vec<String> {
-    contact["contactIndividuals"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|individual| {
-            individual["contactMethods"]
-                .as_array()
-                .into_iter()
-                .flatten()
-        })
-        .filter_map(|method| method["value"].as_str())
-        .map(str::to_ascii_lowercase)
         .collect()
 }
 
