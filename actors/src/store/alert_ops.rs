@@ -25,6 +25,11 @@ impl TenantStore {
         condition_cleared: impl FnOnce(&TenantStore) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
         let inner = self.inner();
+        // Never raised: nothing to resolve, and no write lock to take (sources resolve on
+        // every read while healthy, e.g. a Postgres slot's lag).
+        if inner.read::<Alert>(&inner.keys.alert(code))?.is_none() {
+            return Ok(false);
+        }
         let _guard = inner.lock_for_write()?;
         if !condition_cleared(self)? {
             return Ok(false);
